@@ -1,0 +1,142 @@
+#include "vmm/demand_pager.h"
+
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/status_matchers.h"
+#include "gtest/gtest.h"
+
+namespace ferry::vmm {
+namespace {
+
+using ::ferry::testing::StatusIs;
+using ::testing::HasSubstr;
+
+constexpr uint32_t kPage = 4096;
+constexpr uint64_t kPages = 64;
+
+std::unique_ptr<GuestMemory> Memory() {
+  return std::move(GuestMemory::Create(*MemoryMap::ForSize(kPages * kPage, kPage))).value();
+}
+
+// An image whose page p holds the byte p + 1, and page 5 is zero.
+std::unique_ptr<GuestMemory> Image() {
+  auto image = Memory();
+  for (uint64_t p = 0; p < kPages; ++p)
+    if (p != 5) std::memset(image->host() + p * kPage, static_cast<int>(p + 1), kPage);
+  return image;
+}
+
+// A PageSource that fails every fetch.
+class FailingSource final : public PageSource {
+ public:
+  absl::StatusOr<PageContent> Fetch(uint64_t, absl::Span<uint8_t>) override {
+    return absl::UnavailableError("source host unreachable");
+  }
+};
+
+class DemandPagerTest : public ::testing::TestWithParam<FaultMode> {};
+
+TEST_P(DemandPagerTest, AllPagesStartMissingAndResolveFromTheSource) {
+  auto image = Image();
+  InMemoryPageSource source(image.get());
+  auto mem = Memory();
+  ASSERT_OK_AND_ASSIGN(auto pager, DemandPager::Create(mem.get(), &source, {GetParam(), 1}));
+  EXPECT_EQ(pager->missing_pages(), kPages);
+  ASSERT_OK(pager->ResolveFault({3 * kPage + 100, kPage, kFaultRead, MonotonicNowNanos()}));
+  ASSERT_OK(pager->ResolveFault({5 * kPage, kPage, kFaultRead, 0}));
+  ASSERT_OK(pager->ResolveFault({3 * kPage, kPage, kFaultWrite, 0}));  // already present
+  EXPECT_EQ(pager->missing_pages(), kPages - 2);
+  EXPECT_TRUE(pager->IsPresent(3));
+  EXPECT_EQ(mem->host()[3 * kPage + 7], 4);
+  EXPECT_EQ(mem->host()[5 * kPage + 7], 0);
+  DemandPagerStats s = pager->Stats();
+  EXPECT_EQ(s.faults, 3u);
+  EXPECT_EQ(s.pages_installed, 2u);
+  EXPECT_EQ(s.zero_pages, 1u);
+  EXPECT_EQ(s.fault_latency.total, 1u);
+}
+
+TEST_P(DemandPagerTest, BadAddressesGiveClearErrorsAndChangeNothing) {
+  auto image = Image();
+  InMemoryPageSource source(image.get());
+  auto mem = Memory();
+  ASSERT_OK_AND_ASSIGN(auto pager, DemandPager::Create(mem.get(), &source, {GetParam(), 1}));
+  EXPECT_THAT(pager->ResolveFault({kPages * kPage, kPage, kFaultRead, 0}),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("not inside one RAM slot")));
+  std::vector<uint8_t> data(2 * kPage, 9);
+  EXPECT_THAT(pager->InstallPages((kPages - 1) * kPage, data.data(), 2),
+              StatusIs(absl::StatusCode::kOutOfRange));
+  EXPECT_THAT(pager->InstallPages(100, data.data(), 1),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("aligned")));
+  EXPECT_THAT(pager->Discard(kPages * kPage, 1), StatusIs(absl::StatusCode::kOutOfRange));
+  EXPECT_EQ(pager->missing_pages(), kPages);
+  ASSERT_OK_AND_ASSIGN(auto present, mem->PresentPages());
+  EXPECT_EQ(std::count(present.begin(), present.end(), true), 0);
+}
+
+TEST_P(DemandPagerTest, SourceErrorsPropagateAndLeaveThePageMissing) {
+  FailingSource source;
+  auto mem = Memory();
+  ASSERT_OK_AND_ASSIGN(auto pager, DemandPager::Create(mem.get(), &source, {GetParam(), 1}));
+  EXPECT_THAT(pager->ResolveFault({0, kPage, kFaultRead, 0}),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("unreachable")));
+  EXPECT_FALSE(pager->IsPresent(0));
+  EXPECT_EQ(pager->missing_pages(), kPages);
+}
+
+TEST_P(DemandPagerTest, InstallDiscardAndFinish) {
+  auto image = Image();
+  InMemoryPageSource source(image.get());
+  auto mem = Memory();
+  ASSERT_OK_AND_ASSIGN(auto pager, DemandPager::Create(mem.get(), &source, {GetParam(), 1}));
+  ASSERT_OK(pager->InstallPages(0, image->host(), kPages / 2));
+  ASSERT_OK(pager->InstallZeroPages(kPages / 2 * kPage, kPages / 2));
+  EXPECT_EQ(pager->missing_pages(), 0u);
+  // A second install of a present page keeps the first (EEXIST).
+  std::vector<uint8_t> other(kPage, 0xee);
+  ASSERT_OK(pager->InstallPages(kPage, other.data(), 1));
+  EXPECT_EQ(mem->host()[kPage], 2);
+  EXPECT_EQ(pager->Stats().already_present, 1u);
+
+  ASSERT_OK(pager->Discard(kPage, 2));
+  EXPECT_EQ(pager->missing_pages(), 2u);
+  EXPECT_THAT(pager->Finish(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                        HasSubstr("2 pages are still missing")));
+  ASSERT_OK(pager->ResolveFault({kPage, kPage, kFaultRead, 0}));
+  ASSERT_OK(pager->ResolveFault({2 * kPage, kPage, kFaultRead, 0}));
+  EXPECT_EQ(mem->host()[2 * kPage], 3);
+  ASSERT_OK(pager->Finish());
+}
+
+TEST(DemandPager, RejectsMemoryThatAlreadyHasPages) {
+  auto image = Image();
+  InMemoryPageSource source(image.get());
+  EXPECT_THAT(DemandPager::Create(image.get(), &source, {}),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("empty guest memory")));
+}
+
+TEST(DemandPager, BlockingModeHandlerResolvesASleepingThread) {
+  auto image = Image();
+  InMemoryPageSource source(image.get());
+  auto mem = Memory();
+  ASSERT_OK_AND_ASSIGN(auto pager,
+                       DemandPager::Create(mem.get(), &source, {FaultMode::kBlocking, 2}));
+  std::vector<std::thread> readers;
+  std::vector<int> seen(8, -1);
+  for (int i = 0; i < 8; ++i)
+    readers.emplace_back([&, i] { seen[i] = mem->host()[(10 + i) * kPage + 1]; });
+  for (auto& t : readers) t.join();
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(seen[i], 11 + i);
+  EXPECT_EQ(pager->Stats().faults, 8u);
+  EXPECT_EQ(pager->missing_pages(), kPages - 8);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, DemandPagerTest,
+                         ::testing::Values(FaultMode::kExit, FaultMode::kBlocking),
+                         [](const auto& info) { return FaultModeName(info.param); });
+
+}  // namespace
+}  // namespace ferry::vmm

@@ -1,0 +1,131 @@
+#include "vmm/workload.h"
+
+#include <cstring>
+#include <set>
+#include <vector>
+
+#include "base/status_matchers.h"
+#include "gtest/gtest.h"
+
+namespace ferry::vmm {
+namespace {
+
+using ::ferry::testing::IsOkAndHolds;
+using ::ferry::testing::StatusIs;
+
+constexpr uint32_t kPage = 4096;
+
+TEST(Workload, ParsesEveryKindByName) {
+  for (auto kind : {WorkloadKind::kIdle, WorkloadKind::kSequential, WorkloadKind::kUniform,
+                    WorkloadKind::kZipf, WorkloadKind::kDirtyRate})
+    EXPECT_THAT(ParseWorkloadKind(WorkloadKindName(kind)), IsOkAndHolds(kind));
+  EXPECT_THAT(ParseWorkloadKind("memcached"), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST(Workload, ValidateRejectsBadParameters) {
+  WorkloadSpec s;
+  s.zero_fraction = 1.5;
+  EXPECT_THAT(ValidateWorkload(s), StatusIs(absl::StatusCode::kInvalidArgument));
+  s = {};
+  s.kind = WorkloadKind::kDirtyRate;
+  s.dirty_bytes_per_sec = 0;
+  EXPECT_THAT(ValidateWorkload(s), StatusIs(absl::StatusCode::kInvalidArgument));
+  s = {};
+  s.kind = static_cast<WorkloadKind>(0);
+  EXPECT_THAT(ValidateWorkload(s), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST(Workload, InitialMemoryHasTheRequestedZeroFraction) {
+  WorkloadSpec s;
+  s.zero_fraction = 0.5;
+  constexpr uint64_t kPages = 4096;
+  std::vector<uint8_t> ram(kPages * kPage, 0);
+  uint64_t written = FillInitialPages(s, ram.data(), kPage, 0, kPages);
+  EXPECT_NEAR(static_cast<double>(written) / kPages, 0.5, 0.05);
+  for (uint64_t p = 0; p < kPages; ++p) {
+    bool all_zero = true;
+    for (uint32_t i = 0; i < kPage; ++i) all_zero &= ram[p * kPage + i] == 0;
+    EXPECT_EQ(all_zero, InitialPageIsZero(s, p)) << p;
+  }
+}
+
+TEST(Workload, ReplayIsDeterministicAndSeedDependent) {
+  constexpr uint64_t kPages = 256;
+  for (auto kind : {WorkloadKind::kSequential, WorkloadKind::kUniform, WorkloadKind::kZipf,
+                    WorkloadKind::kDirtyRate}) {
+    WorkloadSpec s;
+    s.kind = kind;
+    s.ops_per_vcpu = 5000;
+    std::vector<uint8_t> a(kPages * kPage), b(kPages * kPage), c(kPages * kPage);
+    FillInitialPages(s, a.data(), kPage, 0, kPages);
+    std::memcpy(b.data(), a.data(), a.size());
+    std::memcpy(c.data(), a.data(), a.size());
+    std::vector<uint8_t> initial = a;
+    RunReference(s, a.data(), kPages, kPage, 2);
+    RunReference(s, b.data(), kPages, kPage, 2);
+    EXPECT_EQ(a, b) << WorkloadKindName(kind);
+    EXPECT_NE(a, initial) << WorkloadKindName(kind);
+    s.seed = 2;
+    RunReference(s, c.data(), kPages, kPage, 2);
+    EXPECT_NE(a, c) << WorkloadKindName(kind);
+  }
+}
+
+TEST(Workload, VcpusStayInTheirOwnRegions) {
+  constexpr uint64_t kPages = 64;
+  WorkloadSpec s;
+  s.kind = WorkloadKind::kUniform;
+  s.write_fraction = 1;
+  s.ops_per_vcpu = 10000;
+  std::vector<uint8_t> ram(kPages * kPage, 0);
+  GuestProgram p1(s, ram.data(), kPages, kPage, 1, 4);  // region: pages 16..31
+  uint64_t acc = 0;
+  for (uint64_t i = 0; i < s.ops_per_vcpu; ++i) acc = p1.Step(i, acc);
+  for (uint64_t p = 0; p < kPages; ++p) {
+    bool touched = false;
+    for (uint32_t i = 0; i < kPage; ++i) touched |= ram[p * kPage + i] != 0;
+    EXPECT_EQ(touched, p >= 16 && p < 32) << p;
+  }
+}
+
+int PagesTouched(WorkloadKind kind, uint64_t ops) {
+  constexpr uint64_t kPages = 1024;
+  WorkloadSpec s;
+  s.kind = kind;
+  s.write_fraction = 1;
+  std::vector<uint8_t> ram(kPages * kPage, 0);
+  GuestProgram p(s, ram.data(), kPages, kPage, 0, 1);
+  uint64_t acc = 0;
+  for (uint64_t i = 0; i < ops; ++i) acc = p.Step(i, acc);
+  int touched = 0;
+  for (uint64_t pg = 0; pg < kPages; ++pg) {
+    bool any = false;
+    for (uint32_t i = 0; i < kPage; ++i) any |= ram[pg * kPage + i] != 0;
+    touched += any;
+  }
+  return touched;
+}
+
+TEST(Workload, ZipfConcentratesOnAHotSet) {
+  // 2000 ops over 1024 pages: uniform touches about 1 - e^-2 (86%) of them;
+  // Zipf(1) keeps returning to its hot set and touches far fewer.
+  int uniform = PagesTouched(WorkloadKind::kUniform, 2000);
+  int zipf = PagesTouched(WorkloadKind::kZipf, 2000);
+  EXPECT_GT(uniform, 800);
+  EXPECT_LT(zipf, uniform * 3 / 4);
+  EXPECT_GT(zipf, 100);
+}
+
+TEST(Workload, PacedKindsHaveIntervals) {
+  WorkloadSpec s;
+  s.kind = WorkloadKind::kDirtyRate;
+  s.dirty_bytes_per_sec = 16 << 20;
+  EXPECT_EQ(OpIntervalNanos(s, kPage), 1'000'000'000LL / 4096);
+  s.kind = WorkloadKind::kIdle;
+  EXPECT_EQ(OpIntervalNanos(s, kPage), 1'000'000);
+  s.kind = WorkloadKind::kUniform;
+  EXPECT_EQ(OpIntervalNanos(s, kPage), 0);
+}
+
+}  // namespace
+}  // namespace ferry::vmm

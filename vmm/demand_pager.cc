@@ -1,0 +1,234 @@
+#include "vmm/demand_pager.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "base/clock.h"
+#include "base/errno_status.h"
+#include "base/status_macros.h"
+#include "vmm/fault_trap.h"
+
+namespace ferry::vmm {
+namespace {
+
+constexpr uint32_t kMaxPageSize = 4096;
+constexpr size_t kEventsPerRead = 16;
+
+}  // namespace
+
+absl::StatusOr<FaultMode> ParseFaultMode(absl::string_view name) {
+  if (name == "exit") return FaultMode::kExit;
+  if (name == "blocking") return FaultMode::kBlocking;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown fault mode '", name, "': choose exit or blocking"));
+}
+
+const char* FaultModeName(FaultMode mode) {
+  return mode == FaultMode::kExit ? "exit" : "blocking";
+}
+
+absl::StatusOr<std::unique_ptr<DemandPager>> DemandPager::Create(
+    GuestMemory* memory, PageSource* source, DemandPagerOptions options) {
+  if (memory->page_size() > kMaxPageSize)
+    return absl::UnimplementedError("demand paging supports 4 KiB pages only");
+  if (options.mode == FaultMode::kBlocking && options.handler_threads < 1)
+    return absl::InvalidArgumentError("blocking mode needs a handler thread");
+  ASSIGN_OR_RETURN(std::vector<bool> present, memory->PresentPages());
+  for (bool p : present)
+    if (p)
+      return absl::FailedPreconditionError(
+          "demand paging needs empty guest memory: some pages are already present");
+  uint64_t features = UFFD_FEATURE_MISSING_SHMEM;
+  features |= options.mode == FaultMode::kExit ? UFFD_FEATURE_SIGBUS
+                                               : UFFD_FEATURE_THREAD_ID;
+  ASSIGN_OR_RETURN(Userfaultfd uffd, Userfaultfd::Open(features));
+  ASSIGN_OR_RETURN(uint64_t ioctls, uffd.Register(memory->host(), memory->size(),
+                                                  UFFDIO_REGISTER_MODE_MISSING));
+  const uint64_t needed = (1ull << _UFFDIO_COPY) | (1ull << _UFFDIO_ZEROPAGE) |
+                          (1ull << _UFFDIO_WAKE);
+  if ((ioctls & needed) != needed)
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "userfaultfd on guest memory lacks COPY/ZEROPAGE/WAKE (ioctls %#x)", ioctls));
+  if (options.mode == FaultMode::kExit) RETURN_IF_ERROR(InstallFaultTrapHandler());
+  UniqueFd stop(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!stop.valid()) return ErrnoStatus("eventfd", errno);
+  auto pager = std::unique_ptr<DemandPager>(
+      new DemandPager(memory, source, options, std::move(uffd), std::move(stop)));
+  if (options.mode == FaultMode::kBlocking)
+    for (int i = 0; i < options.handler_threads; ++i)
+      pager->handlers_.emplace_back(&DemandPager::HandlerLoop, pager.get());
+  return pager;
+}
+
+DemandPager::DemandPager(GuestMemory* memory, PageSource* source,
+                         DemandPagerOptions options, Userfaultfd uffd,
+                         UniqueFd stop_fd)
+    : memory_(memory),
+      source_(source),
+      options_(options),
+      uffd_(std::move(uffd)),
+      stop_fd_(std::move(stop_fd)),
+      present_(new std::atomic<uint64_t>[(memory->num_pages() + 63) / 64]()),
+      missing_(memory->num_pages()) {}
+
+DemandPager::~DemandPager() { Stop(); }
+
+absl::StatusOr<uint64_t> DemandPager::PageIndexOf(uint64_t gpa, uint64_t count) const {
+  const uint32_t ps = memory_->page_size();
+  if (gpa % ps != 0)
+    return absl::InvalidArgumentError(
+        absl::StrFormat("gpa %#x is not aligned to the %d-byte page", gpa, ps));
+  ASSIGN_OR_RETURN(uint64_t offset, memory_->map().GpaToOffset(gpa, count * ps));
+  return offset / ps;
+}
+
+bool DemandPager::IsPresent(uint64_t page) const {
+  return (present_[page / 64].load(std::memory_order_acquire) >> (page % 64)) & 1;
+}
+
+uint64_t DemandPager::MarkPresent(uint64_t first, uint64_t count) {
+  uint64_t newly = 0;
+  for (uint64_t p = first; p < first + count; ++p) {
+    uint64_t bit = 1ull << (p % 64);
+    if (!(present_[p / 64].fetch_or(bit, std::memory_order_acq_rel) & bit)) ++newly;
+  }
+  missing_.fetch_sub(newly);
+  return newly;
+}
+
+absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
+  const uint32_t ps = memory_->page_size();
+  const uint64_t gpa = fault.gpa & ~uint64_t{ps - 1};
+  ASSIGN_OR_RETURN(uint64_t page, PageIndexOf(gpa, 1));
+  uint8_t* dst = memory_->host() + page * ps;
+  if (IsPresent(page)) {
+    // Installed by another path after this fault was taken. In blocking
+    // mode that install woke the range already; waking again is harmless and
+    // covers a faulter that went to sleep just after it.
+    if (options_.mode == FaultMode::kBlocking) RETURN_IF_ERROR(uffd_.Wake(dst, ps));
+  } else {
+    alignas(64) uint8_t buf[kMaxPageSize];
+    ASSIGN_OR_RETURN(PageContent content, source_->Fetch(gpa, absl::MakeSpan(buf, ps)));
+    InstallResult r;
+    if (content == PageContent::kZero) {
+      ASSIGN_OR_RETURN(r, uffd_.ZeroPage(dst, ps));
+      zero_installed_.fetch_add(r.installed / ps, std::memory_order_relaxed);
+    } else {
+      ASSIGN_OR_RETURN(r, uffd_.Copy(dst, buf, ps));
+    }
+    installed_.fetch_add(r.installed / ps, std::memory_order_relaxed);
+    already_present_.fetch_add(r.already_present / ps, std::memory_order_relaxed);
+    MarkPresent(page, 1);
+  }
+  faults_.fetch_add(1, std::memory_order_relaxed);
+  if (fault.time_ns > 0) fault_latency_.Record(MonotonicNowNanos() - fault.time_ns);
+  return absl::OkStatus();
+}
+
+absl::Status DemandPager::InstallPages(uint64_t gpa, const uint8_t* data,
+                                       uint64_t count) {
+  const uint32_t ps = memory_->page_size();
+  ASSIGN_OR_RETURN(uint64_t first, PageIndexOf(gpa, count));
+  ASSIGN_OR_RETURN(InstallResult r,
+                   uffd_.Copy(memory_->host() + first * ps, data, count * ps));
+  installed_.fetch_add(r.installed / ps, std::memory_order_relaxed);
+  already_present_.fetch_add(r.already_present / ps, std::memory_order_relaxed);
+  MarkPresent(first, count);
+  return absl::OkStatus();
+}
+
+absl::Status DemandPager::InstallZeroPages(uint64_t gpa, uint64_t count) {
+  const uint32_t ps = memory_->page_size();
+  ASSIGN_OR_RETURN(uint64_t first, PageIndexOf(gpa, count));
+  ASSIGN_OR_RETURN(InstallResult r,
+                   uffd_.ZeroPage(memory_->host() + first * ps, count * ps));
+  installed_.fetch_add(r.installed / ps, std::memory_order_relaxed);
+  zero_installed_.fetch_add(r.installed / ps, std::memory_order_relaxed);
+  already_present_.fetch_add(r.already_present / ps, std::memory_order_relaxed);
+  MarkPresent(first, count);
+  return absl::OkStatus();
+}
+
+absl::Status DemandPager::Discard(uint64_t gpa, uint64_t count) {
+  const uint32_t ps = memory_->page_size();
+  ASSIGN_OR_RETURN(uint64_t first, PageIndexOf(gpa, count));
+  RETURN_IF_ERROR(memory_->DiscardOffsets(first * ps, count * ps));
+  uint64_t cleared = 0;
+  for (uint64_t p = first; p < first + count; ++p) {
+    uint64_t bit = 1ull << (p % 64);
+    if (present_[p / 64].fetch_and(~bit, std::memory_order_acq_rel) & bit) ++cleared;
+  }
+  missing_.fetch_add(cleared);
+  return absl::OkStatus();
+}
+
+void DemandPager::HandlerLoop() {
+  const uint32_t ps = memory_->page_size();
+  const auto base = reinterpret_cast<uintptr_t>(memory_->host());
+  pollfd fds[2] = {{uffd_.fd(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+  uffd_msg msgs[kEventsPerRead];
+  while (true) {
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    if (fds[1].revents != 0) return;
+    absl::StatusOr<size_t> n = uffd_.ReadEvents(msgs, kEventsPerRead);
+    if (!n.ok()) return;
+    const int64_t now = MonotonicNowNanos();
+    for (size_t i = 0; i < *n; ++i) {
+      if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
+      const uintptr_t addr = msgs[i].arg.pagefault.address;
+      MemoryFault fault;
+      fault.gpa = memory_->map().OffsetToGpa((addr - base) & ~uintptr_t{ps - 1});
+      fault.size = ps;
+      fault.flags = (msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE)
+                        ? kFaultWrite
+                        : kFaultRead;
+      fault.time_ns = now;
+      // A failed fetch leaves the page missing and the vCPU asleep on it;
+      // the failure is the source's to report (the migration fails), and
+      // Stop() wakes the sleeper when the VM is torn down.
+      (void)ResolveFault(fault);
+    }
+  }
+}
+
+absl::Status DemandPager::Finish() {
+  uint64_t missing = missing_.load();
+  if (missing != 0)
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "cannot leave userfault mode: %d pages are still missing", missing));
+  Stop();
+  return absl::OkStatus();
+}
+
+void DemandPager::Stop() {
+  absl::MutexLock lock(&stop_mu_);
+  if (!registered_) return;
+  uint64_t one = 1;
+  (void)!::write(stop_fd_.get(), &one, sizeof(one));
+  for (std::thread& t : handlers_) t.join();
+  handlers_.clear();
+  // Unregistering wakes any sleeper; the memory stays mapped and usable.
+  (void)uffd_.Unregister(memory_->host(), memory_->size());
+  registered_ = false;
+}
+
+DemandPagerStats DemandPager::Stats() const {
+  DemandPagerStats s;
+  s.faults = faults_.load(std::memory_order_relaxed);
+  s.pages_installed = installed_.load(std::memory_order_relaxed);
+  s.zero_pages = zero_installed_.load(std::memory_order_relaxed);
+  s.already_present = already_present_.load(std::memory_order_relaxed);
+  s.missing_pages = missing_.load();
+  s.fault_latency = fault_latency_.Snapshot();
+  return s;
+}
+
+}  // namespace ferry::vmm

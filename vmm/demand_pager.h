@@ -1,0 +1,132 @@
+// DemandPager: the destination side of missing memory. It registers all of a
+// VM's RAM with userfaultfd in MISSING mode, so every page starts missing,
+// and makes pages present by atomic install (UFFDIO_COPY / UFFDIO_ZEROPAGE):
+// a page is visible whole or not at all, and the first install wins (a later
+// one sees EEXIST and counts the page as already present).
+//
+// Fault modes (chosen at creation):
+//   kExit      UFFD_FEATURE_SIGBUS: an access to a missing page exits the
+//              vCPU (fault_trap.h); the vCPU's own thread calls
+//              ResolveFault() and re-enters. No thread hop on the fault path.
+//   kBlocking  the vCPU sleeps in the kernel; `handler_threads` threads poll
+//              the userfaultfd (and a stop eventfd), read fault events and
+//              resolve them with the same ResolveFault(). QEMU's model.
+//
+// Present-page tracking: one bit per page, set after an install (by any
+// path) and cleared by Discard(); missing_pages() counts the clear bits, so
+// "nothing is missing" is known without touching memory.
+//
+// Threads: every method is thread-safe. Stop() (or the destructor) stops the
+// handler threads and unregisters the memory; a vCPU asleep on a missing page
+// is then woken and the page reads as zeros, so stop only a VM being torn
+// down, or call Finish() once nothing is missing.
+#ifndef FERRY_VMM_DEMAND_PAGER_H_
+#define FERRY_VMM_DEMAND_PAGER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "base/histogram.h"
+#include "base/unique_fd.h"
+#include "vmm/guest_memory.h"
+#include "vmm/page_source.h"
+#include "vmm/sys/userfaultfd.h"
+#include "vmm/vcpu.h"
+
+namespace ferry::vmm {
+
+enum class FaultMode { kExit = 1, kBlocking };
+
+absl::StatusOr<FaultMode> ParseFaultMode(absl::string_view name);
+const char* FaultModeName(FaultMode mode);
+
+struct DemandPagerOptions {
+  FaultMode mode = FaultMode::kExit;
+  int handler_threads = 1;  // blocking mode only
+};
+
+struct DemandPagerStats {
+  uint64_t faults = 0;            // faults resolved (either mode)
+  uint64_t pages_installed = 0;   // made present by this pager (data + zero)
+  uint64_t zero_pages = 0;        // of those, installed as zero pages
+  uint64_t already_present = 0;   // installs that found the page present
+  uint64_t missing_pages = 0;
+  HistogramSnapshot fault_latency;  // ns; see ResolveFault()
+};
+
+class DemandPager {
+ public:
+  // `memory` and `source` must outlive the pager. `memory` must hold no
+  // pages yet (a fresh destination): every page starts missing.
+  static absl::StatusOr<std::unique_ptr<DemandPager>> Create(
+      GuestMemory* memory, PageSource* source, DemandPagerOptions options);
+  ~DemandPager();
+
+  FaultMode mode() const { return options_.mode; }
+
+  // Makes the page holding `fault.gpa` present, fetching it from the source
+  // unless another path installed it first. Records the fault latency from
+  // fault.time_ns (the trap, in exit mode; the event read, in blocking mode)
+  // to the end of the install. Errors: OutOfRange for a gpa outside RAM,
+  // the source's errors; memory is unchanged on error.
+  absl::Status ResolveFault(const MemoryFault& fault);
+
+  // Installs `count` pages of data (count * page size bytes) at gpa, or
+  // `count` zero pages, atomically per page. For pages pushed ahead of
+  // faults (precopy, background push).
+  absl::Status InstallPages(uint64_t gpa, const uint8_t* data, uint64_t count);
+  absl::Status InstallZeroPages(uint64_t gpa, uint64_t count);
+
+  // Makes the pages of [gpa, gpa + count pages) missing again. Only while no
+  // vCPU runs (a discard racing an access could lose the access).
+  absl::Status Discard(uint64_t gpa, uint64_t count);
+
+  uint64_t missing_pages() const { return missing_.load(); }
+  bool IsPresent(uint64_t page_index) const;
+
+  // Leaves userfault mode once nothing is missing: unregisters the memory
+  // and stops handler threads. FailedPrecondition while pages are missing.
+  absl::Status Finish();
+  // Stops handler threads and unregisters, missing pages or not.
+  void Stop();
+
+  DemandPagerStats Stats() const;
+
+ private:
+  DemandPager(GuestMemory* memory, PageSource* source, DemandPagerOptions options,
+              Userfaultfd uffd, UniqueFd stop_fd);
+
+  void HandlerLoop();
+  // Marks [first, first + count) present; returns how many were missing.
+  uint64_t MarkPresent(uint64_t first, uint64_t count);
+  absl::StatusOr<uint64_t> PageIndexOf(uint64_t gpa, uint64_t count) const;
+
+  GuestMemory* const memory_;
+  PageSource* const source_;
+  const DemandPagerOptions options_;
+  Userfaultfd uffd_;
+  UniqueFd stop_fd_;
+  std::vector<std::thread> handlers_;
+
+  std::unique_ptr<std::atomic<uint64_t>[]> present_;  // bitmap, 1 = present
+  std::atomic<uint64_t> missing_;
+
+  absl::Mutex stop_mu_;
+  bool registered_ ABSL_GUARDED_BY(stop_mu_) = true;
+
+  std::atomic<uint64_t> faults_{0};
+  std::atomic<uint64_t> installed_{0};
+  std::atomic<uint64_t> zero_installed_{0};
+  std::atomic<uint64_t> already_present_{0};
+  LatencyHistogram fault_latency_;
+};
+
+}  // namespace ferry::vmm
+
+#endif  // FERRY_VMM_DEMAND_PAGER_H_

@@ -1,0 +1,51 @@
+// PageSource: where a missing page's content comes from. The fault path
+// knows only this interface: the destination's remote source (the fetch
+// channel to the source host), an in-memory image (tests, benchmarks, the
+// local demo), or a fake.
+//
+// Threads: Fetch() is called concurrently from every vCPU thread (exit mode)
+// and from userfaultfd handler threads (blocking mode); implementations are
+// thread-safe and may block the caller until the page arrives.
+#ifndef FERRY_VMM_PAGE_SOURCE_H_
+#define FERRY_VMM_PAGE_SOURCE_H_
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace ferry::vmm {
+
+class GuestMemory;
+
+enum class PageContent { kData, kZero };
+
+class PageSource {
+ public:
+  virtual ~PageSource() = default;
+
+  // Fetches the page at page-aligned `gpa`. On kData, `out` (one page) holds
+  // its bytes; on kZero the page is all zeros and `out` is unspecified.
+  // OutOfRange for a gpa outside the VM's RAM; other errors are the
+  // transport's (Unavailable, DeadlineExceeded, ...).
+  virtual absl::StatusOr<PageContent> Fetch(uint64_t gpa, absl::Span<uint8_t> out) = 0;
+};
+
+// Serves pages from a fully populated GuestMemory (a memory image). The image
+// must outlive the source and must not change while pages are fetched.
+class InMemoryPageSource final : public PageSource {
+ public:
+  explicit InMemoryPageSource(const GuestMemory* image) : image_(image) {}
+  absl::StatusOr<PageContent> Fetch(uint64_t gpa, absl::Span<uint8_t> out) override;
+
+ private:
+  const GuestMemory* image_;
+};
+
+// True when the `len` bytes at `p` are all zero (len a multiple of 64).
+bool IsZeroPage(const uint8_t* p, size_t len);
+
+}  // namespace ferry::vmm
+
+#endif  // FERRY_VMM_PAGE_SOURCE_H_

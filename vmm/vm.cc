@@ -1,0 +1,269 @@
+#include "vmm/vm.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_format.h"
+#include "base/status_macros.h"
+
+namespace ferry::vmm {
+namespace {
+
+constexpr int kMaxVcpus = 256;
+
+}  // namespace
+
+const char* VcpuRunStateName(VcpuRunState state) {
+  switch (state) {
+    case VcpuRunState::kPaused:
+      return "paused";
+    case VcpuRunState::kRunning:
+      return "running";
+    case VcpuRunState::kFinished:
+      return "finished";
+    case VcpuRunState::kFailed:
+      return "failed";
+  }
+  return "unknown";
+}
+
+absl::Status ValidateVmConfig(const VmConfig& config) {
+  if (config.vcpus < 1 || config.vcpus > kMaxVcpus)
+    return absl::InvalidArgumentError(
+        absl::StrFormat("vcpus %d is not in [1, %d]", config.vcpus, kMaxVcpus));
+  if (config.page_size == 0 || config.memory_bytes == 0 ||
+      config.memory_bytes % config.page_size != 0)
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "memory size %d is not a positive multiple of the %d-byte page",
+        config.memory_bytes, config.page_size));
+  if (config.memory_bytes / config.page_size < static_cast<uint64_t>(config.vcpus))
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "memory of %d bytes is too small for %d vCPUs (each needs a page)",
+        config.memory_bytes, config.vcpus));
+  return ValidateWorkload(config.workload);
+}
+
+absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config,
+                                               const Clock* clock) {
+  RETURN_IF_ERROR(ValidateVmConfig(config));
+  ASSIGN_OR_RETURN(MemoryMap map, MemoryMap::ForSize(config.memory_bytes, config.page_size));
+  ASSIGN_OR_RETURN(std::unique_ptr<GuestMemory> memory, GuestMemory::Create(map));
+  return std::unique_ptr<Vm>(new Vm(config, std::move(memory), clock));
+}
+
+Vm::Vm(const VmConfig& config, std::unique_ptr<GuestMemory> memory,
+       const Clock* clock)
+    : config_(config), memory_(std::move(memory)), clock_(clock) {
+  for (int i = 0; i < config.vcpus; ++i)
+    vcpus_.push_back(std::make_unique<SoftVcpu>(i, config.vcpus, memory_.get(),
+                                                config.workload, clock,
+                                                config.vcpu_options));
+  absl::MutexLock lock(&mu_);
+  states_.assign(config.vcpus, VcpuRunState::kPaused);
+  errors_.assign(config.vcpus, absl::OkStatus());
+}
+
+Vm::~Vm() { Stop(); }
+
+std::string Vm::LifecycleLocked() const {
+  if (stopping_) return "stopped";
+  if (!started_) return "created";
+  return paused_ ? "paused" : "running";
+}
+
+absl::Status Vm::LoadInitialMemory() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (started_ || pager_ != nullptr)
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "cannot load initial memory into a VM that is %s%s", LifecycleLocked(),
+          pager_ ? " and demand paged" : ""));
+  }
+  FillInitialPages(config_.workload, memory_->host(), memory_->page_size(), 0,
+                   memory_->num_pages());
+  return absl::OkStatus();
+}
+
+absl::Status Vm::EnableDemandPaging(PageSource* source, DemandPagerOptions options) {
+  absl::MutexLock lock(&mu_);
+  if (started_ || pager_ != nullptr)
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "cannot enable demand paging on a VM that is %s%s", LifecycleLocked(),
+        pager_ ? " and already demand paged" : ""));
+  ASSIGN_OR_RETURN(pager_, DemandPager::Create(memory_.get(), source, options));
+  return absl::OkStatus();
+}
+
+absl::Status Vm::Start() {
+  absl::MutexLock lock(&mu_);
+  if (started_ || stopping_)
+    return absl::FailedPreconditionError(
+        absl::StrFormat("cannot start a VM that is %s", LifecycleLocked()));
+  started_ = true;
+  for (VcpuRunState& s : states_)
+    if (s == VcpuRunState::kPaused) s = VcpuRunState::kRunning;
+  for (int i = 0; i < config_.vcpus; ++i) threads_.emplace_back(&Vm::VcpuThread, this, i);
+  return absl::OkStatus();
+}
+
+bool Vm::AnyRunningLocked() const {
+  return std::any_of(states_.begin(), states_.end(),
+                     [](VcpuRunState s) { return s == VcpuRunState::kRunning; });
+}
+
+absl::Status Vm::Pause() {
+  absl::MutexLock lock(&mu_);
+  if (!started_ || stopping_ || paused_)
+    return absl::FailedPreconditionError(
+        absl::StrFormat("cannot pause a VM that is %s", LifecycleLocked()));
+  paused_ = true;
+  for (auto& v : vcpus_) v->RequestExit();
+  while (AnyRunningLocked()) cv_.Wait(&mu_);
+  return absl::OkStatus();
+}
+
+absl::Status Vm::Resume() {
+  absl::MutexLock lock(&mu_);
+  if (!started_ || stopping_ || !paused_)
+    return absl::FailedPreconditionError(
+        absl::StrFormat("cannot resume a VM that is %s", LifecycleLocked()));
+  paused_ = false;
+  for (int i = 0; i < config_.vcpus; ++i) {
+    vcpus_[i]->ClearExitRequest();
+    if (states_[i] == VcpuRunState::kPaused) states_[i] = VcpuRunState::kRunning;
+  }
+  cv_.SignalAll();
+  return absl::OkStatus();
+}
+
+void Vm::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    for (auto& v : vcpus_) v->RequestExit();
+    cv_.SignalAll();
+  }
+  // Wakes a vCPU asleep on a missing page (blocking mode) so it can leave.
+  if (pager_) pager_->Stop();
+  for (std::thread& t : threads_) t.join();
+  threads_.clear();
+}
+
+void Vm::VcpuThread(int index) {
+  SoftVcpu* vcpu = vcpus_[index].get();
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      while (states_[index] != VcpuRunState::kRunning && !stopping_) cv_.Wait(&mu_);
+      if (stopping_) return;
+    }
+    absl::StatusOr<VcpuExit> exit = vcpu->Run();
+    absl::Status error = exit.status();
+    if (error.ok() && exit->reason == VcpuExitReason::kMemoryFault) {
+      if (pager_ == nullptr) {
+        error = absl::InternalError(absl::StrFormat(
+            "vcpu %d: memory fault at gpa %#x but the VM has no demand pager", index,
+            exit->fault.gpa));
+      } else {
+        error = pager_->ResolveFault(exit->fault);
+        if (error.ok()) continue;  // re-enter: the faulted op runs again
+        error = absl::Status(error.code(),
+                             absl::StrFormat("vcpu %d: resolving the fault at gpa "
+                                             "%#x: %s",
+                                             index, exit->fault.gpa, error.message()));
+      }
+    }
+    absl::MutexLock lock(&mu_);
+    if (!error.ok()) {
+      states_[index] = VcpuRunState::kFailed;
+      errors_[index] = error;
+    } else if (exit->reason == VcpuExitReason::kHalted) {
+      states_[index] = VcpuRunState::kFinished;
+    } else if (states_[index] == VcpuRunState::kRunning) {
+      states_[index] = VcpuRunState::kPaused;  // kPaused: an exit was requested
+    }
+    cv_.SignalAll();
+  }
+}
+
+absl::Status Vm::WaitUntilHalted(absl::Duration timeout) {
+  if (config_.workload.ops_per_vcpu == 0)
+    return absl::FailedPreconditionError(
+        "the workload runs until stopped (ops_per_vcpu is 0): it never halts");
+  const absl::Time deadline = absl::Now() + timeout;
+  absl::MutexLock lock(&mu_);
+  auto halted = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return std::all_of(states_.begin(), states_.end(), [](VcpuRunState s) {
+      return s == VcpuRunState::kFinished || s == VcpuRunState::kFailed;
+    });
+  };
+  while (!halted()) {
+    if (cv_.WaitWithDeadline(&mu_, deadline) && !halted())
+      return absl::DeadlineExceededError(absl::StrFormat(
+          "the workload did not halt within %s", absl::FormatDuration(timeout)));
+  }
+  for (const absl::Status& e : errors_)
+    if (!e.ok()) return e;
+  return absl::OkStatus();
+}
+
+std::vector<VcpuRunState> Vm::States() const {
+  absl::MutexLock lock(&mu_);
+  return states_;
+}
+
+VmStats Vm::Stats() const {
+  VmStats stats;
+  std::vector<VcpuRunState> states = States();
+  for (int i = 0; i < config_.vcpus; ++i) {
+    VcpuStats s;
+    s.state = states[i];
+    s.counters = vcpus_[i]->Counters();
+    stats.total_ops += s.counters.ops;
+    stats.vcpus.push_back(std::move(s));
+  }
+  return stats;
+}
+
+absl::StatusOr<std::vector<std::string>> Vm::SaveVcpuStates() const {
+  absl::MutexLock lock(&mu_);
+  if (AnyRunningLocked())
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "cannot save vCPU state of a VM that is %s: pause it first", LifecycleLocked()));
+  std::vector<std::string> out;
+  for (const auto& v : vcpus_) out.push_back(v->SaveState());
+  return out;
+}
+
+absl::Status Vm::RestoreVcpuStates(const std::vector<std::string>& states) {
+  absl::MutexLock lock(&mu_);
+  if (AnyRunningLocked())
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "cannot restore vCPU state into a VM that is %s", LifecycleLocked()));
+  if (states.size() != vcpus_.size())
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%d vCPU states for a VM with %d vCPUs", states.size(), vcpus_.size()));
+  for (size_t i = 0; i < states.size(); ++i)
+    RETURN_IF_ERROR(vcpus_[i]->RestoreState(states[i]));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<MemoryDigest> Vm::Digest() const {
+  if (pager_ != nullptr && pager_->missing_pages() > 0)
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "cannot digest memory while %d pages are missing", pager_->missing_pages()));
+  return DigestMemory(*memory_);
+}
+
+absl::StatusOr<MemoryDigest> ReferenceDigest(const VmConfig& config) {
+  RETURN_IF_ERROR(ValidateVmConfig(config));
+  ASSIGN_OR_RETURN(MemoryMap map, MemoryMap::ForSize(config.memory_bytes, config.page_size));
+  ASSIGN_OR_RETURN(std::unique_ptr<GuestMemory> memory, GuestMemory::Create(map));
+  FillInitialPages(config.workload, memory->host(), memory->page_size(), 0,
+                   memory->num_pages());
+  RunReference(config.workload, memory->host(), memory->num_pages(),
+               memory->page_size(), config.vcpus);
+  return DigestMemory(*memory);
+}
+
+}  // namespace ferry::vmm

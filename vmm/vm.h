@@ -1,0 +1,146 @@
+// Vm: one virtual machine: its guest memory, its vCPUs and their threads,
+// and (on a destination) the demand pager that fills missing memory.
+//
+// vCPU run states (docs/architecture.md draws the diagram):
+//   paused   --Resume/Start-->  running
+//   running  --Pause-------->   paused     (Run() returned kPaused)
+//   running  --workload done->  finished
+//   running  --error-------->   failed     (a fault could not be resolved)
+// A request that does not fit the VM's state fails with FailedPrecondition
+// naming the request and the state.
+//
+// Each vCPU has its own thread, which runs:
+//   Run() -> kMemoryFault -> pager->ResolveFault() (fetch, install) -> Run()
+// so in exit mode a fault is resolved on the faulting vCPU's thread.
+//
+// Pause guarantee: when Pause() returns OK, no vCPU is executing guest code
+// and none will until Resume(): every vCPU is paused, finished or failed,
+// and guest memory changes only through the pager (installs) or the caller.
+// A vCPU that is resolving a fault (exit mode: fetching a page) or asleep on
+// one in the kernel (blocking mode) is not in guest code yet but will be once
+// the page arrives; Pause() waits for that page, so it can take as long as
+// one fault.
+//
+// Threads: all methods are thread-safe; Stop() and the destructor join the
+// vCPU threads.
+//
+//   ASSIGN_OR_RETURN(auto vm, Vm::Create(config));
+//   RETURN_IF_ERROR(vm->LoadInitialMemory());
+//   RETURN_IF_ERROR(vm->Start());
+//   RETURN_IF_ERROR(vm->WaitUntilHalted(absl::Seconds(60)));
+#ifndef FERRY_VMM_VM_H_
+#define FERRY_VMM_VM_H_
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "base/clock.h"
+#include "vmm/demand_pager.h"
+#include "vmm/digest.h"
+#include "vmm/guest_memory.h"
+#include "vmm/soft_vcpu.h"
+#include "vmm/vcpu.h"
+#include "vmm/workload.h"
+
+namespace ferry::vmm {
+
+struct VmConfig {
+  uint64_t memory_bytes = 1ull << 30;
+  uint32_t page_size = 4096;
+  int vcpus = 2;
+  WorkloadSpec workload;
+  SoftVcpuOptions vcpu_options;
+};
+
+// Checks sizes and counts; names the offending field.
+absl::Status ValidateVmConfig(const VmConfig& config);
+
+enum class VcpuRunState { kPaused, kRunning, kFinished, kFailed };
+const char* VcpuRunStateName(VcpuRunState state);
+
+struct VcpuStats {
+  VcpuRunState state = VcpuRunState::kPaused;
+  VcpuCounters counters;
+};
+
+struct VmStats {
+  std::vector<VcpuStats> vcpus;
+  uint64_t total_ops = 0;
+};
+
+class Vm {
+ public:
+  static absl::StatusOr<std::unique_ptr<Vm>> Create(const VmConfig& config,
+                                                    const Clock* clock = &RealClock());
+  ~Vm();
+
+  const VmConfig& config() const { return config_; }
+  GuestMemory& memory() { return *memory_; }
+  const GuestMemory& memory() const { return *memory_; }
+
+  // Writes the workload's initial memory (the guest "booted"). Before Start().
+  absl::Status LoadInitialMemory();
+
+  // Destination: every page starts missing and is fetched from `source` (which
+  // must outlive the VM) when touched. Before Start(), on empty memory.
+  absl::Status EnableDemandPaging(PageSource* source, DemandPagerOptions options);
+  DemandPager* pager() { return pager_.get(); }
+
+  absl::Status Start();
+  absl::Status Pause();
+  absl::Status Resume();
+  // Stops every vCPU and joins the threads; idempotent. The VM cannot be
+  // started again.
+  void Stop();
+
+  // Waits until every vCPU has finished its workload or failed. Returns the
+  // first vCPU's error, DeadlineExceeded on timeout, FailedPrecondition for
+  // a workload that runs until stopped.
+  absl::Status WaitUntilHalted(absl::Duration timeout);
+
+  VmStats Stats() const;
+  std::vector<VcpuRunState> States() const;
+
+  // vCPU state as bytes, one string per vCPU; only while no vCPU runs.
+  absl::StatusOr<std::vector<std::string>> SaveVcpuStates() const;
+  absl::Status RestoreVcpuStates(const std::vector<std::string>& states);
+
+  // The memory digest. Call while paused or halted; FailedPrecondition while
+  // the pager still has missing pages.
+  absl::StatusOr<MemoryDigest> Digest() const;
+
+ private:
+  Vm(const VmConfig& config, std::unique_ptr<GuestMemory> memory, const Clock* clock);
+
+  void VcpuThread(int index);
+  bool AnyRunningLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string LifecycleLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const VmConfig config_;
+  std::unique_ptr<GuestMemory> memory_;
+  const Clock* clock_;
+  std::unique_ptr<DemandPager> pager_;
+  std::vector<std::unique_ptr<SoftVcpu>> vcpus_;
+  std::vector<std::thread> threads_;
+
+  mutable absl::Mutex mu_;
+  absl::CondVar cv_;
+  std::vector<VcpuRunState> states_ ABSL_GUARDED_BY(mu_);
+  std::vector<absl::Status> errors_ ABSL_GUARDED_BY(mu_);
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool paused_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// The digest of a run of `config`'s workload without faults or migration:
+// fresh memory, initial content, ops_per_vcpu ops per vCPU.
+absl::StatusOr<MemoryDigest> ReferenceDigest(const VmConfig& config);
+
+}  // namespace ferry::vmm
+
+#endif  // FERRY_VMM_VM_H_

@@ -1,0 +1,120 @@
+#include "vmm/workload.h"
+
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+
+namespace ferry::vmm {
+namespace {
+
+struct KindName {
+  WorkloadKind kind;
+  const char* name;
+};
+constexpr KindName kKinds[] = {
+    {WorkloadKind::kIdle, "idle"},
+    {WorkloadKind::kSequential, "sequential"},
+    {WorkloadKind::kUniform, "uniform"},
+    {WorkloadKind::kZipf, "zipf"},
+    {WorkloadKind::kDirtyRate, "dirty-rate"},
+};
+
+// A multiplier coprime with every region size below 2^32 (it is a prime
+// above that), so page = rank * scatter mod R is a permutation.
+constexpr uint64_t kScatterPrime = 4294967311ull;
+
+uint64_t PageSeed(const WorkloadSpec& spec, uint64_t page) {
+  return Mix64(spec.seed ^ Mix64(page + 0x5851f42d4c957f2dull));
+}
+
+}  // namespace
+
+absl::StatusOr<WorkloadKind> ParseWorkloadKind(absl::string_view name) {
+  for (const KindName& k : kKinds)
+    if (name == k.name) return k.kind;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown workload '", name,
+      "': choose idle, sequential, uniform, zipf or dirty-rate"));
+}
+
+const char* WorkloadKindName(WorkloadKind kind) {
+  for (const KindName& k : kKinds)
+    if (k.kind == kind) return k.name;
+  return "unknown";
+}
+
+absl::Status ValidateWorkload(const WorkloadSpec& spec) {
+  if (std::string(WorkloadKindName(spec.kind)) == "unknown")
+    return absl::InvalidArgumentError("workload kind is unspecified or unknown");
+  if (!(spec.zero_fraction >= 0 && spec.zero_fraction <= 1))
+    return absl::InvalidArgumentError(
+        absl::StrCat("zero fraction ", spec.zero_fraction, " is not in [0, 1]"));
+  if (!(spec.write_fraction >= 0 && spec.write_fraction <= 1))
+    return absl::InvalidArgumentError(
+        absl::StrCat("write fraction ", spec.write_fraction, " is not in [0, 1]"));
+  if (spec.kind == WorkloadKind::kDirtyRate && spec.dirty_bytes_per_sec == 0)
+    return absl::InvalidArgumentError("the dirty-rate workload needs a rate above 0");
+  return absl::OkStatus();
+}
+
+int64_t OpIntervalNanos(const WorkloadSpec& spec, uint32_t page_size) {
+  switch (spec.kind) {
+    case WorkloadKind::kIdle:
+      return 1'000'000;
+    case WorkloadKind::kDirtyRate:
+      return static_cast<int64_t>(1e9 * page_size /
+                                  static_cast<double>(spec.dirty_bytes_per_sec));
+    default:
+      return 0;
+  }
+}
+
+GuestProgram::GuestProgram(const WorkloadSpec& spec, uint8_t* ram,
+                           uint64_t ram_pages, uint32_t page_size, int vcpu,
+                           int vcpus)
+    : kind_(spec.kind),
+      seed_(Mix64(spec.seed * kGolden + static_cast<uint64_t>(vcpu) + 1)),
+      pages_(ram_pages / static_cast<uint64_t>(vcpus)),
+      words_(page_size / sizeof(uint64_t)),
+      write_threshold_(static_cast<uint64_t>(spec.write_fraction * (1 << 20))),
+      log_pages_(std::log(static_cast<double>(ram_pages / vcpus) + 1)),
+      scatter_(kScatterPrime % std::max<uint64_t>(1, ram_pages / vcpus)) {
+  first_page_ = pages_ * static_cast<uint64_t>(vcpu);
+  region_ = reinterpret_cast<volatile uint64_t*>(ram + first_page_ * page_size);
+  if (pages_ > 0 && std::gcd(scatter_, pages_) != 1) scatter_ = 1;
+}
+
+bool InitialPageIsZero(const WorkloadSpec& spec, uint64_t page) {
+  if (spec.zero_fraction <= 0) return false;
+  double u = static_cast<double>(PageSeed(spec, page) >> 11) * 0x1.0p-53;
+  return u < spec.zero_fraction;
+}
+
+uint64_t FillInitialPages(const WorkloadSpec& spec, uint8_t* ram, uint32_t page_size,
+                          uint64_t first, uint64_t count) {
+  const uint64_t words = page_size / sizeof(uint64_t);
+  uint64_t written = 0;
+  for (uint64_t page = first; page < first + count; ++page) {
+    if (InitialPageIsZero(spec, page)) continue;
+    auto* w = reinterpret_cast<uint64_t*>(ram + page * page_size);
+    uint64_t s = PageSeed(spec, page);
+    for (uint64_t i = 0; i < words; ++i) {
+      s += kGolden;
+      uint64_t z = (s ^ (s >> 29)) * 0xbf58476d1ce4e5b9ull;
+      w[i] = z ^ (z >> 32) ^ 1;  // ^1 keeps words (and so pages) non-zero
+    }
+    ++written;
+  }
+  return written;
+}
+
+void RunReference(const WorkloadSpec& spec, uint8_t* ram, uint64_t ram_pages,
+                  uint32_t page_size, int vcpus) {
+  for (int v = 0; v < vcpus; ++v) {
+    GuestProgram program(spec, ram, ram_pages, page_size, v, vcpus);
+    uint64_t acc = 0;
+    for (uint64_t i = 0; i < spec.ops_per_vcpu; ++i) acc = program.Step(i, acc);
+  }
+}
+
+}  // namespace ferry::vmm
