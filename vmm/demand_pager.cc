@@ -74,7 +74,28 @@ DemandPager::DemandPager(GuestMemory* memory, PageSource* source,
       uffd_(std::move(uffd)),
       stop_fd_(std::move(stop_fd)),
       present_(new std::atomic<uint64_t>[(memory->num_pages() + 63) / 64]()),
-      missing_(memory->num_pages()) {}
+      shards_(new Shard[kShards]) {}
+
+DemandPager::Shard& DemandPager::MyShard() {
+  static std::atomic<int> next{0};
+  thread_local const int index = next.fetch_add(1) % kShards;
+  return shards_[index];
+}
+
+uint64_t DemandPager::missing_pages() const {
+  int64_t present = 0;
+  for (int i = 0; i < kShards; ++i) present += shards_[i].present_delta.load();
+  return memory_->num_pages() - static_cast<uint64_t>(present);
+}
+
+void DemandPager::CountInstall(const InstallResult& r, bool zero) {
+  const uint32_t ps = memory_->page_size();
+  Shard& shard = MyShard();
+  shard.installed.fetch_add(r.installed / ps, std::memory_order_relaxed);
+  if (zero) shard.zero_installed.fetch_add(r.installed / ps, std::memory_order_relaxed);
+  if (r.already_present)
+    shard.already_present.fetch_add(r.already_present / ps, std::memory_order_relaxed);
+}
 
 DemandPager::~DemandPager() { Stop(); }
 
@@ -91,14 +112,13 @@ bool DemandPager::IsPresent(uint64_t page) const {
   return (present_[page / 64].load(std::memory_order_acquire) >> (page % 64)) & 1;
 }
 
-uint64_t DemandPager::MarkPresent(uint64_t first, uint64_t count) {
-  uint64_t newly = 0;
+void DemandPager::MarkPresent(uint64_t first, uint64_t count) {
+  int64_t newly = 0;
   for (uint64_t p = first; p < first + count; ++p) {
     uint64_t bit = 1ull << (p % 64);
     if (!(present_[p / 64].fetch_or(bit, std::memory_order_acq_rel) & bit)) ++newly;
   }
-  missing_.fetch_sub(newly);
-  return newly;
+  MyShard().present_delta.fetch_add(newly, std::memory_order_relaxed);
 }
 
 absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
@@ -113,20 +133,20 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
     if (options_.mode == FaultMode::kBlocking) RETURN_IF_ERROR(uffd_.Wake(dst, ps));
   } else {
     alignas(64) uint8_t buf[kMaxPageSize];
-    ASSIGN_OR_RETURN(PageContent content, source_->Fetch(gpa, absl::MakeSpan(buf, ps)));
+    ASSIGN_OR_RETURN(FetchedPage page_data, source_->Fetch(gpa, absl::MakeSpan(buf, ps)));
+    const bool zero = page_data.content == PageContent::kZero;
     InstallResult r;
-    if (content == PageContent::kZero) {
+    if (zero) {
       ASSIGN_OR_RETURN(r, uffd_.ZeroPage(dst, ps));
-      zero_installed_.fetch_add(r.installed / ps, std::memory_order_relaxed);
     } else {
-      ASSIGN_OR_RETURN(r, uffd_.Copy(dst, buf, ps));
+      ASSIGN_OR_RETURN(r, uffd_.Copy(dst, page_data.data, ps));
     }
-    installed_.fetch_add(r.installed / ps, std::memory_order_relaxed);
-    already_present_.fetch_add(r.already_present / ps, std::memory_order_relaxed);
+    CountInstall(r, zero);
     MarkPresent(page, 1);
   }
-  faults_.fetch_add(1, std::memory_order_relaxed);
-  if (fault.time_ns > 0) fault_latency_.Record(MonotonicNowNanos() - fault.time_ns);
+  Shard& shard = MyShard();
+  shard.faults.fetch_add(1, std::memory_order_relaxed);
+  if (fault.time_ns > 0) shard.fault_latency.Record(MonotonicNowNanos() - fault.time_ns);
   return absl::OkStatus();
 }
 
@@ -136,8 +156,7 @@ absl::Status DemandPager::InstallPages(uint64_t gpa, const uint8_t* data,
   ASSIGN_OR_RETURN(uint64_t first, PageIndexOf(gpa, count));
   ASSIGN_OR_RETURN(InstallResult r,
                    uffd_.Copy(memory_->host() + first * ps, data, count * ps));
-  installed_.fetch_add(r.installed / ps, std::memory_order_relaxed);
-  already_present_.fetch_add(r.already_present / ps, std::memory_order_relaxed);
+  CountInstall(r, false);
   MarkPresent(first, count);
   return absl::OkStatus();
 }
@@ -147,9 +166,7 @@ absl::Status DemandPager::InstallZeroPages(uint64_t gpa, uint64_t count) {
   ASSIGN_OR_RETURN(uint64_t first, PageIndexOf(gpa, count));
   ASSIGN_OR_RETURN(InstallResult r,
                    uffd_.ZeroPage(memory_->host() + first * ps, count * ps));
-  installed_.fetch_add(r.installed / ps, std::memory_order_relaxed);
-  zero_installed_.fetch_add(r.installed / ps, std::memory_order_relaxed);
-  already_present_.fetch_add(r.already_present / ps, std::memory_order_relaxed);
+  CountInstall(r, true);
   MarkPresent(first, count);
   return absl::OkStatus();
 }
@@ -158,12 +175,12 @@ absl::Status DemandPager::Discard(uint64_t gpa, uint64_t count) {
   const uint32_t ps = memory_->page_size();
   ASSIGN_OR_RETURN(uint64_t first, PageIndexOf(gpa, count));
   RETURN_IF_ERROR(memory_->DiscardOffsets(first * ps, count * ps));
-  uint64_t cleared = 0;
+  int64_t cleared = 0;
   for (uint64_t p = first; p < first + count; ++p) {
     uint64_t bit = 1ull << (p % 64);
     if (present_[p / 64].fetch_and(~bit, std::memory_order_acq_rel) & bit) ++cleared;
   }
-  missing_.fetch_add(cleared);
+  MyShard().present_delta.fetch_sub(cleared, std::memory_order_relaxed);
   return absl::OkStatus();
 }
 
@@ -200,7 +217,7 @@ void DemandPager::HandlerLoop() {
 }
 
 absl::Status DemandPager::Finish() {
-  uint64_t missing = missing_.load();
+  uint64_t missing = missing_pages();
   if (missing != 0)
     return absl::FailedPreconditionError(absl::StrFormat(
         "cannot leave userfault mode: %d pages are still missing", missing));
@@ -222,12 +239,15 @@ void DemandPager::Stop() {
 
 DemandPagerStats DemandPager::Stats() const {
   DemandPagerStats s;
-  s.faults = faults_.load(std::memory_order_relaxed);
-  s.pages_installed = installed_.load(std::memory_order_relaxed);
-  s.zero_pages = zero_installed_.load(std::memory_order_relaxed);
-  s.already_present = already_present_.load(std::memory_order_relaxed);
-  s.missing_pages = missing_.load();
-  s.fault_latency = fault_latency_.Snapshot();
+  for (int i = 0; i < kShards; ++i) {
+    const Shard& shard = shards_[i];
+    s.faults += shard.faults.load(std::memory_order_relaxed);
+    s.pages_installed += shard.installed.load(std::memory_order_relaxed);
+    s.zero_pages += shard.zero_installed.load(std::memory_order_relaxed);
+    s.already_present += shard.already_present.load(std::memory_order_relaxed);
+    s.fault_latency.Merge(shard.fault_latency.Snapshot());
+  }
+  s.missing_pages = missing_pages();
   return s;
 }
 

@@ -87,7 +87,7 @@ class DemandPager {
   // vCPU runs (a discard racing an access could lose the access).
   absl::Status Discard(uint64_t gpa, uint64_t count);
 
-  uint64_t missing_pages() const { return missing_.load(); }
+  uint64_t missing_pages() const;
   bool IsPresent(uint64_t page_index) const;
 
   // Leaves userfault mode once nothing is missing: unregisters the memory
@@ -103,8 +103,10 @@ class DemandPager {
               Userfaultfd uffd, UniqueFd stop_fd);
 
   void HandlerLoop();
-  // Marks [first, first + count) present; returns how many were missing.
-  uint64_t MarkPresent(uint64_t first, uint64_t count);
+  // Marks [first, first + count) present and counts the newly present.
+  void MarkPresent(uint64_t first, uint64_t count);
+  // Counts an install's outcome in the calling thread's shard.
+  void CountInstall(const InstallResult& r, bool zero);
   absl::StatusOr<uint64_t> PageIndexOf(uint64_t gpa, uint64_t count) const;
 
   GuestMemory* const memory_;
@@ -115,16 +117,23 @@ class DemandPager {
   std::vector<std::thread> handlers_;
 
   std::unique_ptr<std::atomic<uint64_t>[]> present_;  // bitmap, 1 = present
-  std::atomic<uint64_t> missing_;
 
   absl::Mutex stop_mu_;
   bool registered_ ABSL_GUARDED_BY(stop_mu_) = true;
 
-  std::atomic<uint64_t> faults_{0};
-  std::atomic<uint64_t> installed_{0};
-  std::atomic<uint64_t> zero_installed_{0};
-  std::atomic<uint64_t> already_present_{0};
-  LatencyHistogram fault_latency_;
+  // Statistics, sharded by thread so that concurrent faults on different
+  // vCPUs never write the same cache line. Stats() and missing_pages() sum.
+  struct alignas(64) Shard {
+    std::atomic<uint64_t> faults{0};
+    std::atomic<uint64_t> installed{0};
+    std::atomic<uint64_t> zero_installed{0};
+    std::atomic<uint64_t> already_present{0};
+    std::atomic<int64_t> present_delta{0};  // pages marked present - discarded
+    LatencyHistogram fault_latency;
+  };
+  static constexpr int kShards = 16;
+  Shard& MyShard();
+  std::unique_ptr<Shard[]> shards_;
 };
 
 }  // namespace ferry::vmm

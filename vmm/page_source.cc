@@ -1,7 +1,5 @@
 #include "vmm/page_source.h"
 
-#include <cstring>
-
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
 #include "vmm/guest_memory.h"
@@ -18,7 +16,7 @@ bool IsZeroPage(const uint8_t* p, size_t len) {
   return true;
 }
 
-absl::StatusOr<PageContent> InMemoryPageSource::Fetch(uint64_t gpa,
+absl::StatusOr<FetchedPage> InMemoryPageSource::Fetch(uint64_t gpa,
                                                       absl::Span<uint8_t> out) {
   const uint32_t ps = image_->page_size();
   if (gpa % ps != 0 || out.size() < ps)
@@ -26,9 +24,8 @@ absl::StatusOr<PageContent> InMemoryPageSource::Fetch(uint64_t gpa,
         "fetch of gpa %#x: not page aligned or buffer of %d bytes too small", gpa,
         out.size()));
   ASSIGN_OR_RETURN(uint8_t* page, image_->HostAddress(gpa, ps));
-  if (IsZeroPage(page, ps)) return PageContent::kZero;
-  std::memcpy(out.data(), page, ps);
-  return PageContent::kData;
+  if (IsZeroPage(page, ps)) return FetchedPage{PageContent::kZero, nullptr};
+  return FetchedPage{PageContent::kData, page};
 }
 
 }  // namespace ferry::vmm

@@ -21,23 +21,33 @@ class GuestMemory;
 
 enum class PageContent { kData, kZero };
 
+// What Fetch() found. For kData, `data` points at the page's bytes: either
+// the caller's `out` buffer or memory the source guarantees stable until the
+// page is installed (an in-memory image), which saves a copy.
+struct FetchedPage {
+  PageContent content = PageContent::kData;
+  const uint8_t* data = nullptr;
+};
+
 class PageSource {
  public:
   virtual ~PageSource() = default;
 
-  // Fetches the page at page-aligned `gpa`. On kData, `out` (one page) holds
-  // its bytes; on kZero the page is all zeros and `out` is unspecified.
+  // Fetches the page at page-aligned `gpa`. On kData, the result's `data`
+  // points at its bytes (in `out`, one page, or in the source's own stable
+  // memory); on kZero the page is all zeros and `out` is unspecified.
   // OutOfRange for a gpa outside the VM's RAM; other errors are the
   // transport's (Unavailable, DeadlineExceeded, ...).
-  virtual absl::StatusOr<PageContent> Fetch(uint64_t gpa, absl::Span<uint8_t> out) = 0;
+  virtual absl::StatusOr<FetchedPage> Fetch(uint64_t gpa, absl::Span<uint8_t> out) = 0;
 };
 
-// Serves pages from a fully populated GuestMemory (a memory image). The image
-// must outlive the source and must not change while pages are fetched.
+// Serves pages from a fully populated GuestMemory (a memory image) without
+// copying them: `data` points into the image. The image must outlive the
+// source and must not change while pages are fetched and installed.
 class InMemoryPageSource final : public PageSource {
  public:
   explicit InMemoryPageSource(const GuestMemory* image) : image_(image) {}
-  absl::StatusOr<PageContent> Fetch(uint64_t gpa, absl::Span<uint8_t> out) override;
+  absl::StatusOr<FetchedPage> Fetch(uint64_t gpa, absl::Span<uint8_t> out) override;
 
  private:
   const GuestMemory* image_;

@@ -157,20 +157,27 @@ void Vm::VcpuThread(int index) {
       while (states_[index] != VcpuRunState::kRunning && !stopping_) cv_.Wait(&mu_);
       if (stopping_) return;
     }
-    absl::StatusOr<VcpuExit> exit = vcpu->Run();
-    absl::Status error = exit.status();
-    if (error.ok() && exit->reason == VcpuExitReason::kMemoryFault) {
+    // Run, resolving memory faults on this thread and re-entering, until an
+    // exit that changes the vCPU's run state. The fault path takes no lock.
+    absl::StatusOr<VcpuExit> exit;
+    absl::Status error;
+    while (true) {
+      exit = vcpu->Run();
+      error = exit.status();
+      if (!error.ok() || exit->reason != VcpuExitReason::kMemoryFault) break;
       if (pager_ == nullptr) {
         error = absl::InternalError(absl::StrFormat(
             "vcpu %d: memory fault at gpa %#x but the VM has no demand pager", index,
             exit->fault.gpa));
-      } else {
-        error = pager_->ResolveFault(exit->fault);
-        if (error.ok()) continue;  // re-enter: the faulted op runs again
+        break;
+      }
+      error = pager_->ResolveFault(exit->fault);
+      if (!error.ok()) {
         error = absl::Status(error.code(),
                              absl::StrFormat("vcpu %d: resolving the fault at gpa "
                                              "%#x: %s",
                                              index, exit->fault.gpa, error.message()));
+        break;
       }
     }
     absl::MutexLock lock(&mu_);

@@ -32,7 +32,7 @@ std::unique_ptr<GuestMemory> Image() {
 // A PageSource that fails every fetch.
 class FailingSource final : public PageSource {
  public:
-  absl::StatusOr<PageContent> Fetch(uint64_t, absl::Span<uint8_t>) override {
+  absl::StatusOr<FetchedPage> Fetch(uint64_t, absl::Span<uint8_t>) override {
     return absl::UnavailableError("source host unreachable");
   }
 };

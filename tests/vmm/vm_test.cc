@@ -168,7 +168,7 @@ TEST(Vm, VcpuStateMovesBetweenVms) {
 TEST(Vm, FailingSourceFailsTheVcpuWithAClearError) {
   class Failing final : public PageSource {
    public:
-    absl::StatusOr<PageContent> Fetch(uint64_t, absl::Span<uint8_t>) override {
+    absl::StatusOr<FetchedPage> Fetch(uint64_t, absl::Span<uint8_t>) override {
       return absl::UnavailableError("fetch channel closed");
     }
   } source;

@@ -1,0 +1,59 @@
+// Args: command-line parsing for Ferry's binaries (ferry, ferryd,
+// ferry-bench). Accepts `--name=value`, `--name value` and bare `--flag`
+// (boolean true); everything else is positional. Every getter names the flag
+// in its error, and Finish() rejects flags nobody asked for, so a typo is an
+// error rather than a silently ignored option.
+//
+//   ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1));
+//   ASSIGN_OR_RETURN(uint64_t memory, args.Bytes("memory", 1ull << 30));
+//   bool json = args.Bool("json");
+//   RETURN_IF_ERROR(args.Finish());
+#ifndef FERRY_BASE_ARGS_H_
+#define FERRY_BASE_ARGS_H_
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace ferry {
+
+// "4096", "64K", "16M", "1G", "2T" (binary multiples; "MiB", "GB" and a
+// trailing "/s" are accepted too). InvalidArgument naming `what` otherwise.
+absl::StatusOr<uint64_t> ParseBytes(absl::string_view text, absl::string_view what);
+
+class Args {
+ public:
+  static absl::StatusOr<Args> Parse(int argc, const char* const* argv);
+  static absl::StatusOr<Args> Parse(const std::vector<std::string>& argv);
+
+  const std::vector<std::string>& positional() const { return positional_; }
+  bool Has(const std::string& name) const { return flags_.count(name) > 0; }
+
+  std::string String(const std::string& name, const std::string& def = "");
+  absl::StatusOr<int64_t> Int(const std::string& name, int64_t def);
+  absl::StatusOr<double> Double(const std::string& name, double def);
+  absl::StatusOr<uint64_t> Bytes(const std::string& name, uint64_t def);
+  // A comma-separated list of integers ("1,2,4,8").
+  absl::StatusOr<std::vector<int64_t>> IntList(const std::string& name,
+                                               std::vector<int64_t> def);
+  // A comma-separated list of words.
+  std::vector<std::string> List(const std::string& name, std::vector<std::string> def);
+  bool Bool(const std::string& name);
+
+  // InvalidArgument naming every flag that was given but never read.
+  absl::Status Finish() const;
+
+ private:
+  std::vector<std::string> positional_;
+  std::map<std::string, std::string> flags_;
+  std::set<std::string> used_;
+};
+
+}  // namespace ferry
+
+#endif  // FERRY_BASE_ARGS_H_
