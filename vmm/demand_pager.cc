@@ -189,6 +189,7 @@ void DemandPager::HandlerLoop() {
   const auto base = reinterpret_cast<uintptr_t>(memory_->host());
   pollfd fds[2] = {{uffd_.fd(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
   uffd_msg msgs[kEventsPerRead];
+  source_->PrepareThread();
   while (true) {
     if (::poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;

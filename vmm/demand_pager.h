@@ -70,6 +70,9 @@ class DemandPager {
 
   FaultMode mode() const { return options_.mode; }
 
+  // Readies the page source for faults resolved on the calling thread.
+  void PrepareThread() { source_->PrepareThread(); }
+
   // Makes the page holding `fault.gpa` present, fetching it from the source
   // unless another path installed it first. Records the fault latency from
   // fault.time_ns (the trap, in exit mode; the event read, in blocking mode)

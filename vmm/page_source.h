@@ -39,6 +39,11 @@ class PageSource {
   // OutOfRange for a gpa outside the VM's RAM; other errors are the
   // transport's (Unavailable, DeadlineExceeded, ...).
   virtual absl::StatusOr<FetchedPage> Fetch(uint64_t gpa, absl::Span<uint8_t> out) = 0;
+
+  // Called once on every thread that will call Fetch() (vCPU threads, fault
+  // handler threads) before its first fault, so per-thread resources (a
+  // connection) are ready before they are needed. Errors surface at Fetch().
+  virtual void PrepareThread() {}
 };
 
 // Serves pages from a fully populated GuestMemory (a memory image) without

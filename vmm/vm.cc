@@ -151,6 +151,7 @@ void Vm::Stop() {
 
 void Vm::VcpuThread(int index) {
   SoftVcpu* vcpu = vcpus_[index].get();
+  if (pager_ != nullptr) pager_->PrepareThread();
   while (true) {
     {
       absl::MutexLock lock(&mu_);

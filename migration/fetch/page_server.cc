@@ -1,0 +1,329 @@
+#include "migration/fetch/page_server.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <iostream>
+
+#include "absl/strings/str_format.h"
+#include "base/errno_status.h"
+#include "base/net.h"
+#include "base/status_macros.h"
+#include "vmm/page_source.h"
+#include "vmm/sys/io_uring.h"
+
+namespace ferry::migration::fetch {
+namespace {
+
+constexpr unsigned kRingDepth = 256;
+constexpr size_t kRecvBuffer = 64 * kRequestSize;
+enum Op : uint64_t { kAccept = 1, kRecv = 2, kSend = 3, kStop = 4 };
+uint64_t Tag(uint64_t conn, Op op) { return (conn << 4) | op; }
+
+}  // namespace
+
+ServedMigration::ServedMigration(std::string id, Secret secret,
+                                 const vmm::GuestMemory* memory, ServedFn on_served)
+    : id_(std::move(id)),
+      secret_(secret),
+      memory_(memory),
+      on_served_(std::move(on_served)) {}
+
+void ServedMigration::EnableServing() {
+  absl::MutexLock lock(&mu_);
+  serving_ = true;
+}
+
+void ServedMigration::Close() {
+  absl::MutexLock lock(&mu_);
+  closed_ = true;
+}
+
+void ServedMigration::Serve(const Request& request, std::vector<uint8_t>* out) {
+  const uint32_t ps = memory_->page_size();
+  ReplyHeader h;
+  h.tag = request.tag;
+  h.count = request.count;
+  h.gpa = request.gpa;
+  const size_t header_at = out->size();
+  out->resize(header_at + kReplyHeaderSize);
+  requests_.fetch_add(1, std::memory_order_relaxed);
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    if (closed_) {
+      h.status = WireStatus::kUnknownMigration;
+    } else if (!serving_) {
+      h.status = WireStatus::kNotReady;
+    } else if (request.gpa % ps != 0 ||
+               !memory_->map().GpaToOffset(request.gpa, uint64_t{request.count} * ps).ok()) {
+      h.status = WireStatus::kOutOfRange;
+    } else {
+      const uint8_t* src = *memory_->HostAddress(request.gpa, uint64_t{request.count} * ps);
+      for (int i = 0; i < request.count; ++i, src += ps) {
+        if (vmm::IsZeroPage(src, ps)) {
+          h.zero_mask |= 1u << i;
+        } else {
+          out->insert(out->end(), src, src + ps);
+          h.data_len += ps;
+        }
+      }
+      pages_served_.fetch_add(request.count, std::memory_order_relaxed);
+      if (on_served_) on_served_(request.gpa, request.count);
+    }
+  }
+  Encode(h, out->data() + header_at);
+}
+
+// One accepted connection. Owned by the loop; freed only when no operation
+// referencing its buffers is in flight.
+struct PageServer::Conn {
+  uint64_t id = 0;
+  UniqueFd fd;
+  bool hello_done = false;
+  bool closing = false;  // no more receives; close once queued bytes are sent
+  bool aborted = false;  // drop queued bytes; close once operations complete
+  Nonce nonce{};
+  std::shared_ptr<ServedMigration> migration;
+  std::vector<uint8_t> in = std::vector<uint8_t>(kRecvBuffer);
+  size_t in_len = 0;
+  std::vector<uint8_t> sending, pending;
+  size_t send_pos = 0;
+  int in_flight = 0;
+  bool recv_posted = false;
+  bool send_posted = false;
+};
+
+absl::StatusOr<std::unique_ptr<PageServer>> PageServer::Start(absl::string_view address) {
+  ASSIGN_OR_RETURN(TcpListener l, ListenTcp(address));
+  UniqueFd stop(eventfd(0, EFD_CLOEXEC));
+  if (!stop.valid()) return ErrnoStatus("eventfd", errno);
+  auto server = std::unique_ptr<PageServer>(
+      new PageServer(std::move(l.fd), l.port, std::move(stop)));
+  server->thread_ = std::thread(&PageServer::Loop, server.get());
+  absl::Status started;
+  {
+    absl::MutexLock lock(&server->started_mu_);
+    server->started_mu_.Await(absl::Condition(&server->started_));
+    started = server->start_status_;
+  }
+  if (!started.ok()) {
+    server->thread_.join();
+    return started;
+  }
+  return server;
+}
+
+PageServer::PageServer(UniqueFd listener, int port, UniqueFd stop)
+    : listener_(std::move(listener)), port_(port), stop_fd_(std::move(stop)) {}
+
+PageServer::~PageServer() {
+  uint64_t one = 1;
+  (void)!write(stop_fd_.get(), &one, sizeof(one));
+  if (thread_.joinable()) thread_.join();
+  absl::MutexLock lock(&mu_);
+  for (auto& [id, m] : migrations_) m->Close();
+}
+
+void PageServer::Register(std::shared_ptr<ServedMigration> migration) {
+  absl::MutexLock lock(&mu_);
+  migrations_[migration->id()] = std::move(migration);
+}
+
+void PageServer::Unregister(const std::string& id) {
+  std::shared_ptr<ServedMigration> m;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = migrations_.find(id);
+    if (it == migrations_.end()) return;
+    m = it->second;
+    migrations_.erase(it);
+  }
+  m->Close();
+}
+
+std::shared_ptr<ServedMigration> PageServer::Find(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  auto it = migrations_.find(id);
+  return it == migrations_.end() ? nullptr : it->second;
+}
+
+PageServerStats PageServer::Stats() const {
+  return {connections_.load(), handshakes_failed_.load(), requests_.load(),
+          malformed_.load()};
+}
+
+void PageServer::Loop() {
+  absl::Status s = Run();
+  if (!s.ok()) {
+    absl::MutexLock lock(&started_mu_);
+    if (!started_) {
+      start_status_ = s;
+      started_ = true;
+      return;
+    }
+    std::cerr << "ferry page server stopped: " << s << "\n";
+  }
+}
+
+absl::Status PageServer::Run() {
+  // The ring is created here: with SINGLE_ISSUER it belongs to this thread.
+  ASSIGN_OR_RETURN(auto ring, vmm::IoUring::Create(kRingDepth, true));
+  {
+    absl::MutexLock lock(&started_mu_);
+    started_ = true;
+  }
+  std::map<uint64_t, std::unique_ptr<Conn>> conns;
+  uint64_t next_conn = 1;
+  uint64_t stop_value = 0;
+  RETURN_IF_ERROR(ring->PrepareAccept(listener_.get(), Tag(0, kAccept)));
+  RETURN_IF_ERROR(ring->PrepareRead(stop_fd_.get(), &stop_value, sizeof(stop_value),
+                                    Tag(0, kStop)));
+
+  auto post_recv = [&](Conn& c) -> absl::Status {
+    if (c.recv_posted || c.closing) return absl::OkStatus();
+    size_t want = c.hello_done ? c.in.size() - c.in_len : kClientHelloSize - c.in_len;
+    RETURN_IF_ERROR(ring->PrepareRecv(c.fd.get(), c.in.data() + c.in_len, want,
+                                      Tag(c.id, kRecv)));
+    c.recv_posted = true;
+    ++c.in_flight;
+    return absl::OkStatus();
+  };
+  auto flush = [&](Conn& c) -> absl::Status {
+    if (c.send_posted) return absl::OkStatus();
+    if (c.send_pos == c.sending.size()) {
+      c.sending.clear();
+      c.send_pos = 0;
+      std::swap(c.sending, c.pending);
+    }
+    if (c.sending.empty()) return absl::OkStatus();
+    RETURN_IF_ERROR(ring->PrepareSend(c.fd.get(), c.sending.data() + c.send_pos,
+                                      c.sending.size() - c.send_pos, Tag(c.id, kSend)));
+    c.send_posted = true;
+    ++c.in_flight;
+    return absl::OkStatus();
+  };
+  // Abort: queued bytes are dropped; shutting the socket down makes every
+  // operation in flight on it complete promptly.
+  auto abort_conn = [&](Conn& c) {
+    c.closing = c.aborted = true;
+    c.pending.clear();
+    shutdown(c.fd.get(), SHUT_RDWR);
+  };
+  auto drained = [](const Conn& c) {
+    return c.in_flight == 0 &&
+           (c.aborted || (c.pending.empty() && c.send_pos == c.sending.size()));
+  };
+  auto handle_hello = [&](Conn& c) {
+    HelloResult result;
+    auto hello = DecodeClientHello(absl::MakeConstSpan(c.in.data(), kClientHelloSize));
+    if (!hello.ok()) {
+      result.status = WireStatus::kBadRequest;
+    } else if (auto m = Find(hello->migration_id); m == nullptr) {
+      result.status = WireStatus::kUnknownMigration;
+    } else if (!ProofEquals(hello->proof,
+                            ComputeProof(m->secret(), c.nonce, hello->migration_id))) {
+      result.status = WireStatus::kBadProof;
+    } else {
+      c.migration = std::move(m);
+      c.hello_done = true;
+    }
+    uint8_t out[kHelloResultSize];
+    Encode(result, out);
+    c.pending.insert(c.pending.end(), out, out + kHelloResultSize);
+    c.in_len = 0;
+    if (!c.hello_done) {
+      handshakes_failed_.fetch_add(1);
+      c.closing = true;  // close once the result is sent
+    }
+  };
+  auto handle_requests = [&](Conn& c) {
+    size_t at = 0;
+    while (c.in_len - at >= kRequestSize) {
+      auto req = DecodeRequest(absl::MakeConstSpan(c.in.data() + at, kRequestSize));
+      at += kRequestSize;
+      if (!req.ok()) {
+        malformed_.fetch_add(1);
+        abort_conn(c);
+        return;
+      }
+      requests_.fetch_add(1, std::memory_order_relaxed);
+      c.migration->Serve(*req, &c.pending);
+    }
+    std::memmove(c.in.data(), c.in.data() + at, c.in_len - at);
+    c.in_len -= at;
+  };
+
+  bool stopping = false;
+  while (!stopping || !conns.empty()) {
+    RETURN_IF_ERROR(ring->SubmitAndWait(1));
+    vmm::IoCompletion cqe;
+    while (ring->PopCompletion(&cqe)) {
+      const uint64_t conn_id = cqe.tag >> 4;
+      const Op op = static_cast<Op>(cqe.tag & 0xf);
+      if (op == kStop) {
+        stopping = true;
+        for (auto it = conns.begin(); it != conns.end();) {
+          abort_conn(*it->second);
+          it = it->second->in_flight == 0 ? conns.erase(it) : std::next(it);
+        }
+        continue;
+      }
+      if (op == kAccept) {
+        if (cqe.result >= 0 && !stopping) {
+          auto c = std::make_unique<Conn>();
+          c->id = next_conn++;
+          c->fd.Reset(cqe.result);
+          int one = 1;
+          setsockopt(c->fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+          RETURN_IF_ERROR(RandomBytes(absl::MakeSpan(c->nonce)));
+          uint8_t hello[kServerHelloSize];
+          Encode(ServerHello{c->nonce}, hello);
+          c->pending.assign(hello, hello + kServerHelloSize);
+          connections_.fetch_add(1);
+          RETURN_IF_ERROR(flush(*c));
+          RETURN_IF_ERROR(post_recv(*c));
+          conns[c->id] = std::move(c);
+        } else if (cqe.result >= 0) {
+          close(cqe.result);
+        }
+        if (!stopping)
+          RETURN_IF_ERROR(ring->PrepareAccept(listener_.get(), Tag(0, kAccept)));
+        continue;
+      }
+      auto it = conns.find(conn_id);
+      if (it == conns.end()) continue;
+      Conn& c = *it->second;
+      --c.in_flight;
+      if (op == kRecv) {
+        c.recv_posted = false;
+        if (cqe.result <= 0) {
+          if (!c.closing) abort_conn(c);  // peer closed or failed
+        } else if (!c.closing) {
+          c.in_len += cqe.result;
+          if (!c.hello_done) {
+            if (c.in_len == kClientHelloSize) handle_hello(c);
+          } else {
+            handle_requests(c);
+          }
+        }
+      } else if (op == kSend) {
+        c.send_posted = false;
+        if (cqe.result < 0) {
+          abort_conn(c);
+        } else {
+          c.send_pos += cqe.result;
+        }
+      }
+      if (!c.aborted) RETURN_IF_ERROR(flush(c));
+      RETURN_IF_ERROR(post_recv(c));
+      if (c.closing && drained(c)) conns.erase(it);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ferry::migration::fetch
