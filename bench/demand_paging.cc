@@ -55,10 +55,10 @@ absl::StatusOr<DemandPagingResult> RunDemandPaging(const DemandPagingOptions& op
   // The page source: the guest's memory as the source host holds it.
   ASSIGN_OR_RETURN(auto image, vmm::Vm::Create(config));
   RETURN_IF_ERROR(image->LoadInitialMemory());
-  vmm::InMemoryPageSource source(&image->memory());
+  auto source = std::make_shared<vmm::InMemoryPageSource>(&image->memory());
 
   ASSIGN_OR_RETURN(auto vm, vmm::Vm::Create(config));
-  RETURN_IF_ERROR(vm->EnableDemandPaging(&source, {mode, options.blocking_handlers}));
+  RETURN_IF_ERROR(vm->EnableDemandPaging(source, {mode, options.blocking_handlers}));
   const int64_t t0 = MonotonicNowNanos();
   RETURN_IF_ERROR(vm->Start());
   RETURN_IF_ERROR(vm->WaitUntilHalted(absl::Minutes(10)));

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -133,15 +134,25 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
     if (options_.mode == FaultMode::kBlocking) RETURN_IF_ERROR(uffd_.Wake(dst, ps));
   } else {
     alignas(64) uint8_t buf[kMaxPageSize];
-    ASSIGN_OR_RETURN(FetchedPage page_data, source_->Fetch(gpa, absl::MakeSpan(buf, ps)));
-    const bool zero = page_data.content == PageContent::kZero;
-    InstallResult r;
-    if (zero) {
-      ASSIGN_OR_RETURN(r, uffd_.ZeroPage(dst, ps));
-    } else {
-      ASSIGN_OR_RETURN(r, uffd_.Copy(dst, page_data.data, ps));
+    absl::StatusOr<FetchedPage> fetched = source_->Fetch(gpa, absl::MakeSpan(buf, ps));
+    if (!fetched.ok()) {
+      // Another path installed the page while this fetch was under way (and
+      // the source may have stopped serving since): nothing is lost.
+      if (IsPresent(page)) return absl::OkStatus();
+      return fetched.status();
     }
-    CountInstall(r, zero);
+    const FetchedPage& page_data = *fetched;
+    const bool zero = page_data.content == PageContent::kZero;
+    absl::StatusOr<InstallResult> r =
+        zero ? uffd_.ZeroPage(dst, ps) : uffd_.Copy(dst, page_data.data, ps);
+    if (!r.ok()) {
+      // While this thread fetched, another path installed the page, nothing
+      // was missing any more and the memory left userfault mode (the install
+      // then fails with ENOENT): the page is there, which is all we wanted.
+      if (!IsPresent(page)) return r.status();
+      r = InstallResult{0, ps};
+    }
+    CountInstall(*r, zero);
     MarkPresent(page, 1);
   }
   Shard& shard = MyShard();
@@ -168,6 +179,43 @@ absl::Status DemandPager::InstallZeroPages(uint64_t gpa, uint64_t count) {
                    uffd_.ZeroPage(memory_->host() + first * ps, count * ps));
   CountInstall(r, true);
   MarkPresent(first, count);
+  return absl::OkStatus();
+}
+
+absl::Status DemandPager::WritePages(uint64_t gpa, const uint8_t* data,
+                                     uint64_t count) {
+  const uint32_t ps = memory_->page_size();
+  ASSIGN_OR_RETURN(uint64_t first, PageIndexOf(gpa, count));
+  uint64_t i = 0;
+  while (i < count) {
+    uint64_t n = 1;
+    const bool present = IsPresent(first + i);
+    while (i + n < count && IsPresent(first + i + n) == present) ++n;
+    if (present) {
+      std::memcpy(memory_->host() + (first + i) * ps, data + i * ps, n * ps);
+    } else {
+      RETURN_IF_ERROR(InstallPages(gpa + i * ps, data + i * ps, n));
+    }
+    i += n;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DemandPager::WriteZeroPages(uint64_t gpa, uint64_t count) {
+  const uint32_t ps = memory_->page_size();
+  ASSIGN_OR_RETURN(uint64_t first, PageIndexOf(gpa, count));
+  uint64_t i = 0;
+  while (i < count) {
+    uint64_t n = 1;
+    const bool present = IsPresent(first + i);
+    while (i + n < count && IsPresent(first + i + n) == present) ++n;
+    if (present) {
+      std::memset(memory_->host() + (first + i) * ps, 0, n * ps);
+    } else {
+      RETURN_IF_ERROR(InstallZeroPages(gpa + i * ps, n));
+    }
+    i += n;
+  }
   return absl::OkStatus();
 }
 

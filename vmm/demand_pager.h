@@ -86,6 +86,13 @@ class DemandPager {
   absl::Status InstallPages(uint64_t gpa, const uint8_t* data, uint64_t count);
   absl::Status InstallZeroPages(uint64_t gpa, uint64_t count);
 
+  // Precopy installs: like InstallPages / InstallZeroPages, except that a
+  // page already present (sent in an earlier round and re-sent because it was
+  // written since) is overwritten in place, where an install would keep the
+  // stale copy. Only while no vCPU runs: an in-place write is not atomic.
+  absl::Status WritePages(uint64_t gpa, const uint8_t* data, uint64_t count);
+  absl::Status WriteZeroPages(uint64_t gpa, uint64_t count);
+
   // Makes the pages of [gpa, gpa + count pages) missing again. Only while no
   // vCPU runs (a discard racing an access could lose the access).
   absl::Status Discard(uint64_t gpa, uint64_t count);

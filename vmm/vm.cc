@@ -83,13 +83,15 @@ absl::Status Vm::LoadInitialMemory() {
   return absl::OkStatus();
 }
 
-absl::Status Vm::EnableDemandPaging(PageSource* source, DemandPagerOptions options) {
+absl::Status Vm::EnableDemandPaging(std::shared_ptr<PageSource> source,
+                                    DemandPagerOptions options) {
   absl::MutexLock lock(&mu_);
   if (started_ || pager_ != nullptr)
     return absl::FailedPreconditionError(absl::StrFormat(
         "cannot enable demand paging on a VM that is %s%s", LifecycleLocked(),
         pager_ ? " and already demand paged" : ""));
-  ASSIGN_OR_RETURN(pager_, DemandPager::Create(memory_.get(), source, options));
+  ASSIGN_OR_RETURN(pager_, DemandPager::Create(memory_.get(), source.get(), options));
+  source_ = std::move(source);
   return absl::OkStatus();
 }
 

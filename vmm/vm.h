@@ -86,9 +86,12 @@ class Vm {
   // Writes the workload's initial memory (the guest "booted"). Before Start().
   absl::Status LoadInitialMemory();
 
-  // Destination: every page starts missing and is fetched from `source` (which
-  // must outlive the VM) when touched. Before Start(), on empty memory.
-  absl::Status EnableDemandPaging(PageSource* source, DemandPagerOptions options);
+  // Destination: every page starts missing and is fetched from `source` when
+  // touched. The VM shares ownership of the source: a vCPU may still be
+  // fetching when the migration that supplied it ends. Before Start(), on
+  // empty memory.
+  absl::Status EnableDemandPaging(std::shared_ptr<PageSource> source,
+                                  DemandPagerOptions options);
   DemandPager* pager() { return pager_.get(); }
 
   absl::Status Start();
@@ -124,6 +127,7 @@ class Vm {
   const VmConfig config_;
   std::unique_ptr<GuestMemory> memory_;
   const Clock* clock_;
+  std::shared_ptr<PageSource> source_;  // outlives pager_ (declared first)
   std::unique_ptr<DemandPager> pager_;
   std::vector<std::unique_ptr<SoftVcpu>> vcpus_;
   std::vector<std::thread> threads_;

@@ -81,17 +81,17 @@ absl::Status RunLocalDemo(const LocalDemoOptions& options, FILE* out) {
   // The page source: the memory the guest would have, held elsewhere.
   ASSIGN_OR_RETURN(auto image, vmm::Vm::Create(config));
   RETURN_IF_ERROR(image->LoadInitialMemory());
-  vmm::InMemoryPageSource source(&image->memory());
+  auto source = std::make_shared<vmm::InMemoryPageSource>(&image->memory());
 
   ASSIGN_OR_RETURN(auto vm, vmm::Vm::Create(config));
-  RETURN_IF_ERROR(vm->EnableDemandPaging(&source, {options.fault_mode, 1}));
+  RETURN_IF_ERROR(vm->EnableDemandPaging(source, {options.fault_mode, 1}));
   const int64_t t0 = MonotonicNowNanos();
   RETURN_IF_ERROR(vm->Start());
 
   std::atomic<bool> stop_prefault{false};
   std::atomic<uint64_t> pushed{0};
   absl::Status prefault_status;
-  std::thread prefault([&] { prefault_status = Prefault(*vm, source, stop_prefault, pushed); });
+  std::thread prefault([&] { prefault_status = Prefault(*vm, *source, stop_prefault, pushed); });
 
   // Progress every 250 ms until the workload halts.
   uint64_t last_ops = 0, last_faults = 0;

@@ -111,6 +111,23 @@ TEST_P(DemandPagerTest, InstallDiscardAndFinish) {
   ASSERT_OK(pager->Finish());
 }
 
+TEST_P(DemandPagerTest, PrecopyWritesOverwriteEarlierRounds) {
+  auto image = Image();
+  InMemoryPageSource source(image.get());
+  auto mem = Memory();
+  ASSERT_OK_AND_ASSIGN(auto pager, DemandPager::Create(mem.get(), &source, {GetParam(), 1}));
+  std::vector<uint8_t> v1(4 * kPage, 1), v2(4 * kPage, 2);
+  ASSERT_OK(pager->WritePages(0, v1.data(), 2));          // round 0: pages 0, 1
+  ASSERT_OK(pager->WritePages(kPage, v2.data(), 3));      // round 1: pages 1, 2, 3
+  ASSERT_OK(pager->WriteZeroPages(0, 1));                 // page 0 became zero
+  EXPECT_EQ(mem->host()[0], 0);
+  EXPECT_EQ(mem->host()[kPage], 2) << "a re-sent page must replace the stale copy";
+  EXPECT_EQ(mem->host()[3 * kPage + 9], 2);
+  EXPECT_EQ(pager->missing_pages(), kPages - 4);
+  EXPECT_THAT(pager->WritePages(kPages * kPage, v1.data(), 1),
+              StatusIs(absl::StatusCode::kOutOfRange));
+}
+
 TEST(DemandPager, RejectsMemoryThatAlreadyHasPages) {
   auto image = Image();
   InMemoryPageSource source(image.get());

@@ -56,9 +56,9 @@ TEST_P(VmDemandPagingTest, DigestEqualsTheReferenceRun) {
   auto [mode, kind] = GetParam();
   VmConfig config = Config(kind, OpsFor(kind));
   auto image = SourceImage(config);
-  InMemoryPageSource source(&image->memory());
+  auto source = std::make_shared<InMemoryPageSource>(&image->memory());
   ASSERT_OK_AND_ASSIGN(auto vm, Vm::Create(config));
-  ASSERT_OK(vm->EnableDemandPaging(&source, {mode, 1}));
+  ASSERT_OK(vm->EnableDemandPaging(source, {mode, 1}));
   ASSERT_OK(vm->Start());
   ASSERT_OK(vm->WaitUntilHalted(absl::Seconds(60)));
 
@@ -147,11 +147,11 @@ TEST(Vm, VcpuStateMovesBetweenVms) {
   uint64_t done = a->Stats().vcpus[0].counters.ops;
   ASSERT_GT(done, 0u);
 
-  InMemoryPageSource source(&a->memory());
+  auto source = std::make_shared<InMemoryPageSource>(&a->memory());
   VmConfig bounded = config;
   bounded.workload.ops_per_vcpu = done + a->Stats().vcpus[1].counters.ops + 1000;
   ASSERT_OK_AND_ASSIGN(auto b, Vm::Create(bounded));
-  ASSERT_OK(b->EnableDemandPaging(&source, {FaultMode::kExit, 1}));
+  ASSERT_OK(b->EnableDemandPaging(source, {FaultMode::kExit, 1}));
   ASSERT_OK(b->RestoreVcpuStates(states));
   EXPECT_THAT(b->RestoreVcpuStates({states[0]}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("2 vCPUs")));
@@ -171,9 +171,9 @@ TEST(Vm, FailingSourceFailsTheVcpuWithAClearError) {
     absl::StatusOr<FetchedPage> Fetch(uint64_t, absl::Span<uint8_t>) override {
       return absl::UnavailableError("fetch channel closed");
     }
-  } source;
+  };
   ASSERT_OK_AND_ASSIGN(auto vm, Vm::Create(Config(WorkloadKind::kSequential, 100, 1)));
-  ASSERT_OK(vm->EnableDemandPaging(&source, {FaultMode::kExit, 1}));
+  ASSERT_OK(vm->EnableDemandPaging(std::make_shared<Failing>(), {FaultMode::kExit, 1}));
   ASSERT_OK(vm->Start());
   EXPECT_THAT(vm->WaitUntilHalted(absl::Seconds(10)),
               StatusIs(absl::StatusCode::kUnavailable,

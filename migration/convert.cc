@@ -1,0 +1,113 @@
+#include "migration/convert.h"
+
+#include "absl/strings/str_format.h"
+#include "base/status_macros.h"
+
+namespace ferry::migration {
+
+ferry::v1::WorkloadSpec ToWorkload(const vmm::WorkloadSpec& s) {
+  ferry::v1::WorkloadSpec p;
+  p.set_kind(static_cast<ferry::v1::WorkloadKind>(static_cast<int>(s.kind)));
+  p.set_ops_per_vcpu(s.ops_per_vcpu);
+  p.set_seed(s.seed);
+  p.set_zero_fraction(s.zero_fraction);
+  p.set_dirty_bytes_per_sec(s.dirty_bytes_per_sec);
+  p.set_write_fraction(s.write_fraction);
+  return p;
+}
+
+absl::StatusOr<vmm::WorkloadSpec> FromWorkload(const ferry::v1::WorkloadSpec& p) {
+  if (p.kind() == ferry::v1::WORKLOAD_KIND_UNSPECIFIED ||
+      !ferry::v1::WorkloadKind_IsValid(p.kind()))
+    return absl::InvalidArgumentError(
+        absl::StrFormat("workload kind %d is unspecified or unknown", p.kind()));
+  vmm::WorkloadSpec s;
+  s.kind = static_cast<vmm::WorkloadKind>(static_cast<int>(p.kind()));
+  s.ops_per_vcpu = p.ops_per_vcpu();
+  s.seed = p.seed();
+  s.zero_fraction = p.zero_fraction();
+  s.dirty_bytes_per_sec = p.dirty_bytes_per_sec();
+  s.write_fraction = p.write_fraction();
+  RETURN_IF_ERROR(vmm::ValidateWorkload(s));
+  return s;
+}
+
+ferry::v1::VmLayout ToLayout(const vmm::VmConfig& config, const vmm::MemoryMap& map) {
+  ferry::v1::VmLayout l;
+  l.set_memory_bytes(config.memory_bytes);
+  l.set_page_size(config.page_size);
+  l.set_vcpus(config.vcpus);
+  for (const vmm::MemorySlot& s : map.slots()) {
+    ferry::v1::MemorySlot* slot = l.add_slots();
+    slot->set_gpa(s.gpa);
+    slot->set_size(s.size);
+    slot->set_offset(s.offset);
+  }
+  *l.mutable_workload() = ToWorkload(config.workload);
+  return l;
+}
+
+absl::StatusOr<vmm::VmConfig> FromLayout(const ferry::v1::VmLayout& l) {
+  vmm::VmConfig c;
+  c.memory_bytes = l.memory_bytes();
+  c.page_size = l.page_size();
+  c.vcpus = static_cast<int>(l.vcpus());
+  if (l.vcpus() > 256) return absl::InvalidArgumentError("layout: more than 256 vCPUs");
+  ASSIGN_OR_RETURN(c.workload, FromWorkload(l.workload()));
+  RETURN_IF_ERROR(vmm::ValidateVmConfig(c));
+  std::vector<vmm::MemorySlot> slots;
+  for (const auto& s : l.slots()) slots.push_back({s.gpa(), s.size(), s.offset()});
+  ASSIGN_OR_RETURN(vmm::MemoryMap given, vmm::MemoryMap::Create(slots, c.page_size));
+  ASSIGN_OR_RETURN(vmm::MemoryMap built, vmm::MemoryMap::ForSize(c.memory_bytes, c.page_size));
+  if (given.DebugString() != built.DebugString() ||
+      given.memory_bytes() != c.memory_bytes)
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "layout: slots %s do not match this VMM's layout %s for %d bytes",
+        given.DebugString(), built.DebugString(), c.memory_bytes));
+  return c;
+}
+
+ferry::v1::FaultMode ToProto(vmm::FaultMode mode) {
+  return mode == vmm::FaultMode::kExit ? ferry::v1::FAULT_MODE_EXIT
+                                       : ferry::v1::FAULT_MODE_BLOCKING;
+}
+
+absl::StatusOr<vmm::FaultMode> FromProto(ferry::v1::FaultMode mode) {
+  switch (mode) {
+    case ferry::v1::FAULT_MODE_EXIT:
+      return vmm::FaultMode::kExit;
+    case ferry::v1::FAULT_MODE_BLOCKING:
+      return vmm::FaultMode::kBlocking;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrFormat("fault mode %d is unspecified or unknown", mode));
+  }
+}
+
+ferry::v1::MigrationMode ToProto(MigrationMode mode) {
+  switch (mode) {
+    case MigrationMode::kPrecopy:
+      return ferry::v1::MIGRATION_MODE_PRECOPY;
+    case MigrationMode::kPostcopy:
+      return ferry::v1::MIGRATION_MODE_POSTCOPY;
+    case MigrationMode::kHybrid:
+      return ferry::v1::MIGRATION_MODE_HYBRID;
+  }
+  return ferry::v1::MIGRATION_MODE_UNSPECIFIED;
+}
+
+absl::StatusOr<MigrationMode> FromProto(ferry::v1::MigrationMode mode) {
+  switch (mode) {
+    case ferry::v1::MIGRATION_MODE_PRECOPY:
+      return MigrationMode::kPrecopy;
+    case ferry::v1::MIGRATION_MODE_POSTCOPY:
+      return MigrationMode::kPostcopy;
+    case ferry::v1::MIGRATION_MODE_HYBRID:
+      return MigrationMode::kHybrid;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrFormat("migration mode %d is unspecified or unknown", mode));
+  }
+}
+
+}  // namespace ferry::migration

@@ -1,0 +1,30 @@
+// Conversions between ferry.v1 protobuf messages and the VMM's own types.
+// Every From* validates: an UNSPECIFIED enum, an out-of-range number or an
+// inconsistent layout is InvalidArgument naming the field.
+#ifndef FERRY_MIGRATION_CONVERT_H_
+#define FERRY_MIGRATION_CONVERT_H_
+
+#include "absl/status/statusor.h"
+#include "ferry/v1/migration.pb.h"
+#include "ferry/v1/vm.pb.h"
+#include "migration/options.h"
+#include "vmm/vm.h"
+
+namespace ferry::migration {
+
+ferry::v1::VmLayout ToLayout(const vmm::VmConfig& config, const vmm::MemoryMap& map);
+// The VmConfig of a layout; also checks that its slots are the default map
+// for its size (the only layout this VMM builds).
+absl::StatusOr<vmm::VmConfig> FromLayout(const ferry::v1::VmLayout& layout);
+
+ferry::v1::WorkloadSpec ToWorkload(const vmm::WorkloadSpec& spec);
+absl::StatusOr<vmm::WorkloadSpec> FromWorkload(const ferry::v1::WorkloadSpec& spec);
+
+ferry::v1::FaultMode ToProto(vmm::FaultMode mode);
+absl::StatusOr<vmm::FaultMode> FromProto(ferry::v1::FaultMode mode);
+ferry::v1::MigrationMode ToProto(MigrationMode mode);
+absl::StatusOr<MigrationMode> FromProto(ferry::v1::MigrationMode mode);
+
+}  // namespace ferry::migration
+
+#endif  // FERRY_MIGRATION_CONVERT_H_

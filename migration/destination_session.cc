@@ -1,0 +1,364 @@
+#include "migration/destination_session.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_format.h"
+#include "base/clock.h"
+#include "base/net.h"
+#include "base/status_macros.h"
+#include "migration/convert.h"
+
+namespace ferry::migration {
+namespace {
+
+using ferry::v1::DestinationMessage;
+using ferry::v1::SourceMessage;
+
+constexpr absl::Duration kProgressInterval = absl::Milliseconds(100);
+
+const char* MessageName(const SourceMessage& m) {
+  switch (m.msg_case()) {
+    case SourceMessage::kHello: return "Hello";
+    case SourceMessage::kPages: return "PageBatch";
+    case SourceMessage::kRoundEnd: return "RoundEnd";
+    case SourceMessage::kSwitchover: return "Switchover";
+    case SourceMessage::kComplete: return "Complete";
+    case SourceMessage::kAbort: return "Abort";
+    default: return "an empty message";
+  }
+}
+
+bool TokensEqual(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ b[i];
+  return diff == 0;
+}
+
+// Runs of set bits in `bitmap`: (first bit, count).
+std::vector<std::pair<uint64_t, uint64_t>> BitRuns(const std::string& bitmap) {
+  std::vector<std::pair<uint64_t, uint64_t>> runs;
+  const uint64_t bits = bitmap.size() * 8;
+  uint64_t i = 0;
+  while (i < bits) {
+    if (!((static_cast<uint8_t>(bitmap[i / 8]) >> (i % 8)) & 1)) {
+      ++i;
+      continue;
+    }
+    uint64_t start = i;
+    while (i < bits && ((static_cast<uint8_t>(bitmap[i / 8]) >> (i % 8)) & 1)) ++i;
+    runs.emplace_back(start, i - start);
+  }
+  return runs;
+}
+
+}  // namespace
+
+const char* DestinationStateName(DestinationState s) {
+  switch (s) {
+    case DestinationState::kAccepting: return "accepting";
+    case DestinationState::kReceivingPrecopy: return "receiving precopy";
+    case DestinationState::kPostcopy: return "running in postcopy";
+    case DestinationState::kCompleted: return "completed";
+    case DestinationState::kFailed: return "failed";
+  }
+  return "unknown";
+}
+
+DestinationSession::DestinationSession(DestinationOptions options)
+    : options_(std::move(options)) {}
+
+DestinationSession::~DestinationSession() {
+  StopProgress();
+  if (state() != DestinationState::kCompleted) Fail();
+}
+
+DestinationState DestinationSession::state() const {
+  absl::MutexLock lock(&mu_);
+  return state_;
+}
+
+void DestinationSession::SetState(DestinationState s) {
+  absl::MutexLock lock(&mu_);
+  state_ = s;
+}
+
+std::string DestinationSession::migration_id() const {
+  absl::MutexLock lock(&mu_);
+  return migration_id_;
+}
+
+vmm::Vm* DestinationSession::vm() const { return vm_.get(); }
+
+std::unique_ptr<vmm::Vm> DestinationSession::TakeVm() {
+  if (state() != DestinationState::kCompleted) return nullptr;
+  return std::move(vm_);
+}
+
+void DestinationSession::WaitUntilRunning() const { running_.WaitForNotification(); }
+
+absl::Status DestinationSession::Send(const DestinationMessage& message) {
+  absl::MutexLock lock(&write_mu_);
+  if (!stream_->Write(message))
+    return absl::UnavailableError("the migration stream to the source is closed");
+  return absl::OkStatus();
+}
+
+absl::Status DestinationSession::Unexpected(const char* message) const {
+  return absl::FailedPreconditionError(
+      absl::StrFormat("protocol: %s is not expected while the destination is %s", message,
+                      DestinationStateName(state())));
+}
+
+void DestinationSession::Fail() {
+  StopProgress();
+  if (fetcher_) fetcher_->Close();  // unblocks vCPUs waiting on pages
+  if (vm_) vm_->Stop();
+  vm_.reset();
+  fetcher_.reset();
+  SetState(DestinationState::kFailed);
+  if (!running_.HasBeenNotified()) running_.Notify();
+}
+
+absl::Status DestinationSession::Serve(MigrationStream* stream) {
+  stream_ = stream;
+  SourceMessage message;
+  absl::Status status;
+  while (!done_) {
+    if (!stream->Read(&message)) {
+      status = absl::UnavailableError(absl::StrFormat(
+          "the source closed the migration stream while the destination was %s",
+          DestinationStateName(state())));
+      break;
+    }
+    status = Handle(message);
+    if (!status.ok()) {
+      DestinationMessage error;
+      error.mutable_error()->set_code(static_cast<int>(status.code()));
+      error.mutable_error()->set_message(std::string(status.message()));
+      (void)Send(error);
+      break;
+    }
+  }
+  StopProgress();
+  if (!status.ok()) Fail();
+  return status;
+}
+
+absl::Status DestinationSession::Handle(const SourceMessage& m) {
+  const DestinationState s = state();
+  switch (m.msg_case()) {
+    case SourceMessage::kHello:
+      if (s != DestinationState::kAccepting) return Unexpected("Hello");
+      return OnHello(m.hello());
+    case SourceMessage::kPages:
+      if (s != DestinationState::kReceivingPrecopy && s != DestinationState::kPostcopy)
+        return Unexpected("PageBatch");
+      return OnPages(m.pages());
+    case SourceMessage::kRoundEnd: {
+      if (s != DestinationState::kReceivingPrecopy) return Unexpected("RoundEnd");
+      round_acked_ = m.round_end().round();
+      DestinationMessage ack;
+      ack.mutable_progress()->set_round_acked(round_acked_);
+      ack.mutable_progress()->set_pages_missing(vm_->pager()->missing_pages());
+      return Send(ack);
+    }
+    case SourceMessage::kSwitchover:
+      if (s != DestinationState::kReceivingPrecopy) return Unexpected("Switchover");
+      return OnSwitchover(m.switchover());
+    case SourceMessage::kComplete:
+      if (s != DestinationState::kPostcopy) return Unexpected("Complete");
+      return OnComplete(m.complete());
+    case SourceMessage::kAbort:
+      return absl::AbortedError(
+          absl::StrCat("the source aborted the migration: ", m.abort().reason()));
+    default:
+      return absl::InvalidArgumentError("protocol: an empty or unknown source message");
+  }
+}
+
+absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
+  if (hello.protocol_version() != kProtocolVersion)
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "the source speaks migration protocol version %d, this destination speaks %d",
+        hello.protocol_version(), kProtocolVersion));
+  if (!options_.expected_token.empty() &&
+      !TokensEqual(hello.auth_token(), options_.expected_token))
+    return absl::UnauthenticatedError(
+        "wrong migration token: give the source agent the destination's token");
+  if (hello.migration_id().empty() || hello.migration_id().size() > 64)
+    return absl::InvalidArgumentError("hello: the migration id must be 1 to 64 bytes");
+  if (hello.fetch_secret().size() != fetch::kSecretSize)
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "hello: the fetch secret is %d bytes, it must be %d", hello.fetch_secret().size(),
+        fetch::kSecretSize));
+  RETURN_IF_ERROR(SplitHostPort(hello.fetch_address()).status());
+  ASSIGN_OR_RETURN(MigrationMode mode, FromProto(hello.mode()));
+  (void)mode;
+  ASSIGN_OR_RETURN(vmm::FaultMode fault_mode, FromProto(hello.fault_mode()));
+  ASSIGN_OR_RETURN(vmm::VmConfig config, FromLayout(hello.layout()));
+
+  fetch::FetcherOptions fo;
+  fo.address = hello.fetch_address();
+  fo.migration_id = hello.migration_id();
+  std::copy(hello.fetch_secret().begin(), hello.fetch_secret().end(), fo.secret.begin());
+  fo.page_size = config.page_size;
+  fetcher_ = std::make_shared<fetch::RemotePageSource>(fo);
+  ASSIGN_OR_RETURN(vm_, vmm::Vm::Create(config));
+  RETURN_IF_ERROR(vm_->EnableDemandPaging(fetcher_, {fault_mode, 1}));
+  {
+    absl::MutexLock lock(&mu_);
+    migration_id_ = hello.migration_id();
+    state_ = DestinationState::kReceivingPrecopy;
+  }
+  DestinationMessage accepted;
+  accepted.mutable_accepted()->set_protocol_version(kProtocolVersion);
+  return Send(accepted);
+}
+
+absl::Status DestinationSession::OnPages(const ferry::v1::PageBatch& b) {
+  const bool postcopy = state() == DestinationState::kPostcopy;
+  const bool phase_ok = postcopy ? b.phase() == ferry::v1::PHASE_POSTCOPY
+                                 : (b.phase() == ferry::v1::PHASE_PRECOPY ||
+                                    b.phase() == ferry::v1::PHASE_STOP_AND_COPY);
+  if (!phase_ok)
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "protocol: a page batch of phase %s is not expected while the destination is %s",
+        ferry::v1::Phase_Name(b.phase()), DestinationStateName(state())));
+  // Validate the whole batch before touching memory.
+  const vmm::GuestMemory& mem = vm_->memory();
+  const uint32_t ps = mem.page_size();
+  uint64_t pages = 0;
+  for (const auto& run : b.runs()) {
+    if (run.count() == 0 || run.gpa() % ps != 0)
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "page batch: run at gpa %#x of %d pages is empty or not page aligned", run.gpa(),
+          run.count()));
+    RETURN_IF_ERROR(mem.map().GpaToOffset(run.gpa(), uint64_t{run.count()} * ps).status());
+    pages += run.count();
+  }
+  if (pages * ps != b.data().size())
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "page batch: runs name %d pages (%d bytes) but the batch carries %d bytes", pages,
+        pages * ps, b.data().size()));
+  const auto zero_runs = BitRuns(b.zero_bitmap());
+  if (!zero_runs.empty() && b.zero_base_gpa() % ps != 0)
+    return absl::InvalidArgumentError("page batch: the zero bitmap base is not page aligned");
+  for (const auto& [first, count] : zero_runs)
+    RETURN_IF_ERROR(
+        mem.map().GpaToOffset(b.zero_base_gpa() + first * ps, count * ps).status());
+
+  vmm::DemandPager& pager = *vm_->pager();
+  const auto* data = reinterpret_cast<const uint8_t*>(b.data().data());
+  for (const auto& run : b.runs()) {
+    RETURN_IF_ERROR(postcopy ? pager.InstallPages(run.gpa(), data, run.count())
+                             : pager.WritePages(run.gpa(), data, run.count()));
+    data += uint64_t{run.count()} * ps;
+  }
+  for (const auto& [first, count] : zero_runs) {
+    const uint64_t gpa = b.zero_base_gpa() + first * ps;
+    RETURN_IF_ERROR(postcopy ? pager.InstallZeroPages(gpa, count)
+                             : pager.WriteZeroPages(gpa, count));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DestinationSession::OnSwitchover(const ferry::v1::Switchover& sw) {
+  const int64_t t0 = MonotonicNowNanos();
+  const uint32_t ps = vm_->memory().page_size();
+  for (const auto& run : sw.discard())
+    if (run.gpa() % ps != 0 ||
+        !vm_->memory().map().GpaToOffset(run.gpa(), uint64_t{run.count()} * ps).ok())
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "switchover: discard run at gpa %#x of %d pages is outside RAM or unaligned",
+          run.gpa(), run.count()));
+  std::vector<std::string> states(sw.vcpu_states().begin(), sw.vcpu_states().end());
+  RETURN_IF_ERROR(vm_->RestoreVcpuStates(states));  // validates; the VM is not running
+  vmm::DemandPager& pager = *vm_->pager();
+  for (const auto& run : sw.discard()) {
+    RETURN_IF_ERROR(pager.Discard(run.gpa(), run.count()));
+    pages_discarded_ += run.count();
+  }
+  if (!sw.postcopy() && pager.missing_pages() != 0)
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "switchover without postcopy, but %d pages were never sent",
+        pager.missing_pages()));
+  ops_at_resume_ = vm_->Stats().total_ops;
+  RETURN_IF_ERROR(vm_->Start());
+  const int64_t t1 = MonotonicNowNanos();
+  SetState(DestinationState::kPostcopy);
+  running_.Notify();
+  DestinationMessage resumed;
+  resumed.mutable_resumed()->set_switchover_ns(t1 - t0);
+  RETURN_IF_ERROR(Send(resumed));
+  StartProgress();
+  return absl::OkStatus();
+}
+
+absl::Status DestinationSession::OnComplete(const ferry::v1::Complete&) {
+  vmm::DemandPager& pager = *vm_->pager();
+  // Pages served on demand may still be on their way into memory.
+  const absl::Time deadline = absl::Now() + options_.complete_timeout;
+  while (pager.missing_pages() != 0) {
+    if (absl::Now() > deadline)
+      return absl::DeadlineExceededError(absl::StrFormat(
+          "the source says every page was sent, but %d are still missing after %s",
+          pager.missing_pages(), absl::FormatDuration(options_.complete_timeout)));
+    absl::SleepFor(absl::Microseconds(500));
+  }
+  RETURN_IF_ERROR(pager.Finish());
+  StopProgress();
+  DestinationMessage completed;
+  *completed.mutable_completed()->mutable_stats() = Stats();
+  SetState(DestinationState::kCompleted);
+  done_ = true;
+  return Send(completed);
+}
+
+ferry::v1::DestinationStats DestinationSession::Stats() const {
+  ferry::v1::DestinationStats s;
+  vmm::DemandPagerStats ps = vm_->pager()->Stats();
+  fetch::FetcherStats fs = fetcher_->Stats();
+  s.set_faults(ps.faults);
+  s.set_fault_p50_us(ps.fault_latency.Percentile(50) / 1e3);
+  s.set_fault_p99_us(ps.fault_latency.Percentile(99) / 1e3);
+  s.set_fault_p999_us(ps.fault_latency.Percentile(99.9) / 1e3);
+  s.set_fault_max_us(ps.fault_latency.max / 1e3);
+  s.set_pages_installed(ps.pages_installed);
+  s.set_zero_pages(ps.zero_pages);
+  s.set_pages_already_present(ps.already_present);
+  s.set_fetch_requests(fs.requests);
+  s.set_fetch_shared(fs.shared);
+  s.set_fetch_rtt_p50_us(fs.round_trip.Percentile(50) / 1e3);
+  s.set_fetch_rtt_p99_us(fs.round_trip.Percentile(99) / 1e3);
+  s.set_guest_ops(vm_->Stats().total_ops - ops_at_resume_);
+  s.set_pages_discarded(pages_discarded_);
+  return s;
+}
+
+void DestinationSession::StartProgress() {
+  progress_ = std::thread([this] {
+    absl::MutexLock lock(&progress_mu_);
+    while (!progress_mu_.AwaitWithTimeout(absl::Condition(&progress_stop_),
+                                          kProgressInterval)) {
+      DestinationMessage m;
+      auto* p = m.mutable_progress();
+      p->set_round_acked(round_acked_);
+      p->set_pages_missing(vm_->pager()->missing_pages());
+      p->set_guest_ops(vm_->Stats().total_ops - ops_at_resume_);
+      p->set_faults(vm_->pager()->Stats().faults);
+      p->set_running(true);
+      if (!Send(m).ok()) return;
+    }
+  });
+}
+
+void DestinationSession::StopProgress() {
+  {
+    absl::MutexLock lock(&progress_mu_);
+    progress_stop_ = true;
+  }
+  if (progress_.joinable()) progress_.join();
+}
+
+}  // namespace ferry::migration

@@ -1,0 +1,108 @@
+// DestinationSession: the destination side of one migration, driven by the
+// ferry.v1.Migration stream the source opened (proto/ferry/v1/migration.proto).
+//
+// States (docs/protocol.md draws them):
+//   accepting --Hello ok--> receiving-precopy --Switchover--> postcopy
+//   postcopy --Complete, nothing missing--> completed
+//   any --bad input, Abort, stream lost--> failed
+// A message that does not fit the state is rejected, naming both, and ends
+// the migration. Every batch is validated whole before any page is
+// installed: bad input changes no guest memory.
+//
+// On failure the destination is left empty (the VM is stopped and dropped);
+// before switchover that is invariant 2. After switchover, the loss of the
+// stream also fails the migration (reconnect is not implemented yet), and
+// the source keeps its paused VM.
+//
+// Threads: Serve() runs on the gRPC handler thread; a progress thread writes
+// Progress every 100 ms after resume; writes are serialised.
+#ifndef FERRY_MIGRATION_DESTINATION_SESSION_H_
+#define FERRY_MIGRATION_DESTINATION_SESSION_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "ferry/v1/migration.pb.h"
+#include "grpcpp/support/sync_stream.h"
+#include "migration/fetch/page_fetcher.h"
+#include "vmm/vm.h"
+
+namespace ferry::migration {
+
+inline constexpr uint32_t kProtocolVersion = 1;
+
+using MigrationStream =
+    grpc::ServerReaderWriterInterface<ferry::v1::DestinationMessage,
+                                      ferry::v1::SourceMessage>;
+
+struct DestinationOptions {
+  std::string expected_token;  // empty: no token required
+  absl::Duration complete_timeout = absl::Seconds(60);
+};
+
+enum class DestinationState { kAccepting, kReceivingPrecopy, kPostcopy, kCompleted, kFailed };
+const char* DestinationStateName(DestinationState s);
+
+class DestinationSession {
+ public:
+  explicit DestinationSession(DestinationOptions options);
+  ~DestinationSession();
+
+  // Runs the migration on `stream` until it ends. OK when completed;
+  // otherwise the error that was also sent to the source.
+  absl::Status Serve(MigrationStream* stream);
+
+  DestinationState state() const;
+  std::string migration_id() const;
+  // The VM while the migration runs, or the migrated (running) VM after it
+  // completed; null before Hello and after a failure.
+  vmm::Vm* vm() const;
+  // Hands over the migrated VM once Serve() returned OK.
+  std::unique_ptr<vmm::Vm> TakeVm();
+  // Blocks until Switchover made the VM run (or the migration failed).
+  void WaitUntilRunning() const;
+
+ private:
+  absl::Status Handle(const ferry::v1::SourceMessage& message);
+  absl::Status OnHello(const ferry::v1::Hello& hello);
+  absl::Status OnPages(const ferry::v1::PageBatch& batch);
+  absl::Status OnSwitchover(const ferry::v1::Switchover& switchover);
+  absl::Status OnComplete(const ferry::v1::Complete& complete);
+  absl::Status Send(const ferry::v1::DestinationMessage& message);
+  absl::Status Unexpected(const char* message) const;
+  void SetState(DestinationState s);
+  void StartProgress();
+  void StopProgress();
+  ferry::v1::DestinationStats Stats() const;
+  void Fail();
+
+  const DestinationOptions options_;
+  MigrationStream* stream_ = nullptr;
+  absl::Mutex write_mu_;
+
+  mutable absl::Mutex mu_;
+  DestinationState state_ ABSL_GUARDED_BY(mu_) = DestinationState::kAccepting;
+  std::string migration_id_ ABSL_GUARDED_BY(mu_);
+  bool done_ = false;  // Complete handled
+
+  std::shared_ptr<fetch::RemotePageSource> fetcher_;  // shared with the VM
+  std::unique_ptr<vmm::Vm> vm_;
+  uint64_t ops_at_resume_ = 0;
+  uint64_t round_acked_ = 0;
+  uint64_t pages_discarded_ = 0;
+  mutable absl::Notification running_;
+
+  absl::Mutex progress_mu_;
+  bool progress_stop_ ABSL_GUARDED_BY(progress_mu_) = false;
+  std::thread progress_;
+};
+
+}  // namespace ferry::migration
+
+#endif  // FERRY_MIGRATION_DESTINATION_SESSION_H_

@@ -1,0 +1,40 @@
+#include "migration/migration_service.h"
+
+#include "base/grpc_status.h"
+
+namespace ferry::migration {
+
+MigrationService::MigrationService(DestinationOptions options, MigratedFn on_migrated)
+    : options_(std::move(options)), on_migrated_(std::move(on_migrated)) {}
+
+grpc::Status MigrationService::Migrate(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<ferry::v1::DestinationMessage, ferry::v1::SourceMessage>*
+        stream) {
+  DestinationSession session(options_);
+  {
+    absl::MutexLock lock(&mu_);
+    sessions_[&session] = true;
+  }
+  absl::Status status = session.Serve(stream);
+  {
+    absl::MutexLock lock(&mu_);
+    sessions_.erase(&session);
+  }
+  if (status.ok() && on_migrated_) on_migrated_(session.migration_id(), session.TakeVm());
+  return ToGrpcStatus(status);
+}
+
+DestinationSession* MigrationService::Find(const std::string& migration_id) {
+  absl::MutexLock lock(&mu_);
+  for (auto& [s, unused] : sessions_)
+    if (s->migration_id() == migration_id) return s;
+  return nullptr;
+}
+
+int MigrationService::active() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(sessions_.size());
+}
+
+}  // namespace ferry::migration

@@ -1,0 +1,40 @@
+// MigrationOptions: everything a caller chooses about one migration, given
+// once and immutable afterwards (no global switches in the data path).
+#ifndef FERRY_MIGRATION_OPTIONS_H_
+#define FERRY_MIGRATION_OPTIONS_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "vmm/demand_pager.h"
+
+namespace ferry::migration {
+
+enum class MigrationMode { kPrecopy = 1, kPostcopy, kHybrid };
+
+absl::StatusOr<MigrationMode> ParseMigrationMode(absl::string_view name);
+const char* MigrationModeName(MigrationMode mode);
+
+struct MigrationOptions {
+  MigrationMode mode = MigrationMode::kHybrid;
+  vmm::FaultMode fault_mode = vmm::FaultMode::kExit;
+  // Switch over once the rest can be sent within this pause.
+  int64_t downtime_target_ms = 50;
+  // Bytes per second on the migration stream (precopy and push); 0: none.
+  uint64_t max_bandwidth = 0;
+  // Precopy rounds before precopy mode gives up (hybrid: goes postcopy).
+  int max_rounds = 30;
+  // Identifies the migration to both agents and the fetch channel; 1-64
+  // bytes. Generated when empty.
+  std::string migration_id;
+  // The destination agent's token (sent in Hello).
+  std::string auth_token;
+};
+
+absl::Status ValidateMigrationOptions(const MigrationOptions& options);
+
+}  // namespace ferry::migration
+
+#endif  // FERRY_MIGRATION_OPTIONS_H_

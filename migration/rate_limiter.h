@@ -1,0 +1,36 @@
+// RateLimiter: a token bucket for a bandwidth cap. Acquire(n) returns once n
+// bytes may be sent at `bytes_per_sec` (bursts up to 50 ms worth). A rate of
+// 0 means no cap. One thread at a time.
+#ifndef FERRY_MIGRATION_RATE_LIMITER_H_
+#define FERRY_MIGRATION_RATE_LIMITER_H_
+
+#include <algorithm>
+#include <cstdint>
+
+#include "base/clock.h"
+
+namespace ferry::migration {
+
+class RateLimiter {
+ public:
+  RateLimiter(uint64_t bytes_per_sec, const Clock* clock)
+      : rate_(bytes_per_sec), clock_(clock), next_ns_(clock->NowNanos()) {}
+
+  void Acquire(uint64_t bytes) {
+    if (rate_ == 0) return;
+    const int64_t now = clock_->NowNanos();
+    next_ns_ = std::max(next_ns_, now - kBurstNs);
+    next_ns_ += static_cast<int64_t>(1e9 * static_cast<double>(bytes) / rate_);
+    clock_->SleepNanos(next_ns_ - now - kBurstNs);
+  }
+
+ private:
+  static constexpr int64_t kBurstNs = 50'000'000;
+  const uint64_t rate_;
+  const Clock* clock_;
+  int64_t next_ns_;
+};
+
+}  // namespace ferry::migration
+
+#endif  // FERRY_MIGRATION_RATE_LIMITER_H_

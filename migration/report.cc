@@ -1,0 +1,83 @@
+#include "migration/report.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace ferry::migration {
+
+JsonObject MigrationReport::ToJson() const {
+  JsonObject o;
+  o.Add("migration_id", migration_id)
+      .Add("mode", mode)
+      .Add("fault_mode", fault_mode)
+      .Add("memory_bytes", memory_bytes)
+      .Add("vcpus", vcpus)
+      .Add("workload", workload)
+      .Add("outcome", outcome)
+      .Add("total_ms", total_ms)
+      .Add("downtime_ms", downtime_ms)
+      .Add("setup_ms", setup_ms)
+      .Add("precopy_ms", precopy_ms)
+      .Add("switchover_ms", switchover_ms)
+      .Add("postcopy_ms", postcopy_ms)
+      .Add("precopy_rounds", precopy_rounds)
+      .Add("precopy_gbps", precopy_gbps)
+      .Add("switchover_reason", switchover_reason)
+      .Add("bytes_sent", bytes_sent)
+      .Add("pages_sent", pages_sent)
+      .Add("pages_resent", pages_resent)
+      .Add("zero_pages", zero_pages)
+      .Add("pages_pushed", pages_pushed)
+      .Add("pages_demand", pages_demand)
+      .Add("pages_discarded", pages_discarded)
+      .Add("faults", faults)
+      .Add("fault_p50_us", fault_p50_us)
+      .Add("fault_p99_us", fault_p99_us)
+      .Add("fault_p999_us", fault_p999_us)
+      .Add("fault_max_us", fault_max_us)
+      .Add("max_vcpu_stall_ms", max_vcpu_stall_ms)
+      .Add("fetch_rtt_p50_us", fetch_rtt_p50_us)
+      .Add("fetch_rtt_p99_us", fetch_rtt_p99_us);
+  std::vector<double> t, ops;
+  std::string phases;
+  for (const OpsSample& s : ops_timeline) {
+    t.push_back(s.t_ms);
+    ops.push_back(s.ops_per_sec);
+  }
+  JsonObject timeline;
+  timeline.Add("t_ms", t).Add("ops_per_sec", ops);
+  std::vector<std::string> ph;
+  std::string joined;
+  for (size_t i = 0; i < ops_timeline.size(); ++i)
+    absl::StrAppend(&joined, i ? "," : "", ops_timeline[i].phase);
+  timeline.Add("phases", joined);
+  o.Add("ops_timeline", timeline);
+  if (digest_match.has_value()) o.Add("digest_match", *digest_match);
+  return o;
+}
+
+std::string MigrationReport::ToText() const {
+  std::string out;
+  absl::StrAppendFormat(&out, "migration %s: %s\n", migration_id, outcome);
+  absl::StrAppendFormat(&out, "  %s, %d MiB, %d vCPUs, workload %s, fault mode %s\n", mode,
+                        memory_bytes >> 20, vcpus, workload, fault_mode);
+  absl::StrAppendFormat(&out, "  total %.1f ms, downtime %.2f ms (switchover: %s)\n",
+                        total_ms, downtime_ms, switchover_reason);
+  absl::StrAppendFormat(&out, "  precopy %d rounds in %.1f ms at %.2f Gbit/s; postcopy %.1f ms\n",
+                        precopy_rounds, precopy_ms, precopy_gbps, postcopy_ms);
+  absl::StrAppendFormat(&out,
+                        "  sent %.1f MiB: %d pages (%d resent), %d zero pages; pushed %d, "
+                        "on demand %d, discarded %d\n",
+                        bytes_sent / 1048576.0, pages_sent, pages_resent, zero_pages,
+                        pages_pushed, pages_demand, pages_discarded);
+  absl::StrAppendFormat(&out,
+                        "  faults %d: p50 %.1f us, p99 %.1f us, max %.1f us; longest vCPU "
+                        "stall %.2f ms\n",
+                        faults, fault_p50_us, fault_p99_us, fault_max_us, max_vcpu_stall_ms);
+  if (digest_match.has_value())
+    absl::StrAppendFormat(&out, "  memory digest vs reference run: %s\n",
+                          *digest_match ? "MATCH" : "MISMATCH");
+  return out;
+}
+
+}  // namespace ferry::migration

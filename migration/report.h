@@ -1,0 +1,68 @@
+// MigrationReport: how a migration went, produced by the source session at
+// the end (and as one JSON object). Times in ms, latencies in us.
+#ifndef FERRY_MIGRATION_REPORT_H_
+#define FERRY_MIGRATION_REPORT_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/json.h"
+
+namespace ferry::migration {
+
+// Guest throughput in one 100 ms window, on the source clock.
+struct OpsSample {
+  double t_ms = 0;  // since the migration started
+  double ops_per_sec = 0;
+  std::string phase;
+};
+
+struct MigrationReport {
+  std::string migration_id;
+  std::string mode;
+  std::string fault_mode;
+  uint64_t memory_bytes = 0;
+  int vcpus = 0;
+  std::string workload;
+  std::string outcome;  // "completed", or why not
+
+  double total_ms = 0;
+  double downtime_ms = 0;
+  double setup_ms = 0;
+  double precopy_ms = 0;
+  double switchover_ms = 0;  // pause to Resumed
+  double postcopy_ms = 0;
+  int precopy_rounds = 0;
+  double precopy_gbps = 0;  // precopy page bytes over precopy time
+  std::string switchover_reason;
+
+  uint64_t bytes_sent = 0;   // page bytes on the migration stream and the fetch channel
+  uint64_t pages_sent = 0;   // data pages sent (all channels)
+  uint64_t pages_resent = 0; // data pages sent more than once
+  uint64_t zero_pages = 0;   // pages sent as zero-bitmap bits
+  uint64_t pages_pushed = 0; // postcopy push
+  uint64_t pages_demand = 0; // served on the fetch channel
+  uint64_t pages_discarded = 0;
+
+  uint64_t faults = 0;
+  double fault_p50_us = 0;
+  double fault_p99_us = 0;
+  double fault_p999_us = 0;
+  double fault_max_us = 0;
+  double max_vcpu_stall_ms = 0;
+  double fetch_rtt_p50_us = 0;
+  double fetch_rtt_p99_us = 0;
+
+  std::vector<OpsSample> ops_timeline;
+  std::optional<bool> digest_match;  // set by whoever verified the guest
+
+  JsonObject ToJson() const;
+  // A human-readable multi-line summary.
+  std::string ToText() const;
+};
+
+}  // namespace ferry::migration
+
+#endif  // FERRY_MIGRATION_REPORT_H_
