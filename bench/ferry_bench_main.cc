@@ -15,7 +15,10 @@
 #include "base/status_macros.h"
 #include "base/clock.h"
 #include "base/json.h"
+#include "base/process.h"
 #include "bench/demand_paging.h"
+#include "bench/migrate.h"
+#include "bench/reference.h"
 #include "vmm/vm.h"
 
 namespace ferry::bench {
@@ -34,6 +37,23 @@ scenarios:
       --blocking-handlers N    userfaultfd handler threads in blocking mode (default 1)
       --repeat N               runs per point; the median is reported (default 3)
       --json                   one JSON object per line instead of a table
+  reference       the link itself: one plain TCP stream (tcp_gbps) and a 16-byte
+                  request / 4 KiB reply ping-pong (rtt_p50_us, rtt_p99_us)
+      --tcp-bytes SIZE         bytes for the TCP stream (default 1G)
+      --rtt-samples N          ping-pongs (default 20000)
+  migrate         one migration between two agents on loopback; prints the report
+      --memory SIZE            guest memory (default 1G)
+      --vcpus N                vCPUs (default 2)
+      --workload KIND          idle, sequential, uniform, zipf, dirty-rate (default zipf)
+      --ops N                  ops per vCPU, 0 = until stopped (default 0)
+      --dirty-rate RATE        dirty-rate workload: bytes/s (default 16M)
+      --zero-fraction F        pages that start as zero pages (default 0)
+      --mode MODE              precopy, postcopy, hybrid (default hybrid)
+      --fault-mode MODE        exit or blocking (default exit)
+      --downtime-ms N          downtime target (default 50)
+      --max-bandwidth RATE     cap, bytes/s (default none)
+      --max-rounds N           precopy rounds (default 30)
+      --json                   the report as one JSON object
   digest          time the whole-memory digest of a populated guest
       --memory SIZE            guest memory (default 1G)
       --repeat N               runs; the median is reported (default 3)
@@ -115,6 +135,51 @@ absl::Status DemandPaging(Args& args) {
   return absl::OkStatus();
 }
 
+absl::Status Reference(Args& args) {
+  ASSIGN_OR_RETURN(uint64_t bytes, args.Bytes("tcp-bytes", 1ull << 30));
+  ASSIGN_OR_RETURN(int64_t samples, args.Int("rtt-samples", 20000));
+  args.Bool("json");  // the only output format
+  RETURN_IF_ERROR(args.Finish());
+  ASSIGN_OR_RETURN(ReferenceResult r, RunReference(bytes, static_cast<int>(samples)));
+  std::printf("%s\n", r.ToJson().ToString().c_str());
+  return absl::OkStatus();
+}
+
+absl::Status Migrate(Args& args) {
+  MigrateOptions o;
+  ASSIGN_OR_RETURN(o.vm.memory_bytes, args.Bytes("memory", 1ull << 30));
+  ASSIGN_OR_RETURN(int64_t vcpus, args.Int("vcpus", 2));
+  o.vm.vcpus = static_cast<int>(vcpus);
+  ASSIGN_OR_RETURN(o.vm.workload.kind, vmm::ParseWorkloadKind(args.String("workload", "zipf")));
+  ASSIGN_OR_RETURN(int64_t ops, args.Int("ops", 0));
+  if (ops < 0) return absl::InvalidArgumentError("--ops must not be negative");
+  o.vm.workload.ops_per_vcpu = static_cast<uint64_t>(ops);
+  ASSIGN_OR_RETURN(o.vm.workload.dirty_bytes_per_sec, args.Bytes("dirty-rate", 16ull << 20));
+  ASSIGN_OR_RETURN(o.vm.workload.zero_fraction, args.Double("zero-fraction", 0));
+  ASSIGN_OR_RETURN(o.migration.mode, migration::ParseMigrationMode(args.String("mode", "hybrid")));
+  ASSIGN_OR_RETURN(o.migration.fault_mode, vmm::ParseFaultMode(args.String("fault-mode", "exit")));
+  ASSIGN_OR_RETURN(o.migration.downtime_target_ms, args.Int("downtime-ms", 50));
+  ASSIGN_OR_RETURN(o.migration.max_bandwidth, args.Bytes("max-bandwidth", 0));
+  ASSIGN_OR_RETURN(int64_t rounds, args.Int("max-rounds", 30));
+  o.migration.max_rounds = static_cast<int>(rounds);
+  const bool json = args.Bool("json");
+  RETURN_IF_ERROR(args.Finish());
+  RETURN_IF_ERROR(vmm::ValidateVmConfig(o.vm));
+  RETURN_IF_ERROR(migration::ValidateMigrationOptions(o.migration));
+  // Source, destination and the replay each hold the guest's memory.
+  WarmHostMemory(3 * o.vm.memory_bytes);
+  ASSIGN_OR_RETURN(migration::MigrationReport r, RunMigrate(o));
+  if (json) {
+    std::printf("%s\n", r.ToJson().ToString().c_str());
+  } else {
+    std::printf("%s", r.ToText().c_str());
+  }
+  if (r.outcome != "completed") return absl::AbortedError(r.outcome);
+  if (r.digest_match.has_value() && !*r.digest_match)
+    return absl::DataLossError("the destination's memory differs from the reference run");
+  return absl::OkStatus();
+}
+
 absl::Status Main(int argc, char** argv) {
   ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1));
   if (args.positional().empty() || args.Bool("help")) {
@@ -126,6 +191,8 @@ absl::Status Main(int argc, char** argv) {
   const std::string& scenario = args.positional()[0];
   if (scenario == "demand-paging") return DemandPaging(args);
   if (scenario == "digest") return Digest(args);
+  if (scenario == "reference") return Reference(args);
+  if (scenario == "migrate") return Migrate(args);
   return absl::InvalidArgumentError(
       absl::StrFormat("unknown scenario '%s' (see --help)", scenario));
 }
@@ -134,6 +201,7 @@ absl::Status Main(int argc, char** argv) {
 }  // namespace ferry::bench
 
 int main(int argc, char** argv) {
+  ferry::TuneMallocForBulkTransfers();
   absl::Status s = ferry::bench::Main(argc, argv);
   if (!s.ok()) {
     std::fprintf(stderr, "ferry-bench: %s\n", std::string(s.message()).c_str());

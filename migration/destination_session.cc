@@ -5,6 +5,7 @@
 #include "absl/strings/str_format.h"
 #include "base/clock.h"
 #include "base/net.h"
+#include "base/process.h"
 #include "base/status_macros.h"
 #include "migration/convert.h"
 
@@ -122,6 +123,10 @@ void DestinationSession::Fail() {
 
 absl::Status DestinationSession::Serve(MigrationStream* stream) {
   stream_ = stream;
+  // After switchover this thread installs pushed pages; the vCPUs resolving
+  // their own faults go first. Restored when the migration ends (the gRPC
+  // handler thread is reused).
+  const int nice_before = SetThreadNice(0);
   SourceMessage message;
   absl::Status status;
   while (!done_) {
@@ -142,6 +147,7 @@ absl::Status DestinationSession::Serve(MigrationStream* stream) {
   }
   StopProgress();
   if (!status.ok()) Fail();
+  SetThreadNice(nice_before);
   return status;
 }
 
@@ -288,6 +294,7 @@ absl::Status DestinationSession::OnSwitchover(const ferry::v1::Switchover& sw) {
   const int64_t t1 = MonotonicNowNanos();
   SetState(DestinationState::kPostcopy);
   running_.Notify();
+  SetThreadNice(10);  // from here on the bulk push yields to faulting vCPUs
   DestinationMessage resumed;
   resumed.mutable_resumed()->set_switchover_ns(t1 - t0);
   RETURN_IF_ERROR(Send(resumed));

@@ -266,13 +266,21 @@ absl::StatusOr<MemoryDigest> Vm::Digest() const {
 }
 
 absl::StatusOr<MemoryDigest> ReferenceDigest(const VmConfig& config) {
+  return ReferenceDigest(config,
+                         std::vector<uint64_t>(config.vcpus, config.workload.ops_per_vcpu));
+}
+
+absl::StatusOr<MemoryDigest> ReferenceDigest(const VmConfig& config,
+                                             const std::vector<uint64_t>& ops) {
   RETURN_IF_ERROR(ValidateVmConfig(config));
+  if (ops.size() != static_cast<size_t>(config.vcpus))
+    return absl::InvalidArgumentError("one op count per vCPU is needed");
   ASSIGN_OR_RETURN(MemoryMap map, MemoryMap::ForSize(config.memory_bytes, config.page_size));
   ASSIGN_OR_RETURN(std::unique_ptr<GuestMemory> memory, GuestMemory::Create(map));
   FillInitialPages(config.workload, memory->host(), memory->page_size(), 0,
                    memory->num_pages());
   RunReference(config.workload, memory->host(), memory->num_pages(),
-               memory->page_size(), config.vcpus);
+               memory->page_size(), ops);
   return DigestMemory(*memory);
 }
 

@@ -142,8 +142,11 @@ class Vm {
 };
 
 // The digest of a run of `config`'s workload without faults or migration:
-// fresh memory, initial content, ops_per_vcpu ops per vCPU.
+// fresh memory, initial content, ops_per_vcpu ops per vCPU, or ops[v] ops
+// on vCPU v (for a workload that ran until it was paused).
 absl::StatusOr<MemoryDigest> ReferenceDigest(const VmConfig& config);
+absl::StatusOr<MemoryDigest> ReferenceDigest(const VmConfig& config,
+                                             const std::vector<uint64_t>& ops);
 
 }  // namespace ferry::vmm
 

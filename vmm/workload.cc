@@ -109,11 +109,12 @@ uint64_t FillInitialPages(const WorkloadSpec& spec, uint8_t* ram, uint32_t page_
 }
 
 void RunReference(const WorkloadSpec& spec, uint8_t* ram, uint64_t ram_pages,
-                  uint32_t page_size, int vcpus) {
+                  uint32_t page_size, const std::vector<uint64_t>& ops) {
+  const int vcpus = static_cast<int>(ops.size());
   for (int v = 0; v < vcpus; ++v) {
     GuestProgram program(spec, ram, ram_pages, page_size, v, vcpus);
     uint64_t acc = 0;
-    for (uint64_t i = 0; i < spec.ops_per_vcpu; ++i) acc = program.Step(i, acc);
+    for (uint64_t i = 0; i < ops[v]; ++i) acc = program.Step(i, acc);
   }
 }
 

@@ -28,6 +28,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -152,10 +153,10 @@ bool InitialPageIsZero(const WorkloadSpec& spec, uint64_t page);
 uint64_t FillInitialPages(const WorkloadSpec& spec, uint8_t* ram, uint32_t page_size,
                           uint64_t first, uint64_t count);
 
-// Runs ops [0, spec.ops_per_vcpu) of every vCPU on `ram` (already filled),
-// with no faults, pacing or threads: the replay of a run without migration.
+// Runs ops [0, ops[v]) of every vCPU v on `ram` (already filled), with no
+// faults, pacing or threads: the replay of a run without migration.
 void RunReference(const WorkloadSpec& spec, uint8_t* ram, uint64_t ram_pages,
-                  uint32_t page_size, int vcpus);
+                  uint32_t page_size, const std::vector<uint64_t>& ops);
 
 }  // namespace ferry::vmm
 

@@ -1,6 +1,7 @@
 #include "vmm/demand_pager.h"
 
 #include <cstring>
+#include <atomic>
 #include <thread>
 #include <vector>
 
@@ -126,6 +127,37 @@ TEST_P(DemandPagerTest, PrecopyWritesOverwriteEarlierRounds) {
   EXPECT_EQ(pager->missing_pages(), kPages - 4);
   EXPECT_THAT(pager->WritePages(kPages * kPage, v1.data(), 1),
               StatusIs(absl::StatusCode::kOutOfRange));
+}
+
+TEST_P(DemandPagerTest, FaultRacingThePushInstallsEachPageOnce) {
+  // For every page, a "push" thread installs it while a "vCPU" thread
+  // resolves a fault on it, at the same moment. Each page must end up
+  // installed exactly once, with the right content.
+  auto image = Image();
+  auto source = std::make_shared<InMemoryPageSource>(image.get());
+  auto mem = Memory();
+  ASSERT_OK_AND_ASSIGN(auto pager,
+                       DemandPager::Create(mem.get(), source.get(), {GetParam(), 1}));
+  std::atomic<uint64_t> go{0};
+  std::atomic<int> errors{0};
+  std::thread pusher([&] {
+    for (uint64_t p = 0; p < kPages; ++p) {
+      while (go.load() <= p) {
+      }
+      if (!pager->InstallPages(p * kPage, image->host() + p * kPage, 1).ok()) ++errors;
+    }
+  });
+  for (uint64_t p = 0; p < kPages; ++p) {
+    go.store(p + 1);
+    if (!pager->ResolveFault({p * kPage, kPage, kFaultRead, 0}).ok()) ++errors;
+  }
+  pusher.join();
+  EXPECT_EQ(errors.load(), 0);
+  DemandPagerStats s = pager->Stats();
+  EXPECT_EQ(s.pages_installed, kPages) << "a page was installed twice";
+  EXPECT_EQ(pager->missing_pages(), 0u);
+  for (uint64_t p = 0; p < kPages; ++p)
+    ASSERT_EQ(std::memcmp(mem->host() + p * kPage, image->host() + p * kPage, kPage), 0) << p;
 }
 
 TEST(DemandPager, RejectsMemoryThatAlreadyHasPages) {

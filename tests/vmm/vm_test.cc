@@ -106,6 +106,23 @@ TEST(Vm, WithoutMigrationTheDigestEqualsTheReference) {
   EXPECT_EQ(got.digest, want.digest);
 }
 
+TEST(Vm, AGuestPausedMidRunEqualsItsReplayPerVcpu) {
+  VmConfig config = Config(WorkloadKind::kZipf, 0);  // runs until stopped
+  auto vm = SourceImage(config);
+  ASSERT_OK(vm->Start());
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  ASSERT_OK(vm->Pause());
+  std::vector<uint64_t> ops;
+  for (const VcpuStats& v : vm->Stats().vcpus) ops.push_back(v.counters.ops);
+  EXPECT_NE(ops[0], ops[1]) << "the vCPUs ran exactly in step: suspicious";
+  ASSERT_OK_AND_ASSIGN(MemoryDigest got, vm->Digest());
+  ASSERT_OK_AND_ASSIGN(MemoryDigest want, ReferenceDigest(config, ops));
+  EXPECT_EQ(got.digest, want.digest);
+  ops[1] += 1;  // one op more on one vCPU is a different memory
+  ASSERT_OK_AND_ASSIGN(MemoryDigest other, ReferenceDigest(config, ops));
+  EXPECT_NE(got.digest, other.digest);
+}
+
 TEST(Vm, PauseStopsGuestCodeUntilResume) {
   VmConfig config = Config(WorkloadKind::kUniform, 0);  // runs until stopped
   auto vm = SourceImage(config);

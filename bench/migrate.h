@@ -1,0 +1,28 @@
+// The migrate scenario: one migration between two agents on loopback (in one
+// process: a real page server, a real gRPC server, real sockets), of a VM
+// running a guest workload, with the report. After completion the
+// destination's guest runs 200 ms more, is paused, and its memory digest is
+// compared with a replay of the same per-vCPU op counts that never moved
+// (`digest_match`).
+#ifndef FERRY_BENCH_MIGRATE_H_
+#define FERRY_BENCH_MIGRATE_H_
+
+#include "absl/status/statusor.h"
+#include "migration/options.h"
+#include "migration/report.h"
+#include "vmm/vm.h"
+
+namespace ferry::bench {
+
+struct MigrateOptions {
+  vmm::VmConfig vm;  // ops_per_vcpu 0: the guest runs until stopped
+  migration::MigrationOptions migration;
+  // Let the guest run this long on the source before migrating.
+  int64_t warmup_ms = 200;
+};
+
+absl::StatusOr<migration::MigrationReport> RunMigrate(const MigrateOptions& options);
+
+}  // namespace ferry::bench
+
+#endif  // FERRY_BENCH_MIGRATE_H_
