@@ -108,6 +108,7 @@ TEST(Vm, WithoutMigrationTheDigestEqualsTheReference) {
 
 TEST(Vm, AGuestPausedMidRunEqualsItsReplayPerVcpu) {
   VmConfig config = Config(WorkloadKind::kZipf, 0);  // runs until stopped
+  config.workload.write_fraction = 1;  // every op changes memory
   auto vm = SourceImage(config);
   ASSERT_OK(vm->Start());
   std::this_thread::sleep_for(std::chrono::milliseconds(30));
