@@ -25,6 +25,7 @@ const char* MessageName(const SourceMessage& m) {
     case SourceMessage::kSwitchover: return "Switchover";
     case SourceMessage::kComplete: return "Complete";
     case SourceMessage::kAbort: return "Abort";
+    case SourceMessage::kDiscard: return "Discard";
     default: return "an empty message";
   }
 }
@@ -169,6 +170,15 @@ absl::Status DestinationSession::Handle(const SourceMessage& m) {
       ack.mutable_progress()->set_pages_missing(vm_->pager()->missing_pages());
       return Send(ack);
     }
+    case SourceMessage::kDiscard: {
+      if (s != DestinationState::kReceivingPrecopy) return Unexpected("Discard");
+      RETURN_IF_ERROR(DiscardRuns(m.discard().runs()));
+      round_acked_ = m.discard().round();
+      DestinationMessage ack;
+      ack.mutable_progress()->set_round_acked(round_acked_);
+      ack.mutable_progress()->set_pages_missing(vm_->pager()->missing_pages());
+      return Send(ack);
+    }
     case SourceMessage::kSwitchover:
       if (s != DestinationState::kReceivingPrecopy) return Unexpected("Switchover");
       return OnSwitchover(m.switchover());
@@ -269,22 +279,28 @@ absl::Status DestinationSession::OnPages(const ferry::v1::PageBatch& b) {
   return absl::OkStatus();
 }
 
-absl::Status DestinationSession::OnSwitchover(const ferry::v1::Switchover& sw) {
-  const int64_t t0 = MonotonicNowNanos();
+absl::Status DestinationSession::DiscardRuns(
+    const google::protobuf::RepeatedPtrField<ferry::v1::PageRun>& runs) {
   const uint32_t ps = vm_->memory().page_size();
-  for (const auto& run : sw.discard())
-    if (run.gpa() % ps != 0 ||
+  for (const auto& run : runs)
+    if (run.count() == 0 || run.gpa() % ps != 0 ||
         !vm_->memory().map().GpaToOffset(run.gpa(), uint64_t{run.count()} * ps).ok())
       return absl::InvalidArgumentError(absl::StrFormat(
-          "switchover: discard run at gpa %#x of %d pages is outside RAM or unaligned",
+          "discard run at gpa %#x of %d pages is empty, outside RAM or unaligned",
           run.gpa(), run.count()));
-  std::vector<std::string> states(sw.vcpu_states().begin(), sw.vcpu_states().end());
-  RETURN_IF_ERROR(vm_->RestoreVcpuStates(states));  // validates; the VM is not running
-  vmm::DemandPager& pager = *vm_->pager();
-  for (const auto& run : sw.discard()) {
-    RETURN_IF_ERROR(pager.Discard(run.gpa(), run.count()));
+  for (const auto& run : runs) {
+    RETURN_IF_ERROR(vm_->pager()->Discard(run.gpa(), run.count()));
     pages_discarded_ += run.count();
   }
+  return absl::OkStatus();
+}
+
+absl::Status DestinationSession::OnSwitchover(const ferry::v1::Switchover& sw) {
+  const int64_t t0 = MonotonicNowNanos();
+  std::vector<std::string> states(sw.vcpu_states().begin(), sw.vcpu_states().end());
+  RETURN_IF_ERROR(vm_->RestoreVcpuStates(states));  // validates; the VM is not running
+  RETURN_IF_ERROR(DiscardRuns(sw.discard()));
+  vmm::DemandPager& pager = *vm_->pager();
   if (!sw.postcopy() && pager.missing_pages() != 0)
     return absl::FailedPreconditionError(absl::StrFormat(
         "switchover without postcopy, but %d pages were never sent",

@@ -73,6 +73,9 @@ class DestinationSession {
   absl::Status OnHello(const ferry::v1::Hello& hello);
   absl::Status OnPages(const ferry::v1::PageBatch& batch);
   absl::Status OnSwitchover(const ferry::v1::Switchover& switchover);
+  // Validates every run, then drops the pages (they fault again).
+  absl::Status DiscardRuns(
+      const google::protobuf::RepeatedPtrField<ferry::v1::PageRun>& runs);
   absl::Status OnComplete(const ferry::v1::Complete& complete);
   absl::Status Send(const ferry::v1::DestinationMessage& message);
   absl::Status Unexpected(const char* message) const;

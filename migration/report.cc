@@ -19,6 +19,7 @@ JsonObject MigrationReport::ToJson() const {
       .Add("setup_ms", setup_ms)
       .Add("precopy_ms", precopy_ms)
       .Add("switchover_ms", switchover_ms)
+      .Add("dest_switchover_ms", dest_switchover_ms)
       .Add("postcopy_ms", postcopy_ms)
       .Add("precopy_rounds", precopy_rounds)
       .Add("precopy_gbps", precopy_gbps)
@@ -61,8 +62,10 @@ std::string MigrationReport::ToText() const {
   absl::StrAppendFormat(&out, "migration %s: %s\n", migration_id, outcome);
   absl::StrAppendFormat(&out, "  %s, %d MiB, %d vCPUs, workload %s, fault mode %s\n", mode,
                         memory_bytes >> 20, vcpus, workload, fault_mode);
-  absl::StrAppendFormat(&out, "  total %.1f ms, downtime %.2f ms (switchover: %s)\n",
-                        total_ms, downtime_ms, switchover_reason);
+  absl::StrAppendFormat(&out,
+                        "  total %.1f ms, downtime %.2f ms (%.2f ms of it at the destination; "
+                        "switchover: %s)\n",
+                        total_ms, downtime_ms, dest_switchover_ms, switchover_reason);
   absl::StrAppendFormat(&out, "  precopy %d rounds in %.1f ms at %.2f Gbit/s; postcopy %.1f ms\n",
                         precopy_rounds, precopy_ms, precopy_gbps, postcopy_ms);
   absl::StrAppendFormat(&out,

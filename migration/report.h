@@ -33,6 +33,7 @@ struct MigrationReport {
   double setup_ms = 0;
   double precopy_ms = 0;
   double switchover_ms = 0;  // pause to Resumed
+  double dest_switchover_ms = 0;  // destination: Switchover received to vCPUs running
   double postcopy_ms = 0;
   int precopy_rounds = 0;
   double precopy_gbps = 0;  // precopy page bytes over precopy time

@@ -100,6 +100,9 @@ class SourceSession {
   absl::Status Precopy(PolicyDecision* decision, std::vector<uint64_t>* pending);
   absl::Status Switchover(const PolicyDecision& decision, std::vector<uint64_t> pending);
   absl::Status Postcopy();
+  // Tells the destination to drop its copies of `pages` now (before the
+  // pause); they count as not sent from here on.
+  absl::Status EarlyDiscard(const std::vector<uint64_t>& pages);
   absl::Status AwaitCompleted();
   // Sends `pages` (RAM page indices) in batches of `phase`.
   absl::Status SendPages(const std::vector<uint64_t>& pages, ferry::v1::Phase phase,
@@ -168,9 +171,11 @@ class SourceSession {
   std::atomic<uint64_t> pages_demand_{0};
   uint64_t pages_discarded_ = 0;
   bool paused_ = false;  // this session paused the VM (session thread)
+  int early_discards_ = 0;
   uint64_t precopy_bytes_ = 0;
   int precopy_rounds_ = 0;
   std::string switchover_reason_;
+  int64_t dest_switchover_ns_ = 0;
   int64_t t_start_ = 0, t_precopy_ = 0, t_pause_ = 0, t_resumed_ = 0, t_postcopy_end_ = 0,
           t_end_ = 0;
   // Pages sent at least once (any channel): a second send counts as resent.
