@@ -90,6 +90,11 @@ std::string DestinationSession::migration_id() const {
   return migration_id_;
 }
 
+std::string DestinationSession::vm_name() const {
+  absl::MutexLock lock(&mu_);
+  return vm_name_;
+}
+
 vmm::Vm* DestinationSession::vm() const { return vm_.get(); }
 
 std::unique_ptr<vmm::Vm> DestinationSession::TakeVm() {
@@ -120,6 +125,8 @@ void DestinationSession::Fail() {
   fetcher_.reset();
   SetState(DestinationState::kFailed);
   if (!running_.HasBeenNotified()) running_.Notify();
+  if (admitted_ && options_.release) options_.release(vm_name());
+  admitted_ = false;
 }
 
 absl::Status DestinationSession::Serve(MigrationStream* stream) {
@@ -213,6 +220,13 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
   (void)mode;
   ASSIGN_OR_RETURN(vmm::FaultMode fault_mode, FromProto(hello.fault_mode()));
   ASSIGN_OR_RETURN(vmm::VmConfig config, FromLayout(hello.layout()));
+  const std::string name = hello.vm_name().empty() ? hello.migration_id() : hello.vm_name();
+  if (options_.admit) RETURN_IF_ERROR(options_.admit(name, config));
+  admitted_ = true;
+  {
+    absl::MutexLock lock(&mu_);
+    vm_name_ = name;
+  }
 
   fetch::FetcherOptions fo;
   fo.address = hello.fetch_address();
@@ -369,7 +383,9 @@ void DestinationSession::StartProgress() {
       p->set_round_acked(round_acked_);
       p->set_pages_missing(vm_->pager()->missing_pages());
       p->set_guest_ops(vm_->Stats().total_ops - ops_at_resume_);
-      p->set_faults(vm_->pager()->Stats().faults);
+      vmm::DemandPagerStats ps = vm_->pager()->Stats();
+      p->set_faults(ps.faults);
+      p->set_fault_p99_us(ps.fault_latency.Percentile(99) / 1e3);
       p->set_running(true);
       if (!Send(m).ok()) return;
     }

@@ -20,6 +20,7 @@
 #define FERRY_MIGRATION_DESTINATION_SESSION_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -44,6 +45,12 @@ using MigrationStream =
 struct DestinationOptions {
   std::string expected_token;  // empty: no token required
   absl::Duration complete_timeout = absl::Seconds(60);
+  // Called at Hello with the VM's name and shape; an error refuses the
+  // migration with it (the name is taken, a limit is reached, the agent is
+  // shutting down). `release` is called with the same name if the migration
+  // then fails. Both may be empty.
+  std::function<absl::Status(const std::string& name, const vmm::VmConfig&)> admit;
+  std::function<void(const std::string& name)> release;
 };
 
 enum class DestinationState { kAccepting, kReceivingPrecopy, kPostcopy, kCompleted, kFailed };
@@ -60,6 +67,7 @@ class DestinationSession {
 
   DestinationState state() const;
   std::string migration_id() const;
+  std::string vm_name() const;
   // The VM while the migration runs, or the migrated (running) VM after it
   // completed; null before Hello and after a failure.
   vmm::Vm* vm() const;
@@ -92,6 +100,8 @@ class DestinationSession {
   mutable absl::Mutex mu_;
   DestinationState state_ ABSL_GUARDED_BY(mu_) = DestinationState::kAccepting;
   std::string migration_id_ ABSL_GUARDED_BY(mu_);
+  std::string vm_name_ ABSL_GUARDED_BY(mu_);
+  bool admitted_ = false;
   bool done_ = false;  // Complete handled
 
   std::shared_ptr<fetch::RemotePageSource> fetcher_;  // shared with the VM

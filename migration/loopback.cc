@@ -10,7 +10,8 @@ absl::StatusOr<std::unique_ptr<Loopback>> Loopback::Start(DestinationOptions des
   ASSIGN_OR_RETURN(lb->page_server_, fetch::PageServer::Start("127.0.0.1:0"));
   Loopback* raw = lb.get();
   lb->service_ = std::make_unique<MigrationService>(
-      destination, [raw](const std::string& id, std::unique_ptr<vmm::Vm> vm) {
+      destination,
+      [raw](const std::string& id, const std::string&, std::unique_ptr<vmm::Vm> vm) {
         absl::MutexLock lock(&raw->mu_);
         raw->migrated_[id] = std::move(vm);
       });

@@ -21,7 +21,8 @@ grpc::Status MigrationService::Migrate(
     absl::MutexLock lock(&mu_);
     sessions_.erase(&session);
   }
-  if (status.ok() && on_migrated_) on_migrated_(session.migration_id(), session.TakeVm());
+  if (status.ok() && on_migrated_)
+    on_migrated_(session.migration_id(), session.vm_name(), session.TakeVm());
   return ToGrpcStatus(status);
 }
 
@@ -30,6 +31,13 @@ DestinationSession* MigrationService::Find(const std::string& migration_id) {
   for (auto& [s, unused] : sessions_)
     if (s->migration_id() == migration_id) return s;
   return nullptr;
+}
+
+bool MigrationService::HasIncompletePostcopy() const {
+  absl::MutexLock lock(&mu_);
+  for (auto& [s, unused] : sessions_)
+    if (s->state() == DestinationState::kPostcopy) return true;
+  return false;
 }
 
 int MigrationService::active() const {

@@ -22,6 +22,7 @@ namespace ferry::migration {
 class MigrationService final : public ferry::v1::Migration::Service {
  public:
   using MigratedFn = std::function<void(const std::string& migration_id,
+                                        const std::string& vm_name,
                                         std::unique_ptr<vmm::Vm> vm)>;
   MigrationService(DestinationOptions options, MigratedFn on_migrated);
 
@@ -33,6 +34,9 @@ class MigrationService final : public ferry::v1::Migration::Service {
   // runs. For observability and tests.
   DestinationSession* Find(const std::string& migration_id);
   int active() const;
+  // True while an incoming migration has resumed the VM here but pages are
+  // still missing (the agent must not exit then).
+  bool HasIncompletePostcopy() const;
 
  private:
   const DestinationOptions options_;

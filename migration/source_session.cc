@@ -94,6 +94,7 @@ SourceProgress SourceSession::Progress() const {
   p.bandwidth_bps = p.elapsed_ms > 0 ? p.bytes_sent / (p.elapsed_ms / 1e3) : 0;
   p.dirty_pages_per_sec = dirty_pps_;
   p.faults = last_progress_.faults();
+  p.fault_p99_us = last_progress_.fault_p99_us();
   if (t_resumed_ > 0) {
     double since = (clock_->NowNanos() - t_resumed_) / 1e9;
     p.faults_per_sec = since > 0 ? p.faults / since : 0;
@@ -335,6 +336,7 @@ absl::Status SourceSession::Setup() {
   hello->set_fault_mode(ToProto(config_.options.fault_mode));
   hello->set_fetch_address(config_.fetch_address);
   hello->set_fetch_secret(std::string(secret.begin(), secret.end()));
+  hello->set_vm_name(config_.vm_name);
   RETURN_IF_ERROR(Write(hello_msg));
 
   bool accepted, cancelled, done;

@@ -55,6 +55,7 @@ struct SourceConfig {
   std::string fetch_address;  // where the destination reaches page_server
   std::shared_ptr<grpc::ChannelCredentials> credentials;  // default: insecure
   const Clock* clock = &RealClock();
+  std::string vm_name;  // what the destination agent will call the VM
 };
 
 enum class SourcePhase { kSetup, kPrecopy, kSwitchover, kPostcopy, kCompleted, kFailed, kCancelled };
@@ -74,6 +75,7 @@ struct SourceProgress {
   uint64_t faults = 0;  // destination faults, from its progress reports
   double faults_per_sec = 0;
   double downtime_ms = 0;
+  double fault_p99_us = 0;
 };
 
 class SourceSession {

@@ -1,127 +1,161 @@
 #include "migration/cli/demo.h"
 
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <thread>
 
 #include "absl/strings/str_format.h"
-#include "base/clock.h"
 #include "base/status_macros.h"
-#include "migration/loopback.h"
-#include "migration/source_session.h"
+#include "migration/agent/report_proto.h"
+#include "migration/cli/agent_process.h"
+#include "migration/cli/client.h"
+#include "migration/cli/commands.h"
+#include "migration/convert.h"
 
 namespace ferry::cli {
 namespace {
 
-std::string ProgressLine(const migration::SourceProgress& p) {
-  const double pct = p.pages_total ? 100.0 * p.pages_transferred / p.pages_total : 0;
-  std::string line = absl::StrFormat("  %6.2fs  %-10s", p.elapsed_ms / 1e3,
-                                     migration::SourcePhaseName(p.phase));
-  if (p.phase == migration::SourcePhase::kPrecopy)
-    absl::StrAppendFormat(&line, " round %-3d", p.round);
-  else
-    line += "          ";
-  absl::StrAppendFormat(&line, " %5.1f%%  %6.2f Gbit/s", pct, p.bandwidth_bps * 8 / 1e9);
-  if (p.phase == migration::SourcePhase::kPrecopy) {
-    absl::StrAppendFormat(&line, "  dirty %7.0f pages/s", p.dirty_pages_per_sec);
-    if (p.bandwidth_bps > 0)
-      absl::StrAppendFormat(&line, "  ETA %.1fs",
-                            p.pages_remaining * 4096.0 / p.bandwidth_bps);
-  } else if (p.phase == migration::SourcePhase::kPostcopy) {
-    absl::StrAppendFormat(&line, "  missing %7d  faults %6d (%5.0f/s)", p.pages_remaining,
-                          p.faults, p.faults_per_sec);
-  }
-  return line;
+std::atomic<pid_t> agent_pids[2] = {-1, -1};
+
+// Ctrl-C or SIGTERM: stop both agents, then leave.
+void WatchSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  std::thread([set] {
+    int sig;
+    sigwait(&set, &sig);
+    for (auto& p : agent_pids)
+      if (p.load() > 0) kill(p.load(), SIGKILL);
+    std::fprintf(stderr, "\nferry demo: interrupted; both agents stopped\n");
+    _exit(130);
+  }).detach();
 }
 
-// Mean guest ops/s over the timeline samples of the given phases.
-double MeanOps(const migration::MigrationReport& r, std::initializer_list<const char*> phases) {
-  double sum = 0;
-  int n = 0;
-  for (const auto& s : r.ops_timeline)
-    for (const char* p : phases)
-      if (s.phase == p) sum += s.ops_per_sec, ++n;
-  return n ? sum / n : 0;
+absl::StatusOr<double> OpsPerSec(ferry::v1::Control::Stub& stub, const std::string& name) {
+  ferry::v1::VmStatsRequest r;
+  r.set_name(name);
+  ferry::v1::VmStatsResponse a, b;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status s = stub.VmStats(&ctx, r, &a);
+    if (!s.ok()) return CallError(s, "stats of " + name, "");
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  grpc::ClientContext ctx;
+  grpc::Status s = stub.VmStats(&ctx, r, &b);
+  if (!s.ok()) return CallError(s, "stats of " + name, "");
+  return b.guest_ops_per_sec();
 }
 
 }  // namespace
 
-absl::Status RunDemo(const DemoOptions& options, FILE* out) {
+absl::Status RunDemo(const DemoOptions& o, FILE* out) {
   auto say = [&](const std::string& line) {
-    if (!options.json) std::fprintf(out, "%s\n", line.c_str()), std::fflush(out);
+    if (!o.json) std::fprintf(out, "%s\n", line.c_str()), std::fflush(out);
   };
-  const vmm::VmConfig& c = options.vm;
-  ASSIGN_OR_RETURN(auto lb, migration::Loopback::Start());
-  say(absl::StrFormat(
-      "ferry demo: two agents on loopback (destination gRPC 127.0.0.1:%d, source fetch "
-      "channel 127.0.0.1:%d)",
-      lb->destination_port(), lb->page_server().port()));
-  say(absl::StrFormat("source: VM with %d MiB, %d vCPUs, workload %s (%.0f%% zero pages)",
-                      c.memory_bytes >> 20, c.vcpus, vmm::WorkloadKindName(c.workload.kind),
-                      100 * c.workload.zero_fraction));
-  ASSIGN_OR_RETURN(auto source, vmm::Vm::Create(c));
-  RETURN_IF_ERROR(source->LoadInitialMemory());
-  RETURN_IF_ERROR(source->Start());
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  const uint64_t ops_before = source->Stats().total_ops;
-  const double ops_before_rate = ops_before / 0.5;
+  // Agents first, before this process has any threads.
+  char dir_template[] = "/tmp/ferry-demo-XXXXXX";
+  const char* dir = mkdtemp(dir_template);
+  if (dir == nullptr) return absl::InternalError("cannot create a directory for agent logs");
+  const std::string ferryd = FindFerryd();
+  ASSIGN_OR_RETURN(AgentProcess a, AgentProcess::Start(ferryd, {}, std::string(dir) + "/agent-a.log"));
+  agent_pids[0] = a.pid();
+  ASSIGN_OR_RETURN(AgentProcess b, AgentProcess::Start(ferryd, {}, std::string(dir) + "/agent-b.log"));
+  agent_pids[1] = b.pid();
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  WatchSignals();
+  say(absl::StrFormat("ferry demo: agent A on %s, agent B on %s (logs in %s)", a.address(),
+                      b.address(), dir));
 
-  say(absl::StrFormat("migrating: mode %s, fault mode %s, downtime target %d ms",
-                      migration::MigrationModeName(options.migration.mode),
-                      vmm::FaultModeName(options.migration.fault_mode),
-                      options.migration.downtime_target_ms));
-  migration::SourceSession session(source.get(), lb->MakeSourceConfig(options.migration));
-  absl::Status result;
-  std::thread runner([&] { result = session.Run(); });
-  while (true) {
-    migration::SourceProgress p = session.Progress();
-    const bool ended = p.phase == migration::SourcePhase::kCompleted ||
-                       p.phase == migration::SourcePhase::kFailed ||
-                       p.phase == migration::SourcePhase::kCancelled;
-    if (ended) break;
-    say(ProgressLine(p));
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  ConnectOptions co;
+  ASSIGN_OR_RETURN(auto stub_a, Connect(a.address(), co));
+  ASSIGN_OR_RETURN(auto stub_b, Connect(b.address(), co));
+  const std::string name = "demo-vm";
+  ferry::v1::CreateVmRequest create;
+  create.set_name(name);
+  create.set_memory_bytes(o.vm.memory_bytes);
+  create.set_vcpus(o.vm.vcpus);
+  *create.mutable_workload() = migration::ToWorkload(o.vm.workload);
+  {
+    grpc::ClientContext ctx;
+    ferry::v1::Vm vm;
+    grpc::Status s = stub_a->CreateVm(&ctx, create, &vm);
+    if (!s.ok()) return CallError(s, "create " + name, a.address());
   }
-  runner.join();
-  migration::MigrationReport report = session.report();
-  if (!result.ok()) {
-    say(report.ToText());
-    return result;
+  say(absl::StrFormat("created %s on A: %d MiB, %d vCPUs, workload %s (%.0f%% zero pages)",
+                      name, o.vm.memory_bytes >> 20, o.vm.vcpus,
+                      vmm::WorkloadKindName(o.vm.workload.kind), 100 * o.vm.workload.zero_fraction));
+  ASSIGN_OR_RETURN(double before, OpsPerSec(*stub_a, name));
+
+  ferry::v1::StartMigrationRequest start;
+  start.set_vm_name(name);
+  start.set_destination(b.address());
+  start.set_request_id("ferry-demo");
+  start.set_mode(migration::ToProto(o.migration.mode));
+  start.set_fault_mode(migration::ToProto(o.migration.fault_mode));
+  start.set_downtime_target_ms(o.migration.downtime_target_ms);
+  start.set_max_bandwidth(o.migration.max_bandwidth);
+  ferry::v1::MigrationResource m;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status s = stub_a->StartMigration(&ctx, start, &m);
+    if (!s.ok()) return CallError(s, "start the migration", a.address());
   }
-
-  // The guest keeps running on the destination; then pause and verify.
-  std::unique_ptr<vmm::Vm> moved = lb->TakeMigrated(session.migration_id());
-  if (moved == nullptr) return absl::InternalError("the destination kept no VM");
-  const uint64_t ops_at_arrival = moved->Stats().total_ops;
-  const int64_t t0 = MonotonicNowNanos();
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  RETURN_IF_ERROR(moved->Pause());
-  const double ops_after_rate =
-      (moved->Stats().total_ops - ops_at_arrival) / ((MonotonicNowNanos() - t0) / 1e9);
-  std::vector<uint64_t> ops;
-  for (const vmm::VcpuStats& v : moved->Stats().vcpus) ops.push_back(v.counters.ops);
-  say("verifying: the destination's memory against a replay of the same guest "
-      "operations on a VM that never moved");
-  ASSIGN_OR_RETURN(vmm::MemoryDigest got, moved->Digest());
-  moved.reset();
-  source.reset();
-  ASSIGN_OR_RETURN(vmm::MemoryDigest want, vmm::ReferenceDigest(c, ops));
-  report.digest_match = got.digest == want.digest;
-
-  if (options.json) {
-    JsonObject o = report.ToJson();
-    o.Add("guest_ops_per_sec_before", ops_before_rate)
-        .Add("guest_ops_per_sec_during",
-             MeanOps(report, {"precopy", "switchover", "postcopy"}))
-        .Add("guest_ops_per_sec_after", ops_after_rate);
-    std::fprintf(out, "%s\n", o.ToString().c_str());
+  say(absl::StrFormat("migrating %s from A to B: %s, mode %s, fault mode %s, downtime target %d ms",
+                      name, m.id(), migration::MigrationModeName(o.migration.mode),
+                      vmm::FaultModeName(o.migration.fault_mode), o.migration.downtime_target_ms));
+  // Live progress, then the report; in JSON mode only the final object below.
+  FILE* devnull = fopen("/dev/null", "w");
+  auto followed = Follow(*stub_a, a.address(), m.id(), o.json, o.json ? devnull : out);
+  fclose(devnull);
+  if (!followed.ok()) return followed.status();
+  const ferry::v1::MigrationResource& done = *followed;
+  if (done.phase() != ferry::v1::MIGRATION_PHASE_COMPLETED) {
+    return absl::AbortedError(absl::StrCat("the migration ", PhaseName(done.phase()), ": ",
+                                           done.error()));
+  }
+  ASSIGN_OR_RETURN(double after, OpsPerSec(*stub_b, name));
+  ferry::v1::VerifyVmRequest verify;
+  verify.set_name(name);
+  ferry::v1::VerifyVmResponse v;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status s = stub_b->VerifyVm(&ctx, verify, &v);
+    if (!s.ok()) return CallError(s, "verify " + name, b.address());
+  }
+  migration::MigrationReport report = agent::FromProto(done.report(), done.id());
+  report.digest_match = v.match();
+  double during = 0;
+  int n = 0;
+  for (const auto& s : report.ops_timeline)
+    if (s.phase != "setup") during += s.ops_per_sec, ++n;
+  during = n ? during / n : 0;
+  if (o.json) {
+    JsonObject j = report.ToJson();
+    j.Add("guest_ops_per_sec_before", before)
+        .Add("guest_ops_per_sec_during", during)
+        .Add("guest_ops_per_sec_after", after);
+    std::fprintf(out, "%s\n", j.ToString().c_str());
   } else {
-    say("report:");
-    std::fprintf(out, "%s", report.ToText().c_str());
-    say(absl::StrFormat("  guest ops/s: before %.2fM, during %.2fM, after %.2fM",
-                        ops_before_rate / 1e6,
-                        MeanOps(report, {"precopy", "switchover", "postcopy"}) / 1e6,
-                        ops_after_rate / 1e6));
+    say(absl::StrFormat("  guest ops/s: before %.2fM, during %.2fM, after %.2fM", before / 1e6,
+                        during / 1e6, after / 1e6));
+    say(absl::StrFormat("verified on B: memory digest %s, replay of the same guest operations "
+                        "on a VM that never moved %s: %s",
+                        v.digest(), v.reference_digest(), v.match() ? "MATCH" : "MISMATCH"));
   }
-  if (!*report.digest_match)
+  a.Stop();
+  b.Stop();
+  agent_pids[0] = agent_pids[1] = -1;
+  if (!v.match())
     return absl::DataLossError("the destination's memory differs from the reference run");
   return absl::OkStatus();
 }

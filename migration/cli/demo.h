@@ -1,11 +1,11 @@
-// The demo: a live migration between two agents on loopback, end to end.
-// A VM runs a guest workload on the source; it is migrated (hybrid by
-// default) with a progress line every 250 ms; the destination's guest keeps
-// running, is then paused, and its memory is verified against a replay of
-// the same per-vCPU operations that never moved; a report follows.
-//
-// Both agents live in this process for now (migration/loopback.h: real
-// sockets, real gRPC, a real fetch channel).
+// The demo (`ferry demo`, what `./dev demo` runs): a live migration between
+// two ferryd agents on loopback, end to end, through the control API.
+//  1. starts two ferryd processes on 127.0.0.1 (free ports);
+//  2. creates a VM on the first (default 1 GiB, 2 vCPUs, zipf);
+//  3. migrates it to the second (hybrid by default) with live progress;
+//  4. verifies the destination's memory against a replay of the guest;
+//  5. prints the report, with guest ops/s before, during and after.
+// Both agents stop when the demo exits, also on Ctrl-C.
 #ifndef FERRY_MIGRATION_CLI_DEMO_H_
 #define FERRY_MIGRATION_CLI_DEMO_H_
 

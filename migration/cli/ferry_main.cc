@@ -7,6 +7,8 @@
 #include "base/args.h"
 #include "base/process.h"
 #include "base/status_macros.h"
+#include "migration/cli/client.h"
+#include "migration/cli/commands.h"
 #include "migration/cli/demo.h"
 
 namespace ferry::cli {
@@ -16,22 +18,32 @@ constexpr char kUsage[] = R"(ferry: move running VMs between hosts
 
 usage: ferry COMMAND [flags]
 
-commands:
-  demo    migrate a running VM between two agents on loopback with live
-          progress, verify the destination's memory against a replay of the
-          guest, and print a report
-      --memory SIZE          guest memory (default 1G)
-      --vcpus N              vCPUs (default 2)
-      --workload KIND        idle, sequential, uniform, zipf, dirty-rate (default zipf)
-      --zero-fraction F      fraction of pages that start as zero pages (default 0.5)
-      --dirty-rate RATE      dirty-rate workload: bytes dirtied per second (default 16M)
-      --mode MODE            precopy, postcopy or hybrid (default hybrid)
-      --fault-mode MODE      exit or blocking (default exit)
-      --downtime-ms N        downtime target (default 50)
-      --max-bandwidth RATE   bandwidth cap, bytes/s (default none)
-      --json                 print only the report, as one JSON object
+VMs (on the agent --agent HOST:PORT, default 127.0.0.1:7070):
+  vm create NAME [--memory 1G] [--vcpus 2] [--workload zipf] [--ops N]
+                 [--seed N] [--zero-fraction F] [--dirty-rate RATE] [--write-fraction F]
+  vm list | vm get NAME | vm stats NAME | vm verify NAME [--timeout-ms N] | vm delete NAME
 
-exit codes: 0 success, 1 failure, 2 bad usage, 3 verification failed
+migrations:
+  migrate NAME --from HOST:PORT --to HOST:PORT [--mode hybrid|precopy|postcopy]
+               [--downtime-ms 50] [--max-bandwidth RATE] [--fault-mode exit|blocking]
+               [--max-rounds 30] [--request-id ID]
+          waits for the end: live progress on a terminal, plain progress lines
+          otherwise, then the report; with --json only the report
+  migration list | migration get ID | migration watch ID | migration cancel ID
+          (on the source agent, --agent)
+
+  demo    two ferryd agents on loopback, a VM, a live migration, verification
+          and a report (what ./dev demo runs)
+          [--memory 1G] [--vcpus 2] [--workload zipf] [--zero-fraction 0.5]
+          [--dirty-rate 16M] [--mode hybrid] [--fault-mode exit] [--downtime-ms 50]
+          [--max-bandwidth RATE]
+
+every read command takes --json; every command takes --help.
+TLS: --tls-ca FILE [--tls-cert FILE --tls-key FILE] (mutual TLS)
+
+exit codes: 0 success, 1 the operation failed, 2 bad usage, 3 verification
+failed, 4 not found, 5 agent unreachable or shutting down, 6 conflict (wrong
+state, already exists, a limit reached)
 )";
 
 absl::Status Demo(Args& args) {
@@ -69,6 +81,9 @@ absl::Status Main(int argc, char** argv) {
     return absl::OkStatus();
   }
   if (command == "demo") return Demo(args);
+  if (command == "vm") return VmCommand(args);
+  if (command == "migrate") return MigrateCommand(args);
+  if (command == "migration") return MigrationCommand(args);
   return absl::InvalidArgumentError(
       absl::StrFormat("unknown command '%s' (see ferry --help)", command));
 }
@@ -81,12 +96,5 @@ int main(int argc, char** argv) {
   absl::Status s = ferry::cli::Main(argc, argv);
   if (s.ok()) return 0;
   std::fprintf(stderr, "ferry: %s\n", std::string(s.message()).c_str());
-  switch (s.code()) {
-    case absl::StatusCode::kInvalidArgument:
-      return 2;
-    case absl::StatusCode::kDataLoss:
-      return 3;
-    default:
-      return 1;
-  }
+  return ferry::cli::ExitCodeFor(s);
 }

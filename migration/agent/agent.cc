@@ -1,0 +1,566 @@
+#include "migration/agent/agent.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "base/clock.h"
+#include "base/net.h"
+#include "base/status_macros.h"
+#include "migration/agent/report_proto.h"
+#include "migration/convert.h"
+
+namespace ferry::agent {
+namespace {
+
+using ferry::v1::MigrationPhase;
+
+constexpr size_t kMaxNameSize = 64;
+
+absl::Status ValidateName(const std::string& name) {
+  if (name.empty() || name.size() > kMaxNameSize)
+    return absl::InvalidArgumentError("a VM name has 1 to 64 characters");
+  for (char c : name)
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'))
+      return absl::InvalidArgumentError(absl::StrCat(
+          "VM name '", name, "' may only use letters, digits, '.', '-' and '_'"));
+  return absl::OkStatus();
+}
+
+MigrationPhase ToPhase(migration::SourcePhase p) {
+  switch (p) {
+    case migration::SourcePhase::kSetup: return ferry::v1::MIGRATION_PHASE_SETUP;
+    case migration::SourcePhase::kPrecopy: return ferry::v1::MIGRATION_PHASE_PRECOPY;
+    case migration::SourcePhase::kSwitchover: return ferry::v1::MIGRATION_PHASE_SWITCHOVER;
+    case migration::SourcePhase::kPostcopy: return ferry::v1::MIGRATION_PHASE_POSTCOPY;
+    case migration::SourcePhase::kCompleted: return ferry::v1::MIGRATION_PHASE_COMPLETED;
+    case migration::SourcePhase::kFailed: return ferry::v1::MIGRATION_PHASE_FAILED;
+    case migration::SourcePhase::kCancelled: return ferry::v1::MIGRATION_PHASE_CANCELLED;
+  }
+  return ferry::v1::MIGRATION_PHASE_UNSPECIFIED;
+}
+
+bool Terminal(MigrationPhase p) {
+  return p == ferry::v1::MIGRATION_PHASE_COMPLETED || p == ferry::v1::MIGRATION_PHASE_FAILED ||
+         p == ferry::v1::MIGRATION_PHASE_CANCELLED;
+}
+
+}  // namespace
+
+struct Agent::VmEntry {
+  std::string name;
+  std::unique_ptr<vmm::Vm> vm;
+  std::string migration_id;  // outgoing, under way
+  std::string arrived_by;
+  // Guest ops/s, between two VmStats calls.
+  absl::Mutex stats_mu;
+  int64_t last_t = 0;
+  uint64_t last_ops = 0;
+  double last_rate = 0;
+};
+
+struct Agent::MigrationEntry {
+  std::string id;
+  std::string request_id;
+  std::string vm_name;
+  std::string destination;
+  migration::MigrationOptions options;
+  std::unique_ptr<migration::SourceSession> session;
+  std::thread thread;
+  absl::Mutex mu;
+  bool done ABSL_GUARDED_BY(mu) = false;
+  absl::Status result ABSL_GUARDED_BY(mu);
+  migration::MigrationReport report ABSL_GUARDED_BY(mu);
+};
+
+absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
+  ASSIGN_OR_RETURN(auto hp, SplitHostPort(options.fetch_listen));
+  std::string host = options.fetch_advertise_host.empty() ? hp.first
+                                                          : options.fetch_advertise_host;
+  if (host.empty() || host == "0.0.0.0" || host == "::")
+    return absl::InvalidArgumentError(
+        "--fetch-listen binds every address: give --fetch-advertise HOST, the address "
+        "destinations use to reach this agent");
+  std::unique_ptr<Agent> agent(new Agent(std::move(options)));
+  ASSIGN_OR_RETURN(agent->page_server_,
+                   migration::fetch::PageServer::Start(agent->options_.fetch_listen));
+  agent->fetch_address_ = host.find(':') != std::string::npos
+                              ? absl::StrCat("[", host, "]:", agent->page_server_->port())
+                              : absl::StrCat(host, ":", agent->page_server_->port());
+  migration::DestinationOptions dest;
+  dest.expected_token = agent->options_.migration_token;
+  Agent* raw = agent.get();
+  dest.admit = [raw](const std::string& name, const vmm::VmConfig& c) {
+    return raw->Admit(name, c);
+  };
+  dest.release = [raw](const std::string& name) { raw->Release(name); };
+  agent->migration_service_ = std::make_unique<migration::MigrationService>(
+      dest, [raw](const std::string& id, const std::string& name, std::unique_ptr<vmm::Vm> vm) {
+        raw->Adopt(id, name, std::move(vm));
+      });
+  return agent;
+}
+
+Agent::Agent(AgentOptions options) : options_(std::move(options)) {}
+
+Agent::~Agent() {
+  std::vector<std::shared_ptr<MigrationEntry>> all;
+  {
+    absl::MutexLock lock(&mu_);
+    shutting_down_ = true;
+    for (auto& [id, m] : migrations_) all.push_back(m);
+  }
+  for (auto& m : all) {
+    (void)m->session->Cancel();
+    if (m->thread.joinable()) m->thread.join();
+  }
+}
+
+void Agent::Log(const std::string& line) const {
+  if (options_.log) options_.log(line);
+}
+
+uint64_t Agent::MemoryInUseLocked() const {
+  uint64_t total = 0;
+  for (const auto& [n, e] : vms_)
+    if (e->vm) total += e->vm->config().memory_bytes;
+  for (const auto& [n, bytes] : reserved_) total += bytes;
+  return total;
+}
+
+absl::StatusOr<std::shared_ptr<Agent::VmEntry>> Agent::FindVm(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  auto it = vms_.find(name);
+  if (it == vms_.end())
+    return absl::NotFoundError(
+        absl::StrCat("no VM named '", name, "' on this agent (see `ferry vm list`)"));
+  return it->second;
+}
+
+absl::StatusOr<std::shared_ptr<Agent::MigrationEntry>> Agent::FindMigration(
+    const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  auto it = migrations_.find(id);
+  if (it == migrations_.end())
+    return absl::NotFoundError(absl::StrCat(
+        "no migration '", id, "' on this agent (migrations live on their source agent; "
+        "see `ferry migration list`)"));
+  return it->second;
+}
+
+ferry::v1::Vm Agent::Describe(const VmEntry& e) const {
+  ferry::v1::Vm v;
+  v.set_name(e.name);
+  v.set_migration_id(e.migration_id);
+  v.set_arrived_by(e.arrived_by);
+  const vmm::VmConfig& c = e.vm->config();
+  *v.mutable_layout() = migration::ToLayout(c, e.vm->memory().map());
+  vmm::VmStats s = e.vm->Stats();
+  v.set_guest_ops(s.total_ops);
+  bool any_running = false, any_failed = false, all_halted = true;
+  for (const auto& vc : s.vcpus) {
+    any_running |= vc.state == vmm::VcpuRunState::kRunning;
+    any_failed |= vc.state == vmm::VcpuRunState::kFailed;
+    all_halted &= vc.state == vmm::VcpuRunState::kFinished;
+  }
+  if (!e.migration_id.empty()) v.set_state(ferry::v1::VM_STATE_MIGRATING);
+  else if (any_failed) v.set_state(ferry::v1::VM_STATE_FAILED);
+  else if (all_halted) v.set_state(ferry::v1::VM_STATE_HALTED);
+  else if (any_running) v.set_state(ferry::v1::VM_STATE_RUNNING);
+  else v.set_state(ferry::v1::VM_STATE_PAUSED);
+  return v;
+}
+
+absl::StatusOr<ferry::v1::Vm> Agent::CreateVm(const ferry::v1::CreateVmRequest& r) {
+  RETURN_IF_ERROR(ValidateName(r.name()));
+  vmm::VmConfig config;
+  config.memory_bytes = r.memory_bytes();
+  config.vcpus = static_cast<int>(r.vcpus());
+  ASSIGN_OR_RETURN(config.workload, migration::FromWorkload(r.workload()));
+  if (config.memory_bytes % (2 << 20) != 0)
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "memory %d is not a multiple of 2 MiB (give e.g. 512M or 1G)", config.memory_bytes));
+  RETURN_IF_ERROR(vmm::ValidateVmConfig(config));
+  auto entry = std::make_shared<VmEntry>();
+  entry->name = r.name();
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_)
+      return absl::UnavailableError("this agent is shutting down: create the VM elsewhere");
+    if (vms_.count(r.name()) || reserved_.count(r.name()))
+      return absl::AlreadyExistsError(
+          absl::StrCat("a VM named '", r.name(), "' already exists on this agent"));
+    if (static_cast<int>(vms_.size() + reserved_.size()) >= options_.max_vms)
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "this agent already hosts its limit of %d VMs (--max-vms)", options_.max_vms));
+    if (MemoryInUseLocked() + config.memory_bytes > options_.max_memory)
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "%d MiB more would exceed this agent's memory limit of %d MiB (--max-memory)",
+          config.memory_bytes >> 20, options_.max_memory >> 20));
+    reserved_[r.name()] = config.memory_bytes;
+  }
+  auto release = [&] {
+    absl::MutexLock lock(&mu_);
+    reserved_.erase(r.name());
+  };
+  auto vm = vmm::Vm::Create(config);
+  absl::Status s = vm.status();
+  if (s.ok()) s = (*vm)->LoadInitialMemory();
+  if (s.ok()) s = (*vm)->Start();
+  if (!s.ok()) {
+    release();
+    return s;
+  }
+  entry->vm = std::move(vm).value();
+  {
+    absl::MutexLock lock(&mu_);
+    reserved_.erase(r.name());
+    vms_[r.name()] = entry;
+  }
+  Log(absl::StrFormat("vm %s created: %d MiB, %d vCPUs, workload %s", r.name(),
+                      config.memory_bytes >> 20, config.vcpus,
+                      vmm::WorkloadKindName(config.workload.kind)));
+  return Describe(*entry);
+}
+
+absl::StatusOr<ferry::v1::Vm> Agent::GetVm(const std::string& name) {
+  ASSIGN_OR_RETURN(auto e, FindVm(name));
+  return Describe(*e);
+}
+
+std::vector<ferry::v1::Vm> Agent::ListVms() {
+  std::vector<std::shared_ptr<VmEntry>> all;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [n, e] : vms_) all.push_back(e);
+  }
+  std::vector<ferry::v1::Vm> out;
+  for (auto& e : all) out.push_back(Describe(*e));
+  return out;
+}
+
+absl::Status Agent::DeleteVm(const std::string& name) {
+  std::shared_ptr<VmEntry> e;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = vms_.find(name);
+    if (it == vms_.end())
+      return absl::NotFoundError(absl::StrCat("no VM named '", name, "' on this agent"));
+    if (!it->second->migration_id.empty())
+      return absl::FailedPreconditionError(absl::StrCat(
+          "VM '", name, "' is being migrated (", it->second->migration_id,
+          "): cancel the migration first"));
+    e = it->second;
+    vms_.erase(it);
+  }
+  e->vm->Stop();
+  Log(absl::StrCat("vm ", name, " deleted"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ferry::v1::VmStatsResponse> Agent::VmStats(const std::string& name) {
+  ASSIGN_OR_RETURN(auto e, FindVm(name));
+  ferry::v1::VmStatsResponse r;
+  *r.mutable_vm() = Describe(*e);
+  vmm::VmStats s = e->vm->Stats();
+  for (size_t i = 0; i < s.vcpus.size(); ++i) {
+    ferry::v1::VcpuStats* v = r.add_vcpus();
+    v->set_index(i);
+    v->set_state(vmm::VcpuRunStateName(s.vcpus[i].state));
+    v->set_ops(s.vcpus[i].counters.ops);
+    v->set_fault_exits(s.vcpus[i].counters.fault_exits);
+  }
+  {
+    absl::MutexLock lock(&e->stats_mu);
+    const int64_t now = MonotonicNowNanos();
+    if (e->last_t != 0 && now - e->last_t > 50'000'000)
+      e->last_rate = (s.total_ops - e->last_ops) / ((now - e->last_t) / 1e9);
+    if (e->last_t == 0 || now - e->last_t > 50'000'000) {
+      e->last_t = now;
+      e->last_ops = s.total_ops;
+    }
+    r.set_guest_ops_per_sec(e->last_rate);
+  }
+  if (e->vm->pager() != nullptr) {
+    vmm::DemandPagerStats ps = e->vm->pager()->Stats();
+    r.set_faults(ps.faults);
+    r.set_pages_missing(ps.missing_pages);
+  }
+  return r;
+}
+
+absl::StatusOr<ferry::v1::VerifyVmResponse> Agent::VerifyVm(
+    const ferry::v1::VerifyVmRequest& request) {
+  ASSIGN_OR_RETURN(auto e, FindVm(request.name()));
+  if (!e->migration_id.empty())
+    return absl::FailedPreconditionError(absl::StrCat(
+        "VM '", request.name(), "' is being migrated: verify it where it arrives"));
+  vmm::Vm& vm = *e->vm;
+  const bool finite = vm.config().workload.ops_per_vcpu != 0;
+  bool paused_here = false;
+  if (finite) {
+    const int64_t ms = request.timeout_ms() > 0 ? request.timeout_ms() : 60'000;
+    RETURN_IF_ERROR(vm.WaitUntilHalted(absl::Milliseconds(ms)));
+  } else {
+    RETURN_IF_ERROR(vm.Pause());
+    paused_here = true;
+  }
+  std::vector<uint64_t> ops;
+  for (const auto& v : vm.Stats().vcpus) ops.push_back(v.counters.ops);
+  absl::StatusOr<vmm::MemoryDigest> got = vm.Digest();
+  if (paused_here) (void)vm.Resume();
+  if (!got.ok()) return got.status();
+  ASSIGN_OR_RETURN(vmm::MemoryDigest want, vmm::ReferenceDigest(vm.config(), ops));
+  ferry::v1::VerifyVmResponse r;
+  r.set_match(got->digest == want.digest);
+  r.set_digest(absl::StrFormat("%016x", got->digest));
+  r.set_reference_digest(absl::StrFormat("%016x", want.digest));
+  for (uint64_t o : ops) r.add_ops(o);
+  r.set_differing_pages(vmm::DifferingPages(*got, want).size());
+  Log(absl::StrFormat("vm %s verified: %s", request.name(), r.match() ? "match" : "MISMATCH"));
+  return r;
+}
+
+absl::Status Agent::Admit(const std::string& name, const vmm::VmConfig& config) {
+  RETURN_IF_ERROR(ValidateName(name));
+  absl::MutexLock lock(&mu_);
+  if (shutting_down_)
+    return absl::UnavailableError("the destination agent is shutting down");
+  if (vms_.count(name) || reserved_.count(name))
+    return absl::AlreadyExistsError(
+        absl::StrCat("the destination already hosts a VM named '", name, "'"));
+  if (static_cast<int>(vms_.size() + reserved_.size()) >= options_.max_vms)
+    return absl::ResourceExhaustedError("the destination is at its VM limit");
+  if (MemoryInUseLocked() + config.memory_bytes > options_.max_memory)
+    return absl::ResourceExhaustedError("the destination is at its memory limit");
+  reserved_[name] = config.memory_bytes;
+  Log(absl::StrCat("vm ", name, " arriving"));
+  return absl::OkStatus();
+}
+
+void Agent::Release(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  reserved_.erase(name);
+  Log(absl::StrCat("vm ", name, " did not arrive: the incoming migration failed"));
+}
+
+void Agent::Adopt(const std::string& migration_id, const std::string& name,
+                  std::unique_ptr<vmm::Vm> vm) {
+  auto e = std::make_shared<VmEntry>();
+  e->name = name;
+  e->vm = std::move(vm);
+  e->arrived_by = migration_id;
+  absl::MutexLock lock(&mu_);
+  reserved_.erase(name);
+  vms_[name] = e;
+  Log(absl::StrCat("vm ", name, " arrived by migration ", migration_id));
+}
+
+absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
+    const ferry::v1::StartMigrationRequest& r) {
+  migration::MigrationOptions o;
+  o.mode = migration::MigrationMode::kHybrid;
+  if (r.mode() != ferry::v1::MIGRATION_MODE_UNSPECIFIED) {
+    ASSIGN_OR_RETURN(o.mode, migration::FromProto(r.mode()));
+  }
+  if (r.fault_mode() != ferry::v1::FAULT_MODE_UNSPECIFIED) {
+    ASSIGN_OR_RETURN(o.fault_mode, migration::FromProto(r.fault_mode()));
+  }
+  if (r.downtime_target_ms() < 0)
+    return absl::InvalidArgumentError("downtime target must not be negative");
+  if (r.downtime_target_ms() > 0) o.downtime_target_ms = r.downtime_target_ms();
+  o.max_bandwidth = r.max_bandwidth();
+  if (r.max_rounds() > 0) o.max_rounds = static_cast<int>(r.max_rounds());
+  o.auth_token = options_.migration_token;
+  RETURN_IF_ERROR(migration::ValidateMigrationOptions(o));
+  RETURN_IF_ERROR(SplitHostPort(r.destination()).status());
+  if (r.request_id().size() > 64)
+    return absl::InvalidArgumentError("request id is longer than 64 bytes");
+
+  auto m = std::make_shared<MigrationEntry>();
+  std::shared_ptr<VmEntry> vm;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!r.request_id().empty()) {
+      auto it = by_request_id_.find(r.request_id());
+      if (it != by_request_id_.end()) {
+        std::shared_ptr<MigrationEntry> existing = migrations_[it->second];
+        if (existing->vm_name != r.vm_name() || existing->destination != r.destination())
+          return absl::InvalidArgumentError(absl::StrCat(
+              "request id '", r.request_id(), "' was already used for migration ",
+              existing->id, " of VM '", existing->vm_name, "' to ", existing->destination));
+        return Describe(*existing);  // lock order: mu_, then the migration's mu
+      }
+    }
+    if (shutting_down_)
+      return absl::UnavailableError("this agent is shutting down: it starts no migrations");
+    auto it = vms_.find(r.vm_name());
+    if (it == vms_.end())
+      return absl::NotFoundError(
+          absl::StrCat("no VM named '", r.vm_name(), "' on this agent (see `ferry vm list`)"));
+    vm = it->second;
+    if (!vm->migration_id.empty())
+      return absl::FailedPreconditionError(absl::StrCat(
+          "VM '", r.vm_name(), "' is already being migrated (", vm->migration_id, ")"));
+    int running = 0;
+    for (auto& [id, x] : migrations_) {
+      absl::MutexLock l(&x->mu);
+      running += !x->done;
+    }
+    if (running >= options_.max_migrations)
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "%d migrations are under way, this agent's limit (--max-migrations)", running));
+    migration::SourceConfig config;
+    config.options = o;
+    config.destination = r.destination();
+    config.page_server = page_server_.get();
+    config.fetch_address = fetch_address_;
+    config.credentials = options_.peer_credentials;
+    config.vm_name = r.vm_name();
+    m->session = std::make_unique<migration::SourceSession>(vm->vm.get(), config);
+    m->id = m->session->migration_id();
+    m->request_id = r.request_id();
+    m->vm_name = r.vm_name();
+    m->destination = r.destination();
+    m->options = o;
+    vm->migration_id = m->id;
+    migrations_[m->id] = m;
+    if (!r.request_id().empty()) by_request_id_[r.request_id()] = m->id;
+  }
+  Log(absl::StrFormat("migration %s of vm %s to %s started: mode %s, fault mode %s", m->id,
+                      m->vm_name, m->destination, migration::MigrationModeName(o.mode),
+                      vmm::FaultModeName(o.fault_mode)));
+  m->thread = std::thread(&Agent::RunMigration, this, m, vm);
+  return Describe(*m);
+}
+
+void Agent::RunMigration(std::shared_ptr<MigrationEntry> m, std::shared_ptr<VmEntry> vm) {
+  absl::Status s = m->session->Run();
+  {
+    absl::MutexLock lock(&m->mu);
+    m->done = true;
+    m->result = s;
+    m->report = m->session->report();
+  }
+  absl::MutexLock lock(&mu_);
+  vm->migration_id.clear();
+  if (s.ok()) {
+    // The destination runs the VM now; the source's copy was released.
+    vms_.erase(m->vm_name);
+    Log(absl::StrFormat("migration %s completed: vm %s left for %s (downtime %.2f ms)", m->id,
+                        m->vm_name, m->destination, m->session->report().downtime_ms));
+  } else {
+    Log(absl::StrFormat("migration %s %s", m->id, m->session->report().outcome));
+  }
+}
+
+ferry::v1::MigrationResource Agent::Describe(const MigrationEntry& m) const {
+  ferry::v1::MigrationResource r;
+  r.set_id(m.id);
+  r.set_request_id(m.request_id);
+  r.set_vm_name(m.vm_name);
+  r.set_destination(m.destination);
+  r.set_mode(migration::ToProto(m.options.mode));
+  r.set_fault_mode(migration::ToProto(m.options.fault_mode));
+  migration::SourceProgress p = m.session->Progress();
+  r.set_phase(ToPhase(p.phase));
+  ferry::v1::MigrationProgress* pp = r.mutable_progress();
+  pp->set_round(p.round);
+  pp->set_elapsed_ms(p.elapsed_ms);
+  pp->set_pages_total(p.pages_total);
+  pp->set_pages_transferred(p.pages_transferred);
+  pp->set_pages_remaining(p.pages_remaining);
+  pp->set_bytes_sent(p.bytes_sent);
+  pp->set_bandwidth_bps(p.bandwidth_bps);
+  pp->set_dirty_pages_per_sec(p.dirty_pages_per_sec);
+  pp->set_faults(p.faults);
+  pp->set_faults_per_sec(p.faults_per_sec);
+  pp->set_downtime_ms(p.downtime_ms);
+  pp->set_fault_p99_us(p.fault_p99_us);
+  auto& mm = const_cast<MigrationEntry&>(m);
+  absl::MutexLock lock(&mm.mu);
+  if (mm.done) {
+    // The session's phase may lag the thread's end by a moment.
+    r.set_phase(mm.result.ok() ? ferry::v1::MIGRATION_PHASE_COMPLETED
+                : mm.result.code() == absl::StatusCode::kCancelled
+                    ? ferry::v1::MIGRATION_PHASE_CANCELLED
+                    : ferry::v1::MIGRATION_PHASE_FAILED);
+    if (!mm.result.ok()) r.set_error(std::string(mm.result.message()));
+    *r.mutable_report() = ToProto(mm.report);
+  }
+  return r;
+}
+
+absl::StatusOr<ferry::v1::MigrationResource> Agent::GetMigration(const std::string& id) {
+  ASSIGN_OR_RETURN(auto m, FindMigration(id));
+  return Describe(*m);
+}
+
+std::vector<ferry::v1::MigrationResource> Agent::ListMigrations() {
+  std::vector<std::shared_ptr<MigrationEntry>> all;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [id, m] : migrations_) all.push_back(m);
+  }
+  std::vector<ferry::v1::MigrationResource> out;
+  for (auto& m : all) out.push_back(Describe(*m));
+  return out;
+}
+
+absl::StatusOr<ferry::v1::MigrationResource> Agent::CancelMigration(const std::string& id) {
+  ASSIGN_OR_RETURN(auto m, FindMigration(id));
+  RETURN_IF_ERROR(m->session->Cancel());
+  Log(absl::StrCat("migration ", id, " cancel requested"));
+  if (m->thread.joinable()) {
+    // Wait (briefly) for the session to wind down so the caller sees the end.
+    absl::MutexLock lock(&m->mu);
+    m->mu.AwaitWithTimeout(absl::Condition(&m->done), absl::Seconds(10));
+  }
+  return Describe(*m);
+}
+
+absl::Status Agent::WatchMigration(
+    const std::string& id, absl::Duration interval,
+    const std::function<bool(const ferry::v1::MigrationResource&)>& write) {
+  ASSIGN_OR_RETURN(auto m, FindMigration(id));
+  while (true) {
+    bool done;
+    {
+      absl::MutexLock lock(&m->mu);
+      m->mu.AwaitWithTimeout(absl::Condition(&m->done), interval);
+      done = m->done;
+    }
+    ferry::v1::MigrationResource r = Describe(*m);
+    if (!write(r)) return absl::CancelledError("the watcher went away");
+    if (done || Terminal(r.phase())) return absl::OkStatus();
+  }
+}
+
+void Agent::BeginShutdown() {
+  std::vector<std::shared_ptr<MigrationEntry>> all;
+  {
+    absl::MutexLock lock(&mu_);
+    shutting_down_ = true;
+    for (auto& [id, m] : migrations_) all.push_back(m);
+  }
+  Log("shutting down: no new work; cancelling migrations that have not switched over");
+  for (auto& m : all) {
+    absl::Status s = m->session->Cancel();
+    if (s.ok()) Log(absl::StrCat("migration ", m->id, " cancelled for shutdown"));
+  }
+}
+
+bool Agent::HasIncompletePostcopy() {
+  if (migration_service_->HasIncompletePostcopy()) return true;
+  absl::MutexLock lock(&mu_);
+  for (auto& [id, m] : migrations_) {
+    absl::MutexLock l(&m->mu);
+    if (m->done) continue;
+    migration::SourcePhase p = m->session->Progress().phase;
+    if (p == migration::SourcePhase::kSwitchover || p == migration::SourcePhase::kPostcopy)
+      return true;
+  }
+  return false;
+}
+
+}  // namespace ferry::agent

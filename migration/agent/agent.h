@@ -1,0 +1,109 @@
+// Agent: what one ferryd hosts. It owns the VMs of this host, the migrations
+// it drives as the source, and the page server; it adopts VMs that migrate
+// in. The gRPC services (control_service.h, migration_service.h) are thin
+// layers over it.
+//
+// Lifecycle events are logged, one line each, through AgentOptions::log.
+//
+// Threads: every method is thread-safe. Each outgoing migration runs on a
+// thread of its own. Blocking calls (VerifyVm, WatchMigration) hold no lock
+// while they wait.
+#ifndef FERRY_MIGRATION_AGENT_AGENT_H_
+#define FERRY_MIGRATION_AGENT_AGENT_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "ferry/v1/control.pb.h"
+#include "grpcpp/security/credentials.h"
+#include "migration/fetch/page_server.h"
+#include "migration/migration_service.h"
+#include "migration/source_session.h"
+
+namespace ferry::agent {
+
+struct AgentOptions {
+  std::string fetch_listen = "127.0.0.1:0";  // the page server
+  // The host destinations dial for the fetch channel; empty: fetch_listen's
+  // host (which then must not be a wildcard address).
+  std::string fetch_advertise_host;
+  std::string migration_token;  // required of incoming, sent with outgoing
+  int max_vms = 64;
+  uint64_t max_memory = 64ull << 30;  // all VMs of this agent together
+  int max_migrations = 4;             // outgoing at once
+  std::shared_ptr<grpc::ChannelCredentials> peer_credentials;  // default insecure
+  std::function<void(const std::string&)> log;
+};
+
+class Agent {
+ public:
+  static absl::StatusOr<std::unique_ptr<Agent>> Start(AgentOptions options);
+  ~Agent();
+
+  int fetch_port() const { return page_server_->port(); }
+  migration::MigrationService* migration_service() { return migration_service_.get(); }
+
+  absl::StatusOr<ferry::v1::Vm> CreateVm(const ferry::v1::CreateVmRequest& request);
+  absl::StatusOr<ferry::v1::Vm> GetVm(const std::string& name);
+  std::vector<ferry::v1::Vm> ListVms();
+  absl::Status DeleteVm(const std::string& name);
+  absl::StatusOr<ferry::v1::VmStatsResponse> VmStats(const std::string& name);
+  absl::StatusOr<ferry::v1::VerifyVmResponse> VerifyVm(const ferry::v1::VerifyVmRequest& request);
+
+  absl::StatusOr<ferry::v1::MigrationResource> StartMigration(
+      const ferry::v1::StartMigrationRequest& request);
+  absl::StatusOr<ferry::v1::MigrationResource> GetMigration(const std::string& id);
+  std::vector<ferry::v1::MigrationResource> ListMigrations();
+  absl::StatusOr<ferry::v1::MigrationResource> CancelMigration(const std::string& id);
+  // Calls `write` with a snapshot every `interval` and on the end; returns
+  // when the migration ended (after writing its final state) or `write`
+  // returned false.
+  absl::Status WatchMigration(const std::string& id, absl::Duration interval,
+                              const std::function<bool(const ferry::v1::MigrationResource&)>& write);
+
+  // SIGTERM: refuse new work, cancel outgoing migrations that have not
+  // switched over (their VMs keep running).
+  void BeginShutdown();
+  // True while a migration that has switched over is still under way, in
+  // either direction: exiting then would lose the VM.
+  bool HasIncompletePostcopy();
+
+ private:
+  struct VmEntry;
+  struct MigrationEntry;
+  explicit Agent(AgentOptions options);
+
+  void Log(const std::string& line) const;
+  ferry::v1::Vm Describe(const VmEntry& e) const;
+  ferry::v1::MigrationResource Describe(const MigrationEntry& m) const;
+  absl::StatusOr<std::shared_ptr<VmEntry>> FindVm(const std::string& name);
+  absl::StatusOr<std::shared_ptr<MigrationEntry>> FindMigration(const std::string& id);
+  void RunMigration(std::shared_ptr<MigrationEntry> m, std::shared_ptr<VmEntry> vm);
+  absl::Status Admit(const std::string& name, const vmm::VmConfig& config);
+  void Release(const std::string& name);
+  void Adopt(const std::string& migration_id, const std::string& name,
+             std::unique_ptr<vmm::Vm> vm);
+  uint64_t MemoryInUseLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const AgentOptions options_;
+  std::string fetch_address_;
+  std::unique_ptr<migration::fetch::PageServer> page_server_;
+  std::unique_ptr<migration::MigrationService> migration_service_;
+
+  mutable absl::Mutex mu_;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  std::map<std::string, std::shared_ptr<VmEntry>> vms_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, uint64_t> reserved_ ABSL_GUARDED_BY(mu_);  // incoming: name -> bytes
+  std::map<std::string, std::shared_ptr<MigrationEntry>> migrations_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> by_request_id_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace ferry::agent
+
+#endif  // FERRY_MIGRATION_AGENT_AGENT_H_

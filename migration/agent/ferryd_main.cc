@@ -1,0 +1,197 @@
+// ferryd: the Ferry host agent. See docs/operations.md.
+//
+//   ferryd --listen 127.0.0.1:7070 --fetch-listen 127.0.0.1:7071
+//
+// Serves ferry.v1.Control, ferry.v1.Migration and grpc.health.v1 on
+// --listen, and the fetch channel on --fetch-listen (port 0 picks a free
+// port; the chosen ports are printed on one line on stdout).
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "base/args.h"
+#include "base/net.h"
+#include "base/process.h"
+#include "base/status_macros.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "migration/agent/agent.h"
+#include "migration/agent/control_service.h"
+
+namespace ferry::agent {
+namespace {
+
+constexpr char kUsage[] = R"(ferryd: the Ferry host agent
+
+usage: ferryd [flags]
+
+  --listen HOST:PORT          gRPC: ferry.v1.Control, ferry.v1.Migration and
+                              grpc.health.v1 (default 127.0.0.1:7070; port 0 picks one)
+  --fetch-listen HOST:PORT    the fetch channel (default: --listen's host, port 0)
+  --fetch-advertise HOST      the address destinations dial for the fetch channel
+                              (needed when --fetch-listen binds 0.0.0.0)
+  --migration-token TOKEN     required of incoming migrations and sent with outgoing
+                              ones (default: $FERRY_MIGRATION_TOKEN, else none)
+  --max-vms N                 VMs this agent hosts at most (default 64)
+  --max-memory SIZE           guest memory of all its VMs together (default 64G)
+  --max-migrations N          outgoing migrations at once (default 4)
+  --tls-cert FILE             PEM certificate: serve gRPC over TLS
+  --tls-key FILE              its PEM private key
+  --tls-ca FILE               PEM CA: require client certificates signed by it (mutual
+                              TLS), and verify destinations (with --tls-cert/--tls-key
+                              as this agent's client certificate)
+
+SIGTERM or SIGINT: refuse new work, cancel migrations that have not switched
+over (their VMs keep running on this host), wait for migrations past
+switchover to complete, then exit. A second signal exits at once.
+)";
+
+void Log(const std::string& line) {
+  std::cerr << "ferryd[" << getpid() << "] "
+            << absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone())
+            << " " << line << std::endl;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, const char* flag) {
+  std::ifstream in(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrFormat("%s: cannot read %s", flag, path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+absl::Status Main(int argc, char** argv) {
+  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1));
+  if (args.Bool("help")) {
+    std::cout << kUsage;
+    return absl::OkStatus();
+  }
+  const std::string listen = args.String("listen", "127.0.0.1:7070");
+  ASSIGN_OR_RETURN(auto listen_hp, SplitHostPort(listen));
+  AgentOptions o;
+  o.fetch_listen = args.String("fetch-listen", listen_hp.first.find(':') != std::string::npos
+                                                   ? "[" + listen_hp.first + "]:0"
+                                                   : listen_hp.first + ":0");
+  o.fetch_advertise_host = args.String("fetch-advertise", "");
+  const char* env_token = getenv("FERRY_MIGRATION_TOKEN");
+  o.migration_token = args.String("migration-token", env_token ? env_token : "");
+  ASSIGN_OR_RETURN(int64_t max_vms, args.Int("max-vms", 64));
+  ASSIGN_OR_RETURN(o.max_memory, args.Bytes("max-memory", 64ull << 30));
+  ASSIGN_OR_RETURN(int64_t max_migrations, args.Int("max-migrations", 4));
+  o.max_vms = static_cast<int>(max_vms);
+  o.max_migrations = static_cast<int>(max_migrations);
+  const std::string cert_file = args.String("tls-cert", "");
+  const std::string key_file = args.String("tls-key", "");
+  const std::string ca_file = args.String("tls-ca", "");
+  RETURN_IF_ERROR(args.Finish());
+  if (!args.positional().empty())
+    return absl::InvalidArgumentError("ferryd takes no arguments, only flags (see --help)");
+  if (cert_file.empty() != key_file.empty())
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+
+  std::shared_ptr<grpc::ServerCredentials> server_creds = grpc::InsecureServerCredentials();
+  if (!cert_file.empty()) {
+    grpc::SslServerCredentialsOptions ssl(
+        ca_file.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                        : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    ASSIGN_OR_RETURN(std::string cert, ReadFile(cert_file, "--tls-cert"));
+    ASSIGN_OR_RETURN(std::string key, ReadFile(key_file, "--tls-key"));
+    ssl.pem_key_cert_pairs.push_back({key, cert});
+    if (!ca_file.empty()) {
+      ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFile(ca_file, "--tls-ca"));
+      grpc::SslCredentialsOptions client;
+      client.pem_root_certs = ssl.pem_root_certs;
+      client.pem_private_key = key;
+      client.pem_cert_chain = cert;
+      o.peer_credentials = grpc::SslCredentials(client);
+    }
+    server_creds = grpc::SslServerCredentials(ssl);
+  } else if (!ca_file.empty()) {
+    return absl::InvalidArgumentError("--tls-ca needs --tls-cert and --tls-key");
+  }
+  o.log = Log;
+
+  // Signals go to the one thread that waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  ASSIGN_OR_RETURN(std::unique_ptr<Agent> agent, Agent::Start(o));
+  ControlService control(agent.get());
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, server_creds, &port);
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  builder.SetMaxSendMessageSize(64 << 20);
+  builder.RegisterService(&control);
+  builder.RegisterService(agent->migration_service());
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0)
+    return absl::UnavailableError(absl::StrFormat(
+        "cannot listen on %s (in use, or not an address of this host)", listen));
+  const std::string host = listen_hp.first.find(':') != std::string::npos
+                               ? "[" + listen_hp.first + "]"
+                               : listen_hp.first;
+  ASSIGN_OR_RETURN(auto fetch_hp, SplitHostPort(o.fetch_listen));
+  std::printf("ferryd: listening on %s:%d (control, migration, health); fetch channel on "
+              "%s:%d\n",
+              host.c_str(), port, fetch_hp.first.c_str(), agent->fetch_port());
+  std::fflush(stdout);
+  Log(absl::StrFormat("started: grpc %s:%d%s, fetch %s:%d", host, port,
+                      cert_file.empty() ? "" : " (TLS)", fetch_hp.first, agent->fetch_port()));
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  Log(absl::StrFormat("signal %d: shutting down", sig));
+  agent->BeginShutdown();
+  // A VM past switchover exists only as both halves: wait for it.
+  std::atomic<bool> forced{false};
+  std::thread second([&] {
+    int s2 = 0;
+    sigwait(&signals, &s2);
+    forced = true;
+  });
+  second.detach();
+  bool said = false;
+  while (agent->HasIncompletePostcopy() && !forced) {
+    if (!said) Log("waiting for migrations past switchover to complete (signal again to force)");
+    said = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (forced) {
+    Log("forced exit: migrations past switchover are lost");
+    std::_Exit(1);
+  }
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  agent.reset();
+  Log("stopped");
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace ferry::agent
+
+int main(int argc, char** argv) {
+  ferry::TuneMallocForBulkTransfers();
+  absl::Status s = ferry::agent::Main(argc, argv);
+  if (!s.ok()) {
+    std::fprintf(stderr, "ferryd: %s\n", std::string(s.message()).c_str());
+    return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  return 0;
+}

@@ -1,0 +1,84 @@
+#include "migration/agent/report_proto.h"
+
+namespace ferry::agent {
+
+ferry::v1::MigrationReport ToProto(const migration::MigrationReport& r) {
+  ferry::v1::MigrationReport p;
+  p.set_mode(r.mode);
+  p.set_fault_mode(r.fault_mode);
+  p.set_memory_bytes(r.memory_bytes);
+  p.set_vcpus(r.vcpus);
+  p.set_workload(r.workload);
+  p.set_outcome(r.outcome);
+  p.set_total_ms(r.total_ms);
+  p.set_downtime_ms(r.downtime_ms);
+  p.set_dest_switchover_ms(r.dest_switchover_ms);
+  p.set_precopy_rounds(r.precopy_rounds);
+  p.set_precopy_gbps(r.precopy_gbps);
+  p.set_bytes_sent(r.bytes_sent);
+  p.set_pages_sent(r.pages_sent);
+  p.set_pages_resent(r.pages_resent);
+  p.set_zero_pages(r.zero_pages);
+  p.set_pages_pushed(r.pages_pushed);
+  p.set_pages_demand(r.pages_demand);
+  p.set_pages_discarded(r.pages_discarded);
+  p.set_faults(r.faults);
+  p.set_fault_p50_us(r.fault_p50_us);
+  p.set_fault_p99_us(r.fault_p99_us);
+  p.set_fault_max_us(r.fault_max_us);
+  p.set_max_vcpu_stall_ms(r.max_vcpu_stall_ms);
+  p.set_switchover_reason(r.switchover_reason);
+  p.set_setup_ms(r.setup_ms);
+  p.set_precopy_ms(r.precopy_ms);
+  p.set_postcopy_ms(r.postcopy_ms);
+  for (const auto& s : r.ops_timeline) {
+    p.add_timeline_t_ms(s.t_ms);
+    p.add_timeline_ops_per_sec(s.ops_per_sec);
+    p.add_timeline_phase(s.phase);
+  }
+  return p;
+}
+
+migration::MigrationReport FromProto(const ferry::v1::MigrationReport& p,
+                                     const std::string& migration_id) {
+  migration::MigrationReport r;
+  r.migration_id = migration_id;
+  r.mode = p.mode();
+  r.fault_mode = p.fault_mode();
+  r.memory_bytes = p.memory_bytes();
+  r.vcpus = static_cast<int>(p.vcpus());
+  r.workload = p.workload();
+  r.outcome = p.outcome();
+  r.total_ms = p.total_ms();
+  r.downtime_ms = p.downtime_ms();
+  r.dest_switchover_ms = p.dest_switchover_ms();
+  r.switchover_ms = p.downtime_ms();
+  r.precopy_rounds = static_cast<int>(p.precopy_rounds());
+  r.precopy_gbps = p.precopy_gbps();
+  r.bytes_sent = p.bytes_sent();
+  r.pages_sent = p.pages_sent();
+  r.pages_resent = p.pages_resent();
+  r.zero_pages = p.zero_pages();
+  r.pages_pushed = p.pages_pushed();
+  r.pages_demand = p.pages_demand();
+  r.pages_discarded = p.pages_discarded();
+  r.faults = p.faults();
+  r.fault_p50_us = p.fault_p50_us();
+  r.fault_p99_us = p.fault_p99_us();
+  r.fault_max_us = p.fault_max_us();
+  r.max_vcpu_stall_ms = p.max_vcpu_stall_ms();
+  r.switchover_reason = p.switchover_reason();
+  r.setup_ms = p.setup_ms();
+  r.precopy_ms = p.precopy_ms();
+  r.postcopy_ms = p.postcopy_ms();
+  for (int i = 0; i < p.timeline_t_ms_size(); ++i) {
+    migration::OpsSample s;
+    s.t_ms = p.timeline_t_ms(i);
+    s.ops_per_sec = i < p.timeline_ops_per_sec_size() ? p.timeline_ops_per_sec(i) : 0;
+    s.phase = i < p.timeline_phase_size() ? p.timeline_phase(i) : "";
+    r.ops_timeline.push_back(s);
+  }
+  return r;
+}
+
+}  // namespace ferry::agent

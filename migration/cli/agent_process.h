@@ -1,0 +1,47 @@
+// AgentProcess: a ferryd child process on loopback, for `ferry demo` and the
+// end-to-end tests. It is started with --listen 127.0.0.1:0, its ports are
+// read from its first line of output, its log goes to a file, and it is
+// asked to stop (SIGTERM) when the object goes away; it also dies with its
+// parent (PR_SET_PDEATHSIG).
+#ifndef FERRY_MIGRATION_CLI_AGENT_PROCESS_H_
+#define FERRY_MIGRATION_CLI_AGENT_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace ferry::cli {
+
+class AgentProcess {
+ public:
+  // Starts `ferryd` (path) with `extra_args`; its log goes to `log_path`.
+  static absl::StatusOr<AgentProcess> Start(const std::string& ferryd,
+                                            const std::vector<std::string>& extra_args,
+                                            const std::string& log_path);
+  AgentProcess(AgentProcess&& other) noexcept;
+  AgentProcess& operator=(AgentProcess&&) = delete;
+  ~AgentProcess();
+
+  const std::string& address() const { return address_; }  // 127.0.0.1:PORT
+  pid_t pid() const { return pid_; }
+  // SIGTERM, then waits up to `timeout_ms` (SIGKILL after). Returns the
+  // exit status as waitpid gives it; idempotent.
+  int Stop(int timeout_ms = 10000);
+
+ private:
+  AgentProcess(pid_t pid, std::string address) : pid_(pid), address_(std::move(address)) {}
+  pid_t pid_ = -1;
+  std::string address_;
+  int status_ = 0;
+};
+
+// Where ferryd is: $FERRYD, else next to the running binary in the Bazel
+// layout (../agent/ferryd) or the same directory, else "ferryd" on PATH.
+std::string FindFerryd();
+
+}  // namespace ferry::cli
+
+#endif  // FERRY_MIGRATION_CLI_AGENT_PROCESS_H_

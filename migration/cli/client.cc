@@ -1,0 +1,98 @@
+#include "migration/cli/client.h"
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "base/grpc_status.h"
+#include "base/status_macros.h"
+#include "google/protobuf/util/json_util.h"
+#include "grpcpp/grpcpp.h"
+
+namespace ferry::cli {
+
+int ExitCodeFor(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kOk:
+      return kExitOk;
+    case absl::StatusCode::kInvalidArgument:
+      return kExitUsage;
+    case absl::StatusCode::kDataLoss:
+      return kExitVerifyFailed;
+    case absl::StatusCode::kNotFound:
+      return kExitNotFound;
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+      return kExitUnavailable;
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kResourceExhausted:
+      return kExitConflict;
+    default:
+      return kExitFailed;
+  }
+}
+
+absl::StatusOr<ConnectOptions> ParseConnectOptions(Args& args) {
+  ConnectOptions o;
+  o.ca = args.String("tls-ca", "");
+  o.cert = args.String("tls-cert", "");
+  o.key = args.String("tls-key", "");
+  if (o.cert.empty() != o.key.empty())
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  if (!o.cert.empty() && o.ca.empty())
+    return absl::InvalidArgumentError("--tls-cert needs --tls-ca (the agents' CA)");
+  return o;
+}
+
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ferry::v1::Control::Stub>> Connect(
+    const std::string& address, const ConnectOptions& options) {
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (!options.ca.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFile(options.ca));
+    if (!options.cert.empty()) {
+      ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadFile(options.cert));
+      ASSIGN_OR_RETURN(ssl.pem_private_key, ReadFile(options.key));
+    }
+    creds = grpc::SslCredentials(ssl);
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  auto channel = grpc::CreateCustomChannel(address, creds, args);
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10)))
+    return absl::UnavailableError(absl::StrCat(
+        "cannot reach the agent at ", address,
+        ": is ferryd running there? (give its address with --agent, --from or --to)"));
+  return ferry::v1::Control::NewStub(channel);
+}
+
+absl::Status CallError(const grpc::Status& status, const std::string& what,
+                       const std::string& address) {
+  absl::Status s = FromGrpcStatus(status);
+  return absl::Status(s.code(), absl::StrCat(what, " (agent ", address, "): ", s.message()));
+}
+
+std::string ToJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions o;
+  o.preserve_proto_field_names = true;
+  o.always_print_primitive_fields = true;
+  std::string out;
+  (void)google::protobuf::util::MessageToJsonString(message, &out, o);
+  return out;
+}
+
+}  // namespace ferry::cli

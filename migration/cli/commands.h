@@ -1,0 +1,38 @@
+// The ferry commands. Each takes the parsed Args (positional[0] is the
+// command word) and returns OK or a Status whose code picks the exit code
+// (client.h).
+#ifndef FERRY_MIGRATION_CLI_COMMANDS_H_
+#define FERRY_MIGRATION_CLI_COMMANDS_H_
+
+#include <cstdio>
+#include <string>
+
+#include "absl/status/status.h"
+#include "base/args.h"
+#include "ferry/v1/control.grpc.pb.h"
+#include "migration/cli/client.h"
+
+namespace ferry::cli {
+
+// ferry vm create|list|get|stats|verify|delete ...
+absl::Status VmCommand(Args& args);
+// ferry migrate NAME --from A --to B ...
+absl::Status MigrateCommand(Args& args);
+// ferry migration list|get|watch|cancel ...
+absl::Status MigrationCommand(Args& args);
+
+// Follows a migration to its end: on a terminal a live progress line,
+// otherwise plain progress lines (unless `quiet`), then the report (text, or
+// JSON when `json`). Returns the final resource.
+absl::StatusOr<ferry::v1::MigrationResource> Follow(ferry::v1::Control::Stub& stub,
+                                                    const std::string& address,
+                                                    const std::string& id, bool json,
+                                                    FILE* out);
+
+// One progress line for a migration resource.
+std::string ProgressLine(const ferry::v1::MigrationResource& m);
+const char* PhaseName(ferry::v1::MigrationPhase phase);
+
+}  // namespace ferry::cli
+
+#endif  // FERRY_MIGRATION_CLI_COMMANDS_H_

@@ -1,0 +1,204 @@
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "absl/strings/str_format.h"
+#include "base/grpc_status.h"
+#include "base/status_macros.h"
+#include "migration/agent/report_proto.h"
+#include "migration/cli/commands.h"
+#include "migration/convert.h"
+
+namespace ferry::cli {
+
+const char* PhaseName(ferry::v1::MigrationPhase p) {
+  switch (p) {
+    case ferry::v1::MIGRATION_PHASE_SETUP: return "setup";
+    case ferry::v1::MIGRATION_PHASE_PRECOPY: return "precopy";
+    case ferry::v1::MIGRATION_PHASE_SWITCHOVER: return "switchover";
+    case ferry::v1::MIGRATION_PHASE_POSTCOPY: return "postcopy";
+    case ferry::v1::MIGRATION_PHASE_COMPLETED: return "completed";
+    case ferry::v1::MIGRATION_PHASE_FAILED: return "failed";
+    case ferry::v1::MIGRATION_PHASE_CANCELLED: return "cancelled";
+    default: return "unknown";
+  }
+}
+
+namespace {
+
+bool Terminal(ferry::v1::MigrationPhase p) {
+  return p == ferry::v1::MIGRATION_PHASE_COMPLETED || p == ferry::v1::MIGRATION_PHASE_FAILED ||
+         p == ferry::v1::MIGRATION_PHASE_CANCELLED;
+}
+
+void PrintMigrationTable(const std::vector<ferry::v1::MigrationResource>& ms) {
+  std::printf("%-22s %-16s %-22s %-9s %-10s %s\n", "ID", "VM", "DESTINATION", "MODE", "PHASE",
+              "PROGRESS");
+  for (const auto& m : ms) {
+    const auto& p = m.progress();
+    const double pct = p.pages_total() ? 100.0 * p.pages_transferred() / p.pages_total() : 0;
+    std::printf("%-22s %-16s %-22s %-9s %-10s %5.1f%%%s\n", m.id().c_str(), m.vm_name().c_str(),
+                m.destination().c_str(),
+                migration::MigrationModeName(*migration::FromProto(m.mode())),
+                PhaseName(m.phase()), pct, m.error().empty() ? "" : ("  " + m.error()).c_str());
+  }
+}
+
+}  // namespace
+
+std::string ProgressLine(const ferry::v1::MigrationResource& m) {
+  const auto& p = m.progress();
+  const double pct = p.pages_total() ? 100.0 * p.pages_transferred() / p.pages_total() : 0;
+  std::string line = absl::StrFormat("%6.2fs  %-10s", p.elapsed_ms() / 1e3, PhaseName(m.phase()));
+  if (m.phase() == ferry::v1::MIGRATION_PHASE_PRECOPY)
+    absl::StrAppendFormat(&line, " round %-3d", p.round());
+  else
+    line += "          ";
+  absl::StrAppendFormat(&line, " %5.1f%%  %6.2f Gbit/s", pct, p.bandwidth_bps() * 8 / 1e9);
+  if (m.phase() == ferry::v1::MIGRATION_PHASE_PRECOPY) {
+    absl::StrAppendFormat(&line, "  dirty %7.0f pages/s", p.dirty_pages_per_sec());
+    if (p.bandwidth_bps() > 0)
+      absl::StrAppendFormat(&line, "  ETA %.1fs", p.pages_remaining() * 4096.0 / p.bandwidth_bps());
+  } else if (m.phase() == ferry::v1::MIGRATION_PHASE_POSTCOPY) {
+    absl::StrAppendFormat(&line, "  missing %7d  faults %6.0f/s  fault p99 %6.1f us",
+                          p.pages_remaining(), p.faults_per_sec(), p.fault_p99_us());
+  }
+  return line;
+}
+
+absl::StatusOr<ferry::v1::MigrationResource> Follow(ferry::v1::Control::Stub& stub,
+                                                    const std::string& address,
+                                                    const std::string& id, bool json,
+                                                    FILE* out) {
+  const bool tty = isatty(fileno(out));
+  grpc::ClientContext ctx;
+  ferry::v1::WatchMigrationRequest r;
+  r.set_id(id);
+  r.set_interval_ms(tty ? 100 : 250);
+  auto reader = stub.WatchMigration(&ctx, r);
+  ferry::v1::MigrationResource m, last;
+  bool any = false;
+  ferry::v1::MigrationPhase printed_phase = ferry::v1::MIGRATION_PHASE_UNSPECIFIED;
+  int64_t last_plain_ms = -1000;
+  while (reader->Read(&m)) {
+    any = true;
+    last = m;
+    if (json) continue;
+    if (tty) {
+      std::fprintf(out, "\r\033[K%s", ProgressLine(m).c_str());
+      std::fflush(out);
+    } else if (m.phase() != printed_phase ||
+               m.progress().elapsed_ms() - last_plain_ms >= 1000 || Terminal(m.phase())) {
+      std::fprintf(out, "%s\n", ProgressLine(m).c_str());
+      printed_phase = m.phase();
+      last_plain_ms = static_cast<int64_t>(m.progress().elapsed_ms());
+    }
+  }
+  if (tty && !json) std::fprintf(out, "\n");
+  grpc::Status s = reader->Finish();
+  if (!s.ok()) return CallError(s, "watch migration " + id, address);
+  if (!any || !Terminal(last.phase()))
+    return absl::UnavailableError(absl::StrCat(
+        "lost the migration's progress stream from ", address, " before it ended"));
+  migration::MigrationReport report = agent::FromProto(last.report(), last.id());
+  if (json) std::fprintf(out, "%s\n", report.ToJson().ToString().c_str());
+  else std::fprintf(out, "%s", report.ToText().c_str());
+  return last;
+}
+
+absl::Status MigrateCommand(Args& args) {
+  if (args.positional().size() != 2)
+    return absl::InvalidArgumentError(
+        "usage: ferry migrate NAME --from HOST:PORT --to HOST:PORT [flags]");
+  const std::string name = args.positional()[1];
+  const std::string from = args.String("from", "");
+  const std::string to = args.String("to", "");
+  if (from.empty() || to.empty())
+    return absl::InvalidArgumentError(
+        "ferry migrate needs --from (the source agent) and --to (the destination agent, "
+        "as the source reaches it)");
+  ferry::v1::StartMigrationRequest r;
+  r.set_vm_name(name);
+  r.set_destination(to);
+  r.set_request_id(args.String("request-id", ""));
+  ASSIGN_OR_RETURN(auto mode, migration::ParseMigrationMode(args.String("mode", "hybrid")));
+  r.set_mode(migration::ToProto(mode));
+  ASSIGN_OR_RETURN(auto fault_mode, vmm::ParseFaultMode(args.String("fault-mode", "exit")));
+  r.set_fault_mode(migration::ToProto(fault_mode));
+  ASSIGN_OR_RETURN(int64_t downtime, args.Int("downtime-ms", 50));
+  if (downtime <= 0) return absl::InvalidArgumentError("--downtime-ms must be above 0");
+  r.set_downtime_target_ms(downtime);
+  ASSIGN_OR_RETURN(uint64_t bandwidth, args.Bytes("max-bandwidth", 0));
+  r.set_max_bandwidth(bandwidth);
+  ASSIGN_OR_RETURN(int64_t rounds, args.Int("max-rounds", 30));
+  if (rounds < 1) return absl::InvalidArgumentError("--max-rounds must be at least 1");
+  r.set_max_rounds(static_cast<uint32_t>(rounds));
+  const bool json = args.Bool("json");
+  ASSIGN_OR_RETURN(ConnectOptions co, ParseConnectOptions(args));
+  RETURN_IF_ERROR(args.Finish());
+  ASSIGN_OR_RETURN(auto stub, Connect(from, co));
+  grpc::ClientContext ctx;
+  ferry::v1::MigrationResource started;
+  grpc::Status s = stub->StartMigration(&ctx, r, &started);
+  if (!s.ok()) return CallError(s, "start the migration of " + name, from);
+  if (!json)
+    std::printf("migration %s: %s from %s to %s (%s, fault mode %s)\n", started.id().c_str(),
+                name.c_str(), from.c_str(), to.c_str(), migration::MigrationModeName(mode),
+                vmm::FaultModeName(fault_mode));
+  ASSIGN_OR_RETURN(ferry::v1::MigrationResource done, Follow(*stub, from, started.id(), json, stdout));
+  if (done.phase() == ferry::v1::MIGRATION_PHASE_COMPLETED) return absl::OkStatus();
+  return absl::AbortedError(absl::StrCat("migration ", done.id(), " ", PhaseName(done.phase()),
+                                         ": ", done.error()));
+}
+
+absl::Status MigrationCommand(Args& args) {
+  const std::string address = args.String("agent", "127.0.0.1:7070");
+  ASSIGN_OR_RETURN(ConnectOptions co, ParseConnectOptions(args));
+  const bool json = args.Bool("json");
+  if (args.positional().size() < 2)
+    return absl::InvalidArgumentError("usage: ferry migration list|get|watch|cancel [ID]");
+  const std::string verb = args.positional()[1];
+  if (verb == "list") {
+    RETURN_IF_ERROR(args.Finish());
+    ASSIGN_OR_RETURN(auto stub, Connect(address, co));
+    grpc::ClientContext ctx;
+    ferry::v1::ListMigrationsResponse out;
+    grpc::Status s = stub->ListMigrations(&ctx, {}, &out);
+    if (!s.ok()) return CallError(s, "list migrations", address);
+    if (json) std::printf("%s\n", ToJson(out).c_str());
+    else PrintMigrationTable({out.migrations().begin(), out.migrations().end()});
+    return absl::OkStatus();
+  }
+  if (args.positional().size() != 3)
+    return absl::InvalidArgumentError(
+        absl::StrFormat("usage: ferry migration %s ID --agent SOURCE", verb));
+  const std::string id = args.positional()[2];
+  RETURN_IF_ERROR(args.Finish());
+  ASSIGN_OR_RETURN(auto stub, Connect(address, co));
+  if (verb == "watch") {
+    ASSIGN_OR_RETURN(auto done, Follow(*stub, address, id, json, stdout));
+    (void)done;
+    return absl::OkStatus();
+  }
+  grpc::ClientContext ctx;
+  ferry::v1::MigrationResource out;
+  grpc::Status s;
+  if (verb == "get") {
+    ferry::v1::GetMigrationRequest r;
+    r.set_id(id);
+    s = stub->GetMigration(&ctx, r, &out);
+  } else if (verb == "cancel") {
+    ferry::v1::CancelMigrationRequest r;
+    r.set_id(id);
+    s = stub->CancelMigration(&ctx, r, &out);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("unknown migration command '%s' (list, get, watch, cancel)", verb));
+  }
+  if (!s.ok()) return CallError(s, verb + " migration " + id, address);
+  if (json) std::printf("%s\n", ToJson(out).c_str());
+  else PrintMigrationTable({out});
+  return absl::OkStatus();
+}
+
+}  // namespace ferry::cli

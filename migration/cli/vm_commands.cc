@@ -1,0 +1,173 @@
+#include <cstdio>
+#include <iostream>
+
+#include "absl/strings/str_format.h"
+#include "base/status_macros.h"
+#include "migration/cli/commands.h"
+#include "migration/convert.h"
+
+namespace ferry::cli {
+namespace {
+
+const char* StateName(ferry::v1::VmState s) {
+  switch (s) {
+    case ferry::v1::VM_STATE_RUNNING: return "running";
+    case ferry::v1::VM_STATE_PAUSED: return "paused";
+    case ferry::v1::VM_STATE_HALTED: return "halted";
+    case ferry::v1::VM_STATE_MIGRATING: return "migrating";
+    case ferry::v1::VM_STATE_FAILED: return "failed";
+    default: return "unknown";
+  }
+}
+
+void PrintVmTable(const std::vector<ferry::v1::Vm>& vms) {
+  std::printf("%-20s %-10s %8s %5s %-11s %14s  %s\n", "NAME", "STATE", "MEMORY", "VCPUS",
+              "WORKLOAD", "GUEST OPS", "MIGRATION");
+  for (const auto& v : vms)
+    std::printf("%-20s %-10s %7lluM %5u %-11s %14llu  %s\n", v.name().c_str(),
+                StateName(v.state()),
+                static_cast<unsigned long long>(v.layout().memory_bytes() >> 20),
+                v.layout().vcpus(),
+                vmm::WorkloadKindName(static_cast<vmm::WorkloadKind>(
+                    static_cast<int>(v.layout().workload().kind()))),
+                static_cast<unsigned long long>(v.guest_ops()),
+                v.migration_id().empty() ? v.arrived_by().empty()
+                                               ? ""
+                                               : ("arrived by " + v.arrived_by()).c_str()
+                                         : v.migration_id().c_str());
+}
+
+absl::StatusOr<std::string> Name(const Args& args, const char* verb) {
+  if (args.positional().size() != 3)
+    return absl::InvalidArgumentError(absl::StrFormat("usage: ferry vm %s NAME", verb));
+  return args.positional()[2];
+}
+
+}  // namespace
+
+absl::Status VmCommand(Args& args) {
+  const std::string address = args.String("agent", "127.0.0.1:7070");
+  ASSIGN_OR_RETURN(ConnectOptions co, ParseConnectOptions(args));
+  const bool json = args.Bool("json");
+  if (args.positional().size() < 2)
+    return absl::InvalidArgumentError(
+        "usage: ferry vm create|list|get|stats|verify|delete ... (see ferry --help)");
+  const std::string verb = args.positional()[1];
+  grpc::ClientContext ctx;
+
+  if (verb == "create") {
+    ASSIGN_OR_RETURN(std::string name, Name(args, "create"));
+    ferry::v1::CreateVmRequest r;
+    r.set_name(name);
+    ASSIGN_OR_RETURN(uint64_t memory, args.Bytes("memory", 1ull << 30));
+    r.set_memory_bytes(memory);
+    ASSIGN_OR_RETURN(int64_t vcpus, args.Int("vcpus", 2));
+    if (vcpus < 1 || vcpus > 256) return absl::InvalidArgumentError("--vcpus: 1 to 256");
+    r.set_vcpus(static_cast<uint32_t>(vcpus));
+    vmm::WorkloadSpec w;
+    ASSIGN_OR_RETURN(w.kind, vmm::ParseWorkloadKind(args.String("workload", "zipf")));
+    ASSIGN_OR_RETURN(int64_t ops, args.Int("ops", 0));
+    if (ops < 0) return absl::InvalidArgumentError("--ops must not be negative");
+    w.ops_per_vcpu = static_cast<uint64_t>(ops);
+    ASSIGN_OR_RETURN(int64_t seed, args.Int("seed", 1));
+    w.seed = static_cast<uint64_t>(seed);
+    ASSIGN_OR_RETURN(w.zero_fraction, args.Double("zero-fraction", 0.0));
+    ASSIGN_OR_RETURN(w.dirty_bytes_per_sec, args.Bytes("dirty-rate", 16ull << 20));
+    ASSIGN_OR_RETURN(w.write_fraction, args.Double("write-fraction", 0.5));
+    RETURN_IF_ERROR(args.Finish());
+    *r.mutable_workload() = migration::ToWorkload(w);
+    ASSIGN_OR_RETURN(auto stub, Connect(address, co));
+    ferry::v1::Vm vm;
+    grpc::Status s = stub->CreateVm(&ctx, r, &vm);
+    if (!s.ok()) return CallError(s, "create VM " + name, address);
+    if (json) std::printf("%s\n", ToJson(vm).c_str());
+    else PrintVmTable({vm});
+    return absl::OkStatus();
+  }
+  if (verb == "list") {
+    RETURN_IF_ERROR(args.Finish());
+    ASSIGN_OR_RETURN(auto stub, Connect(address, co));
+    ferry::v1::ListVmsResponse out;
+    grpc::Status s = stub->ListVms(&ctx, {}, &out);
+    if (!s.ok()) return CallError(s, "list VMs", address);
+    if (json) std::printf("%s\n", ToJson(out).c_str());
+    else PrintVmTable({out.vms().begin(), out.vms().end()});
+    return absl::OkStatus();
+  }
+  if (verb == "get" || verb == "delete") {
+    ASSIGN_OR_RETURN(std::string name, Name(args, verb.c_str()));
+    RETURN_IF_ERROR(args.Finish());
+    ASSIGN_OR_RETURN(auto stub, Connect(address, co));
+    if (verb == "delete") {
+      ferry::v1::DeleteVmRequest r;
+      r.set_name(name);
+      ferry::v1::DeleteVmResponse out;
+      grpc::Status s = stub->DeleteVm(&ctx, r, &out);
+      if (!s.ok()) return CallError(s, "delete VM " + name, address);
+      if (!json) std::printf("deleted %s\n", name.c_str());
+      else std::printf("{\"deleted\":\"%s\"}\n", name.c_str());
+      return absl::OkStatus();
+    }
+    ferry::v1::GetVmRequest r;
+    r.set_name(name);
+    ferry::v1::Vm vm;
+    grpc::Status s = stub->GetVm(&ctx, r, &vm);
+    if (!s.ok()) return CallError(s, "get VM " + name, address);
+    if (json) std::printf("%s\n", ToJson(vm).c_str());
+    else PrintVmTable({vm});
+    return absl::OkStatus();
+  }
+  if (verb == "stats") {
+    ASSIGN_OR_RETURN(std::string name, Name(args, "stats"));
+    RETURN_IF_ERROR(args.Finish());
+    ASSIGN_OR_RETURN(auto stub, Connect(address, co));
+    ferry::v1::VmStatsRequest r;
+    r.set_name(name);
+    ferry::v1::VmStatsResponse out;
+    grpc::Status s = stub->VmStats(&ctx, r, &out);
+    if (!s.ok()) return CallError(s, "stats of VM " + name, address);
+    if (json) {
+      std::printf("%s\n", ToJson(out).c_str());
+      return absl::OkStatus();
+    }
+    PrintVmTable({out.vm()});
+    std::printf("guest ops/s %.0f (since the previous stats call)", out.guest_ops_per_sec());
+    if (out.faults() || out.pages_missing())
+      std::printf("; faults %llu, pages missing %llu",
+                  static_cast<unsigned long long>(out.faults()),
+                  static_cast<unsigned long long>(out.pages_missing()));
+    std::printf("\n%-6s %-9s %14s %12s\n", "VCPU", "STATE", "OPS", "FAULT EXITS");
+    for (const auto& v : out.vcpus())
+      std::printf("%-6u %-9s %14llu %12llu\n", v.index(), v.state().c_str(),
+                  static_cast<unsigned long long>(v.ops()),
+                  static_cast<unsigned long long>(v.fault_exits()));
+    return absl::OkStatus();
+  }
+  if (verb == "verify") {
+    ASSIGN_OR_RETURN(std::string name, Name(args, "verify"));
+    ASSIGN_OR_RETURN(int64_t timeout, args.Int("timeout-ms", 60000));
+    RETURN_IF_ERROR(args.Finish());
+    ASSIGN_OR_RETURN(auto stub, Connect(address, co));
+    ferry::v1::VerifyVmRequest r;
+    r.set_name(name);
+    r.set_timeout_ms(timeout);
+    ferry::v1::VerifyVmResponse out;
+    grpc::Status s = stub->VerifyVm(&ctx, r, &out);
+    if (!s.ok()) return CallError(s, "verify VM " + name, address);
+    if (json) std::printf("%s\n", ToJson(out).c_str());
+    else
+      std::printf("%s: digest %s, reference %s: %s\n", name.c_str(), out.digest().c_str(),
+                  out.reference_digest().c_str(),
+                  out.match() ? "MATCH"
+                              : absl::StrFormat("MISMATCH (%d pages differ)",
+                                                out.differing_pages())
+                                    .c_str());
+    if (!out.match())
+      return absl::DataLossError("the VM's memory differs from a replay of its workload");
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrFormat("unknown vm command '%s' (create, list, get, stats, verify, delete)", verb));
+}
+
+}  // namespace ferry::cli
