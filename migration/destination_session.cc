@@ -349,6 +349,10 @@ absl::Status DestinationSession::OnComplete(const ferry::v1::Complete&) {
   *completed.mutable_completed()->mutable_stats() = Stats();
   SetState(DestinationState::kCompleted);
   done_ = true;
+  if (options_.adopt) {
+    admitted_ = false;  // the VM is its new owner's now
+    options_.adopt(migration_id(), vm_name(), std::move(vm_));
+  }
   return Send(completed);
 }
 

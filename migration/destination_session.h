@@ -51,6 +51,12 @@ struct DestinationOptions {
   // then fails. Both may be empty.
   std::function<absl::Status(const std::string& name, const vmm::VmConfig&)> admit;
   std::function<void(const std::string& name)> release;
+  // Receives the migrated VM (running, nothing missing) just before
+  // Completed is sent, so that once the source knows the migration
+  // completed, the VM is where it belongs. Empty: TakeVm() gets it.
+  std::function<void(const std::string& migration_id, const std::string& name,
+                     std::unique_ptr<vmm::Vm> vm)>
+      adopt;
 };
 
 enum class DestinationState { kAccepting, kReceivingPrecopy, kPostcopy, kCompleted, kFailed };

@@ -11,7 +11,9 @@ grpc::Status MigrationService::Migrate(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<ferry::v1::DestinationMessage, ferry::v1::SourceMessage>*
         stream) {
-  DestinationSession session(options_);
+  DestinationOptions options = options_;
+  options.adopt = on_migrated_;
+  DestinationSession session(options);
   {
     absl::MutexLock lock(&mu_);
     sessions_[&session] = true;
@@ -21,8 +23,6 @@ grpc::Status MigrationService::Migrate(
     absl::MutexLock lock(&mu_);
     sessions_.erase(&session);
   }
-  if (status.ok() && on_migrated_)
-    on_migrated_(session.migration_id(), session.vm_name(), session.TakeVm());
   return ToGrpcStatus(status);
 }
 

@@ -2,7 +2,7 @@
 // stream the source opens runs one DestinationSession on the gRPC handler
 // thread (the synchronous API: the session blocks while it installs pages,
 // which a callback reactor must never do). A completed migration's VM is
-// handed to `on_migrated`.
+// handed to `on_migrated` before the source is told it completed.
 //
 // Threads: any number of concurrent migrations, one per stream.
 #ifndef FERRY_MIGRATION_MIGRATION_SERVICE_H_

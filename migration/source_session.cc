@@ -126,12 +126,34 @@ absl::Status SourceSession::Write(const SourceMessage& message) {
     if (!peer_error_.ok()) return peer_error_;
   }
   if (!stream_->Write(message)) {
-    absl::MutexLock lock(&mu_);
-    if (cancel_requested_) return absl::CancelledError("the migration was cancelled");
-    if (!peer_error_.ok()) return peer_error_;
-    return absl::UnavailableError("the migration stream to the destination broke");
+    {
+      absl::MutexLock lock(&mu_);
+      if (cancel_requested_) return absl::CancelledError("the migration was cancelled");
+      if (!peer_error_.ok()) return peer_error_;
+    }
+    return StreamBroke("sending");
   }
   return absl::OkStatus();
+}
+
+absl::Status SourceSession::StreamBroke(absl::string_view when) {
+  {
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(&stream_done_), absl::Seconds(2));
+    if (!peer_error_.ok()) return peer_error_;
+    if (!stream_done_)
+      return absl::UnavailableError(absl::StrFormat(
+          "the migration stream to the destination agent at %s broke while %s",
+          config_.destination, when));
+  }
+  if (!finished_) {
+    finish_status_ = stream_->Finish();
+    finished_ = true;
+  }
+  return absl::UnavailableError(absl::StrFormat(
+      "the migration stream to the destination agent at %s broke while %s: %s",
+      config_.destination, when,
+      finish_status_.ok() ? "closed by the destination" : finish_status_.error_message()));
 }
 
 void SourceSession::ReaderLoop() {
@@ -357,14 +379,7 @@ absl::Status SourceSession::Setup() {
   }
   if (cancelled) return absl::CancelledError("the migration was cancelled");
   if (!peer.ok()) return peer;
-  if (!accepted && done) {
-    // The stream ended without an answer: the reader is finished, so the
-    // call's status can be collected.
-    grpc::Status st = stream_->Finish();
-    return absl::UnavailableError(absl::StrFormat(
-        "cannot reach the destination agent at %s: %s", config_.destination,
-        st.error_message()));
-  }
+  if (!accepted && done) return StreamBroke("waiting for it to accept the migration");
   return absl::OkStatus();
 }
 
@@ -555,7 +570,12 @@ absl::Status SourceSession::Switchover(const PolicyDecision& decision,
   if (!mu_.AwaitWithTimeout(absl::Condition(&resumed), kResumeTimeout))
     return absl::DeadlineExceededError("the destination did not resume the VM in time");
   if (!peer_error_.ok()) return peer_error_;
-  if (!resumed_) return absl::UnavailableError("the migration stream broke at switchover");
+  if (!resumed_) {
+    mu_.Unlock();
+    absl::Status broke = StreamBroke("switching over");
+    mu_.Lock();
+    return broke;
+  }
   phase_ = SourcePhase::kPostcopy;
   mu_.Unlock();
   dirty_log_.reset();  // paused for good: nothing more to track

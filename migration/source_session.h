@@ -110,6 +110,11 @@ class SourceSession {
   absl::Status SendPages(const std::vector<uint64_t>& pages, ferry::v1::Phase phase,
                          uint64_t round);
   absl::Status Write(const ferry::v1::SourceMessage& message);
+  // Why the stream broke: waits (briefly) for the reader to finish, then
+  // collects the call's status once. Names the destination.
+  absl::Status StreamBroke(absl::string_view when);
+  bool finished_ = false;  // stream_->Finish() was called (session thread)
+  grpc::Status finish_status_;
   void ReaderLoop();
   void SamplerLoop();
   void OnServed(uint64_t gpa, uint32_t count);

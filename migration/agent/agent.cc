@@ -437,21 +437,24 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
 void Agent::RunMigration(std::shared_ptr<MigrationEntry> m, std::shared_ptr<VmEntry> vm) {
   absl::Status s = m->session->Run();
   {
-    absl::MutexLock lock(&m->mu);
-    m->done = true;
-    m->result = s;
-    m->report = m->session->report();
+    // The registry first: whoever sees the migration end also sees the VM
+    // gone from here (completed) or free to migrate again (failed).
+    absl::MutexLock lock(&mu_);
+    vm->migration_id.clear();
+    if (s.ok()) {
+      // The destination runs the VM now; the source's copy was released.
+      vms_.erase(m->vm_name);
+      Log(absl::StrFormat("migration %s completed: vm %s left for %s (downtime %.2f ms)",
+                          m->id, m->vm_name, m->destination,
+                          m->session->report().downtime_ms));
+    } else {
+      Log(absl::StrFormat("migration %s %s", m->id, m->session->report().outcome));
+    }
   }
-  absl::MutexLock lock(&mu_);
-  vm->migration_id.clear();
-  if (s.ok()) {
-    // The destination runs the VM now; the source's copy was released.
-    vms_.erase(m->vm_name);
-    Log(absl::StrFormat("migration %s completed: vm %s left for %s (downtime %.2f ms)", m->id,
-                        m->vm_name, m->destination, m->session->report().downtime_ms));
-  } else {
-    Log(absl::StrFormat("migration %s %s", m->id, m->session->report().outcome));
-  }
+  absl::MutexLock lock(&m->mu);
+  m->done = true;
+  m->result = s;
+  m->report = m->session->report();
 }
 
 ferry::v1::MigrationResource Agent::Describe(const MigrationEntry& m) const {

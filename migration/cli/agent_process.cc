@@ -35,11 +35,21 @@ std::string FindFerryd() {
 absl::StatusOr<AgentProcess> AgentProcess::Start(const std::string& ferryd,
                                                  const std::vector<std::string>& extra_args,
                                                  const std::string& log_path) {
+  return Start(std::vector<std::string>{ferryd}, "127.0.0.1:0", extra_args, log_path);
+}
+
+absl::StatusOr<AgentProcess> AgentProcess::Start(const std::vector<std::string>& command,
+                                                 const std::string& listen,
+                                                 const std::vector<std::string>& extra_args,
+                                                 const std::string& log_path) {
+  const std::string& ferryd = command.back();
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) return ErrnoStatus("pipe2", errno);
   int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (log < 0) return ErrnoStatus(absl::StrCat("open ", log_path), errno);
-  std::vector<std::string> argv_s = {ferryd, "--listen", "127.0.0.1:0"};
+  std::vector<std::string> argv_s = command;
+  argv_s.push_back("--listen");
+  argv_s.push_back(listen);
   argv_s.insert(argv_s.end(), extra_args.begin(), extra_args.end());
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
@@ -74,17 +84,17 @@ absl::StatusOr<AgentProcess> AgentProcess::Start(const std::string& ferryd,
     line += c;
   }
   close(out[0]);
-  const std::string key = "listening on 127.0.0.1:";
+  const std::string key = "listening on ";
   size_t at = line.find(key);
-  if (at == std::string::npos) {
+  if (at == std::string::npos || line.find(' ', at + key.size()) == std::string::npos) {
     kill(pid, SIGKILL);
     waitpid(pid, nullptr, 0);
     return absl::UnavailableError(absl::StrCat(
         "ferryd (", ferryd, ") did not start; see ", log_path,
         " (set FERRYD to its path if it is not found)"));
   }
-  size_t end = line.find_first_not_of("0123456789", at + key.size());
-  return AgentProcess(pid, "127.0.0.1:" + line.substr(at + key.size(), end - at - key.size()));
+  const size_t begin = at + key.size();
+  return AgentProcess(pid, line.substr(begin, line.find(' ', begin) - begin));
 }
 
 AgentProcess::AgentProcess(AgentProcess&& other) noexcept

@@ -21,11 +21,17 @@ class AgentProcess {
   static absl::StatusOr<AgentProcess> Start(const std::string& ferryd,
                                             const std::vector<std::string>& extra_args,
                                             const std::string& log_path);
+  // The general form: `command` (e.g. {"ip", "netns", "exec", "ns", ferryd})
+  // gets --listen `listen` and `extra_args`.
+  static absl::StatusOr<AgentProcess> Start(const std::vector<std::string>& command,
+                                            const std::string& listen,
+                                            const std::vector<std::string>& extra_args,
+                                            const std::string& log_path);
   AgentProcess(AgentProcess&& other) noexcept;
   AgentProcess& operator=(AgentProcess&&) = delete;
   ~AgentProcess();
 
-  const std::string& address() const { return address_; }  // 127.0.0.1:PORT
+  const std::string& address() const { return address_; }  // HOST:PORT it listens on
   pid_t pid() const { return pid_; }
   // SIGTERM, then waits up to `timeout_ms` (SIGKILL after). Returns the
   // exit status as waitpid gives it; idempotent.

@@ -1,0 +1,66 @@
+#include "tests/e2e/agent_harness.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+
+#include "grpcpp/grpcpp.h"
+#include "migration/convert.h"
+#include "vmm/workload.h"
+
+namespace ferry::e2e {
+
+std::string Runfile(const std::string& path) {
+  const char* srcdir = getenv("TEST_SRCDIR");
+  const char* ws = getenv("TEST_WORKSPACE");
+  if (srcdir && ws) return std::string(srcdir) + "/" + ws + "/" + path;
+  return path;  // run by hand from the workspace's bazel-bin
+}
+
+std::string Ferryd() { return Runfile("migration/agent/ferryd"); }
+std::string Ferry() { return Runfile("migration/cli/ferry"); }
+
+std::string TempDir() {
+  const char* t = getenv("TEST_TMPDIR");
+  return t ? t : "/tmp";
+}
+
+std::unique_ptr<ferry::v1::Control::Stub> Stub(const std::string& address) {
+  return ferry::v1::Control::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+}
+
+CliResult RunCli(const std::vector<std::string>& args) {
+  std::string cmd = Ferry();
+  for (const auto& a : args) cmd += " '" + a + "'";
+  cmd += " 2>&1";
+  CliResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+ferry::v1::CreateVmRequest VmRequest(const std::string& name, const std::string& workload,
+                                     uint64_t memory, uint64_t ops) {
+  ferry::v1::CreateVmRequest r;
+  r.set_name(name);
+  r.set_memory_bytes(memory);
+  r.set_vcpus(2);
+  vmm::WorkloadSpec w;
+  w.kind = *vmm::ParseWorkloadKind(workload);
+  w.ops_per_vcpu = ops;
+  w.zero_fraction = 0.25;
+  w.dirty_bytes_per_sec = 8ull << 20;
+  *r.mutable_workload() = migration::ToWorkload(w);
+  return r;
+}
+
+}  // namespace ferry::e2e

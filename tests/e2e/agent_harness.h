@@ -1,0 +1,33 @@
+// Shared by the end-to-end tests: the built binaries (from the test's
+// runfiles), two agents, gRPC stubs, and running the ferry CLI as a process.
+#ifndef FERRY_TESTS_E2E_AGENT_HARNESS_H_
+#define FERRY_TESTS_E2E_AGENT_HARNESS_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ferry/v1/control.grpc.pb.h"
+#include "migration/cli/agent_process.h"
+
+namespace ferry::e2e {
+
+std::string Runfile(const std::string& path);  // e.g. "migration/agent/ferryd"
+std::string Ferryd();
+std::string Ferry();
+std::string TempDir();
+
+std::unique_ptr<ferry::v1::Control::Stub> Stub(const std::string& address);
+
+struct CliResult {
+  int exit_code = -1;
+  std::string out;  // stdout and stderr together
+};
+CliResult RunCli(const std::vector<std::string>& args);
+
+ferry::v1::CreateVmRequest VmRequest(const std::string& name, const std::string& workload,
+                                     uint64_t memory = 64ull << 20, uint64_t ops = 0);
+
+}  // namespace ferry::e2e
+
+#endif  // FERRY_TESTS_E2E_AGENT_HARNESS_H_

@@ -1,0 +1,341 @@
+// End to end with two ferryd processes on loopback, driven through the gRPC
+// control API and through the ferry CLI.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <thread>
+
+#include "base/status_matchers.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "migration/convert.h"
+#include "tests/e2e/agent_harness.h"
+
+namespace ferry::e2e {
+namespace {
+
+using ::testing::HasSubstr;
+using ferry::v1::MigrationResource;
+
+class AgentsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto a = cli::AgentProcess::Start(Ferryd(), {}, TempDir() + "/a.log");
+    auto b = cli::AgentProcess::Start(Ferryd(), {}, TempDir() + "/b.log");
+    ASSERT_TRUE(a.ok()) << a.status();
+    ASSERT_TRUE(b.ok()) << b.status();
+    a_ = std::make_unique<cli::AgentProcess>(std::move(*a));
+    b_ = std::make_unique<cli::AgentProcess>(std::move(*b));
+    sa_ = Stub(a_->address());
+    sb_ = Stub(b_->address());
+  }
+
+  void Create(ferry::v1::Control::Stub& stub, const ferry::v1::CreateVmRequest& r) {
+    grpc::ClientContext ctx;
+    ferry::v1::Vm vm;
+    grpc::Status s = stub.CreateVm(&ctx, r, &vm);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+
+  grpc::Status Start(const std::string& vm, ferry::v1::MigrationMode mode, MigrationResource* out,
+                     uint64_t bandwidth = 0, const std::string& request_id = "",
+                     const std::string& to = "") {
+    grpc::ClientContext ctx;
+    ferry::v1::StartMigrationRequest r;
+    r.set_vm_name(vm);
+    r.set_destination(to.empty() ? b_->address() : to);
+    r.set_mode(mode);
+    r.set_max_bandwidth(bandwidth);
+    r.set_downtime_target_ms(100);
+    r.set_request_id(request_id);
+    return sa_->StartMigration(&ctx, r, out);
+  }
+
+  // Watches until the end; returns the last state and counts phases seen.
+  MigrationResource Watch(const std::string& id, std::set<int>* phases = nullptr) {
+    grpc::ClientContext ctx;
+    ferry::v1::WatchMigrationRequest r;
+    r.set_id(id);
+    r.set_interval_ms(50);
+    auto reader = sa_->WatchMigration(&ctx, r);
+    MigrationResource m, last;
+    while (reader->Read(&m)) {
+      last = m;
+      if (phases) phases->insert(m.phase());
+    }
+    EXPECT_TRUE(reader->Finish().ok());
+    return last;
+  }
+
+  grpc::StatusCode GetVm(ferry::v1::Control::Stub& stub, const std::string& name) {
+    grpc::ClientContext ctx;
+    ferry::v1::GetVmRequest r;
+    r.set_name(name);
+    ferry::v1::Vm vm;
+    return stub.GetVm(&ctx, r, &vm).error_code();
+  }
+
+  bool Verify(ferry::v1::Control::Stub& stub, const std::string& name) {
+    grpc::ClientContext ctx;
+    ferry::v1::VerifyVmRequest r;
+    r.set_name(name);
+    ferry::v1::VerifyVmResponse out;
+    grpc::Status s = stub.VerifyVm(&ctx, r, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return s.ok() && out.match();
+  }
+
+  std::unique_ptr<cli::AgentProcess> a_, b_;
+  std::unique_ptr<ferry::v1::Control::Stub> sa_, sb_;
+};
+
+TEST_F(AgentsTest, MigrateInEachModeThroughTheApi) {
+  struct Case {
+    ferry::v1::MigrationMode mode;
+    const char* workload;
+  } cases[] = {{ferry::v1::MIGRATION_MODE_PRECOPY, "dirty-rate"},
+               {ferry::v1::MIGRATION_MODE_POSTCOPY, "zipf"},
+               {ferry::v1::MIGRATION_MODE_HYBRID, "uniform"}};
+  int i = 0;
+  for (const Case& c : cases) {
+    const std::string name = "vm-" + std::to_string(i++);
+    Create(*sa_, VmRequest(name, c.workload));
+    MigrationResource m;
+    ASSERT_TRUE(Start(name, c.mode, &m).ok());
+    std::set<int> phases;
+    MigrationResource done = Watch(m.id(), &phases);
+    ASSERT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << done.error();
+    EXPECT_TRUE(phases.count(ferry::v1::MIGRATION_PHASE_COMPLETED));
+    EXPECT_EQ(done.report().outcome(), "completed");
+    EXPECT_GT(done.report().total_ms(), 0);
+    EXPECT_EQ(GetVm(*sa_, name), grpc::StatusCode::NOT_FOUND) << "the source released it";
+    EXPECT_EQ(GetVm(*sb_, name), grpc::StatusCode::OK) << "it arrived under its name";
+    EXPECT_TRUE(Verify(*sb_, name)) << ferry::v1::MigrationMode_Name(c.mode);
+  }
+}
+
+TEST_F(AgentsTest, IdempotentStartAndAlreadyMigrating) {
+  Create(*sa_, VmRequest("vm", "dirty-rate"));
+  Create(*sa_, VmRequest("other", "idle"));
+  MigrationResource first, again, other;
+  ASSERT_TRUE(Start("vm", ferry::v1::MIGRATION_MODE_PRECOPY, &first, 4ull << 20, "req-1").ok());
+  ASSERT_TRUE(Start("vm", ferry::v1::MIGRATION_MODE_PRECOPY, &again, 4ull << 20, "req-1").ok());
+  EXPECT_EQ(first.id(), again.id()) << "the same request id must not start a second migration";
+  grpc::Status s = Start("other", ferry::v1::MIGRATION_MODE_PRECOPY, &other, 0, "req-1");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("already used"));
+  s = Start("vm", ferry::v1::MIGRATION_MODE_PRECOPY, &other, 0, "req-2");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr("already being migrated"));
+  grpc::ClientContext ctx;
+  ferry::v1::DeleteVmRequest del;
+  del.set_name("vm");
+  ferry::v1::DeleteVmResponse unused;
+  EXPECT_EQ(sa_->DeleteVm(&ctx, del, &unused).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  grpc::ClientContext cctx;
+  ferry::v1::CancelMigrationRequest cancel;
+  cancel.set_id(first.id());
+  MigrationResource cancelled;
+  ASSERT_TRUE(sa_->CancelMigration(&cctx, cancel, &cancelled).ok());
+}
+
+TEST_F(AgentsTest, CancelInEachPhase) {
+  // Setup / early precopy: cancel right after the start.
+  Create(*sa_, VmRequest("early", "dirty-rate"));
+  MigrationResource m;
+  ASSERT_TRUE(Start("early", ferry::v1::MIGRATION_MODE_PRECOPY, &m, 4ull << 20).ok());
+  {
+    grpc::ClientContext ctx;
+    ferry::v1::CancelMigrationRequest r;
+    r.set_id(m.id());
+    MigrationResource out;
+    ASSERT_TRUE(sa_->CancelMigration(&ctx, r, &out).ok());
+  }
+  EXPECT_EQ(Watch(m.id()).phase(), ferry::v1::MIGRATION_PHASE_CANCELLED);
+  EXPECT_EQ(GetVm(*sa_, "early"), grpc::StatusCode::OK) << "the VM stays at the source";
+  EXPECT_EQ(GetVm(*sb_, "early"), grpc::StatusCode::NOT_FOUND) << "the destination is empty";
+
+  // Precopy, well under way (4 MiB/s: 64 MiB take 16 s).
+  Create(*sa_, VmRequest("mid", "dirty-rate"));
+  ASSERT_TRUE(Start("mid", ferry::v1::MIGRATION_MODE_PRECOPY, &m, 4ull << 20).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  {
+    grpc::ClientContext ctx;
+    ferry::v1::GetMigrationRequest r;
+    r.set_id(m.id());
+    MigrationResource out;
+    ASSERT_TRUE(sa_->GetMigration(&ctx, r, &out).ok());
+    EXPECT_EQ(out.phase(), ferry::v1::MIGRATION_PHASE_PRECOPY);
+    EXPECT_GT(out.progress().pages_transferred(), 0u);
+  }
+  EXPECT_EQ(RunCli({"migration", "cancel", m.id(), "--agent", a_->address()}).exit_code, 0);
+  EXPECT_EQ(Watch(m.id()).phase(), ferry::v1::MIGRATION_PHASE_CANCELLED);
+  ASSERT_TRUE(Verify(*sa_, "mid")) << "the source VM ran on, intact";
+
+  // Postcopy: past switchover the destination runs the VM; cancel is refused.
+  Create(*sa_, VmRequest("late", "zipf"));
+  ASSERT_TRUE(Start("late", ferry::v1::MIGRATION_MODE_POSTCOPY, &m, 8ull << 20).ok());
+  for (int i = 0; i < 200; ++i) {
+    grpc::ClientContext ctx;
+    ferry::v1::GetMigrationRequest r;
+    r.set_id(m.id());
+    MigrationResource out;
+    ASSERT_TRUE(sa_->GetMigration(&ctx, r, &out).ok());
+    if (out.phase() == ferry::v1::MIGRATION_PHASE_POSTCOPY) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  {
+    grpc::ClientContext ctx;
+    ferry::v1::CancelMigrationRequest r;
+    r.set_id(m.id());
+    MigrationResource out;
+    grpc::Status s = sa_->CancelMigration(&ctx, r, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_THAT(s.error_message(), HasSubstr("can no longer be cancelled"));
+  }
+  EXPECT_EQ(Watch(m.id()).phase(), ferry::v1::MIGRATION_PHASE_COMPLETED);
+  EXPECT_TRUE(Verify(*sb_, "late"));
+}
+
+TEST_F(AgentsTest, BadRequestsGetClearErrors) {
+  MigrationResource m;
+  grpc::Status s = Start("nope", ferry::v1::MIGRATION_MODE_HYBRID, &m);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(s.error_message(), HasSubstr("no VM named 'nope'"));
+  ferry::v1::CreateVmRequest bad = VmRequest("bad", "zipf");
+  bad.set_memory_bytes(12345);
+  grpc::ClientContext ctx;
+  ferry::v1::Vm vm;
+  s = sa_->CreateVm(&ctx, bad, &vm);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  Create(*sa_, VmRequest("dup", "idle"));
+  grpc::ClientContext ctx2;
+  s = sa_->CreateVm(&ctx2, VmRequest("dup", "idle"), &vm);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  // An unreachable destination: the migration fails, the VM stays.
+  ASSERT_TRUE(Start("dup", ferry::v1::MIGRATION_MODE_HYBRID, &m, 0, "", "127.0.0.1:1").ok());
+  MigrationResource done = Watch(m.id());
+  EXPECT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_FAILED);
+  EXPECT_THAT(done.error(), HasSubstr("127.0.0.1:1"));
+  EXPECT_EQ(GetVm(*sa_, "dup"), grpc::StatusCode::OK);
+  // A VM name already taken at the destination.
+  Create(*sb_, VmRequest("taken", "idle"));
+  Create(*sa_, VmRequest("taken", "idle"));
+  ASSERT_TRUE(Start("taken", ferry::v1::MIGRATION_MODE_HYBRID, &m).ok());
+  done = Watch(m.id());
+  EXPECT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_FAILED);
+  EXPECT_THAT(done.error(), HasSubstr("already hosts a VM named 'taken'"));
+}
+
+TEST_F(AgentsTest, TheCliDrivesEverythingWithMeaningfulExitCodes) {
+  CliResult r = RunCli({"vm", "create", "cli-vm", "--agent", a_->address(), "--memory", "64M",
+                        "--workload", "uniform"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("cli-vm"));
+  r = RunCli({"vm", "list", "--agent", a_->address(), "--json"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_THAT(r.out, HasSubstr("\"name\":\"cli-vm\""));
+  r = RunCli({"vm", "stats", "cli-vm", "--agent", a_->address()});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  r = RunCli({"migrate", "cli-vm", "--from", a_->address(), "--to", b_->address(), "--mode",
+              "postcopy", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  for (const char* field : {"\"mode\":\"postcopy\"", "\"fault_mode\":\"exit\"", "\"total_ms\"",
+                            "\"downtime_ms\"", "\"precopy_rounds\"", "\"precopy_gbps\"",
+                            "\"bytes_sent\"", "\"pages_sent\"", "\"pages_resent\"",
+                            "\"zero_pages\"", "\"faults\"", "\"fault_p50_us\"",
+                            "\"fault_p99_us\"", "\"fault_max_us\"", "\"max_vcpu_stall_ms\"",
+                            "\"memory_bytes\"", "\"vcpus\"", "\"workload\""})
+    EXPECT_THAT(r.out, HasSubstr(field));
+  r = RunCli({"vm", "verify", "cli-vm", "--agent", b_->address()});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("MATCH"));
+  r = RunCli({"migration", "list", "--agent", a_->address()});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_THAT(r.out, HasSubstr("completed"));
+  // Plain progress lines when not on a terminal, then the report.
+  RunCli({"vm", "create", "cli-2", "--agent", a_->address(), "--memory", "64M"});
+  r = RunCli({"migrate", "cli-2", "--from", a_->address(), "--to", b_->address()});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("precopy"));
+  EXPECT_THAT(r.out, HasSubstr("completed"));
+  // Exit codes.
+  EXPECT_EQ(RunCli({"vm", "get", "missing", "--agent", a_->address()}).exit_code, 4);
+  r = RunCli({"vm", "create", "x", "--agent", a_->address(), "--memory", "12Q"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.out, HasSubstr("unknown unit"));
+  EXPECT_EQ(RunCli({"vm", "list", "--agent", "127.0.0.1:1"}).exit_code, 5);
+  EXPECT_EQ(RunCli({"frobnicate"}).exit_code, 2);
+  EXPECT_EQ(RunCli({"migrate", "--help"}).exit_code, 0);
+  RunCli({"vm", "create", "dup", "--agent", a_->address(), "--memory", "64M"});
+  EXPECT_EQ(RunCli({"vm", "create", "dup", "--agent", a_->address(), "--memory", "64M"}).exit_code, 6);
+}
+
+TEST_F(AgentsTest, ServesTheGrpcHealthService) {
+  auto channel = grpc::CreateChannel(a_->address(), grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  grpc::ByteBuffer request;  // HealthCheckRequest{service: ""}: no bytes
+  grpc::ByteBuffer response;
+  grpc::Slice empty("");
+  request = grpc::ByteBuffer(&empty, 1);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status status;
+  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status s) {
+                   std::lock_guard<std::mutex> l(mu);
+                   status = s;
+                   done = true;
+                   cv.notify_all();
+                 });
+  std::unique_lock<std::mutex> l(mu);
+  cv.wait_for(l, std::chrono::seconds(10), [&] { return done; });
+  ASSERT_TRUE(done);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  EXPECT_EQ(bytes, std::string("\x08\x01", 2)) << "status SERVING";
+}
+
+TEST_F(AgentsTest, SigtermCancelsPrecopyButWaitsForPostcopy) {
+  // A precopy migration is cancelled by the source's SIGTERM; nothing arrives.
+  Create(*sa_, VmRequest("pre", "dirty-rate"));
+  MigrationResource m;
+  ASSERT_TRUE(Start("pre", ferry::v1::MIGRATION_MODE_PRECOPY, &m, 4ull << 20).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  int status = a_->Stop();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(GetVm(*sb_, "pre"), grpc::StatusCode::NOT_FOUND);
+
+  // A postcopy migration holds the source's exit until it completes.
+  auto a = cli::AgentProcess::Start(Ferryd(), {}, TempDir() + "/a2.log");
+  ASSERT_TRUE(a.ok()) << a.status();
+  a_ = std::make_unique<cli::AgentProcess>(std::move(*a));
+  sa_ = Stub(a_->address());
+  Create(*sa_, VmRequest("post", "zipf"));
+  ASSERT_TRUE(Start("post", ferry::v1::MIGRATION_MODE_POSTCOPY, &m, 16ull << 20).ok());
+  for (int i = 0; i < 200 && GetVm(*sa_, "post") == grpc::StatusCode::OK; ++i) {
+    grpc::ClientContext ctx;
+    ferry::v1::GetMigrationRequest r;
+    r.set_id(m.id());
+    MigrationResource out;
+    if (sa_->GetMigration(&ctx, r, &out).ok() && out.phase() == ferry::v1::MIGRATION_PHASE_POSTCOPY)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  status = a_->Stop(60000);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  // The source exited only after the destination had every page.
+  EXPECT_EQ(GetVm(*sb_, "post"), grpc::StatusCode::OK);
+  EXPECT_TRUE(Verify(*sb_, "post"));
+}
+
+}  // namespace
+}  // namespace ferry::e2e
