@@ -34,8 +34,14 @@ std::unique_ptr<ferry::v1::Control::Stub> Stub(const std::string& address) {
 }
 
 CliResult RunCli(const std::vector<std::string>& args) {
-  std::string cmd = Ferry();
-  for (const auto& a : args) cmd += " '" + a + "'";
+  std::vector<std::string> argv = {Ferry()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(argv);
+}
+
+CliResult RunCommand(const std::vector<std::string>& argv) {
+  std::string cmd;
+  for (const auto& a : argv) cmd += " '" + a + "'";
   cmd += " 2>&1";
   CliResult r;
   FILE* p = popen(cmd.c_str(), "r");

@@ -24,6 +24,8 @@ struct CliResult {
   std::string out;  // stdout and stderr together
 };
 CliResult RunCli(const std::vector<std::string>& args);
+// Any command (argv), stdout and stderr together.
+CliResult RunCommand(const std::vector<std::string>& argv);
 
 ferry::v1::CreateVmRequest VmRequest(const std::string& name, const std::string& workload,
                                      uint64_t memory = 64ull << 20, uint64_t ops = 0);
