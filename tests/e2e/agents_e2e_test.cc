@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <fstream>
 #include <thread>
 
 #include "base/status_matchers.h"
@@ -335,6 +336,54 @@ TEST_F(AgentsTest, SigtermCancelsPrecopyButWaitsForPostcopy) {
   // The source exited only after the destination had every page.
   EXPECT_EQ(GetVm(*sb_, "post"), grpc::StatusCode::OK);
   EXPECT_TRUE(Verify(*sb_, "post"));
+}
+
+}  // namespace
+}  // namespace ferry::e2e
+
+namespace ferry::e2e {
+namespace {
+
+TEST(AgentsTls, MutualTlsBetweenAgentsAndTheCli) {
+  if (RunCommand({"openssl", "version"}).exit_code != 0)
+    GTEST_SKIP() << "the openssl tool is not installed: cannot make test certificates";
+  const std::string d = TempDir() + "/tls";
+  ASSERT_EQ(RunCommand({"mkdir", "-p", d}).exit_code, 0);
+  const std::string ec = "ec:" + d + "/ecparams";
+  std::vector<std::vector<std::string>> steps = {
+      {"openssl", "ecparam", "-name", "prime256v1", "-out", d + "/ecparams"},
+      {"openssl", "req", "-x509", "-newkey", ec, "-nodes", "-keyout", d + "/ca.key", "-out",
+       d + "/ca.pem", "-days", "1", "-subj", "/CN=ferry-test-ca"},
+      {"openssl", "req", "-newkey", ec, "-nodes", "-keyout", d + "/agent.key", "-out",
+       d + "/agent.csr", "-subj", "/CN=ferry-agent"},
+      {"openssl", "x509", "-req", "-in", d + "/agent.csr", "-CA", d + "/ca.pem", "-CAkey",
+       d + "/ca.key", "-CAcreateserial", "-out", d + "/agent.pem", "-days", "1", "-extfile",
+       d + "/ext.cnf"}};
+  std::ofstream(d + "/ext.cnf") << "subjectAltName=IP:127.0.0.1\n"
+                                 << "extendedKeyUsage=serverAuth,clientAuth\n";
+  for (const auto& step : steps) {
+    CliResult r = RunCommand(step);
+    ASSERT_EQ(r.exit_code, 0) << step[1] << ": " << r.out;
+  }
+  const std::vector<std::string> tls = {"--tls-cert", d + "/agent.pem", "--tls-key",
+                                        d + "/agent.key", "--tls-ca", d + "/ca.pem"};
+  auto a = cli::AgentProcess::Start(Ferryd(), tls, TempDir() + "/tls-a.log");
+  auto b = cli::AgentProcess::Start(Ferryd(), tls, TempDir() + "/tls-b.log");
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  auto with_tls = [&](std::vector<std::string> args) {
+    args.insert(args.end(), tls.begin(), tls.end());
+    return RunCli(args);
+  };
+  CliResult r = with_tls({"vm", "create", "s", "--agent", a->address(), "--memory", "32M"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = with_tls({"migrate", "s", "--from", a->address(), "--to", b->address(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = with_tls({"vm", "verify", "s", "--agent", b->address()});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  // Without TLS, or with the CA but no client certificate, the agent refuses.
+  EXPECT_EQ(RunCli({"vm", "list", "--agent", a->address()}).exit_code, 5);
+  EXPECT_EQ(RunCli({"vm", "list", "--agent", a->address(), "--tls-ca", d + "/ca.pem"}).exit_code, 5);
 }
 
 }  // namespace
