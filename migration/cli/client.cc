@@ -39,6 +39,10 @@ absl::StatusOr<ConnectOptions> ParseConnectOptions(Args& args) {
   o.ca = args.String("tls-ca", "");
   o.cert = args.String("tls-cert", "");
   o.key = args.String("tls-key", "");
+  auto timeout = args.Int("connect-timeout-ms", 10000);
+  if (!timeout.ok()) return timeout.status();
+  if (*timeout <= 0) return absl::InvalidArgumentError("--connect-timeout-ms must be above 0");
+  o.timeout_ms = *timeout;
   if (o.cert.empty() != o.key.empty())
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
   if (!o.cert.empty() && o.ca.empty())
@@ -73,7 +77,8 @@ absl::StatusOr<std::unique_ptr<ferry::v1::Control::Stub>> Connect(
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   auto channel = grpc::CreateCustomChannel(address, creds, args);
-  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10)))
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() +
+                                 std::chrono::milliseconds(options.timeout_ms)))
     return absl::UnavailableError(absl::StrCat(
         "cannot reach the agent at ", address,
         ": is ferryd running there? (give its address with --agent, --from or --to)"));

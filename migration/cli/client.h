@@ -31,14 +31,16 @@ enum ExitCode {
 
 int ExitCodeFor(const absl::Status& status);
 
-// Channel options every command takes: --tls-ca, --tls-cert, --tls-key.
+// Channel options every command takes: --tls-ca, --tls-cert, --tls-key,
+// --connect-timeout-ms.
 struct ConnectOptions {
   std::string ca, cert, key;  // file paths; empty: plaintext
+  int64_t timeout_ms = 10000;  // --connect-timeout-ms
 };
 absl::StatusOr<ConnectOptions> ParseConnectOptions(Args& args);
 
-// A Control stub for `address`, with a 10 s connect check that fails with
-// Unavailable naming the address.
+// A Control stub for `address`, after a connect check (options.timeout_ms)
+// that fails with Unavailable naming the address.
 absl::StatusOr<std::unique_ptr<ferry::v1::Control::Stub>> Connect(
     const std::string& address, const ConnectOptions& options);
 

@@ -40,6 +40,7 @@ migrations:
 
 every read command takes --json; every command takes --help.
 TLS: --tls-ca FILE [--tls-cert FILE --tls-key FILE] (mutual TLS)
+--connect-timeout-ms N: how long to try to reach an agent (default 10000)
 
 exit codes: 0 success, 1 the operation failed, 2 bad usage, 3 verification
 failed, 4 not found, 5 agent unreachable or shutting down, 6 conflict (wrong

@@ -268,7 +268,8 @@ TEST_F(AgentsTest, TheCliDrivesEverythingWithMeaningfulExitCodes) {
   r = RunCli({"vm", "create", "x", "--agent", a_->address(), "--memory", "12Q"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.out, HasSubstr("unknown unit"));
-  EXPECT_EQ(RunCli({"vm", "list", "--agent", "127.0.0.1:1"}).exit_code, 5);
+  EXPECT_EQ(RunCli({"vm", "list", "--agent", "127.0.0.1:1", "--connect-timeout-ms", "500"}).exit_code,
+            5);
   EXPECT_EQ(RunCli({"frobnicate"}).exit_code, 2);
   EXPECT_EQ(RunCli({"migrate", "--help"}).exit_code, 0);
   RunCli({"vm", "create", "dup", "--agent", a_->address(), "--memory", "64M"});
@@ -382,8 +383,13 @@ TEST(AgentsTls, MutualTlsBetweenAgentsAndTheCli) {
   r = with_tls({"vm", "verify", "s", "--agent", b->address()});
   EXPECT_EQ(r.exit_code, 0) << r.out;
   // Without TLS, or with the CA but no client certificate, the agent refuses.
-  EXPECT_EQ(RunCli({"vm", "list", "--agent", a->address()}).exit_code, 5);
-  EXPECT_EQ(RunCli({"vm", "list", "--agent", a->address(), "--tls-ca", d + "/ca.pem"}).exit_code, 5);
+  EXPECT_EQ(
+      RunCli({"vm", "list", "--agent", a->address(), "--connect-timeout-ms", "1000"}).exit_code,
+      5);
+  EXPECT_EQ(RunCli({"vm", "list", "--agent", a->address(), "--tls-ca", d + "/ca.pem",
+                    "--connect-timeout-ms", "1000"})
+                .exit_code,
+            5);
 }
 
 }  // namespace
