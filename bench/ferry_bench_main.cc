@@ -41,7 +41,8 @@ scenarios:
                   request / 4 KiB reply ping-pong (rtt_p50_us, rtt_p99_us)
       --tcp-bytes SIZE         bytes for the TCP stream (default 1G)
       --rtt-samples N          ping-pongs (default 20000)
-  migrate         one migration between two agents on loopback; prints the report
+  migrate         one migration between two ferryd agents on loopback (two
+                  processes, driven through the control API); prints the report
       --memory SIZE            guest memory (default 1G)
       --vcpus N                vCPUs (default 2)
       --workload KIND          idle, sequential, uniform, zipf, dirty-rate (default zipf)

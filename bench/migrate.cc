@@ -2,39 +2,73 @@
 
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
-#include "migration/loopback.h"
-#include "migration/source_session.h"
+#include "migration/agent/report_proto.h"
+#include "migration/cli/agent_process.h"
+#include "migration/cli/client.h"
+#include "migration/convert.h"
 
 namespace ferry::bench {
 
-absl::StatusOr<migration::MigrationReport> RunMigrate(const MigrateOptions& options) {
-  ASSIGN_OR_RETURN(auto lb, migration::Loopback::Start());
-  ASSIGN_OR_RETURN(auto source, vmm::Vm::Create(options.vm));
-  RETURN_IF_ERROR(source->LoadInitialMemory());
-  RETURN_IF_ERROR(source->Start());
-  std::this_thread::sleep_for(std::chrono::milliseconds(options.warmup_ms));
+absl::StatusOr<migration::MigrationReport> RunMigrate(const MigrateOptions& o) {
+  const std::string ferryd = cli::FindFerryd();
+  ASSIGN_OR_RETURN(cli::AgentProcess a, cli::AgentProcess::Start(ferryd, {}, "/tmp/ferry-bench-a.log"));
+  ASSIGN_OR_RETURN(cli::AgentProcess b, cli::AgentProcess::Start(ferryd, {}, "/tmp/ferry-bench-b.log"));
+  cli::ConnectOptions co;
+  ASSIGN_OR_RETURN(auto sa, cli::Connect(a.address(), co));
+  ASSIGN_OR_RETURN(auto sb, cli::Connect(b.address(), co));
 
-  migration::SourceSession session(source.get(), lb->MakeSourceConfig(options.migration));
-  absl::Status status = session.Run();
-  migration::MigrationReport report = session.report();
-  if (!status.ok()) return report;  // the outcome says why
-
-  std::unique_ptr<vmm::Vm> moved = lb->TakeMigrated(session.migration_id());
-  if (moved == nullptr) return absl::InternalError("the destination kept no VM");
-  if (options.vm.workload.ops_per_vcpu == 0) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    RETURN_IF_ERROR(moved->Pause());
-  } else {
-    RETURN_IF_ERROR(moved->WaitUntilHalted(absl::Minutes(10)));
+  ferry::v1::CreateVmRequest create;
+  create.set_name("bench-vm");
+  create.set_memory_bytes(o.vm.memory_bytes);
+  create.set_vcpus(o.vm.vcpus);
+  *create.mutable_workload() = migration::ToWorkload(o.vm.workload);
+  {
+    grpc::ClientContext ctx;
+    ferry::v1::Vm vm;
+    grpc::Status s = sa->CreateVm(&ctx, create, &vm);
+    if (!s.ok()) return cli::CallError(s, "create the VM", a.address());
   }
-  std::vector<uint64_t> ops;
-  for (const vmm::VcpuStats& v : moved->Stats().vcpus) ops.push_back(v.counters.ops);
-  ASSIGN_OR_RETURN(vmm::MemoryDigest got, moved->Digest());
-  moved.reset();  // free its memory before the replay takes as much again
-  source.reset();
-  ASSIGN_OR_RETURN(vmm::MemoryDigest want, vmm::ReferenceDigest(options.vm, ops));
-  report.digest_match = got.digest == want.digest;
+  std::this_thread::sleep_for(std::chrono::milliseconds(o.warmup_ms));
+
+  ferry::v1::StartMigrationRequest start;
+  start.set_vm_name("bench-vm");
+  start.set_destination(b.address());
+  start.set_mode(migration::ToProto(o.migration.mode));
+  start.set_fault_mode(migration::ToProto(o.migration.fault_mode));
+  start.set_downtime_target_ms(o.migration.downtime_target_ms);
+  start.set_max_bandwidth(o.migration.max_bandwidth);
+  start.set_max_rounds(o.migration.max_rounds);
+  ferry::v1::MigrationResource m;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status s = sa->StartMigration(&ctx, start, &m);
+    if (!s.ok()) return cli::CallError(s, "start the migration", a.address());
+  }
+  grpc::ClientContext wctx;
+  ferry::v1::WatchMigrationRequest watch;
+  watch.set_id(m.id());
+  watch.set_interval_ms(500);
+  auto reader = sa->WatchMigration(&wctx, watch);
+  ferry::v1::MigrationResource last;
+  while (reader->Read(&last)) {
+  }
+  grpc::Status ws = reader->Finish();
+  if (!ws.ok()) return cli::CallError(ws, "watch the migration", a.address());
+  migration::MigrationReport report = agent::FromProto(last.report(), last.id());
+  if (last.phase() != ferry::v1::MIGRATION_PHASE_COMPLETED) return report;
+
+  if (o.vm.workload.ops_per_vcpu == 0)
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the guest runs on
+  ferry::v1::VerifyVmRequest verify;
+  verify.set_name("bench-vm");
+  verify.set_timeout_ms(600'000);
+  ferry::v1::VerifyVmResponse v;
+  grpc::ClientContext vctx;
+  grpc::Status vs = sb->VerifyVm(&vctx, verify, &v);
+  if (!vs.ok()) return cli::CallError(vs, "verify the VM", b.address());
+  report.digest_match = v.match();
   return report;
 }
 

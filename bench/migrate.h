@@ -1,9 +1,8 @@
-// The migrate scenario: one migration between two agents on loopback (in one
-// process: a real page server, a real gRPC server, real sockets), of a VM
-// running a guest workload, with the report. After completion the
-// destination's guest runs 200 ms more, is paused, and its memory digest is
-// compared with a replay of the same per-vCPU op counts that never moved
-// (`digest_match`).
+// The migrate scenario: one migration between two ferryd agents on loopback
+// (two processes, as `ferry demo` runs them), of a VM running a guest
+// workload, driven through the control API. After completion the
+// destination's guest is verified against a replay of the same per-vCPU
+// operations (VerifyVm: `digest_match`).
 #ifndef FERRY_BENCH_MIGRATE_H_
 #define FERRY_BENCH_MIGRATE_H_
 

@@ -26,7 +26,8 @@ std::string FindFerryd() {
     self[n] = '\0';
     std::string dir(self);
     dir = dir.substr(0, dir.rfind('/'));
-    for (const std::string& candidate : {dir + "/../agent/ferryd", dir + "/ferryd"})
+    for (const std::string& candidate :
+         {dir + "/../agent/ferryd", dir + "/../migration/agent/ferryd", dir + "/ferryd"})
       if (access(candidate.c_str(), X_OK) == 0) return candidate;
   }
   return "ferryd";

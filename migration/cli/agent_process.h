@@ -45,7 +45,8 @@ class AgentProcess {
 };
 
 // Where ferryd is: $FERRYD, else next to the running binary in the Bazel
-// layout (../agent/ferryd) or the same directory, else "ferryd" on PATH.
+// layout (../agent/ferryd from ferry, ../migration/agent/ferryd from
+// ferry-bench) or in its directory, else "ferryd" on PATH.
 std::string FindFerryd();
 
 }  // namespace ferry::cli
