@@ -31,6 +31,9 @@ ferry::v1::MigrationReport ToProto(const migration::MigrationReport& r) {
   p.set_setup_ms(r.setup_ms);
   p.set_precopy_ms(r.precopy_ms);
   p.set_postcopy_ms(r.postcopy_ms);
+  p.set_fault_p999_us(r.fault_p999_us);
+  p.set_fetch_rtt_p50_us(r.fetch_rtt_p50_us);
+  p.set_fetch_rtt_p99_us(r.fetch_rtt_p99_us);
   for (const auto& s : r.ops_timeline) {
     p.add_timeline_t_ms(s.t_ms);
     p.add_timeline_ops_per_sec(s.ops_per_sec);
@@ -71,6 +74,9 @@ migration::MigrationReport FromProto(const ferry::v1::MigrationReport& p,
   r.setup_ms = p.setup_ms();
   r.precopy_ms = p.precopy_ms();
   r.postcopy_ms = p.postcopy_ms();
+  r.fault_p999_us = p.fault_p999_us();
+  r.fetch_rtt_p50_us = p.fetch_rtt_p50_us();
+  r.fetch_rtt_p99_us = p.fetch_rtt_p99_us();
   for (int i = 0; i < p.timeline_t_ms_size(); ++i) {
     migration::OpsSample s;
     s.t_ms = p.timeline_t_ms(i);
