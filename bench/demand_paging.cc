@@ -6,7 +6,10 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_cat.h"
 #include "base/clock.h"
+#include "migration/fetch/page_fetcher.h"
+#include "migration/fetch/page_server.h"
 #include "base/status_macros.h"
 #include "vmm/digest.h"
 #include "vmm/vm.h"
@@ -18,7 +21,7 @@ JsonObject DemandPagingResult::ToJson(const DemandPagingOptions& options) const 
   o.Add("scenario", "demand-paging")
       .Add("vcpus", vcpus)
       .Add("fault_mode", vmm::FaultModeName(mode))
-      .Add("page_source", "local")
+      .Add("page_source", source)
       .Add("memory_per_vcpu_bytes", options.memory_per_vcpu)
       .Add("pages", pages)
       .Add("faults", faults)
@@ -43,7 +46,8 @@ void WarmHostMemory(uint64_t bytes) {
 }
 
 absl::StatusOr<DemandPagingResult> RunDemandPaging(const DemandPagingOptions& options,
-                                                   int vcpus, vmm::FaultMode mode) {
+                                                   int vcpus, vmm::FaultMode mode,
+                                                   const std::string& source_kind) {
   vmm::VmConfig config;
   config.vcpus = vcpus;
   config.memory_bytes = options.memory_per_vcpu * vcpus;
@@ -55,7 +59,27 @@ absl::StatusOr<DemandPagingResult> RunDemandPaging(const DemandPagingOptions& op
   // The page source: the guest's memory as the source host holds it.
   ASSIGN_OR_RETURN(auto image, vmm::Vm::Create(config));
   RETURN_IF_ERROR(image->LoadInitialMemory());
-  auto source = std::make_shared<vmm::InMemoryPageSource>(&image->memory());
+  std::shared_ptr<vmm::PageSource> source;
+  std::unique_ptr<migration::fetch::PageServer> server;
+  if (source_kind == "local") {
+    source = std::make_shared<vmm::InMemoryPageSource>(&image->memory());
+  } else if (source_kind == "remote") {
+    ASSIGN_OR_RETURN(server, migration::fetch::PageServer::Start("127.0.0.1:0"));
+    migration::fetch::Secret secret;
+    RETURN_IF_ERROR(migration::fetch::RandomBytes(absl::MakeSpan(secret)));
+    auto served = std::make_shared<migration::fetch::ServedMigration>(
+        "demand-paging", secret, &image->memory(), nullptr);
+    served->EnableServing();
+    server->Register(served);
+    migration::fetch::FetcherOptions fo;
+    fo.address = absl::StrCat("127.0.0.1:", server->port());
+    fo.migration_id = "demand-paging";
+    fo.secret = secret;
+    source = std::make_shared<migration::fetch::RemotePageSource>(fo);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown page source '", source_kind, "': local or remote"));
+  }
 
   ASSIGN_OR_RETURN(auto vm, vmm::Vm::Create(config));
   RETURN_IF_ERROR(vm->EnableDemandPaging(source, {mode, options.blocking_handlers}));
@@ -67,6 +91,7 @@ absl::StatusOr<DemandPagingResult> RunDemandPaging(const DemandPagingOptions& op
   DemandPagingResult r;
   r.vcpus = vcpus;
   r.mode = mode;
+  r.source = source_kind;
   r.pages = config.workload.ops_per_vcpu * vcpus;
   r.faults = vm->pager()->Stats().faults;
   r.seconds = (t1 - t0) / 1e9;
@@ -77,6 +102,7 @@ absl::StatusOr<DemandPagingResult> RunDemandPaging(const DemandPagingOptions& op
   r.fault_p99_us = latency.Percentile(99) / 1e3;
   r.fault_p999_us = latency.Percentile(99.9) / 1e3;
   r.fault_max_us = latency.max / 1e3;
+  r.latency = latency;
 
   // Each vCPU region touched once: every page of it faulted exactly once.
   if (r.faults != r.pages)
@@ -88,10 +114,11 @@ absl::StatusOr<DemandPagingResult> RunDemandPaging(const DemandPagingOptions& op
 }
 
 absl::StatusOr<DemandPagingResult> RunDemandPagingPoint(
-    const DemandPagingOptions& options, int vcpus, vmm::FaultMode mode) {
+    const DemandPagingOptions& options, int vcpus, vmm::FaultMode mode,
+    const std::string& source) {
   std::vector<DemandPagingResult> runs;
   for (int i = 0; i < std::max(1, options.repeat); ++i) {
-    ASSIGN_OR_RETURN(DemandPagingResult r, RunDemandPaging(options, vcpus, mode));
+    ASSIGN_OR_RETURN(DemandPagingResult r, RunDemandPaging(options, vcpus, mode, source));
     runs.push_back(r);
   }
   std::sort(runs.begin(), runs.end(), [](const auto& a, const auto& b) {

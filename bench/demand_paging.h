@@ -1,7 +1,10 @@
 // The demand-paging scenario: Ferry's analog of the kernel's
 // demand_paging_test. Each vCPU touches every page of its own region once
 // (the sequential workload with one op per page: a read-modify-write); every
-// page starts missing and comes from a local in-memory page source. Measures
+// page starts missing and comes from a page source: "local" (an in-memory
+// image, zero-copy) or "remote" (the same image behind a real page server,
+// over the fetch channel on loopback: io_uring, TCP, one lane per vCPU).
+// Measures
 // pages per second across all vCPUs and the latency of each touching access
 // (from its first attempt to completion, so including the whole fault), per
 // fault mode.
@@ -9,9 +12,11 @@
 #define FERRY_BENCH_DEMAND_PAGING_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/histogram.h"
 #include "base/json.h"
 #include "vmm/demand_pager.h"
 
@@ -24,11 +29,14 @@ struct DemandPagingOptions {
   uint64_t memory_per_vcpu = 64ull << 20;
   int blocking_handlers = 1;
   int repeat = 3;  // runs per point; the median run is reported
+  std::vector<std::string> sources = {"local"};
 };
 
 struct DemandPagingResult {
   int vcpus = 0;
   vmm::FaultMode mode = vmm::FaultMode::kExit;
+  std::string source = "local";
+  HistogramSnapshot latency;  // ns, every touching access
   uint64_t pages = 0;
   uint64_t faults = 0;
   double seconds = 0;
@@ -53,12 +61,14 @@ void WarmHostMemory(uint64_t bytes);
 // One run: `vcpus` vCPUs in `mode`. Fails if a page is not faulted in
 // exactly once.
 absl::StatusOr<DemandPagingResult> RunDemandPaging(const DemandPagingOptions& options,
-                                                   int vcpus, vmm::FaultMode mode);
+                                                   int vcpus, vmm::FaultMode mode,
+                                                   const std::string& source = "local");
 
 // options.repeat runs of one point: the run with the median pages/s, with
 // the min and max of all runs.
 absl::StatusOr<DemandPagingResult> RunDemandPagingPoint(
-    const DemandPagingOptions& options, int vcpus, vmm::FaultMode mode);
+    const DemandPagingOptions& options, int vcpus, vmm::FaultMode mode,
+    const std::string& source = "local");
 
 }  // namespace ferry::bench
 

@@ -19,6 +19,7 @@
 #include "bench/demand_paging.h"
 #include "bench/migrate.h"
 #include "bench/reference.h"
+#include "bench/suite.h"
 #include "vmm/vm.h"
 
 namespace ferry::bench {
@@ -36,6 +37,8 @@ scenarios:
       --memory-per-vcpu SIZE   memory each vCPU touches (default 64M)
       --blocking-handlers N    userfaultfd handler threads in blocking mode (default 1)
       --repeat N               runs per point; the median is reported (default 3)
+      --sources LIST           page sources: local (in-memory), remote (a page
+                               server over the fetch channel) (default local)
       --json                   one JSON object per line instead of a table
   reference       the link itself: one plain TCP stream (tcp_gbps) and a 16-byte
                   request / 4 KiB reply ping-pong (rtt_p50_us, rtt_p99_us)
@@ -55,6 +58,12 @@ scenarios:
       --max-bandwidth RATE     cap, bytes/s (default none)
       --max-rounds N           precopy rounds (default 30)
       --json                   the report as one JSON object
+  suite           every scenario's matrix, repeated: JSON lines and CSV with the
+                  median and spread of each point, and PNG plots, in --out DIR
+      --quick                  under two minutes on 2 cores (the default)
+      --full                   the figures of docs/benchmarks.md
+      --tiny                   seconds: the harness's own test
+      --out DIR                where the results go (default bench-results)
   digest          time the whole-memory digest of a populated guest
       --memory SIZE            guest memory (default 1G)
       --repeat N               runs; the median is reported (default 3)
@@ -107,6 +116,7 @@ absl::Status DemandPaging(Args& args) {
     ASSIGN_OR_RETURN(vmm::FaultMode mode, vmm::ParseFaultMode(m));
     options.modes.push_back(mode);
   }
+  options.sources = args.List("sources", {"local"});
   const bool json = args.Bool("json");
   RETURN_IF_ERROR(args.Finish());
   if (options.memory_per_vcpu < 4096 || options.memory_per_vcpu % 4096 != 0)
@@ -119,10 +129,11 @@ absl::Status DemandPaging(Args& args) {
   if (!json)
     std::printf("%-6s %-9s %9s %13s %9s %9s %9s\n", "vcpus", "mode", "pages",
                 "pages/s", "p50 us", "p99 us", "p999 us");
+  for (const std::string& source : options.sources)
   for (int64_t vcpus : options.vcpus) {
     for (vmm::FaultMode mode : options.modes) {
       ASSIGN_OR_RETURN(DemandPagingResult r,
-                       RunDemandPagingPoint(options, static_cast<int>(vcpus), mode));
+                       RunDemandPagingPoint(options, static_cast<int>(vcpus), mode, source));
       if (json) {
         std::printf("%s\n", r.ToJson(options).ToString().c_str());
       } else {
@@ -181,6 +192,17 @@ absl::Status Migrate(Args& args) {
   return absl::OkStatus();
 }
 
+absl::Status Suite(Args& args) {
+  SuiteOptions o;
+  const int sizes = args.Bool("quick") + args.Bool("full") + args.Bool("tiny");
+  if (args.Bool("full")) o.size = SuiteOptions::Size::kFull;
+  if (args.Bool("tiny")) o.size = SuiteOptions::Size::kTiny;
+  o.out = args.String("out", "bench-results");
+  RETURN_IF_ERROR(args.Finish());
+  if (sizes > 1) return absl::InvalidArgumentError("one of --tiny, --quick or --full");
+  return RunSuite(o);
+}
+
 absl::Status Main(int argc, char** argv) {
   ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1));
   if (args.positional().empty() || args.Bool("help")) {
@@ -194,6 +216,7 @@ absl::Status Main(int argc, char** argv) {
   if (scenario == "digest") return Digest(args);
   if (scenario == "reference") return Reference(args);
   if (scenario == "migrate") return Migrate(args);
+  if (scenario == "suite") return Suite(args);
   return absl::InvalidArgumentError(
       absl::StrFormat("unknown scenario '%s' (see --help)", scenario));
 }

@@ -46,6 +46,11 @@ struct MigrationReport {
   uint64_t pages_pushed = 0; // postcopy push
   uint64_t pages_demand = 0; // served on the fetch channel
   uint64_t pages_discarded = 0;
+  // Page bytes on the wire by phase (data pages and zero bitmaps).
+  uint64_t bytes_precopy = 0;
+  uint64_t bytes_stop_and_copy = 0;
+  uint64_t bytes_push = 0;
+  uint64_t bytes_demand = 0;
 
   uint64_t faults = 0;
   double fault_p50_us = 0;

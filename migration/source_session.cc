@@ -247,6 +247,7 @@ void SourceSession::OnServed(uint64_t gpa, uint32_t count) {
     CountSent(p);
     pages_demand_.fetch_add(1, std::memory_order_relaxed);
     bytes_sent_.fetch_add(page_size_, std::memory_order_relaxed);
+    bytes_by_phase_[3].fetch_add(page_size_, std::memory_order_relaxed);
     const uint64_t n = fault_count_.fetch_add(1);
     fault_ring_[n % kFaultRing].store(p);
   }
@@ -448,6 +449,10 @@ absl::Status SourceSession::SendPages(const std::vector<uint64_t>& pages,
       pages_remaining_ -= std::min<uint64_t>(pages_remaining_, end - batch_start);
     }
     bytes_sent_.fetch_add(bytes, std::memory_order_relaxed);
+    bytes_by_phase_[phase == ferry::v1::PHASE_PRECOPY         ? 0
+                    : phase == ferry::v1::PHASE_STOP_AND_COPY ? 1
+                                                              : 2]
+        .fetch_add(bytes, std::memory_order_relaxed);
     data_pages_sent_.fetch_add(data->size() / ps, std::memory_order_relaxed);
   }
   return absl::OkStatus();
@@ -692,6 +697,10 @@ void SourceSession::FillReport() {
   r.pages_pushed = pages_pushed_.load();
   r.pages_demand = pages_demand_.load();
   r.pages_discarded = pages_discarded_;
+  r.bytes_precopy = bytes_by_phase_[0].load();
+  r.bytes_stop_and_copy = bytes_by_phase_[1].load();
+  r.bytes_push = bytes_by_phase_[2].load();
+  r.bytes_demand = bytes_by_phase_[3].load();
   absl::MutexLock lock(&mu_);
   if (t_resumed_) {
     r.downtime_ms = (t_resumed_ - t_pause_) / 1e6;

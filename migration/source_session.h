@@ -176,6 +176,7 @@ class SourceSession {
   std::atomic<uint64_t> zero_pages_sent_{0};
   std::atomic<uint64_t> pages_pushed_{0};
   std::atomic<uint64_t> pages_demand_{0};
+  std::atomic<uint64_t> bytes_by_phase_[4] = {};  // precopy, stop-and-copy, push, demand
   uint64_t pages_discarded_ = 0;
   bool paused_ = false;  // this session paused the VM (session thread)
   int early_discards_ = 0;

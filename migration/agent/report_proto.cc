@@ -34,6 +34,10 @@ ferry::v1::MigrationReport ToProto(const migration::MigrationReport& r) {
   p.set_fault_p999_us(r.fault_p999_us);
   p.set_fetch_rtt_p50_us(r.fetch_rtt_p50_us);
   p.set_fetch_rtt_p99_us(r.fetch_rtt_p99_us);
+  p.set_bytes_precopy(r.bytes_precopy);
+  p.set_bytes_stop_and_copy(r.bytes_stop_and_copy);
+  p.set_bytes_push(r.bytes_push);
+  p.set_bytes_demand(r.bytes_demand);
   for (const auto& s : r.ops_timeline) {
     p.add_timeline_t_ms(s.t_ms);
     p.add_timeline_ops_per_sec(s.ops_per_sec);
@@ -77,6 +81,10 @@ migration::MigrationReport FromProto(const ferry::v1::MigrationReport& p,
   r.fault_p999_us = p.fault_p999_us();
   r.fetch_rtt_p50_us = p.fetch_rtt_p50_us();
   r.fetch_rtt_p99_us = p.fetch_rtt_p99_us();
+  r.bytes_precopy = p.bytes_precopy();
+  r.bytes_stop_and_copy = p.bytes_stop_and_copy();
+  r.bytes_push = p.bytes_push();
+  r.bytes_demand = p.bytes_demand();
   for (int i = 0; i < p.timeline_t_ms_size(); ++i) {
     migration::OpsSample s;
     s.t_ms = p.timeline_t_ms(i);

@@ -1,0 +1,303 @@
+#include "bench/suite.h"
+
+#include <cstdio>
+#include <map>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "base/clock.h"
+#include "base/status_macros.h"
+#include "bench/demand_paging.h"
+#include "bench/migrate.h"
+#include "bench/output.h"
+#include "bench/plot.h"
+#include "bench/reference.h"
+#include "bench/stats.h"
+
+namespace ferry::bench {
+namespace {
+
+struct Plan {
+  // reference
+  uint64_t tcp_bytes;
+  int rtt_samples;
+  int64_t baseline_ms;
+  // demand-paging
+  std::vector<int64_t> dp_vcpus;
+  uint64_t dp_memory_per_vcpu;
+  int dp_repeat;
+  // migrate
+  uint64_t memory;
+  std::vector<std::string> workloads;
+  std::vector<std::string> modes;
+  std::vector<std::string> fault_modes;
+  std::vector<uint64_t> caps;  // 0: none
+  uint64_t dirty_rate;
+  int repeat;
+  // switchover
+  std::vector<int> sw_vcpus;
+  uint64_t sw_memory;
+};
+
+Plan Quick() {
+  return {256ull << 20, 5000, 1000, {1, 2, 4}, 16ull << 20, 3,
+          256ull << 20, {"zipf", "dirty-rate"}, {"precopy", "postcopy", "hybrid"}, {"exit"},
+          {0}, 16ull << 20, 2, {1, 2, 4}, 256ull << 20};
+}
+
+Plan Tiny() {
+  return {16ull << 20, 200, 200, {1, 4}, 1ull << 20, 2,
+          32ull << 20, {"zipf"}, {"postcopy"}, {"exit"},
+          {0}, 16ull << 20, 2, {1}, 32ull << 20};
+}
+
+Plan Full() {
+  return {1ull << 30, 20000, 3000, {1, 2, 4, 8, 16}, 64ull << 20, 5,
+          1ull << 30, {"idle", "zipf", "dirty-rate"}, {"precopy", "postcopy", "hybrid"},
+          {"exit", "blocking"}, {0}, 16ull << 20, 3, {1, 2, 4, 8}, 1ull << 30};
+}
+
+constexpr int64_t kCdfVcpus = 4;  // the fault-latency CDF's vCPU count
+int run_number = 0;
+void Progress(const std::string& line) {
+  std::fprintf(stderr, "[%3d] %s\n", ++run_number, line.c_str());
+}
+
+void AddSummary(Row& row, const std::string& key, const std::vector<double>& v) {
+  Summary s = Summarize(v);
+  row.Add(key + "_median", s.median)
+      .Add(key + "_min", s.min)
+      .Add(key + "_p25", s.p25)
+      .Add(key + "_p75", s.p75)
+      .Add(key + "_max", s.max);
+}
+
+// The guest's ops/s without migration: a VM of the migrate scenario's shape
+// running alone, sampled every 100 ms.
+absl::StatusOr<double> Baseline(const Plan& p, const std::string& workload) {
+  vmm::VmConfig c;
+  c.memory_bytes = p.memory;
+  c.vcpus = 2;
+  ASSIGN_OR_RETURN(c.workload.kind, vmm::ParseWorkloadKind(workload));
+  c.workload.zero_fraction = 0.5;
+  c.workload.dirty_bytes_per_sec = p.dirty_rate;
+  ASSIGN_OR_RETURN(auto vm, vmm::Vm::Create(c));
+  RETURN_IF_ERROR(vm->LoadInitialMemory());
+  RETURN_IF_ERROR(vm->Start());
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const uint64_t ops0 = vm->Stats().total_ops;
+  const int64_t t0 = MonotonicNowNanos();
+  std::this_thread::sleep_for(std::chrono::milliseconds(p.baseline_ms));
+  const double rate = (vm->Stats().total_ops - ops0) / ((MonotonicNowNanos() - t0) / 1e9);
+  vm->Stop();
+  return rate;
+}
+
+}  // namespace
+
+absl::Status RunSuite(const SuiteOptions& options) {
+  const Plan p = options.size == SuiteOptions::Size::kFull    ? Full()
+                 : options.size == SuiteOptions::Size::kTiny ? Tiny()
+                                                             : Quick();
+  ASSIGN_OR_RETURN(auto sink, ResultSink::Open(options.out));
+  const std::string dir = options.out;
+  const int64_t t_start = MonotonicNowNanos();
+
+  // Reference.
+  ASSIGN_OR_RETURN(ReferenceResult ref, RunReference(p.tcp_bytes, p.rtt_samples));
+  Row ref_row;
+  ref_row.Add("tcp_gbps", ref.tcp_gbps).Add("rtt_p50_us", ref.rtt_p50_us)
+      .Add("rtt_p99_us", ref.rtt_p99_us).Add("rtt_p999_us", ref.rtt_p999_us);
+  std::map<std::string, double> baseline;
+  for (const std::string& w : p.workloads) {
+    ASSIGN_OR_RETURN(baseline[w], Baseline(p, w));
+    ref_row.Add("baseline_ops_per_sec_" + w, baseline[w]);
+  }
+  RETURN_IF_ERROR(sink->Write("reference", ref_row));
+  Progress(absl::StrFormat("reference: tcp %.1f Gbit/s, rtt p50 %.1f us p99 %.1f us",
+                           ref.tcp_gbps, ref.rtt_p50_us, ref.rtt_p99_us));
+
+  // Demand paging.
+  DemandPagingOptions dp;
+  dp.memory_per_vcpu = p.dp_memory_per_vcpu;
+  dp.repeat = 1;  // repeated here, to keep every run's figures
+  int64_t max_vcpus = *std::max_element(p.dp_vcpus.begin(), p.dp_vcpus.end());
+  WarmHostMemory(2 * dp.memory_per_vcpu * max_vcpus);
+  std::map<std::string, Series> rate_series;
+  std::map<std::string, HistogramSnapshot> cdf_hist;  // "exit, remote" at 1 vCPU
+  for (const std::string& source : {std::string("local"), std::string("remote")})
+    for (int64_t vcpus : p.dp_vcpus)
+      for (vmm::FaultMode mode : {vmm::FaultMode::kExit, vmm::FaultMode::kBlocking}) {
+        std::vector<DemandPagingResult> runs;
+        std::vector<double> rates;
+        for (int i = 0; i < p.dp_repeat; ++i) {
+          ASSIGN_OR_RETURN(DemandPagingResult r,
+                           RunDemandPaging(dp, static_cast<int>(vcpus), mode, source));
+          rates.push_back(r.pages_per_sec);
+          runs.push_back(r);
+        }
+        const DemandPagingResult& med = runs[MedianIndex(rates)];
+        Row row;
+        row.Add("source", source).Add("vcpus", static_cast<int>(vcpus))
+            .Add("fault_mode", vmm::FaultModeName(mode)).Add("pages", med.pages)
+            .Add("runs", static_cast<int>(runs.size()));
+        AddSummary(row, "pages_per_sec", rates);
+        row.Add("fault_p50_us", med.fault_p50_us).Add("fault_p99_us", med.fault_p99_us)
+            .Add("fault_p999_us", med.fault_p999_us);
+        RETURN_IF_ERROR(sink->Write("demand_paging", row));
+        const std::string key = absl::StrCat(vmm::FaultModeName(mode), ", ", source);
+        rate_series[key].title = key;
+        rate_series[key].points.push_back({static_cast<double>(vcpus), Summarize(rates).median});
+        if (vcpus == kCdfVcpus) cdf_hist[key] = med.latency;
+        Progress(absl::StrFormat("demand-paging %s %lld vCPUs %s: %.0f pages/s (median of %d), "
+                                 "p50 %.1f us",
+                                 source, vcpus, vmm::FaultModeName(mode),
+                                 Summarize(rates).median, runs.size(), med.fault_p50_us));
+      }
+
+  // Migrate.
+  std::vector<Series> ops_series;
+  std::vector<std::pair<double, std::string>> switchovers;
+  StackedBars bytes;
+  bytes.name = "bytes_by_phase";
+  bytes.title = "bytes on the wire by phase (median run)";
+  bytes.ylabel = "MiB";
+  bytes.parts = {"precopy", "stop-and-copy", "postcopy push", "demand"};
+  for (const std::string& workload : p.workloads)
+    for (const std::string& mode : p.modes)
+      for (const std::string& fault_mode : p.fault_modes)
+        for (uint64_t cap : p.caps) {
+          if (fault_mode == "blocking" && mode == "precopy") continue;  // no faults
+          MigrateOptions mo;
+          mo.vm.memory_bytes = p.memory;
+          mo.vm.vcpus = 2;
+          ASSIGN_OR_RETURN(mo.vm.workload.kind, vmm::ParseWorkloadKind(workload));
+          mo.vm.workload.zero_fraction = 0.5;
+          mo.vm.workload.dirty_bytes_per_sec = p.dirty_rate;
+          ASSIGN_OR_RETURN(mo.migration.mode, migration::ParseMigrationMode(mode));
+          ASSIGN_OR_RETURN(mo.migration.fault_mode, vmm::ParseFaultMode(fault_mode));
+          mo.migration.max_bandwidth = cap;
+          WarmHostMemory(3 * p.memory);
+          std::vector<migration::MigrationReport> runs;
+          std::vector<double> total, downtime, gbps;
+          int completed = 0, verified = 0;
+          for (int i = 0; i < p.repeat; ++i) {
+            ASSIGN_OR_RETURN(migration::MigrationReport r, RunMigrate(mo));
+            completed += r.outcome == "completed";
+            verified += r.digest_match.value_or(false);
+            total.push_back(r.total_ms);
+            downtime.push_back(r.downtime_ms);
+            gbps.push_back(r.precopy_gbps);
+            runs.push_back(r);
+          }
+          const migration::MigrationReport& med = runs[MedianIndex(total)];
+          Row row;
+          row.Add("memory_bytes", p.memory).Add("workload", workload)
+              .Add("dirty_rate", p.dirty_rate).Add("mode", mode).Add("fault_mode", fault_mode)
+              .Add("max_bandwidth", cap).Add("runs", static_cast<int>(runs.size()))
+              .Add("completed", completed).Add("digest_match", verified);
+          AddSummary(row, "total_ms", total);
+          AddSummary(row, "downtime_ms", downtime);
+          AddSummary(row, "precopy_gbps", gbps);
+          row.Add("precopy_rounds", med.precopy_rounds).Add("faults", med.faults)
+              .Add("fault_p50_us", med.fault_p50_us).Add("fault_p99_us", med.fault_p99_us)
+              .Add("max_vcpu_stall_ms", med.max_vcpu_stall_ms)
+              .Add("bytes_precopy", med.bytes_precopy)
+              .Add("bytes_stop_and_copy", med.bytes_stop_and_copy)
+              .Add("bytes_push", med.bytes_push).Add("bytes_demand", med.bytes_demand)
+              .Add("outcome", med.outcome);
+          RETURN_IF_ERROR(sink->Write("migrate", row));
+          const std::string label = absl::StrCat(workload, " ", mode,
+                                                 fault_mode == "exit" ? "" : " blocking",
+                                                 cap ? absl::StrCat(" cap ", cap >> 20, "M") : "");
+          bytes.bars.push_back({label, {med.bytes_precopy / 1048576.0,
+                                        med.bytes_stop_and_copy / 1048576.0,
+                                        med.bytes_push / 1048576.0, med.bytes_demand / 1048576.0}});
+          if (workload == "zipf" && fault_mode == "exit" && cap == 0) {
+            Series s;
+            s.title = mode;
+            bool marked = false;
+            for (const auto& o : med.ops_timeline) {
+              s.points.push_back({o.t_ms, o.ops_per_sec / 1e6});
+              if (!marked && (o.phase == "switchover" || o.phase == "postcopy" ||
+                              o.phase == "completed")) {
+                switchovers.push_back({o.t_ms, mode + " switchover"});
+                marked = true;
+              }
+            }
+            ops_series.push_back(s);
+          }
+          Progress(absl::StrFormat(
+              "migrate %s %s %s%s: %d/%d completed, total %.0f ms, downtime %.2f ms "
+              "(medians), digest %d/%d",
+              workload, mode, fault_mode, cap ? absl::StrCat(" cap ", cap >> 20, "M") : "",
+              completed, runs.size(), Summarize(total).median, Summarize(downtime).median,
+              verified, runs.size()));
+        }
+
+  // Switchover downtime by vCPU count (postcopy).
+  Series downtime_series{"postcopy downtime (median)", {}};
+  for (int vcpus : p.sw_vcpus) {
+    MigrateOptions mo;
+    mo.vm.memory_bytes = p.sw_memory;
+    mo.vm.vcpus = vcpus;
+    mo.vm.workload.kind = vmm::WorkloadKind::kZipf;
+    mo.migration.mode = migration::MigrationMode::kPostcopy;
+    std::vector<double> downtime;
+    int verified = 0;
+    for (int i = 0; i < p.repeat; ++i) {
+      ASSIGN_OR_RETURN(migration::MigrationReport r, RunMigrate(mo));
+      downtime.push_back(r.downtime_ms);
+      verified += r.digest_match.value_or(false);
+    }
+    Row row;
+    row.Add("vcpus", vcpus).Add("memory_bytes", p.sw_memory)
+        .Add("runs", static_cast<int>(downtime.size())).Add("digest_match", verified);
+    AddSummary(row, "downtime_ms", downtime);
+    RETURN_IF_ERROR(sink->Write("switchover", row));
+    downtime_series.points.push_back({static_cast<double>(vcpus), Summarize(downtime).median});
+    Progress(absl::StrFormat("switchover %d vCPUs: downtime %.2f ms (median of %d)", vcpus,
+                             Summarize(downtime).median, downtime.size()));
+  }
+
+  // Plots.
+  LinePlot ops{"ops_timeline", "guest ops/s through the migration (zipf, median runs)",
+               "time since the migration started (ms)", "guest Mops/s"};
+  ops.series = ops_series;
+  if (baseline.count("zipf") && !ops_series.empty()) {
+    double end = 0;
+    for (const auto& s : ops_series)
+      if (!s.points.empty()) end = std::max(end, s.points.back().first);
+    ops.series.push_back({"without migration", {{0, baseline["zipf"] / 1e6},
+                                                {end, baseline["zipf"] / 1e6}}});
+  }
+  ops.vlines = switchovers;
+  RETURN_IF_ERROR(Render(ops, dir));
+  LinePlot cdf{"fault_cdf", absl::StrCat("fault latency CDF, demand paging with ", kCdfVcpus, " vCPUs"),
+               "fault latency (us)", "fraction of faults"};
+  cdf.logx = true;
+  for (auto& [key, h] : cdf_hist) {
+    Series s{key, {}};
+    for (double q = 0.5; q <= 99.95; q += q < 90 ? 2.5 : 0.5)
+      s.points.push_back({h.Percentile(q) / 1e3, q / 100});
+    cdf.series.push_back(s);
+  }
+  RETURN_IF_ERROR(Render(cdf, dir));
+  LinePlot rate{"demand_paging_rate", "demand-paging rate by vCPU count", "vCPUs",
+                "pages per second"};
+  rate.logy = true;
+  for (auto& [key, s] : rate_series) rate.series.push_back(s);
+  RETURN_IF_ERROR(Render(rate, dir));
+  RETURN_IF_ERROR(Render(bytes, dir));
+  LinePlot sw{"switchover_downtime", "postcopy switchover downtime by vCPU count", "vCPUs",
+              "downtime (ms)"};
+  sw.series = {downtime_series};
+  RETURN_IF_ERROR(Render(sw, dir));
+  std::fprintf(stderr, "suite done in %.0f s: %s/results.jsonl, %s/*.csv, %s/*.png\n",
+               (MonotonicNowNanos() - t_start) / 1e9, dir.c_str(), dir.c_str(), dir.c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace ferry::bench

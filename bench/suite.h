@@ -1,0 +1,32 @@
+// The suite: every scenario's matrix, repeated, with results as JSON lines
+// and CSV and the plots, in one directory (ferry-bench suite --out DIR).
+//   reference      plain TCP and a 16 B / 4 KiB ping-pong on loopback, and
+//                  the guest's ops/s without migration (the baseline)
+//   demand-paging  vCPUs x fault mode x page source (local, remote)
+//   migrate        memory x workload x dirty rate x mode x fault mode x cap,
+//                  between two ferryd processes
+//   switchover     postcopy downtime by vCPU count
+// --quick finishes in under two minutes on 2 cores; --tiny in seconds (the
+// harness's own test in CI); --full is what
+// docs/benchmarks.md shows. Each point is repeated; the CSV has the median
+// and the spread (min, p25, p75, max); the plots use each point's median run.
+#ifndef FERRY_BENCH_SUITE_H_
+#define FERRY_BENCH_SUITE_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace ferry::bench {
+
+struct SuiteOptions {
+  enum class Size { kTiny, kQuick, kFull };
+  Size size = Size::kQuick;  // kTiny: seconds, for the harness's own test
+  std::string out = "bench-results";
+};
+
+absl::Status RunSuite(const SuiteOptions& options);
+
+}  // namespace ferry::bench
+
+#endif  // FERRY_BENCH_SUITE_H_

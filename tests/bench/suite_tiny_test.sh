@@ -1,0 +1,30 @@
+#!/bin/bash
+# ferry-bench suite --tiny: every scenario runs, every output is written.
+set -euo pipefail
+bench="$TEST_SRCDIR/$TEST_WORKSPACE/bench/ferry-bench"
+export FERRYD="$TEST_SRCDIR/$TEST_WORKSPACE/migration/agent/ferryd"
+out="$TEST_TMPDIR/suite"
+"$bench" suite --tiny --out "$out" 2> "$TEST_TMPDIR/progress.txt"
+fail() { echo "FAIL: $*"; cat "$TEST_TMPDIR/progress.txt"; exit 1; }
+# One progress line per run: reference, 8 demand-paging points (2 sources x 2 vCPU
+# counts x 2 fault modes), 1 migrate, 1 switchover.
+[ "$(grep -c '^\[' "$TEST_TMPDIR/progress.txt")" -eq 11 ] || fail "expected 11 progress lines"
+for f in results.jsonl reference.csv demand_paging.csv migrate.csv switchover.csv; do
+  [ -s "$out/$f" ] || fail "$f missing or empty"
+done
+[ "$(wc -l < "$out/results.jsonl")" -eq 11 ] || fail "expected 11 JSON lines"
+python3 - "$out/results.jsonl" <<'PY' || fail "a result line is not JSON or lacks its figures"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert "tcp_gbps" in rows[0] and rows[0]["tcp_gbps"] > 0
+dp = [r for r in rows if "pages_per_sec_median" in r]
+assert len(dp) == 8 and all(r["pages_per_sec_min"] <= r["pages_per_sec_median"] <= r["pages_per_sec_max"] for r in dp)
+mig = [r for r in rows if r.get("mode") == "postcopy"]
+assert len(mig) == 1 and mig[0]["completed"] == 2 and mig[0]["digest_match"] == 2, mig
+PY
+head -1 "$out/migrate.csv" | grep -q '^memory_bytes,workload,dirty_rate,mode,fault_mode,max_bandwidth,runs,completed,digest_match,total_ms_median' \
+  || fail "migrate.csv header"
+for p in ops_timeline fault_cdf demand_paging_rate bytes_by_phase switchover_downtime; do
+  [ "$(head -c 4 "$out/$p.png" | tail -c 3)" = "PNG" ] || fail "$p.png is not a PNG"
+done
+echo "PASS"
