@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Markdown tables from a `ferry-bench suite` directory, for docs/benchmarks.md.
+
+Usage: bench_tables.py DIR
+"""
+import csv
+import sys
+
+
+def rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def num(v, fmt="{:.1f}"):
+    try:
+        return fmt.format(float(v))
+    except ValueError:
+        return v
+
+
+def main():
+    d = sys.argv[1]
+    ref = rows(f"{d}/reference.csv")[0]
+    print("Reference (same run): tcp_gbps {}, rtt_p50_us {}, rtt_p99_us {}; guest ops/s "
+          "without migration: {}\n".format(
+              num(ref["tcp_gbps"]), num(ref["rtt_p50_us"]), num(ref["rtt_p99_us"]),
+              ", ".join(f"{k[len('baseline_ops_per_sec_'):]} {float(v) / 1e6:.2f}M"
+                        for k, v in ref.items() if k.startswith("baseline_ops_per_sec_"))))
+
+    print("### demand-paging\n")
+    print("| source | vCPUs | fault mode | pages/s median | min - max | fault p50 us | p99 us | p999 us |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows(f"{d}/demand_paging.csv"):
+        print("| {} | {} | {} | {} | {} - {} | {} | {} | {} |".format(
+            r["source"], r["vcpus"], r["fault_mode"], num(r["pages_per_sec_median"], "{:,.0f}"),
+            num(r["pages_per_sec_min"], "{:,.0f}"), num(r["pages_per_sec_max"], "{:,.0f}"),
+            num(r["fault_p50_us"]), num(r["fault_p99_us"]), num(r["fault_p999_us"])))
+
+    print("\n### migrate\n")
+    print("| workload | mode | fault mode | completed | digest | total ms median (min-max) "
+          "| downtime ms median (min-max) | precopy Gbit/s | faults | fault p50 / p99 us | max stall ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows(f"{d}/migrate.csv"):
+        print("| {} | {} | {} | {}/{} | {}/{} | {} ({}-{}) | {} ({}-{}) | {} | {} | {} / {} | {} |".format(
+            r["workload"], r["mode"], r["fault_mode"], r["completed"], r["runs"],
+            r["digest_match"], r["runs"], num(r["total_ms_median"], "{:.0f}"),
+            num(r["total_ms_min"], "{:.0f}"), num(r["total_ms_max"], "{:.0f}"),
+            num(r["downtime_ms_median"], "{:.2f}"), num(r["downtime_ms_min"], "{:.2f}"),
+            num(r["downtime_ms_max"], "{:.2f}"), num(r["precopy_gbps_median"]),
+            r["faults"], num(r["fault_p50_us"]), num(r["fault_p99_us"]),
+            num(r["max_vcpu_stall_ms"])))
+
+    print("\n### switchover\n")
+    print("| vCPUs | downtime ms median | min - max | digest |")
+    print("|---|---|---|---|")
+    for r in rows(f"{d}/switchover.csv"):
+        print("| {} | {} | {} - {} | {}/{} |".format(
+            r["vcpus"], num(r["downtime_ms_median"], "{:.2f}"), num(r["downtime_ms_min"], "{:.2f}"),
+            num(r["downtime_ms_max"], "{:.2f}"), r["digest_match"], r["runs"]))
+
+
+if __name__ == "__main__":
+    main()
