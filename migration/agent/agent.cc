@@ -40,10 +40,6 @@ MigrationPhase ToPhase(migration::SourcePhase p) {
   return ferry::v1::MIGRATION_PHASE_UNSPECIFIED;
 }
 
-bool Terminal(MigrationPhase p) {
-  return p == ferry::v1::MIGRATION_PHASE_COMPLETED || p == ferry::v1::MIGRATION_PHASE_FAILED ||
-         p == ferry::v1::MIGRATION_PHASE_CANCELLED;
-}
 
 }  // namespace
 
@@ -535,7 +531,9 @@ absl::Status Agent::WatchMigration(
     }
     ferry::v1::MigrationResource r = Describe(*m);
     if (!write(r)) return absl::CancelledError("the watcher went away");
-    if (done || Terminal(r.phase())) return absl::OkStatus();
+    // Only `done` ends the watch: the session reaches a terminal phase a
+    // moment before its report is recorded, and the last message carries it.
+    if (done) return absl::OkStatus();
   }
 }
 
