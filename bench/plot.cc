@@ -29,7 +29,12 @@ const char* kHeader =
 
 }  // namespace
 
-absl::Status Render(const LinePlot& p, const std::string& dir) {
+absl::Status Render(const LinePlot& plot, const std::string& dir) {
+  // An empty series would collapse gnuplot's data-block indexes and shift
+  // every later series under the wrong title: leave such series out.
+  LinePlot p = plot;
+  std::erase_if(p.series, [](const Series& s) { return s.points.empty(); });
+  if (p.series.empty()) return absl::OkStatus();
   const std::string base = dir + "/" + p.name;
   {
     std::ofstream dat(base + ".dat");
