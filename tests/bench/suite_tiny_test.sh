@@ -4,8 +4,8 @@ set -euo pipefail
 bench="$TEST_SRCDIR/$TEST_WORKSPACE/bench/ferry-bench"
 export FERRYD="$TEST_SRCDIR/$TEST_WORKSPACE/migration/agent/ferryd"
 out="$TEST_TMPDIR/suite"
-"$bench" suite --tiny --out "$out" 2> "$TEST_TMPDIR/progress.txt"
 fail() { echo "FAIL: $*"; cat "$TEST_TMPDIR/progress.txt"; exit 1; }
+"$bench" suite --tiny --out "$out" 2> "$TEST_TMPDIR/progress.txt" || fail "ferry-bench suite --tiny exited with $?"
 # One progress line per run: reference, 8 demand-paging points (2 sources x 2 vCPU
 # counts x 2 fault modes), 1 migrate, 1 switchover.
 [ "$(grep -c '^\[' "$TEST_TMPDIR/progress.txt")" -eq 11 ] || fail "expected 11 progress lines"
