@@ -127,6 +127,11 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
   const uint64_t gpa = fault.gpa & ~uint64_t{ps - 1};
   ASSIGN_OR_RETURN(uint64_t page, PageIndexOf(gpa, 1));
   uint8_t* dst = memory_->host() + page * ps;
+  // Counted before the install: in blocking mode the install wakes the
+  // vCPU, which may finish its workload before this thread runs again, and
+  // whoever then reads the statistics must see this fault.
+  Shard& shard = MyShard();
+  shard.faults.fetch_add(1, std::memory_order_relaxed);
   if (IsPresent(page)) {
     // Installed by another path after this fault was taken. In blocking
     // mode that install woke the range already; waking again is harmless and
@@ -155,8 +160,6 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
     CountInstall(*r, zero);
     MarkPresent(page, 1);
   }
-  Shard& shard = MyShard();
-  shard.faults.fetch_add(1, std::memory_order_relaxed);
   if (fault.time_ns > 0) shard.fault_latency.Record(MonotonicNowNanos() - fault.time_ns);
   return absl::OkStatus();
 }

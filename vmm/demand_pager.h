@@ -52,7 +52,7 @@ struct DemandPagerOptions {
 };
 
 struct DemandPagerStats {
-  uint64_t faults = 0;            // faults resolved (either mode)
+  uint64_t faults = 0;            // faults taken (counted as resolution starts)
   uint64_t pages_installed = 0;   // made present by this pager (data + zero)
   uint64_t zero_pages = 0;        // of those, installed as zero pages
   uint64_t already_present = 0;   // installs that found the page present
