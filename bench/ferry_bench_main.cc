@@ -63,6 +63,9 @@ scenarios:
       --quick                  under two minutes on 2 cores (the default)
       --full                   the figures of docs/benchmarks.md
       --tiny                   seconds: the harness's own test
+      --memory LIST            migrate: guest memory sizes (e.g. 256M,1G)
+      --dirty-rates LIST       migrate: dirty-rate workload rates (e.g. 8M,64M)
+      --caps LIST              migrate: bandwidth caps (e.g. none,1G)
       --out DIR                where the results go (default bench-results)
   digest          time the whole-memory digest of a populated guest
       --memory SIZE            guest memory (default 1G)
@@ -198,6 +201,18 @@ absl::Status Suite(Args& args) {
   if (args.Bool("full")) o.size = SuiteOptions::Size::kFull;
   if (args.Bool("tiny")) o.size = SuiteOptions::Size::kTiny;
   o.out = args.String("out", "bench-results");
+  for (auto [flag, list] : {std::pair<const char*, std::vector<uint64_t>*>{"memory", &o.memories},
+                            {"dirty-rates", &o.dirty_rates},
+                            {"caps", &o.caps}}) {
+    for (const std::string& v : args.List(flag, {})) {
+      if (v == "none") {
+        list->push_back(0);
+        continue;
+      }
+      ASSIGN_OR_RETURN(uint64_t bytes, ParseBytes(v, absl::StrCat("--", flag)));
+      list->push_back(bytes);
+    }
+  }
   RETURN_IF_ERROR(args.Finish());
   if (sizes > 1) return absl::InvalidArgumentError("one of --tiny, --quick or --full");
   return RunSuite(o);

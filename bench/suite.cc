@@ -29,12 +29,12 @@ struct Plan {
   uint64_t dp_memory_per_vcpu;
   int dp_repeat;
   // migrate
-  uint64_t memory;
+  std::vector<uint64_t> memories;
   std::vector<std::string> workloads;
   std::vector<std::string> modes;
   std::vector<std::string> fault_modes;
   std::vector<uint64_t> caps;  // 0: none
-  uint64_t dirty_rate;
+  std::vector<uint64_t> dirty_rates;
   int repeat;
   // switchover
   std::vector<int> sw_vcpus;
@@ -43,20 +43,20 @@ struct Plan {
 
 Plan Quick() {
   return {256ull << 20, 5000, 1000, {1, 2, 4}, 16ull << 20, 3,
-          256ull << 20, {"zipf", "dirty-rate"}, {"precopy", "postcopy", "hybrid"}, {"exit"},
-          {0}, 16ull << 20, 2, {1, 2, 4}, 256ull << 20};
+          {256ull << 20}, {"zipf", "dirty-rate"}, {"precopy", "postcopy", "hybrid"}, {"exit"},
+          {0}, {16ull << 20}, 2, {1, 2, 4}, 256ull << 20};
 }
 
 Plan Tiny() {
   return {16ull << 20, 200, 200, {1, 4}, 1ull << 20, 2,
-          32ull << 20, {"zipf"}, {"postcopy"}, {"exit"},
-          {0}, 16ull << 20, 2, {1}, 32ull << 20};
+          {32ull << 20}, {"zipf"}, {"postcopy"}, {"exit"},
+          {0}, {16ull << 20}, 2, {1}, 32ull << 20};
 }
 
 Plan Full() {
   return {1ull << 30, 20000, 3000, {1, 2, 4, 8, 16}, 64ull << 20, 5,
-          1ull << 30, {"idle", "zipf", "dirty-rate"}, {"precopy", "postcopy", "hybrid"},
-          {"exit", "blocking"}, {0}, 16ull << 20, 3, {1, 2, 4, 8}, 1ull << 30};
+          {1ull << 30}, {"idle", "zipf", "dirty-rate"}, {"precopy", "postcopy", "hybrid"},
+          {"exit", "blocking"}, {0}, {16ull << 20}, 3, {1, 2, 4, 8}, 1ull << 30};
 }
 
 constexpr int64_t kCdfVcpus = 4;  // the fault-latency CDF's vCPU count
@@ -78,11 +78,11 @@ void AddSummary(Row& row, const std::string& key, const std::vector<double>& v) 
 // running alone, sampled every 100 ms.
 absl::StatusOr<double> Baseline(const Plan& p, const std::string& workload) {
   vmm::VmConfig c;
-  c.memory_bytes = p.memory;
+  c.memory_bytes = p.memories.front();
   c.vcpus = 2;
   ASSIGN_OR_RETURN(c.workload.kind, vmm::ParseWorkloadKind(workload));
   c.workload.zero_fraction = 0.5;
-  c.workload.dirty_bytes_per_sec = p.dirty_rate;
+  c.workload.dirty_bytes_per_sec = p.dirty_rates.front();
   ASSIGN_OR_RETURN(auto vm, vmm::Vm::Create(c));
   RETURN_IF_ERROR(vm->LoadInitialMemory());
   RETURN_IF_ERROR(vm->Start());
@@ -98,9 +98,12 @@ absl::StatusOr<double> Baseline(const Plan& p, const std::string& workload) {
 }  // namespace
 
 absl::Status RunSuite(const SuiteOptions& options) {
-  const Plan p = options.size == SuiteOptions::Size::kFull    ? Full()
-                 : options.size == SuiteOptions::Size::kTiny ? Tiny()
-                                                             : Quick();
+  Plan p = options.size == SuiteOptions::Size::kFull    ? Full()
+           : options.size == SuiteOptions::Size::kTiny ? Tiny()
+                                                       : Quick();
+  if (!options.memories.empty()) p.memories = options.memories;
+  if (!options.dirty_rates.empty()) p.dirty_rates = options.dirty_rates;
+  if (!options.caps.empty()) p.caps = options.caps;
   ASSIGN_OR_RETURN(auto sink, ResultSink::Open(options.out));
   const std::string dir = options.out;
   const int64_t t_start = MonotonicNowNanos();
@@ -135,6 +138,9 @@ absl::Status RunSuite(const SuiteOptions& options) {
         for (int i = 0; i < p.dp_repeat; ++i) {
           ASSIGN_OR_RETURN(DemandPagingResult r,
                            RunDemandPaging(dp, static_cast<int>(vcpus), mode, source));
+          Progress(absl::StrFormat("demand-paging %s %lld vCPUs %s run %d: %.0f pages/s, p50 %.1f us",
+                                   source, vcpus, vmm::FaultModeName(mode), i + 1,
+                                   r.pages_per_sec, r.fault_p50_us));
           rates.push_back(r.pages_per_sec);
           runs.push_back(r);
         }
@@ -151,10 +157,6 @@ absl::Status RunSuite(const SuiteOptions& options) {
         rate_series[key].title = key;
         rate_series[key].points.push_back({static_cast<double>(vcpus), Summarize(rates).median});
         if (vcpus == kCdfVcpus) cdf_hist[key] = med.latency;
-        Progress(absl::StrFormat("demand-paging %s %lld vCPUs %s: %.0f pages/s (median of %d), "
-                                 "p50 %.1f us",
-                                 source, vcpus, vmm::FaultModeName(mode),
-                                 Summarize(rates).median, runs.size(), med.fault_p50_us));
       }
 
   // Migrate.
@@ -165,26 +167,36 @@ absl::Status RunSuite(const SuiteOptions& options) {
   bytes.title = "bytes on the wire by phase (median run)";
   bytes.ylabel = "MiB";
   bytes.parts = {"precopy", "stop-and-copy", "postcopy push", "demand"};
+  for (uint64_t memory : p.memories)
   for (const std::string& workload : p.workloads)
+    for (uint64_t dirty_rate : p.dirty_rates)
     for (const std::string& mode : p.modes)
       for (const std::string& fault_mode : p.fault_modes)
         for (uint64_t cap : p.caps) {
           if (fault_mode == "blocking" && mode == "precopy") continue;  // no faults
+          if (dirty_rate != p.dirty_rates.front() && workload != "dirty-rate") continue;
+          if (cap != 0 && (fault_mode != "exit" || workload == "idle")) continue;
           MigrateOptions mo;
-          mo.vm.memory_bytes = p.memory;
+          mo.vm.memory_bytes = memory;
           mo.vm.vcpus = 2;
           ASSIGN_OR_RETURN(mo.vm.workload.kind, vmm::ParseWorkloadKind(workload));
           mo.vm.workload.zero_fraction = 0.5;
-          mo.vm.workload.dirty_bytes_per_sec = p.dirty_rate;
+          mo.vm.workload.dirty_bytes_per_sec = dirty_rate;
           ASSIGN_OR_RETURN(mo.migration.mode, migration::ParseMigrationMode(mode));
           ASSIGN_OR_RETURN(mo.migration.fault_mode, vmm::ParseFaultMode(fault_mode));
           mo.migration.max_bandwidth = cap;
-          WarmHostMemory(3 * p.memory);
+          WarmHostMemory(3 * memory);
           std::vector<migration::MigrationReport> runs;
           std::vector<double> total, downtime, gbps;
           int completed = 0, verified = 0;
           for (int i = 0; i < p.repeat; ++i) {
             ASSIGN_OR_RETURN(migration::MigrationReport r, RunMigrate(mo));
+            Progress(absl::StrFormat(
+                "migrate %dM %s %s %s%s run %d: %s, total %.0f ms, downtime %.2f ms, digest %s",
+                memory >> 20, workload, mode, fault_mode,
+                cap ? absl::StrCat(" cap ", cap >> 20, "M/s") : "", i + 1,
+                r.outcome == "completed" ? "completed" : "failed", r.total_ms, r.downtime_ms,
+                r.digest_match.value_or(false) ? "match" : "-"));
             completed += r.outcome == "completed";
             verified += r.digest_match.value_or(false);
             total.push_back(r.total_ms);
@@ -194,8 +206,8 @@ absl::Status RunSuite(const SuiteOptions& options) {
           }
           const migration::MigrationReport& med = runs[MedianIndex(total)];
           Row row;
-          row.Add("memory_bytes", p.memory).Add("workload", workload)
-              .Add("dirty_rate", p.dirty_rate).Add("mode", mode).Add("fault_mode", fault_mode)
+          row.Add("memory_bytes", memory).Add("workload", workload)
+              .Add("dirty_rate", dirty_rate).Add("mode", mode).Add("fault_mode", fault_mode)
               .Add("max_bandwidth", cap).Add("runs", static_cast<int>(runs.size()))
               .Add("completed", completed).Add("digest_match", verified);
           AddSummary(row, "total_ms", total);
@@ -209,7 +221,8 @@ absl::Status RunSuite(const SuiteOptions& options) {
               .Add("bytes_push", med.bytes_push).Add("bytes_demand", med.bytes_demand)
               .Add("outcome", med.outcome);
           RETURN_IF_ERROR(sink->Write("migrate", row));
-          const std::string label = absl::StrCat(workload, " ", mode,
+          const std::string label = absl::StrCat(
+              p.memories.size() > 1 ? absl::StrCat(memory >> 20, "M ") : "", workload, " ", mode,
                                                  fault_mode == "exit" ? "" : " blocking",
                                                  cap ? absl::StrCat(" cap ", cap >> 20, "M") : "");
           bytes.bars.push_back({label, {med.bytes_precopy / 1048576.0,
@@ -229,12 +242,6 @@ absl::Status RunSuite(const SuiteOptions& options) {
             }
             ops_series.push_back(s);
           }
-          Progress(absl::StrFormat(
-              "migrate %s %s %s%s: %d/%d completed, total %.0f ms, downtime %.2f ms "
-              "(medians), digest %d/%d",
-              workload, mode, fault_mode, cap ? absl::StrCat(" cap ", cap >> 20, "M") : "",
-              completed, runs.size(), Summarize(total).median, Summarize(downtime).median,
-              verified, runs.size()));
         }
 
   // Switchover downtime by vCPU count (postcopy).
@@ -249,6 +256,9 @@ absl::Status RunSuite(const SuiteOptions& options) {
     int verified = 0;
     for (int i = 0; i < p.repeat; ++i) {
       ASSIGN_OR_RETURN(migration::MigrationReport r, RunMigrate(mo));
+      Progress(absl::StrFormat("switchover %d vCPUs run %d: downtime %.2f ms, digest %s", vcpus,
+                               i + 1, r.downtime_ms,
+                               r.digest_match.value_or(false) ? "match" : "-"));
       downtime.push_back(r.downtime_ms);
       verified += r.digest_match.value_or(false);
     }
@@ -258,8 +268,6 @@ absl::Status RunSuite(const SuiteOptions& options) {
     AddSummary(row, "downtime_ms", downtime);
     RETURN_IF_ERROR(sink->Write("switchover", row));
     downtime_series.points.push_back({static_cast<double>(vcpus), Summarize(downtime).median});
-    Progress(absl::StrFormat("switchover %d vCPUs: downtime %.2f ms (median of %d)", vcpus,
-                             Summarize(downtime).median, downtime.size()));
   }
 
   // Plots.

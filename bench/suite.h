@@ -13,7 +13,9 @@
 #ifndef FERRY_BENCH_SUITE_H_
 #define FERRY_BENCH_SUITE_H_
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -23,6 +25,8 @@ struct SuiteOptions {
   enum class Size { kTiny, kQuick, kFull };
   Size size = Size::kQuick;  // kTiny: seconds, for the harness's own test
   std::string out = "bench-results";
+  // Override the plan's migrate matrix dimensions when not empty.
+  std::vector<uint64_t> memories, dirty_rates, caps;
 };
 
 absl::Status RunSuite(const SuiteOptions& options);

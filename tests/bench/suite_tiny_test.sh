@@ -6,9 +6,9 @@ export FERRYD="$TEST_SRCDIR/$TEST_WORKSPACE/migration/agent/ferryd"
 out="$TEST_TMPDIR/suite"
 fail() { echo "FAIL: $*"; cat "$TEST_TMPDIR/progress.txt"; exit 1; }
 "$bench" suite --tiny --out "$out" 2> "$TEST_TMPDIR/progress.txt" || fail "ferry-bench suite --tiny exited with $?"
-# One progress line per run: reference, 8 demand-paging points (2 sources x 2 vCPU
-# counts x 2 fault modes), 1 migrate, 1 switchover.
-[ "$(grep -c '^\[' "$TEST_TMPDIR/progress.txt")" -eq 11 ] || fail "expected 11 progress lines"
+# One progress line per run: the reference, 8 demand-paging points (2 sources x 2
+# vCPU counts x 2 fault modes) x 2 runs, 1 migrate point x 2, 1 switchover point x 2.
+[ "$(grep -c '^\[' "$TEST_TMPDIR/progress.txt")" -eq 21 ] || fail "expected 21 progress lines"
 for f in results.jsonl reference.csv demand_paging.csv migrate.csv switchover.csv; do
   [ -s "$out/$f" ] || fail "$f missing or empty"
 done
