@@ -185,41 +185,39 @@ absl::Status DemandPager::InstallZeroPages(uint64_t gpa, uint64_t count) {
   return absl::OkStatus();
 }
 
-absl::Status DemandPager::WritePages(uint64_t gpa, const uint8_t* data,
-                                     uint64_t count) {
-  const uint32_t ps = memory_->page_size();
-  ASSIGN_OR_RETURN(uint64_t first, PageIndexOf(gpa, count));
+absl::Status DemandPager::ForEachRun(
+    uint64_t first, uint64_t count,
+    const std::function<absl::Status(uint64_t index, uint64_t n, bool present)>& fn) {
   uint64_t i = 0;
   while (i < count) {
     uint64_t n = 1;
     const bool present = IsPresent(first + i);
     while (i + n < count && IsPresent(first + i + n) == present) ++n;
-    if (present) {
-      std::memcpy(memory_->host() + (first + i) * ps, data + i * ps, n * ps);
-    } else {
-      RETURN_IF_ERROR(InstallPages(gpa + i * ps, data + i * ps, n));
-    }
+    RETURN_IF_ERROR(fn(i, n, present));
     i += n;
   }
   return absl::OkStatus();
 }
 
+absl::Status DemandPager::WritePages(uint64_t gpa, const uint8_t* data,
+                                     uint64_t count) {
+  const uint32_t ps = memory_->page_size();
+  ASSIGN_OR_RETURN(uint64_t first, PageIndexOf(gpa, count));
+  return ForEachRun(first, count, [&](uint64_t i, uint64_t n, bool present) {
+    if (!present) return InstallPages(gpa + i * ps, data + i * ps, n);
+    std::memcpy(memory_->host() + (first + i) * ps, data + i * ps, n * ps);
+    return absl::OkStatus();
+  });
+}
+
 absl::Status DemandPager::WriteZeroPages(uint64_t gpa, uint64_t count) {
   const uint32_t ps = memory_->page_size();
   ASSIGN_OR_RETURN(uint64_t first, PageIndexOf(gpa, count));
-  uint64_t i = 0;
-  while (i < count) {
-    uint64_t n = 1;
-    const bool present = IsPresent(first + i);
-    while (i + n < count && IsPresent(first + i + n) == present) ++n;
-    if (present) {
-      std::memset(memory_->host() + (first + i) * ps, 0, n * ps);
-    } else {
-      RETURN_IF_ERROR(InstallZeroPages(gpa + i * ps, n));
-    }
-    i += n;
-  }
-  return absl::OkStatus();
+  return ForEachRun(first, count, [&](uint64_t i, uint64_t n, bool present) {
+    if (!present) return InstallZeroPages(gpa + i * ps, n);
+    std::memset(memory_->host() + (first + i) * ps, 0, n * ps);
+    return absl::OkStatus();
+  });
 }
 
 absl::Status DemandPager::Discard(uint64_t gpa, uint64_t count) {

@@ -25,6 +25,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -117,6 +118,11 @@ class DemandPager {
   void MarkPresent(uint64_t first, uint64_t count);
   // Counts an install's outcome in the calling thread's shard.
   void CountInstall(const InstallResult& r, bool zero);
+  // Calls fn on the maximal runs of pages [first, first + count) that are all
+  // present or all missing; `index` is relative to `first`.
+  absl::Status ForEachRun(
+      uint64_t first, uint64_t count,
+      const std::function<absl::Status(uint64_t index, uint64_t n, bool present)>& fn);
   absl::StatusOr<uint64_t> PageIndexOf(uint64_t gpa, uint64_t count) const;
 
   GuestMemory* const memory_;
