@@ -28,6 +28,22 @@ constexpr int kMaxMessageBytes = 64 << 20;
 constexpr int kMaxEarlyDiscards = 4;
 constexpr size_t kSmallDiscard = 2048;
 
+// Appends the page at `gpa` to `runs`, extending the last run when it is
+// contiguous.
+void AppendPage(google::protobuf::RepeatedPtrField<ferry::v1::PageRun>* runs, uint64_t gpa,
+                uint32_t page_size) {
+  if (!runs->empty()) {
+    ferry::v1::PageRun& last = *runs->rbegin();
+    if (last.gpa() + uint64_t{last.count()} * page_size == gpa) {
+      last.set_count(last.count() + 1);
+      return;
+    }
+  }
+  ferry::v1::PageRun* run = runs->Add();
+  run->set_gpa(gpa);
+  run->set_count(1);
+}
+
 std::string RandomId() {
   uint8_t b[8];
   (void)fetch::RandomBytes(absl::MakeSpan(b));
@@ -88,7 +104,7 @@ SourceProgress SourceSession::Progress() const {
   p.round = round_;
   p.elapsed_ms = t_start_ ? (clock_->NowNanos() - t_start_) / 1e6 : 0;
   p.pages_total = num_pages_;
-  p.pages_transferred = pages_transferred_;
+  p.pages_transferred = pages_transferred_.load(std::memory_order_relaxed);
   p.pages_remaining = phase_ == SourcePhase::kPostcopy ? pages_left_.load() : pages_remaining_;
   p.bytes_sent = bytes_sent_.load();
   p.bandwidth_bps = p.elapsed_ms > 0 ? p.bytes_sent / (p.elapsed_ms / 1e3) : 0;
@@ -218,13 +234,12 @@ void SourceSession::SamplerLoop() {
   }
 }
 
-void SourceSession::CountSent(uint64_t page) {
+void SourceSession::CountSent(uint64_t page, bool data) {
   const uint64_t bit = 1ull << (page % 64);
-  if (ever_sent_[page / 64].fetch_or(bit, std::memory_order_relaxed) & bit) {
+  if (!(ever_sent_[page / 64].fetch_or(bit, std::memory_order_relaxed) & bit)) {
+    pages_transferred_.fetch_add(1, std::memory_order_relaxed);
+  } else if (data) {
     pages_resent_.fetch_add(1, std::memory_order_relaxed);
-  } else {
-    absl::MutexLock lock(&mu_);
-    ++pages_transferred_;
   }
 }
 
@@ -244,7 +259,7 @@ void SourceSession::OnServed(uint64_t gpa, uint32_t count) {
   const uint64_t first = *offset / page_size_;
   for (uint64_t p = first; p < first + count; ++p) {
     TakeRemaining(p);  // the push need not send it again
-    CountSent(p);
+    CountSent(p, /*data=*/true);
     pages_demand_.fetch_add(1, std::memory_order_relaxed);
     bytes_sent_.fetch_add(page_size_, std::memory_order_relaxed);
     bytes_by_phase_[3].fetch_add(page_size_, std::memory_order_relaxed);
@@ -398,29 +413,21 @@ absl::Status SourceSession::SendPages(const std::vector<uint64_t>& pages,
     b->set_round(round);
     std::string* data = b->mutable_data();
     data->reserve(kBatchPages * ps);
-    std::vector<uint64_t> zeros;
+    std::vector<uint64_t> zeros;  // gpas
     const size_t batch_start = i;
     const size_t end = std::min(pages.size(), i + kBatchPages);
-    ferry::v1::PageRun* run = nullptr;
-    uint64_t last_gpa = 0;
     for (; i < end; ++i) {
       const uint64_t p = pages[i];
       const uint8_t* src = mem.host() + p * ps;
       const uint64_t gpa = map.OffsetToGpa(p * ps);
-      if (vmm::IsZeroPage(src, ps)) {
+      const bool zero = vmm::IsZeroPage(src, ps);
+      CountSent(p, !zero);
+      if (zero) {
         zeros.push_back(gpa);
         continue;
       }
-      if (run != nullptr && gpa == last_gpa + ps) {
-        run->set_count(run->count() + 1);
-      } else {
-        run = b->add_runs();
-        run->set_gpa(gpa);
-        run->set_count(1);
-      }
-      last_gpa = gpa;
+      AppendPage(b->mutable_runs(), gpa, ps);
       data->append(reinterpret_cast<const char*>(src), ps);
-      CountSent(p);
     }
     if (!zeros.empty()) {
       const auto [lo, hi] = std::minmax_element(zeros.begin(), zeros.end());
@@ -432,14 +439,6 @@ absl::Status SourceSession::SendPages(const std::vector<uint64_t>& pages,
         (*bits)[bit / 8] |= static_cast<char>(1 << (bit % 8));
       }
       zero_pages_sent_.fetch_add(zeros.size(), std::memory_order_relaxed);
-      for (uint64_t g : zeros) {
-        const uint64_t p = *map.GpaToOffset(g, ps) / ps;
-        const uint64_t bit = 1ull << (p % 64);
-        if (!(ever_sent_[p / 64].fetch_or(bit) & bit)) {
-          absl::MutexLock lock(&mu_);
-          ++pages_transferred_;
-        }
-      }
     }
     const uint64_t bytes = data->size() + b->zero_bitmap().size();
     limiter_.Acquire(bytes);
@@ -538,7 +537,6 @@ absl::Status SourceSession::Switchover(const PolicyDecision& decision,
     const vmm::MemoryMap& map = vm_->memory().map();
     std::vector<bool> dirty(num_pages_, false);
     for (uint64_t p : final_set) dirty[p] = true;
-    ferry::v1::PageRun* run = nullptr;
     uint64_t left = 0;
     for (uint64_t p = 0; p < num_pages_; ++p) {
       if (!sent_[p] || dirty[p]) {
@@ -546,14 +544,7 @@ absl::Status SourceSession::Switchover(const PolicyDecision& decision,
         ++left;
       }
       if (sent_[p] && dirty[p]) {  // the destination holds a stale copy
-        const uint64_t gpa = map.OffsetToGpa(p * page_size_);
-        if (run != nullptr && run->gpa() + uint64_t{run->count()} * page_size_ == gpa) {
-          run->set_count(run->count() + 1);
-        } else {
-          run = sw->add_discard();
-          run->set_gpa(gpa);
-          run->set_count(1);
-        }
+        AppendPage(sw->mutable_discard(), map.OffsetToGpa(p * page_size_), page_size_);
         ++pages_discarded_;
       }
     }
@@ -591,19 +582,12 @@ absl::Status SourceSession::Switchover(const PolicyDecision& decision,
 absl::Status SourceSession::EarlyDiscard(const std::vector<uint64_t>& pages) {
   const vmm::MemoryMap& map = vm_->memory().map();
   SourceMessage msg;
-  ferry::v1::PageRun* run = nullptr;
   for (uint64_t p : pages) {  // ascending (the dirty log's order)
     if (!sent_[p]) continue;
     sent_[p] = false;
     ++pages_discarded_;
-    const uint64_t gpa = map.OffsetToGpa(p * page_size_);
-    if (run != nullptr && run->gpa() + uint64_t{run->count()} * page_size_ == gpa) {
-      run->set_count(run->count() + 1);
-    } else {
-      run = msg.mutable_discard()->add_runs();
-      run->set_gpa(gpa);
-      run->set_count(1);
-    }
+    AppendPage(msg.mutable_discard()->mutable_runs(), map.OffsetToGpa(p * page_size_),
+               page_size_);
   }
   if (!msg.has_discard()) return absl::OkStatus();
   const uint64_t seq = precopy_rounds_ + ++early_discards_;

@@ -165,11 +165,12 @@ class SourceSession {
   ferry::v1::DestinationStats dest_stats_ ABSL_GUARDED_BY(mu_);
   int round_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t pages_remaining_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t pages_transferred_ ABSL_GUARDED_BY(mu_) = 0;
+
   double dirty_pps_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<OpsSample> timeline_ ABSL_GUARDED_BY(mu_);
   bool sampler_stop_ ABSL_GUARDED_BY(mu_) = false;
 
+  std::atomic<uint64_t> pages_transferred_{0};  // distinct pages sent
   std::atomic<uint64_t> bytes_sent_{0};
   std::atomic<uint64_t> data_pages_sent_{0};
   std::atomic<uint64_t> pages_resent_{0};
@@ -186,9 +187,10 @@ class SourceSession {
   int64_t dest_switchover_ns_ = 0;
   int64_t t_start_ = 0, t_precopy_ = 0, t_pause_ = 0, t_resumed_ = 0, t_postcopy_end_ = 0,
           t_end_ = 0;
-  // Pages sent at least once (any channel): a second send counts as resent.
+  // Pages sent at least once (any channel): a second send of a data page
+  // counts as resent.
   std::unique_ptr<std::atomic<uint64_t>[]> ever_sent_;
-  void CountSent(uint64_t page);
+  void CountSent(uint64_t page, bool data);
   MigrationReport report_;
 };
 

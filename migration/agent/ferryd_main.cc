@@ -12,9 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 #include <string>
 #include <thread>
 
@@ -22,6 +20,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/args.h"
+#include "base/file.h"
 #include "base/net.h"
 #include "base/process.h"
 #include "base/status_macros.h"
@@ -65,11 +64,9 @@ void Log(const std::string& line) {
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, const char* flag) {
-  std::ifstream in(path);
-  if (!in) return absl::InvalidArgumentError(absl::StrFormat("%s: cannot read %s", flag, path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  auto bytes = ReadFileToString(path);
+  if (!bytes.ok()) return absl::InvalidArgumentError(absl::StrCat(flag, ": ", bytes.status().message()));
+  return bytes;
 }
 
 absl::Status Main(int argc, char** argv) {

@@ -1,10 +1,9 @@
 #include "migration/cli/client.h"
 
 #include <chrono>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "base/file.h"
 #include "base/grpc_status.h"
 #include "base/status_macros.h"
 #include "google/protobuf/util/json_util.h"
@@ -50,27 +49,16 @@ absl::StatusOr<ConnectOptions> ParseConnectOptions(Args& args) {
   return o;
 }
 
-namespace {
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<ferry::v1::Control::Stub>> Connect(
     const std::string& address, const ConnectOptions& options) {
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
   if (!options.ca.empty()) {
     grpc::SslCredentialsOptions ssl;
-    ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFile(options.ca));
+    ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFileToString(options.ca));
     if (!options.cert.empty()) {
-      ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadFile(options.cert));
-      ASSIGN_OR_RETURN(ssl.pem_private_key, ReadFile(options.key));
+      ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadFileToString(options.cert));
+      ASSIGN_OR_RETURN(ssl.pem_private_key, ReadFileToString(options.key));
     }
     creds = grpc::SslCredentials(ssl);
   }
