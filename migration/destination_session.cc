@@ -8,6 +8,7 @@
 #include "base/process.h"
 #include "base/status_macros.h"
 #include "migration/convert.h"
+#include "migration/page_batch.h"
 
 namespace ferry::migration {
 namespace {
@@ -35,23 +36,6 @@ bool TokensEqual(const std::string& a, const std::string& b) {
   unsigned char diff = 0;
   for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ b[i];
   return diff == 0;
-}
-
-// Runs of set bits in `bitmap`: (first bit, count).
-std::vector<std::pair<uint64_t, uint64_t>> BitRuns(const std::string& bitmap) {
-  std::vector<std::pair<uint64_t, uint64_t>> runs;
-  const uint64_t bits = bitmap.size() * 8;
-  uint64_t i = 0;
-  while (i < bits) {
-    if (!((static_cast<uint8_t>(bitmap[i / 8]) >> (i % 8)) & 1)) {
-      ++i;
-      continue;
-    }
-    uint64_t start = i;
-    while (i < bits && ((static_cast<uint8_t>(bitmap[i / 8]) >> (i % 8)) & 1)) ++i;
-    runs.emplace_back(start, i - start);
-  }
-  return runs;
 }
 
 }  // namespace
@@ -209,8 +193,9 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
       !TokensEqual(hello.auth_token(), options_.expected_token))
     return absl::UnauthenticatedError(
         "wrong migration token: give the source agent the destination's token");
-  if (hello.migration_id().empty() || hello.migration_id().size() > 64)
-    return absl::InvalidArgumentError("hello: the migration id must be 1 to 64 bytes");
+  if (hello.migration_id().empty() || hello.migration_id().size() > kMaxMigrationIdBytes)
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "hello: the migration id must be 1 to %d bytes", kMaxMigrationIdBytes));
   if (hello.fetch_secret().size() != fetch::kSecretSize)
     return absl::InvalidArgumentError(absl::StrFormat(
         "hello: the fetch secret is %d bytes, it must be %d", hello.fetch_secret().size(),
@@ -256,40 +241,14 @@ absl::Status DestinationSession::OnPages(const ferry::v1::PageBatch& b) {
         "protocol: a page batch of phase %s is not expected while the destination is %s",
         ferry::v1::Phase_Name(b.phase()), DestinationStateName(state())));
   // Validate the whole batch before touching memory.
-  const vmm::GuestMemory& mem = vm_->memory();
-  const uint32_t ps = mem.page_size();
-  uint64_t pages = 0;
-  for (const auto& run : b.runs()) {
-    if (run.count() == 0 || run.gpa() % ps != 0)
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "page batch: run at gpa %#x of %d pages is empty or not page aligned", run.gpa(),
-          run.count()));
-    RETURN_IF_ERROR(mem.map().GpaToOffset(run.gpa(), uint64_t{run.count()} * ps).status());
-    pages += run.count();
-  }
-  if (pages * ps != b.data().size())
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "page batch: runs name %d pages (%d bytes) but the batch carries %d bytes", pages,
-        pages * ps, b.data().size()));
-  const auto zero_runs = BitRuns(b.zero_bitmap());
-  if (!zero_runs.empty() && b.zero_base_gpa() % ps != 0)
-    return absl::InvalidArgumentError("page batch: the zero bitmap base is not page aligned");
-  for (const auto& [first, count] : zero_runs)
-    RETURN_IF_ERROR(
-        mem.map().GpaToOffset(b.zero_base_gpa() + first * ps, count * ps).status());
-
+  ASSIGN_OR_RETURN(DecodedBatch d, DecodePageBatch(b, vm_->memory().map()));
   vmm::DemandPager& pager = *vm_->pager();
-  const auto* data = reinterpret_cast<const uint8_t*>(b.data().data());
-  for (const auto& run : b.runs()) {
-    RETURN_IF_ERROR(postcopy ? pager.InstallPages(run.gpa(), data, run.count())
-                             : pager.WritePages(run.gpa(), data, run.count()));
-    data += uint64_t{run.count()} * ps;
-  }
-  for (const auto& [first, count] : zero_runs) {
-    const uint64_t gpa = b.zero_base_gpa() + first * ps;
-    RETURN_IF_ERROR(postcopy ? pager.InstallZeroPages(gpa, count)
-                             : pager.WriteZeroPages(gpa, count));
-  }
+  for (const DecodedRun& run : d.data_runs)
+    RETURN_IF_ERROR(postcopy ? pager.InstallPages(run.gpa, run.data, run.count)
+                             : pager.WritePages(run.gpa, run.data, run.count));
+  for (const DecodedRun& run : d.zero_runs)
+    RETURN_IF_ERROR(postcopy ? pager.InstallZeroPages(run.gpa, run.count)
+                             : pager.WriteZeroPages(run.gpa, run.count));
   return absl::OkStatus();
 }
 

@@ -32,11 +32,10 @@
 #include "ferry/v1/migration.pb.h"
 #include "grpcpp/support/sync_stream.h"
 #include "migration/fetch/page_fetcher.h"
+#include "migration/protocol.h"
 #include "vmm/vm.h"
 
 namespace ferry::migration {
-
-inline constexpr uint32_t kProtocolVersion = 1;
 
 using MigrationStream =
     grpc::ServerReaderWriterInterface<ferry::v1::DestinationMessage,

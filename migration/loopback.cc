@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "migration/protocol.h"
 
 namespace ferry::migration {
 
@@ -17,8 +18,8 @@ absl::StatusOr<std::unique_ptr<Loopback>> Loopback::Start(DestinationOptions des
       });
   grpc::ServerBuilder builder;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &lb->port_);
-  builder.SetMaxReceiveMessageSize(64 << 20);
-  builder.SetMaxSendMessageSize(64 << 20);
+  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxMessageBytes);
   builder.RegisterService(lb->service_.get());
   lb->server_ = builder.BuildAndStart();
   if (lb->server_ == nullptr || lb->port_ == 0)

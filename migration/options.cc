@@ -1,6 +1,7 @@
 #include "migration/options.h"
 
 #include "absl/strings/str_cat.h"
+#include "migration/protocol.h"
 
 namespace ferry::migration {
 
@@ -31,8 +32,9 @@ absl::Status ValidateMigrationOptions(const MigrationOptions& o) {
   if (o.max_rounds < 1)
     return absl::InvalidArgumentError(
         absl::StrCat("max rounds ", o.max_rounds, " must be at least 1"));
-  if (o.migration_id.size() > 64)
-    return absl::InvalidArgumentError("migration id is longer than 64 bytes");
+  if (o.migration_id.size() > kMaxMigrationIdBytes)
+    return absl::InvalidArgumentError(
+        absl::StrCat("migration id is longer than ", kMaxMigrationIdBytes, " bytes"));
   if (o.max_bandwidth != 0 && o.max_bandwidth < (1u << 20))
     return absl::InvalidArgumentError(
         "a bandwidth cap below 1 MiB/s cannot move a VM; use a larger one or none");

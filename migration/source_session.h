@@ -1,9 +1,8 @@
 // SourceSession: the source side of one migration. It opens the
 // ferry.v1.Migration stream to the destination agent and drives the whole
-// migration from this host (proto/ferry/v1/migration.proto has the sequence).
+// migration from this host (proto/ferry/v1/migration.proto has the
+// sequence; source_state.h the state machine).
 //
-// States: setup -> precopy(round n) -> switchover -> postcopy ->
-//         completed | failed | cancelled.
 //  - precopy: round 0 sends every page (zero pages as bitmap bits), later
 //    rounds the pages the dirty log saw written; after each dirty scan the
 //    switchover policy (switchover_policy.h) decides.
@@ -13,7 +12,7 @@
 //    says Resumed.
 //  - postcopy: the page server answers the destination's demand requests on
 //    the fetch channel (never behind bulk data), while this session pushes
-//    every page still missing, pages near recent faults first.
+//    every page still missing (push_order.h).
 //  - completed: only after the destination confirms every page installed
 //    is the VM released (stopped; the caller may then destroy it).
 //
@@ -22,12 +21,19 @@
 // destination runs the VM; a failure then leaves the source VM paused, with
 // its memory, and is reported (reconnect is not implemented yet).
 //
+// Dependencies are injected through SourceConfig: the stream (default: gRPC
+// to `destination`), the dirty log (default: the VM's own) and the clock.
+//
 // Threads: Run() on the caller's thread; Cancel() and Progress() from any
 // thread. Internally: a reader thread for the stream and a sampler thread.
+//
+//   SourceSession session(vm, config);
+//   absl::Status s = session.Run();   // the report is there either way
+//   std::cout << session.report().ToText();
 #ifndef FERRY_MIGRATION_SOURCE_SESSION_H_
 #define FERRY_MIGRATION_SOURCE_SESSION_H_
 
-#include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -36,12 +42,16 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "base/clock.h"
-#include "ferry/v1/migration.grpc.pb.h"
-#include "grpcpp/grpcpp.h"
+#include "ferry/v1/migration.pb.h"
+#include "grpcpp/security/credentials.h"
 #include "migration/fetch/page_server.h"
 #include "migration/options.h"
+#include "migration/push_order.h"
 #include "migration/rate_limiter.h"
 #include "migration/report.h"
+#include "migration/source_counters.h"
+#include "migration/source_state.h"
+#include "migration/source_stream.h"
 #include "migration/switchover_policy.h"
 #include "vmm/dirty_log.h"
 #include "vmm/vm.h"
@@ -56,14 +66,21 @@ struct SourceConfig {
   std::shared_ptr<grpc::ChannelCredentials> credentials;  // default: insecure
   const Clock* clock = &RealClock();
   std::string vm_name;  // what the destination agent will call the VM
+  // Opens the migration stream. Default: OpenMigrationStream(destination,
+  // credentials).
+  std::function<absl::StatusOr<std::unique_ptr<SourceStream>>()> open_stream;
+  // Starts dirty tracking of the VM's memory. Default: vm->StartDirtyLog().
+  std::function<absl::StatusOr<std::unique_ptr<vmm::DirtyLog>>(vmm::Vm*)> start_dirty_log;
 };
 
+// The coarse phase shown to operators (control API, CLI).
 enum class SourcePhase { kSetup, kPrecopy, kSwitchover, kPostcopy, kCompleted, kFailed, kCancelled };
 const char* SourcePhaseName(SourcePhase phase);
 
 // What can be read while the migration runs.
 struct SourceProgress {
   SourcePhase phase = SourcePhase::kSetup;
+  SourceState state = SourceState::kConnecting;
   int round = 0;
   double elapsed_ms = 0;
   uint64_t pages_total = 0;
@@ -86,111 +103,102 @@ class SourceSession {
 
   // Runs the migration to its end and returns the report (also on failure,
   // with the reason in `outcome`, when the migration got far enough to
-  // have one); the Status says whether it completed.
+  // have one); the Status says whether it completed. Call once.
   absl::Status Run();
   const MigrationReport& report() const { return report_; }
 
   // Cancels a migration that has not switched over (the VM keeps running);
-  // FailedPrecondition once the destination runs the VM.
+  // FailedPrecondition once the destination may run the VM, or once the
+  // migration ended.
   absl::Status Cancel();
 
   SourceProgress Progress() const;
+  SourceState state() const;
   const std::string& migration_id() const { return id_; }
 
  private:
+  // Phases, in order; each returns the error that fails the migration.
   absl::Status Setup();
-  absl::Status Precopy(PolicyDecision* decision, std::vector<uint64_t>* pending);
-  absl::Status Switchover(const PolicyDecision& decision, std::vector<uint64_t> pending);
+  absl::Status Precopy(PolicyDecision* decision, std::vector<uint64_t>* dirty);
+  absl::Status DiscardEarly(std::vector<uint64_t>* dirty);
+  absl::Status Switchover(const PolicyDecision& decision, std::vector<uint64_t> dirty);
   absl::Status Postcopy();
-  // Tells the destination to drop its copies of `pages` now (before the
-  // pause); they count as not sent from here on.
-  absl::Status EarlyDiscard(const std::vector<uint64_t>& pages);
   absl::Status AwaitCompleted();
-  // Sends `pages` (RAM page indices) in batches of `phase`.
+  absl::Status Release();
+
+  // Moves to `to` if the diagram allows it from the current state; else
+  // the error says why (a Cancel() that came first gives Cancelled).
+  absl::Status Transition(SourceState to);
+  absl::Status TransitionLocked(SourceState to) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Waits until `ready` holds, the stream broke, or a Cancel() came.
+  absl::Status AwaitLocked(const std::function<bool()>& ready, absl::Duration timeout,
+                           const char* what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Tells the destination to drop its copies of `pages` now (before the
+  // pause) and waits for its acknowledgement.
+  absl::Status SendDiscard(const std::vector<uint64_t>& pages);
+  // Sends `pages` (RAM page indices) in batches.
   absl::Status SendPages(const std::vector<uint64_t>& pages, ferry::v1::Phase phase,
                          uint64_t round);
   absl::Status Write(const ferry::v1::SourceMessage& message);
   // Why the stream broke: waits (briefly) for the reader to finish, then
-  // collects the call's status once. Names the destination.
+  // collects the call's status. Names the destination.
   absl::Status StreamBroke(absl::string_view when);
-  bool finished_ = false;  // stream_->Finish() was called (session thread)
-  grpc::Status finish_status_;
   void ReaderLoop();
+  void HandleMessage(const ferry::v1::DestinationMessage& m)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SamplerLoop();
   void OnServed(uint64_t gpa, uint32_t count);
-  bool TakeRemaining(uint64_t page);
-  void SetPhase(SourcePhase phase);
   absl::Status Failed(absl::Status status);
   void FillReport();
 
   vmm::Vm* const vm_;
   const SourceConfig config_;
   const Clock* const clock_;
-  std::string id_;
+  const std::string id_;
   const uint64_t num_pages_;
   const uint32_t page_size_;
 
   std::shared_ptr<fetch::ServedMigration> served_;
-  std::unique_ptr<grpc::ClientContext> context_;
-  std::unique_ptr<ferry::v1::Migration::Stub> stub_;
-  std::unique_ptr<grpc::ClientReaderWriter<ferry::v1::SourceMessage,
-                                           ferry::v1::DestinationMessage>>
-      stream_;
+  std::unique_ptr<SourceStream> stream_;
   std::thread reader_;
   std::thread sampler_;
-  std::unique_ptr<vmm::UffdDirtyLog> dirty_log_;
+  std::unique_ptr<vmm::DirtyLog> dirty_log_;
   RateLimiter limiter_;
+  SourceCounters counters_;
+  PostcopyPushOrder push_order_;
 
   // Pages the destination holds from precopy (session thread only).
-  std::vector<bool> sent_;
-  // Postcopy: 1 = not yet sent since switchover. Cleared by the push and by
-  // the page server (demand).
-  std::unique_ptr<std::atomic<uint64_t>[]> remaining_;
-  std::atomic<uint64_t> pages_left_{0};
-  static constexpr int kFaultRing = 64;
-  std::atomic<uint64_t> fault_ring_[kFaultRing];
-  std::atomic<uint64_t> fault_count_{0};
+  std::vector<bool> held_by_destination_;
 
   mutable absl::Mutex mu_;
-  SourcePhase phase_ ABSL_GUARDED_BY(mu_) = SourcePhase::kSetup;
-  bool cancel_requested_ ABSL_GUARDED_BY(mu_) = false;
-  bool switchover_sent_ ABSL_GUARDED_BY(mu_) = false;
-  bool accepted_ ABSL_GUARDED_BY(mu_) = false;
-  bool resumed_ ABSL_GUARDED_BY(mu_) = false;
-  bool completed_ ABSL_GUARDED_BY(mu_) = false;
-  bool stream_done_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status peer_error_ ABSL_GUARDED_BY(mu_);
+  SourceState state_ ABSL_GUARDED_BY(mu_) = SourceState::kConnecting;
+  // The state Cancel() interrupted (meaningful while cancelling).
+  SourceState cancelled_in_ ABSL_GUARDED_BY(mu_) = SourceState::kConnecting;
+  // Why the stream can no longer be used: a destination Error, a protocol
+  // violation, or its end. OK while it works.
+  absl::Status stream_error_ ABSL_GUARDED_BY(mu_);
+  bool reader_done_ ABSL_GUARDED_BY(mu_) = false;
+  // What the destination said.
   uint64_t round_acked_ ABSL_GUARDED_BY(mu_) = 0;
   ferry::v1::Progress last_progress_ ABSL_GUARDED_BY(mu_);
   ferry::v1::DestinationStats dest_stats_ ABSL_GUARDED_BY(mu_);
+  int64_t dest_switchover_ns_ ABSL_GUARDED_BY(mu_) = 0;
+  // The current precopy round.
   int round_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t pages_remaining_ ABSL_GUARDED_BY(mu_) = 0;
-
-  double dirty_pps_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t round_pages_left_ ABSL_GUARDED_BY(mu_) = 0;
+  double dirty_pages_per_sec_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<OpsSample> timeline_ ABSL_GUARDED_BY(mu_);
-  bool sampler_stop_ ABSL_GUARDED_BY(mu_) = false;
+  // Times (clock_ nanoseconds; 0: not reached).
+  int64_t t_start_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t t_precopy_ = 0, t_pause_ = 0, t_end_ = 0;
+  int64_t t_resumed_ ABSL_GUARDED_BY(mu_) = 0;
 
-  std::atomic<uint64_t> pages_transferred_{0};  // distinct pages sent
-  std::atomic<uint64_t> bytes_sent_{0};
-  std::atomic<uint64_t> data_pages_sent_{0};
-  std::atomic<uint64_t> pages_resent_{0};
-  std::atomic<uint64_t> zero_pages_sent_{0};
-  std::atomic<uint64_t> pages_pushed_{0};
-  std::atomic<uint64_t> pages_demand_{0};
-  std::atomic<uint64_t> bytes_by_phase_[4] = {};  // precopy, stop-and-copy, push, demand
+  // Session thread only.
   uint64_t pages_discarded_ = 0;
-  bool paused_ = false;  // this session paused the VM (session thread)
   int early_discards_ = 0;
   uint64_t precopy_bytes_ = 0;
   int precopy_rounds_ = 0;
   std::string switchover_reason_;
-  int64_t dest_switchover_ns_ = 0;
-  int64_t t_start_ = 0, t_precopy_ = 0, t_pause_ = 0, t_resumed_ = 0, t_postcopy_end_ = 0,
-          t_end_ = 0;
-  // Pages sent at least once (any channel): a second send of a data page
-  // counts as resent.
-  std::unique_ptr<std::atomic<uint64_t>[]> ever_sent_;
-  void CountSent(uint64_t page, bool data);
   MigrationReport report_;
 };
 

@@ -235,6 +235,13 @@ VmStats Vm::Stats() const {
   return stats;
 }
 
+absl::StatusOr<std::unique_ptr<DirtyLog>> Vm::StartDirtyLog() {
+  // Software vCPUs write guest memory through the host mapping, so
+  // userfaultfd write-protect sees every write.
+  ASSIGN_OR_RETURN(std::unique_ptr<UffdDirtyLog> log, UffdDirtyLog::Start(memory_.get()));
+  return std::unique_ptr<DirtyLog>(std::move(log));
+}
+
 absl::StatusOr<std::vector<std::string>> Vm::SaveVcpuStates() const {
   absl::MutexLock lock(&mu_);
   if (AnyRunningLocked())

@@ -42,6 +42,7 @@
 #include "base/clock.h"
 #include "vmm/demand_pager.h"
 #include "vmm/digest.h"
+#include "vmm/dirty_log.h"
 #include "vmm/guest_memory.h"
 #include "vmm/soft_vcpu.h"
 #include "vmm/vcpu.h"
@@ -108,6 +109,11 @@ class Vm {
 
   VmStats Stats() const;
   std::vector<VcpuRunState> States() const;
+
+  // Starts tracking which pages the guest writes (the source of a
+  // migration): the dirty log that fits this VM's vCPUs. The log must not
+  // outlive the VM.
+  absl::StatusOr<std::unique_ptr<DirtyLog>> StartDirtyLog();
 
   // vCPU state as bytes, one string per vCPU; only while no vCPU runs.
   absl::StatusOr<std::vector<std::string>> SaveVcpuStates() const;

@@ -28,6 +28,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "migration/agent/agent.h"
 #include "migration/agent/control_service.h"
+#include "migration/protocol.h"
 
 namespace ferry::agent {
 namespace {
@@ -133,8 +134,8 @@ absl::Status Main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen, server_creds, &port);
-  builder.SetMaxReceiveMessageSize(64 << 20);
-  builder.SetMaxSendMessageSize(64 << 20);
+  builder.SetMaxReceiveMessageSize(migration::kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(migration::kMaxMessageBytes);
   builder.RegisterService(&control);
   builder.RegisterService(agent->migration_service());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

@@ -1,0 +1,31 @@
+// Constants of the ferry.v1.Migration wire protocol
+// (proto/ferry/v1/migration.proto), shared by both ends. A change here is a
+// change of the protocol: see the version rule at the top of the .proto.
+#ifndef FERRY_MIGRATION_PROTOCOL_H_
+#define FERRY_MIGRATION_PROTOCOL_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace ferry::migration {
+
+// Hello.protocol_version: both ends must speak the same version.
+inline constexpr uint32_t kProtocolVersion = 1;
+
+// The largest gRPC message either end sends or accepts.
+inline constexpr int kMaxMessageBytes = 64 << 20;
+
+// Data pages the source puts in one PageBatch (256 KiB of 4 KiB pages:
+// measured best, docs/benchmarks.md).
+inline constexpr uint64_t kBatchPages = 64;
+
+// The most pages (data and zero together) one PageBatch may name; a
+// receiver rejects a batch past this before it expands anything.
+inline constexpr uint64_t kMaxBatchPages = 4096;
+
+// Hello.migration_id: 1 to this many bytes.
+inline constexpr size_t kMaxMigrationIdBytes = 64;
+
+}  // namespace ferry::migration
+
+#endif  // FERRY_MIGRATION_PROTOCOL_H_

@@ -1,0 +1,460 @@
+// The source session driven by a scripted destination (a fake of the
+// SourceStream seam, with a fake dirty log and clock): every transition of
+// the state machine, messages out of order, a stream that breaks, and
+// Cancel() in each state. The VM and the page server are real.
+#include "migration/source_session.h"
+
+#include <deque>
+#include <functional>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "base/fake_clock.h"
+#include "base/status_matchers.h"
+#include "gtest/gtest.h"
+
+namespace ferry::migration {
+namespace {
+
+using ::ferry::testing::StatusIs;
+using ::testing::HasSubstr;
+using ferry::v1::DestinationMessage;
+using ferry::v1::SourceMessage;
+using S = SourceState;
+
+constexpr uint32_t kPage = 4096;
+constexpr uint64_t kPages = 4096;  // 16 MiB
+
+// A destination behind the SourceStream seam. Each message the session
+// writes goes to `on_message`, which may answer with Reply() or End(); the
+// default answers as a well-behaved destination does.
+class ScriptedDestination final : public SourceStream {
+ public:
+  using Handler = std::function<void(const SourceMessage&, ScriptedDestination*)>;
+
+  explicit ScriptedDestination(Handler on_message) : on_message_(std::move(on_message)) {}
+
+  bool Write(const SourceMessage& m) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (cancelled_ || ended_) return false;
+      received_.push_back(m.msg_case());
+    }
+    on_message_(m, this);  // without the lock: it may call Cancel() on the session
+    return true;
+  }
+  bool Read(DestinationMessage* m) override {
+    absl::MutexLock lock(&mu_);
+    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return !replies_.empty() || cancelled_ || ended_;
+    };
+    mu_.Await(absl::Condition(&ready));
+    if (replies_.empty() || cancelled_) return false;
+    *m = replies_.front();
+    replies_.pop_front();
+    return true;
+  }
+  void WritesDone() override {}
+  absl::Status Finish() override { return absl::OkStatus(); }
+  void Cancel() override {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+  }
+
+  void Reply(const DestinationMessage& m) {
+    absl::MutexLock lock(&mu_);
+    replies_.push_back(m);
+  }
+  // The destination closes the stream (after the replies queued so far).
+  void End() {
+    absl::MutexLock lock(&mu_);
+    ended_ = true;
+  }
+  // Waits until the session cancels the stream (it does on a protocol
+  // error), so a test knows its reply was judged before the session moved on.
+  bool AwaitCancelled() {
+    absl::MutexLock lock(&mu_);
+    return mu_.AwaitWithTimeout(absl::Condition(&cancelled_), absl::Seconds(10));
+  }
+  std::vector<SourceMessage::MsgCase> received() {
+    absl::MutexLock lock(&mu_);
+    return received_;
+  }
+  int Count(SourceMessage::MsgCase kind) {
+    int n = 0;
+    for (auto k : received()) n += k == kind;
+    return n;
+  }
+
+  // What a well-behaved destination answers.
+  static void Behave(const SourceMessage& m, ScriptedDestination* d) {
+    DestinationMessage r;
+    switch (m.msg_case()) {
+      case SourceMessage::kHello:
+        r.mutable_accepted()->set_protocol_version(1);
+        break;
+      case SourceMessage::kRoundEnd:
+        r.mutable_progress()->set_round_acked(m.round_end().round());
+        break;
+      case SourceMessage::kDiscard:
+        r.mutable_progress()->set_round_acked(m.discard().round());
+        break;
+      case SourceMessage::kSwitchover:
+        r.mutable_resumed()->set_switchover_ns(1000);
+        break;
+      case SourceMessage::kComplete:
+        r.mutable_completed()->mutable_stats()->set_faults(3);
+        break;
+      default:
+        return;
+    }
+    d->Reply(r);
+  }
+
+ private:
+  const Handler on_message_;
+  absl::Mutex mu_;
+  std::deque<DestinationMessage> replies_ ABSL_GUARDED_BY(mu_);
+  std::vector<SourceMessage::MsgCase> received_ ABSL_GUARDED_BY(mu_);
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Returns the scripted sets in turn, then empty sets.
+class ScriptedDirtyLog final : public vmm::DirtyLog {
+ public:
+  explicit ScriptedDirtyLog(std::vector<std::vector<uint64_t>> sets)
+      : sets_(sets.begin(), sets.end()) {}
+  absl::Status Collect(std::vector<uint64_t>* pages) override {
+    pages->clear();
+    if (!sets_.empty()) {
+      *pages = sets_.front();
+      sets_.pop_front();
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  std::deque<std::vector<uint64_t>> sets_;
+};
+
+std::vector<uint64_t> Range(uint64_t first, uint64_t count) {
+  std::vector<uint64_t> v(count);
+  for (uint64_t i = 0; i < count; ++i) v[i] = first + i;
+  return v;
+}
+
+class SourceSessionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    vmm::VmConfig c;
+    c.memory_bytes = kPages * kPage;
+    c.vcpus = 1;
+    c.workload.kind = vmm::WorkloadKind::kIdle;  // runs until stopped, writes nothing
+    c.workload.zero_fraction = 0.5;
+    ASSERT_OK_AND_ASSIGN(vm_, vmm::Vm::Create(c));
+    ASSERT_OK(vm_->LoadInitialMemory());
+    ASSERT_OK(vm_->Start());
+    ASSERT_OK_AND_ASSIGN(page_server_, fetch::PageServer::Start("127.0.0.1:0"));
+  }
+
+  // A session against `handler`, dirty sets `dirty` and `mode`.
+  std::unique_ptr<SourceSession> Session(ScriptedDestination::Handler handler,
+                                         MigrationMode mode,
+                                         std::vector<std::vector<uint64_t>> dirty = {},
+                                         int max_rounds = 30) {
+    // The link: each page batch takes 10 ms of the fake clock (about
+    // 25 MB/s), so the policy sees a bandwidth that small dirty sets fit
+    // and 3000 pages do not.
+    destination_ = new ScriptedDestination(
+        [this, handler = std::move(handler)](const SourceMessage& m, ScriptedDestination* d) {
+          if (m.has_pages()) clock_.Advance(10'000'000);
+          handler(m, d);
+        });
+    SourceConfig config;
+    config.options.mode = mode;
+    config.options.max_rounds = max_rounds;
+    config.destination = "scripted";
+    config.page_server = page_server_.get();
+    config.fetch_address = "127.0.0.1:1";
+    config.clock = &clock_;
+    ScriptedDestination* d = destination_;
+    config.open_stream = [d]() -> absl::StatusOr<std::unique_ptr<SourceStream>> {
+      return std::unique_ptr<SourceStream>(d);
+    };
+    config.start_dirty_log =
+        [dirty](vmm::Vm*) -> absl::StatusOr<std::unique_ptr<vmm::DirtyLog>> {
+      return std::unique_ptr<vmm::DirtyLog>(new ScriptedDirtyLog(dirty));
+    };
+    auto session = std::make_unique<SourceSession>(vm_.get(), config);
+    session_ = session.get();
+    return session;
+  }
+
+  bool VmRunning() {
+    for (vmm::VcpuRunState s : vm_->States())
+      if (s != vmm::VcpuRunState::kRunning) return false;
+    return true;
+  }
+  bool VmPaused() {
+    for (vmm::VcpuRunState s : vm_->States())
+      if (s != vmm::VcpuRunState::kPaused) return false;
+    return true;
+  }
+
+  FakeClock clock_{1'000'000'000};
+  std::unique_ptr<vmm::Vm> vm_;
+  std::unique_ptr<fetch::PageServer> page_server_;
+  ScriptedDestination* destination_ = nullptr;  // owned by the session
+  SourceSession* session_ = nullptr;
+};
+
+TEST_F(SourceSessionTest, PrecopyGoesThroughEveryStateToCompleted) {
+  std::vector<S> seen;
+  auto s = Session(
+      [&](const SourceMessage& m, ScriptedDestination* d) {
+        seen.push_back(session_->state());
+        ScriptedDestination::Behave(m, d);
+      },
+      MigrationMode::kPrecopy, {Range(0, 10)});
+  ASSERT_OK(s->Run());
+  EXPECT_EQ(s->state(), S::kCompleted);
+  EXPECT_EQ(s->report().outcome, "completed");
+  EXPECT_EQ(s->report().faults, 3u);
+  // Hello while connecting, round 0 in precopy, round 1's 10 pages in
+  // stop-and-copy while paused, Switchover once the
+  // destination may run the VM, Complete while completing.
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.front(), S::kConnecting);
+  EXPECT_NE(std::find(seen.begin(), seen.end(), S::kPrecopy), seen.end());
+  EXPECT_NE(std::find(seen.begin(), seen.end(), S::kPaused), seen.end());
+  EXPECT_NE(std::find(seen.begin(), seen.end(), S::kSwitchingOver), seen.end());
+  EXPECT_EQ(seen.back(), S::kCompleting);
+  EXPECT_EQ(destination_->Count(SourceMessage::kRoundEnd), 1);  // round 1 fit the pause
+  EXPECT_EQ(destination_->Count(SourceMessage::kSwitchover), 1);
+  // Every page went out in round 0; the 10 dirty data pages went again.
+  EXPECT_EQ(s->Progress().pages_transferred, kPages);
+  EXPECT_GT(s->report().bytes_stop_and_copy, 0u);
+  EXPECT_FALSE(VmRunning());  // released: stopped
+}
+
+TEST_F(SourceSessionTest, PostcopyPushesEveryPageAfterResumed) {
+  auto s = Session(&ScriptedDestination::Behave, MigrationMode::kPostcopy);
+  ASSERT_OK(s->Run());
+  EXPECT_EQ(s->state(), S::kCompleted);
+  EXPECT_EQ(destination_->Count(SourceMessage::kRoundEnd), 0);
+  const MigrationReport& r = s->report();
+  EXPECT_EQ(r.pages_pushed, kPages);
+  EXPECT_EQ(r.pages_sent + r.zero_pages, kPages);
+  EXPECT_GT(r.zero_pages, 0u);
+  EXPECT_EQ(r.switchover_reason, "postcopy mode: switch over at once");
+}
+
+TEST_F(SourceSessionTest, HybridDiscardsStalePagesBeforeThePause) {
+  // Round 1 finds 3000 pages dirty and max_rounds is 1: hybrid goes
+  // postcopy, and drops the stale copies while the VM still runs.
+  auto s = Session(&ScriptedDestination::Behave, MigrationMode::kHybrid,
+                   {Range(0, 3000), Range(0, 5)}, /*max_rounds=*/1);
+  ASSERT_OK(s->Run());
+  EXPECT_EQ(destination_->Count(SourceMessage::kDiscard), 1);
+  const MigrationReport& r = s->report();
+  EXPECT_EQ(r.pages_discarded, 3000u);  // 3000 early; the pause adds none (0-4 were dropped)
+  EXPECT_EQ(r.pages_pushed, 3000u);
+}
+
+TEST_F(SourceSessionTest, DowntimeIsMeasuredOnTheInjectedClock) {
+  auto s = Session(
+      [&](const SourceMessage& m, ScriptedDestination* d) {
+        if (m.has_switchover()) clock_.Advance(5'000'000);  // the destination takes 5 ms
+        ScriptedDestination::Behave(m, d);
+      },
+      MigrationMode::kPostcopy);
+  ASSERT_OK(s->Run());
+  EXPECT_DOUBLE_EQ(s->report().downtime_ms, 5.0);
+}
+
+TEST_F(SourceSessionTest, OutOfOrderMessagesAreRejectedNamingBoth) {
+  struct Case {
+    const char* name;
+    SourceMessage::MsgCase trigger;  // answer this message...
+    std::function<void(DestinationMessage*)> reply;  // ...with this
+    const char* error;
+    bool switched;  // the failure comes after switchover
+  } cases[] = {
+      {"Resumed instead of Accepted", SourceMessage::kHello,
+       [](DestinationMessage* m) { m->mutable_resumed(); },
+       "sent Resumed while the source is connecting", false},
+      {"Completed during precopy", SourceMessage::kRoundEnd,
+       [](DestinationMessage* m) { m->mutable_completed(); },
+       "sent Completed while the source is", false},
+      {"a second Accepted", SourceMessage::kRoundEnd,
+       [](DestinationMessage* m) { m->mutable_accepted(); },
+       "sent Accepted while the source is", false},
+      {"an empty message", SourceMessage::kRoundEnd, [](DestinationMessage*) {},
+       "empty or unknown", false},
+      {"Completed before Complete", SourceMessage::kSwitchover,
+       [](DestinationMessage* m) { m->mutable_completed(); },
+       "sent Completed while the source is switching-over", true},
+  };
+  for (const Case& c : cases) {
+    SetUp();
+    auto s = Session(
+        [&c](const SourceMessage& m, ScriptedDestination* d) {
+          if (m.msg_case() == c.trigger) {
+            DestinationMessage r;
+            c.reply(&r);
+            d->Reply(r);
+            EXPECT_TRUE(d->AwaitCancelled()) << c.name;
+            return;
+          }
+          ScriptedDestination::Behave(m, d);
+        },
+        MigrationMode::kHybrid, {Range(0, 10)});
+    absl::Status st = s->Run();
+    EXPECT_FALSE(st.ok()) << c.name;
+    EXPECT_THAT(std::string(st.message()), HasSubstr(c.error)) << c.name;
+    EXPECT_EQ(s->state(), S::kFailed) << c.name;
+    if (c.switched) {
+      EXPECT_THAT(s->report().outcome, HasSubstr("kept paused")) << c.name;
+      EXPECT_TRUE(VmPaused()) << c.name;
+    } else {
+      EXPECT_THAT(s->report().outcome, HasSubstr("keeps running")) << c.name;
+      EXPECT_TRUE(VmRunning()) << c.name << ": before switchover the source VM runs on";
+      EXPECT_EQ(destination_->Count(SourceMessage::kSwitchover), 0) << c.name;
+    }
+  }
+}
+
+TEST_F(SourceSessionTest, ADestinationErrorFailsTheMigration) {
+  auto s = Session(
+      [](const SourceMessage& m, ScriptedDestination* d) {
+        if (m.has_round_end()) {
+          DestinationMessage r;
+          r.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kResourceExhausted));
+          r.mutable_error()->set_message("out of memory");
+          d->Reply(r);
+          EXPECT_TRUE(d->AwaitCancelled());
+          return;
+        }
+        ScriptedDestination::Behave(m, d);
+      },
+      MigrationMode::kPrecopy, {Range(0, 4000)});
+  EXPECT_THAT(s->Run(), StatusIs(absl::StatusCode::kResourceExhausted,
+                                 HasSubstr("destination: out of memory")));
+  EXPECT_TRUE(VmRunning());
+}
+
+TEST_F(SourceSessionTest, AStreamEndingBeforeAcceptFailsCleanly) {
+  auto s = Session([](const SourceMessage&, ScriptedDestination* d) { d->End(); },
+                   MigrationMode::kHybrid);
+  EXPECT_THAT(s->Run(), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("broke")));
+  EXPECT_EQ(s->state(), S::kFailed);
+  EXPECT_TRUE(VmRunning());
+}
+
+TEST_F(SourceSessionTest, AStreamEndingAfterSwitchoverKeepsTheSourcePaused) {
+  auto s = Session(
+      [](const SourceMessage& m, ScriptedDestination* d) {
+        if (m.has_switchover()) {
+          d->End();
+          return;
+        }
+        ScriptedDestination::Behave(m, d);
+      },
+      MigrationMode::kPostcopy);
+  EXPECT_THAT(s->Run(), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(s->report().outcome, HasSubstr("kept paused with all of its memory"));
+  EXPECT_TRUE(VmPaused());
+}
+
+// Cancel() from inside the destination's handler, when the session is in
+// the state that sends `trigger`.
+struct CancelCase {
+  const char* name;
+  MigrationMode mode;
+  SourceMessage::MsgCase trigger;
+  S state;       // the session's state when `trigger` is sent
+  bool allowed;  // Cancel() succeeds
+};
+
+class SourceSessionCancelTest : public SourceSessionTest,
+                                public ::testing::WithParamInterface<CancelCase> {};
+
+TEST_P(SourceSessionCancelTest, CancelInEachState) {
+  const CancelCase& c = GetParam();
+  absl::Status cancel = absl::UnknownError("not called");
+  S state_at_cancel = S::kFailed;
+  auto s = Session(
+      [&](const SourceMessage& m, ScriptedDestination* d) {
+        if (m.msg_case() == c.trigger && cancel.code() == absl::StatusCode::kUnknown) {
+          state_at_cancel = session_->state();
+          cancel = session_->Cancel();
+        }
+        ScriptedDestination::Behave(m, d);
+      },
+      c.mode, {Range(0, 3000), Range(0, 5)}, /*max_rounds=*/1);
+  const absl::Status run = s->Run();
+  EXPECT_EQ(state_at_cancel, c.state);
+  if (c.allowed) {
+    EXPECT_OK(cancel);
+    EXPECT_THAT(run, StatusIs(absl::StatusCode::kCancelled));
+    EXPECT_EQ(s->state(), S::kCancelled);
+    EXPECT_THAT(s->report().outcome, HasSubstr("cancelled"));
+    EXPECT_TRUE(VmRunning()) << "a cancelled migration leaves the source VM running";
+  } else {
+    EXPECT_THAT(cancel, StatusIs(absl::StatusCode::kFailedPrecondition,
+                                 HasSubstr("can no longer be cancelled")));
+    EXPECT_OK(run);
+    EXPECT_EQ(s->state(), S::kCompleted);
+  }
+  EXPECT_THAT(s->Cancel(), StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    States, SourceSessionCancelTest,
+    ::testing::Values(
+        CancelCase{"connecting", MigrationMode::kHybrid, SourceMessage::kHello,
+                   S::kConnecting, true},
+        CancelCase{"precopy", MigrationMode::kHybrid, SourceMessage::kRoundEnd, S::kPrecopy,
+                   true},
+        CancelCase{"discarding", MigrationMode::kHybrid, SourceMessage::kDiscard,
+                   S::kDiscarding, true},
+        CancelCase{"precopy_round0", MigrationMode::kPrecopy, SourceMessage::kPages,
+                   S::kPrecopy, true},
+        CancelCase{"switching_over", MigrationMode::kHybrid, SourceMessage::kSwitchover,
+                   S::kSwitchingOver, false},
+        CancelCase{"completing", MigrationMode::kPostcopy, SourceMessage::kComplete,
+                   S::kCompleting, false}),
+    [](const ::testing::TestParamInfo<CancelCase>& info) { return info.param.name; });
+
+TEST_F(SourceSessionTest, CancelWhilePausedResumesTheSourceVm) {
+  // Precopy with a dirty set that fits the downtime target: the session
+  // pauses and sends the rest as STOP_AND_COPY; cancel then.
+  absl::Status cancel = absl::UnknownError("not called");
+  S state_at_cancel = S::kFailed;
+  auto s = Session(
+      [&](const SourceMessage& m, ScriptedDestination* d) {
+        if (m.has_pages() && m.pages().phase() == ferry::v1::PHASE_STOP_AND_COPY &&
+            cancel.code() == absl::StatusCode::kUnknown) {
+          state_at_cancel = session_->state();
+          cancel = session_->Cancel();
+        }
+        ScriptedDestination::Behave(m, d);
+      },
+      MigrationMode::kPrecopy, {Range(0, 10)});
+  EXPECT_THAT(s->Run(), StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_EQ(state_at_cancel, S::kPaused);
+  EXPECT_OK(cancel);
+  EXPECT_EQ(destination_->Count(SourceMessage::kSwitchover), 0);
+  EXPECT_TRUE(VmRunning()) << "the session paused the VM; cancelling resumes it";
+}
+
+TEST_F(SourceSessionTest, CancelAfterCompletionIsRefused) {
+  auto s = Session(&ScriptedDestination::Behave, MigrationMode::kPostcopy);
+  ASSERT_OK(s->Run());
+  EXPECT_THAT(s->Cancel(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                    HasSubstr("can no longer be cancelled")));
+}
+
+}  // namespace
+}  // namespace ferry::migration
