@@ -142,6 +142,17 @@ bool Args::Bool(const std::string& name) {
   return it != flags_.end() && it->second != "false" && it->second != "0";
 }
 
+absl::Status Args::Alias(const std::string& old_name, const std::string& name) {
+  auto old = flags_.find(old_name);
+  if (old == flags_.end()) return absl::OkStatus();
+  if (flags_.count(name))
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", old_name, " is the old spelling of --", name, ": give one of them"));
+  flags_[name] = old->second;
+  flags_.erase(old);
+  return absl::OkStatus();
+}
+
 absl::Status Args::Finish() const {
   std::vector<std::string> unknown;
   for (const auto& [name, value] : flags_)

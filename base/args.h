@@ -45,6 +45,10 @@ class Args {
   std::vector<std::string> List(const std::string& name, std::vector<std::string> def);
   bool Bool(const std::string& name);
 
+  // Accepts --`old_name` as another spelling of --`name` (a renamed flag);
+  // InvalidArgument if both are given.
+  absl::Status Alias(const std::string& old_name, const std::string& name);
+
   // InvalidArgument naming every flag that was given but never read.
   absl::Status Finish() const;
 

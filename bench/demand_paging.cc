@@ -8,7 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_cat.h"
 #include "base/clock.h"
-#include "migration/fetch/page_fetcher.h"
+#include "migration/fetch/remote_page_source.h"
 #include "migration/fetch/page_server.h"
 #include "base/status_macros.h"
 #include "vmm/digest.h"

@@ -20,6 +20,7 @@
 #include "bench/migrate.h"
 #include "bench/reference.h"
 #include "bench/suite.h"
+#include "migration/api/defaults.h"
 #include "vmm/vm.h"
 
 namespace ferry::bench {
@@ -54,7 +55,7 @@ scenarios:
       --zero-fraction F        pages that start as zero pages (default 0)
       --mode MODE              precopy, postcopy, hybrid (default hybrid)
       --fault-mode MODE        exit or blocking (default exit)
-      --downtime-ms N          downtime target (default 50)
+      --downtime-target-ms N   downtime target (default 50; --downtime-ms is the old spelling)
       --max-bandwidth RATE     cap, bytes/s (default none)
       --max-rounds N           precopy rounds (default 30)
       --json                   the report as one JSON object
@@ -162,20 +163,26 @@ absl::Status Reference(Args& args) {
 
 absl::Status Migrate(Args& args) {
   MigrateOptions o;
-  ASSIGN_OR_RETURN(o.vm.memory_bytes, args.Bytes("memory", 1ull << 30));
-  ASSIGN_OR_RETURN(int64_t vcpus, args.Int("vcpus", 2));
+  ASSIGN_OR_RETURN(o.vm.memory_bytes, args.Bytes("memory", api::kDefaultMemoryBytes));
+  ASSIGN_OR_RETURN(int64_t vcpus, args.Int("vcpus", api::kDefaultVcpus));
   o.vm.vcpus = static_cast<int>(vcpus);
-  ASSIGN_OR_RETURN(o.vm.workload.kind, vmm::ParseWorkloadKind(args.String("workload", "zipf")));
+  ASSIGN_OR_RETURN(o.vm.workload.kind,
+                   vmm::ParseWorkloadKind(args.String("workload", api::kDefaultWorkload)));
   ASSIGN_OR_RETURN(int64_t ops, args.Int("ops", 0));
   if (ops < 0) return absl::InvalidArgumentError("--ops must not be negative");
   o.vm.workload.ops_per_vcpu = static_cast<uint64_t>(ops);
-  ASSIGN_OR_RETURN(o.vm.workload.dirty_bytes_per_sec, args.Bytes("dirty-rate", 16ull << 20));
+  ASSIGN_OR_RETURN(o.vm.workload.dirty_bytes_per_sec,
+                   args.Bytes("dirty-rate", api::kDefaultDirtyBytesPerSec));
   ASSIGN_OR_RETURN(o.vm.workload.zero_fraction, args.Double("zero-fraction", 0));
-  ASSIGN_OR_RETURN(o.migration.mode, migration::ParseMigrationMode(args.String("mode", "hybrid")));
-  ASSIGN_OR_RETURN(o.migration.fault_mode, vmm::ParseFaultMode(args.String("fault-mode", "exit")));
-  ASSIGN_OR_RETURN(o.migration.downtime_target_ms, args.Int("downtime-ms", 50));
+  ASSIGN_OR_RETURN(o.migration.mode,
+                   migration::ParseMigrationMode(args.String("mode", api::kDefaultMode)));
+  ASSIGN_OR_RETURN(o.migration.fault_mode,
+                   vmm::ParseFaultMode(args.String("fault-mode", api::kDefaultFaultMode)));
+  RETURN_IF_ERROR(args.Alias("downtime-ms", "downtime-target-ms"));
+  ASSIGN_OR_RETURN(o.migration.downtime_target_ms,
+                   args.Int("downtime-target-ms", api::kDefaultDowntimeTargetMs));
   ASSIGN_OR_RETURN(o.migration.max_bandwidth, args.Bytes("max-bandwidth", 0));
-  ASSIGN_OR_RETURN(int64_t rounds, args.Int("max-rounds", 30));
+  ASSIGN_OR_RETURN(int64_t rounds, args.Int("max-rounds", api::kDefaultMaxRounds));
   o.migration.max_rounds = static_cast<int>(rounds);
   const bool json = args.Bool("json");
   RETURN_IF_ERROR(args.Finish());

@@ -4,17 +4,17 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
-#include "migration/agent/report_proto.h"
-#include "migration/cli/agent_process.h"
+#include "migration/api/report_proto.h"
+#include "migration/agent/agent_process.h"
 #include "migration/cli/client.h"
 #include "migration/convert.h"
 
 namespace ferry::bench {
 
 absl::StatusOr<migration::MigrationReport> RunMigrate(const MigrateOptions& o) {
-  const std::string ferryd = cli::FindFerryd();
-  ASSIGN_OR_RETURN(cli::AgentProcess a, cli::AgentProcess::Start(ferryd, {}, "/tmp/ferry-bench-a.log"));
-  ASSIGN_OR_RETURN(cli::AgentProcess b, cli::AgentProcess::Start(ferryd, {}, "/tmp/ferry-bench-b.log"));
+  const std::string ferryd = agent::FindFerryd();
+  ASSIGN_OR_RETURN(agent::AgentProcess a, agent::AgentProcess::Start(ferryd, {}, "/tmp/ferry-bench-a.log"));
+  ASSIGN_OR_RETURN(agent::AgentProcess b, agent::AgentProcess::Start(ferryd, {}, "/tmp/ferry-bench-b.log"));
   cli::ConnectOptions co;
   ASSIGN_OR_RETURN(auto sa, cli::Connect(a.address(), co));
   ASSIGN_OR_RETURN(auto sb, cli::Connect(b.address(), co));
@@ -56,7 +56,7 @@ absl::StatusOr<migration::MigrationReport> RunMigrate(const MigrateOptions& o) {
   }
   grpc::Status ws = reader->Finish();
   if (!ws.ok()) return cli::CallError(ws, "watch the migration", a.address());
-  migration::MigrationReport report = agent::FromProto(last.report(), last.id());
+  migration::MigrationReport report = api::FromProto(last.report(), last.id());
   if (last.phase() != ferry::v1::MIGRATION_PHASE_COMPLETED) return report;
 
   if (o.vm.workload.ops_per_vcpu == 0)

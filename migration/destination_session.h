@@ -31,7 +31,7 @@
 #include "absl/time/time.h"
 #include "ferry/v1/migration.pb.h"
 #include "grpcpp/support/sync_stream.h"
-#include "migration/fetch/page_fetcher.h"
+#include "migration/fetch/remote_page_source.h"
 #include "migration/protocol.h"
 #include "vmm/vm.h"
 

@@ -1,26 +1,34 @@
 #include "migration/options.h"
 
 #include "absl/strings/str_cat.h"
+#include "migration/api/names.h"
 #include "migration/protocol.h"
 
 namespace ferry::migration {
 
+// MigrationMode has the numbers of ferry.v1.MigrationMode, so the API's
+// spelling is the engine's too.
+static_assert(static_cast<int>(MigrationMode::kPrecopy) == ferry::v1::MIGRATION_MODE_PRECOPY);
+static_assert(static_cast<int>(MigrationMode::kPostcopy) == ferry::v1::MIGRATION_MODE_POSTCOPY);
+static_assert(static_cast<int>(MigrationMode::kHybrid) == ferry::v1::MIGRATION_MODE_HYBRID);
 absl::StatusOr<MigrationMode> ParseMigrationMode(absl::string_view name) {
-  if (name == "precopy") return MigrationMode::kPrecopy;
-  if (name == "postcopy") return MigrationMode::kPostcopy;
-  if (name == "hybrid") return MigrationMode::kHybrid;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown migration mode '", name, "': choose precopy, postcopy or hybrid"));
+  absl::StatusOr<ferry::v1::MigrationMode> m = api::ParseMigrationMode(name);
+  if (!m.ok()) return m.status();
+  return static_cast<MigrationMode>(*m);
 }
 
 const char* MigrationModeName(MigrationMode mode) {
   switch (mode) {
     case MigrationMode::kPrecopy:
-      return "precopy";
     case MigrationMode::kPostcopy:
-      return "postcopy";
-    case MigrationMode::kHybrid:
-      return "hybrid";
+    case MigrationMode::kHybrid: {
+      // Spelled once per process from the .proto; stable storage.
+      static const std::string* names = new std::string[4]{
+          "unknown", api::Spelling(ferry::v1::MIGRATION_MODE_PRECOPY),
+          api::Spelling(ferry::v1::MIGRATION_MODE_POSTCOPY),
+          api::Spelling(ferry::v1::MIGRATION_MODE_HYBRID)};
+      return names[static_cast<int>(mode)].c_str();
+    }
   }
   return "unknown";
 }

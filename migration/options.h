@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "migration/api/defaults.h"
 #include "vmm/demand_pager.h"
 
 namespace ferry::migration {
@@ -18,14 +19,14 @@ absl::StatusOr<MigrationMode> ParseMigrationMode(absl::string_view name);
 const char* MigrationModeName(MigrationMode mode);
 
 struct MigrationOptions {
-  MigrationMode mode = MigrationMode::kHybrid;
-  vmm::FaultMode fault_mode = vmm::FaultMode::kExit;
+  MigrationMode mode = MigrationMode::kHybrid;  // api::kDefaultMode
+  vmm::FaultMode fault_mode = vmm::FaultMode::kExit;  // api::kDefaultFaultMode
   // Switch over once the rest can be sent within this pause.
-  int64_t downtime_target_ms = 50;
+  int64_t downtime_target_ms = api::kDefaultDowntimeTargetMs;
   // Bytes per second on the migration stream (precopy and push); 0: none.
   uint64_t max_bandwidth = 0;
   // Precopy rounds before precopy mode gives up (hybrid: goes postcopy).
-  int max_rounds = 30;
+  int max_rounds = api::kDefaultMaxRounds;
   // Identifies the migration to both agents and the fetch channel; 1-64
   // bytes. Generated when empty.
   std::string migration_id;

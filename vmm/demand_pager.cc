@@ -47,7 +47,7 @@ absl::StatusOr<std::unique_ptr<DemandPager>> DemandPager::Create(
   uint64_t features = UFFD_FEATURE_MISSING_SHMEM;
   features |= options.mode == FaultMode::kExit ? UFFD_FEATURE_SIGBUS
                                                : UFFD_FEATURE_THREAD_ID;
-  ASSIGN_OR_RETURN(Userfaultfd uffd, Userfaultfd::Open(features));
+  ASSIGN_OR_RETURN(sys::Userfaultfd uffd, sys::Userfaultfd::Open(features));
   ASSIGN_OR_RETURN(uint64_t ioctls, uffd.Register(memory->host(), memory->size(),
                                                   UFFDIO_REGISTER_MODE_MISSING));
   const uint64_t needed = (1ull << _UFFDIO_COPY) | (1ull << _UFFDIO_ZEROPAGE) |
@@ -67,7 +67,7 @@ absl::StatusOr<std::unique_ptr<DemandPager>> DemandPager::Create(
 }
 
 DemandPager::DemandPager(GuestMemory* memory, PageSource* source,
-                         DemandPagerOptions options, Userfaultfd uffd,
+                         DemandPagerOptions options, sys::Userfaultfd uffd,
                          UniqueFd stop_fd)
     : memory_(memory),
       source_(source),
@@ -89,7 +89,7 @@ uint64_t DemandPager::missing_pages() const {
   return memory_->num_pages() - static_cast<uint64_t>(present);
 }
 
-void DemandPager::CountInstall(const InstallResult& r, bool zero) {
+void DemandPager::CountInstall(const sys::InstallResult& r, bool zero) {
   const uint32_t ps = memory_->page_size();
   Shard& shard = MyShard();
   shard.installed.fetch_add(r.installed / ps, std::memory_order_relaxed);
@@ -148,14 +148,14 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
     }
     const FetchedPage& page_data = *fetched;
     const bool zero = page_data.content == PageContent::kZero;
-    absl::StatusOr<InstallResult> r =
+    absl::StatusOr<sys::InstallResult> r =
         zero ? uffd_.ZeroPage(dst, ps) : uffd_.Copy(dst, page_data.data, ps);
     if (!r.ok()) {
       // While this thread fetched, another path installed the page, nothing
       // was missing any more and the memory left userfault mode (the install
       // then fails with ENOENT): the page is there, which is all we wanted.
       if (!IsPresent(page)) return r.status();
-      r = InstallResult{0, ps};
+      r = sys::InstallResult{0, ps};
     }
     CountInstall(*r, zero);
     MarkPresent(page, 1);
@@ -168,7 +168,7 @@ absl::Status DemandPager::InstallPages(uint64_t gpa, const uint8_t* data,
                                        uint64_t count) {
   const uint32_t ps = memory_->page_size();
   ASSIGN_OR_RETURN(uint64_t first, PageIndexOf(gpa, count));
-  ASSIGN_OR_RETURN(InstallResult r,
+  ASSIGN_OR_RETURN(sys::InstallResult r,
                    uffd_.Copy(memory_->host() + first * ps, data, count * ps));
   CountInstall(r, false);
   MarkPresent(first, count);
@@ -178,7 +178,7 @@ absl::Status DemandPager::InstallPages(uint64_t gpa, const uint8_t* data,
 absl::Status DemandPager::InstallZeroPages(uint64_t gpa, uint64_t count) {
   const uint32_t ps = memory_->page_size();
   ASSIGN_OR_RETURN(uint64_t first, PageIndexOf(gpa, count));
-  ASSIGN_OR_RETURN(InstallResult r,
+  ASSIGN_OR_RETURN(sys::InstallResult r,
                    uffd_.ZeroPage(memory_->host() + first * ps, count * ps));
   CountInstall(r, true);
   MarkPresent(first, count);

@@ -37,7 +37,7 @@
 #include "base/unique_fd.h"
 #include "vmm/guest_memory.h"
 #include "vmm/page_source.h"
-#include "vmm/sys/userfaultfd.h"
+#include "sys/userfaultfd.h"
 #include "vmm/vcpu.h"
 
 namespace ferry::vmm {
@@ -111,13 +111,13 @@ class DemandPager {
 
  private:
   DemandPager(GuestMemory* memory, PageSource* source, DemandPagerOptions options,
-              Userfaultfd uffd, UniqueFd stop_fd);
+              sys::Userfaultfd uffd, UniqueFd stop_fd);
 
   void HandlerLoop();
   // Marks [first, first + count) present and counts the newly present.
   void MarkPresent(uint64_t first, uint64_t count);
   // Counts an install's outcome in the calling thread's shard.
-  void CountInstall(const InstallResult& r, bool zero);
+  void CountInstall(const sys::InstallResult& r, bool zero);
   // Calls fn on the maximal runs of pages [first, first + count) that are all
   // present or all missing; `index` is relative to `first`.
   absl::Status ForEachRun(
@@ -128,7 +128,7 @@ class DemandPager {
   GuestMemory* const memory_;
   PageSource* const source_;
   const DemandPagerOptions options_;
-  Userfaultfd uffd_;
+  sys::Userfaultfd uffd_;
   UniqueFd stop_fd_;
   std::vector<std::thread> handlers_;
 

@@ -25,8 +25,8 @@
 
 #include "absl/status/statusor.h"
 #include "vmm/guest_memory.h"
-#include "vmm/sys/pagemap_scan.h"
-#include "vmm/sys/userfaultfd.h"
+#include "sys/pagemap_scan.h"
+#include "sys/userfaultfd.h"
 
 namespace ferry::vmm {
 
@@ -51,13 +51,13 @@ class UffdDirtyLog final : public DirtyLog {
   absl::Status Collect(std::vector<uint64_t>* pages) override;
 
  private:
-  UffdDirtyLog(GuestMemory* memory, Userfaultfd uffd, PagemapScan scan)
+  UffdDirtyLog(GuestMemory* memory, sys::Userfaultfd uffd, sys::PagemapScan scan)
       : memory_(memory), uffd_(std::move(uffd)), scan_(std::move(scan)) {}
 
   GuestMemory* memory_;
-  Userfaultfd uffd_;
-  PagemapScan scan_;
-  std::vector<PageRange> ranges_;
+  sys::Userfaultfd uffd_;
+  sys::PagemapScan scan_;
+  std::vector<sys::PageRange> ranges_;
 };
 
 }  // namespace ferry::vmm

@@ -8,7 +8,7 @@
 
 #include "base/clock.h"
 #include "base/errno_status.h"
-#include "vmm/sys/kernel_abi.h"
+#include "sys/kernel_abi.h"
 
 namespace ferry::vmm {
 namespace {
@@ -26,7 +26,7 @@ void HandleSigbus(int sig, siginfo_t* info, void* uctx) {
     ctx->armed = 0;
     ctx->fault_addr = addr;
     auto* uc = static_cast<ucontext_t*>(uctx);
-    ctx->write = (uc->uc_mcontext.gregs[REG_ERR] & abi::kX86PfWrite) != 0;
+    ctx->write = (uc->uc_mcontext.gregs[REG_ERR] & sys::abi::kX86PfWrite) != 0;
     ctx->fault_ns = MonotonicNowNanos();  // vDSO clock_gettime: signal-safe
     siglongjmp(ctx->env, 1);
   }

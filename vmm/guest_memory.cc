@@ -6,8 +6,8 @@ namespace ferry::vmm {
 
 absl::StatusOr<std::unique_ptr<GuestMemory>> GuestMemory::Create(
     const MemoryMap& map) {
-  ASSIGN_OR_RETURN(MemfdMapping file,
-                   MemfdMapping::Create("ferry-guest-ram", map.memory_bytes(),
+  ASSIGN_OR_RETURN(sys::MemfdMapping file,
+                   sys::MemfdMapping::Create("ferry-guest-ram", map.memory_bytes(),
                                         map.page_size()));
   return std::unique_ptr<GuestMemory>(new GuestMemory(map, std::move(file)));
 }

@@ -21,7 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "vmm/memory_map.h"
-#include "vmm/sys/memfd.h"
+#include "sys/memfd.h"
 
 namespace ferry::vmm {
 
@@ -50,11 +50,11 @@ class GuestMemory {
   absl::StatusOr<std::vector<bool>> PresentPages() const;
 
  private:
-  GuestMemory(MemoryMap map, MemfdMapping file)
+  GuestMemory(MemoryMap map, sys::MemfdMapping file)
       : map_(std::move(map)), file_(std::move(file)) {}
 
   MemoryMap map_;
-  MemfdMapping file_;
+  sys::MemfdMapping file_;
 };
 
 }  // namespace ferry::vmm

@@ -7,7 +7,7 @@
 #include "base/clock.h"
 #include "base/net.h"
 #include "base/status_macros.h"
-#include "migration/agent/report_proto.h"
+#include "migration/api/report_proto.h"
 #include "migration/convert.h"
 
 namespace ferry::agent {
@@ -354,8 +354,9 @@ void Agent::Adopt(const std::string& migration_id, const std::string& name,
 
 absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
     const ferry::v1::StartMigrationRequest& r) {
+  // Fields left at 0 or UNSPECIFIED keep MigrationOptions' defaults
+  // (migration/api/defaults.h); ValidateMigrationOptions judges the rest.
   migration::MigrationOptions o;
-  o.mode = migration::MigrationMode::kHybrid;
   if (r.mode() != ferry::v1::MIGRATION_MODE_UNSPECIFIED) {
     ASSIGN_OR_RETURN(o.mode, migration::FromProto(r.mode()));
   }
@@ -485,7 +486,7 @@ ferry::v1::MigrationResource Agent::Describe(const MigrationEntry& m) const {
                     ? ferry::v1::MIGRATION_PHASE_CANCELLED
                     : ferry::v1::MIGRATION_PHASE_FAILED);
     if (!mm.result.ok()) r.set_error(std::string(mm.result.message()));
-    *r.mutable_report() = ToProto(mm.report);
+    *r.mutable_report() = api::ToProto(mm.report);
   }
   return r;
 }

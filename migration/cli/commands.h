@@ -31,7 +31,7 @@ absl::StatusOr<ferry::v1::MigrationResource> Follow(ferry::v1::Control::Stub& st
 
 // One progress line for a migration resource.
 std::string ProgressLine(const ferry::v1::MigrationResource& m);
-const char* PhaseName(ferry::v1::MigrationPhase phase);
+std::string PhaseName(ferry::v1::MigrationPhase phase);
 
 }  // namespace ferry::cli
 

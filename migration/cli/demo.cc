@@ -9,11 +9,11 @@
 
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
-#include "migration/agent/report_proto.h"
-#include "migration/cli/agent_process.h"
+#include "migration/api/report_proto.h"
+#include "migration/agent/agent_process.h"
 #include "migration/cli/client.h"
 #include "migration/cli/commands.h"
-#include "migration/convert.h"
+#include "migration/api/names.h"
 
 namespace ferry::cli {
 namespace {
@@ -62,10 +62,10 @@ absl::Status RunDemo(const DemoOptions& o, FILE* out) {
   char dir_template[] = "/tmp/ferry-demo-XXXXXX";
   const char* dir = mkdtemp(dir_template);
   if (dir == nullptr) return absl::InternalError("cannot create a directory for agent logs");
-  const std::string ferryd = FindFerryd();
-  ASSIGN_OR_RETURN(AgentProcess a, AgentProcess::Start(ferryd, {}, std::string(dir) + "/agent-a.log"));
+  const std::string ferryd = agent::FindFerryd();
+  ASSIGN_OR_RETURN(agent::AgentProcess a, agent::AgentProcess::Start(ferryd, {}, std::string(dir) + "/agent-a.log"));
   agent_pids[0] = a.pid();
-  ASSIGN_OR_RETURN(AgentProcess b, AgentProcess::Start(ferryd, {}, std::string(dir) + "/agent-b.log"));
+  ASSIGN_OR_RETURN(agent::AgentProcess b, agent::AgentProcess::Start(ferryd, {}, std::string(dir) + "/agent-b.log"));
   agent_pids[1] = b.pid();
   sigset_t set;
   sigemptyset(&set);
@@ -80,11 +80,8 @@ absl::Status RunDemo(const DemoOptions& o, FILE* out) {
   ASSIGN_OR_RETURN(auto stub_a, Connect(a.address(), co));
   ASSIGN_OR_RETURN(auto stub_b, Connect(b.address(), co));
   const std::string name = "demo-vm";
-  ferry::v1::CreateVmRequest create;
+  ferry::v1::CreateVmRequest create = o.vm;
   create.set_name(name);
-  create.set_memory_bytes(o.vm.memory_bytes);
-  create.set_vcpus(o.vm.vcpus);
-  *create.mutable_workload() = migration::ToWorkload(o.vm.workload);
   {
     grpc::ClientContext ctx;
     ferry::v1::Vm vm;
@@ -92,18 +89,14 @@ absl::Status RunDemo(const DemoOptions& o, FILE* out) {
     if (!s.ok()) return CallError(s, "create " + name, a.address());
   }
   say(absl::StrFormat("created %s on A: %d MiB, %d vCPUs, workload %s (%.0f%% zero pages)",
-                      name, o.vm.memory_bytes >> 20, o.vm.vcpus,
-                      vmm::WorkloadKindName(o.vm.workload.kind), 100 * o.vm.workload.zero_fraction));
+                      name, o.vm.memory_bytes() >> 20, o.vm.vcpus(),
+                      api::Spelling(o.vm.workload().kind()), 100 * o.vm.workload().zero_fraction()));
   ASSIGN_OR_RETURN(double before, OpsPerSec(*stub_a, name));
 
-  ferry::v1::StartMigrationRequest start;
+  ferry::v1::StartMigrationRequest start = o.migration;
   start.set_vm_name(name);
   start.set_destination(b.address());
   start.set_request_id("ferry-demo");
-  start.set_mode(migration::ToProto(o.migration.mode));
-  start.set_fault_mode(migration::ToProto(o.migration.fault_mode));
-  start.set_downtime_target_ms(o.migration.downtime_target_ms);
-  start.set_max_bandwidth(o.migration.max_bandwidth);
   ferry::v1::MigrationResource m;
   {
     grpc::ClientContext ctx;
@@ -111,8 +104,8 @@ absl::Status RunDemo(const DemoOptions& o, FILE* out) {
     if (!s.ok()) return CallError(s, "start the migration", a.address());
   }
   say(absl::StrFormat("migrating %s from A to B: %s, mode %s, fault mode %s, downtime target %d ms",
-                      name, m.id(), migration::MigrationModeName(o.migration.mode),
-                      vmm::FaultModeName(o.migration.fault_mode), o.migration.downtime_target_ms));
+                      name, m.id(), api::Spelling(start.mode()),
+                      api::Spelling(start.fault_mode()), start.downtime_target_ms()));
   // Live progress, then the report; in JSON mode only the final object below.
   FILE* devnull = fopen("/dev/null", "w");
   auto followed = Follow(*stub_a, a.address(), m.id(), o.json, o.json ? devnull : out);
@@ -132,7 +125,7 @@ absl::Status RunDemo(const DemoOptions& o, FILE* out) {
     grpc::Status s = stub_b->VerifyVm(&ctx, verify, &v);
     if (!s.ok()) return CallError(s, "verify " + name, b.address());
   }
-  migration::MigrationReport report = agent::FromProto(done.report(), done.id());
+  migration::MigrationReport report = api::FromProto(done.report(), done.id());
   report.digest_match = v.match();
   double during = 0;
   int n = 0;

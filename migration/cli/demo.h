@@ -12,14 +12,16 @@
 #include <cstdio>
 
 #include "absl/status/status.h"
-#include "migration/options.h"
-#include "vmm/vm.h"
+#include "ferry/v1/control.pb.h"
 
 namespace ferry::cli {
 
+// The VM to create (its name is set by the demo) and the migration to start
+// (vm name, destination and request id are set by the demo); the agents
+// validate both.
 struct DemoOptions {
-  vmm::VmConfig vm;
-  migration::MigrationOptions migration;
+  ferry::v1::CreateVmRequest vm;
+  ferry::v1::StartMigrationRequest migration;
   bool json = false;
 };
 

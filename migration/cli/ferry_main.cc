@@ -3,30 +3,37 @@
 #include <iostream>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "base/args.h"
 #include "base/process.h"
 #include "base/status_macros.h"
 #include "migration/cli/client.h"
 #include "migration/cli/commands.h"
+#include "migration/api/defaults.h"
+#include "migration/api/names.h"
 #include "migration/cli/demo.h"
 
 namespace ferry::cli {
 namespace {
 
-constexpr char kUsage[] = R"(ferry: move running VMs between hosts
+// The help text; every default in it is the one the code uses.
+std::string Usage() {
+  return absl::StrReplaceAll(R"(ferry: move running VMs between hosts
 
 usage: ferry COMMAND [flags]
 
-VMs (on the agent --agent HOST:PORT, default 127.0.0.1:7070):
-  vm create NAME [--memory 1G] [--vcpus 2] [--workload zipf] [--ops N]
-                 [--seed N] [--zero-fraction F] [--dirty-rate RATE] [--write-fraction F]
+VMs (on the agent --agent HOST:PORT, default {agent}):
+  vm create NAME [--memory {memory}] [--vcpus {vcpus}] [--workload {workload}] [--ops N]
+                 [--seed N] [--zero-fraction F] [--dirty-rate {dirty}] [--write-fraction {wf}]
+          workloads: {workloads}
   vm list | vm get NAME | vm stats NAME | vm verify NAME [--timeout-ms N] | vm delete NAME
 
 migrations:
-  migrate NAME --from HOST:PORT --to HOST:PORT [--mode hybrid|precopy|postcopy]
-               [--downtime-ms 50] [--max-bandwidth RATE] [--fault-mode exit|blocking]
-               [--max-rounds 30] [--request-id ID]
+  migrate NAME --from HOST:PORT --to HOST:PORT [--mode {mode}]
+               [--downtime-target-ms {downtime}] [--max-bandwidth RATE] [--fault-mode {fault}]
+               [--max-rounds {rounds}] [--request-id ID]
           waits for the end: live progress on a terminal, plain progress lines
           otherwise, then the report; with --json only the report
   migration list | migration get ID | migration watch ID | migration cancel ID
@@ -34,8 +41,8 @@ migrations:
 
   demo    two ferryd agents on loopback, a VM, a live migration, verification
           and a report (what ./dev demo runs)
-          [--memory 1G] [--vcpus 2] [--workload zipf] [--zero-fraction 0.5]
-          [--dirty-rate 16M] [--mode hybrid] [--fault-mode exit] [--downtime-ms 50]
+          [--memory {memory}] [--vcpus {vcpus}] [--workload {workload}] [--zero-fraction {zf}]
+          [--dirty-rate {dirty}] [--mode {mode}] [--fault-mode {fault}] [--downtime-target-ms {downtime}]
           [--max-bandwidth RATE]
 
 every read command takes --json; every command takes --help.
@@ -45,40 +52,67 @@ TLS: --tls-ca FILE [--tls-cert FILE --tls-key FILE] (mutual TLS)
 exit codes: 0 success, 1 the operation failed, 2 bad usage, 3 verification
 failed, 4 not found, 5 agent unreachable or shutting down, 6 conflict (wrong
 state, already exists, a limit reached)
-)";
+)",
+      {{"{agent}", api::kDefaultAgentAddress},
+       {"{memory}", absl::StrCat(api::kDefaultMemoryBytes >> 20, "M")},
+       {"{vcpus}", absl::StrCat(api::kDefaultVcpus)},
+       {"{workload}", api::kDefaultWorkload},
+       {"{workloads}", api::WorkloadKindChoices()},
+       {"{dirty}", absl::StrCat(api::kDefaultDirtyBytesPerSec >> 20, "M")},
+       {"{wf}", absl::StrCat(api::kDefaultWriteFraction)},
+       {"{zf}", absl::StrCat(api::kDemoZeroFraction)},
+       {"{mode}", api::kDefaultMode},
+       {"{fault}", api::kDefaultFaultMode},
+       {"{downtime}", absl::StrCat(api::kDefaultDowntimeTargetMs)},
+       {"{rounds}", absl::StrCat(api::kDefaultMaxRounds)}});
+}
 
 absl::Status Demo(Args& args) {
   DemoOptions o;
-  ASSIGN_OR_RETURN(o.vm.memory_bytes, args.Bytes("memory", 1ull << 30));
-  ASSIGN_OR_RETURN(int64_t vcpus, args.Int("vcpus", 2));
-  o.vm.vcpus = static_cast<int>(vcpus);
-  ASSIGN_OR_RETURN(o.vm.workload.kind, vmm::ParseWorkloadKind(args.String("workload", "zipf")));
-  o.vm.workload.ops_per_vcpu = 0;  // runs until paused for verification
-  ASSIGN_OR_RETURN(o.vm.workload.zero_fraction, args.Double("zero-fraction", 0.5));
-  ASSIGN_OR_RETURN(o.vm.workload.dirty_bytes_per_sec, args.Bytes("dirty-rate", 16ull << 20));
-  ASSIGN_OR_RETURN(o.migration.mode,
-                   migration::ParseMigrationMode(args.String("mode", "hybrid")));
-  ASSIGN_OR_RETURN(o.migration.fault_mode,
-                   vmm::ParseFaultMode(args.String("fault-mode", "exit")));
-  ASSIGN_OR_RETURN(o.migration.downtime_target_ms, args.Int("downtime-ms", 50));
-  ASSIGN_OR_RETURN(o.migration.max_bandwidth, args.Bytes("max-bandwidth", 0));
+  ASSIGN_OR_RETURN(uint64_t memory, args.Bytes("memory", api::kDefaultMemoryBytes));
+  o.vm.set_memory_bytes(memory);
+  ASSIGN_OR_RETURN(int64_t vcpus, args.Int("vcpus", api::kDefaultVcpus));
+  if (vcpus < 0 || vcpus > UINT32_MAX)
+    return absl::InvalidArgumentError("--vcpus is not a number of vCPUs");
+  o.vm.set_vcpus(static_cast<uint32_t>(vcpus));
+  ferry::v1::WorkloadSpec* w = o.vm.mutable_workload();
+  ASSIGN_OR_RETURN(ferry::v1::WorkloadKind kind,
+                   api::ParseWorkloadKind(args.String("workload", api::kDefaultWorkload)));
+  w->set_kind(kind);
+  w->set_ops_per_vcpu(0);  // runs until paused for verification
+  w->set_seed(1);
+  ASSIGN_OR_RETURN(double zero_fraction, args.Double("zero-fraction", api::kDemoZeroFraction));
+  w->set_zero_fraction(zero_fraction);
+  ASSIGN_OR_RETURN(uint64_t dirty_rate, args.Bytes("dirty-rate", api::kDefaultDirtyBytesPerSec));
+  w->set_dirty_bytes_per_sec(dirty_rate);
+  w->set_write_fraction(api::kDefaultWriteFraction);
+  ASSIGN_OR_RETURN(ferry::v1::MigrationMode mode,
+                   api::ParseMigrationMode(args.String("mode", api::kDefaultMode)));
+  o.migration.set_mode(mode);
+  ASSIGN_OR_RETURN(ferry::v1::FaultMode fault_mode,
+                   api::ParseFaultMode(args.String("fault-mode", api::kDefaultFaultMode)));
+  o.migration.set_fault_mode(fault_mode);
+  RETURN_IF_ERROR(args.Alias("downtime-ms", "downtime-target-ms"));
+  ASSIGN_OR_RETURN(int64_t downtime,
+                   args.Int("downtime-target-ms", api::kDefaultDowntimeTargetMs));
+  o.migration.set_downtime_target_ms(downtime);
+  ASSIGN_OR_RETURN(uint64_t bandwidth, args.Bytes("max-bandwidth", 0));
+  o.migration.set_max_bandwidth(bandwidth);
   o.json = args.Bool("json");
   RETURN_IF_ERROR(args.Finish());
-  RETURN_IF_ERROR(vmm::ValidateVmConfig(o.vm));
-  RETURN_IF_ERROR(migration::ValidateMigrationOptions(o.migration));
   return RunDemo(o, stdout);
 }
 
 absl::Status Main(int argc, char** argv) {
   ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1));
   if (args.positional().empty()) {
-    std::cout << kUsage;
+    std::cout << Usage();
     return args.Bool("help") ? absl::OkStatus()
                              : absl::InvalidArgumentError("no command given");
   }
   const std::string& command = args.positional()[0];
   if (args.Bool("help")) {
-    std::cout << kUsage;
+    std::cout << Usage();
     return absl::OkStatus();
   }
   if (command == "demo") return Demo(args);

@@ -5,24 +5,14 @@
 #include "absl/strings/str_format.h"
 #include "base/grpc_status.h"
 #include "base/status_macros.h"
-#include "migration/agent/report_proto.h"
+#include "migration/api/report_proto.h"
 #include "migration/cli/commands.h"
-#include "migration/convert.h"
+#include "migration/api/defaults.h"
+#include "migration/api/names.h"
 
 namespace ferry::cli {
 
-const char* PhaseName(ferry::v1::MigrationPhase p) {
-  switch (p) {
-    case ferry::v1::MIGRATION_PHASE_SETUP: return "setup";
-    case ferry::v1::MIGRATION_PHASE_PRECOPY: return "precopy";
-    case ferry::v1::MIGRATION_PHASE_SWITCHOVER: return "switchover";
-    case ferry::v1::MIGRATION_PHASE_POSTCOPY: return "postcopy";
-    case ferry::v1::MIGRATION_PHASE_COMPLETED: return "completed";
-    case ferry::v1::MIGRATION_PHASE_FAILED: return "failed";
-    case ferry::v1::MIGRATION_PHASE_CANCELLED: return "cancelled";
-    default: return "unknown";
-  }
-}
+std::string PhaseName(ferry::v1::MigrationPhase p) { return api::Spelling(p); }
 
 namespace {
 
@@ -39,8 +29,7 @@ void PrintMigrationTable(const std::vector<ferry::v1::MigrationResource>& ms) {
     const double pct = p.pages_total() ? 100.0 * p.pages_transferred() / p.pages_total() : 0;
     std::printf("%-22s %-16s %-22s %-9s %-10s %5.1f%%%s\n", m.id().c_str(), m.vm_name().c_str(),
                 m.destination().c_str(),
-                migration::MigrationModeName(*migration::FromProto(m.mode())),
-                PhaseName(m.phase()), pct, m.error().empty() ? "" : ("  " + m.error()).c_str());
+                api::Spelling(m.mode()).c_str(), PhaseName(m.phase()).c_str(), pct, m.error().empty() ? "" : ("  " + m.error()).c_str());
   }
 }
 
@@ -100,7 +89,7 @@ absl::StatusOr<ferry::v1::MigrationResource> Follow(ferry::v1::Control::Stub& st
   if (!any || !Terminal(last.phase()))
     return absl::UnavailableError(absl::StrCat(
         "lost the migration's progress stream from ", address, " before it ended"));
-  migration::MigrationReport report = agent::FromProto(last.report(), last.id());
+  migration::MigrationReport report = api::FromProto(last.report(), last.id());
   if (json) std::fprintf(out, "%s\n", report.ToJson().ToString().c_str());
   else std::fprintf(out, "%s", report.ToText().c_str());
   return last;
@@ -121,17 +110,23 @@ absl::Status MigrateCommand(Args& args) {
   r.set_vm_name(name);
   r.set_destination(to);
   r.set_request_id(args.String("request-id", ""));
-  ASSIGN_OR_RETURN(auto mode, migration::ParseMigrationMode(args.String("mode", "hybrid")));
-  r.set_mode(migration::ToProto(mode));
-  ASSIGN_OR_RETURN(auto fault_mode, vmm::ParseFaultMode(args.String("fault-mode", "exit")));
-  r.set_fault_mode(migration::ToProto(fault_mode));
-  ASSIGN_OR_RETURN(int64_t downtime, args.Int("downtime-ms", 50));
-  if (downtime <= 0) return absl::InvalidArgumentError("--downtime-ms must be above 0");
+  // Values go to the agent as given; the agent applies the defaults of
+  // fields left unset and validates every option (migration/options.cc).
+  ASSIGN_OR_RETURN(ferry::v1::MigrationMode mode,
+                   api::ParseMigrationMode(args.String("mode", api::kDefaultMode)));
+  r.set_mode(mode);
+  ASSIGN_OR_RETURN(ferry::v1::FaultMode fault_mode,
+                   api::ParseFaultMode(args.String("fault-mode", api::kDefaultFaultMode)));
+  r.set_fault_mode(fault_mode);
+  RETURN_IF_ERROR(args.Alias("downtime-ms", "downtime-target-ms"));
+  ASSIGN_OR_RETURN(int64_t downtime,
+                   args.Int("downtime-target-ms", api::kDefaultDowntimeTargetMs));
   r.set_downtime_target_ms(downtime);
   ASSIGN_OR_RETURN(uint64_t bandwidth, args.Bytes("max-bandwidth", 0));
   r.set_max_bandwidth(bandwidth);
-  ASSIGN_OR_RETURN(int64_t rounds, args.Int("max-rounds", 30));
-  if (rounds < 1) return absl::InvalidArgumentError("--max-rounds must be at least 1");
+  ASSIGN_OR_RETURN(int64_t rounds, args.Int("max-rounds", api::kDefaultMaxRounds));
+  if (rounds < 0 || rounds > UINT32_MAX)
+    return absl::InvalidArgumentError("--max-rounds is not a number of rounds");
   r.set_max_rounds(static_cast<uint32_t>(rounds));
   const bool json = args.Bool("json");
   ASSIGN_OR_RETURN(ConnectOptions co, ParseConnectOptions(args));
@@ -143,8 +138,8 @@ absl::Status MigrateCommand(Args& args) {
   if (!s.ok()) return CallError(s, "start the migration of " + name, from);
   if (!json)
     std::printf("migration %s: %s from %s to %s (%s, fault mode %s)\n", started.id().c_str(),
-                name.c_str(), from.c_str(), to.c_str(), migration::MigrationModeName(mode),
-                vmm::FaultModeName(fault_mode));
+                name.c_str(), from.c_str(), to.c_str(), api::Spelling(mode).c_str(),
+                api::Spelling(fault_mode).c_str());
   ASSIGN_OR_RETURN(ferry::v1::MigrationResource done, Follow(*stub, from, started.id(), json, stdout));
   if (done.phase() == ferry::v1::MIGRATION_PHASE_COMPLETED) return absl::OkStatus();
   return absl::AbortedError(absl::StrCat("migration ", done.id(), " ", PhaseName(done.phase()),
@@ -152,7 +147,7 @@ absl::Status MigrateCommand(Args& args) {
 }
 
 absl::Status MigrationCommand(Args& args) {
-  const std::string address = args.String("agent", "127.0.0.1:7070");
+  const std::string address = args.String("agent", api::kDefaultAgentAddress);
   ASSIGN_OR_RETURN(ConnectOptions co, ParseConnectOptions(args));
   const bool json = args.Bool("json");
   if (args.positional().size() < 2)

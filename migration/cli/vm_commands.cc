@@ -4,32 +4,21 @@
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
 #include "migration/cli/commands.h"
-#include "migration/convert.h"
+#include "migration/api/defaults.h"
+#include "migration/api/names.h"
 
 namespace ferry::cli {
 namespace {
-
-const char* StateName(ferry::v1::VmState s) {
-  switch (s) {
-    case ferry::v1::VM_STATE_RUNNING: return "running";
-    case ferry::v1::VM_STATE_PAUSED: return "paused";
-    case ferry::v1::VM_STATE_HALTED: return "halted";
-    case ferry::v1::VM_STATE_MIGRATING: return "migrating";
-    case ferry::v1::VM_STATE_FAILED: return "failed";
-    default: return "unknown";
-  }
-}
 
 void PrintVmTable(const std::vector<ferry::v1::Vm>& vms) {
   std::printf("%-20s %-10s %8s %5s %-11s %14s  %s\n", "NAME", "STATE", "MEMORY", "VCPUS",
               "WORKLOAD", "GUEST OPS", "MIGRATION");
   for (const auto& v : vms)
     std::printf("%-20s %-10s %7lluM %5u %-11s %14llu  %s\n", v.name().c_str(),
-                StateName(v.state()),
+                api::Spelling(v.state()).c_str(),
                 static_cast<unsigned long long>(v.layout().memory_bytes() >> 20),
                 v.layout().vcpus(),
-                vmm::WorkloadKindName(static_cast<vmm::WorkloadKind>(
-                    static_cast<int>(v.layout().workload().kind()))),
+                api::Spelling(v.layout().workload().kind()).c_str(),
                 static_cast<unsigned long long>(v.guest_ops()),
                 v.migration_id().empty() ? v.arrived_by().empty()
                                                ? ""
@@ -46,7 +35,7 @@ absl::StatusOr<std::string> Name(const Args& args, const char* verb) {
 }  // namespace
 
 absl::Status VmCommand(Args& args) {
-  const std::string address = args.String("agent", "127.0.0.1:7070");
+  const std::string address = args.String("agent", api::kDefaultAgentAddress);
   ASSIGN_OR_RETURN(ConnectOptions co, ParseConnectOptions(args));
   const bool json = args.Bool("json");
   if (args.positional().size() < 2)
@@ -59,23 +48,32 @@ absl::Status VmCommand(Args& args) {
     ASSIGN_OR_RETURN(std::string name, Name(args, "create"));
     ferry::v1::CreateVmRequest r;
     r.set_name(name);
-    ASSIGN_OR_RETURN(uint64_t memory, args.Bytes("memory", 1ull << 30));
+    // The agent validates the shape (vmm::ValidateVmConfig); here only what
+    // does not fit the request's fields is refused.
+    ASSIGN_OR_RETURN(uint64_t memory, args.Bytes("memory", api::kDefaultMemoryBytes));
     r.set_memory_bytes(memory);
-    ASSIGN_OR_RETURN(int64_t vcpus, args.Int("vcpus", 2));
-    if (vcpus < 1 || vcpus > 256) return absl::InvalidArgumentError("--vcpus: 1 to 256");
+    ASSIGN_OR_RETURN(int64_t vcpus, args.Int("vcpus", api::kDefaultVcpus));
+    if (vcpus < 0 || vcpus > UINT32_MAX)
+      return absl::InvalidArgumentError("--vcpus is not a number of vCPUs");
     r.set_vcpus(static_cast<uint32_t>(vcpus));
-    vmm::WorkloadSpec w;
-    ASSIGN_OR_RETURN(w.kind, vmm::ParseWorkloadKind(args.String("workload", "zipf")));
+    ferry::v1::WorkloadSpec* w = r.mutable_workload();
+    ASSIGN_OR_RETURN(ferry::v1::WorkloadKind kind,
+                     api::ParseWorkloadKind(args.String("workload", api::kDefaultWorkload)));
+    w->set_kind(kind);
     ASSIGN_OR_RETURN(int64_t ops, args.Int("ops", 0));
     if (ops < 0) return absl::InvalidArgumentError("--ops must not be negative");
-    w.ops_per_vcpu = static_cast<uint64_t>(ops);
+    w->set_ops_per_vcpu(static_cast<uint64_t>(ops));
     ASSIGN_OR_RETURN(int64_t seed, args.Int("seed", 1));
-    w.seed = static_cast<uint64_t>(seed);
-    ASSIGN_OR_RETURN(w.zero_fraction, args.Double("zero-fraction", 0.0));
-    ASSIGN_OR_RETURN(w.dirty_bytes_per_sec, args.Bytes("dirty-rate", 16ull << 20));
-    ASSIGN_OR_RETURN(w.write_fraction, args.Double("write-fraction", 0.5));
+    w->set_seed(static_cast<uint64_t>(seed));
+    ASSIGN_OR_RETURN(double zero_fraction, args.Double("zero-fraction", 0.0));
+    w->set_zero_fraction(zero_fraction);
+    ASSIGN_OR_RETURN(uint64_t dirty_rate,
+                     args.Bytes("dirty-rate", api::kDefaultDirtyBytesPerSec));
+    w->set_dirty_bytes_per_sec(dirty_rate);
+    ASSIGN_OR_RETURN(double write_fraction,
+                     args.Double("write-fraction", api::kDefaultWriteFraction));
+    w->set_write_fraction(write_fraction);
     RETURN_IF_ERROR(args.Finish());
-    *r.mutable_workload() = migration::ToWorkload(w);
     ASSIGN_OR_RETURN(auto stub, Connect(address, co));
     ferry::v1::Vm vm;
     grpc::Status s = stub->CreateVm(&ctx, r, &vm);

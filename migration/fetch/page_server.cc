@@ -14,7 +14,7 @@
 #include "base/net.h"
 #include "base/status_macros.h"
 #include "vmm/page_source.h"
-#include "vmm/sys/io_uring.h"
+#include "sys/io_uring.h"
 
 namespace ferry::migration::fetch {
 namespace {
@@ -171,7 +171,7 @@ void PageServer::Loop() {
 
 absl::Status PageServer::Run() {
   // The ring is created here: with SINGLE_ISSUER it belongs to this thread.
-  ASSIGN_OR_RETURN(auto ring, vmm::IoUring::Create(kRingDepth, true));
+  ASSIGN_OR_RETURN(auto ring, sys::IoUring::Create(kRingDepth, true));
   {
     absl::MutexLock lock(&started_mu_);
     started_ = true;
@@ -260,7 +260,7 @@ absl::Status PageServer::Run() {
   bool stopping = false;
   while (!stopping || !conns.empty()) {
     RETURN_IF_ERROR(ring->SubmitAndWait(1));
-    vmm::IoCompletion cqe;
+    sys::IoCompletion cqe;
     while (ring->PopCompletion(&cqe)) {
       const uint64_t conn_id = cqe.tag >> 4;
       const Op op = static_cast<Op>(cqe.tag & 0xf);

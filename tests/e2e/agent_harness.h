@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "ferry/v1/control.grpc.pb.h"
-#include "migration/cli/agent_process.h"
+#include "migration/agent/agent_process.h"
 
 namespace ferry::e2e {
 

@@ -23,12 +23,12 @@ using ferry::v1::MigrationResource;
 class AgentsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto a = cli::AgentProcess::Start(Ferryd(), {}, TempDir() + "/a.log");
-    auto b = cli::AgentProcess::Start(Ferryd(), {}, TempDir() + "/b.log");
+    auto a = agent::AgentProcess::Start(Ferryd(), {}, TempDir() + "/a.log");
+    auto b = agent::AgentProcess::Start(Ferryd(), {}, TempDir() + "/b.log");
     ASSERT_TRUE(a.ok()) << a.status();
     ASSERT_TRUE(b.ok()) << b.status();
-    a_ = std::make_unique<cli::AgentProcess>(std::move(*a));
-    b_ = std::make_unique<cli::AgentProcess>(std::move(*b));
+    a_ = std::make_unique<agent::AgentProcess>(std::move(*a));
+    b_ = std::make_unique<agent::AgentProcess>(std::move(*b));
     sa_ = Stub(a_->address());
     sb_ = Stub(b_->address());
   }
@@ -88,7 +88,7 @@ class AgentsTest : public ::testing::Test {
     return s.ok() && out.match();
   }
 
-  std::unique_ptr<cli::AgentProcess> a_, b_;
+  std::unique_ptr<agent::AgentProcess> a_, b_;
   std::unique_ptr<ferry::v1::Control::Stub> sa_, sb_;
 };
 
@@ -317,9 +317,9 @@ TEST_F(AgentsTest, SigtermCancelsPrecopyButWaitsForPostcopy) {
   EXPECT_EQ(GetVm(*sb_, "pre"), grpc::StatusCode::NOT_FOUND);
 
   // A postcopy migration holds the source's exit until it completes.
-  auto a = cli::AgentProcess::Start(Ferryd(), {}, TempDir() + "/a2.log");
+  auto a = agent::AgentProcess::Start(Ferryd(), {}, TempDir() + "/a2.log");
   ASSERT_TRUE(a.ok()) << a.status();
-  a_ = std::make_unique<cli::AgentProcess>(std::move(*a));
+  a_ = std::make_unique<agent::AgentProcess>(std::move(*a));
   sa_ = Stub(a_->address());
   Create(*sa_, VmRequest("post", "zipf"));
   ASSERT_TRUE(Start("post", ferry::v1::MIGRATION_MODE_POSTCOPY, &m, 16ull << 20).ok());
@@ -368,8 +368,8 @@ TEST(AgentsTls, MutualTlsBetweenAgentsAndTheCli) {
   }
   const std::vector<std::string> tls = {"--tls-cert", d + "/agent.pem", "--tls-key",
                                         d + "/agent.key", "--tls-ca", d + "/ca.pem"};
-  auto a = cli::AgentProcess::Start(Ferryd(), tls, TempDir() + "/tls-a.log");
-  auto b = cli::AgentProcess::Start(Ferryd(), tls, TempDir() + "/tls-b.log");
+  auto a = agent::AgentProcess::Start(Ferryd(), tls, TempDir() + "/tls-a.log");
+  auto b = agent::AgentProcess::Start(Ferryd(), tls, TempDir() + "/tls-b.log");
   ASSERT_TRUE(a.ok()) << a.status();
   ASSERT_TRUE(b.ok()) << b.status();
   auto with_tls = [&](std::vector<std::string> args) {

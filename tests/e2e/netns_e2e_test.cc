@@ -83,18 +83,18 @@ class TwoHosts : public ::testing::Test {
 
   std::string ns_a_, ns_b_, dev_a_, dev_b_, ip_, tc_;
   bool created_ = false;
-  std::unique_ptr<cli::AgentProcess> a_, b_;
+  std::unique_ptr<agent::AgentProcess> a_, b_;
 };
 
 TEST_F(TwoHosts, MigratesAcrossAShapedLink) {
-  auto a = cli::AgentProcess::Start({ip_, "netns", "exec", ns_a_, Ferryd()}, "10.251.0.1:0", {},
+  auto a = agent::AgentProcess::Start({ip_, "netns", "exec", ns_a_, Ferryd()}, "10.251.0.1:0", {},
                                     TempDir() + "/netns-a.log");
-  auto b = cli::AgentProcess::Start({ip_, "netns", "exec", ns_b_, Ferryd()}, "10.251.0.2:0", {},
+  auto b = agent::AgentProcess::Start({ip_, "netns", "exec", ns_b_, Ferryd()}, "10.251.0.2:0", {},
                                     TempDir() + "/netns-b.log");
   ASSERT_TRUE(a.ok()) << a.status();
   ASSERT_TRUE(b.ok()) << b.status();
-  a_ = std::make_unique<cli::AgentProcess>(std::move(*a));
-  b_ = std::make_unique<cli::AgentProcess>(std::move(*b));
+  a_ = std::make_unique<agent::AgentProcess>(std::move(*a));
+  b_ = std::make_unique<agent::AgentProcess>(std::move(*b));
   EXPECT_THAT(a_->address(), HasSubstr("10.251.0.1:"));
 
   CliResult r = InA({"vm", "create", "web", "--agent", a_->address(), "--memory", "32M",

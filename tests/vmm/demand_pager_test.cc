@@ -8,6 +8,7 @@
 #include "base/clock.h"
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
+#include "vmm/fault_injecting_page_source.h"
 
 namespace ferry::vmm {
 namespace {
@@ -29,14 +30,6 @@ std::unique_ptr<GuestMemory> Image() {
     if (p != 5) std::memset(image->host() + p * kPage, static_cast<int>(p + 1), kPage);
   return image;
 }
-
-// A PageSource that fails every fetch.
-class FailingSource final : public PageSource {
- public:
-  absl::StatusOr<FetchedPage> Fetch(uint64_t, absl::Span<uint8_t>) override {
-    return absl::UnavailableError("source host unreachable");
-  }
-};
 
 class DemandPagerTest : public ::testing::TestWithParam<FaultMode> {};
 
@@ -79,13 +72,30 @@ TEST_P(DemandPagerTest, BadAddressesGiveClearErrorsAndChangeNothing) {
 }
 
 TEST_P(DemandPagerTest, SourceErrorsPropagateAndLeaveThePageMissing) {
-  FailingSource source;
+  FaultInjectingPageSource source;
+  source.FailAll(absl::UnavailableError("source host unreachable"));
   auto mem = Memory();
   ASSERT_OK_AND_ASSIGN(auto pager, DemandPager::Create(mem.get(), &source, {GetParam(), 1}));
   EXPECT_THAT(pager->ResolveFault({0, kPage, kFaultRead, 0}),
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("unreachable")));
   EXPECT_FALSE(pager->IsPresent(0));
   EXPECT_EQ(pager->missing_pages(), kPages);
+}
+
+TEST_P(DemandPagerTest, AFaultRetriedAfterATransientFailureResolves) {
+  auto image = Image();
+  InMemoryPageSource image_source(image.get());
+  FaultInjectingPageSource source(&image_source);
+  source.FailNext(1, absl::UnavailableError("link down"));
+  auto mem = Memory();
+  ASSERT_OK_AND_ASSIGN(auto pager, DemandPager::Create(mem.get(), &source, {GetParam(), 1}));
+  EXPECT_THAT(pager->ResolveFault({2 * kPage, kPage, kFaultRead, 0}),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("link down")));
+  EXPECT_FALSE(pager->IsPresent(2));
+  ASSERT_OK(pager->ResolveFault({2 * kPage, kPage, kFaultRead, 0}));
+  EXPECT_EQ(mem->host()[2 * kPage], 3);
+  EXPECT_EQ(source.fetches(), 2u);
+  EXPECT_EQ(source.failures(), 1u);
 }
 
 TEST_P(DemandPagerTest, InstallDiscardAndFinish) {

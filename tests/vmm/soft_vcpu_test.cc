@@ -7,7 +7,7 @@
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
 #include "vmm/fault_trap.h"
-#include "vmm/sys/userfaultfd.h"
+#include "sys/userfaultfd.h"
 
 namespace ferry::vmm {
 namespace {
@@ -21,8 +21,8 @@ std::unique_ptr<GuestMemory> Memory(uint64_t pages) {
   return std::move(GuestMemory::Create(*MemoryMap::ForSize(pages * kPage, kPage))).value();
 }
 
-absl::StatusOr<Userfaultfd> RegisterSigbus(GuestMemory& mem) {
-  auto uffd = Userfaultfd::Open(UFFD_FEATURE_SIGBUS | UFFD_FEATURE_MISSING_SHMEM);
+absl::StatusOr<sys::Userfaultfd> RegisterSigbus(GuestMemory& mem) {
+  auto uffd = sys::Userfaultfd::Open(UFFD_FEATURE_SIGBUS | UFFD_FEATURE_MISSING_SHMEM);
   if (!uffd.ok()) return uffd.status();
   auto r = uffd->Register(mem.host(), mem.size(), UFFDIO_REGISTER_MODE_MISSING);
   if (!r.ok()) return r.status();
@@ -66,7 +66,7 @@ TEST(SoftVcpu, ExitRequestPausesAndClears) {
 
 TEST(SoftVcpu, MissingPageIsAMemoryFaultExitAndTheWriteHappensOnce) {
   auto mem = Memory(4);
-  ASSERT_OK_AND_ASSIGN(Userfaultfd uffd, RegisterSigbus(*mem));
+  ASSERT_OK_AND_ASSIGN(sys::Userfaultfd uffd, RegisterSigbus(*mem));
   WorkloadSpec spec;
   spec.kind = WorkloadKind::kSequential;  // op 0: read-modify-write of word 0 of page 0
   spec.ops_per_vcpu = 1;
@@ -108,7 +108,7 @@ TEST(SoftVcpu, MissingPageIsAMemoryFaultExitAndTheWriteHappensOnce) {
 
 TEST(SoftVcpu, StoreToMissingPageIsAWriteFault) {
   auto mem = Memory(8);
-  ASSERT_OK_AND_ASSIGN(Userfaultfd uffd, RegisterSigbus(*mem));
+  ASSERT_OK_AND_ASSIGN(sys::Userfaultfd uffd, RegisterSigbus(*mem));
   WorkloadSpec spec;
   spec.kind = WorkloadKind::kDirtyRate;  // plain stores
   spec.dirty_bytes_per_sec = 1ull << 40;

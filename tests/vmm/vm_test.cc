@@ -5,6 +5,7 @@
 
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
+#include "vmm/fault_injecting_page_source.h"
 
 namespace ferry::vmm {
 namespace {
@@ -184,14 +185,10 @@ TEST(Vm, VcpuStateMovesBetweenVms) {
 }
 
 TEST(Vm, FailingSourceFailsTheVcpuWithAClearError) {
-  class Failing final : public PageSource {
-   public:
-    absl::StatusOr<FetchedPage> Fetch(uint64_t, absl::Span<uint8_t>) override {
-      return absl::UnavailableError("fetch channel closed");
-    }
-  };
+  auto failing = std::make_shared<FaultInjectingPageSource>();
+  failing->FailAll(absl::UnavailableError("fetch channel closed"));
   ASSERT_OK_AND_ASSIGN(auto vm, Vm::Create(Config(WorkloadKind::kSequential, 100, 1)));
-  ASSERT_OK(vm->EnableDemandPaging(std::make_shared<Failing>(), {FaultMode::kExit, 1}));
+  ASSERT_OK(vm->EnableDemandPaging(failing, {FaultMode::kExit, 1}));
   ASSERT_OK(vm->Start());
   EXPECT_THAT(vm->WaitUntilHalted(absl::Seconds(10)),
               StatusIs(absl::StatusCode::kUnavailable,

@@ -10,7 +10,7 @@
 #include "base/net.h"
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
-#include "migration/fetch/page_fetcher.h"
+#include "migration/fetch/remote_page_source.h"
 #include "migration/fetch/page_server.h"
 #include "vmm/guest_memory.h"
 

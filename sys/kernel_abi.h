@@ -2,8 +2,8 @@
 // and pinned with static_asserts. Values are from the kernel's
 // include/uapi/linux/userfaultfd.h and fs.h (6.7+). Nothing else in Ferry
 // defines kernel constants.
-#ifndef FERRY_VMM_SYS_KERNEL_ABI_H_
-#define FERRY_VMM_SYS_KERNEL_ABI_H_
+#ifndef FERRY_SYS_KERNEL_ABI_H_
+#define FERRY_SYS_KERNEL_ABI_H_
 
 #include <linux/fs.h>
 #include <linux/userfaultfd.h>
@@ -11,7 +11,7 @@
 
 #include <cstdint>
 
-namespace ferry::vmm::abi {
+namespace ferry::sys::abi {
 
 // userfaultfd feature bits (uffdio_api.features).
 inline constexpr uint64_t kUffdFeatureWpUnpopulated = 1ull << 13;  // 6.4
@@ -65,6 +65,6 @@ inline constexpr uint64_t kPageIsPresent = 1 << 3;
 // SIGSEGV handler).
 inline constexpr uint64_t kX86PfWrite = 1 << 1;
 
-}  // namespace ferry::vmm::abi
+}  // namespace ferry::sys::abi
 
-#endif  // FERRY_VMM_SYS_KERNEL_ABI_H_
+#endif  // FERRY_SYS_KERNEL_ABI_H_

@@ -1,14 +1,14 @@
 // The running kernel's release string (uname -r), for error messages that
 // name the kernel version a missing facility needs.
-#ifndef FERRY_VMM_SYS_KERNEL_VERSION_H_
-#define FERRY_VMM_SYS_KERNEL_VERSION_H_
+#ifndef FERRY_SYS_KERNEL_VERSION_H_
+#define FERRY_SYS_KERNEL_VERSION_H_
 
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
-namespace ferry::vmm {
+namespace ferry::sys {
 
 std::string RunningKernelRelease();
 
@@ -17,6 +17,6 @@ std::string RunningKernelRelease();
 absl::Status MissingFacility(absl::string_view facility, absl::string_view since,
                              absl::string_view detail = "");
 
-}  // namespace ferry::vmm
+}  // namespace ferry::sys
 
-#endif  // FERRY_VMM_SYS_KERNEL_VERSION_H_
+#endif  // FERRY_SYS_KERNEL_VERSION_H_

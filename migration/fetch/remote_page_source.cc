@@ -1,4 +1,4 @@
-#include "migration/fetch/page_fetcher.h"
+#include "migration/fetch/remote_page_source.h"
 
 #include <sys/socket.h>
 
@@ -9,7 +9,7 @@
 #include "base/clock.h"
 #include "base/net.h"
 #include "base/status_macros.h"
-#include "vmm/sys/io_uring.h"
+#include "sys/io_uring.h"
 
 namespace ferry::migration::fetch {
 namespace {
@@ -53,7 +53,7 @@ absl::Status FromWireStatus(WireStatus s, uint64_t gpa) {
 
 struct RemotePageSource::Lane {
   UniqueFd fd;
-  std::unique_ptr<vmm::IoUring> ring;
+  std::unique_ptr<sys::IoUring> ring;
   uint32_t next_tag = 1;
   uint8_t request[kRequestSize];
   std::vector<uint8_t> rx;
@@ -102,7 +102,7 @@ absl::StatusOr<std::unique_ptr<RemotePageSource::Lane>> RemotePageSource::Connec
                         absl::StrCat("fetch channel handshake refused: ", s.message()));
   }
   // Created on the thread that will use it (SINGLE_ISSUER).
-  ASSIGN_OR_RETURN(lane->ring, vmm::IoUring::Create(4, /*single_issuer=*/true));
+  ASSIGN_OR_RETURN(lane->ring, sys::IoUring::Create(4, /*single_issuer=*/true));
   lane->rx.resize(kReplyHeaderSize + options_.page_size);
   lane_count_.fetch_add(1);
   return lane;
@@ -154,18 +154,18 @@ absl::StatusOr<vmm::FetchedPage> RemotePageSource::FetchOnLane(Lane& lane, uint6
   ReplyHeader header;
   while (true) {
     RETURN_IF_ERROR(lane.ring->SubmitAndWait(1, deadline - MonotonicNowNanos()));
-    vmm::IoCompletion c;
+    sys::IoCompletion c;
     while (lane.ring->PopCompletion(&c)) {
       --outstanding;
       if (c.tag == kSendTag) {
-        if (c.result < 0) return vmm::IoUring::CompletionError("send(fetch request)", c.result);
+        if (c.result < 0) return sys::IoUring::CompletionError("send(fetch request)", c.result);
         if (c.result != static_cast<int32_t>(kRequestSize))
           return absl::UnavailableError("short send of a fetch request");
         continue;
       }
       if (c.result == 0)
         return absl::UnavailableError("the source closed the fetch channel");
-      if (c.result < 0) return vmm::IoUring::CompletionError("recv(fetch reply)", c.result);
+      if (c.result < 0) return sys::IoUring::CompletionError("recv(fetch reply)", c.result);
       got += c.result;
     }
     if (!header_done && got >= kReplyHeaderSize) {

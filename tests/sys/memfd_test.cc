@@ -1,11 +1,11 @@
-#include "vmm/sys/memfd.h"
+#include "sys/memfd.h"
 
 #include <cstring>
 
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
 
-namespace ferry::vmm {
+namespace ferry::sys {
 namespace {
 
 using ::ferry::testing::StatusIs;
@@ -47,4 +47,4 @@ TEST(Memfd, RejectsBadSizesAndRanges) {
 }
 
 }  // namespace
-}  // namespace ferry::vmm
+}  // namespace ferry::sys

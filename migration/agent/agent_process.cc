@@ -1,4 +1,4 @@
-#include "migration/cli/agent_process.h"
+#include "migration/agent/agent_process.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -16,7 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/errno_status.h"
 
-namespace ferry::cli {
+namespace ferry::agent {
 
 std::string FindFerryd() {
   if (const char* env = getenv("FERRYD"); env != nullptr && *env) return env;
@@ -121,4 +121,4 @@ int AgentProcess::Stop(int timeout_ms) {
   return status_;
 }
 
-}  // namespace ferry::cli
+}  // namespace ferry::agent

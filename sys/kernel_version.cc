@@ -1,10 +1,10 @@
-#include "vmm/sys/kernel_version.h"
+#include "sys/kernel_version.h"
 
 #include <sys/utsname.h>
 
 #include "absl/strings/str_cat.h"
 
-namespace ferry::vmm {
+namespace ferry::sys {
 
 std::string RunningKernelRelease() {
   utsname u;
@@ -20,4 +20,4 @@ absl::Status MissingFacility(absl::string_view facility, absl::string_view since
                    detail.empty() ? "" : " ", detail));
 }
 
-}  // namespace ferry::vmm
+}  // namespace ferry::sys

@@ -1,4 +1,4 @@
-#include "vmm/sys/userfaultfd.h"
+#include "sys/userfaultfd.h"
 
 #include <poll.h>
 #include <sys/mman.h>
@@ -10,10 +10,10 @@
 
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
-#include "vmm/sys/kernel_abi.h"
-#include "vmm/sys/memfd.h"
+#include "sys/kernel_abi.h"
+#include "sys/memfd.h"
 
-namespace ferry::vmm {
+namespace ferry::sys {
 namespace {
 
 using ::ferry::testing::StatusIs;
@@ -140,4 +140,4 @@ TEST(Userfaultfd, WriteProtectWithoutAsyncReportsWriteFaults) {
 }
 
 }  // namespace
-}  // namespace ferry::vmm
+}  // namespace ferry::sys

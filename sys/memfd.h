@@ -11,8 +11,8 @@
 //   ASSIGN_OR_RETURN(MemfdMapping m, MemfdMapping::Create("guest", 1 << 30, 4096));
 //   m.data()[0] = 1;
 //   RETURN_IF_ERROR(m.PunchHole(0, 4096));   // the page is missing again
-#ifndef FERRY_VMM_SYS_MEMFD_H_
-#define FERRY_VMM_SYS_MEMFD_H_
+#ifndef FERRY_SYS_MEMFD_H_
+#define FERRY_SYS_MEMFD_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -23,7 +23,7 @@
 #include "absl/status/statusor.h"
 #include "base/unique_fd.h"
 
-namespace ferry::vmm {
+namespace ferry::sys {
 
 class MemfdMapping {
  public:
@@ -63,6 +63,6 @@ class MemfdMapping {
   size_t page_size_ = 0;
 };
 
-}  // namespace ferry::vmm
+}  // namespace ferry::sys
 
-#endif  // FERRY_VMM_SYS_MEMFD_H_
+#endif  // FERRY_SYS_MEMFD_H_

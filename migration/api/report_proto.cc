@@ -1,6 +1,6 @@
-#include "migration/agent/report_proto.h"
+#include "migration/api/report_proto.h"
 
-namespace ferry::agent {
+namespace ferry::api {
 
 ferry::v1::MigrationReport ToProto(const migration::MigrationReport& r) {
   ferry::v1::MigrationReport p;
@@ -95,4 +95,4 @@ migration::MigrationReport FromProto(const ferry::v1::MigrationReport& p,
   return r;
 }
 
-}  // namespace ferry::agent
+}  // namespace ferry::api

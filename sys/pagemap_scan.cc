@@ -1,4 +1,4 @@
-#include "vmm/sys/pagemap_scan.h"
+#include "sys/pagemap_scan.h"
 
 #include <fcntl.h>
 #include <sys/ioctl.h>
@@ -6,9 +6,9 @@
 #include <cerrno>
 
 #include "base/errno_status.h"
-#include "vmm/sys/kernel_version.h"
+#include "sys/kernel_version.h"
 
-namespace ferry::vmm {
+namespace ferry::sys {
 namespace {
 
 constexpr size_t kRegionsPerCall = 512;
@@ -68,4 +68,4 @@ absl::Status PagemapScan::TakeWritten(void* addr, size_t len,
   return absl::OkStatus();
 }
 
-}  // namespace ferry::vmm
+}  // namespace ferry::sys

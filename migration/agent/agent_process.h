@@ -3,8 +3,8 @@
 // read from its first line of output, its log goes to a file, and it is
 // asked to stop (SIGTERM) when the object goes away; it also dies with its
 // parent (PR_SET_PDEATHSIG).
-#ifndef FERRY_MIGRATION_CLI_AGENT_PROCESS_H_
-#define FERRY_MIGRATION_CLI_AGENT_PROCESS_H_
+#ifndef FERRY_MIGRATION_AGENT_AGENT_PROCESS_H_
+#define FERRY_MIGRATION_AGENT_AGENT_PROCESS_H_
 
 #include <sys/types.h>
 
@@ -13,7 +13,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace ferry::cli {
+namespace ferry::agent {
 
 class AgentProcess {
  public:
@@ -49,6 +49,6 @@ class AgentProcess {
 // ferry-bench) or in its directory, else "ferryd" on PATH.
 std::string FindFerryd();
 
-}  // namespace ferry::cli
+}  // namespace ferry::agent
 
-#endif  // FERRY_MIGRATION_CLI_AGENT_PROCESS_H_
+#endif  // FERRY_MIGRATION_AGENT_AGENT_PROCESS_H_

@@ -1,14 +1,14 @@
-#include "vmm/sys/pagemap_scan.h"
+#include "sys/pagemap_scan.h"
 
 #include <cstring>
 #include <vector>
 
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
-#include "vmm/sys/memfd.h"
-#include "vmm/sys/userfaultfd.h"
+#include "sys/memfd.h"
+#include "sys/userfaultfd.h"
 
-namespace ferry::vmm {
+namespace ferry::sys {
 namespace {
 
 constexpr size_t kPage = 4096;
@@ -59,4 +59,4 @@ TEST(PagemapScan, TakeWrittenReturnsWrittenPagesOnceAndReprotects) {
 }
 
 }  // namespace
-}  // namespace ferry::vmm
+}  // namespace ferry::sys

@@ -1,4 +1,4 @@
-#include "vmm/sys/userfaultfd.h"
+#include "sys/userfaultfd.h"
 
 #include <fcntl.h>
 #include <sys/ioctl.h>
@@ -12,10 +12,10 @@
 #include "absl/strings/str_format.h"
 #include "base/errno_status.h"
 #include "base/status_macros.h"
-#include "vmm/sys/kernel_abi.h"
-#include "vmm/sys/kernel_version.h"
+#include "sys/kernel_abi.h"
+#include "sys/kernel_version.h"
 
-namespace ferry::vmm {
+namespace ferry::sys {
 namespace {
 
 constexpr size_t kPage = 4096;
@@ -251,4 +251,4 @@ absl::StatusOr<size_t> Userfaultfd::ReadEvents(uffd_msg* msgs, size_t max) {
   }
 }
 
-}  // namespace ferry::vmm
+}  // namespace ferry::sys

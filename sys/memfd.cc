@@ -1,4 +1,4 @@
-#include "vmm/sys/memfd.h"
+#include "sys/memfd.h"
 
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -10,7 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "base/errno_status.h"
 
-namespace ferry::vmm {
+namespace ferry::sys {
 
 absl::StatusOr<MemfdMapping> MemfdMapping::Create(const std::string& name,
                                                   size_t size, size_t page_size) {
@@ -91,4 +91,4 @@ absl::StatusOr<std::vector<std::pair<size_t, size_t>>> MemfdMapping::DataRanges(
   return ranges;
 }
 
-}  // namespace ferry::vmm
+}  // namespace ferry::sys

@@ -7,8 +7,8 @@
 //   ASSIGN_OR_RETURN(PagemapScan scan, PagemapScan::Open());
 //   std::vector<PageRange> written;
 //   RETURN_IF_ERROR(scan.TakeWritten(base, len, &written));  // and re-protect
-#ifndef FERRY_VMM_SYS_PAGEMAP_SCAN_H_
-#define FERRY_VMM_SYS_PAGEMAP_SCAN_H_
+#ifndef FERRY_SYS_PAGEMAP_SCAN_H_
+#define FERRY_SYS_PAGEMAP_SCAN_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -16,9 +16,9 @@
 
 #include "absl/status/statusor.h"
 #include "base/unique_fd.h"
-#include "vmm/sys/kernel_abi.h"
+#include "sys/kernel_abi.h"
 
-namespace ferry::vmm {
+namespace ferry::sys {
 
 // [start, end) in host virtual addresses.
 struct PageRange {
@@ -45,6 +45,6 @@ class PagemapScan {
   std::vector<abi::PageRegion> regions_;
 };
 
-}  // namespace ferry::vmm
+}  // namespace ferry::sys
 
-#endif  // FERRY_VMM_SYS_PAGEMAP_SCAN_H_
+#endif  // FERRY_SYS_PAGEMAP_SCAN_H_

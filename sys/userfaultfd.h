@@ -19,8 +19,8 @@
 //                    Userfaultfd::Open(UFFD_FEATURE_SIGBUS | UFFD_FEATURE_MISSING_SHMEM));
 //   RETURN_IF_ERROR(uffd.Register(base, len, UFFDIO_REGISTER_MODE_MISSING));
 //   ASSIGN_OR_RETURN(InstallResult r, uffd.Copy(base + off, page, 4096));
-#ifndef FERRY_VMM_SYS_USERFAULTFD_H_
-#define FERRY_VMM_SYS_USERFAULTFD_H_
+#ifndef FERRY_SYS_USERFAULTFD_H_
+#define FERRY_SYS_USERFAULTFD_H_
 
 #include <linux/userfaultfd.h>
 
@@ -32,7 +32,7 @@
 #include "absl/status/statusor.h"
 #include "base/unique_fd.h"
 
-namespace ferry::vmm {
+namespace ferry::sys {
 
 // What one install call did, in bytes (whole pages).
 struct InstallResult {
@@ -97,6 +97,6 @@ class Userfaultfd {
   uint64_t features_ = 0;
 };
 
-}  // namespace ferry::vmm
+}  // namespace ferry::sys
 
-#endif  // FERRY_VMM_SYS_USERFAULTFD_H_
+#endif  // FERRY_SYS_USERFAULTFD_H_

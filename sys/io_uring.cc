@@ -1,4 +1,4 @@
-#include "vmm/sys/io_uring.h"
+#include "sys/io_uring.h"
 
 #include <liburing.h>
 
@@ -6,9 +6,9 @@
 
 #include "absl/strings/str_format.h"
 #include "base/errno_status.h"
-#include "vmm/sys/kernel_version.h"
+#include "sys/kernel_version.h"
 
-namespace ferry::vmm {
+namespace ferry::sys {
 
 absl::StatusOr<std::unique_ptr<IoUring>> IoUring::Create(unsigned depth,
                                                          bool single_issuer) {
@@ -132,4 +132,4 @@ absl::Status IoUring::CompletionError(const char* op, int32_t result) {
   return ErrnoStatus(op, -result);
 }
 
-}  // namespace ferry::vmm
+}  // namespace ferry::sys

@@ -19,8 +19,8 @@
 //   RETURN_IF_ERROR(ring->SubmitAndWait(2));
 //   IoCompletion c;
 //   while (ring->PopCompletion(&c)) { ... c.tag, c.result ... }
-#ifndef FERRY_VMM_SYS_IO_URING_H_
-#define FERRY_VMM_SYS_IO_URING_H_
+#ifndef FERRY_SYS_IO_URING_H_
+#define FERRY_SYS_IO_URING_H_
 
 #include <sys/socket.h>
 
@@ -34,7 +34,7 @@
 struct io_uring;
 struct io_uring_sqe;
 
-namespace ferry::vmm {
+namespace ferry::sys {
 
 struct IoCompletion {
   uint64_t tag = 0;
@@ -79,6 +79,6 @@ class IoUring {
   std::unique_ptr<io_uring> ring_;
 };
 
-}  // namespace ferry::vmm
+}  // namespace ferry::sys
 
-#endif  // FERRY_VMM_SYS_IO_URING_H_
+#endif  // FERRY_SYS_IO_URING_H_

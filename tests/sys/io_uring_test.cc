@@ -1,4 +1,4 @@
-#include "vmm/sys/io_uring.h"
+#include "sys/io_uring.h"
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -10,7 +10,7 @@
 #include "base/unique_fd.h"
 #include "gtest/gtest.h"
 
-namespace ferry::vmm {
+namespace ferry::sys {
 namespace {
 
 using ::ferry::testing::StatusIs;
@@ -101,4 +101,4 @@ INSTANTIATE_TEST_SUITE_P(Setups, IoUringTest, ::testing::Bool(),
                          });
 
 }  // namespace
-}  // namespace ferry::vmm
+}  // namespace ferry::sys

@@ -1,0 +1,88 @@
+#include "migration/api/names.h"
+
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/generated_enum_reflection.h"
+
+namespace ferry::api {
+namespace {
+
+namespace pb = google::protobuf;
+
+// MIGRATION_MODE_HYBRID of enum MigrationMode -> "hybrid".
+std::string SpellingOf(const pb::EnumDescriptor* e, int number) {
+  const pb::EnumValueDescriptor* v = e->FindValueByNumber(number);
+  if (v == nullptr || number == 0) return "unknown";
+  // The prefix is the first value's name up to "UNSPECIFIED".
+  std::string prefix = e->value(0)->name();
+  prefix.resize(prefix.size() - std::string("UNSPECIFIED").size());
+  std::string name = v->name().substr(prefix.size());
+  return absl::StrReplaceAll(absl::AsciiStrToLower(name), {{"_", "-"}});
+}
+
+std::vector<std::string> Choices(const pb::EnumDescriptor* e) {
+  std::vector<std::string> out;
+  for (int i = 0; i < e->value_count(); ++i)
+    if (e->value(i)->number() != 0) out.push_back(SpellingOf(e, e->value(i)->number()));
+  return out;
+}
+
+std::string JoinChoices(const std::vector<std::string>& c) {
+  if (c.size() < 2) return absl::StrJoin(c, "");
+  return absl::StrCat(absl::StrJoin(c.begin(), c.end() - 1, ", "), " or ", c.back());
+}
+
+absl::StatusOr<int> Parse(const pb::EnumDescriptor* e, absl::string_view name,
+                          absl::string_view what) {
+  for (int i = 0; i < e->value_count(); ++i) {
+    const int n = e->value(i)->number();
+    if (n != 0 && SpellingOf(e, n) == name) return n;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown ", what, " '", name, "': choose ",
+                                                 JoinChoices(Choices(e))));
+}
+
+}  // namespace
+
+std::string Spelling(ferry::v1::WorkloadKind kind) {
+  return SpellingOf(ferry::v1::WorkloadKind_descriptor(), kind);
+}
+std::string Spelling(ferry::v1::MigrationMode mode) {
+  return SpellingOf(ferry::v1::MigrationMode_descriptor(), mode);
+}
+std::string Spelling(ferry::v1::FaultMode mode) {
+  return SpellingOf(ferry::v1::FaultMode_descriptor(), mode);
+}
+std::string Spelling(ferry::v1::MigrationPhase phase) {
+  return SpellingOf(ferry::v1::MigrationPhase_descriptor(), phase);
+}
+std::string Spelling(ferry::v1::VmState state) {
+  return SpellingOf(ferry::v1::VmState_descriptor(), state);
+}
+
+absl::StatusOr<ferry::v1::WorkloadKind> ParseWorkloadKind(absl::string_view name) {
+  absl::StatusOr<int> n = Parse(ferry::v1::WorkloadKind_descriptor(), name, "workload");
+  if (!n.ok()) return n.status();
+  return static_cast<ferry::v1::WorkloadKind>(*n);
+}
+absl::StatusOr<ferry::v1::MigrationMode> ParseMigrationMode(absl::string_view name) {
+  absl::StatusOr<int> n = Parse(ferry::v1::MigrationMode_descriptor(), name, "migration mode");
+  if (!n.ok()) return n.status();
+  return static_cast<ferry::v1::MigrationMode>(*n);
+}
+absl::StatusOr<ferry::v1::FaultMode> ParseFaultMode(absl::string_view name) {
+  absl::StatusOr<int> n = Parse(ferry::v1::FaultMode_descriptor(), name, "fault mode");
+  if (!n.ok()) return n.status();
+  return static_cast<ferry::v1::FaultMode>(*n);
+}
+
+std::string WorkloadKindChoices() {
+  return JoinChoices(Choices(ferry::v1::WorkloadKind_descriptor()));
+}
+
+}  // namespace ferry::api

@@ -1,0 +1,37 @@
+// How the ferry.v1 enums an operator types and reads are spelled: the enum
+// value's name without its type's prefix, in lower case, with '-' for '_'
+// (WORKLOAD_KIND_DIRTY_RATE is "dirty-rate", MIGRATION_PHASE_POSTCOPY is
+// "postcopy"). The .proto files are the one source of these names; the CLI,
+// the agent's logs, the engine's report and ferry-bench all spell them
+// through here. Parsing rejects UNSPECIFIED and unknown names with
+// InvalidArgument listing the choices.
+//
+// Depends only on the protobuf messages: the CLI links this, not the VMM
+// or the engine.
+#ifndef FERRY_MIGRATION_API_NAMES_H_
+#define FERRY_MIGRATION_API_NAMES_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "ferry/v1/control.pb.h"
+
+namespace ferry::api {
+
+std::string Spelling(ferry::v1::WorkloadKind kind);
+std::string Spelling(ferry::v1::MigrationMode mode);
+std::string Spelling(ferry::v1::FaultMode mode);
+std::string Spelling(ferry::v1::MigrationPhase phase);
+std::string Spelling(ferry::v1::VmState state);
+
+absl::StatusOr<ferry::v1::WorkloadKind> ParseWorkloadKind(absl::string_view name);
+absl::StatusOr<ferry::v1::MigrationMode> ParseMigrationMode(absl::string_view name);
+absl::StatusOr<ferry::v1::FaultMode> ParseFaultMode(absl::string_view name);
+
+// "idle, sequential, uniform, zipf or dirty-rate": for help texts.
+std::string WorkloadKindChoices();
+
+}  // namespace ferry::api
+
+#endif  // FERRY_MIGRATION_API_NAMES_H_
