@@ -1,5 +1,6 @@
 #include "vmm/workload.h"
 
+#include <algorithm>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
@@ -18,6 +19,10 @@ constexpr KindName kKinds[] = {
     {WorkloadKind::kZipf, "zipf"},
     {WorkloadKind::kDirtyRate, "dirty-rate"},
 };
+
+static_assert(static_cast<uint64_t>(WorkloadKind::kIdle) == guest::kIdle);
+static_assert(static_cast<uint64_t>(WorkloadKind::kZipf) == guest::kZipf);
+static_assert(static_cast<uint64_t>(WorkloadKind::kDirtyRate) == guest::kDirtyRate);
 
 // A multiplier coprime with every region size below 2^32 (it is a prime
 // above that), so page = rank * scatter mod R is a permutation.
@@ -69,20 +74,25 @@ int64_t OpIntervalNanos(const WorkloadSpec& spec, uint32_t page_size) {
   }
 }
 
-GuestProgram::GuestProgram(const WorkloadSpec& spec, uint8_t* ram,
-                           uint64_t ram_pages, uint32_t page_size, int vcpu,
-                           int vcpus)
-    : kind_(spec.kind),
-      seed_(Mix64(spec.seed * kGolden + static_cast<uint64_t>(vcpu) + 1)),
-      pages_(ram_pages / static_cast<uint64_t>(vcpus)),
-      words_(page_size / sizeof(uint64_t)),
-      write_threshold_(static_cast<uint64_t>(spec.write_fraction * (1 << 20))),
-      log_pages_(std::log(static_cast<double>(ram_pages / vcpus) + 1)),
-      scatter_(kScatterPrime % std::max<uint64_t>(1, ram_pages / vcpus)) {
-  first_page_ = pages_ * static_cast<uint64_t>(vcpu);
-  region_ = reinterpret_cast<volatile uint64_t*>(ram + first_page_ * page_size);
-  if (pages_ > 0 && std::gcd(scatter_, pages_) != 1) scatter_ = 1;
+guest::OpParams MakeOpParams(const WorkloadSpec& spec, uint64_t ram_pages,
+                             uint32_t page_size, int vcpu, int vcpus) {
+  guest::OpParams p{};
+  p.kind = static_cast<uint64_t>(spec.kind);
+  p.seed = Mix64(spec.seed * kGolden + static_cast<uint64_t>(vcpu) + 1);
+  p.pages = std::max<uint64_t>(1, ram_pages / static_cast<uint64_t>(vcpus));
+  p.words = page_size / sizeof(uint64_t);
+  p.write_threshold = static_cast<uint64_t>(spec.write_fraction * (1 << 20));
+  p.log2_pages_q26 = guest::Log2Q26(p.pages + 1);
+  p.scatter = kScatterPrime % p.pages;
+  if (p.scatter == 0 || std::gcd(p.scatter, p.pages) != 1) p.scatter = 1;
+  return p;
 }
+
+GuestProgram::GuestProgram(const WorkloadSpec& spec, uint8_t* ram, uint64_t ram_pages,
+                           uint32_t page_size, int vcpu, int vcpus)
+    : params_(MakeOpParams(spec, ram_pages, page_size, vcpu, vcpus)),
+      first_page_(params_.pages * static_cast<uint64_t>(vcpu)),
+      region_(reinterpret_cast<volatile uint64_t*>(ram + first_page_ * page_size)) {}
 
 bool InitialPageIsZero(const WorkloadSpec& spec, uint64_t page) {
   if (spec.zero_fraction <= 0) return false;

@@ -25,7 +25,6 @@
 #ifndef FERRY_VMM_WORKLOAD_H_
 #define FERRY_VMM_WORKLOAD_H_
 
-#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -33,9 +32,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "vmm/guest/ops.h"
 
 namespace ferry::vmm {
 
+// Numbered as guest::Kind and ferry.v1.WorkloadKind.
 enum class WorkloadKind { kIdle = 1, kSequential, kUniform, kZipf, kDirtyRate };
 
 struct WorkloadSpec {
@@ -60,17 +61,16 @@ struct GuestCpuState {
   uint64_t acc = 0;
 };
 
-inline uint64_t Mix64(uint64_t x) {  // splitmix64's finalizer: a bijection
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
+using guest::kGolden;
+using guest::Mix64;
 
-inline constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ull;
+// The parameters of vCPU `vcpu`'s op stream (of `vcpus`) over `ram_pages`
+// pages: what the KVM guest image receives in its boot page.
+guest::OpParams MakeOpParams(const WorkloadSpec& spec, uint64_t ram_pages,
+                             uint32_t page_size, int vcpu, int vcpus);
 
-// The op stream of one vCPU over its region.
+// The op stream of one vCPU over its region (RAM pages
+// [first_page, first_page + region_pages)).
 class GuestProgram {
  public:
   // `ram` is the start of RAM offset space; the program uses region `vcpu`
@@ -78,72 +78,20 @@ class GuestProgram {
   GuestProgram(const WorkloadSpec& spec, uint8_t* ram, uint64_t ram_pages,
                uint32_t page_size, int vcpu, int vcpus);
 
-  uint64_t region_pages() const { return pages_; }
+  uint64_t region_pages() const { return params_.pages; }
   uint64_t first_page() const { return first_page_; }
+  const guest::OpParams& params() const { return params_; }
 
-  // Executes op `index` with accumulator `acc`; returns the new accumulator.
-  // Accesses guest memory through volatile pointers: each load and store
-  // happens exactly as written, in order.
+  // Executes op `index` with accumulator `acc`; returns the new accumulator
+  // (guest::Step: the same code the KVM guest runs).
   inline uint64_t Step(uint64_t index, uint64_t acc) const {
-    const uint64_t x = Mix64(seed_ + index * kGolden);
-    uint64_t page, word;
-    bool write;
-    switch (kind_) {
-      case WorkloadKind::kIdle:
-        page = index % pages_;
-        word = 0;
-        write = false;
-        break;
-      case WorkloadKind::kSequential:
-        page = index % pages_;
-        word = (index / pages_) % words_;
-        write = true;
-        break;
-      case WorkloadKind::kUniform:
-        page = x % pages_;
-        word = (x >> 40) % words_;
-        write = ((x >> 20) & 0xfffff) < write_threshold_;
-        break;
-      case WorkloadKind::kZipf: {
-        // rank = floor((R + 1)^u) - 1 has P(rank = k) ~ 1 / (k + 1): Zipf(1).
-        double u = static_cast<double>(x >> 11) * 0x1.0p-53;
-        uint64_t rank = static_cast<uint64_t>(std::exp(u * log_pages_)) - 1;
-        if (rank >= pages_) rank = pages_ - 1;
-        page = (rank * scatter_) % pages_;  // spread the hot set over the region
-        word = (x >> 40) % words_;
-        write = ((x >> 20) & 0xfffff) < write_threshold_;
-        break;
-      }
-      case WorkloadKind::kDirtyRate:
-      default:
-        page = x % pages_;
-        word = (x >> 40) % words_;
-        write = true;
-        break;
-    }
-    volatile uint64_t* p = region_ + page * words_ + word;
-    if (kind_ == WorkloadKind::kDirtyRate) {  // a pure store: a write fault
-      const uint64_t next = Mix64(acc ^ seed_ ^ (index + 1) * kGolden);
-      *p = next;
-      return next;
-    }
-    const uint64_t v = *p;
-    if (!write) return Mix64(acc ^ v);
-    const uint64_t next = Mix64(v ^ acc ^ seed_ ^ (index + 1) * kGolden);
-    *p = next;
-    return next;
+    return guest::Step(params_, region_, index, acc);
   }
 
  private:
-  WorkloadKind kind_;
-  uint64_t seed_;
-  volatile uint64_t* region_;
+  guest::OpParams params_;
   uint64_t first_page_;
-  uint64_t pages_;
-  uint64_t words_;
-  uint64_t write_threshold_;  // of 2^20
-  double log_pages_;
-  uint64_t scatter_;
+  volatile uint64_t* region_;
 };
 
 // True when page `page` (RAM page index) starts as a zero page.
