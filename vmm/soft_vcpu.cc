@@ -11,8 +11,6 @@ namespace {
 
 constexpr char kStateMagic[4] = {'F', 'S', 'V', 'C'};
 constexpr uint32_t kStateVersion = 1;
-constexpr int64_t kMaxPaceSleepNs = 200'000;
-constexpr int64_t kMaxPaceBacklogNs = 10'000'000;
 
 // The saved state: fixed little-endian layout (x86-64 only).
 struct SavedState {
@@ -50,7 +48,7 @@ SoftVcpu::SoftVcpu(int index, int vcpus, GuestMemory* memory,
                vcpus),
       clock_(clock),
       options_(options),
-      interval_ns_(OpIntervalNanos(spec, memory->page_size())) {
+      pacer_(OpIntervalNanos(spec, memory->page_size()), clock) {
   trap_.lo = reinterpret_cast<uintptr_t>(memory->host());
   trap_.hi = trap_.lo + memory->size();
 }
@@ -58,21 +56,6 @@ SoftVcpu::SoftVcpu(int index, int vcpus, GuestMemory* memory,
 void SoftVcpu::RequestExit() { exit_requested_.store(true); }
 
 void SoftVcpu::ClearExitRequest() { exit_requested_.store(false); }
-
-bool SoftVcpu::WaitForPace() {
-  int64_t now = clock_->NowNanos();
-  if (!paced_since_resume_) {  // first op after start or resume: no burst
-    next_op_ns_ = now;
-    paced_since_resume_ = true;
-  }
-  while (now < next_op_ns_) {
-    if (exit_requested_.load(std::memory_order_relaxed)) return false;
-    clock_->SleepNanos(std::min(next_op_ns_ - now, kMaxPaceSleepNs));
-    now = clock_->NowNanos();
-  }
-  next_op_ns_ = std::max(next_op_ns_, now - kMaxPaceBacklogNs) + interval_ns_;
-  return true;
-}
 
 absl::StatusOr<VcpuExit> SoftVcpu::Run() {
   SetThreadFaultTrap(&trap_);
@@ -94,17 +77,14 @@ absl::StatusOr<VcpuExit> SoftVcpu::Run() {
   const uint64_t limit = spec_.ops_per_vcpu;
   while (true) {
     if (exit_requested_.load(std::memory_order_relaxed)) {
-      paced_since_resume_ = false;
+      pacer_.Reset();
       return VcpuExit{VcpuExitReason::kPaused, {}};
     }
     const uint64_t i = ops_done_.load(std::memory_order_relaxed);
     if (limit != 0 && i >= limit) return VcpuExit{VcpuExitReason::kHalted, {}};
-    if (interval_ns_ > 0 && i != paced_index_) {
-      if (!WaitForPace()) {
-        paced_since_resume_ = false;
-        return VcpuExit{VcpuExitReason::kPaused, {}};
-      }
-      paced_index_ = i;  // a retried op does not take a second slot
+    if (!pacer_.Wait(i, exit_requested_)) {  // a retried op does not wait again
+      pacer_.Reset();
+      return VcpuExit{VcpuExitReason::kPaused, {}};
     }
     if (options_.record_op_latency && i != op_started_index_) {
       op_started_index_ = i;
@@ -124,7 +104,7 @@ absl::StatusOr<VcpuExit> SoftVcpu::Run() {
   }
 }
 
-std::string SoftVcpu::SaveState() const {
+absl::StatusOr<std::string> SoftVcpu::SaveState() const {
   SavedState s{};
   std::memcpy(s.magic, kStateMagic, 4);
   s.version = kStateVersion;

@@ -25,6 +25,7 @@
 #include "base/histogram.h"
 #include "vmm/fault_trap.h"
 #include "vmm/guest_memory.h"
+#include "vmm/op_pacer.h"
 #include "vmm/vcpu.h"
 #include "vmm/workload.h"
 
@@ -46,32 +47,26 @@ class SoftVcpu final : public Vcpu {
   absl::StatusOr<VcpuExit> Run() override;
   void RequestExit() override;
   void ClearExitRequest() override;
-  std::string SaveState() const override;
+  absl::StatusOr<std::string> SaveState() const override;
   absl::Status RestoreState(absl::string_view bytes) override;
   VcpuCounters Counters() const override;
 
   uint64_t ops_done() const { return ops_done_.load(std::memory_order_relaxed); }
 
  private:
-  // Waits until the next paced op may run; false if an exit was requested.
-  bool WaitForPace();
-
   const int index_;
   GuestMemory* const memory_;
   const WorkloadSpec spec_;
   const GuestProgram program_;
   const Clock* const clock_;
   const SoftVcpuOptions options_;
-  const int64_t interval_ns_;
 
   FaultTrapContext trap_;
   std::atomic<bool> exit_requested_{false};
   // Committed after each op (see Run): the op count and the accumulator.
   std::atomic<uint64_t> ops_done_{0};
   std::atomic<uint64_t> acc_{0};
-  int64_t next_op_ns_ = 0;        // pacing: when the next op may run
-  bool paced_since_resume_ = false;
-  uint64_t paced_index_ = ~0ull;  // the op that already has its slot
+  OpPacer pacer_;
   uint64_t op_started_index_ = ~0ull;  // op latency: first attempt of an op
   int64_t op_started_ns_ = 0;
   std::atomic<uint64_t> fault_exits_{0};

@@ -77,7 +77,8 @@ class Vcpu {
 
   // The architectural state as bytes, and back. RestoreState rejects bytes
   // of another vCPU kind, index or version with InvalidArgument.
-  virtual std::string SaveState() const = 0;
+  // SaveState fails only on an environment error (a KVM ioctl).
+  virtual absl::StatusOr<std::string> SaveState() const = 0;
   virtual absl::Status RestoreState(absl::string_view bytes) = 0;
 
   virtual VcpuCounters Counters() const = 0;

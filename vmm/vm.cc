@@ -2,7 +2,10 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "sys/kvm.h"
+#include "vmm/kvm/kvm_vcpu.h"
 #include "base/status_macros.h"
 
 namespace ferry::vmm {
@@ -11,6 +14,32 @@ namespace {
 constexpr int kMaxVcpus = 256;
 
 }  // namespace
+
+absl::StatusOr<VmBackend> ParseVmBackend(absl::string_view name) {
+  if (name == "soft") return VmBackend::kSoft;
+  if (name == "kvm") return VmBackend::kKvm;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown backend '", name, "': choose kvm, soft or auto"));
+}
+
+const char* VmBackendName(VmBackend backend) {
+  switch (backend) {
+    case VmBackend::kSoft: return "soft";
+    case VmBackend::kKvm: return "kvm";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<std::pair<VmBackend, std::string>> ResolveVmBackend(absl::string_view name) {
+  if (name != "auto") {
+    ASSIGN_OR_RETURN(VmBackend b, ParseVmBackend(name));
+    return std::make_pair(b, std::string("as asked"));
+  }
+  absl::StatusOr<sys::Kvm> kvm = sys::Kvm::Open();
+  if (kvm.ok()) return std::make_pair(VmBackend::kKvm, std::string("auto: /dev/kvm opens"));
+  return std::make_pair(VmBackend::kSoft,
+                        absl::StrCat("auto: no usable KVM (", kvm.status().message(), ")"));
+}
 
 const char* VcpuRunStateName(VcpuRunState state) {
   switch (state) {
@@ -35,6 +64,9 @@ absl::Status ValidateVmConfig(const VmConfig& config) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "memory size %d is not a positive multiple of the %d-byte page",
         config.memory_bytes, config.page_size));
+  if (config.backend == VmBackend::kKvm && config.memory_bytes % (2ull << 20) != 0)
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "a KVM VM's memory must be a multiple of 2 MiB; %d bytes is not", config.memory_bytes));
   if (config.memory_bytes / config.page_size < static_cast<uint64_t>(config.vcpus))
     return absl::InvalidArgumentError(absl::StrFormat(
         "memory of %d bytes is too small for %d vCPUs (each needs a page)",
@@ -47,19 +79,58 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config,
   RETURN_IF_ERROR(ValidateVmConfig(config));
   ASSIGN_OR_RETURN(MemoryMap map, MemoryMap::ForSize(config.memory_bytes, config.page_size));
   ASSIGN_OR_RETURN(std::unique_ptr<GuestMemory> memory, GuestMemory::Create(map));
-  return std::unique_ptr<Vm>(new Vm(config, std::move(memory), clock));
+  std::unique_ptr<kvm::KvmMachine> machine;
+  std::vector<std::unique_ptr<Vcpu>> vcpus;
+  if (config.backend == VmBackend::kKvm) {
+    ASSIGN_OR_RETURN(machine, kvm::KvmMachine::Create(memory.get(), config.workload, config.vcpus));
+    for (int i = 0; i < config.vcpus; ++i) {
+      ASSIGN_OR_RETURN(std::unique_ptr<kvm::KvmVcpu> v, machine->CreateVcpu(i, clock));
+      vcpus.push_back(std::move(v));
+    }
+  } else {
+    for (int i = 0; i < config.vcpus; ++i)
+      vcpus.push_back(std::make_unique<SoftVcpu>(i, config.vcpus, memory.get(), config.workload,
+                                                 clock, config.vcpu_options));
+  }
+  return std::unique_ptr<Vm>(
+      new Vm(config, std::move(memory), std::move(machine), std::move(vcpus), clock));
 }
 
 Vm::Vm(const VmConfig& config, std::unique_ptr<GuestMemory> memory,
+       std::unique_ptr<kvm::KvmMachine> machine, std::vector<std::unique_ptr<Vcpu>> vcpus,
        const Clock* clock)
-    : config_(config), memory_(std::move(memory)), clock_(clock) {
-  for (int i = 0; i < config.vcpus; ++i)
-    vcpus_.push_back(std::make_unique<SoftVcpu>(i, config.vcpus, memory_.get(),
-                                                config.workload, clock,
-                                                config.vcpu_options));
+    : config_(config),
+      memory_(std::move(memory)),
+      machine_(std::move(machine)),
+      clock_(clock),
+      vcpus_(std::move(vcpus)) {
   absl::MutexLock lock(&mu_);
   states_.assign(config.vcpus, VcpuRunState::kPaused);
   errors_.assign(config.vcpus, absl::OkStatus());
+}
+
+FaultModeChoice Vm::ChooseFaultMode(FaultMode requested) const {
+  if (requested == FaultMode::kBlocking) return {FaultMode::kBlocking, "as asked"};
+  if (config_.backend == VmBackend::kSoft)
+    return {FaultMode::kExit, "as asked: software vCPUs exit on missing pages (SIGBUS)"};
+  if (machine_->caps().exit_on_missing)
+    return {FaultMode::kExit, "as asked: this kernel's memslots exit on missing pages"};
+  return {FaultMode::kBlocking,
+          "exit mode unavailable on this kernel: no exit-on-missing memslots (KVM vCPUs "
+          "fault through userfaultfd inside KVM_RUN), so blocking mode"};
+}
+
+std::string Vm::BackendCapabilities() const {
+  return machine_ ? machine_->caps().ToString() : "";
+}
+
+absl::Status Vm::PreFault(uint64_t gpa, uint64_t size) {
+  if (!machine_) return absl::OkStatus();
+  return machine_->PreFault(gpa, size);
+}
+
+uint64_t Vm::PreFaultedPages() const {
+  return machine_ ? machine_->pre_fault_stats().pages : 0;
 }
 
 Vm::~Vm() { Stop(); }
@@ -90,6 +161,8 @@ absl::Status Vm::EnableDemandPaging(std::shared_ptr<PageSource> source,
     return absl::FailedPreconditionError(absl::StrFormat(
         "cannot enable demand paging on a VM that is %s%s", LifecycleLocked(),
         pager_ ? " and already demand paged" : ""));
+  fault_mode_choice_ = ChooseFaultMode(options.mode);
+  options.mode = fault_mode_choice_.mode;
   ASSIGN_OR_RETURN(pager_, DemandPager::Create(memory_.get(), source.get(), options));
   source_ = std::move(source);
   return absl::OkStatus();
@@ -152,7 +225,7 @@ void Vm::Stop() {
 }
 
 void Vm::VcpuThread(int index) {
-  SoftVcpu* vcpu = vcpus_[index].get();
+  Vcpu* vcpu = vcpus_[index].get();
   if (pager_ != nullptr) pager_->PrepareThread();
   while (true) {
     {
@@ -236,6 +309,9 @@ VmStats Vm::Stats() const {
 }
 
 absl::StatusOr<std::unique_ptr<DirtyLog>> Vm::StartDirtyLog() {
+  // KVM writes guest memory through its own stage-2 mappings, which
+  // userfaultfd write-protect does not see: KVM's own dirty log.
+  if (machine_) return machine_->StartDirtyLog();
   // Software vCPUs write guest memory through the host mapping, so
   // userfaultfd write-protect sees every write.
   ASSIGN_OR_RETURN(std::unique_ptr<UffdDirtyLog> log, UffdDirtyLog::Start(memory_.get()));
@@ -248,7 +324,10 @@ absl::StatusOr<std::vector<std::string>> Vm::SaveVcpuStates() const {
     return absl::FailedPreconditionError(absl::StrFormat(
         "cannot save vCPU state of a VM that is %s: pause it first", LifecycleLocked()));
   std::vector<std::string> out;
-  for (const auto& v : vcpus_) out.push_back(v->SaveState());
+  for (const auto& v : vcpus_) {
+    ASSIGN_OR_RETURN(std::string state, v->SaveState());
+    out.push_back(std::move(state));
+  }
   return out;
 }
 

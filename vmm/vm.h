@@ -44,13 +44,25 @@
 #include "vmm/digest.h"
 #include "vmm/dirty_log.h"
 #include "vmm/guest_memory.h"
+#include "vmm/kvm/kvm_machine.h"
 #include "vmm/soft_vcpu.h"
 #include "vmm/vcpu.h"
 #include "vmm/workload.h"
 
 namespace ferry::vmm {
 
+// Which vCPUs run the guest: software vCPUs (anywhere) or KVM vCPUs
+// running the guest image (vmm/guest/), where /dev/kvm opens.
+enum class VmBackend { kSoft = 1, kKvm };
+
+absl::StatusOr<VmBackend> ParseVmBackend(absl::string_view name);  // "soft", "kvm"
+const char* VmBackendName(VmBackend backend);
+// "auto": KVM where /dev/kvm opens, else soft; "soft" and "kvm" as given.
+// The string says why when auto chose soft.
+absl::StatusOr<std::pair<VmBackend, std::string>> ResolveVmBackend(absl::string_view name);
+
 struct VmConfig {
+  VmBackend backend = VmBackend::kSoft;
   uint64_t memory_bytes = 1ull << 30;
   uint32_t page_size = 4096;
   int vcpus = 2;
@@ -67,6 +79,12 @@ const char* VcpuRunStateName(VcpuRunState state);
 struct VcpuStats {
   VcpuRunState state = VcpuRunState::kPaused;
   VcpuCounters counters;
+};
+
+// The fault mode a destination VM runs and why (Vm::EnableDemandPaging).
+struct FaultModeChoice {
+  FaultMode mode = FaultMode::kExit;
+  std::string reason;
 };
 
 struct VmStats {
@@ -94,6 +112,21 @@ class Vm {
   absl::Status EnableDemandPaging(std::shared_ptr<PageSource> source,
                                   DemandPagerOptions options);
   DemandPager* pager() { return pager_.get(); }
+  // The fault mode demand paging uses, and why: the one place the choice is
+  // made. KVM vCPUs exit on missing pages only on a kernel whose memslots
+  // can (none upstream yet); elsewhere they use blocking mode.
+  FaultModeChoice ChooseFaultMode(FaultMode requested) const;
+  const FaultModeChoice& fault_mode_choice() const { return fault_mode_choice_; }
+
+  VmBackend backend() const { return config_.backend; }
+  // KVM only: what the kernel offers ("" for a software VM).
+  std::string BackendCapabilities() const;
+  // KVM only: maps [gpa, gpa + size) (installed pages) in the stage-2
+  // tables now; a no-op for software vCPUs. Never from a thread that serves
+  // userfaultfd.
+  absl::Status PreFault(uint64_t gpa, uint64_t size);
+  // Stage-2 faults pre-faulting saved so far (pages mapped ahead).
+  uint64_t PreFaultedPages() const;
 
   absl::Status Start();
   absl::Status Pause();
@@ -124,7 +157,9 @@ class Vm {
   absl::StatusOr<MemoryDigest> Digest() const;
 
  private:
-  Vm(const VmConfig& config, std::unique_ptr<GuestMemory> memory, const Clock* clock);
+  Vm(const VmConfig& config, std::unique_ptr<GuestMemory> memory,
+     std::unique_ptr<kvm::KvmMachine> machine, std::vector<std::unique_ptr<Vcpu>> vcpus,
+     const Clock* clock);
 
   void VcpuThread(int index);
   bool AnyRunningLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -132,10 +167,12 @@ class Vm {
 
   const VmConfig config_;
   std::unique_ptr<GuestMemory> memory_;
+  std::unique_ptr<kvm::KvmMachine> machine_;  // KVM backend only
   const Clock* clock_;
+  FaultModeChoice fault_mode_choice_;
   std::shared_ptr<PageSource> source_;  // outlives pager_ (declared first)
   std::unique_ptr<DemandPager> pager_;
-  std::vector<std::unique_ptr<SoftVcpu>> vcpus_;
+  std::vector<std::unique_ptr<Vcpu>> vcpus_;
   std::vector<std::thread> threads_;
 
   mutable absl::Mutex mu_;

@@ -128,11 +128,11 @@ TEST(SoftVcpu, StateRoundTripsAndBadStateIsRejected) {
   FillInitialPages(spec, mem->host(), kPage, 0, 16);
   SoftVcpu a(0, 1, mem.get(), spec, &RealClock(), {});
   ASSERT_OK(a.Run().status());
-  std::string saved = a.SaveState();
+  ASSERT_OK_AND_ASSIGN(std::string saved, a.SaveState());
 
   SoftVcpu b(0, 1, mem.get(), spec, &RealClock(), {});
   ASSERT_OK(b.RestoreState(saved));
-  EXPECT_EQ(b.SaveState(), saved);
+  EXPECT_THAT(b.SaveState(), ::ferry::testing::IsOkAndHolds(saved));
   EXPECT_EQ(b.Counters().ops, 500u);
 
   EXPECT_THAT(b.RestoreState(saved.substr(1)),

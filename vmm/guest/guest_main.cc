@@ -1,0 +1,53 @@
+// The KVM guest: runs one vCPU's workload (ops.h) in 64-bit long mode, set
+// up by the VMM (boot.h: page tables, stack, boot and status pages), then
+// halts. Built freestanding into a flat image (BUILD.bazel): no library, no
+// globals that need initialising, no floating point.
+//
+// Entry: RIP = kFirmwareVa (_start), RDI = the boot page, RSI = the status
+// page, RSP = the top of the vCPU's stack, interrupts off.
+#include "vmm/guest/boot.h"
+#include "vmm/guest/ops.h"
+
+namespace ferry::vmm::guest {
+namespace {
+
+inline void Out32(uint16_t port, uint32_t value) {
+  asm volatile("outl %0, %1" : : "a"(value), "Nd"(port) : "memory");
+}
+
+}  // namespace
+}  // namespace ferry::vmm::guest
+
+extern "C" [[noreturn]] void GuestMain(const ferry::vmm::guest::BootParams* boot,
+                                       ferry::vmm::guest::VcpuStatus* status) {
+  using namespace ferry::vmm::guest;
+  volatile uint64_t* region = reinterpret_cast<volatile uint64_t*>(boot->region_va);
+  uint64_t i = status->ops_done;
+  uint64_t acc = status->acc;
+  const uint64_t limit = boot->ops_limit;
+  while (limit == 0 || i < limit) {
+    if (status->pause_requested) Out32(kPortPaused, static_cast<uint32_t>(i));
+    if (boot->paced) Out32(kPortPace, static_cast<uint32_t>(i));
+    status->in_op = 1;
+    asm volatile("" ::: "memory");
+    acc = Step(boot->ops, region, i, acc);
+    asm volatile("" ::: "memory");
+    ++i;
+    status->acc = acc;
+    status->ops_done = i;  // the commit
+    status->in_op = 0;
+    if ((i & 0xfff) == 0) Out32(kPortProgress, static_cast<uint32_t>(i));
+  }
+  Out32(kPortDone, static_cast<uint32_t>(i));
+  for (;;) asm volatile("hlt");
+}
+
+asm(R"(
+  .section .text.entry, "ax"
+  .global _start
+_start:
+  call GuestMain
+1:
+  hlt
+  jmp 1b
+)");

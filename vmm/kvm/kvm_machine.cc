@@ -1,0 +1,146 @@
+#include "vmm/kvm/kvm_machine.h"
+
+#include <sys/mman.h>
+
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "base/errno_status.h"
+#include "base/status_macros.h"
+#include "vmm/kvm/kvm_vcpu.h"
+
+namespace ferry::vmm::kvm {
+namespace {
+
+// Slot numbers: RAM slots 0..n-1 in map order, then the firmware.
+uint32_t FirmwareSlot(const MemoryMap& map) { return static_cast<uint32_t>(map.slots().size()); }
+
+}  // namespace
+
+// KVM's dirty log over the RAM slots: KVM_GET_DIRTY_LOG, then
+// KVM_CLEAR_DIRTY_LOG of exactly the bits seen (manual protect), so a write
+// that races with Collect() is reported now or by the next call. KVM may
+// report pages the guest only read (it maps writable host pages writable),
+// and writes the VMM makes are not in it.
+class KvmDirtyLog final : public DirtyLog {
+ public:
+  explicit KvmDirtyLog(KvmMachine* machine) : machine_(machine) {}
+  ~KvmDirtyLog() override { (void)machine_->SetRamSlotFlags(0); }
+
+  absl::Status Collect(std::vector<uint64_t>* pages) override {
+    pages->clear();
+    const MemoryMap& map = machine_->memory_->map();
+    const uint32_t ps = map.page_size();
+    for (size_t i = 0; i < map.slots().size(); ++i) {
+      const MemorySlot& slot = map.slots()[i];
+      const uint64_t n = slot.size / ps;
+      bitmap_.assign((n + 63) / 64, 0);
+      RETURN_IF_ERROR(machine_->vm_.GetDirtyLog(static_cast<uint32_t>(i), bitmap_.data()));
+      const uint64_t first = slot.offset / ps;
+      for (uint64_t w = 0; w < bitmap_.size(); ++w)
+        for (uint64_t bits = bitmap_[w]; bits != 0; bits &= bits - 1)
+          pages->push_back(first + w * 64 + static_cast<uint64_t>(__builtin_ctzll(bits)));
+      RETURN_IF_ERROR(machine_->vm_.ClearDirtyLog(static_cast<uint32_t>(i), 0,
+                                                  static_cast<uint32_t>(n), bitmap_.data()));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  KvmMachine* const machine_;
+  std::vector<uint64_t> bitmap_;
+};
+
+KvmMachine::KvmMachine(sys::Kvm kvm, GuestMemory* memory, const WorkloadSpec& spec, int vcpus)
+    : kvm_(std::move(kvm)), memory_(memory), spec_(spec), vcpus_(vcpus) {}
+
+KvmMachine::~KvmMachine() {
+  if (firmware_ != nullptr) munmap(firmware_, firmware_size_);
+}
+
+absl::StatusOr<std::unique_ptr<KvmMachine>> KvmMachine::Create(GuestMemory* memory,
+                                                               const WorkloadSpec& spec,
+                                                               int vcpus) {
+  ASSIGN_OR_RETURN(sys::Kvm kvm, sys::Kvm::Open());
+  std::unique_ptr<KvmMachine> m(new KvmMachine(std::move(kvm), memory, spec, vcpus));
+  RETURN_IF_ERROR(m->Init());
+  return m;
+}
+
+absl::Status KvmMachine::Init() {
+  ASSIGN_OR_RETURN(vm_, kvm_.CreateVm());
+  ASSIGN_OR_RETURN(cpuid_, kvm_.SupportedCpuid());
+  if (kvm_.caps().manual_dirty_log_protect)
+    RETURN_IF_ERROR(vm_.EnableCap(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+                                  KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE));
+  firmware_size_ = guest::FirmwareBytes(static_cast<uint64_t>(vcpus_));
+  void* fw = mmap(nullptr, firmware_size_, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  if (fw == MAP_FAILED) return ErrnoStatus("mmap firmware", errno);
+  firmware_ = static_cast<uint8_t*>(fw);
+  ASSIGN_OR_RETURN(layout_, BuildFirmware(memory_->map(), spec_, vcpus_, firmware()));
+  RETURN_IF_ERROR(SetRamSlotFlags(0));
+  RETURN_IF_ERROR(vm_.SetMemoryRegion(FirmwareSlot(memory_->map()), 0, layout_.gpa,
+                                      firmware_size_, firmware_));
+  absl::MutexLock lock(&prefault_mu_);
+  ASSIGN_OR_RETURN(prefault_vcpu_, vm_.CreateVcpu(vcpus_, kvm_.vcpu_mmap_size()));
+  return PrepareVcpu(prefault_vcpu_, 0);
+}
+
+absl::Status KvmMachine::SetRamSlotFlags(uint32_t flags) {
+  const MemoryMap& map = memory_->map();
+  for (size_t i = 0; i < map.slots().size(); ++i) {
+    const MemorySlot& s = map.slots()[i];
+    RETURN_IF_ERROR(vm_.SetMemoryRegion(static_cast<uint32_t>(i), flags, s.gpa, s.size,
+                                        memory_->host() + s.offset));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvmMachine::PrepareVcpu(sys::KvmVcpuFd& fd, int index) {
+  RETURN_IF_ERROR(fd.SetCpuid(cpuid_));
+  kvm_sregs sregs;
+  RETURN_IF_ERROR(fd.GetSregs(&sregs));
+  RETURN_IF_ERROR(fd.SetSregs(LongModeSregs(layout_, sregs)));
+  return fd.SetRegs(InitialRegs(index));
+}
+
+absl::StatusOr<std::unique_ptr<KvmVcpu>> KvmMachine::CreateVcpu(int index, const Clock* clock) {
+  if (index < 0 || index >= vcpus_)
+    return absl::InvalidArgumentError(absl::StrFormat("no vCPU %d in a %d-vCPU VM", index, vcpus_));
+  ASSIGN_OR_RETURN(sys::KvmVcpuFd fd, vm_.CreateVcpu(index, kvm_.vcpu_mmap_size()));
+  RETURN_IF_ERROR(PrepareVcpu(fd, index));
+  return std::make_unique<KvmVcpu>(index, this, std::move(fd), clock);
+}
+
+absl::StatusOr<std::unique_ptr<DirtyLog>> KvmMachine::StartDirtyLog() {
+  if (!kvm_.caps().manual_dirty_log_protect)
+    return absl::FailedPreconditionError(
+        "KVM lacks KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (Linux 5.8): no dirty log without "
+        "losing writes between read and clear");
+  RETURN_IF_ERROR(SetRamSlotFlags(KVM_MEM_LOG_DIRTY_PAGES));
+  return std::unique_ptr<DirtyLog>(new KvmDirtyLog(this));
+}
+
+absl::Status KvmMachine::PreFault(uint64_t gpa, uint64_t size) {
+  absl::MutexLock lock(&prefault_mu_);
+  ++prefault_stats_.ranges;
+  absl::Status s = prefault_vcpu_.PreFaultMemory(gpa, size);
+  if (s.ok()) {
+    prefault_stats_.pages += size / memory_->page_size();
+    return s;
+  }
+  if (absl::IsUnimplemented(s)) {  // EOPNOTSUPP: no TDP; the guest faults as usual
+    ++prefault_stats_.unsupported;
+    return absl::OkStatus();
+  }
+  ++prefault_stats_.failed;
+  return s;
+}
+
+PreFaultStats KvmMachine::pre_fault_stats() const {
+  absl::MutexLock lock(&prefault_mu_);
+  return prefault_stats_;
+}
+
+}  // namespace ferry::vmm::kvm

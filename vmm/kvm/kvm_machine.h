@@ -1,0 +1,98 @@
+// KvmMachine: the KVM half of a Vm whose backend is KVM. It owns the VM fd,
+// the memory slots (the guest's RAM, over the same memfd mapping the
+// software backend uses, plus the firmware area of vmm/guest/boot.h), the
+// firmware's contents, and one extra vCPU that never runs and serves
+// KVM_PRE_FAULT_MEMORY (a vCPU ioctl waits for KVM_RUN to return, so a
+// running vCPU's fd cannot be used from another thread; stage-2 tables are
+// shared by every vCPU of the VM, so pre-faulting on the extra one maps the
+// pages for all).
+//
+// Threads: CreateVcpu() once per vCPU before the VM starts; PreFault() from
+// any thread but never from one that serves userfaultfd (it may wait for a
+// page); dirty logging from one thread.
+#ifndef FERRY_VMM_KVM_KVM_MACHINE_H_
+#define FERRY_VMM_KVM_KVM_MACHINE_H_
+
+#include <atomic>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "base/clock.h"
+#include "sys/kvm.h"
+#include "vmm/dirty_log.h"
+#include "vmm/guest_memory.h"
+#include "vmm/kvm/firmware.h"
+#include "vmm/workload.h"
+
+namespace ferry::vmm::kvm {
+
+class KvmVcpu;
+
+// What pre-fault did, for the report.
+struct PreFaultStats {
+  uint64_t ranges = 0;
+  uint64_t pages = 0;        // stage-2 faults the guest will not take
+  uint64_t unsupported = 0;  // ranges skipped: the MMU cannot (no TDP)
+  uint64_t failed = 0;       // ranges whose ioctl failed otherwise
+};
+
+class KvmMachine {
+ public:
+  // Opens /dev/kvm (NotFound / PermissionDenied when there is none), creates
+  // the VM, its memory slots and firmware for `memory` (which must outlive
+  // the machine) and `spec` on `vcpus` vCPUs.
+  static absl::StatusOr<std::unique_ptr<KvmMachine>> Create(GuestMemory* memory,
+                                                            const WorkloadSpec& spec,
+                                                            int vcpus);
+  ~KvmMachine();
+
+  const sys::KvmCapabilities& caps() const { return kvm_.caps(); }
+  // KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2): the XSAVE buffer size (0: none).
+  int xsave2_size() const { return kvm_.xsave2_size(); }
+
+  // vCPU `index` in its initial state (64-bit, at the image's entry).
+  absl::StatusOr<std::unique_ptr<KvmVcpu>> CreateVcpu(int index, const Clock* clock);
+
+  // Starts KVM's dirty log over RAM (KVM_MEM_LOG_DIRTY_PAGES with manual
+  // protect: KVM_GET_DIRTY_LOG, then KVM_CLEAR_DIRTY_LOG of what was seen).
+  absl::StatusOr<std::unique_ptr<DirtyLog>> StartDirtyLog();
+
+  // Maps guest-physical [gpa, gpa + size) in the stage-2 tables now, so the
+  // guest takes no fault there. Only over pages that are present.
+  // Unsupported MMUs (no two-dimensional paging) are counted, not errors.
+  absl::Status PreFault(uint64_t gpa, uint64_t size);
+  PreFaultStats pre_fault_stats() const;
+
+  absl::Span<uint8_t> firmware() { return absl::MakeSpan(firmware_, firmware_size_); }
+  const FirmwareLayout& layout() const { return layout_; }
+  const WorkloadSpec& spec() const { return spec_; }
+
+ private:
+  friend class KvmDirtyLog;
+  KvmMachine(sys::Kvm kvm, GuestMemory* memory, const WorkloadSpec& spec, int vcpus);
+  absl::Status Init();
+  // Sets the flags of every RAM slot.
+  absl::Status SetRamSlotFlags(uint32_t flags);
+  absl::Status PrepareVcpu(sys::KvmVcpuFd& fd, int index);
+
+  sys::Kvm kvm_;
+  GuestMemory* const memory_;
+  const WorkloadSpec spec_;
+  const int vcpus_;
+  sys::KvmVmFd vm_;
+  uint8_t* firmware_ = nullptr;
+  uint64_t firmware_size_ = 0;
+  FirmwareLayout layout_;
+  std::vector<kvm_cpuid_entry2> cpuid_;
+
+  mutable absl::Mutex prefault_mu_;
+  sys::KvmVcpuFd prefault_vcpu_ ABSL_GUARDED_BY(prefault_mu_);
+  PreFaultStats prefault_stats_ ABSL_GUARDED_BY(prefault_mu_);
+};
+
+}  // namespace ferry::vmm::kvm
+
+#endif  // FERRY_VMM_KVM_KVM_MACHINE_H_
