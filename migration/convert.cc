@@ -44,6 +44,8 @@ ferry::v1::VmLayout ToLayout(const vmm::VmConfig& config, const vmm::MemoryMap& 
     slot->set_offset(s.offset);
   }
   *l.mutable_workload() = ToWorkload(config.workload);
+  l.set_backend(config.backend == vmm::VmBackend::kKvm ? ferry::v1::VM_BACKEND_KVM
+                                                       : ferry::v1::VM_BACKEND_SOFT);
   return l;
 }
 
@@ -54,6 +56,13 @@ absl::StatusOr<vmm::VmConfig> FromLayout(const ferry::v1::VmLayout& l) {
   c.vcpus = static_cast<int>(l.vcpus());
   if (l.vcpus() > 256) return absl::InvalidArgumentError("layout: more than 256 vCPUs");
   ASSIGN_OR_RETURN(c.workload, FromWorkload(l.workload()));
+  switch (l.backend()) {
+    case ferry::v1::VM_BACKEND_SOFT: c.backend = vmm::VmBackend::kSoft; break;
+    case ferry::v1::VM_BACKEND_KVM: c.backend = vmm::VmBackend::kKvm; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "layout: backend %d is not soft or kvm (auto is for requests only)", l.backend()));
+  }
   RETURN_IF_ERROR(vmm::ValidateVmConfig(c));
   std::vector<vmm::MemorySlot> slots;
   for (const auto& s : l.slots()) slots.push_back({s.gpa(), s.size(), s.offset()});

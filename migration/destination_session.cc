@@ -249,6 +249,14 @@ absl::Status DestinationSession::OnPages(const ferry::v1::PageBatch& b) {
   for (const DecodedRun& run : d.zero_runs)
     RETURN_IF_ERROR(postcopy ? pager.InstallZeroPages(run.gpa, run.count)
                              : pager.WriteZeroPages(run.gpa, run.count));
+  if (postcopy) {
+    // KVM: map what the push just installed in the stage-2 tables before a
+    // vCPU touches it. Every page of these runs is present now (installed
+    // here or by a fault first), and this thread serves no userfaultfd.
+    const uint64_t ps = vm_->memory().page_size();
+    for (const auto* runs : {&d.data_runs, &d.zero_runs})
+      for (const DecodedRun& run : *runs) RETURN_IF_ERROR(vm_->PreFault(run.gpa, run.count * ps));
+  }
   return absl::OkStatus();
 }
 
@@ -333,6 +341,9 @@ ferry::v1::DestinationStats DestinationSession::Stats() const {
   s.set_fetch_rtt_p99_us(fs.round_trip.Percentile(99) / 1e3);
   s.set_guest_ops(vm_->Stats().total_ops - ops_at_resume_);
   s.set_pages_discarded(pages_discarded_);
+  s.set_fault_mode(ToProto(vm_->fault_mode_choice().mode));
+  s.set_fault_mode_reason(vm_->fault_mode_choice().reason);
+  s.set_prefaulted_pages(vm_->PreFaultedPages());
   return s;
 }
 

@@ -10,6 +10,8 @@ JsonObject MigrationReport::ToJson() const {
   o.Add("migration_id", migration_id)
       .Add("mode", mode)
       .Add("fault_mode", fault_mode)
+      .Add("fault_mode_reason", fault_mode_reason)
+      .Add("backend", backend)
       .Add("memory_bytes", memory_bytes)
       .Add("vcpus", vcpus)
       .Add("workload", workload)
@@ -42,7 +44,8 @@ JsonObject MigrationReport::ToJson() const {
       .Add("fault_max_us", fault_max_us)
       .Add("max_vcpu_stall_ms", max_vcpu_stall_ms)
       .Add("fetch_rtt_p50_us", fetch_rtt_p50_us)
-      .Add("fetch_rtt_p99_us", fetch_rtt_p99_us);
+      .Add("fetch_rtt_p99_us", fetch_rtt_p99_us)
+      .Add("prefaulted_pages", prefaulted_pages);
   std::vector<double> t, ops;
   std::string phases;
   for (const OpsSample& s : ops_timeline) {
@@ -64,8 +67,11 @@ JsonObject MigrationReport::ToJson() const {
 std::string MigrationReport::ToText() const {
   std::string out;
   absl::StrAppendFormat(&out, "migration %s: %s\n", migration_id, outcome);
-  absl::StrAppendFormat(&out, "  %s, %d MiB, %d vCPUs, workload %s, fault mode %s\n", mode,
-                        memory_bytes >> 20, vcpus, workload, fault_mode);
+  absl::StrAppendFormat(&out, "  %s, %d MiB, %d vCPUs (%s), workload %s, fault mode %s\n", mode,
+                        memory_bytes >> 20, vcpus, backend.empty() ? "soft" : backend, workload,
+                        fault_mode);
+  if (!fault_mode_reason.empty())
+    absl::StrAppendFormat(&out, "  fault mode: %s\n", fault_mode_reason);
   absl::StrAppendFormat(&out,
                         "  total %.1f ms, downtime %.2f ms (%.2f ms of it at the destination; "
                         "switchover: %s)\n",
@@ -81,6 +87,9 @@ std::string MigrationReport::ToText() const {
                         "  faults %d: p50 %.1f us, p99 %.1f us, max %.1f us; longest vCPU "
                         "stall %.2f ms\n",
                         faults, fault_p50_us, fault_p99_us, fault_max_us, max_vcpu_stall_ms);
+  if (prefaulted_pages > 0)
+    absl::StrAppendFormat(&out, "  pre-faulted %d pages (stage-2 faults the guest did not take)\n",
+                          prefaulted_pages);
   if (digest_match.has_value())
     absl::StrAppendFormat(&out, "  memory digest vs reference run: %s\n",
                           *digest_match ? "MATCH" : "MISMATCH");

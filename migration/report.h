@@ -22,7 +22,9 @@ struct OpsSample {
 struct MigrationReport {
   std::string migration_id;
   std::string mode;
-  std::string fault_mode;
+  std::string fault_mode;         // what the destination ran
+  std::string fault_mode_reason;  // why (it may differ from what was asked)
+  std::string backend;            // soft or kvm
   uint64_t memory_bytes = 0;
   int vcpus = 0;
   std::string workload;
@@ -60,6 +62,7 @@ struct MigrationReport {
   double max_vcpu_stall_ms = 0;
   double fetch_rtt_p50_us = 0;
   double fetch_rtt_p99_us = 0;
+  uint64_t prefaulted_pages = 0;  // KVM: stage-2 faults pre-faulting saved
 
   std::vector<OpsSample> ops_timeline;
   std::optional<bool> digest_match;  // set by whoever verified the guest

@@ -608,6 +608,7 @@ void SourceSession::FillReport() {
   r.migration_id = id_;
   r.mode = MigrationModeName(config_.options.mode);
   r.fault_mode = vmm::FaultModeName(config_.options.fault_mode);
+  r.backend = vmm::VmBackendName(c.backend);
   r.memory_bytes = c.memory_bytes;
   r.vcpus = c.vcpus;
   r.workload = vmm::WorkloadKindName(c.workload.kind);
@@ -644,6 +645,13 @@ void SourceSession::FillReport() {
   r.max_vcpu_stall_ms = d.fault_max_us() / 1e3;
   r.fetch_rtt_p50_us = d.fetch_rtt_p50_us();
   r.fetch_rtt_p99_us = d.fetch_rtt_p99_us();
+  r.prefaulted_pages = d.prefaulted_pages();
+  if (d.fault_mode() != ferry::v1::FAULT_MODE_UNSPECIFIED) {
+    // What the destination ran, which can differ from what was asked.
+    absl::StatusOr<vmm::FaultMode> ran = FromProto(d.fault_mode());
+    if (ran.ok()) r.fault_mode = vmm::FaultModeName(*ran);
+    r.fault_mode_reason = d.fault_mode_reason();
+  }
   r.ops_timeline = timeline_;
 }
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Counts test cases from Bazel's test results and prints one closing line.
 
-Usage: count_tests.py BAZEL_TEST_LOG
+Usage: count_tests.py BAZEL_TEST_LOG [--out FILE]
 
 Reads the per-target status lines of `bazel test` (PASSED, FAILED, TIMEOUT,
 NO STATUS, FAILED TO BUILD, ...) and, for each target that ran, its JUnit XML
 in bazel-testlogs/ (written by googletest). A target that did not run, or
 whose XML is missing, counts as one failed case. Prints
-"N passed, N failed, N skipped" and exits 1 if anything failed.
+"N passed, N failed, N skipped" (with --out, "N N N" to FILE too) and exits 1
+if anything failed.
 """
 import os
 import re
@@ -40,7 +41,13 @@ def count_xml(path):
 def main():
     passed = failed = skipped = 0
     targets = {}
-    with open(sys.argv[1]) as log:
+    args = sys.argv[1:]
+    out = None
+    if "--out" in args:
+        i = args.index("--out")
+        out = args[i + 1]
+        del args[i:i + 2]
+    with open(args[0]) as log:
         for line in log:
             m = STATUS.match(line.strip())
             if m:
@@ -59,6 +66,9 @@ def main():
         print("no test results found", file=sys.stderr)
         failed += 1
     print(f"{passed} passed, {failed} failed, {skipped} skipped")
+    if out:
+        with open(out, "w") as f:
+            f.write(f"{passed} {failed} {skipped}\n")
     return 1 if failed else 0
 
 

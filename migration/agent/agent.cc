@@ -7,6 +7,7 @@
 #include "base/clock.h"
 #include "base/net.h"
 #include "base/status_macros.h"
+#include "migration/api/defaults.h"
 #include "migration/api/report_proto.h"
 #include "migration/convert.h"
 
@@ -48,6 +49,7 @@ struct Agent::VmEntry {
   std::unique_ptr<vmm::Vm> vm;
   std::string migration_id;  // outgoing, under way
   std::string arrived_by;
+  std::string backend_reason;  // why this backend ("as asked", or what auto found)
   // Guest ops/s, between two VmStats calls.
   absl::Mutex stats_mu;
   int64_t last_t = 0;
@@ -151,6 +153,8 @@ ferry::v1::Vm Agent::Describe(const VmEntry& e) const {
   v.set_arrived_by(e.arrived_by);
   const vmm::VmConfig& c = e.vm->config();
   *v.mutable_layout() = migration::ToLayout(c, e.vm->memory().map());
+  v.set_backend_capabilities(e.vm->BackendCapabilities());
+  v.set_backend_reason(e.backend_reason);
   vmm::VmStats s = e.vm->Stats();
   v.set_guest_ops(s.total_ops);
   bool any_running = false, any_failed = false, all_halted = true;
@@ -173,12 +177,22 @@ absl::StatusOr<ferry::v1::Vm> Agent::CreateVm(const ferry::v1::CreateVmRequest& 
   config.memory_bytes = r.memory_bytes();
   config.vcpus = static_cast<int>(r.vcpus());
   ASSIGN_OR_RETURN(config.workload, migration::FromWorkload(r.workload()));
+  // UNSPECIFIED is the default, soft (migration/api/defaults.h).
+  std::string backend_name = api::kDefaultBackend;
+  if (r.backend() == ferry::v1::VM_BACKEND_SOFT) backend_name = "soft";
+  else if (r.backend() == ferry::v1::VM_BACKEND_KVM) backend_name = "kvm";
+  else if (r.backend() == ferry::v1::VM_BACKEND_AUTO) backend_name = "auto";
+  else if (r.backend() != ferry::v1::VM_BACKEND_UNSPECIFIED)
+    return absl::InvalidArgumentError(absl::StrCat("backend ", r.backend(), " is unknown"));
+  ASSIGN_OR_RETURN(auto backend, vmm::ResolveVmBackend(backend_name));
+  config.backend = backend.first;
   if (config.memory_bytes % (2 << 20) != 0)
     return absl::InvalidArgumentError(absl::StrFormat(
         "memory %d is not a multiple of 2 MiB (give e.g. 512M or 1G)", config.memory_bytes));
   RETURN_IF_ERROR(vmm::ValidateVmConfig(config));
   auto entry = std::make_shared<VmEntry>();
   entry->name = r.name();
+  entry->backend_reason = backend.second;
   {
     absl::MutexLock lock(&mu_);
     if (shutting_down_)
@@ -213,9 +227,13 @@ absl::StatusOr<ferry::v1::Vm> Agent::CreateVm(const ferry::v1::CreateVmRequest& 
     reserved_.erase(r.name());
     vms_[r.name()] = entry;
   }
-  Log(absl::StrFormat("vm %s created: %d MiB, %d vCPUs, workload %s", r.name(),
-                      config.memory_bytes >> 20, config.vcpus,
-                      vmm::WorkloadKindName(config.workload.kind)));
+  Log(absl::StrFormat("vm %s created: %d MiB, %d vCPUs, workload %s, backend %s (%s)%s",
+                      r.name(), config.memory_bytes >> 20, config.vcpus,
+                      vmm::WorkloadKindName(config.workload.kind),
+                      vmm::VmBackendName(config.backend), backend.second,
+                      config.backend == vmm::VmBackend::kKvm
+                          ? absl::StrCat(": ", entry->vm->BackendCapabilities())
+                          : ""));
   return Describe(*entry);
 }
 
@@ -346,6 +364,7 @@ void Agent::Adopt(const std::string& migration_id, const std::string& name,
   e->name = name;
   e->vm = std::move(vm);
   e->arrived_by = migration_id;
+  e->backend_reason = "as the source had it";
   absl::MutexLock lock(&mu_);
   reserved_.erase(name);
   vms_[name] = e;

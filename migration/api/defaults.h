@@ -21,6 +21,9 @@ inline constexpr int kDefaultVcpus = 2;
 inline constexpr const char* kDefaultWorkload = "zipf";
 inline constexpr uint64_t kDefaultDirtyBytesPerSec = 16ull << 20;
 inline constexpr double kDefaultWriteFraction = 0.5;
+// Software vCPUs unless asked: the same VM on every host ("auto" picks KVM
+// where /dev/kvm opens).
+inline constexpr const char* kDefaultBackend = "soft";
 // The demo's VM: half of its pages start as zero pages.
 inline constexpr double kDemoZeroFraction = 0.5;
 

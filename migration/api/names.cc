@@ -65,6 +65,16 @@ std::string Spelling(ferry::v1::VmState state) {
   return SpellingOf(ferry::v1::VmState_descriptor(), state);
 }
 
+std::string Spelling(ferry::v1::VmBackend backend) {
+  return SpellingOf(ferry::v1::VmBackend_descriptor(), backend);
+}
+
+absl::StatusOr<ferry::v1::VmBackend> ParseVmBackend(absl::string_view name) {
+  absl::StatusOr<int> n = Parse(ferry::v1::VmBackend_descriptor(), name, "backend");
+  if (!n.ok()) return n.status();
+  return static_cast<ferry::v1::VmBackend>(*n);
+}
+
 absl::StatusOr<ferry::v1::WorkloadKind> ParseWorkloadKind(absl::string_view name) {
   absl::StatusOr<int> n = Parse(ferry::v1::WorkloadKind_descriptor(), name, "workload");
   if (!n.ok()) return n.status();

@@ -24,10 +24,13 @@ std::string Spelling(ferry::v1::MigrationMode mode);
 std::string Spelling(ferry::v1::FaultMode mode);
 std::string Spelling(ferry::v1::MigrationPhase phase);
 std::string Spelling(ferry::v1::VmState state);
+std::string Spelling(ferry::v1::VmBackend backend);
 
 absl::StatusOr<ferry::v1::WorkloadKind> ParseWorkloadKind(absl::string_view name);
 absl::StatusOr<ferry::v1::MigrationMode> ParseMigrationMode(absl::string_view name);
 absl::StatusOr<ferry::v1::FaultMode> ParseFaultMode(absl::string_view name);
+// "soft", "kvm" or "auto".
+absl::StatusOr<ferry::v1::VmBackend> ParseVmBackend(absl::string_view name);
 
 // "idle, sequential, uniform, zipf or dirty-rate": for help texts.
 std::string WorkloadKindChoices();

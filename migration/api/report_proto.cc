@@ -6,6 +6,9 @@ ferry::v1::MigrationReport ToProto(const migration::MigrationReport& r) {
   ferry::v1::MigrationReport p;
   p.set_mode(r.mode);
   p.set_fault_mode(r.fault_mode);
+  p.set_fault_mode_reason(r.fault_mode_reason);
+  p.set_backend(r.backend);
+  p.set_prefaulted_pages(r.prefaulted_pages);
   p.set_memory_bytes(r.memory_bytes);
   p.set_vcpus(r.vcpus);
   p.set_workload(r.workload);
@@ -52,6 +55,9 @@ migration::MigrationReport FromProto(const ferry::v1::MigrationReport& p,
   r.migration_id = migration_id;
   r.mode = p.mode();
   r.fault_mode = p.fault_mode();
+  r.fault_mode_reason = p.fault_mode_reason();
+  r.backend = p.backend();
+  r.prefaulted_pages = p.prefaulted_pages();
   r.memory_bytes = p.memory_bytes();
   r.vcpus = static_cast<int>(p.vcpus());
   r.workload = p.workload();

@@ -27,6 +27,7 @@ usage: ferry COMMAND [flags]
 VMs (on the agent --agent HOST:PORT, default {agent}):
   vm create NAME [--memory {memory}] [--vcpus {vcpus}] [--workload {workload}] [--ops N]
                  [--seed N] [--zero-fraction F] [--dirty-rate {dirty}] [--write-fraction {wf}]
+                 [--backend kvm|soft|auto] (default {backend}: KVM where /dev/kvm opens)
           workloads: {workloads}
   vm list | vm get NAME | vm stats NAME | vm verify NAME [--timeout-ms N] | vm delete NAME
 
@@ -43,7 +44,7 @@ migrations:
           and a report (what ./dev demo runs)
           [--memory {memory}] [--vcpus {vcpus}] [--workload {workload}] [--zero-fraction {zf}]
           [--dirty-rate {dirty}] [--mode {mode}] [--fault-mode {fault}] [--downtime-target-ms {downtime}]
-          [--max-bandwidth RATE]
+          [--max-bandwidth RATE] [--backend kvm|soft|auto]
 
 every read command takes --json; every command takes --help.
 TLS: --tls-ca FILE [--tls-cert FILE --tls-key FILE] (mutual TLS)
@@ -64,7 +65,8 @@ state, already exists, a limit reached)
        {"{mode}", api::kDefaultMode},
        {"{fault}", api::kDefaultFaultMode},
        {"{downtime}", absl::StrCat(api::kDefaultDowntimeTargetMs)},
-       {"{rounds}", absl::StrCat(api::kDefaultMaxRounds)}});
+       {"{rounds}", absl::StrCat(api::kDefaultMaxRounds)},
+       {"{backend}", api::kDefaultBackend}});
 }
 
 absl::Status Demo(Args& args) {
@@ -86,6 +88,9 @@ absl::Status Demo(Args& args) {
   ASSIGN_OR_RETURN(uint64_t dirty_rate, args.Bytes("dirty-rate", api::kDefaultDirtyBytesPerSec));
   w->set_dirty_bytes_per_sec(dirty_rate);
   w->set_write_fraction(api::kDefaultWriteFraction);
+  ASSIGN_OR_RETURN(ferry::v1::VmBackend backend,
+                   api::ParseVmBackend(args.String("backend", api::kDefaultBackend)));
+  o.vm.set_backend(backend);
   ASSIGN_OR_RETURN(ferry::v1::MigrationMode mode,
                    api::ParseMigrationMode(args.String("mode", api::kDefaultMode)));
   o.migration.set_mode(mode);

@@ -11,13 +11,13 @@ namespace ferry::cli {
 namespace {
 
 void PrintVmTable(const std::vector<ferry::v1::Vm>& vms) {
-  std::printf("%-20s %-10s %8s %5s %-11s %14s  %s\n", "NAME", "STATE", "MEMORY", "VCPUS",
-              "WORKLOAD", "GUEST OPS", "MIGRATION");
+  std::printf("%-20s %-10s %8s %5s %-7s %-11s %14s  %s\n", "NAME", "STATE", "MEMORY", "VCPUS",
+              "BACKEND", "WORKLOAD", "GUEST OPS", "MIGRATION");
   for (const auto& v : vms)
-    std::printf("%-20s %-10s %7lluM %5u %-11s %14llu  %s\n", v.name().c_str(),
+    std::printf("%-20s %-10s %7lluM %5u %-7s %-11s %14llu  %s\n", v.name().c_str(),
                 api::Spelling(v.state()).c_str(),
                 static_cast<unsigned long long>(v.layout().memory_bytes() >> 20),
-                v.layout().vcpus(),
+                v.layout().vcpus(), api::Spelling(v.layout().backend()).c_str(),
                 api::Spelling(v.layout().workload().kind()).c_str(),
                 static_cast<unsigned long long>(v.guest_ops()),
                 v.migration_id().empty() ? v.arrived_by().empty()
@@ -73,6 +73,9 @@ absl::Status VmCommand(Args& args) {
     ASSIGN_OR_RETURN(double write_fraction,
                      args.Double("write-fraction", api::kDefaultWriteFraction));
     w->set_write_fraction(write_fraction);
+    ASSIGN_OR_RETURN(ferry::v1::VmBackend backend,
+                     api::ParseVmBackend(args.String("backend", api::kDefaultBackend)));
+    r.set_backend(backend);
     RETURN_IF_ERROR(args.Finish());
     ASSIGN_OR_RETURN(auto stub, Connect(address, co));
     ferry::v1::Vm vm;
@@ -111,8 +114,14 @@ absl::Status VmCommand(Args& args) {
     ferry::v1::Vm vm;
     grpc::Status s = stub->GetVm(&ctx, r, &vm);
     if (!s.ok()) return CallError(s, "get VM " + name, address);
-    if (json) std::printf("%s\n", ToJson(vm).c_str());
-    else PrintVmTable({vm});
+    if (json) {
+      std::printf("%s\n", ToJson(vm).c_str());
+      return absl::OkStatus();
+    }
+    PrintVmTable({vm});
+    std::printf("backend %s (%s)%s%s\n", api::Spelling(vm.layout().backend()).c_str(),
+                vm.backend_reason().c_str(), vm.backend_capabilities().empty() ? "" : ": ",
+                vm.backend_capabilities().c_str());
     return absl::OkStatus();
   }
   if (verb == "stats") {

@@ -20,8 +20,16 @@ std::string Runfile(const std::string& path) {
   return path;  // run by hand from the workspace's bazel-bin
 }
 
-std::string Ferryd() { return Runfile("migration/agent/ferryd"); }
-std::string Ferry() { return Runfile("migration/cli/ferry"); }
+// $FERRYD and $FERRY override the runfiles (the nested KVM suite copies the
+// test binaries and the agents into its guest).
+std::string Ferryd() {
+  const char* env = getenv("FERRYD");
+  return env ? env : Runfile("migration/agent/ferryd");
+}
+std::string Ferry() {
+  const char* env = getenv("FERRY");
+  return env ? env : Runfile("migration/cli/ferry");
+}
 
 std::string TempDir() {
   const char* t = getenv("TEST_TMPDIR");

@@ -13,8 +13,8 @@
 namespace ferry::e2e {
 
 std::string Runfile(const std::string& path);  // e.g. "migration/agent/ferryd"
-std::string Ferryd();
-std::string Ferry();
+std::string Ferryd();  // $FERRYD, else the runfile
+std::string Ferry();   // $FERRY, else the runfile
 std::string TempDir();
 
 std::unique_ptr<ferry::v1::Control::Stub> Stub(const std::string& address);

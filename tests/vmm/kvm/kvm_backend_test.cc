@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/clock.h"
 #include "base/status_macros.h"
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
@@ -113,8 +114,16 @@ TEST(KvmBackend, PauseStopsAtAnOpBoundary) {
   }
 }
 
+// Progress lines for slow (nested) runs.
+void Step(const char* what) {
+  static const int64_t t0 = MonotonicNowNanos();
+  std::printf("  [%8.1f ms] %s\n", (MonotonicNowNanos() - t0) / 1e6, what);
+  std::fflush(stdout);
+}
+
 TEST(KvmBackend, DemandPagingThroughKvmAndStateMovesBetweenVms) {
   SKIP_WITHOUT_KVM();
+  Step("A: create and run");
   VmConfig config = Config(WorkloadKind::kZipf, 0);
   ASSERT_OK_AND_ASSIGN(auto a, Vm::Create(config));
   ASSERT_OK(a->LoadInitialMemory());
@@ -126,6 +135,7 @@ TEST(KvmBackend, DemandPagingThroughKvmAndStateMovesBetweenVms) {
 
   // B starts with every page missing and pulls each from A's memory when
   // the guest touches it: userfaultfd inside KVM_RUN (blocking mode).
+  Step("A paused and saved; B: create");
   ASSERT_OK_AND_ASSIGN(auto b, Vm::Create(config));
   auto source = std::make_shared<InMemoryPageSource>(&a->memory());
   ASSERT_OK(b->EnableDemandPaging(source, {FaultMode::kExit, 1}));
@@ -134,9 +144,12 @@ TEST(KvmBackend, DemandPagingThroughKvmAndStateMovesBetweenVms) {
   EXPECT_EQ(b->pager()->missing_pages(), kMemory / 4096);
   ASSERT_OK(b->RestoreVcpuStates(states));
   EXPECT_EQ(OpsPerVcpu(*b), ops_a) << "the status pages moved with the state";
+  Step("B: start");
   ASSERT_OK(b->Start());
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  Step("B: pause");
   ASSERT_OK(b->Pause());
+  Step("B: paused");
   const std::vector<uint64_t> ops_b = OpsPerVcpu(*b);
   EXPECT_GT(ops_b[0] + ops_b[1], ops_a[0] + ops_a[1]) << "B went on where A stopped";
   EXPECT_GT(b->pager()->Stats().faults, 0u);
