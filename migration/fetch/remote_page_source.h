@@ -18,8 +18,8 @@
 // Close() makes every waiting and later fetch fail with Unavailable.
 //
 // Threads: Fetch, PrepareThread and Close from any thread.
-#ifndef FERRY_MIGRATION_FETCH_PAGE_FETCHER_H_
-#define FERRY_MIGRATION_FETCH_PAGE_FETCHER_H_
+#ifndef FERRY_MIGRATION_FETCH_REMOTE_PAGE_SOURCE_H_
+#define FERRY_MIGRATION_FETCH_REMOTE_PAGE_SOURCE_H_
 
 #include <atomic>
 #include <cstdint>
@@ -96,4 +96,4 @@ class RemotePageSource final : public vmm::PageSource {
 
 }  // namespace ferry::migration::fetch
 
-#endif  // FERRY_MIGRATION_FETCH_PAGE_FETCHER_H_
+#endif  // FERRY_MIGRATION_FETCH_REMOTE_PAGE_SOURCE_H_
