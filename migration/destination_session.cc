@@ -220,7 +220,8 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
   fo.page_size = config.page_size;
   fetcher_ = std::make_shared<fetch::RemotePageSource>(fo);
   ASSIGN_OR_RETURN(vm_, vmm::Vm::Create(config));
-  RETURN_IF_ERROR(vm_->EnableDemandPaging(fetcher_, {fault_mode, 1}));
+  // Blocking mode: one fault handler thread per two vCPUs.
+  RETURN_IF_ERROR(vm_->EnableDemandPaging(fetcher_, {fault_mode, /*handler_threads=*/0}));
   {
     absl::MutexLock lock(&mu_);
     migration_id_ = hello.migration_id();

@@ -4,6 +4,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -18,7 +19,7 @@ namespace ferry::vmm {
 namespace {
 
 constexpr uint32_t kMaxPageSize = 4096;
-constexpr size_t kEventsPerRead = 16;
+constexpr size_t kEventsPerRead = 64;
 
 }  // namespace
 
@@ -164,6 +165,71 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
   return absl::OkStatus();
 }
 
+absl::Status DemandPager::ResolveFaults(absl::Span<const MemoryFault> faults) {
+  const uint32_t ps = memory_->page_size();
+  Shard& shard = MyShard();
+  // Counted before any install, as in ResolveFault.
+  shard.faults.fetch_add(faults.size(), std::memory_order_relaxed);
+  // (page, fault time) of every fault on a missing page, by page.
+  std::vector<std::pair<uint64_t, int64_t>> waiting;
+  waiting.reserve(faults.size());
+  for (const MemoryFault& f : faults) {
+    ASSIGN_OR_RETURN(uint64_t page, PageIndexOf(f.gpa & ~uint64_t{ps - 1}, 1));
+    if (IsPresent(page)) {
+      // Installed by another path after the fault: make sure it is awake.
+      if (options_.mode == FaultMode::kBlocking)
+        RETURN_IF_ERROR(uffd_.Wake(memory_->host() + page * ps, ps));
+      if (f.time_ns > 0) shard.fault_latency.Record(MonotonicNowNanos() - f.time_ns);
+      continue;
+    }
+    waiting.emplace_back(page, f.time_ns);
+  }
+  if (waiting.empty()) return absl::OkStatus();
+  std::sort(waiting.begin(), waiting.end());
+  // Distinct pages, adjacent ones in one run (runs stay within a slot).
+  std::vector<PageRunRequest> runs;
+  uint64_t last = ~0ull;
+  for (const auto& [page, t] : waiting) {
+    if (page == last) continue;
+    const uint64_t gpa = memory_->map().OffsetToGpa(page * ps);
+    if (!runs.empty() && page == last + 1 &&
+        runs.back().gpa + uint64_t{runs.back().count} * ps == gpa) {
+      ++runs.back().count;
+    } else {
+      runs.push_back({gpa, 1});
+    }
+    last = page;
+  }
+  absl::Status s = source_->FetchRuns(
+      runs, ps, [&](uint64_t gpa, const FetchedPage& fetched) -> absl::Status {
+        ASSIGN_OR_RETURN(uint64_t page, PageIndexOf(gpa, 1));
+        uint8_t* dst = memory_->host() + page * ps;
+        const bool zero = fetched.content == PageContent::kZero;
+        absl::StatusOr<sys::InstallResult> r =
+            zero ? uffd_.ZeroPage(dst, ps) : uffd_.Copy(dst, fetched.data, ps);
+        if (!r.ok()) {
+          if (!IsPresent(page)) return r.status();  // see ResolveFault
+          r = sys::InstallResult{0, ps};
+        }
+        CountInstall(*r, zero);
+        MarkPresent(page, 1);
+        const int64_t now = MonotonicNowNanos();
+        auto range = std::equal_range(
+            waiting.begin(), waiting.end(), std::make_pair(page, int64_t{0}),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+        for (auto it = range.first; it != range.second; ++it)
+          if (it->second > 0) shard.fault_latency.Record(now - it->second);
+        return absl::OkStatus();
+      });
+  if (!s.ok()) {
+    // Pages another path installed meanwhile are not lost; any other
+    // missing page is the source's failure to report.
+    for (const auto& [page, t] : waiting)
+      if (!IsPresent(page)) return s;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status DemandPager::InstallPages(uint64_t gpa, const uint8_t* data,
                                        uint64_t count) {
   const uint32_t ps = memory_->page_size();
@@ -248,6 +314,8 @@ void DemandPager::HandlerLoop() {
     absl::StatusOr<size_t> n = uffd_.ReadEvents(msgs, kEventsPerRead);
     if (!n.ok()) return;
     const int64_t now = MonotonicNowNanos();
+    std::vector<MemoryFault> faults;
+    faults.reserve(*n);
     for (size_t i = 0; i < *n; ++i) {
       if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
       const uintptr_t addr = msgs[i].arg.pagefault.address;
@@ -258,11 +326,12 @@ void DemandPager::HandlerLoop() {
                         ? kFaultWrite
                         : kFaultRead;
       fault.time_ns = now;
-      // A failed fetch leaves the page missing and the vCPU asleep on it;
-      // the failure is the source's to report (the migration fails), and
-      // Stop() wakes the sleeper when the VM is torn down.
-      (void)ResolveFault(fault);
+      faults.push_back(fault);
     }
+    // A failed fetch leaves its pages missing and their vCPUs asleep on
+    // them; the failure is the source's to report (the migration fails),
+    // and Stop() wakes the sleepers when the VM is torn down.
+    (void)ResolveFaults(faults);
   }
 }
 

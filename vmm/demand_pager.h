@@ -9,8 +9,12 @@
 //              vCPU (fault_trap.h); the vCPU's own thread calls
 //              ResolveFault() and re-enters. No thread hop on the fault path.
 //   kBlocking  the vCPU sleeps in the kernel; `handler_threads` threads poll
-//              the userfaultfd (and a stop eventfd), read fault events and
-//              resolve them with the same ResolveFault(). QEMU's model.
+//              the userfaultfd (and a stop eventfd), read up to 64 fault
+//              events at a time and resolve them together (ResolveFaults):
+//              duplicates dropped, adjacent pages in one request, every
+//              request of the batch in flight at once, each page installed
+//              the moment it arrives. QEMU's model, batched. KVM vCPUs
+//              fault this way (docs/kvm.md).
 //
 // Present-page tracking: one bit per page, set after an install (by any
 // path) and cleared by Discard(); missing_pages() counts the clear bits, so
@@ -49,7 +53,8 @@ const char* FaultModeName(FaultMode mode);
 
 struct DemandPagerOptions {
   FaultMode mode = FaultMode::kExit;
-  int handler_threads = 1;  // blocking mode only
+  // Blocking mode only. 0: one per two vCPUs (Vm::EnableDemandPaging).
+  int handler_threads = 1;
 };
 
 struct DemandPagerStats {
@@ -80,6 +85,12 @@ class DemandPager {
   // to the end of the install. Errors: OutOfRange for a gpa outside RAM,
   // the source's errors; memory is unchanged on error.
   absl::Status ResolveFault(const MemoryFault& fault);
+  // Resolves several faults at once (a blocking-mode handler's batch): one
+  // fetch per missing page however many faults wait on it, adjacent pages
+  // in one request, all requests in flight together (PageSource::FetchRuns),
+  // each page installed as it arrives; latency recorded per fault. A page
+  // another path installed meanwhile is success. Errors as ResolveFault.
+  absl::Status ResolveFaults(absl::Span<const MemoryFault> faults);
 
   // Installs `count` pages of data (count * page size bytes) at gpa, or
   // `count` zero pages, atomically per page. For pages pushed ahead of

@@ -16,6 +16,21 @@ bool IsZeroPage(const uint8_t* p, size_t len) {
   return true;
 }
 
+absl::Status PageSource::FetchRuns(absl::Span<const PageRunRequest> runs, uint32_t page_size,
+                                   const PageArrivedFn& arrived) {
+  alignas(64) uint8_t buf[65536];
+  if (page_size > sizeof(buf))
+    return absl::InvalidArgumentError(absl::StrFormat("page size %d is over 64 KiB", page_size));
+  for (const PageRunRequest& run : runs) {
+    for (uint32_t i = 0; i < run.count; ++i) {
+      const uint64_t gpa = run.gpa + uint64_t{i} * page_size;
+      ASSIGN_OR_RETURN(FetchedPage page, Fetch(gpa, absl::MakeSpan(buf, page_size)));
+      RETURN_IF_ERROR(arrived(gpa, page));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<FetchedPage> InMemoryPageSource::Fetch(uint64_t gpa,
                                                       absl::Span<uint8_t> out) {
   const uint32_t ps = image_->page_size();

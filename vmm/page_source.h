@@ -10,6 +10,7 @@
 #define FERRY_VMM_PAGE_SOURCE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "absl/status/statusor.h"
@@ -29,6 +30,17 @@ struct FetchedPage {
   const uint8_t* data = nullptr;
 };
 
+// `count` pages from page-aligned `gpa`, for FetchRuns().
+struct PageRunRequest {
+  uint64_t gpa = 0;
+  uint32_t count = 0;
+};
+
+// Called by FetchRuns() for each page as it arrives, on the fetching
+// thread; `page.data` is valid only during the call. An error stops the
+// batch and is FetchRuns()' result.
+using PageArrivedFn = std::function<absl::Status(uint64_t gpa, const FetchedPage& page)>;
+
 class PageSource {
  public:
   virtual ~PageSource() = default;
@@ -39,6 +51,14 @@ class PageSource {
   // OutOfRange for a gpa outside the VM's RAM; other errors are the
   // transport's (Unavailable, DeadlineExceeded, ...).
   virtual absl::StatusOr<FetchedPage> Fetch(uint64_t gpa, absl::Span<uint8_t> out) = 0;
+
+  // Fetches every page of `runs`, with as many requests in flight at once
+  // as the source can (the remote source: every request of the batch on the
+  // wire before the first reply), calling `arrived` for each page the moment
+  // it is here. Stops at the first error. Default: Fetch() page by page.
+  // `page_size` is the VM's (at most 64 KiB).
+  virtual absl::Status FetchRuns(absl::Span<const PageRunRequest> runs, uint32_t page_size,
+                                 const PageArrivedFn& arrived);
 
   // Called once on every thread that will call Fetch() (vCPU threads, fault
   // handler threads) before its first fault, so per-thread resources (a

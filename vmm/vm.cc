@@ -163,6 +163,7 @@ absl::Status Vm::EnableDemandPaging(std::shared_ptr<PageSource> source,
         pager_ ? " and already demand paged" : ""));
   fault_mode_choice_ = ChooseFaultMode(options.mode);
   options.mode = fault_mode_choice_.mode;
+  if (options.handler_threads <= 0) options.handler_threads = std::max(1, config_.vcpus / 2);
   ASSIGN_OR_RETURN(pager_, DemandPager::Create(memory_.get(), source.get(), options));
   source_ = std::move(source);
   return absl::OkStatus();

@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstring>
 #include <thread>
 
@@ -16,6 +17,9 @@ namespace {
 
 constexpr uint64_t kSendTag = 1;
 constexpr uint64_t kRecvTag = 2;
+// Requests of one batch on the wire at once (the page server reads up to 64
+// requests per receive).
+constexpr size_t kMaxInFlight = 32;
 
 std::atomic<uint64_t> next_generation{1};
 
@@ -254,6 +258,108 @@ absl::StatusOr<vmm::FetchedPage> RemotePageSource::Fetch(uint64_t gpa,
     flight->done = true;
   }
   return result;
+}
+
+absl::Status RemotePageSource::FetchRuns(absl::Span<const vmm::PageRunRequest> runs,
+                                         uint32_t page_size,
+                                         const vmm::PageArrivedFn& arrived) {
+  if (page_size != options_.page_size)
+    return absl::InvalidArgumentError("fetch of another page size than the fetcher's");
+  ASSIGN_OR_RETURN(Lane* lane, MyLane());
+  std::vector<Request> requests;
+  for (const vmm::PageRunRequest& run : runs)
+    for (uint32_t done = 0; done < run.count; done += kMaxPagesPerRequest) {
+      const uint32_t n = std::min<uint32_t>(kMaxPagesPerRequest, run.count - done);
+      requests.push_back(Request{0, static_cast<uint8_t>(n), run.gpa + uint64_t{done} * page_size});
+    }
+  absl::Status s;
+  for (size_t first = 0; first < requests.size() && s.ok(); first += kMaxInFlight) {
+    const size_t n = std::min(kMaxInFlight, requests.size() - first);
+    for (size_t i = first; i < first + n; ++i) requests[i].tag = lane->next_tag++;
+    s = FetchRoundOnLane(*lane, absl::MakeConstSpan(requests).subspan(first, n), arrived);
+  }
+  if (!s.ok()) {
+    // Replies may still be on their way: the lane's stream is out of step.
+    DropLane(lane);
+    if (closed_.load())
+      s = absl::UnavailableError(absl::StrCat("fetch channel closed: ", s.message()));
+  }
+  return s;
+}
+
+absl::Status RemotePageSource::FetchRoundOnLane(Lane& lane, absl::Span<const Request> requests,
+                                                const vmm::PageArrivedFn& arrived) {
+  const uint32_t ps = options_.page_size;
+  const size_t max_reply = kReplyHeaderSize + size_t{kMaxPagesPerRequest} * ps;
+  if (lane.rx.size() < 2 * max_reply) lane.rx.resize(2 * max_reply);
+  std::vector<uint8_t> tx(requests.size() * kRequestSize);
+  for (size_t i = 0; i < requests.size(); ++i) Encode(requests[i], tx.data() + i * kRequestSize);
+  const int64_t t0 = MonotonicNowNanos();
+  const int64_t deadline = t0 + options_.request_timeout_ns;
+  // Every request out first (a few hundred bytes: the socket takes them).
+  for (size_t sent = 0; sent < tx.size();) {
+    RETURN_IF_ERROR(lane.ring->PrepareSend(lane.fd.get(), tx.data() + sent, tx.size() - sent,
+                                           kSendTag, /*link=*/false));
+    RETURN_IF_ERROR(lane.ring->SubmitAndWait(1, deadline - MonotonicNowNanos()));
+    sys::IoCompletion c;
+    while (lane.ring->PopCompletion(&c)) {
+      if (c.result <= 0) return sys::IoUring::CompletionError("send(fetch requests)", c.result);
+      sent += c.result;
+    }
+  }
+  // Then the replies, in order, each delivered once complete.
+  size_t begin = 0, end = 0, next = 0;
+  while (next < requests.size()) {
+    while (next < requests.size() && end - begin >= kReplyHeaderSize) {
+      ASSIGN_OR_RETURN(ReplyHeader h, DecodeReplyHeader(
+                                          absl::MakeConstSpan(lane.rx.data() + begin,
+                                                              kReplyHeaderSize), ps));
+      const Request& req = requests[next];
+      RETURN_IF_ERROR(MatchReply(h, req));
+      RETURN_IF_ERROR(FromWireStatus(h.status, req.gpa));
+      const uint32_t mask = req.count >= 32 ? ~0u : ((1u << req.count) - 1);
+      const uint64_t data_pages = req.count - __builtin_popcount(h.zero_mask & mask);
+      if (h.data_len != data_pages * ps)
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "fetch reply for gpa %#x holds %d bytes for %d non-zero pages", req.gpa,
+            h.data_len, data_pages));
+      const size_t need = kReplyHeaderSize + h.data_len;
+      if (end - begin < need) break;
+      const uint8_t* data = lane.rx.data() + begin + kReplyHeaderSize;
+      for (uint32_t i = 0; i < req.count; ++i) {
+        const uint64_t gpa = req.gpa + uint64_t{i} * ps;
+        if ((h.zero_mask >> i) & 1) {
+          RETURN_IF_ERROR(arrived(gpa, vmm::FetchedPage{vmm::PageContent::kZero, nullptr}));
+        } else {
+          RETURN_IF_ERROR(arrived(gpa, vmm::FetchedPage{vmm::PageContent::kData, data}));
+          data += ps;
+        }
+      }
+      rtt_.Record(MonotonicNowNanos() - t0);
+      requests_.fetch_add(1, std::memory_order_relaxed);
+      bytes_.fetch_add(need, std::memory_order_relaxed);
+      begin += need;
+      ++next;
+    }
+    if (next == requests.size()) break;
+    if (begin > 0) {
+      std::memmove(lane.rx.data(), lane.rx.data() + begin, end - begin);
+      end -= begin;
+      begin = 0;
+    }
+    RETURN_IF_ERROR(lane.ring->PrepareRecv(lane.fd.get(), lane.rx.data() + end,
+                                           lane.rx.size() - end, kRecvTag));
+    RETURN_IF_ERROR(lane.ring->SubmitAndWait(1, deadline - MonotonicNowNanos()));
+    sys::IoCompletion c;
+    while (lane.ring->PopCompletion(&c)) {
+      if (c.result == 0) return absl::UnavailableError("the source closed the fetch channel");
+      if (c.result < 0) return sys::IoUring::CompletionError("recv(fetch replies)", c.result);
+      end += c.result;
+    }
+  }
+  if (end != begin)
+    return absl::InvalidArgumentError("the source sent more bytes than the replies hold");
+  return absl::OkStatus();
 }
 
 FetcherStats RemotePageSource::Stats() const {

@@ -11,6 +11,10 @@
 // Concurrent faults on one page share one request: the first thread fetches;
 // the others wait for its result and get a copy of the page.
 //
+// Batches (FetchRuns, for blocking-mode fault handlers): many requests in
+// flight on one lane at once (the page server answers a connection's
+// requests in order), each reply's pages delivered as it completes.
+//
 // Failures: a broken lane is dropped (the next fetch on that thread
 // reconnects); a fetch fails with Unavailable when the connection breaks,
 // DeadlineExceeded after `request_timeout`, and the server's status
@@ -59,6 +63,14 @@ class RemotePageSource final : public vmm::PageSource {
   ~RemotePageSource() override;
 
   absl::StatusOr<vmm::FetchedPage> Fetch(uint64_t gpa, absl::Span<uint8_t> out) override;
+  // On this thread's lane: every request of the batch (runs split into
+  // requests of at most kMaxPagesPerRequest pages, up to kMaxInFlight at a
+  // time) goes out before the first reply is read; each reply's pages are
+  // handed to `arrived` as soon as the reply is complete. Concurrent
+  // fetches of a page by other threads are not shared here (an install that
+  // finds the page present is success).
+  absl::Status FetchRuns(absl::Span<const vmm::PageRunRequest> runs, uint32_t page_size,
+                         const vmm::PageArrivedFn& arrived) override;
   void PrepareThread() override;
   void Close();
 
@@ -72,6 +84,8 @@ class RemotePageSource final : public vmm::PageSource {
   absl::StatusOr<vmm::FetchedPage> FetchOnLane(Lane& lane, uint64_t gpa,
                                                absl::Span<uint8_t> out);
   void DropLane(Lane* lane);
+  absl::Status FetchRoundOnLane(Lane& lane, absl::Span<const Request> requests,
+                                const vmm::PageArrivedFn& arrived);
 
   const FetcherOptions options_;
   const uint64_t generation_;  // tells this source's lanes from another's

@@ -98,6 +98,53 @@ TEST_P(DemandPagerTest, AFaultRetriedAfterATransientFailureResolves) {
   EXPECT_EQ(source.failures(), 1u);
 }
 
+// Records the batches it is asked for; serves from an image.
+class RecordingSource final : public PageSource {
+ public:
+  explicit RecordingSource(const GuestMemory* image) : inner_(image) {}
+  absl::StatusOr<FetchedPage> Fetch(uint64_t gpa, absl::Span<uint8_t> out) override {
+    return inner_.Fetch(gpa, out);
+  }
+  absl::Status FetchRuns(absl::Span<const PageRunRequest> runs, uint32_t page_size,
+                         const PageArrivedFn& arrived) override {
+    batches.emplace_back(runs.begin(), runs.end());
+    return PageSource::FetchRuns(runs, page_size, arrived);
+  }
+  std::vector<std::vector<PageRunRequest>> batches;
+
+ private:
+  InMemoryPageSource inner_;
+};
+
+TEST_P(DemandPagerTest, ABatchOfFaultsFetchesEachMissingPageOnceInRuns) {
+  auto image = Image();
+  RecordingSource source(image.get());
+  auto mem = Memory();
+  ASSERT_OK_AND_ASSIGN(auto pager, DemandPager::Create(mem.get(), &source, {GetParam(), 1}));
+  ASSERT_OK(pager->InstallPages(0, image->host(), 1));  // page 0 is present already
+  const int64_t t = MonotonicNowNanos();
+  std::vector<MemoryFault> faults;
+  for (uint64_t p : {3, 4, 3, 5, 10, 4, 0})
+    faults.push_back({p * kPage, kPage, kFaultRead, t});
+  ASSERT_OK(pager->ResolveFaults(faults));
+  ASSERT_EQ(source.batches.size(), 1u);
+  const std::vector<PageRunRequest>& runs = source.batches[0];
+  ASSERT_EQ(runs.size(), 2u) << "pages 3-5 in one run, 10 in another, 0 not at all";
+  EXPECT_EQ(runs[0].gpa, 3 * kPage);
+  EXPECT_EQ(runs[0].count, 3u);
+  EXPECT_EQ(runs[1].gpa, 10 * kPage);
+  EXPECT_EQ(runs[1].count, 1u);
+  for (uint64_t p : {3, 4, 5, 10}) {
+    EXPECT_TRUE(pager->IsPresent(p));
+    EXPECT_EQ(mem->host()[p * kPage + 9], image->host()[p * kPage + 9]);
+  }
+  DemandPagerStats st = pager->Stats();
+  EXPECT_EQ(st.faults, 7u);
+  EXPECT_EQ(st.pages_installed, 5u);  // page 0 before, then four
+  EXPECT_EQ(st.fault_latency.total, 7u) << "one latency per fault, duplicates too";
+  EXPECT_EQ(pager->missing_pages(), kPages - 5);
+}
+
 TEST_P(DemandPagerTest, InstallDiscardAndFinish) {
   auto image = Image();
   InMemoryPageSource source(image.get());

@@ -70,6 +70,60 @@ TEST_F(FetchChannelTest, FetchesDataAndZeroPages) {
   EXPECT_EQ(served_pages_.load(), 2u);
 }
 
+TEST_F(FetchChannelTest, BatchesHaveEveryRequestInFlightAndDeliverEachPage) {
+  migration_->EnableServing();
+  RemotePageSource source(Options());
+  // 40 pages (two requests: 32 + 8), one page, three pages; zero pages
+  // (every fourth) among them; then 40 single pages (two rounds in flight).
+  std::vector<vmm::PageRunRequest> runs = {{0, 40}, {100 * kPage, 1}, {200 * kPage, 3}};
+  for (uint64_t p = 0; p < 40; ++p) runs.push_back({(60 + p * 2) * kPage, 1});
+  std::vector<uint64_t> seen;
+  ASSERT_OK(source.FetchRuns(runs, kPage,
+                             [&](uint64_t gpa, const vmm::FetchedPage& page) -> absl::Status {
+                               const uint64_t p = gpa / kPage;
+                               EXPECT_EQ(page.content == vmm::PageContent::kZero, p % 4 == 3)
+                                   << "page " << p;
+                               if (page.content == vmm::PageContent::kData)
+                                 EXPECT_EQ(std::memcmp(page.data, memory_->host() + gpa, kPage), 0)
+                                     << "page " << p;
+                               seen.push_back(p);
+                               return absl::OkStatus();
+                             }));
+  ASSERT_EQ(seen.size(), 84u);
+  EXPECT_EQ(seen[0], 0u);
+  EXPECT_EQ(seen[40], 100u);
+  EXPECT_EQ(seen[41], 200u);
+  EXPECT_EQ(source.Stats().requests, 4u + 40u);
+  EXPECT_EQ(source.Stats().lanes, 1u);
+  EXPECT_EQ(served_pages_.load(), 84u);
+  // The lane is still in step: a plain fetch works after the batch.
+  std::vector<uint8_t> buf(kPage);
+  EXPECT_OK(source.Fetch(7 * kPage, absl::MakeSpan(buf)).status());
+}
+
+TEST_F(FetchChannelTest, ABatchStopsAtTheFirstErrorAndTheNextBatchWorks) {
+  migration_->EnableServing();
+  RemotePageSource source(Options());
+  int delivered = 0;
+  auto count = [&](uint64_t, const vmm::FetchedPage&) -> absl::Status {
+    ++delivered;
+    return absl::OkStatus();
+  };
+  std::vector<vmm::PageRunRequest> bad = {{0, 2}, {kPages * kPage, 1}, {10 * kPage, 1}};
+  EXPECT_THAT(source.FetchRuns(bad, kPage, count),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("outside")));
+  EXPECT_EQ(delivered, 2);
+  // A callback's error stops the batch too.
+  EXPECT_THAT(source.FetchRuns({{0, 4}}, kPage,
+                               [](uint64_t, const vmm::FetchedPage&) {
+                                 return absl::InternalError("install failed");
+                               }),
+              StatusIs(absl::StatusCode::kInternal, HasSubstr("install failed")));
+  delivered = 0;
+  ASSERT_OK(source.FetchRuns({{20 * kPage, 5}}, kPage, count));  // a fresh lane
+  EXPECT_EQ(delivered, 5);
+}
+
 TEST_F(FetchChannelTest, RequestsBeforePostcopyAreRefused) {
   RemotePageSource source(Options());
   std::vector<uint8_t> buf(kPage);
