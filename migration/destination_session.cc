@@ -345,6 +345,7 @@ ferry::v1::DestinationStats DestinationSession::Stats() const {
   s.set_fault_mode(ToProto(vm_->fault_mode_choice().mode));
   s.set_fault_mode_reason(vm_->fault_mode_choice().reason);
   s.set_prefaulted_pages(vm_->PreFaultedPages());
+  s.set_paths(vm_->DemandPagingPaths());
   return s;
 }
 

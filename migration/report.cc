@@ -45,7 +45,9 @@ JsonObject MigrationReport::ToJson() const {
       .Add("max_vcpu_stall_ms", max_vcpu_stall_ms)
       .Add("fetch_rtt_p50_us", fetch_rtt_p50_us)
       .Add("fetch_rtt_p99_us", fetch_rtt_p99_us)
-      .Add("prefaulted_pages", prefaulted_pages);
+      .Add("prefaulted_pages", prefaulted_pages)
+      .Add("dirty_log", dirty_log)
+      .Add("destination_paths", destination_paths);
   std::vector<double> t, ops;
   std::string phases;
   for (const OpsSample& s : ops_timeline) {
@@ -72,6 +74,10 @@ std::string MigrationReport::ToText() const {
                         fault_mode);
   if (!fault_mode_reason.empty())
     absl::StrAppendFormat(&out, "  fault mode: %s\n", fault_mode_reason);
+  if (!dirty_log.empty() || !destination_paths.empty())
+    absl::StrAppendFormat(&out, "  paths: source dirty log %s; destination %s\n",
+                          dirty_log.empty() ? "none (postcopy)" : dirty_log,
+                          destination_paths.empty() ? "unknown" : destination_paths);
   absl::StrAppendFormat(&out,
                         "  total %.1f ms, downtime %.2f ms (%.2f ms of it at the destination; "
                         "switchover: %s)\n",

@@ -63,6 +63,8 @@ struct MigrationReport {
   double fetch_rtt_p50_us = 0;
   double fetch_rtt_p99_us = 0;
   uint64_t prefaulted_pages = 0;  // KVM: stage-2 faults pre-faulting saved
+  std::string dirty_log;          // what tracked writes on the source
+  std::string destination_paths;  // the destination's demand-paging paths
 
   std::vector<OpsSample> ops_timeline;
   std::optional<bool> digest_match;  // set by whoever verified the guest

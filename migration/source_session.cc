@@ -421,6 +421,7 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
   // changes while it is being sent is sent again.
   ASSIGN_OR_RETURN(dirty_log_, config_.start_dirty_log ? config_.start_dirty_log(vm_)
                                                        : vm_->StartDirtyLog());
+  dirty_log_name_ = dirty_log_->Name();
   int64_t round_start = clock_->NowNanos();  // the dirty log's interval starts
   std::vector<uint64_t> all(num_pages_);
   for (uint64_t p = 0; p < num_pages_; ++p) all[p] = p;
@@ -646,6 +647,8 @@ void SourceSession::FillReport() {
   r.fetch_rtt_p50_us = d.fetch_rtt_p50_us();
   r.fetch_rtt_p99_us = d.fetch_rtt_p99_us();
   r.prefaulted_pages = d.prefaulted_pages();
+  r.dirty_log = dirty_log_name_;
+  r.destination_paths = d.paths();
   if (d.fault_mode() != ferry::v1::FAULT_MODE_UNSPECIFIED) {
     // What the destination ran, which can differ from what was asked.
     absl::StatusOr<vmm::FaultMode> ran = FromProto(d.fault_mode());

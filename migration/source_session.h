@@ -199,6 +199,7 @@ class SourceSession {
   uint64_t precopy_bytes_ = 0;
   int precopy_rounds_ = 0;
   std::string switchover_reason_;
+  std::string dirty_log_name_;  // what tracked writes (empty: no precopy)
   MigrationReport report_;
 };
 

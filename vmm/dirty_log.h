@@ -37,6 +37,8 @@ class DirtyLog {
   // Collect() (or since the log started), ascending, and starts the next
   // interval.
   virtual absl::Status Collect(std::vector<uint64_t>* pages) = 0;
+  // What tracks the writes, for reports ("userfaultfd write-protect + ...").
+  virtual const char* Name() const = 0;
 };
 
 class UffdDirtyLog final : public DirtyLog {
@@ -49,6 +51,9 @@ class UffdDirtyLog final : public DirtyLog {
   ~UffdDirtyLog() override;
 
   absl::Status Collect(std::vector<uint64_t>* pages) override;
+  const char* Name() const override {
+    return "userfaultfd write-protect (WP_ASYNC) + PAGEMAP_SCAN";
+  }
 
  private:
   UffdDirtyLog(GuestMemory* memory, sys::Userfaultfd uffd, sys::PagemapScan scan)

@@ -129,6 +129,19 @@ absl::Status Vm::PreFault(uint64_t gpa, uint64_t size) {
   return machine_->PreFault(gpa, size);
 }
 
+std::string Vm::DemandPagingPaths() const {
+  std::string out = absl::StrCat(VmBackendName(config_.backend), " vCPUs, ",
+                                 FaultModeName(fault_mode_choice_.mode), " faults");
+  if (fault_mode_choice_.mode == FaultMode::kBlocking)
+    absl::StrAppend(&out, " (", handler_threads_, handler_threads_ == 1 ? " handler thread" : " handler threads",
+                    ", batched)");
+  if (machine_)
+    absl::StrAppend(&out, machine_->caps().pre_fault_memory
+                              ? ", pre-fault with KVM_PRE_FAULT_MEMORY"
+                              : ", no pre-fault (KVM_CAP_PRE_FAULT_MEMORY absent)");
+  return out;
+}
+
 uint64_t Vm::PreFaultedPages() const {
   return machine_ ? machine_->pre_fault_stats().pages : 0;
 }
@@ -164,6 +177,7 @@ absl::Status Vm::EnableDemandPaging(std::shared_ptr<PageSource> source,
   fault_mode_choice_ = ChooseFaultMode(options.mode);
   options.mode = fault_mode_choice_.mode;
   if (options.handler_threads <= 0) options.handler_threads = std::max(1, config_.vcpus / 2);
+  handler_threads_ = options.handler_threads;
   ASSIGN_OR_RETURN(pager_, DemandPager::Create(memory_.get(), source.get(), options));
   source_ = std::move(source);
   return absl::OkStatus();

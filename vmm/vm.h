@@ -127,6 +127,9 @@ class Vm {
   absl::Status PreFault(uint64_t gpa, uint64_t size);
   // Stage-2 faults pre-faulting saved so far (pages mapped ahead).
   uint64_t PreFaultedPages() const;
+  // The paths this VM's demand paging uses, for reports: the fault mode and
+  // why, and on KVM whether pre-fault is available.
+  std::string DemandPagingPaths() const;
 
   absl::Status Start();
   absl::Status Pause();
@@ -170,6 +173,7 @@ class Vm {
   std::unique_ptr<kvm::KvmMachine> machine_;  // KVM backend only
   const Clock* clock_;
   FaultModeChoice fault_mode_choice_;
+  int handler_threads_ = 0;  // blocking mode, once demand paging is on
   std::shared_ptr<PageSource> source_;  // outlives pager_ (declared first)
   std::unique_ptr<DemandPager> pager_;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;

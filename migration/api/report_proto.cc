@@ -9,6 +9,8 @@ ferry::v1::MigrationReport ToProto(const migration::MigrationReport& r) {
   p.set_fault_mode_reason(r.fault_mode_reason);
   p.set_backend(r.backend);
   p.set_prefaulted_pages(r.prefaulted_pages);
+  p.set_dirty_log(r.dirty_log);
+  p.set_destination_paths(r.destination_paths);
   p.set_memory_bytes(r.memory_bytes);
   p.set_vcpus(r.vcpus);
   p.set_workload(r.workload);
@@ -58,6 +60,8 @@ migration::MigrationReport FromProto(const ferry::v1::MigrationReport& p,
   r.fault_mode_reason = p.fault_mode_reason();
   r.backend = p.backend();
   r.prefaulted_pages = p.prefaulted_pages();
+  r.dirty_log = p.dirty_log();
+  r.destination_paths = p.destination_paths();
   r.memory_bytes = p.memory_bytes();
   r.vcpus = static_cast<int>(p.vcpus());
   r.workload = p.workload();

@@ -52,6 +52,9 @@ TEST_P(KvmAgentsTest, MovesAKvmVmAndTheDigestMatches) {
   ASSERT_EQ(migrate.exit_code, 0) << migrate.out;
   EXPECT_THAT(migrate.out, HasSubstr("\"outcome\":\"completed\""));
   EXPECT_THAT(migrate.out, HasSubstr("\"backend\":\"kvm\""));
+  EXPECT_THAT(migrate.out, HasSubstr("\"destination_paths\":\"kvm vCPUs, blocking faults"));
+  if (mode != "postcopy")
+    EXPECT_THAT(migrate.out, HasSubstr("\"dirty_log\":\"KVM dirty bitmap"));
   if (!precopy) {
     // Exit mode was asked; KVM vCPUs ran blocking, and the report says why.
     EXPECT_THAT(migrate.out, HasSubstr("\"fault_mode\":\"blocking\""));

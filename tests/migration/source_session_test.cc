@@ -133,6 +133,7 @@ class ScriptedDirtyLog final : public vmm::DirtyLog {
     }
     return absl::OkStatus();
   }
+  const char* Name() const override { return "scripted"; }
 
  private:
   std::deque<std::vector<uint64_t>> sets_;

@@ -45,6 +45,9 @@ class KvmDirtyLog final : public DirtyLog {
     }
     return absl::OkStatus();
   }
+  const char* Name() const override {
+    return "KVM dirty bitmap (KVM_GET_DIRTY_LOG + KVM_CLEAR_DIRTY_LOG, manual protect)";
+  }
 
  private:
   KvmMachine* const machine_;
