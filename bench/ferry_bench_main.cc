@@ -17,6 +17,7 @@
 #include "base/json.h"
 #include "base/process.h"
 #include "bench/demand_paging.h"
+#include "bench/kvm_dirty_log.h"
 #include "bench/migrate.h"
 #include "bench/reference.h"
 #include "bench/suite.h"
@@ -31,6 +32,10 @@ constexpr char kUsage[] = R"(ferry-bench: Ferry's benchmark harness
 usage: ferry-bench SCENARIO [flags]
 
 scenarios:
+  kvm-dirty-log   KVM's dirty bitmap against its dirty rings on a running KVM
+                  guest: Collect() time, pages per Collect(), guest ops/s with
+                  and without tracking (needs /dev/kvm)
+      --memory SIZE --vcpus N --workload KIND --rounds N --repeat N
   demand-paging   vCPUs fault in all of their memory from a local page source,
                   per fault mode (the analog of the kernel's demand_paging_test)
       --vcpus LIST             vCPU counts (default 1,2,4,8,16)
@@ -225,6 +230,27 @@ absl::Status Suite(Args& args) {
   return RunSuite(o);
 }
 
+absl::Status KvmDirtyLog(Args& args) {
+  KvmDirtyLogOptions o;
+  ASSIGN_OR_RETURN(o.memory, args.Bytes("memory", o.memory));
+  ASSIGN_OR_RETURN(int64_t vcpus, args.Int("vcpus", o.vcpus));
+  o.vcpus = static_cast<int>(vcpus);
+  o.workload = args.String("workload", o.workload);
+  ASSIGN_OR_RETURN(int64_t rounds, args.Int("rounds", o.rounds));
+  o.rounds = static_cast<int>(std::max<int64_t>(1, rounds));
+  ASSIGN_OR_RETURN(int64_t repeat, args.Int("repeat", o.repeat));
+  o.repeat = static_cast<int>(std::max<int64_t>(1, repeat));
+  RETURN_IF_ERROR(args.Finish());
+  ASSIGN_OR_RETURN(std::vector<KvmDirtyLogResult> results, RunKvmDirtyLog(o));
+  std::printf("%-7s %14s %12s %16s %18s %16s\n", "mode", "collect p50 us", "max us",
+              "pages/collect", "guest ops/s before", "ops/s tracked");
+  for (const KvmDirtyLogResult& r : results)
+    std::printf("%-7s %14.1f %12.1f %16.0f %18.0f %16.0f\n", r.mode.c_str(),
+                r.collect_us_median, r.collect_us_max, r.pages_per_collect,
+                r.ops_per_sec_untracked, r.ops_per_sec_tracked);
+  return absl::OkStatus();
+}
+
 absl::Status Main(int argc, char** argv) {
   ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1));
   if (args.positional().empty() || args.Bool("help")) {
@@ -235,6 +261,7 @@ absl::Status Main(int argc, char** argv) {
   }
   const std::string& scenario = args.positional()[0];
   if (scenario == "demand-paging") return DemandPaging(args);
+  if (scenario == "kvm-dirty-log") return KvmDirtyLog(args);
   if (scenario == "digest") return Digest(args);
   if (scenario == "reference") return Reference(args);
   if (scenario == "migrate") return Migrate(args);

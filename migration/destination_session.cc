@@ -220,8 +220,7 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
   fo.page_size = config.page_size;
   fetcher_ = std::make_shared<fetch::RemotePageSource>(fo);
   ASSIGN_OR_RETURN(vm_, vmm::Vm::Create(config));
-  // Blocking mode: one fault handler thread per two vCPUs.
-  RETURN_IF_ERROR(vm_->EnableDemandPaging(fetcher_, {fault_mode, /*handler_threads=*/0}));
+  RETURN_IF_ERROR(vm_->EnableDemandPaging(fetcher_, {fault_mode, options_.fault_handlers}));
   {
     absl::MutexLock lock(&mu_);
     migration_id_ = hello.migration_id();

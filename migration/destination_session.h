@@ -44,6 +44,8 @@ using MigrationStream =
 struct DestinationOptions {
   std::string expected_token;  // empty: no token required
   absl::Duration complete_timeout = absl::Seconds(60);
+  // Blocking fault mode: handler threads (0: one per two vCPUs).
+  int fault_handlers = 0;
   // Called at Hello with the VM's name and shape; an error refuses the
   // migration with it (the name is taken, a limit is reached, the agent is
   // shutting down). `release` is called with the same name if the migration

@@ -180,20 +180,44 @@ absl::StatusOr<KvmVcpuFd> KvmVmFd::CreateVcpu(int id, int mmap_size) {
 }
 
 KvmVcpuFd::KvmVcpuFd(KvmVcpuFd&& o) noexcept
-    : fd_(std::move(o.fd_)), run_(std::exchange(o.run_, nullptr)), mmap_size_(o.mmap_size_) {}
+    : fd_(std::move(o.fd_)),
+      run_(std::exchange(o.run_, nullptr)),
+      mmap_size_(o.mmap_size_),
+      ring_(std::exchange(o.ring_, nullptr)),
+      ring_bytes_(o.ring_bytes_) {}
 
 KvmVcpuFd& KvmVcpuFd::operator=(KvmVcpuFd&& o) noexcept {
   if (this != &o) {
     if (run_ != nullptr) munmap(run_, mmap_size_);
+    if (ring_ != nullptr) munmap(ring_, ring_bytes_);
     fd_ = std::move(o.fd_);
     run_ = std::exchange(o.run_, nullptr);
     mmap_size_ = o.mmap_size_;
+    ring_ = std::exchange(o.ring_, nullptr);
+    ring_bytes_ = o.ring_bytes_;
   }
   return *this;
 }
 
 KvmVcpuFd::~KvmVcpuFd() {
   if (run_ != nullptr) munmap(run_, mmap_size_);
+  if (ring_ != nullptr) munmap(ring_, ring_bytes_);
+}
+
+absl::StatusOr<kvm_dirty_gfn*> KvmVcpuFd::MapDirtyRing(size_t bytes) {
+  if (ring_ != nullptr) return absl::FailedPreconditionError("the dirty ring is mapped already");
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(),
+                 KVM_DIRTY_LOG_PAGE_OFFSET * sysconf(_SC_PAGESIZE));
+  if (p == MAP_FAILED) return ErrnoStatus("mmap dirty ring", errno);
+  ring_ = p;
+  ring_bytes_ = bytes;
+  return static_cast<kvm_dirty_gfn*>(p);
+}
+
+absl::StatusOr<int> KvmVmFd::ResetDirtyRings() {
+  const int n = ioctl(fd_.get(), KVM_RESET_DIRTY_RINGS, 0);
+  if (n < 0) return ErrnoStatus("KVM_RESET_DIRTY_RINGS", errno);
+  return n;
 }
 
 absl::Status KvmVcpuFd::Run() {

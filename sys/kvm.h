@@ -69,6 +69,9 @@ class KvmVmFd {
   absl::Status ClearDirtyLog(uint32_t slot, uint64_t first_page, uint32_t num_pages,
                              uint64_t* bitmap);
   absl::StatusOr<KvmVcpuFd> CreateVcpu(int id, int mmap_size);
+  // KVM_RESET_DIRTY_RINGS: re-protects the pages of every harvested entry
+  // and recycles the entries. Returns how many were reset.
+  absl::StatusOr<int> ResetDirtyRings();
 
  private:
   UniqueFd fd_;
@@ -84,6 +87,11 @@ class KvmVcpuFd {
   ~KvmVcpuFd();
 
   kvm_run* run() const { return run_; }
+
+  // Maps this vCPU's dirty ring (`bytes`, as enabled on the VM with
+  // KVM_CAP_DIRTY_LOG_RING before the vCPU was created). Unmapped with the
+  // vCPU.
+  absl::StatusOr<kvm_dirty_gfn*> MapDirtyRing(size_t bytes);
 
   // KVM_RUN. OK when the vCPU exited (run()->exit_reason says why);
   // Cancelled when a signal or immediate_exit interrupted it (EINTR);
@@ -118,6 +126,8 @@ class KvmVcpuFd {
   UniqueFd fd_;
   kvm_run* run_ = nullptr;
   int mmap_size_ = 0;
+  void* ring_ = nullptr;
+  size_t ring_bytes_ = 0;
 };
 
 class Kvm {

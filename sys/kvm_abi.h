@@ -87,6 +87,13 @@ static_assert(kKvmGetMsrs == 0xc008ae88);
 static_assert(kKvmSetMsrs == 0x4008ae89);
 static_assert(kKvmGetMsrIndexList == 0xc004ae02);
 
+// The dirty ring (5.11): per-vCPU rings of these, mmapped at page
+// KVM_DIRTY_LOG_PAGE_OFFSET of the vCPU fd.
+static_assert(KVM_DIRTY_LOG_PAGE_OFFSET == 64);
+static_assert(sizeof(kvm_dirty_gfn) == 16);
+static_assert(KVM_EXIT_DIRTY_RING_FULL == 31);
+static_assert(KVM_RESET_DIRTY_RINGS == 0xaec7);
+
 // MSRs the backend saves and restores (arch/x86/include/asm/msr-index.h).
 inline constexpr uint32_t kMsrIa32Tsc = 0x10;
 inline constexpr uint32_t kMsrIa32MiscEnable = 0x1a0;

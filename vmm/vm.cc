@@ -82,7 +82,8 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config,
   std::unique_ptr<kvm::KvmMachine> machine;
   std::vector<std::unique_ptr<Vcpu>> vcpus;
   if (config.backend == VmBackend::kKvm) {
-    ASSIGN_OR_RETURN(machine, kvm::KvmMachine::Create(memory.get(), config.workload, config.vcpus));
+    ASSIGN_OR_RETURN(machine, kvm::KvmMachine::Create(memory.get(), config.workload, config.vcpus,
+                                                      config.kvm_dirty_ring));
     for (int i = 0; i < config.vcpus; ++i) {
       ASSIGN_OR_RETURN(std::unique_ptr<kvm::KvmVcpu> v, machine->CreateVcpu(i, clock));
       vcpus.push_back(std::move(v));

@@ -63,6 +63,8 @@ absl::StatusOr<std::pair<VmBackend, std::string>> ResolveVmBackend(absl::string_
 
 struct VmConfig {
   VmBackend backend = VmBackend::kSoft;
+  // KVM only: dirty rings instead of the dirty bitmap (docs/kvm.md).
+  bool kvm_dirty_ring = false;
   uint64_t memory_bytes = 1ull << 30;
   uint32_t page_size = 4096;
   int vcpus = 2;

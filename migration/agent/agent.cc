@@ -87,6 +87,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
                               : absl::StrCat(host, ":", agent->page_server_->port());
   migration::DestinationOptions dest;
   dest.expected_token = agent->options_.migration_token;
+  dest.fault_handlers = agent->options_.fault_handlers;
   Agent* raw = agent.get();
   dest.admit = [raw](const std::string& name, const vmm::VmConfig& c) {
     return raw->Admit(name, c);

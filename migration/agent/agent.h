@@ -37,6 +37,9 @@ struct AgentOptions {
   int max_vms = 64;
   uint64_t max_memory = 64ull << 30;  // all VMs of this agent together
   int max_migrations = 4;             // outgoing at once
+  // Incoming VMs in blocking fault mode: fault handler threads per VM
+  // (0: one per two vCPUs).
+  int fault_handlers = 0;
   std::shared_ptr<grpc::ChannelCredentials> peer_credentials;  // default insecure
   std::function<void(const std::string&)> log;
 };

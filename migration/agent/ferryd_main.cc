@@ -45,6 +45,9 @@ usage: ferryd [flags]
   --migration-token TOKEN     required of incoming migrations and sent with outgoing
                               ones (default: $FERRY_MIGRATION_TOKEN, else none)
   --max-vms N                 VMs this agent hosts at most (default 64)
+  --fault-handlers N          incoming VMs in blocking fault mode (KVM VMs, or
+                              asked for): fault handler threads per VM
+                              (default 0: one per two vCPUs)
   --max-memory SIZE           guest memory of all its VMs together (default 64G)
   --max-migrations N          outgoing migrations at once (default 4)
   --tls-cert FILE             PEM certificate: serve gRPC over TLS
@@ -88,6 +91,10 @@ absl::Status Main(int argc, char** argv) {
   ASSIGN_OR_RETURN(int64_t max_vms, args.Int("max-vms", 64));
   ASSIGN_OR_RETURN(o.max_memory, args.Bytes("max-memory", 64ull << 30));
   ASSIGN_OR_RETURN(int64_t max_migrations, args.Int("max-migrations", 4));
+  ASSIGN_OR_RETURN(int64_t fault_handlers, args.Int("fault-handlers", 0));
+  if (fault_handlers < 0 || fault_handlers > 256)
+    return absl::InvalidArgumentError("--fault-handlers must be 0 (one per two vCPUs) to 256");
+  o.fault_handlers = static_cast<int>(fault_handlers);
   o.max_vms = static_cast<int>(max_vms);
   o.max_migrations = static_cast<int>(max_migrations);
   const std::string cert_file = args.String("tls-cert", "");

@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_format.h"
@@ -11,6 +12,9 @@
 
 namespace ferry::vmm::kvm {
 namespace {
+
+// Dirty ring size per vCPU: 4096 entries.
+constexpr size_t kDirtyRingBytes = 64 << 10;
 
 // Slot numbers: RAM slots 0..n-1 in map order, then the firmware.
 uint32_t FirmwareSlot(const MemoryMap& map) { return static_cast<uint32_t>(map.slots().size()); }
@@ -54,8 +58,76 @@ class KvmDirtyLog final : public DirtyLog {
   std::vector<uint64_t> bitmap_;
 };
 
-KvmMachine::KvmMachine(sys::Kvm kvm, GuestMemory* memory, const WorkloadSpec& spec, int vcpus)
-    : kvm_(std::move(kvm)), memory_(memory), spec_(spec), vcpus_(vcpus) {}
+// KVM's dirty rings: every vCPU's ring harvested, then
+// KVM_RESET_DIRTY_RINGS re-protects what was harvested. Like the bitmap, a
+// write racing with Collect() is reported now or next time (the page is
+// read for sending after Collect() returns), pages only read may be
+// reported, and writes the VMM makes are not.
+class KvmDirtyRingLog final : public DirtyLog {
+ public:
+  explicit KvmDirtyRingLog(KvmMachine* machine) : machine_(machine) {}
+  ~KvmDirtyRingLog() override {
+    (void)machine_->SetRamSlotFlags(0);
+    std::vector<uint64_t> drop;
+    (void)machine_->CollectRings(&drop);
+  }
+  absl::Status Collect(std::vector<uint64_t>* pages) override {
+    pages->clear();
+    RETURN_IF_ERROR(machine_->CollectRings(pages));
+    std::sort(pages->begin(), pages->end());
+    pages->erase(std::unique(pages->begin(), pages->end()), pages->end());
+    return absl::OkStatus();
+  }
+  const char* Name() const override {
+    return "KVM dirty rings (harvest + KVM_RESET_DIRTY_RINGS)";
+  }
+
+ private:
+  KvmMachine* const machine_;
+};
+
+KvmMachine::KvmMachine(sys::Kvm kvm, GuestMemory* memory, const WorkloadSpec& spec, int vcpus,
+                       bool dirty_ring)
+    : kvm_(std::move(kvm)), memory_(memory), spec_(spec), vcpus_(vcpus), dirty_ring_(dirty_ring) {}
+
+void KvmMachine::HarvestRing(Ring& ring, std::vector<uint64_t>* pages) {
+  const MemoryMap& map = memory_->map();
+  const uint32_t ps = map.page_size();
+  absl::MutexLock lock(&ring.mu);
+  while (true) {
+    kvm_dirty_gfn& g = ring.gfns[ring.fetch % ring.entries];
+    if (!(__atomic_load_n(&g.flags, __ATOMIC_ACQUIRE) & KVM_DIRTY_GFN_F_DIRTY)) break;
+    if (g.slot < map.slots().size()) {
+      const MemorySlot& slot = map.slots()[g.slot];
+      if (g.offset < slot.size / ps) pages->push_back(slot.offset / ps + g.offset);
+    }
+    __atomic_store_n(&g.flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
+    ++ring.fetch;
+  }
+}
+
+absl::Status KvmMachine::CollectRings(std::vector<uint64_t>* pages) {
+  for (auto& ring : rings_)
+    if (ring->gfns != nullptr) HarvestRing(*ring, pages);
+  {
+    absl::MutexLock lock(&ring_full_mu_);
+    pages->insert(pages->end(), ring_full_pages_.begin(), ring_full_pages_.end());
+    ring_full_pages_.clear();
+  }
+  return vm_.ResetDirtyRings().status();
+}
+
+absl::Status KvmMachine::OnDirtyRingFull(int index) {
+  if (index < 0 || index >= static_cast<int>(rings_.size()) || rings_[index]->gfns == nullptr)
+    return absl::InternalError("a dirty-ring-full exit without a dirty ring");
+  std::vector<uint64_t> pages;
+  HarvestRing(*rings_[index], &pages);
+  {
+    absl::MutexLock lock(&ring_full_mu_);
+    ring_full_pages_.insert(ring_full_pages_.end(), pages.begin(), pages.end());
+  }
+  return vm_.ResetDirtyRings().status();
+}
 
 KvmMachine::~KvmMachine() {
   if (firmware_ != nullptr) munmap(firmware_, firmware_size_);
@@ -63,9 +135,12 @@ KvmMachine::~KvmMachine() {
 
 absl::StatusOr<std::unique_ptr<KvmMachine>> KvmMachine::Create(GuestMemory* memory,
                                                                const WorkloadSpec& spec,
-                                                               int vcpus) {
+                                                               int vcpus, bool dirty_ring) {
   ASSIGN_OR_RETURN(sys::Kvm kvm, sys::Kvm::Open());
-  std::unique_ptr<KvmMachine> m(new KvmMachine(std::move(kvm), memory, spec, vcpus));
+  if (dirty_ring && kvm.caps().dirty_log_ring_bytes < static_cast<int>(kDirtyRingBytes))
+    return absl::FailedPreconditionError(
+        "KVM lacks KVM_CAP_DIRTY_LOG_RING (Linux 5.11) of 64 KiB per vCPU");
+  std::unique_ptr<KvmMachine> m(new KvmMachine(std::move(kvm), memory, spec, vcpus, dirty_ring));
   RETURN_IF_ERROR(m->Init());
   return m;
 }
@@ -73,9 +148,14 @@ absl::StatusOr<std::unique_ptr<KvmMachine>> KvmMachine::Create(GuestMemory* memo
 absl::Status KvmMachine::Init() {
   ASSIGN_OR_RETURN(vm_, kvm_.CreateVm());
   ASSIGN_OR_RETURN(cpuid_, kvm_.SupportedCpuid());
-  if (kvm_.caps().manual_dirty_log_protect)
+  if (dirty_ring_) {
+    // Before any vCPU exists; the rings then replace the bitmap.
+    RETURN_IF_ERROR(vm_.EnableCap(KVM_CAP_DIRTY_LOG_RING, kDirtyRingBytes));
+    for (int i = 0; i < vcpus_; ++i) rings_.push_back(std::make_unique<Ring>());
+  } else if (kvm_.caps().manual_dirty_log_protect) {
     RETURN_IF_ERROR(vm_.EnableCap(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
                                   KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE));
+  }
   firmware_size_ = guest::FirmwareBytes(static_cast<uint64_t>(vcpus_));
   void* fw = mmap(nullptr, firmware_size_, PROT_READ | PROT_WRITE,
                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
@@ -113,10 +193,18 @@ absl::StatusOr<std::unique_ptr<KvmVcpu>> KvmMachine::CreateVcpu(int index, const
     return absl::InvalidArgumentError(absl::StrFormat("no vCPU %d in a %d-vCPU VM", index, vcpus_));
   ASSIGN_OR_RETURN(sys::KvmVcpuFd fd, vm_.CreateVcpu(index, kvm_.vcpu_mmap_size()));
   RETURN_IF_ERROR(PrepareVcpu(fd, index));
+  if (dirty_ring_) {
+    ASSIGN_OR_RETURN(rings_[index]->gfns, fd.MapDirtyRing(kDirtyRingBytes));
+    rings_[index]->entries = kDirtyRingBytes / sizeof(kvm_dirty_gfn);
+  }
   return std::make_unique<KvmVcpu>(index, this, std::move(fd), clock);
 }
 
 absl::StatusOr<std::unique_ptr<DirtyLog>> KvmMachine::StartDirtyLog() {
+  if (dirty_ring_) {
+    RETURN_IF_ERROR(SetRamSlotFlags(KVM_MEM_LOG_DIRTY_PAGES));
+    return std::unique_ptr<DirtyLog>(new KvmDirtyRingLog(this));
+  }
   if (!kvm_.caps().manual_dirty_log_protect)
     return absl::FailedPreconditionError(
         "KVM lacks KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (Linux 5.8): no dirty log without "

@@ -44,9 +44,12 @@ class KvmMachine {
   // Opens /dev/kvm (NotFound / PermissionDenied when there is none), creates
   // the VM, its memory slots and firmware for `memory` (which must outlive
   // the machine) and `spec` on `vcpus` vCPUs.
+  // `dirty_ring`: track writes with KVM's per-vCPU dirty rings instead of
+  // the dirty bitmap (chosen at creation: the ring must be enabled before
+  // any vCPU exists, and a VM with rings has no bitmap).
   static absl::StatusOr<std::unique_ptr<KvmMachine>> Create(GuestMemory* memory,
-                                                            const WorkloadSpec& spec,
-                                                            int vcpus);
+                                                            const WorkloadSpec& spec, int vcpus,
+                                                            bool dirty_ring = false);
   ~KvmMachine();
 
   const sys::KvmCapabilities& caps() const { return kvm_.caps(); }
@@ -56,9 +59,16 @@ class KvmMachine {
   // vCPU `index` in its initial state (64-bit, at the image's entry).
   absl::StatusOr<std::unique_ptr<KvmVcpu>> CreateVcpu(int index, const Clock* clock);
 
-  // Starts KVM's dirty log over RAM (KVM_MEM_LOG_DIRTY_PAGES with manual
-  // protect: KVM_GET_DIRTY_LOG, then KVM_CLEAR_DIRTY_LOG of what was seen).
+  // Starts KVM's dirty log over RAM: the bitmap (KVM_MEM_LOG_DIRTY_PAGES
+  // with manual protect: KVM_GET_DIRTY_LOG, then KVM_CLEAR_DIRTY_LOG of what
+  // was seen) or, for a machine created with dirty rings, the rings
+  // (harvest every vCPU's ring, then KVM_RESET_DIRTY_RINGS).
   absl::StatusOr<std::unique_ptr<DirtyLog>> StartDirtyLog();
+  bool dirty_ring() const { return dirty_ring_; }
+
+  // vCPU `index`'s ring is full (KVM_EXIT_DIRTY_RING_FULL): harvests it
+  // into the pages the next Collect() reports and resets it. vCPU thread.
+  absl::Status OnDirtyRingFull(int index);
 
   // Maps guest-physical [gpa, gpa + size) in the stage-2 tables now, so the
   // guest takes no fault there. Only over pages that are present.
@@ -72,7 +82,21 @@ class KvmMachine {
 
  private:
   friend class KvmDirtyLog;
-  KvmMachine(sys::Kvm kvm, GuestMemory* memory, const WorkloadSpec& spec, int vcpus);
+  friend class KvmDirtyRingLog;
+  KvmMachine(sys::Kvm kvm, GuestMemory* memory, const WorkloadSpec& spec, int vcpus,
+             bool dirty_ring);
+  // One vCPU's dirty ring and where harvesting stopped.
+  struct Ring {
+    absl::Mutex mu;
+    kvm_dirty_gfn* gfns = nullptr;
+    uint32_t entries = 0;
+    uint32_t fetch ABSL_GUARDED_BY(mu) = 0;
+  };
+  // Appends the RAM page indices of `ring`'s dirty entries to `pages` and
+  // marks the entries for reset.
+  void HarvestRing(Ring& ring, std::vector<uint64_t>* pages);
+  // Harvests every ring and the ring-full leftovers, then resets the rings.
+  absl::Status CollectRings(std::vector<uint64_t>* pages);
   absl::Status Init();
   // Sets the flags of every RAM slot.
   absl::Status SetRamSlotFlags(uint32_t flags);
@@ -82,7 +106,11 @@ class KvmMachine {
   GuestMemory* const memory_;
   const WorkloadSpec spec_;
   const int vcpus_;
+  const bool dirty_ring_;
   sys::KvmVmFd vm_;
+  std::vector<std::unique_ptr<Ring>> rings_;  // by vCPU index (dirty ring only)
+  absl::Mutex ring_full_mu_;
+  std::vector<uint64_t> ring_full_pages_ ABSL_GUARDED_BY(ring_full_mu_);
   uint8_t* firmware_ = nullptr;
   uint64_t firmware_size_ = 0;
   FirmwareLayout layout_;

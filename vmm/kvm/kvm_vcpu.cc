@@ -154,6 +154,10 @@ absl::StatusOr<VcpuExit> KvmVcpu::Run() {
       }
       case KVM_EXIT_HLT:
         return VcpuExit{VcpuExitReason::kHalted, {}};
+      case KVM_EXIT_DIRTY_RING_FULL:
+        // The ring holds 4096 pages dirtied since the last Collect().
+        RETURN_IF_ERROR(machine_->OnDirtyRingFull(index_));
+        continue;
       case abi::kKvmExitMemoryFault: {
         // A memslot that exits on missing pages (no upstream kernel has one
         // yet): resolve on this thread, like a software vCPU's fault.

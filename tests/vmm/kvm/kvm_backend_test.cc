@@ -218,14 +218,19 @@ TEST(KvmBackend, PreFaultLeavesNoStageTwoFaults) {
   EXPECT_EQ(with, 0u);
 }
 
-TEST(KvmBackend, DirtyLogCatchesEveryWrittenPage) {
+class KvmDirtyLogTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(KvmDirtyLogTest, CatchesEveryWrittenPage) {
   SKIP_WITHOUT_KVM();
+  const bool ring = GetParam();
   VmConfig config = Config(WorkloadKind::kUniform, 3000);
   config.workload.write_fraction = 0.5;
+  config.kvm_dirty_ring = ring;
   ASSERT_OK_AND_ASSIGN(auto vm, Vm::Create(config));
   ASSERT_OK(vm->LoadInitialMemory());
   std::vector<uint8_t> initial(vm->memory().host(), vm->memory().host() + kMemory);
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<DirtyLog> log, vm->StartDirtyLog());
+  EXPECT_THAT(log->Name(), HasSubstr(ring ? "dirty rings" : "dirty bitmap"));
   ASSERT_OK(vm->Start());
   ASSERT_OK(vm->WaitUntilHalted(kTimeout));
   std::vector<uint64_t> dirty;
@@ -239,11 +244,34 @@ TEST(KvmBackend, DirtyLogCatchesEveryWrittenPage) {
     EXPECT_TRUE(seen.count(p)) << "page " << p << " was written but not logged";
   }
   EXPECT_GT(written, 100u);
-  std::printf("dirty log: %zu pages reported, %llu written (KVM may also report read pages)\n",
-              seen.size(), static_cast<unsigned long long>(written));
+  std::printf("dirty log (%s): %zu pages reported, %llu written (KVM may also report read "
+              "pages)\n",
+              ring ? "rings" : "bitmap", seen.size(), static_cast<unsigned long long>(written));
   ASSERT_OK(log->Collect(&dirty));
   EXPECT_TRUE(dirty.empty()) << "the guest halted: nothing written since";
 }
+
+// More pages than a ring holds (4096 entries): ring-full exits are
+// harvested on the vCPU thread and nothing is lost.
+TEST(KvmBackend, DirtyRingFullExitsLoseNoPage) {
+  SKIP_WITHOUT_KVM();
+  VmConfig config = Config(WorkloadKind::kSequential, 0, 1);
+  config.memory_bytes = 64 << 20;  // 16384 pages, one vCPU writing each
+  config.workload.ops_per_vcpu = 16384;
+  config.workload.zero_fraction = 0;
+  config.kvm_dirty_ring = true;
+  ASSERT_OK_AND_ASSIGN(auto vm, Vm::Create(config));
+  ASSERT_OK(vm->LoadInitialMemory());
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<DirtyLog> log, vm->StartDirtyLog());
+  ASSERT_OK(vm->Start());
+  ASSERT_OK(vm->WaitUntilHalted(kTimeout));
+  std::vector<uint64_t> dirty;
+  ASSERT_OK(log->Collect(&dirty));
+  EXPECT_EQ(dirty.size(), 16384u) << "every page was written once";
+}
+
+INSTANTIATE_TEST_SUITE_P(BitmapAndRing, KvmDirtyLogTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "ring" : "bitmap"; });
 
 }  // namespace
 }  // namespace ferry::vmm
