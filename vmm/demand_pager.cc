@@ -147,21 +147,27 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
       if (IsPresent(page)) return absl::OkStatus();
       return fetched.status();
     }
-    const FetchedPage& page_data = *fetched;
-    const bool zero = page_data.content == PageContent::kZero;
-    absl::StatusOr<sys::InstallResult> r =
-        zero ? uffd_.ZeroPage(dst, ps) : uffd_.Copy(dst, page_data.data, ps);
-    if (!r.ok()) {
-      // While this thread fetched, another path installed the page, nothing
-      // was missing any more and the memory left userfault mode (the install
-      // then fails with ENOENT): the page is there, which is all we wanted.
-      if (!IsPresent(page)) return r.status();
-      r = sys::InstallResult{0, ps};
-    }
-    CountInstall(*r, zero);
-    MarkPresent(page, 1);
+    RETURN_IF_ERROR(InstallFetched(page, *fetched));
   }
   if (fault.time_ns > 0) shard.fault_latency.Record(MonotonicNowNanos() - fault.time_ns);
+  return absl::OkStatus();
+}
+
+absl::Status DemandPager::InstallFetched(uint64_t page, const FetchedPage& fetched) {
+  const uint32_t ps = memory_->page_size();
+  uint8_t* dst = memory_->host() + page * ps;
+  const bool zero = fetched.content == PageContent::kZero;
+  absl::StatusOr<sys::InstallResult> r =
+      zero ? uffd_.ZeroPage(dst, ps) : uffd_.Copy(dst, fetched.data, ps);
+  if (!r.ok()) {
+    // While this thread fetched, another path installed the page, nothing
+    // was missing any more and the memory left userfault mode (the install
+    // then fails with ENOENT): the page is there, which is all we wanted.
+    if (!IsPresent(page)) return r.status();
+    r = sys::InstallResult{0, ps};
+  }
+  CountInstall(*r, zero);
+  MarkPresent(page, 1);
   return absl::OkStatus();
 }
 
@@ -203,16 +209,7 @@ absl::Status DemandPager::ResolveFaults(absl::Span<const MemoryFault> faults) {
   absl::Status s = source_->FetchRuns(
       runs, ps, [&](uint64_t gpa, const FetchedPage& fetched) -> absl::Status {
         ASSIGN_OR_RETURN(uint64_t page, PageIndexOf(gpa, 1));
-        uint8_t* dst = memory_->host() + page * ps;
-        const bool zero = fetched.content == PageContent::kZero;
-        absl::StatusOr<sys::InstallResult> r =
-            zero ? uffd_.ZeroPage(dst, ps) : uffd_.Copy(dst, fetched.data, ps);
-        if (!r.ok()) {
-          if (!IsPresent(page)) return r.status();  // see ResolveFault
-          r = sys::InstallResult{0, ps};
-        }
-        CountInstall(*r, zero);
-        MarkPresent(page, 1);
+        RETURN_IF_ERROR(InstallFetched(page, fetched));
         const int64_t now = MonotonicNowNanos();
         auto range = std::equal_range(
             waiting.begin(), waiting.end(), std::make_pair(page, int64_t{0}),

@@ -125,6 +125,10 @@ class DemandPager {
               sys::Userfaultfd uffd, UniqueFd stop_fd);
 
   void HandlerLoop();
+  // Installs a fetched page at RAM page `page` (UFFDIO_COPY or ZEROPAGE),
+  // counts it and marks it present; a page another path installed
+  // meanwhile is success.
+  absl::Status InstallFetched(uint64_t page, const FetchedPage& fetched);
   // Marks [first, first + count) present and counts the newly present.
   void MarkPresent(uint64_t first, uint64_t count);
   // Counts an install's outcome in the calling thread's shard.
