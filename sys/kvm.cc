@@ -255,10 +255,12 @@ absl::StatusOr<std::string> KvmVcpuFd::GetXsave(int xsave2_size) {
   return buf;
 }
 
-absl::Status KvmVcpuFd::SetXsave(const std::string& xsave) {
-  if (xsave.size() < sizeof(abi::KvmXsave))
-    return absl::InvalidArgumentError(absl::StrCat("XSAVE state of ", xsave.size(),
-                                                   " bytes is shorter than struct kvm_xsave"));
+absl::Status KvmVcpuFd::SetXsave(const std::string& xsave, int xsave2_size) {
+  const size_t size =
+      std::max<size_t>(sizeof(abi::KvmXsave), xsave2_size > 0 ? xsave2_size : 0);
+  if (xsave.size() != size)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "XSAVE state of ", xsave.size(), " bytes; this host's KVM takes ", size));
   std::string buf = xsave;
   if (Ioctl(fd_.get(), abi::kKvmSetXsave, buf.data()) != 0)
     return ErrnoStatus("KVM_SET_XSAVE", errno);

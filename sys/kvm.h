@@ -105,7 +105,10 @@ class KvmVcpuFd {
   // XSAVE state: KVM_GET_XSAVE2 where the kernel has it (its size from
   // KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2)), else KVM_GET_XSAVE.
   absl::StatusOr<std::string> GetXsave(int xsave2_size);
-  absl::Status SetXsave(const std::string& xsave);
+  // KVM_SET_XSAVE reads as many bytes as the kernel's XSAVE size (the
+  // XSAVE2 size where the kernel has it): `xsave` must be exactly that size
+  // (InvalidArgument otherwise), so the kernel never reads past it.
+  absl::Status SetXsave(const std::string& xsave, int xsave2_size);
   absl::Status GetXcrs(kvm_xcrs* xcrs);
   absl::Status SetXcrs(const kvm_xcrs& xcrs);
   // Reads the MSRs `indices`; those KVM refuses are left out.

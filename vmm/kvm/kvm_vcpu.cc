@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 
@@ -245,6 +246,20 @@ absl::Status KvmVcpu::RestoreState(absl::string_view bytes) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "vcpu %d state: firmware area of %d bytes, expected %d", index_, st.area().size(),
         area.size()));
+  if (st.msrs_size() > static_cast<int>(SavedMsrs().size()))
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "vcpu %d state: %d MSRs, this build saves at most %d", index_, st.msrs_size(),
+        SavedMsrs().size()));
+  for (const ferry::v1::KvmMsr& m : st.msrs())
+    if (std::find(SavedMsrs().begin(), SavedMsrs().end(), m.index()) == SavedMsrs().end())
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "vcpu %d state: MSR %#x is not one this VMM moves", index_, m.index()));
+  const size_t xsave_size =
+      std::max<size_t>(4096, machine_->xsave2_size() > 0 ? machine_->xsave2_size() : 0);
+  if (st.xsave().size() != xsave_size)
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "vcpu %d state: XSAVE state of %d bytes, this host's KVM takes %d", index_,
+        st.xsave().size(), xsave_size));
   kvm_regs regs;
   kvm_sregs sregs;
   kvm_xcrs xcrs;
@@ -255,7 +270,7 @@ absl::Status KvmVcpu::RestoreState(absl::string_view bytes) {
   // mode the general ones are read in), the TSC among the MSRs.
   RETURN_IF_ERROR(fd_.SetSregs(sregs));
   RETURN_IF_ERROR(fd_.SetRegs(regs));
-  RETURN_IF_ERROR(fd_.SetXsave(st.xsave()));
+  RETURN_IF_ERROR(fd_.SetXsave(st.xsave(), machine_->xsave2_size()));
   RETURN_IF_ERROR(fd_.SetXcrs(xcrs));
   std::vector<std::pair<uint32_t, uint64_t>> msrs;
   for (const ferry::v1::KvmMsr& m : st.msrs()) msrs.emplace_back(m.index(), m.value());

@@ -18,6 +18,7 @@
 #include "base/status_macros.h"
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
+#include "ferry/v1/vcpu_state.pb.h"
 #include "sys/kvm.h"
 #include "vmm/guest/boot.h"
 #include "vmm/vm.h"
@@ -173,6 +174,29 @@ TEST(KvmBackend, ForeignVcpuStateIsRefused) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("belongs to vcpu 1")));
   EXPECT_THAT(same->RestoreVcpuStates({"garbage", "garbage"}),
               StatusIs(absl::StatusCode::kInvalidArgument));
+  // Sizes from the peer are checked before the kernel reads them.
+  std::swap(states[0], states[1]);
+  ferry::v1::KvmVcpuState st;
+  ASSERT_TRUE(st.ParseFromString(states[0]));
+  st.mutable_xsave()->resize(st.xsave().size() / 2);
+  std::vector<std::string> short_xsave = {st.SerializeAsString(), states[1]};
+  EXPECT_THAT(same->RestoreVcpuStates(short_xsave),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("XSAVE state of")));
+  ASSERT_TRUE(st.ParseFromString(states[0]));
+  ASSERT_GT(st.msrs_size(), 0);
+  st.mutable_msrs(0)->set_index(0xc0000080);  // EFER: not one this VMM moves as an MSR
+  std::vector<std::string> odd_msr = {st.SerializeAsString(), states[1]};
+  EXPECT_THAT(same->RestoreVcpuStates(odd_msr),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("is not one this VMM moves")));
+  for (int i = 0; i < 20; ++i) st.add_msrs()->set_index(0x10);
+  std::vector<std::string> many_msrs = {st.SerializeAsString(), states[1]};
+  EXPECT_THAT(same->RestoreVcpuStates(many_msrs),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("saves at most")));
+  ASSERT_TRUE(st.ParseFromString(states[0]));
+  st.mutable_area()->append("x");
+  std::vector<std::string> big_area = {st.SerializeAsString(), states[1]};
+  EXPECT_THAT(same->RestoreVcpuStates(big_area),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("firmware area")));
 }
 
 // KVM's global count of stage-2 faults it fixed (debugfs).
