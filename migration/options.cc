@@ -1,5 +1,8 @@
 #include "migration/options.h"
 
+#include <array>
+#include <string>
+
 #include "absl/strings/str_cat.h"
 #include "migration/api/names.h"
 #include "migration/protocol.h"
@@ -18,19 +21,13 @@ absl::StatusOr<MigrationMode> ParseMigrationMode(absl::string_view name) {
 }
 
 const char* MigrationModeName(MigrationMode mode) {
-  switch (mode) {
-    case MigrationMode::kPrecopy:
-    case MigrationMode::kPostcopy:
-    case MigrationMode::kHybrid: {
-      // Spelled once per process from the .proto; stable storage.
-      static const std::string* names = new std::string[4]{
-          "unknown", api::Spelling(ferry::v1::MIGRATION_MODE_PRECOPY),
-          api::Spelling(ferry::v1::MIGRATION_MODE_POSTCOPY),
-          api::Spelling(ferry::v1::MIGRATION_MODE_HYBRID)};
-      return names[static_cast<int>(mode)].c_str();
-    }
-  }
-  return "unknown";
+  // Spelled once per process from the .proto; stable storage.
+  static const auto* names = new std::array<std::string, 4>{
+      "unknown", api::Spelling(ferry::v1::MIGRATION_MODE_PRECOPY),
+      api::Spelling(ferry::v1::MIGRATION_MODE_POSTCOPY),
+      api::Spelling(ferry::v1::MIGRATION_MODE_HYBRID)};
+  const int i = static_cast<int>(mode);
+  return i >= 1 && i <= 3 ? (*names)[i].c_str() : "unknown";
 }
 
 absl::Status ValidateMigrationOptions(const MigrationOptions& o) {

@@ -38,7 +38,31 @@ int CheckExtension(int fd, int cap) {
   return rc < 0 ? 0 : rc;
 }
 
+// Reads a variable-length list ioctl (a header with a count, then the
+// entries), growing the buffer while the kernel says E2BIG.
+template <typename Header, typename Entry>
+absl::StatusOr<std::vector<Entry>> ReadList(int fd, unsigned long request, const char* name,
+                                            uint32_t Header::*count, uint32_t first,
+                                            uint32_t max) {
+  for (uint32_t n = first; n <= max; n *= 2) {
+    std::vector<uint8_t> buf(sizeof(Header) + n * sizeof(Entry));
+    auto* head = reinterpret_cast<Header*>(buf.data());
+    head->*count = n;
+    if (ioctl(fd, request, buf.data()) == 0) {
+      std::vector<Entry> out(head->*count);
+      std::memcpy(out.data(), buf.data() + sizeof(Header), out.size() * sizeof(Entry));
+      return out;
+    }
+    if (errno != E2BIG) return ErrnoStatus(name, errno);
+  }
+  return absl::ResourceExhaustedError(absl::StrCat(name, ": more than ", max, " entries"));
+}
+
 }  // namespace
+
+size_t KvmXsaveBytes(int xsave2_size) {
+  return std::max<size_t>(sizeof(abi::KvmXsave), xsave2_size > 0 ? xsave2_size : 0);
+}
 
 std::string KvmCapabilities::ToString() const {
   std::vector<std::string> on;
@@ -94,34 +118,15 @@ absl::StatusOr<KvmVmFd> Kvm::CreateVm() const {
 }
 
 absl::StatusOr<std::vector<kvm_cpuid_entry2>> Kvm::SupportedCpuid() const {
-  // Too small a buffer is E2BIG.
-  for (uint32_t n = 128; n <= 4096; n *= 2) {
-    std::vector<uint8_t> buf(sizeof(abi::KvmCpuid2Header) + n * sizeof(kvm_cpuid_entry2));
-    auto* head = reinterpret_cast<abi::KvmCpuid2Header*>(buf.data());
-    head->nent = n;
-    if (ioctl(fd_.get(), abi::kKvmGetSupportedCpuid, buf.data()) == 0) {
-      std::vector<kvm_cpuid_entry2> out(head->nent);
-      std::memcpy(out.data(), buf.data() + sizeof(*head), head->nent * sizeof(kvm_cpuid_entry2));
-      return out;
-    }
-    if (errno != E2BIG) return ErrnoStatus("KVM_GET_SUPPORTED_CPUID", errno);
-  }
-  return absl::ResourceExhaustedError("KVM_GET_SUPPORTED_CPUID: more than 4096 entries");
+  return ReadList<abi::KvmCpuid2Header, kvm_cpuid_entry2>(
+      fd_.get(), abi::kKvmGetSupportedCpuid, "KVM_GET_SUPPORTED_CPUID",
+      &abi::KvmCpuid2Header::nent, 128, 4096);
 }
 
 absl::StatusOr<std::vector<uint32_t>> Kvm::MsrIndexList() const {
-  for (uint32_t n = 256; n <= 16384; n *= 2) {
-    std::vector<uint8_t> buf(sizeof(abi::KvmMsrListHeader) + n * sizeof(uint32_t));
-    auto* head = reinterpret_cast<abi::KvmMsrListHeader*>(buf.data());
-    head->nmsrs = n;
-    if (ioctl(fd_.get(), abi::kKvmGetMsrIndexList, buf.data()) == 0) {
-      std::vector<uint32_t> out(head->nmsrs);
-      std::memcpy(out.data(), buf.data() + sizeof(*head), head->nmsrs * sizeof(uint32_t));
-      return out;
-    }
-    if (errno != E2BIG) return ErrnoStatus("KVM_GET_MSR_INDEX_LIST", errno);
-  }
-  return absl::ResourceExhaustedError("KVM_GET_MSR_INDEX_LIST: too many MSRs");
+  return ReadList<abi::KvmMsrListHeader, uint32_t>(fd_.get(), abi::kKvmGetMsrIndexList,
+                                                   "KVM_GET_MSR_INDEX_LIST",
+                                                   &abi::KvmMsrListHeader::nmsrs, 256, 16384);
 }
 
 absl::Status KvmVmFd::SetMemoryRegion(uint32_t slot, uint32_t flags, uint64_t gpa,
@@ -246,9 +251,7 @@ absl::Status KvmVcpuFd::SetSregs(const kvm_sregs& sregs) {
 }
 
 absl::StatusOr<std::string> KvmVcpuFd::GetXsave(int xsave2_size) {
-  const size_t size =
-      std::max<size_t>(sizeof(abi::KvmXsave), xsave2_size > 0 ? xsave2_size : 0);
-  std::string buf(size, '\0');
+  std::string buf(KvmXsaveBytes(xsave2_size), '\0');
   const unsigned long request = xsave2_size > 0 ? abi::kKvmGetXsave2 : abi::kKvmGetXsave;
   if (Ioctl(fd_.get(), request, buf.data()) != 0)
     return ErrnoStatus(xsave2_size > 0 ? "KVM_GET_XSAVE2" : "KVM_GET_XSAVE", errno);
@@ -256,8 +259,7 @@ absl::StatusOr<std::string> KvmVcpuFd::GetXsave(int xsave2_size) {
 }
 
 absl::Status KvmVcpuFd::SetXsave(const std::string& xsave, int xsave2_size) {
-  const size_t size =
-      std::max<size_t>(sizeof(abi::KvmXsave), xsave2_size > 0 ? xsave2_size : 0);
+  const size_t size = KvmXsaveBytes(xsave2_size);
   if (xsave.size() != size)
     return absl::InvalidArgumentError(absl::StrCat(
         "XSAVE state of ", xsave.size(), " bytes; this host's KVM takes ", size));

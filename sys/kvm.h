@@ -50,6 +50,10 @@ struct KvmCapabilities {
 
 class KvmVcpuFd;
 
+// The bytes KVM_GET_XSAVE(2) writes and KVM_SET_XSAVE reads: the XSAVE2
+// size where the kernel has it (`xsave2_size` > 0), else struct kvm_xsave.
+size_t KvmXsaveBytes(int xsave2_size);
+
 class KvmVmFd {
  public:
   KvmVmFd() = default;

@@ -79,6 +79,7 @@ class KvmMachine {
   absl::Span<uint8_t> firmware() { return absl::MakeSpan(firmware_, firmware_size_); }
   const FirmwareLayout& layout() const { return layout_; }
   const WorkloadSpec& spec() const { return spec_; }
+  uint32_t page_size() const { return memory_->page_size(); }
 
  private:
   friend class KvmDirtyLog;

@@ -65,7 +65,7 @@ KvmVcpu::KvmVcpu(int index, KvmMachine* machine, sys::KvmVcpuFd fd, const Clock*
       machine_(machine),
       fd_(std::move(fd)),
       clock_(clock),
-      pacer_(OpIntervalNanos(machine->spec(), 4096), clock) {
+      pacer_(OpIntervalNanos(machine->spec(), machine->page_size()), clock) {
   KickSignal();
 }
 
@@ -254,8 +254,7 @@ absl::Status KvmVcpu::RestoreState(absl::string_view bytes) {
     if (std::find(SavedMsrs().begin(), SavedMsrs().end(), m.index()) == SavedMsrs().end())
       return absl::InvalidArgumentError(absl::StrFormat(
           "vcpu %d state: MSR %#x is not one this VMM moves", index_, m.index()));
-  const size_t xsave_size =
-      std::max<size_t>(4096, machine_->xsave2_size() > 0 ? machine_->xsave2_size() : 0);
+  const size_t xsave_size = sys::KvmXsaveBytes(machine_->xsave2_size());
   if (st.xsave().size() != xsave_size)
     return absl::InvalidArgumentError(absl::StrFormat(
         "vcpu %d state: XSAVE state of %d bytes, this host's KVM takes %d", index_,
