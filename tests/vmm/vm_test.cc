@@ -3,6 +3,7 @@
 #include <thread>
 #include <tuple>
 
+#include "base/eventually.h"
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
 #include "vmm/fault_injecting_page_source.h"
@@ -112,7 +113,10 @@ TEST(Vm, AGuestPausedMidRunEqualsItsReplayPerVcpu) {
   config.workload.write_fraction = 1;  // every op changes memory
   auto vm = SourceImage(config);
   ASSERT_OK(vm->Start());
-  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  ASSERT_TRUE(Eventually([&] {
+    VmStats st = vm->Stats();
+    return st.vcpus[0].counters.ops > 1000 && st.vcpus[1].counters.ops > 1000;
+  })) << "the vCPUs made no progress";
   ASSERT_OK(vm->Pause());
   std::vector<uint64_t> ops;
   for (const VcpuStats& v : vm->Stats().vcpus) ops.push_back(v.counters.ops);
@@ -145,8 +149,8 @@ TEST(Vm, PauseStopsGuestCodeUntilResume) {
   ASSERT_OK(vm->Resume());
   EXPECT_THAT(vm->Resume(), StatusIs(absl::StatusCode::kFailedPrecondition,
                                      HasSubstr("is running")));
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  EXPECT_GT(vm->Stats().total_ops, ops);
+  EXPECT_TRUE(Eventually([&] { return vm->Stats().total_ops > ops; }))
+      << "no progress after resume";
   EXPECT_THAT(vm->WaitUntilHalted(absl::Seconds(1)),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("never halts")));
   vm->Stop();
@@ -160,7 +164,8 @@ TEST(Vm, VcpuStateMovesBetweenVms) {
   VmConfig config = Config(WorkloadKind::kZipf, 0);
   auto a = SourceImage(config);
   ASSERT_OK(a->Start());
-  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(Eventually([&] { return a->Stats().vcpus[0].counters.ops > 0; }))
+      << "vcpu 0 made no progress";
   ASSERT_OK(a->Pause());
   ASSERT_OK_AND_ASSIGN(std::vector<std::string> states, a->SaveVcpuStates());
   uint64_t done = a->Stats().vcpus[0].counters.ops;
