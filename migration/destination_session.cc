@@ -1,6 +1,7 @@
 #include "migration/destination_session.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/strings/str_format.h"
 #include "base/clock.h"
@@ -8,7 +9,7 @@
 #include "base/process.h"
 #include "base/status_macros.h"
 #include "migration/convert.h"
-#include "migration/page_batch.h"
+#include "migration/page_frame.h"
 
 namespace ferry::migration {
 namespace {
@@ -21,7 +22,6 @@ constexpr absl::Duration kProgressInterval = absl::Milliseconds(100);
 const char* MessageName(const SourceMessage& m) {
   switch (m.msg_case()) {
     case SourceMessage::kHello: return "Hello";
-    case SourceMessage::kPages: return "PageBatch";
     case SourceMessage::kRoundEnd: return "RoundEnd";
     case SourceMessage::kSwitchover: return "Switchover";
     case SourceMessage::kComplete: return "Complete";
@@ -51,10 +51,17 @@ const char* DestinationStateName(DestinationState s) {
   return "unknown";
 }
 
-DestinationSession::DestinationSession(DestinationOptions options)
-    : options_(std::move(options)) {}
+DestinationSession::DestinationSession(DestinationOptions options, DestinationSink* sink)
+    : options_(std::move(options)), sink_(sink) {}
 
 DestinationSession::~DestinationSession() {
+  if (completer_.joinable()) {
+    if (completer_.get_id() == std::this_thread::get_id()) {
+      completer_.detach();  // it is finishing this very call
+    } else {
+      completer_.join();
+    }
+  }
   StopProgress();
   if (state() != DestinationState::kCompleted) Fail();
 }
@@ -89,8 +96,7 @@ std::unique_ptr<vmm::Vm> DestinationSession::TakeVm() {
 void DestinationSession::WaitUntilRunning() const { running_.WaitForNotification(); }
 
 absl::Status DestinationSession::Send(const DestinationMessage& message) {
-  absl::MutexLock lock(&write_mu_);
-  if (!stream_->Write(message))
+  if (!sink_->Send(message))
     return absl::UnavailableError("the migration stream to the source is closed");
   return absl::OkStatus();
 }
@@ -113,34 +119,72 @@ void DestinationSession::Fail() {
   admitted_ = false;
 }
 
-absl::Status DestinationSession::Serve(MigrationStream* stream) {
-  stream_ = stream;
-  // After switchover this thread installs pushed pages; the vCPUs resolving
-  // their own faults go first. Restored when the migration ends (the gRPC
-  // handler thread is reused).
-  const int nice_before = SetThreadNice(0);
-  SourceMessage message;
-  absl::Status status;
-  while (!done_) {
-    if (!stream->Read(&message)) {
-      status = absl::UnavailableError(absl::StrFormat(
-          "the source closed the migration stream while the destination was %s",
-          DestinationStateName(state())));
-      break;
-    }
-    status = Handle(message);
-    if (!status.ok()) {
-      DestinationMessage error;
-      error.mutable_error()->set_code(static_cast<int>(status.code()));
-      error.mutable_error()->set_message(std::string(status.message()));
-      (void)Send(error);
-      break;
-    }
+bool DestinationSession::OnReceive(FrameBytes bytes) {
+  if (!receiving_) return false;
+  absl::Status status = Receive(bytes);
+  if (!status.ok()) {
+    receiving_ = false;
+    End(status);
+    return false;
   }
+  return receiving_;
+}
+
+void DestinationSession::OnStreamLost() {
+  if (!receiving_) return;
+  receiving_ = false;
+  End(absl::UnavailableError(absl::StrFormat(
+      "the source closed the migration stream while the destination was %s",
+      DestinationStateName(state()))));
+}
+
+void DestinationSession::End(const absl::Status& status) {
   StopProgress();
-  if (!status.ok()) Fail();
-  SetThreadNice(nice_before);
-  return status;
+  if (!status.ok() && state() != DestinationState::kCompleted) {
+    DestinationMessage error;
+    error.mutable_error()->set_code(static_cast<int>(status.code()));
+    error.mutable_error()->set_message(std::string(status.message()));
+    (void)Send(error);
+    Fail();
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    ended_ = true;
+    end_status_ = status;
+  }
+  sink_->Finish(status);
+}
+
+absl::Status DestinationSession::Wait() const {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(&ended_));
+  return end_status_;
+}
+
+absl::Status DestinationSession::Receive(FrameBytes bytes) {
+  if (bytes.empty() || bytes[0].empty())
+    return absl::InvalidArgumentError("protocol: an empty message from the source");
+  switch (bytes[0][0]) {
+    case kPageFrame: {
+      const DestinationState s = state();
+      if (s != DestinationState::kReceivingPrecopy && s != DestinationState::kPostcopy)
+        return Unexpected("a page frame");
+      return OnPageFrame(bytes);
+    }
+    case kControlFrame: {
+      std::string buf;
+      for (absl::Span<const uint8_t> b : bytes)
+        buf.append(reinterpret_cast<const char*>(b.data()), b.size());
+      SourceMessage message;
+      if (!message.ParseFromArray(buf.data() + 1, static_cast<int>(buf.size() - 1)))
+        return absl::InvalidArgumentError(
+            "protocol: a control message from the source does not parse");
+      return Handle(message);
+    }
+    default:
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "protocol: unknown frame kind %d from the source", bytes[0][0]));
+  }
 }
 
 absl::Status DestinationSession::Handle(const SourceMessage& m) {
@@ -149,10 +193,6 @@ absl::Status DestinationSession::Handle(const SourceMessage& m) {
     case SourceMessage::kHello:
       if (s != DestinationState::kAccepting) return Unexpected("Hello");
       return OnHello(m.hello());
-    case SourceMessage::kPages:
-      if (s != DestinationState::kReceivingPrecopy && s != DestinationState::kPostcopy)
-        return Unexpected("PageBatch");
-      return OnPages(m.pages());
     case SourceMessage::kRoundEnd: {
       if (s != DestinationState::kReceivingPrecopy) return Unexpected("RoundEnd");
       round_acked_ = m.round_end().round();
@@ -231,31 +271,42 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
   return Send(accepted);
 }
 
-absl::Status DestinationSession::OnPages(const ferry::v1::PageBatch& b) {
+absl::Status DestinationSession::OnPageFrame(FrameBytes bytes) {
   const bool postcopy = state() == DestinationState::kPostcopy;
-  const bool phase_ok = postcopy ? b.phase() == ferry::v1::PHASE_POSTCOPY
-                                 : (b.phase() == ferry::v1::PHASE_PRECOPY ||
-                                    b.phase() == ferry::v1::PHASE_STOP_AND_COPY);
+  // Validate the whole frame before touching memory.
+  ASSIGN_OR_RETURN(DecodedFrame d, DecodePageFrame(bytes, vm_->memory().map()));
+  const bool phase_ok = postcopy ? d.phase == FramePhase::kPostcopy
+                                 : d.phase != FramePhase::kPostcopy;
   if (!phase_ok)
     return absl::FailedPreconditionError(absl::StrFormat(
-        "protocol: a page batch of phase %s is not expected while the destination is %s",
-        ferry::v1::Phase_Name(b.phase()), DestinationStateName(state())));
-  // Validate the whole batch before touching memory.
-  ASSIGN_OR_RETURN(DecodedBatch d, DecodePageBatch(b, vm_->memory().map()));
+        "protocol: a %s page frame is not expected while the destination is %s",
+        FramePhaseName(d.phase), DestinationStateName(state())));
   vmm::DemandPager& pager = *vm_->pager();
-  for (const DecodedRun& run : d.data_runs)
-    RETURN_IF_ERROR(postcopy ? pager.InstallPages(run.gpa, run.data, run.count)
-                             : pager.WritePages(run.gpa, run.data, run.count));
-  for (const DecodedRun& run : d.zero_runs)
-    RETURN_IF_ERROR(postcopy ? pager.InstallZeroPages(run.gpa, run.count)
+  const uint32_t ps = vm_->memory().page_size();
+  if (bounce_.size() != ps) bounce_.resize(ps);
+  // After switchover the push yields to vCPUs resolving their own faults.
+  std::optional<ScopedThreadNice> background;
+  if (postcopy) background.emplace(10);
+  // Precopy and stop-and-copy: no vCPU runs, so pages are written in place
+  // through a mapping userfaultfd does not watch. Postcopy: one atomic
+  // install per contiguous stretch.
+  for (const FrameDataRun& run : d.data_runs)
+    RETURN_IF_ERROR(ForEachRunPages(
+        bytes, run, ps, bounce_.data(),
+        [&](uint64_t gpa, const uint8_t* data, uint64_t count) {
+          return postcopy ? pager.InstallPages(gpa, data, count)
+                          : pager.WritePages(gpa, data, count);
+        }));
+  for (const FrameZeroRun& run : d.zero_runs)
+    RETURN_IF_ERROR(postcopy ? pager.MarkZeroPages(run.gpa, run.count)
                              : pager.WriteZeroPages(run.gpa, run.count));
   if (postcopy) {
     // KVM: map what the push just installed in the stage-2 tables before a
     // vCPU touches it. Every page of these runs is present now (installed
     // here or by a fault first), and this thread serves no userfaultfd.
-    const uint64_t ps = vm_->memory().page_size();
-    for (const auto* runs : {&d.data_runs, &d.zero_runs})
-      for (const DecodedRun& run : *runs) RETURN_IF_ERROR(vm_->PreFault(run.gpa, run.count * ps));
+    // Zero pages stay unallocated until touched.
+    for (const FrameDataRun& run : d.data_runs)
+      RETURN_IF_ERROR(vm_->PreFault(run.gpa, run.count * ps));
   }
   return absl::OkStatus();
 }
@@ -291,7 +342,6 @@ absl::Status DestinationSession::OnSwitchover(const ferry::v1::Switchover& sw) {
   const int64_t t1 = MonotonicNowNanos();
   SetState(DestinationState::kPostcopy);
   running_.Notify();
-  SetThreadNice(10);  // from here on the bulk push yields to faulting vCPUs
   DestinationMessage resumed;
   resumed.mutable_resumed()->set_switchover_ns(t1 - t0);
   RETURN_IF_ERROR(Send(resumed));
@@ -300,27 +350,38 @@ absl::Status DestinationSession::OnSwitchover(const ferry::v1::Switchover& sw) {
 }
 
 absl::Status DestinationSession::OnComplete(const ferry::v1::Complete&) {
+  // Pages served on demand may still be on their way into memory: wait on a
+  // thread of our own, not the transport's.
+  receiving_ = false;
+  completer_ = std::thread(&DestinationSession::CompleteWhenNothingMissing, this);
+  return absl::OkStatus();
+}
+
+void DestinationSession::CompleteWhenNothingMissing() {
   vmm::DemandPager& pager = *vm_->pager();
-  // Pages served on demand may still be on their way into memory.
   const absl::Time deadline = absl::Now() + options_.complete_timeout;
   while (pager.missing_pages() != 0) {
-    if (absl::Now() > deadline)
-      return absl::DeadlineExceededError(absl::StrFormat(
+    if (absl::Now() > deadline) {
+      End(absl::DeadlineExceededError(absl::StrFormat(
           "the source says every page was sent, but %d are still missing after %s",
-          pager.missing_pages(), absl::FormatDuration(options_.complete_timeout)));
+          pager.missing_pages(), absl::FormatDuration(options_.complete_timeout))));
+      return;
+    }
     absl::SleepFor(absl::Microseconds(500));
   }
-  RETURN_IF_ERROR(pager.Finish());
+  if (absl::Status s = pager.Finish(); !s.ok()) {
+    End(s);
+    return;
+  }
   StopProgress();
   DestinationMessage completed;
   *completed.mutable_completed()->mutable_stats() = Stats();
   SetState(DestinationState::kCompleted);
-  done_ = true;
   if (options_.adopt) {
     admitted_ = false;  // the VM is its new owner's now
     options_.adopt(migration_id(), vm_name(), std::move(vm_));
   }
-  return Send(completed);
+  End(Send(completed));
 }
 
 ferry::v1::DestinationStats DestinationSession::Stats() const {

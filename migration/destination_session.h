@@ -14,8 +14,12 @@
 // stream also fails the migration (reconnect is not implemented yet), and
 // the source keeps its paused VM.
 //
-// Threads: Serve() runs on the gRPC handler thread; a progress thread writes
-// Progress every 100 ms after resume; writes are serialised.
+// Driven by the transport: OnReceive() for each message as received (on
+// gRPC's callback thread, one at a time: page frames are installed straight
+// from the received slices, with no thread hop), OnStreamLost() when the
+// stream ends. Messages back go through a DestinationSink. Waiting for the
+// last pages after Complete happens on a thread of the session's own, never
+// on the transport's; so does Progress (every 100 ms after resume).
 #ifndef FERRY_MIGRATION_DESTINATION_SESSION_H_
 #define FERRY_MIGRATION_DESTINATION_SESSION_H_
 
@@ -24,22 +28,32 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "ferry/v1/migration.pb.h"
-#include "grpcpp/support/sync_stream.h"
 #include "migration/fetch/remote_page_source.h"
+#include "migration/page_frame.h"
 #include "migration/protocol.h"
 #include "vmm/vm.h"
 
 namespace ferry::migration {
 
-using MigrationStream =
-    grpc::ServerReaderWriterInterface<ferry::v1::DestinationMessage,
-                                      ferry::v1::SourceMessage>;
+// The destination's way back to the source: the gRPC reactor in production
+// (migration_service.cc), a recorder in tests.
+class DestinationSink {
+ public:
+  virtual ~DestinationSink() = default;
+  // Queues `message` for the source; false once the stream is closed.
+  // Thread-safe.
+  virtual bool Send(const ferry::v1::DestinationMessage& message) = 0;
+  // Ends the stream with `status` once the queued messages are out. The
+  // session calls it exactly once.
+  virtual void Finish(const absl::Status& status) = 0;
+};
 
 struct DestinationOptions {
   std::string expected_token;  // empty: no token required
@@ -65,12 +79,22 @@ const char* DestinationStateName(DestinationState s);
 
 class DestinationSession {
  public:
-  explicit DestinationSession(DestinationOptions options);
+  // `sink` must outlive the session.
+  DestinationSession(DestinationOptions options, DestinationSink* sink);
   ~DestinationSession();
 
-  // Runs the migration on `stream` until it ends. OK when completed;
-  // otherwise the error that was also sent to the source.
-  absl::Status Serve(MigrationStream* stream);
+  // One message from the source, as received: a control frame or a page
+  // frame (page_frame.h), its bytes split anywhere. True while the session
+  // wants the next message. False once it has ended or will end on its own:
+  // on an error it has sent Error, failed (the destination is left empty)
+  // and finished the sink; after Complete a thread of its own finishes it.
+  bool OnReceive(FrameBytes bytes);
+  // The source's stream ended or broke before the session ended: fails the
+  // migration and finishes the sink.
+  void OnStreamLost();
+  // Blocks until the session has finished the sink. Its status: OK when
+  // completed, else the error sent to the source.
+  absl::Status Wait() const;
 
   DestinationState state() const;
   std::string migration_id() const;
@@ -78,21 +102,28 @@ class DestinationSession {
   // The VM while the migration runs, or the migrated (running) VM after it
   // completed; null before Hello and after a failure.
   vmm::Vm* vm() const;
-  // Hands over the migrated VM once Serve() returned OK.
+  // Hands over the migrated VM once Wait() returned OK.
   std::unique_ptr<vmm::Vm> TakeVm();
   // Blocks until Switchover made the VM run (or the migration failed).
   void WaitUntilRunning() const;
 
  private:
+  absl::Status Receive(FrameBytes bytes);
   absl::Status Handle(const ferry::v1::SourceMessage& message);
   absl::Status OnHello(const ferry::v1::Hello& hello);
-  absl::Status OnPages(const ferry::v1::PageBatch& batch);
+  absl::Status OnPageFrame(FrameBytes bytes);
   absl::Status OnSwitchover(const ferry::v1::Switchover& switchover);
   // Validates every run, then drops the pages (they fault again).
   absl::Status DiscardRuns(
       const google::protobuf::RepeatedPtrField<ferry::v1::PageRun>& runs);
   absl::Status OnComplete(const ferry::v1::Complete& complete);
+  // On completer_: waits until nothing is missing, then hands the VM over,
+  // sends Completed and ends the stream.
+  void CompleteWhenNothingMissing();
   absl::Status Send(const ferry::v1::DestinationMessage& message);
+  // Ends the session with `status`: Error to the source unless OK, the
+  // destination emptied on failure, the sink finished. Once.
+  void End(const absl::Status& status);
   absl::Status Unexpected(const char* message) const;
   void SetState(DestinationState s);
   void StartProgress();
@@ -101,15 +132,18 @@ class DestinationSession {
   void Fail();
 
   const DestinationOptions options_;
-  MigrationStream* stream_ = nullptr;
-  absl::Mutex write_mu_;
+  DestinationSink* const sink_;
 
   mutable absl::Mutex mu_;
   DestinationState state_ ABSL_GUARDED_BY(mu_) = DestinationState::kAccepting;
   std::string migration_id_ ABSL_GUARDED_BY(mu_);
   std::string vm_name_ ABSL_GUARDED_BY(mu_);
   bool admitted_ = false;
-  bool done_ = false;  // Complete handled
+  bool receiving_ = true;  // false once the session ends or Complete came
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status end_status_ ABSL_GUARDED_BY(mu_);
+  std::thread completer_;
+  std::vector<uint8_t> bounce_;  // one page: a page split across slices
 
   std::shared_ptr<fetch::RemotePageSource> fetcher_;  // shared with the VM
   std::unique_ptr<vmm::Vm> vm_;

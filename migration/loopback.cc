@@ -18,8 +18,7 @@ absl::StatusOr<std::unique_ptr<Loopback>> Loopback::Start(DestinationOptions des
       });
   grpc::ServerBuilder builder;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &lb->port_);
-  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  ConfigureBulkServer(&builder);
   builder.RegisterService(lb->service_.get());
   lb->server_ = builder.BuildAndStart();
   if (lb->server_ == nullptr || lb->port_ == 0)

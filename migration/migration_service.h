@@ -1,8 +1,11 @@
-// MigrationService: the destination agent's ferry.v1.Migration service. Each
-// stream the source opens runs one DestinationSession on the gRPC handler
-// thread (the synchronous API: the session blocks while it installs pages,
-// which a callback reactor must never do). A completed migration's VM is
-// handed to `on_migrated` before the source is told it completed.
+// MigrationService: the destination agent's ferry.v1.Migration service, on
+// gRPC's callback API with raw messages. Each stream the source opens gets a
+// reactor that owns one DestinationSession: a received message is handed to
+// the session on the thread gRPC completed the read on (page frames are
+// installed straight from the received slices, no thread hop, no parse into
+// a protobuf), and the session's replies are queued and written one at a
+// time. A completed migration's VM is handed to `on_migrated` before the
+// source is told it completed.
 //
 // Threads: any number of concurrent migrations, one per stream.
 #ifndef FERRY_MIGRATION_MIGRATION_SERVICE_H_
@@ -15,20 +18,24 @@
 
 #include "absl/synchronization/mutex.h"
 #include "ferry/v1/migration.grpc.pb.h"
+#include "grpcpp/server_builder.h"
 #include "migration/destination_session.h"
 
 namespace ferry::migration {
 
-class MigrationService final : public ferry::v1::Migration::Service {
+class MigrationService final
+    : public ferry::v1::Migration::WithRawCallbackMethod_Migrate<ferry::v1::Migration::Service> {
  public:
   using MigratedFn = std::function<void(const std::string& migration_id,
                                         const std::string& vm_name,
                                         std::unique_ptr<vmm::Vm> vm)>;
   MigrationService(DestinationOptions options, MigratedFn on_migrated);
+  // Waits for every migration's reactor to end (the server must be shut
+  // down first).
+  ~MigrationService() override;
 
-  grpc::Status Migrate(grpc::ServerContext* context,
-                       grpc::ServerReaderWriter<ferry::v1::DestinationMessage,
-                                                ferry::v1::SourceMessage>* stream) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Migrate(
+      grpc::CallbackServerContext* context) override;
 
   // The session of a migration in progress (null when none); valid while it
   // runs. For observability and tests.
@@ -39,11 +46,20 @@ class MigrationService final : public ferry::v1::Migration::Service {
   bool HasIncompletePostcopy() const;
 
  private:
+  class Reactor;
+  void Add(DestinationSession* s);
+  void Remove(DestinationSession* s);
+
   const DestinationOptions options_;
   const MigratedFn on_migrated_;
   mutable absl::Mutex mu_;
   std::map<DestinationSession*, bool> sessions_ ABSL_GUARDED_BY(mu_);
+  int reactors_ ABSL_GUARDED_BY(mu_) = 0;
 };
+
+// Server settings for bulk page streams: message sizes, flow-control
+// window, HTTP/2 frame size, large socket reads.
+void ConfigureBulkServer(grpc::ServerBuilder* builder);
 
 }  // namespace ferry::migration
 

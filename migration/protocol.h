@@ -10,16 +10,17 @@
 namespace ferry::migration {
 
 // Hello.protocol_version: both ends must speak the same version.
-inline constexpr uint32_t kProtocolVersion = 1;
+// 2: page frames instead of protobuf PageBatch messages.
+inline constexpr uint32_t kProtocolVersion = 2;
 
 // The largest gRPC message either end sends or accepts.
 inline constexpr int kMaxMessageBytes = 64 << 20;
 
-// Data pages the source puts in one PageBatch (256 KiB of 4 KiB pages:
+// Pages the source puts in one page frame (256 KiB of 4 KiB pages:
 // measured best, docs/benchmarks.md).
 inline constexpr uint64_t kBatchPages = 64;
 
-// The most pages (data and zero together) one PageBatch may name; a
+// The most pages (data and zero together) one page frame may name; a
 // receiver rejects a batch past this before it expands anything.
 inline constexpr uint64_t kMaxBatchPages = 4096;
 

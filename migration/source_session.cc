@@ -7,7 +7,7 @@
 #include "base/status_macros.h"
 #include "migration/convert.h"
 #include "migration/fetch/wire.h"
-#include "migration/page_batch.h"
+#include "migration/page_frame.h"
 #include "migration/protocol.h"
 
 namespace ferry::migration {
@@ -33,12 +33,13 @@ std::string RandomId() {
   return id;
 }
 
-SendPath PathOf(ferry::v1::Phase phase) {
+SendPath PathOf(FramePhase phase) {
   switch (phase) {
-    case ferry::v1::PHASE_STOP_AND_COPY: return SendPath::kStopAndCopy;
-    case ferry::v1::PHASE_POSTCOPY: return SendPath::kPush;
-    default: return SendPath::kPrecopy;
+    case FramePhase::kStopAndCopy: return SendPath::kStopAndCopy;
+    case FramePhase::kPostcopy: return SendPath::kPush;
+    case FramePhase::kPrecopy: return SendPath::kPrecopy;
   }
+  return SendPath::kPrecopy;
 }
 
 SourcePhase PhaseOf(SourceState s) {
@@ -171,12 +172,20 @@ absl::Status SourceSession::AwaitLocked(const std::function<bool()>& ready,
 }
 
 absl::Status SourceSession::Write(const SourceMessage& message) {
+  return WriteWith([&] { return stream_->Write(message); });
+}
+
+absl::Status SourceSession::WriteFrame(EncodedFrame frame) {
+  return WriteWith([&] { return stream_->WriteFrame(std::move(frame)); });
+}
+
+absl::Status SourceSession::WriteWith(absl::FunctionRef<bool()> write) {
   {
     absl::MutexLock lock(&mu_);
     if (state_ == S::kCancelling) return absl::CancelledError("the migration was cancelled");
     if (!stream_error_.ok()) return stream_error_;
   }
-  if (stream_->Write(message)) return absl::OkStatus();
+  if (write()) return absl::OkStatus();
   {
     absl::MutexLock lock(&mu_);
     if (state_ == S::kCancelling) return absl::CancelledError("the migration was cancelled");
@@ -394,23 +403,24 @@ absl::Status SourceSession::Setup() {
 }
 
 absl::Status SourceSession::SendPages(const std::vector<uint64_t>& pages,
-                                      ferry::v1::Phase phase, uint64_t round) {
-  SourceMessage msg;
+                                      FramePhase phase, uint64_t round) {
   for (size_t i = 0; i < pages.size(); i += kBatchPages) {
     const size_t n = std::min<size_t>(kBatchPages, pages.size() - i);
-    const EncodedBatch e = EncodePageBatch(
+    EncodedFrame frame = EncodePageFrame(
         vm_->memory(), absl::MakeConstSpan(pages).subspan(i, n), phase, round,
-        msg.mutable_pages(),
         [this](uint64_t page, bool is_data) { counters_.PageSent(page, is_data); });
-    limiter_.Acquire(e.wire_bytes);
-    RETURN_IF_ERROR(Write(msg));
-    if (phase != ferry::v1::PHASE_POSTCOPY) {
+    const uint64_t wire_bytes = frame.wire_bytes();
+    const uint64_t data_pages = frame.data_pages();
+    const uint64_t zero_pages = frame.zero_pages();
+    limiter_.Acquire(wire_bytes);
+    RETURN_IF_ERROR(WriteFrame(std::move(frame)));
+    if (phase != FramePhase::kPostcopy) {
       absl::MutexLock lock(&mu_);
       round_pages_left_ -= std::min<uint64_t>(round_pages_left_, n);
     }
-    counters_.BytesSent(PathOf(phase), e.wire_bytes);
-    counters_.DataPagesSent(e.data_pages);
-    counters_.ZeroPagesSent(e.zero_pages);
+    counters_.BytesSent(PathOf(phase), wire_bytes);
+    counters_.DataPagesSent(data_pages);
+    counters_.ZeroPagesSent(zero_pages);
   }
   return absl::OkStatus();
 }
@@ -429,7 +439,7 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
     absl::MutexLock lock(&mu_);
     round_pages_left_ = num_pages_;
   }
-  RETURN_IF_ERROR(SendPages(all, ferry::v1::PHASE_PRECOPY, 0));
+  RETURN_IF_ERROR(SendPages(all, FramePhase::kPrecopy, 0));
   std::fill(held_by_destination_.begin(), held_by_destination_.end(), true);
   SourceMessage end;
   end.mutable_round_end()->set_round(0);
@@ -459,7 +469,7 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
       precopy_bytes_ = counters_.bytes_sent();
       return absl::OkStatus();
     }
-    RETURN_IF_ERROR(SendPages(*dirty, ferry::v1::PHASE_PRECOPY, round));
+    RETURN_IF_ERROR(SendPages(*dirty, FramePhase::kPrecopy, round));
     end.mutable_round_end()->set_round(round);
     end.mutable_round_end()->set_pages(dirty->size());
     RETURN_IF_ERROR(Write(end));
@@ -534,7 +544,7 @@ absl::Status SourceSession::Switchover(const PolicyDecision& decision,
   for (std::string& s : states) sw->add_vcpu_states(std::move(s));
 
   if (decision.decision == Decision::kStopAndCopy) {
-    RETURN_IF_ERROR(SendPages(dirty, ferry::v1::PHASE_STOP_AND_COPY, precopy_rounds_));
+    RETURN_IF_ERROR(SendPages(dirty, FramePhase::kStopAndCopy, precopy_rounds_));
     sw->set_postcopy(false);
   } else {
     // Postcopy: everything not at the destination, or stale there, remains.
@@ -572,7 +582,7 @@ absl::Status SourceSession::Postcopy() {
   while (push_order_.left() > 0) {
     push_order_.NextBatch(kBatchPages, &batch);
     if (batch.empty()) continue;  // the page server took the last ones
-    RETURN_IF_ERROR(SendPages(batch, ferry::v1::PHASE_POSTCOPY, 0));
+    RETURN_IF_ERROR(SendPages(batch, FramePhase::kPostcopy, 0));
     counters_.PagesPushed(batch.size());
   }
   SourceMessage complete;
@@ -594,6 +604,9 @@ absl::Status SourceSession::Release() {
   served_.reset();
   vm_->Stop();
   stream_->WritesDone();
+  // Once the call is over gRPC holds no reference into guest memory (page
+  // frames reference it), so the owner may free the VM's memory.
+  (void)stream_->Finish();
   t_end_ = clock_->NowNanos();
   if (absl::Status s = Transition(S::kCompleted); !s.ok()) return Failed(s);
   report_.outcome = "completed";

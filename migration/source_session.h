@@ -39,6 +39,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "base/clock.h"
@@ -50,6 +51,7 @@
 #include "migration/rate_limiter.h"
 #include "migration/report.h"
 #include "migration/source_counters.h"
+#include "migration/page_frame.h"
 #include "migration/source_state.h"
 #include "migration/source_stream.h"
 #include "migration/switchover_policy.h"
@@ -137,9 +139,12 @@ class SourceSession {
   // pause) and waits for its acknowledgement.
   absl::Status SendDiscard(const std::vector<uint64_t>& pages);
   // Sends `pages` (RAM page indices) in batches.
-  absl::Status SendPages(const std::vector<uint64_t>& pages, ferry::v1::Phase phase,
+  absl::Status SendPages(const std::vector<uint64_t>& pages, FramePhase phase,
                          uint64_t round);
   absl::Status Write(const ferry::v1::SourceMessage& message);
+  absl::Status WriteFrame(EncodedFrame frame);
+  // Runs one stream write; a failure becomes the stream's error.
+  absl::Status WriteWith(absl::FunctionRef<bool()> write);
   // Why the stream broke: waits (briefly) for the reader to finish, then
   // collects the call's status. Names the destination.
   absl::Status StreamBroke(absl::string_view when);

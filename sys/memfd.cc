@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -31,22 +32,33 @@ absl::StatusOr<MemfdMapping> MemfdMapping::Create(const std::string& name,
     return ErrnoStatus("ftruncate(memfd)", errno);
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (p == MAP_FAILED) return ErrnoStatus("mmap(memfd)", errno);
+  void* alias = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  if (alias == MAP_FAILED) {
+    const int e = errno;
+    ::munmap(p, size);
+    return ErrnoStatus("mmap(memfd, second mapping)", e);
+  }
   // Best effort: shmem THP is off by default; make sure pages stay 4 KiB.
   (void)::madvise(p, size, MADV_NOHUGEPAGE);
-  return MemfdMapping(std::move(fd), static_cast<uint8_t*>(p), size, page_size);
+  (void)::madvise(alias, size, MADV_NOHUGEPAGE);
+  return MemfdMapping(std::move(fd), static_cast<uint8_t*>(p), static_cast<uint8_t*>(alias),
+                      size, page_size);
 }
 
 MemfdMapping::MemfdMapping(MemfdMapping&& other) noexcept
     : fd_(std::move(other.fd_)),
       data_(std::exchange(other.data_, nullptr)),
+      alias_(std::exchange(other.alias_, nullptr)),
       size_(std::exchange(other.size_, 0)),
       page_size_(other.page_size_) {}
 
 MemfdMapping& MemfdMapping::operator=(MemfdMapping&& other) noexcept {
   if (this != &other) {
     if (data_ != nullptr) ::munmap(data_, size_);
+    if (alias_ != nullptr) ::munmap(alias_, size_);
     fd_ = std::move(other.fd_);
     data_ = std::exchange(other.data_, nullptr);
+    alias_ = std::exchange(other.alias_, nullptr);
     size_ = std::exchange(other.size_, 0);
     page_size_ = other.page_size_;
   }
@@ -55,6 +67,31 @@ MemfdMapping& MemfdMapping::operator=(MemfdMapping&& other) noexcept {
 
 MemfdMapping::~MemfdMapping() {
   if (data_ != nullptr) ::munmap(data_, size_);
+  if (alias_ != nullptr) ::munmap(alias_, size_);
+}
+
+absl::Status MemfdMapping::WriteAt(size_t offset, const uint8_t* data, size_t len) {
+  if (offset > size_ || len > size_ - offset)
+    return absl::OutOfRangeError(absl::StrFormat(
+        "write [%#x, +%#x) beyond the %#x-byte guest memory", offset, len, size_));
+  while (len > 0) {
+    const ssize_t n = ::pwrite(fd_.get(), data, len, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("pwrite(memfd)", errno);
+    }
+    if (n == 0) return absl::InternalError("pwrite(memfd) wrote nothing");
+    data += n;
+    offset += static_cast<size_t>(n);
+    len -= static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> MemfdMapping::AllocatedBytes() const {
+  struct stat st;
+  if (::fstat(fd_.get(), &st) != 0) return ErrnoStatus("fstat(memfd)", errno);
+  return static_cast<uint64_t>(st.st_blocks) * 512;
 }
 
 absl::Status MemfdMapping::PunchHole(size_t offset, size_t len) {

@@ -76,6 +76,7 @@ DemandPager::DemandPager(GuestMemory* memory, PageSource* source,
       uffd_(std::move(uffd)),
       stop_fd_(std::move(stop_fd)),
       present_(new std::atomic<uint64_t>[(memory->num_pages() + 63) / 64]()),
+      zero_(new std::atomic<uint64_t>[(memory->num_pages() + 63) / 64]()),
       shards_(new Shard[kShards]) {}
 
 DemandPager::Shard& DemandPager::MyShard() {
@@ -85,9 +86,26 @@ DemandPager::Shard& DemandPager::MyShard() {
 }
 
 uint64_t DemandPager::missing_pages() const {
-  int64_t present = 0;
-  for (int i = 0; i < kShards; ++i) present += shards_[i].present_delta.load();
-  return memory_->num_pages() - static_cast<uint64_t>(present);
+  // Counted from the bitmaps (a page is missing unless present or known to
+  // be zero): exact whatever the order of concurrent updates.
+  const uint64_t n = memory_->num_pages();
+  uint64_t held = 0;
+  for (uint64_t w = 0; w < (n + 63) / 64; ++w) {
+    uint64_t bits = present_[w].load(std::memory_order_acquire) |
+                    zero_[w].load(std::memory_order_acquire);
+    if (w == n / 64 && n % 64 != 0) bits &= (1ull << (n % 64)) - 1;
+    held += __builtin_popcountll(bits);
+  }
+  return n - held;
+}
+
+uint64_t DemandPager::known_zero_pages() const {
+  const uint64_t n = memory_->num_pages();
+  uint64_t zero = 0;
+  for (uint64_t w = 0; w < (n + 63) / 64; ++w)
+    zero += __builtin_popcountll(zero_[w].load(std::memory_order_acquire) &
+                                 ~present_[w].load(std::memory_order_acquire));
+  return zero;
 }
 
 void DemandPager::CountInstall(const sys::InstallResult& r, bool zero) {
@@ -114,13 +132,28 @@ bool DemandPager::IsPresent(uint64_t page) const {
   return (present_[page / 64].load(std::memory_order_acquire) >> (page % 64)) & 1;
 }
 
+bool DemandPager::IsKnownZero(uint64_t page) const {
+  return (zero_[page / 64].load(std::memory_order_acquire) >> (page % 64)) & 1;
+}
+
 void DemandPager::MarkPresent(uint64_t first, uint64_t count) {
-  int64_t newly = 0;
+  // Present first, then no longer known-zero: the page is never counted
+  // missing in between.
   for (uint64_t p = first; p < first + count; ++p) {
-    uint64_t bit = 1ull << (p % 64);
-    if (!(present_[p / 64].fetch_or(bit, std::memory_order_acq_rel) & bit)) ++newly;
+    const uint64_t bit = 1ull << (p % 64);
+    present_[p / 64].fetch_or(bit, std::memory_order_acq_rel);
+    zero_[p / 64].fetch_and(~bit, std::memory_order_acq_rel);
   }
-  MyShard().present_delta.fetch_add(newly, std::memory_order_relaxed);
+}
+
+void DemandPager::MarkKnownZero(uint64_t first, uint64_t count) {
+  for (uint64_t p = first; p < first + count; ++p) {
+    const uint64_t bit = 1ull << (p % 64);
+    zero_[p / 64].fetch_or(bit, std::memory_order_acq_rel);
+    // An install that won meanwhile keeps the page: it is not "zero and
+    // missing" but present.
+    if (IsPresent(p)) zero_[p / 64].fetch_and(~bit, std::memory_order_acq_rel);
+  }
 }
 
 absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
@@ -138,6 +171,9 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
     // mode that install woke the range already; waking again is harmless and
     // covers a faulter that went to sleep just after it.
     if (options_.mode == FaultMode::kBlocking) RETURN_IF_ERROR(uffd_.Wake(dst, ps));
+  } else if (IsKnownZero(page)) {
+    // Sent as a zero page: resolved here, no fetch.
+    RETURN_IF_ERROR(InstallFetched(page, FetchedPage{PageContent::kZero, nullptr}));
   } else {
     alignas(64) uint8_t buf[kMaxPageSize];
     absl::StatusOr<FetchedPage> fetched = source_->Fetch(gpa, absl::MakeSpan(buf, ps));
@@ -163,7 +199,9 @@ absl::Status DemandPager::InstallFetched(uint64_t page, const FetchedPage& fetch
     // While this thread fetched, another path installed the page, nothing
     // was missing any more and the memory left userfault mode (the install
     // then fails with ENOENT): the page is there, which is all we wanted.
-    if (!IsPresent(page)) return r.status();
+    // Likewise for a known-zero page: once nothing is missing the memory
+    // leaves userfault mode with it a hole, which reads as zeros.
+    if (!IsPresent(page) && !IsKnownZero(page)) return r.status();
     r = sys::InstallResult{0, ps};
   }
   CountInstall(*r, zero);
@@ -185,6 +223,11 @@ absl::Status DemandPager::ResolveFaults(absl::Span<const MemoryFault> faults) {
       // Installed by another path after the fault: make sure it is awake.
       if (options_.mode == FaultMode::kBlocking)
         RETURN_IF_ERROR(uffd_.Wake(memory_->host() + page * ps, ps));
+      if (f.time_ns > 0) shard.fault_latency.Record(MonotonicNowNanos() - f.time_ns);
+      continue;
+    }
+    if (IsKnownZero(page)) {  // sent as a zero page: resolved here, no fetch
+      RETURN_IF_ERROR(InstallFetched(page, FetchedPage{PageContent::kZero, nullptr}));
       if (f.time_ns > 0) shard.fault_latency.Record(MonotonicNowNanos() - f.time_ns);
       continue;
     }
@@ -266,33 +309,46 @@ absl::Status DemandPager::WritePages(uint64_t gpa, const uint8_t* data,
                                      uint64_t count) {
   const uint32_t ps = memory_->page_size();
   ASSIGN_OR_RETURN(uint64_t first, PageIndexOf(gpa, count));
-  return ForEachRun(first, count, [&](uint64_t i, uint64_t n, bool present) {
-    if (!present) return InstallPages(gpa + i * ps, data + i * ps, n);
-    std::memcpy(memory_->host() + (first + i) * ps, data + i * ps, n * ps);
-    return absl::OkStatus();
-  });
+  // No vCPU runs: write through the file, which userfaultfd does not watch
+  // (one copy, no fault per page).
+  RETURN_IF_ERROR(memory_->Load(first * ps, data, count * ps));
+  Shard& shard = MyShard();
+  shard.installed.fetch_add(count, std::memory_order_relaxed);
+  MarkPresent(first, count);
+  return absl::OkStatus();
 }
 
 absl::Status DemandPager::WriteZeroPages(uint64_t gpa, uint64_t count) {
   const uint32_t ps = memory_->page_size();
   ASSIGN_OR_RETURN(uint64_t first, PageIndexOf(gpa, count));
-  return ForEachRun(first, count, [&](uint64_t i, uint64_t n, bool present) {
-    if (!present) return InstallZeroPages(gpa + i * ps, n);
-    std::memset(memory_->host() + (first + i) * ps, 0, n * ps);
+  // A page that holds data from an earlier round is freed; every page of
+  // the run is then known zero, unallocated until a vCPU touches it.
+  RETURN_IF_ERROR(ForEachRun(first, count, [&](uint64_t i, uint64_t n, bool present) {
+    if (!present) return absl::OkStatus();
+    RETURN_IF_ERROR(memory_->DiscardOffsets((first + i) * ps, n * ps));
+    for (uint64_t p = first + i; p < first + i + n; ++p)
+      present_[p / 64].fetch_and(~(1ull << (p % 64)), std::memory_order_acq_rel);
     return absl::OkStatus();
-  });
+  }));
+  MarkKnownZero(first, count);
+  return absl::OkStatus();
+}
+
+absl::Status DemandPager::MarkZeroPages(uint64_t gpa, uint64_t count) {
+  ASSIGN_OR_RETURN(uint64_t first, PageIndexOf(gpa, count));
+  MarkKnownZero(first, count);
+  return absl::OkStatus();
 }
 
 absl::Status DemandPager::Discard(uint64_t gpa, uint64_t count) {
   const uint32_t ps = memory_->page_size();
   ASSIGN_OR_RETURN(uint64_t first, PageIndexOf(gpa, count));
   RETURN_IF_ERROR(memory_->DiscardOffsets(first * ps, count * ps));
-  int64_t cleared = 0;
   for (uint64_t p = first; p < first + count; ++p) {
-    uint64_t bit = 1ull << (p % 64);
-    if (present_[p / 64].fetch_and(~bit, std::memory_order_acq_rel) & bit) ++cleared;
+    const uint64_t bit = 1ull << (p % 64);
+    present_[p / 64].fetch_and(~bit, std::memory_order_acq_rel);
+    zero_[p / 64].fetch_and(~bit, std::memory_order_acq_rel);
   }
-  MyShard().present_delta.fetch_sub(cleared, std::memory_order_relaxed);
   return absl::OkStatus();
 }
 
@@ -364,6 +420,7 @@ DemandPagerStats DemandPager::Stats() const {
     s.fault_latency.Merge(shard.fault_latency.Snapshot());
   }
   s.missing_pages = missing_pages();
+  s.known_zero = known_zero_pages();
   return s;
 }
 

@@ -17,8 +17,12 @@
 //              fault this way (docs/kvm.md).
 //
 // Present-page tracking: one bit per page, set after an install (by any
-// path) and cleared by Discard(); missing_pages() counts the clear bits, so
-// "nothing is missing" is known without touching memory.
+// path) and cleared by Discard(). A second bit marks pages known to be zero
+// (sent as zero pages): they stay unallocated holes, are not missing, and a
+// vCPU touching one resolves it locally (UFFDIO_ZEROPAGE, no fetch).
+// missing_pages() counts pages with neither bit, so "nothing is missing" is
+// known without touching memory; once the memory leaves userfault mode a
+// known-zero hole reads as zeros.
 //
 // Threads: every method is thread-safe. Stop() (or the destructor) stops the
 // handler threads and unregisters the memory; a vCPU asleep on a missing page
@@ -63,6 +67,7 @@ struct DemandPagerStats {
   uint64_t zero_pages = 0;        // of those, installed as zero pages
   uint64_t already_present = 0;   // installs that found the page present
   uint64_t missing_pages = 0;
+  uint64_t known_zero = 0;        // zero pages left unallocated (not missing)
   HistogramSnapshot fault_latency;  // ns; see ResolveFault()
 };
 
@@ -98,10 +103,15 @@ class DemandPager {
   absl::Status InstallPages(uint64_t gpa, const uint8_t* data, uint64_t count);
   absl::Status InstallZeroPages(uint64_t gpa, uint64_t count);
 
-  // Precopy installs: like InstallPages / InstallZeroPages, except that a
-  // page already present (sent in an earlier round and re-sent because it was
-  // written since) is overwritten in place, where an install would keep the
-  // stale copy. Only while no vCPU runs: an in-place write is not atomic.
+  // Marks `count` pages at gpa known to be zero, allocating nothing; a page
+  // already present keeps its content. For zero pages pushed in postcopy.
+  absl::Status MarkZeroPages(uint64_t gpa, uint64_t count);
+
+  // Precopy loads, only while no vCPU runs (the writes are not atomic):
+  // WritePages copies the data in place through GuestMemory::loader() (no
+  // userfaultfd round trip; a page sent in an earlier round is
+  // overwritten). WriteZeroPages frees pages that held data and marks every
+  // page of the run known zero.
   absl::Status WritePages(uint64_t gpa, const uint8_t* data, uint64_t count);
   absl::Status WriteZeroPages(uint64_t gpa, uint64_t count);
 
@@ -110,7 +120,9 @@ class DemandPager {
   absl::Status Discard(uint64_t gpa, uint64_t count);
 
   uint64_t missing_pages() const;
+  uint64_t known_zero_pages() const;
   bool IsPresent(uint64_t page_index) const;
+  bool IsKnownZero(uint64_t page_index) const;
 
   // Leaves userfault mode once nothing is missing: unregisters the memory
   // and stops handler threads. FailedPrecondition while pages are missing.
@@ -129,8 +141,10 @@ class DemandPager {
   // counts it and marks it present; a page another path installed
   // meanwhile is success.
   absl::Status InstallFetched(uint64_t page, const FetchedPage& fetched);
-  // Marks [first, first + count) present and counts the newly present.
+  // Marks [first, first + count) present (and no longer known zero).
   void MarkPresent(uint64_t first, uint64_t count);
+  // Marks [first, first + count) known zero, except pages already present.
+  void MarkKnownZero(uint64_t first, uint64_t count);
   // Counts an install's outcome in the calling thread's shard.
   void CountInstall(const sys::InstallResult& r, bool zero);
   // Calls fn on the maximal runs of pages [first, first + count) that are all
@@ -148,6 +162,7 @@ class DemandPager {
   std::vector<std::thread> handlers_;
 
   std::unique_ptr<std::atomic<uint64_t>[]> present_;  // bitmap, 1 = present
+  std::unique_ptr<std::atomic<uint64_t>[]> zero_;     // bitmap, 1 = known zero
 
   absl::Mutex stop_mu_;
   bool registered_ ABSL_GUARDED_BY(stop_mu_) = true;
@@ -159,7 +174,6 @@ class DemandPager {
     std::atomic<uint64_t> installed{0};
     std::atomic<uint64_t> zero_installed{0};
     std::atomic<uint64_t> already_present{0};
-    std::atomic<int64_t> present_delta{0};  // pages marked present - discarded
     LatencyHistogram fault_latency;
   };
   static constexpr int kShards = 16;

@@ -36,6 +36,17 @@ class GuestMemory {
 
   // RAM offset space: [host(), host() + size()).
   uint8_t* host() const { return file_.data(); }
+  // The same memory through a second mapping that userfaultfd never
+  // watches (reading a page there never faults into the pager).
+  uint8_t* loader() const { return file_.alias(); }
+  // Writes RAM offset range [offset, offset + len) through the file, which
+  // userfaultfd does not watch: pages fill without a fault. Only while no
+  // vCPU runs (the write is not atomic).
+  absl::Status Load(uint64_t offset, const uint8_t* data, uint64_t len) {
+    return file_.WriteAt(offset, data, len);
+  }
+  // Bytes of guest memory actually allocated (touched pages).
+  absl::StatusOr<uint64_t> AllocatedBytes() const { return file_.AllocatedBytes(); }
   // The host address of [gpa, gpa + len); OutOfRange outside RAM.
   absl::StatusOr<uint8_t*> HostAddress(uint64_t gpa, uint64_t len) const;
   // True when `addr` lies inside this memory.

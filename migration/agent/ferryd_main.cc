@@ -141,8 +141,7 @@ absl::Status Main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen, server_creds, &port);
-  builder.SetMaxReceiveMessageSize(migration::kMaxMessageBytes);
-  builder.SetMaxSendMessageSize(migration::kMaxMessageBytes);
+  migration::ConfigureBulkServer(&builder);
   builder.RegisterService(&control);
   builder.RegisterService(agent->migration_service());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

@@ -1,5 +1,6 @@
-// The destination's side of the protocol, driven message by message through
-// a scripted stream (a fake of the gRPC stream interface). Bad input and
+// The destination's side of the protocol, driven message by message as the
+// transport delivers them (cut into pieces anywhere), with a recording sink
+// in place of the gRPC reactor. Bad input and
 // messages out of order get a clear error, sent to the source, and change no
 // guest memory.
 #include "migration/destination_session.h"
@@ -10,10 +11,13 @@
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
 #include "migration/convert.h"
+#include "tests/migration/frame_builder.h"
 
 namespace ferry::migration {
 namespace {
 
+using ::ferry::migration::testing::RawFrame;
+using ::ferry::migration::testing::Split;
 using ::ferry::testing::StatusIs;
 using ::testing::HasSubstr;
 using ferry::v1::DestinationMessage;
@@ -21,31 +25,29 @@ using ferry::v1::SourceMessage;
 
 constexpr uint32_t kPage = 4096;
 
-// Plays `script` to the session, records what it writes.
-class ScriptedStream final : public MigrationStream {
+// Records what the session sends back.
+class RecordingSink final : public DestinationSink {
  public:
-  explicit ScriptedStream(std::vector<SourceMessage> script)
-      : script_(script.begin(), script.end()) {}
-  void SendInitialMetadata() override {}
-  bool NextMessageSize(uint32_t* sz) override {
-    *sz = 1 << 20;
-    return !script_.empty();
-  }
-  bool Read(SourceMessage* m) override {
-    if (script_.empty()) return false;
-    *m = script_.front();
-    script_.pop_front();
-    return true;
-  }
-  bool Write(const DestinationMessage& m, grpc::WriteOptions) override {
+  bool Send(const DestinationMessage& m) override {
+    absl::MutexLock lock(&mu_);
     written.push_back(m);
     return true;
   }
+  void Finish(const absl::Status& s) override {
+    absl::MutexLock lock(&mu_);
+    ++finished;
+    status = s;
+  }
+  absl::Mutex mu_;
   std::vector<DestinationMessage> written;
-
- private:
-  std::deque<SourceMessage> script_;
+  int finished = 0;
+  absl::Status status;
 };
+
+// A control frame as the source sends it.
+std::string Control(const SourceMessage& m) {
+  return std::string(1, static_cast<char>(kControlFrame)) + m.SerializeAsString();
+}
 
 vmm::VmConfig Vm() {
   vmm::VmConfig c;
@@ -55,7 +57,7 @@ vmm::VmConfig Vm() {
   return c;
 }
 
-SourceMessage Hello() {
+SourceMessage HelloMessage() {
   SourceMessage m;
   ferry::v1::Hello* h = m.mutable_hello();
   h->set_protocol_version(kProtocolVersion);
@@ -70,16 +72,18 @@ SourceMessage Hello() {
   return m;
 }
 
-SourceMessage Pages(uint64_t gpa, uint32_t count, char fill,
-                    ferry::v1::Phase phase = ferry::v1::PHASE_PRECOPY) {
-  SourceMessage m;
-  ferry::v1::PageBatch* b = m.mutable_pages();
-  b->set_phase(phase);
-  auto* run = b->add_runs();
-  run->set_gpa(gpa);
-  run->set_count(count);
-  b->set_data(std::string(uint64_t{count} * kPage, fill));
-  return m;
+std::string Hello() { return Control(HelloMessage()); }
+
+RawFrame PagesFrame(uint64_t gpa, uint32_t count, char fill,
+                    FramePhase phase = FramePhase::kPrecopy) {
+  RawFrame f = RawFrame::Data(gpa / kPage, count, fill);
+  f.phase = static_cast<uint8_t>(phase);
+  return f;
+}
+
+std::string Pages(uint64_t gpa, uint32_t count, char fill,
+                  FramePhase phase = FramePhase::kPrecopy) {
+  return PagesFrame(gpa, count, fill, phase).Bytes();
 }
 
 struct Outcome {
@@ -87,14 +91,26 @@ struct Outcome {
   std::vector<DestinationMessage> written;
 };
 
-Outcome Play(std::vector<SourceMessage> script, DestinationOptions options = {}) {
+// Plays `script` (wire messages) to a session, each cut into pieces of
+// `piece` bytes; the stream then ends.
+Outcome Play(std::vector<std::string> script, DestinationOptions options = {},
+             size_t piece = 1000) {
   options.expected_token = options.expected_token.empty() ? "token" : options.expected_token;
-  DestinationSession session(options);
-  ScriptedStream stream(std::move(script));
-  Outcome o;
-  o.status = session.Serve(&stream);
-  o.written = stream.written;
-  return o;
+  RecordingSink sink;
+  {
+    DestinationSession session(options, &sink);
+    bool more = true;
+    for (const std::string& m : script) {
+      if (!(more = session.OnReceive(Split(m, piece)))) break;
+    }
+    if (more) session.OnStreamLost();
+    Outcome o;
+    o.status = session.Wait();
+    EXPECT_EQ(sink.finished, 1) << "the sink is finished exactly once";
+    EXPECT_EQ(sink.status, o.status);
+    o.written = sink.written;
+    return o;
+  }
 }
 
 std::string LastError(const Outcome& o) {
@@ -114,131 +130,192 @@ TEST(DestinationProtocol, HelloIsAccepted) {
 }
 
 TEST(DestinationProtocol, WrongVersionIsRefused) {
-  SourceMessage h = Hello();
-  h.mutable_hello()->set_protocol_version(2);
-  Outcome o = Play({h});
-  EXPECT_THAT(o.status, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("version 2")));
-  EXPECT_THAT(LastError(o), HasSubstr("version 2"));
+  SourceMessage h = HelloMessage();
+  h.mutable_hello()->set_protocol_version(1);
+  Outcome o = Play({Control(h)});
+  EXPECT_THAT(o.status, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("version 1")));
+  EXPECT_THAT(LastError(o), HasSubstr("version 1"));
 }
 
 TEST(DestinationProtocol, WrongTokenIsRefused) {
-  SourceMessage h = Hello();
+  SourceMessage h = HelloMessage();
   h.mutable_hello()->set_auth_token("tokem");
-  EXPECT_THAT(Play({h}).status,
+  EXPECT_THAT(Play({Control(h)}).status,
               StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("wrong migration token")));
 }
 
 TEST(DestinationProtocol, UnspecifiedEnumsAndBadLayoutsAreRefused) {
-  SourceMessage h = Hello();
+  SourceMessage h = HelloMessage();
   h.mutable_hello()->set_mode(ferry::v1::MIGRATION_MODE_UNSPECIFIED);
-  EXPECT_THAT(Play({h}).status, StatusIs(absl::StatusCode::kInvalidArgument,
+  EXPECT_THAT(Play({Control(h)}).status, StatusIs(absl::StatusCode::kInvalidArgument,
                                          HasSubstr("migration mode 0")));
-  h = Hello();
+  h = HelloMessage();
   h.mutable_hello()->set_fault_mode(ferry::v1::FAULT_MODE_UNSPECIFIED);
-  EXPECT_THAT(Play({h}).status, StatusIs(absl::StatusCode::kInvalidArgument,
+  EXPECT_THAT(Play({Control(h)}).status, StatusIs(absl::StatusCode::kInvalidArgument,
                                          HasSubstr("fault mode 0")));
-  h = Hello();
+  h = HelloMessage();
   h.mutable_hello()->mutable_layout()->mutable_workload()->set_kind(
       ferry::v1::WORKLOAD_KIND_UNSPECIFIED);
-  EXPECT_THAT(Play({h}).status, StatusIs(absl::StatusCode::kInvalidArgument,
+  EXPECT_THAT(Play({Control(h)}).status, StatusIs(absl::StatusCode::kInvalidArgument,
                                          HasSubstr("workload kind")));
-  h = Hello();
+  h = HelloMessage();
   h.mutable_hello()->mutable_layout()->mutable_slots(0)->set_gpa(4096);
-  EXPECT_THAT(Play({h}).status, StatusIs(absl::StatusCode::kInvalidArgument,
+  EXPECT_THAT(Play({Control(h)}).status, StatusIs(absl::StatusCode::kInvalidArgument,
                                          HasSubstr("do not match")));
-  h = Hello();
+  h = HelloMessage();
   h.mutable_hello()->set_fetch_secret("short");
-  EXPECT_THAT(Play({h}).status, StatusIs(absl::StatusCode::kInvalidArgument,
+  EXPECT_THAT(Play({Control(h)}).status, StatusIs(absl::StatusCode::kInvalidArgument,
                                          HasSubstr("fetch secret")));
-  h = Hello();
+  h = HelloMessage();
   h.mutable_hello()->set_fetch_address("no-port");
-  EXPECT_THAT(Play({h}).status, StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(Play({Control(h)}).status, StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 TEST(DestinationProtocol, MessagesOutOfOrderAreRefusedNamingBoth) {
   EXPECT_THAT(Play({Pages(0, 1, 'a')}).status,
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr("PageBatch is not expected while the destination is accepting")));
+                       HasSubstr("a page frame is not expected while the destination is "
+                                 "accepting")));
   EXPECT_THAT(Play({Hello(), Hello()}).status,
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("Hello")));
   SourceMessage complete;
   complete.mutable_complete();
-  EXPECT_THAT(Play({Hello(), complete}).status,
+  EXPECT_THAT(Play({Hello(), Control(complete)}).status,
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        HasSubstr("Complete is not expected while the destination is "
                                  "receiving precopy")));
-  EXPECT_THAT(Play({Hello(), Pages(0, 1, 'a', ferry::v1::PHASE_POSTCOPY)}).status,
-              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("PHASE_POSTCOPY")));
+  EXPECT_THAT(Play({Hello(), Pages(0, 1, 'a', FramePhase::kPostcopy)}).status,
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("a postcopy page frame is not expected")));
   SourceMessage empty;
-  EXPECT_THAT(Play({Hello(), empty}).status, StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(Play({Hello(), Control(empty)}).status,
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(Play({Hello(), std::string("\x01\xff\xff", 3)}).status,
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not parse")));
+  EXPECT_THAT(Play({Hello(), std::string("\x07", 1)}).status,
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown frame kind 7")));
+  EXPECT_THAT(Play({Hello(), std::string()}).status,
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("empty message")));
 }
 
-TEST(DestinationProtocol, MalformedBatchesEndTheMigrationAndKeepNothing) {
-  // Each batch is good in its first run and bad later; the whole batch is
+TEST(DestinationProtocol, MalformedFramesEndTheMigrationAndKeepNothing) {
+  // Each frame is good in its first run and bad later; the whole frame is
   // validated before any page of it is installed.
-  SourceMessage short_data = Pages(0, 2, 'a');
-  short_data.mutable_pages()->mutable_data()->resize(kPage + 100);
-  SourceMessage out_of_range = Pages(0, 1, 'a');
-  auto* run = out_of_range.mutable_pages()->add_runs();
-  run->set_gpa(256 * kPage);
-  run->set_count(1);
-  out_of_range.mutable_pages()->mutable_data()->append(kPage, 'b');
-  SourceMessage unaligned = Pages(0, 1, 'a');
-  unaligned.mutable_pages()->mutable_runs(0)->set_gpa(100);
-  SourceMessage zero_out_of_range = Pages(0, 1, 'a');
-  zero_out_of_range.mutable_pages()->set_zero_base_gpa(255 * kPage);
-  zero_out_of_range.mutable_pages()->set_zero_bitmap(std::string(1, '\x03'));
+  RawFrame short_data = PagesFrame(0, 2, 'a');
+  short_data.runs[0].data.resize(kPage + 100);
+  RawFrame out_of_range = PagesFrame(0, 1, 'a');
+  out_of_range.runs.push_back({256 * kPage, 1, std::string(kPage, 'b')});
+  RawFrame unaligned = PagesFrame(0, 1, 'a');
+  unaligned.runs[0].gpa = 100;
+  RawFrame zero_out_of_range = PagesFrame(0, 1, 'a');
+  zero_out_of_range.zero_base_gpa = 255 * kPage;
+  zero_out_of_range.zero_bitmap = std::string(1, '\x03');
+  RawFrame header_disagrees = PagesFrame(0, 1, 'a');
+  header_disagrees.run_count_delta = 1;
   struct Case {
     const char* name;
-    SourceMessage batch;
+    RawFrame frame;
     absl::StatusCode code;
     const char* error;
   } cases[] = {
       {"data shorter than the runs", short_data, absl::StatusCode::kInvalidArgument,
-       "carries"},
+       "truncated"},
       {"a run outside RAM", out_of_range, absl::StatusCode::kOutOfRange,
        "not inside one RAM slot"},
       {"an unaligned run", unaligned, absl::StatusCode::kInvalidArgument,
        "not page aligned"},
       {"zero bits outside RAM", zero_out_of_range, absl::StatusCode::kOutOfRange,
        "not inside one RAM slot"},
+      {"a header naming a run the frame lacks", header_disagrees,
+       absl::StatusCode::kInvalidArgument, "header of run 2 of 2 is missing"},
   };
   for (const Case& c : cases) {
     DestinationOptions options;
     options.expected_token = "token";
-    DestinationSession session(options);
-    ScriptedStream stream({Hello(), c.batch});
-    absl::Status s = session.Serve(&stream);
-    EXPECT_THAT(s, StatusIs(c.code, HasSubstr(c.error))) << c.name;
+    RecordingSink sink;
+    DestinationSession session(options, &sink);
+    ASSERT_TRUE(session.OnReceive(Split(Hello(), 1 << 20))) << c.name;
+    ASSERT_NE(session.vm(), nullptr);
+    const std::string wire = c.frame.Bytes();
+    EXPECT_FALSE(session.OnReceive(Split(wire, 777))) << c.name;
+    EXPECT_THAT(session.Wait(), StatusIs(c.code, HasSubstr(c.error))) << c.name;
     bool error_sent = false;
-    for (const auto& m : stream.written) error_sent |= m.has_error();
+    for (const auto& m : sink.written) error_sent |= m.has_error();
     EXPECT_TRUE(error_sent) << c.name << ": the source must be told why";
     EXPECT_EQ(session.state(), DestinationState::kFailed) << c.name;
     EXPECT_EQ(session.vm(), nullptr) << c.name << ": a failed destination keeps nothing";
   }
 }
 
-TEST(DestinationProtocol, GoodBatchesInstallAndResendsOverwrite) {
-  DestinationOptions options;
-  options.expected_token = "token";
-  DestinationSession session(options);
-  SourceMessage zeros;
-  zeros.mutable_pages()->set_phase(ferry::v1::PHASE_PRECOPY);
-  zeros.mutable_pages()->set_zero_base_gpa(10 * kPage);
-  zeros.mutable_pages()->set_zero_bitmap(std::string(1, '\x05'));  // pages 10 and 12
+// Installs the frames of `script` after Hello and returns the session's VM
+// (still receiving precopy) for inspection.
+class Receiving : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    options_.expected_token = "token";
+    session_ = std::make_unique<DestinationSession>(options_, &sink_);
+    ASSERT_TRUE(session_->OnReceive(Split(Hello(), 100)));
+  }
+  void TearDown() override {
+    session_->OnStreamLost();
+    session_.reset();
+  }
+  void Receive(const std::string& wire, size_t piece = 1000) {
+    ASSERT_TRUE(session_->OnReceive(Split(wire, piece)));
+  }
+  DestinationOptions options_;
+  RecordingSink sink_;
+  std::unique_ptr<DestinationSession> session_;
+};
+
+TEST_F(Receiving, GoodFramesInstallAndResendsOverwrite) {
+  RawFrame zeros;
+  zeros.zero_base_gpa = 10 * kPage;
+  zeros.zero_bitmap = std::string(1, '\x05');  // pages 10 and 12
   SourceMessage round_end;
   round_end.mutable_round_end()->set_round(0);
-  ScriptedStream stream({Hello(), Pages(0, 4, 'a'), zeros, Pages(kPage, 1, 'b'), round_end});
-  EXPECT_THAT(session.Serve(&stream), StatusIs(absl::StatusCode::kUnavailable));
-  // The stream ended before switchover, so the VM was dropped; what was
-  // acknowledged tells what was installed.
+  Receive(Pages(0, 4, 'a'), 333);     // pages split across pieces
+  Receive(zeros.Bytes());
+  Receive(Pages(kPage, 1, 'b'), 4096);
+  Receive(Control(round_end));
   bool acked = false;
-  for (const auto& m : stream.written)
+  for (const auto& m : sink_.written)
     if (m.has_progress() && m.progress().round_acked() == 0) {
       acked = true;
       EXPECT_EQ(m.progress().pages_missing(), 256u - 6u);
     }
   EXPECT_TRUE(acked);
+  const uint8_t* mem = session_->vm()->memory().host();
+  EXPECT_EQ(mem[0], 'a');
+  EXPECT_EQ(mem[kPage], 'b') << "the resent page overwrote the first copy";
+  EXPECT_EQ(mem[2 * kPage + 100], 'a');
+  EXPECT_EQ(mem[4 * kPage - 1], 'a');
+}
+
+TEST_F(Receiving, ZeroPagesStayUnallocated) {
+  // Half the pages hold data, half are zero: only the data half is
+  // allocated, the zero half is known zero (not missing).
+  RawFrame f;
+  std::string bitmap(128 / 8, '\0');
+  for (uint64_t p = 0; p < 128; ++p) bitmap[p / 8] |= static_cast<char>(1 << (p % 8));
+  f.zero_base_gpa = 0;
+  f.zero_bitmap = bitmap;  // pages 0..127
+  f.runs.push_back({128 * kPage, 128, std::string(128 * kPage, 'd')});
+  Receive(f.Bytes(), 65536);
+  vmm::Vm* vm = session_->vm();
+  EXPECT_EQ(vm->pager()->missing_pages(), 0u);
+  EXPECT_EQ(vm->pager()->known_zero_pages(), 128u);
+  ASSERT_OK_AND_ASSIGN(uint64_t allocated, vm->memory().AllocatedBytes());
+  EXPECT_EQ(allocated, 128 * kPage) << "zero pages must not be allocated";
+  // A page that held data and is resent as zero is freed again.
+  RawFrame z;
+  z.zero_base_gpa = 128 * kPage;
+  z.zero_bitmap = std::string(1, '\x01');
+  Receive(z.Bytes());
+  ASSERT_OK_AND_ASSIGN(allocated, vm->memory().AllocatedBytes());
+  EXPECT_EQ(allocated, 127 * kPage);
+  EXPECT_TRUE(vm->pager()->IsKnownZero(128));
+  EXPECT_FALSE(vm->pager()->IsPresent(128));
 }
 
 }  // namespace

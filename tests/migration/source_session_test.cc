@@ -25,24 +25,44 @@ using S = SourceState;
 constexpr uint32_t kPage = 4096;
 constexpr uint64_t kPages = 4096;  // 16 MiB
 
+// What the session sent: a control message or a page frame.
+constexpr int kFrameKind = 1000;  // beside SourceMessage::MsgCase values
+struct Sent {
+  SourceMessage control;
+  bool frame = false;
+  FramePhase phase = FramePhase::kPrecopy;
+  int kind() const { return frame ? kFrameKind : control.msg_case(); }
+};
+
 // A destination behind the SourceStream seam. Each message the session
 // writes goes to `on_message`, which may answer with Reply() or End(); the
 // default answers as a well-behaved destination does.
 class ScriptedDestination final : public SourceStream {
  public:
-  using Handler = std::function<void(const SourceMessage&, ScriptedDestination*)>;
+  using Handler = std::function<void(const Sent&, ScriptedDestination*)>;
 
   explicit ScriptedDestination(Handler on_message) : on_message_(std::move(on_message)) {}
 
   bool Write(const SourceMessage& m) override {
-    {
-      absl::MutexLock lock(&mu_);
-      if (cancelled_ || ended_) return false;
-      received_.push_back(m.msg_case());
-    }
-    on_message_(m, this);  // without the lock: it may call Cancel() on the session
-    return true;
+    Sent sent;
+    sent.control = m;
+    return Deliver(sent);
   }
+  bool WriteFrame(EncodedFrame frame) override {
+    // Checked by the real decoder (the frame must be one a destination
+    // accepts), then handed on as its kind and phase.
+    const std::string wire = frame.Flatten();
+    const absl::Span<const uint8_t> span(reinterpret_cast<const uint8_t*>(wire.data()),
+                                         wire.size());
+    absl::StatusOr<DecodedFrame> d = DecodePageFrame(absl::MakeConstSpan(&span, 1), *map_);
+    EXPECT_TRUE(d.ok()) << d.status();
+    if (!d.ok()) return false;
+    Sent sent;
+    sent.frame = true;
+    sent.phase = d->phase;
+    return Deliver(sent);
+  }
+  void set_map(const vmm::MemoryMap* map) { map_ = map; }
   bool Read(DestinationMessage* m) override {
     absl::MutexLock lock(&mu_);
     auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -76,18 +96,20 @@ class ScriptedDestination final : public SourceStream {
     absl::MutexLock lock(&mu_);
     return mu_.AwaitWithTimeout(absl::Condition(&cancelled_), absl::Seconds(10));
   }
-  std::vector<SourceMessage::MsgCase> received() {
+  std::vector<int> received() {
     absl::MutexLock lock(&mu_);
     return received_;
   }
-  int Count(SourceMessage::MsgCase kind) {
+  int Count(int kind) {
     int n = 0;
     for (auto k : received()) n += k == kind;
     return n;
   }
 
   // What a well-behaved destination answers.
-  static void Behave(const SourceMessage& m, ScriptedDestination* d) {
+  static void Behave(const Sent& sent, ScriptedDestination* d) {
+    if (sent.frame) return;
+    const SourceMessage& m = sent.control;
     DestinationMessage r;
     switch (m.msg_case()) {
       case SourceMessage::kHello:
@@ -112,10 +134,21 @@ class ScriptedDestination final : public SourceStream {
   }
 
  private:
+  bool Deliver(const Sent& sent) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (cancelled_ || ended_) return false;
+      received_.push_back(sent.kind());
+    }
+    on_message_(sent, this);  // without the lock: it may call Cancel() on the session
+    return true;
+  }
+
   const Handler on_message_;
+  const vmm::MemoryMap* map_ = nullptr;
   absl::Mutex mu_;
   std::deque<DestinationMessage> replies_ ABSL_GUARDED_BY(mu_);
-  std::vector<SourceMessage::MsgCase> received_ ABSL_GUARDED_BY(mu_);
+  std::vector<int> received_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
 };
@@ -168,8 +201,8 @@ class SourceSessionTest : public ::testing::Test {
     // 25 MB/s), so the policy sees a bandwidth that small dirty sets fit
     // and 3000 pages do not.
     destination_ = new ScriptedDestination(
-        [this, handler = std::move(handler)](const SourceMessage& m, ScriptedDestination* d) {
-          if (m.has_pages()) clock_.Advance(10'000'000);
+        [this, handler = std::move(handler)](const Sent& m, ScriptedDestination* d) {
+          if (m.frame) clock_.Advance(10'000'000);
           handler(m, d);
         });
     SourceConfig config;
@@ -179,6 +212,7 @@ class SourceSessionTest : public ::testing::Test {
     config.page_server = page_server_.get();
     config.fetch_address = "127.0.0.1:1";
     config.clock = &clock_;
+    destination_->set_map(&vm_->memory().map());
     ScriptedDestination* d = destination_;
     config.open_stream = [d]() -> absl::StatusOr<std::unique_ptr<SourceStream>> {
       return std::unique_ptr<SourceStream>(d);
@@ -213,7 +247,7 @@ class SourceSessionTest : public ::testing::Test {
 TEST_F(SourceSessionTest, PrecopyGoesThroughEveryStateToCompleted) {
   std::vector<S> seen;
   auto s = Session(
-      [&](const SourceMessage& m, ScriptedDestination* d) {
+      [&](const Sent& m, ScriptedDestination* d) {
         seen.push_back(session_->state());
         ScriptedDestination::Behave(m, d);
       },
@@ -265,8 +299,8 @@ TEST_F(SourceSessionTest, HybridDiscardsStalePagesBeforeThePause) {
 
 TEST_F(SourceSessionTest, DowntimeIsMeasuredOnTheInjectedClock) {
   auto s = Session(
-      [&](const SourceMessage& m, ScriptedDestination* d) {
-        if (m.has_switchover()) clock_.Advance(5'000'000);  // the destination takes 5 ms
+      [&](const Sent& m, ScriptedDestination* d) {
+        if (m.control.has_switchover()) clock_.Advance(5'000'000);  // the destination takes 5 ms
         ScriptedDestination::Behave(m, d);
       },
       MigrationMode::kPostcopy);
@@ -277,7 +311,7 @@ TEST_F(SourceSessionTest, DowntimeIsMeasuredOnTheInjectedClock) {
 TEST_F(SourceSessionTest, OutOfOrderMessagesAreRejectedNamingBoth) {
   struct Case {
     const char* name;
-    SourceMessage::MsgCase trigger;  // answer this message...
+    int trigger;  // answer this message...
     std::function<void(DestinationMessage*)> reply;  // ...with this
     const char* error;
     bool switched;  // the failure comes after switchover
@@ -303,8 +337,8 @@ TEST_F(SourceSessionTest, OutOfOrderMessagesAreRejectedNamingBoth) {
   for (const Case& c : cases) {
     SetUp();
     auto s = Session(
-        [&c](const SourceMessage& m, ScriptedDestination* d) {
-          if (m.msg_case() == c.trigger) {
+        [&c](const Sent& m, ScriptedDestination* d) {
+          if (m.kind() == c.trigger) {
             DestinationMessage r;
             c.reply(&r);
             d->Reply(r);
@@ -331,8 +365,8 @@ TEST_F(SourceSessionTest, OutOfOrderMessagesAreRejectedNamingBoth) {
 
 TEST_F(SourceSessionTest, ADestinationErrorFailsTheMigration) {
   auto s = Session(
-      [](const SourceMessage& m, ScriptedDestination* d) {
-        if (m.has_round_end()) {
+      [](const Sent& m, ScriptedDestination* d) {
+        if (m.control.has_round_end()) {
           DestinationMessage r;
           r.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kResourceExhausted));
           r.mutable_error()->set_message("out of memory");
@@ -349,7 +383,7 @@ TEST_F(SourceSessionTest, ADestinationErrorFailsTheMigration) {
 }
 
 TEST_F(SourceSessionTest, AStreamEndingBeforeAcceptFailsCleanly) {
-  auto s = Session([](const SourceMessage&, ScriptedDestination* d) { d->End(); },
+  auto s = Session([](const Sent&, ScriptedDestination* d) { d->End(); },
                    MigrationMode::kHybrid);
   EXPECT_THAT(s->Run(), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("broke")));
   EXPECT_EQ(s->state(), S::kFailed);
@@ -358,8 +392,8 @@ TEST_F(SourceSessionTest, AStreamEndingBeforeAcceptFailsCleanly) {
 
 TEST_F(SourceSessionTest, AStreamEndingAfterSwitchoverKeepsTheSourcePaused) {
   auto s = Session(
-      [](const SourceMessage& m, ScriptedDestination* d) {
-        if (m.has_switchover()) {
+      [](const Sent& m, ScriptedDestination* d) {
+        if (m.control.has_switchover()) {
           d->End();
           return;
         }
@@ -376,7 +410,7 @@ TEST_F(SourceSessionTest, AStreamEndingAfterSwitchoverKeepsTheSourcePaused) {
 struct CancelCase {
   const char* name;
   MigrationMode mode;
-  SourceMessage::MsgCase trigger;
+  int trigger;
   S state;       // the session's state when `trigger` is sent
   bool allowed;  // Cancel() succeeds
 };
@@ -389,8 +423,8 @@ TEST_P(SourceSessionCancelTest, CancelInEachState) {
   absl::Status cancel = absl::UnknownError("not called");
   S state_at_cancel = S::kFailed;
   auto s = Session(
-      [&](const SourceMessage& m, ScriptedDestination* d) {
-        if (m.msg_case() == c.trigger && cancel.code() == absl::StatusCode::kUnknown) {
+      [&](const Sent& m, ScriptedDestination* d) {
+        if (m.kind() == c.trigger && cancel.code() == absl::StatusCode::kUnknown) {
           state_at_cancel = session_->state();
           cancel = session_->Cancel();
         }
@@ -423,7 +457,7 @@ INSTANTIATE_TEST_SUITE_P(
                    true},
         CancelCase{"discarding", MigrationMode::kHybrid, SourceMessage::kDiscard,
                    S::kDiscarding, true},
-        CancelCase{"precopy_round0", MigrationMode::kPrecopy, SourceMessage::kPages,
+        CancelCase{"precopy_round0", MigrationMode::kPrecopy, kFrameKind,
                    S::kPrecopy, true},
         CancelCase{"switching_over", MigrationMode::kHybrid, SourceMessage::kSwitchover,
                    S::kSwitchingOver, false},
@@ -437,8 +471,8 @@ TEST_F(SourceSessionTest, CancelWhilePausedResumesTheSourceVm) {
   absl::Status cancel = absl::UnknownError("not called");
   S state_at_cancel = S::kFailed;
   auto s = Session(
-      [&](const SourceMessage& m, ScriptedDestination* d) {
-        if (m.has_pages() && m.pages().phase() == ferry::v1::PHASE_STOP_AND_COPY &&
+      [&](const Sent& m, ScriptedDestination* d) {
+        if (m.frame && m.phase == FramePhase::kStopAndCopy &&
             cancel.code() == absl::StatusCode::kUnknown) {
           state_at_cancel = session_->state();
           cancel = session_->Cancel();
