@@ -11,7 +11,7 @@
 //   PostcopyPushOrder order(num_pages);
 //   order.MarkUnsent(p);                       // for every page still owed
 //   while (order.left() > 0) {
-//     order.NextBatch(kBatchPages, &batch);    // may be empty: demand took them
+//     order.NextBatch(kPushFramePages, &batch);    // may be empty: demand took them
 //     ...send batch...
 //   }
 #ifndef FERRY_MIGRATION_PUSH_ORDER_H_

@@ -404,8 +404,9 @@ absl::Status SourceSession::Setup() {
 
 absl::Status SourceSession::SendPages(const std::vector<uint64_t>& pages,
                                       FramePhase phase, uint64_t round) {
-  for (size_t i = 0; i < pages.size(); i += kBatchPages) {
-    const size_t n = std::min<size_t>(kBatchPages, pages.size() - i);
+  const size_t frame_pages = phase == FramePhase::kPostcopy ? kPushFramePages : kBulkFramePages;
+  for (size_t i = 0; i < pages.size(); i += frame_pages) {
+    const size_t n = std::min<size_t>(frame_pages, pages.size() - i);
     EncodedFrame frame = EncodePageFrame(
         vm_->memory(), absl::MakeConstSpan(pages).subspan(i, n), phase, round,
         [this](uint64_t page, bool is_data) { counters_.PageSent(page, is_data); });
@@ -578,9 +579,9 @@ absl::Status SourceSession::Postcopy() {
   // Demand requests (the page server thread) go before the bulk push.
   ScopedThreadNice background(10);
   std::vector<uint64_t> batch;
-  batch.reserve(kBatchPages);
+  batch.reserve(kPushFramePages);
   while (push_order_.left() > 0) {
-    push_order_.NextBatch(kBatchPages, &batch);
+    push_order_.NextBatch(kPushFramePages, &batch);
     if (batch.empty()) continue;  // the page server took the last ones
     RETURN_IF_ERROR(SendPages(batch, FramePhase::kPostcopy, 0));
     counters_.PagesPushed(batch.size());

@@ -55,25 +55,40 @@ absl::Status FromWireStatus(WireStatus s, uint64_t gpa) {
 
 }  // namespace
 
-struct RemotePageSource::Lane {
+// One thread's connection. Its counters are written by that thread only
+// (relaxed atomics so Stats() may read them) and sit on its own lines.
+struct alignas(64) RemotePageSource::Lane {
   UniqueFd fd;
   std::unique_ptr<sys::IoUring> ring;
   uint32_t next_tag = 1;
   uint8_t request[kRequestSize];
   std::vector<uint8_t> rx;
+  std::vector<uint8_t> tx;  // batched requests (FetchRuns)
+  std::atomic<uint64_t> requests{0};
+  std::atomic<uint64_t> bytes{0};
+  LatencyHistogram rtt;
 };
 
-struct RemotePageSource::Inflight {
-  int waiters = 0;  // guarded by the shard's mutex
-  absl::Mutex mu;
-  bool done ABSL_GUARDED_BY(mu) = false;
-  absl::Status status ABSL_GUARDED_BY(mu);
-  vmm::PageContent content ABSL_GUARDED_BY(mu) = vmm::PageContent::kData;
-  std::vector<uint8_t> data ABSL_GUARDED_BY(mu);
+// A fetch in flight that other threads may wait on. Guarded by its shard's
+// mutex, except `data`, written by the owner before `done` and read by
+// waiters after it.
+struct RemotePageSource::Slot {
+  uint64_t gpa = 0;
+  bool busy = false;
+  bool done = false;
+  int waiters = 0;
+  absl::Status status;
+  vmm::PageContent content = vmm::PageContent::kData;
+  std::vector<uint8_t> data;  // one page, allocated once
 };
 
 RemotePageSource::RemotePageSource(FetcherOptions options)
-    : options_(std::move(options)), generation_(next_generation.fetch_add(1)) {}
+    : options_(std::move(options)),
+      generation_(next_generation.fetch_add(1)),
+      slots_(new Slot[kShards * kSlots]) {
+  for (int i = 0; i < kShards; ++i) shards_[i].slots = &slots_[i * kSlots];
+  for (int i = 0; i < kShards * kSlots; ++i) slots_[i].data.resize(options_.page_size);
+}
 
 RemotePageSource::~RemotePageSource() { Close(); }
 
@@ -157,7 +172,9 @@ absl::StatusOr<vmm::FetchedPage> RemotePageSource::FetchOnLane(Lane& lane, uint6
   bool header_done = false;
   ReplyHeader header;
   while (true) {
-    RETURN_IF_ERROR(lane.ring->SubmitAndWait(1, deadline - MonotonicNowNanos()));
+    // Waits for every operation in flight: the send's completion alone
+    // does not end the wait (one io_uring_enter per fetch).
+    RETURN_IF_ERROR(lane.ring->SubmitAndWait(outstanding, deadline - MonotonicNowNanos()));
     sys::IoCompletion c;
     while (lane.ring->PopCompletion(&c)) {
       --outstanding;
@@ -190,12 +207,38 @@ absl::StatusOr<vmm::FetchedPage> RemotePageSource::FetchOnLane(Lane& lane, uint6
       ++outstanding;
     }
   }
-  rtt_.Record(MonotonicNowNanos() - t0);
-  requests_.fetch_add(1, std::memory_order_relaxed);
-  bytes_.fetch_add(got, std::memory_order_relaxed);
+  lane.rtt.Record(MonotonicNowNanos() - t0);
+  lane.requests.store(lane.requests.load(std::memory_order_relaxed) + 1,
+                      std::memory_order_relaxed);
+  lane.bytes.store(lane.bytes.load(std::memory_order_relaxed) + got, std::memory_order_relaxed);
   if (header.zero_mask & 1) return vmm::FetchedPage{vmm::PageContent::kZero, nullptr};
-  std::memcpy(out.data(), lane.rx.data() + kReplyHeaderSize, ps);
-  return vmm::FetchedPage{vmm::PageContent::kData, out.data()};
+  // Installed straight from the receive buffer: it stays as it is until
+  // this thread's next fetch.
+  (void)out;
+  return vmm::FetchedPage{vmm::PageContent::kData, lane.rx.data() + kReplyHeaderSize};
+}
+
+RemotePageSource::Slot* RemotePageSource::Claim(uint64_t gpa, bool* owner) {
+  Shard& shard = shards_[(gpa / options_.page_size) % kShards];
+  absl::MutexLock lock(&shard.mu);
+  Slot* free = nullptr;
+  for (int i = 0; i < kSlots; ++i) {
+    Slot& s = shard.slots[i];
+    if (s.busy && s.gpa == gpa && !s.done) {
+      ++s.waiters;
+      *owner = false;
+      return &s;
+    }
+    if (!s.busy && free == nullptr) free = &s;
+  }
+  if (free == nullptr) return nullptr;
+  free->busy = true;
+  free->done = false;
+  free->gpa = gpa;
+  free->waiters = 0;
+  free->status = absl::OkStatus();
+  *owner = true;
+  return free;
 }
 
 absl::StatusOr<vmm::FetchedPage> RemotePageSource::Fetch(uint64_t gpa,
@@ -203,30 +246,22 @@ absl::StatusOr<vmm::FetchedPage> RemotePageSource::Fetch(uint64_t gpa,
   const uint32_t ps = options_.page_size;
   if (out.size() < ps) return absl::InvalidArgumentError("fetch buffer is smaller than a page");
   Shard& shard = shards_[(gpa / ps) % kShards];
-  std::shared_ptr<Inflight> flight;
-  bool owner = false;
-  {
-    absl::MutexLock lock(&shard.mu);
-    auto it = shard.inflight.find(gpa);
-    if (it != shard.inflight.end()) {
-      flight = it->second;
-      ++flight->waiters;
-    } else {
-      flight = std::make_shared<Inflight>();
-      shard.inflight.emplace(gpa, flight);
-      owner = true;
-    }
-  }
-  if (!owner) {
+  bool owner = true;
+  Slot* slot = Claim(gpa, &owner);
+  if (slot != nullptr && !owner) {
     // Another thread is fetching this page: share its request.
     shared_.fetch_add(1, std::memory_order_relaxed);
-    absl::MutexLock lock(&flight->mu);
-    flight->mu.Await(absl::Condition(&flight->done));
-    if (!flight->status.ok()) return flight->status;
-    if (flight->content == vmm::PageContent::kZero)
-      return vmm::FetchedPage{vmm::PageContent::kZero, nullptr};
-    std::memcpy(out.data(), flight->data.data(), ps);
-    return vmm::FetchedPage{vmm::PageContent::kData, out.data()};
+    absl::MutexLock lock(&shard.mu);
+    shard.mu.Await(absl::Condition(&slot->done));
+    absl::StatusOr<vmm::FetchedPage> r = vmm::FetchedPage{vmm::PageContent::kZero, nullptr};
+    if (!slot->status.ok()) {
+      r = slot->status;
+    } else if (slot->content == vmm::PageContent::kData) {
+      std::memcpy(out.data(), slot->data.data(), ps);
+      r = vmm::FetchedPage{vmm::PageContent::kData, out.data()};
+    }
+    if (--slot->waiters == 0) slot->busy = false;  // the last one frees it
+    return r;
   }
 
   absl::StatusOr<vmm::FetchedPage> result = [&]() -> absl::StatusOr<vmm::FetchedPage> {
@@ -240,22 +275,19 @@ absl::StatusOr<vmm::FetchedPage> RemotePageSource::Fetch(uint64_t gpa,
   if (closed_.load() && !result.ok())
     result = absl::UnavailableError(absl::StrCat("fetch channel closed: ",
                                                  result.status().message()));
+  if (slot == nullptr) return result;  // the shard was full: unshared
 
-  int waiters;
-  {
-    absl::MutexLock lock(&shard.mu);
-    shard.inflight.erase(gpa);
-    waiters = flight->waiters;
-  }
-  if (waiters > 0) {
-    absl::MutexLock lock(&flight->mu);
-    flight->status = result.status();
+  absl::MutexLock lock(&shard.mu);
+  if (slot->waiters > 0) {
+    slot->status = result.status();
     if (result.ok()) {
-      flight->content = result->content;
+      slot->content = result->content;
       if (result->content == vmm::PageContent::kData)
-        flight->data.assign(out.begin(), out.begin() + ps);
+        std::memcpy(slot->data.data(), result->data, ps);
     }
-    flight->done = true;
+    slot->done = true;  // the last waiter frees the slot
+  } else {
+    slot->busy = false;
   }
   return result;
 }
@@ -292,7 +324,8 @@ absl::Status RemotePageSource::FetchRoundOnLane(Lane& lane, absl::Span<const Req
   const uint32_t ps = options_.page_size;
   const size_t max_reply = kReplyHeaderSize + size_t{kMaxPagesPerRequest} * ps;
   if (lane.rx.size() < 2 * max_reply) lane.rx.resize(2 * max_reply);
-  std::vector<uint8_t> tx(requests.size() * kRequestSize);
+  std::vector<uint8_t>& tx = lane.tx;
+  tx.resize(requests.size() * kRequestSize);
   for (size_t i = 0; i < requests.size(); ++i) Encode(requests[i], tx.data() + i * kRequestSize);
   const int64_t t0 = MonotonicNowNanos();
   const int64_t deadline = t0 + options_.request_timeout_ns;
@@ -335,9 +368,11 @@ absl::Status RemotePageSource::FetchRoundOnLane(Lane& lane, absl::Span<const Req
           data += ps;
         }
       }
-      rtt_.Record(MonotonicNowNanos() - t0);
-      requests_.fetch_add(1, std::memory_order_relaxed);
-      bytes_.fetch_add(need, std::memory_order_relaxed);
+      lane.rtt.Record(MonotonicNowNanos() - t0);
+      lane.requests.store(lane.requests.load(std::memory_order_relaxed) + 1,
+                          std::memory_order_relaxed);
+      lane.bytes.store(lane.bytes.load(std::memory_order_relaxed) + need,
+                       std::memory_order_relaxed);
       begin += need;
       ++next;
     }
@@ -364,11 +399,14 @@ absl::Status RemotePageSource::FetchRoundOnLane(Lane& lane, absl::Span<const Req
 
 FetcherStats RemotePageSource::Stats() const {
   FetcherStats s;
-  s.requests = requests_.load();
   s.shared = shared_.load();
   s.lanes = lane_count_.load();
-  s.bytes_received = bytes_.load();
-  s.round_trip = rtt_.Snapshot();
+  absl::MutexLock lock(&lanes_mu_);
+  for (const auto& lane : lanes_) {
+    s.requests += lane->requests.load(std::memory_order_relaxed);
+    s.bytes_received += lane->bytes.load(std::memory_order_relaxed);
+    s.round_trip.Merge(lane->rtt.Snapshot());
+  }
   return s;
 }
 

@@ -9,7 +9,10 @@
 // thread hop or behind bulk data (the push runs on the gRPC stream).
 //
 // Concurrent faults on one page share one request: the first thread fetches;
-// the others wait for its result and get a copy of the page.
+// the others wait for its result and get a copy of the page. The table of
+// fetches in flight is fixed (kShards x kSlots, preallocated); when a
+// shard's slots are all taken a fetch goes ahead unshared (an install that
+// finds its page present is success).
 //
 // Batches (FetchRuns, for blocking-mode fault handlers): many requests in
 // flight on one lane at once (the page server answers a connection's
@@ -27,7 +30,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -78,7 +80,7 @@ class RemotePageSource final : public vmm::PageSource {
 
  private:
   struct Lane;
-  struct Inflight;
+  struct Slot;
   absl::StatusOr<Lane*> MyLane();
   absl::StatusOr<std::unique_ptr<Lane>> Connect();
   absl::StatusOr<vmm::FetchedPage> FetchOnLane(Lane& lane, uint64_t gpa,
@@ -91,21 +93,24 @@ class RemotePageSource final : public vmm::PageSource {
   const uint64_t generation_;  // tells this source's lanes from another's
   std::atomic<bool> closed_{false};
 
-  absl::Mutex lanes_mu_;
+  mutable absl::Mutex lanes_mu_;
   std::vector<std::unique_ptr<Lane>> lanes_ ABSL_GUARDED_BY(lanes_mu_);
 
+  // Claims the slot for `gpa` (owner) or joins the fetch already in flight
+  // (waiter); null when the shard is full.
+  Slot* Claim(uint64_t gpa, bool* owner);
+
   static constexpr int kShards = 16;
+  static constexpr int kSlots = 8;
   struct Shard {
     absl::Mutex mu;
-    std::map<uint64_t, std::shared_ptr<Inflight>> inflight ABSL_GUARDED_BY(mu);
+    Slot* slots;  // kSlots, in slots_
   };
+  std::unique_ptr<Slot[]> slots_;
   Shard shards_[kShards];
 
-  std::atomic<uint64_t> requests_{0};
   std::atomic<uint64_t> shared_{0};
   std::atomic<uint64_t> lane_count_{0};
-  std::atomic<uint64_t> bytes_{0};
-  LatencyHistogram rtt_;
 };
 
 }  // namespace ferry::migration::fetch
