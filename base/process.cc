@@ -1,6 +1,12 @@
 #include "base/process.h"
 
 #include <malloc.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include <malloc.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -23,6 +29,23 @@ int SetThreadNice(int nice) {
   // stays at the lower priority.
   (void)setpriority(PRIO_PROCESS, tid, nice);
   return old;
+}
+
+}  // namespace ferry
+
+namespace ferry {
+
+void ReturnFreedHeap() { malloc_trim(0); }
+
+uint64_t AnonymousResidentBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("RssAnon:", 0) != 0) continue;
+    unsigned long long kib = 0;
+    if (std::sscanf(line.c_str(), "RssAnon: %llu kB", &kib) == 1) return kib * 1024;
+  }
+  return 0;
 }
 
 }  // namespace ferry

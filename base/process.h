@@ -2,6 +2,8 @@
 #ifndef FERRY_BASE_PROCESS_H_
 #define FERRY_BASE_PROCESS_H_
 
+#include <cstdint>
+
 namespace ferry {
 
 // Migration moves memory in buffers of about a megabyte (protobuf messages,
@@ -10,6 +12,15 @@ namespace ferry {
 // Raising the mmap and trim thresholds keeps such buffers in the heap and
 // reuses them. Call once from main(), before any thread starts.
 void TuneMallocForBulkTransfers();
+
+// Gives the heap's free memory back to the kernel (malloc_trim). The tuning
+// above keeps freed buffers for reuse; an agent calls this when a migration
+// ends, so its resident memory returns to what it holds.
+void ReturnFreedHeap();
+
+// This process's anonymous resident memory (RssAnon: heap, stacks, gRPC
+// buffers; not guest memory, which is a memfd), in bytes; 0 if unknown.
+uint64_t AnonymousResidentBytes();
 
 // Sets the calling thread's nice value (Linux schedules threads, so this
 // affects only the caller). Bulk transfer threads lower their priority while

@@ -117,6 +117,7 @@ void DestinationSession::Fail() {
   if (!running_.HasBeenNotified()) running_.Notify();
   if (admitted_ && options_.release) options_.release(vm_name());
   admitted_ = false;
+  ReturnFreedHeap();
 }
 
 bool DestinationSession::OnReceive(FrameBytes bytes) {
@@ -376,6 +377,11 @@ void DestinationSession::CompleteWhenNothingMissing() {
   StopProgress();
   DestinationMessage completed;
   *completed.mutable_completed()->mutable_stats() = Stats();
+  // Memory held once the migration is done: freed heap goes back first.
+  ReturnFreedHeap();
+  if (absl::StatusOr<uint64_t> guest = vm_->memory().AllocatedBytes(); guest.ok())
+    completed.mutable_completed()->mutable_stats()->set_guest_allocated_bytes(*guest);
+  completed.mutable_completed()->mutable_stats()->set_heap_bytes(AnonymousResidentBytes());
   SetState(DestinationState::kCompleted);
   if (options_.adopt) {
     admitted_ = false;  // the VM is its new owner's now

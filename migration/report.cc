@@ -33,6 +33,7 @@ JsonObject MigrationReport::ToJson() const {
       .Add("pages_pushed", pages_pushed)
       .Add("pages_demand", pages_demand)
       .Add("pages_discarded", pages_discarded)
+      .Add("pages_held_back", pages_held_back)
       .Add("bytes_precopy", bytes_precopy)
       .Add("bytes_stop_and_copy", bytes_stop_and_copy)
       .Add("bytes_push", bytes_push)
@@ -47,7 +48,12 @@ JsonObject MigrationReport::ToJson() const {
       .Add("fetch_rtt_p99_us", fetch_rtt_p99_us)
       .Add("prefaulted_pages", prefaulted_pages)
       .Add("dirty_log", dirty_log)
-      .Add("destination_paths", destination_paths);
+      .Add("destination_paths", destination_paths)
+      .Add("guest_resident_bytes", guest_resident_bytes)
+      .Add("src_rss_bytes", src_rss_bytes)
+      .Add("dst_rss_bytes", dst_rss_bytes)
+      .Add("dst_guest_bytes", dst_guest_bytes)
+      .Add("dst_heap_bytes", dst_heap_bytes);
   std::vector<double> t, ops;
   std::string phases;
   for (const OpsSample& s : ops_timeline) {
@@ -93,6 +99,13 @@ std::string MigrationReport::ToText() const {
                         "  faults %d: p50 %.1f us, p99 %.1f us, max %.1f us; longest vCPU "
                         "stall %.2f ms\n",
                         faults, fault_p50_us, fault_p99_us, fault_max_us, max_vcpu_stall_ms);
+  if (dst_rss_bytes > 0)
+    absl::StrAppendFormat(&out,
+                          "  memory: guest touched %.1f MiB; destination holds %.1f MiB (guest "
+                          "%.1f + heap %.1f); source %.1f MiB after release\n",
+                          guest_resident_bytes / 1048576.0, dst_rss_bytes / 1048576.0,
+                          dst_guest_bytes / 1048576.0, dst_heap_bytes / 1048576.0,
+                          src_rss_bytes / 1048576.0);
   if (prefaulted_pages > 0)
     absl::StrAppendFormat(&out, "  pre-faulted %d pages (stage-2 faults the guest did not take)\n",
                           prefaulted_pages);

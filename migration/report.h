@@ -48,6 +48,7 @@ struct MigrationReport {
   uint64_t pages_pushed = 0; // postcopy push
   uint64_t pages_demand = 0; // served on the fetch channel
   uint64_t pages_discarded = 0;
+  uint64_t pages_held_back = 0;  // hot pages a precopy round did not resend
   // Page bytes on the wire by phase (data pages and zero bitmaps).
   uint64_t bytes_precopy = 0;
   uint64_t bytes_stop_and_copy = 0;
@@ -65,6 +66,18 @@ struct MigrationReport {
   uint64_t prefaulted_pages = 0;  // KVM: stage-2 faults pre-faulting saved
   std::string dirty_log;          // what tracked writes on the source
   std::string destination_paths;  // the destination's demand-paging paths
+
+  // Memory, once the migration completed. guest_resident_bytes: the guest's
+  // allocated pages on the source at the pause (what it has touched).
+  // *_rss_bytes: an agent's guest memory plus its anonymous resident memory
+  // (heap), after it returned freed heap; the source's guest memory is gone
+  // by then. The destination's figure is split in dst_guest_bytes and
+  // dst_heap_bytes.
+  uint64_t guest_resident_bytes = 0;
+  uint64_t src_rss_bytes = 0;
+  uint64_t dst_rss_bytes = 0;
+  uint64_t dst_guest_bytes = 0;
+  uint64_t dst_heap_bytes = 0;
 
   std::vector<OpsSample> ops_timeline;
   std::optional<bool> digest_match;  // set by whoever verified the guest

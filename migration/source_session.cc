@@ -1,6 +1,7 @@
 #include "migration/source_session.h"
 
 #include <algorithm>
+#include <iterator>
 
 #include "absl/strings/str_format.h"
 #include "base/process.h"
@@ -23,6 +24,10 @@ constexpr absl::Duration kSampleInterval = absl::Milliseconds(100);
 // Early discards before a postcopy switchover: at most this many, and none
 // once fewer pages than this are stale (the pause discards those).
 constexpr int kMaxEarlyDiscards = 4;
+// Round 0 goes out in chunks of 64 MiB of 4 KiB pages; the dirty log is
+// sampled between chunks at most every 200 ms (a sample costs a scan).
+constexpr uint64_t kRoundZeroChunkPages = 16384;
+constexpr int64_t kRoundZeroSampleNs = 200'000'000;
 constexpr size_t kSmallDiscard = 2048;
 
 std::string RandomId() {
@@ -409,7 +414,10 @@ absl::Status SourceSession::SendPages(const std::vector<uint64_t>& pages,
     const size_t n = std::min<size_t>(frame_pages, pages.size() - i);
     EncodedFrame frame = EncodePageFrame(
         vm_->memory(), absl::MakeConstSpan(pages).subspan(i, n), phase, round,
-        [this](uint64_t page, bool is_data) { counters_.PageSent(page, is_data); });
+        [this](uint64_t page, bool is_data) {
+          counters_.PageSent(page, is_data);
+          held_by_destination_[page] = true;
+        });
     const uint64_t wire_bytes = frame.wire_bytes();
     const uint64_t data_pages = frame.data_pages();
     const uint64_t zero_pages = frame.zero_pages();
@@ -434,14 +442,51 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
                                                        : vm_->StartDirtyLog());
   dirty_log_name_ = dirty_log_->Name();
   int64_t round_start = clock_->NowNanos();  // the dirty log's interval starts
-  std::vector<uint64_t> all(num_pages_);
-  for (uint64_t p = 0; p < num_pages_; ++p) all[p] = p;
   {
     absl::MutexLock lock(&mu_);
     round_pages_left_ = num_pages_;
   }
-  RETURN_IF_ERROR(SendPages(all, FramePhase::kPrecopy, 0));
-  std::fill(held_by_destination_.begin(), held_by_destination_.end(), true);
+  // Round 0, in chunks; between chunks the dirty log is sampled now and
+  // then, so that a hybrid migration of a guest that rewrites memory faster
+  // than precopy could keep up switches before it sends it all.
+  std::vector<uint64_t> early_dirty;  // written during round 0 (sorted)
+  std::vector<uint64_t> early_stale;  // of those, written after they were sent
+  {
+    std::vector<uint64_t> chunk, sample, merged;
+    int64_t last_sample = round_start;
+    for (uint64_t first = 0; first < num_pages_; first += kRoundZeroChunkPages) {
+      const uint64_t n = std::min<uint64_t>(kRoundZeroChunkPages, num_pages_ - first);
+      chunk.resize(n);
+      for (uint64_t i = 0; i < n; ++i) chunk[i] = first + i;
+      RETURN_IF_ERROR(SendPages(chunk, FramePhase::kPrecopy, 0));
+      const int64_t now = clock_->NowNanos();
+      if (first + n >= num_pages_ || now - last_sample < kRoundZeroSampleNs) continue;
+      last_sample = now;
+      RETURN_IF_ERROR(dirty_log_->Collect(&sample));  // ascending
+      for (uint64_t p : sample)
+        if (p < first + n) early_stale.push_back(p);  // already sent: stale now
+      merged.clear();
+      std::set_union(early_dirty.begin(), early_dirty.end(), sample.begin(), sample.end(),
+                     std::back_inserter(merged));
+      early_dirty.swap(merged);
+      FirstRoundSample s;
+      s.seconds = (now - round_start) / 1e9;
+      s.pages_sent = first + n;
+      s.pages_total = num_pages_;
+      s.pages_dirtied = early_dirty.size();
+      s.bandwidth_bps = counters_.bytes_sent() / s.seconds;
+      s.page_size = page_size_;
+      *decision = DecideDuringFirstRound(config_.options, s);
+      if (decision->decision == Decision::kPostcopy) {
+        precopy_rounds_ = 0;
+        precopy_bytes_ = counters_.bytes_sent();
+        *dirty = std::move(early_dirty);  // pages never sent are not held: they go too
+        return absl::OkStatus();
+      }
+    }
+  }
+  std::sort(early_stale.begin(), early_stale.end());
+  early_stale.erase(std::unique(early_stale.begin(), early_stale.end()), early_stale.end());
   SourceMessage end;
   end.mutable_round_end()->set_round(0);
   end.mutable_round_end()->set_pages(num_pages_);
@@ -449,31 +494,66 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
 
   RoundFacts facts;
   facts.page_size = page_size_;
+  std::vector<uint64_t> previous = std::move(early_dirty);  // the last round's dirty set
+  // Stale pages not sent in the last round: hot ones held back (and, after
+  // round 0, those written after they were sent while round 0 ran).
+  std::vector<uint64_t> held = std::move(early_stale);
+  std::vector<uint64_t> hot, stale, to_send;
+  uint64_t bytes_at_round_start = 0;
   for (int round = 1;; ++round) {
+    {
+      // What the destination reported goes before any decision of ours.
+      absl::MutexLock lock(&mu_);
+      if (!stream_error_.ok()) return stream_error_;
+    }
     dirty->clear();
-    RETURN_IF_ERROR(dirty_log_->Collect(dirty));
+    RETURN_IF_ERROR(dirty_log_->Collect(dirty));  // ascending
     const int64_t now = clock_->NowNanos();
+    const double round_seconds = std::max<int64_t>(1, now - round_start) / 1e9;
+    // Hot: written in this round and the one before; sending them now would
+    // only make another stale copy.
+    hot.clear();
+    std::set_intersection(dirty->begin(), dirty->end(), previous.begin(), previous.end(),
+                          std::back_inserter(hot));
+    stale.clear();
+    std::set_union(dirty->begin(), dirty->end(), held.begin(), held.end(),
+                   std::back_inserter(stale));
+    const uint64_t round_bytes = counters_.bytes_sent() - bytes_at_round_start;
+    bytes_at_round_start = counters_.bytes_sent();
+    // The last round's rate when it moved enough to measure; else the
+    // average since precopy began.
+    const double average = counters_.bytes_sent() / (std::max<int64_t>(1, now - t_precopy_) / 1e9);
+    if (facts.rounds_done > 0) facts.history.push_back(facts.pages_stale);
     facts.rounds_done = round;
-    const double seconds = std::max<int64_t>(1, now - t_precopy_) / 1e9;
-    facts.bandwidth_bps = counters_.bytes_sent() / seconds;
-    TrackConvergence(&facts, dirty->size());
+    facts.pages_stale = stale.size();
+    facts.pages_hot = hot.size();
+    facts.pages_dirtied = dirty->size();
+    facts.round_seconds = round_seconds;
+    facts.bandwidth_bps = round_bytes >= (16u << 20) ? round_bytes / round_seconds : average;
     {
       absl::MutexLock lock(&mu_);
       round_ = round;
-      round_pages_left_ = dirty->size();
-      dirty_pages_per_sec_ = dirty->size() / (std::max<int64_t>(1, now - round_start) / 1e9);
+      round_pages_left_ = stale.size() - hot.size();
+      dirty_pages_per_sec_ = dirty->size() / round_seconds;
     }
     round_start = now;
     *decision = DecideAfterRound(config_.options, facts);
     if (decision->decision != Decision::kNextRound) {
       precopy_rounds_ = round;
       precopy_bytes_ = counters_.bytes_sent();
+      *dirty = std::move(stale);  // everything the destination lacks or holds stale
       return absl::OkStatus();
     }
-    RETURN_IF_ERROR(SendPages(*dirty, FramePhase::kPrecopy, round));
+    to_send.clear();
+    std::set_difference(stale.begin(), stale.end(), hot.begin(), hot.end(),
+                        std::back_inserter(to_send));
+    pages_held_back_ += hot.size();
+    RETURN_IF_ERROR(SendPages(to_send, FramePhase::kPrecopy, round));
     end.mutable_round_end()->set_round(round);
-    end.mutable_round_end()->set_pages(dirty->size());
+    end.mutable_round_end()->set_pages(to_send.size());
     RETURN_IF_ERROR(Write(end));
+    held.swap(hot);
+    previous.swap(*dirty);
   }
 }
 
@@ -517,13 +597,20 @@ absl::Status SourceSession::SendDiscard(const std::vector<uint64_t>& pages) {
 
 absl::Status SourceSession::Switchover(const PolicyDecision& decision,
                                        std::vector<uint64_t> dirty) {
-  t_pause_ = clock_->NowNanos();
   {
     // Checked before pausing, so a Cancel() that came first leaves the VM
     // untouched; Pause() itself is quick (vCPUs stop at the next op).
     absl::MutexLock lock(&mu_);
     if (state_ == S::kCancelling) return absl::CancelledError("the migration was cancelled");
   }
+  if (decision.decision == Decision::kPostcopy) {
+    // Pages the destination never received stay unsent whatever happens
+    // during the pause: mark them now, so the pause only handles its last
+    // dirty set.
+    for (uint64_t p = 0; p < num_pages_; ++p)
+      if (!held_by_destination_[p]) push_order_.MarkUnsent(p);
+  }
+  t_pause_ = clock_->NowNanos();  // downtime starts
   RETURN_IF_ERROR(vm_->Pause());
   if (absl::Status s = Transition(S::kPaused); !s.ok()) {
     (void)vm_->Resume();  // a Cancel() came while pausing
@@ -532,7 +619,7 @@ absl::Status SourceSession::Switchover(const PolicyDecision& decision,
   // The final dirty set: pages written since the last scan.
   if (dirty_log_) {
     std::vector<uint64_t> last;
-    RETURN_IF_ERROR(dirty_log_->Collect(&last));
+    RETURN_IF_ERROR(dirty_log_->CollectFinal(&last));
     dirty.insert(dirty.end(), last.begin(), last.end());
     std::sort(dirty.begin(), dirty.end());
     dirty.erase(std::unique(dirty.begin(), dirty.end()), dirty.end());
@@ -540,6 +627,9 @@ absl::Status SourceSession::Switchover(const PolicyDecision& decision,
     // write-protected memory takes milliseconds the pause does not need.
   }
   ASSIGN_OR_RETURN(std::vector<std::string> states, vm_->SaveVcpuStates());
+  // What the guest has touched (its allocated pages), for the memory report.
+  if (absl::StatusOr<uint64_t> resident = vm_->memory().AllocatedBytes(); resident.ok())
+    guest_resident_bytes_ = *resident;
   SourceMessage msg;
   ferry::v1::Switchover* sw = msg.mutable_switchover();
   for (std::string& s : states) sw->add_vcpu_states(std::move(s));
@@ -548,13 +638,12 @@ absl::Status SourceSession::Switchover(const PolicyDecision& decision,
     RETURN_IF_ERROR(SendPages(dirty, FramePhase::kStopAndCopy, precopy_rounds_));
     sw->set_postcopy(false);
   } else {
-    // Postcopy: everything not at the destination, or stale there, remains.
-    std::vector<bool> written(num_pages_, false);
-    for (uint64_t p : dirty) written[p] = true;
+    // Postcopy: everything not at the destination (marked before the
+    // pause), or stale there, remains.
     std::vector<uint64_t> stale;
-    for (uint64_t p = 0; p < num_pages_; ++p) {
-      if (!held_by_destination_[p] || written[p]) push_order_.MarkUnsent(p);
-      if (held_by_destination_[p] && written[p]) stale.push_back(p);
+    for (uint64_t p : dirty) {  // ascending
+      push_order_.MarkUnsent(p);
+      if (held_by_destination_[p]) stale.push_back(p);
     }
     AppendPageRuns(vm_->memory().map(), stale, sw->mutable_discard());
     pages_discarded_ += stale.size();
@@ -641,6 +730,8 @@ void SourceSession::FillReport() {
   r.pages_pushed = v.pages_pushed;
   r.pages_demand = v.pages_demand;
   r.pages_discarded = pages_discarded_;
+  r.pages_held_back = pages_held_back_;
+  r.guest_resident_bytes = guest_resident_bytes_;
   r.bytes_precopy = v.bytes_by_path[static_cast<int>(SendPath::kPrecopy)];
   r.bytes_stop_and_copy = v.bytes_by_path[static_cast<int>(SendPath::kStopAndCopy)];
   r.bytes_push = v.bytes_by_path[static_cast<int>(SendPath::kPush)];
@@ -663,6 +754,9 @@ void SourceSession::FillReport() {
   r.prefaulted_pages = d.prefaulted_pages();
   r.dirty_log = dirty_log_name_;
   r.destination_paths = d.paths();
+  r.dst_guest_bytes = d.guest_allocated_bytes();
+  r.dst_heap_bytes = d.heap_bytes();
+  r.dst_rss_bytes = r.dst_guest_bytes + r.dst_heap_bytes;
   if (d.fault_mode() != ferry::v1::FAULT_MODE_UNSPECIFIED) {
     // What the destination ran, which can differ from what was asked.
     absl::StatusOr<vmm::FaultMode> ran = FromProto(d.fault_mode());

@@ -199,6 +199,8 @@ class SourceSession {
   int64_t t_resumed_ ABSL_GUARDED_BY(mu_) = 0;
 
   // Session thread only.
+  uint64_t pages_held_back_ = 0;
+  uint64_t guest_resident_bytes_ = 0;  // the guest's allocated memory at the pause  // hot pages not resent in a round (all rounds)
   uint64_t pages_discarded_ = 0;
   int early_discards_ = 0;
   uint64_t precopy_bytes_ = 0;

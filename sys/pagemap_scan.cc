@@ -33,12 +33,22 @@ absl::StatusOr<PagemapScan> PagemapScan::Open() {
 
 absl::Status PagemapScan::TakeWritten(void* addr, size_t len,
                                       std::vector<PageRange>* out) {
+  return Scan(addr, len, /*reprotect=*/true, out);
+}
+
+absl::Status PagemapScan::PeekWritten(void* addr, size_t len,
+                                      std::vector<PageRange>* out) {
+  return Scan(addr, len, /*reprotect=*/false, out);
+}
+
+absl::Status PagemapScan::Scan(void* addr, size_t len, bool reprotect,
+                               std::vector<PageRange>* out) {
   uintptr_t start = reinterpret_cast<uintptr_t>(addr);
   const uintptr_t end = start + len;
   while (start < end) {
     abi::PmScanArg arg{};
     arg.size = sizeof(arg);
-    arg.flags = abi::kPmScanWpMatching | abi::kPmScanCheckWpAsync;
+    arg.flags = reprotect ? abi::kPmScanWpMatching | abi::kPmScanCheckWpAsync : 0;
     arg.start = start;
     arg.end = end;
     arg.vec = reinterpret_cast<uint64_t>(regions_.data());

@@ -37,6 +37,14 @@ class PagemapScan {
   // again, in one pass: a write that lands during the call is either
   // reported now or by the next call, never lost.
   absl::Status TakeWritten(void* addr, size_t len, std::vector<PageRange>* out);
+  // Like TakeWritten, without re-protecting: a read of the page tables only
+  // (the last look at a log that is about to stop).
+  absl::Status PeekWritten(void* addr, size_t len, std::vector<PageRange>* out);
+
+ private:
+  absl::Status Scan(void* addr, size_t len, bool reprotect, std::vector<PageRange>* out);
+
+ public:
 
  private:
   explicit PagemapScan(UniqueFd fd) : fd_(std::move(fd)) {}

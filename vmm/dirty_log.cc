@@ -25,9 +25,18 @@ UffdDirtyLog::~UffdDirtyLog() {
 }
 
 absl::Status UffdDirtyLog::Collect(std::vector<uint64_t>* pages) {
+  return Gather(/*rearm=*/true, pages);
+}
+
+absl::Status UffdDirtyLog::CollectFinal(std::vector<uint64_t>* pages) {
+  return Gather(/*rearm=*/false, pages);
+}
+
+absl::Status UffdDirtyLog::Gather(bool rearm, std::vector<uint64_t>* pages) {
   pages->clear();
   ranges_.clear();
-  RETURN_IF_ERROR(scan_.TakeWritten(memory_->host(), memory_->size(), &ranges_));
+  RETURN_IF_ERROR(rearm ? scan_.TakeWritten(memory_->host(), memory_->size(), &ranges_)
+                        : scan_.PeekWritten(memory_->host(), memory_->size(), &ranges_));
   const auto base = reinterpret_cast<uintptr_t>(memory_->host());
   const uint32_t ps = memory_->page_size();
   for (const sys::PageRange& r : ranges_)

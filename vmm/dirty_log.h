@@ -37,6 +37,9 @@ class DirtyLog {
   // Collect() (or since the log started), ascending, and starts the next
   // interval.
   virtual absl::Status Collect(std::vector<uint64_t>* pages) = 0;
+  // The last Collect(), with the VM paused and the log about to be torn
+  // down: the same pages, possibly cheaper (nothing is re-armed).
+  virtual absl::Status CollectFinal(std::vector<uint64_t>* pages) { return Collect(pages); }
   // What tracks the writes, for reports ("userfaultfd write-protect + ...").
   virtual const char* Name() const = 0;
 };
@@ -51,11 +54,14 @@ class UffdDirtyLog final : public DirtyLog {
   ~UffdDirtyLog() override;
 
   absl::Status Collect(std::vector<uint64_t>* pages) override;
+  // Reads the page tables without write-protecting again.
+  absl::Status CollectFinal(std::vector<uint64_t>* pages) override;
   const char* Name() const override {
     return "userfaultfd write-protect (WP_ASYNC) + PAGEMAP_SCAN";
   }
 
  private:
+  absl::Status Gather(bool rearm, std::vector<uint64_t>* pages);
   UffdDirtyLog(GuestMemory* memory, sys::Userfaultfd uffd, sys::PagemapScan scan)
       : memory_(memory), uffd_(std::move(uffd)), scan_(std::move(scan)) {}
 

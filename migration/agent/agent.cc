@@ -1,5 +1,7 @@
 #include "migration/agent/agent.h"
 
+#include "base/process.h"
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -453,6 +455,7 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
 
 void Agent::RunMigration(std::shared_ptr<MigrationEntry> m, std::shared_ptr<VmEntry> vm) {
   absl::Status s = m->session->Run();
+  migration::MigrationReport report = m->session->report();
   {
     // The registry first: whoever sees the migration end also sees the VM
     // gone from here (completed) or free to migrate again (failed).
@@ -468,10 +471,19 @@ void Agent::RunMigration(std::shared_ptr<MigrationEntry> m, std::shared_ptr<VmEn
       Log(absl::StrFormat("migration %s %s", m->id, m->session->report().outcome));
     }
   }
+  if (s.ok()) {
+    // The VM's memory is freed here (its last reference), then the heap the
+    // migration used goes back to the kernel; what is left is reported.
+    vm.reset();
+    ReturnFreedHeap();
+    report.src_rss_bytes = AnonymousResidentBytes();
+  } else {
+    ReturnFreedHeap();
+  }
   absl::MutexLock lock(&m->mu);
   m->done = true;
   m->result = s;
-  m->report = m->session->report();
+  m->report = report;
 }
 
 ferry::v1::MigrationResource Agent::Describe(const MigrationEntry& m) const {

@@ -27,6 +27,12 @@ ferry::v1::MigrationReport ToProto(const migration::MigrationReport& r) {
   p.set_pages_pushed(r.pages_pushed);
   p.set_pages_demand(r.pages_demand);
   p.set_pages_discarded(r.pages_discarded);
+  p.set_pages_held_back(r.pages_held_back);
+  p.set_guest_resident_bytes(r.guest_resident_bytes);
+  p.set_src_rss_bytes(r.src_rss_bytes);
+  p.set_dst_rss_bytes(r.dst_rss_bytes);
+  p.set_dst_guest_bytes(r.dst_guest_bytes);
+  p.set_dst_heap_bytes(r.dst_heap_bytes);
   p.set_faults(r.faults);
   p.set_fault_p50_us(r.fault_p50_us);
   p.set_fault_p99_us(r.fault_p99_us);
@@ -79,6 +85,12 @@ migration::MigrationReport FromProto(const ferry::v1::MigrationReport& p,
   r.pages_pushed = p.pages_pushed();
   r.pages_demand = p.pages_demand();
   r.pages_discarded = p.pages_discarded();
+  r.pages_held_back = p.pages_held_back();
+  r.guest_resident_bytes = p.guest_resident_bytes();
+  r.src_rss_bytes = p.src_rss_bytes();
+  r.dst_rss_bytes = p.dst_rss_bytes();
+  r.dst_guest_bytes = p.dst_guest_bytes();
+  r.dst_heap_bytes = p.dst_heap_bytes();
   r.faults = p.faults();
   r.fault_p50_us = p.fault_p50_us();
   r.fault_p99_us = p.fault_p99_us();
