@@ -42,7 +42,7 @@ struct Plan {
 };
 
 Plan Quick() {
-  return {256ull << 20, 5000, 1000, {1, 2, 4}, 16ull << 20, 3,
+  return {256ull << 20, 5000, 2000, {1, 2, 4}, 16ull << 20, 3,
           {256ull << 20}, {"zipf", "dirty-rate"}, {"precopy", "postcopy", "hybrid"}, {"exit"},
           {0}, {16ull << 20}, 2, {1, 2, 4}, 256ull << 20};
 }
@@ -75,7 +75,9 @@ void AddSummary(Row& row, const std::string& key, const std::vector<double>& v) 
 }
 
 // The guest's ops/s without migration: a VM of the migrate scenario's shape
-// running alone, sampled every 100 ms.
+// running alone, counted over a window of baseline_ms (two seconds or more
+// except in the harness's own tiny plan) after a one-second warm-up (a fresh
+// VM first faults in its zero pages).
 absl::StatusOr<double> Baseline(const Plan& p, const std::string& workload) {
   vmm::VmConfig c;
   c.memory_bytes = p.memories.front();
@@ -86,7 +88,7 @@ absl::StatusOr<double> Baseline(const Plan& p, const std::string& workload) {
   ASSIGN_OR_RETURN(auto vm, vmm::Vm::Create(c));
   RETURN_IF_ERROR(vm->LoadInitialMemory());
   RETURN_IF_ERROR(vm->Start());
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  std::this_thread::sleep_for(std::chrono::milliseconds(p.baseline_ms >= 2000 ? 1000 : 200));
   const uint64_t ops0 = vm->Stats().total_ops;
   const int64_t t0 = MonotonicNowNanos();
   std::this_thread::sleep_for(std::chrono::milliseconds(p.baseline_ms));

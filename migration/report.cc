@@ -88,8 +88,16 @@ std::string MigrationReport::ToText() const {
                         "  total %.1f ms, downtime %.2f ms (%.2f ms of it at the destination; "
                         "switchover: %s)\n",
                         total_ms, downtime_ms, dest_switchover_ms, switchover_reason);
-  absl::StrAppendFormat(&out, "  precopy %d rounds in %.1f ms at %.2f Gbit/s; postcopy %.1f ms\n",
-                        precopy_rounds, precopy_ms, precopy_gbps, postcopy_ms);
+  if (precopy_rounds == 0 && precopy_ms > 0) {
+    absl::StrAppendFormat(&out,
+                          "  precopy: part of round 0 in %.1f ms at %.2f Gbit/s; postcopy %.1f "
+                          "ms\n",
+                          precopy_ms, precopy_gbps, postcopy_ms);
+  } else {
+    absl::StrAppendFormat(&out,
+                          "  precopy %d rounds in %.1f ms at %.2f Gbit/s; postcopy %.1f ms\n",
+                          precopy_rounds, precopy_ms, precopy_gbps, postcopy_ms);
+  }
   absl::StrAppendFormat(&out,
                         "  sent %.1f MiB: %d pages (%d resent), %d zero pages; pushed %d, "
                         "on demand %d, discarded %d\n",

@@ -8,6 +8,8 @@
 #include <thread>
 
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "base/clock.h"
 #include "base/status_macros.h"
 #include "migration/api/report_proto.h"
 #include "migration/agent/agent_process.h"
@@ -36,20 +38,28 @@ void WatchSignals() {
   }).detach();
 }
 
-absl::StatusOr<double> OpsPerSec(ferry::v1::Control::Stub& stub, const std::string& name) {
-  ferry::v1::VmStatsRequest r;
-  r.set_name(name);
-  ferry::v1::VmStatsResponse a, b;
-  {
+// Guest ops/s over a warmed-up window: after `warmup` (a fresh VM first
+// faults in its zero pages; a migrated one settles), the ops counted over
+// `window` (at least two seconds, so before, during and after compare).
+absl::StatusOr<double> OpsPerSec(ferry::v1::Control::Stub& stub, const std::string& name,
+                                 absl::Duration warmup = absl::Seconds(1),
+                                 absl::Duration window = absl::Seconds(2)) {
+  auto total_ops = [&]() -> absl::StatusOr<std::pair<uint64_t, int64_t>> {
+    ferry::v1::VmStatsRequest r;
+    r.set_name(name);
+    ferry::v1::VmStatsResponse s;
     grpc::ClientContext ctx;
-    grpc::Status s = stub.VmStats(&ctx, r, &a);
-    if (!s.ok()) return CallError(s, "stats of " + name, "");
-  }
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  grpc::ClientContext ctx;
-  grpc::Status s = stub.VmStats(&ctx, r, &b);
-  if (!s.ok()) return CallError(s, "stats of " + name, "");
-  return b.guest_ops_per_sec();
+    grpc::Status st = stub.VmStats(&ctx, r, &s);
+    if (!st.ok()) return CallError(st, "stats of " + name, "");
+    uint64_t ops = 0;
+    for (const auto& v : s.vcpus()) ops += v.ops();
+    return std::make_pair(ops, MonotonicNowNanos());
+  };
+  absl::SleepFor(warmup);
+  ASSIGN_OR_RETURN(auto a, total_ops());
+  absl::SleepFor(window);
+  ASSIGN_OR_RETURN(auto b, total_ops());
+  return b.first >= a.first ? (b.first - a.first) / ((b.second - a.second) / 1e9) : 0;
 }
 
 }  // namespace
