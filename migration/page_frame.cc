@@ -130,6 +130,14 @@ std::string EncodedFrame::Flatten() const {
   return out;
 }
 
+EncodedFrame EncodedFrame::FromBytes(std::string bytes) {
+  EncodedFrame f;
+  f.headers_.assign(bytes.begin(), bytes.end());
+  f.pieces_.push_back({f.headers_.data(), f.headers_.size(), false});
+  f.wire_bytes_ = f.headers_.size();
+  return f;
+}
+
 void AppendPageRuns(const vmm::MemoryMap& map, absl::Span<const uint64_t> pages,
                     google::protobuf::RepeatedPtrField<ferry::v1::PageRun>* runs) {
   const uint32_t ps = map.page_size();

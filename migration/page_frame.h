@@ -73,6 +73,9 @@ class EncodedFrame {
   uint64_t wire_bytes() const { return wire_bytes_; }
   // The frame as one string (tests, and transports that must copy).
   std::string Flatten() const;
+  // A frame of exactly `bytes`, unchecked: for tests and fuzzers that put
+  // malformed frames on a real stream.
+  static EncodedFrame FromBytes(std::string bytes);
 
  private:
   friend EncodedFrame EncodePageFrame(const vmm::GuestMemory&, absl::Span<const uint64_t>,
