@@ -63,6 +63,8 @@ scenarios:
       --downtime-target-ms N   downtime target (default 50; --downtime-ms is the old spelling)
       --max-bandwidth RATE     cap, bytes/s (default none)
       --max-rounds N           precopy rounds (default 30)
+      --streams N              streams carrying precopy pages (default: one per
+                               four cores, 1 to 4)
       --json                   the report as one JSON object
   suite           every scenario's matrix, repeated: JSON lines and CSV with the
                   median and spread of each point, and PNG plots, in --out DIR
@@ -189,6 +191,8 @@ absl::Status Migrate(Args& args) {
   ASSIGN_OR_RETURN(o.migration.max_bandwidth, args.Bytes("max-bandwidth", 0));
   ASSIGN_OR_RETURN(int64_t rounds, args.Int("max-rounds", api::kDefaultMaxRounds));
   o.migration.max_rounds = static_cast<int>(rounds);
+  ASSIGN_OR_RETURN(int64_t streams, args.Int("streams", 0));
+  o.migration.streams = static_cast<int>(streams);
   const bool json = args.Bool("json");
   RETURN_IF_ERROR(args.Finish());
   RETURN_IF_ERROR(vmm::ValidateVmConfig(o.vm));

@@ -40,6 +40,7 @@ absl::StatusOr<migration::MigrationReport> RunMigrate(const MigrateOptions& o) {
   start.set_downtime_target_ms(o.migration.downtime_target_ms);
   start.set_max_bandwidth(o.migration.max_bandwidth);
   start.set_max_rounds(o.migration.max_rounds);
+  start.set_streams(static_cast<uint32_t>(o.migration.streams));
   ferry::v1::MigrationResource m;
   {
     grpc::ClientContext ctx;

@@ -25,6 +25,8 @@ const char* MessageName(const SourceMessage& m) {
     case SourceMessage::kRoundEnd: return "RoundEnd";
     case SourceMessage::kSwitchover: return "Switchover";
     case SourceMessage::kComplete: return "Complete";
+    case SourceMessage::kJoin: return "Join";
+    case SourceMessage::kFlush: return "Flush";
     case SourceMessage::kAbort: return "Abort";
     case SourceMessage::kDiscard: return "Discard";
     default: return "an empty message";
@@ -110,6 +112,7 @@ absl::Status DestinationSession::Unexpected(const char* message) const {
 void DestinationSession::Fail() {
   StopProgress();
   if (fetcher_) fetcher_->Close();  // unblocks vCPUs waiting on pages
+  absl::WriterMutexLock vm_lock(&vm_mu_);  // waits for data-stream installs
   if (vm_) vm_->Stop();
   vm_.reset();
   fetcher_.reset();
@@ -121,6 +124,7 @@ void DestinationSession::Fail() {
 }
 
 bool DestinationSession::OnReceive(FrameBytes bytes) {
+  absl::MutexLock ctl(&ctl_mu_);
   if (!receiving_) return false;
   absl::Status status = Receive(bytes);
   if (!status.ok()) {
@@ -132,6 +136,7 @@ bool DestinationSession::OnReceive(FrameBytes bytes) {
 }
 
 void DestinationSession::OnStreamLost() {
+  absl::MutexLock ctl(&ctl_mu_);
   if (!receiving_) return;
   receiving_ = false;
   End(absl::UnavailableError(absl::StrFormat(
@@ -139,7 +144,52 @@ void DestinationSession::OnStreamLost() {
       DestinationStateName(state()))));
 }
 
+absl::Status DestinationSession::Attach(const ferry::v1::Join& join) {
+  absl::MutexLock lock(&mu_);
+  if (state_ != DestinationState::kReceivingPrecopy)
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "a data stream cannot join migration %s while the destination is %s",
+        join.migration_id(), DestinationStateName(state_)));
+  if (!options_.expected_token.empty() &&
+      !TokensEqual(join.auth_token(), options_.expected_token))
+    return absl::UnauthenticatedError("wrong migration token on a data stream");
+  if (join.index() < 1 || join.index() > data_streams_)
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "data stream %d: the source announced %d data streams", join.index(),
+        data_streams_));
+  const uint32_t bit = 1u << join.index();
+  if (attached_ & bit)
+    return absl::AlreadyExistsError(
+        absl::StrFormat("data stream %d joined twice", join.index()));
+  attached_ |= bit;
+  return absl::OkStatus();
+}
+
+absl::Status DestinationSession::OnDataFrame(FrameBytes bytes, std::vector<uint8_t>* bounce) {
+  absl::Status s = [&]() -> absl::Status {
+    absl::ReaderMutexLock vm_lock(&vm_mu_);
+    if (vm_ == nullptr || state() != DestinationState::kReceivingPrecopy)
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "protocol: a page frame on a data stream while the destination is %s",
+          DestinationStateName(state())));
+    return InstallFrame(bytes, /*postcopy=*/false, bounce);
+  }();
+  if (!s.ok()) {
+    // A bad frame on any stream ends the migration.
+    absl::MutexLock ctl(&ctl_mu_);
+    if (receiving_) {
+      receiving_ = false;
+      End(s);
+    }
+  }
+  return s;
+}
+
 void DestinationSession::End(const absl::Status& status) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (ended_) return;
+  }
   StopProgress();
   if (!status.ok() && state() != DestinationState::kCompleted) {
     DestinationMessage error;
@@ -217,6 +267,10 @@ absl::Status DestinationSession::Handle(const SourceMessage& m) {
     case SourceMessage::kComplete:
       if (s != DestinationState::kPostcopy) return Unexpected("Complete");
       return OnComplete(m.complete());
+    case SourceMessage::kJoin:
+      return Unexpected("Join (it opens a data stream)");
+    case SourceMessage::kFlush:
+      return Unexpected("Flush (data streams only)");
     case SourceMessage::kAbort:
       return absl::AbortedError(
           absl::StrCat("the source aborted the migration: ", m.abort().reason()));
@@ -237,6 +291,9 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
   if (hello.migration_id().empty() || hello.migration_id().size() > kMaxMigrationIdBytes)
     return absl::InvalidArgumentError(absl::StrFormat(
         "hello: the migration id must be 1 to %d bytes", kMaxMigrationIdBytes));
+  if (hello.data_streams() > kMaxDataStreams)
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "hello: %d data streams, at most %d", hello.data_streams(), kMaxDataStreams));
   if (hello.fetch_secret().size() != fetch::kSecretSize)
     return absl::InvalidArgumentError(absl::StrFormat(
         "hello: the fetch secret is %d bytes, it must be %d", hello.fetch_secret().size(),
@@ -260,11 +317,15 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
   std::copy(hello.fetch_secret().begin(), hello.fetch_secret().end(), fo.secret.begin());
   fo.page_size = config.page_size;
   fetcher_ = std::make_shared<fetch::RemotePageSource>(fo);
-  ASSIGN_OR_RETURN(vm_, vmm::Vm::Create(config));
+  {
+    absl::WriterMutexLock vm_lock(&vm_mu_);
+    ASSIGN_OR_RETURN(vm_, vmm::Vm::Create(config));
+  }
   RETURN_IF_ERROR(vm_->EnableDemandPaging(fetcher_, {fault_mode, options_.fault_handlers}));
   {
     absl::MutexLock lock(&mu_);
     migration_id_ = hello.migration_id();
+    data_streams_ = hello.data_streams();
     state_ = DestinationState::kReceivingPrecopy;
   }
   DestinationMessage accepted;
@@ -274,6 +335,11 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
 
 absl::Status DestinationSession::OnPageFrame(FrameBytes bytes) {
   const bool postcopy = state() == DestinationState::kPostcopy;
+  return InstallFrame(bytes, postcopy, &bounce_);
+}
+
+absl::Status DestinationSession::InstallFrame(FrameBytes bytes, bool postcopy,
+                                              std::vector<uint8_t>* bounce) {
   // Validate the whole frame before touching memory.
   ASSIGN_OR_RETURN(DecodedFrame d, DecodePageFrame(bytes, vm_->memory().map()));
   const bool phase_ok = postcopy ? d.phase == FramePhase::kPostcopy
@@ -284,16 +350,16 @@ absl::Status DestinationSession::OnPageFrame(FrameBytes bytes) {
         FramePhaseName(d.phase), DestinationStateName(state())));
   vmm::DemandPager& pager = *vm_->pager();
   const uint32_t ps = vm_->memory().page_size();
-  if (bounce_.size() != ps) bounce_.resize(ps);
+  if (bounce->size() != ps) bounce->resize(ps);
   // After switchover the push yields to vCPUs resolving their own faults.
   std::optional<ScopedThreadNice> background;
   if (postcopy) background.emplace(10);
   // Precopy and stop-and-copy: no vCPU runs, so pages are written in place
-  // through a mapping userfaultfd does not watch. Postcopy: one atomic
+  // through the file, which userfaultfd does not watch. Postcopy: one atomic
   // install per contiguous stretch.
   for (const FrameDataRun& run : d.data_runs)
     RETURN_IF_ERROR(ForEachRunPages(
-        bytes, run, ps, bounce_.data(),
+        bytes, run, ps, bounce->data(),
         [&](uint64_t gpa, const uint8_t* data, uint64_t count) {
           return postcopy ? pager.InstallPages(gpa, data, count)
                           : pager.WritePages(gpa, data, count);
@@ -359,6 +425,7 @@ absl::Status DestinationSession::OnComplete(const ferry::v1::Complete&) {
 }
 
 void DestinationSession::CompleteWhenNothingMissing() {
+  absl::MutexLock ctl(&ctl_mu_);  // nothing else runs the session now
   vmm::DemandPager& pager = *vm_->pager();
   const absl::Time deadline = absl::Now() + options_.complete_timeout;
   while (pager.missing_pages() != 0) {
@@ -385,7 +452,12 @@ void DestinationSession::CompleteWhenNothingMissing() {
   SetState(DestinationState::kCompleted);
   if (options_.adopt) {
     admitted_ = false;  // the VM is its new owner's now
-    options_.adopt(migration_id(), vm_name(), std::move(vm_));
+    std::unique_ptr<vmm::Vm> vm;
+    {
+      absl::WriterMutexLock vm_lock(&vm_mu_);
+      vm = std::move(vm_);
+    }
+    options_.adopt(migration_id(), vm_name(), std::move(vm));
   }
   End(Send(completed));
 }

@@ -92,6 +92,15 @@ class DestinationSession {
   // The source's stream ended or broke before the session ended: fails the
   // migration and finishes the sink.
   void OnStreamLost();
+  // A data stream joining (its first message): the migration must be
+  // receiving precopy, the token right, the index one Hello announced and
+  // not taken. Thread-safe.
+  absl::Status Attach(const ferry::v1::Join& join);
+  // A page frame on a data stream (precopy only), installed like one on the
+  // main stream; `bounce` is the stream's own page. Thread-safe: streams
+  // install concurrently (each page always comes on the same stream). An
+  // error ends the whole migration and is returned.
+  absl::Status OnDataFrame(FrameBytes bytes, std::vector<uint8_t>* bounce);
   // Blocks until the session has finished the sink. Its status: OK when
   // completed, else the error sent to the source.
   absl::Status Wait() const;
@@ -112,6 +121,7 @@ class DestinationSession {
   absl::Status Handle(const ferry::v1::SourceMessage& message);
   absl::Status OnHello(const ferry::v1::Hello& hello);
   absl::Status OnPageFrame(FrameBytes bytes);
+  absl::Status InstallFrame(FrameBytes bytes, bool postcopy, std::vector<uint8_t>* bounce);
   absl::Status OnSwitchover(const ferry::v1::Switchover& switchover);
   // Validates every run, then drops the pages (they fault again).
   absl::Status DiscardRuns(
@@ -146,7 +156,14 @@ class DestinationSession {
   std::vector<uint8_t> bounce_;  // one page: a page split across slices
 
   std::shared_ptr<fetch::RemotePageSource> fetcher_;  // shared with the VM
+  // Control (the main stream's messages, the completer, a data stream's
+  // failure) runs under ctl_mu_; vm_ is replaced only with vm_mu_ held for
+  // writing, which data-stream installs hold for reading.
+  absl::Mutex ctl_mu_;
+  mutable absl::Mutex vm_mu_;
   std::unique_ptr<vmm::Vm> vm_;
+  uint32_t data_streams_ ABSL_GUARDED_BY(mu_) = 0;
+  uint32_t attached_ ABSL_GUARDED_BY(mu_) = 0;  // bit i: data stream i joined
   uint64_t ops_at_resume_ = 0;
   uint64_t round_acked_ = 0;
   uint64_t pages_discarded_ = 0;

@@ -3,21 +3,25 @@
 #include <deque>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "base/grpc_status.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
+#include "migration/page_frame.h"
 #include "migration/protocol.h"
 
 namespace ferry::migration {
 
 // One stream: reads are handed to the session as they complete; writes
-// queue. Deletes itself in OnDone, after the session ended.
+// queue. The first message decides what the stream is: Join makes it a data
+// stream of a migration accepted on another stream; anything else opens a
+// migration (a session of its own). Deletes itself in OnDone, once its
+// session ended (main stream) or it let go of it (data stream).
 class MigrationService::Reactor final
     : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
       public DestinationSink {
  public:
   Reactor(MigrationService* service, DestinationOptions options)
-      : service_(service), session_(std::move(options), this) {
-    service_->Add(&session_);
+      : service_(service), options_(std::move(options)) {
     StartRead(&read_buf_);
   }
 
@@ -46,7 +50,8 @@ class MigrationService::Reactor final
   // Reactions.
   void OnReadDone(bool ok) override {
     if (!ok) {
-      session_.OnStreamLost();
+      if (session_ && !data_) session_->OnStreamLost();
+      if (!session_ || data_) Finish(absl::OkStatus());
       return;
     }
     std::vector<grpc::Slice> slices;
@@ -55,7 +60,22 @@ class MigrationService::Reactor final
       spans.reserve(slices.size());
       for (const grpc::Slice& s : slices) spans.emplace_back(s.begin(), s.size());
     }
-    const bool more = session_.OnReceive(spans);
+    bool more;
+    if (!session_ && !data_) {
+      // The first message: a Join, or the start of a migration.
+      ferry::v1::SourceMessage m;
+      if (IsControl(spans, &m) && m.has_join()) {
+        more = Join(m.join());
+      } else {
+        session_ = std::make_shared<DestinationSession>(options_, this);
+        service_->Add(session_);
+        more = session_->OnReceive(spans);
+      }
+    } else if (data_) {
+      more = OnData(spans);
+    } else {
+      more = session_->OnReceive(spans);
+    }
     slices.clear();
     read_buf_.Clear();
     if (more) StartRead(&read_buf_);
@@ -78,20 +98,77 @@ class MigrationService::Reactor final
     }
   }
 
-  void OnCancel() override {
-    // The source went away: a pending read completes with !ok and the
-    // session fails then.
-  }
-
   void OnDone() override {
-    // Every operation is over. The session may still have its completer
-    // thread finishing the sink; wait for it to end before deleting.
-    (void)session_.Wait();
-    service_->Remove(&session_);
+    // Every operation is over. A main stream's session may still have its
+    // completer thread finishing; wait for it to end before letting go.
+    if (session_ && !data_) {
+      (void)session_->Wait();
+      service_->Remove(session_.get());
+    }
     delete this;
   }
 
  private:
+  static bool IsControl(const std::vector<absl::Span<const uint8_t>>& spans,
+                        ferry::v1::SourceMessage* m) {
+    if (spans.empty() || spans[0].empty() || spans[0][0] != kControlFrame) return false;
+    std::string buf;
+    for (absl::Span<const uint8_t> b : spans)
+      buf.append(reinterpret_cast<const char*>(b.data()), b.size());
+    return m->ParseFromArray(buf.data() + 1, static_cast<int>(buf.size() - 1));
+  }
+
+  // A data stream joins its migration; false (and the stream finished) if
+  // it may not.
+  bool Join(const ferry::v1::Join& join) {
+    data_ = true;
+    session_ = service_->FindShared(join.migration_id());
+    absl::Status s = session_ ? session_->Attach(join)
+                              : absl::NotFoundError(absl::StrFormat(
+                                    "no migration %s is being received here",
+                                    join.migration_id()));
+    if (!s.ok()) {
+      session_.reset();
+      Reply(s);
+      return false;
+    }
+    ferry::v1::DestinationMessage accepted;
+    accepted.mutable_accepted()->set_protocol_version(kProtocolVersion);
+    return Send(accepted);
+  }
+
+  // A message on a data stream: a page frame, or Flush.
+  bool OnData(const std::vector<absl::Span<const uint8_t>>& spans) {
+    ferry::v1::SourceMessage m;
+    if (!spans.empty() && !spans[0].empty() && spans[0][0] == kPageFrame) {
+      absl::Status s = session_->OnDataFrame(spans, &bounce_);
+      if (!s.ok()) {
+        Reply(s);
+        return false;
+      }
+      ++frames_;
+      return true;
+    }
+    if (IsControl(spans, &m) && m.has_flush()) {
+      ferry::v1::DestinationMessage flushed;
+      flushed.mutable_flushed()->set_seq(m.flush().seq());
+      flushed.mutable_flushed()->set_frames(frames_);
+      return Send(flushed);
+    }
+    Reply(absl::InvalidArgumentError(
+        "protocol: a data stream carries page frames and Flush only"));
+    return false;
+  }
+
+  // Error to the source, then the end of this stream.
+  void Reply(const absl::Status& s) {
+    ferry::v1::DestinationMessage error;
+    error.mutable_error()->set_code(static_cast<int>(s.code()));
+    error.mutable_error()->set_message(std::string(s.message()));
+    (void)Send(error);
+    Finish(s);
+  }
+
   void StartNextWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     writing_ = true;
     write_buf_ = std::move(outbox_.front());
@@ -104,8 +181,12 @@ class MigrationService::Reactor final
   }
 
   MigrationService* const service_;
+  const DestinationOptions options_;
   grpc::ByteBuffer read_buf_;
-  DestinationSession session_;
+  std::shared_ptr<DestinationSession> session_;
+  bool data_ = false;        // a data stream (after Join)
+  uint64_t frames_ = 0;      // data stream: page frames installed
+  std::vector<uint8_t> bounce_;
   absl::Mutex mu_;
   std::deque<grpc::ByteBuffer> outbox_ ABSL_GUARDED_BY(mu_);
   grpc::ByteBuffer write_buf_ ABSL_GUARDED_BY(mu_);
@@ -131,9 +212,9 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* MigrationService::M
   return new Reactor(this, std::move(options));
 }
 
-void MigrationService::Add(DestinationSession* s) {
+void MigrationService::Add(std::shared_ptr<DestinationSession> s) {
   absl::MutexLock lock(&mu_);
-  sessions_[s] = true;
+  sessions_[s.get()] = std::move(s);
   ++reactors_;
 }
 
@@ -141,6 +222,14 @@ void MigrationService::Remove(DestinationSession* s) {
   absl::MutexLock lock(&mu_);
   sessions_.erase(s);
   --reactors_;
+}
+
+std::shared_ptr<DestinationSession> MigrationService::FindShared(
+    const std::string& migration_id) {
+  absl::MutexLock lock(&mu_);
+  for (auto& [raw, s] : sessions_)
+    if (raw->migration_id() == migration_id) return s;
+  return nullptr;
 }
 
 DestinationSession* MigrationService::Find(const std::string& migration_id) {

@@ -1,6 +1,7 @@
 // MigrationService: the destination agent's ferry.v1.Migration service, on
-// gRPC's callback API with raw messages. Each stream the source opens gets a
-// reactor that owns one DestinationSession: a received message is handed to
+// gRPC's callback API with raw messages. Each migration's main stream gets a
+// reactor that owns its DestinationSession (shared with the migration's data
+// streams, which join it by id): a received message is handed to
 // the session on the thread gRPC completed the read on (page frames are
 // installed straight from the received slices, no thread hop, no parse into
 // a protobuf), and the session's replies are queued and written one at a
@@ -47,14 +48,17 @@ class MigrationService final
 
  private:
   class Reactor;
-  void Add(DestinationSession* s);
+  void Add(std::shared_ptr<DestinationSession> s);
   void Remove(DestinationSession* s);
+  // The session receiving `migration_id`, shared with a data stream.
+  std::shared_ptr<DestinationSession> FindShared(const std::string& migration_id);
 
   const DestinationOptions options_;
   const MigratedFn on_migrated_;
   mutable absl::Mutex mu_;
-  std::map<DestinationSession*, bool> sessions_ ABSL_GUARDED_BY(mu_);
-  int reactors_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<DestinationSession*, std::shared_ptr<DestinationSession>> sessions_
+      ABSL_GUARDED_BY(mu_);
+  int reactors_ ABSL_GUARDED_BY(mu_) = 0;  // main streams not yet done
 };
 
 // Server settings for bulk page streams: message sizes, flow-control

@@ -1,6 +1,8 @@
 #include "migration/options.h"
 
+#include <algorithm>
 #include <array>
+#include <thread>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -30,7 +32,15 @@ const char* MigrationModeName(MigrationMode mode) {
   return i >= 1 && i <= 3 ? (*names)[i].c_str() : "unknown";
 }
 
+int DefaultStreams() {
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  return std::clamp(cores / 4, 1, 4);
+}
+
 absl::Status ValidateMigrationOptions(const MigrationOptions& o) {
+  if (o.streams < 0 || o.streams > static_cast<int>(kMaxDataStreams) + 1)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "streams ", o.streams, ": 1 to ", kMaxDataStreams + 1, " (0: one per four cores)"));
   if (o.downtime_target_ms <= 0)
     return absl::InvalidArgumentError(
         absl::StrCat("downtime target ", o.downtime_target_ms, " ms must be above 0"));

@@ -32,7 +32,15 @@ struct MigrationOptions {
   std::string migration_id;
   // The destination agent's token (sent in Hello).
   std::string auth_token;
+  // Streams on connections of their own that carry precopy page frames:
+  // the main one and up to kMaxDataStreams more. 0: DefaultStreams().
+  int streams = 0;
 };
+
+// One stream per four cores, 1 to 4: each stream keeps about a core busy
+// at each end (encoding and sending; receiving and installing) while the
+// guest runs on the others.
+int DefaultStreams();
 
 absl::Status ValidateMigrationOptions(const MigrationOptions& options);
 

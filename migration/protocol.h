@@ -27,6 +27,14 @@ inline constexpr uint64_t kPushFramePages = 64;
 // receiver rejects a batch past this before it expands anything.
 inline constexpr uint64_t kMaxBatchPages = 4096;
 
+// Hello.data_streams: at most this many data streams besides the main one.
+inline constexpr uint32_t kMaxDataStreams = 7;
+
+// Pages of one chunk of guest memory, which always travel on the same data
+// stream (chunk index modulo the streams): a page resent in a later round
+// follows its earlier copy on the same ordered stream.
+inline constexpr uint64_t kStreamChunkPages = 512;
+
 // Hello.migration_id: 1 to this many bytes.
 inline constexpr size_t kMaxMigrationIdBytes = 64;
 

@@ -155,6 +155,7 @@ absl::Status SourceSession::Cancel() {
   cancelled_in_ = state_;
   RETURN_IF_ERROR(TransitionLocked(S::kCancelling));
   if (stream_) stream_->Cancel();  // unblocks a Write() in progress
+  for (auto& ds : data_streams_) ds->Cancel();
   return absl::OkStatus();
 }
 
@@ -331,6 +332,10 @@ absl::Status SourceSession::Failed(absl::Status status) {
   }
   if (served_) config_.page_server->Unregister(id_);
   if (stream_) stream_->Cancel();
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& ds : data_streams_) ds->Cancel();
+  }
   report_.outcome = absl::StrCat(cancelled ? "cancelled" : "failed", ": ", status.message(),
                                  switched ? " (after switchover: the source VM is kept "
                                             "paused with all of its memory)"
@@ -400,15 +405,133 @@ absl::Status SourceSession::Setup() {
   hello->set_fetch_address(config_.fetch_address);
   hello->set_fetch_secret(std::string(secret.begin(), secret.end()));
   hello->set_vm_name(config_.vm_name);
+  streams_ = config_.options.streams > 0 ? config_.options.streams : DefaultStreams();
+  hello->set_data_streams(static_cast<uint32_t>(streams_ - 1));
   RETURN_IF_ERROR(Write(hello_msg));
+  {
+    absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(AwaitLocked(
+        [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return state_ == S::kAccepted; },
+        kAcceptTimeout, "accept the migration"));
+  }
+  return OpenDataStreams();
+}
 
-  absl::MutexLock lock(&mu_);
-  return AwaitLocked([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return state_ == S::kAccepted; },
-                     kAcceptTimeout, "accept the migration");
+absl::Status SourceSession::OpenDataStreams() {
+  for (int i = 1; i < streams_; ++i) {
+    absl::StatusOr<std::unique_ptr<SourceStream>> ds =
+        config_.open_stream ? config_.open_stream()
+                            : OpenMigrationStream(config_.destination, config_.credentials);
+    RETURN_IF_ERROR(ds.status());
+    SourceStream* raw = ds->get();
+    {
+      absl::MutexLock lock(&mu_);
+      if (state_ == S::kCancelling) return absl::CancelledError("the migration was cancelled");
+      data_streams_.push_back(*std::move(ds));
+    }
+    SourceMessage join;
+    join.mutable_join()->set_migration_id(id_);
+    join.mutable_join()->set_auth_token(config_.options.auth_token);
+    join.mutable_join()->set_index(static_cast<uint32_t>(i));
+    DestinationMessage reply;
+    if (!raw->Write(join) || !raw->Read(&reply)) return DataStreamError(i, "joining");
+    if (reply.has_error())
+      return absl::Status(static_cast<absl::StatusCode>(reply.error().code()),
+                          absl::StrCat("destination: data stream ", i, ": ",
+                                       reply.error().message()));
+    if (!reply.has_accepted())
+      return absl::FailedPreconditionError(absl::StrCat(
+          "protocol: the destination answered Join on data stream ", i, " without Accepted"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SourceSession::DataStreamError(size_t index, absl::string_view when) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ == S::kCancelling) return absl::CancelledError("the migration was cancelled");
+    if (!stream_error_.ok()) return stream_error_;  // the main stream knows why
+  }
+  SourceStream* ds = data_streams_[index - 1].get();
+  ds->Cancel();
+  const absl::Status finish = ds->Finish();
+  return absl::UnavailableError(absl::StrFormat(
+      "data stream %d to the destination agent at %s broke while %s%s", index,
+      config_.destination, when, finish.ok() ? "" : absl::StrCat(": ", finish.message())));
+}
+
+absl::Status SourceSession::SendPagesStriped(const std::vector<uint64_t>& pages,
+                                             uint64_t round) {
+  const size_t n = data_streams_.size() + 1;
+  std::vector<std::vector<uint64_t>> per(n);
+  for (uint64_t p : pages) per[(p / kStreamChunkPages) % n].push_back(p);
+  std::vector<size_t> at(n, 0);
+  for (bool more = true; more;) {
+    more = false;
+    for (size_t s = 0; s < n; ++s) {  // one frame per stream in turn
+      if (at[s] >= per[s].size()) continue;
+      more = true;
+      const size_t k = std::min<size_t>(kBulkFramePages, per[s].size() - at[s]);
+      EncodedFrame frame = EncodePageFrame(
+          vm_->memory(), absl::MakeConstSpan(per[s]).subspan(at[s], k), FramePhase::kPrecopy,
+          round, [this](uint64_t page, bool is_data) {
+            counters_.PageSent(page, is_data);
+            held_by_destination_[page] = true;
+          });
+      const uint64_t wire_bytes = frame.wire_bytes();
+      const uint64_t data_pages = frame.data_pages();
+      const uint64_t zero_pages = frame.zero_pages();
+      limiter_.Acquire(wire_bytes);
+      if (s == 0) {
+        RETURN_IF_ERROR(WriteFrame(std::move(frame)));
+      } else {
+        {
+          absl::MutexLock lock(&mu_);
+          if (state_ == S::kCancelling)
+            return absl::CancelledError("the migration was cancelled");
+          if (!stream_error_.ok()) return stream_error_;
+        }
+        if (!data_streams_[s - 1]->WriteFrame(std::move(frame)))
+          return DataStreamError(s, "sending");
+      }
+      at[s] += k;
+      {
+        absl::MutexLock lock(&mu_);
+        round_pages_left_ -= std::min<uint64_t>(round_pages_left_, k);
+      }
+      counters_.BytesSent(SendPath::kPrecopy, wire_bytes);
+      counters_.DataPagesSent(data_pages);
+      counters_.ZeroPagesSent(zero_pages);
+    }
+  }
+  return FlushDataStreams();
+}
+
+absl::Status SourceSession::FlushDataStreams() {
+  if (data_streams_.empty()) return absl::OkStatus();
+  const uint64_t seq = ++flush_seq_;
+  SourceMessage flush;
+  flush.mutable_flush()->set_seq(seq);
+  for (size_t i = 0; i < data_streams_.size(); ++i)
+    if (!data_streams_[i]->Write(flush)) return DataStreamError(i + 1, "flushing");
+  for (size_t i = 0; i < data_streams_.size(); ++i) {
+    DestinationMessage reply;
+    if (!data_streams_[i]->Read(&reply)) return DataStreamError(i + 1, "flushing");
+    if (reply.has_error())
+      return absl::Status(static_cast<absl::StatusCode>(reply.error().code()),
+                          absl::StrCat("destination: data stream ", i + 1, ": ",
+                                       reply.error().message()));
+    if (!reply.has_flushed() || reply.flushed().seq() != seq)
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "protocol: data stream %d answered Flush %d with something else", i + 1, seq));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status SourceSession::SendPages(const std::vector<uint64_t>& pages,
                                       FramePhase phase, uint64_t round) {
+  if (phase == FramePhase::kPrecopy && !data_streams_.empty())
+    return SendPagesStriped(pages, round);
   const size_t frame_pages = phase == FramePhase::kPostcopy ? kPushFramePages : kBulkFramePages;
   for (size_t i = 0; i < pages.size(); i += frame_pages) {
     const size_t n = std::min<size_t>(frame_pages, pages.size() - i);
@@ -694,9 +817,13 @@ absl::Status SourceSession::Release() {
   served_.reset();
   vm_->Stop();
   stream_->WritesDone();
-  // Once the call is over gRPC holds no reference into guest memory (page
+  // Once the calls are over gRPC holds no reference into guest memory (page
   // frames reference it), so the owner may free the VM's memory.
   (void)stream_->Finish();
+  for (auto& ds : data_streams_) {
+    ds->WritesDone();
+    (void)ds->Finish();
+  }
   t_end_ = clock_->NowNanos();
   if (absl::Status s = Transition(S::kCompleted); !s.ok()) return Failed(s);
   report_.outcome = "completed";

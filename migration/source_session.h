@@ -145,6 +145,16 @@ class SourceSession {
   absl::Status WriteFrame(EncodedFrame frame);
   // Runs one stream write; a failure becomes the stream's error.
   absl::Status WriteWith(absl::FunctionRef<bool()> write);
+  // Opens and joins the data streams (after Accepted).
+  absl::Status OpenDataStreams();
+  // Precopy pages over every stream, each page on the stream of its chunk
+  // (kStreamChunkPages), then FlushDataStreams().
+  absl::Status SendPagesStriped(const std::vector<uint64_t>& pages, uint64_t round);
+  // Returns once the destination installed every frame sent so far on the
+  // data streams (Flush / Flushed on each): the barrier before a message on
+  // the main stream that depends on them.
+  absl::Status FlushDataStreams();
+  absl::Status DataStreamError(size_t index, absl::string_view when);
   // Why the stream broke: waits (briefly) for the reader to finish, then
   // collects the call's status. Names the destination.
   absl::Status StreamBroke(absl::string_view when);
@@ -165,6 +175,11 @@ class SourceSession {
 
   std::shared_ptr<fetch::ServedMigration> served_;
   std::unique_ptr<SourceStream> stream_;
+  // Data streams 1..streams_-1 (precopy page frames), opened after Accepted.
+  // The vector is filled by the session thread under mu_ (Cancel() reads it).
+  std::vector<std::unique_ptr<SourceStream>> data_streams_;
+  int streams_ = 1;
+  uint64_t flush_seq_ = 0;
   std::thread reader_;
   std::thread sampler_;
   std::unique_ptr<vmm::DirtyLog> dirty_log_;

@@ -16,6 +16,9 @@
 namespace ferry::agent {
 namespace {
 
+// StartMigrationRequest.streams: checked here before it becomes an int.
+constexpr uint32_t kMaxStreamsField = 8;
+
 using ferry::v1::MigrationPhase;
 
 constexpr size_t kMaxNameSize = 64;
@@ -390,6 +393,10 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
   if (r.downtime_target_ms() > 0) o.downtime_target_ms = r.downtime_target_ms();
   o.max_bandwidth = r.max_bandwidth();
   if (r.max_rounds() > 0) o.max_rounds = static_cast<int>(r.max_rounds());
+  if (r.streams() > kMaxStreamsField)
+    return absl::InvalidArgumentError(absl::StrCat("streams ", r.streams(), ": at most ",
+                                                   kMaxStreamsField));
+  o.streams = static_cast<int>(r.streams());
   o.auth_token = options_.migration_token;
   RETURN_IF_ERROR(migration::ValidateMigrationOptions(o));
   RETURN_IF_ERROR(SplitHostPort(r.destination()).status());

@@ -34,7 +34,7 @@ VMs (on the agent --agent HOST:PORT, default {agent}):
 migrations:
   migrate NAME --from HOST:PORT --to HOST:PORT [--mode {mode}]
                [--downtime-target-ms {downtime}] [--max-bandwidth RATE] [--fault-mode {fault}]
-               [--max-rounds {rounds}] [--request-id ID]
+               [--max-rounds {rounds}] [--streams N] [--request-id ID]
           waits for the end: live progress on a terminal, plain progress lines
           otherwise, then the report; with --json only the report
   migration list | migration get ID | migration watch ID | migration cancel ID

@@ -128,6 +128,10 @@ absl::Status MigrateCommand(Args& args) {
   if (rounds < 0 || rounds > UINT32_MAX)
     return absl::InvalidArgumentError("--max-rounds is not a number of rounds");
   r.set_max_rounds(static_cast<uint32_t>(rounds));
+  ASSIGN_OR_RETURN(int64_t streams, args.Int("streams", 0));
+  if (streams < 0 || streams > 8)
+    return absl::InvalidArgumentError("--streams must be 1 to 8 (0: one per four cores)");
+  r.set_streams(static_cast<uint32_t>(streams));
   const bool json = args.Bool("json");
   ASSIGN_OR_RETURN(ConnectOptions co, ParseConnectOptions(args));
   RETURN_IF_ERROR(args.Finish());

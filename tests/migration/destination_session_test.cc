@@ -320,3 +320,59 @@ TEST_F(Receiving, ZeroPagesStayUnallocated) {
 
 }  // namespace
 }  // namespace ferry::migration
+
+namespace ferry::migration {
+namespace {
+
+TEST(DestinationDataStreams, JoinRulesAndFramesFromAnotherStream) {
+  DestinationOptions options;
+  options.expected_token = "token";
+  RecordingSink sink;
+  DestinationSession session(options, &sink);
+  ferry::v1::Join join;
+  join.set_migration_id("m1");
+  join.set_auth_token("token");
+  join.set_index(1);
+  EXPECT_THAT(session.Attach(join), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                             HasSubstr("while the destination is accepting")));
+  SourceMessage hello = HelloMessage();
+  hello.mutable_hello()->set_data_streams(2);
+  ASSERT_TRUE(session.OnReceive(Split(Control(hello), 1 << 20)));
+  join.set_auth_token("tokem");
+  EXPECT_THAT(session.Attach(join), StatusIs(absl::StatusCode::kUnauthenticated));
+  join.set_auth_token("token");
+  join.set_index(3);
+  EXPECT_THAT(session.Attach(join), StatusIs(absl::StatusCode::kInvalidArgument,
+                                             HasSubstr("announced 2 data streams")));
+  join.set_index(1);
+  EXPECT_OK(session.Attach(join));
+  EXPECT_THAT(session.Attach(join), StatusIs(absl::StatusCode::kAlreadyExists));
+  // A frame on the data stream installs like one on the main stream.
+  std::vector<uint8_t> bounce;
+  const std::string good = RawFrame::Data(5, 2, 'q').Bytes();
+  EXPECT_OK(session.OnDataFrame(Split(good, 3000), &bounce));
+  EXPECT_TRUE(session.vm()->pager()->IsPresent(5));
+  EXPECT_EQ(session.vm()->memory().host()[6 * kPage], 'q');
+  // A bad one ends the whole migration, with the reason sent on the main
+  // stream, and the destination keeps nothing.
+  EXPECT_THAT(session.OnDataFrame(Split(RawFrame::Data(255, 2, 'q').Bytes(), 5000), &bounce),
+              StatusIs(absl::StatusCode::kOutOfRange));
+  EXPECT_THAT(session.Wait(), StatusIs(absl::StatusCode::kOutOfRange));
+  EXPECT_EQ(session.vm(), nullptr);
+  bool error_sent = false;
+  for (const auto& m : sink.written) error_sent |= m.has_error();
+  EXPECT_TRUE(error_sent);
+  // Later frames are refused.
+  EXPECT_THAT(session.OnDataFrame(Split(good, 3000), &bounce),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+TEST(DestinationDataStreams, TooManyDataStreamsAreRefused) {
+  SourceMessage hello = HelloMessage();
+  hello.mutable_hello()->set_data_streams(kMaxDataStreams + 1);
+  EXPECT_THAT(Play({Control(hello)}).status,
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("data streams")));
+}
+
+}  // namespace
+}  // namespace ferry::migration
