@@ -246,6 +246,7 @@ void SourceSession::HandleMessage(const DestinationMessage& m) {
     case DestinationMessage::kProgress:
       last_progress_ = m.progress();
       round_acked_ = std::max(round_acked_, m.progress().round_acked());
+      if (t_resumed_ == 0) ++precopy_acks_;  // before switchover each one answers a marker
       break;
     case DestinationMessage::kResumed:
       t_resumed_ = clock_->NowNanos();
@@ -603,6 +604,13 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
       if (decision->decision == Decision::kPostcopy) {
         precopy_rounds_ = 0;
         precopy_bytes_ = counters_.bytes_sent();
+        // Round 0 ends here, cut short: its marker lets the pause wait
+        // until the destination installed what was sent.
+        SourceMessage cut;
+        cut.mutable_round_end()->set_round(0);
+        cut.mutable_round_end()->set_pages(first + n);
+        RETURN_IF_ERROR(Write(cut));
+        ++markers_sent_;
         *dirty = std::move(early_dirty);  // pages never sent are not held: they go too
         return absl::OkStatus();
       }
@@ -614,6 +622,7 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
   end.mutable_round_end()->set_round(0);
   end.mutable_round_end()->set_pages(num_pages_);
   RETURN_IF_ERROR(Write(end));
+  ++markers_sent_;
 
   RoundFacts facts;
   facts.page_size = page_size_;
@@ -675,6 +684,7 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
     end.mutable_round_end()->set_round(round);
     end.mutable_round_end()->set_pages(to_send.size());
     RETURN_IF_ERROR(Write(end));
+    ++markers_sent_;
     held.swap(hot);
     previous.swap(*dirty);
   }
@@ -710,6 +720,7 @@ absl::Status SourceSession::SendDiscard(const std::vector<uint64_t>& pages) {
   const uint64_t seq = precopy_rounds_ + ++early_discards_;
   msg.mutable_discard()->set_round(seq);
   RETURN_IF_ERROR(Write(msg));
+  ++markers_sent_;
   // Wait until the destination has dropped them, so the Switchover message
   // does not queue behind that work while the source is paused.
   absl::MutexLock lock(&mu_);
@@ -732,6 +743,15 @@ absl::Status SourceSession::Switchover(const PolicyDecision& decision,
     // dirty set.
     for (uint64_t p = 0; p < num_pages_; ++p)
       if (!held_by_destination_[p]) push_order_.MarkUnsent(p);
+  }
+  {
+    // Frames still in flight would be installed during the pause (the
+    // stream is ordered): wait until the destination acknowledged every
+    // round marker and discard sent so far.
+    absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(AwaitLocked(
+        [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return precopy_acks_ >= markers_sent_; },
+        kAcceptTimeout, "install the pages sent before the pause"));
   }
   t_pause_ = clock_->NowNanos();  // downtime starts
   RETURN_IF_ERROR(vm_->Pause());

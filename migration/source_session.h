@@ -215,6 +215,10 @@ class SourceSession {
 
   // Session thread only.
   uint64_t pages_held_back_ = 0;
+  // RoundEnd and Discard messages sent, and the destination's answers
+  // (Progress before switchover): the pause waits until they match.
+  uint64_t markers_sent_ = 0;
+  uint64_t precopy_acks_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t guest_resident_bytes_ = 0;  // the guest's allocated memory at the pause  // hot pages not resent in a round (all rounds)
   uint64_t pages_discarded_ = 0;
   int early_discards_ = 0;
