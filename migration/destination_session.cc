@@ -449,6 +449,8 @@ void DestinationSession::CompleteWhenNothingMissing() {
   if (absl::StatusOr<uint64_t> guest = vm_->memory().AllocatedBytes(); guest.ok())
     completed.mutable_completed()->mutable_stats()->set_guest_allocated_bytes(*guest);
   completed.mutable_completed()->mutable_stats()->set_heap_bytes(AnonymousResidentBytes());
+  completed.mutable_completed()->mutable_stats()->set_zero_for_reads_bytes(
+      pager.Stats().zero_for_reads * vm_->memory().page_size());
   SetState(DestinationState::kCompleted);
   if (options_.adopt) {
     admitted_ = false;  // the VM is its new owner's now

@@ -67,8 +67,11 @@ struct MigrationReport {
   std::string dirty_log;          // what tracked writes on the source
   std::string destination_paths;  // the destination's demand-paging paths
 
-  // Memory, once the migration completed. guest_resident_bytes: the guest's
-  // allocated pages on the source at the pause (what it has touched).
+  // Memory, once the migration completed. guest_resident_bytes: the pages
+  // the guest has touched: the source's allocated guest memory at the pause,
+  // or the destination's at completion when larger (the guest went on
+  // touching pages; the destination allocates no page the guest did not
+  // hold: zero pages sent stay unallocated).
   // *_rss_bytes: an agent's guest memory plus its anonymous resident memory
   // (heap), after it returned freed heap; the source's guest memory is gone
   // by then. The destination's figure is split in dst_guest_bytes and

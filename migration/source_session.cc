@@ -904,6 +904,9 @@ void SourceSession::FillReport() {
   r.dst_guest_bytes = d.guest_allocated_bytes();
   r.dst_heap_bytes = d.heap_bytes();
   r.dst_rss_bytes = r.dst_guest_bytes + r.dst_heap_bytes;
+  // The pages the guest holds once the migration completed: the source's
+  // at the pause, and any it touched at the destination since.
+  r.guest_resident_bytes = std::max(r.guest_resident_bytes, r.dst_guest_bytes);
   if (d.fault_mode() != ferry::v1::FAULT_MODE_UNSPECIFIED) {
     // What the destination ran, which can differ from what was asked.
     absl::StatusOr<vmm::FaultMode> ran = FromProto(d.fault_mode());

@@ -174,6 +174,7 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
   } else if (IsKnownZero(page)) {
     // Sent as a zero page: resolved here, no fetch.
     RETURN_IF_ERROR(InstallFetched(page, FetchedPage{PageContent::kZero, nullptr}));
+    if (!(fault.flags & kFaultWrite)) shard.zero_for_reads.fetch_add(1, std::memory_order_relaxed);
   } else {
     alignas(64) uint8_t buf[kMaxPageSize];
     absl::StatusOr<FetchedPage> fetched = source_->Fetch(gpa, absl::MakeSpan(buf, ps));
@@ -184,6 +185,8 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
       return fetched.status();
     }
     RETURN_IF_ERROR(InstallFetched(page, *fetched));
+    if (fetched->content == PageContent::kZero && !(fault.flags & kFaultWrite))
+      shard.zero_for_reads.fetch_add(1, std::memory_order_relaxed);
   }
   if (fault.time_ns > 0) shard.fault_latency.Record(MonotonicNowNanos() - fault.time_ns);
   return absl::OkStatus();
@@ -228,6 +231,7 @@ absl::Status DemandPager::ResolveFaults(absl::Span<const MemoryFault> faults) {
     }
     if (IsKnownZero(page)) {  // sent as a zero page: resolved here, no fetch
       RETURN_IF_ERROR(InstallFetched(page, FetchedPage{PageContent::kZero, nullptr}));
+      if (!(f.flags & kFaultWrite)) shard.zero_for_reads.fetch_add(1, std::memory_order_relaxed);
       if (f.time_ns > 0) shard.fault_latency.Record(MonotonicNowNanos() - f.time_ns);
       continue;
     }
@@ -417,6 +421,7 @@ DemandPagerStats DemandPager::Stats() const {
     s.pages_installed += shard.installed.load(std::memory_order_relaxed);
     s.zero_pages += shard.zero_installed.load(std::memory_order_relaxed);
     s.already_present += shard.already_present.load(std::memory_order_relaxed);
+    s.zero_for_reads += shard.zero_for_reads.load(std::memory_order_relaxed);
     s.fault_latency.Merge(shard.fault_latency.Snapshot());
   }
   s.missing_pages = missing_pages();

@@ -68,6 +68,10 @@ struct DemandPagerStats {
   uint64_t already_present = 0;   // installs that found the page present
   uint64_t missing_pages = 0;
   uint64_t known_zero = 0;        // zero pages left unallocated (not missing)
+  // Zero pages allocated only because the guest read them (shmem has no
+  // shared zero page to map): memory a VMM with anonymous memory would not
+  // spend. Counted when a read fault resolves to a zero page.
+  uint64_t zero_for_reads = 0;
   HistogramSnapshot fault_latency;  // ns; see ResolveFault()
 };
 
@@ -174,6 +178,7 @@ class DemandPager {
     std::atomic<uint64_t> installed{0};
     std::atomic<uint64_t> zero_installed{0};
     std::atomic<uint64_t> already_present{0};
+    std::atomic<uint64_t> zero_for_reads{0};  // zero pages allocated by a read
     LatencyHistogram fault_latency;
   };
   static constexpr int kShards = 16;
