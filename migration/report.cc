@@ -53,7 +53,8 @@ JsonObject MigrationReport::ToJson() const {
       .Add("src_rss_bytes", src_rss_bytes)
       .Add("dst_rss_bytes", dst_rss_bytes)
       .Add("dst_guest_bytes", dst_guest_bytes)
-      .Add("dst_heap_bytes", dst_heap_bytes);
+      .Add("dst_heap_bytes", dst_heap_bytes)
+      .Add("dst_zero_for_reads_bytes", dst_zero_for_reads_bytes);
   std::vector<double> t, ops;
   std::string phases;
   for (const OpsSample& s : ops_timeline) {

@@ -81,6 +81,7 @@ struct MigrationReport {
   uint64_t dst_rss_bytes = 0;
   uint64_t dst_guest_bytes = 0;
   uint64_t dst_heap_bytes = 0;
+  uint64_t dst_zero_for_reads_bytes = 0;  // of dst_guest_bytes: zero pages a read allocated
 
   std::vector<OpsSample> ops_timeline;
   std::optional<bool> digest_match;  // set by whoever verified the guest

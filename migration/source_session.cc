@@ -903,6 +903,7 @@ void SourceSession::FillReport() {
   r.destination_paths = d.paths();
   r.dst_guest_bytes = d.guest_allocated_bytes();
   r.dst_heap_bytes = d.heap_bytes();
+  r.dst_zero_for_reads_bytes = d.zero_for_reads_bytes();
   r.dst_rss_bytes = r.dst_guest_bytes + r.dst_heap_bytes;
   // The pages the guest holds once the migration completed: the source's
   // at the pause, and any it touched at the destination since.

@@ -33,6 +33,7 @@ ferry::v1::MigrationReport ToProto(const migration::MigrationReport& r) {
   p.set_dst_rss_bytes(r.dst_rss_bytes);
   p.set_dst_guest_bytes(r.dst_guest_bytes);
   p.set_dst_heap_bytes(r.dst_heap_bytes);
+  p.set_dst_zero_for_reads_bytes(r.dst_zero_for_reads_bytes);
   p.set_faults(r.faults);
   p.set_fault_p50_us(r.fault_p50_us);
   p.set_fault_p99_us(r.fault_p99_us);
@@ -91,6 +92,7 @@ migration::MigrationReport FromProto(const ferry::v1::MigrationReport& p,
   r.dst_rss_bytes = p.dst_rss_bytes();
   r.dst_guest_bytes = p.dst_guest_bytes();
   r.dst_heap_bytes = p.dst_heap_bytes();
+  r.dst_zero_for_reads_bytes = p.dst_zero_for_reads_bytes();
   r.faults = p.faults();
   r.fault_p50_us = p.fault_p50_us();
   r.fault_p99_us = p.fault_p99_us();
