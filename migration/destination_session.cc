@@ -437,6 +437,13 @@ void DestinationSession::CompleteWhenNothingMissing() {
     }
     absl::SleepFor(absl::Microseconds(500));
   }
+  // Nothing missing is not enough: every vCPU must be able to run the guest
+  // (a vCPU that failed on a fetch error means the VM did not arrive whole).
+  if (absl::Status health = vm_->Health(); !health.ok()) {
+    End(absl::Status(health.code(),
+                     absl::StrCat("the VM cannot run here: ", health.message())));
+    return;
+  }
   if (absl::Status s = pager.Finish(); !s.ok()) {
     End(s);
     return;

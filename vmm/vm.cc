@@ -306,6 +306,15 @@ absl::Status Vm::WaitUntilHalted(absl::Duration timeout) {
   return absl::OkStatus();
 }
 
+absl::Status Vm::Health() const {
+  absl::MutexLock lock(&mu_);
+  for (size_t i = 0; i < states_.size(); ++i)
+    if (states_[i] == VcpuRunState::kFailed)
+      return errors_[i].ok() ? absl::InternalError(absl::StrFormat("vcpu %d failed", i))
+                             : errors_[i];
+  return absl::OkStatus();
+}
+
 std::vector<VcpuRunState> Vm::States() const {
   absl::MutexLock lock(&mu_);
   return states_;

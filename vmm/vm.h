@@ -147,6 +147,10 @@ class Vm {
 
   VmStats Stats() const;
   std::vector<VcpuRunState> States() const;
+  // OK unless a vCPU failed; then the first failed vCPU's error, naming it.
+  // A VM that is not healthy cannot run its guest: a migration that
+  // delivered it must not be reported as completed.
+  absl::Status Health() const;
 
   // Starts tracking which pages the guest writes (the source of a
   // migration): the dirty log that fits this VM's vCPUs. The log must not

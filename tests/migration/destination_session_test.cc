@@ -8,6 +8,7 @@
 #include <deque>
 #include <vector>
 
+#include "base/eventually.h"
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
 #include "migration/convert.h"
@@ -372,6 +373,58 @@ TEST(DestinationDataStreams, TooManyDataStreamsAreRefused) {
   hello.mutable_hello()->set_data_streams(kMaxDataStreams + 1);
   EXPECT_THAT(Play({Control(hello)}).status,
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("data streams")));
+}
+
+}  // namespace
+}  // namespace ferry::migration
+
+namespace ferry::migration {
+namespace {
+
+TEST(DestinationCompletion, AVcpuThatFailedIsNeverACompletedMigration) {
+  // Postcopy with a fetch channel that leads nowhere: the vCPU's first
+  // fault fails its fetch and the vCPU fails. The source then pushes every
+  // page and says Complete: nothing is missing, but the VM cannot run its
+  // guest, so the migration fails and the destination keeps nothing.
+  DestinationOptions options;
+  options.expected_token = "token";
+  std::unique_ptr<vmm::Vm> adopted;
+  options.adopt = [&](const std::string&, const std::string&, std::unique_ptr<vmm::Vm> vm) {
+    adopted = std::move(vm);
+  };
+  RecordingSink sink;
+  DestinationSession session(options, &sink);
+  ASSERT_TRUE(session.OnReceive(Split(Hello(), 1 << 20)));  // fetch: 127.0.0.1:9
+  ASSERT_OK_AND_ASSIGN(auto source, vmm::Vm::Create(Vm()));
+  ASSERT_OK(source->LoadInitialMemory());
+  ASSERT_OK_AND_ASSIGN(std::vector<std::string> states, source->SaveVcpuStates());
+  SourceMessage sw;
+  for (std::string& s : states) sw.mutable_switchover()->add_vcpu_states(s);
+  sw.mutable_switchover()->set_postcopy(true);
+  sw.mutable_switchover()->set_pages_remaining(256);
+  ASSERT_TRUE(session.OnReceive(Split(Control(sw), 1 << 20)));
+  ASSERT_TRUE(Eventually([&] {
+    return session.vm()->States()[0] == vmm::VcpuRunState::kFailed;
+  })) << "the vCPU should fail on its first fetch";
+  std::vector<uint64_t> all(256);
+  for (uint64_t p = 0; p < 256; ++p) all[p] = p;
+  EncodedFrame push = EncodePageFrame(source->memory(), all, FramePhase::kPostcopy, 0,
+                                      [](uint64_t, bool) {});
+  const std::string wire = push.Flatten();
+  ASSERT_TRUE(session.OnReceive(Split(wire, 4096)));
+  SourceMessage complete;
+  complete.mutable_complete()->set_pages_pushed(256);
+  EXPECT_FALSE(session.OnReceive(Split(Control(complete), 100)));
+  EXPECT_THAT(session.Wait(), StatusIs(absl::StatusCode::kUnavailable,
+                                       HasSubstr("the VM cannot run here: vcpu 0")));
+  EXPECT_EQ(adopted, nullptr) << "a VM that cannot run is not handed over";
+  bool completed = false, error = false;
+  for (const auto& m : sink.written) {
+    completed |= m.has_completed();
+    error |= m.has_error();
+  }
+  EXPECT_FALSE(completed);
+  EXPECT_TRUE(error);
 }
 
 }  // namespace
