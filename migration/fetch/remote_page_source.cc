@@ -94,6 +94,7 @@ RemotePageSource::~RemotePageSource() { Close(); }
 
 void RemotePageSource::Close() {
   closed_.store(true);
+  if (!closed_note_.HasBeenNotified()) closed_note_.Notify();
   absl::MutexLock lock(&lanes_mu_);
   for (auto& lane : lanes_) shutdown(lane->fd.get(), SHUT_RDWR);
 }
@@ -264,14 +265,18 @@ absl::StatusOr<vmm::FetchedPage> RemotePageSource::Fetch(uint64_t gpa,
     return r;
   }
 
-  absl::StatusOr<vmm::FetchedPage> result = [&]() -> absl::StatusOr<vmm::FetchedPage> {
-    ASSIGN_OR_RETURN(Lane * lane, MyLane());
-    auto r = FetchOnLane(*lane, gpa, out);
-    if (!r.ok() && r.status().code() != absl::StatusCode::kOutOfRange &&
-        r.status().code() != absl::StatusCode::kFailedPrecondition)
-      DropLane(lane);
-    return r;
-  }();
+  absl::StatusOr<vmm::FetchedPage> result = absl::UnavailableError("not fetched");
+  for (int64_t backoff = 1'000'000;;) {
+    result = [&]() -> absl::StatusOr<vmm::FetchedPage> {
+      ASSIGN_OR_RETURN(Lane * lane, MyLane());
+      auto r = FetchOnLane(*lane, gpa, out);
+      if (!r.ok() && r.status().code() != absl::StatusCode::kOutOfRange &&
+          r.status().code() != absl::StatusCode::kFailedPrecondition)
+        DropLane(lane);
+      return r;
+    }();
+    if (result.ok() || !RetryAfter(result.status(), &backoff)) break;
+  }
   if (closed_.load() && !result.ok())
     result = absl::UnavailableError(absl::StrCat("fetch channel closed: ",
                                                  result.status().message()));
@@ -292,9 +297,32 @@ absl::StatusOr<vmm::FetchedPage> RemotePageSource::Fetch(uint64_t gpa,
   return result;
 }
 
+bool RemotePageSource::RetryAfter(const absl::Status& status, int64_t* backoff_ns) {
+  const bool broken = status.code() == absl::StatusCode::kUnavailable ||
+                      status.code() == absl::StatusCode::kDeadlineExceeded;
+  if (!broken || closed_.load()) return false;
+  retries_.fetch_add(1, std::memory_order_relaxed);
+  if (closed_note_.WaitForNotificationWithTimeout(absl::Nanoseconds(*backoff_ns))) return false;
+  *backoff_ns = std::min<int64_t>(*backoff_ns * 2, options_.retry_max_backoff_ns);
+  return true;
+}
+
 absl::Status RemotePageSource::FetchRuns(absl::Span<const vmm::PageRunRequest> runs,
                                          uint32_t page_size,
                                          const vmm::PageArrivedFn& arrived) {
+  // A broken channel: the whole batch again on a new lane (pages that
+  // arrived before the break are installed already; installing one twice
+  // is success).
+  absl::Status s;
+  for (int64_t backoff = 1'000'000;;) {
+    s = FetchRunsOnce(runs, page_size, arrived);
+    if (s.ok() || !RetryAfter(s, &backoff)) return s;
+  }
+}
+
+absl::Status RemotePageSource::FetchRunsOnce(absl::Span<const vmm::PageRunRequest> runs,
+                                             uint32_t page_size,
+                                             const vmm::PageArrivedFn& arrived) {
   if (page_size != options_.page_size)
     return absl::InvalidArgumentError("fetch of another page size than the fetcher's");
   ASSIGN_OR_RETURN(Lane* lane, MyLane());
@@ -400,6 +428,7 @@ absl::Status RemotePageSource::FetchRoundOnLane(Lane& lane, absl::Span<const Req
 FetcherStats RemotePageSource::Stats() const {
   FetcherStats s;
   s.shared = shared_.load();
+  s.retries = retries_.load();
   s.lanes = lane_count_.load();
   absl::MutexLock lock(&lanes_mu_);
   for (const auto& lane : lanes_) {

@@ -18,11 +18,13 @@
 // flight on one lane at once (the page server answers a connection's
 // requests in order), each reply's pages delivered as it completes.
 //
-// Failures: a broken lane is dropped (the next fetch on that thread
-// reconnects); a fetch fails with Unavailable when the connection breaks,
-// DeadlineExceeded after `request_timeout`, and the server's status
-// otherwise (OutOfRange, FailedPrecondition for "not in postcopy yet").
-// Close() makes every waiting and later fetch fail with Unavailable.
+// Failures: a broken lane is dropped and the fetch retried on a new one
+// (backoff 1 ms doubling to `retry_max_backoff_ns`) for as long as the
+// channel is broken (Unavailable, or DeadlineExceeded after
+// `request_timeout`); the server's refusals fail at once (OutOfRange,
+// FailedPrecondition for "not in postcopy yet", NotFound, PermissionDenied).
+// Close() (the migration failed) ends every retry: waiting and later
+// fetches fail with Unavailable.
 //
 // Threads: Fetch, PrepareThread and Close from any thread.
 #ifndef FERRY_MIGRATION_FETCH_REMOTE_PAGE_SOURCE_H_
@@ -36,6 +38,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "base/histogram.h"
 #include "migration/fetch/wire.h"
 #include "vmm/page_source.h"
@@ -49,6 +52,11 @@ struct FetcherOptions {
   uint32_t page_size = 4096;
   int connect_timeout_ms = 5000;
   int64_t request_timeout_ns = 30'000'000'000;
+  // A fetch that fails because the channel broke (Unavailable, a deadline)
+  // is retried on a new connection, with backoff from 1 ms up to this, until
+  // it succeeds or Close() (the migration failed): a vCPU never fails on a
+  // transient break.
+  int64_t retry_max_backoff_ns = 1'000'000'000;
 };
 
 struct FetcherStats {
@@ -56,6 +64,7 @@ struct FetcherStats {
   uint64_t shared = 0;        // fetches answered by another thread's request
   uint64_t lanes = 0;         // connections opened
   uint64_t bytes_received = 0;
+  uint64_t retries = 0;       // fetches retried after a broken channel
   HistogramSnapshot round_trip;  // ns, request sent to reply complete
 };
 
@@ -85,6 +94,11 @@ class RemotePageSource final : public vmm::PageSource {
   absl::StatusOr<std::unique_ptr<Lane>> Connect();
   absl::StatusOr<vmm::FetchedPage> FetchOnLane(Lane& lane, uint64_t gpa,
                                                absl::Span<uint8_t> out);
+  // Whether a failed fetch should be retried, after waiting out *backoff_ns
+  // (doubled for the next time); false once closed.
+  bool RetryAfter(const absl::Status& status, int64_t* backoff_ns);
+  absl::Status FetchRunsOnce(absl::Span<const vmm::PageRunRequest> runs, uint32_t page_size,
+                             const vmm::PageArrivedFn& arrived);
   void DropLane(Lane* lane);
   absl::Status FetchRoundOnLane(Lane& lane, absl::Span<const Request> requests,
                                 const vmm::PageArrivedFn& arrived);
@@ -92,6 +106,8 @@ class RemotePageSource final : public vmm::PageSource {
   const FetcherOptions options_;
   const uint64_t generation_;  // tells this source's lanes from another's
   std::atomic<bool> closed_{false};
+  absl::Notification closed_note_;
+  std::atomic<uint64_t> retries_{0};
 
   mutable absl::Mutex lanes_mu_;
   std::vector<std::unique_ptr<Lane>> lanes_ ABSL_GUARDED_BY(lanes_mu_);

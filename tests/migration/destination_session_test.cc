@@ -12,6 +12,7 @@
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
 #include "migration/convert.h"
+#include "migration/fetch/page_server.h"
 #include "tests/migration/frame_builder.h"
 
 namespace ferry::migration {
@@ -382,10 +383,13 @@ namespace ferry::migration {
 namespace {
 
 TEST(DestinationCompletion, AVcpuThatFailedIsNeverACompletedMigration) {
-  // Postcopy with a fetch channel that leads nowhere: the vCPU's first
-  // fault fails its fetch and the vCPU fails. The source then pushes every
-  // page and says Complete: nothing is missing, but the VM cannot run its
-  // guest, so the migration fails and the destination keeps nothing.
+  // Postcopy with a fetch channel whose server does not know the
+  // migration (a refusal, not a broken channel, so it is not retried): the
+  // vCPU's first fault fails its fetch and the vCPU fails. The source then
+  // pushes every page and says Complete: nothing is missing, but the VM
+  // cannot run its guest, so the migration fails and the destination keeps
+  // nothing.
+  ASSERT_OK_AND_ASSIGN(auto page_server, fetch::PageServer::Start("127.0.0.1:0"));
   DestinationOptions options;
   options.expected_token = "token";
   std::unique_ptr<vmm::Vm> adopted;
@@ -394,7 +398,9 @@ TEST(DestinationCompletion, AVcpuThatFailedIsNeverACompletedMigration) {
   };
   RecordingSink sink;
   DestinationSession session(options, &sink);
-  ASSERT_TRUE(session.OnReceive(Split(Hello(), 1 << 20)));  // fetch: 127.0.0.1:9
+  SourceMessage hello = HelloMessage();
+  hello.mutable_hello()->set_fetch_address(absl::StrCat("127.0.0.1:", page_server->port()));
+  ASSERT_TRUE(session.OnReceive(Split(Control(hello), 1 << 20)));
   ASSERT_OK_AND_ASSIGN(auto source, vmm::Vm::Create(Vm()));
   ASSERT_OK(source->LoadInitialMemory());
   ASSERT_OK_AND_ASSIGN(std::vector<std::string> states, source->SaveVcpuStates());
@@ -415,7 +421,7 @@ TEST(DestinationCompletion, AVcpuThatFailedIsNeverACompletedMigration) {
   SourceMessage complete;
   complete.mutable_complete()->set_pages_pushed(256);
   EXPECT_FALSE(session.OnReceive(Split(Control(complete), 100)));
-  EXPECT_THAT(session.Wait(), StatusIs(absl::StatusCode::kUnavailable,
+  EXPECT_THAT(session.Wait(), StatusIs(absl::StatusCode::kNotFound,
                                        HasSubstr("the VM cannot run here: vcpu 0")));
   EXPECT_EQ(adopted, nullptr) << "a VM that cannot run is not handed over";
   bool completed = false, error = false;

@@ -2,12 +2,15 @@
 // RemotePageSources over TCP and io_uring.
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "base/net.h"
+#include "base/clock.h"
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
 #include "migration/fetch/remote_page_source.h"
@@ -68,6 +71,144 @@ TEST_F(FetchChannelTest, FetchesDataAndZeroPages) {
   EXPECT_EQ(s.requests, 2u);
   EXPECT_EQ(s.lanes, 1u);
   EXPECT_EQ(served_pages_.load(), 2u);
+}
+
+// A TCP relay in front of the page server that can cut every connection
+// (as `ss -K` does) and stay down for a while.
+class CuttableRelay {
+ public:
+  explicit CuttableRelay(int target_port) : target_port_(target_port) {
+    auto l = ListenTcp("127.0.0.1:0");
+    EXPECT_TRUE(l.ok());
+    listener_ = std::move(l->fd);
+    port_ = l->port;
+    acceptor_ = std::thread([this] {
+      while (true) {
+        int fd = accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd < 0) return;
+        absl::MutexLock lock(&mu_);
+        if (down_) {
+          ::close(fd);
+          continue;
+        }
+        auto up = ConnectTcp(absl::StrCat("127.0.0.1:", target_port_), 1000);
+        if (!up.ok()) {
+          ::close(fd);
+          continue;
+        }
+        int a = fd, b = up->Release();
+        fds_.push_back(a);
+        fds_.push_back(b);
+        pumps_.emplace_back(Pump, a, b);
+        pumps_.emplace_back(Pump, b, a);
+      }
+    });
+  }
+  ~CuttableRelay() {
+    ::shutdown(listener_.get(), SHUT_RDWR);
+    acceptor_.join();
+    Cut(false);
+    for (std::thread& t : pumps_) t.join();
+  }
+  int port() const { return port_; }
+  // Cuts every connection; while `down`, new ones are closed at once.
+  void Cut(bool down) {
+    absl::MutexLock lock(&mu_);
+    down_ = down;
+    for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+  }
+  void Up() {
+    absl::MutexLock lock(&mu_);
+    down_ = false;
+  }
+
+ private:
+  static void Pump(int from, int to) {
+    char buf[65536];
+    while (true) {
+      ssize_t n = recv(from, buf, sizeof(buf), 0);
+      if (n <= 0 || !SendAll(to, buf, n).ok()) break;
+    }
+    ::shutdown(to, SHUT_RDWR);
+  }
+  const int target_port_;
+  UniqueFd listener_;
+  int port_ = 0;
+  std::thread acceptor_;
+  absl::Mutex mu_;
+  bool down_ = false;
+  std::vector<int> fds_;
+  std::vector<std::thread> pumps_;
+};
+
+TEST_F(FetchChannelTest, AFetchSurvivesABrokenChannel) {
+  // Every fetch connection is cut and stays down for 200 ms: a fetch in
+  // between retries on new connections and gets its page; the vCPU it
+  // serves would never have failed.
+  migration_->EnableServing();
+  CuttableRelay relay(server_->port());
+  FetcherOptions o = Options();
+  o.address = absl::StrCat("127.0.0.1:", relay.port());
+  RemotePageSource source(o);
+  std::vector<uint8_t> buf(kPage);
+  ASSERT_OK(source.Fetch(5 * kPage, absl::MakeSpan(buf)).status());
+  relay.Cut(/*down=*/true);
+  std::thread back([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    relay.Up();
+  });
+  ASSERT_OK_AND_ASSIGN(vmm::FetchedPage page, source.Fetch(6 * kPage, absl::MakeSpan(buf)));
+  back.join();
+  EXPECT_EQ(page.content, vmm::PageContent::kData);
+  EXPECT_EQ(std::memcmp(page.data, memory_->host() + 6 * kPage, kPage), 0);
+  EXPECT_GT(source.Stats().retries, 0u);
+  EXPECT_GE(source.Stats().lanes, 2u);
+  // A batch (blocking mode's path) survives a cut the same way.
+  relay.Cut(/*down=*/true);
+  std::thread back2([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    relay.Up();
+  });
+  std::vector<uint64_t> seen;
+  ASSERT_OK(source.FetchRuns({{20 * kPage, 4}}, kPage,
+                             [&](uint64_t gpa, const vmm::FetchedPage&) {
+                               seen.push_back(gpa / kPage);
+                               return absl::OkStatus();
+                             }));
+  back2.join();
+  std::sort(seen.begin(), seen.end());
+  seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+  EXPECT_EQ(seen, (std::vector<uint64_t>{20, 21, 22, 23}));
+}
+
+TEST_F(FetchChannelTest, CloseEndsTheRetries) {
+  // Nothing listens any more: the fetch retries until Close() (the
+  // migration failed), then fails at once, naming the closed channel.
+  migration_->EnableServing();
+  FetcherOptions o = Options();
+  server_.reset();
+  RemotePageSource source(o);
+  std::thread closer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    source.Close();
+  });
+  std::vector<uint8_t> buf(kPage);
+  const int64_t t0 = MonotonicNowNanos();
+  EXPECT_THAT(source.Fetch(5 * kPage, absl::MakeSpan(buf)).status(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("closed")));
+  closer.join();
+  EXPECT_LT(MonotonicNowNanos() - t0, 20'000'000'000) << "Close() must end the retries";
+}
+
+TEST_F(FetchChannelTest, ARefusalIsNotRetried) {
+  // An unknown migration is a refusal, not a break: it fails at once.
+  FetcherOptions o = Options();
+  o.migration_id = "m2";
+  RemotePageSource source(o);
+  std::vector<uint8_t> buf(kPage);
+  EXPECT_THAT(source.Fetch(5 * kPage, absl::MakeSpan(buf)).status(),
+              StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_EQ(source.Stats().retries, 0u);
 }
 
 TEST_F(FetchChannelTest, BatchesHaveEveryRequestInFlightAndDeliverEachPage) {
@@ -225,14 +366,23 @@ TEST_F(FetchChannelTest, CloseFailsLaterFetchesAndUnregisterStopsServing) {
               StatusIs(absl::StatusCode::kUnavailable));
 }
 
-TEST_F(FetchChannelTest, ServerGoingAwayFailsFetchesCleanly) {
+TEST_F(FetchChannelTest, ServerGoingAwayIsRetriedUntilTheMigrationFails) {
+  // The source's page server goes away for good: fetches retry (a break
+  // might heal) until the destination gives up on the migration (Close),
+  // then fail cleanly.
   migration_->EnableServing();
   RemotePageSource source(Options());
   std::vector<uint8_t> buf(kPage);
   ASSERT_OK(source.Fetch(0, absl::MakeSpan(buf)).status());
   server_.reset();
+  std::thread closer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    source.Close();
+  });
   EXPECT_THAT(source.Fetch(kPage, absl::MakeSpan(buf)),
-              StatusIs(absl::StatusCode::kUnavailable));
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("closed")));
+  closer.join();
+  EXPECT_GT(source.Stats().retries, 0u);
 }
 
 }  // namespace
