@@ -46,8 +46,11 @@ scenarios:
       --sources LIST           page sources: local (in-memory), remote (a page
                                server over the fetch channel) (default local)
       --json                   one JSON object per line instead of a table
-  reference       the link itself: one plain TCP stream (tcp_gbps) and a 16-byte
-                  request / 4 KiB reply ping-pong (rtt_p50_us, rtt_p99_us)
+  reference       the link itself: one plain TCP stream (tcp_gbps), the same
+                  into a fresh memfd (tcp_into_memory_gbps), and a blocking
+                  16-byte request / 4 KiB reply ping-pong, quiet (rtt_p50_us,
+                  rtt_p99_us) and with every core busy (rtt_busy_p50_us,
+                  rtt_busy_p99_us)
       --tcp-bytes SIZE         bytes for the TCP stream (default 1G)
       --rtt-samples N          ping-pongs (default 20000)
   migrate         one migration between two ferryd agents on loopback (two

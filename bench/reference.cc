@@ -30,7 +30,11 @@ absl::StatusOr<UniqueFd> Accept(int listener) {
   return UniqueFd(fd);
 }
 
-absl::StatusOr<double> TcpGbps(uint64_t bytes) {
+// One plain TCP stream moving `bytes` over loopback. The receiver reads
+// into a reused 1 MiB buffer, or, with `into_memory`, also writes what
+// arrives into a fresh memfd (pwrite), as a destination must: the floor
+// that allocating guest memory puts under any migration stream.
+absl::StatusOr<double> TcpGbps(uint64_t bytes, bool into_memory) {
   ASSIGN_OR_RETURN(TcpListener l, ListenTcp("127.0.0.1:0"));
   absl::Status receiver_status;
   std::thread receiver([&] {
@@ -39,11 +43,20 @@ absl::StatusOr<double> TcpGbps(uint64_t bytes) {
       receiver_status = fd.status();
       return;
     }
+    UniqueFd mem;
+    if (into_memory) {
+      mem = UniqueFd(memfd_create("ferry-reference", MFD_CLOEXEC));
+      if (!mem.valid() || ftruncate(mem.get(), static_cast<off_t>(bytes)) != 0) {
+        receiver_status = absl::InternalError("memfd for the reference");
+        return;
+      }
+    }
     std::vector<uint8_t> buf(kChunk);
     uint64_t got = 0;
     while (got < bytes) {
       ssize_t n = recv(fd->get(), buf.data(), buf.size(), 0);
-      if (n <= 0) {
+      if (n <= 0 ||
+          (into_memory && pwrite(mem.get(), buf.data(), n, static_cast<off_t>(got)) != n)) {
         receiver_status = absl::UnavailableError("receiver: connection lost");
         return;
       }
@@ -131,45 +144,6 @@ absl::StatusOr<HistogramSnapshot> PingPong(int samples) {
   return h.Snapshot();
 }
 
-// Like TcpGbps, but the receiver writes what arrives into a fresh memfd
-// (pwrite), as a destination must: the floor that allocating guest memory
-// puts under any migration stream.
-absl::StatusOr<double> TcpIntoMemoryGbps(uint64_t bytes) {
-  ASSIGN_OR_RETURN(TcpListener l, ListenTcp("127.0.0.1:0"));
-  absl::Status receiver_status;
-  std::thread receiver([&] {
-    auto fd = Accept(l.fd.get());
-    if (!fd.ok()) {
-      receiver_status = fd.status();
-      return;
-    }
-    UniqueFd mem(memfd_create("ferry-reference", MFD_CLOEXEC));
-    if (!mem.valid() || ftruncate(mem.get(), static_cast<off_t>(bytes)) != 0) {
-      receiver_status = absl::InternalError("memfd for the reference");
-      return;
-    }
-    std::vector<uint8_t> buf(kChunk);
-    uint64_t got = 0;
-    while (got < bytes) {
-      ssize_t n = recv(fd->get(), buf.data(), buf.size(), 0);
-      if (n <= 0 || pwrite(mem.get(), buf.data(), n, static_cast<off_t>(got)) != n) {
-        receiver_status = absl::UnavailableError("receiver: connection lost");
-        return;
-      }
-      got += n;
-    }
-  });
-  ASSIGN_OR_RETURN(UniqueFd fd, ConnectTcp(absl::StrCat("127.0.0.1:", l.port), 5000));
-  std::vector<uint8_t> buf(kChunk, 0x5a);
-  const int64_t t0 = MonotonicNowNanos();
-  for (uint64_t sent = 0; sent < bytes; sent += kChunk)
-    RETURN_IF_ERROR(SendAll(fd.get(), buf.data(), std::min<uint64_t>(kChunk, bytes - sent)));
-  receiver.join();
-  const int64_t t1 = MonotonicNowNanos();
-  RETURN_IF_ERROR(receiver_status);
-  return bytes * 8.0 / ((t1 - t0) / 1e9) / 1e9;
-}
-
 }  // namespace
 
 JsonObject ReferenceResult::ToJson() const {
@@ -193,8 +167,8 @@ absl::StatusOr<ReferenceResult> RunReference(uint64_t tcp_bytes, int rtt_samples
   ReferenceResult r;
   r.tcp_bytes = tcp_bytes;
   r.cores = std::thread::hardware_concurrency();
-  ASSIGN_OR_RETURN(r.tcp_gbps, TcpGbps(tcp_bytes));
-  ASSIGN_OR_RETURN(r.tcp_into_memory_gbps, TcpIntoMemoryGbps(tcp_bytes));
+  ASSIGN_OR_RETURN(r.tcp_gbps, TcpGbps(tcp_bytes, /*into_memory=*/false));
+  ASSIGN_OR_RETURN(r.tcp_into_memory_gbps, TcpGbps(tcp_bytes, /*into_memory=*/true));
   ASSIGN_OR_RETURN(HistogramSnapshot quiet, PingPong(rtt_samples));
   r.rtt_p50_us = quiet.Percentile(50) / 1e3;
   r.rtt_p99_us = quiet.Percentile(99) / 1e3;

@@ -473,16 +473,10 @@ absl::Status SourceSession::SendPagesStriped(const std::vector<uint64_t>& pages,
       if (at[s] >= per[s].size()) continue;
       more = true;
       const size_t k = std::min<size_t>(kBulkFramePages, per[s].size() - at[s]);
-      EncodedFrame frame = EncodePageFrame(
-          vm_->memory(), absl::MakeConstSpan(per[s]).subspan(at[s], k), FramePhase::kPrecopy,
-          round, [this](uint64_t page, bool is_data) {
-            counters_.PageSent(page, is_data);
-            held_by_destination_[page] = true;
-          });
-      const uint64_t wire_bytes = frame.wire_bytes();
-      const uint64_t data_pages = frame.data_pages();
-      const uint64_t zero_pages = frame.zero_pages();
-      limiter_.Acquire(wire_bytes);
+      EncodedFrame frame =
+          Encode(absl::MakeConstSpan(per[s]).subspan(at[s], k), FramePhase::kPrecopy, round);
+      const FrameTally tally{frame.wire_bytes(), frame.data_pages(), frame.zero_pages()};
+      limiter_.Acquire(tally.wire_bytes);
       if (s == 0) {
         RETURN_IF_ERROR(WriteFrame(std::move(frame)));
       } else {
@@ -496,13 +490,7 @@ absl::Status SourceSession::SendPagesStriped(const std::vector<uint64_t>& pages,
           return DataStreamError(s, "sending");
       }
       at[s] += k;
-      {
-        absl::MutexLock lock(&mu_);
-        round_pages_left_ -= std::min<uint64_t>(round_pages_left_, k);
-      }
-      counters_.BytesSent(SendPath::kPrecopy, wire_bytes);
-      counters_.DataPagesSent(data_pages);
-      counters_.ZeroPagesSent(zero_pages);
+      CountFrame(tally, FramePhase::kPrecopy, k);
     }
   }
   return FlushDataStreams();
@@ -536,26 +524,32 @@ absl::Status SourceSession::SendPages(const std::vector<uint64_t>& pages,
   const size_t frame_pages = phase == FramePhase::kPostcopy ? kPushFramePages : kBulkFramePages;
   for (size_t i = 0; i < pages.size(); i += frame_pages) {
     const size_t n = std::min<size_t>(frame_pages, pages.size() - i);
-    EncodedFrame frame = EncodePageFrame(
-        vm_->memory(), absl::MakeConstSpan(pages).subspan(i, n), phase, round,
-        [this](uint64_t page, bool is_data) {
-          counters_.PageSent(page, is_data);
-          held_by_destination_[page] = true;
-        });
-    const uint64_t wire_bytes = frame.wire_bytes();
-    const uint64_t data_pages = frame.data_pages();
-    const uint64_t zero_pages = frame.zero_pages();
-    limiter_.Acquire(wire_bytes);
+    EncodedFrame frame = Encode(absl::MakeConstSpan(pages).subspan(i, n), phase, round);
+    const FrameTally tally{frame.wire_bytes(), frame.data_pages(), frame.zero_pages()};
+    limiter_.Acquire(tally.wire_bytes);
     RETURN_IF_ERROR(WriteFrame(std::move(frame)));
-    if (phase != FramePhase::kPostcopy) {
-      absl::MutexLock lock(&mu_);
-      round_pages_left_ -= std::min<uint64_t>(round_pages_left_, n);
-    }
-    counters_.BytesSent(PathOf(phase), wire_bytes);
-    counters_.DataPagesSent(data_pages);
-    counters_.ZeroPagesSent(zero_pages);
+    CountFrame(tally, phase, n);
   }
   return absl::OkStatus();
+}
+
+EncodedFrame SourceSession::Encode(absl::Span<const uint64_t> pages, FramePhase phase,
+                                   uint64_t round) {
+  return EncodePageFrame(vm_->memory(), pages, phase, round,
+                         [this](uint64_t page, bool is_data) {
+                           counters_.PageSent(page, is_data);
+                           held_by_destination_[page] = true;
+                         });
+}
+
+void SourceSession::CountFrame(const FrameTally& tally, FramePhase phase, uint64_t pages) {
+  if (phase != FramePhase::kPostcopy) {
+    absl::MutexLock lock(&mu_);
+    round_pages_left_ -= std::min<uint64_t>(round_pages_left_, pages);
+  }
+  counters_.BytesSent(PathOf(phase), tally.wire_bytes);
+  counters_.DataPagesSent(tally.data_pages);
+  counters_.ZeroPagesSent(tally.zero_pages);
 }
 
 absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64_t>* dirty) {

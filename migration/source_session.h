@@ -42,6 +42,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "base/clock.h"
 #include "ferry/v1/migration.pb.h"
 #include "grpcpp/security/credentials.h"
@@ -143,6 +144,17 @@ class SourceSession {
                          uint64_t round);
   absl::Status Write(const ferry::v1::SourceMessage& message);
   absl::Status WriteFrame(EncodedFrame frame);
+  // What a frame carried, kept once the frame is handed to a stream.
+  struct FrameTally {
+    uint64_t wire_bytes;
+    uint64_t data_pages;
+    uint64_t zero_pages;
+  };
+  // Encodes `pages`, counting each as sent and held by the destination.
+  EncodedFrame Encode(absl::Span<const uint64_t> pages, FramePhase phase, uint64_t round);
+  // Counts a frame of `pages` pages as written (bytes by path, the round's
+  // progress).
+  void CountFrame(const FrameTally& tally, FramePhase phase, uint64_t pages);
   // Runs one stream write; a failure becomes the stream's error.
   absl::Status WriteWith(absl::FunctionRef<bool()> write);
   // Opens and joins the data streams (after Accepted).
