@@ -22,13 +22,16 @@ constexpr absl::Duration kAcceptTimeout = absl::Seconds(30);
 constexpr absl::Duration kResumeTimeout = absl::Seconds(30);
 constexpr absl::Duration kSampleInterval = absl::Milliseconds(100);
 // Early discards before a postcopy switchover: at most this many, and none
-// once fewer pages than this are stale (the pause discards those).
-constexpr int kMaxEarlyDiscards = 4;
+// once fewer than kSmallDiscard pages are stale (the pause discards those:
+// one fallocate per scattered run, so a few hundred pages at most; with
+// 2048 the destination's part of the pause was 0.5-4.8 ms, with 256
+// 0.4-1.7 ms, zipf hybrid, docs/benchmarks.md).
+constexpr int kMaxEarlyDiscards = 8;
 // Round 0 goes out in chunks of 64 MiB of 4 KiB pages; the dirty log is
 // sampled between chunks at most every 200 ms (a sample costs a scan).
 constexpr uint64_t kRoundZeroChunkPages = 16384;
 constexpr int64_t kRoundZeroSampleNs = 200'000'000;
-constexpr size_t kSmallDiscard = 2048;
+constexpr size_t kSmallDiscard = 256;
 
 std::string RandomId() {
   uint8_t b[8];
