@@ -1,5 +1,7 @@
 #include "migration/convert.h"
 
+#include "absl/strings/str_cat.h"
+
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
 
@@ -117,6 +119,19 @@ absl::StatusOr<MigrationMode> FromProto(ferry::v1::MigrationMode mode) {
       return absl::InvalidArgumentError(
           absl::StrFormat("migration mode %d is unspecified or unknown", mode));
   }
+}
+
+ferry::v1::DestinationMessage ToErrorMessage(const absl::Status& status) {
+  ferry::v1::DestinationMessage m;
+  m.mutable_error()->set_code(static_cast<int>(status.code()));
+  m.mutable_error()->set_message(std::string(status.message()));
+  return m;
+}
+
+absl::Status FromErrorMessage(const ferry::v1::Error& error, absl::string_view prefix) {
+  const absl::StatusCode code = error.code() == 0 ? absl::StatusCode::kUnknown
+                                                  : static_cast<absl::StatusCode>(error.code());
+  return absl::Status(code, absl::StrCat(prefix, error.message()));
 }
 
 }  // namespace ferry::migration

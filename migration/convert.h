@@ -25,6 +25,12 @@ absl::StatusOr<vmm::FaultMode> FromProto(ferry::v1::FaultMode mode);
 ferry::v1::MigrationMode ToProto(MigrationMode mode);
 absl::StatusOr<MigrationMode> FromProto(ferry::v1::MigrationMode mode);
 
+// A destination's Error message for `status` (not OK), and back: the
+// status the source fails with, its message after `prefix`; an Error that
+// carries code 0 is still an error (Unknown).
+ferry::v1::DestinationMessage ToErrorMessage(const absl::Status& status);
+absl::Status FromErrorMessage(const ferry::v1::Error& error, absl::string_view prefix);
+
 }  // namespace ferry::migration
 
 #endif  // FERRY_MIGRATION_CONVERT_H_

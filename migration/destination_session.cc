@@ -19,20 +19,6 @@ using ferry::v1::SourceMessage;
 
 constexpr absl::Duration kProgressInterval = absl::Milliseconds(100);
 
-const char* MessageName(const SourceMessage& m) {
-  switch (m.msg_case()) {
-    case SourceMessage::kHello: return "Hello";
-    case SourceMessage::kRoundEnd: return "RoundEnd";
-    case SourceMessage::kSwitchover: return "Switchover";
-    case SourceMessage::kComplete: return "Complete";
-    case SourceMessage::kJoin: return "Join";
-    case SourceMessage::kFlush: return "Flush";
-    case SourceMessage::kAbort: return "Abort";
-    case SourceMessage::kDiscard: return "Discard";
-    default: return "an empty message";
-  }
-}
-
 bool TokensEqual(const std::string& a, const std::string& b) {
   if (a.size() != b.size()) return false;
   unsigned char diff = 0;
@@ -192,10 +178,7 @@ void DestinationSession::End(const absl::Status& status) {
   }
   StopProgress();
   if (!status.ok() && state() != DestinationState::kCompleted) {
-    DestinationMessage error;
-    error.mutable_error()->set_code(static_cast<int>(status.code()));
-    error.mutable_error()->set_message(std::string(status.message()));
-    (void)Send(error);
+    (void)Send(ToErrorMessage(status));
     Fail();
   }
   {
@@ -223,11 +206,8 @@ absl::Status DestinationSession::Receive(FrameBytes bytes) {
       return OnPageFrame(bytes);
     }
     case kControlFrame: {
-      std::string buf;
-      for (absl::Span<const uint8_t> b : bytes)
-        buf.append(reinterpret_cast<const char*>(b.data()), b.size());
       SourceMessage message;
-      if (!message.ParseFromArray(buf.data() + 1, static_cast<int>(buf.size() - 1)))
+      if (!ParseControlFrame(bytes, &message))
         return absl::InvalidArgumentError(
             "protocol: a control message from the source does not parse");
       return Handle(message);
@@ -456,8 +436,6 @@ void DestinationSession::CompleteWhenNothingMissing() {
   if (absl::StatusOr<uint64_t> guest = vm_->memory().AllocatedBytes(); guest.ok())
     completed.mutable_completed()->mutable_stats()->set_guest_allocated_bytes(*guest);
   completed.mutable_completed()->mutable_stats()->set_heap_bytes(AnonymousResidentBytes());
-  completed.mutable_completed()->mutable_stats()->set_zero_for_reads_bytes(
-      pager.Stats().zero_for_reads * vm_->memory().page_size());
   SetState(DestinationState::kCompleted);
   if (options_.adopt) {
     admitted_ = false;  // the VM is its new owner's now
@@ -482,6 +460,7 @@ ferry::v1::DestinationStats DestinationSession::Stats() const {
   s.set_fault_max_us(ps.fault_latency.max / 1e3);
   s.set_pages_installed(ps.pages_installed);
   s.set_zero_pages(ps.zero_pages);
+  s.set_zero_for_reads_bytes(ps.zero_for_reads * vm_->memory().page_size());
   s.set_pages_already_present(ps.already_present);
   s.set_fetch_requests(fs.requests);
   s.set_fetch_shared(fs.shared);

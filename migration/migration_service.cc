@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "base/grpc_status.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
+#include "migration/convert.h"
 #include "migration/page_frame.h"
 #include "migration/protocol.h"
 
@@ -64,7 +65,7 @@ class MigrationService::Reactor final
     if (!session_ && !data_) {
       // The first message: a Join, or the start of a migration.
       ferry::v1::SourceMessage m;
-      if (IsControl(spans, &m) && m.has_join()) {
+      if (ParseControlFrame(spans, &m) && m.has_join()) {
         more = Join(m.join());
       } else {
         session_ = std::make_shared<DestinationSession>(options_, this);
@@ -109,15 +110,6 @@ class MigrationService::Reactor final
   }
 
  private:
-  static bool IsControl(const std::vector<absl::Span<const uint8_t>>& spans,
-                        ferry::v1::SourceMessage* m) {
-    if (spans.empty() || spans[0].empty() || spans[0][0] != kControlFrame) return false;
-    std::string buf;
-    for (absl::Span<const uint8_t> b : spans)
-      buf.append(reinterpret_cast<const char*>(b.data()), b.size());
-    return m->ParseFromArray(buf.data() + 1, static_cast<int>(buf.size() - 1));
-  }
-
   // A data stream joins its migration; false (and the stream finished) if
   // it may not.
   bool Join(const ferry::v1::Join& join) {
@@ -149,7 +141,7 @@ class MigrationService::Reactor final
       ++frames_;
       return true;
     }
-    if (IsControl(spans, &m) && m.has_flush()) {
+    if (ParseControlFrame(spans, &m) && m.has_flush()) {
       ferry::v1::DestinationMessage flushed;
       flushed.mutable_flushed()->set_seq(m.flush().seq());
       flushed.mutable_flushed()->set_frames(frames_);
@@ -162,10 +154,7 @@ class MigrationService::Reactor final
 
   // Error to the source, then the end of this stream.
   void Reply(const absl::Status& s) {
-    ferry::v1::DestinationMessage error;
-    error.mutable_error()->set_code(static_cast<int>(s.code()));
-    error.mutable_error()->set_message(std::string(s.message()));
-    (void)Send(error);
+    (void)Send(ToErrorMessage(s));
     Finish(s);
   }
 

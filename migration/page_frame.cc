@@ -123,6 +123,20 @@ const char* FramePhaseName(FramePhase phase) {
   return "unknown";
 }
 
+std::string EncodeControlFrame(const ferry::v1::SourceMessage& message) {
+  std::string bytes(1, static_cast<char>(kControlFrame));
+  message.AppendToString(&bytes);
+  return bytes;
+}
+
+bool ParseControlFrame(FrameBytes bytes, ferry::v1::SourceMessage* message) {
+  if (bytes.empty() || bytes[0].empty() || bytes[0][0] != kControlFrame) return false;
+  std::string buf;
+  for (absl::Span<const uint8_t> b : bytes)
+    buf.append(reinterpret_cast<const char*>(b.data()), b.size());
+  return message->ParseFromArray(buf.data() + 1, static_cast<int>(buf.size() - 1));
+}
+
 std::string EncodedFrame::Flatten() const {
   std::string out;
   out.reserve(wire_bytes_);

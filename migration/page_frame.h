@@ -47,6 +47,10 @@ inline constexpr uint8_t kPageFrame = 2;
 inline constexpr size_t kFrameHeaderBytes = 32;
 inline constexpr size_t kRunHeaderBytes = 16;
 
+// A control message as it travels: kControlFrame, then the serialized
+// message.
+std::string EncodeControlFrame(const ferry::v1::SourceMessage& message);
+
 enum class FramePhase : uint8_t { kPrecopy = 1, kStopAndCopy = 2, kPostcopy = 3 };
 const char* FramePhaseName(FramePhase phase);
 
@@ -127,6 +131,11 @@ struct DecodedFrame {
   std::vector<FrameZeroRun> zero_runs;
   uint64_t pages = 0;  // data and zero
 };
+
+// Parses a control frame received in `bytes` (spans in order); false when
+// it is not one or does not parse. Control messages are small: the spans
+// are joined into one buffer.
+bool ParseControlFrame(FrameBytes bytes, ferry::v1::SourceMessage* message);
 
 // Validates the frame in `bytes` whole against `map` and returns its runs.
 absl::StatusOr<DecodedFrame> DecodePageFrame(FrameBytes bytes, const vmm::MemoryMap& map);

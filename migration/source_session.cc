@@ -262,10 +262,7 @@ void SourceSession::HandleMessage(const DestinationMessage& m) {
       stream_error_ = TransitionLocked(S::kReleasing);
       break;
     case DestinationMessage::kError:
-      stream_error_ = absl::Status(static_cast<absl::StatusCode>(m.error().code()),
-                                   absl::StrCat("destination: ", m.error().message()));
-      if (stream_error_.ok())  // code 0 with an error: still an error
-        stream_error_ = absl::UnknownError(absl::StrCat("destination: ", m.error().message()));
+      stream_error_ = FromErrorMessage(m.error(), "destination: ");
       break;
     default:
       break;  // CheckDestinationMessage rejected it
@@ -440,9 +437,7 @@ absl::Status SourceSession::OpenDataStreams() {
     DestinationMessage reply;
     if (!raw->Write(join) || !raw->Read(&reply)) return DataStreamError(i, "joining");
     if (reply.has_error())
-      return absl::Status(static_cast<absl::StatusCode>(reply.error().code()),
-                          absl::StrCat("destination: data stream ", i, ": ",
-                                       reply.error().message()));
+      return FromErrorMessage(reply.error(), absl::StrCat("destination: data stream ", i, ": "));
     if (!reply.has_accepted())
       return absl::FailedPreconditionError(absl::StrCat(
           "protocol: the destination answered Join on data stream ", i, " without Accepted"));
@@ -464,41 +459,6 @@ absl::Status SourceSession::DataStreamError(size_t index, absl::string_view when
       config_.destination, when, finish.ok() ? "" : absl::StrCat(": ", finish.message())));
 }
 
-absl::Status SourceSession::SendPagesStriped(const std::vector<uint64_t>& pages,
-                                             uint64_t round) {
-  const size_t n = data_streams_.size() + 1;
-  std::vector<std::vector<uint64_t>> per(n);
-  for (uint64_t p : pages) per[(p / kStreamChunkPages) % n].push_back(p);
-  std::vector<size_t> at(n, 0);
-  for (bool more = true; more;) {
-    more = false;
-    for (size_t s = 0; s < n; ++s) {  // one frame per stream in turn
-      if (at[s] >= per[s].size()) continue;
-      more = true;
-      const size_t k = std::min<size_t>(kBulkFramePages, per[s].size() - at[s]);
-      EncodedFrame frame =
-          Encode(absl::MakeConstSpan(per[s]).subspan(at[s], k), FramePhase::kPrecopy, round);
-      const FrameTally tally{frame.wire_bytes(), frame.data_pages(), frame.zero_pages()};
-      limiter_.Acquire(tally.wire_bytes);
-      if (s == 0) {
-        RETURN_IF_ERROR(WriteFrame(std::move(frame)));
-      } else {
-        {
-          absl::MutexLock lock(&mu_);
-          if (state_ == S::kCancelling)
-            return absl::CancelledError("the migration was cancelled");
-          if (!stream_error_.ok()) return stream_error_;
-        }
-        if (!data_streams_[s - 1]->WriteFrame(std::move(frame)))
-          return DataStreamError(s, "sending");
-      }
-      at[s] += k;
-      CountFrame(tally, FramePhase::kPrecopy, k);
-    }
-  }
-  return FlushDataStreams();
-}
-
 absl::Status SourceSession::FlushDataStreams() {
   if (data_streams_.empty()) return absl::OkStatus();
   const uint64_t seq = ++flush_seq_;
@@ -510,9 +470,8 @@ absl::Status SourceSession::FlushDataStreams() {
     DestinationMessage reply;
     if (!data_streams_[i]->Read(&reply)) return DataStreamError(i + 1, "flushing");
     if (reply.has_error())
-      return absl::Status(static_cast<absl::StatusCode>(reply.error().code()),
-                          absl::StrCat("destination: data stream ", i + 1, ": ",
-                                       reply.error().message()));
+      return FromErrorMessage(reply.error(),
+                              absl::StrCat("destination: data stream ", i + 1, ": "));
     if (!reply.has_flushed() || reply.flushed().seq() != seq)
       return absl::FailedPreconditionError(absl::StrFormat(
           "protocol: data stream %d answered Flush %d with something else", i + 1, seq));
@@ -522,17 +481,46 @@ absl::Status SourceSession::FlushDataStreams() {
 
 absl::Status SourceSession::SendPages(const std::vector<uint64_t>& pages,
                                       FramePhase phase, uint64_t round) {
-  if (phase == FramePhase::kPrecopy && !data_streams_.empty())
-    return SendPagesStriped(pages, round);
+  // Precopy is striped over every stream, each page on the stream of its
+  // chunk (kStreamChunkPages) so a resent page follows its older copy; the
+  // rest goes on the main stream. One frame per stream in turn.
+  const size_t n = phase == FramePhase::kPrecopy ? data_streams_.size() + 1 : 1;
   const size_t frame_pages = phase == FramePhase::kPostcopy ? kPushFramePages : kBulkFramePages;
-  for (size_t i = 0; i < pages.size(); i += frame_pages) {
-    const size_t n = std::min<size_t>(frame_pages, pages.size() - i);
-    EncodedFrame frame = Encode(absl::MakeConstSpan(pages).subspan(i, n), phase, round);
-    const FrameTally tally{frame.wire_bytes(), frame.data_pages(), frame.zero_pages()};
-    limiter_.Acquire(tally.wire_bytes);
-    RETURN_IF_ERROR(WriteFrame(std::move(frame)));
-    CountFrame(tally, phase, n);
+  std::vector<std::vector<uint64_t>> striped;
+  std::vector<absl::Span<const uint64_t>> left;  // what each stream has still to send
+  if (n == 1) {
+    left.push_back(pages);
+  } else {
+    striped.resize(n);
+    for (uint64_t p : pages) striped[(p / kStreamChunkPages) % n].push_back(p);
+    left.assign(striped.begin(), striped.end());
   }
+  for (bool more = true; more;) {
+    more = false;
+    for (size_t s = 0; s < n; ++s) {
+      if (left[s].empty()) continue;
+      more = true;
+      const size_t k = std::min<size_t>(frame_pages, left[s].size());
+      EncodedFrame frame = Encode(left[s].subspan(0, k), phase, round);
+      left[s].remove_prefix(k);
+      const FrameTally tally{frame.wire_bytes(), frame.data_pages(), frame.zero_pages()};
+      limiter_.Acquire(tally.wire_bytes);
+      RETURN_IF_ERROR(s == 0 ? WriteFrame(std::move(frame))
+                             : WriteDataFrame(s, std::move(frame)));
+      CountFrame(tally, phase, k);
+    }
+  }
+  return n > 1 ? FlushDataStreams() : absl::OkStatus();
+}
+
+absl::Status SourceSession::WriteDataFrame(size_t index, EncodedFrame frame) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ == S::kCancelling) return absl::CancelledError("the migration was cancelled");
+    if (!stream_error_.ok()) return stream_error_;
+  }
+  if (!data_streams_[index - 1]->WriteFrame(std::move(frame)))
+    return DataStreamError(index, "sending");
   return absl::OkStatus();
 }
 

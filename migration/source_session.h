@@ -139,7 +139,8 @@ class SourceSession {
   // Tells the destination to drop its copies of `pages` now (before the
   // pause) and waits for its acknowledgement.
   absl::Status SendDiscard(const std::vector<uint64_t>& pages);
-  // Sends `pages` (RAM page indices) in batches.
+  // Sends `pages` (RAM page indices) in frames; precopy over every stream,
+  // then FlushDataStreams().
   absl::Status SendPages(const std::vector<uint64_t>& pages, FramePhase phase,
                          uint64_t round);
   absl::Status Write(const ferry::v1::SourceMessage& message);
@@ -159,9 +160,8 @@ class SourceSession {
   absl::Status WriteWith(absl::FunctionRef<bool()> write);
   // Opens and joins the data streams (after Accepted).
   absl::Status OpenDataStreams();
-  // Precopy pages over every stream, each page on the stream of its chunk
-  // (kStreamChunkPages), then FlushDataStreams().
-  absl::Status SendPagesStriped(const std::vector<uint64_t>& pages, uint64_t round);
+  // Writes a page frame on data stream `index` (1-based).
+  absl::Status WriteDataFrame(size_t index, EncodedFrame frame);
   // Returns once the destination installed every frame sent so far on the
   // data streams (Flush / Flushed on each): the barrier before a message on
   // the main stream that depends on them.

@@ -37,9 +37,7 @@ class GrpcSourceStream final : public SourceStream,
   }
 
   bool Write(const ferry::v1::SourceMessage& m) override {
-    std::string bytes(1, static_cast<char>(kControlFrame));
-    m.AppendToString(&bytes);
-    grpc::Slice slice(bytes);
+    grpc::Slice slice(EncodeControlFrame(m));
     return Send(grpc::ByteBuffer(&slice, 1));
   }
 

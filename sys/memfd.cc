@@ -32,33 +32,22 @@ absl::StatusOr<MemfdMapping> MemfdMapping::Create(const std::string& name,
     return ErrnoStatus("ftruncate(memfd)", errno);
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (p == MAP_FAILED) return ErrnoStatus("mmap(memfd)", errno);
-  void* alias = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
-  if (alias == MAP_FAILED) {
-    const int e = errno;
-    ::munmap(p, size);
-    return ErrnoStatus("mmap(memfd, second mapping)", e);
-  }
   // Best effort: shmem THP is off by default; make sure pages stay 4 KiB.
   (void)::madvise(p, size, MADV_NOHUGEPAGE);
-  (void)::madvise(alias, size, MADV_NOHUGEPAGE);
-  return MemfdMapping(std::move(fd), static_cast<uint8_t*>(p), static_cast<uint8_t*>(alias),
-                      size, page_size);
+  return MemfdMapping(std::move(fd), static_cast<uint8_t*>(p), size, page_size);
 }
 
 MemfdMapping::MemfdMapping(MemfdMapping&& other) noexcept
     : fd_(std::move(other.fd_)),
       data_(std::exchange(other.data_, nullptr)),
-      alias_(std::exchange(other.alias_, nullptr)),
       size_(std::exchange(other.size_, 0)),
       page_size_(other.page_size_) {}
 
 MemfdMapping& MemfdMapping::operator=(MemfdMapping&& other) noexcept {
   if (this != &other) {
     if (data_ != nullptr) ::munmap(data_, size_);
-    if (alias_ != nullptr) ::munmap(alias_, size_);
     fd_ = std::move(other.fd_);
     data_ = std::exchange(other.data_, nullptr);
-    alias_ = std::exchange(other.alias_, nullptr);
     size_ = std::exchange(other.size_, 0);
     page_size_ = other.page_size_;
   }
@@ -67,7 +56,6 @@ MemfdMapping& MemfdMapping::operator=(MemfdMapping&& other) noexcept {
 
 MemfdMapping::~MemfdMapping() {
   if (data_ != nullptr) ::munmap(data_, size_);
-  if (alias_ != nullptr) ::munmap(alias_, size_);
 }
 
 absl::Status MemfdMapping::WriteAt(size_t offset, const uint8_t* data, size_t len) {

@@ -1,7 +1,5 @@
-// MemfdMapping: a memfd (the guest memory file) and two MAP_SHARED mappings
-// of all of it: data() (the one vCPUs use and userfaultfd may watch) and
-// alias() (never registered anywhere: a write through it fills the file
-// without a fault, for loading memory while nothing runs). All raw memfd, mmap and fallocate calls live in memfd.cc.
+// MemfdMapping: a memfd (the guest memory file) and one MAP_SHARED mapping of
+// all of it; WriteAt() fills the file without going through the mapping. All raw memfd, mmap and fallocate calls live in memfd.cc.
 //
 // Ownership: owns the fd and the mapping; unmaps and closes on destruction.
 // Threads: data() may be used from any thread; PunchHole and DataRanges are
@@ -42,7 +40,6 @@ class MemfdMapping {
   ~MemfdMapping();
 
   uint8_t* data() const { return data_; }
-  uint8_t* alias() const { return alias_; }
   size_t size() const { return size_; }
   size_t page_size() const { return page_size_; }
   int fd() const { return fd_.get(); }
@@ -64,12 +61,11 @@ class MemfdMapping {
   absl::StatusOr<uint64_t> AllocatedBytes() const;
 
  private:
-  MemfdMapping(UniqueFd fd, uint8_t* data, uint8_t* alias, size_t size, size_t page_size)
-      : fd_(std::move(fd)), data_(data), alias_(alias), size_(size), page_size_(page_size) {}
+  MemfdMapping(UniqueFd fd, uint8_t* data, size_t size, size_t page_size)
+      : fd_(std::move(fd)), data_(data), size_(size), page_size_(page_size) {}
 
   UniqueFd fd_;
   uint8_t* data_ = nullptr;
-  uint8_t* alias_ = nullptr;
   size_t size_ = 0;
   size_t page_size_ = 0;
 };

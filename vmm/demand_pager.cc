@@ -173,8 +173,8 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
     if (options_.mode == FaultMode::kBlocking) RETURN_IF_ERROR(uffd_.Wake(dst, ps));
   } else if (IsKnownZero(page)) {
     // Sent as a zero page: resolved here, no fetch.
-    RETURN_IF_ERROR(InstallFetched(page, FetchedPage{PageContent::kZero, nullptr}));
-    if (!(fault.flags & kFaultWrite)) shard.zero_for_reads.fetch_add(1, std::memory_order_relaxed);
+    RETURN_IF_ERROR(InstallFetched(page, FetchedPage{PageContent::kZero, nullptr},
+                                   !(fault.flags & kFaultWrite)));
   } else {
     alignas(64) uint8_t buf[kMaxPageSize];
     absl::StatusOr<FetchedPage> fetched = source_->Fetch(gpa, absl::MakeSpan(buf, ps));
@@ -184,15 +184,14 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
       if (IsPresent(page)) return absl::OkStatus();
       return fetched.status();
     }
-    RETURN_IF_ERROR(InstallFetched(page, *fetched));
-    if (fetched->content == PageContent::kZero && !(fault.flags & kFaultWrite))
-      shard.zero_for_reads.fetch_add(1, std::memory_order_relaxed);
+    RETURN_IF_ERROR(InstallFetched(page, *fetched, !(fault.flags & kFaultWrite)));
   }
   if (fault.time_ns > 0) shard.fault_latency.Record(MonotonicNowNanos() - fault.time_ns);
   return absl::OkStatus();
 }
 
-absl::Status DemandPager::InstallFetched(uint64_t page, const FetchedPage& fetched) {
+absl::Status DemandPager::InstallFetched(uint64_t page, const FetchedPage& fetched,
+                                         bool read_fault) {
   const uint32_t ps = memory_->page_size();
   uint8_t* dst = memory_->host() + page * ps;
   const bool zero = fetched.content == PageContent::kZero;
@@ -208,6 +207,7 @@ absl::Status DemandPager::InstallFetched(uint64_t page, const FetchedPage& fetch
     r = sys::InstallResult{0, ps};
   }
   CountInstall(*r, zero);
+  if (zero && read_fault) MyShard().zero_for_reads.fetch_add(1, std::memory_order_relaxed);
   MarkPresent(page, 1);
   return absl::OkStatus();
 }
@@ -230,8 +230,8 @@ absl::Status DemandPager::ResolveFaults(absl::Span<const MemoryFault> faults) {
       continue;
     }
     if (IsKnownZero(page)) {  // sent as a zero page: resolved here, no fetch
-      RETURN_IF_ERROR(InstallFetched(page, FetchedPage{PageContent::kZero, nullptr}));
-      if (!(f.flags & kFaultWrite)) shard.zero_for_reads.fetch_add(1, std::memory_order_relaxed);
+      RETURN_IF_ERROR(InstallFetched(page, FetchedPage{PageContent::kZero, nullptr},
+                                     !(f.flags & kFaultWrite)));
       if (f.time_ns > 0) shard.fault_latency.Record(MonotonicNowNanos() - f.time_ns);
       continue;
     }
@@ -256,7 +256,7 @@ absl::Status DemandPager::ResolveFaults(absl::Span<const MemoryFault> faults) {
   absl::Status s = source_->FetchRuns(
       runs, ps, [&](uint64_t gpa, const FetchedPage& fetched) -> absl::Status {
         ASSIGN_OR_RETURN(uint64_t page, PageIndexOf(gpa, 1));
-        RETURN_IF_ERROR(InstallFetched(page, fetched));
+        RETURN_IF_ERROR(InstallFetched(page, fetched, /*read_fault=*/false));
         const int64_t now = MonotonicNowNanos();
         auto range = std::equal_range(
             waiting.begin(), waiting.end(), std::make_pair(page, int64_t{0}),

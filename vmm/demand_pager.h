@@ -112,7 +112,7 @@ class DemandPager {
   absl::Status MarkZeroPages(uint64_t gpa, uint64_t count);
 
   // Precopy loads, only while no vCPU runs (the writes are not atomic):
-  // WritePages copies the data in place through GuestMemory::loader() (no
+  // WritePages writes the data into the memory file (GuestMemory::Load: no
   // userfaultfd round trip; a page sent in an earlier round is
   // overwritten). WriteZeroPages frees pages that held data and marks every
   // page of the run known zero.
@@ -142,9 +142,9 @@ class DemandPager {
 
   void HandlerLoop();
   // Installs a fetched page at RAM page `page` (UFFDIO_COPY or ZEROPAGE),
-  // counts it and marks it present; a page another path installed
-  // meanwhile is success.
-  absl::Status InstallFetched(uint64_t page, const FetchedPage& fetched);
+  // counts it (a zero page for a read fault in zero_for_reads) and marks it
+  // present; a page another path installed meanwhile is success.
+  absl::Status InstallFetched(uint64_t page, const FetchedPage& fetched, bool read_fault);
   // Marks [first, first + count) present (and no longer known zero).
   void MarkPresent(uint64_t first, uint64_t count);
   // Marks [first, first + count) known zero, except pages already present.

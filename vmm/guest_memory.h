@@ -36,9 +36,6 @@ class GuestMemory {
 
   // RAM offset space: [host(), host() + size()).
   uint8_t* host() const { return file_.data(); }
-  // The same memory through a second mapping that userfaultfd never
-  // watches (reading a page there never faults into the pager).
-  uint8_t* loader() const { return file_.alias(); }
   // Writes RAM offset range [offset, offset + len) through the file, which
   // userfaultfd does not watch: pages fill without a fault. Only while no
   // vCPU runs (the write is not atomic).
