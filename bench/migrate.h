@@ -16,8 +16,9 @@ namespace ferry::bench {
 struct MigrateOptions {
   vmm::VmConfig vm;  // ops_per_vcpu 0: the guest runs until stopped
   migration::MigrationOptions migration;
-  // Let the guest run this long on the source before migrating.
-  int64_t warmup_ms = 200;
+  // Let the guest run this long on the source before migrating: long
+  // enough for the guest-impact baseline (a warmed-up second).
+  int64_t warmup_ms = 1500;
 };
 
 absl::StatusOr<migration::MigrationReport> RunMigrate(const MigrateOptions& options);

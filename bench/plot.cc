@@ -40,7 +40,12 @@ absl::Status Render(const LinePlot& plot, const std::string& dir) {
     std::ofstream dat(base + ".dat");
     for (const Series& s : p.series) {
       dat << "# " << s.title << "\n";
-      for (const auto& [x, y] : s.points) dat << x << " " << y << "\n";
+      const bool band = s.band.size() == s.points.size();
+      for (size_t i = 0; i < s.points.size(); ++i) {
+        dat << s.points[i].first << " " << s.points[i].second;
+        if (band) dat << " " << s.band[i].first << " " << s.band[i].second;
+        dat << "\n";
+      }
       dat << "\n\n";  // gnuplot index separator
     }
   }
@@ -58,9 +63,20 @@ absl::Status Render(const LinePlot& plot, const std::string& dir) {
     ++n;
   }
   gp << "plot ";
-  for (size_t i = 0; i < p.series.size(); ++i)
-    gp << (i ? ", " : "") << Quote(base + ".dat") << " index " << i
-       << " using 1:2 with linespoints pt 7 ps 0.5 title " << Quote(p.series[i].title);
+  bool first = true;
+  for (size_t i = 0; i < p.series.size(); ++i) {
+    if (p.series[i].band.size() != p.series[i].points.size()) continue;
+    gp << (first ? "" : ", ") << Quote(base + ".dat") << " index " << i
+       << " using 1:3:4 with filledcurves fs transparent solid 0.2 noborder lc " << i + 1
+       << " notitle";
+    first = false;
+  }
+  for (size_t i = 0; i < p.series.size(); ++i) {
+    gp << (first ? "" : ", ") << Quote(base + ".dat") << " index " << i
+       << " using 1:2 with linespoints pt 7 ps 0.5 lc " << i + 1 << " title "
+       << Quote(p.series[i].title);
+    first = false;
+  }
   gp << "\n";
   gp.close();
   return RunGnuplot(base + ".gp");

@@ -15,6 +15,9 @@ namespace ferry::bench {
 struct Series {
   std::string title;
   std::vector<std::pair<double, double>> points;
+  // Optional error band: the lowest and highest y at each point (as many
+  // as points), drawn shaded behind the line.
+  std::vector<std::pair<double, double>> band;
 };
 
 struct LinePlot {

@@ -168,6 +168,7 @@ absl::Status RunSuite(const SuiteOptions& options) {
 
   // Migrate.
   std::vector<Series> ops_series;
+  std::vector<Series> mgu_series;  // minimum guest utilization curves
   std::vector<std::pair<double, std::string>> switchovers;
   StackedBars bytes;
   bytes.name = "bytes_by_phase";
@@ -194,7 +195,7 @@ absl::Status RunSuite(const SuiteOptions& options) {
           mo.migration.max_bandwidth = cap;
           WarmHostMemory(3 * memory);
           std::vector<migration::MigrationReport> runs;
-          std::vector<double> total, downtime, gbps;
+          std::vector<double> total, downtime, gbps, below_half, mgu10, mgu100, mgu1s, blocktime;
           int completed = 0, verified = 0;
           for (int i = 0; i < p.repeat; ++i) {
             ASSIGN_OR_RETURN(migration::MigrationReport r, RunMigrate(mo));
@@ -209,6 +210,13 @@ absl::Status RunSuite(const SuiteOptions& options) {
             total.push_back(r.total_ms);
             downtime.push_back(r.downtime_ms);
             gbps.push_back(r.precopy_gbps);
+            blocktime.push_back(r.blocktime_ms);
+            if (r.impact_measured) {
+              below_half.push_back(r.below_half_ms);
+              mgu10.push_back(r.mgu_10ms);
+              mgu100.push_back(r.mgu_100ms);
+              mgu1s.push_back(r.mgu_1s);
+            }
             runs.push_back(r);
           }
           const migration::MigrationReport& med = runs[MedianIndex(total)];
@@ -220,6 +228,21 @@ absl::Status RunSuite(const SuiteOptions& options) {
           AddSummary(row, "total_ms", total);
           AddSummary(row, "downtime_ms", downtime);
           AddSummary(row, "precopy_gbps", gbps);
+          // Guest impact (docs/benchmarks.md): over the runs that measured it.
+          AddSummary(row, "blocktime_ms", blocktime);
+          if (!below_half.empty()) {
+            AddSummary(row, "below_half_ms", below_half);
+            AddSummary(row, "mgu_10ms", mgu10);
+            AddSummary(row, "mgu_100ms", mgu100);
+            AddSummary(row, "mgu_1s", mgu1s);
+            row.Add("precopy_below_half_ms", med.precopy_below_half_ms)
+                .Add("precopy_mgu_100ms", med.precopy_mgu_100ms)
+                .Add("baseline_below_half_ms", med.baseline_below_half_ms)
+                .Add("baseline_mgu_10ms", med.baseline_mgu_10ms)
+                .Add("baseline_mgu_100ms", med.baseline_mgu_100ms);
+          } else {
+            row.Add("impact_note", med.impact_note);
+          }
           row.Add("precopy_rounds", med.precopy_rounds).Add("faults", med.faults)
               .Add("fault_p50_us", med.fault_p50_us).Add("fault_p99_us", med.fault_p99_us)
               .Add("max_vcpu_stall_ms", med.max_vcpu_stall_ms)
@@ -239,8 +262,18 @@ absl::Status RunSuite(const SuiteOptions& options) {
             Series s;
             s.title = mode;
             bool marked = false;
-            for (const auto& o : med.ops_timeline) {
+            for (size_t k = 0; k < med.ops_timeline.size(); ++k) {
+              const migration::OpsSample& o = med.ops_timeline[k];
               s.points.push_back({o.t_ms, o.ops_per_sec / 1e6});
+              // The band: the lowest and highest rate any repetition had
+              // in the same 100 ms sample.
+              double lo = o.ops_per_sec, hi = o.ops_per_sec;
+              for (const auto& run : runs) {
+                if (k >= run.ops_timeline.size()) continue;
+                lo = std::min(lo, run.ops_timeline[k].ops_per_sec);
+                hi = std::max(hi, run.ops_timeline[k].ops_per_sec);
+              }
+              s.band.push_back({lo / 1e6, hi / 1e6});
               if (!marked && (o.phase == "switchover" || o.phase == "postcopy" ||
                               o.phase == "completed")) {
                 switchovers.push_back({o.t_ms, mode + " switchover"});
@@ -248,6 +281,12 @@ absl::Status RunSuite(const SuiteOptions& options) {
               }
             }
             ops_series.push_back(s);
+            if (med.impact_measured) {
+              Series m{mode, {}, {}};
+              for (size_t k = 0; k < med.mgu_curve.size(); ++k)
+                m.points.push_back({med.mgu_curve_window_ms[k], med.mgu_curve[k]});
+              mgu_series.push_back(m);
+            }
           }
         }
 
@@ -290,6 +329,12 @@ absl::Status RunSuite(const SuiteOptions& options) {
   }
   ops.vlines = switchovers;
   RETURN_IF_ERROR(Render(ops, dir));
+  LinePlot mgu{"mgu_curve",
+               "minimum guest utilization by window length (zipf, median runs)",
+               "window (ms)", "lowest fraction of pre-migration ops/s in any window"};
+  mgu.logx = true;
+  mgu.series = mgu_series;
+  RETURN_IF_ERROR(Render(mgu, dir));
   LinePlot cdf{"fault_cdf", absl::StrCat("fault latency CDF, demand paging with ", kCdfVcpus, " vCPUs"),
                "fault latency (us)", "fraction of faults"};
   cdf.logx = true;

@@ -385,6 +385,7 @@ absl::Status DestinationSession::OnSwitchover(const ferry::v1::Switchover& sw) {
         "switchover without postcopy, but %d pages were never sent",
         pager.missing_pages()));
   ops_at_resume_ = vm_->Stats().total_ops;
+  resumed_ns_ = RealClock().NowNanos();
   RETURN_IF_ERROR(vm_->Start());
   const int64_t t1 = MonotonicNowNanos();
   SetState(DestinationState::kPostcopy);
@@ -429,6 +430,7 @@ void DestinationSession::CompleteWhenNothingMissing() {
     return;
   }
   StopProgress();
+  DrainOpsTrace();
   DestinationMessage completed;
   *completed.mutable_completed()->mutable_stats() = Stats();
   // Memory held once the migration is done: freed heap goes back first.
@@ -472,7 +474,25 @@ ferry::v1::DestinationStats DestinationSession::Stats() const {
   s.set_fault_mode_reason(vm_->fault_mode_choice().reason);
   s.set_prefaulted_pages(vm_->PreFaultedPages());
   s.set_paths(vm_->DemandPagingPaths());
+  s.set_blocked_ns(ps.blocked_ns);
+  for (uint64_t ns : ps.blocked_ns_per_vcpu) s.add_blocked_ns_per_vcpu(ns);
+  {
+    absl::MutexLock lock(&trace_mu_);
+    ferry::v1::OpsTrace* t = s.mutable_ops_trace();
+    t->set_vcpus(ops_trace_.vcpus);
+    for (int64_t ns : ops_trace_.t_ns) t->add_t_ns(ns - resumed_ns_);
+    for (uint64_t ops : ops_trace_.ops) t->add_ops(ops);
+  }
   return s;
+}
+
+void DestinationSession::DrainOpsTrace() {
+  absl::MutexLock lock(&trace_mu_);
+  const int64_t since = ops_trace_.rows() ? ops_trace_.t_ns.back() + 1 : resumed_ns_;
+  vmm::OpsTrace more = vm_->ops_meter().Since(since);
+  if (ops_trace_.vcpus == 0) ops_trace_.vcpus = more.vcpus;
+  ops_trace_.Append(more);
+  ops_trace_.Thin(MaxOpsTraceRows(ops_trace_.vcpus));
 }
 
 void DestinationSession::StartProgress() {
@@ -480,6 +500,7 @@ void DestinationSession::StartProgress() {
     absl::MutexLock lock(&progress_mu_);
     while (!progress_mu_.AwaitWithTimeout(absl::Condition(&progress_stop_),
                                           kProgressInterval)) {
+      DrainOpsTrace();
       DestinationMessage m;
       auto* p = m.mutable_progress();
       p->set_round_acked(round_acked_);

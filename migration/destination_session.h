@@ -165,12 +165,19 @@ class DestinationSession {
   uint32_t data_streams_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t attached_ ABSL_GUARDED_BY(mu_) = 0;  // bit i: data stream i joined
   uint64_t ops_at_resume_ = 0;
+  int64_t resumed_ns_ = 0;  // when the vCPUs started here (the VM's clock)
   uint64_t round_acked_ = 0;
   uint64_t pages_discarded_ = 0;
   mutable absl::Notification running_;
 
   absl::Mutex progress_mu_;
   bool progress_stop_ ABSL_GUARDED_BY(progress_mu_) = false;
+  // The guest's op counts since resume, drained from the VM's meter every
+  // progress interval (its ring holds only the last seconds) and thinned
+  // to what the wire allows.
+  mutable absl::Mutex trace_mu_;
+  vmm::OpsTrace ops_trace_ ABSL_GUARDED_BY(trace_mu_);
+  void DrainOpsTrace();
   std::thread progress_;
 };
 

@@ -38,6 +38,16 @@ inline constexpr uint64_t kStreamChunkPages = 512;
 // Hello.migration_id: 1 to this many bytes.
 inline constexpr size_t kMaxMigrationIdBytes = 64;
 
+// DestinationStats.ops_trace: at most this many rows, and at most
+// kMaxOpsTraceCounts counts (rows x vCPUs); the destination thins a longer
+// trace to every other row until it fits, the source rejects one past it.
+inline constexpr size_t kMaxOpsTraceRows = 65536;
+inline constexpr size_t kMaxOpsTraceCounts = size_t{1} << 20;
+inline constexpr size_t MaxOpsTraceRows(int vcpus) {
+  const size_t by_counts = kMaxOpsTraceCounts / static_cast<size_t>(vcpus < 1 ? 1 : vcpus);
+  return by_counts < kMaxOpsTraceRows ? by_counts : kMaxOpsTraceRows;
+}
+
 }  // namespace ferry::migration
 
 #endif  // FERRY_MIGRATION_PROTOCOL_H_

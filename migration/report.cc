@@ -54,7 +54,30 @@ JsonObject MigrationReport::ToJson() const {
       .Add("dst_rss_bytes", dst_rss_bytes)
       .Add("dst_guest_bytes", dst_guest_bytes)
       .Add("dst_heap_bytes", dst_heap_bytes)
-      .Add("dst_zero_for_reads_bytes", dst_zero_for_reads_bytes);
+      .Add("dst_zero_for_reads_bytes", dst_zero_for_reads_bytes)
+      .Add("blocktime_ms", blocktime_ms)
+      .Add("blocktime_ms_per_vcpu", blocktime_ms_per_vcpu)
+      .Add("impact_measured", impact_measured);
+  if (impact_measured) {
+    o.Add("baseline_ops_per_sec", baseline_ops_per_sec)
+        .Add("baseline_window_ms", baseline_window_ms)
+        .Add("baseline_below_half_ms", baseline_below_half_ms)
+        .Add("baseline_mgu_10ms", baseline_mgu_10ms)
+        .Add("baseline_mgu_100ms", baseline_mgu_100ms)
+        .Add("below_half_ms", below_half_ms)
+        .Add("mgu_10ms", mgu_10ms)
+        .Add("mgu_100ms", mgu_100ms)
+        .Add("mgu_1s", mgu_1s)
+        .Add("precopy_below_half_ms", precopy_below_half_ms)
+        .Add("precopy_mgu_10ms", precopy_mgu_10ms)
+        .Add("precopy_mgu_100ms", precopy_mgu_100ms)
+        .Add("precopy_mgu_1s", precopy_mgu_1s);
+    JsonObject curve;
+    curve.Add("window_ms", mgu_curve_window_ms).Add("mgu", mgu_curve);
+    o.Add("mgu_curve", curve);
+  } else {
+    o.Add("impact_note", impact_note);
+  }
   std::vector<double> t, ops;
   std::string phases;
   for (const OpsSample& s : ops_timeline) {
@@ -108,6 +131,28 @@ std::string MigrationReport::ToText() const {
                         "  faults %d: p50 %.1f us, p99 %.1f us, max %.1f us; longest vCPU "
                         "stall %.2f ms\n",
                         faults, fault_p50_us, fault_p99_us, fault_max_us, max_vcpu_stall_ms);
+  if (impact_measured) {
+    absl::StrAppendFormat(&out,
+                          "  guest impact: blocktime %.1f ms (vCPUs summed); below half speed "
+                          "%.0f ms; min utilization %.2f over 10 ms, %.2f over 100 ms, %.2f "
+                          "over 1 s\n",
+                          blocktime_ms, below_half_ms, mgu_10ms, mgu_100ms, mgu_1s);
+    absl::StrAppendFormat(&out,
+                          "  baseline: %.0f ops/s over %.0f ms before the migration (there: "
+                          "below half %.0f ms; min utilization %.2f over 10 ms, %.2f over 100 "
+                          "ms)\n",
+                          baseline_ops_per_sec, baseline_window_ms, baseline_below_half_ms,
+                          baseline_mgu_10ms, baseline_mgu_100ms);
+    if (precopy_ms > 0)
+      absl::StrAppendFormat(&out,
+                            "  during precopy: below half %.0f ms; min utilization %.2f / "
+                            "%.2f / %.2f (10 ms / 100 ms / 1 s)\n",
+                            precopy_below_half_ms, precopy_mgu_10ms, precopy_mgu_100ms,
+                            precopy_mgu_1s);
+  } else {
+    absl::StrAppendFormat(&out, "  guest impact: blocktime %.1f ms; utilization not measured: %s\n",
+                          blocktime_ms, impact_note);
+  }
   if (dst_rss_bytes > 0)
     absl::StrAppendFormat(&out,
                           "  memory: guest touched %.1f MiB; destination holds %.1f MiB (guest "

@@ -83,6 +83,30 @@ struct MigrationReport {
   uint64_t dst_heap_bytes = 0;
   uint64_t dst_zero_for_reads_bytes = 0;  // of dst_guest_bytes: zero pages a read allocated
 
+  // Guest impact (guest_impact.h; docs/benchmarks.md, "Guest impact").
+  // blocktime: time vCPUs waited on missing pages at the destination,
+  // summed over vCPUs, and per vCPU.
+  double blocktime_ms = 0;
+  std::vector<double> blocktime_ms_per_vcpu;
+  bool impact_measured = false;
+  std::string impact_note;  // why the figures below were not measured
+  double baseline_ops_per_sec = 0;
+  double baseline_window_ms = 0;
+  // The figures over the baseline window (no migration yet): the noise floor.
+  double baseline_below_half_ms = 0;
+  double baseline_mgu_10ms = 0;
+  double baseline_mgu_100ms = 0;
+  double below_half_ms = 0;  // start to end of the migration
+  double mgu_10ms = 0;
+  double mgu_100ms = 0;
+  double mgu_1s = 0;
+  double precopy_below_half_ms = 0;  // the precopy phase only
+  double precopy_mgu_10ms = 0;
+  double precopy_mgu_100ms = 0;
+  double precopy_mgu_1s = 0;
+  std::vector<double> mgu_curve_window_ms;  // the minimum-utilization curve
+  std::vector<double> mgu_curve;
+
   std::vector<OpsSample> ops_timeline;
   std::optional<bool> digest_match;  // set by whoever verified the guest
 

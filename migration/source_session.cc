@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <iterator>
+#include <optional>
 
 #include "absl/strings/str_format.h"
 #include "base/process.h"
 #include "base/status_macros.h"
 #include "migration/convert.h"
+#include "migration/guest_impact.h"
 #include "migration/fetch/wire.h"
 #include "migration/page_frame.h"
 #include "migration/protocol.h"
@@ -276,6 +278,7 @@ void SourceSession::SamplerLoop() {
   absl::MutexLock lock(&mu_);
   auto ended = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return IsFinal(state_); };
   while (!mu_.AwaitWithTimeout(absl::Condition(&ended), kSampleInterval)) {
+    DrainOpsTraceLocked();
     const int64_t now = clock_->NowNanos();
     // Before the destination runs the guest, its ops are counted here.
     const bool use_dest = t_resumed_ > 0;
@@ -292,6 +295,90 @@ void SourceSession::SamplerLoop() {
     timeline_.push_back(s);
     last_ops = ops;
     last_t = now;
+  }
+}
+
+void SourceSession::DrainOpsTraceLocked() {
+  // The VM's meter keeps its last seconds: taken every sample interval,
+  // nothing is lost. The first call reaches back for the baseline window.
+  const int64_t since =
+      ops_trace_.rows() ? ops_trace_.t_ns.back() + 1
+                        : t_start_ - absl::ToInt64Nanoseconds(kBaselineWindow + kWarmUp);
+  vmm::OpsTrace more = vm_->ops_meter().Since(since);
+  if (ops_trace_.vcpus == 0) ops_trace_.vcpus = more.vcpus;
+  ops_trace_.Append(more);
+  ops_trace_.Thin(kMaxOpsTraceRows);
+}
+
+void SourceSession::FillImpactLocked(MigrationReport& r) {
+  const ferry::v1::DestinationStats& d = dest_stats_;
+  r.blocktime_ms = d.blocked_ns() / 1e6;
+  r.blocktime_ms_per_vcpu.clear();
+  if (d.blocked_ns_per_vcpu_size() <= r.vcpus)
+    for (uint64_t ns : d.blocked_ns_per_vcpu()) r.blocktime_ms_per_vcpu.push_back(ns / 1e6);
+  DrainOpsTraceLocked();
+  absl::StatusOr<Baseline> base =
+      MeasureBaseline(ops_trace_, vm_->ops_meter().first_sample_ns(), t_start_);
+  if (!base.ok()) {
+    r.impact_note = std::string(base.status().message());
+    return;
+  }
+  // The destination's samples, bounded before they are used.
+  std::optional<vmm::OpsTrace> dest;
+  if (t_resumed_ > 0 && d.has_ops_trace() && d.ops_trace().t_ns_size() > 0) {
+    const ferry::v1::OpsTrace& t = d.ops_trace();
+    const size_t rows = t.t_ns_size();
+    if (static_cast<int>(t.vcpus()) != r.vcpus || rows > MaxOpsTraceRows(r.vcpus) ||
+        static_cast<size_t>(t.ops_size()) != rows * t.vcpus()) {
+      r.impact_note = absl::StrFormat(
+          "the destination's ops trace does not fit: %d rows of %d vCPUs with %d counts for "
+          "a %d-vCPU VM (at most %d rows)",
+          rows, t.vcpus(), t.ops_size(), r.vcpus, MaxOpsTraceRows(r.vcpus));
+      return;
+    }
+    dest.emplace();
+    dest->vcpus = r.vcpus;
+    dest->t_ns.assign(t.t_ns().begin(), t.t_ns().end());
+    dest->ops.assign(t.ops().begin(), t.ops().end());
+  }
+  // Without a destination that ran, the source's own samples to the end
+  // (a failed migration: the source VM ran on or stayed paused).
+  const int64_t until = t_resumed_ > 0 ? t_resumed_ : t_end_;
+  absl::StatusOr<GuestTimeline> tl =
+      Stitch(ops_trace_, until, dest ? &*dest : nullptr, base->counted);
+  if (!tl.ok()) {
+    r.impact_note = std::string(tl.status().message());
+    return;
+  }
+  r.impact_measured = true;
+  r.baseline_ops_per_sec = base->ops_per_sec;
+  r.baseline_window_ms = base->window_ms;
+  // The same figures over the baseline window itself: the guest's own
+  // unevenness with no migration, in the same run.
+  const int64_t base_from = t_start_ - static_cast<int64_t>(base->window_ms * 1e6);
+  const ImpactFigures quiet = Figures(*tl, base->ops_per_sec, base_from, t_start_);
+  r.baseline_below_half_ms = quiet.below_half_ms;
+  r.baseline_mgu_10ms = quiet.mgu_10ms;
+  r.baseline_mgu_100ms = quiet.mgu_100ms;
+  const ImpactFigures all = Figures(*tl, base->ops_per_sec, t_start_, t_end_);
+  r.below_half_ms = all.below_half_ms;
+  r.mgu_10ms = all.mgu_10ms;
+  r.mgu_100ms = all.mgu_100ms;
+  r.mgu_1s = all.mgu_1s;
+  const int64_t precopy_end = t_pause_ ? t_pause_ : t_end_;
+  if (t_precopy_ > 0 && precopy_end > t_precopy_) {
+    const ImpactFigures pre = Figures(*tl, base->ops_per_sec, t_precopy_, precopy_end);
+    r.precopy_below_half_ms = pre.below_half_ms;
+    r.precopy_mgu_10ms = pre.mgu_10ms;
+    r.precopy_mgu_100ms = pre.mgu_100ms;
+    r.precopy_mgu_1s = pre.mgu_1s;
+  }
+  r.mgu_curve_window_ms.clear();
+  r.mgu_curve.clear();
+  for (double w : kMguCurveWindowsMs) {
+    r.mgu_curve_window_ms.push_back(w);
+    r.mgu_curve.push_back(MinUtilization(*tl, base->ops_per_sec, t_start_, t_end_,
+                                         static_cast<int64_t>(w * 1e6)));
   }
 }
 
@@ -350,6 +437,7 @@ absl::Status SourceSession::Run() {
   {
     absl::MutexLock lock(&mu_);
     t_start_ = clock_->NowNanos();
+    DrainOpsTraceLocked();  // the baseline window, before the start
   }
   sampler_ = std::thread(&SourceSession::SamplerLoop, this);
   if (absl::Status s = Setup(); !s.ok()) return Failed(s);
@@ -900,6 +988,7 @@ void SourceSession::FillReport() {
     r.fault_mode_reason = d.fault_mode_reason();
   }
   r.ops_timeline = timeline_;
+  FillImpactLocked(r);
 }
 
 }  // namespace ferry::migration

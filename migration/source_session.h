@@ -174,6 +174,9 @@ class SourceSession {
   void HandleMessage(const ferry::v1::DestinationMessage& m)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SamplerLoop();
+  void DrainOpsTraceLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The guest-impact figures of the report, from both sides' samples.
+  void FillImpactLocked(MigrationReport& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnServed(uint64_t gpa, uint32_t count);
   absl::Status Failed(absl::Status status);
   void FillReport();
@@ -220,6 +223,9 @@ class SourceSession {
   uint64_t round_pages_left_ ABSL_GUARDED_BY(mu_) = 0;
   double dirty_pages_per_sec_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<OpsSample> timeline_ ABSL_GUARDED_BY(mu_);
+  // The guest's op counts from before the start (the baseline) on, drained
+  // from the VM's meter by the sampler (guest_impact.h).
+  vmm::OpsTrace ops_trace_ ABSL_GUARDED_BY(mu_);
   // Times (clock_ nanoseconds; 0: not reached).
   int64_t t_start_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t t_precopy_ = 0, t_pause_ = 0, t_end_ = 0;

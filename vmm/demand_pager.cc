@@ -77,7 +77,37 @@ DemandPager::DemandPager(GuestMemory* memory, PageSource* source,
       stop_fd_(std::move(stop_fd)),
       present_(new std::atomic<uint64_t>[(memory->num_pages() + 63) / 64]()),
       zero_(new std::atomic<uint64_t>[(memory->num_pages() + 63) / 64]()),
+      blocked_(new Blocked[std::max(options.vcpus, 1)]),
+      vcpu_tids_(new std::atomic<uint32_t>[std::max(options.vcpus, 1)]()),
       shards_(new Shard[kShards]) {}
+
+void DemandPager::RegisterVcpuThread(int vcpu) {
+  if (vcpu >= 0 && vcpu < options_.vcpus)
+    vcpu_tids_[vcpu].store(static_cast<uint32_t>(::gettid()), std::memory_order_release);
+}
+
+int DemandPager::VcpuOfThread(uint32_t tid) const {
+  for (int v = 0; v < options_.vcpus; ++v)
+    if (vcpu_tids_[v].load(std::memory_order_acquire) == tid) return v;
+  return -1;
+}
+
+void DemandPager::RecordWait(const MemoryFault& fault, int64_t now) {
+  if (fault.time_ns <= 0 || now < fault.time_ns) return;
+  MyShard().fault_latency.Record(now - fault.time_ns);
+  if (fault.vcpu < 0 || fault.vcpu >= options_.vcpus) {
+    unattributed_ns_.fetch_add(now - fault.time_ns, std::memory_order_relaxed);
+    return;
+  }
+  // A vCPU waits on one page at a time; a second event for the same wait
+  // (a retried fault, a duplicate) must not count its time twice.
+  Blocked& b = blocked_[fault.vcpu];
+  int64_t prev = b.last_end.load(std::memory_order_relaxed);
+  while (prev < now && !b.last_end.compare_exchange_weak(prev, now)) {
+  }
+  if (prev >= now) return;  // covered by a wait already counted
+  b.ns.fetch_add(now - std::max(fault.time_ns, prev), std::memory_order_relaxed);
+}
 
 DemandPager::Shard& DemandPager::MyShard() {
   static std::atomic<int> next{0};
@@ -186,7 +216,7 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
     }
     RETURN_IF_ERROR(InstallFetched(page, *fetched, !(fault.flags & kFaultWrite)));
   }
-  if (fault.time_ns > 0) shard.fault_latency.Record(MonotonicNowNanos() - fault.time_ns);
+  RecordWait(fault, MonotonicNowNanos());
   return absl::OkStatus();
 }
 
@@ -217,8 +247,8 @@ absl::Status DemandPager::ResolveFaults(absl::Span<const MemoryFault> faults) {
   Shard& shard = MyShard();
   // Counted before any install, as in ResolveFault.
   shard.faults.fetch_add(faults.size(), std::memory_order_relaxed);
-  // (page, fault time) of every fault on a missing page, by page.
-  std::vector<std::pair<uint64_t, int64_t>> waiting;
+  // (page, fault) of every fault on a missing page, by page.
+  std::vector<std::pair<uint64_t, const MemoryFault*>> waiting;
   waiting.reserve(faults.size());
   for (const MemoryFault& f : faults) {
     ASSIGN_OR_RETURN(uint64_t page, PageIndexOf(f.gpa & ~uint64_t{ps - 1}, 1));
@@ -226,19 +256,20 @@ absl::Status DemandPager::ResolveFaults(absl::Span<const MemoryFault> faults) {
       // Installed by another path after the fault: make sure it is awake.
       if (options_.mode == FaultMode::kBlocking)
         RETURN_IF_ERROR(uffd_.Wake(memory_->host() + page * ps, ps));
-      if (f.time_ns > 0) shard.fault_latency.Record(MonotonicNowNanos() - f.time_ns);
+      RecordWait(f, MonotonicNowNanos());
       continue;
     }
     if (IsKnownZero(page)) {  // sent as a zero page: resolved here, no fetch
       RETURN_IF_ERROR(InstallFetched(page, FetchedPage{PageContent::kZero, nullptr},
                                      !(f.flags & kFaultWrite)));
-      if (f.time_ns > 0) shard.fault_latency.Record(MonotonicNowNanos() - f.time_ns);
+      RecordWait(f, MonotonicNowNanos());
       continue;
     }
-    waiting.emplace_back(page, f.time_ns);
+    waiting.emplace_back(page, &f);
   }
   if (waiting.empty()) return absl::OkStatus();
-  std::sort(waiting.begin(), waiting.end());
+  std::sort(waiting.begin(), waiting.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
   // Distinct pages, adjacent ones in one run (runs stay within a slot).
   std::vector<PageRunRequest> runs;
   uint64_t last = ~0ull;
@@ -259,10 +290,9 @@ absl::Status DemandPager::ResolveFaults(absl::Span<const MemoryFault> faults) {
         RETURN_IF_ERROR(InstallFetched(page, fetched, /*read_fault=*/false));
         const int64_t now = MonotonicNowNanos();
         auto range = std::equal_range(
-            waiting.begin(), waiting.end(), std::make_pair(page, int64_t{0}),
+            waiting.begin(), waiting.end(), std::make_pair(page, nullptr),
             [](const auto& a, const auto& b) { return a.first < b.first; });
-        for (auto it = range.first; it != range.second; ++it)
-          if (it->second > 0) shard.fault_latency.Record(now - it->second);
+        for (auto it = range.first; it != range.second; ++it) RecordWait(*it->second, now);
         return absl::OkStatus();
       });
   if (!s.ok()) {
@@ -383,6 +413,7 @@ void DemandPager::HandlerLoop() {
                         ? kFaultWrite
                         : kFaultRead;
       fault.time_ns = now;
+      fault.vcpu = VcpuOfThread(msgs[i].arg.pagefault.feat.ptid);
       faults.push_back(fault);
     }
     // A failed fetch leaves its pages missing and their vCPUs asleep on
@@ -426,6 +457,11 @@ DemandPagerStats DemandPager::Stats() const {
   }
   s.missing_pages = missing_pages();
   s.known_zero = known_zero_pages();
+  s.blocked_ns = unattributed_ns_.load(std::memory_order_relaxed);
+  for (int v = 0; v < options_.vcpus; ++v) {
+    s.blocked_ns_per_vcpu.push_back(blocked_[v].ns.load(std::memory_order_relaxed));
+    s.blocked_ns += s.blocked_ns_per_vcpu.back();
+  }
   return s;
 }
 

@@ -59,6 +59,8 @@ struct DemandPagerOptions {
   FaultMode mode = FaultMode::kExit;
   // Blocking mode only. 0: one per two vCPUs (Vm::EnableDemandPaging).
   int handler_threads = 1;
+  // The VM's vCPUs, for blocktime per vCPU (MemoryFault::vcpu).
+  int vcpus = 1;
 };
 
 struct DemandPagerStats {
@@ -73,6 +75,12 @@ struct DemandPagerStats {
   // spend. Counted when a read fault resolves to a zero page.
   uint64_t zero_for_reads = 0;
   HistogramSnapshot fault_latency;  // ns; see ResolveFault()
+  // Blocktime: how long vCPUs waited on missing pages, from the fault to
+  // the install that woke them (time a vCPU waited on two faults at once
+  // counts once). Per vCPU, and in all (which adds the waits no vCPU was
+  // known for).
+  std::vector<uint64_t> blocked_ns_per_vcpu;
+  uint64_t blocked_ns = 0;
 };
 
 class DemandPager {
@@ -87,6 +95,9 @@ class DemandPager {
 
   // Readies the page source for faults resolved on the calling thread.
   void PrepareThread() { source_->PrepareThread(); }
+  // The calling thread runs vCPU `vcpu`: in blocking mode its faults
+  // (which name the thread) are then counted as that vCPU's blocktime.
+  void RegisterVcpuThread(int vcpu);
 
   // Makes the page holding `fault.gpa` present, fetching it from the source
   // unless another path installed it first. Records the fault latency from
@@ -149,6 +160,10 @@ class DemandPager {
   void MarkPresent(uint64_t first, uint64_t count);
   // Marks [first, first + count) known zero, except pages already present.
   void MarkKnownZero(uint64_t first, uint64_t count);
+  // Records one fault's wait, from start_ns to now: its latency, and the
+  // blocktime of fault.vcpu (or unattributed).
+  void RecordWait(const MemoryFault& fault, int64_t now);
+  int VcpuOfThread(uint32_t tid) const;
   // Counts an install's outcome in the calling thread's shard.
   void CountInstall(const sys::InstallResult& r, bool zero);
   // Calls fn on the maximal runs of pages [first, first + count) that are all
@@ -181,6 +196,15 @@ class DemandPager {
     std::atomic<uint64_t> zero_for_reads{0};  // zero pages allocated by a read
     LatencyHistogram fault_latency;
   };
+  // Blocktime per vCPU: the end of the last wait counted, so that waits
+  // that overlap count once.
+  struct alignas(64) Blocked {
+    std::atomic<uint64_t> ns{0};
+    std::atomic<int64_t> last_end{0};
+  };
+  std::unique_ptr<Blocked[]> blocked_;  // options_.vcpus entries
+  std::atomic<uint64_t> unattributed_ns_{0};
+  std::unique_ptr<std::atomic<uint32_t>[]> vcpu_tids_;  // 0: not registered
   static constexpr int kShards = 16;
   Shard& MyShard();
   std::unique_ptr<Shard[]> shards_;

@@ -50,6 +50,7 @@ class SoftVcpu final : public Vcpu {
   absl::StatusOr<std::string> SaveState() const override;
   absl::Status RestoreState(absl::string_view bytes) override;
   VcpuCounters Counters() const override;
+  uint64_t ops() const override { return ops_done_.load(std::memory_order_relaxed); }
 
   uint64_t ops_done() const { return ops_done_.load(std::memory_order_relaxed); }
 

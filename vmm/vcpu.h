@@ -39,6 +39,7 @@ struct MemoryFault {
   uint64_t size = 0;
   uint32_t flags = 0;
   int64_t time_ns = 0;  // CLOCK_MONOTONIC when the fault was taken
+  int vcpu = -1;        // the vCPU that waits on it; -1 when not known
 };
 
 enum class VcpuExitReason {
@@ -82,6 +83,9 @@ class Vcpu {
   virtual absl::Status RestoreState(absl::string_view bytes) = 0;
 
   virtual VcpuCounters Counters() const = 0;
+  // Guest operations completed so far (Counters().ops, without the rest):
+  // cheap enough to read every millisecond from any thread.
+  virtual uint64_t ops() const = 0;
 };
 
 }  // namespace ferry::vmm

@@ -104,7 +104,13 @@ Vm::Vm(const VmConfig& config, std::unique_ptr<GuestMemory> memory,
       memory_(std::move(memory)),
       machine_(std::move(machine)),
       clock_(clock),
-      vcpus_(std::move(vcpus)) {
+      vcpus_(std::move(vcpus)),
+      meter_(
+          config.vcpus,
+          [this](uint64_t* ops) {
+            for (size_t i = 0; i < vcpus_.size(); ++i) ops[i] = vcpus_[i]->ops();
+          },
+          kOpsSampleInterval, kOpsSamples, clock) {
   absl::MutexLock lock(&mu_);
   states_.assign(config.vcpus, VcpuRunState::kPaused);
   errors_.assign(config.vcpus, absl::OkStatus());
@@ -178,6 +184,7 @@ absl::Status Vm::EnableDemandPaging(std::shared_ptr<PageSource> source,
   fault_mode_choice_ = ChooseFaultMode(options.mode);
   options.mode = fault_mode_choice_.mode;
   if (options.handler_threads <= 0) options.handler_threads = std::max(1, config_.vcpus / 2);
+  options.vcpus = config_.vcpus;
   handler_threads_ = options.handler_threads;
   ASSIGN_OR_RETURN(pager_, DemandPager::Create(memory_.get(), source.get(), options));
   source_ = std::move(source);
@@ -193,6 +200,7 @@ absl::Status Vm::Start() {
   for (VcpuRunState& s : states_)
     if (s == VcpuRunState::kPaused) s = VcpuRunState::kRunning;
   for (int i = 0; i < config_.vcpus; ++i) threads_.emplace_back(&Vm::VcpuThread, this, i);
+  meter_.Start();
   return absl::OkStatus();
 }
 
@@ -238,11 +246,15 @@ void Vm::Stop() {
   if (pager_) pager_->Stop();
   for (std::thread& t : threads_) t.join();
   threads_.clear();
+  meter_.Stop();
 }
 
 void Vm::VcpuThread(int index) {
   Vcpu* vcpu = vcpus_[index].get();
-  if (pager_ != nullptr) pager_->PrepareThread();
+  if (pager_ != nullptr) {
+    pager_->PrepareThread();
+    pager_->RegisterVcpuThread(index);
+  }
   while (true) {
     {
       absl::MutexLock lock(&mu_);
@@ -263,6 +275,7 @@ void Vm::VcpuThread(int index) {
             exit->fault.gpa));
         break;
       }
+      exit->fault.vcpu = index;
       error = pager_->ResolveFault(exit->fault);
       if (!error.ok()) {
         error = absl::Status(error.code(),

@@ -43,6 +43,7 @@
 #include "vmm/demand_pager.h"
 #include "vmm/digest.h"
 #include "vmm/dirty_log.h"
+#include "vmm/ops_meter.h"
 #include "vmm/guest_memory.h"
 #include "vmm/kvm/kvm_machine.h"
 #include "vmm/soft_vcpu.h"
@@ -93,6 +94,9 @@ struct VmStats {
   std::vector<VcpuStats> vcpus;
   uint64_t total_ops = 0;
 };
+
+inline constexpr absl::Duration kOpsSampleInterval = absl::Milliseconds(2);
+inline constexpr size_t kOpsSamples = 8192;  // 16 s at 2 ms
 
 class Vm {
  public:
@@ -146,6 +150,9 @@ class Vm {
   absl::Status WaitUntilHalted(absl::Duration timeout);
 
   VmStats Stats() const;
+  // The guest's per-vCPU op counts, sampled every kOpsSampleInterval from
+  // Start() to Stop() (the last kOpsSamples samples are kept).
+  const OpsMeter& ops_meter() const { return meter_; }
   std::vector<VcpuRunState> States() const;
   // OK unless a vCPU failed; then the first failed vCPU's error, naming it.
   // A VM that is not healthy cannot run its guest: a migration that
@@ -184,6 +191,7 @@ class Vm {
   std::unique_ptr<DemandPager> pager_;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
   std::vector<std::thread> threads_;
+  OpsMeter meter_;  // after vcpus_, which it reads
 
   mutable absl::Mutex mu_;
   absl::CondVar cv_;

@@ -21,10 +21,20 @@ dp = [r for r in rows if "pages_per_sec_median" in r]
 assert len(dp) == 8 and all(r["pages_per_sec_min"] <= r["pages_per_sec_median"] <= r["pages_per_sec_max"] for r in dp)
 mig = [r for r in rows if r.get("mode") == "postcopy"]
 assert len(mig) == 1 and mig[0]["completed"] == 2 and mig[0]["digest_match"] == 2, mig
+m = mig[0]
+# Guest impact in every migrate row: utilization in [0, 1], time below half
+# within the migration, blocktime within vCPUs x total time.
+assert 0 <= m["mgu_10ms_min"] <= m["mgu_10ms_median"] <= m["mgu_10ms_max"] <= 1, m
+for k in ("mgu_100ms_median", "mgu_1s_median"):
+    assert 0 <= m[k] <= 1, (k, m)
+assert 0 <= m["below_half_ms_median"] <= m["total_ms_max"], m
+assert 0 <= m["blocktime_ms_median"] <= 2 * m["total_ms_max"], m
 PY
+head -1 "$out/migrate.csv" | grep -q 'blocktime_ms_median.*below_half_ms_median.*mgu_10ms_median.*mgu_100ms_median.*mgu_1s_median' \
+  || fail "migrate.csv lacks the guest-impact columns"
 head -1 "$out/migrate.csv" | grep -q '^memory_bytes,workload,dirty_rate,mode,fault_mode,max_bandwidth,runs,completed,digest_match,total_ms_median' \
   || fail "migrate.csv header"
-for p in ops_timeline fault_cdf demand_paging_rate bytes_by_phase switchover_downtime; do
+for p in ops_timeline mgu_curve fault_cdf demand_paging_rate bytes_by_phase switchover_downtime; do
   [ "$(head -c 4 "$out/$p.png" | tail -c 3)" = "PNG" ] || fail "$p.png is not a PNG"
 done
 echo "PASS"

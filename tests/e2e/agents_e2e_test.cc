@@ -117,6 +117,50 @@ TEST_F(AgentsTest, MigrateInEachModeThroughTheApi) {
   }
 }
 
+// Guest impact in a real two-agent migration's report: present, and
+// consistent with the other figures and with itself.
+TEST_F(AgentsTest, GuestImpactFiguresAreConsistent) {
+  // An endless guest that ran long enough for a baseline.
+  Create(*sa_, VmRequest("impact", "zipf", 64 << 20, 0));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  MigrationResource m;
+  ASSERT_TRUE(Start("impact", ferry::v1::MIGRATION_MODE_POSTCOPY, &m).ok());
+  MigrationResource done = Watch(m.id());
+  ASSERT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << done.error();
+  const ferry::v1::MigrationReport& r = done.report();
+  ASSERT_TRUE(r.impact_measured()) << r.impact_note();
+  EXPECT_GT(r.baseline_ops_per_sec(), 0);
+  EXPECT_NEAR(r.baseline_window_ms(), 1000, 1);
+  // Blocktime: per vCPU, summing to the total, never more than every vCPU
+  // waiting the whole postcopy phase.
+  EXPECT_GT(r.faults(), 0u);
+  EXPECT_GT(r.blocktime_ms(), 0);
+  ASSERT_EQ(r.blocktime_ms_per_vcpu_size(), 2);
+  EXPECT_NEAR(r.blocktime_ms_per_vcpu(0) + r.blocktime_ms_per_vcpu(1), r.blocktime_ms(), 1e-6);
+  EXPECT_LE(r.blocktime_ms(), 2 * r.postcopy_ms());
+  // Utilization in [0, 1], and a longer window is never worse (each is a
+  // whole number of the shorter ones).
+  for (double u : {r.mgu_10ms(), r.mgu_100ms(), r.mgu_1s(), r.precopy_mgu_10ms(),
+                   r.baseline_mgu_10ms(), r.baseline_mgu_100ms()}) {
+    EXPECT_GE(u, 0);
+    EXPECT_LE(u, 1);
+  }
+  EXPECT_LE(r.mgu_10ms(), r.mgu_100ms() + 1e-9);
+  EXPECT_LE(r.mgu_100ms(), r.mgu_1s() + 1e-9);
+  EXPECT_GE(r.below_half_ms(), 0);
+  EXPECT_LE(r.below_half_ms(), r.total_ms());
+  EXPECT_LE(r.baseline_below_half_ms(), r.baseline_window_ms());
+  // The curve: every window of kMguCurveWindowsMs, non-decreasing where a
+  // window is a multiple of the one before.
+  ASSERT_EQ(r.mgu_curve_size(), r.mgu_curve_window_ms_size());
+  ASSERT_GE(r.mgu_curve_size(), 3);
+  for (int i = 0; i < r.mgu_curve_size(); ++i) {
+    EXPECT_GE(r.mgu_curve(i), 0);
+    EXPECT_LE(r.mgu_curve(i), 1);
+  }
+  EXPECT_TRUE(Verify(*sb_, "impact"));
+}
+
 TEST_F(AgentsTest, IdempotentStartAndAlreadyMigrating) {
   Create(*sa_, VmRequest("vm", "dirty-rate"));
   Create(*sa_, VmRequest("other", "idle"));

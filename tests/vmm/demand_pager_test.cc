@@ -244,6 +244,58 @@ TEST(DemandPager, BlockingModeHandlerResolvesASleepingThread) {
   EXPECT_EQ(pager->missing_pages(), kPages - 8);
 }
 
+// Serves from an image after a delay: a slow link.
+class SlowSource final : public PageSource {
+ public:
+  SlowSource(const GuestMemory* image, absl::Duration delay) : inner_(image), delay_(delay) {}
+  absl::StatusOr<FetchedPage> Fetch(uint64_t gpa, absl::Span<uint8_t> out) override {
+    absl::SleepFor(delay_);
+    return inner_.Fetch(gpa, out);
+  }
+
+ private:
+  InMemoryPageSource inner_;
+  absl::Duration delay_;
+};
+
+// Blocktime is the vCPUs' wait, per vCPU: in exit mode the fault names its
+// vCPU; in blocking mode the faulting thread does (RegisterVcpuThread).
+TEST_P(DemandPagerTest, BlocktimeIsCountedPerVcpu) {
+  auto image = Image();
+  SlowSource source(image.get(), absl::Milliseconds(20));
+  auto mem = Memory();
+  DemandPagerOptions options{GetParam(), 1};
+  options.vcpus = 3;
+  ASSERT_OK_AND_ASSIGN(auto pager, DemandPager::Create(mem.get(), &source, options));
+  std::thread vcpu1([&] {
+    pager->RegisterVcpuThread(1);
+    if (GetParam() == FaultMode::kExit) {
+      MemoryFault f{7 * kPage, kPage, kFaultRead, MonotonicNowNanos()};
+      f.vcpu = 1;
+      ASSERT_OK(pager->ResolveFault(f));
+      // The same wait reported twice (a duplicate event) counts once.
+      f.time_ns = MonotonicNowNanos() - 1'000'000;
+      MemoryFault dup = f;
+      ASSERT_OK(pager->ResolveFault(dup));
+    } else {
+      EXPECT_EQ(mem->host()[7 * kPage], 8);  // sleeps in the kernel on the fault
+    }
+  });
+  vcpu1.join();
+  DemandPagerStats s = pager->Stats();
+  ASSERT_EQ(s.blocked_ns_per_vcpu.size(), 3u);
+  EXPECT_EQ(s.blocked_ns_per_vcpu[0], 0u);
+  EXPECT_GE(s.blocked_ns_per_vcpu[1], 20'000'000u);
+  EXPECT_LT(s.blocked_ns_per_vcpu[1], 2'000'000'000u);
+  EXPECT_EQ(s.blocked_ns_per_vcpu[2], 0u);
+  EXPECT_EQ(s.blocked_ns, s.blocked_ns_per_vcpu[1]);
+  // A fault no vCPU is known for counts in the total only.
+  ASSERT_OK(pager->ResolveFault({9 * kPage, kPage, kFaultRead, MonotonicNowNanos()}));
+  DemandPagerStats t = pager->Stats();
+  EXPECT_EQ(t.blocked_ns_per_vcpu[1], s.blocked_ns_per_vcpu[1]);
+  EXPECT_GE(t.blocked_ns, s.blocked_ns + 20'000'000u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, DemandPagerTest,
                          ::testing::Values(FaultMode::kExit, FaultMode::kBlocking),
                          [](const auto& info) { return FaultModeName(info.param); });

@@ -129,6 +129,29 @@ TEST(Vm, AGuestPausedMidRunEqualsItsReplayPerVcpu) {
   EXPECT_NE(got.digest, other.digest);
 }
 
+// The ops meter samples every vCPU's count from Start() on: evenly spaced,
+// never going backwards, the last sample the VM's final count.
+TEST(Vm, TheOpsMeterSamplesEveryVcpuWhileTheVmRuns) {
+  ASSERT_OK_AND_ASSIGN(auto vm, Vm::Create(Config(WorkloadKind::kUniform, 0, 2)));
+  ASSERT_OK(vm->LoadInitialMemory());
+  EXPECT_EQ(vm->ops_meter().first_sample_ns(), 0);
+  ASSERT_OK(vm->Start());
+  ASSERT_TRUE(Eventually([&] { return vm->ops_meter().Since(0).rows() >= 20; }));
+  vm->Stop();
+  vmm::OpsTrace t = vm->ops_meter().Since(0);
+  ASSERT_EQ(t.vcpus, 2);
+  ASSERT_EQ(t.ops.size(), t.rows() * 2);
+  EXPECT_EQ(t.t_ns.front(), vm->ops_meter().first_sample_ns());
+  for (size_t i = 1; i < t.rows(); ++i) {
+    EXPECT_GE(t.t_ns[i], t.t_ns[i - 1]);
+    for (int v = 0; v < 2; ++v) EXPECT_GE(t.ops[i * 2 + v], t.ops[(i - 1) * 2 + v]);
+  }
+  EXPECT_EQ(t.total(t.rows() - 1), vm->Stats().total_ops);
+  EXPECT_GT(t.total(t.rows() - 1), 0u);
+  // Since() leaves out what came before the time asked for.
+  EXPECT_EQ(vm->ops_meter().Since(t.t_ns.back()).rows(), 1u);
+}
+
 TEST(Vm, PauseStopsGuestCodeUntilResume) {
   VmConfig config = Config(WorkloadKind::kUniform, 0);  // runs until stopped
   auto vm = SourceImage(config);

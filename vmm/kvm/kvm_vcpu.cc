@@ -283,9 +283,15 @@ absl::Status KvmVcpu::RestoreState(absl::string_view bytes) {
 
 VcpuCounters KvmVcpu::Counters() const {
   VcpuCounters c;
-  c.ops = status()->ops_done;
+  c.ops = ops();
   c.fault_exits = fault_exits_.load(std::memory_order_relaxed);
   return c;
+}
+
+uint64_t KvmVcpu::ops() const {
+  // The guest's own counter in its status page (firmware memory, never
+  // demand paged).
+  return __atomic_load_n(&status()->ops_done, __ATOMIC_RELAXED);
 }
 
 }  // namespace ferry::vmm::kvm

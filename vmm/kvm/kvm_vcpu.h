@@ -49,6 +49,7 @@ class KvmVcpu final : public Vcpu {
   absl::StatusOr<std::string> SaveState() const override;
   absl::Status RestoreState(absl::string_view bytes) override;
   VcpuCounters Counters() const override;
+  uint64_t ops() const override;
 
  private:
   guest::VcpuStatus* status() const;
