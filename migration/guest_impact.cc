@@ -18,19 +18,6 @@ double CountedOps(const vmm::OpsTrace& trace, size_t row, const std::vector<bool
   return sum;
 }
 
-// Interpolated value of row data at t in trace (per vCPU), clamped.
-double TraceOpsAt(const vmm::OpsTrace& trace, int v, int64_t t) {
-  const auto& ts = trace.t_ns;
-  auto it = std::lower_bound(ts.begin(), ts.end(), t);
-  const size_t i = it - ts.begin();
-  if (i == 0) return static_cast<double>(trace.ops[v]);
-  if (i == ts.size()) return static_cast<double>(trace.ops[(ts.size() - 1) * trace.vcpus + v]);
-  const double a = static_cast<double>(trace.ops[(i - 1) * trace.vcpus + v]);
-  const double b = static_cast<double>(trace.ops[i * trace.vcpus + v]);
-  const double span = static_cast<double>(ts[i] - ts[i - 1]);
-  return span <= 0 ? b : a + (b - a) * static_cast<double>(t - ts[i - 1]) / span;
-}
-
 double Utilization(double ops, double baseline, int64_t ns) {
   if (baseline <= 0 || ns <= 0) return 1;
   return std::clamp(ops / (baseline * static_cast<double>(ns) / 1e9), 0.0, 1.0);
@@ -50,14 +37,25 @@ absl::StatusOr<Baseline> MeasureBaseline(const vmm::OpsTrace& trace,
         "%.0f ms of measure needed)",
         (start_ns - first_sample_ns) / 1e6, absl::ToDoubleMilliseconds(kWarmUp),
         absl::ToDoubleMilliseconds(kMinBaselineWindow)));
-  if (trace.t_ns.front() > from || trace.t_ns.back() < start_ns - Nanos(kMinBaselineWindow))
-    return absl::FailedPreconditionError("no baseline: no samples cover the window");
+  // The samples inside the window (a sampler the scheduler delayed leaves
+  // gaps; the rate is measured between real samples).
+  const auto& ts = trace.t_ns;
+  const size_t i0 = std::lower_bound(ts.begin(), ts.end(), from) - ts.begin();
+  const size_t end = std::upper_bound(ts.begin(), ts.end(), start_ns) - ts.begin();
+  if (end == 0 || i0 >= end - 1 || ts[end - 1] - ts[i0] < Nanos(kMinBaselineWindow))
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "no baseline: the guest's samples cover %.0f ms of the %.0f ms before the migration",
+        end == 0 || i0 >= end ? 0.0 : (ts[end - 1] - ts[i0]) / 1e6, (start_ns - from) / 1e6));
+  const size_t i1 = end - 1;
   Baseline b;
-  b.window_ms = (start_ns - from) / 1e6;
+  b.from_ns = ts[i0];
+  b.to_ns = ts[i1];
+  b.window_ms = (ts[i1] - ts[i0]) / 1e6;
   b.counted.assign(trace.vcpus, false);
   double ops = 0;
   for (int v = 0; v < trace.vcpus; ++v) {
-    const double done = TraceOpsAt(trace, v, start_ns) - TraceOpsAt(trace, v, from);
+    const double done = static_cast<double>(trace.ops[i1 * trace.vcpus + v]) -
+                        static_cast<double>(trace.ops[i0 * trace.vcpus + v]);
     if (done <= 0) continue;  // idle in the window: not counted
     b.counted[v] = true;
     ops += done;
@@ -65,7 +63,7 @@ absl::StatusOr<Baseline> MeasureBaseline(const vmm::OpsTrace& trace,
   if (ops <= 0)
     return absl::FailedPreconditionError(
         "no baseline: the guest did no op in the window before the migration");
-  b.ops_per_sec = ops / ((start_ns - from) / 1e9);
+  b.ops_per_sec = ops / ((ts[i1] - ts[i0]) / 1e9);
   return b;
 }
 

@@ -5,9 +5,9 @@
 // figure).
 //
 // Baseline: the guest's throughput on the source over a warmed-up window
-// just before the migration: up to kBaselineWindow ending at the start,
-// beginning no earlier than kWarmUp after the VM's first sample, and at
-// least kMinBaselineWindow long. A vCPU that did no op in that window (idle,
+// just before the migration: between the samples inside the last
+// kBaselineWindow before the start that were taken at least kWarmUp after
+// the VM's first sample, at least kMinBaselineWindow apart. A vCPU that did no op in that window (idle,
 // halted, or with no samples) is left out of the baseline and of every
 // figure: it cannot fall below a throughput it never had.
 //
@@ -46,7 +46,8 @@ inline constexpr double kMguCurveWindowsMs[] = {5,   10,  20,   50,   100, 200,
 struct Baseline {
   double ops_per_sec = 0;     // the counted vCPUs' ops per second
   double window_ms = 0;
-  std::vector<bool> counted;  // per vCPU
+  int64_t from_ns = 0, to_ns = 0;  // the samples it was measured between
+  std::vector<bool> counted;       // per vCPU
 };
 
 // The baseline from the source's samples (trace) ending at start_ns, the VM

@@ -355,8 +355,7 @@ void SourceSession::FillImpactLocked(MigrationReport& r) {
   r.baseline_window_ms = base->window_ms;
   // The same figures over the baseline window itself: the guest's own
   // unevenness with no migration, in the same run.
-  const int64_t base_from = t_start_ - static_cast<int64_t>(base->window_ms * 1e6);
-  const ImpactFigures quiet = Figures(*tl, base->ops_per_sec, base_from, t_start_);
+  const ImpactFigures quiet = Figures(*tl, base->ops_per_sec, base->from_ns, base->to_ns);
   r.baseline_below_half_ms = quiet.below_half_ms;
   r.baseline_mgu_10ms = quiet.mgu_10ms;
   r.baseline_mgu_100ms = quiet.mgu_100ms;

@@ -130,7 +130,8 @@ TEST_F(AgentsTest, GuestImpactFiguresAreConsistent) {
   const ferry::v1::MigrationReport& r = done.report();
   ASSERT_TRUE(r.impact_measured()) << r.impact_note();
   EXPECT_GT(r.baseline_ops_per_sec(), 0);
-  EXPECT_NEAR(r.baseline_window_ms(), 1000, 1);
+  EXPECT_GE(r.baseline_window_ms(), 100);
+  EXPECT_LE(r.baseline_window_ms(), 1000);
   // Blocktime: per vCPU, summing to the total, never more than every vCPU
   // waiting the whole postcopy phase.
   EXPECT_GT(r.faults(), 0u);
