@@ -272,7 +272,9 @@ void SourceSession::HandleMessage(const DestinationMessage& m) {
 }
 
 void SourceSession::SamplerLoop() {
-  uint64_t last_ops = 0;
+  // From the guest's count at the start: the first sample is the ops of
+  // its first interval, not of the VM's life.
+  uint64_t last_ops = vm_->Stats().total_ops;
   int64_t last_t = clock_->NowNanos();
   bool dest = false;
   absl::MutexLock lock(&mu_);

@@ -51,6 +51,27 @@ def main():
             r["faults"], num(r["fault_p50_us"]), num(r["fault_p99_us"]),
             num(r["max_vcpu_stall_ms"])))
 
+    print("\n### guest impact\n")
+    print("| workload | mode | fault mode | blocktime ms | below half ms median (min-max) "
+          "| mgu 10 ms | mgu 100 ms | mgu 1 s median (min-max) | precopy: below half ms, mgu 100 ms "
+          "| no migration: below half ms, mgu 10 / 100 ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows(f"{d}/migrate.csv"):
+        if not r.get("below_half_ms_median"):
+            print("| {} | {} | {} | {} | not measured: {} | | | | | |".format(
+                r["workload"], r["mode"], r["fault_mode"], num(r["blocktime_ms_median"], "{:.0f}"),
+                r.get("impact_note", "")))
+            continue
+        print("| {} | {} | {} | {} | {} ({}-{}) | {} | {} | {} ({}-{}) | {}, {} | {}, {} / {} |".format(
+            r["workload"], r["mode"], r["fault_mode"], num(r["blocktime_ms_median"], "{:.0f}"),
+            num(r["below_half_ms_median"], "{:.0f}"), num(r["below_half_ms_min"], "{:.0f}"),
+            num(r["below_half_ms_max"], "{:.0f}"), num(r["mgu_10ms_median"], "{:.2f}"),
+            num(r["mgu_100ms_median"], "{:.2f}"), num(r["mgu_1s_median"], "{:.2f}"),
+            num(r["mgu_1s_min"], "{:.2f}"), num(r["mgu_1s_max"], "{:.2f}"),
+            num(r["precopy_below_half_ms"], "{:.0f}"), num(r["precopy_mgu_100ms"], "{:.2f}"),
+            num(r["baseline_below_half_ms"], "{:.0f}"), num(r["baseline_mgu_10ms"], "{:.2f}"),
+            num(r["baseline_mgu_100ms"], "{:.2f}")))
+
     print("\n### switchover\n")
     print("| vCPUs | downtime ms median | min - max | digest |")
     print("|---|---|---|---|")
