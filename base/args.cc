@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "base/status_macros.h"
 
 namespace ferry {
 
@@ -40,20 +41,38 @@ absl::StatusOr<uint64_t> ParseBytes(absl::string_view text, absl::string_view wh
   return static_cast<uint64_t>(bytes);
 }
 
-absl::StatusOr<Args> Args::Parse(int argc, const char* const* argv) {
+absl::StatusOr<Args> Args::Parse(int argc, const char* const* argv,
+                                 const std::set<std::string>& booleans) {
   std::vector<std::string> v(argv, argv + argc);
-  return Parse(v);
+  return Parse(v, booleans);
 }
 
-absl::StatusOr<Args> Args::Parse(const std::vector<std::string>& argv) {
+namespace {
+
+bool IsNumber(absl::string_view s) {
+  double d;
+  return absl::SimpleAtod(s, &d);
+}
+
+}  // namespace
+
+absl::StatusOr<Args> Args::Parse(const std::vector<std::string>& argv,
+                                 const std::set<std::string>& booleans) {
   Args args;
+  auto boolean = [&](const std::string& name) {
+    return kBooleanFlags().count(name) > 0 || booleans.count(name) > 0;
+  };
   for (size_t i = 0; i < argv.size(); ++i) {
     absl::string_view a = argv[i];
     if (a == "--") {
       for (++i; i < argv.size(); ++i) args.positional_.push_back(argv[i]);
       break;
     }
+    if (a == "-h") a = "--help";
     if (!absl::ConsumePrefix(&a, "--")) {
+      if (a.size() > 1 && a[0] == '-' && !IsNumber(a))
+        return absl::InvalidArgumentError(absl::StrCat(
+            "unknown flag '", a, "' (flags are spelled --name; -h is --help)"));
       args.positional_.push_back(argv[i]);
       continue;
     }
@@ -63,10 +82,14 @@ absl::StatusOr<Args> Args::Parse(const std::vector<std::string>& argv) {
     std::string value;
     if (eq != absl::string_view::npos) {
       value = std::string(a.substr(eq + 1));
-    } else if (i + 1 < argv.size() && !absl::StartsWith(argv[i + 1], "--")) {
+    } else if (boolean(name)) {
+      value = "true";
+    } else if (i + 1 < argv.size() && !absl::StartsWith(argv[i + 1], "--") &&
+               argv[i + 1] != "-h") {
       value = argv[++i];
     } else {
       value = "true";
+      args.valueless_.insert(name);
     }
     if (args.flags_.count(name))
       return absl::InvalidArgumentError(absl::StrCat("--", name, " is given twice"));
@@ -75,14 +98,21 @@ absl::StatusOr<Args> Args::Parse(const std::vector<std::string>& argv) {
   return args;
 }
 
+absl::Status Args::NeedsValue(const std::string& name) const {
+  return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+}
+
 std::string Args::String(const std::string& name, const std::string& def) {
   used_.insert(name);
+  // A bare --name reads as "" (callers that need a value refuse that).
+  if (valueless_.count(name)) return "";
   auto it = flags_.find(name);
   return it == flags_.end() ? def : it->second;
 }
 
 absl::StatusOr<int64_t> Args::Int(const std::string& name, int64_t def) {
   used_.insert(name);
+  if (valueless_.count(name)) return NeedsValue(name);
   auto it = flags_.find(name);
   if (it == flags_.end()) return def;
   int64_t v;
@@ -94,6 +124,7 @@ absl::StatusOr<int64_t> Args::Int(const std::string& name, int64_t def) {
 
 absl::StatusOr<double> Args::Double(const std::string& name, double def) {
   used_.insert(name);
+  if (valueless_.count(name)) return NeedsValue(name);
   auto it = flags_.find(name);
   if (it == flags_.end()) return def;
   double v;
@@ -105,6 +136,7 @@ absl::StatusOr<double> Args::Double(const std::string& name, double def) {
 
 absl::StatusOr<uint64_t> Args::Bytes(const std::string& name, uint64_t def) {
   used_.insert(name);
+  if (valueless_.count(name)) return NeedsValue(name);
   auto it = flags_.find(name);
   if (it == flags_.end()) return def;
   return ParseBytes(it->second, absl::StrCat("--", name));
@@ -113,6 +145,7 @@ absl::StatusOr<uint64_t> Args::Bytes(const std::string& name, uint64_t def) {
 absl::StatusOr<std::vector<int64_t>> Args::IntList(const std::string& name,
                                                    std::vector<int64_t> def) {
   used_.insert(name);
+  if (valueless_.count(name)) return NeedsValue(name);
   auto it = flags_.find(name);
   if (it == flags_.end()) return def;
   std::vector<int64_t> out;
@@ -138,6 +171,7 @@ std::vector<std::string> Args::List(const std::string& name,
 
 bool Args::Bool(const std::string& name) {
   used_.insert(name);
+  bool_reads_.insert(name);
   auto it = flags_.find(name);
   return it != flags_.end() && it->second != "false" && it->second != "0";
 }
@@ -153,7 +187,19 @@ absl::Status Args::Alias(const std::string& old_name, const std::string& name) {
   return absl::OkStatus();
 }
 
+absl::Status Args::Finish(size_t positionals, absl::string_view usage) const {
+  RETURN_IF_ERROR(Finish());
+  if (positional_.size() > positionals)
+    return absl::InvalidArgumentError(absl::StrCat("unexpected argument '",
+                                                   positional_[positionals],
+                                                   "' (usage: ", usage, ")"));
+  return absl::OkStatus();
+}
+
 absl::Status Args::Finish() const {
+  // A flag read as a string but given bare (Bool reads of it are fine).
+  for (const std::string& name : valueless_)
+    if (used_.count(name) && !bool_reads_.count(name)) return NeedsValue(name);
   std::vector<std::string> unknown;
   for (const auto& [name, value] : flags_)
     if (!used_.count(name)) unknown.push_back("--" + name);

@@ -1,8 +1,13 @@
 // Args: command-line parsing for Ferry's binaries (ferry, ferryd,
-// ferry-bench). Accepts `--name=value`, `--name value` and bare `--flag`
-// (boolean true); everything else is positional. Every getter names the flag
-// in its error, and Finish() rejects flags nobody asked for, so a typo is an
-// error rather than a silently ignored option.
+// ferry-bench). Accepts `--name=value` and `--name value`; a boolean flag
+// (kBooleanFlags, or one the binary names) is bare `--flag` (or
+// `--flag=false`) and never takes the next word as its value. `-h` is
+// `--help`. Any other word starting with `-` (but a negative number) is an
+// error, not a positional. Every getter names the flag in its error (a
+// non-boolean flag given without a value: "--memory needs a value"), and
+// Finish() rejects flags nobody asked for and positionals past the ones a
+// command takes, so a typo is an error rather than a silently ignored
+// option.
 //
 //   ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1));
 //   ASSIGN_OR_RETURN(uint64_t memory, args.Bytes("memory", 1ull << 30));
@@ -26,10 +31,19 @@ namespace ferry {
 // trailing "/s" are accepted too). InvalidArgument naming `what` otherwise.
 absl::StatusOr<uint64_t> ParseBytes(absl::string_view text, absl::string_view what);
 
+// Flags that are boolean in every binary.
+inline const std::set<std::string>& kBooleanFlags() {
+  static const std::set<std::string> flags = {"help", "version", "json"};
+  return flags;
+}
+
 class Args {
  public:
-  static absl::StatusOr<Args> Parse(int argc, const char* const* argv);
-  static absl::StatusOr<Args> Parse(const std::vector<std::string>& argv);
+  // `booleans`: the binary's boolean flags besides kBooleanFlags().
+  static absl::StatusOr<Args> Parse(int argc, const char* const* argv,
+                                    const std::set<std::string>& booleans = {});
+  static absl::StatusOr<Args> Parse(const std::vector<std::string>& argv,
+                                    const std::set<std::string>& booleans = {});
 
   const std::vector<std::string>& positional() const { return positional_; }
   bool Has(const std::string& name) const { return flags_.count(name) > 0; }
@@ -51,8 +65,15 @@ class Args {
 
   // InvalidArgument naming every flag that was given but never read.
   absl::Status Finish() const;
+  // As Finish(), and InvalidArgument naming the first positional past the
+  // first `positionals` ("unexpected argument 'x' (usage: ...)").
+  absl::Status Finish(size_t positionals, absl::string_view usage) const;
 
  private:
+  // A flag given with no value where one is needed.
+  absl::Status NeedsValue(const std::string& name) const;
+  std::set<std::string> valueless_;
+  std::set<std::string> bool_reads_;
   std::vector<std::string> positional_;
   std::map<std::string, std::string> flags_;
   std::set<std::string> used_;

@@ -15,6 +15,7 @@
 #include "base/status_macros.h"
 #include "base/clock.h"
 #include "base/json.h"
+#include "base/version.h"
 #include "base/process.h"
 #include "bench/demand_paging.h"
 #include "bench/kvm_dirty_log.h"
@@ -259,7 +260,11 @@ absl::Status KvmDirtyLog(Args& args) {
 }
 
 absl::Status Main(int argc, char** argv) {
-  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1));
+  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1, {"full", "tiny", "quick"}));
+  if (args.Bool("version")) {
+    std::cout << "ferry-bench " << FerryVersion() << "\n";
+    return absl::OkStatus();
+  }
   if (args.positional().empty() || args.Bool("help")) {
     std::cout << kUsage;
     return args.positional().empty() && !args.Bool("help")

@@ -280,7 +280,6 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
         fetch::kSecretSize));
   RETURN_IF_ERROR(SplitHostPort(hello.fetch_address()).status());
   ASSIGN_OR_RETURN(MigrationMode mode, FromProto(hello.mode()));
-  (void)mode;
   ASSIGN_OR_RETURN(vmm::FaultMode fault_mode, FromProto(hello.fault_mode()));
   ASSIGN_OR_RETURN(vmm::VmConfig config, FromLayout(hello.layout()));
   const std::string name = hello.vm_name().empty() ? hello.migration_id() : hello.vm_name();
@@ -297,6 +296,15 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
   std::copy(hello.fetch_secret().begin(), hello.fetch_secret().end(), fo.secret.begin());
   fo.page_size = config.page_size;
   fetcher_ = std::make_shared<fetch::RemotePageSource>(fo);
+  if (mode != MigrationMode::kPrecopy) {
+    // Every fetch connection up front, before switchover: a fetch channel
+    // that cannot be reached fails the migration while the source still
+    // runs the VM, and no vCPU waits for a handshake after resume.
+    const int lanes = std::min(config.vcpus + std::max(1, options_.fault_handlers), 32);
+    if (absl::Status s = fetcher_->Preconnect(lanes); !s.ok())
+      return absl::Status(s.code(), absl::StrCat("the source's fetch channel at ",
+                                                 hello.fetch_address(), ": ", s.message()));
+  }
   {
     absl::WriterMutexLock vm_lock(&vm_mu_);
     ASSIGN_OR_RETURN(vm_, vmm::Vm::Create(config));

@@ -361,12 +361,15 @@ void SourceSession::FillImpactLocked(MigrationReport& r) {
   r.baseline_below_half_ms = quiet.below_half_ms;
   r.baseline_mgu_10ms = quiet.mgu_10ms;
   r.baseline_mgu_100ms = quiet.mgu_100ms;
-  const ImpactFigures all = Figures(*tl, base->ops_per_sec, t_start_, t_end_);
+  // Up to the last sample: what the guest did after it (while the source
+  // released the VM) is not known, and is not a stall.
+  const int64_t end = tl->t_ns.empty() ? t_end_ : std::min(t_end_, tl->t_ns.back());
+  const ImpactFigures all = Figures(*tl, base->ops_per_sec, t_start_, end);
   r.below_half_ms = all.below_half_ms;
   r.mgu_10ms = all.mgu_10ms;
   r.mgu_100ms = all.mgu_100ms;
   r.mgu_1s = all.mgu_1s;
-  const int64_t precopy_end = t_pause_ ? t_pause_ : t_end_;
+  const int64_t precopy_end = std::min(t_pause_ ? t_pause_ : t_end_, end);
   if (t_precopy_ > 0 && precopy_end > t_precopy_) {
     const ImpactFigures pre = Figures(*tl, base->ops_per_sec, t_precopy_, precopy_end);
     r.precopy_below_half_ms = pre.below_half_ms;
@@ -378,7 +381,7 @@ void SourceSession::FillImpactLocked(MigrationReport& r) {
   r.mgu_curve.clear();
   for (double w : kMguCurveWindowsMs) {
     r.mgu_curve_window_ms.push_back(w);
-    r.mgu_curve.push_back(MinUtilization(*tl, base->ops_per_sec, t_start_, t_end_,
+    r.mgu_curve.push_back(MinUtilization(*tl, base->ops_per_sec, t_start_, end,
                                          static_cast<int64_t>(w * 1e6)));
   }
 }
@@ -877,7 +880,12 @@ absl::Status SourceSession::Switchover(const PolicyDecision& decision,
         [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return state_ == S::kPostcopy; },
         kResumeTimeout, "resume the VM"));
   }
-  dirty_log_.reset();  // paused for good: nothing more to track
+  // The dirty log stays until the VM is released: tearing it down
+  // (unregistering write protection over all of guest memory) holds this
+  // process's mmap lock for tens of milliseconds (36 ms for 1 GiB here),
+  // and the page server, answering the destination's first fetches and
+  // lane handshakes right now, would wait on it (docs/benchmarks.md,
+  // "Guest impact").
   return absl::OkStatus();
 }
 
@@ -909,6 +917,7 @@ absl::Status SourceSession::Release() {
   // The destination holds every page: release the VM.
   config_.page_server->Unregister(id_);
   served_.reset();
+  dirty_log_.reset();
   vm_->Stop();
   stream_->WritesDone();
   // Once the calls are over gRPC holds no reference into guest memory (page

@@ -10,6 +10,7 @@
 #include "base/net.h"
 #include "base/status_macros.h"
 #include "migration/api/defaults.h"
+#include "migration/api/names.h"
 #include "migration/api/report_proto.h"
 #include "migration/convert.h"
 
@@ -21,17 +22,7 @@ constexpr uint32_t kMaxStreamsField = 8;
 
 using ferry::v1::MigrationPhase;
 
-constexpr size_t kMaxNameSize = 64;
-
-absl::Status ValidateName(const std::string& name) {
-  if (name.empty() || name.size() > kMaxNameSize)
-    return absl::InvalidArgumentError("a VM name has 1 to 64 characters");
-  for (char c : name)
-    if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'))
-      return absl::InvalidArgumentError(absl::StrCat(
-          "VM name '", name, "' may only use letters, digits, '.', '-' and '_'"));
-  return absl::OkStatus();
-}
+absl::Status ValidateName(const std::string& name) { return api::ValidateVmName(name); }
 
 MigrationPhase ToPhase(migration::SourcePhase p) {
   switch (p) {
@@ -524,7 +515,10 @@ ferry::v1::MigrationResource Agent::Describe(const MigrationEntry& m) const {
                 : mm.result.code() == absl::StatusCode::kCancelled
                     ? ferry::v1::MIGRATION_PHASE_CANCELLED
                     : ferry::v1::MIGRATION_PHASE_FAILED);
-    if (!mm.result.ok()) r.set_error(std::string(mm.result.message()));
+    if (!mm.result.ok()) {
+      r.set_error(std::string(mm.result.message()));
+      r.set_error_code(static_cast<int>(mm.result.code()));
+    }
     *r.mutable_report() = api::ToProto(mm.report);
   }
   return r;

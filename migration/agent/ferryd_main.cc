@@ -24,6 +24,7 @@
 #include "base/net.h"
 #include "base/process.h"
 #include "base/status_macros.h"
+#include "base/version.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "migration/agent/agent.h"
@@ -33,7 +34,7 @@
 namespace ferry::agent {
 namespace {
 
-constexpr char kUsage[] = R"(ferryd: the Ferry host agent
+constexpr char kUsage[] = R"help(ferryd: the Ferry host agent
 
 usage: ferryd [flags]
 
@@ -44,22 +45,26 @@ usage: ferryd [flags]
                               (needed when --fetch-listen binds 0.0.0.0)
   --migration-token TOKEN     required of incoming migrations and sent with outgoing
                               ones (default: $FERRY_MIGRATION_TOKEN, else none)
-  --max-vms N                 VMs this agent hosts at most (default 64)
+  --max-vms N                 VMs this agent hosts at most, 1 to 4096 (default 64)
   --fault-handlers N          incoming VMs in blocking fault mode (KVM VMs, or
                               asked for): fault handler threads per VM
                               (default 0: one per two vCPUs)
   --max-memory SIZE           guest memory of all its VMs together (default 64G)
-  --max-migrations N          outgoing migrations at once (default 4)
+  --max-migrations N          outgoing migrations at once, 1 to 256 (default 4)
   --tls-cert FILE             PEM certificate: serve gRPC over TLS
   --tls-key FILE              its PEM private key
   --tls-ca FILE               PEM CA: require client certificates signed by it (mutual
                               TLS), and verify destinations (with --tls-cert/--tls-key
                               as this agent's client certificate)
+  -h, --help                  this help; --version: this build's version
+
+example: ferryd --listen 10.0.0.1:7070 --fetch-listen 10.0.0.1:7071 \
+             --migration-token "$(cat /etc/ferry/token)"
 
 SIGTERM or SIGINT: refuse new work, cancel migrations that have not switched
 over (their VMs keep running on this host), wait for migrations past
 switchover to complete, then exit. A second signal exits at once.
-)";
+)help";
 
 void Log(const std::string& line) {
   std::cerr << "ferryd[" << getpid() << "] "
@@ -79,6 +84,11 @@ absl::Status Main(int argc, char** argv) {
     std::cout << kUsage;
     return absl::OkStatus();
   }
+  if (args.Bool("version")) {
+    std::cout << "ferryd " << FerryVersion() << " (migration protocol "
+              << migration::kProtocolVersion << ")\n";
+    return absl::OkStatus();
+  }
   const std::string listen = args.String("listen", "127.0.0.1:7070");
   ASSIGN_OR_RETURN(auto listen_hp, SplitHostPort(listen));
   AgentOptions o;
@@ -94,6 +104,15 @@ absl::Status Main(int argc, char** argv) {
   ASSIGN_OR_RETURN(int64_t fault_handlers, args.Int("fault-handlers", 0));
   if (fault_handlers < 0 || fault_handlers > 256)
     return absl::InvalidArgumentError("--fault-handlers must be 0 (one per two vCPUs) to 256");
+  // Every limit in its range: a limit below 1 would refuse all work.
+  if (max_vms < 1 || max_vms > 4096)
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-vms ", max_vms, " is not in [1, 4096]"));
+  if (max_migrations < 1 || max_migrations > 256)
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-migrations ", max_migrations, " is not in [1, 256]"));
+  if (o.max_memory < (2ull << 20))
+    return absl::InvalidArgumentError("--max-memory must be at least 2M (one VM's smallest)");
   o.fault_handlers = static_cast<int>(fault_handlers);
   o.max_vms = static_cast<int>(max_vms);
   o.max_migrations = static_cast<int>(max_migrations);

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -93,6 +94,19 @@ absl::StatusOr<ferry::v1::FaultMode> ParseFaultMode(absl::string_view name) {
 
 std::string WorkloadKindChoices() {
   return JoinChoices(Choices(ferry::v1::WorkloadKind_descriptor()));
+}
+
+absl::Status ValidateVmName(absl::string_view name) {
+  if (name.empty() || name.size() > kMaxVmNameSize)
+    return absl::InvalidArgumentError(
+        absl::StrCat("a VM name of ", name.size(), " characters: a name has ", kVmNameRule));
+  auto alnum = [](char c) { return absl::ascii_isalnum(static_cast<unsigned char>(c)); };
+  bool ok = alnum(name[0]);
+  for (char c : name) ok = ok && (alnum(c) || c == '-' || c == '_' || c == '.');
+  if (!ok)
+    return absl::InvalidArgumentError(
+        absl::StrCat("VM name '", absl::CHexEscape(name), "': a name has ", kVmNameRule));
+  return absl::OkStatus();
 }
 
 }  // namespace ferry::api

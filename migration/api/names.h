@@ -35,6 +35,14 @@ absl::StatusOr<ferry::v1::VmBackend> ParseVmBackend(absl::string_view name);
 // "idle, sequential, uniform, zipf or dirty-rate": for help texts.
 std::string WorkloadKindChoices();
 
+// VM names: 1 to 64 characters from [A-Za-z0-9._-], the first a letter or
+// a digit (so never "-h", "." or ".."). InvalidArgument stating the rule;
+// a name too long is not echoed back.
+inline constexpr size_t kMaxVmNameSize = 64;
+inline constexpr const char* kVmNameRule =
+    "1 to 64 characters: letters, digits, '.', '_' and '-', the first a letter or a digit";
+absl::Status ValidateVmName(absl::string_view name);
+
 }  // namespace ferry::api
 
 #endif  // FERRY_MIGRATION_API_NAMES_H_

@@ -22,7 +22,6 @@ int ExitCodeFor(const absl::Status& s) {
     case absl::StatusCode::kNotFound:
       return kExitNotFound;
     case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kDeadlineExceeded:
       return kExitUnavailable;
     case absl::StatusCode::kFailedPrecondition:
     case absl::StatusCode::kAlreadyExists:
@@ -65,11 +64,23 @@ absl::StatusOr<std::unique_ptr<ferry::v1::Control::Stub>> Connect(
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   auto channel = grpc::CreateCustomChannel(address, creds, args);
-  if (!channel->WaitForConnected(std::chrono::system_clock::now() +
-                                 std::chrono::milliseconds(options.timeout_ms)))
-    return absl::UnavailableError(absl::StrCat(
-        "cannot reach the agent at ", address,
-        ": is ferryd running there? (give its address with --agent, --from or --to)"));
+  // Up to the timeout for an agent that does not answer yet; at once for
+  // one that refuses (nothing listens there) or cannot be resolved.
+  const auto deadline =
+      std::chrono::system_clock::now() + std::chrono::milliseconds(options.timeout_ms);
+  grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
+  while (state != GRPC_CHANNEL_READY) {
+    if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN)
+      return absl::UnavailableError(absl::StrCat(
+          "cannot reach the agent at ", address,
+          ": the connection failed; is ferryd running there? (give its address with "
+          "--agent, --from or --to)"));
+    if (!channel->WaitForStateChange(state, deadline))
+      return absl::UnavailableError(absl::StrCat(
+          "cannot reach the agent at ", address, ": no answer within ", options.timeout_ms,
+          " ms (--connect-timeout-ms); is ferryd running there?"));
+    state = channel->GetState(/*try_to_connect=*/true);
+  }
   return ferry::v1::Control::NewStub(channel);
 }
 

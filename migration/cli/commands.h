@@ -33,6 +33,11 @@ absl::StatusOr<ferry::v1::MigrationResource> Follow(ferry::v1::Control::Stub& st
 std::string ProgressLine(const ferry::v1::MigrationResource& m);
 std::string PhaseName(ferry::v1::MigrationPhase phase);
 
+// OK for a completed migration; otherwise the exit status of its end:
+// Unavailable (exit 5) when the destination could not be reached, Aborted
+// (exit 1) for any other failure or a cancellation.
+absl::Status OutcomeStatus(const ferry::v1::MigrationResource& done);
+
 }  // namespace ferry::cli
 
 #endif  // FERRY_MIGRATION_CLI_COMMANDS_H_

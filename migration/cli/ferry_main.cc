@@ -14,60 +14,10 @@
 #include "migration/api/defaults.h"
 #include "migration/api/names.h"
 #include "migration/cli/demo.h"
+#include "migration/cli/help.h"
 
 namespace ferry::cli {
 namespace {
-
-// The help text; every default in it is the one the code uses.
-std::string Usage() {
-  return absl::StrReplaceAll(R"(ferry: move running VMs between hosts
-
-usage: ferry COMMAND [flags]
-
-VMs (on the agent --agent HOST:PORT, default {agent}):
-  vm create NAME [--memory {memory}] [--vcpus {vcpus}] [--workload {workload}] [--ops N]
-                 [--seed N] [--zero-fraction F] [--dirty-rate {dirty}] [--write-fraction {wf}]
-                 [--backend kvm|soft|auto] (default {backend}: KVM where /dev/kvm opens)
-          workloads: {workloads}
-  vm list | vm get NAME | vm stats NAME | vm verify NAME [--timeout-ms N] | vm delete NAME
-
-migrations:
-  migrate NAME --from HOST:PORT --to HOST:PORT [--mode {mode}]
-               [--downtime-target-ms {downtime}] [--max-bandwidth RATE] [--fault-mode {fault}]
-               [--max-rounds {rounds}] [--streams N] [--request-id ID]
-          waits for the end: live progress on a terminal, plain progress lines
-          otherwise, then the report; with --json only the report
-  migration list | migration get ID | migration watch ID | migration cancel ID
-          (on the source agent, --agent)
-
-  demo    two ferryd agents on loopback, a VM, a live migration, verification
-          and a report (what ./dev demo runs)
-          [--memory {memory}] [--vcpus {vcpus}] [--workload {workload}] [--zero-fraction {zf}]
-          [--dirty-rate {dirty}] [--mode {mode}] [--fault-mode {fault}] [--downtime-target-ms {downtime}]
-          [--max-bandwidth RATE] [--backend kvm|soft|auto]
-
-every read command takes --json; every command takes --help.
-TLS: --tls-ca FILE [--tls-cert FILE --tls-key FILE] (mutual TLS)
---connect-timeout-ms N: how long to try to reach an agent (default 10000)
-
-exit codes: 0 success, 1 the operation failed, 2 bad usage, 3 verification
-failed, 4 not found, 5 agent unreachable or shutting down, 6 conflict (wrong
-state, already exists, a limit reached)
-)",
-      {{"{agent}", api::kDefaultAgentAddress},
-       {"{memory}", absl::StrCat(api::kDefaultMemoryBytes >> 20, "M")},
-       {"{vcpus}", absl::StrCat(api::kDefaultVcpus)},
-       {"{workload}", api::kDefaultWorkload},
-       {"{workloads}", api::WorkloadKindChoices()},
-       {"{dirty}", absl::StrCat(api::kDefaultDirtyBytesPerSec >> 20, "M")},
-       {"{wf}", absl::StrCat(api::kDefaultWriteFraction)},
-       {"{zf}", absl::StrCat(api::kDemoZeroFraction)},
-       {"{mode}", api::kDefaultMode},
-       {"{fault}", api::kDefaultFaultMode},
-       {"{downtime}", absl::StrCat(api::kDefaultDowntimeTargetMs)},
-       {"{rounds}", absl::StrCat(api::kDefaultMaxRounds)},
-       {"{backend}", api::kDefaultBackend}});
-}
 
 absl::Status Demo(Args& args) {
   DemoOptions o;
@@ -104,28 +54,46 @@ absl::Status Demo(Args& args) {
   ASSIGN_OR_RETURN(uint64_t bandwidth, args.Bytes("max-bandwidth", 0));
   o.migration.set_max_bandwidth(bandwidth);
   o.json = args.Bool("json");
-  RETURN_IF_ERROR(args.Finish());
+  RETURN_IF_ERROR(args.Finish(1, "ferry demo [flags]"));
   return RunDemo(o, stdout);
+}
+
+// The help of the longest command the words name ("vm create web" is
+// "vm create").
+absl::Status PrintHelp(std::vector<std::string> words) {
+  absl::StatusOr<std::string> text = CommandHelp(words);
+  while (!text.ok() && words.size() > 1) {
+    words.pop_back();
+    text = CommandHelp(words);
+  }
+  if (!text.ok()) return text.status();
+  std::cout << *text;
+  return absl::OkStatus();
 }
 
 absl::Status Main(int argc, char** argv) {
   ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1));
-  if (args.positional().empty()) {
-    std::cout << Usage();
-    return args.Bool("help") ? absl::OkStatus()
-                             : absl::InvalidArgumentError("no command given");
-  }
-  const std::string& command = args.positional()[0];
-  if (args.Bool("help")) {
-    std::cout << Usage();
+  if (args.Bool("version")) {
+    std::cout << VersionLine("ferry") << "\n";
     return absl::OkStatus();
   }
+  if (args.positional().empty()) {
+    std::cout << OverviewHelp();
+    return args.Bool("help") ? absl::OkStatus()
+                             : absl::InvalidArgumentError("no command given (see ferry help)");
+  }
+  const std::string& command = args.positional()[0];
+  if (command == "help") {
+    RETURN_IF_ERROR(args.Finish());
+    return PrintHelp({args.positional().begin() + 1, args.positional().end()});
+  }
+  if (args.Bool("help")) return PrintHelp(args.positional());
   if (command == "demo") return Demo(args);
   if (command == "vm") return VmCommand(args);
   if (command == "migrate") return MigrateCommand(args);
   if (command == "migration") return MigrationCommand(args);
   return absl::InvalidArgumentError(
-      absl::StrFormat("unknown command '%s' (see ferry --help)", command));
+      absl::StrFormat("unknown command '%s' (see ferry help)", command));
 }
 
 }  // namespace

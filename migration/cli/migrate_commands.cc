@@ -95,17 +95,34 @@ absl::StatusOr<ferry::v1::MigrationResource> Follow(ferry::v1::Control::Stub& st
   return last;
 }
 
+absl::Status OutcomeStatus(const ferry::v1::MigrationResource& done) {
+  if (done.phase() == ferry::v1::MIGRATION_PHASE_COMPLETED) return absl::OkStatus();
+  // A destination the source could not reach is an unreachable agent
+  // (exit 5); any other end is a failed operation (exit 1).
+  const absl::StatusCode code =
+      done.error_code() == static_cast<int>(absl::StatusCode::kUnavailable)
+          ? absl::StatusCode::kUnavailable
+          : absl::StatusCode::kAborted;
+  return absl::Status(code, absl::StrCat("migration ", done.id(), " ", PhaseName(done.phase()),
+                                         done.error().empty() ? "" : ": ", done.error()));
+}
+
 absl::Status MigrateCommand(Args& args) {
-  if (args.positional().size() != 2)
+  if (args.positional().size() < 2)
     return absl::InvalidArgumentError(
-        "usage: ferry migrate NAME --from HOST:PORT --to HOST:PORT [flags]");
+        "ferry migrate needs a VM name (usage: ferry migrate NAME --from HOST:PORT --to "
+        "HOST:PORT [flags]; ferry help migrate)");
   const std::string name = args.positional()[1];
+  RETURN_IF_ERROR(api::ValidateVmName(name));
   const std::string from = args.String("from", "");
   const std::string to = args.String("to", "");
   if (from.empty() || to.empty())
     return absl::InvalidArgumentError(
         "ferry migrate needs --from (the source agent) and --to (the destination agent, "
         "as the source reaches it)");
+  if (from == to)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--from and --to are the same agent (", from, "): a VM cannot migrate to where it is"));
   ferry::v1::StartMigrationRequest r;
   r.set_vm_name(name);
   r.set_destination(to);
@@ -134,7 +151,7 @@ absl::Status MigrateCommand(Args& args) {
   r.set_streams(static_cast<uint32_t>(streams));
   const bool json = args.Bool("json");
   ASSIGN_OR_RETURN(ConnectOptions co, ParseConnectOptions(args));
-  RETURN_IF_ERROR(args.Finish());
+  RETURN_IF_ERROR(args.Finish(2, "ferry migrate NAME --from HOST:PORT --to HOST:PORT [flags]"));
   ASSIGN_OR_RETURN(auto stub, Connect(from, co));
   grpc::ClientContext ctx;
   ferry::v1::MigrationResource started;
@@ -145,9 +162,7 @@ absl::Status MigrateCommand(Args& args) {
                 name.c_str(), from.c_str(), to.c_str(), api::Spelling(mode).c_str(),
                 api::Spelling(fault_mode).c_str());
   ASSIGN_OR_RETURN(ferry::v1::MigrationResource done, Follow(*stub, from, started.id(), json, stdout));
-  if (done.phase() == ferry::v1::MIGRATION_PHASE_COMPLETED) return absl::OkStatus();
-  return absl::AbortedError(absl::StrCat("migration ", done.id(), " ", PhaseName(done.phase()),
-                                         ": ", done.error()));
+  return OutcomeStatus(done);
 }
 
 absl::Status MigrationCommand(Args& args) {
@@ -155,10 +170,11 @@ absl::Status MigrationCommand(Args& args) {
   ASSIGN_OR_RETURN(ConnectOptions co, ParseConnectOptions(args));
   const bool json = args.Bool("json");
   if (args.positional().size() < 2)
-    return absl::InvalidArgumentError("usage: ferry migration list|get|watch|cancel [ID]");
+    return absl::InvalidArgumentError(
+        "usage: ferry migration list|get|watch|cancel [ID] (see ferry help migration)");
   const std::string verb = args.positional()[1];
   if (verb == "list") {
-    RETURN_IF_ERROR(args.Finish());
+    RETURN_IF_ERROR(args.Finish(2, "ferry migration list"));
     ASSIGN_OR_RETURN(auto stub, Connect(address, co));
     grpc::ClientContext ctx;
     ferry::v1::ListMigrationsResponse out;
@@ -168,16 +184,22 @@ absl::Status MigrationCommand(Args& args) {
     else PrintMigrationTable({out.migrations().begin(), out.migrations().end()});
     return absl::OkStatus();
   }
-  if (args.positional().size() != 3)
+  if (verb != "get" && verb != "watch" && verb != "cancel")
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "unknown migration command '%s' (list, get, watch, cancel; see ferry help migration)",
+        verb));
+  if (args.positional().size() < 3)
     return absl::InvalidArgumentError(
-        absl::StrFormat("usage: ferry migration %s ID --agent SOURCE", verb));
+        absl::StrFormat("ferry migration %s needs a migration ID (usage: ferry migration %s ID "
+                        "--agent SOURCE)",
+                        verb, verb));
   const std::string id = args.positional()[2];
-  RETURN_IF_ERROR(args.Finish());
+  RETURN_IF_ERROR(args.Finish(
+      3, absl::StrFormat("ferry migration %s ID --agent SOURCE", verb)));
   ASSIGN_OR_RETURN(auto stub, Connect(address, co));
   if (verb == "watch") {
     ASSIGN_OR_RETURN(auto done, Follow(*stub, address, id, json, stdout));
-    (void)done;
-    return absl::OkStatus();
+    return OutcomeStatus(done);
   }
   grpc::ClientContext ctx;
   ferry::v1::MigrationResource out;

@@ -27,9 +27,17 @@ void PrintVmTable(const std::vector<ferry::v1::Vm>& vms) {
 }
 
 absl::StatusOr<std::string> Name(const Args& args, const char* verb) {
-  if (args.positional().size() != 3)
-    return absl::InvalidArgumentError(absl::StrFormat("usage: ferry vm %s NAME", verb));
-  return args.positional()[2];
+  if (args.positional().size() < 3)
+    return absl::InvalidArgumentError(
+        absl::StrFormat("ferry vm %s needs a VM name (usage: ferry vm %s NAME; ferry help vm %s)",
+                        verb, verb, verb));
+  if (args.positional().size() > 3)
+    return absl::InvalidArgumentError(
+        absl::StrFormat("unexpected argument '%s' (usage: ferry vm %s NAME)",
+                        args.positional()[3], verb));
+  const std::string& name = args.positional()[2];
+  RETURN_IF_ERROR(api::ValidateVmName(name));
+  return name;
 }
 
 }  // namespace
@@ -40,7 +48,7 @@ absl::Status VmCommand(Args& args) {
   const bool json = args.Bool("json");
   if (args.positional().size() < 2)
     return absl::InvalidArgumentError(
-        "usage: ferry vm create|list|get|stats|verify|delete ... (see ferry --help)");
+        "usage: ferry vm create|list|get|stats|verify|delete ... (see ferry help vm)");
   const std::string verb = args.positional()[1];
   grpc::ClientContext ctx;
 
@@ -86,7 +94,7 @@ absl::Status VmCommand(Args& args) {
     return absl::OkStatus();
   }
   if (verb == "list") {
-    RETURN_IF_ERROR(args.Finish());
+    RETURN_IF_ERROR(args.Finish(2, "ferry vm list"));
     ASSIGN_OR_RETURN(auto stub, Connect(address, co));
     ferry::v1::ListVmsResponse out;
     grpc::Status s = stub->ListVms(&ctx, {}, &out);
@@ -174,7 +182,9 @@ absl::Status VmCommand(Args& args) {
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(
-      absl::StrFormat("unknown vm command '%s' (create, list, get, stats, verify, delete)", verb));
+      absl::StrFormat("unknown vm command '%s' (create, list, get, stats, verify, delete; "
+                      "see ferry help vm)",
+                      verb));
 }
 
 }  // namespace ferry::cli

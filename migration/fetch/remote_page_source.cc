@@ -97,11 +97,50 @@ void RemotePageSource::Close() {
   if (!closed_note_.HasBeenNotified()) closed_note_.Notify();
   absl::MutexLock lock(&lanes_mu_);
   for (auto& lane : lanes_) shutdown(lane->fd.get(), SHUT_RDWR);
+  spare_.clear();
 }
 
-void RemotePageSource::PrepareThread() { (void)MyLane(); }
+void RemotePageSource::PrepareThread() {
+  // Only a connection made ahead (Preconnect) is taken here: a thread that
+  // never faults opens none, and none is opened at resume, when the
+  // source may be busy releasing the VM.
+  bool spare;
+  {
+    absl::MutexLock lock(&lanes_mu_);
+    spare = !spare_.empty();
+  }
+  if (spare) (void)MyLane();
+}
+
+absl::Status RemotePageSource::Preconnect(int lanes) {
+  for (int i = 0; i < lanes; ++i) {
+    ASSIGN_OR_RETURN(std::unique_ptr<Lane> lane, Handshake());
+    absl::MutexLock lock(&lanes_mu_);
+    spare_.push_back(std::move(lane));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<RemotePageSource::Lane>> RemotePageSource::Connect() {
+  std::unique_ptr<Lane> lane;
+  {
+    absl::MutexLock lock(&lanes_mu_);
+    if (!spare_.empty()) {
+      lane = std::move(spare_.back());
+      spare_.pop_back();
+    }
+  }
+  if (lane == nullptr) {
+    ASSIGN_OR_RETURN(lane, Handshake());
+  }
+  // Created on the thread that will use it (SINGLE_ISSUER).
+  ASSIGN_OR_RETURN(lane->ring, sys::IoUring::Create(4, /*single_issuer=*/true));
+  lane->rx.resize(kReplyHeaderSize + options_.page_size);
+  lane_count_.fetch_add(1);
+  return lane;
+}
+
+absl::StatusOr<std::unique_ptr<RemotePageSource::Lane>> RemotePageSource::Handshake() {
   auto lane = std::make_unique<Lane>();
   const int timeout = options_.connect_timeout_ms;
   ASSIGN_OR_RETURN(lane->fd, ConnectTcp(options_.address, timeout));
@@ -121,10 +160,6 @@ absl::StatusOr<std::unique_ptr<RemotePageSource::Lane>> RemotePageSource::Connec
     return absl::Status(s.code(),
                         absl::StrCat("fetch channel handshake refused: ", s.message()));
   }
-  // Created on the thread that will use it (SINGLE_ISSUER).
-  ASSIGN_OR_RETURN(lane->ring, sys::IoUring::Create(4, /*single_issuer=*/true));
-  lane->rx.resize(kReplyHeaderSize + options_.page_size);
-  lane_count_.fetch_add(1);
   return lane;
 }
 

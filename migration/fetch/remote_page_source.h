@@ -82,7 +82,13 @@ class RemotePageSource final : public vmm::PageSource {
   // finds the page present is success).
   absl::Status FetchRuns(absl::Span<const vmm::PageRunRequest> runs, uint32_t page_size,
                          const vmm::PageArrivedFn& arrived) override;
+  // Takes a connection made ahead by Preconnect, if one is left, for the
+  // calling thread; otherwise the thread connects at its first fetch.
   void PrepareThread() override;
+  // Opens `lanes` connections now (handshake included) for threads to take
+  // later, so that no fetch after resume waits for a connection. Errors:
+  // the source's page server cannot be reached or refuses the handshake.
+  absl::Status Preconnect(int lanes);
   void Close();
 
   FetcherStats Stats() const;
@@ -91,7 +97,10 @@ class RemotePageSource final : public vmm::PageSource {
   struct Lane;
   struct Slot;
   absl::StatusOr<Lane*> MyLane();
+  // A connected lane for the calling thread: a spare one, or a new one.
   absl::StatusOr<std::unique_ptr<Lane>> Connect();
+  // A new connection through the handshake, without its ring.
+  absl::StatusOr<std::unique_ptr<Lane>> Handshake();
   absl::StatusOr<vmm::FetchedPage> FetchOnLane(Lane& lane, uint64_t gpa,
                                                absl::Span<uint8_t> out);
   // Whether a failed fetch should be retried, after waiting out *backoff_ns
@@ -111,6 +120,7 @@ class RemotePageSource final : public vmm::PageSource {
 
   mutable absl::Mutex lanes_mu_;
   std::vector<std::unique_ptr<Lane>> lanes_ ABSL_GUARDED_BY(lanes_mu_);
+  std::vector<std::unique_ptr<Lane>> spare_ ABSL_GUARDED_BY(lanes_mu_);  // Preconnect
 
   // Claims the slot for `gpa` (owner) or joins the fetch already in flight
   // (waiter); null when the shard is full.

@@ -1,0 +1,222 @@
+#include "migration/cli/help.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "base/version.h"
+#include "migration/api/defaults.h"
+#include "migration/api/names.h"
+
+namespace ferry::cli {
+namespace {
+
+struct Entry {
+  const char* words;  // "vm create"
+  const char* text;   // synopsis, description, flags, example
+};
+
+// {placeholders} are filled from migration/api/defaults.h, so the help
+// states the defaults the code uses.
+constexpr Entry kCommands[] = {
+    {"vm create", R"(usage: ferry vm create NAME [--memory SIZE] [--vcpus N] [--workload KIND]
+                       [--ops N] [--seed N] [--zero-fraction F] [--dirty-rate RATE]
+                       [--write-fraction F] [--backend soft|kvm|auto] [--agent HOST:PORT]
+
+Creates a VM on the agent and starts its guest workload.
+
+  NAME               {name_rule}
+  --memory SIZE      guest memory, a multiple of 2 MiB: 4096, 64K, 512M, 1G (default {memory})
+  --vcpus N          vCPUs, 1 to 256 (default {vcpus})
+  --workload KIND    what the guest does (default {workload}):
+                       idle        reads one word every millisecond, writes nothing
+                       sequential  read-modify-write of one word per op, page after page
+                       uniform     a random page per op; --write-fraction of the ops write
+                       zipf        like uniform, pages drawn from Zipf(1): a hot set
+                       dirty-rate  writes one random page per op, paced to --dirty-rate
+  --ops N            operations per vCPU, then the guest halts; 0 runs until stopped (default 0)
+  --seed N           the workload's seed: the same seed, the same memory (default 1)
+  --zero-fraction F  fraction of pages that start as zero pages, 0 to 1 (default 0)
+  --dirty-rate RATE  bytes per second the dirty-rate workload writes: 16M, 1G/s (default {dirty})
+  --write-fraction F fraction of uniform and zipf ops that write, 0 to 1 (default {wf})
+  --backend B        soft: software vCPUs, the same on every host; kvm: KVM vCPUs (fails
+                     where /dev/kvm does not open); auto: KVM where it opens (default {backend})
+
+example: ferry --agent 10.0.0.1:7070 vm create web --memory 1G --vcpus 2 --workload zipf)"},
+    {"vm list", R"(usage: ferry vm list [--json] [--agent HOST:PORT]
+
+Lists the agent's VMs: state, memory, vCPUs, backend, workload, guest ops,
+and the migration each is part of.
+
+example: ferry --agent 10.0.0.1:7070 vm list)"},
+    {"vm get", R"(usage: ferry vm get NAME [--json] [--agent HOST:PORT]
+
+Shows one VM, its backend and why it was chosen, and for KVM what the
+kernel offers.
+
+example: ferry vm get web)"},
+    {"vm stats", R"(usage: ferry vm stats NAME [--json] [--agent HOST:PORT]
+
+Shows per-vCPU ops and states, guest ops/s since the previous stats call,
+and for a VM that arrived by postcopy its faults and pages still missing.
+
+example: ferry vm stats web)"},
+    {"vm verify", R"(usage: ferry vm verify NAME [--timeout-ms N] [--json] [--agent HOST:PORT]
+
+Compares the VM's memory digest with a replay of the same guest operations
+on a VM that never moved. A finite workload is checked once it halts; an
+endless one is paused for the check and resumed. Exit 3 on a mismatch.
+
+  --timeout-ms N     how long to wait for a finite workload to halt (default 60000)
+
+example: ferry --agent 10.0.0.2:7070 vm verify web)"},
+    {"vm delete", R"(usage: ferry vm delete NAME [--agent HOST:PORT]
+
+Stops the VM and frees its memory. Refused while it is migrating.
+
+example: ferry vm delete web)"},
+    {"migrate", R"(usage: ferry migrate NAME --from HOST:PORT --to HOST:PORT [--mode MODE]
+                     [--downtime-target-ms MS] [--max-bandwidth RATE] [--fault-mode MODE]
+                     [--max-rounds N] [--streams N] [--request-id ID] [--json]
+
+Moves VM NAME from the agent --from to the agent --to (the address as the
+source agent reaches it) and follows it to the end: a live line on a
+terminal, plain progress lines otherwise, then the report.
+
+  --mode MODE              precopy: copy memory while the guest runs, pause for the rest;
+                           postcopy: switch over at once, fetch memory on demand;
+                           hybrid: precopy, then postcopy when precopy will not converge
+                           (default {mode})
+  --downtime-target-ms MS  the pause the switchover aims for (default {downtime})
+  --max-bandwidth RATE     cap in bytes per second, e.g. 1G/s; 0 is no cap (default 0)
+  --fault-mode MODE        exit: a vCPU fetches its own missing page; blocking: handler
+                           threads do (KVM vCPUs always block) (default {fault})
+  --max-rounds N           precopy rounds before giving up or switching (default {rounds})
+  --streams N              connections for precopy pages, 1 to 8 (default: one per
+                           four cores of the source host, 1 to 4)
+  --request-id ID          makes the start idempotent: the same ID again is the same
+                           migration
+  --json                   print only the report, as one JSON object
+
+example: ferry migrate web --from 10.0.0.1:7070 --to 10.0.0.2:7070 --mode postcopy)"},
+    {"migration list", R"(usage: ferry migration list [--json] [--agent HOST:PORT]
+
+Lists the migrations the agent drives, running and finished.
+
+example: ferry --agent 10.0.0.1:7070 migration list)"},
+    {"migration get", R"(usage: ferry migration get ID [--json] [--agent HOST:PORT]
+
+Shows one migration: its phase, progress and, once it ended, its report.
+
+example: ferry --agent 10.0.0.1:7070 migration get mig-704edddb438098f3)"},
+    {"migration watch", R"(usage: ferry migration watch ID [--json] [--agent HOST:PORT]
+
+Follows a migration to its end like ferry migrate does. The exit code is
+the migration's: 0 only if it completed.
+
+example: ferry --agent 10.0.0.1:7070 migration watch mig-704edddb438098f3)"},
+    {"migration cancel", R"(usage: ferry migration cancel ID [--agent HOST:PORT]
+
+Cancels a migration that has not switched over: the source VM runs on and
+the destination drops its copy.
+
+example: ferry --agent 10.0.0.1:7070 migration cancel mig-704edddb438098f3)"},
+    {"demo", R"(usage: ferry demo [--memory SIZE] [--vcpus N] [--workload KIND] [--zero-fraction F]
+                  [--dirty-rate RATE] [--mode MODE] [--fault-mode MODE]
+                  [--downtime-target-ms MS] [--max-bandwidth RATE] [--backend B] [--json]
+
+Starts two ferryd agents on loopback, creates a VM on the first, migrates
+it to the second with live progress, verifies its memory against a replay
+and prints the report (what ./dev demo runs). Flags as in vm create and
+migrate (default memory {memory}, zero fraction {zf}, mode {mode}).
+
+example: ferry demo --memory 256M --mode postcopy)"},
+    {"help", R"(usage: ferry help [COMMAND]
+
+Prints the help of a command (ferry help vm create), or the overview.
+
+example: ferry help migrate)"},
+};
+
+std::string Fill(const char* text) {
+  return absl::StrReplaceAll(
+      text, {{"{name_rule}", NameRule()},
+             {"{memory}", absl::StrCat(api::kDefaultMemoryBytes >> 20, "M")},
+             {"{vcpus}", absl::StrCat(api::kDefaultVcpus)},
+             {"{workload}", api::kDefaultWorkload},
+             {"{dirty}", absl::StrCat(api::kDefaultDirtyBytesPerSec >> 20, "M")},
+             {"{wf}", absl::StrCat(api::kDefaultWriteFraction)},
+             {"{zf}", absl::StrCat(api::kDemoZeroFraction)},
+             {"{mode}", api::kDefaultMode},
+             {"{fault}", api::kDefaultFaultMode},
+             {"{downtime}", absl::StrCat(api::kDefaultDowntimeTargetMs)},
+             {"{rounds}", absl::StrCat(api::kDefaultMaxRounds)},
+             {"{backend}", api::kDefaultBackend}});
+}
+
+}  // namespace
+
+std::string NameRule() { return api::kVmNameRule; }
+
+std::string OverviewHelp() {
+  return Fill(R"(ferry: move running VMs between hosts
+
+usage: ferry [--agent HOST:PORT] COMMAND [flags]
+
+VMs, on the agent --agent (default 127.0.0.1:7070):
+  vm create NAME       create a VM running a guest workload
+  vm list              the agent's VMs
+  vm get NAME          one VM and its backend
+  vm stats NAME        per-vCPU ops, faults and pages still missing
+  vm verify NAME       compare its memory with a replay of its workload
+  vm delete NAME       stop it and free its memory
+
+migrations:
+  migrate NAME --from HOST:PORT --to HOST:PORT
+                       move a VM and follow it to the end
+  migration list       the migrations the agent drives
+  migration get ID     one migration and its report
+  migration watch ID   follow a migration to its end
+  migration cancel ID  cancel a migration that has not switched over
+
+  demo                 two agents on loopback, a live migration, a report
+  help COMMAND         the help of a command, with an example
+
+flags every command takes:
+  --agent HOST:PORT        the agent to talk to (default 127.0.0.1:7070)
+  --tls-ca FILE [--tls-cert FILE --tls-key FILE]
+                           TLS, mutual with a client certificate
+  --connect-timeout-ms N   how long to try to reach an agent (default 10000)
+  --json                   JSON instead of text (read commands and migrate)
+  -h, --help               the command's help; --version: this build's version
+
+exit codes: 0 success, 1 the operation failed (a migration failed or was
+cancelled), 2 bad usage, 3 verification failed, 4 not found, 5 an agent is
+unreachable or shutting down, 6 conflict (wrong state, already exists, a
+limit reached)
+)");
+}
+
+absl::StatusOr<std::string> CommandHelp(const std::vector<std::string>& words) {
+  if (words.empty()) return OverviewHelp();
+  const std::string asked = absl::StrJoin(words, " ");
+  for (const Entry& e : kCommands)
+    if (asked == e.words) return Fill(e.text) + "\n";
+  // A group: its commands' synopses.
+  std::string group;
+  for (const Entry& e : kCommands) {
+    const std::string w = e.words;
+    if (w.rfind(asked + " ", 0) == 0) {
+      const std::string text = Fill(e.text);
+      absl::StrAppend(&group, text.substr(0, text.find("\n\n")), "\n");
+    }
+  }
+  if (!group.empty()) return absl::StrCat(group, "\n(ferry help ", asked, " COMMAND for more)\n");
+  return absl::InvalidArgumentError(
+      absl::StrCat("no help for '", asked, "': unknown command (see ferry help)"));
+}
+
+std::string VersionLine(const char* binary) {
+  return absl::StrCat(binary, " ", FerryVersion());
+}
+
+}  // namespace ferry::cli
