@@ -8,6 +8,7 @@
 #include <deque>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "base/eventually.h"
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
@@ -59,6 +60,31 @@ vmm::VmConfig Vm() {
   return c;
 }
 
+fetch::Secret TestSecret() {
+  fetch::Secret secret;
+  secret.fill('s');
+  return secret;
+}
+
+// A page server that knows migration m1: every Hello that may lead to
+// postcopy opens its fetch connections (through the handshake) before
+// switchover. Shared by the tests; it serves a VM's worth of zeros.
+const std::string& FetchAddress() {
+  static const std::string address = [] {
+    vmm::VmConfig c = Vm();
+    auto memory =
+        vmm::GuestMemory::Create(*vmm::MemoryMap::ForSize(c.memory_bytes, kPage)).value();
+    auto server = fetch::PageServer::Start("127.0.0.1:0").value();
+    server->Register(
+        std::make_shared<fetch::ServedMigration>("m1", TestSecret(), memory.get(), nullptr));
+    const std::string a = absl::StrCat("127.0.0.1:", server->port());
+    memory.release();  // both live as long as the test binary
+    server.release();
+    return a;
+  }();
+  return address;
+}
+
 SourceMessage HelloMessage() {
   SourceMessage m;
   ferry::v1::Hello* h = m.mutable_hello();
@@ -69,7 +95,7 @@ SourceMessage HelloMessage() {
   *h->mutable_layout() = ToLayout(c, *vmm::MemoryMap::ForSize(c.memory_bytes, kPage));
   h->set_mode(ferry::v1::MIGRATION_MODE_HYBRID);
   h->set_fault_mode(ferry::v1::FAULT_MODE_EXIT);
-  h->set_fetch_address("127.0.0.1:9");
+  h->set_fetch_address(FetchAddress());
   h->set_fetch_secret(std::string(32, 's'));
   return m;
 }
@@ -383,13 +409,17 @@ namespace ferry::migration {
 namespace {
 
 TEST(DestinationCompletion, AVcpuThatFailedIsNeverACompletedMigration) {
-  // Postcopy with a fetch channel whose server does not know the
-  // migration (a refusal, not a broken channel, so it is not retried): the
-  // vCPU's first fault fails its fetch and the vCPU fails. The source then
-  // pushes every page and says Complete: nothing is missing, but the VM
-  // cannot run its guest, so the migration fails and the destination keeps
-  // nothing.
+  // Postcopy with a fetch channel whose server stops knowing the migration
+  // after the handshake (a refusal, not a broken channel, so it is not
+  // retried): the vCPU's first fault fails its fetch and the vCPU fails.
+  // The source then pushes every page and says Complete: nothing is
+  // missing, but the VM cannot run its guest, so the migration fails and
+  // the destination keeps nothing.
   ASSERT_OK_AND_ASSIGN(auto page_server, fetch::PageServer::Start("127.0.0.1:0"));
+  ASSERT_OK_AND_ASSIGN(auto served_memory,
+                       vmm::GuestMemory::Create(*vmm::MemoryMap::ForSize(Vm().memory_bytes, kPage)));
+  page_server->Register(std::make_shared<fetch::ServedMigration>("m1", TestSecret(),
+                                                                 served_memory.get(), nullptr));
   DestinationOptions options;
   options.expected_token = "token";
   std::unique_ptr<vmm::Vm> adopted;
@@ -401,6 +431,7 @@ TEST(DestinationCompletion, AVcpuThatFailedIsNeverACompletedMigration) {
   SourceMessage hello = HelloMessage();
   hello.mutable_hello()->set_fetch_address(absl::StrCat("127.0.0.1:", page_server->port()));
   ASSERT_TRUE(session.OnReceive(Split(Control(hello), 1 << 20)));
+  page_server->Unregister("m1");  // connected; from now on every fetch is refused
   ASSERT_OK_AND_ASSIGN(auto source, vmm::Vm::Create(Vm()));
   ASSERT_OK(source->LoadInitialMemory());
   ASSERT_OK_AND_ASSIGN(std::vector<std::string> states, source->SaveVcpuStates());
