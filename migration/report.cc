@@ -108,19 +108,26 @@ std::string MigrationReport::ToText() const {
     absl::StrAppendFormat(&out, "  paths: source dirty log %s; destination %s\n",
                           dirty_log.empty() ? "none (postcopy)" : dirty_log,
                           destination_paths.empty() ? "unknown" : destination_paths);
-  absl::StrAppendFormat(&out,
-                        "  total %.1f ms, downtime %.2f ms (%.2f ms of it at the destination; "
-                        "switchover: %s)\n",
-                        total_ms, downtime_ms, dest_switchover_ms, switchover_reason);
+  if (downtime_ms > 0 || !switchover_reason.empty())
+    absl::StrAppendFormat(&out,
+                          "  total %.1f ms, downtime %.2f ms (%.2f ms of it at the destination; "
+                          "switchover: %s)\n",
+                          total_ms, downtime_ms, dest_switchover_ms,
+                          switchover_reason.empty() ? "none" : switchover_reason);
+  else
+    absl::StrAppendFormat(&out, "  total %.1f ms, no switchover\n", total_ms);
   if (precopy_rounds == 0 && precopy_ms > 0) {
     absl::StrAppendFormat(&out,
                           "  precopy: part of round 0 in %.1f ms at %.2f Gbit/s; postcopy %.1f "
                           "ms\n",
                           precopy_ms, precopy_gbps, postcopy_ms);
-  } else {
+  } else if (postcopy_ms > 0) {
     absl::StrAppendFormat(&out,
                           "  precopy %d rounds in %.1f ms at %.2f Gbit/s; postcopy %.1f ms\n",
                           precopy_rounds, precopy_ms, precopy_gbps, postcopy_ms);
+  } else {
+    absl::StrAppendFormat(&out, "  precopy %d rounds in %.1f ms at %.2f Gbit/s\n",
+                          precopy_rounds, precopy_ms, precopy_gbps);
   }
   absl::StrAppendFormat(&out,
                         "  sent %.1f MiB: %d pages (%d resent), %d zero pages; pushed %d, "

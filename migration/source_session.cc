@@ -949,9 +949,15 @@ void SourceSession::FillReport() {
   absl::MutexLock lock(&mu_);
   r.total_ms = (t_end_ - t_start_) / 1e6;
   r.setup_ms = t_precopy_ ? (t_precopy_ - t_start_) / 1e6 : 0;
-  r.precopy_ms = t_pause_ ? (t_pause_ - t_precopy_) / 1e6 : 0;
+  // A migration that ended in precopy (failed, cancelled) reports the
+  // precopy it did, up to its end.
+  r.precopy_ms = t_precopy_ == 0 ? 0 : ((t_pause_ ? t_pause_ : t_end_) - t_precopy_) / 1e6;
   r.precopy_rounds = precopy_rounds_;
-  r.precopy_gbps = r.precopy_ms > 0 ? precopy_bytes_ * 8 / (r.precopy_ms / 1e3) / 1e9 : 0;
+  // Bytes of the rounds done; a migration that ended in precopy counts
+  // what it sent until then.
+  const uint64_t precopy_bytes =
+      precopy_bytes_ ? precopy_bytes_ : v.bytes_by_path[static_cast<int>(SendPath::kPrecopy)];
+  r.precopy_gbps = r.precopy_ms > 0 ? precopy_bytes * 8 / (r.precopy_ms / 1e3) / 1e9 : 0;
   r.switchover_reason = switchover_reason_;
   r.bytes_sent = v.bytes_sent;
   r.pages_sent = v.data_pages_sent + v.pages_demand;

@@ -395,7 +395,8 @@ absl::StatusOr<MemoryDigest> ReferenceDigest(const VmConfig& config) {
 }
 
 absl::StatusOr<MemoryDigest> ReferenceDigest(const VmConfig& config,
-                                             const std::vector<uint64_t>& ops) {
+                                             const std::vector<uint64_t>& ops,
+                                             int64_t deadline_ns) {
   RETURN_IF_ERROR(ValidateVmConfig(config));
   if (ops.size() != static_cast<size_t>(config.vcpus))
     return absl::InvalidArgumentError("one op count per vCPU is needed");
@@ -403,8 +404,8 @@ absl::StatusOr<MemoryDigest> ReferenceDigest(const VmConfig& config,
   ASSIGN_OR_RETURN(std::unique_ptr<GuestMemory> memory, GuestMemory::Create(map));
   FillInitialPages(config.workload, memory->host(), memory->page_size(), 0,
                    memory->num_pages());
-  RunReference(config.workload, memory->host(), memory->num_pages(),
-               memory->page_size(), ops);
+  RETURN_IF_ERROR(RunReference(config.workload, memory->host(), memory->num_pages(),
+                               memory->page_size(), ops, deadline_ns));
   return DigestMemory(*memory);
 }
 

@@ -206,8 +206,11 @@ class Vm {
 // fresh memory, initial content, ops_per_vcpu ops per vCPU, or ops[v] ops
 // on vCPU v (for a workload that ran until it was paused).
 absl::StatusOr<MemoryDigest> ReferenceDigest(const VmConfig& config);
+// deadline_ns (CLOCK_MONOTONIC; 0: none) bounds the replay:
+// DeadlineExceeded past it.
 absl::StatusOr<MemoryDigest> ReferenceDigest(const VmConfig& config,
-                                             const std::vector<uint64_t>& ops);
+                                             const std::vector<uint64_t>& ops,
+                                             int64_t deadline_ns = 0);
 
 }  // namespace ferry::vmm
 

@@ -1,5 +1,8 @@
 #include "vmm/workload.h"
 
+#include "absl/strings/str_format.h"
+#include "base/clock.h"
+
 #include <algorithm>
 #include <numeric>
 
@@ -118,14 +121,25 @@ uint64_t FillInitialPages(const WorkloadSpec& spec, uint8_t* ram, uint32_t page_
   return written;
 }
 
-void RunReference(const WorkloadSpec& spec, uint8_t* ram, uint64_t ram_pages,
-                  uint32_t page_size, const std::vector<uint64_t>& ops) {
+absl::Status RunReference(const WorkloadSpec& spec, uint8_t* ram, uint64_t ram_pages,
+                          uint32_t page_size, const std::vector<uint64_t>& ops,
+                          int64_t deadline_ns) {
+  constexpr uint64_t kOpsBetweenChecks = 1 << 20;
   const int vcpus = static_cast<int>(ops.size());
+  uint64_t total = 0;
+  for (uint64_t o : ops) total += o;
   for (int v = 0; v < vcpus; ++v) {
     GuestProgram program(spec, ram, ram_pages, page_size, v, vcpus);
     uint64_t acc = 0;
-    for (uint64_t i = 0; i < ops[v]; ++i) acc = program.Step(i, acc);
+    for (uint64_t i = 0; i < ops[v]; ++i) {
+      acc = program.Step(i, acc);
+      if (deadline_ns > 0 && (i + 1) % kOpsBetweenChecks == 0 &&
+          MonotonicNowNanos() > deadline_ns)
+        return absl::DeadlineExceededError(absl::StrFormat(
+            "replaying the %d ops the guest has run takes longer than allowed", total));
+    }
   }
+  return absl::OkStatus();
 }
 
 }  // namespace ferry::vmm

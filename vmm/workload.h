@@ -103,8 +103,11 @@ uint64_t FillInitialPages(const WorkloadSpec& spec, uint8_t* ram, uint32_t page_
 
 // Runs ops [0, ops[v]) of every vCPU v on `ram` (already filled), with no
 // faults, pacing or threads: the replay of a run without migration.
-void RunReference(const WorkloadSpec& spec, uint8_t* ram, uint64_t ram_pages,
-                  uint32_t page_size, const std::vector<uint64_t>& ops);
+// deadline_ns (CLOCK_MONOTONIC; 0: none): DeadlineExceeded once past it,
+// so a replay that grows with a guest's age stays bounded.
+absl::Status RunReference(const WorkloadSpec& spec, uint8_t* ram, uint64_t ram_pages,
+                          uint32_t page_size, const std::vector<uint64_t>& ops,
+                          int64_t deadline_ns = 0);
 
 }  // namespace ferry::vmm
 

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "base/clock.h"
 #include "base/net.h"
 #include "base/status_macros.h"
@@ -23,6 +24,27 @@ constexpr uint32_t kMaxStreamsField = 8;
 using ferry::v1::MigrationPhase;
 
 absl::Status ValidateName(const std::string& name) { return api::ValidateVmName(name); }
+
+// What differs between a migration and a new request (empty: nothing).
+template <typename Entry>
+std::string RequestDifference(const Entry& e, const std::string& vm_name,
+                              const std::string& destination,
+                              const migration::MigrationOptions& o) {
+  std::vector<std::string> d;
+  auto field = [&](const char* name, const std::string& was, const std::string& now) {
+    if (was != now) d.push_back(absl::StrCat(name, " ", was, " (now ", now, ")"));
+  };
+  field("vm", e.vm_name, vm_name);
+  field("destination", e.destination, destination);
+  field("mode", migration::MigrationModeName(e.options.mode), migration::MigrationModeName(o.mode));
+  field("fault mode", vmm::FaultModeName(e.options.fault_mode), vmm::FaultModeName(o.fault_mode));
+  field("downtime target ms", absl::StrCat(e.options.downtime_target_ms),
+        absl::StrCat(o.downtime_target_ms));
+  field("max bandwidth", absl::StrCat(e.options.max_bandwidth), absl::StrCat(o.max_bandwidth));
+  field("max rounds", absl::StrCat(e.options.max_rounds), absl::StrCat(o.max_rounds));
+  field("streams", absl::StrCat(e.options.streams), absl::StrCat(o.streams));
+  return absl::StrJoin(d, ", ");
+}
 
 MigrationPhase ToPhase(migration::SourcePhase p) {
   switch (p) {
@@ -63,6 +85,7 @@ struct Agent::MigrationEntry {
   std::thread thread;
   absl::Mutex mu;
   bool done ABSL_GUARDED_BY(mu) = false;
+  absl::Time finished ABSL_GUARDED_BY(mu);
   absl::Status result ABSL_GUARDED_BY(mu);
   migration::MigrationReport report ABSL_GUARDED_BY(mu);
 };
@@ -309,8 +332,12 @@ absl::StatusOr<ferry::v1::VerifyVmResponse> Agent::VerifyVm(
   vmm::Vm& vm = *e->vm;
   const bool finite = vm.config().workload.ops_per_vcpu != 0;
   bool paused_here = false;
+  // The whole check within the timeout: waiting for a finite workload to
+  // halt, and the replay, whose cost grows with the ops the guest has run
+  // (an endless guest that ran too long is refused, saying so).
+  const int64_t ms = request.timeout_ms() > 0 ? request.timeout_ms() : 60'000;
+  const int64_t deadline = MonotonicNowNanos() + ms * 1'000'000;
   if (finite) {
-    const int64_t ms = request.timeout_ms() > 0 ? request.timeout_ms() : 60'000;
     RETURN_IF_ERROR(vm.WaitUntilHalted(absl::Milliseconds(ms)));
   } else {
     RETURN_IF_ERROR(vm.Pause());
@@ -321,13 +348,19 @@ absl::StatusOr<ferry::v1::VerifyVmResponse> Agent::VerifyVm(
   absl::StatusOr<vmm::MemoryDigest> got = vm.Digest();
   if (paused_here) (void)vm.Resume();
   if (!got.ok()) return got.status();
-  ASSIGN_OR_RETURN(vmm::MemoryDigest want, vmm::ReferenceDigest(vm.config(), ops));
+  absl::StatusOr<vmm::MemoryDigest> want = vmm::ReferenceDigest(vm.config(), ops, deadline);
+  if (absl::IsDeadlineExceeded(want.status()))
+    return absl::DeadlineExceededError(absl::StrFormat(
+        "cannot verify VM '%s' within %d ms: %s (a guest that runs until stopped is verified "
+        "by replaying everything it did; verify it sooner, or give a longer --timeout-ms)",
+        request.name(), ms, want.status().message()));
+  if (!want.ok()) return want.status();
   ferry::v1::VerifyVmResponse r;
-  r.set_match(got->digest == want.digest);
+  r.set_match(got->digest == want->digest);
   r.set_digest(absl::StrFormat("%016x", got->digest));
-  r.set_reference_digest(absl::StrFormat("%016x", want.digest));
+  r.set_reference_digest(absl::StrFormat("%016x", want->digest));
   for (uint64_t o : ops) r.add_ops(o);
-  r.set_differing_pages(vmm::DifferingPages(*got, want).size());
+  r.set_differing_pages(vmm::DifferingPages(*got, *want).size());
   Log(absl::StrFormat("vm %s verified: %s", request.name(), r.match() ? "match" : "MISMATCH"));
   return r;
 }
@@ -394,6 +427,7 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
   if (r.request_id().size() > 64)
     return absl::InvalidArgumentError("request id is longer than 64 bytes");
 
+  PruneFinished();
   auto m = std::make_shared<MigrationEntry>();
   std::shared_ptr<VmEntry> vm;
   {
@@ -402,10 +436,13 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
       auto it = by_request_id_.find(r.request_id());
       if (it != by_request_id_.end()) {
         std::shared_ptr<MigrationEntry> existing = migrations_[it->second];
-        if (existing->vm_name != r.vm_name() || existing->destination != r.destination())
-          return absl::InvalidArgumentError(absl::StrCat(
+        // The same request again is the same migration; the same id with
+        // other parameters is a different request, refused by name.
+        const std::string diff = RequestDifference(*existing, r.vm_name(), r.destination(), o);
+        if (!diff.empty())
+          return absl::AlreadyExistsError(absl::StrCat(
               "request id '", r.request_id(), "' was already used for migration ",
-              existing->id, " of VM '", existing->vm_name, "' to ", existing->destination));
+              existing->id, " with other parameters: ", diff));
         return Describe(*existing);  // lock order: mu_, then the migration's mu
       }
     }
@@ -480,8 +517,36 @@ void Agent::RunMigration(std::shared_ptr<MigrationEntry> m, std::shared_ptr<VmEn
   }
   absl::MutexLock lock(&m->mu);
   m->done = true;
+  m->finished = absl::Now();
   m->result = s;
   m->report = report;
+}
+
+void Agent::PruneFinished() {
+  std::vector<std::shared_ptr<MigrationEntry>> gone;
+  {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::pair<absl::Time, std::string>> finished;  // oldest first
+    for (auto& [id, m] : migrations_) {
+      absl::MutexLock l(&m->mu);
+      if (m->done) finished.push_back({m->finished, id});
+    }
+    std::sort(finished.begin(), finished.end());
+    const absl::Time cutoff = absl::Now() - options_.keep_finished;
+    const size_t over = finished.size() > static_cast<size_t>(options_.keep_finished_count)
+                            ? finished.size() - options_.keep_finished_count
+                            : 0;
+    for (size_t i = 0; i < finished.size(); ++i) {
+      if (i >= over && finished[i].first >= cutoff) continue;
+      auto it = migrations_.find(finished[i].second);
+      if (!it->second->request_id.empty()) by_request_id_.erase(it->second->request_id);
+      gone.push_back(std::move(it->second));
+      migrations_.erase(it);
+    }
+  }
+  // Outside the registry's lock: the session thread has ended (done).
+  for (auto& m : gone)
+    if (m->thread.joinable()) m->thread.join();
 }
 
 ferry::v1::MigrationResource Agent::Describe(const MigrationEntry& m) const {
@@ -530,6 +595,7 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::GetMigration(const std::stri
 }
 
 std::vector<ferry::v1::MigrationResource> Agent::ListMigrations() {
+  PruneFinished();
   std::vector<std::shared_ptr<MigrationEntry>> all;
   {
     absl::MutexLock lock(&mu_);

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "absl/synchronization/mutex.h"
 #include "ferry/v1/control.pb.h"
 #include "grpcpp/security/credentials.h"
@@ -40,6 +41,11 @@ struct AgentOptions {
   // Incoming VMs in blocking fault mode: fault handler threads per VM
   // (0: one per two vCPUs).
   int fault_handlers = 0;
+  // Finished migrations (and their reports) are kept this long, and at
+  // most this many; the oldest go first. Their threads are joined and
+  // their sessions freed when they go.
+  absl::Duration keep_finished = absl::Hours(1);
+  int keep_finished_count = 100;
   std::shared_ptr<grpc::ChannelCredentials> peer_credentials;  // default insecure
   std::function<void(const std::string&)> log;
 };
@@ -58,6 +64,9 @@ class Agent {
   absl::Status DeleteVm(const std::string& name);
   absl::StatusOr<ferry::v1::VmStatsResponse> VmStats(const std::string& name);
   absl::StatusOr<ferry::v1::VerifyVmResponse> VerifyVm(const ferry::v1::VerifyVmRequest& request);
+  // Forgets finished migrations past the retention (AgentOptions); called
+  // when migrations are started or listed.
+  void PruneFinished();
 
   absl::StatusOr<ferry::v1::MigrationResource> StartMigration(
       const ferry::v1::StartMigrationRequest& request);

@@ -51,6 +51,9 @@ usage: ferryd [flags]
                               (default 0: one per two vCPUs)
   --max-memory SIZE           guest memory of all its VMs together (default 64G)
   --max-migrations N          outgoing migrations at once, 1 to 256 (default 4)
+  --keep-finished N           finished migrations (with their reports) kept for
+                              migration get/list, at most (default 100)
+  --keep-finished-s S         and for at most S seconds (default 3600)
   --tls-cert FILE             PEM certificate: serve gRPC over TLS
   --tls-key FILE              its PEM private key
   --tls-ca FILE               PEM CA: require client certificates signed by it (mutual
@@ -102,6 +105,16 @@ absl::Status Main(int argc, char** argv) {
   ASSIGN_OR_RETURN(o.max_memory, args.Bytes("max-memory", 64ull << 30));
   ASSIGN_OR_RETURN(int64_t max_migrations, args.Int("max-migrations", 4));
   ASSIGN_OR_RETURN(int64_t fault_handlers, args.Int("fault-handlers", 0));
+  ASSIGN_OR_RETURN(int64_t keep_s, args.Int("keep-finished-s", 3600));
+  ASSIGN_OR_RETURN(int64_t keep_n, args.Int("keep-finished", 100));
+  if (keep_s < 0 || keep_s > 30 * 86400)
+    return absl::InvalidArgumentError(
+        absl::StrCat("--keep-finished-s ", keep_s, " is not in [0, 2592000]"));
+  if (keep_n < 0 || keep_n > 100000)
+    return absl::InvalidArgumentError(
+        absl::StrCat("--keep-finished ", keep_n, " is not in [0, 100000]"));
+  o.keep_finished = absl::Seconds(keep_s);
+  o.keep_finished_count = static_cast<int>(keep_n);
   if (fault_handlers < 0 || fault_handlers > 256)
     return absl::InvalidArgumentError("--fault-handlers must be 0 (one per two vCPUs) to 256");
   // Every limit in its range: a limit below 1 would refuse all work.
@@ -160,13 +173,19 @@ absl::Status Main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen, server_creds, &port);
+  // gRPC sets SO_REUSEPORT by default: a second agent on the same port
+  // would start and the kernel would split calls between the two. One
+  // agent per port: a port in use is an error at start.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   migration::ConfigureBulkServer(&builder);
   builder.RegisterService(&control);
   builder.RegisterService(agent->migration_service());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0)
     return absl::UnavailableError(absl::StrFormat(
-        "cannot listen on %s (in use, or not an address of this host)", listen));
+        "cannot listen on %s: the port is in use (another ferryd?) or the host is not an "
+        "address of this machine",
+        listen));
   const std::string host = listen_hp.first.find(':') != std::string::npos
                                ? "[" + listen_hp.first + "]"
                                : listen_hp.first;

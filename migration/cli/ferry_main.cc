@@ -72,7 +72,7 @@ absl::Status PrintHelp(std::vector<std::string> words) {
 }
 
 absl::Status Main(int argc, char** argv) {
-  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1));
+  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1, {"detach"}));
   if (args.Bool("version")) {
     std::cout << VersionLine("ferry") << "\n";
     return absl::OkStatus();
@@ -101,6 +101,9 @@ absl::Status Main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   ferry::TuneMallocForBulkTransfers();
+  // Line by line into pipes and files too: progress must reach a log as
+  // it happens, not when the command exits.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   absl::Status s = ferry::cli::Main(argc, argv);
   if (s.ok()) return 0;
   std::fprintf(stderr, "ferry: %s\n", std::string(s.message()).c_str());

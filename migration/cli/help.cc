@@ -76,11 +76,14 @@ Stops the VM and frees its memory. Refused while it is migrating.
 example: ferry vm delete web)"},
     {"migrate", R"(usage: ferry migrate NAME --from HOST:PORT --to HOST:PORT [--mode MODE]
                      [--downtime-target-ms MS] [--max-bandwidth RATE] [--fault-mode MODE]
-                     [--max-rounds N] [--streams N] [--request-id ID] [--json]
+                     [--max-rounds N] [--streams N] [--request-id ID] [--json] [--detach]
 
 Moves VM NAME from the agent --from to the agent --to (the address as the
 source agent reaches it) and follows it to the end: a live line on a
-terminal, plain progress lines otherwise, then the report.
+terminal, plain progress lines otherwise, then the report. Ctrl-C cancels
+the migration if it has not switched over (the VM runs on at the source);
+after switchover it cannot be cancelled and goes on: the command says how
+to follow it and exits with 130.
 
   --mode MODE              precopy: copy memory while the guest runs, pause for the rest;
                            postcopy: switch over at once, fetch memory on demand;
@@ -93,9 +96,11 @@ terminal, plain progress lines otherwise, then the report.
   --max-rounds N           precopy rounds before giving up or switching (default {rounds})
   --streams N              connections for precopy pages, 1 to 8 (default: one per
                            four cores of the source host, 1 to 4)
-  --request-id ID          makes the start idempotent: the same ID again is the same
-                           migration
+  --request-id ID          makes the start idempotent: the same ID with the same
+                           parameters is the same migration; with others, exit 6
   --json                   print only the report, as one JSON object
+  --detach                 start it and return (the migration's id, or with --json
+                           the migration as JSON); follow it with migration watch
 
 example: ferry migrate web --from 10.0.0.1:7070 --to 10.0.0.2:7070 --mode postcopy)"},
     {"migration list", R"(usage: ferry migration list [--json] [--agent HOST:PORT]

@@ -1,6 +1,11 @@
+#include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <signal.h>
+
+#include <atomic>
 #include <cstdio>
+#include <thread>
 
 #include "absl/strings/str_format.h"
 #include "base/grpc_status.h"
@@ -15,6 +20,13 @@ namespace ferry::cli {
 std::string PhaseName(ferry::v1::MigrationPhase p) { return api::Spelling(p); }
 
 namespace {
+
+// The terminal's width in columns (80 when it does not say).
+size_t TerminalWidth(FILE* out) {
+  winsize ws{};
+  if (ioctl(fileno(out), TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  return 80;
+}
 
 bool Terminal(ferry::v1::MigrationPhase p) {
   return p == ferry::v1::MIGRATION_PHASE_COMPLETED || p == ferry::v1::MIGRATION_PHASE_FAILED ||
@@ -74,11 +86,18 @@ absl::StatusOr<ferry::v1::MigrationResource> Follow(ferry::v1::Control::Stub& st
     last = m;
     if (json) continue;
     if (tty) {
-      std::fprintf(out, "\r\033[K%s", ProgressLine(m).c_str());
+      // One live line, cut to the terminal's width (a line that wrapped
+      // would leave a new line behind at every update).
+      std::string line = ProgressLine(m);
+      const size_t width = TerminalWidth(out);
+      if (line.size() >= width) line.resize(width - 1);
+      std::fprintf(out, "\r\033[K%s", line.c_str());
       std::fflush(out);
     } else if (m.phase() != printed_phase ||
                m.progress().elapsed_ms() - last_plain_ms >= 1000 || Terminal(m.phase())) {
+      // Plain lines, each written out at once (logs and CI read them live).
       std::fprintf(out, "%s\n", ProgressLine(m).c_str());
+      std::fflush(out);
       printed_phase = m.phase();
       last_plain_ms = static_cast<int64_t>(m.progress().elapsed_ms());
     }
@@ -94,6 +113,74 @@ absl::StatusOr<ferry::v1::MigrationResource> Follow(ferry::v1::Control::Stub& st
   else std::fprintf(out, "%s", report.ToText().c_str());
   return last;
 }
+
+namespace {
+
+// Ctrl-C during `ferry migrate`: the handler only writes a byte to a pipe;
+// a thread of the command reads it and cancels the migration.
+int interrupt_pipe[2] = {-1, -1};
+
+void OnInterrupt(int) {
+  const char b = 1;
+  (void)!write(interrupt_pipe[1], &b, 1);
+}
+
+// Cancels the migration on the first Ctrl-C. Before switchover the agent
+// cancels it (the source VM runs on) and the watch then ends with the
+// cancelled migration. After switchover the destination owns the VM and
+// the migration cannot be cancelled: the command says so and how to
+// follow it, and exits with 130 (the migration goes on). A second Ctrl-C
+// exits at once.
+class InterruptToCancel {
+ public:
+  InterruptToCancel(ferry::v1::Control::Stub* stub, std::string address, std::string id)
+      : stub_(stub), address_(std::move(address)), id_(std::move(id)) {
+    if (pipe(interrupt_pipe) != 0) return;
+    struct sigaction sa {};
+    sa.sa_handler = OnInterrupt;
+    sigaction(SIGINT, &sa, &old_);
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~InterruptToCancel() {
+    sigaction(SIGINT, &old_, nullptr);
+    if (thread_.joinable()) {
+      const char b = 0;  // done
+      (void)!write(interrupt_pipe[1], &b, 1);
+      thread_.join();
+    }
+    close(interrupt_pipe[0]);
+    close(interrupt_pipe[1]);
+  }
+
+ private:
+  void Run() {
+    char b;
+    int interrupts = 0;
+    while (read(interrupt_pipe[0], &b, 1) == 1 && b == 1) {
+      if (++interrupts > 1) _exit(130);
+      std::fprintf(stderr, "\nferry: interrupted: cancelling migration %s\n", id_.c_str());
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+      ferry::v1::CancelMigrationRequest r;
+      r.set_id(id_);
+      ferry::v1::MigrationResource out;
+      grpc::Status s = stub_->CancelMigration(&ctx, r, &out);
+      if (s.ok()) continue;  // the watch ends with the cancelled migration
+      std::fprintf(stderr,
+                   "ferry: migration %s cannot be cancelled (%s); it continues on the agents: "
+                   "follow it with `ferry migration watch %s --agent %s`\n",
+                   id_.c_str(), s.error_message().c_str(), id_.c_str(), address_.c_str());
+      _exit(130);
+    }
+  }
+
+  ferry::v1::Control::Stub* stub_;
+  const std::string address_, id_;
+  struct sigaction old_ {};
+  std::thread thread_;
+};
+
+}  // namespace
 
 absl::Status OutcomeStatus(const ferry::v1::MigrationResource& done) {
   if (done.phase() == ferry::v1::MIGRATION_PHASE_COMPLETED) return absl::OkStatus();
@@ -150,6 +237,7 @@ absl::Status MigrateCommand(Args& args) {
     return absl::InvalidArgumentError("--streams must be 1 to 8 (0: one per four cores)");
   r.set_streams(static_cast<uint32_t>(streams));
   const bool json = args.Bool("json");
+  const bool detach = args.Bool("detach");
   ASSIGN_OR_RETURN(ConnectOptions co, ParseConnectOptions(args));
   RETURN_IF_ERROR(args.Finish(2, "ferry migrate NAME --from HOST:PORT --to HOST:PORT [flags]"));
   ASSIGN_OR_RETURN(auto stub, Connect(from, co));
@@ -157,10 +245,21 @@ absl::Status MigrateCommand(Args& args) {
   ferry::v1::MigrationResource started;
   grpc::Status s = stub->StartMigration(&ctx, r, &started);
   if (!s.ok()) return CallError(s, "start the migration of " + name, from);
+  if (detach) {
+    // Started; the agents carry it out. The resource (JSON) or its id.
+    if (json) std::printf("%s\n", ToJson(started).c_str());
+    else
+      std::printf("migration %s: %s from %s to %s started; follow it with `ferry migration "
+                  "watch %s --agent %s`\n",
+                  started.id().c_str(), name.c_str(), from.c_str(), to.c_str(),
+                  started.id().c_str(), from.c_str());
+    return absl::OkStatus();
+  }
   if (!json)
     std::printf("migration %s: %s from %s to %s (%s, fault mode %s)\n", started.id().c_str(),
                 name.c_str(), from.c_str(), to.c_str(), api::Spelling(mode).c_str(),
                 api::Spelling(fault_mode).c_str());
+  InterruptToCancel interrupt(stub.get(), from, started.id());
   ASSIGN_OR_RETURN(ferry::v1::MigrationResource done, Follow(*stub, from, started.id(), json, stdout));
   return OutcomeStatus(done);
 }

@@ -169,9 +169,18 @@ TEST_F(AgentsTest, IdempotentStartAndAlreadyMigrating) {
   ASSERT_TRUE(Start("vm", ferry::v1::MIGRATION_MODE_PRECOPY, &first, 4ull << 20, "req-1").ok());
   ASSERT_TRUE(Start("vm", ferry::v1::MIGRATION_MODE_PRECOPY, &again, 4ull << 20, "req-1").ok());
   EXPECT_EQ(first.id(), again.id()) << "the same request id must not start a second migration";
+  // The same id with other parameters is another request: refused, naming
+  // what differs, never attached to the first migration.
   grpc::Status s = Start("other", ferry::v1::MIGRATION_MODE_PRECOPY, &other, 0, "req-1");
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
   EXPECT_THAT(s.error_message(), HasSubstr("already used"));
+  EXPECT_THAT(s.error_message(), HasSubstr("vm vm (now other)"));
+  s = Start("vm", ferry::v1::MIGRATION_MODE_POSTCOPY, &other, 4ull << 20, "req-1");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_THAT(s.error_message(), HasSubstr("mode precopy (now postcopy)"));
+  s = Start("vm", ferry::v1::MIGRATION_MODE_PRECOPY, &other, 8ull << 20, "req-1");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_THAT(s.error_message(), HasSubstr("max bandwidth 4194304 (now 8388608)"));
   s = Start("vm", ferry::v1::MIGRATION_MODE_PRECOPY, &other, 0, "req-2");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_THAT(s.error_message(), HasSubstr("already being migrated"));

@@ -1,6 +1,12 @@
 // The operator's view through the real binaries: help and versions, flags
 // and names checked before anything runs, and exit codes with one meaning
 // each (docs/cli.md), against real ferryd agents.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <thread>
 
@@ -183,6 +189,188 @@ TEST_F(CliAgentsTest, ExitCodesHaveOneMeaningEach) {
                     "dirty-rate", "--dirty-rate", "4K", "--ops", "1000000"}).exit_code, 0);
   r = RunCli({"vm", "verify", "long", "--agent", a, "--timeout-ms", "100"});
   EXPECT_EQ(r.exit_code, 1) << r.out;
+  // An endless guest is verified by replaying what it did: bounded by the
+  // timeout, refused with the reason once the replay would take longer.
+  ASSERT_EQ(RunCli({"vm", "create", "busy", "--agent", a, "--memory", "16M", "--workload",
+                    "uniform"}).exit_code, 0);
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const auto t1 = std::chrono::steady_clock::now();
+  r = RunCli({"vm", "verify", "busy", "--agent", a, "--timeout-ms", "20"});
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("cannot verify VM 'busy' within 20 ms"));
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, std::chrono::seconds(3));
+  r = RunCli({"vm", "verify", "busy", "--agent", a});  // the default 60 s is enough
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("MATCH"));
+}
+
+// The ferry CLI as a child whose stdout and stderr go into a pipe, read as
+// they come.
+class Child {
+ public:
+  explicit Child(const std::vector<std::string>& args) {
+    int fds[2];
+    if (pipe(fds) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(fds[1], 1);
+      dup2(fds[1], 2);
+      close(fds[0]);
+      std::vector<std::string> argv = {Ferry()};
+      argv.insert(argv.end(), args.begin(), args.end());
+      std::vector<char*> c;
+      for (auto& a : argv) c.push_back(a.data());
+      c.push_back(nullptr);
+      execv(c[0], c.data());
+      _exit(127);
+    }
+    close(fds[1]);
+    fd_ = fds[0];
+  }
+  ~Child() {
+    if (pid_ > 0 && !exited_) {
+      kill(pid_, SIGKILL);
+      Wait();
+    }
+    if (fd_ >= 0) close(fd_);
+  }
+  // Reads until `text` appeared or the timeout; true if it did.
+  bool ReadUntil(const std::string& text, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (out_.find(text) == std::string::npos) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+      char buf[4096];
+      const ssize_t n = read(fd_, buf, sizeof(buf));
+      if (n <= 0) return out_.find(text) != std::string::npos;
+      out_.append(buf, n);
+    }
+    return true;
+  }
+  bool Running() {
+    int status;
+    return waitpid(pid_, &status, WNOHANG) == 0;
+  }
+  void Signal(int sig) { kill(pid_, sig); }
+  int Wait() {
+    ReadUntil("\x01never", std::chrono::milliseconds(0));
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    exited_ = true;
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fd_, buf, sizeof(buf))) > 0) out_.append(buf, n);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  const std::string& out() const { return out_; }
+
+ private:
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  bool exited_ = false;
+  std::string out_;
+};
+
+// A second agent on a port in use is refused at start (gRPC would have
+// shared the port and split calls between the two); limits are checked.
+TEST_F(CliAgentsTest, TheAgentRefusesAPortInUseAndBadLimits) {
+  CliResult second = RunCommand({Ferryd(), "--listen", a_->address()});
+  EXPECT_EQ(second.exit_code, 1) << second.out;
+  EXPECT_THAT(second.out, HasSubstr("the port is in use"));
+  for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
+           {"--max-vms", "-3"}, {"--max-vms", "0"}, {"--max-migrations", "0"},
+           {"--max-memory", "1K"}, {"--max-vms"}, {"--fault-handlers", "-1"}}) {
+    std::vector<std::string> argv = {Ferryd(), "--listen", "127.0.0.1:0"};
+    argv.insert(argv.end(), bad.begin(), bad.end());
+    CliResult r = RunCommand(argv);
+    EXPECT_EQ(r.exit_code, 2) << bad[0] << ": " << r.out;
+    EXPECT_THAT(r.out, HasSubstr(bad[0])) << r.out;
+  }
+  // The first agent still answers, alone.
+  EXPECT_EQ(RunCli({"vm", "list", "--agent", a_->address()}).exit_code, 0);
+}
+
+// Finished migrations are kept for a bounded count (and time), then go.
+TEST(CliAgents, FinishedMigrationsAreKeptWithinBounds) {
+  auto agent = agent::AgentProcess::Start(Ferryd(), {"--keep-finished", "2"},
+                                          TempDir() + "/keep.log");
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  const std::string a = agent->address();
+  ASSERT_EQ(RunCli({"vm", "create", "v", "--agent", a, "--memory", "16M"}).exit_code, 0);
+  for (int i = 0; i < 4; ++i)  // each fails at once: nothing listens there
+    EXPECT_EQ(RunCli({"migrate", "v", "--from", a, "--to", "127.0.0.1:1"}).exit_code, 5);
+  CliResult list = RunCli({"migration", "list", "--agent", a, "--json"});
+  ASSERT_EQ(list.exit_code, 0);
+  int ids = 0;
+  for (size_t at = list.out.find("\"id\":"); at != std::string::npos;
+       at = list.out.find("\"id\":", at + 1))
+    ++ids;
+  EXPECT_EQ(ids, 2) << list.out;
+}
+
+// Progress reaches a pipe line by line while the migration runs; Ctrl-C
+// cancels a migration that has not switched over; --detach returns at once.
+TEST_F(CliAgentsTest, ProgressIsLiveInPipesAndCtrlCCancelsBeforeSwitchover) {
+  const std::string a = a_->address(), b = b_->address();
+  ASSERT_EQ(RunCli({"vm", "create", "slow", "--agent", a, "--memory", "256M", "--workload",
+                    "uniform"}).exit_code, 0);
+  // A capped precopy takes seconds: its first progress line must arrive
+  // while it runs, not when the command exits.
+  Child migrate({"migrate", "slow", "--from", a, "--to", b, "--mode", "precopy",
+                 "--max-bandwidth", "16M"});
+  ASSERT_TRUE(migrate.ReadUntil("round 0", std::chrono::seconds(10))) << migrate.out();
+  EXPECT_TRUE(migrate.Running()) << "a progress line arrived only at exit";
+  migrate.Signal(SIGINT);
+  EXPECT_EQ(migrate.Wait(), 1) << migrate.out();
+  EXPECT_THAT(migrate.out(), HasSubstr("interrupted: cancelling migration"));
+  EXPECT_THAT(migrate.out(), HasSubstr("cancelled"));
+  // The report of a migration that ended in precopy has its figures.
+  EXPECT_THAT(migrate.out(), HasSubstr("no switchover"));
+  EXPECT_THAT(migrate.out(), Not(HasSubstr("in 0.0 ms")));
+  EXPECT_THAT(migrate.out(), Not(HasSubstr("switchover: )")));
+  // The VM runs on at the source; the destination has nothing.
+  CliResult get = RunCli({"vm", "get", "slow", "--agent", a});
+  EXPECT_EQ(get.exit_code, 0);
+  EXPECT_THAT(get.out, HasSubstr("running"));
+  EXPECT_EQ(RunCli({"vm", "get", "slow", "--agent", b}).exit_code, 4);
+
+  // --detach: started, the id printed, and the agents carry it out.
+  ASSERT_EQ(RunCli({"vm", "create", "calm", "--agent", a, "--memory", "64M", "--workload",
+                    "idle"}).exit_code, 0);
+  CliResult d = RunCli({"migrate", "calm", "--from", a, "--to", b, "--mode", "precopy",
+                        "--detach"});
+  ASSERT_EQ(d.exit_code, 0) << d.out;
+  EXPECT_THAT(d.out, HasSubstr("started; follow it with `ferry migration watch"));
+  const size_t at = d.out.find("migration ");
+  const std::string id = d.out.substr(at + 10, d.out.find(':', at) - at - 10);
+  CliResult w = RunCli({"migration", "watch", id, "--agent", a});
+  EXPECT_EQ(w.exit_code, 0) << w.out;
+  EXPECT_THAT(w.out, HasSubstr("completed"));
+}
+
+// After switchover the destination owns the VM: Ctrl-C does not cancel, it
+// says the migration goes on and how to follow it.
+TEST_F(CliAgentsTest, CtrlCAfterSwitchoverLeavesTheMigrationRunning) {
+  const std::string a = a_->address(), b = b_->address();
+  ASSERT_EQ(RunCli({"vm", "create", "pc", "--agent", a, "--memory", "256M", "--workload",
+                    "idle"}).exit_code, 0);
+  Child migrate({"migrate", "pc", "--from", a, "--to", b, "--mode", "postcopy",
+                 "--max-bandwidth", "32M"});
+  ASSERT_TRUE(migrate.ReadUntil("postcopy  ", std::chrono::seconds(10))) << migrate.out();
+  migrate.Signal(SIGINT);
+  EXPECT_EQ(migrate.Wait(), 130) << migrate.out();
+  EXPECT_THAT(migrate.out(), HasSubstr("continues on the agents"));
+  EXPECT_THAT(migrate.out(), HasSubstr("ferry migration watch"));
+  // And it completes.
+  CliResult list = RunCli({"migration", "list", "--agent", a, "--json"});
+  const size_t at = list.out.find("\"id\":\"");
+  ASSERT_NE(at, std::string::npos);
+  const std::string id = list.out.substr(at + 6, list.out.find('"', at + 6) - at - 6);
+  CliResult w = RunCli({"migration", "watch", id, "--agent", a});
+  EXPECT_EQ(w.exit_code, 0) << w.out;
 }
 
 }  // namespace

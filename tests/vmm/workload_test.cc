@@ -61,12 +61,12 @@ TEST(Workload, ReplayIsDeterministicAndSeedDependent) {
     std::memcpy(b.data(), a.data(), a.size());
     std::memcpy(c.data(), a.data(), a.size());
     std::vector<uint8_t> initial = a;
-    RunReference(s, a.data(), kPages, kPage, {s.ops_per_vcpu, s.ops_per_vcpu});
-    RunReference(s, b.data(), kPages, kPage, {s.ops_per_vcpu, s.ops_per_vcpu});
+    ASSERT_OK(RunReference(s, a.data(), kPages, kPage, {s.ops_per_vcpu, s.ops_per_vcpu}));
+    ASSERT_OK(RunReference(s, b.data(), kPages, kPage, {s.ops_per_vcpu, s.ops_per_vcpu}));
     EXPECT_EQ(a, b) << WorkloadKindName(kind);
     EXPECT_NE(a, initial) << WorkloadKindName(kind);
     s.seed = 2;
-    RunReference(s, c.data(), kPages, kPage, {s.ops_per_vcpu, s.ops_per_vcpu});
+    ASSERT_OK(RunReference(s, c.data(), kPages, kPage, {s.ops_per_vcpu, s.ops_per_vcpu}));
     EXPECT_NE(a, c) << WorkloadKindName(kind);
   }
 }
