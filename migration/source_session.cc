@@ -117,7 +117,10 @@ SourceProgress SourceSession::Progress() const {
   p.state = state_;
   p.phase = PhaseOf(state_ == S::kCancelling ? cancelled_in_ : state_);
   p.round = round_;
-  p.elapsed_ms = t_start_ ? (clock_->NowNanos() - t_start_) / 1e6 : 0;
+  // A migration that ended keeps its final figures (no elapsed time or
+  // rate that keeps changing).
+  const int64_t now = t_ended_ ? t_ended_ : clock_->NowNanos();
+  p.elapsed_ms = t_start_ ? (now - t_start_) / 1e6 : 0;
   p.pages_total = num_pages_;
   p.pages_transferred = c.distinct_pages_sent;
   p.pages_remaining = p.phase == SourcePhase::kPostcopy ? push_order_.left() : round_pages_left_;
@@ -127,10 +130,30 @@ SourceProgress SourceSession::Progress() const {
   p.faults = last_progress_.faults();
   p.fault_p99_us = last_progress_.fault_p99_us();
   if (t_resumed_ > 0) {
-    const double since = (clock_->NowNanos() - t_resumed_) / 1e9;
+    const double since = (now - t_resumed_) / 1e9;
     p.faults_per_sec = since > 0 ? p.faults / since : 0;
     p.downtime_ms = (t_resumed_ - t_pause_) / 1e6;
   }
+  // The whole migration. Precopy: pages not sent in this round, and an
+  // estimate of those the guest dirtied since it began, are still owed.
+  const double total = static_cast<double>(num_pages_);
+  const double bw_pages = p.bandwidth_bps / page_size_;
+  double owed = total;
+  if (state_ == S::kCompleted || state_ == S::kReleasing) {
+    owed = 0;
+  } else if (p.phase == SourcePhase::kPostcopy) {
+    owed = static_cast<double>(push_order_.left());
+    p.eta_ms = bw_pages > 0 ? owed / bw_pages * 1e3 : -1;
+  } else if (p.phase == SourcePhase::kPrecopy) {
+    const double since_round = t_round_start_ ? (now - t_round_start_) / 1e9 : 0;
+    owed = std::min(total, round_pages_left_ + dirty_pages_per_sec_ * since_round);
+    const double net = bw_pages - dirty_pages_per_sec_;
+    p.eta_ms = net > 0 ? owed / net * 1e3 : -1;
+  } else if (p.phase == SourcePhase::kSwitchover) {
+    owed = std::min(total, static_cast<double>(round_pages_left_));
+  }
+  p.percent = total > 0 ? 100.0 * (total - owed) / total : 0;
+  if (owed > 0) p.percent = std::min(p.percent, 99.9);  // 100 only once completed
   return p;
 }
 
@@ -433,6 +456,10 @@ absl::Status SourceSession::Failed(absl::Status status) {
                                             "paused with all of its memory)"
                                           : " (the source VM keeps running)");
   t_end_ = clock_->NowNanos();
+  {
+    absl::MutexLock lock(&mu_);
+    t_ended_ = t_end_;
+  }
   FillReport();
   return status;
 }
@@ -646,6 +673,7 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
   {
     absl::MutexLock lock(&mu_);
     round_pages_left_ = num_pages_;
+    t_round_start_ = round_start;
   }
   // Round 0, in chunks; between chunks the dirty log is sampled now and
   // then, so that a hybrid migration of a guest that rewrites memory faster
@@ -744,6 +772,7 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
       round_ = round;
       round_pages_left_ = stale.size() - hot.size();
       dirty_pages_per_sec_ = dirty->size() / round_seconds;
+      t_round_start_ = now;
     }
     round_start = now;
     *decision = DecideAfterRound(config_.options, facts);
@@ -928,6 +957,10 @@ absl::Status SourceSession::Release() {
     (void)ds->Finish();
   }
   t_end_ = clock_->NowNanos();
+  {
+    absl::MutexLock lock(&mu_);
+    t_ended_ = t_end_;
+  }
   if (absl::Status s = Transition(S::kCompleted); !s.ok()) return Failed(s);
   report_.outcome = "completed";
   FillReport();

@@ -96,6 +96,9 @@ struct SourceProgress {
   double faults_per_sec = 0;
   double downtime_ms = 0;
   double fault_p99_us = 0;
+  // The whole migration (MigrationProgress.percent, eta_ms).
+  double percent = 0;
+  double eta_ms = -1;
 };
 
 class SourceSession {
@@ -230,6 +233,8 @@ class SourceSession {
   int64_t t_start_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t t_precopy_ = 0, t_pause_ = 0, t_end_ = 0;
   int64_t t_resumed_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t t_round_start_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t t_ended_ ABSL_GUARDED_BY(mu_) = 0;  // t_end_, for Progress()
 
   // Session thread only.
   uint64_t pages_held_back_ = 0;

@@ -572,6 +572,8 @@ ferry::v1::MigrationResource Agent::Describe(const MigrationEntry& m) const {
   pp->set_faults_per_sec(p.faults_per_sec);
   pp->set_downtime_ms(p.downtime_ms);
   pp->set_fault_p99_us(p.fault_p99_us);
+  pp->set_percent(p.percent);
+  pp->set_eta_ms(p.eta_ms);
   auto& mm = const_cast<MigrationEntry&>(m);
   absl::MutexLock lock(&mm.mu);
   if (mm.done) {
@@ -580,6 +582,12 @@ ferry::v1::MigrationResource Agent::Describe(const MigrationEntry& m) const {
                 : mm.result.code() == absl::StatusCode::kCancelled
                     ? ferry::v1::MIGRATION_PHASE_CANCELLED
                     : ferry::v1::MIGRATION_PHASE_FAILED);
+    if (mm.result.ok()) {
+      pp->set_percent(100);
+      pp->set_eta_ms(0);
+    } else {
+      pp->set_eta_ms(-1);
+    }
     if (!mm.result.ok()) {
       r.set_error(std::string(mm.result.message()));
       r.set_error_code(static_cast<int>(mm.result.code()));

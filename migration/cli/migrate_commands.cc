@@ -37,11 +37,10 @@ void PrintMigrationTable(const std::vector<ferry::v1::MigrationResource>& ms) {
   std::printf("%-22s %-16s %-22s %-9s %-10s %s\n", "ID", "VM", "DESTINATION", "MODE", "PHASE",
               "PROGRESS");
   for (const auto& m : ms) {
-    const auto& p = m.progress();
-    const double pct = p.pages_total() ? 100.0 * p.pages_transferred() / p.pages_total() : 0;
     std::printf("%-22s %-16s %-22s %-9s %-10s %5.1f%%%s\n", m.id().c_str(), m.vm_name().c_str(),
-                m.destination().c_str(),
-                api::Spelling(m.mode()).c_str(), PhaseName(m.phase()).c_str(), pct, m.error().empty() ? "" : ("  " + m.error()).c_str());
+                m.destination().c_str(), api::Spelling(m.mode()).c_str(),
+                PhaseName(m.phase()).c_str(), m.progress().percent(),
+                m.error().empty() ? "" : ("  " + m.error()).c_str());
   }
 }
 
@@ -49,17 +48,21 @@ void PrintMigrationTable(const std::vector<ferry::v1::MigrationResource>& ms) {
 
 std::string ProgressLine(const ferry::v1::MigrationResource& m) {
   const auto& p = m.progress();
-  const double pct = p.pages_total() ? 100.0 * p.pages_transferred() / p.pages_total() : 0;
+  // Percent and ETA of the whole migration (the agent's estimate), not of
+  // the round.
   std::string line = absl::StrFormat("%6.2fs  %-10s", p.elapsed_ms() / 1e3, PhaseName(m.phase()));
   if (m.phase() == ferry::v1::MIGRATION_PHASE_PRECOPY)
     absl::StrAppendFormat(&line, " round %-3d", p.round());
   else
     line += "          ";
-  absl::StrAppendFormat(&line, " %5.1f%%  %6.2f Gbit/s", pct, p.bandwidth_bps() * 8 / 1e9);
+  absl::StrAppendFormat(&line, " %5.1f%%  %6.2f Gbit/s", p.percent(), p.bandwidth_bps() * 8 / 1e9);
+  const bool running = m.phase() == ferry::v1::MIGRATION_PHASE_PRECOPY ||
+                       m.phase() == ferry::v1::MIGRATION_PHASE_POSTCOPY;
+  if (running)
+    line += p.eta_ms() >= 0 ? absl::StrFormat("  ETA %.1fs", p.eta_ms() / 1e3)
+                            : std::string("  ETA --");
   if (m.phase() == ferry::v1::MIGRATION_PHASE_PRECOPY) {
     absl::StrAppendFormat(&line, "  dirty %7.0f pages/s", p.dirty_pages_per_sec());
-    if (p.bandwidth_bps() > 0)
-      absl::StrAppendFormat(&line, "  ETA %.1fs", p.pages_remaining() * 4096.0 / p.bandwidth_bps());
   } else if (m.phase() == ferry::v1::MIGRATION_PHASE_POSTCOPY) {
     absl::StrAppendFormat(&line, "  missing %7d  faults %6.0f/s  fault p99 %6.1f us",
                           p.pages_remaining(), p.faults_per_sec(), p.fault_p99_us());
