@@ -54,6 +54,29 @@ DestinationSession::~DestinationSession() {
   if (state() != DestinationState::kCompleted) Fail();
 }
 
+DestinationSession::Info DestinationSession::GetInfo() const {
+  Info info;
+  {
+    absl::MutexLock lock(&mu_);
+    info.migration_id = migration_id_;
+    info.vm_name = vm_name_;
+    info.state = state_;
+    info.source = source_;
+  }
+  absl::ReaderMutexLock vm_lock(&vm_mu_);
+  if (vm_ != nullptr) {
+    info.memory_bytes = vm_->config().memory_bytes;
+    info.vcpus = vm_->config().vcpus;
+    info.pages_total = vm_->memory().num_pages();
+    if (vm_->pager() != nullptr) {
+      vmm::DemandPagerStats ps = vm_->pager()->Stats();
+      info.pages_missing = ps.missing_pages;
+      info.faults = ps.faults;
+    }
+  }
+  return info;
+}
+
 DestinationState DestinationSession::state() const {
   absl::MutexLock lock(&mu_);
   return state_;
@@ -104,7 +127,10 @@ void DestinationSession::Fail() {
   fetcher_.reset();
   SetState(DestinationState::kFailed);
   if (!running_.HasBeenNotified()) running_.Notify();
-  if (admitted_ && options_.release) options_.release(vm_name());
+  if (admitted_ && options_.release)
+    options_.release(migration_id(), vm_name(),
+                     fail_reason_.ok() ? absl::AbortedError("the migration stream ended")
+                                       : fail_reason_);
   admitted_ = false;
   ReturnFreedHeap();
 }
@@ -179,6 +205,7 @@ void DestinationSession::End(const absl::Status& status) {
   StopProgress();
   if (!status.ok() && state() != DestinationState::kCompleted) {
     (void)Send(ToErrorMessage(status));
+    fail_reason_ = status;
     Fail();
   }
   {
@@ -283,7 +310,12 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
   ASSIGN_OR_RETURN(vmm::FaultMode fault_mode, FromProto(hello.fault_mode()));
   ASSIGN_OR_RETURN(vmm::VmConfig config, FromLayout(hello.layout()));
   const std::string name = hello.vm_name().empty() ? hello.migration_id() : hello.vm_name();
-  if (options_.admit) RETURN_IF_ERROR(options_.admit(name, config));
+  {
+    absl::MutexLock lock(&mu_);
+    source_ = hello.fetch_address();
+  }
+  if (options_.admit)
+    RETURN_IF_ERROR(options_.admit(hello.migration_id(), hello.fetch_address(), name, config));
   admitted_ = true;
   {
     absl::MutexLock lock(&mu_);

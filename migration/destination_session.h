@@ -60,12 +60,17 @@ struct DestinationOptions {
   absl::Duration complete_timeout = absl::Seconds(60);
   // Blocking fault mode: handler threads (0: one per two vCPUs).
   int fault_handlers = 0;
-  // Called at Hello with the VM's name and shape; an error refuses the
+  // Called at Hello with the migration's id, the source (its fetch
+  // channel's address), the VM's name and shape; an error refuses the
   // migration with it (the name is taken, a limit is reached, the agent is
-  // shutting down). `release` is called with the same name if the migration
-  // then fails. Both may be empty.
-  std::function<absl::Status(const std::string& name, const vmm::VmConfig&)> admit;
-  std::function<void(const std::string& name)> release;
+  // shutting down). `release` is called with the same id and name, and why,
+  // if the migration then fails. Both may be empty.
+  std::function<absl::Status(const std::string& migration_id, const std::string& source,
+                             const std::string& name, const vmm::VmConfig&)>
+      admit;
+  std::function<void(const std::string& migration_id, const std::string& name,
+                     const absl::Status& why)>
+      release;
   // Receives the migrated VM (running, nothing missing) just before
   // Completed is sent, so that once the source knows the migration
   // completed, the VM is where it belongs. Empty: TakeVm() gets it.
@@ -108,6 +113,17 @@ class DestinationSession {
   DestinationState state() const;
   std::string migration_id() const;
   std::string vm_name() const;
+  // What an operator sees of an incoming migration (the agent lists it).
+  struct Info {
+    std::string migration_id, vm_name, source;
+    DestinationState state = DestinationState::kAccepting;
+    uint64_t memory_bytes = 0;
+    int vcpus = 0;
+    uint64_t pages_total = 0;
+    uint64_t pages_missing = 0;  // while the VM runs here in postcopy
+    uint64_t faults = 0;
+  };
+  Info GetInfo() const;
   // The VM while the migration runs, or the migrated (running) VM after it
   // completed; null before Hello and after a failure.
   vmm::Vm* vm() const;
@@ -136,6 +152,8 @@ class DestinationSession {
   void End(const absl::Status& status);
   absl::Status Unexpected(const char* message) const;
   void SetState(DestinationState s);
+  std::string source_ ABSL_GUARDED_BY(mu_);  // the source's fetch address, from Hello
+  absl::Status fail_reason_;  // why the migration failed (End)
   void StartProgress();
   void StopProgress();
   ferry::v1::DestinationStats Stats() const;

@@ -235,6 +235,20 @@ bool MigrationService::HasIncompletePostcopy() const {
   return false;
 }
 
+std::vector<DestinationSession::Info> MigrationService::Incoming() const {
+  std::vector<std::shared_ptr<DestinationSession>> sessions;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [raw, s] : sessions_) sessions.push_back(s);
+  }
+  std::vector<DestinationSession::Info> out;
+  for (const auto& s : sessions) {
+    DestinationSession::Info info = s->GetInfo();
+    if (!info.migration_id.empty()) out.push_back(std::move(info));  // past Hello
+  }
+  return out;
+}
+
 int MigrationService::active() const {
   absl::MutexLock lock(&mu_);
   return static_cast<int>(sessions_.size());

@@ -41,6 +41,8 @@ class MigrationService final
   // The session of a migration in progress (null when none); valid while it
   // runs. For observability and tests.
   DestinationSession* Find(const std::string& migration_id);
+  // Every incoming migration this agent is receiving now.
+  std::vector<DestinationSession::Info> Incoming() const;
   int active() const;
   // True while an incoming migration has resumed the VM here but pages are
   // still missing (the agent must not exit then).

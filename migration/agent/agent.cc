@@ -108,10 +108,11 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
   dest.expected_token = agent->options_.migration_token;
   dest.fault_handlers = agent->options_.fault_handlers;
   Agent* raw = agent.get();
-  dest.admit = [raw](const std::string& name, const vmm::VmConfig& c) {
-    return raw->Admit(name, c);
+  dest.admit = [raw](const std::string& id, const std::string& source, const std::string& name,
+                     const vmm::VmConfig& c) { return raw->Admit(id, source, name, c); };
+  dest.release = [raw](const std::string& id, const std::string& name, const absl::Status& why) {
+    raw->Release(id, name, why);
   };
-  dest.release = [raw](const std::string& name) { raw->Release(name); };
   agent->migration_service_ = std::make_unique<migration::MigrationService>(
       dest, [raw](const std::string& id, const std::string& name, std::unique_ptr<vmm::Vm> vm) {
         raw->Adopt(id, name, std::move(vm));
@@ -149,9 +150,14 @@ uint64_t Agent::MemoryInUseLocked() const {
 absl::StatusOr<std::shared_ptr<Agent::VmEntry>> Agent::FindVm(const std::string& name) {
   absl::MutexLock lock(&mu_);
   auto it = vms_.find(name);
-  if (it == vms_.end())
+  if (it == vms_.end()) {
+    // An arriving VM is listed (state incoming) but not yet this agent's.
+    if (reserved_.count(name))
+      return absl::FailedPreconditionError(absl::StrCat(
+          "VM '", name, "' is arriving by a migration: it is this agent's once it arrived"));
     return absl::NotFoundError(
         absl::StrCat("no VM named '", name, "' on this agent (see `ferry vm list`)"));
+  }
   return it->second;
 }
 
@@ -257,9 +263,32 @@ absl::StatusOr<ferry::v1::Vm> Agent::CreateVm(const ferry::v1::CreateVmRequest& 
   return Describe(*entry);
 }
 
+std::vector<ferry::v1::Vm> Agent::IncomingVms() const {
+  std::vector<ferry::v1::Vm> out;
+  for (const migration::DestinationSession::Info& in : migration_service_->Incoming()) {
+    if (in.state == migration::DestinationState::kCompleted ||
+        in.state == migration::DestinationState::kFailed)
+      continue;  // adopted (listed as its own) or gone
+    ferry::v1::Vm v;
+    v.set_name(in.vm_name);
+    v.set_state(ferry::v1::VM_STATE_INCOMING);
+    v.set_migration_id(in.migration_id);
+    v.mutable_layout()->set_memory_bytes(in.memory_bytes);
+    v.mutable_layout()->set_vcpus(in.vcpus);
+    v.set_pages_missing(in.state == migration::DestinationState::kPostcopy ? in.pages_missing
+                                                                          : in.pages_total);
+    v.set_source(in.source);
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
 absl::StatusOr<ferry::v1::Vm> Agent::GetVm(const std::string& name) {
-  ASSIGN_OR_RETURN(auto e, FindVm(name));
-  return Describe(*e);
+  absl::StatusOr<std::shared_ptr<VmEntry>> e = FindVm(name);
+  if (e.ok()) return Describe(**e);
+  for (ferry::v1::Vm& v : IncomingVms())
+    if (v.name() == name) return v;
+  return e.status();
 }
 
 std::vector<ferry::v1::Vm> Agent::ListVms() {
@@ -270,6 +299,7 @@ std::vector<ferry::v1::Vm> Agent::ListVms() {
   }
   std::vector<ferry::v1::Vm> out;
   for (auto& e : all) out.push_back(Describe(*e));
+  for (ferry::v1::Vm& v : IncomingVms()) out.push_back(std::move(v));
   return out;
 }
 
@@ -278,6 +308,9 @@ absl::Status Agent::DeleteVm(const std::string& name) {
   {
     absl::MutexLock lock(&mu_);
     auto it = vms_.find(name);
+    if (it == vms_.end() && reserved_.count(name))
+      return absl::FailedPreconditionError(absl::StrCat(
+          "VM '", name, "' is arriving by a migration: it can be deleted once it arrived"));
     if (it == vms_.end())
       return absl::NotFoundError(absl::StrCat("no VM named '", name, "' on this agent"));
     if (!it->second->migration_id.empty())
@@ -365,27 +398,40 @@ absl::StatusOr<ferry::v1::VerifyVmResponse> Agent::VerifyVm(
   return r;
 }
 
-absl::Status Agent::Admit(const std::string& name, const vmm::VmConfig& config) {
-  RETURN_IF_ERROR(ValidateName(name));
-  absl::MutexLock lock(&mu_);
-  if (shutting_down_)
-    return absl::UnavailableError("the destination agent is shutting down");
-  if (vms_.count(name) || reserved_.count(name))
-    return absl::AlreadyExistsError(
-        absl::StrCat("the destination already hosts a VM named '", name, "'"));
-  if (static_cast<int>(vms_.size() + reserved_.size()) >= options_.max_vms)
-    return absl::ResourceExhaustedError("the destination is at its VM limit");
-  if (MemoryInUseLocked() + config.memory_bytes > options_.max_memory)
-    return absl::ResourceExhaustedError("the destination is at its memory limit");
-  reserved_[name] = config.memory_bytes;
-  Log(absl::StrCat("vm ", name, " arriving"));
-  return absl::OkStatus();
+absl::Status Agent::Admit(const std::string& migration_id, const std::string& source,
+                          const std::string& name, const vmm::VmConfig& config) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(ValidateName(name));
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_)
+      return absl::UnavailableError("the destination agent is shutting down");
+    if (vms_.count(name) || reserved_.count(name))
+      return absl::AlreadyExistsError(
+          absl::StrCat("the destination already hosts a VM named '", name, "'"));
+    if (static_cast<int>(vms_.size() + reserved_.size()) >= options_.max_vms)
+      return absl::ResourceExhaustedError("the destination is at its VM limit");
+    if (MemoryInUseLocked() + config.memory_bytes > options_.max_memory)
+      return absl::ResourceExhaustedError("the destination is at its memory limit");
+    reserved_[name] = config.memory_bytes;
+    return absl::OkStatus();
+  }();
+  if (s.ok())
+    Log(absl::StrFormat("vm %s arriving by migration %s from %s (%d MiB, %d vCPUs)", name,
+                        migration_id, source, config.memory_bytes >> 20, config.vcpus));
+  else
+    Log(absl::StrFormat("incoming migration %s of vm %s from %s refused: %s", migration_id,
+                        name.size() <= 64 ? name : "(name too long)", source, s.message()));
+  return s;
 }
 
-void Agent::Release(const std::string& name) {
-  absl::MutexLock lock(&mu_);
-  reserved_.erase(name);
-  Log(absl::StrCat("vm ", name, " did not arrive: the incoming migration failed"));
+void Agent::Release(const std::string& migration_id, const std::string& name,
+                    const absl::Status& why) {
+  {
+    absl::MutexLock lock(&mu_);
+    reserved_.erase(name);
+  }
+  Log(absl::StrFormat("vm %s did not arrive: incoming migration %s failed: %s", name,
+                      migration_id, why.message()));
 }
 
 void Agent::Adopt(const std::string& migration_id, const std::string& name,
@@ -552,6 +598,7 @@ void Agent::PruneFinished() {
 ferry::v1::MigrationResource Agent::Describe(const MigrationEntry& m) const {
   ferry::v1::MigrationResource r;
   r.set_id(m.id);
+  r.set_direction("outgoing");
   r.set_request_id(m.request_id);
   r.set_vm_name(m.vm_name);
   r.set_destination(m.destination);
@@ -611,6 +658,41 @@ std::vector<ferry::v1::MigrationResource> Agent::ListMigrations() {
   }
   std::vector<ferry::v1::MigrationResource> out;
   for (auto& m : all) out.push_back(Describe(*m));
+  // The destination's view: migrations arriving here.
+  for (const migration::DestinationSession::Info& in : migration_service_->Incoming()) {
+    ferry::v1::MigrationResource r;
+    r.set_id(in.migration_id);
+    r.set_vm_name(in.vm_name);
+    r.set_direction("incoming");
+    r.set_source(in.source);
+    switch (in.state) {
+      case migration::DestinationState::kAccepting:
+        r.set_phase(ferry::v1::MIGRATION_PHASE_SETUP);
+        break;
+      case migration::DestinationState::kReceivingPrecopy:
+        r.set_phase(ferry::v1::MIGRATION_PHASE_PRECOPY);
+        break;
+      case migration::DestinationState::kPostcopy:
+        r.set_phase(ferry::v1::MIGRATION_PHASE_POSTCOPY);
+        break;
+      case migration::DestinationState::kCompleted:
+        r.set_phase(ferry::v1::MIGRATION_PHASE_COMPLETED);
+        break;
+      case migration::DestinationState::kFailed:
+        r.set_phase(ferry::v1::MIGRATION_PHASE_FAILED);
+        break;
+    }
+    ferry::v1::MigrationProgress* p = r.mutable_progress();
+    p->set_pages_total(in.pages_total);
+    if (in.state == migration::DestinationState::kPostcopy) {
+      p->set_pages_remaining(in.pages_missing);
+      p->set_faults(in.faults);
+      p->set_percent(in.pages_total ? 100.0 * (in.pages_total - in.pages_missing) /
+                                          in.pages_total
+                                    : 0);
+    }
+    out.push_back(std::move(r));
+  }
   return out;
 }
 

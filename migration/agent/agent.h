@@ -97,8 +97,12 @@ class Agent {
   absl::StatusOr<std::shared_ptr<VmEntry>> FindVm(const std::string& name);
   absl::StatusOr<std::shared_ptr<MigrationEntry>> FindMigration(const std::string& id);
   void RunMigration(std::shared_ptr<MigrationEntry> m, std::shared_ptr<VmEntry> vm);
-  absl::Status Admit(const std::string& name, const vmm::VmConfig& config);
-  void Release(const std::string& name);
+  absl::Status Admit(const std::string& migration_id, const std::string& source,
+                     const std::string& name, const vmm::VmConfig& config);
+  void Release(const std::string& migration_id, const std::string& name,
+               const absl::Status& why);
+  // VMs arriving here by migrations not yet completed (VM_STATE_INCOMING).
+  std::vector<ferry::v1::Vm> IncomingVms() const;
   void Adopt(const std::string& migration_id, const std::string& name,
              std::unique_ptr<vmm::Vm> vm);
   uint64_t MemoryInUseLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -34,11 +34,16 @@ bool Terminal(ferry::v1::MigrationPhase p) {
 }
 
 void PrintMigrationTable(const std::vector<ferry::v1::MigrationResource>& ms) {
-  std::printf("%-22s %-16s %-22s %-9s %-10s %s\n", "ID", "VM", "DESTINATION", "MODE", "PHASE",
+  std::printf("%-22s %-16s %-26s %-9s %-10s %s\n", "ID", "VM", "PEER", "MODE", "PHASE",
               "PROGRESS");
   for (const auto& m : ms) {
-    std::printf("%-22s %-16s %-22s %-9s %-10s %5.1f%%%s\n", m.id().c_str(), m.vm_name().c_str(),
-                m.destination().c_str(), api::Spelling(m.mode()).c_str(),
+    // Outgoing: "to DESTINATION"; incoming (this agent receives it): "from
+    // SOURCE".
+    const std::string peer = m.direction() == "incoming" ? "from " + m.source()
+                                                         : "to " + m.destination();
+    std::printf("%-22s %-16s %-26s %-9s %-10s %5.1f%%%s\n", m.id().c_str(), m.vm_name().c_str(),
+                peer.c_str(),
+                m.direction() == "incoming" ? "-" : api::Spelling(m.mode()).c_str(),
                 PhaseName(m.phase()).c_str(), m.progress().percent(),
                 m.error().empty() ? "" : ("  " + m.error()).c_str());
   }

@@ -10,6 +10,15 @@
 namespace ferry::cli {
 namespace {
 
+std::string MigrationColumn(const ferry::v1::Vm& v) {
+  if (v.state() == ferry::v1::VM_STATE_INCOMING)
+    return absl::StrFormat("arriving by %s from %s, %d pages missing", v.migration_id(),
+                           v.source(), v.pages_missing());
+  if (!v.migration_id().empty()) return v.migration_id();
+  if (!v.arrived_by().empty()) return "arrived by " + v.arrived_by();
+  return "";
+}
+
 void PrintVmTable(const std::vector<ferry::v1::Vm>& vms) {
   std::printf("%-20s %-10s %8s %5s %-7s %-11s %14s  %s\n", "NAME", "STATE", "MEMORY", "VCPUS",
               "BACKEND", "WORKLOAD", "GUEST OPS", "MIGRATION");
@@ -19,11 +28,7 @@ void PrintVmTable(const std::vector<ferry::v1::Vm>& vms) {
                 static_cast<unsigned long long>(v.layout().memory_bytes() >> 20),
                 v.layout().vcpus(), api::Spelling(v.layout().backend()).c_str(),
                 api::Spelling(v.layout().workload().kind()).c_str(),
-                static_cast<unsigned long long>(v.guest_ops()),
-                v.migration_id().empty() ? v.arrived_by().empty()
-                                               ? ""
-                                               : ("arrived by " + v.arrived_by()).c_str()
-                                         : v.migration_id().c_str());
+                static_cast<unsigned long long>(v.guest_ops()), MigrationColumn(v).c_str());
 }
 
 absl::StatusOr<std::string> Name(const Args& args, const char* verb) {

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
+#include <iterator>
 #include <thread>
 
 #include "base/status_matchers.h"
@@ -340,6 +342,14 @@ TEST_F(CliAgentsTest, ProgressIsLiveInPipesAndCtrlCCancelsBeforeSwitchover) {
   EXPECT_EQ(get.exit_code, 0);
   EXPECT_THAT(get.out, HasSubstr("running"));
   EXPECT_EQ(RunCli({"vm", "get", "slow", "--agent", b}).exit_code, 4);
+  // The destination's log names the migration and why it failed.
+  std::string log;
+  {
+    std::ifstream f(TempDir() + "/cli-b.log");
+    log.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  EXPECT_THAT(log, HasSubstr("vm slow arriving by migration mig-"));
+  EXPECT_THAT(log, HasSubstr("vm slow did not arrive: incoming migration mig-"));
 
   // --detach: started, the id printed, and the agents carry it out.
   ASSERT_EQ(RunCli({"vm", "create", "calm", "--agent", a, "--memory", "64M", "--workload",
@@ -372,6 +382,22 @@ TEST_F(CliAgentsTest, CtrlCAfterSwitchoverLeavesTheMigrationRunning) {
   Child migrate({"migrate", "pc", "--from", a, "--to", b, "--mode", "postcopy",
                  "--max-bandwidth", "32M"});
   ASSERT_TRUE(migrate.ReadUntil("postcopy  ", std::chrono::seconds(10))) << migrate.out();
+  // Both ends visible: the destination lists the arriving VM and the
+  // incoming migration.
+  CliResult vms = RunCli({"vm", "list", "--agent", b});
+  EXPECT_EQ(vms.exit_code, 0);
+  EXPECT_THAT(vms.out, HasSubstr("incoming"));
+  EXPECT_THAT(vms.out, HasSubstr("pages missing"));
+  CliResult one = RunCli({"vm", "get", "pc", "--agent", b, "--json"});
+  EXPECT_EQ(one.exit_code, 0) << one.out;
+  EXPECT_THAT(one.out, HasSubstr("\"state\":\"VM_STATE_INCOMING\""));
+  CliResult in = RunCli({"migration", "list", "--agent", b});
+  EXPECT_EQ(in.exit_code, 0);
+  EXPECT_THAT(in.out, HasSubstr("from "));
+  EXPECT_THAT(in.out, HasSubstr("postcopy"));
+  // Not the destination's to delete or create yet.
+  EXPECT_EQ(RunCli({"vm", "delete", "pc", "--agent", b}).exit_code, 6);
+  EXPECT_EQ(RunCli({"vm", "create", "pc", "--agent", b, "--memory", "16M"}).exit_code, 6);
   migrate.Signal(SIGINT);
   EXPECT_EQ(migrate.Wait(), 130) << migrate.out();
   EXPECT_THAT(migrate.out(), HasSubstr("continues on the agents"));
