@@ -118,8 +118,17 @@ absl::Status DestinationSession::Unexpected(const char* message) const {
                       DestinationStateName(state())));
 }
 
+void DestinationSession::RecordEnd(bool completed) {
+  if (recorded_end_ || !options_.on_end) return;
+  absl::ReaderMutexLock vm_lock(&vm_mu_);
+  if (vm_ == nullptr || vm_->pager() == nullptr || fetcher_ == nullptr) return;
+  recorded_end_ = true;
+  options_.on_end(completed, vm_->pager()->Stats(), fetcher_->Stats());
+}
+
 void DestinationSession::Fail() {
   StopProgress();
+  RecordEnd(/*completed=*/false);
   if (fetcher_) fetcher_->Close();  // unblocks vCPUs waiting on pages
   absl::WriterMutexLock vm_lock(&vm_mu_);  // waits for data-stream installs
   if (vm_) vm_->Stop();
@@ -471,6 +480,7 @@ void DestinationSession::CompleteWhenNothingMissing() {
   }
   StopProgress();
   DrainOpsTrace();
+  RecordEnd(/*completed=*/true);
   DestinationMessage completed;
   *completed.mutable_completed()->mutable_stats() = Stats();
   // Memory held once the migration is done: freed heap goes back first.

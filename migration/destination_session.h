@@ -77,6 +77,12 @@ struct DestinationOptions {
   std::function<void(const std::string& migration_id, const std::string& name,
                      std::unique_ptr<vmm::Vm> vm)>
       adopt;
+  // Called once when an incoming migration that got a VM ends, with its
+  // demand-paging and fetch statistics (for the agent's metrics). May be
+  // empty.
+  std::function<void(bool completed, const vmm::DemandPagerStats& pager,
+                     const fetch::FetcherStats& fetch)>
+      on_end;
 };
 
 enum class DestinationState { kAccepting, kReceivingPrecopy, kPostcopy, kCompleted, kFailed };
@@ -152,6 +158,9 @@ class DestinationSession {
   void End(const absl::Status& status);
   absl::Status Unexpected(const char* message) const;
   void SetState(DestinationState s);
+  // Reports the VM's demand-paging and fetch statistics (on_end), once.
+  void RecordEnd(bool completed);
+  bool recorded_end_ = false;
   std::string source_ ABSL_GUARDED_BY(mu_);  // the source's fetch address, from Hello
   absl::Status fail_reason_;  // why the migration failed (End)
   void StartProgress();

@@ -86,9 +86,19 @@ class Agent {
   // either direction: exiting then would lose the VM.
   bool HasIncompletePostcopy();
 
+  // The agent's metrics in Prometheus text format (ferryd --metrics-listen;
+  // docs/operations.md lists them).
+  std::string RenderMetrics();
+
  private:
   struct VmEntry;
   struct MigrationEntry;
+  struct Metrics;
+  std::unique_ptr<Metrics> metrics_;
+  // Counts a finished outgoing migration into the metrics.
+  void RecordOutgoing(const absl::Status& result, const migration::MigrationReport& report);
+  void RecordIncoming(bool completed, const vmm::DemandPagerStats& pager,
+                      const migration::fetch::FetcherStats& fetch);
   explicit Agent(AgentOptions options);
 
   void Log(const std::string& line) const;

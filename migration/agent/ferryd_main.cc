@@ -29,6 +29,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "migration/agent/agent.h"
 #include "migration/agent/control_service.h"
+#include "migration/agent/metrics_server.h"
 #include "migration/protocol.h"
 
 namespace ferry::agent {
@@ -51,6 +52,8 @@ usage: ferryd [flags]
                               (default 0: one per two vCPUs)
   --max-memory SIZE           guest memory of all its VMs together (default 64G)
   --max-migrations N          outgoing migrations at once, 1 to 256 (default 4)
+  --metrics-listen HOST:PORT  serve Prometheus metrics over HTTP at /metrics
+                              (default: none; port 0 picks one)
   --keep-finished N           finished migrations (with their reports) kept for
                               migration get/list, at most (default 100)
   --keep-finished-s S         and for at most S seconds (default 3600)
@@ -129,6 +132,7 @@ absl::Status Main(int argc, char** argv) {
   o.fault_handlers = static_cast<int>(fault_handlers);
   o.max_vms = static_cast<int>(max_vms);
   o.max_migrations = static_cast<int>(max_migrations);
+  const std::string metrics_listen = args.String("metrics-listen", "");
   const std::string cert_file = args.String("tls-cert", "");
   const std::string key_file = args.String("tls-key", "");
   const std::string ca_file = args.String("tls-ca", "");
@@ -189,10 +193,24 @@ absl::Status Main(int argc, char** argv) {
   const std::string host = listen_hp.first.find(':') != std::string::npos
                                ? "[" + listen_hp.first + "]"
                                : listen_hp.first;
+  std::unique_ptr<MetricsServer> metrics;
+  std::string metrics_note;
+  if (!metrics_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<MetricsServer>> m =
+        MetricsServer::Start(metrics_listen, [raw = agent.get()] { return raw->RenderMetrics(); });
+    if (!m.ok())
+      return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", metrics_listen, ": ",
+                                                 m.status().message()));
+    metrics = std::move(*m);
+    metrics_note = absl::StrFormat("; metrics on http://%s:%d/metrics",
+                                   SplitHostPort(metrics_listen)->first, metrics->port());
+  }
   ASSIGN_OR_RETURN(auto fetch_hp, SplitHostPort(o.fetch_listen));
+  // One line (whoever started us may read only the first).
   std::printf("ferryd: listening on %s:%d (control, migration, health); fetch channel on "
-              "%s:%d\n",
-              host.c_str(), port, fetch_hp.first.c_str(), agent->fetch_port());
+              "%s:%d%s\n",
+              host.c_str(), port, fetch_hp.first.c_str(), agent->fetch_port(),
+              metrics_note.c_str());
   std::fflush(stdout);
   Log(absl::StrFormat("started: grpc %s:%d%s, fetch %s:%d", host, port,
                       cert_file.empty() ? "" : " (TLS)", fetch_hp.first, agent->fetch_port()));
@@ -229,6 +247,8 @@ absl::Status Main(int argc, char** argv) {
 }  // namespace ferry::agent
 
 int main(int argc, char** argv) {
+  // A closed stdout or peer socket is an error to handle, not a reason to die.
+  signal(SIGPIPE, SIG_IGN);
   ferry::TuneMallocForBulkTransfers();
   absl::Status s = ferry::agent::Main(argc, argv);
   if (!s.ok()) {

@@ -1,0 +1,35 @@
+// Prometheus text exposition (format 0.0.4): what `ferryd --metrics-listen`
+// serves. Metric and label names are fixed by the caller; label values are
+// escaped here.
+#ifndef FERRY_MIGRATION_AGENT_PROMETHEUS_H_
+#define FERRY_MIGRATION_AGENT_PROMETHEUS_H_
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "base/histogram.h"
+
+namespace ferry::agent {
+
+using Labels = std::vector<std::pair<std::string, std::string>>;
+
+class PrometheusText {
+ public:
+  // "# HELP" and "# TYPE" lines; once per metric, before its samples.
+  void Declare(const std::string& name, const char* type, const std::string& help);
+  void Sample(const std::string& name, const Labels& labels, double value);
+  // A histogram of values recorded in nanoseconds, exported in seconds with
+  // cumulative buckets at fixed bounds (10 us to 10 s; counts are exact to
+  // the recording histogram's 1/16 precision), _sum and _count.
+  void HistogramSeconds(const std::string& name, const Labels& labels,
+                        const HistogramSnapshot& ns);
+  const std::string& text() const { return out_; }
+
+ private:
+  std::string out_;
+};
+
+}  // namespace ferry::agent
+
+#endif  // FERRY_MIGRATION_AGENT_PROMETHEUS_H_
