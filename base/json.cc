@@ -79,4 +79,14 @@ std::string JsonObject::ToString() const {
   return out + "}";
 }
 
+JsonObject& JsonObject::Add(absl::string_view key, const std::vector<JsonObject>& values) {
+  std::string raw = "[";
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i) raw += ",";
+    raw += values[i].ToString();
+  }
+  raw += "]";
+  return AddRaw(key, std::move(raw));
+}
+
 }  // namespace ferry

@@ -28,6 +28,7 @@ class JsonObject {
   JsonObject& Add(absl::string_view key, double value);
   JsonObject& Add(absl::string_view key, const JsonObject& value);
   JsonObject& Add(absl::string_view key, const std::vector<double>& values);
+  JsonObject& Add(absl::string_view key, const std::vector<JsonObject>& values);
 
   std::string ToString() const;
 

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "base/args.h"
+#include "base/json.h"
 #include "ferry/v1/control.grpc.pb.h"
 #include "migration/cli/client.h"
 
@@ -28,6 +29,11 @@ absl::StatusOr<ferry::v1::MigrationResource> Follow(ferry::v1::Control::Stub& st
                                                     const std::string& address,
                                                     const std::string& id, bool json,
                                                     FILE* out);
+
+// A migration as JSON, one shape for migrate --json, migration get, watch,
+// cancel and list (docs/cli.md): numbers as numbers, enums by their short
+// names, the progress of the whole migration and, once it ended, the report.
+JsonObject MigrationJson(const ferry::v1::MigrationResource& m);
 
 // One progress line for a migration resource.
 std::string ProgressLine(const ferry::v1::MigrationResource& m);

@@ -51,6 +51,41 @@ void PrintMigrationTable(const std::vector<ferry::v1::MigrationResource>& ms) {
 
 }  // namespace
 
+JsonObject MigrationJson(const ferry::v1::MigrationResource& m) {
+  const auto& p = m.progress();
+  JsonObject progress;
+  progress.Add("round", static_cast<uint64_t>(p.round()))
+      .Add("elapsed_ms", p.elapsed_ms())
+      .Add("percent", p.percent())
+      .Add("eta_ms", p.eta_ms())
+      .Add("pages_total", p.pages_total())
+      .Add("pages_transferred", p.pages_transferred())
+      .Add("pages_remaining", p.pages_remaining())
+      .Add("bytes_sent", p.bytes_sent())
+      .Add("bandwidth_bps", p.bandwidth_bps())
+      .Add("dirty_pages_per_sec", p.dirty_pages_per_sec())
+      .Add("faults", p.faults())
+      .Add("faults_per_sec", p.faults_per_sec())
+      .Add("downtime_ms", p.downtime_ms())
+      .Add("fault_p99_us", p.fault_p99_us());
+  JsonObject o;
+  o.Add("id", m.id())
+      .Add("request_id", m.request_id())
+      .Add("vm_name", m.vm_name())
+      .Add("direction", m.direction().empty() ? std::string("outgoing") : m.direction())
+      .Add("source", m.source())
+      .Add("destination", m.destination())
+      .Add("mode", m.mode() ? api::Spelling(m.mode()) : std::string())
+      .Add("fault_mode", m.fault_mode() ? api::Spelling(m.fault_mode()) : std::string())
+      .Add("phase", PhaseName(m.phase()))
+      .Add("error", m.error())
+      .Add("error_code", static_cast<int64_t>(m.error_code()))
+      .Add("progress", progress);
+  if (Terminal(m.phase()) && m.has_report())
+    o.Add("report", api::FromProto(m.report(), m.id()).ToJson());
+  return o;
+}
+
 std::string ProgressLine(const ferry::v1::MigrationResource& m) {
   const auto& p = m.progress();
   // Percent and ETA of the whole migration (the agent's estimate), not of
@@ -116,9 +151,12 @@ absl::StatusOr<ferry::v1::MigrationResource> Follow(ferry::v1::Control::Stub& st
   if (!any || !Terminal(last.phase()))
     return absl::UnavailableError(absl::StrCat(
         "lost the migration's progress stream from ", address, " before it ended"));
-  migration::MigrationReport report = api::FromProto(last.report(), last.id());
-  if (json) std::fprintf(out, "%s\n", report.ToJson().ToString().c_str());
-  else std::fprintf(out, "%s", report.ToText().c_str());
+  if (json) {
+    std::fprintf(out, "%s\n", MigrationJson(last).ToString().c_str());
+  } else {
+    std::fprintf(out, "%s",
+                 api::FromProto(last.report(), last.id()).ToText().c_str());
+  }
   return last;
 }
 
@@ -255,7 +293,7 @@ absl::Status MigrateCommand(Args& args) {
   if (!s.ok()) return CallError(s, "start the migration of " + name, from);
   if (detach) {
     // Started; the agents carry it out. The resource (JSON) or its id.
-    if (json) std::printf("%s\n", ToJson(started).c_str());
+    if (json) std::printf("%s\n", MigrationJson(started).ToString().c_str());
     else
       std::printf("migration %s: %s from %s to %s started; follow it with `ferry migration "
                   "watch %s --agent %s`\n",
@@ -287,8 +325,15 @@ absl::Status MigrationCommand(Args& args) {
     ferry::v1::ListMigrationsResponse out;
     grpc::Status s = stub->ListMigrations(&ctx, {}, &out);
     if (!s.ok()) return CallError(s, "list migrations", address);
-    if (json) std::printf("%s\n", ToJson(out).c_str());
-    else PrintMigrationTable({out.migrations().begin(), out.migrations().end()});
+    if (json) {
+      std::vector<JsonObject> all;
+      for (const auto& m : out.migrations()) all.push_back(MigrationJson(m));
+      JsonObject o;
+      o.Add("migrations", all);
+      std::printf("%s\n", o.ToString().c_str());
+    } else {
+      PrintMigrationTable({out.migrations().begin(), out.migrations().end()});
+    }
     return absl::OkStatus();
   }
   if (verb != "get" && verb != "watch" && verb != "cancel")
@@ -324,7 +369,7 @@ absl::Status MigrationCommand(Args& args) {
         absl::StrFormat("unknown migration command '%s' (list, get, watch, cancel)", verb));
   }
   if (!s.ok()) return CallError(s, verb + " migration " + id, address);
-  if (json) std::printf("%s\n", ToJson(out).c_str());
+  if (json) std::printf("%s\n", MigrationJson(out).ToString().c_str());
   else PrintMigrationTable({out});
   return absl::OkStatus();
 }

@@ -435,6 +435,26 @@ TEST_F(CliAgentsTest, ProgressIsLiveInPipesAndCtrlCCancelsBeforeSwitchover) {
   CliResult g2 = RunCli({"migration", "get", id, "--agent", a, "--json"});
   EXPECT_EQ(g1.out, g2.out);
   EXPECT_THAT(g1.out, HasSubstr("\"percent\":100"));
+  // One JSON shape for a migration: watch --json and get --json print the
+  // same object; numbers are numbers and phases short names.
+  CliResult wj = RunCli({"migration", "watch", id, "--agent", a, "--json"});
+  EXPECT_EQ(wj.out, g1.out);
+  EXPECT_THAT(g1.out, HasSubstr("\"phase\":\"completed\""));
+  EXPECT_THAT(g1.out, HasSubstr("\"mode\":\"precopy\""));
+  EXPECT_THAT(g1.out, ::testing::ContainsRegex("\"bytes_sent\":[0-9]"));
+  EXPECT_THAT(g1.out, HasSubstr("\"report\":{"));
+  EXPECT_THAT(g1.out, Not(HasSubstr("MIGRATION_PHASE")));
+  CliResult lj = RunCli({"migration", "list", "--agent", a, "--json"});
+  EXPECT_THAT(lj.out, HasSubstr(g1.out.substr(0, g1.out.size() - 1)));  // one of the list
+  // And migrate --json prints that shape too.
+  ASSERT_EQ(RunCli({"vm", "create", "calm2", "--agent", a, "--memory", "32M", "--workload",
+                    "idle"}).exit_code, 0);
+  CliResult mj = RunCli({"migrate", "calm2", "--from", a, "--to", b, "--mode", "precopy",
+                         "--json"});
+  ASSERT_EQ(mj.exit_code, 0) << mj.out;
+  const size_t mid = mj.out.find("\"id\":\"");
+  const std::string id2 = mj.out.substr(mid + 6, mj.out.find('"', mid + 6) - mid - 6);
+  EXPECT_EQ(mj.out, RunCli({"migration", "get", id2, "--agent", a, "--json"}).out);
 }
 
 // After switchover the destination owns the VM: Ctrl-C does not cancel, it
