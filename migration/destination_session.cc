@@ -215,6 +215,7 @@ void DestinationSession::End(const absl::Status& status) {
   if (!status.ok() && state() != DestinationState::kCompleted) {
     (void)Send(ToErrorMessage(status));
     fail_reason_ = status;
+    if (!ever_admitted_ && options_.refused) options_.refused(claimed_id_, status);
     Fail();
   }
   {
@@ -296,6 +297,8 @@ absl::Status DestinationSession::Handle(const SourceMessage& m) {
 }
 
 absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
+  // For the log of a refusal: bounded before it is kept.
+  claimed_id_ = hello.migration_id().substr(0, kMaxMigrationIdBytes);
   if (hello.protocol_version() != kProtocolVersion)
     return absl::FailedPreconditionError(absl::StrFormat(
         "the source speaks migration protocol version %d, this destination speaks %d",
@@ -326,6 +329,7 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
   if (options_.admit)
     RETURN_IF_ERROR(options_.admit(hello.migration_id(), hello.fetch_address(), name, config));
   admitted_ = true;
+  ever_admitted_ = true;
   {
     absl::MutexLock lock(&mu_);
     vm_name_ = name;

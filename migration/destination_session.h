@@ -77,6 +77,10 @@ struct DestinationOptions {
   std::function<void(const std::string& migration_id, const std::string& name,
                      std::unique_ptr<vmm::Vm> vm)>
       adopt;
+  // Called when a migration is refused before it was admitted (a wrong
+  // token, a protocol version, a bad Hello, a name taken), with the id the
+  // peer claimed (may be empty) and why. For the agent's log. May be empty.
+  std::function<void(const std::string& claimed_id, const absl::Status& why)> refused;
   // Called once when an incoming migration that got a VM ends, with its
   // demand-paging and fetch statistics (for the agent's metrics). May be
   // empty.
@@ -161,6 +165,8 @@ class DestinationSession {
   // Reports the VM's demand-paging and fetch statistics (on_end), once.
   void RecordEnd(bool completed);
   bool recorded_end_ = false;
+  bool ever_admitted_ = false;
+  std::string claimed_id_;  // Hello's migration id, as the peer sent it
   std::string source_ ABSL_GUARDED_BY(mu_);  // the source's fetch address, from Hello
   absl::Status fail_reason_;  // why the migration failed (End)
   void StartProgress();

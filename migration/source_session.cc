@@ -1015,6 +1015,12 @@ void SourceSession::FillReport() {
   r.faults = d.faults();
   r.fault_p50_us = d.fault_p50_us();
   r.fault_p99_us = d.fault_p99_us();
+  if (!d.has_ops_trace() && last_progress_.faults() > r.faults) {
+    // No Completed (the migration failed after switchover): the last
+    // figures the destination reported in its progress.
+    r.faults = last_progress_.faults();
+    r.fault_p99_us = last_progress_.fault_p99_us();
+  }
   r.fault_p999_us = d.fault_p999_us();
   r.fault_max_us = d.fault_max_us();
   r.max_vcpu_stall_ms = d.fault_max_us() / 1e3;

@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "base/clock.h"
 #include "base/net.h"
+#include "base/log_line.h"
 #include "base/status_macros.h"
 #include "migration/api/defaults.h"
 #include "migration/api/names.h"
@@ -237,6 +238,15 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
   dest.release = [raw](const std::string& id, const std::string& name, const absl::Status& why) {
     raw->Release(id, name, why);
   };
+  dest.refused = [raw](const std::string& claimed_id, const absl::Status& why) {
+    raw->Log(LogLine(why.code() == absl::StatusCode::kUnauthenticated ? LogLevel::kWarn
+                                                                         : LogLevel::kInfo,
+                     "migration.refused")
+                 .Kv("direction", "incoming")
+                 .Kv("migration", claimed_id)
+                 .Kv("code", absl::StatusCodeToString(why.code()))
+                 .Kv("reason", why.message()));
+  };
   dest.on_end = [raw](bool completed, const vmm::DemandPagerStats& pager,
                       const migration::fetch::FetcherStats& fetch) {
     raw->RecordIncoming(completed, pager, fetch);
@@ -262,10 +272,17 @@ Agent::~Agent() {
     (void)m->session->Cancel();
     if (m->thread.joinable()) m->thread.join();
   }
+  // The VMs still here end with the agent: say so, one line each.
+  absl::MutexLock lock(&mu_);
+  for (auto& [name, e] : vms_) {
+    Log(LogLine(LogLevel::kWarn, "vm.destroyed").Kv("vm", name).Kv("reason", "agent stopped"));
+    if (e->vm) e->vm->Stop();
+  }
+  vms_.clear();
 }
 
-void Agent::Log(const std::string& line) const {
-  if (options_.log) options_.log(line);
+void Agent::Log(const LogLine& line) const {
+  if (options_.log) options_.log(line.str());
 }
 
 uint64_t Agent::MemoryInUseLocked() const {
@@ -382,13 +399,16 @@ absl::StatusOr<ferry::v1::Vm> Agent::CreateVm(const ferry::v1::CreateVmRequest& 
     reserved_.erase(r.name());
     vms_[r.name()] = entry;
   }
-  Log(absl::StrFormat("vm %s created: %d MiB, %d vCPUs, workload %s, backend %s (%s)%s",
-                      r.name(), config.memory_bytes >> 20, config.vcpus,
-                      vmm::WorkloadKindName(config.workload.kind),
-                      vmm::VmBackendName(config.backend), backend.second,
-                      config.backend == vmm::VmBackend::kKvm
-                          ? absl::StrCat(": ", entry->vm->BackendCapabilities())
-                          : ""));
+  Log(LogLine(LogLevel::kInfo, "vm.created")
+          .Kv("vm", r.name())
+          .Kv("memory_mib", config.memory_bytes >> 20)
+          .Kv("vcpus", config.vcpus)
+          .Kv("workload", vmm::WorkloadKindName(config.workload.kind))
+          .Kv("backend", vmm::VmBackendName(config.backend))
+          .Kv("backend_reason", backend.second)
+          .Kv("capabilities", config.backend == vmm::VmBackend::kKvm
+                                  ? entry->vm->BackendCapabilities()
+                                  : std::string()));
   return Describe(*entry);
 }
 
@@ -450,7 +470,7 @@ absl::Status Agent::DeleteVm(const std::string& name) {
     vms_.erase(it);
   }
   e->vm->Stop();
-  Log(absl::StrCat("vm ", name, " deleted"));
+  Log(LogLine(LogLevel::kInfo, "vm.deleted").Kv("vm", name));
   return absl::OkStatus();
 }
 
@@ -523,7 +543,10 @@ absl::StatusOr<ferry::v1::VerifyVmResponse> Agent::VerifyVm(
   r.set_reference_digest(absl::StrFormat("%016x", want->digest));
   for (uint64_t o : ops) r.add_ops(o);
   r.set_differing_pages(vmm::DifferingPages(*got, *want).size());
-  Log(absl::StrFormat("vm %s verified: %s", request.name(), r.match() ? "match" : "MISMATCH"));
+  Log(LogLine(r.match() ? LogLevel::kInfo : LogLevel::kError, "vm.verified")
+          .Kv("vm", request.name())
+          .Kv("result", r.match() ? "match" : "mismatch")
+          .Kv("differing_pages", static_cast<uint64_t>(r.differing_pages())));
   return r;
 }
 
@@ -545,11 +568,19 @@ absl::Status Agent::Admit(const std::string& migration_id, const std::string& so
     return absl::OkStatus();
   }();
   if (s.ok())
-    Log(absl::StrFormat("vm %s arriving by migration %s from %s (%d MiB, %d vCPUs)", name,
-                        migration_id, source, config.memory_bytes >> 20, config.vcpus));
+    Log(LogLine(LogLevel::kInfo, "vm.arriving")
+            .Kv("vm", name)
+            .Kv("migration", migration_id)
+            .Kv("source", source)
+            .Kv("memory_mib", config.memory_bytes >> 20)
+            .Kv("vcpus", config.vcpus));
   else
-    Log(absl::StrFormat("incoming migration %s of vm %s from %s refused: %s", migration_id,
-                        name.size() <= 64 ? name : "(name too long)", source, s.message()));
+    Log(LogLine(LogLevel::kWarn, "migration.refused")
+            .Kv("direction", "incoming")
+            .Kv("migration", migration_id)
+            .Kv("vm", name)
+            .Kv("source", source)
+            .Kv("reason", s.message()));
   return s;
 }
 
@@ -559,8 +590,10 @@ void Agent::Release(const std::string& migration_id, const std::string& name,
     absl::MutexLock lock(&mu_);
     reserved_.erase(name);
   }
-  Log(absl::StrFormat("vm %s did not arrive: incoming migration %s failed: %s", name,
-                      migration_id, why.message()));
+  Log(LogLine(LogLevel::kWarn, "vm.not_arrived")
+          .Kv("vm", name)
+          .Kv("migration", migration_id)
+          .Kv("reason", why.message()));
 }
 
 void Agent::Adopt(const std::string& migration_id, const std::string& name,
@@ -573,7 +606,7 @@ void Agent::Adopt(const std::string& migration_id, const std::string& name,
   absl::MutexLock lock(&mu_);
   reserved_.erase(name);
   vms_[name] = e;
-  Log(absl::StrCat("vm ", name, " arrived by migration ", migration_id));
+  Log(LogLine(LogLevel::kInfo, "vm.arrived").Kv("vm", name).Kv("migration", migration_id));
 }
 
 absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
@@ -656,9 +689,12 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
     migrations_[m->id] = m;
     if (!r.request_id().empty()) by_request_id_[r.request_id()] = m->id;
   }
-  Log(absl::StrFormat("migration %s of vm %s to %s started: mode %s, fault mode %s", m->id,
-                      m->vm_name, m->destination, migration::MigrationModeName(o.mode),
-                      vmm::FaultModeName(o.fault_mode)));
+  Log(LogLine(LogLevel::kInfo, "migration.started")
+          .Kv("migration", m->id)
+          .Kv("vm", m->vm_name)
+          .Kv("destination", m->destination)
+          .Kv("mode", migration::MigrationModeName(o.mode))
+          .Kv("fault_mode", vmm::FaultModeName(o.fault_mode)));
   m->thread = std::thread(&Agent::RunMigration, this, m, vm);
   return Describe(*m);
 }
@@ -674,11 +710,20 @@ void Agent::RunMigration(std::shared_ptr<MigrationEntry> m, std::shared_ptr<VmEn
     if (s.ok()) {
       // The destination runs the VM now; the source's copy was released.
       vms_.erase(m->vm_name);
-      Log(absl::StrFormat("migration %s completed: vm %s left for %s (downtime %.2f ms)",
-                          m->id, m->vm_name, m->destination,
-                          m->session->report().downtime_ms));
+      Log(LogLine(LogLevel::kInfo, "migration.completed")
+              .Kv("migration", m->id)
+              .Kv("vm", m->vm_name)
+              .Kv("destination", m->destination)
+              .Kv("total_ms", report.total_ms)
+              .Kv("downtime_ms", report.downtime_ms));
     } else {
-      Log(absl::StrFormat("migration %s %s", m->id, m->session->report().outcome));
+      Log(LogLine(s.code() == absl::StatusCode::kCancelled ? LogLevel::kWarn : LogLevel::kError,
+                  s.code() == absl::StatusCode::kCancelled ? "migration.cancelled"
+                                                           : "migration.failed")
+              .Kv("migration", m->id)
+              .Kv("vm", m->vm_name)
+              .Kv("destination", m->destination)
+              .Kv("reason", s.message()));
     }
   }
   if (s.ok()) {
@@ -829,7 +874,7 @@ std::vector<ferry::v1::MigrationResource> Agent::ListMigrations() {
 absl::StatusOr<ferry::v1::MigrationResource> Agent::CancelMigration(const std::string& id) {
   ASSIGN_OR_RETURN(auto m, FindMigration(id));
   RETURN_IF_ERROR(m->session->Cancel());
-  Log(absl::StrCat("migration ", id, " cancel requested"));
+  Log(LogLine(LogLevel::kInfo, "migration.cancel_requested").Kv("migration", id));
   if (m->thread.joinable()) {
     // Wait (briefly) for the session to wind down so the caller sees the end.
     absl::MutexLock lock(&m->mu);
@@ -864,10 +909,14 @@ void Agent::BeginShutdown() {
     shutting_down_ = true;
     for (auto& [id, m] : migrations_) all.push_back(m);
   }
-  Log("shutting down: no new work; cancelling migrations that have not switched over");
+  Log(LogLine(LogLevel::kInfo, "agent.shutting_down")
+          .Kv("detail", "no new work; cancelling migrations that have not switched over"));
   for (auto& m : all) {
     absl::Status s = m->session->Cancel();
-    if (s.ok()) Log(absl::StrCat("migration ", m->id, " cancelled for shutdown"));
+    if (s.ok())
+      Log(LogLine(LogLevel::kWarn, "migration.cancel_requested")
+              .Kv("migration", m->id)
+              .Kv("reason", "agent shutdown"));
   }
 }
 

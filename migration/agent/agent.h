@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "base/log_line.h"
 #include "absl/synchronization/mutex.h"
 #include "ferry/v1/control.pb.h"
 #include "grpcpp/security/credentials.h"
@@ -101,7 +102,7 @@ class Agent {
                       const migration::fetch::FetcherStats& fetch);
   explicit Agent(AgentOptions options);
 
-  void Log(const std::string& line) const;
+  void Log(const LogLine& line) const;
   ferry::v1::Vm Describe(const VmEntry& e) const;
   ferry::v1::MigrationResource Describe(const MigrationEntry& m) const;
   absl::StatusOr<std::shared_ptr<VmEntry>> FindVm(const std::string& name);

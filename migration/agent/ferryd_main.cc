@@ -23,6 +23,7 @@
 #include "base/file.h"
 #include "base/net.h"
 #include "base/process.h"
+#include "base/log_line.h"
 #include "base/status_macros.h"
 #include "base/version.h"
 #include "grpcpp/grpcpp.h"
@@ -72,11 +73,9 @@ over (their VMs keep running on this host), wait for migrations past
 switchover to complete, then exit. A second signal exits at once.
 )help";
 
-void Log(const std::string& line) {
-  std::cerr << "ferryd[" << getpid() << "] "
-            << absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone())
-            << " " << line << std::endl;
-}
+// One structured line (base/log_line.h) per lifecycle event, on stderr.
+void Log(const std::string& line) { std::cerr << line << std::endl; }
+void Log(const LogLine& line) { Log(line.str()); }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, const char* flag) {
   auto bytes = ReadFileToString(path);
@@ -162,7 +161,7 @@ absl::Status Main(int argc, char** argv) {
   } else if (!ca_file.empty()) {
     return absl::InvalidArgumentError("--tls-ca needs --tls-cert and --tls-key");
   }
-  o.log = Log;
+  o.log = [](const std::string& line) { Log(line); };
 
   // Signals go to the one thread that waits for them.
   sigset_t signals;
@@ -212,12 +211,18 @@ absl::Status Main(int argc, char** argv) {
               host.c_str(), port, fetch_hp.first.c_str(), agent->fetch_port(),
               metrics_note.c_str());
   std::fflush(stdout);
-  Log(absl::StrFormat("started: grpc %s:%d%s, fetch %s:%d", host, port,
-                      cert_file.empty() ? "" : " (TLS)", fetch_hp.first, agent->fetch_port()));
+  Log(LogLine(LogLevel::kInfo, "agent.started")
+          .Kv("version", FerryVersion())
+          .Kv("pid", static_cast<int64_t>(getpid()))
+          .Kv("grpc", absl::StrFormat("%s:%d", host, port))
+          .Kv("tls", cert_file.empty() ? "off" : ca_file.empty() ? "on" : "mutual")
+          .Kv("fetch", absl::StrFormat("%s:%d", fetch_hp.first, agent->fetch_port()))
+          .Kv("metrics", metrics ? absl::StrFormat("%d", metrics->port()) : "off")
+          .Kv("migration_token", o.migration_token.empty() ? "none" : "set"));
 
   int sig = 0;
   sigwait(&signals, &sig);
-  Log(absl::StrFormat("signal %d: shutting down", sig));
+  Log(LogLine(LogLevel::kInfo, "agent.signal").Kv("signal", sig));
   agent->BeginShutdown();
   // A VM past switchover exists only as both halves: wait for it.
   std::atomic<bool> forced{false};
@@ -229,17 +234,20 @@ absl::Status Main(int argc, char** argv) {
   second.detach();
   bool said = false;
   while (agent->HasIncompletePostcopy() && !forced) {
-    if (!said) Log("waiting for migrations past switchover to complete (signal again to force)");
+    if (!said)
+      Log(LogLine(LogLevel::kWarn, "agent.waiting")
+              .Kv("detail", "migrations past switchover must complete (signal again to force)"));
     said = true;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   if (forced) {
-    Log("forced exit: migrations past switchover are lost");
+    Log(LogLine(LogLevel::kError, "agent.forced_exit")
+            .Kv("detail", "migrations past switchover are lost"));
     std::_Exit(1);
   }
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   agent.reset();
-  Log("stopped");
+  Log(LogLine(LogLevel::kInfo, "agent.stopped"));
   return absl::OkStatus();
 }
 

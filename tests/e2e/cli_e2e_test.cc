@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <sstream>
 #include <iterator>
 #include <thread>
 
@@ -377,6 +378,55 @@ TEST(CliAgents, MetricsAreServedInPrometheusFormat) {
   EXPECT_EQ(HttpGet(absl::StrCat("http://127.0.0.1:", pb, "/other")).substr(0, 4), "404\n");
 }
 
+std::string ReadAll(const std::string& path) {
+  std::ifstream f(path);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// Levelled key=value log lines for every lifecycle event, a refused token
+// included, and the VMs an agent destroys when it stops.
+TEST(CliAgents, AgentsLogEveryLifecycleEventAsKeyValueLines) {
+  const std::string log_a = TempDir() + "/log-a.log", log_b = TempDir() + "/log-b.log";
+  {
+    auto a = agent::AgentProcess::Start(Ferryd(), {"--migration-token", "one"}, log_a);
+    auto b = agent::AgentProcess::Start(Ferryd(), {"--migration-token", "two"}, log_b);
+    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_EQ(RunCli({"vm", "create", "lg", "--agent", a->address(), "--memory", "16M"})
+                  .exit_code, 0);
+    // The tokens differ: the destination refuses, and says so.
+    EXPECT_EQ(RunCli({"migrate", "lg", "--from", a->address(), "--to", b->address()}).exit_code,
+              1);
+    EXPECT_EQ(RunCli({"vm", "delete", "lg", "--agent", a->address()}).exit_code, 0);
+    ASSERT_EQ(RunCli({"vm", "create", "kept", "--agent", a->address(), "--memory", "16M"})
+                  .exit_code, 0);
+  }  // both agents stop (SIGTERM)
+  const std::string a = ReadAll(log_a), b = ReadAll(log_b);
+  // Every line is structured: a timestamp, a level, an event.
+  for (const std::string* text : {&a, &b}) {
+    std::istringstream lines(*text);
+    std::string line;
+    int n = 0;
+    while (std::getline(lines, line)) {
+      if (line.empty()) continue;
+      ++n;
+      EXPECT_THAT(line, ::testing::MatchesRegex(
+                            "ts=[0-9T:.Z-]+ level=(info|warn|error) event=[a-z_.]+( .*)?"))
+          << line;
+    }
+    EXPECT_GT(n, 3);
+  }
+  EXPECT_THAT(a, HasSubstr("level=info event=agent.started"));
+  EXPECT_THAT(a, HasSubstr("event=vm.created vm=lg memory_mib=16"));
+  EXPECT_THAT(a, ::testing::ContainsRegex("event=migration.started migration=mig-[0-9a-f]+ vm=lg"));
+  EXPECT_THAT(a, ::testing::ContainsRegex("level=error event=migration.failed migration=mig-"));
+  EXPECT_THAT(a, HasSubstr("event=vm.deleted vm=lg"));
+  EXPECT_THAT(a, HasSubstr("level=warn event=vm.destroyed vm=kept reason=\"agent stopped\""));
+  EXPECT_THAT(a, HasSubstr("event=agent.stopped"));
+  EXPECT_THAT(b, ::testing::ContainsRegex(
+                     "level=warn event=migration.refused direction=incoming migration=mig-[0-9a-f]+ "
+                     "code=UNAUTHENTICATED reason=.*token"));
+}
+
 // Progress reaches a pipe line by line while the migration runs; Ctrl-C
 // cancels a migration that has not switched over; --detach returns at once.
 TEST_F(CliAgentsTest, ProgressIsLiveInPipesAndCtrlCCancelsBeforeSwitchover) {
@@ -412,8 +462,10 @@ TEST_F(CliAgentsTest, ProgressIsLiveInPipesAndCtrlCCancelsBeforeSwitchover) {
     std::ifstream f(TempDir() + "/cli-b.log");
     log.assign(std::istreambuf_iterator<char>(f), {});
   }
-  EXPECT_THAT(log, HasSubstr("vm slow arriving by migration mig-"));
-  EXPECT_THAT(log, HasSubstr("vm slow did not arrive: incoming migration mig-"));
+  EXPECT_THAT(log, ::testing::ContainsRegex(
+                       "level=info event=vm.arriving vm=slow migration=mig-[0-9a-f]+ source=127"));
+  EXPECT_THAT(log, ::testing::ContainsRegex(
+                       "level=warn event=vm.not_arrived vm=slow migration=mig-[0-9a-f]+ reason="));
 
   // --detach: started, the id printed, and the agents carry it out.
   ASSERT_EQ(RunCli({"vm", "create", "calm", "--agent", a, "--memory", "64M", "--workload",
