@@ -985,7 +985,8 @@ void SourceSession::FillReport() {
   // A migration that ended in precopy (failed, cancelled) reports the
   // precopy it did, up to its end.
   r.precopy_ms = t_precopy_ == 0 ? 0 : ((t_pause_ ? t_pause_ : t_end_) - t_precopy_) / 1e6;
-  r.precopy_rounds = precopy_rounds_;
+  // Rounds finished, also for a migration that ended during precopy.
+  r.precopy_rounds = precopy_rounds_ ? precopy_rounds_ : round_;
   // Bytes of the rounds done; a migration that ended in precopy counts
   // what it sent until then.
   const uint64_t precopy_bytes =

@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <pty.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -425,6 +427,72 @@ TEST(CliAgents, AgentsLogEveryLifecycleEventAsKeyValueLines) {
   EXPECT_THAT(b, ::testing::ContainsRegex(
                      "level=warn event=migration.refused direction=incoming migration=mig-[0-9a-f]+ "
                      "code=UNAUTHENTICATED reason=.*token"));
+}
+
+// On a terminal the live line is cut to its width: an 80-column terminal
+// never sees a line wrap (each update would leave a new line behind).
+TEST_F(CliAgentsTest, TheLiveLineFitsTheTerminal) {
+  const std::string a = a_->address(), b = b_->address();
+  ASSERT_EQ(RunCli({"vm", "create", "tty", "--agent", a, "--memory", "128M", "--workload",
+                    "uniform"}).exit_code, 0);
+  int master = -1;
+  winsize ws{};
+  ws.ws_col = 60;
+  ws.ws_row = 24;
+  const pid_t pid = forkpty(&master, nullptr, nullptr, &ws);
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::string ferry = Ferry();
+    std::vector<std::string> argv = {ferry, "migrate", "tty", "--from", a, "--to", b,
+                                     "--mode", "postcopy", "--max-bandwidth", "64M"};
+    std::vector<char*> c;
+    for (auto& x : argv) c.push_back(x.data());
+    c.push_back(nullptr);
+    execv(c[0], c.data());
+    _exit(127);
+  }
+  std::string out;
+  char buf[4096];
+  while (true) {
+    pollfd p{master, POLLIN, 0};
+    if (poll(&p, 1, 30000) <= 0) break;
+    const ssize_t n = read(master, buf, sizeof(buf));
+    if (n <= 0) break;
+    out.append(buf, n);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  close(master);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  // Each live update starts with \r and a clear; none is wider than 59.
+  int updates = 0;
+  for (size_t at = out.find("\r\033[K"); at != std::string::npos;
+       at = out.find("\r\033[K", at + 1)) {
+    const size_t begin = at + 4;
+    size_t end = out.find_first_of("\r\n", begin);
+    if (end == std::string::npos) end = out.size();
+    EXPECT_LE(end - begin, 59u) << out.substr(begin, end - begin);
+    ++updates;
+  }
+  EXPECT_GT(updates, 2) << out;
+}
+
+// The same request id with other parameters is refused through the CLI too.
+TEST_F(CliAgentsTest, ARequestIdReusedWithOtherParametersIsRefused) {
+  const std::string a = a_->address(), b = b_->address();
+  ASSERT_EQ(RunCli({"vm", "create", "rq", "--agent", a, "--memory", "256M", "--workload",
+                    "uniform"}).exit_code, 0);
+  CliResult first = RunCli({"migrate", "rq", "--from", a, "--to", b, "--mode", "precopy",
+                            "--max-bandwidth", "8M", "--request-id", "r1", "--detach"});
+  ASSERT_EQ(first.exit_code, 0) << first.out;
+  CliResult other = RunCli({"migrate", "rq", "--from", a, "--to", b, "--mode", "postcopy",
+                            "--max-bandwidth", "8M", "--request-id", "r1"});
+  EXPECT_EQ(other.exit_code, 6) << other.out;
+  EXPECT_THAT(other.out, HasSubstr("mode precopy (now postcopy)"));
+  CliResult same = RunCli({"migrate", "rq", "--from", a, "--to", b, "--mode", "precopy",
+                           "--max-bandwidth", "8M", "--request-id", "r1", "--detach"});
+  EXPECT_EQ(same.exit_code, 0) << same.out;
+  EXPECT_EQ(same.out.substr(0, 30), first.out.substr(0, 30));  // the same migration
 }
 
 // Progress reaches a pipe line by line while the migration runs; Ctrl-C
