@@ -137,7 +137,8 @@ absl::StatusOr<ferry::v1::MigrationResource> Follow(ferry::v1::Control::Stub& st
       std::fprintf(out, "\r\033[K%s", line.c_str());
       std::fflush(out);
     } else if (m.phase() != printed_phase ||
-               m.progress().elapsed_ms() - last_plain_ms >= 1000 || Terminal(m.phase())) {
+               (!Terminal(m.phase()) && m.progress().elapsed_ms() - last_plain_ms >= 1000)) {
+      // A line at each phase change and every second; the end once.
       // Plain lines, each written out at once (logs and CI read them live).
       std::fprintf(out, "%s\n", ProgressLine(m).c_str());
       std::fflush(out);
