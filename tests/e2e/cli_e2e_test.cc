@@ -211,6 +211,17 @@ TEST_F(CliAgentsTest, ExitCodesHaveOneMeaningEach) {
   EXPECT_THAT(r.out, HasSubstr("MATCH"));
 }
 
+// In a forked child: becomes `ferry args...`.
+[[noreturn]] void ExecFerry(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {Ferry()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> c;
+  for (auto& a : argv) c.push_back(a.data());
+  c.push_back(nullptr);
+  execv(c[0], c.data());
+  _exit(127);
+}
+
 // The ferry CLI as a child whose stdout and stderr go into a pipe, read as
 // they come.
 class Child {
@@ -223,13 +234,7 @@ class Child {
       dup2(fds[1], 1);
       dup2(fds[1], 2);
       close(fds[0]);
-      std::vector<std::string> argv = {Ferry()};
-      argv.insert(argv.end(), args.begin(), args.end());
-      std::vector<char*> c;
-      for (auto& a : argv) c.push_back(a.data());
-      c.push_back(nullptr);
-      execv(c[0], c.data());
-      _exit(127);
+      ExecFerry(args);
     }
     close(fds[1]);
     fd_ = fds[0];
@@ -441,16 +446,9 @@ TEST_F(CliAgentsTest, TheLiveLineFitsTheTerminal) {
   ws.ws_row = 24;
   const pid_t pid = forkpty(&master, nullptr, nullptr, &ws);
   ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    std::string ferry = Ferry();
-    std::vector<std::string> argv = {ferry, "migrate", "tty", "--from", a, "--to", b,
-                                     "--mode", "postcopy", "--max-bandwidth", "64M"};
-    std::vector<char*> c;
-    for (auto& x : argv) c.push_back(x.data());
-    c.push_back(nullptr);
-    execv(c[0], c.data());
-    _exit(127);
-  }
+  if (pid == 0)
+    ExecFerry({"migrate", "tty", "--from", a, "--to", b, "--mode", "postcopy",
+               "--max-bandwidth", "64M"});
   std::string out;
   char buf[4096];
   while (true) {
