@@ -1,5 +1,7 @@
 #include "base/net.h"
 
+#include "absl/strings/match.h"
+
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -136,6 +138,11 @@ absl::Status RecvAll(int fd, void* data, size_t len, int timeout_ms) {
     len -= n;
   }
   return absl::OkStatus();
+}
+
+bool IsLoopbackHost(absl::string_view host) {
+  if (host == "localhost" || host == "::1" || host == "[::1]") return true;
+  return absl::StartsWith(host, "127.");
 }
 
 }  // namespace ferry

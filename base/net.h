@@ -18,6 +18,10 @@ namespace ferry {
 // Splits "host:port" / "[v6]:port"; InvalidArgument naming the text.
 absl::StatusOr<std::pair<std::string, int>> SplitHostPort(absl::string_view address);
 
+// Whether a host (as in SplitHostPort) is only reachable from this machine:
+// 127.0.0.0/8, ::1 or "localhost". An empty host or a wildcard is not.
+bool IsLoopbackHost(absl::string_view host);
+
 struct TcpListener {
   UniqueFd fd;
   int port = 0;  // the bound port (the chosen one for port 0)

@@ -63,6 +63,8 @@ usage: ferryd [flags]
   --tls-ca FILE               PEM CA: require client certificates signed by it (mutual
                               TLS), and verify destinations (with --tls-cert/--tls-key
                               as this agent's client certificate)
+  --insecure                  allow a --listen address other hosts can reach without
+                              TLS or without a migration token (refused otherwise)
   -h, --help                  this help; --version: this build's version
 
 example: ferryd --listen 10.0.0.1:7070 --fetch-listen 10.0.0.1:7071 \
@@ -84,7 +86,7 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const char* flag) 
 }
 
 absl::Status Main(int argc, char** argv) {
-  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1));
+  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1, {"insecure"}));
   if (args.Bool("help")) {
     std::cout << kUsage;
     return absl::OkStatus();
@@ -132,6 +134,7 @@ absl::Status Main(int argc, char** argv) {
   o.max_vms = static_cast<int>(max_vms);
   o.max_migrations = static_cast<int>(max_migrations);
   const std::string metrics_listen = args.String("metrics-listen", "");
+  const bool insecure = args.Bool("insecure");
   const std::string cert_file = args.String("tls-cert", "");
   const std::string key_file = args.String("tls-key", "");
   const std::string ca_file = args.String("tls-ca", "");
@@ -140,6 +143,18 @@ absl::Status Main(int argc, char** argv) {
     return absl::InvalidArgumentError("ferryd takes no arguments, only flags (see --help)");
   if (cert_file.empty() != key_file.empty())
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  // Secure by default: an agent others can reach serves TLS and takes
+  // migrations only with the pool's token, unless told --insecure.
+  const bool loopback = IsLoopbackHost(listen_hp.first);
+  if (!loopback && !insecure && cert_file.empty())
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--listen ", listen, " is reachable from other hosts: serve TLS (--tls-cert, --tls-key, "
+        "--tls-ca) or say --insecure to serve in plaintext"));
+  if (!loopback && !insecure && o.migration_token.empty())
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--listen ", listen, " is reachable from other hosts: give the pool's "
+        "--migration-token (or $FERRY_MIGRATION_TOKEN), or say --insecure to take migrations "
+        "from anyone"));
 
   std::shared_ptr<grpc::ServerCredentials> server_creds = grpc::InsecureServerCredentials();
   if (!cert_file.empty()) {
@@ -156,6 +171,10 @@ absl::Status Main(int argc, char** argv) {
       client.pem_private_key = key;
       client.pem_cert_chain = cert;
       o.peer_credentials = grpc::SslCredentials(client);
+    } else {
+      // TLS without a private CA: destinations are dialled over TLS too,
+      // verified against the system's trust store (never in plaintext).
+      o.peer_credentials = grpc::SslCredentials(grpc::SslCredentialsOptions());
     }
     server_creds = grpc::SslServerCredentials(ssl);
   } else if (!ca_file.empty()) {
@@ -219,6 +238,14 @@ absl::Status Main(int argc, char** argv) {
           .Kv("fetch", absl::StrFormat("%s:%d", fetch_hp.first, agent->fetch_port()))
           .Kv("metrics", metrics ? absl::StrFormat("%d", metrics->port()) : "off")
           .Kv("migration_token", o.migration_token.empty() ? "none" : "set"));
+
+  if (cert_file.empty() || o.migration_token.empty())
+    Log(LogLine(LogLevel::kWarn, "agent.insecure")
+            .Kv("tls", cert_file.empty() ? "off" : "on")
+            .Kv("migration_token", o.migration_token.empty() ? "none" : "set")
+            .Kv("detail", loopback ? "listening on loopback only"
+                                   : "--insecure: reachable from other hosts without TLS or "
+                                     "a migration token"));
 
   int sig = 0;
   sigwait(&signals, &sig);

@@ -493,6 +493,28 @@ TEST_F(CliAgentsTest, ARequestIdReusedWithOtherParametersIsRefused) {
   EXPECT_EQ(same.out.substr(0, 30), first.out.substr(0, 30));  // the same migration
 }
 
+// Secure by default: an agent other hosts can reach needs TLS and the
+// pool's token, or an explicit --insecure (which it logs as a warning).
+TEST(CliAgents, AnAgentReachableFromOtherHostsIsSecureByDefault) {
+  CliResult plain = RunCommand({Ferryd(), "--listen", "0.0.0.0:0", "--fetch-listen",
+                                "127.0.0.1:0", "--migration-token", "t"});
+  EXPECT_EQ(plain.exit_code, 2) << plain.out;
+  EXPECT_THAT(plain.out, HasSubstr("serve TLS"));
+  CliResult no_token = RunCommand({Ferryd(), "--listen", "0.0.0.0:0", "--fetch-listen",
+                                   "127.0.0.1:0", "--tls-cert", "/nonexistent",
+                                   "--tls-key", "/nonexistent"});
+  EXPECT_EQ(no_token.exit_code, 2) << no_token.out;
+  EXPECT_THAT(no_token.out, HasSubstr("--migration-token"));
+  const std::string log = TempDir() + "/insecure.log";
+  {
+    auto a = agent::AgentProcess::Start({Ferryd()}, "0.0.0.0:0",
+                                        {"--fetch-listen", "127.0.0.1:0", "--insecure"}, log);
+    ASSERT_TRUE(a.ok()) << a.status();
+  }
+  EXPECT_THAT(ReadAll(log), ::testing::ContainsRegex(
+                                "level=warn event=agent.insecure tls=off migration_token=none"));
+}
+
 // Progress reaches a pipe line by line while the migration runs; Ctrl-C
 // cancels a migration that has not switched over; --detach returns at once.
 TEST_F(CliAgentsTest, ProgressIsLiveInPipesAndCtrlCCancelsBeforeSwitchover) {

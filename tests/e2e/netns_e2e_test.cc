@@ -87,10 +87,13 @@ class TwoHosts : public ::testing::Test {
 };
 
 TEST_F(TwoHosts, MigratesAcrossAShapedLink) {
-  auto a = agent::AgentProcess::Start({ip_, "netns", "exec", ns_a_, Ferryd()}, "10.251.0.1:0", {},
-                                    TempDir() + "/netns-a.log");
-  auto b = agent::AgentProcess::Start({ip_, "netns", "exec", ns_b_, Ferryd()}, "10.251.0.2:0", {},
-                                    TempDir() + "/netns-b.log");
+  // Reachable from the other "host": the pool's token, and plaintext on
+  // this private link said explicitly (--insecure).
+  const std::vector<std::string> flags = {"--migration-token", "netns-pool", "--insecure"};
+  auto a = agent::AgentProcess::Start({ip_, "netns", "exec", ns_a_, Ferryd()}, "10.251.0.1:0",
+                                      flags, TempDir() + "/netns-a.log");
+  auto b = agent::AgentProcess::Start({ip_, "netns", "exec", ns_b_, Ferryd()}, "10.251.0.2:0",
+                                      flags, TempDir() + "/netns-b.log");
   ASSERT_TRUE(a.ok()) << a.status();
   ASSERT_TRUE(b.ok()) << b.status();
   a_ = std::make_unique<agent::AgentProcess>(std::move(*a));
