@@ -134,8 +134,9 @@ TEST_F(AgentsTest, GuestImpactFiguresAreConsistent) {
   EXPECT_LE(r.baseline_window_ms(), 1000);
   // Blocktime: per vCPU, summing to the total, never more than every vCPU
   // waiting the whole postcopy phase.
-  EXPECT_GT(r.faults(), 0u);
-  EXPECT_GT(r.blocktime_ms(), 0);
+  // (A loaded machine may let the push win every page before a vCPU runs:
+  // then no fault and no blocktime, never one without the other.)
+  EXPECT_EQ(r.faults() > 0, r.blocktime_ms() > 0) << r.faults() << " faults";
   ASSERT_EQ(r.blocktime_ms_per_vcpu_size(), 2);
   EXPECT_NEAR(r.blocktime_ms_per_vcpu(0) + r.blocktime_ms_per_vcpu(1), r.blocktime_ms(), 1e-6);
   EXPECT_LE(r.blocktime_ms(), 2 * r.postcopy_ms());
