@@ -542,11 +542,7 @@ ferry::v1::DestinationStats DestinationSession::Stats() const {
 
 void DestinationSession::DrainOpsTrace() {
   absl::MutexLock lock(&trace_mu_);
-  const int64_t since = ops_trace_.rows() ? ops_trace_.t_ns.back() + 1 : resumed_ns_;
-  vmm::OpsTrace more = vm_->ops_meter().Since(since);
-  if (ops_trace_.vcpus == 0) ops_trace_.vcpus = more.vcpus;
-  ops_trace_.Append(more);
-  ops_trace_.Thin(MaxOpsTraceRows(ops_trace_.vcpus));
+  vm_->ops_meter().AppendTo(&ops_trace_, resumed_ns_, MaxOpsTraceRows(vm_->config().vcpus));
 }
 
 void DestinationSession::StartProgress() {

@@ -324,15 +324,10 @@ void SourceSession::SamplerLoop() {
 }
 
 void SourceSession::DrainOpsTraceLocked() {
-  // The VM's meter keeps its last seconds: taken every sample interval,
-  // nothing is lost. The first call reaches back for the baseline window.
-  const int64_t since =
-      ops_trace_.rows() ? ops_trace_.t_ns.back() + 1
-                        : t_start_ - absl::ToInt64Nanoseconds(kBaselineWindow + kWarmUp);
-  vmm::OpsTrace more = vm_->ops_meter().Since(since);
-  if (ops_trace_.vcpus == 0) ops_trace_.vcpus = more.vcpus;
-  ops_trace_.Append(more);
-  ops_trace_.Thin(kMaxOpsTraceRows);
+  // The first call reaches back for the baseline window.
+  vm_->ops_meter().AppendTo(&ops_trace_,
+                            t_start_ - absl::ToInt64Nanoseconds(kBaselineWindow + kWarmUp),
+                            kMaxOpsTraceRows);
 }
 
 void SourceSession::FillImpactLocked(MigrationReport& r) {
@@ -348,21 +343,19 @@ void SourceSession::FillImpactLocked(MigrationReport& r) {
     r.impact_note = std::string(base.status().message());
     return;
   }
-  // The destination's samples, bounded before they are used.
+  // The destination's samples: their length bounded here, their shape
+  // (vCPUs, counts per row, order) checked by Stitch.
   std::optional<vmm::OpsTrace> dest;
   if (t_resumed_ > 0 && d.has_ops_trace() && d.ops_trace().t_ns_size() > 0) {
     const ferry::v1::OpsTrace& t = d.ops_trace();
-    const size_t rows = t.t_ns_size();
-    if (static_cast<int>(t.vcpus()) != r.vcpus || rows > MaxOpsTraceRows(r.vcpus) ||
-        static_cast<size_t>(t.ops_size()) != rows * t.vcpus()) {
+    if (static_cast<size_t>(t.t_ns_size()) > MaxOpsTraceRows(r.vcpus)) {
       r.impact_note = absl::StrFormat(
-          "the destination's ops trace does not fit: %d rows of %d vCPUs with %d counts for "
-          "a %d-vCPU VM (at most %d rows)",
-          rows, t.vcpus(), t.ops_size(), r.vcpus, MaxOpsTraceRows(r.vcpus));
+          "the destination's ops trace has %d rows, more than the %d a %d-vCPU VM may send",
+          t.t_ns_size(), MaxOpsTraceRows(r.vcpus), r.vcpus);
       return;
     }
     dest.emplace();
-    dest->vcpus = r.vcpus;
+    dest->vcpus = static_cast<int>(t.vcpus());
     dest->t_ns.assign(t.t_ns().begin(), t.t_ns().end());
     dest->ops.assign(t.ops().begin(), t.ops().end());
   }

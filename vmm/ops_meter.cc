@@ -86,6 +86,13 @@ void OpsMeter::Loop() {
   SampleLocked();  // the last counts, as the VM stops
 }
 
+void OpsMeter::AppendTo(OpsTrace* trace, int64_t first_ns, size_t max_rows) const {
+  OpsTrace more = Since(trace->rows() ? trace->t_ns.back() + 1 : first_ns);
+  if (trace->vcpus == 0) trace->vcpus = more.vcpus;
+  trace->Append(more);
+  trace->Thin(max_rows);
+}
+
 int64_t OpsMeter::first_sample_ns() const {
   absl::MutexLock lock(&mu_);
   return first_ns_;

@@ -51,6 +51,10 @@ class OpsMeter {
 
   // The samples taken at or after t_ns still in the ring, oldest first.
   OpsTrace Since(int64_t t_ns) const;
+  // Appends to `trace` the samples taken after its last row (from first_ns
+  // when it is empty), then thins it to max_rows. Called every few hundred
+  // milliseconds, nothing the ring held is lost.
+  void AppendTo(OpsTrace* trace, int64_t first_ns, size_t max_rows) const;
   absl::Duration interval() const { return interval_; }
   // When the first sample was taken (the VM started); 0 before Start().
   int64_t first_sample_ns() const;

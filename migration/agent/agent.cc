@@ -103,7 +103,7 @@ struct Agent::Metrics {
   uint64_t bytes_sent ABSL_GUARDED_BY(mu) = 0;
   uint64_t pages_sent ABSL_GUARDED_BY(mu) = 0;
   LatencyHistogram downtime;  // ns, outgoing migrations that switched over
-  LatencyHistogram blocktime[3];  // ns, by outcome: completed, failed, cancelled
+  LatencyHistogram blocktime[3];  // ns, by Outcome
   uint64_t faults ABSL_GUARDED_BY(mu) = 0;
   uint64_t fetch_requests ABSL_GUARDED_BY(mu) = 0;
   HistogramSnapshot fault_latency ABSL_GUARDED_BY(mu);  // ns, incoming
@@ -112,14 +112,14 @@ struct Agent::Metrics {
 
 namespace {
 
-const char* OutcomeOf(const absl::Status& s) {
-  if (s.ok()) return "completed";
-  return s.code() == absl::StatusCode::kCancelled ? "cancelled" : "failed";
-}
+// How a migration ended, from its session's status: the one mapping the
+// resource's phase, the log and the metrics use.
+enum Outcome { kCompleted, kFailed, kCancelled, kOutcomes };
+constexpr const char* kOutcomeNames[kOutcomes] = {"completed", "failed", "cancelled"};
 
-int OutcomeIndex(const absl::Status& s) {
-  if (s.ok()) return 0;
-  return s.code() == absl::StatusCode::kCancelled ? 2 : 1;
+Outcome OutcomeOf(const absl::Status& s) {
+  if (s.ok()) return kCompleted;
+  return s.code() == absl::StatusCode::kCancelled ? kCancelled : kFailed;
 }
 
 }  // namespace
@@ -127,9 +127,10 @@ int OutcomeIndex(const absl::Status& s) {
 void Agent::RecordOutgoing(const absl::Status& result, const migration::MigrationReport& r) {
   Metrics& m = *metrics_;
   if (r.downtime_ms > 0) m.downtime.Record(static_cast<uint64_t>(r.downtime_ms * 1e6));
-  m.blocktime[OutcomeIndex(result)].Record(static_cast<uint64_t>(r.blocktime_ms * 1e6));
+  const Outcome o = OutcomeOf(result);
+  m.blocktime[o].Record(static_cast<uint64_t>(r.blocktime_ms * 1e6));
   absl::MutexLock lock(&m.mu);
-  ++m.outgoing[OutcomeOf(result)];
+  ++m.outgoing[kOutcomeNames[o]];
   m.bytes_sent += r.bytes_sent;
   m.pages_sent += r.pages_sent;
 }
@@ -176,12 +177,13 @@ std::string Agent::RenderMetrics() {
     absl::MutexLock lock(&m.mu);
     t.Declare("ferry_migrations_finished_total", "counter",
               "Migrations that ended, by direction and outcome.");
-    for (const char* o : {"completed", "failed", "cancelled"}) {
-      t.Sample("ferry_migrations_finished_total", {{"direction", "outgoing"}, {"outcome", o}},
-               m.outgoing[o]);
-      if (std::string(o) != "cancelled")
-        t.Sample("ferry_migrations_finished_total", {{"direction", "incoming"}, {"outcome", o}},
-                 m.incoming[o]);
+    for (int o = 0; o < kOutcomes; ++o) {
+      const char* name = kOutcomeNames[o];
+      t.Sample("ferry_migrations_finished_total", {{"direction", "outgoing"}, {"outcome", name}},
+               m.outgoing[name]);
+      if (o != kCancelled)  // an incoming migration is never cancelled here
+        t.Sample("ferry_migrations_finished_total",
+                 {{"direction", "incoming"}, {"outcome", name}}, m.incoming[name]);
     }
     t.Declare("ferry_migration_bytes_sent_total", "counter",
               "Page bytes sent by outgoing migrations (all channels).");
@@ -208,10 +210,9 @@ std::string Agent::RenderMetrics() {
   t.Declare("ferry_migration_blocktime_seconds", "histogram",
             "Blocktime of outgoing migrations (vCPU time waiting on missing pages at the "
             "destination, summed over vCPUs), by outcome.");
-  const char* outcomes[] = {"completed", "failed", "cancelled"};
-  for (int i = 0; i < 3; ++i)
-    t.HistogramSeconds("ferry_migration_blocktime_seconds", {{"outcome", outcomes[i]}},
-                       m.blocktime[i].Snapshot());
+  for (int o = 0; o < kOutcomes; ++o)
+    t.HistogramSeconds("ferry_migration_blocktime_seconds", {{"outcome", kOutcomeNames[o]}},
+                       m.blocktime[o].Snapshot());
   return t.text();
 }
 
@@ -717,9 +718,9 @@ void Agent::RunMigration(std::shared_ptr<MigrationEntry> m, std::shared_ptr<VmEn
               .Kv("total_ms", report.total_ms)
               .Kv("downtime_ms", report.downtime_ms));
     } else {
-      Log(LogLine(s.code() == absl::StatusCode::kCancelled ? LogLevel::kWarn : LogLevel::kError,
-                  s.code() == absl::StatusCode::kCancelled ? "migration.cancelled"
-                                                           : "migration.failed")
+      const Outcome o = OutcomeOf(s);
+      Log(LogLine(o == kCancelled ? LogLevel::kWarn : LogLevel::kError,
+                  absl::StrCat("migration.", kOutcomeNames[o]))
               .Kv("migration", m->id)
               .Kv("vm", m->vm_name)
               .Kv("destination", m->destination)
@@ -800,10 +801,10 @@ ferry::v1::MigrationResource Agent::Describe(const MigrationEntry& m) const {
   absl::MutexLock lock(&mm.mu);
   if (mm.done) {
     // The session's phase may lag the thread's end by a moment.
-    r.set_phase(mm.result.ok() ? ferry::v1::MIGRATION_PHASE_COMPLETED
-                : mm.result.code() == absl::StatusCode::kCancelled
-                    ? ferry::v1::MIGRATION_PHASE_CANCELLED
-                    : ferry::v1::MIGRATION_PHASE_FAILED);
+    constexpr ferry::v1::MigrationPhase kPhaseOf[kOutcomes] = {
+        ferry::v1::MIGRATION_PHASE_COMPLETED, ferry::v1::MIGRATION_PHASE_FAILED,
+        ferry::v1::MIGRATION_PHASE_CANCELLED};
+    r.set_phase(kPhaseOf[OutcomeOf(mm.result)]);
     if (mm.result.ok()) {
       pp->set_percent(100);
       pp->set_eta_ms(0);

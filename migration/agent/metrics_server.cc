@@ -20,16 +20,9 @@ namespace {
 constexpr size_t kMaxRequestHead = 8192;
 constexpr int kReadTimeoutMs = 2000;
 
-void SendAll(int fd, const std::string& data) {
-  size_t off = 0;
-  while (off < data.size()) {
-    const ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) {
-      if (n < 0 && errno == EINTR) continue;
-      return;
-    }
-    off += static_cast<size_t>(n);
-  }
+// Best effort: a client that went away gets nothing more.
+void Reply(int fd, const std::string& response) {
+  (void)SendAll(fd, response.data(), response.size());
 }
 
 std::string Response(const char* status, const char* type, const std::string& body) {
@@ -90,7 +83,7 @@ void MetricsServer::Serve(int fd) {
   char buf[1024];
   while (head.find("\r\n\r\n") == std::string::npos && head.find("\n\n") == std::string::npos) {
     if (head.size() > kMaxRequestHead) {
-      SendAll(fd, Response("431 Request Header Fields Too Large", "text/plain", "too large\n"));
+      Reply(fd, Response("431 Request Header Fields Too Large", "text/plain", "too large\n"));
       return;
     }
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -103,17 +96,17 @@ void MetricsServer::Serve(int fd) {
   }
   const std::string line = head.substr(0, head.find_first_of("\r\n"));
   if (!absl::StartsWith(line, "GET ")) {
-    SendAll(fd, Response("405 Method Not Allowed", "text/plain", "only GET /metrics\n"));
+    Reply(fd, Response("405 Method Not Allowed", "text/plain", "only GET /metrics\n"));
     return;
   }
   const size_t path_end = line.find(' ', 4);
   const std::string path = line.substr(4, path_end == std::string::npos ? std::string::npos
                                                                         : path_end - 4);
   if (path != "/metrics" && !absl::StartsWith(path, "/metrics?")) {
-    SendAll(fd, Response("404 Not Found", "text/plain", "see /metrics\n"));
+    Reply(fd, Response("404 Not Found", "text/plain", "see /metrics\n"));
     return;
   }
-  SendAll(fd, Response("200 OK", "text/plain; version=0.0.4; charset=utf-8", render_()));
+  Reply(fd, Response("200 OK", "text/plain; version=0.0.4; charset=utf-8", render_()));
 }
 
 }  // namespace ferry::agent

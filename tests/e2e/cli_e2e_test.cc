@@ -10,12 +10,11 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <fstream>
 #include <sstream>
-#include <iterator>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "base/file.h"
 #include "base/net.h"
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
@@ -385,10 +384,7 @@ TEST(CliAgents, MetricsAreServedInPrometheusFormat) {
   EXPECT_EQ(HttpGet(absl::StrCat("http://127.0.0.1:", pb, "/other")).substr(0, 4), "404\n");
 }
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream f(path);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
+std::string ReadAll(const std::string& path) { return ReadFileToString(path).value_or(""); }
 
 // Levelled key=value log lines for every lifecycle event, a refused token
 // included, and the VMs an agent destroys when it stops.
@@ -545,11 +541,7 @@ TEST_F(CliAgentsTest, ProgressIsLiveInPipesAndCtrlCCancelsBeforeSwitchover) {
   EXPECT_THAT(get.out, HasSubstr("running"));
   EXPECT_EQ(RunCli({"vm", "get", "slow", "--agent", b}).exit_code, 4);
   // The destination's log names the migration and why it failed.
-  std::string log;
-  {
-    std::ifstream f(TempDir() + "/cli-b.log");
-    log.assign(std::istreambuf_iterator<char>(f), {});
-  }
+  const std::string log = ReadAll(TempDir() + "/cli-b.log");
   EXPECT_THAT(log, ::testing::ContainsRegex(
                        "level=info event=vm.arriving vm=slow migration=mig-[0-9a-f]+ source=127"));
   EXPECT_THAT(log, ::testing::ContainsRegex(
