@@ -210,9 +210,11 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
     absl::StatusOr<FetchedPage> fetched = source_->Fetch(gpa, absl::MakeSpan(buf, ps));
     if (!fetched.ok()) {
       // Another path installed the page while this fetch was under way (and
-      // the source may have stopped serving since): nothing is lost.
-      if (IsPresent(page)) return absl::OkStatus();
-      return fetched.status();
+      // the source may have stopped serving since): nothing is lost, and the
+      // vCPU waited until now like any other fault.
+      if (!IsPresent(page)) return fetched.status();
+      RecordWait(fault, MonotonicNowNanos());
+      return absl::OkStatus();
     }
     RETURN_IF_ERROR(InstallFetched(page, *fetched, !(fault.flags & kFaultWrite)));
   }
@@ -292,14 +294,21 @@ absl::Status DemandPager::ResolveFaults(absl::Span<const MemoryFault> faults) {
         auto range = std::equal_range(
             waiting.begin(), waiting.end(), std::make_pair(page, nullptr),
             [](const auto& a, const auto& b) { return a.first < b.first; });
-        for (auto it = range.first; it != range.second; ++it) RecordWait(*it->second, now);
+        for (auto it = range.first; it != range.second; ++it) {
+          RecordWait(*it->second, now);
+          it->second = nullptr;  // counted
+        }
         return absl::OkStatus();
       });
   if (!s.ok()) {
     // Pages another path installed meanwhile are not lost; any other
-    // missing page is the source's failure to report.
-    for (const auto& [page, t] : waiting)
+    // missing page is the source's failure to report. The faults whose
+    // fetch failed but whose page is present waited until now.
+    for (const auto& [page, f] : waiting)
       if (!IsPresent(page)) return s;
+    const int64_t now = MonotonicNowNanos();
+    for (const auto& [page, f] : waiting)
+      if (f != nullptr) RecordWait(*f, now);
   }
   return absl::OkStatus();
 }

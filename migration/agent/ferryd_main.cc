@@ -86,6 +86,15 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const char* flag) 
 }
 
 absl::Status Main(int argc, char** argv) {
+  // Signals go to the one thread that waits for them. Blocked first, before
+  // anything (gRPC's credentials included) starts a thread: a thread made
+  // earlier would inherit them unblocked, and a SIGTERM that arrived before
+  // the wait would take its default action there and kill the agent.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1, {"insecure"}));
   if (args.Bool("help")) {
     std::cout << kUsage;
@@ -181,13 +190,6 @@ absl::Status Main(int argc, char** argv) {
     return absl::InvalidArgumentError("--tls-ca needs --tls-cert and --tls-key");
   }
   o.log = [](const std::string& line) { Log(line); };
-
-  // Signals go to the one thread that waits for them.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   ASSIGN_OR_RETURN(std::unique_ptr<Agent> agent, Agent::Start(o));
   ControlService control(agent.get());
