@@ -31,6 +31,12 @@ absl::StatusCode CodeForErrno(int err) {
     case EINTR:
     case ECONNREFUSED:
     case ECONNRESET:
+    case ECONNABORTED:
+    case ENOTCONN:
+    case ESHUTDOWN:
+    case ENETDOWN:
+    case ENETRESET:
+    case EHOSTDOWN:
     case EPIPE:
     case ETIMEDOUT:
     case EHOSTUNREACH:

@@ -8,6 +8,7 @@
 #include "base/net.h"
 #include "base/process.h"
 #include "base/status_macros.h"
+#include "migration/api/defaults.h"
 #include "migration/convert.h"
 #include "migration/page_frame.h"
 
@@ -18,6 +19,9 @@ using ferry::v1::DestinationMessage;
 using ferry::v1::SourceMessage;
 
 constexpr absl::Duration kProgressInterval = absl::Milliseconds(100);
+// The destination waits this much longer than the source tries, so that
+// the source decides.
+constexpr absl::Duration kRecoveryMargin = absl::Seconds(30);
 
 bool TokensEqual(const std::string& a, const std::string& b) {
   if (a.size() != b.size()) return false;
@@ -35,23 +39,156 @@ const char* DestinationStateName(DestinationState s) {
     case DestinationState::kPostcopy: return "running in postcopy";
     case DestinationState::kCompleted: return "completed";
     case DestinationState::kFailed: return "failed";
+    case DestinationState::kPostcopyPaused: return "postcopy-paused";
   }
   return "unknown";
 }
 
 DestinationSession::DestinationSession(DestinationOptions options, DestinationSink* sink)
-    : options_(std::move(options)), sink_(sink) {}
+    : options_(std::move(options)), sink_(sink), recovery_timeout_(options_.recovery_timeout) {}
 
 DestinationSession::~DestinationSession() {
-  if (completer_.joinable()) {
-    if (completer_.get_id() == std::this_thread::get_id()) {
-      completer_.detach();  // it is finishing this very call
+  if (!ended()) Abandon(absl::AbortedError("the destination agent is shutting down"));
+  auto join = [](std::thread& t) {
+    if (!t.joinable()) return;
+    if (t.get_id() == std::this_thread::get_id()) {
+      t.detach();  // it is finishing this very call
     } else {
-      completer_.join();
+      t.join();
     }
-  }
+  };
+  for (std::thread& t : completers_) join(t);
+  for (std::thread& t : waiters_) join(t);
   StopProgress();
   if (state() != DestinationState::kCompleted) Fail();
+}
+
+bool DestinationSession::ended() const {
+  absl::MutexLock lock(&mu_);
+  return ended_;
+}
+
+int64_t DestinationSession::ended_at_ns() const {
+  absl::MutexLock lock(&mu_);
+  return ended_at_ns_;
+}
+
+void DestinationSession::Abandon(const absl::Status& why) {
+  absl::MutexLock ctl(&ctl_mu_);
+  if (ended()) return;
+  receiving_ = false;
+  End(why);
+}
+
+void DestinationSession::Pause(const std::string& why) {
+  {
+    absl::MutexLock lock(&sink_mu_);
+    sink_ = nullptr;
+  }
+  complete_gen_.fetch_add(1);  // a completer waiting gives up
+  receiving_ = false;
+  const uint64_t pause = pauses_.fetch_add(1) + 1;
+  SetState(DestinationState::kPostcopyPaused);
+  if (options_.paused) options_.paused(migration_id(), why);
+  waiters_.emplace_back(&DestinationSession::AwaitReconnect, this, pause, recovery_timeout_);
+}
+
+void DestinationSession::AwaitReconnect(uint64_t pause, absl::Duration timeout) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto moved_on = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return ended_ || state_ != DestinationState::kPostcopyPaused || pauses_.load() != pause;
+    };
+    if (mu_.AwaitWithTimeout(absl::Condition(&moved_on), timeout)) return;
+  }
+  absl::MutexLock ctl(&ctl_mu_);
+  if (ended() || state() != DestinationState::kPostcopyPaused || pauses_.load() != pause)
+    return;
+  End(absl::DeadlineExceededError(absl::StrFormat(
+      "the migration stream broke after switchover and the source did not reconnect "
+      "within the recovery timeout of %s",
+      absl::FormatDuration(timeout))));
+}
+
+ferry::v1::DestinationMessage DestinationSession::Recovered() const {
+  DestinationMessage m;
+  absl::ReaderMutexLock vm_lock(&vm_mu_);
+  const vmm::DemandPager& pager = *vm_->pager();
+  const uint64_t pages = vm_->memory().num_pages();
+  std::string bits((pages + 7) / 8, '\0');
+  for (uint64_t p = 0; p < pages; ++p)
+    if (pager.IsPresent(p) || pager.IsKnownZero(p))
+      bits[p / 8] = static_cast<char>(static_cast<uint8_t>(bits[p / 8]) | (1u << (p % 8)));
+  m.mutable_recovered()->set_present(std::move(bits));
+  m.mutable_recovered()->set_pages_missing(pager.missing_pages());
+  return m;
+}
+
+bool DestinationSession::Reconnect(DestinationSink* sink, const ferry::v1::Reconnect& r) {
+  absl::MutexLock ctl(&ctl_mu_);
+  auto refuse = [&](const absl::Status& why, bool never_ran) {
+    DestinationMessage m = ToErrorMessage(why);
+    m.mutable_error()->set_never_ran(never_ran);
+    (void)sink->Send(m);
+    sink->Finish(why);
+    return false;
+  };
+  if (r.protocol_version() != kProtocolVersion)
+    return refuse(absl::FailedPreconditionError(absl::StrFormat(
+                      "the source speaks migration protocol version %d, this destination "
+                      "speaks %d",
+                      r.protocol_version(), kProtocolVersion)),
+                  false);
+  if (!options_.expected_token.empty() && !TokensEqual(r.auth_token(), options_.expected_token))
+    return refuse(absl::UnauthenticatedError(
+                      "wrong migration token: give the source agent the destination's token"),
+                  false);
+  if (ended()) {
+    if (state() == DestinationState::kCompleted) {
+      // It completed but the source never heard: say so again.
+      DestinationMessage m;
+      *m.mutable_completed()->mutable_stats() = completed_stats_;
+      (void)sink->Send(m);
+      sink->Finish(absl::OkStatus());
+      return false;
+    }
+    return refuse(absl::FailedPreconditionError(absl::StrFormat(
+                      "migration %s failed at the destination: %s", migration_id(),
+                      fail_reason_.message())),
+                  !ran_.load());
+  }
+  const DestinationState s = state();
+  if (s == DestinationState::kPostcopy) {
+    // The old stream still looks alive here: the source knows it is not.
+    DestinationSink* old;
+    {
+      absl::MutexLock lock(&sink_mu_);
+      old = sink_;
+      sink_ = nullptr;
+    }
+    if (old != nullptr)
+      old->Finish(absl::UnavailableError("superseded by the source's reconnection"));
+    complete_gen_.fetch_add(1);
+  } else if (s != DestinationState::kPostcopyPaused) {
+    // The source lost the stream before it heard Resumed, and this side has
+    // not resumed the VM: it never will now (a late Switchover on the old
+    // stream is ignored), and the source may resume its own.
+    const bool ran = ran_.load();
+    receiving_ = false;
+    const absl::Status why = absl::AbortedError(
+        "the source reconnected before the switchover completed here");
+    End(why);
+    return refuse(why, !ran);
+  }
+  {
+    absl::MutexLock lock(&sink_mu_);
+    sink_ = sink;
+  }
+  receiving_ = true;
+  SetState(DestinationState::kPostcopy);
+  if (options_.paused) options_.paused(migration_id(), "");
+  (void)Send(Recovered());
+  return true;
 }
 
 DestinationSession::Info DestinationSession::GetInfo() const {
@@ -107,7 +244,8 @@ std::unique_ptr<vmm::Vm> DestinationSession::TakeVm() {
 void DestinationSession::WaitUntilRunning() const { running_.WaitForNotification(); }
 
 absl::Status DestinationSession::Send(const DestinationMessage& message) {
-  if (!sink_->Send(message))
+  absl::MutexLock lock(&sink_mu_);
+  if (sink_ == nullptr || !sink_->Send(message))
     return absl::UnavailableError("the migration stream to the source is closed");
   return absl::OkStatus();
 }
@@ -141,11 +279,19 @@ void DestinationSession::Fail() {
                      fail_reason_.ok() ? absl::AbortedError("the migration stream ended")
                                        : fail_reason_);
   admitted_ = false;
+  {
+    absl::MutexLock lock(&trace_mu_);
+    ops_trace_ = {};
+  }
   ReturnFreedHeap();
 }
 
-bool DestinationSession::OnReceive(FrameBytes bytes) {
+bool DestinationSession::OnReceive(FrameBytes bytes, DestinationSink* from) {
   absl::MutexLock ctl(&ctl_mu_);
+  if (from != nullptr) {
+    absl::MutexLock lock(&sink_mu_);
+    if (from != sink_) return false;  // a stream this session let go of
+  }
   if (!receiving_) return false;
   absl::Status status = Receive(bytes);
   if (!status.ok()) {
@@ -156,13 +302,24 @@ bool DestinationSession::OnReceive(FrameBytes bytes) {
   return receiving_;
 }
 
-void DestinationSession::OnStreamLost() {
+bool DestinationSession::OnStreamLost(DestinationSink* from) {
   absl::MutexLock ctl(&ctl_mu_);
-  if (!receiving_) return;
+  if (from != nullptr) {
+    absl::MutexLock lock(&sink_mu_);
+    if (from != sink_) return false;
+  }
+  if (ended()) return true;
+  if (state() == DestinationState::kPostcopy && receiving_) {
+    // After switchover: the VM runs on, and the source will reconnect.
+    Pause("the migration stream from the source broke");
+    return false;
+  }
+  if (!receiving_) return true;  // ending on its own
   receiving_ = false;
   End(absl::UnavailableError(absl::StrFormat(
       "the source closed the migration stream while the destination was %s",
       DestinationStateName(state()))));
+  return true;
 }
 
 absl::Status DestinationSession::Attach(const ferry::v1::Join& join) {
@@ -221,9 +378,12 @@ void DestinationSession::End(const absl::Status& status) {
   {
     absl::MutexLock lock(&mu_);
     ended_ = true;
+    ended_at_ns_ = MonotonicNowNanos();
     end_status_ = status;
   }
-  sink_->Finish(status);
+  absl::MutexLock lock(&sink_mu_);
+  if (sink_ != nullptr) sink_->Finish(status);
+  sink_ = nullptr;  // the stream's reactor goes once finished
 }
 
 absl::Status DestinationSession::Wait() const {
@@ -321,6 +481,14 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
   ASSIGN_OR_RETURN(MigrationMode mode, FromProto(hello.mode()));
   ASSIGN_OR_RETURN(vmm::FaultMode fault_mode, FromProto(hello.fault_mode()));
   ASSIGN_OR_RETURN(vmm::VmConfig config, FromLayout(hello.layout()));
+  if (hello.recovery_timeout_ms() > static_cast<uint64_t>(api::kMaxRecoveryTimeoutMs))
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "hello: a recovery timeout of %d ms, at most %d", hello.recovery_timeout_ms(),
+        api::kMaxRecoveryTimeoutMs));
+  if (hello.recovery_timeout_ms() > 0)
+    recovery_timeout_ =
+        absl::Milliseconds(static_cast<int64_t>(hello.recovery_timeout_ms())) +
+        kRecoveryMargin;
   const std::string name = hello.vm_name().empty() ? hello.migration_id() : hello.vm_name();
   {
     absl::MutexLock lock(&mu_);
@@ -439,6 +607,7 @@ absl::Status DestinationSession::OnSwitchover(const ferry::v1::Switchover& sw) {
         pager.missing_pages()));
   ops_at_resume_ = vm_->Stats().total_ops;
   resumed_ns_ = RealClock().NowNanos();
+  ran_.store(true);  // from here on the guest may have run here
   RETURN_IF_ERROR(vm_->Start());
   const int64_t t1 = MonotonicNowNanos();
   SetState(DestinationState::kPostcopy);
@@ -454,22 +623,29 @@ absl::Status DestinationSession::OnComplete(const ferry::v1::Complete&) {
   // Pages served on demand may still be on their way into memory: wait on a
   // thread of our own, not the transport's.
   receiving_ = false;
-  completer_ = std::thread(&DestinationSession::CompleteWhenNothingMissing, this);
+  completers_.emplace_back(&DestinationSession::CompleteWhenNothingMissing, this,
+                           complete_gen_.load());
   return absl::OkStatus();
 }
 
-void DestinationSession::CompleteWhenNothingMissing() {
-  absl::MutexLock ctl(&ctl_mu_);  // nothing else runs the session now
-  vmm::DemandPager& pager = *vm_->pager();
+void DestinationSession::CompleteWhenNothingMissing(uint64_t gen) {
+  // Waits without the control lock: a Reconnect meanwhile supersedes this
+  // wait (the source pushes what is missing and sends Complete again).
+  auto missing = [this]() -> uint64_t {
+    absl::ReaderMutexLock vm_lock(&vm_mu_);
+    return vm_ == nullptr ? 0 : vm_->pager()->missing_pages();
+  };
   const absl::Time deadline = absl::Now() + options_.complete_timeout;
-  while (pager.missing_pages() != 0) {
-    if (absl::Now() > deadline) {
-      End(absl::DeadlineExceededError(absl::StrFormat(
-          "the source says every page was sent, but %d are still missing after %s",
-          pager.missing_pages(), absl::FormatDuration(options_.complete_timeout))));
-      return;
-    }
+  while (missing() != 0 && complete_gen_.load() == gen && absl::Now() <= deadline)
     absl::SleepFor(absl::Microseconds(500));
+  absl::MutexLock ctl(&ctl_mu_);
+  if (complete_gen_.load() != gen || ended() || vm_ == nullptr) return;
+  vmm::DemandPager* pager = vm_->pager();
+  if (pager->missing_pages() != 0) {
+    End(absl::DeadlineExceededError(absl::StrFormat(
+        "the source says every page was sent, but %d are still missing after %s",
+        pager->missing_pages(), absl::FormatDuration(options_.complete_timeout))));
+    return;
   }
   // Nothing missing is not enough: every vCPU must be able to run the guest
   // (a vCPU that failed on a fetch error means the VM did not arrive whole).
@@ -478,10 +654,12 @@ void DestinationSession::CompleteWhenNothingMissing() {
                      absl::StrCat("the VM cannot run here: ", health.message())));
     return;
   }
-  if (absl::Status s = pager.Finish(); !s.ok()) {
+  if (absl::Status s = pager->Finish(); !s.ok()) {
     End(s);
     return;
   }
+  // Nothing more to fetch: the fetch connections close now.
+  fetcher_->Close();
   StopProgress();
   DrainOpsTrace();
   RecordEnd(/*completed=*/true);
@@ -492,6 +670,7 @@ void DestinationSession::CompleteWhenNothingMissing() {
   if (absl::StatusOr<uint64_t> guest = vm_->memory().AllocatedBytes(); guest.ok())
     completed.mutable_completed()->mutable_stats()->set_guest_allocated_bytes(*guest);
   completed.mutable_completed()->mutable_stats()->set_heap_bytes(AnonymousResidentBytes());
+  completed_stats_ = completed.completed().stats();
   SetState(DestinationState::kCompleted);
   if (options_.adopt) {
     admitted_ = false;  // the VM is its new owner's now
@@ -560,7 +739,7 @@ void DestinationSession::StartProgress() {
       p->set_faults(ps.faults);
       p->set_fault_p99_us(ps.fault_latency.Percentile(99) / 1e3);
       p->set_running(true);
-      if (!Send(m).ok()) return;
+      (void)Send(m);  // dropped while paused (no stream)
     }
   });
 }

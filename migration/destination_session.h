@@ -4,15 +4,22 @@
 // States (docs/protocol.md draws them):
 //   accepting --Hello ok--> receiving-precopy --Switchover--> postcopy
 //   postcopy --Complete, nothing missing--> completed
-//   any --bad input, Abort, stream lost--> failed
+//   postcopy --stream lost--> postcopy-paused --Reconnect--> postcopy
+//   postcopy-paused --no Reconnect within the recovery timeout--> failed
+//   any --bad input, Abort, stream lost before switchover--> failed
 // A message that does not fit the state is rejected, naming both, and ends
 // the migration. Every batch is validated whole before any page is
 // installed: bad input changes no guest memory.
 //
 // On failure the destination is left empty (the VM is stopped and dropped);
-// before switchover that is invariant 2. After switchover, the loss of the
-// stream also fails the migration (reconnect is not implemented yet), and
-// the source keeps its paused VM.
+// before switchover that is invariant 2. After switchover the loss of the
+// stream pauses the migration instead (postcopy recovery): the VM keeps
+// running here, vCPUs that fault wait (their fetches retried on the fetch
+// channel), and the source's Reconnect on a new stream resumes the
+// migration; the session answers it with the pages present here. An ended
+// session stays (MigrationService keeps it a while) to answer a late
+// Reconnect: Completed if it completed, else Error (never_ran when the VM
+// never ran here, so the source may resume its own).
 //
 // Driven by the transport: OnReceive() for each message as received (on
 // gRPC's callback thread, one at a time: page frames are installed straight
@@ -58,6 +65,9 @@ class DestinationSink {
 struct DestinationOptions {
   std::string expected_token;  // empty: no token required
   absl::Duration complete_timeout = absl::Seconds(60);
+  // Postcopy recovery: how long to wait for the source to reconnect when
+  // Hello does not say (Hello.recovery_timeout_ms).
+  absl::Duration recovery_timeout = absl::Minutes(10);
   // Blocking fault mode: handler threads (0: one per two vCPUs).
   int fault_handlers = 0;
   // Called at Hello with the migration's id, the source (its fetch
@@ -81,6 +91,10 @@ struct DestinationOptions {
   // token, a protocol version, a bad Hello, a name taken), with the id the
   // peer claimed (may be empty) and why. For the agent's log. May be empty.
   std::function<void(const std::string& claimed_id, const absl::Status& why)> refused;
+  // Called when an incoming migration pauses (the stream broke after
+  // switchover; `why` says how) and when it resumes (`why` empty). For the
+  // agent's log. May be empty.
+  std::function<void(const std::string& migration_id, const std::string& why)> paused;
   // Called once when an incoming migration that got a VM ends, with its
   // demand-paging and fetch statistics (for the agent's metrics). May be
   // empty.
@@ -89,7 +103,14 @@ struct DestinationOptions {
       on_end;
 };
 
-enum class DestinationState { kAccepting, kReceivingPrecopy, kPostcopy, kCompleted, kFailed };
+enum class DestinationState {
+  kAccepting,
+  kReceivingPrecopy,
+  kPostcopy,
+  kCompleted,
+  kFailed,
+  kPostcopyPaused,  // the stream broke after switchover; the VM runs on
+};
 const char* DestinationStateName(DestinationState s);
 
 class DestinationSession {
@@ -103,10 +124,25 @@ class DestinationSession {
   // wants the next message. False once it has ended or will end on its own:
   // on an error it has sent Error, failed (the destination is left empty)
   // and finished the sink; after Complete a thread of its own finishes it.
-  bool OnReceive(FrameBytes bytes);
-  // The source's stream ended or broke before the session ended: fails the
-  // migration and finishes the sink.
-  void OnStreamLost();
+  // `from`: the stream it came on (null: the current one); a message from a
+  // stream the session no longer uses is ignored (false).
+  bool OnReceive(FrameBytes bytes, DestinationSink* from = nullptr);
+  // The source's stream `from` (null: the current one) ended or broke.
+  // Before switchover: fails the migration and finishes the sink (true).
+  // After switchover: pauses the migration and lets go of the stream
+  // (false: the caller finishes its stream itself); likewise for a stream
+  // the session no longer uses.
+  bool OnStreamLost(DestinationSink* from = nullptr);
+  // Postcopy recovery: the source's Reconnect on the new stream `sink`.
+  // True: the stream is the session's main stream now (Recovered sent).
+  // False: the session answered on `sink` and finished it (Completed for a
+  // migration that completed here, else Error).
+  bool Reconnect(DestinationSink* sink, const ferry::v1::Reconnect& reconnect);
+  // Fails a paused migration now (the agent is shutting down).
+  void Abandon(const absl::Status& why);
+  bool ended() const;
+  // When it ended (monotonic ns; 0 while it runs).
+  int64_t ended_at_ns() const;
   // A data stream joining (its first message): the migration must be
   // receiving precopy, the token right, the index one Hello announced and
   // not taken. Thread-safe.
@@ -155,8 +191,13 @@ class DestinationSession {
   absl::Status OnComplete(const ferry::v1::Complete& complete);
   // On completer_: waits until nothing is missing, then hands the VM over,
   // sends Completed and ends the stream.
-  void CompleteWhenNothingMissing();
+  void CompleteWhenNothingMissing(uint64_t gen);
   absl::Status Send(const ferry::v1::DestinationMessage& message);
+  // Lets go of the main stream and waits for the source to reconnect.
+  void Pause(const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(ctl_mu_);
+  void AwaitReconnect(uint64_t pause, absl::Duration timeout);
+  // The answer to Reconnect: a bitmap of the pages present (or known zero).
+  ferry::v1::DestinationMessage Recovered() const;
   // Ends the session with `status`: Error to the source unless OK, the
   // destination emptied on failure, the sink finished. Once.
   void End(const absl::Status& status);
@@ -175,8 +216,18 @@ class DestinationSession {
   void Fail();
 
   const DestinationOptions options_;
-  DestinationSink* const sink_;
-
+  // The main stream; null while paused.
+  mutable absl::Mutex sink_mu_;
+  DestinationSink* sink_ ABSL_GUARDED_BY(sink_mu_);
+  // Postcopy recovery.
+  absl::Duration recovery_timeout_;
+  std::atomic<uint64_t> pauses_{0};      // each pause's number; a reconnect moves on
+  std::atomic<uint64_t> complete_gen_{0};  // a completer whose number is old gives up
+  std::atomic<bool> ran_{false};         // the vCPUs were started here
+  ferry::v1::DestinationStats completed_stats_;  // for a late Reconnect
+  std::vector<std::thread> waiters_;     // AwaitReconnect, one per pause
+  std::vector<std::thread> completers_;
+  int64_t ended_at_ns_ ABSL_GUARDED_BY(mu_) = 0;
   mutable absl::Mutex mu_;
   DestinationState state_ ABSL_GUARDED_BY(mu_) = DestinationState::kAccepting;
   std::string migration_id_ ABSL_GUARDED_BY(mu_);
@@ -185,7 +236,6 @@ class DestinationSession {
   bool receiving_ = true;  // false once the session ends or Complete came
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status end_status_ ABSL_GUARDED_BY(mu_);
-  std::thread completer_;
   std::vector<uint8_t> bounce_;  // one page: a page split across slices
 
   std::shared_ptr<fetch::RemotePageSource> fetcher_;  // shared with the VM

@@ -1,9 +1,11 @@
 #include "migration/migration_service.h"
 
+#include <algorithm>
 #include <deque>
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "base/clock.h"
 #include "base/grpc_status.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "migration/convert.h"
@@ -11,6 +13,14 @@
 #include "migration/protocol.h"
 
 namespace ferry::migration {
+namespace {
+
+// Ended sessions kept to answer a late Reconnect: for this long, at most
+// this many.
+constexpr absl::Duration kEndedRetention = absl::Minutes(15);
+constexpr size_t kMaxEnded = 64;
+
+}  // namespace
 
 // One stream: reads are handed to the session as they complete; writes
 // queue. The first message decides what the stream is: Join makes it a data
@@ -51,8 +61,10 @@ class MigrationService::Reactor final
   // Reactions.
   void OnReadDone(bool ok) override {
     if (!ok) {
-      if (session_ && !data_) session_->OnStreamLost();
-      if (!session_ || data_) Finish(absl::OkStatus());
+      // After switchover the session lets go of a broken stream (it waits
+      // for the source to reconnect); this stream then ends here.
+      if (session_ && !data_ && session_->OnStreamLost(this)) return;
+      Finish(absl::UnavailableError("the migration stream ended"));
       return;
     }
     std::vector<grpc::Slice> slices;
@@ -67,6 +79,8 @@ class MigrationService::Reactor final
       ferry::v1::SourceMessage m;
       if (ParseControlFrame(spans, &m) && m.has_join()) {
         more = Join(m.join());
+      } else if (m.has_reconnect()) {
+        more = Reconnect(m.reconnect());
       } else {
         session_ = std::make_shared<DestinationSession>(options_, this);
         service_->Add(session_);
@@ -75,7 +89,7 @@ class MigrationService::Reactor final
     } else if (data_) {
       more = OnData(spans);
     } else {
-      more = session_->OnReceive(spans);
+      more = session_->OnReceive(spans, this);
     }
     slices.clear();
     read_buf_.Clear();
@@ -100,16 +114,29 @@ class MigrationService::Reactor final
   }
 
   void OnDone() override {
-    // Every operation is over. A main stream's session may still have its
-    // completer thread finishing; wait for it to end before letting go.
-    if (session_ && !data_) {
-      (void)session_->Wait();
-      service_->Remove(session_.get());
-    }
+    // Every operation is over. The service keeps the session (it may be
+    // waiting for a reconnection, or answer a late one).
+    session_.reset();
+    service_->ReactorDone();
     delete this;
   }
 
  private:
+  // A recovery stream: the source reconnects to its migration after the
+  // old stream broke; false (and the stream finished) if it may not.
+  bool Reconnect(const ferry::v1::Reconnect& reconnect) {
+    std::shared_ptr<DestinationSession> s = service_->FindShared(reconnect.migration_id());
+    if (!s) {
+      Reply(absl::NotFoundError(absl::StrFormat(
+          "no migration %s is known here (it ended long ago, or this agent restarted)",
+          reconnect.migration_id().substr(0, kMaxMigrationIdBytes))));
+      return false;
+    }
+    if (!s->Reconnect(this, reconnect)) return false;  // answered and finished
+    session_ = std::move(s);
+    return true;
+  }
+
   // A data stream joins its migration; false (and the stream finished) if
   // it may not.
   bool Join(const ferry::v1::Join& join) {
@@ -189,49 +216,85 @@ MigrationService::MigrationService(DestinationOptions options, MigratedFn on_mig
     : options_(std::move(options)), on_migrated_(std::move(on_migrated)) {}
 
 MigrationService::~MigrationService() {
-  absl::MutexLock lock(&mu_);
-  auto none = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return reactors_ == 0; };
-  mu_.Await(absl::Condition(&none));
+  std::map<DestinationSession*, std::shared_ptr<DestinationSession>> sessions;
+  {
+    absl::MutexLock lock(&mu_);
+    auto none = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return reactors_ == 0; };
+    mu_.Await(absl::Condition(&none));
+    sessions.swap(sessions_);
+  }
+  // Paused migrations (no stream) end now; the sessions' threads are
+  // joined as they go.
+  for (auto& [raw, s] : sessions) s->Abandon(absl::AbortedError("the destination agent stopped"));
+  sessions.clear();
 }
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* MigrationService::Migrate(
     grpc::CallbackServerContext*) {
   DestinationOptions options = options_;
   options.adopt = on_migrated_;
+  {
+    absl::MutexLock lock(&mu_);
+    ++reactors_;
+  }
   return new Reactor(this, std::move(options));
 }
 
-void MigrationService::Add(std::shared_ptr<DestinationSession> s) {
+void MigrationService::ReactorDone() {
   absl::MutexLock lock(&mu_);
-  sessions_[s.get()] = std::move(s);
-  ++reactors_;
+  --reactors_;
 }
 
-void MigrationService::Remove(DestinationSession* s) {
+void MigrationService::Add(std::shared_ptr<DestinationSession> s) {
+  std::vector<std::shared_ptr<DestinationSession>> reaped;  // destroyed unlocked
   absl::MutexLock lock(&mu_);
-  sessions_.erase(s);
-  --reactors_;
+  // Ended sessions stay a while to answer a late Reconnect; the oldest go
+  // first past kMaxEnded.
+  const int64_t now = MonotonicNowNanos();
+  std::vector<std::pair<int64_t, DestinationSession*>> ended;
+  for (auto& [raw, session] : sessions_) {
+    const int64_t at = raw->ended_at_ns();
+    if (at > 0) ended.push_back({at, raw});
+  }
+  std::sort(ended.begin(), ended.end());
+  for (size_t i = 0; i < ended.size(); ++i) {
+    const bool old = now - ended[i].first > absl::ToInt64Nanoseconds(kEndedRetention);
+    if (old || ended.size() - i > kMaxEnded) {
+      auto it = sessions_.find(ended[i].second);
+      reaped.push_back(std::move(it->second));
+      sessions_.erase(it);
+    }
+  }
+  sessions_[s.get()] = std::move(s);
+  mu_.Unlock();
+  reaped.clear();
+  mu_.Lock();
 }
 
 std::shared_ptr<DestinationSession> MigrationService::FindShared(
     const std::string& migration_id) {
   absl::MutexLock lock(&mu_);
+  std::shared_ptr<DestinationSession> found;  // a live one over an ended one
   for (auto& [raw, s] : sessions_)
-    if (raw->migration_id() == migration_id) return s;
-  return nullptr;
+    if (raw->migration_id() == migration_id && (!found || !raw->ended())) found = s;
+  return found;
 }
 
 DestinationSession* MigrationService::Find(const std::string& migration_id) {
   absl::MutexLock lock(&mu_);
+  DestinationSession* found = nullptr;
   for (auto& [s, unused] : sessions_)
-    if (s->migration_id() == migration_id) return s;
-  return nullptr;
+    if (s->migration_id() == migration_id && (found == nullptr || !s->ended())) found = s;
+  return found;
 }
 
 bool MigrationService::HasIncompletePostcopy() const {
   absl::MutexLock lock(&mu_);
-  for (auto& [s, unused] : sessions_)
-    if (s->state() == DestinationState::kPostcopy) return true;
+  for (auto& [s, unused] : sessions_) {
+    const DestinationState st = s->state();
+    if (st == DestinationState::kPostcopy || st == DestinationState::kPostcopyPaused)
+      return true;
+  }
   return false;
 }
 
@@ -243,6 +306,7 @@ std::vector<DestinationSession::Info> MigrationService::Incoming() const {
   }
   std::vector<DestinationSession::Info> out;
   for (const auto& s : sessions) {
+    if (s->ended()) continue;
     DestinationSession::Info info = s->GetInfo();
     if (!info.migration_id.empty()) out.push_back(std::move(info));  // past Hello
   }
@@ -251,7 +315,9 @@ std::vector<DestinationSession::Info> MigrationService::Incoming() const {
 
 int MigrationService::active() const {
   absl::MutexLock lock(&mu_);
-  return static_cast<int>(sessions_.size());
+  int n = 0;
+  for (const auto& [raw, s] : sessions_) n += raw->ended() ? 0 : 1;
+  return n;
 }
 
 void ConfigureBulkServer(grpc::ServerBuilder* builder) {
@@ -263,6 +329,20 @@ void ConfigureBulkServer(grpc::ServerBuilder* builder) {
   builder->AddChannelArgument(GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, 256 << 10);
   builder->AddChannelArgument(GRPC_ARG_TCP_READ_CHUNK_SIZE, 1 << 20);
   builder->AddChannelArgument(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 4 << 20);
+  // Liveness: a peer that stops answering HTTP/2 pings (gone, stopped,
+  // partitioned) loses its connection within kKeepaliveTimeMs +
+  // kKeepaliveTimeoutMs, which ends its streams (postcopy: the migration
+  // pauses and waits for the source to reconnect). The peers' pings are
+  // welcome as often as they send them.
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                              kKeepaliveTimeMs / 2);
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  // Bounds per connection: streams at once, and the handshake.
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, kMaxStreamsPerConnection);
+  builder->AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, kHandshakeTimeoutMs);
 }
 
 }  // namespace ferry::migration

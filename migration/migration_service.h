@@ -50,8 +50,9 @@ class MigrationService final
 
  private:
   class Reactor;
+  // Adds a new session; drops ended ones past their retention.
   void Add(std::shared_ptr<DestinationSession> s);
-  void Remove(DestinationSession* s);
+  void ReactorDone();
   // The session receiving `migration_id`, shared with a data stream.
   std::shared_ptr<DestinationSession> FindShared(const std::string& migration_id);
 
@@ -60,7 +61,7 @@ class MigrationService final
   mutable absl::Mutex mu_;
   std::map<DestinationSession*, std::shared_ptr<DestinationSession>> sessions_
       ABSL_GUARDED_BY(mu_);
-  int reactors_ ABSL_GUARDED_BY(mu_) = 0;  // main streams not yet done
+  int reactors_ ABSL_GUARDED_BY(mu_) = 0;  // streams not yet done
 };
 
 // Server settings for bulk page streams: message sizes, flow-control

@@ -50,6 +50,9 @@ absl::Status ValidateMigrationOptions(const MigrationOptions& o) {
   if (o.migration_id.size() > kMaxMigrationIdBytes)
     return absl::InvalidArgumentError(
         absl::StrCat("migration id is longer than ", kMaxMigrationIdBytes, " bytes"));
+  if (o.recovery_timeout_ms < 1000 || o.recovery_timeout_ms > api::kMaxRecoveryTimeoutMs)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "recovery timeout ", o.recovery_timeout_ms, " ms: 1 s to 24 h"));
   if (o.max_bandwidth != 0 && o.max_bandwidth < (1u << 20))
     return absl::InvalidArgumentError(
         "a bandwidth cap below 1 MiB/s cannot move a VM; use a larger one or none");

@@ -35,6 +35,9 @@ struct MigrationOptions {
   // Streams on connections of their own that carry precopy page frames:
   // the main one and up to kMaxDataStreams more. 0: DefaultStreams().
   int streams = 0;
+  // After switchover: how long to keep reconnecting a broken migration
+  // stream before the migration fails (the source keeps its memory then).
+  int64_t recovery_timeout_ms = api::kDefaultRecoveryTimeoutMs;
 };
 
 // One stream per four cores, 1 to 4: each stream keeps about a core busy

@@ -38,6 +38,16 @@ inline constexpr uint64_t kStreamChunkPages = 512;
 // Hello.migration_id: 1 to this many bytes.
 inline constexpr size_t kMaxMigrationIdBytes = 64;
 
+// Liveness of the migration streams (gRPC keepalive at both ends): a ping
+// every kKeepaliveTimeMs, the connection dropped when one is not answered
+// within kKeepaliveTimeoutMs.
+inline constexpr int kKeepaliveTimeMs = 2000;
+inline constexpr int kKeepaliveTimeoutMs = 3000;
+// Per connection to the agent's gRPC port: streams at once, and how long a
+// new connection may take to finish its (TLS and HTTP/2) handshake.
+inline constexpr int kMaxStreamsPerConnection = 64;
+inline constexpr int kHandshakeTimeoutMs = 10000;
+
 // DestinationStats.ops_trace: at most this many rows, and at most
 // kMaxOpsTraceCounts counts (rows x vCPUs); the destination thins a longer
 // trace to every other row until it fits, the source rejects one past it.

@@ -22,6 +22,10 @@ using S = SourceState;
 
 constexpr absl::Duration kAcceptTimeout = absl::Seconds(30);
 constexpr absl::Duration kResumeTimeout = absl::Seconds(30);
+// After resume the destination reports progress every 100 ms: this long
+// without any message means the stream is dead even if TCP says otherwise
+// (a stopped or wedged peer), and recovery starts.
+constexpr int64_t kSilenceTimeoutNs = 5'000'000'000;
 constexpr absl::Duration kSampleInterval = absl::Milliseconds(100);
 // Early discards before a postcopy switchover: at most this many, and none
 // once fewer than kSmallDiscard pages are stale (the pause discards those:
@@ -63,6 +67,7 @@ SourcePhase PhaseOf(SourceState s) {
     case S::kPostcopy:
     case S::kCompleting:
     case S::kReleasing: return SourcePhase::kPostcopy;
+    case S::kPostcopyPaused: return SourcePhase::kPostcopyPaused;
     case S::kCompleted: return SourcePhase::kCompleted;
     case S::kCancelled: return SourcePhase::kCancelled;
     case S::kFailed: return SourcePhase::kFailed;
@@ -82,6 +87,7 @@ const char* SourcePhaseName(SourcePhase p) {
     case SourcePhase::kCompleted: return "completed";
     case SourcePhase::kFailed: return "failed";
     case SourcePhase::kCancelled: return "cancelled";
+    case SourcePhase::kPostcopyPaused: return "postcopy-paused";
   }
   return "unknown";
 }
@@ -96,7 +102,8 @@ SourceSession::SourceSession(vmm::Vm* vm, SourceConfig config)
       limiter_(config_.options.max_bandwidth, config_.clock),
       counters_(num_pages_),
       push_order_(num_pages_),
-      held_by_destination_(num_pages_, false) {}
+      held_by_destination_(num_pages_, false),
+      destination_(config_.destination) {}
 
 SourceSession::~SourceSession() {
   if (stream_) stream_->Cancel();
@@ -123,7 +130,12 @@ SourceProgress SourceSession::Progress() const {
   p.elapsed_ms = t_start_ ? (now - t_start_) / 1e6 : 0;
   p.pages_total = num_pages_;
   p.pages_transferred = c.distinct_pages_sent;
-  p.pages_remaining = p.phase == SourcePhase::kPostcopy ? push_order_.left() : round_pages_left_;
+  const bool postcopy =
+      p.phase == SourcePhase::kPostcopy || p.phase == SourcePhase::kPostcopyPaused;
+  p.pages_remaining = postcopy ? push_order_.left() : round_pages_left_;
+  p.reconnects = reconnects_;
+  p.destination = destination_;
+  if (state_ == S::kPostcopyPaused) p.paused_reason = paused_reason_;
   p.bytes_sent = c.bytes_sent;
   p.bandwidth_bps = p.elapsed_ms > 0 ? p.bytes_sent / (p.elapsed_ms / 1e3) : 0;
   p.dirty_pages_per_sec = dirty_pages_per_sec_;
@@ -141,9 +153,9 @@ SourceProgress SourceSession::Progress() const {
   double owed = total;
   if (state_ == S::kCompleted || state_ == S::kReleasing) {
     owed = 0;
-  } else if (p.phase == SourcePhase::kPostcopy) {
+  } else if (postcopy) {
     owed = static_cast<double>(push_order_.left());
-    p.eta_ms = bw_pages > 0 ? owed / bw_pages * 1e3 : -1;
+    p.eta_ms = bw_pages > 0 && p.phase == SourcePhase::kPostcopy ? owed / bw_pages * 1e3 : -1;
   } else if (p.phase == SourcePhase::kPrecopy) {
     const double since_round = t_round_start_ ? (now - t_round_start_) / 1e9 : 0;
     owed = std::min(total, round_pages_left_ + dirty_pages_per_sec_ * since_round);
@@ -194,7 +206,7 @@ absl::Status SourceSession::AwaitLocked(const std::function<bool()>& ready,
   };
   if (!mu_.AwaitWithTimeout(absl::Condition(&done), timeout))
     return absl::DeadlineExceededError(absl::StrFormat(
-        "the destination %s did not %s within %s", config_.destination, what,
+        "the destination %s did not %s within %s", destination_, what,
         absl::FormatDuration(timeout)));
   if (ready()) return absl::OkStatus();
   if (state_ == S::kCancelling) return absl::CancelledError("the migration was cancelled");
@@ -228,19 +240,21 @@ absl::Status SourceSession::WriteWith(absl::FunctionRef<bool()> write) {
 }
 
 absl::Status SourceSession::StreamBroke(absl::string_view when) {
+  std::string destination;
   {
     absl::MutexLock lock(&mu_);
     mu_.AwaitWithTimeout(absl::Condition(&reader_done_), absl::Seconds(2));
     if (!stream_error_.ok()) return stream_error_;
+    destination = destination_;
     if (!reader_done_)
       return absl::UnavailableError(absl::StrFormat(
           "the migration stream to the destination agent at %s broke while %s",
-          config_.destination, when));
+          destination, when));
   }
   const absl::Status finish = stream_->Finish();
   return absl::UnavailableError(absl::StrFormat(
       "the migration stream to the destination agent at %s broke while %s: %s",
-      config_.destination, when,
+      destination, when,
       finish.ok() ? "closed by the destination" : finish.message()));
 }
 
@@ -261,10 +275,12 @@ void SourceSession::ReaderLoop() {
 }
 
 void SourceSession::HandleMessage(const DestinationMessage& m) {
+  last_heard_ns_ = clock_->NowNanos();
   if (absl::Status s = CheckDestinationMessage(state_, m.msg_case()); !s.ok()) {
     // A message out of order ends the migration; the session thread sees
     // stream_error_ at its next write or wait.
     stream_error_ = s;
+    stream_refused_ = true;
     return;
   }
   switch (m.msg_case()) {
@@ -288,6 +304,13 @@ void SourceSession::HandleMessage(const DestinationMessage& m) {
       break;
     case DestinationMessage::kError:
       stream_error_ = FromErrorMessage(m.error(), "destination: ");
+      if (stream_error_.ok()) stream_error_ = absl::UnknownError("destination: an Error with code 0");
+      stream_refused_ = true;
+      destination_never_ran_ = m.error().never_ran();
+      break;
+    case DestinationMessage::kRecovered:
+      present_ = m.recovered().present();
+      recovered_ = true;
       break;
     default:
       break;  // CheckDestinationMessage rejected it
@@ -305,6 +328,14 @@ void SourceSession::SamplerLoop() {
   while (!mu_.AwaitWithTimeout(absl::Condition(&ended), kSampleInterval)) {
     DrainOpsTraceLocked();
     const int64_t now = clock_->NowNanos();
+    if ((state_ == S::kPostcopy || state_ == S::kCompleting) && stream_error_.ok() &&
+        last_heard_ns_ > 0 && now - last_heard_ns_ > kSilenceTimeoutNs && stream_) {
+      // A silent destination: end the stream so that recovery starts.
+      stream_error_ = absl::UnavailableError(absl::StrFormat(
+          "the destination agent at %s sent nothing for %d s", destination_,
+          kSilenceTimeoutNs / 1'000'000'000));
+      stream_->Cancel();
+    }
     // Before the destination runs the guest, its ops are counted here.
     const bool use_dest = t_resumed_ > 0;
     const uint64_t ops = use_dest ? last_progress_.guest_ops() : vm_->Stats().total_ops;
@@ -427,7 +458,14 @@ absl::Status SourceSession::Failed(absl::Status status) {
     // Any live state may fail (source_state.h); cancelling ends cancelled.
     state_ = cancelled ? S::kCancelled : S::kFailed;
   }
-  const bool switched = DestinationMayRun(from);
+  bool never_ran;
+  {
+    absl::MutexLock lock(&mu_);
+    never_ran = destination_never_ran_;
+  }
+  // The destination may have run the VM, unless it said it never did.
+  const bool switched = DestinationMayRun(from) && !never_ran;
+  kept_paused_ = switched;
   if (!switched) {
     // Invariant 2: before switchover the source VM stays authoritative.
     if (stream_) {
@@ -436,7 +474,8 @@ absl::Status SourceSession::Failed(absl::Status status) {
       (void)stream_->Write(abort);
     }
     dirty_log_.reset();
-    if (from == S::kPaused) (void)vm_->Resume();  // this session paused it
+    // This session paused it.
+    if (from == S::kPaused || DestinationMayRun(from)) (void)vm_->Resume();
   }
   if (served_) config_.page_server->Unregister(id_);
   if (stream_) stream_->Cancel();
@@ -479,9 +518,18 @@ absl::Status SourceSession::Run() {
   if (decision.decision == Decision::kPostcopy && dirty.size() > kSmallDiscard) {
     if (absl::Status s = DiscardEarly(&dirty); !s.ok()) return Failed(s);
   }
-  if (absl::Status s = Switchover(decision, std::move(dirty)); !s.ok()) return Failed(s);
-  if (absl::Status s = Postcopy(); !s.ok()) return Failed(s);
-  if (absl::Status s = AwaitCompleted(); !s.ok()) return Failed(s);
+  absl::Status s = Switchover(decision, std::move(dirty));
+  for (;;) {
+    if (s.ok()) s = Postcopy();
+    if (s.ok()) s = AwaitCompleted();
+    if (s.ok()) break;
+    // After switchover a broken stream pauses the migration; it goes on
+    // once reconnected.
+    if (!Recoverable()) return Failed(s);
+    s = Recover(s);
+    if (!s.ok()) return Failed(s);
+    if (state() == S::kReleasing) break;  // it had completed
+  }
   return Release();
 }
 
@@ -496,9 +544,7 @@ absl::Status SourceSession::Setup() {
       [this](uint64_t gpa, uint32_t count) { OnServed(gpa, count); });
   config_.page_server->Register(served_);
 
-  absl::StatusOr<std::unique_ptr<SourceStream>> stream =
-      config_.open_stream ? config_.open_stream()
-                          : OpenMigrationStream(config_.destination, config_.credentials);
+  absl::StatusOr<std::unique_ptr<SourceStream>> stream = OpenStream();
   RETURN_IF_ERROR(stream.status());
   {
     absl::MutexLock lock(&mu_);
@@ -520,6 +566,7 @@ absl::Status SourceSession::Setup() {
   hello->set_vm_name(config_.vm_name);
   streams_ = config_.options.streams > 0 ? config_.options.streams : DefaultStreams();
   hello->set_data_streams(static_cast<uint32_t>(streams_ - 1));
+  hello->set_recovery_timeout_ms(static_cast<uint64_t>(config_.options.recovery_timeout_ms));
   RETURN_IF_ERROR(Write(hello_msg));
   {
     absl::MutexLock lock(&mu_);
@@ -532,9 +579,7 @@ absl::Status SourceSession::Setup() {
 
 absl::Status SourceSession::OpenDataStreams() {
   for (int i = 1; i < streams_; ++i) {
-    absl::StatusOr<std::unique_ptr<SourceStream>> ds =
-        config_.open_stream ? config_.open_stream()
-                            : OpenMigrationStream(config_.destination, config_.credentials);
+    absl::StatusOr<std::unique_ptr<SourceStream>> ds = OpenStream();
     RETURN_IF_ERROR(ds.status());
     SourceStream* raw = ds->get();
     {

@@ -18,8 +18,14 @@
 //
 // Failure before switchover (destination error, lost stream, precopy not
 // converging, Cancel) leaves the VM running. After switchover the
-// destination runs the VM; a failure then leaves the source VM paused, with
-// its memory, and is reported (reconnect is not implemented yet).
+// destination runs the VM: if the stream breaks (or the destination falls
+// silent for kSilenceTimeout), the session enters postcopy-paused and
+// reconnects on its own with backoff (100 ms doubling to 5 s, or at once on
+// Recover()): Reconnect, then the destination's present bitmap decides what
+// is pushed again (docs/operations.md, "Postcopy recovery"). Pages the
+// destination has not confirmed are never dropped here. Only a refusal by
+// the destination or the recovery timeout fails the migration then, and the
+// source VM stays paused with all of its memory.
 //
 // Dependencies are injected through SourceConfig: the stream (default: gRPC
 // to `destination`), the dirty log (default: the VM's own) and the clock.
@@ -74,10 +80,22 @@ struct SourceConfig {
   std::function<absl::StatusOr<std::unique_ptr<SourceStream>>()> open_stream;
   // Starts dirty tracking of the VM's memory. Default: vm->StartDirtyLog().
   std::function<absl::StatusOr<std::unique_ptr<vmm::DirtyLog>>(vmm::Vm*)> start_dirty_log;
+  // Postcopy recovery events, for the agent's log: ("paused", why),
+  // ("recovered", how), on the session thread. May be empty.
+  std::function<void(const std::string& event, const std::string& detail)> on_recovery;
 };
 
 // The coarse phase shown to operators (control API, CLI).
-enum class SourcePhase { kSetup, kPrecopy, kSwitchover, kPostcopy, kCompleted, kFailed, kCancelled };
+enum class SourcePhase {
+  kSetup,
+  kPrecopy,
+  kSwitchover,
+  kPostcopy,
+  kCompleted,
+  kFailed,
+  kCancelled,
+  kPostcopyPaused,
+};
 const char* SourcePhaseName(SourcePhase phase);
 
 // What can be read while the migration runs.
@@ -99,6 +117,10 @@ struct SourceProgress {
   // The whole migration (MigrationProgress.percent, eta_ms).
   double percent = 0;
   double eta_ms = -1;
+  // Postcopy recovery.
+  uint32_t reconnects = 0;
+  std::string paused_reason;  // while postcopy-paused
+  std::string destination;    // where the session connects now
 };
 
 class SourceSession {
@@ -118,9 +140,17 @@ class SourceSession {
   // migration ended.
   absl::Status Cancel();
 
+  // Postcopy-paused (or a postcopy whose stream looks alive): reconnect
+  // now, to `destination` when not empty (the destination agent's new
+  // HOST:PORT). FailedPrecondition before switchover or once ended.
+  absl::Status Recover(const std::string& destination);
+
   SourceProgress Progress() const;
   SourceState state() const;
   const std::string& migration_id() const { return id_; }
+  // After Run() failed: the destination may have run the VM, so the source
+  // VM was kept paused with its memory (never resumed here on its own).
+  bool kept_paused() const { return kept_paused_; }
 
  private:
   // Phases, in order; each returns the error that fails the migration.
@@ -193,6 +223,19 @@ class SourceSession {
 
   std::shared_ptr<fetch::ServedMigration> served_;
   std::unique_ptr<SourceStream> stream_;
+  // Postcopy recovery: reconnects with backoff until Recovered (or
+  // Completed) or the recovery timeout; then what the destination lacks is
+  // owed again.
+  absl::Status Recover(absl::Status cause);
+  // Whether a failure in the current state may be recovered from: after
+  // switchover, and not a refusal by the destination.
+  bool Recoverable();
+  // One reconnection attempt: a new stream, Reconnect, the answer.
+  absl::Status ReconnectOnce(uint32_t attempt);
+  absl::StatusOr<std::unique_ptr<SourceStream>> OpenStream();
+  // Replaces the main stream (the old one cancelled, its reader joined).
+  void DropStream();
+
   // Data streams 1..streams_-1 (precopy page frames), opened after Accepted.
   // The vector is filled by the session thread under mu_ (Cancel() reads it).
   std::vector<std::unique_ptr<SourceStream>> data_streams_;
@@ -216,6 +259,20 @@ class SourceSession {
   // violation, or its end. OK while it works.
   absl::Status stream_error_ ABSL_GUARDED_BY(mu_);
   bool reader_done_ ABSL_GUARDED_BY(mu_) = false;
+  // stream_error_ is the destination's refusal (an Error, a protocol
+  // violation), not a broken stream: never recovered from.
+  bool stream_refused_ ABSL_GUARDED_BY(mu_) = false;
+  // The destination's Error said it never ran the VM (a Reconnect answer):
+  // the source may resume it.
+  bool destination_never_ran_ ABSL_GUARDED_BY(mu_) = false;
+  // Postcopy recovery.
+  std::string destination_ ABSL_GUARDED_BY(mu_);
+  bool recover_now_ ABSL_GUARDED_BY(mu_) = false;
+  bool recovered_ ABSL_GUARDED_BY(mu_) = false;
+  std::string present_ ABSL_GUARDED_BY(mu_);  // Recovered.present
+  uint32_t reconnects_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string paused_reason_ ABSL_GUARDED_BY(mu_);
+  int64_t last_heard_ns_ ABSL_GUARDED_BY(mu_) = 0;  // the destination's last message
   // What the destination said.
   uint64_t round_acked_ ABSL_GUARDED_BY(mu_) = 0;
   ferry::v1::Progress last_progress_ ABSL_GUARDED_BY(mu_);
@@ -250,6 +307,7 @@ class SourceSession {
   std::string switchover_reason_;
   std::string dirty_log_name_;  // what tracked writes (empty: no precopy)
   MigrationReport report_;
+  bool kept_paused_ = false;
 };
 
 }  // namespace ferry::migration

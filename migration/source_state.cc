@@ -25,9 +25,12 @@ bool Allowed(S from, S to) {
     case S::kSwitchingOver:
       return to == S::kPostcopy;
     case S::kPostcopy:
-      return to == S::kCompleting;
+      return to == S::kCompleting || to == S::kPostcopyPaused;
     case S::kCompleting:
-      return to == S::kReleasing;
+      return to == S::kReleasing || to == S::kPostcopyPaused;
+    case S::kPostcopyPaused:
+      // Recovered: push what is missing; Completed: it had completed.
+      return to == S::kPostcopy || to == S::kReleasing;
     case S::kReleasing:
       return to == S::kCompleted;
     case S::kCancelling:
@@ -48,6 +51,7 @@ const char* SourceStateName(SourceState state) {
     case S::kPaused: return "paused";
     case S::kSwitchingOver: return "switching-over";
     case S::kPostcopy: return "postcopy";
+    case S::kPostcopyPaused: return "postcopy-paused";
     case S::kCompleting: return "completing";
     case S::kReleasing: return "releasing";
     case S::kCompleted: return "completed";
@@ -64,7 +68,7 @@ bool IsFinal(SourceState state) {
 
 bool DestinationMayRun(SourceState state) {
   return state == S::kSwitchingOver || state == S::kPostcopy || state == S::kCompleting ||
-         state == S::kReleasing || state == S::kCompleted;
+         state == S::kPostcopyPaused || state == S::kReleasing || state == S::kCompleted;
 }
 
 absl::Status CheckTransition(SourceState from, SourceState to) {
@@ -81,6 +85,7 @@ const char* DestinationMessageName(DestinationMessage::MsgCase kind) {
     case DestinationMessage::kResumed: return "Resumed";
     case DestinationMessage::kCompleted: return "Completed";
     case DestinationMessage::kError: return "Error";
+    case DestinationMessage::kRecovered: return "Recovered";
     default: return "an empty or unknown message";
   }
 }
@@ -100,7 +105,11 @@ absl::Status CheckDestinationMessage(SourceState state, DestinationMessage::MsgC
       ok = state == S::kSwitchingOver;
       break;
     case DestinationMessage::kCompleted:
-      ok = state == S::kCompleting;
+      // Paused: the answer to Reconnect when the destination had completed.
+      ok = state == S::kCompleting || state == S::kPostcopyPaused;
+      break;
+    case DestinationMessage::kRecovered:
+      ok = state == S::kPostcopyPaused;
       break;
     case DestinationMessage::kError:
       ok = true;  // the destination may give up at any time

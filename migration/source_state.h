@@ -6,6 +6,9 @@
 //   precopy --policy: stop-and-copy or postcopy--> paused
 //   paused --Switchover sent--> switching-over --Resumed--> postcopy
 //   postcopy --Complete sent--> completing --Completed--> releasing --> completed
+//   postcopy, completing --stream broke--> postcopy-paused
+//   postcopy-paused --Reconnect, Recovered--> postcopy
+//   postcopy-paused --Reconnect, Completed--> releasing
 //   connecting..paused --Cancel()--> cancelling --> cancelled
 //   any but a final state --error--> failed
 //
@@ -33,6 +36,7 @@ enum class SourceState {
   kSwitchingOver,  // Switchover sent: the destination may run the VM
   kPostcopy,       // the destination runs the VM; the rest is pushed
   kCompleting,     // Complete sent; waiting for the destination's Completed
+  kPostcopyPaused, // the stream broke after switchover: reconnecting
   kReleasing,      // the destination holds every page; the source VM is released
   kCompleted,
   kCancelling,     // Cancel() was called; the session thread is unwinding
@@ -46,7 +50,7 @@ const char* SourceStateName(SourceState state);
 bool IsFinal(SourceState state);
 
 // Whether the destination may already run the VM (switching-over and later,
-// up to completed).
+// up to completed, postcopy-paused included).
 bool DestinationMayRun(SourceState state);
 
 // OK if `from` -> `to` is a transition of the diagram above, else

@@ -220,6 +220,11 @@ absl::Status Vm::Pause() {
   return absl::OkStatus();
 }
 
+bool Vm::paused() const {
+  absl::MutexLock lock(&mu_);
+  return started_ && !stopping_ && paused_;
+}
+
 absl::Status Vm::Resume() {
   absl::MutexLock lock(&mu_);
   if (!started_ || stopping_ || !paused_)

@@ -140,6 +140,8 @@ class Vm {
   absl::Status Start();
   absl::Status Pause();
   absl::Status Resume();
+  // Started, not stopping, and paused.
+  bool paused() const;
   // Stops every vCPU and joins the threads; idempotent. The VM cannot be
   // started again.
   void Stop();

@@ -59,6 +59,8 @@ MigrationPhase ToPhase(migration::SourcePhase p) {
     case migration::SourcePhase::kCompleted: return ferry::v1::MIGRATION_PHASE_COMPLETED;
     case migration::SourcePhase::kFailed: return ferry::v1::MIGRATION_PHASE_FAILED;
     case migration::SourcePhase::kCancelled: return ferry::v1::MIGRATION_PHASE_CANCELLED;
+    case migration::SourcePhase::kPostcopyPaused:
+      return ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED;
   }
   return ferry::v1::MIGRATION_PHASE_UNSPECIFIED;
 }
@@ -72,6 +74,10 @@ struct Agent::VmEntry {
   std::string migration_id;  // outgoing, under way
   std::string arrived_by;
   std::string backend_reason;  // why this backend ("as asked", or what auto found)
+  // A failed migration kept it paused (the destination may have run it):
+  // which, and why. Not migrated again until resumed.
+  std::string held_by;
+  std::string held_reason;
   // Guest ops/s, between two VmStats calls.
   absl::Mutex stats_mu;
   int64_t last_t = 0;
@@ -250,6 +256,13 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
                  .Kv("code", absl::StatusCodeToString(why.code()))
                  .Kv("reason", why.message()));
   };
+  dest.paused = [raw](const std::string& id, const std::string& why) {
+    raw->Log(LogLine(why.empty() ? LogLevel::kInfo : LogLevel::kWarn,
+                why.empty() ? "migration.recovered" : "migration.paused")
+            .Kv("direction", "incoming")
+            .Kv("migration", id)
+            .Kv("detail", why.empty() ? "the source reconnected" : why));
+  };
   dest.on_end = [raw](bool completed, const vmm::DemandPagerStats& pager,
                       const migration::fetch::FetcherStats& fetch) {
     raw->RecordIncoming(completed, pager, fetch);
@@ -326,6 +339,8 @@ ferry::v1::Vm Agent::Describe(const VmEntry& e) const {
   v.set_name(e.name);
   v.set_migration_id(e.migration_id);
   v.set_arrived_by(e.arrived_by);
+  v.set_held_by(e.held_by);
+  v.set_held_reason(e.held_reason);
   const vmm::VmConfig& c = e.vm->config();
   *v.mutable_layout() = migration::ToLayout(c, e.vm->memory().map());
   v.set_backend_capabilities(e.vm->BackendCapabilities());
@@ -515,7 +530,7 @@ absl::StatusOr<ferry::v1::VerifyVmResponse> Agent::VerifyVm(
     return absl::FailedPreconditionError(absl::StrCat(
         "VM '", request.name(), "' is being migrated: verify it where it arrives"));
   vmm::Vm& vm = *e->vm;
-  const bool finite = vm.config().workload.ops_per_vcpu != 0;
+  const bool finite = vm.config().workload.ops_per_vcpu != 0 && !vm.paused();
   bool paused_here = false;
   // The whole check within the timeout: waiting for a finite workload to
   // halt, and the replay, whose cost grows with the ops the guest has run
@@ -524,7 +539,7 @@ absl::StatusOr<ferry::v1::VerifyVmResponse> Agent::VerifyVm(
   const int64_t deadline = MonotonicNowNanos() + ms * 1'000'000;
   if (finite) {
     RETURN_IF_ERROR(vm.WaitUntilHalted(absl::Milliseconds(ms)));
-  } else {
+  } else if (!vm.paused()) {  // a paused VM is checked as it is
     RETURN_IF_ERROR(vm.Pause());
     paused_here = true;
   }
@@ -632,6 +647,9 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
     return absl::InvalidArgumentError(absl::StrCat("streams ", r.streams(), ": at most ",
                                                    kMaxStreamsField));
   o.streams = static_cast<int>(r.streams());
+  if (r.recovery_timeout_ms() < 0)
+    return absl::InvalidArgumentError("recovery timeout must not be negative");
+  if (r.recovery_timeout_ms() > 0) o.recovery_timeout_ms = r.recovery_timeout_ms();
   o.auth_token = options_.migration_token;
   RETURN_IF_ERROR(migration::ValidateMigrationOptions(o));
   RETURN_IF_ERROR(SplitHostPort(r.destination()).status());
@@ -667,6 +685,15 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
     if (!vm->migration_id.empty())
       return absl::FailedPreconditionError(absl::StrCat(
           "VM '", r.vm_name(), "' is already being migrated (", vm->migration_id, ")"));
+    if (!vm->held_by.empty())
+      return absl::FailedPreconditionError(absl::StrCat(
+          "VM '", r.vm_name(), "' is held paused by migration ", vm->held_by, ", which failed "
+          "after switchover (", vm->held_reason, "): the destination may run it. Check the "
+          "destination; `ferry vm resume ", r.vm_name(), " --force` resumes this copy"));
+    if (vm->vm->paused())
+      return absl::FailedPreconditionError(absl::StrCat(
+          "VM '", r.vm_name(), "' is paused: resume it first (`ferry vm resume ", r.vm_name(),
+          "`)"));
     int running = 0;
     for (auto& [id, x] : migrations_) {
       absl::MutexLock l(&x->mu);
@@ -682,6 +709,15 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
     config.fetch_address = fetch_address_;
     config.credentials = options_.peer_credentials;
     config.vm_name = r.vm_name();
+    config.on_recovery = [this, entry = m.get()](const std::string& event,
+                                                 const std::string& detail) {
+      Log(LogLine(event == "paused" ? LogLevel::kWarn : LogLevel::kInfo,
+                  absl::StrCat("migration.", event))
+              .Kv("direction", "outgoing")
+              .Kv("migration", entry->id)
+              .Kv("vm", entry->vm_name)
+              .Kv("detail", detail));
+    };
     m->session = std::make_unique<migration::SourceSession>(vm->vm.get(), config);
     m->id = m->session->migration_id();
     m->request_id = r.request_id();
@@ -710,6 +746,10 @@ void Agent::RunMigration(std::shared_ptr<MigrationEntry> m, std::shared_ptr<VmEn
     // gone from here (completed) or free to migrate again (failed).
     absl::MutexLock lock(&mu_);
     vm->migration_id.clear();
+    if (!s.ok() && m->session->kept_paused()) {
+      vm->held_by = m->id;
+      vm->held_reason = std::string(s.message());
+    }
     if (s.ok()) {
       // The destination runs the VM now; the source's copy was released.
       vms_.erase(m->vm_name);
@@ -799,6 +839,9 @@ ferry::v1::MigrationResource Agent::Describe(const MigrationEntry& m) const {
   pp->set_fault_p99_us(p.fault_p99_us);
   pp->set_percent(p.percent);
   pp->set_eta_ms(p.eta_ms);
+  pp->set_reconnects(p.reconnects);
+  pp->set_paused_reason(p.paused_reason);
+  if (!p.destination.empty()) r.set_destination(p.destination);
   auto& mm = const_cast<MigrationEntry&>(m);
   absl::MutexLock lock(&mm.mu);
   if (mm.done) {
@@ -853,6 +896,9 @@ std::vector<ferry::v1::MigrationResource> Agent::ListMigrations() {
       case migration::DestinationState::kPostcopy:
         r.set_phase(ferry::v1::MIGRATION_PHASE_POSTCOPY);
         break;
+      case migration::DestinationState::kPostcopyPaused:
+        r.set_phase(ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED);
+        break;
       case migration::DestinationState::kCompleted:
         r.set_phase(ferry::v1::MIGRATION_PHASE_COMPLETED);
         break;
@@ -862,7 +908,8 @@ std::vector<ferry::v1::MigrationResource> Agent::ListMigrations() {
     }
     ferry::v1::MigrationProgress* p = r.mutable_progress();
     p->set_pages_total(in.pages_total);
-    if (in.state == migration::DestinationState::kPostcopy) {
+    if (in.state == migration::DestinationState::kPostcopy ||
+        in.state == migration::DestinationState::kPostcopyPaused) {
       p->set_pages_remaining(in.pages_missing);
       p->set_faults(in.faults);
       p->set_percent(in.pages_total ? 100.0 * (in.pages_total - in.pages_missing) /
@@ -872,6 +919,45 @@ std::vector<ferry::v1::MigrationResource> Agent::ListMigrations() {
     out.push_back(std::move(r));
   }
   return out;
+}
+
+absl::StatusOr<ferry::v1::MigrationResource> Agent::RecoverMigration(
+    const ferry::v1::RecoverMigrationRequest& r) {
+  if (!r.destination().empty()) RETURN_IF_ERROR(SplitHostPort(r.destination()).status());
+  ASSIGN_OR_RETURN(auto m, FindMigration(r.id()));
+  RETURN_IF_ERROR(m->session->Recover(r.destination()));
+  Log(LogLine(LogLevel::kInfo, "migration.recover_requested")
+          .Kv("migration", r.id())
+          .Kv("destination", r.destination().empty() ? m->destination : r.destination()));
+  return Describe(*m);
+}
+
+absl::StatusOr<ferry::v1::Vm> Agent::ResumeVm(const ferry::v1::ResumeVmRequest& r) {
+  ASSIGN_OR_RETURN(auto e, FindVm(r.name()));
+  {
+    absl::MutexLock lock(&mu_);
+    if (!e->migration_id.empty())
+      return absl::FailedPreconditionError(absl::StrCat(
+          "VM '", r.name(), "' is being migrated (", e->migration_id, "): it cannot be resumed"));
+    if (!e->held_by.empty() && !r.force())
+      return absl::FailedPreconditionError(absl::StrCat(
+          "VM '", r.name(), "' was kept paused by migration ", e->held_by,
+          ", which failed after switchover (", e->held_reason,
+          "): the destination may have run it, and resuming this copy would run the guest "
+          "twice. Make sure the destination does not run it (`ferry --agent DEST vm list`), "
+          "then give --force to resume this copy as of the switchover"));
+    if (!e->vm->paused())
+      return absl::FailedPreconditionError(
+          absl::StrCat("VM '", r.name(), "' is not paused"));
+    RETURN_IF_ERROR(e->vm->Resume());
+    Log(LogLine(e->held_by.empty() ? LogLevel::kInfo : LogLevel::kWarn, "vm.resumed")
+            .Kv("vm", r.name())
+            .Kv("held_by", e->held_by)
+            .Kv("forced", r.force() ? "true" : "false"));
+    e->held_by.clear();
+    e->held_reason.clear();
+  }
+  return Describe(*e);
 }
 
 absl::StatusOr<ferry::v1::MigrationResource> Agent::CancelMigration(const std::string& id) {

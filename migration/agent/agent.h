@@ -74,6 +74,11 @@ class Agent {
   absl::StatusOr<ferry::v1::MigrationResource> GetMigration(const std::string& id);
   std::vector<ferry::v1::MigrationResource> ListMigrations();
   absl::StatusOr<ferry::v1::MigrationResource> CancelMigration(const std::string& id);
+  // A paused postcopy migration reconnects now (optionally elsewhere).
+  absl::StatusOr<ferry::v1::MigrationResource> RecoverMigration(
+      const ferry::v1::RecoverMigrationRequest& request);
+  // Resumes a paused VM (force: one a failed migration kept paused).
+  absl::StatusOr<ferry::v1::Vm> ResumeVm(const ferry::v1::ResumeVmRequest& request);
   // Calls `write` with a snapshot every `interval` and on the end; returns
   // when the migration ended (after writing its final state) or `write`
   // returned false.

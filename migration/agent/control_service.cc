@@ -76,6 +76,17 @@ grpc::Status ControlService::WatchMigration(
       }));
 }
 
+grpc::Status ControlService::RecoverMigration(grpc::ServerContext*,
+                                              const ferry::v1::RecoverMigrationRequest* r,
+                                              ferry::v1::MigrationResource* out) {
+  return Reply(agent_->RecoverMigration(*r), out);
+}
+
+grpc::Status ControlService::ResumeVm(grpc::ServerContext*, const ferry::v1::ResumeVmRequest* r,
+                                      ferry::v1::Vm* out) {
+  return Reply(agent_->ResumeVm(*r), out);
+}
+
 grpc::Status ControlService::CancelMigration(grpc::ServerContext*,
                                              const ferry::v1::CancelMigrationRequest* r,
                                              ferry::v1::MigrationResource* out) {

@@ -34,6 +34,10 @@ class ControlService final : public ferry::v1::Control::Service {
   grpc::Status WatchMigration(grpc::ServerContext* ctx,
                               const ferry::v1::WatchMigrationRequest* r,
                               grpc::ServerWriter<ferry::v1::MigrationResource>* out) override;
+  grpc::Status RecoverMigration(grpc::ServerContext*, const ferry::v1::RecoverMigrationRequest* r,
+                                ferry::v1::MigrationResource* out) override;
+  grpc::Status ResumeVm(grpc::ServerContext*, const ferry::v1::ResumeVmRequest* r,
+                        ferry::v1::Vm* out) override;
   grpc::Status CancelMigration(grpc::ServerContext*, const ferry::v1::CancelMigrationRequest* r,
                                ferry::v1::MigrationResource* out) override;
 

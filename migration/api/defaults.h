@@ -14,6 +14,10 @@ inline constexpr const char* kDefaultMode = "hybrid";
 inline constexpr const char* kDefaultFaultMode = "exit";
 inline constexpr int64_t kDefaultDowntimeTargetMs = 50;
 inline constexpr int kDefaultMaxRounds = 30;
+// After switchover, how long a broken migration tries to reconnect (the
+// source) or waits for it (the destination) before it fails.
+inline constexpr int64_t kDefaultRecoveryTimeoutMs = 10 * 60 * 1000;
+inline constexpr int64_t kMaxRecoveryTimeoutMs = 24 * 60 * 60 * 1000;
 
 // VMs (`ferry vm create`, the demo, ferry-bench).
 inline constexpr uint64_t kDefaultMemoryBytes = 1ull << 30;

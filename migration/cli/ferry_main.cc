@@ -72,7 +72,7 @@ absl::Status PrintHelp(std::vector<std::string> words) {
 }
 
 absl::Status Main(int argc, char** argv) {
-  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1, {"detach"}));
+  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1, {"detach", "force"}));
   if (args.Bool("version")) {
     std::cout << VersionLine("ferry") << "\n";
     return absl::OkStatus();

@@ -21,6 +21,8 @@ std::string PhaseName(ferry::v1::MigrationPhase p) { return api::Spelling(p); }
 
 namespace {
 
+constexpr absl::Duration kWatchReconnectFor = absl::Seconds(60);
+
 // The terminal's width in columns (80 when it does not say).
 size_t TerminalWidth(FILE* out) {
   winsize ws{};
@@ -67,7 +69,9 @@ JsonObject MigrationJson(const ferry::v1::MigrationResource& m) {
       .Add("faults", p.faults())
       .Add("faults_per_sec", p.faults_per_sec())
       .Add("downtime_ms", p.downtime_ms())
-      .Add("fault_p99_us", p.fault_p99_us());
+      .Add("fault_p99_us", p.fault_p99_us())
+      .Add("reconnects", static_cast<uint64_t>(p.reconnects()))
+      .Add("paused_reason", p.paused_reason());
   JsonObject o;
   o.Add("id", m.id())
       .Add("request_id", m.request_id())
@@ -96,6 +100,11 @@ std::string ProgressLine(const ferry::v1::MigrationResource& m) {
   else
     line += "          ";
   absl::StrAppendFormat(&line, " %5.1f%%  %6.2f Gbit/s", p.percent(), p.bandwidth_bps() * 8 / 1e9);
+  if (m.phase() == ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED) {
+    absl::StrAppendFormat(&line, "  missing %7d  reconnecting: %s", p.pages_remaining(),
+                          p.paused_reason());
+    return line;
+  }
   const bool running = m.phase() == ferry::v1::MIGRATION_PHASE_PRECOPY ||
                        m.phase() == ferry::v1::MIGRATION_PHASE_POSTCOPY;
   if (running)
@@ -107,56 +116,75 @@ std::string ProgressLine(const ferry::v1::MigrationResource& m) {
     absl::StrAppendFormat(&line, "  missing %7d  faults %6.0f/s  fault p99 %6.1f us",
                           p.pages_remaining(), p.faults_per_sec(), p.fault_p99_us());
   }
+  if (p.reconnects() > 0) absl::StrAppendFormat(&line, "  reconnects %d", p.reconnects());
   return line;
 }
 
 absl::StatusOr<ferry::v1::MigrationResource> Follow(ferry::v1::Control::Stub& stub,
                                                     const std::string& address,
-                                                    const std::string& id, bool json,
-                                                    FILE* out) {
+                                                    const std::string& id, bool json, FILE* out) {
   const bool tty = isatty(fileno(out));
-  grpc::ClientContext ctx;
   ferry::v1::WatchMigrationRequest r;
   r.set_id(id);
   r.set_interval_ms(tty ? 100 : 250);
-  auto reader = stub.WatchMigration(&ctx, r);
   ferry::v1::MigrationResource m, last;
   bool any = false;
   ferry::v1::MigrationPhase printed_phase = ferry::v1::MIGRATION_PHASE_UNSPECIFIED;
   int64_t last_plain_ms = -1000;
-  while (reader->Read(&m)) {
-    any = true;
-    last = m;
-    if (json) continue;
-    if (tty) {
-      // One live line, cut to the terminal's width (a line that wrapped
-      // would leave a new line behind at every update).
-      std::string line = ProgressLine(m);
-      const size_t width = TerminalWidth(out);
-      if (line.size() >= width) line.resize(width - 1);
-      std::fprintf(out, "\r\033[K%s", line.c_str());
-      std::fflush(out);
-    } else if (m.phase() != printed_phase ||
-               (!Terminal(m.phase()) && m.progress().elapsed_ms() - last_plain_ms >= 1000)) {
-      // A line at each phase change and every second; the end once.
-      // Plain lines, each written out at once (logs and CI read them live).
-      std::fprintf(out, "%s\n", ProgressLine(m).c_str());
-      std::fflush(out);
-      printed_phase = m.phase();
-      last_plain_ms = static_cast<int64_t>(m.progress().elapsed_ms());
+  // The watch stream is only a view: when it breaks (the network, the
+  // agent's connection) it is opened again, with backoff, for up to
+  // kWatchReconnectFor without a message; the migration goes on regardless.
+  absl::Time last_heard = absl::Now();
+  absl::Duration backoff = absl::Milliseconds(200);
+  grpc::Status s;
+  for (;;) {
+    grpc::ClientContext ctx;
+    auto reader = stub.WatchMigration(&ctx, r);
+    while (reader->Read(&m)) {
+      last_heard = absl::Now();
+      backoff = absl::Milliseconds(200);
+      any = true;
+      last = m;
+      if (json) continue;
+      if (tty) {
+        // One live line, cut to the terminal's width (a line that wrapped
+        // would leave a new line behind at every update).
+        std::string line = ProgressLine(m);
+        const size_t width = TerminalWidth(out);
+        if (line.size() >= width) line.resize(width - 1);
+        std::fprintf(out, "\r\033[K%s", line.c_str());
+        std::fflush(out);
+      } else if (m.phase() != printed_phase ||
+                 (!Terminal(m.phase()) && m.progress().elapsed_ms() - last_plain_ms >= 1000)) {
+        // A line at each phase change and every second; the end once.
+        // Plain lines, each written out at once (logs and CI read them live).
+        std::fprintf(out, "%s\n", ProgressLine(m).c_str());
+        std::fflush(out);
+        printed_phase = m.phase();
+        last_plain_ms = static_cast<int64_t>(m.progress().elapsed_ms());
+      }
     }
+    s = reader->Finish();
+    if (any && Terminal(last.phase())) break;
+    const bool transient = s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                           s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+                           s.error_code() == grpc::StatusCode::INTERNAL || (s.ok() && any);
+    if (!transient || absl::Now() - last_heard > kWatchReconnectFor) break;
+    std::fprintf(stderr, "%sferry: the progress stream from %s broke (%s); reconnecting\n",
+                 tty ? "\n" : "", address.c_str(), s.ok() ? "closed" : s.error_message().c_str());
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(2));
   }
   if (tty && !json) std::fprintf(out, "\n");
-  grpc::Status s = reader->Finish();
-  if (!s.ok()) return CallError(s, "watch migration " + id, address);
+  if (!s.ok() && !(any && Terminal(last.phase())))
+    return CallError(s, "watch migration " + id, address);
   if (!any || !Terminal(last.phase()))
-    return absl::UnavailableError(absl::StrCat(
-        "lost the migration's progress stream from ", address, " before it ended"));
+    return absl::UnavailableError(
+        absl::StrCat("lost the migration's progress stream from ", address, " before it ended"));
   if (json) {
     std::fprintf(out, "%s\n", MigrationJson(last).ToString().c_str());
   } else {
-    std::fprintf(out, "%s",
-                 api::FromProto(last.report(), last.id()).ToText().c_str());
+    std::fprintf(out, "%s", api::FromProto(last.report(), last.id()).ToText().c_str());
   }
   return last;
 }
@@ -227,7 +255,7 @@ class InterruptToCancel {
   std::thread thread_;
 };
 
-}  // namespace
+} // namespace
 
 absl::Status OutcomeStatus(const ferry::v1::MigrationResource& done) {
   if (done.phase() == ferry::v1::MIGRATION_PHASE_COMPLETED) return absl::OkStatus();
@@ -283,6 +311,8 @@ absl::Status MigrateCommand(Args& args) {
   if (streams < 0 || streams > 8)
     return absl::InvalidArgumentError("--streams must be 1 to 8 (0: one per four cores)");
   r.set_streams(static_cast<uint32_t>(streams));
+  ASSIGN_OR_RETURN(int64_t recovery, args.Int("recovery-timeout-ms", api::kDefaultRecoveryTimeoutMs));
+  r.set_recovery_timeout_ms(recovery);
   const bool json = args.Bool("json");
   const bool detach = args.Bool("detach");
   ASSIGN_OR_RETURN(ConnectOptions co, ParseConnectOptions(args));
@@ -317,7 +347,7 @@ absl::Status MigrationCommand(Args& args) {
   const bool json = args.Bool("json");
   if (args.positional().size() < 2)
     return absl::InvalidArgumentError(
-        "usage: ferry migration list|get|watch|cancel [ID] (see ferry help migration)");
+        "usage: ferry migration list|get|watch|cancel|recover [ID] (see ferry help migration)");
   const std::string verb = args.positional()[1];
   if (verb == "list") {
     RETURN_IF_ERROR(args.Finish(2, "ferry migration list"));
@@ -337,9 +367,10 @@ absl::Status MigrationCommand(Args& args) {
     }
     return absl::OkStatus();
   }
-  if (verb != "get" && verb != "watch" && verb != "cancel")
+  if (verb != "get" && verb != "watch" && verb != "cancel" && verb != "recover")
     return absl::InvalidArgumentError(absl::StrFormat(
-        "unknown migration command '%s' (list, get, watch, cancel; see ferry help migration)",
+        "unknown migration command '%s' (list, get, watch, cancel, recover; see ferry help "
+        "migration)",
         verb));
   if (args.positional().size() < 3)
     return absl::InvalidArgumentError(
@@ -347,6 +378,7 @@ absl::Status MigrationCommand(Args& args) {
                         "--agent SOURCE)",
                         verb, verb));
   const std::string id = args.positional()[2];
+  const std::string to = verb == "recover" ? args.String("to", "") : "";
   RETURN_IF_ERROR(args.Finish(
       3, absl::StrFormat("ferry migration %s ID --agent SOURCE", verb)));
   ASSIGN_OR_RETURN(auto stub, Connect(address, co));
@@ -365,6 +397,11 @@ absl::Status MigrationCommand(Args& args) {
     ferry::v1::CancelMigrationRequest r;
     r.set_id(id);
     s = stub->CancelMigration(&ctx, r, &out);
+  } else if (verb == "recover") {
+    ferry::v1::RecoverMigrationRequest r;
+    r.set_id(id);
+    r.set_destination(to);
+    s = stub->RecoverMigration(&ctx, r, &out);
   } else {
     return absl::InvalidArgumentError(
         absl::StrFormat("unknown migration command '%s' (list, get, watch, cancel)", verb));

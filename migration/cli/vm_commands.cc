@@ -108,6 +108,20 @@ absl::Status VmCommand(Args& args) {
     else PrintVmTable({out.vms().begin(), out.vms().end()});
     return absl::OkStatus();
   }
+  if (verb == "resume") {
+    ASSIGN_OR_RETURN(std::string name, Name(args, verb.c_str()));
+    ferry::v1::ResumeVmRequest r;
+    r.set_name(name);
+    r.set_force(args.Bool("force"));
+    RETURN_IF_ERROR(args.Finish());
+    ASSIGN_OR_RETURN(auto stub, Connect(address, co));
+    ferry::v1::Vm vm;
+    grpc::Status s = stub->ResumeVm(&ctx, r, &vm);
+    if (!s.ok()) return CallError(s, "resume VM " + name, address);
+    if (json) std::printf("%s\n", ToJson(vm).c_str());
+    else PrintVmTable({vm});
+    return absl::OkStatus();
+  }
   if (verb == "get" || verb == "delete") {
     ASSIGN_OR_RETURN(std::string name, Name(args, verb.c_str()));
     RETURN_IF_ERROR(args.Finish());

@@ -333,9 +333,15 @@ absl::StatusOr<vmm::FetchedPage> RemotePageSource::Fetch(uint64_t gpa,
 }
 
 bool RemotePageSource::RetryAfter(const absl::Status& status, int64_t* backoff_ns) {
-  const bool broken = status.code() == absl::StatusCode::kUnavailable ||
-                      status.code() == absl::StatusCode::kDeadlineExceeded;
-  if (!broken || closed_.load()) return false;
+  // The page server's refusals are final; anything else (a reset, a
+  // deadline, a garbled reply, no fds for a new lane) is the channel's.
+  const absl::StatusCode c = status.code();
+  const bool refused = c == absl::StatusCode::kOutOfRange ||
+                       c == absl::StatusCode::kFailedPrecondition ||
+                       c == absl::StatusCode::kNotFound ||
+                       c == absl::StatusCode::kPermissionDenied ||
+                       c == absl::StatusCode::kUnauthenticated;
+  if (refused || closed_.load()) return false;
   retries_.fetch_add(1, std::memory_order_relaxed);
   if (closed_note_.WaitForNotificationWithTimeout(absl::Nanoseconds(*backoff_ns))) return false;
   *backoff_ns = std::min<int64_t>(*backoff_ns * 2, options_.retry_max_backoff_ns);

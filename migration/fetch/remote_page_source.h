@@ -20,9 +20,10 @@
 //
 // Failures: a broken lane is dropped and the fetch retried on a new one
 // (backoff 1 ms doubling to `retry_max_backoff_ns`) for as long as the
-// channel is broken (Unavailable, or DeadlineExceeded after
-// `request_timeout`); the server's refusals fail at once (OutOfRange,
-// FailedPrecondition for "not in postcopy yet", NotFound, PermissionDenied).
+// channel is broken (any error but a refusal: a reset, DeadlineExceeded
+// after `request_timeout`, a garbled reply); the server's refusals fail at
+// once (OutOfRange, FailedPrecondition for "not in postcopy yet", NotFound,
+// PermissionDenied, Unauthenticated).
 // Close() (the migration failed) ends every retry: waiting and later
 // fetches fail with Unavailable.
 //
@@ -51,7 +52,9 @@ struct FetcherOptions {
   Secret secret{};
   uint32_t page_size = 4096;
   int connect_timeout_ms = 5000;
-  int64_t request_timeout_ns = 30'000'000'000;
+  // A request unanswered this long means a dead or stopped page server
+  // (TCP alone would not tell): the lane is dropped and the fetch retried.
+  int64_t request_timeout_ns = 5'000'000'000;
   // A fetch that fails because the channel broke (Unavailable, a deadline)
   // is retried on a new connection, with backoff from 1 ms up to this, until
   // it succeeds or Close() (the migration failed): a vCPU never fails on a

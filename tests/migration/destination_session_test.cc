@@ -464,5 +464,138 @@ TEST(DestinationCompletion, AVcpuThatFailedIsNeverACompletedMigration) {
   EXPECT_TRUE(error);
 }
 
+// Postcopy recovery at the destination: a lost stream after switchover
+// pauses the migration (the VM runs on); a Reconnect with the wrong token
+// is refused; the right one gets the present bitmap and the migration
+// completes on the new stream; the old stream is ignored from then on; a
+// late Reconnect after completion is told Completed.
+class DestinationRecovery : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_OK_AND_ASSIGN(page_server_, fetch::PageServer::Start("127.0.0.1:0"));
+    ASSERT_OK_AND_ASSIGN(source_, vmm::Vm::Create(Vm()));
+    ASSERT_OK(source_->LoadInitialMemory());
+    served_ = std::make_shared<fetch::ServedMigration>("m1", TestSecret(), &source_->memory(),
+                                                       nullptr);
+    served_->EnableServing();
+    page_server_->Register(served_);
+  }
+  void TearDown() override { page_server_->Unregister("m1"); }
+
+  // Hello and Switchover (postcopy) on `sink`.
+  void SwitchOver(DestinationSession& session) {
+    SourceMessage hello = HelloMessage();
+    hello.mutable_hello()->set_fetch_address(absl::StrCat("127.0.0.1:", page_server_->port()));
+    ASSERT_TRUE(session.OnReceive(Split(Control(hello), 1 << 20)));
+    ASSERT_OK_AND_ASSIGN(std::vector<std::string> states, source_->SaveVcpuStates());
+    SourceMessage sw;
+    for (std::string& st : states) sw.mutable_switchover()->add_vcpu_states(st);
+    sw.mutable_switchover()->set_postcopy(true);
+    sw.mutable_switchover()->set_pages_remaining(256);
+    ASSERT_TRUE(session.OnReceive(Split(Control(sw), 1 << 20)));
+  }
+
+  ferry::v1::Reconnect ReconnectMessage(const std::string& token) {
+    ferry::v1::Reconnect r;
+    r.set_protocol_version(kProtocolVersion);
+    r.set_migration_id("m1");
+    r.set_auth_token(token);
+    r.set_attempt(1);
+    return r;
+  }
+
+  std::unique_ptr<fetch::PageServer> page_server_;
+  std::unique_ptr<vmm::Vm> source_;
+  std::shared_ptr<fetch::ServedMigration> served_;
+};
+
+TEST_F(DestinationRecovery, ALostStreamPausesAndAReconnectResumes) {
+  DestinationOptions options;
+  options.expected_token = "token";
+  std::unique_ptr<vmm::Vm> adopted;
+  options.adopt = [&](const std::string&, const std::string&, std::unique_ptr<vmm::Vm> vm) {
+    adopted = std::move(vm);
+  };
+  RecordingSink first, intruder, second, late;
+  DestinationSession session(options, &first);
+  SwitchOver(session);
+  EXPECT_FALSE(session.OnStreamLost(&first)) << "the caller finishes the broken stream";
+  EXPECT_EQ(session.state(), DestinationState::kPostcopyPaused);
+  ASSERT_NE(session.vm(), nullptr) << "the VM runs on while paused";
+  EXPECT_EQ(first.finished, 0);
+
+  EXPECT_FALSE(session.Reconnect(&intruder, ReconnectMessage("wrong")));
+  ASSERT_EQ(intruder.written.size(), 1u);
+  EXPECT_EQ(intruder.written[0].error().code(), static_cast<int>(absl::StatusCode::kUnauthenticated));
+  EXPECT_EQ(session.state(), DestinationState::kPostcopyPaused);
+
+  ASSERT_TRUE(session.Reconnect(&second, ReconnectMessage("token")));
+  EXPECT_EQ(session.state(), DestinationState::kPostcopy);
+  ASSERT_FALSE(second.written.empty());
+  ASSERT_TRUE(second.written[0].has_recovered());
+  EXPECT_EQ(second.written[0].recovered().present().size(), 256u / 8);
+
+  // Whatever the old stream still delivers is ignored.
+  std::vector<uint64_t> all(256);
+  for (uint64_t p = 0; p < 256; ++p) all[p] = p;
+  const std::string wire =
+      EncodePageFrame(source_->memory(), all, FramePhase::kPostcopy, 0, [](uint64_t, bool) {})
+          .Flatten();
+  EXPECT_FALSE(session.OnReceive(Split(wire, 4096), &first));
+  EXPECT_FALSE(session.OnStreamLost(&first));
+  EXPECT_EQ(session.state(), DestinationState::kPostcopy);
+
+  ASSERT_TRUE(session.OnReceive(Split(wire, 4096), &second));
+  SourceMessage complete;
+  complete.mutable_complete()->set_pages_pushed(256);
+  EXPECT_FALSE(session.OnReceive(Split(Control(complete), 100), &second));
+  ASSERT_OK(session.Wait());
+  ASSERT_NE(adopted, nullptr);
+  bool completed = false;
+  for (const auto& m : second.written) completed |= m.has_completed();
+  EXPECT_TRUE(completed);
+  ASSERT_OK(adopted->Pause());
+  ASSERT_OK_AND_ASSIGN(vmm::MemoryDigest got, adopted->Digest());
+  EXPECT_EQ(got.page_hashes.size(), 256u) << "nothing missing";
+
+  EXPECT_FALSE(session.Reconnect(&late, ReconnectMessage("token")));
+  ASSERT_EQ(late.written.size(), 1u);
+  EXPECT_TRUE(late.written[0].has_completed()) << "a late reconnection hears it completed";
+}
+
+TEST_F(DestinationRecovery, NoReconnectWithinTheTimeoutFailsAndKeepsNothing) {
+  DestinationOptions options;
+  options.expected_token = "token";
+  options.recovery_timeout = absl::Milliseconds(200);
+  RecordingSink first, late;
+  DestinationSession session(options, &first);
+  SwitchOver(session);
+  EXPECT_FALSE(session.OnStreamLost(&first));
+  EXPECT_THAT(session.Wait(), StatusIs(absl::StatusCode::kDeadlineExceeded,
+                                       HasSubstr("did not reconnect within the recovery timeout")));
+  EXPECT_EQ(session.vm(), nullptr);
+  EXPECT_FALSE(session.Reconnect(&late, ReconnectMessage("token")));
+  ASSERT_EQ(late.written.size(), 1u);
+  EXPECT_TRUE(late.written[0].has_error());
+  EXPECT_FALSE(late.written[0].error().never_ran()) << "the VM ran here";
+}
+
+// A Reconnect before the destination resumed the VM (Switchover lost):
+// the half here is dropped and the source is told it never ran.
+TEST_F(DestinationRecovery, AReconnectBeforeSwitchoverSaysTheVmNeverRan) {
+  DestinationOptions options;
+  options.expected_token = "token";
+  RecordingSink first, second;
+  DestinationSession session(options, &first);
+  SourceMessage hello = HelloMessage();
+  hello.mutable_hello()->set_fetch_address(absl::StrCat("127.0.0.1:", page_server_->port()));
+  ASSERT_TRUE(session.OnReceive(Split(Control(hello), 1 << 20)));
+  EXPECT_FALSE(session.Reconnect(&second, ReconnectMessage("token")));
+  ASSERT_FALSE(second.written.empty());
+  EXPECT_TRUE(second.written.back().error().never_ran());
+  EXPECT_EQ(session.state(), DestinationState::kFailed);
+  EXPECT_EQ(session.vm(), nullptr);
+}
+
 }  // namespace
 }  // namespace ferry::migration

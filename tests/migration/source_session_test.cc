@@ -4,6 +4,7 @@
 // Cancel() in each state. The VM and the page server are real.
 #include "migration/source_session.h"
 
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <vector>
@@ -200,11 +201,12 @@ class SourceSessionTest : public ::testing::Test {
     // The link: each page batch takes 10 ms of the fake clock (about
     // 25 MB/s), so the policy sees a bandwidth that small dirty sets fit
     // and 3000 pages do not.
-    destination_ = new ScriptedDestination(
+    ScriptedDestination::Handler wrapped =
         [this, handler = std::move(handler)](const Sent& m, ScriptedDestination* d) {
           if (m.frame) clock_.Advance(10'000'000);
           handler(m, d);
-        });
+        };
+    destination_ = new ScriptedDestination(wrapped);
     SourceConfig config;
     config.options.mode = mode;
     config.options.max_rounds = max_rounds;
@@ -213,8 +215,14 @@ class SourceSessionTest : public ::testing::Test {
     config.fetch_address = "127.0.0.1:1";
     config.clock = &clock_;
     destination_->set_map(&vm_->memory().map());
-    ScriptedDestination* d = destination_;
-    config.open_stream = [d]() -> absl::StatusOr<std::unique_ptr<SourceStream>> {
+    config.options.recovery_timeout_ms = 1000;
+    // The first stream, then (postcopy recovery) a new scripted stream per
+    // reconnection while reconnections_ allows, else a refused connection.
+    config.open_stream = [this, wrapped]() -> absl::StatusOr<std::unique_ptr<SourceStream>> {
+      if (opened_++ == 0) return std::unique_ptr<SourceStream>(destination_);
+      if (!reconnections_) return absl::UnavailableError("scripted: connection refused");
+      auto* d = new ScriptedDestination(wrapped);
+      d->set_map(&vm_->memory().map());
       return std::unique_ptr<SourceStream>(d);
     };
     config.start_dirty_log =
@@ -241,6 +249,8 @@ class SourceSessionTest : public ::testing::Test {
   std::unique_ptr<vmm::Vm> vm_;
   std::unique_ptr<fetch::PageServer> page_server_;
   ScriptedDestination* destination_ = nullptr;  // owned by the session
+  int opened_ = 0;
+  bool reconnections_ = true;
   SourceSession* session_ = nullptr;
 };
 
@@ -390,7 +400,94 @@ TEST_F(SourceSessionTest, AStreamEndingBeforeAcceptFailsCleanly) {
   EXPECT_TRUE(VmRunning());
 }
 
-TEST_F(SourceSessionTest, AStreamEndingAfterSwitchoverKeepsTheSourcePaused) {
+// Postcopy recovery, scripted: the first stream ends once the source sent
+// Switchover; the source reconnects, the destination's present bitmap says
+// pages 0-9 are missing, and the source pushes exactly those again before
+// it completes.
+TEST_F(SourceSessionTest, AStreamEndingAfterSwitchoverIsRecovered) {
+  std::atomic<int> pushed_after{0};
+  std::atomic<bool> reconnected{false};
+  auto s = Session(
+      [&](const Sent& m, ScriptedDestination* d) {
+        if (m.control.has_switchover()) {
+          d->End();
+          return;
+        }
+        if (m.control.has_reconnect()) {
+          EXPECT_EQ(m.control.reconnect().migration_id(), session_->migration_id());
+          EXPECT_EQ(session_->state(), S::kPostcopyPaused);
+          DestinationMessage r;
+          std::string present((kPages + 7) / 8, '\xff');
+          present[0] = 0;
+          present[1] = static_cast<char>(0xfc);  // pages 0-9 missing
+          r.mutable_recovered()->set_present(present);
+          d->Reply(r);
+          reconnected = true;
+          return;
+        }
+        if (m.frame && reconnected) ++pushed_after;
+        ScriptedDestination::Behave(m, d);
+      },
+      MigrationMode::kPostcopy);
+  ASSERT_OK(s->Run());
+  EXPECT_EQ(s->report().outcome, "completed");
+  EXPECT_EQ(s->Progress().reconnects, 1u);
+  EXPECT_GE(pushed_after.load(), 1) << "the missing pages went out again";
+}
+
+TEST_F(SourceSessionTest, AReconnectionRefusedKeepsTheSourcePaused) {
+  auto s = Session(
+      [](const Sent& m, ScriptedDestination* d) {
+        if (m.control.has_switchover()) {
+          d->End();
+          return;
+        }
+        if (m.control.has_reconnect()) {
+          DestinationMessage r;
+          r.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kNotFound));
+          r.mutable_error()->set_message("no migration here");
+          d->Reply(r);
+          return;
+        }
+        ScriptedDestination::Behave(m, d);
+      },
+      MigrationMode::kPostcopy);
+  EXPECT_THAT(s->Run(), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(s->report().outcome, HasSubstr("kept paused with all of its memory"));
+  EXPECT_TRUE(s->kept_paused());
+  EXPECT_TRUE(VmPaused());
+}
+
+// The destination says it never ran the VM (Switchover never reached it):
+// the source resumes its own, and the migration fails cleanly.
+TEST_F(SourceSessionTest, ADestinationThatNeverRanTheVmLetsTheSourceResume) {
+  auto s = Session(
+      [](const Sent& m, ScriptedDestination* d) {
+        if (m.control.has_switchover()) {
+          d->End();
+          return;
+        }
+        if (m.control.has_reconnect()) {
+          DestinationMessage r;
+          r.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kAborted));
+          r.mutable_error()->set_message("the switchover never completed here");
+          r.mutable_error()->set_never_ran(true);
+          d->Reply(r);
+          return;
+        }
+        ScriptedDestination::Behave(m, d);
+      },
+      MigrationMode::kPostcopy);
+  EXPECT_FALSE(s->Run().ok());
+  EXPECT_THAT(s->report().outcome, HasSubstr("the source VM keeps running"));
+  EXPECT_FALSE(s->kept_paused());
+  EXPECT_TRUE(VmRunning());
+}
+
+// No reconnection succeeds within the recovery timeout: a clear failure,
+// and the source keeps its paused VM.
+TEST_F(SourceSessionTest, TheRecoveryTimeoutEndsInAFailureThatKeepsTheMemory) {
+  reconnections_ = false;
   auto s = Session(
       [](const Sent& m, ScriptedDestination* d) {
         if (m.control.has_switchover()) {
@@ -400,7 +497,9 @@ TEST_F(SourceSessionTest, AStreamEndingAfterSwitchoverKeepsTheSourcePaused) {
         ScriptedDestination::Behave(m, d);
       },
       MigrationMode::kPostcopy);
-  EXPECT_THAT(s->Run(), StatusIs(absl::StatusCode::kUnavailable));
+  absl::Status st = s->Run();
+  EXPECT_THAT(st, StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_THAT(st.message(), HasSubstr("recovery timeout"));
   EXPECT_THAT(s->report().outcome, HasSubstr("kept paused with all of its memory"));
   EXPECT_TRUE(VmPaused());
 }

@@ -1,0 +1,344 @@
+// Failure and recovery end to end, with two ferryd processes on loopback:
+// connections cut during postcopy (`ss -K`, the kernel's socket destroy),
+// agents killed with SIGKILL in each phase, a destination that never comes
+// back, and many migrations at once. Every migration that completes is
+// checked by digest against a replay of the guest that never moved.
+//
+// FERRY_CUT_TRIALS sets how many random cuts CutConnectionsAtRandomPoints
+// makes (default 3; the long run, `./dev test-long`, makes 20).
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_matchers.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tests/e2e/agent_harness.h"
+
+namespace ferry::e2e {
+namespace {
+
+using ::testing::HasSubstr;
+using ferry::v1::MigrationResource;
+
+// A port free right now, for an agent's --fetch-listen.
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+int PortOf(const std::string& address) {
+  return std::stoi(address.substr(address.rfind(':') + 1));
+}
+
+class RecoveryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fetch_port_ = FreePort();
+    StartAgents();
+  }
+
+  void StartAgents() {
+    auto a = agent::AgentProcess::Start(
+        Ferryd(), {"--fetch-listen", absl::StrCat("127.0.0.1:", fetch_port_)},
+        TempDir() + "/a.log");
+    ASSERT_TRUE(a.ok()) << a.status();
+    a_ = std::make_unique<agent::AgentProcess>(std::move(*a));
+    sa_ = Stub(a_->address());
+    StartB();
+  }
+
+  void StartB() {
+    auto b = agent::AgentProcess::Start(Ferryd(), {}, TempDir() + "/b.log");
+    ASSERT_TRUE(b.ok()) << b.status();
+    b_ = std::make_unique<agent::AgentProcess>(std::move(*b));
+    sb_ = Stub(b_->address());
+  }
+
+  void Create(ferry::v1::Control::Stub& stub, const ferry::v1::CreateVmRequest& r) {
+    grpc::ClientContext ctx;
+    ferry::v1::Vm vm;
+    grpc::Status s = stub.CreateVm(&ctx, r, &vm);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+
+  MigrationResource Start(const std::string& vm, ferry::v1::MigrationMode mode,
+                          uint64_t bandwidth, int64_t recovery_timeout_ms = 0) {
+    grpc::ClientContext ctx;
+    ferry::v1::StartMigrationRequest r;
+    r.set_vm_name(vm);
+    r.set_destination(b_->address());
+    r.set_mode(mode);
+    r.set_max_bandwidth(bandwidth);
+    r.set_recovery_timeout_ms(recovery_timeout_ms);
+    MigrationResource out;
+    grpc::Status s = sa_->StartMigration(&ctx, r, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out;
+  }
+
+  MigrationResource Get(const std::string& id) {
+    grpc::ClientContext ctx;
+    ferry::v1::GetMigrationRequest r;
+    r.set_id(id);
+    MigrationResource out;
+    grpc::Status s = sa_->GetMigration(&ctx, r, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out;
+  }
+
+  // Polls until the migration reaches `phase` or ended (its report there);
+  // the last state.
+  MigrationResource AwaitPhase(const std::string& id, ferry::v1::MigrationPhase phase,
+                               int timeout_ms = 30000) {
+    MigrationResource m;
+    for (int waited = 0; waited < timeout_ms; waited += 10) {
+      m = Get(id);
+      if (m.phase() == phase) return m;
+      const bool ended = m.phase() == ferry::v1::MIGRATION_PHASE_COMPLETED ||
+                         m.phase() == ferry::v1::MIGRATION_PHASE_FAILED ||
+                         m.phase() == ferry::v1::MIGRATION_PHASE_CANCELLED;
+      if (ended && !m.report().outcome().empty()) return m;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return m;
+  }
+
+  MigrationResource AwaitEnd(const std::string& id, int timeout_ms = 120000) {
+    return AwaitPhase(id, ferry::v1::MIGRATION_PHASE_UNSPECIFIED, timeout_ms);
+  }
+
+  // Destroys every established TCP connection to or from the destination's
+  // gRPC port and the source's fetch port: the migration stream and every
+  // fetch lane break at once.
+  void CutConnections() {
+    const std::string b = absl::StrCat(PortOf(b_->address()));
+    const std::string f = absl::StrCat(fetch_port_);
+    CliResult r = RunCommand({"ss", "-K", "-t", "state", "established", "(", "sport", "=", ":" + b,
+                              "or", "dport", "=", ":" + b, "or", "sport", "=", ":" + f, "or",
+                              "dport", "=", ":" + f, ")"});
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+  }
+
+  grpc::StatusCode GetVm(ferry::v1::Control::Stub& stub, const std::string& name,
+                         ferry::v1::Vm* out = nullptr) {
+    grpc::ClientContext ctx;
+    ferry::v1::GetVmRequest r;
+    r.set_name(name);
+    ferry::v1::Vm vm;
+    grpc::StatusCode code = stub.GetVm(&ctx, r, &vm).error_code();
+    if (out) *out = vm;
+    return code;
+  }
+
+  bool Verify(ferry::v1::Control::Stub& stub, const std::string& name) {
+    grpc::ClientContext ctx;
+    ferry::v1::VerifyVmRequest r;
+    r.set_name(name);
+    ferry::v1::VerifyVmResponse out;
+    grpc::Status s = stub.VerifyVm(&ctx, r, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return s.ok() && out.match();
+  }
+
+  int fetch_port_ = 0;
+  std::unique_ptr<agent::AgentProcess> a_, b_;
+  std::unique_ptr<ferry::v1::Control::Stub> sa_, sb_;
+};
+
+// The headline: a network failure after switchover pauses the migration;
+// both agents keep the VM, the source reconnects, and the migration
+// completes with the right memory.
+TEST_F(RecoveryTest, CutConnectionsAtRandomPoints) {
+  const char* env = std::getenv("FERRY_CUT_TRIALS");
+  const int trials = env ? std::atoi(env) : 3;
+  std::mt19937 rng(std::random_device{}());
+  for (int t = 0; t < trials; ++t) {
+    SCOPED_TRACE(absl::StrCat("trial ", t));
+    const std::string name = absl::StrCat("cut-", t);
+    // 48 MiB at 16 MiB/s: about 2 s of postcopy push.
+    Create(*sa_, VmRequest(name, t % 2 ? "uniform" : "zipf", 48ull << 20));
+    const MigrationResource m =
+        Start(name, t % 3 == 2 ? ferry::v1::MIGRATION_MODE_HYBRID : ferry::v1::MIGRATION_MODE_POSTCOPY,
+              16ull << 20);
+    const MigrationResource at =
+        AwaitPhase(m.id(), ferry::v1::MIGRATION_PHASE_POSTCOPY, 60000);
+    ASSERT_EQ(at.phase(), ferry::v1::MIGRATION_PHASE_POSTCOPY) << at.error();
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 1500)(rng)));
+    const bool in_postcopy = Get(m.id()).phase() == ferry::v1::MIGRATION_PHASE_POSTCOPY;
+    CutConnections();
+    const MigrationResource done = AwaitEnd(m.id());
+    ASSERT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << done.error();
+    if (in_postcopy) {
+      EXPECT_GE(done.progress().reconnects(), 1u);
+    }
+    EXPECT_EQ(GetVm(*sa_, name), grpc::StatusCode::NOT_FOUND);
+    EXPECT_TRUE(Verify(*sb_, name)) << "digest after a cut in postcopy";
+  }
+}
+
+// Forcing a reconnection (`ferry migration recover`) works while the
+// stream looks healthy too, and the migration completes.
+TEST_F(RecoveryTest, RecoverOnDemand) {
+  Create(*sa_, VmRequest("forced", "zipf", 48ull << 20));
+  const MigrationResource m = Start("forced", ferry::v1::MIGRATION_MODE_POSTCOPY, 16ull << 20);
+  ASSERT_EQ(AwaitPhase(m.id(), ferry::v1::MIGRATION_PHASE_POSTCOPY).phase(),
+            ferry::v1::MIGRATION_PHASE_POSTCOPY);
+  CliResult r = RunCli({"migration", "recover", m.id(), "--agent", a_->address(), "--to",
+                        b_->address()});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  const MigrationResource done = AwaitEnd(m.id());
+  ASSERT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << done.error();
+  EXPECT_GE(done.progress().reconnects(), 1u);
+  EXPECT_TRUE(Verify(*sb_, "forced"));
+  // Before switchover there is nothing to recover.
+  Create(*sa_, VmRequest("early", "dirty-rate", 64ull << 20));
+  const MigrationResource e = Start("early", ferry::v1::MIGRATION_MODE_PRECOPY, 4ull << 20);
+  r = RunCli({"migration", "recover", e.id(), "--agent", a_->address()});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.out, HasSubstr("only a migration after switchover can be recovered"));
+}
+
+// The destination agent dies after switchover and never comes back: the
+// source gives up after the recovery timeout, reports the failure, and
+// keeps its paused VM with all of its memory; it is not migrated again by
+// mistake, and resumes only when forced.
+TEST_F(RecoveryTest, DestinationLostAfterSwitchover) {
+  Create(*sa_, VmRequest("orphan", "zipf", 48ull << 20));
+  const MigrationResource m =
+      Start("orphan", ferry::v1::MIGRATION_MODE_POSTCOPY, 4ull << 20, /*recovery_timeout_ms=*/2000);
+  ASSERT_EQ(AwaitPhase(m.id(), ferry::v1::MIGRATION_PHASE_POSTCOPY).phase(),
+            ferry::v1::MIGRATION_PHASE_POSTCOPY);
+  kill(b_->pid(), SIGKILL);
+  EXPECT_EQ(AwaitPhase(m.id(), ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED, 20000).phase(),
+            ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED);
+  const MigrationResource done = AwaitEnd(m.id(), 60000);
+  ASSERT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_FAILED);
+  EXPECT_THAT(done.error(), HasSubstr("recovery timeout"));
+  EXPECT_THAT(done.report().outcome(), HasSubstr("kept paused with all of its memory"));
+  ferry::v1::Vm vm;
+  ASSERT_EQ(GetVm(*sa_, "orphan", &vm), grpc::StatusCode::OK) << "the source keeps it";
+  EXPECT_EQ(vm.state(), ferry::v1::VM_STATE_PAUSED);
+  EXPECT_EQ(vm.held_by(), m.id());
+  // Not offered for migration again, and not resumed without --force.
+  StartB();
+  {
+    grpc::ClientContext ctx;
+    ferry::v1::StartMigrationRequest r;
+    r.set_vm_name("orphan");
+    r.set_destination(b_->address());
+    MigrationResource out;
+    grpc::Status s = sa_->StartMigration(&ctx, r, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_THAT(s.error_message(), HasSubstr("held paused by migration"));
+  }
+  CliResult r = RunCli({"vm", "resume", "orphan", "--agent", a_->address()});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.out, HasSubstr("--force"));
+  // A paused VM can still be checked as it is.
+  EXPECT_TRUE(Verify(*sa_, "orphan"));
+  r = RunCli({"vm", "resume", "orphan", "--force", "--agent", a_->address()});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  ASSERT_EQ(GetVm(*sa_, "orphan", &vm), grpc::StatusCode::OK);
+  EXPECT_EQ(vm.state(), ferry::v1::VM_STATE_RUNNING);
+  EXPECT_TRUE(vm.held_by().empty());
+}
+
+// SIGKILL of the destination agent before switchover: the migration fails
+// and the source VM runs on, intact.
+TEST_F(RecoveryTest, DestinationKilledBeforeSwitchover) {
+  Create(*sa_, VmRequest("stay", "dirty-rate", 64ull << 20));
+  const MigrationResource m = Start("stay", ferry::v1::MIGRATION_MODE_PRECOPY, 4ull << 20);
+  ASSERT_EQ(AwaitPhase(m.id(), ferry::v1::MIGRATION_PHASE_PRECOPY).phase(),
+            ferry::v1::MIGRATION_PHASE_PRECOPY);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  kill(b_->pid(), SIGKILL);
+  const MigrationResource done = AwaitEnd(m.id(), 30000);
+  EXPECT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_FAILED);
+  EXPECT_THAT(done.report().outcome(), HasSubstr("the source VM keeps running"));
+  ferry::v1::Vm vm;
+  ASSERT_EQ(GetVm(*sa_, "stay", &vm), grpc::StatusCode::OK);
+  EXPECT_EQ(vm.state(), ferry::v1::VM_STATE_RUNNING);
+  EXPECT_TRUE(Verify(*sa_, "stay"));
+}
+
+// SIGKILL of the source agent before switchover: the destination discards
+// its half (no VM, no incoming migration) within seconds.
+TEST_F(RecoveryTest, SourceKilledBeforeSwitchover) {
+  Create(*sa_, VmRequest("half", "dirty-rate", 64ull << 20));
+  const MigrationResource m = Start("half", ferry::v1::MIGRATION_MODE_PRECOPY, 4ull << 20);
+  ASSERT_EQ(AwaitPhase(m.id(), ferry::v1::MIGRATION_PHASE_PRECOPY).phase(),
+            ferry::v1::MIGRATION_PHASE_PRECOPY);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  kill(a_->pid(), SIGKILL);
+  bool empty = false;
+  for (int i = 0; i < 200 && !empty; ++i) {
+    grpc::ClientContext ctx;
+    ferry::v1::ListVmsResponse vms;
+    ASSERT_TRUE(sb_->ListVms(&ctx, {}, &vms).ok());
+    grpc::ClientContext ctx2;
+    ferry::v1::ListMigrationsResponse ms;
+    ASSERT_TRUE(sb_->ListMigrations(&ctx2, {}, &ms).ok());
+    empty = vms.vms_size() == 0 && ms.migrations_size() == 0;
+    if (!empty) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(empty) << "the destination still holds part of the VM";
+  // And it takes migrations again.
+  a_.reset();
+  StartAgents();
+  Create(*sa_, VmRequest("half", "zipf", 32ull << 20));
+  const MigrationResource again = Start("half", ferry::v1::MIGRATION_MODE_HYBRID, 0);
+  EXPECT_EQ(AwaitEnd(again.id()).phase(), ferry::v1::MIGRATION_PHASE_COMPLETED);
+}
+
+// Eight migrations at once between the same two agents: all complete, all
+// digests match.
+TEST_F(RecoveryTest, EightConcurrentMigrations) {
+  a_.reset();
+  auto a = agent::AgentProcess::Start(
+      Ferryd(), {"--fetch-listen", absl::StrCat("127.0.0.1:", fetch_port_), "--max-migrations", "8"},
+      TempDir() + "/a8.log");
+  ASSERT_TRUE(a.ok()) << a.status();
+  a_ = std::make_unique<agent::AgentProcess>(std::move(*a));
+  sa_ = Stub(a_->address());
+  // Each workload with a mode that suits it (a guest writing faster than
+  // the link cannot precopy), finite so that the replays stay short.
+  struct Kind {
+    const char* workload;
+    ferry::v1::MigrationMode mode;
+  } kinds[] = {{"zipf", ferry::v1::MIGRATION_MODE_HYBRID},
+               {"uniform", ferry::v1::MIGRATION_MODE_POSTCOPY},
+               {"dirty-rate", ferry::v1::MIGRATION_MODE_HYBRID},
+               {"sequential", ferry::v1::MIGRATION_MODE_POSTCOPY}};
+  std::vector<std::string> ids;
+  for (int i = 0; i < 8; ++i) {
+    const std::string name = absl::StrCat("many-", i);
+    const Kind& k = kinds[i % 4];
+    const bool paced = std::string(k.workload) == "dirty-rate";
+    Create(*sa_, VmRequest(name, k.workload, 32ull << 20, paced ? 0 : 20'000'000));
+    ids.push_back(Start(name, k.mode, 0).id());
+  }
+  for (int i = 0; i < 8; ++i) {
+    const MigrationResource done = AwaitEnd(ids[i]);
+    EXPECT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << i << ": " << done.error();
+  }
+  for (int i = 0; i < 8; ++i) EXPECT_TRUE(Verify(*sb_, absl::StrCat("many-", i))) << i;
+}
+
+}  // namespace
+}  // namespace ferry::e2e
