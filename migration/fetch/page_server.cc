@@ -10,6 +10,7 @@
 #include <iostream>
 
 #include "absl/strings/str_format.h"
+#include "base/clock.h"
 #include "base/errno_status.h"
 #include "base/net.h"
 #include "base/status_macros.h"
@@ -22,6 +23,19 @@ namespace {
 
 constexpr unsigned kRingDepth = 256;
 constexpr size_t kRecvBuffer = 64 * kRequestSize;
+// Limits (docs/security.md): connections at once (past it a new one is
+// closed at accept), the time a connection has to finish its handshake,
+// and the replies queued on one connection (past it the server stops
+// reading its requests until the peer reads replies: a client that sends
+// and never reads costs at most this much memory).
+constexpr size_t kMaxConnections = 1024;
+constexpr int64_t kHandshakeTimeoutNs = 5'000'000'000;
+constexpr size_t kMaxQueuedReplyBytes = 4 << 20;
+// The loop wakes at least this often to enforce the timeouts.
+constexpr int64_t kTickNs = 250'000'000;
+// After an accept error (e.g. no file descriptors left) accepting pauses
+// this long instead of spinning.
+constexpr int64_t kAcceptBackoffNs = 100'000'000;
 enum Op : uint64_t { kAccept = 1, kRecv = 2, kSend = 3, kStop = 4 };
 uint64_t Tag(uint64_t conn, Op op) { return (conn << 4) | op; }
 
@@ -96,6 +110,8 @@ struct PageServer::Conn {
   int in_flight = 0;
   bool recv_posted = false;
   bool send_posted = false;
+  int64_t accepted_ns = 0;
+  size_t queued() const { return pending.size() + (sending.size() - send_pos); }
 };
 
 absl::StatusOr<std::unique_ptr<PageServer>> PageServer::Start(absl::string_view address) {
@@ -153,8 +169,8 @@ std::shared_ptr<ServedMigration> PageServer::Find(const std::string& id) {
 }
 
 PageServerStats PageServer::Stats() const {
-  return {connections_.load(), handshakes_failed_.load(), requests_.load(),
-          malformed_.load()};
+  return {connections_.load(), handshakes_failed_.load(), requests_.load(), malformed_.load(),
+          refused_.load()};
 }
 
 void PageServer::Loop() {
@@ -190,6 +206,9 @@ absl::Status PageServer::Run() {
 
   auto post_recv = [&](Conn& c) -> absl::Status {
     if (c.recv_posted || c.closing) return absl::OkStatus();
+    // Backpressure: no more requests while the peer leaves replies unread.
+    if (c.queued() >= kMaxQueuedReplyBytes) return absl::OkStatus();
+    if (c.hello_done && c.in_len == c.in.size()) return absl::OkStatus();
     size_t want = c.hello_done ? c.in.size() - c.in_len : kClientHelloSize - c.in_len;
     RETURN_IF_ERROR(ring->PrepareRecv(c.fd.get(), c.in.data() + c.in_len, want,
                                       Tag(c.id, kRecv)));
@@ -247,7 +266,7 @@ absl::Status PageServer::Run() {
   };
   auto handle_requests = [&](Conn& c) {
     size_t at = 0;
-    while (c.in_len - at >= kRequestSize) {
+    while (c.in_len - at >= kRequestSize && c.queued() < kMaxQueuedReplyBytes) {
       auto req = DecodeRequest(absl::MakeConstSpan(c.in.data() + at, kRequestSize));
       at += kRequestSize;
       if (!req.ok()) {
@@ -263,8 +282,35 @@ absl::Status PageServer::Run() {
   };
 
   bool stopping = false;
+  bool accept_armed = true;
+  int64_t accept_resume_ns = 0;
+  int64_t next_tick_ns = MonotonicNowNanos() + kTickNs;
+  // Every tick: handshakes that took too long and connections of
+  // migrations no longer served are closed; a paused accept is re-armed.
+  auto tick = [&]() -> absl::Status {
+    const int64_t now = MonotonicNowNanos();
+    if (now < next_tick_ns) return absl::OkStatus();
+    next_tick_ns = now + kTickNs;
+    for (auto it = conns.begin(); it != conns.end();) {
+      Conn& c = *it->second;
+      const bool stale_handshake = !c.hello_done && now - c.accepted_ns > kHandshakeTimeoutNs;
+      const bool gone = c.migration != nullptr && c.migration->closed();
+      if ((stale_handshake || gone) && !c.aborted) {
+        if (stale_handshake) handshakes_failed_.fetch_add(1);
+        abort_conn(c);
+      }
+      it = c.aborted && c.in_flight == 0 ? conns.erase(it) : std::next(it);
+    }
+    if (!accept_armed && !stopping && now >= accept_resume_ns) {
+      RETURN_IF_ERROR(ring->PrepareAccept(listener_.get(), Tag(0, kAccept)));
+      accept_armed = true;
+    }
+    return absl::OkStatus();
+  };
   while (!stopping || !conns.empty()) {
-    RETURN_IF_ERROR(ring->SubmitAndWait(1));
+    absl::Status waited = ring->SubmitAndWait(1, kTickNs);
+    if (!waited.ok() && !absl::IsDeadlineExceeded(waited)) return waited;
+    RETURN_IF_ERROR(tick());
     sys::IoCompletion cqe;
     while (ring->PopCompletion(&cqe)) {
       const uint64_t conn_id = cqe.tag >> 4;
@@ -278,10 +324,15 @@ absl::Status PageServer::Run() {
         continue;
       }
       if (op == kAccept) {
-        if (cqe.result >= 0 && !stopping) {
+        accept_armed = false;
+        if (cqe.result >= 0 && !stopping && conns.size() >= kMaxConnections) {
+          close(cqe.result);  // at the limit: refused at once
+          refused_.fetch_add(1);
+        } else if (cqe.result >= 0 && !stopping) {
           auto c = std::make_unique<Conn>();
           c->id = next_conn++;
           c->fd.Reset(cqe.result);
+          c->accepted_ns = MonotonicNowNanos();
           int one = 1;
           setsockopt(c->fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
           RETURN_IF_ERROR(RandomBytes(absl::MakeSpan(c->nonce)));
@@ -295,8 +346,13 @@ absl::Status PageServer::Run() {
         } else if (cqe.result >= 0) {
           close(cqe.result);
         }
-        if (!stopping)
+        if (cqe.result < 0 && !stopping) {
+          // EMFILE and the like: try again after a pause, not at once.
+          accept_resume_ns = MonotonicNowNanos() + kAcceptBackoffNs;
+        } else if (!stopping) {
           RETURN_IF_ERROR(ring->PrepareAccept(listener_.get(), Tag(0, kAccept)));
+          accept_armed = true;
+        }
         continue;
       }
       auto it = conns.find(conn_id);
@@ -321,6 +377,9 @@ absl::Status PageServer::Run() {
           abort_conn(c);
         } else {
           c.send_pos += cqe.result;
+          // Replies drained: requests left waiting in the buffer go on.
+          if (c.hello_done && !c.closing && c.queued() < kMaxQueuedReplyBytes)
+            handle_requests(c);
         }
       }
       if (!c.aborted) RETURN_IF_ERROR(flush(c));

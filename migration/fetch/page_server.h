@@ -12,6 +12,12 @@
 // gets NotReady; a malformed frame closes the connection. Serving never
 // writes guest memory.
 //
+// Limits: at most 1024 connections (more are closed at accept), 5 s to
+// finish the handshake, 4 MiB of replies queued per connection (then the
+// connection's requests wait until the peer reads), accept paused 100 ms
+// after an error such as running out of fds. A connection of a migration
+// that is no longer served (Unregister) is closed within 250 ms.
+//
 // Threads: Register/Unregister and Stats from any thread. The event loop is
 // the only thread touching connections. Pages are copied out of guest memory
 // under the migration's reader lock, so once ServedMigration::Close() returns
@@ -57,6 +63,11 @@ class ServedMigration {
   // this migration and calls on_served no more. Idempotent.
   void Close();
 
+  bool closed() const {
+    absl::MutexLock lock(&mu_);
+    return closed_;
+  }
+
   // Builds the reply to `request` into `out` (header and page data).
   void Serve(const Request& request, std::vector<uint8_t>* out);
 
@@ -68,7 +79,7 @@ class ServedMigration {
   const Secret secret_;
   const vmm::GuestMemory* const memory_;
   const ServedFn on_served_;
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   bool serving_ ABSL_GUARDED_BY(mu_) = false;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> requests_{0};
@@ -80,6 +91,7 @@ struct PageServerStats {
   uint64_t handshakes_failed = 0;
   uint64_t requests = 0;
   uint64_t malformed_frames = 0;
+  uint64_t connections_refused = 0;  // at the connection limit
 };
 
 class PageServer {
@@ -121,6 +133,7 @@ class PageServer {
   std::atomic<uint64_t> handshakes_failed_{0};
   std::atomic<uint64_t> requests_{0};
   std::atomic<uint64_t> malformed_{0};
+  std::atomic<uint64_t> refused_{0};
 };
 
 }  // namespace ferry::migration::fetch

@@ -354,10 +354,18 @@ absl::Status RemotePageSource::FetchRuns(absl::Span<const vmm::PageRunRequest> r
   // A broken channel: the whole batch again on a new lane (pages that
   // arrived before the break are installed already; installing one twice
   // is success).
+  // The caller's own error (an install that failed) is not the channel's:
+  // it ends the batch without a retry.
+  absl::Status callers;
+  const vmm::PageArrivedFn noted = [&](uint64_t gpa, const vmm::FetchedPage& page) {
+    absl::Status st = arrived(gpa, page);
+    if (!st.ok()) callers = st;
+    return st;
+  };
   absl::Status s;
   for (int64_t backoff = 1'000'000;;) {
-    s = FetchRunsOnce(runs, page_size, arrived);
-    if (s.ok() || !RetryAfter(s, &backoff)) return s;
+    s = FetchRunsOnce(runs, page_size, noted);
+    if (s.ok() || !callers.ok() || !RetryAfter(s, &backoff)) return s;
   }
 }
 

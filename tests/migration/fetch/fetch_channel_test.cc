@@ -1,8 +1,10 @@
 // The fetch channel end to end on loopback: a real PageServer and real
 // RemotePageSources over TCP and io_uring.
+#include <fcntl.h>
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <chrono>
 #include <atomic>
 #include <cstring>
 #include <thread>
@@ -383,6 +385,101 @@ TEST_F(FetchChannelTest, ServerGoingAwayIsRetriedUntilTheMigrationFails) {
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("closed")));
   closer.join();
   EXPECT_GT(source.Stats().retries, 0u);
+}
+
+}  // namespace
+}  // namespace ferry::migration::fetch
+
+namespace ferry::migration::fetch {
+namespace {
+
+// A connection through the handshake, by hand.
+UniqueFd HandshakenConnection(int port, const Secret& secret) {
+  UniqueFd fd = ConnectTcp(absl::StrCat("127.0.0.1:", port), 2000).value();
+  uint8_t sh[kServerHelloSize];
+  EXPECT_OK(RecvAll(fd.get(), sh, sizeof(sh), 2000));
+  ServerHello hello = DecodeServerHello(sh).value();
+  uint8_t ch[kClientHelloSize];
+  Encode(ClientHello{"m1", ComputeProof(secret, hello.nonce, "m1")}, ch);
+  EXPECT_OK(SendAll(fd.get(), ch, sizeof(ch)));
+  uint8_t hr[kHelloResultSize];
+  EXPECT_OK(RecvAll(fd.get(), hr, sizeof(hr), 2000));
+  return fd;
+}
+
+// Until the server closes `fd` (true) or `ms` pass (false).
+bool ClosedWithin(int fd, int ms) {
+  uint8_t byte;
+  const int64_t deadline = MonotonicNowNanos() + int64_t{ms} * 1'000'000;
+  while (MonotonicNowNanos() < deadline) {
+    absl::Status s = RecvAll(fd, &byte, 1, 200);
+    if (!s.ok() && !absl::IsDeadlineExceeded(s)) return true;
+  }
+  return false;
+}
+
+using FetchChannelLimits = FetchChannelTest;
+
+// A client that pipelines requests and never reads the replies: the
+// server stops reading its requests once 4 MiB of replies wait, instead of
+// queueing the pages of every request; reading the replies lets the rest
+// through, every one answered.
+TEST_F(FetchChannelLimits, RepliesNobodyReadsAreBounded) {
+  migration_->EnableServing();
+  UniqueFd fd = HandshakenConnection(server_->port(), secret_);
+  int flags = fcntl(fd.get(), F_GETFL);
+  fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK);
+  constexpr int kRequests = 6000;
+  int sent = 0;
+  uint8_t req[kRequestSize];
+  // 32-page requests: up to 128 KiB of reply each.
+  const int64_t give_up = MonotonicNowNanos() + 3'000'000'000;
+  while (sent < kRequests && MonotonicNowNanos() < give_up) {
+    Encode(Request{static_cast<uint32_t>(sent), static_cast<uint8_t>(kMaxPagesPerRequest), 0},
+           req);
+    const ssize_t n = send(fd.get(), req, sizeof(req), MSG_NOSIGNAL);
+    if (n == sizeof(req)) {
+      ++sent;
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const uint64_t served_while_unread = server_->Stats().requests;
+  // Without the bound all 6000 (750 MiB of replies) would be queued.
+  EXPECT_LT(served_while_unread, 200u)
+      << "served " << served_while_unread << " of " << sent << " without a reply read";
+  // Now read everything: every request sent is answered.
+  fcntl(fd.get(), F_SETFL, flags);
+  std::vector<uint8_t> buf(kReplyHeaderSize + kMaxPagesPerRequest * kPage);
+  for (int i = 0; i < sent; ++i) {
+    ASSERT_OK(RecvAll(fd.get(), buf.data(), kReplyHeaderSize, 5000)) << i;
+    ASSERT_OK_AND_ASSIGN(ReplyHeader h,
+                         DecodeReplyHeader(absl::MakeConstSpan(buf.data(), kReplyHeaderSize),
+                                           kPage));
+    if (h.data_len > 0) ASSERT_OK(RecvAll(fd.get(), buf.data(), h.data_len, 5000));
+  }
+  EXPECT_EQ(server_->Stats().requests, static_cast<uint64_t>(sent));
+}
+
+// A connection that never finishes its handshake is closed after 5 s.
+TEST_F(FetchChannelLimits, AStalledHandshakeIsClosed) {
+  ASSERT_OK_AND_ASSIGN(UniqueFd fd,
+                       ConnectTcp(absl::StrCat("127.0.0.1:", server_->port()), 2000));
+  uint8_t sh[kServerHelloSize];
+  ASSERT_OK(RecvAll(fd.get(), sh, sizeof(sh), 2000));
+  EXPECT_TRUE(ClosedWithin(fd.get(), 8000));
+  EXPECT_GE(server_->Stats().handshakes_failed, 1u);
+}
+
+// Serving only while the migration runs: once unregistered, its idle
+// connections are closed (not at their next request).
+TEST_F(FetchChannelLimits, ConnectionsEndWithTheirMigration) {
+  migration_->EnableServing();
+  UniqueFd fd = HandshakenConnection(server_->port(), secret_);
+  EXPECT_FALSE(ClosedWithin(fd.get(), 400)) << "open while the migration runs";
+  server_->Unregister("m1");
+  EXPECT_TRUE(ClosedWithin(fd.get(), 2000));
 }
 
 }  // namespace
