@@ -19,6 +19,9 @@ namespace {
 // this many.
 constexpr absl::Duration kEndedRetention = absl::Minutes(15);
 constexpr size_t kMaxEnded = 64;
+// Migration streams (main and data) open at once; past it a new stream is
+// refused with RESOURCE_EXHAUSTED before it reads anything.
+constexpr int kMaxStreams = 256;
 
 }  // namespace
 
@@ -31,8 +34,13 @@ class MigrationService::Reactor final
     : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
       public DestinationSink {
  public:
-  Reactor(MigrationService* service, DestinationOptions options)
+  // `refuse`: not OK when the stream is refused at once (a limit).
+  Reactor(MigrationService* service, DestinationOptions options, const absl::Status& refuse)
       : service_(service), options_(std::move(options)) {
+    if (!refuse.ok()) {
+      Finish(refuse);
+      return;
+    }
     StartRead(&read_buf_);
   }
 
@@ -233,11 +241,15 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* MigrationService::M
     grpc::CallbackServerContext*) {
   DestinationOptions options = options_;
   options.adopt = on_migrated_;
+  absl::Status refuse;
   {
     absl::MutexLock lock(&mu_);
+    if (reactors_ >= kMaxStreams)
+      refuse = absl::ResourceExhaustedError(absl::StrFormat(
+          "this agent has %d migration streams open, its limit", kMaxStreams));
     ++reactors_;
   }
-  return new Reactor(this, std::move(options));
+  return new Reactor(this, std::move(options), refuse);
 }
 
 void MigrationService::ReactorDone() {

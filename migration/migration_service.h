@@ -8,7 +8,9 @@
 // time. A completed migration's VM is handed to `on_migrated` before the
 // source is told it completed.
 //
-// Threads: any number of concurrent migrations, one per stream.
+// Threads: concurrent migrations, one reactor per stream, at most 256
+// streams open at once (more are refused with RESOURCE_EXHAUSTED). Ended
+// sessions are kept 15 minutes (at most 64) to answer a late Reconnect.
 #ifndef FERRY_MIGRATION_MIGRATION_SERVICE_H_
 #define FERRY_MIGRATION_MIGRATION_SERVICE_H_
 

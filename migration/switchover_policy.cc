@@ -47,7 +47,7 @@ PolicyDecision DecideAfterRound(const MigrationOptions& options, const RoundFact
 
   std::string stuck;
   const double dirty_bps =
-      f.round_seconds > 0 ? f.pages_dirtied * double{f.page_size} / f.round_seconds : 0;
+      f.round_seconds > 0 ? f.pages_dirtied * static_cast<double>(f.page_size) / f.round_seconds : 0;
   const double hot_ms = Ms(f.pages_hot, f.page_size, f.bandwidth_bps);
   const size_t h = f.history.size();
   if (f.bandwidth_bps > 0 && dirty_bps >= f.bandwidth_bps) {
@@ -82,7 +82,7 @@ PolicyDecision DecideDuringFirstRound(const MigrationOptions& options,
                                       const FirstRoundSample& s) {
   if (options.mode != MigrationMode::kHybrid || s.seconds <= 0 || s.bandwidth_bps <= 0)
     return {Decision::kNextRound, ""};
-  const double dirty_bps = s.pages_dirtied * double{s.page_size} / s.seconds;
+  const double dirty_bps = s.pages_dirtied * static_cast<double>(s.page_size) / s.seconds;
   if (dirty_bps < kWasteful * s.bandwidth_bps) return {Decision::kNextRound, ""};
   return {Decision::kPostcopy,
           absl::StrFormat(

@@ -5,6 +5,7 @@
 // Serves ferry.v1.Control, ferry.v1.Migration and grpc.health.v1 on
 // --listen, and the fetch channel on --fetch-listen (port 0 picks a free
 // port; the chosen ports are printed on one line on stdout).
+#include <sys/resource.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -286,6 +287,14 @@ absl::Status Main(int argc, char** argv) {
 int main(int argc, char** argv) {
   // A closed stdout or peer socket is an error to handle, not a reason to die.
   signal(SIGPIPE, SIG_IGN);
+  // Room for the connection limits (page server: 1024, gRPC streams: 256,
+  // vCPU fetch lanes) before file descriptors run out: the soft limit up to
+  // the hard one.
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    (void)setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   ferry::TuneMallocForBulkTransfers();
   absl::Status s = ferry::agent::Main(argc, argv);
   if (!s.ok()) {
