@@ -143,6 +143,11 @@ bool DestinationSession::Reconnect(DestinationSink* sink, const ferry::v1::Recon
     return refuse(absl::UnauthenticatedError(
                       "wrong migration token: give the source agent the destination's token"),
                   false);
+  if (r.migration_id() != migration_id())
+    return refuse(absl::InvalidArgumentError(absl::StrFormat(
+                      "a reconnection for migration %s reached migration %s",
+                      r.migration_id().substr(0, kMaxMigrationIdBytes), migration_id())),
+                  false);
   if (ended()) {
     if (state() == DestinationState::kCompleted) {
       // It completed but the source never heard: say so again.
@@ -327,7 +332,11 @@ absl::Status DestinationSession::Attach(const ferry::v1::Join& join) {
   if (state_ != DestinationState::kReceivingPrecopy)
     return absl::FailedPreconditionError(absl::StrFormat(
         "a data stream cannot join migration %s while the destination is %s",
-        join.migration_id(), DestinationStateName(state_)));
+        join.migration_id().substr(0, kMaxMigrationIdBytes), DestinationStateName(state_)));
+  if (join.migration_id() != migration_id_)
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "a data stream for migration %s cannot join migration %s",
+        join.migration_id().substr(0, kMaxMigrationIdBytes), migration_id_));
   if (!options_.expected_token.empty() &&
       !TokensEqual(join.auth_token(), options_.expected_token))
     return absl::UnauthenticatedError("wrong migration token on a data stream");
