@@ -23,7 +23,8 @@ struct MigrationOptions {
   vmm::FaultMode fault_mode = vmm::FaultMode::kExit;  // api::kDefaultFaultMode
   // Switch over once the rest can be sent within this pause.
   int64_t downtime_target_ms = api::kDefaultDowntimeTargetMs;
-  // Bytes per second on the migration stream (precopy and push); 0: none.
+  // Bytes per second for everything the migration sends: precopy, the
+  // push and demand pages (these go first, the push makes room); 0: none.
   uint64_t max_bandwidth = 0;
   // Precopy rounds before precopy mode gives up (hybrid: goes postcopy).
   int max_rounds = api::kDefaultMaxRounds;

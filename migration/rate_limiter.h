@@ -1,12 +1,15 @@
 // RateLimiter: a token bucket for a bandwidth cap. Acquire(n) returns once n
-// bytes may be sent at `bytes_per_sec` (bursts up to 50 ms worth). A rate of
-// 0 means no cap. One thread at a time.
+// bytes may be sent at `bytes_per_sec` (bursts up to 50 ms worth). Charge(n)
+// counts bytes that went out without waiting (demand pages, which go first
+// within the cap): the next Acquire waits for them too. A rate of 0 means
+// no cap. Thread-safe.
 #ifndef FERRY_MIGRATION_RATE_LIMITER_H_
 #define FERRY_MIGRATION_RATE_LIMITER_H_
 
 #include <algorithm>
 #include <cstdint>
 
+#include "absl/synchronization/mutex.h"
 #include "base/clock.h"
 
 namespace ferry::migration {
@@ -18,17 +21,31 @@ class RateLimiter {
 
   void Acquire(uint64_t bytes) {
     if (rate_ == 0) return;
-    const int64_t now = clock_->NowNanos();
-    next_ns_ = std::max(next_ns_, now - kBurstNs);
+    int64_t wait;
+    {
+      absl::MutexLock lock(&mu_);
+      const int64_t now = clock_->NowNanos();
+      next_ns_ = std::max(next_ns_, now - kBurstNs);
+      next_ns_ += static_cast<int64_t>(1e9 * static_cast<double>(bytes) / rate_);
+      wait = next_ns_ - now - kBurstNs;
+    }
+    clock_->SleepNanos(wait);
+  }
+
+  // Bytes already sent (never waits).
+  void Charge(uint64_t bytes) {
+    if (rate_ == 0) return;
+    absl::MutexLock lock(&mu_);
+    next_ns_ = std::max(next_ns_, clock_->NowNanos() - kBurstNs);
     next_ns_ += static_cast<int64_t>(1e9 * static_cast<double>(bytes) / rate_);
-    clock_->SleepNanos(next_ns_ - now - kBurstNs);
   }
 
  private:
   static constexpr int64_t kBurstNs = 50'000'000;
   const uint64_t rate_;
   const Clock* clock_;
-  int64_t next_ns_;
+  absl::Mutex mu_;
+  int64_t next_ns_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace ferry::migration

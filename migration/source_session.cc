@@ -445,6 +445,9 @@ void SourceSession::OnServed(uint64_t gpa, uint32_t count) {
     counters_.DemandPageServed();
     counters_.BytesSent(SendPath::kDemand, page_size_);
   }
+  // Demand pages go out at once (a vCPU waits on them) but count against
+  // the bandwidth cap: the push leaves room for them.
+  limiter_.Charge(uint64_t{count} * page_size_);
 }
 
 absl::Status SourceSession::Failed(absl::Status status) {
