@@ -69,6 +69,16 @@ endless one is paused for the check and resumed. Exit 3 on a mismatch.
   --timeout-ms N     how long to wait for a finite workload to halt (default 60000)
 
 example: ferry --agent 10.0.0.2:7070 vm verify web)"},
+    {"vm resume", R"(usage: ferry vm resume NAME [--force] [--agent HOST:PORT]
+
+Resumes a paused VM on this agent. A VM that a failed migration kept
+paused after switchover (vm get shows "held by") may have run on the
+destination: resuming this copy would run the guest twice, so it needs
+--force, once you made sure the destination does not run it.
+
+  --force            resume a VM held by a failed migration, as of its switchover
+
+example: ferry --agent 10.0.0.1:7070 vm resume web --force)"},
     {"vm delete", R"(usage: ferry vm delete NAME [--agent HOST:PORT]
 
 Stops the VM and frees its memory. Refused while it is migrating.
@@ -76,14 +86,17 @@ Stops the VM and frees its memory. Refused while it is migrating.
 example: ferry vm delete web)"},
     {"migrate", R"(usage: ferry migrate NAME --from HOST:PORT --to HOST:PORT [--mode MODE]
                      [--downtime-target-ms MS] [--max-bandwidth RATE] [--fault-mode MODE]
-                     [--max-rounds N] [--streams N] [--request-id ID] [--json] [--detach]
+                     [--max-rounds N] [--streams N] [--recovery-timeout-ms MS]
+                     [--request-id ID] [--json] [--detach]
 
 Moves VM NAME from the agent --from to the agent --to (the address as the
 source agent reaches it) and follows it to the end: a live line on a
 terminal, plain progress lines otherwise, then the report. Ctrl-C cancels
 the migration if it has not switched over (the VM runs on at the source);
 after switchover it cannot be cancelled and goes on: the command says how
-to follow it and exits with 130.
+to follow it and exits with 130. If the network breaks after switchover the
+migration pauses and the source reconnects on its own (postcopy recovery);
+the command's own progress stream reconnects too.
 
   --mode MODE              precopy: copy memory while the guest runs, pause for the rest;
                            postcopy: switch over at once, fetch memory on demand;
@@ -96,6 +109,9 @@ to follow it and exits with 130.
   --max-rounds N           precopy rounds before giving up or switching (default {rounds})
   --streams N              connections for precopy pages, 1 to 8 (default: one per
                            four cores of the source host, 1 to 4)
+  --recovery-timeout-ms MS after switchover, how long a broken migration keeps
+                           reconnecting before it fails, keeping the source's
+                           memory (default {recovery})
   --request-id ID          makes the start idempotent: the same ID with the same
                            parameters is the same migration; with others, exit 6
   --json                   print only the report, as one JSON object
@@ -125,6 +141,16 @@ Cancels a migration that has not switched over: the source VM runs on and
 the destination drops its copy.
 
 example: ferry --agent 10.0.0.1:7070 migration cancel mig-704edddb438098f3)"},
+    {"migration recover", R"(usage: ferry migration recover ID [--to HOST:PORT] [--agent HOST:PORT]
+
+Makes a migration after switchover reconnect now instead of at its next
+backoff, optionally to a new address of the destination agent. A paused
+migration (phase postcopy-paused) reconnects on its own; this is for when
+you know the network is back, or the destination moved.
+
+  --to HOST:PORT     the destination agent's address from now on
+
+example: ferry --agent 10.0.0.1:7070 migration recover mig-704edddb438098f3 --to 10.0.1.2:7070)"},
     {"demo", R"(usage: ferry demo [--memory SIZE] [--vcpus N] [--workload KIND] [--zero-fraction F]
                   [--dirty-rate RATE] [--mode MODE] [--fault-mode MODE]
                   [--downtime-target-ms MS] [--max-bandwidth RATE] [--backend B] [--json]
@@ -155,6 +181,7 @@ std::string Fill(const char* text) {
              {"{fault}", api::kDefaultFaultMode},
              {"{downtime}", absl::StrCat(api::kDefaultDowntimeTargetMs)},
              {"{rounds}", absl::StrCat(api::kDefaultMaxRounds)},
+             {"{recovery}", absl::StrCat(api::kDefaultRecoveryTimeoutMs)},
              {"{backend}", api::kDefaultBackend}});
 }
 
@@ -173,6 +200,7 @@ VMs, on the agent --agent (default 127.0.0.1:7070):
   vm get NAME          one VM and its backend
   vm stats NAME        per-vCPU ops, faults and pages still missing
   vm verify NAME       compare its memory with a replay of its workload
+  vm resume NAME       resume a paused VM (--force: one a failed migration held)
   vm delete NAME       stop it and free its memory
 
 migrations:
@@ -182,6 +210,7 @@ migrations:
   migration get ID     one migration and its report
   migration watch ID   follow a migration to its end
   migration cancel ID  cancel a migration that has not switched over
+  migration recover ID reconnect a paused postcopy migration now (--to: elsewhere)
 
   demo                 two agents on loopback, a live migration, a report
   help COMMAND         the help of a command, with an example

@@ -15,6 +15,8 @@ std::string MigrationColumn(const ferry::v1::Vm& v) {
     return absl::StrFormat("arriving by %s from %s, %d pages missing", v.migration_id(),
                            v.source(), v.pages_missing());
   if (!v.migration_id().empty()) return v.migration_id();
+  if (!v.held_by().empty())
+    return "held by " + v.held_by() + " (failed after switchover; see vm resume --force)";
   if (!v.arrived_by().empty()) return "arrived by " + v.arrived_by();
   return "";
 }

@@ -31,8 +31,9 @@ std::string Bench() { return Runfile("bench/ferry-bench"); }
 TEST(CliHelp, EveryCommandHasItsOwnHelpWithAnExample) {
   const std::vector<std::vector<std::string>> commands = {
       {"vm", "create"}, {"vm", "list"},      {"vm", "get"},           {"vm", "stats"},
-      {"vm", "verify"}, {"vm", "delete"},    {"migrate"},             {"migration", "list"},
-      {"migration", "get"}, {"migration", "watch"}, {"migration", "cancel"}, {"demo"}};
+      {"vm", "verify"}, {"vm", "resume"},    {"vm", "delete"},        {"migrate"},
+      {"migration", "list"}, {"migration", "get"}, {"migration", "watch"},
+      {"migration", "cancel"}, {"migration", "recover"}, {"demo"}};
   for (const auto& words : commands) {
     std::vector<std::string> help = {"help"};
     help.insert(help.end(), words.begin(), words.end());

@@ -214,6 +214,40 @@ TEST_F(RecoveryTest, RecoverOnDemand) {
   EXPECT_THAT(r.out, HasSubstr("only a migration after switchover can be recovered"));
 }
 
+// `ferry migrate` survives a broken connection to its agent: its progress
+// stream reconnects and the command ends with the migration's outcome.
+TEST_F(RecoveryTest, TheCliWatchStreamReconnects) {
+  Create(*sa_, VmRequest("watched", "zipf", 48ull << 20));
+  CliResult r;
+  std::thread cli([&] {
+    r = RunCli({"migrate", "watched", "--from", a_->address(), "--to", b_->address(), "--mode",
+                "postcopy", "--max-bandwidth", "16M"});
+  });
+  // Once it runs in postcopy, cut every connection to the source agent's
+  // control port (the CLI's, and this test's own).
+  bool cut = false;
+  for (int i = 0; i < 3000 && !cut; ++i) {
+    grpc::ClientContext ctx;
+    ferry::v1::ListMigrationsResponse ms;
+    if (sa_->ListMigrations(&ctx, {}, &ms).ok() && ms.migrations_size() > 0 &&
+        ms.migrations(0).phase() == ferry::v1::MIGRATION_PHASE_POSTCOPY) {
+      const std::string port = absl::StrCat(":", PortOf(a_->address()));
+      CliResult k = RunCommand({"ss", "-K", "-t", "state", "established", "(", "sport", "=", port,
+                                "or", "dport", "=", port, ")"});
+      ASSERT_EQ(k.exit_code, 0) << k.out;
+      cut = true;
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  cli.join();
+  ASSERT_TRUE(cut);
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("reconnecting"));
+  EXPECT_THAT(r.out, HasSubstr(": completed"));
+  EXPECT_TRUE(Verify(*sb_, "watched"));
+}
+
 // The destination agent dies after switchover and never comes back: the
 // source gives up after the recovery timeout, reports the failure, and
 // keeps its paused VM with all of its memory; it is not migrated again by
