@@ -45,7 +45,9 @@ scenarios:
       --blocking-handlers N    userfaultfd handler threads in blocking mode (default 1)
       --repeat N               runs per point; the median is reported (default 3)
       --sources LIST           page sources: local (in-memory), remote (a page
-                               server over the fetch channel) (default local)
+                               server over the fetch channel), remote-sealed (the
+                               same, replies encrypted as between TLS agents)
+                               (default local)
       --json                   one JSON object per line instead of a table
   reference       the link itself: one plain TCP stream (tcp_gbps), the same
                   into a fresh memfd (tcp_into_memory_gbps), and a blocking
@@ -142,21 +144,25 @@ absl::Status DemandPaging(Args& args) {
   // The page-source image and the VM: twice the largest run's memory.
   WarmHostMemory(2 * options.memory_per_vcpu * max_vcpus);
   if (!json)
-    std::printf("%-6s %-9s %9s %13s %9s %9s %9s\n", "vcpus", "mode", "pages",
+    std::printf("%-6s %-9s %-14s %9s %13s %9s %9s %9s\n", "vcpus", "mode", "source", "pages",
                 "pages/s", "p50 us", "p99 us", "p999 us");
-  for (const std::string& source : options.sources)
+  // The sources of one point run one after the other, under the same
+  // conditions: compare them row by row.
   for (int64_t vcpus : options.vcpus) {
     for (vmm::FaultMode mode : options.modes) {
-      ASSIGN_OR_RETURN(DemandPagingResult r,
-                       RunDemandPagingPoint(options, static_cast<int>(vcpus), mode, source));
-      if (json) {
-        std::printf("%s\n", r.ToJson(options).ToString().c_str());
-      } else {
-        std::printf("%-6d %-9s %9llu %13.0f %9.1f %9.1f %9.1f\n", r.vcpus,
-                    vmm::FaultModeName(mode), static_cast<unsigned long long>(r.pages),
-                    r.pages_per_sec, r.fault_p50_us, r.fault_p99_us, r.fault_p999_us);
+      for (const std::string& source : options.sources) {
+        ASSIGN_OR_RETURN(DemandPagingResult r,
+                         RunDemandPagingPoint(options, static_cast<int>(vcpus), mode, source));
+        if (json) {
+          std::printf("%s\n", r.ToJson(options).ToString().c_str());
+        } else {
+          std::printf("%-6d %-9s %-14s %9llu %13.0f %9.1f %9.1f %9.1f\n", r.vcpus,
+                      vmm::FaultModeName(mode), source.c_str(),
+                      static_cast<unsigned long long>(r.pages), r.pages_per_sec, r.fault_p50_us,
+                      r.fault_p99_us, r.fault_p999_us);
+        }
+        std::fflush(stdout);
       }
-      std::fflush(stdout);
     }
   }
   return absl::OkStatus();

@@ -517,6 +517,7 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
   fo.migration_id = hello.migration_id();
   std::copy(hello.fetch_secret().begin(), hello.fetch_secret().end(), fo.secret.begin());
   fo.page_size = config.page_size;
+  fo.encrypt = hello.fetch_encrypted();
   fetcher_ = std::make_shared<fetch::RemotePageSource>(fo);
   if (mode != MigrationMode::kPrecopy) {
     // Every fetch connection up front, before switchover: a fetch channel

@@ -544,7 +544,7 @@ absl::Status SourceSession::Setup() {
   RETURN_IF_ERROR(fetch::RandomBytes(absl::MakeSpan(secret)));
   served_ = std::make_shared<fetch::ServedMigration>(
       id_, secret, &vm_->memory(),
-      [this](uint64_t gpa, uint32_t count) { OnServed(gpa, count); });
+      [this](uint64_t gpa, uint32_t count) { OnServed(gpa, count); }, config_.encrypt_fetch);
   config_.page_server->Register(served_);
 
   absl::StatusOr<std::unique_ptr<SourceStream>> stream = OpenStream();
@@ -569,6 +569,7 @@ absl::Status SourceSession::Setup() {
   hello->set_vm_name(config_.vm_name);
   streams_ = config_.options.streams > 0 ? config_.options.streams : DefaultStreams();
   hello->set_data_streams(static_cast<uint32_t>(streams_ - 1));
+  hello->set_fetch_encrypted(config_.encrypt_fetch);
   hello->set_recovery_timeout_ms(static_cast<uint64_t>(config_.options.recovery_timeout_ms));
   RETURN_IF_ERROR(Write(hello_msg));
   {

@@ -72,6 +72,8 @@ struct SourceConfig {
   std::string destination;  // the destination agent's gRPC address, HOST:PORT
   fetch::PageServer* page_server = nullptr;
   std::string fetch_address;  // where the destination reaches page_server
+  // Demand pages sealed on the fetch channel (the agents talk TLS).
+  bool encrypt_fetch = false;
   std::shared_ptr<grpc::ChannelCredentials> credentials;  // default: insecure
   const Clock* clock = &RealClock();
   std::string vm_name;  // what the destination agent will call the VM

@@ -708,6 +708,8 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
     config.page_server = page_server_.get();
     config.fetch_address = fetch_address_;
     config.credentials = options_.peer_credentials;
+    // With TLS between the agents, demand pages are encrypted too.
+    config.encrypt_fetch = options_.peer_credentials != nullptr;
     config.vm_name = r.vm_name();
     config.on_recovery = [this, entry = m.get()](const std::string& event,
                                                  const std::string& detail) {

@@ -16,6 +16,7 @@
 #include "base/status_macros.h"
 #include "vmm/page_source.h"
 #include "base/process.h"
+#include "migration/fetch/seal.h"
 #include "sys/io_uring.h"
 
 namespace ferry::migration::fetch {
@@ -42,11 +43,13 @@ uint64_t Tag(uint64_t conn, Op op) { return (conn << 4) | op; }
 }  // namespace
 
 ServedMigration::ServedMigration(std::string id, Secret secret,
-                                 const vmm::GuestMemory* memory, ServedFn on_served)
+                                 const vmm::GuestMemory* memory, ServedFn on_served,
+                                 bool encrypt)
     : id_(std::move(id)),
       secret_(secret),
       memory_(memory),
-      on_served_(std::move(on_served)) {}
+      on_served_(std::move(on_served)),
+      encrypt_(encrypt) {}
 
 void ServedMigration::EnableServing() {
   absl::MutexLock lock(&mu_);
@@ -103,6 +106,7 @@ struct PageServer::Conn {
   bool aborted = false;  // drop queued bytes; close once operations complete
   Nonce nonce{};
   std::shared_ptr<ServedMigration> migration;
+  std::unique_ptr<ReplySeal> seal;  // when the migration encrypts
   std::vector<uint8_t> in = std::vector<uint8_t>(kRecvBuffer);
   size_t in_len = 0;
   std::vector<uint8_t> sending, pending;
@@ -251,6 +255,10 @@ absl::Status PageServer::Run() {
     } else if (!ProofEquals(hello->proof,
                             ComputeProof(m->secret(), c.nonce, hello->migration_id))) {
       result.status = WireStatus::kBadProof;
+    } else if (m->encrypt() &&
+               !(c.seal = ReplySeal::Create(m->secret(), c.nonce, hello->migration_id)
+                              .value_or(nullptr))) {
+      result.status = WireStatus::kInternal;
     } else {
       c.migration = std::move(m);
       c.hello_done = true;
@@ -275,7 +283,17 @@ absl::Status PageServer::Run() {
         return;
       }
       requests_.fetch_add(1, std::memory_order_relaxed);
+      const size_t at0 = c.pending.size();
       c.migration->Serve(*req, &c.pending);
+      if (c.seal) {
+        const size_t len = c.pending.size() - at0 - kReplyHeaderSize;
+        c.pending.resize(c.pending.size() + kSealTagSize);
+        uint8_t* h = c.pending.data() + at0;
+        if (!c.seal->Seal(h, h + kReplyHeaderSize, len, h + kReplyHeaderSize + len).ok()) {
+          abort_conn(c);
+          return;
+        }
+      }
     }
     std::memmove(c.in.data(), c.in.data() + at, c.in_len - at);
     c.in_len -= at;

@@ -48,9 +48,11 @@ class ServedMigration {
   // request served: the first gpa and the page count.
   using ServedFn = std::function<void(uint64_t gpa, uint32_t count)>;
 
-  // `memory` must stay valid until Close() returns.
+  // `memory` must stay valid until Close() returns. `encrypt`: replies are
+  // sealed (seal.h; the destination was told in Hello).
   ServedMigration(std::string id, Secret secret, const vmm::GuestMemory* memory,
-                  ServedFn on_served);
+                  ServedFn on_served, bool encrypt = false);
+  bool encrypt() const { return encrypt_; }
 
   const std::string& id() const { return id_; }
   const Secret& secret() const { return secret_; }
@@ -79,6 +81,7 @@ class ServedMigration {
   const Secret secret_;
   const vmm::GuestMemory* const memory_;
   const ServedFn on_served_;
+  const bool encrypt_;
   mutable absl::Mutex mu_;
   bool serving_ ABSL_GUARDED_BY(mu_) = false;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;

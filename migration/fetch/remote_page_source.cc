@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_format.h"
 #include "base/clock.h"
+#include "migration/fetch/seal.h"
 #include "base/net.h"
 #include "base/status_macros.h"
 #include "sys/io_uring.h"
@@ -64,6 +65,7 @@ struct alignas(64) RemotePageSource::Lane {
   uint8_t request[kRequestSize];
   std::vector<uint8_t> rx;
   std::vector<uint8_t> tx;  // batched requests (FetchRuns)
+  std::unique_ptr<ReplySeal> seal;  // the replies' keys, when encrypted
   std::atomic<uint64_t> requests{0};
   std::atomic<uint64_t> bytes{0};
   LatencyHistogram rtt;
@@ -135,7 +137,7 @@ absl::StatusOr<std::unique_ptr<RemotePageSource::Lane>> RemotePageSource::Connec
   }
   // Created on the thread that will use it (SINGLE_ISSUER).
   ASSIGN_OR_RETURN(lane->ring, sys::IoUring::Create(4, /*single_issuer=*/true));
-  lane->rx.resize(kReplyHeaderSize + options_.page_size);
+  lane->rx.resize(kReplyHeaderSize + options_.page_size + kSealTagSize);
   lane_count_.fetch_add(1);
   return lane;
 }
@@ -159,6 +161,10 @@ absl::StatusOr<std::unique_ptr<RemotePageSource::Lane>> RemotePageSource::Handsh
     absl::Status s = FromWireStatus(hr.status, 0);
     return absl::Status(s.code(),
                         absl::StrCat("fetch channel handshake refused: ", s.message()));
+  }
+  if (options_.encrypt) {
+    ASSIGN_OR_RETURN(lane->seal, ReplySeal::Create(options_.secret, sh.nonce,
+                                                   options_.migration_id));
   }
   return lane;
 }
@@ -229,8 +235,9 @@ absl::StatusOr<vmm::FetchedPage> RemotePageSource::FetchOnLane(Lane& lane, uint6
       ASSIGN_OR_RETURN(header, DecodeReplyHeader(
                                    absl::MakeConstSpan(lane.rx.data(), kReplyHeaderSize), ps));
       RETURN_IF_ERROR(MatchReply(header, request));
-      RETURN_IF_ERROR(FromWireStatus(header.status, gpa));
-      need = kReplyHeaderSize + header.data_len;
+      // The whole reply (and its tag) is read before its status counts:
+      // the lane stays in step for the next request.
+      need = kReplyHeaderSize + header.data_len + (lane.seal ? kSealTagSize : 0);
       header_done = true;
     }
     if (got > need)
@@ -243,6 +250,11 @@ absl::StatusOr<vmm::FetchedPage> RemotePageSource::FetchOnLane(Lane& lane, uint6
       ++outstanding;
     }
   }
+  if (lane.seal) {
+    uint8_t* data = lane.rx.data() + kReplyHeaderSize;
+    RETURN_IF_ERROR(lane.seal->Open(lane.rx.data(), data, header.data_len, data + header.data_len));
+  }
+  RETURN_IF_ERROR(FromWireStatus(header.status, gpa));
   lane.rtt.Record(MonotonicNowNanos() - t0);
   lane.requests.store(lane.requests.load(std::memory_order_relaxed) + 1,
                       std::memory_order_relaxed);
@@ -399,7 +411,8 @@ absl::Status RemotePageSource::FetchRunsOnce(absl::Span<const vmm::PageRunReques
 absl::Status RemotePageSource::FetchRoundOnLane(Lane& lane, absl::Span<const Request> requests,
                                                 const vmm::PageArrivedFn& arrived) {
   const uint32_t ps = options_.page_size;
-  const size_t max_reply = kReplyHeaderSize + size_t{kMaxPagesPerRequest} * ps;
+  const size_t tag = lane.seal ? kSealTagSize : 0;
+  const size_t max_reply = kReplyHeaderSize + size_t{kMaxPagesPerRequest} * ps + tag;
   if (lane.rx.size() < 2 * max_reply) lane.rx.resize(2 * max_reply);
   std::vector<uint8_t>& tx = lane.tx;
   tx.resize(requests.size() * kRequestSize);
@@ -426,16 +439,23 @@ absl::Status RemotePageSource::FetchRoundOnLane(Lane& lane, absl::Span<const Req
                                                               kReplyHeaderSize), ps));
       const Request& req = requests[next];
       RETURN_IF_ERROR(MatchReply(h, req));
-      RETURN_IF_ERROR(FromWireStatus(h.status, req.gpa));
+      if (h.status != WireStatus::kOk) {
+        // Failed: the lane is dropped by the caller, so the tag need not
+        // be read.
+        return FromWireStatus(h.status, req.gpa);
+      }
       const uint32_t mask = req.count >= 32 ? ~0u : ((1u << req.count) - 1);
       const uint64_t data_pages = req.count - __builtin_popcount(h.zero_mask & mask);
       if (h.data_len != data_pages * ps)
         return absl::InvalidArgumentError(absl::StrFormat(
             "fetch reply for gpa %#x holds %d bytes for %d non-zero pages", req.gpa,
             h.data_len, data_pages));
-      const size_t need = kReplyHeaderSize + h.data_len;
+      const size_t need = kReplyHeaderSize + h.data_len + tag;
       if (end - begin < need) break;
-      const uint8_t* data = lane.rx.data() + begin + kReplyHeaderSize;
+      uint8_t* data = lane.rx.data() + begin + kReplyHeaderSize;
+      if (lane.seal)
+        RETURN_IF_ERROR(lane.seal->Open(lane.rx.data() + begin, data, h.data_len,
+                                        data + h.data_len));
       for (uint32_t i = 0; i < req.count; ++i) {
         const uint64_t gpa = req.gpa + uint64_t{i} * ps;
         if ((h.zero_mask >> i) & 1) {

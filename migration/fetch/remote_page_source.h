@@ -60,6 +60,8 @@ struct FetcherOptions {
   // it succeeds or Close() (the migration failed): a vCPU never fails on a
   // transient break.
   int64_t retry_max_backoff_ns = 1'000'000'000;
+  // The source seals its replies (seal.h): Hello.fetch_encrypted.
+  bool encrypt = false;
 };
 
 struct FetcherStats {

@@ -437,6 +437,15 @@ TEST(AgentsTls, MutualTlsBetweenAgentsAndTheCli) {
   ASSERT_EQ(r.exit_code, 0) << r.out;
   r = with_tls({"vm", "verify", "s", "--agent", b->address()});
   EXPECT_EQ(r.exit_code, 0) << r.out;
+  // Postcopy between TLS agents: demand pages come sealed on the fetch
+  // channel (Hello.fetch_encrypted), and the VM arrives intact.
+  r = with_tls({"vm", "create", "p", "--agent", a->address(), "--memory", "32M"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = with_tls({"migrate", "p", "--from", a->address(), "--to", b->address(), "--mode",
+                "postcopy", "--max-bandwidth", "32M"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = with_tls({"vm", "verify", "p", "--agent", b->address()});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
   // Without TLS, or with the CA but no client certificate, the agent refuses.
   EXPECT_EQ(
       RunCli({"vm", "list", "--agent", a->address(), "--connect-timeout-ms", "1000"}).exit_code,

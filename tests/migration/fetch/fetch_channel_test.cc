@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "migration/fetch/remote_page_source.h"
 #include "migration/fetch/page_server.h"
+#include "migration/fetch/seal.h"
 #include "vmm/guest_memory.h"
 
 namespace ferry::migration::fetch {
@@ -480,6 +481,95 @@ TEST_F(FetchChannelLimits, ConnectionsEndWithTheirMigration) {
   EXPECT_FALSE(ClosedWithin(fd.get(), 400)) << "open while the migration runs";
   server_->Unregister("m1");
   EXPECT_TRUE(ClosedWithin(fd.get(), 2000));
+}
+
+}  // namespace
+}  // namespace ferry::migration::fetch
+
+namespace ferry::migration::fetch {
+namespace {
+
+TEST(ReplySeal, OpensWhatItSealedAndNothingElse) {
+  Secret secret;
+  secret.fill(1);
+  Nonce nonce;
+  nonce.fill(2);
+  ASSERT_OK_AND_ASSIGN(auto server, ReplySeal::Create(secret, nonce, "m1"));
+  ASSERT_OK_AND_ASSIGN(auto client, ReplySeal::Create(secret, nonce, "m1"));
+  uint8_t header[kReplyHeaderSize] = {1, 2, 3};
+  std::vector<uint8_t> page(4096, 'Q'), tag(kSealTagSize);
+  ASSERT_OK(server->Seal(header, page.data(), page.size(), tag.data()));
+  EXPECT_NE(page, std::vector<uint8_t>(4096, 'Q')) << "the page is encrypted";
+  std::vector<uint8_t> copy = page;
+  ASSERT_OK(client->Open(header, page.data(), page.size(), tag.data()));
+  EXPECT_EQ(page, std::vector<uint8_t>(4096, 'Q'));
+  // The same reply again (a replay) does not open: the sequence moved on.
+  EXPECT_THAT(client->Open(header, copy.data(), copy.size(), tag.data()),
+              StatusIs(absl::StatusCode::kDataLoss));
+  // A changed byte of the data or of the header does not open either.
+  ASSERT_OK_AND_ASSIGN(auto s2, ReplySeal::Create(secret, nonce, "m1"));
+  ASSERT_OK_AND_ASSIGN(auto c2, ReplySeal::Create(secret, nonce, "m1"));
+  std::vector<uint8_t> p2(4096, 'Q');
+  ASSERT_OK(s2->Seal(header, p2.data(), p2.size(), tag.data()));
+  p2[100] ^= 1;
+  EXPECT_THAT(c2->Open(header, p2.data(), p2.size(), tag.data()),
+              StatusIs(absl::StatusCode::kDataLoss));
+  // Another connection's key (another nonce) does not open it.
+  Nonce other = nonce;
+  other[0] ^= 1;
+  ASSERT_OK_AND_ASSIGN(auto s3, ReplySeal::Create(secret, nonce, "m1"));
+  ASSERT_OK_AND_ASSIGN(auto c3, ReplySeal::Create(secret, other, "m1"));
+  std::vector<uint8_t> p3(64, 'Q');
+  ASSERT_OK(s3->Seal(header, p3.data(), p3.size(), tag.data()));
+  EXPECT_THAT(c3->Open(header, p3.data(), p3.size(), tag.data()),
+              StatusIs(absl::StatusCode::kDataLoss));
+}
+
+// A page server whose migration encrypts, and fetchers that expect it:
+// single fetches and batches deliver the right pages, and what crosses the
+// wire is not the page.
+TEST_F(FetchChannelTest, EncryptedRepliesDeliverTheRightPages) {
+  server_->Unregister("m1");
+  auto encrypted = std::make_shared<ServedMigration>("m1", secret_, memory_.get(), nullptr,
+                                                     /*encrypt=*/true);
+  encrypted->EnableServing();
+  server_->Register(encrypted);
+  FetcherOptions o = Options();
+  o.encrypt = true;
+  RemotePageSource source(o);
+  std::vector<uint8_t> buf(kPage);
+  for (uint64_t p : {0, 3, 7, 100, 255}) {
+    ASSERT_OK_AND_ASSIGN(vmm::FetchedPage page, source.Fetch(p * kPage, absl::MakeSpan(buf)));
+    if (p % 4 == 3) {
+      EXPECT_EQ(page.content, vmm::PageContent::kZero) << p;
+    } else {
+      ASSERT_EQ(page.content, vmm::PageContent::kData) << p;
+      EXPECT_EQ(std::memcmp(page.data, memory_->host() + p * kPage, kPage), 0) << p;
+    }
+  }
+  int delivered = 0;
+  ASSERT_OK(source.FetchRuns({{0, 40}, {200 * kPage, 10}}, kPage,
+                             [&](uint64_t gpa, const vmm::FetchedPage& page) -> absl::Status {
+                               ++delivered;
+                               const uint64_t p = gpa / kPage;
+                               if (p % 4 == 3) {
+                                 EXPECT_EQ(page.content, vmm::PageContent::kZero);
+                               } else {
+                                 EXPECT_EQ(std::memcmp(page.data, memory_->host() + gpa, kPage), 0)
+                                     << p;
+                               }
+                               return absl::OkStatus();
+                             }));
+  EXPECT_EQ(delivered, 50);
+  // By hand: the reply's data is not the page's bytes.
+  UniqueFd fd = HandshakenConnection(server_->port(), secret_);
+  uint8_t req[kRequestSize];
+  Encode(Request{1, 1, 0}, req);
+  ASSERT_OK(SendAll(fd.get(), req, sizeof(req)));
+  std::vector<uint8_t> reply(kReplyHeaderSize + kPage + kSealTagSize);
+  ASSERT_OK(RecvAll(fd.get(), reply.data(), reply.size(), 2000));
+  EXPECT_NE(std::memcmp(reply.data() + kReplyHeaderSize, memory_->host(), kPage), 0)
+      << "page 0 crossed the wire in the clear";
 }
 
 }  // namespace
