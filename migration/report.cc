@@ -57,7 +57,8 @@ JsonObject MigrationReport::ToJson() const {
       .Add("dst_zero_for_reads_bytes", dst_zero_for_reads_bytes)
       .Add("blocktime_ms", blocktime_ms)
       .Add("blocktime_ms_per_vcpu", blocktime_ms_per_vcpu)
-      .Add("impact_measured", impact_measured);
+      .Add("impact_measured", impact_measured)
+      .Add("reconnects", static_cast<uint64_t>(reconnects));
   if (impact_measured) {
     o.Add("baseline_ops_per_sec", baseline_ops_per_sec)
         .Add("baseline_window_ms", baseline_window_ms)
@@ -116,6 +117,11 @@ std::string MigrationReport::ToText() const {
                           switchover_reason.empty() ? "none" : switchover_reason);
   else
     absl::StrAppendFormat(&out, "  total %.1f ms, no switchover\n", total_ms);
+  if (reconnects > 0)
+    absl::StrAppendFormat(&out,
+                          "  postcopy recovery: the migration stream was re-established %d "
+                          "times\n",
+                          reconnects);
   if (precopy_rounds == 0 && precopy_ms > 0) {
     absl::StrAppendFormat(&out,
                           "  precopy: part of round 0 in %.1f ms at %.2f Gbit/s; postcopy %.1f "

@@ -96,6 +96,8 @@ struct MigrationReport {
   double baseline_below_half_ms = 0;
   double baseline_mgu_10ms = 0;
   double baseline_mgu_100ms = 0;
+  // Postcopy recovery: times the migration stream was re-established.
+  uint32_t reconnects = 0;
   double below_half_ms = 0;  // start to end of the migration
   double mgu_10ms = 0;
   double mgu_100ms = 0;

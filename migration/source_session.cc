@@ -1086,6 +1086,7 @@ void SourceSession::FillReport() {
     r.fault_mode_reason = d.fault_mode_reason();
   }
   r.ops_timeline = timeline_;
+  r.reconnects = reconnects_;
   FillImpactLocked(r);
 }
 

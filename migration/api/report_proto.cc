@@ -36,6 +36,7 @@ ferry::v1::MigrationReport ToProto(const migration::MigrationReport& r) {
   p.set_dst_zero_for_reads_bytes(r.dst_zero_for_reads_bytes);
   p.set_blocktime_ms(r.blocktime_ms);
   p.set_baseline_mgu_100ms(r.baseline_mgu_100ms);
+  p.set_reconnects(r.reconnects);
   p.set_baseline_mgu_10ms(r.baseline_mgu_10ms);
   p.set_baseline_below_half_ms(r.baseline_below_half_ms);
   p.set_impact_measured(r.impact_measured);
@@ -114,6 +115,7 @@ migration::MigrationReport FromProto(const ferry::v1::MigrationReport& p,
   r.dst_zero_for_reads_bytes = p.dst_zero_for_reads_bytes();
   r.blocktime_ms = p.blocktime_ms();
   r.baseline_mgu_100ms = p.baseline_mgu_100ms();
+  r.reconnects = p.reconnects();
   r.baseline_mgu_10ms = p.baseline_mgu_10ms();
   r.baseline_below_half_ms = p.baseline_below_half_ms();
   r.impact_measured = p.impact_measured();
