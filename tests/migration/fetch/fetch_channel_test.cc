@@ -1,6 +1,7 @@
 // The fetch channel end to end on loopback: a real PageServer and real
 // RemotePageSources over TCP and io_uring.
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -570,6 +571,52 @@ TEST_F(FetchChannelTest, EncryptedRepliesDeliverTheRightPages) {
   ASSERT_OK(RecvAll(fd.get(), reply.data(), reply.size(), 2000));
   EXPECT_NE(std::memcmp(reply.data() + kReplyHeaderSize, memory_->host(), kPage), 0)
       << "page 0 crossed the wire in the clear";
+}
+
+}  // namespace
+}  // namespace ferry::migration::fetch
+
+namespace ferry::migration::fetch {
+namespace {
+
+// A flood of connections on the fetch port: past 1024 they are closed at
+// accept, the agent's file descriptors are not exhausted, and once the
+// flood ends a fetch works as before.
+TEST_F(FetchChannelLimits, AConnectionFloodIsCappedAndServingGoesOn) {
+  rlimit nofile{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &nofile), 0);
+  if (nofile.rlim_max < 4096) GTEST_SKIP() << "needs 4096 file descriptors";
+  rlimit raised = nofile;
+  raised.rlim_cur = std::max<rlim_t>(nofile.rlim_cur, 4096);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &raised), 0);
+  migration_->EnableServing();
+  std::vector<UniqueFd> flood;
+  for (int i = 0; i < 1200; ++i) {
+    auto fd = ConnectTcp(absl::StrCat("127.0.0.1:", server_->port()), 2000);
+    ASSERT_TRUE(fd.ok()) << i << ": " << fd.status();
+    flood.push_back(*std::move(fd));
+  }
+  // The server hello comes to the first 1024; the rest are closed.
+  int served = 0, closed = 0;
+  for (UniqueFd& fd : flood) {
+    uint8_t sh[kServerHelloSize];
+    if (RecvAll(fd.get(), sh, sizeof(sh), 3000).ok()) {
+      ++served;
+    } else {
+      ++closed;
+    }
+  }
+  EXPECT_LE(served, 1024);
+  EXPECT_GE(closed, 1200 - 1024);
+  EXPECT_GE(server_->Stats().connections_refused, 1200u - 1024u);
+  flood.clear();
+  // After the flood: a normal fetch (the server's accounting freed the
+  // closed connections).
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  RemotePageSource source(Options());
+  std::vector<uint8_t> buf(kPage);
+  ASSERT_OK(source.Fetch(0, absl::MakeSpan(buf)).status());
+  setrlimit(RLIMIT_NOFILE, &nofile);
 }
 
 }  // namespace
