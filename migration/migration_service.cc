@@ -342,12 +342,12 @@ void ConfigureBulkServer(grpc::ServerBuilder* builder) {
   builder->AddChannelArgument(GRPC_ARG_TCP_READ_CHUNK_SIZE, 1 << 20);
   builder->AddChannelArgument(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 4 << 20);
   // Liveness: a peer that stops answering HTTP/2 pings (gone, stopped,
-  // partitioned) loses its connection within kKeepaliveTimeMs +
-  // kKeepaliveTimeoutMs, which ends its streams (postcopy: the migration
-  // pauses and waits for the source to reconnect). The peers' pings are
-  // welcome as often as they send them.
-  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
-  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
+  // partitioned) loses its connection within kServerKeepaliveTimeMs +
+  // kServerKeepaliveTimeoutMs, which ends its streams (postcopy: the
+  // migration pauses and waits for the source to reconnect). The peers'
+  // pings are welcome every 2.5 s or less often.
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kServerKeepaliveTimeMs);
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kServerKeepaliveTimeoutMs);
   builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder->AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                               kKeepaliveTimeMs / 2);

@@ -38,11 +38,16 @@ inline constexpr uint64_t kStreamChunkPages = 512;
 // Hello.migration_id: 1 to this many bytes.
 inline constexpr size_t kMaxMigrationIdBytes = 64;
 
-// Liveness of the migration streams (gRPC keepalive at both ends): a ping
-// every kKeepaliveTimeMs, the connection dropped when one is not answered
-// within kKeepaliveTimeoutMs.
-inline constexpr int kKeepaliveTimeMs = 2000;
-inline constexpr int kKeepaliveTimeoutMs = 3000;
+// Liveness of the migration streams (gRPC keepalive at both ends): the
+// source pings every kKeepaliveTimeMs and drops the connection when a ping
+// is not answered within kKeepaliveTimeoutMs; the agent's server pings its
+// clients less often (an idle client's channel is polled only every few
+// seconds, and must not be dropped for it). After switchover the source
+// also expects the destination's progress (5 s of silence ends a stream).
+inline constexpr int kKeepaliveTimeMs = 5000;
+inline constexpr int kKeepaliveTimeoutMs = 10000;
+inline constexpr int kServerKeepaliveTimeMs = 10000;
+inline constexpr int kServerKeepaliveTimeoutMs = 10000;
 // Per connection to the agent's gRPC port: streams at once, and how long a
 // new connection may take to finish its (TLS and HTTP/2) handshake.
 inline constexpr int kMaxStreamsPerConnection = 64;

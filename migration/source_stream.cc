@@ -175,8 +175,9 @@ grpc::ChannelArguments BulkChannelArguments() {
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  // Reconnection is the session's (postcopy recovery): fail fast here.
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  // Reconnection after switchover is the session's (postcopy recovery);
+  // within one channel retries back off to at most 1 s. (The minimum is
+  // left alone: gRPC also takes it as the connect timeout.)
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   return args;
 }

@@ -65,8 +65,8 @@ absl::StatusOr<std::unique_ptr<ferry::v1::Control::Stub>> Connect(
   args.SetMaxReceiveMessageSize(64 << 20);
   // A silent agent (stopped, partitioned) breaks a long call such as a
   // watch within seconds; the watch then reconnects (Follow).
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 5000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   auto channel = grpc::CreateCustomChannel(address, creds, args);

@@ -8,6 +8,7 @@
 #include <cstdlib>
 
 #include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
 #include "migration/convert.h"
 #include "vmm/workload.h"
 
@@ -60,6 +61,34 @@ CliResult RunCommand(const std::vector<std::string>& argv) {
   int status = pclose(p);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+void CreateVm(ferry::v1::Control::Stub& stub, const ferry::v1::CreateVmRequest& request) {
+  grpc::ClientContext ctx;
+  ferry::v1::Vm vm;
+  grpc::Status s = stub.CreateVm(&ctx, request, &vm);
+  EXPECT_TRUE(s.ok()) << "create VM " << request.name() << ": " << s.error_message();
+}
+
+bool VerifyVm(ferry::v1::Control::Stub& stub, const std::string& name) {
+  grpc::ClientContext ctx;
+  ferry::v1::VerifyVmRequest r;
+  r.set_name(name);
+  ferry::v1::VerifyVmResponse out;
+  grpc::Status s = stub.VerifyVm(&ctx, r, &out);
+  EXPECT_TRUE(s.ok()) << "verify VM " << name << ": " << s.error_message();
+  return s.ok() && out.match();
+}
+
+grpc::StatusCode GetVmCode(ferry::v1::Control::Stub& stub, const std::string& name,
+                           ferry::v1::Vm* out) {
+  grpc::ClientContext ctx;
+  ferry::v1::GetVmRequest r;
+  r.set_name(name);
+  ferry::v1::Vm vm;
+  grpc::StatusCode code = stub.GetVm(&ctx, r, &vm).error_code();
+  if (out) *out = vm;
+  return code;
 }
 
 ferry::v1::CreateVmRequest VmRequest(const std::string& name, const std::string& workload,

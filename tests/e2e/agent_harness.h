@@ -27,6 +27,14 @@ CliResult RunCli(const std::vector<std::string>& args);
 // Any command (argv), stdout and stderr together.
 CliResult RunCommand(const std::vector<std::string>& argv);
 
+// Control API calls the tests share. CreateVm and VerifyVm record a test
+// failure when the call fails; VerifyVm is true on a digest match.
+void CreateVm(ferry::v1::Control::Stub& stub, const ferry::v1::CreateVmRequest& request);
+bool VerifyVm(ferry::v1::Control::Stub& stub, const std::string& name);
+// GetVm's status code, and the VM into *out when given.
+grpc::StatusCode GetVmCode(ferry::v1::Control::Stub& stub, const std::string& name,
+                           ferry::v1::Vm* out = nullptr);
+
 ferry::v1::CreateVmRequest VmRequest(const std::string& name, const std::string& workload,
                                      uint64_t memory = 64ull << 20, uint64_t ops = 0);
 

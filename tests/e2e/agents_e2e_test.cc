@@ -33,13 +33,6 @@ class AgentsTest : public ::testing::Test {
     sb_ = Stub(b_->address());
   }
 
-  void Create(ferry::v1::Control::Stub& stub, const ferry::v1::CreateVmRequest& r) {
-    grpc::ClientContext ctx;
-    ferry::v1::Vm vm;
-    grpc::Status s = stub.CreateVm(&ctx, r, &vm);
-    ASSERT_TRUE(s.ok()) << s.error_message();
-  }
-
   grpc::Status Start(const std::string& vm, ferry::v1::MigrationMode mode, MigrationResource* out,
                      uint64_t bandwidth = 0, const std::string& request_id = "",
                      const std::string& to = "") {
@@ -70,24 +63,6 @@ class AgentsTest : public ::testing::Test {
     return last;
   }
 
-  grpc::StatusCode GetVm(ferry::v1::Control::Stub& stub, const std::string& name) {
-    grpc::ClientContext ctx;
-    ferry::v1::GetVmRequest r;
-    r.set_name(name);
-    ferry::v1::Vm vm;
-    return stub.GetVm(&ctx, r, &vm).error_code();
-  }
-
-  bool Verify(ferry::v1::Control::Stub& stub, const std::string& name) {
-    grpc::ClientContext ctx;
-    ferry::v1::VerifyVmRequest r;
-    r.set_name(name);
-    ferry::v1::VerifyVmResponse out;
-    grpc::Status s = stub.VerifyVm(&ctx, r, &out);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    return s.ok() && out.match();
-  }
-
   std::unique_ptr<agent::AgentProcess> a_, b_;
   std::unique_ptr<ferry::v1::Control::Stub> sa_, sb_;
 };
@@ -102,7 +77,7 @@ TEST_F(AgentsTest, MigrateInEachModeThroughTheApi) {
   int i = 0;
   for (const Case& c : cases) {
     const std::string name = "vm-" + std::to_string(i++);
-    Create(*sa_, VmRequest(name, c.workload));
+    CreateVm(*sa_, VmRequest(name, c.workload));
     MigrationResource m;
     ASSERT_TRUE(Start(name, c.mode, &m).ok());
     std::set<int> phases;
@@ -111,9 +86,9 @@ TEST_F(AgentsTest, MigrateInEachModeThroughTheApi) {
     EXPECT_TRUE(phases.count(ferry::v1::MIGRATION_PHASE_COMPLETED));
     EXPECT_EQ(done.report().outcome(), "completed");
     EXPECT_GT(done.report().total_ms(), 0);
-    EXPECT_EQ(GetVm(*sa_, name), grpc::StatusCode::NOT_FOUND) << "the source released it";
-    EXPECT_EQ(GetVm(*sb_, name), grpc::StatusCode::OK) << "it arrived under its name";
-    EXPECT_TRUE(Verify(*sb_, name)) << ferry::v1::MigrationMode_Name(c.mode);
+    EXPECT_EQ(GetVmCode(*sa_, name), grpc::StatusCode::NOT_FOUND) << "the source released it";
+    EXPECT_EQ(GetVmCode(*sb_, name), grpc::StatusCode::OK) << "it arrived under its name";
+    EXPECT_TRUE(VerifyVm(*sb_, name)) << ferry::v1::MigrationMode_Name(c.mode);
   }
 }
 
@@ -121,7 +96,7 @@ TEST_F(AgentsTest, MigrateInEachModeThroughTheApi) {
 // consistent with the other figures and with itself.
 TEST_F(AgentsTest, GuestImpactFiguresAreConsistent) {
   // An endless guest that ran long enough for a baseline.
-  Create(*sa_, VmRequest("impact", "zipf", 64 << 20, 0));
+  CreateVm(*sa_, VmRequest("impact", "zipf", 64 << 20, 0));
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   MigrationResource m;
   ASSERT_TRUE(Start("impact", ferry::v1::MIGRATION_MODE_POSTCOPY, &m).ok());
@@ -160,12 +135,12 @@ TEST_F(AgentsTest, GuestImpactFiguresAreConsistent) {
     EXPECT_GE(r.mgu_curve(i), 0);
     EXPECT_LE(r.mgu_curve(i), 1);
   }
-  EXPECT_TRUE(Verify(*sb_, "impact"));
+  EXPECT_TRUE(VerifyVm(*sb_, "impact"));
 }
 
 TEST_F(AgentsTest, IdempotentStartAndAlreadyMigrating) {
-  Create(*sa_, VmRequest("vm", "dirty-rate"));
-  Create(*sa_, VmRequest("other", "idle"));
+  CreateVm(*sa_, VmRequest("vm", "dirty-rate"));
+  CreateVm(*sa_, VmRequest("other", "idle"));
   MigrationResource first, again, other;
   ASSERT_TRUE(Start("vm", ferry::v1::MIGRATION_MODE_PRECOPY, &first, 4ull << 20, "req-1").ok());
   ASSERT_TRUE(Start("vm", ferry::v1::MIGRATION_MODE_PRECOPY, &again, 4ull << 20, "req-1").ok());
@@ -200,7 +175,7 @@ TEST_F(AgentsTest, IdempotentStartAndAlreadyMigrating) {
 
 TEST_F(AgentsTest, CancelInEachPhase) {
   // Setup / early precopy: cancel right after the start.
-  Create(*sa_, VmRequest("early", "dirty-rate"));
+  CreateVm(*sa_, VmRequest("early", "dirty-rate"));
   MigrationResource m;
   ASSERT_TRUE(Start("early", ferry::v1::MIGRATION_MODE_PRECOPY, &m, 4ull << 20).ok());
   {
@@ -211,11 +186,11 @@ TEST_F(AgentsTest, CancelInEachPhase) {
     ASSERT_TRUE(sa_->CancelMigration(&ctx, r, &out).ok());
   }
   EXPECT_EQ(Watch(m.id()).phase(), ferry::v1::MIGRATION_PHASE_CANCELLED);
-  EXPECT_EQ(GetVm(*sa_, "early"), grpc::StatusCode::OK) << "the VM stays at the source";
-  EXPECT_EQ(GetVm(*sb_, "early"), grpc::StatusCode::NOT_FOUND) << "the destination is empty";
+  EXPECT_EQ(GetVmCode(*sa_, "early"), grpc::StatusCode::OK) << "the VM stays at the source";
+  EXPECT_EQ(GetVmCode(*sb_, "early"), grpc::StatusCode::NOT_FOUND) << "the destination is empty";
 
   // Precopy, well under way (4 MiB/s: 64 MiB take 16 s).
-  Create(*sa_, VmRequest("mid", "dirty-rate"));
+  CreateVm(*sa_, VmRequest("mid", "dirty-rate"));
   ASSERT_TRUE(Start("mid", ferry::v1::MIGRATION_MODE_PRECOPY, &m, 4ull << 20).ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(700));
   {
@@ -229,10 +204,10 @@ TEST_F(AgentsTest, CancelInEachPhase) {
   }
   EXPECT_EQ(RunCli({"migration", "cancel", m.id(), "--agent", a_->address()}).exit_code, 0);
   EXPECT_EQ(Watch(m.id()).phase(), ferry::v1::MIGRATION_PHASE_CANCELLED);
-  ASSERT_TRUE(Verify(*sa_, "mid")) << "the source VM ran on, intact";
+  ASSERT_TRUE(VerifyVm(*sa_, "mid")) << "the source VM ran on, intact";
 
   // Postcopy: past switchover the destination runs the VM; cancel is refused.
-  Create(*sa_, VmRequest("late", "zipf"));
+  CreateVm(*sa_, VmRequest("late", "zipf"));
   ASSERT_TRUE(Start("late", ferry::v1::MIGRATION_MODE_POSTCOPY, &m, 8ull << 20).ok());
   for (int i = 0; i < 200; ++i) {
     grpc::ClientContext ctx;
@@ -253,7 +228,7 @@ TEST_F(AgentsTest, CancelInEachPhase) {
     EXPECT_THAT(s.error_message(), HasSubstr("can no longer be cancelled"));
   }
   EXPECT_EQ(Watch(m.id()).phase(), ferry::v1::MIGRATION_PHASE_COMPLETED);
-  EXPECT_TRUE(Verify(*sb_, "late"));
+  EXPECT_TRUE(VerifyVm(*sb_, "late"));
 }
 
 TEST_F(AgentsTest, BadRequestsGetClearErrors) {
@@ -267,7 +242,7 @@ TEST_F(AgentsTest, BadRequestsGetClearErrors) {
   ferry::v1::Vm vm;
   s = sa_->CreateVm(&ctx, bad, &vm);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  Create(*sa_, VmRequest("dup", "idle"));
+  CreateVm(*sa_, VmRequest("dup", "idle"));
   grpc::ClientContext ctx2;
   s = sa_->CreateVm(&ctx2, VmRequest("dup", "idle"), &vm);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
@@ -276,10 +251,10 @@ TEST_F(AgentsTest, BadRequestsGetClearErrors) {
   MigrationResource done = Watch(m.id());
   EXPECT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_FAILED);
   EXPECT_THAT(done.error(), HasSubstr("127.0.0.1:1"));
-  EXPECT_EQ(GetVm(*sa_, "dup"), grpc::StatusCode::OK);
+  EXPECT_EQ(GetVmCode(*sa_, "dup"), grpc::StatusCode::OK);
   // A VM name already taken at the destination.
-  Create(*sb_, VmRequest("taken", "idle"));
-  Create(*sa_, VmRequest("taken", "idle"));
+  CreateVm(*sb_, VmRequest("taken", "idle"));
+  CreateVm(*sa_, VmRequest("taken", "idle"));
   ASSERT_TRUE(Start("taken", ferry::v1::MIGRATION_MODE_HYBRID, &m).ok());
   done = Watch(m.id());
   EXPECT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_FAILED);
@@ -363,22 +338,22 @@ TEST_F(AgentsTest, ServesTheGrpcHealthService) {
 
 TEST_F(AgentsTest, SigtermCancelsPrecopyButWaitsForPostcopy) {
   // A precopy migration is cancelled by the source's SIGTERM; nothing arrives.
-  Create(*sa_, VmRequest("pre", "dirty-rate"));
+  CreateVm(*sa_, VmRequest("pre", "dirty-rate"));
   MigrationResource m;
   ASSERT_TRUE(Start("pre", ferry::v1::MIGRATION_MODE_PRECOPY, &m, 4ull << 20).ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   int status = a_->Stop();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
-  EXPECT_EQ(GetVm(*sb_, "pre"), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(GetVmCode(*sb_, "pre"), grpc::StatusCode::NOT_FOUND);
 
   // A postcopy migration holds the source's exit until it completes.
   auto a = agent::AgentProcess::Start(Ferryd(), {}, TempDir() + "/a2.log");
   ASSERT_TRUE(a.ok()) << a.status();
   a_ = std::make_unique<agent::AgentProcess>(std::move(*a));
   sa_ = Stub(a_->address());
-  Create(*sa_, VmRequest("post", "zipf"));
+  CreateVm(*sa_, VmRequest("post", "zipf"));
   ASSERT_TRUE(Start("post", ferry::v1::MIGRATION_MODE_POSTCOPY, &m, 16ull << 20).ok());
-  for (int i = 0; i < 200 && GetVm(*sa_, "post") == grpc::StatusCode::OK; ++i) {
+  for (int i = 0; i < 200 && GetVmCode(*sa_, "post") == grpc::StatusCode::OK; ++i) {
     grpc::ClientContext ctx;
     ferry::v1::GetMigrationRequest r;
     r.set_id(m.id());
@@ -390,8 +365,8 @@ TEST_F(AgentsTest, SigtermCancelsPrecopyButWaitsForPostcopy) {
   status = a_->Stop(60000);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   // The source exited only after the destination had every page.
-  EXPECT_EQ(GetVm(*sb_, "post"), grpc::StatusCode::OK);
-  EXPECT_TRUE(Verify(*sb_, "post"));
+  EXPECT_EQ(GetVmCode(*sb_, "post"), grpc::StatusCode::OK);
+  EXPECT_TRUE(VerifyVm(*sb_, "post"));
 }
 
 }  // namespace

@@ -69,13 +69,6 @@ class RecoveryTest : public ::testing::Test {
     sb_ = Stub(b_->address());
   }
 
-  void Create(ferry::v1::Control::Stub& stub, const ferry::v1::CreateVmRequest& r) {
-    grpc::ClientContext ctx;
-    ferry::v1::Vm vm;
-    grpc::Status s = stub.CreateVm(&ctx, r, &vm);
-    ASSERT_TRUE(s.ok()) << s.error_message();
-  }
-
   MigrationResource Start(const std::string& vm, ferry::v1::MigrationMode mode,
                           uint64_t bandwidth, int64_t recovery_timeout_ms = 0) {
     grpc::ClientContext ctx;
@@ -134,27 +127,6 @@ class RecoveryTest : public ::testing::Test {
     ASSERT_EQ(r.exit_code, 0) << r.out;
   }
 
-  grpc::StatusCode GetVm(ferry::v1::Control::Stub& stub, const std::string& name,
-                         ferry::v1::Vm* out = nullptr) {
-    grpc::ClientContext ctx;
-    ferry::v1::GetVmRequest r;
-    r.set_name(name);
-    ferry::v1::Vm vm;
-    grpc::StatusCode code = stub.GetVm(&ctx, r, &vm).error_code();
-    if (out) *out = vm;
-    return code;
-  }
-
-  bool Verify(ferry::v1::Control::Stub& stub, const std::string& name) {
-    grpc::ClientContext ctx;
-    ferry::v1::VerifyVmRequest r;
-    r.set_name(name);
-    ferry::v1::VerifyVmResponse out;
-    grpc::Status s = stub.VerifyVm(&ctx, r, &out);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    return s.ok() && out.match();
-  }
-
   int fetch_port_ = 0;
   std::unique_ptr<agent::AgentProcess> a_, b_;
   std::unique_ptr<ferry::v1::Control::Stub> sa_, sb_;
@@ -171,7 +143,7 @@ TEST_F(RecoveryTest, CutConnectionsAtRandomPoints) {
     SCOPED_TRACE(absl::StrCat("trial ", t));
     const std::string name = absl::StrCat("cut-", t);
     // 48 MiB at 16 MiB/s: about 2 s of postcopy push.
-    Create(*sa_, VmRequest(name, t % 2 ? "uniform" : "zipf", 48ull << 20));
+    CreateVm(*sa_, VmRequest(name, t % 2 ? "uniform" : "zipf", 48ull << 20));
     const MigrationResource m =
         Start(name, t % 3 == 2 ? ferry::v1::MIGRATION_MODE_HYBRID : ferry::v1::MIGRATION_MODE_POSTCOPY,
               16ull << 20);
@@ -187,15 +159,15 @@ TEST_F(RecoveryTest, CutConnectionsAtRandomPoints) {
     if (in_postcopy) {
       EXPECT_GE(done.progress().reconnects(), 1u);
     }
-    EXPECT_EQ(GetVm(*sa_, name), grpc::StatusCode::NOT_FOUND);
-    EXPECT_TRUE(Verify(*sb_, name)) << "digest after a cut in postcopy";
+    EXPECT_EQ(GetVmCode(*sa_, name), grpc::StatusCode::NOT_FOUND);
+    EXPECT_TRUE(VerifyVm(*sb_, name)) << "digest after a cut in postcopy";
   }
 }
 
 // Forcing a reconnection (`ferry migration recover`) works while the
 // stream looks healthy too, and the migration completes.
 TEST_F(RecoveryTest, RecoverOnDemand) {
-  Create(*sa_, VmRequest("forced", "zipf", 48ull << 20));
+  CreateVm(*sa_, VmRequest("forced", "zipf", 48ull << 20));
   const MigrationResource m = Start("forced", ferry::v1::MIGRATION_MODE_POSTCOPY, 16ull << 20);
   ASSERT_EQ(AwaitPhase(m.id(), ferry::v1::MIGRATION_PHASE_POSTCOPY).phase(),
             ferry::v1::MIGRATION_PHASE_POSTCOPY);
@@ -205,9 +177,9 @@ TEST_F(RecoveryTest, RecoverOnDemand) {
   const MigrationResource done = AwaitEnd(m.id());
   ASSERT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << done.error();
   EXPECT_GE(done.progress().reconnects(), 1u);
-  EXPECT_TRUE(Verify(*sb_, "forced"));
+  EXPECT_TRUE(VerifyVm(*sb_, "forced"));
   // Before switchover there is nothing to recover.
-  Create(*sa_, VmRequest("early", "dirty-rate", 64ull << 20));
+  CreateVm(*sa_, VmRequest("early", "dirty-rate", 64ull << 20));
   const MigrationResource e = Start("early", ferry::v1::MIGRATION_MODE_PRECOPY, 4ull << 20);
   r = RunCli({"migration", "recover", e.id(), "--agent", a_->address()});
   EXPECT_NE(r.exit_code, 0);
@@ -217,7 +189,7 @@ TEST_F(RecoveryTest, RecoverOnDemand) {
 // `ferry migrate` survives a broken connection to its agent: its progress
 // stream reconnects and the command ends with the migration's outcome.
 TEST_F(RecoveryTest, TheCliWatchStreamReconnects) {
-  Create(*sa_, VmRequest("watched", "zipf", 48ull << 20));
+  CreateVm(*sa_, VmRequest("watched", "zipf", 48ull << 20));
   CliResult r;
   std::thread cli([&] {
     r = RunCli({"migrate", "watched", "--from", a_->address(), "--to", b_->address(), "--mode",
@@ -245,7 +217,7 @@ TEST_F(RecoveryTest, TheCliWatchStreamReconnects) {
   EXPECT_EQ(r.exit_code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("reconnecting"));
   EXPECT_THAT(r.out, HasSubstr(": completed"));
-  EXPECT_TRUE(Verify(*sb_, "watched"));
+  EXPECT_TRUE(VerifyVm(*sb_, "watched"));
 }
 
 // The destination agent dies after switchover and never comes back: the
@@ -253,7 +225,7 @@ TEST_F(RecoveryTest, TheCliWatchStreamReconnects) {
 // keeps its paused VM with all of its memory; it is not migrated again by
 // mistake, and resumes only when forced.
 TEST_F(RecoveryTest, DestinationLostAfterSwitchover) {
-  Create(*sa_, VmRequest("orphan", "zipf", 48ull << 20));
+  CreateVm(*sa_, VmRequest("orphan", "zipf", 48ull << 20));
   const MigrationResource m =
       Start("orphan", ferry::v1::MIGRATION_MODE_POSTCOPY, 4ull << 20, /*recovery_timeout_ms=*/2000);
   ASSERT_EQ(AwaitPhase(m.id(), ferry::v1::MIGRATION_PHASE_POSTCOPY).phase(),
@@ -266,7 +238,7 @@ TEST_F(RecoveryTest, DestinationLostAfterSwitchover) {
   EXPECT_THAT(done.error(), HasSubstr("recovery timeout"));
   EXPECT_THAT(done.report().outcome(), HasSubstr("kept paused with all of its memory"));
   ferry::v1::Vm vm;
-  ASSERT_EQ(GetVm(*sa_, "orphan", &vm), grpc::StatusCode::OK) << "the source keeps it";
+  ASSERT_EQ(GetVmCode(*sa_, "orphan", &vm), grpc::StatusCode::OK) << "the source keeps it";
   EXPECT_EQ(vm.state(), ferry::v1::VM_STATE_PAUSED);
   EXPECT_EQ(vm.held_by(), m.id());
   // Not offered for migration again, and not resumed without --force.
@@ -285,10 +257,10 @@ TEST_F(RecoveryTest, DestinationLostAfterSwitchover) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.out, HasSubstr("--force"));
   // A paused VM can still be checked as it is.
-  EXPECT_TRUE(Verify(*sa_, "orphan"));
+  EXPECT_TRUE(VerifyVm(*sa_, "orphan"));
   r = RunCli({"vm", "resume", "orphan", "--force", "--agent", a_->address()});
   EXPECT_EQ(r.exit_code, 0) << r.out;
-  ASSERT_EQ(GetVm(*sa_, "orphan", &vm), grpc::StatusCode::OK);
+  ASSERT_EQ(GetVmCode(*sa_, "orphan", &vm), grpc::StatusCode::OK);
   EXPECT_EQ(vm.state(), ferry::v1::VM_STATE_RUNNING);
   EXPECT_TRUE(vm.held_by().empty());
 }
@@ -296,7 +268,7 @@ TEST_F(RecoveryTest, DestinationLostAfterSwitchover) {
 // SIGKILL of the destination agent before switchover: the migration fails
 // and the source VM runs on, intact.
 TEST_F(RecoveryTest, DestinationKilledBeforeSwitchover) {
-  Create(*sa_, VmRequest("stay", "dirty-rate", 64ull << 20));
+  CreateVm(*sa_, VmRequest("stay", "dirty-rate", 64ull << 20));
   const MigrationResource m = Start("stay", ferry::v1::MIGRATION_MODE_PRECOPY, 4ull << 20);
   ASSERT_EQ(AwaitPhase(m.id(), ferry::v1::MIGRATION_PHASE_PRECOPY).phase(),
             ferry::v1::MIGRATION_PHASE_PRECOPY);
@@ -306,15 +278,15 @@ TEST_F(RecoveryTest, DestinationKilledBeforeSwitchover) {
   EXPECT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_FAILED);
   EXPECT_THAT(done.report().outcome(), HasSubstr("the source VM keeps running"));
   ferry::v1::Vm vm;
-  ASSERT_EQ(GetVm(*sa_, "stay", &vm), grpc::StatusCode::OK);
+  ASSERT_EQ(GetVmCode(*sa_, "stay", &vm), grpc::StatusCode::OK);
   EXPECT_EQ(vm.state(), ferry::v1::VM_STATE_RUNNING);
-  EXPECT_TRUE(Verify(*sa_, "stay"));
+  EXPECT_TRUE(VerifyVm(*sa_, "stay"));
 }
 
 // SIGKILL of the source agent before switchover: the destination discards
 // its half (no VM, no incoming migration) within seconds.
 TEST_F(RecoveryTest, SourceKilledBeforeSwitchover) {
-  Create(*sa_, VmRequest("half", "dirty-rate", 64ull << 20));
+  CreateVm(*sa_, VmRequest("half", "dirty-rate", 64ull << 20));
   const MigrationResource m = Start("half", ferry::v1::MIGRATION_MODE_PRECOPY, 4ull << 20);
   ASSERT_EQ(AwaitPhase(m.id(), ferry::v1::MIGRATION_PHASE_PRECOPY).phase(),
             ferry::v1::MIGRATION_PHASE_PRECOPY);
@@ -335,7 +307,7 @@ TEST_F(RecoveryTest, SourceKilledBeforeSwitchover) {
   // And it takes migrations again.
   a_.reset();
   StartAgents();
-  Create(*sa_, VmRequest("half", "zipf", 32ull << 20));
+  CreateVm(*sa_, VmRequest("half", "zipf", 32ull << 20));
   const MigrationResource again = Start("half", ferry::v1::MIGRATION_MODE_HYBRID, 0);
   EXPECT_EQ(AwaitEnd(again.id()).phase(), ferry::v1::MIGRATION_PHASE_COMPLETED);
 }
@@ -364,14 +336,14 @@ TEST_F(RecoveryTest, EightConcurrentMigrations) {
     const std::string name = absl::StrCat("many-", i);
     const Kind& k = kinds[i % 4];
     const bool paced = std::string(k.workload) == "dirty-rate";
-    Create(*sa_, VmRequest(name, k.workload, 32ull << 20, paced ? 0 : 20'000'000));
+    CreateVm(*sa_, VmRequest(name, k.workload, 32ull << 20, paced ? 0 : 20'000'000));
     ids.push_back(Start(name, k.mode, 0).id());
   }
   for (int i = 0; i < 8; ++i) {
     const MigrationResource done = AwaitEnd(ids[i]);
     EXPECT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << i << ": " << done.error();
   }
-  for (int i = 0; i < 8; ++i) EXPECT_TRUE(Verify(*sb_, absl::StrCat("many-", i))) << i;
+  for (int i = 0; i < 8; ++i) EXPECT_TRUE(VerifyVm(*sb_, absl::StrCat("many-", i))) << i;
 }
 
 }  // namespace
