@@ -96,15 +96,10 @@ absl::Status SourceSession::ReconnectOnce(uint32_t attempt) {
 absl::Status SourceSession::Recover(absl::Status cause) {
   {
     absl::MutexLock lock(&mu_);
-    if (state_ != S::kPostcopyPaused) {
-      if (state_ == S::kSwitchingOver) {
-        // Switchover was sent but Resumed never came: the destination may
-        // run the VM. Only its answer to Reconnect tells.
-        state_ = S::kPostcopyPaused;
-      } else {
-        RETURN_IF_ERROR(TransitionLocked(S::kPostcopyPaused));
-      }
-    }
+    // From switching-over too: Switchover was sent but Resumed never
+    // came, and only the destination's answer to Reconnect tells whether
+    // it runs the VM.
+    if (state_ != S::kPostcopyPaused) RETURN_IF_ERROR(TransitionLocked(S::kPostcopyPaused));
     paused_reason_ = std::string(cause.message());
     recover_now_ = false;
   }

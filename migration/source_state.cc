@@ -23,7 +23,9 @@ bool Allowed(S from, S to) {
     case S::kPaused:
       return to == S::kSwitchingOver || to == S::kCancelling;
     case S::kSwitchingOver:
-      return to == S::kPostcopy;
+      // Paused: the stream broke before Resumed (the destination's answer
+      // to Reconnect tells whether it runs the VM).
+      return to == S::kPostcopy || to == S::kPostcopyPaused;
     case S::kPostcopy:
       return to == S::kCompleting || to == S::kPostcopyPaused;
     case S::kCompleting:

@@ -6,7 +6,7 @@
 //   precopy --policy: stop-and-copy or postcopy--> paused
 //   paused --Switchover sent--> switching-over --Resumed--> postcopy
 //   postcopy --Complete sent--> completing --Completed--> releasing --> completed
-//   postcopy, completing --stream broke--> postcopy-paused
+//   switching-over, postcopy, completing --stream broke--> postcopy-paused
 //   postcopy-paused --Reconnect, Recovered--> postcopy
 //   postcopy-paused --Reconnect, Completed--> releasing
 //   connecting..paused --Cancel()--> cancelling --> cancelled

@@ -335,12 +335,20 @@ absl::StatusOr<std::shared_ptr<Agent::MigrationEntry>> Agent::FindMigration(
 }
 
 ferry::v1::Vm Agent::Describe(const VmEntry& e) const {
+  // What migrations change, read under the registry's lock.
+  std::string migration_id, held_by, held_reason;
+  {
+    absl::MutexLock lock(&mu_);
+    migration_id = e.migration_id;
+    held_by = e.held_by;
+    held_reason = e.held_reason;
+  }
   ferry::v1::Vm v;
   v.set_name(e.name);
-  v.set_migration_id(e.migration_id);
+  v.set_migration_id(migration_id);
   v.set_arrived_by(e.arrived_by);
-  v.set_held_by(e.held_by);
-  v.set_held_reason(e.held_reason);
+  v.set_held_by(held_by);
+  v.set_held_reason(held_reason);
   const vmm::VmConfig& c = e.vm->config();
   *v.mutable_layout() = migration::ToLayout(c, e.vm->memory().map());
   v.set_backend_capabilities(e.vm->BackendCapabilities());
@@ -353,7 +361,7 @@ ferry::v1::Vm Agent::Describe(const VmEntry& e) const {
     any_failed |= vc.state == vmm::VcpuRunState::kFailed;
     all_halted &= vc.state == vmm::VcpuRunState::kFinished;
   }
-  if (!e.migration_id.empty()) v.set_state(ferry::v1::VM_STATE_MIGRATING);
+  if (!migration_id.empty()) v.set_state(ferry::v1::VM_STATE_MIGRATING);
   else if (any_failed) v.set_state(ferry::v1::VM_STATE_FAILED);
   else if (all_halted) v.set_state(ferry::v1::VM_STATE_HALTED);
   else if (any_running) v.set_state(ferry::v1::VM_STATE_RUNNING);

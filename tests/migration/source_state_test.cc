@@ -20,7 +20,7 @@ using ferry::v1::DestinationMessage;
 constexpr S kAll[] = {S::kConnecting, S::kAccepted,   S::kPrecopy,       S::kDiscarding,
                       S::kPaused,     S::kSwitchingOver, S::kPostcopy,   S::kCompleting,
                       S::kReleasing,  S::kCompleted,  S::kCancelling,    S::kCancelled,
-                      S::kFailed};
+                      S::kFailed,     S::kPostcopyPaused};
 
 TEST(SourceState, OnlyTheDiagramsTransitionsAreAllowed) {
   const std::set<std::pair<S, S>> allowed = {
@@ -33,6 +33,10 @@ TEST(SourceState, OnlyTheDiagramsTransitionsAreAllowed) {
       {S::kAccepted, S::kCancelling},     {S::kPrecopy, S::kCancelling},
       {S::kDiscarding, S::kCancelling},   {S::kPaused, S::kCancelling},
       {S::kCancelling, S::kCancelled},
+      // Postcopy recovery.
+      {S::kSwitchingOver, S::kPostcopyPaused}, {S::kPostcopy, S::kPostcopyPaused},
+      {S::kCompleting, S::kPostcopyPaused},    {S::kPostcopyPaused, S::kPostcopy},
+      {S::kPostcopyPaused, S::kReleasing},
   };
   for (S from : kAll) {
     for (S to : kAll) {
@@ -52,7 +56,7 @@ TEST(SourceState, OnlyTheDiagramsTransitionsAreAllowed) {
 TEST(SourceState, TheDestinationMayRunFromSwitchoverOn) {
   for (S s : kAll) {
     const bool want = s == S::kSwitchingOver || s == S::kPostcopy || s == S::kCompleting ||
-                      s == S::kReleasing || s == S::kCompleted;
+                      s == S::kPostcopyPaused || s == S::kReleasing || s == S::kCompleted;
     EXPECT_EQ(DestinationMayRun(s), want) << SourceStateName(s);
   }
 }
@@ -69,7 +73,8 @@ TEST(SourceState, DestinationMessagesFitTheirStates) {
       {DestinationMessage::kAccepted, {S::kConnecting}},
       {DestinationMessage::kProgress, live_after_accept},
       {DestinationMessage::kResumed, {S::kSwitchingOver}},
-      {DestinationMessage::kCompleted, {S::kCompleting}},
+      {DestinationMessage::kCompleted, {S::kCompleting, S::kPostcopyPaused}},
+      {DestinationMessage::kRecovered, {S::kPostcopyPaused}},
       {DestinationMessage::kError, std::set<S>(std::begin(kAll), std::end(kAll))},
   };
   for (const Case& c : cases) {
