@@ -220,6 +220,27 @@ TEST_F(RecoveryTest, TheCliWatchStreamReconnects) {
   EXPECT_TRUE(VerifyVm(*sb_, "watched"));
 }
 
+// A destination that stops answering (SIGSTOP: its sockets stay open, so
+// TCP alone would wait forever) is found silent within seconds; the
+// migration pauses, and once the destination runs again the source
+// reconnects and the migration completes with the right memory.
+TEST_F(RecoveryTest, ASilentDestinationPausesTheMigrationUntilItAnswers) {
+  CreateVm(*sa_, VmRequest("silent", "zipf", 48ull << 20));
+  const MigrationResource m = Start("silent", ferry::v1::MIGRATION_MODE_POSTCOPY, 8ull << 20);
+  ASSERT_EQ(AwaitPhase(m.id(), ferry::v1::MIGRATION_PHASE_POSTCOPY).phase(),
+            ferry::v1::MIGRATION_PHASE_POSTCOPY);
+  kill(b_->pid(), SIGSTOP);
+  const MigrationResource paused =
+      AwaitPhase(m.id(), ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED, 20000);
+  kill(b_->pid(), SIGCONT);
+  ASSERT_EQ(paused.phase(), ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED) << paused.error();
+  EXPECT_THAT(paused.progress().paused_reason(), HasSubstr("sent nothing"));
+  const MigrationResource done = AwaitEnd(m.id());
+  ASSERT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << done.error();
+  EXPECT_GE(done.progress().reconnects(), 1u);
+  EXPECT_TRUE(VerifyVm(*sb_, "silent"));
+}
+
 // The destination agent dies after switchover and never comes back: the
 // source gives up after the recovery timeout, reports the failure, and
 // keeps its paused VM with all of its memory; it is not migrated again by
