@@ -8,6 +8,7 @@
 // makes (default 3; the long run, `./dev test-long`, makes 20).
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -17,6 +18,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "base/clock.h"
+#include "base/net.h"
 #include "base/status_matchers.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -239,6 +242,48 @@ TEST_F(RecoveryTest, ASilentDestinationPausesTheMigrationUntilItAnswers) {
   ASSERT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << done.error();
   EXPECT_GE(done.progress().reconnects(), 1u);
   EXPECT_TRUE(VerifyVm(*sb_, "silent"));
+}
+
+// A flood of connections that never speak on the agent's gRPC port: the
+// agent keeps serving during it, closes each after the 10 s handshake
+// timeout, and serves as before once it ends.
+TEST_F(RecoveryTest, AConnectionFloodOnTheGrpcPortIsSurvived) {
+  rlimit nofile{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &nofile), 0);
+  if (nofile.rlim_max < 4096) GTEST_SKIP() << "needs 4096 file descriptors";
+  rlimit raised = nofile;
+  raised.rlim_cur = std::max<rlim_t>(nofile.rlim_cur, 4096);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &raised), 0);
+  std::vector<UniqueFd> flood;
+  for (int i = 0; i < 1500; ++i) {
+    auto fd = ConnectTcp(a_->address(), 2000);
+    ASSERT_TRUE(fd.ok()) << i << ": " << fd.status();
+    flood.push_back(*std::move(fd));
+  }
+  {
+    grpc::ClientContext ctx;
+    ferry::v1::ListVmsResponse vms;
+    EXPECT_TRUE(sa_->ListVms(&ctx, {}, &vms).ok()) << "the agent serves during the flood";
+  }
+  // Each silent connection is closed by the handshake timeout (what the
+  // server sent first, its HTTP/2 settings, is read and dropped).
+  auto closed_within = [](int fd, int ms) {
+    uint8_t byte;
+    const int64_t deadline = MonotonicNowNanos() + int64_t{ms} * 1'000'000;
+    while (MonotonicNowNanos() < deadline) {
+      absl::Status s = RecvAll(fd, &byte, 1, 500);
+      if (!s.ok() && !absl::IsDeadlineExceeded(s)) return true;
+    }
+    return false;
+  };
+  int closed = 0;
+  for (int i = 0; i < 1500; i += 100) closed += closed_within(flood[i].get(), 15000) ? 1 : 0;
+  EXPECT_EQ(closed, 15) << "silent connections are closed by the agent";
+  flood.clear();
+  setrlimit(RLIMIT_NOFILE, &nofile);
+  CreateVm(*sa_, VmRequest("after-flood", "zipf", 32ull << 20));
+  const MigrationResource m = Start("after-flood", ferry::v1::MIGRATION_MODE_HYBRID, 0);
+  EXPECT_EQ(AwaitEnd(m.id()).phase(), ferry::v1::MIGRATION_PHASE_COMPLETED);
 }
 
 // The destination agent dies after switchover and never comes back: the
