@@ -258,7 +258,9 @@ void MigrationService::ReactorDone() {
 }
 
 void MigrationService::Add(std::shared_ptr<DestinationSession> s) {
-  std::vector<std::shared_ptr<DestinationSession>> reaped;  // destroyed unlocked
+  // Declared before the lock: reaped sessions (whose destructors join
+  // their threads) are destroyed after it is released.
+  std::vector<std::shared_ptr<DestinationSession>> reaped;
   absl::MutexLock lock(&mu_);
   // Ended sessions stay a while to answer a late Reconnect; the oldest go
   // first past kMaxEnded.
@@ -278,9 +280,6 @@ void MigrationService::Add(std::shared_ptr<DestinationSession> s) {
     }
   }
   sessions_[s.get()] = std::move(s);
-  mu_.Unlock();
-  reaped.clear();
-  mu_.Lock();
 }
 
 std::shared_ptr<DestinationSession> MigrationService::FindShared(
@@ -293,11 +292,7 @@ std::shared_ptr<DestinationSession> MigrationService::FindShared(
 }
 
 DestinationSession* MigrationService::Find(const std::string& migration_id) {
-  absl::MutexLock lock(&mu_);
-  DestinationSession* found = nullptr;
-  for (auto& [s, unused] : sessions_)
-    if (s->migration_id() == migration_id && (found == nullptr || !s->ended())) found = s;
-  return found;
+  return FindShared(migration_id).get();  // the service keeps its reference
 }
 
 bool MigrationService::HasIncompletePostcopy() const {

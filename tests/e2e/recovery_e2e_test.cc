@@ -8,7 +8,6 @@
 // makes (default 3; the long run, `./dev test-long`, makes 20).
 #include <netinet/in.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -20,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/clock.h"
 #include "base/net.h"
+#include "base/socket_testing.h"
 #include "base/status_matchers.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -248,12 +248,8 @@ TEST_F(RecoveryTest, ASilentDestinationPausesTheMigrationUntilItAnswers) {
 // agent keeps serving during it, closes each after the 10 s handshake
 // timeout, and serves as before once it ends.
 TEST_F(RecoveryTest, AConnectionFloodOnTheGrpcPortIsSurvived) {
-  rlimit nofile{};
-  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &nofile), 0);
-  if (nofile.rlim_max < 4096) GTEST_SKIP() << "needs 4096 file descriptors";
-  rlimit raised = nofile;
-  raised.rlim_cur = std::max<rlim_t>(nofile.rlim_cur, 4096);
-  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &raised), 0);
+  ::ferry::testing::ScopedFdLimit fds(4096);
+  if (!fds.ok()) GTEST_SKIP() << "needs 4096 file descriptors";
   std::vector<UniqueFd> flood;
   for (int i = 0; i < 1500; ++i) {
     auto fd = ConnectTcp(a_->address(), 2000);
@@ -267,20 +263,11 @@ TEST_F(RecoveryTest, AConnectionFloodOnTheGrpcPortIsSurvived) {
   }
   // Each silent connection is closed by the handshake timeout (what the
   // server sent first, its HTTP/2 settings, is read and dropped).
-  auto closed_within = [](int fd, int ms) {
-    uint8_t byte;
-    const int64_t deadline = MonotonicNowNanos() + int64_t{ms} * 1'000'000;
-    while (MonotonicNowNanos() < deadline) {
-      absl::Status s = RecvAll(fd, &byte, 1, 500);
-      if (!s.ok() && !absl::IsDeadlineExceeded(s)) return true;
-    }
-    return false;
-  };
   int closed = 0;
-  for (int i = 0; i < 1500; i += 100) closed += closed_within(flood[i].get(), 15000) ? 1 : 0;
+  for (int i = 0; i < 1500; i += 100)
+    closed += ::ferry::testing::ClosedWithin(flood[i].get(), 15000) ? 1 : 0;
   EXPECT_EQ(closed, 15) << "silent connections are closed by the agent";
   flood.clear();
-  setrlimit(RLIMIT_NOFILE, &nofile);
   CreateVm(*sa_, VmRequest("after-flood", "zipf", 32ull << 20));
   const MigrationResource m = Start("after-flood", ferry::v1::MIGRATION_MODE_HYBRID, 0);
   EXPECT_EQ(AwaitEnd(m.id()).phase(), ferry::v1::MIGRATION_PHASE_COMPLETED);

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <deque>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -435,22 +436,34 @@ TEST_F(SourceSessionTest, AStreamEndingAfterSwitchoverIsRecovered) {
   EXPECT_GE(pushed_after.load(), 1) << "the missing pages went out again";
 }
 
+// A destination whose stream breaks once the source sent Switchover, and
+// that answers a Reconnect with `answer` (none: it says nothing).
+ScriptedDestination::Handler BreakAtSwitchover(std::optional<DestinationMessage> answer) {
+  return [answer](const Sent& m, ScriptedDestination* d) {
+    if (m.control.has_switchover()) {
+      d->End();
+      return;
+    }
+    if (m.control.has_reconnect() && answer) {
+      d->Reply(*answer);
+      return;
+    }
+    ScriptedDestination::Behave(m, d);
+  };
+}
+
+DestinationMessage ReconnectError(absl::StatusCode code, const std::string& message,
+                                  bool never_ran = false) {
+  DestinationMessage r;
+  r.mutable_error()->set_code(static_cast<int>(code));
+  r.mutable_error()->set_message(message);
+  r.mutable_error()->set_never_ran(never_ran);
+  return r;
+}
+
 TEST_F(SourceSessionTest, AReconnectionRefusedKeepsTheSourcePaused) {
   auto s = Session(
-      [](const Sent& m, ScriptedDestination* d) {
-        if (m.control.has_switchover()) {
-          d->End();
-          return;
-        }
-        if (m.control.has_reconnect()) {
-          DestinationMessage r;
-          r.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kNotFound));
-          r.mutable_error()->set_message("no migration here");
-          d->Reply(r);
-          return;
-        }
-        ScriptedDestination::Behave(m, d);
-      },
+      BreakAtSwitchover(ReconnectError(absl::StatusCode::kNotFound, "no migration here")),
       MigrationMode::kPostcopy);
   EXPECT_THAT(s->Run(), StatusIs(absl::StatusCode::kNotFound));
   EXPECT_THAT(s->report().outcome, HasSubstr("kept paused with all of its memory"));
@@ -462,21 +475,9 @@ TEST_F(SourceSessionTest, AReconnectionRefusedKeepsTheSourcePaused) {
 // the source resumes its own, and the migration fails cleanly.
 TEST_F(SourceSessionTest, ADestinationThatNeverRanTheVmLetsTheSourceResume) {
   auto s = Session(
-      [](const Sent& m, ScriptedDestination* d) {
-        if (m.control.has_switchover()) {
-          d->End();
-          return;
-        }
-        if (m.control.has_reconnect()) {
-          DestinationMessage r;
-          r.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kAborted));
-          r.mutable_error()->set_message("the switchover never completed here");
-          r.mutable_error()->set_never_ran(true);
-          d->Reply(r);
-          return;
-        }
-        ScriptedDestination::Behave(m, d);
-      },
+      BreakAtSwitchover(ReconnectError(absl::StatusCode::kAborted,
+                                       "the switchover never completed here",
+                                       /*never_ran=*/true)),
       MigrationMode::kPostcopy);
   EXPECT_FALSE(s->Run().ok());
   EXPECT_THAT(s->report().outcome, HasSubstr("the source VM keeps running"));
@@ -489,13 +490,7 @@ TEST_F(SourceSessionTest, ADestinationThatNeverRanTheVmLetsTheSourceResume) {
 TEST_F(SourceSessionTest, TheRecoveryTimeoutEndsInAFailureThatKeepsTheMemory) {
   reconnections_ = false;
   auto s = Session(
-      [](const Sent& m, ScriptedDestination* d) {
-        if (m.control.has_switchover()) {
-          d->End();
-          return;
-        }
-        ScriptedDestination::Behave(m, d);
-      },
+      BreakAtSwitchover(std::nullopt),
       MigrationMode::kPostcopy);
   absl::Status st = s->Run();
   EXPECT_THAT(st, StatusIs(absl::StatusCode::kDeadlineExceeded));

@@ -1,7 +1,6 @@
 // The fetch channel end to end on loopback: a real PageServer and real
 // RemotePageSources over TCP and io_uring.
 #include <fcntl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -14,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "base/net.h"
 #include "base/clock.h"
+#include "base/socket_testing.h"
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
 #include "migration/fetch/remote_page_source.h"
@@ -409,16 +409,7 @@ UniqueFd HandshakenConnection(int port, const Secret& secret) {
   return fd;
 }
 
-// Until the server closes `fd` (true) or `ms` pass (false).
-bool ClosedWithin(int fd, int ms) {
-  uint8_t byte;
-  const int64_t deadline = MonotonicNowNanos() + int64_t{ms} * 1'000'000;
-  while (MonotonicNowNanos() < deadline) {
-    absl::Status s = RecvAll(fd, &byte, 1, 200);
-    if (!s.ok() && !absl::IsDeadlineExceeded(s)) return true;
-  }
-  return false;
-}
+using ::ferry::testing::ClosedWithin;
 
 using FetchChannelLimits = FetchChannelTest;
 
@@ -583,12 +574,8 @@ namespace {
 // accept, the agent's file descriptors are not exhausted, and once the
 // flood ends a fetch works as before.
 TEST_F(FetchChannelLimits, AConnectionFloodIsCappedAndServingGoesOn) {
-  rlimit nofile{};
-  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &nofile), 0);
-  if (nofile.rlim_max < 4096) GTEST_SKIP() << "needs 4096 file descriptors";
-  rlimit raised = nofile;
-  raised.rlim_cur = std::max<rlim_t>(nofile.rlim_cur, 4096);
-  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &raised), 0);
+  ::ferry::testing::ScopedFdLimit fds(4096);
+  if (!fds.ok()) GTEST_SKIP() << "needs 4096 file descriptors";
   migration_->EnableServing();
   std::vector<UniqueFd> flood;
   for (int i = 0; i < 1200; ++i) {
@@ -616,7 +603,6 @@ TEST_F(FetchChannelLimits, AConnectionFloodIsCappedAndServingGoesOn) {
   RemotePageSource source(Options());
   std::vector<uint8_t> buf(kPage);
   ASSERT_OK(source.Fetch(0, absl::MakeSpan(buf)).status());
-  setrlimit(RLIMIT_NOFILE, &nofile);
 }
 
 }  // namespace
