@@ -20,7 +20,9 @@ JsonObject DemandPagingResult::ToJson(const DemandPagingOptions& options) const 
   JsonObject o;
   o.Add("scenario", "demand-paging")
       .Add("vcpus", vcpus)
+      .Add("backend", vmm::VmBackendName(options.backend))
       .Add("fault_mode", vmm::FaultModeName(mode))
+      .Add("fault_mode_asked", vmm::FaultModeName(asked))
       .Add("page_source", source)
       .Add("memory_per_vcpu_bytes", options.memory_per_vcpu)
       .Add("pages", pages)
@@ -49,6 +51,7 @@ absl::StatusOr<DemandPagingResult> RunDemandPaging(const DemandPagingOptions& op
                                                    int vcpus, vmm::FaultMode mode,
                                                    const std::string& source_kind) {
   vmm::VmConfig config;
+  config.backend = options.backend;
   config.vcpus = vcpus;
   config.memory_bytes = options.memory_per_vcpu * vcpus;
   config.workload.kind = vmm::WorkloadKind::kSequential;
@@ -95,14 +98,19 @@ absl::StatusOr<DemandPagingResult> RunDemandPaging(const DemandPagingOptions& op
 
   DemandPagingResult r;
   r.vcpus = vcpus;
-  r.mode = mode;
+  r.mode = vm->fault_mode_choice().mode;
+  r.asked = mode;
   r.source = source_kind;
   r.pages = config.workload.ops_per_vcpu * vcpus;
   r.faults = vm->pager()->Stats().faults;
   r.seconds = (t1 - t0) / 1e9;
   r.pages_per_sec = r.pages / r.seconds;
   HistogramSnapshot latency;
-  for (const vmm::VcpuStats& v : vm->Stats().vcpus) latency.Merge(v.counters.op_latency);
+  if (options.backend == vmm::VmBackend::kKvm) {
+    latency = vm->pager()->Stats().fault_latency;  // KVM vCPUs time no ops
+  } else {
+    for (const vmm::VcpuStats& v : vm->Stats().vcpus) latency.Merge(v.counters.op_latency);
+  }
   r.fault_p50_us = latency.Percentile(50) / 1e3;
   r.fault_p99_us = latency.Percentile(99) / 1e3;
   r.fault_p999_us = latency.Percentile(99.9) / 1e3;

@@ -7,7 +7,10 @@
 // Measures
 // pages per second across all vCPUs and the latency of each touching access
 // (from its first attempt to completion, so including the whole fault), per
-// fault mode.
+// fault mode. With the KVM backend (`backend`, real KVM vCPUs running the
+// guest image) the latency is the pager's: from the exit (exit mode) or the
+// userfaultfd event (blocking mode) to the install; a fault mode the kernel
+// cannot run is reported as the mode that ran (`asked` keeps the request).
 #ifndef FERRY_BENCH_DEMAND_PAGING_H_
 #define FERRY_BENCH_DEMAND_PAGING_H_
 
@@ -19,6 +22,7 @@
 #include "base/histogram.h"
 #include "base/json.h"
 #include "vmm/demand_pager.h"
+#include "vmm/vm.h"
 
 namespace ferry::bench {
 
@@ -30,11 +34,13 @@ struct DemandPagingOptions {
   int blocking_handlers = 1;
   int repeat = 3;  // runs per point; the median run is reported
   std::vector<std::string> sources = {"local"};
+  vmm::VmBackend backend = vmm::VmBackend::kSoft;
 };
 
 struct DemandPagingResult {
   int vcpus = 0;
-  vmm::FaultMode mode = vmm::FaultMode::kExit;
+  vmm::FaultMode mode = vmm::FaultMode::kExit;   // what ran
+  vmm::FaultMode asked = vmm::FaultMode::kExit;  // what was asked
   std::string source = "local";
   HistogramSnapshot latency;  // ns, every touching access
   uint64_t pages = 0;

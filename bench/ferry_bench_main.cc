@@ -2,7 +2,8 @@
 //
 //   ferry-bench demand-paging [--vcpus 1,2,4,8,16] [--fault-modes exit,blocking]
 //                             [--memory-per-vcpu 64M] [--blocking-handlers 1]
-//                             [--repeat 3] [--json]
+//                             [--repeat 3] [--sources local,remote,remote-sealed]
+//                             [--backend soft|kvm] [--json]
 //   ferry-bench digest [--memory 1G] [--repeat 3]
 #include <algorithm>
 #include <cstdio>
@@ -48,6 +49,9 @@ scenarios:
                                server over the fetch channel), remote-sealed (the
                                same, replies encrypted as between TLS agents)
                                (default local)
+      --backend soft|kvm       vCPUs: software (default) or real KVM running the
+                               guest image (needs /dev/kvm; exit mode needs
+                               Ferry's KVM patch, else blocking runs and says so)
       --json                   one JSON object per line instead of a table
   reference       the link itself: one plain TCP stream (tcp_gbps), the same
                   into a fresh memfd (tcp_into_memory_gbps), and a blocking
@@ -134,6 +138,7 @@ absl::Status DemandPaging(Args& args) {
     options.modes.push_back(mode);
   }
   options.sources = args.List("sources", {"local"});
+  ASSIGN_OR_RETURN(options.backend, vmm::ParseVmBackend(args.String("backend", "soft")));
   const bool json = args.Bool("json");
   RETURN_IF_ERROR(args.Finish());
   if (options.memory_per_vcpu < 4096 || options.memory_per_vcpu % 4096 != 0)
@@ -156,10 +161,11 @@ absl::Status DemandPaging(Args& args) {
         if (json) {
           std::printf("%s\n", r.ToJson(options).ToString().c_str());
         } else {
-          std::printf("%-6d %-9s %-14s %9llu %13.0f %9.1f %9.1f %9.1f\n", r.vcpus,
-                      vmm::FaultModeName(mode), source.c_str(),
+          std::printf("%-6d %-9s %-14s %9llu %13.0f %9.1f %9.1f %9.1f%s\n", r.vcpus,
+                      vmm::FaultModeName(r.mode), source.c_str(),
                       static_cast<unsigned long long>(r.pages), r.pages_per_sec, r.fault_p50_us,
-                      r.fault_p99_us, r.fault_p999_us);
+                      r.fault_p99_us, r.fault_p999_us,
+                      r.mode != r.asked ? "  (exit asked: this kernel has no KVM userfault)" : "");
         }
         std::fflush(stdout);
       }

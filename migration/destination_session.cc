@@ -664,7 +664,7 @@ void DestinationSession::CompleteWhenNothingMissing(uint64_t gen) {
                      absl::StrCat("the VM cannot run here: ", health.message())));
     return;
   }
-  if (absl::Status s = pager->Finish(); !s.ok()) {
+  if (absl::Status s = vm_->FinishDemandPaging(); !s.ok()) {
     End(s);
     return;
   }

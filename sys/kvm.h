@@ -40,8 +40,10 @@ struct KvmCapabilities {
   bool xsave2 = false;                  // KVM_CAP_XSAVE2 (208)
   bool immediate_exit = false;          // KVM_CAP_IMMEDIATE_EXIT (136)
   // Whether memslots can turn a missing shared page into an annotated
-  // KVM_EXIT_MEMORY_FAULT. No upstream kernel offers it (up to 7.3): always
-  // false today; the one place a kernel that does would be detected.
+  // KVM_EXIT_MEMORY_FAULT: Ferry's KVM patch (kernel/kvm-userfault/), the
+  // uAPI of the unmerged "KVM Userfault" proposal. True only when the VM
+  // fd reports the capability AND a memslot with KVM_MEM_USERFAULT and a
+  // bitmap is accepted (stock kernels refuse the flag with EINVAL).
   bool exit_on_missing = false;
 
   // "api 12, memory-fault-info, pre-fault, manual-dirty-log-protect, ..."
@@ -64,6 +66,14 @@ class KvmVmFd {
   // `flags`: KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY. Size 0 deletes.
   absl::Status SetMemoryRegion(uint32_t slot, uint32_t flags, uint64_t gpa, uint64_t size,
                                void* host);
+  // KVM_SET_USER_MEMORY_REGION2 (6.8). With `userfault_bitmap` (one bit per
+  // page of the slot, 8-byte aligned, alive as long as the slot has the
+  // flag) the slot gets KVM_MEM_USERFAULT: a stage-2 fault on a page whose
+  // bit is set exits (KVM_EXIT_MEMORY_FAULT, flag USERFAULT). Null: no flag.
+  absl::Status SetMemoryRegion2(uint32_t slot, uint32_t flags, uint64_t gpa, uint64_t size,
+                                void* host, const void* userfault_bitmap);
+  // KVM_CHECK_EXTENSION on the VM fd: the value, 0 when absent.
+  int CheckExtension(int cap) const;
   absl::Status EnableCap(uint32_t cap, uint64_t arg0);
   // KVM_GET_DIRTY_LOG into `bitmap` (one bit per page of the slot).
   absl::Status GetDirtyLog(uint32_t slot, uint64_t* bitmap);
@@ -97,9 +107,10 @@ class KvmVcpuFd {
   // vCPU.
   absl::StatusOr<kvm_dirty_gfn*> MapDirtyRing(size_t bytes);
 
-  // KVM_RUN. OK when the vCPU exited (run()->exit_reason says why);
-  // Cancelled when a signal or immediate_exit interrupted it (EINTR);
-  // other errors name the ioctl.
+  // KVM_RUN. OK when the vCPU exited (run()->exit_reason says why),
+  // including KVM_EXIT_MEMORY_FAULT, which KVM reports as EFAULT with the
+  // exit annotated; Cancelled when a signal or immediate_exit interrupted
+  // it (EINTR); other errors name the ioctl.
   absl::Status Run();
 
   absl::Status GetRegs(kvm_regs* regs);

@@ -38,16 +38,20 @@ absl::StatusOr<std::unique_ptr<DemandPager>> DemandPager::Create(
     GuestMemory* memory, PageSource* source, DemandPagerOptions options) {
   if (memory->page_size() > kMaxPageSize)
     return absl::UnimplementedError("demand paging supports 4 KiB pages only");
-  if (options.mode == FaultMode::kBlocking && options.handler_threads < 1)
-    return absl::InvalidArgumentError("blocking mode needs a handler thread");
+  if (options.exit_bitmap && options.mode != FaultMode::kExit)
+    return absl::InvalidArgumentError("an exit bitmap is for exit mode");
+  const bool blocks = options.mode == FaultMode::kBlocking || options.exit_bitmap;
+  if (blocks && options.handler_threads < 1)
+    return absl::InvalidArgumentError(options.exit_bitmap
+                                          ? "exit mode on KVM needs a backstop handler thread"
+                                          : "blocking mode needs a handler thread");
   ASSIGN_OR_RETURN(std::vector<bool> present, memory->PresentPages());
   for (bool p : present)
     if (p)
       return absl::FailedPreconditionError(
           "demand paging needs empty guest memory: some pages are already present");
   uint64_t features = UFFD_FEATURE_MISSING_SHMEM;
-  features |= options.mode == FaultMode::kExit ? UFFD_FEATURE_SIGBUS
-                                               : UFFD_FEATURE_THREAD_ID;
+  features |= blocks ? UFFD_FEATURE_THREAD_ID : UFFD_FEATURE_SIGBUS;
   ASSIGN_OR_RETURN(sys::Userfaultfd uffd, sys::Userfaultfd::Open(features));
   ASSIGN_OR_RETURN(uint64_t ioctls, uffd.Register(memory->host(), memory->size(),
                                                   UFFDIO_REGISTER_MODE_MISSING));
@@ -56,12 +60,12 @@ absl::StatusOr<std::unique_ptr<DemandPager>> DemandPager::Create(
   if ((ioctls & needed) != needed)
     return absl::FailedPreconditionError(absl::StrFormat(
         "userfaultfd on guest memory lacks COPY/ZEROPAGE/WAKE (ioctls %#x)", ioctls));
-  if (options.mode == FaultMode::kExit) RETURN_IF_ERROR(InstallFaultTrapHandler());
+  if (!blocks) RETURN_IF_ERROR(InstallFaultTrapHandler());
   UniqueFd stop(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!stop.valid()) return ErrnoStatus("eventfd", errno);
   auto pager = std::unique_ptr<DemandPager>(
       new DemandPager(memory, source, options, std::move(uffd), std::move(stop)));
-  if (options.mode == FaultMode::kBlocking)
+  if (blocks)
     for (int i = 0; i < options.handler_threads; ++i)
       pager->handlers_.emplace_back(&DemandPager::HandlerLoop, pager.get());
   return pager;
@@ -77,9 +81,25 @@ DemandPager::DemandPager(GuestMemory* memory, PageSource* source,
       stop_fd_(std::move(stop_fd)),
       present_(new std::atomic<uint64_t>[(memory->num_pages() + 63) / 64]()),
       zero_(new std::atomic<uint64_t>[(memory->num_pages() + 63) / 64]()),
+      exit_(options.exit_bitmap ? new std::atomic<uint64_t>[(memory->num_pages() + 63) / 64]()
+                                : nullptr),
       blocked_(new Blocked[std::max(options.vcpus, 1)]),
       vcpu_tids_(new std::atomic<uint32_t>[std::max(options.vcpus, 1)]()),
-      shards_(new Shard[kShards]) {}
+      shards_(new Shard[kShards]) {
+  if (exit_) SetExitBits(0, memory->num_pages(), true);  // every page starts missing
+}
+
+void DemandPager::SetExitBits(uint64_t first, uint64_t count, bool exit) {
+  if (!exit_) return;
+  for (uint64_t p = first; p < first + count; ++p) {
+    const uint64_t bit = 1ull << (p % 64);
+    if (exit) {
+      exit_[p / 64].fetch_or(bit, std::memory_order_release);
+    } else {
+      exit_[p / 64].fetch_and(~bit, std::memory_order_release);
+    }
+  }
+}
 
 void DemandPager::RegisterVcpuThread(int vcpu) {
   if (vcpu >= 0 && vcpu < options_.vcpus)
@@ -174,6 +194,9 @@ void DemandPager::MarkPresent(uint64_t first, uint64_t count) {
     present_[p / 64].fetch_or(bit, std::memory_order_acq_rel);
     zero_[p / 64].fetch_and(~bit, std::memory_order_acq_rel);
   }
+  // The pages are installed: KVM may map them (its next fault on them
+  // finds them through the host mapping).
+  SetExitBits(first, count, false);
 }
 
 void DemandPager::MarkKnownZero(uint64_t first, uint64_t count) {
@@ -199,8 +222,11 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
   if (IsPresent(page)) {
     // Installed by another path after this fault was taken. In blocking
     // mode that install woke the range already; waking again is harmless and
-    // covers a faulter that went to sleep just after it.
-    if (options_.mode == FaultMode::kBlocking) RETURN_IF_ERROR(uffd_.Wake(dst, ps));
+    // covers a faulter that went to sleep just after it. On KVM the exit
+    // may have read the bit just before that install cleared it: it is
+    // clear now, and nothing is installed twice.
+    if (uffd_blocks()) RETURN_IF_ERROR(uffd_.Wake(dst, ps));
+    SetExitBits(page, 1, false);
   } else if (IsKnownZero(page)) {
     // Sent as a zero page: resolved here, no fetch.
     RETURN_IF_ERROR(InstallFetched(page, FetchedPage{PageContent::kZero, nullptr},
@@ -216,19 +242,24 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
       RecordWait(fault, MonotonicNowNanos());
       return absl::OkStatus();
     }
-    RETURN_IF_ERROR(InstallFetched(page, *fetched, !(fault.flags & kFaultWrite)));
+    // Exit mode: the faulting vCPU is this thread, not asleep in the kernel,
+    // so the install wakes no one (UFFDIO_COPY_MODE_DONTWAKE); a backstop
+    // sleeper on the same page is woken by its handler, which finds the
+    // page present.
+    RETURN_IF_ERROR(InstallFetched(page, *fetched, !(fault.flags & kFaultWrite),
+                                   /*wake=*/options_.mode != FaultMode::kExit));
   }
   RecordWait(fault, MonotonicNowNanos());
   return absl::OkStatus();
 }
 
 absl::Status DemandPager::InstallFetched(uint64_t page, const FetchedPage& fetched,
-                                         bool read_fault) {
+                                         bool read_fault, bool wake) {
   const uint32_t ps = memory_->page_size();
   uint8_t* dst = memory_->host() + page * ps;
   const bool zero = fetched.content == PageContent::kZero;
   absl::StatusOr<sys::InstallResult> r =
-      zero ? uffd_.ZeroPage(dst, ps) : uffd_.Copy(dst, fetched.data, ps);
+      zero ? uffd_.ZeroPage(dst, ps, wake) : uffd_.Copy(dst, fetched.data, ps, wake);
   if (!r.ok()) {
     // While this thread fetched, another path installed the page, nothing
     // was missing any more and the memory left userfault mode (the install
@@ -256,7 +287,7 @@ absl::Status DemandPager::ResolveFaults(absl::Span<const MemoryFault> faults) {
     ASSIGN_OR_RETURN(uint64_t page, PageIndexOf(f.gpa & ~uint64_t{ps - 1}, 1));
     if (IsPresent(page)) {
       // Installed by another path after the fault: make sure it is awake.
-      if (options_.mode == FaultMode::kBlocking)
+      if (uffd_blocks())
         RETURN_IF_ERROR(uffd_.Wake(memory_->host() + page * ps, ps));
       RecordWait(f, MonotonicNowNanos());
       continue;
@@ -368,6 +399,7 @@ absl::Status DemandPager::WriteZeroPages(uint64_t gpa, uint64_t count) {
   // the run is then known zero, unallocated until a vCPU touches it.
   RETURN_IF_ERROR(ForEachRun(first, count, [&](uint64_t i, uint64_t n, bool present) {
     if (!present) return absl::OkStatus();
+    SetExitBits(first + i, n, true);  // before the page goes
     RETURN_IF_ERROR(memory_->DiscardOffsets((first + i) * ps, n * ps));
     for (uint64_t p = first + i; p < first + i + n; ++p)
       present_[p / 64].fetch_and(~(1ull << (p % 64)), std::memory_order_acq_rel);
@@ -386,6 +418,7 @@ absl::Status DemandPager::MarkZeroPages(uint64_t gpa, uint64_t count) {
 absl::Status DemandPager::Discard(uint64_t gpa, uint64_t count) {
   const uint32_t ps = memory_->page_size();
   ASSIGN_OR_RETURN(uint64_t first, PageIndexOf(gpa, count));
+  SetExitBits(first, count, true);  // before the pages go
   RETURN_IF_ERROR(memory_->DiscardOffsets(first * ps, count * ps));
   for (uint64_t p = first; p < first + count; ++p) {
     const uint64_t bit = 1ull << (p % 64);

@@ -5,9 +5,14 @@
 // one sees EEXIST and counts the page as already present).
 //
 // Fault modes (chosen at creation):
-//   kExit      UFFD_FEATURE_SIGBUS: an access to a missing page exits the
-//              vCPU (fault_trap.h); the vCPU's own thread calls
-//              ResolveFault() and re-enters. No thread hop on the fault path.
+//   kExit      an access to a missing page exits the vCPU and its own thread
+//              calls ResolveFault() and re-enters. No thread hop on the
+//              fault path. Software vCPUs: UFFD_FEATURE_SIGBUS (fault_trap.h).
+//              KVM vCPUs (`exit_bitmap`): the memslots' userfault bitmap
+//              (exit_bitmap() below, handed to KVM); userfaultfd stays
+//              registered in blocking mode with handler threads as the
+//              backstop for accesses that are not a vCPU's stage-2 fault
+//              (KVM's own reads, the VMM's).
 //   kBlocking  the vCPU sleeps in the kernel; `handler_threads` threads poll
 //              the userfaultfd (and a stop eventfd), read up to 64 fault
 //              events at a time and resolve them together (ResolveFaults):
@@ -17,7 +22,9 @@
 //              fault this way (docs/kvm.md).
 //
 // Present-page tracking: one bit per page, set after an install (by any
-// path) and cleared by Discard(). A second bit marks pages known to be zero
+// path) and cleared by Discard(). With `exit_bitmap`, a third bitmap is its
+// complement for KVM: a bit is cleared (release store) after its page's
+// install and set again (before the page is dropped) by Discard(). A second bit marks pages known to be zero
 // (sent as zero pages): they stay unallocated holes, are not missing, and a
 // vCPU touching one resolves it locally (UFFDIO_ZEROPAGE, no fetch).
 // missing_pages() counts pages with neither bit, so "nothing is missing" is
@@ -61,6 +68,11 @@ struct DemandPagerOptions {
   int handler_threads = 1;
   // The VM's vCPUs, for blocktime per vCPU (MemoryFault::vcpu).
   int vcpus = 1;
+  // Exit mode for KVM vCPUs: keep exit_bitmap() (1 = not present: the
+  // vCPU's stage-2 fault exits) for memslots with KVM_MEM_USERFAULT, and
+  // register userfaultfd in blocking mode with `handler_threads` threads as
+  // the backstop instead of SIGBUS.
+  bool exit_bitmap = false;
 };
 
 struct DemandPagerStats {
@@ -92,6 +104,12 @@ class DemandPager {
   ~DemandPager();
 
   FaultMode mode() const { return options_.mode; }
+
+  // With options.exit_bitmap: one bit per RAM page (bit p % 64 of word
+  // p / 64), set while page p is not present. Lives as long as the pager;
+  // KVM reads it in its fault path, the pager alone writes it. Null
+  // without options.exit_bitmap.
+  const std::atomic<uint64_t>* exit_bitmap() const { return exit_.get(); }
 
   // Readies the page source for faults resolved on the calling thread.
   void PrepareThread() { source_->PrepareThread(); }
@@ -155,7 +173,9 @@ class DemandPager {
   // Installs a fetched page at RAM page `page` (UFFDIO_COPY or ZEROPAGE),
   // counts it (a zero page for a read fault in zero_for_reads) and marks it
   // present; a page another path installed meanwhile is success.
-  absl::Status InstallFetched(uint64_t page, const FetchedPage& fetched, bool read_fault);
+  // `wake`: wake threads asleep on the page (false: UFFDIO_*_MODE_DONTWAKE).
+  absl::Status InstallFetched(uint64_t page, const FetchedPage& fetched, bool read_fault,
+                              bool wake = true);
   // Marks [first, first + count) present (and no longer known zero).
   void MarkPresent(uint64_t first, uint64_t count);
   // Marks [first, first + count) known zero, except pages already present.
@@ -182,6 +202,12 @@ class DemandPager {
 
   std::unique_ptr<std::atomic<uint64_t>[]> present_;  // bitmap, 1 = present
   std::unique_ptr<std::atomic<uint64_t>[]> zero_;     // bitmap, 1 = known zero
+  std::unique_ptr<std::atomic<uint64_t>[]> exit_;     // 1 = not present (KVM); may be null
+  // userfaultfd blocks faulting threads (blocking mode, or the backstop of
+  // KVM's exit mode): installs found done must wake the range.
+  bool uffd_blocks() const { return options_.mode == FaultMode::kBlocking || options_.exit_bitmap; }
+  // Sets or clears [first, first + count) in exit_ (no-op without it).
+  void SetExitBits(uint64_t first, uint64_t count, bool exit);
 
   absl::Mutex stop_mu_;
   bool registered_ ABSL_GUARDED_BY(stop_mu_) = true;

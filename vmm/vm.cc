@@ -121,7 +121,8 @@ FaultModeChoice Vm::ChooseFaultMode(FaultMode requested) const {
   if (config_.backend == VmBackend::kSoft)
     return {FaultMode::kExit, "as asked: software vCPUs exit on missing pages (SIGBUS)"};
   if (machine_->caps().exit_on_missing)
-    return {FaultMode::kExit, "as asked: this kernel's memslots exit on missing pages"};
+    return {FaultMode::kExit,
+            "as asked: this kernel's memslots exit on missing pages (KVM userfault)"};
   return {FaultMode::kBlocking,
           "exit mode unavailable on this kernel: no exit-on-missing memslots (KVM vCPUs "
           "fault through userfaultfd inside KVM_RUN), so blocking mode"};
@@ -142,6 +143,8 @@ std::string Vm::DemandPagingPaths() const {
   if (fault_mode_choice_.mode == FaultMode::kBlocking)
     absl::StrAppend(&out, " (", handler_threads_, handler_threads_ == 1 ? " handler thread" : " handler threads",
                     ", batched)");
+  else if (machine_)
+    absl::StrAppend(&out, " (memslot userfault bitmap; userfaultfd backstop, 1 handler thread)");
   if (machine_)
     absl::StrAppend(&out, machine_->caps().pre_fault_memory
                               ? ", pre-fault with KVM_PRE_FAULT_MEMORY"
@@ -153,7 +156,11 @@ uint64_t Vm::PreFaultedPages() const {
   return machine_ ? machine_->pre_fault_stats().pages : 0;
 }
 
-Vm::~Vm() { Stop(); }
+Vm::~Vm() {
+  Stop();
+  // The memslots must not point at the pager's exit bitmap once it is gone.
+  if (machine_) (void)machine_->DisableExitOnMissing();
+}
 
 std::string Vm::LifecycleLocked() const {
   if (stopping_) return "stopped";
@@ -183,12 +190,30 @@ absl::Status Vm::EnableDemandPaging(std::shared_ptr<PageSource> source,
         pager_ ? " and already demand paged" : ""));
   fault_mode_choice_ = ChooseFaultMode(options.mode);
   options.mode = fault_mode_choice_.mode;
+  // KVM in exit mode: vCPUs exit through the memslots' userfault bitmap;
+  // one handler thread serves the userfaultfd backstop (KVM's own accesses).
+  options.exit_bitmap = machine_ != nullptr && options.mode == FaultMode::kExit;
+  if (options.exit_bitmap) options.handler_threads = 1;
   if (options.handler_threads <= 0) options.handler_threads = std::max(1, config_.vcpus / 2);
   options.vcpus = config_.vcpus;
   handler_threads_ = options.handler_threads;
-  ASSIGN_OR_RETURN(pager_, DemandPager::Create(memory_.get(), source.get(), options));
+  ASSIGN_OR_RETURN(std::unique_ptr<DemandPager> pager,
+                   DemandPager::Create(memory_.get(), source.get(), options));
+  if (options.exit_bitmap) RETURN_IF_ERROR(machine_->EnableExitOnMissing(pager->exit_bitmap()));
+  pager_ = std::move(pager);
   source_ = std::move(source);
   return absl::OkStatus();
+}
+
+absl::Status Vm::FinishDemandPaging() {
+  if (pager_ == nullptr) return absl::FailedPreconditionError("the VM is not demand paged");
+  if (uint64_t missing = pager_->missing_pages(); missing != 0)
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "cannot leave userfault mode: %d pages are still missing", missing));
+  // KVM first: with the flag off, KVM stops reading the bitmap, and a
+  // known-zero hole a vCPU touches now is still resolved by the backstop.
+  if (machine_) RETURN_IF_ERROR(machine_->DisableExitOnMissing());
+  return pager_->Finish();
 }
 
 absl::Status Vm::Start() {
@@ -254,6 +279,9 @@ void Vm::Stop() {
   meter_.Stop();
 }
 
+// Exits in a row for one page after which a vCPU is failed (Vm::VcpuThread).
+constexpr int kMaxFaultRepeats = 8;
+
 void Vm::VcpuThread(int index) {
   Vcpu* vcpu = vcpus_[index].get();
   if (pager_ != nullptr) {
@@ -270,10 +298,23 @@ void Vm::VcpuThread(int index) {
     // exit that changes the vCPU's run state. The fault path takes no lock.
     absl::StatusOr<VcpuExit> exit;
     absl::Status error;
+    uint64_t last_gpa = ~0ull;  // the previous exit's page, to catch a loop
+    int repeats = 0;
     while (true) {
       exit = vcpu->Run();
       error = exit.status();
       if (!error.ok() || exit->reason != VcpuExitReason::kMemoryFault) break;
+      // An exit for a page that is present again and again means the
+      // kernel's view and ours disagree (a bit we cannot clear): fail
+      // instead of spinning. One repeat is normal (an install raced the exit).
+      repeats = exit->fault.gpa == last_gpa ? repeats + 1 : 0;
+      last_gpa = exit->fault.gpa;
+      if (repeats >= kMaxFaultRepeats) {
+        error = absl::InternalError(absl::StrFormat(
+            "vcpu %d: %d exits in a row for gpa %#x, which is present: the vCPU would loop",
+            index, repeats + 1, exit->fault.gpa));
+        break;
+      }
       if (pager_ == nullptr) {
         error = absl::InternalError(absl::StrFormat(
             "vcpu %d: memory fault at gpa %#x but the VM has no demand pager", index,

@@ -118,9 +118,13 @@ class Vm {
   absl::Status EnableDemandPaging(std::shared_ptr<PageSource> source,
                                   DemandPagerOptions options);
   DemandPager* pager() { return pager_.get(); }
+  // Leaves demand paging once nothing is missing (DemandPager::Finish), on
+  // KVM after taking the exit-on-missing flag off the memslots.
+  // FailedPrecondition while pages are missing or without a pager.
+  absl::Status FinishDemandPaging();
   // The fault mode demand paging uses, and why: the one place the choice is
   // made. KVM vCPUs exit on missing pages only on a kernel whose memslots
-  // can (none upstream yet); elsewhere they use blocking mode.
+  // can (Ferry's KVM patch; none upstream yet); elsewhere blocking mode.
   FaultModeChoice ChooseFaultMode(FaultMode requested) const;
   const FaultModeChoice& fault_mode_choice() const { return fault_mode_choice_; }
 

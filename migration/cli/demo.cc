@@ -1,5 +1,7 @@
 #include "migration/cli/demo.h"
 
+#include <cmath>
+
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -38,12 +40,20 @@ void WatchSignals() {
   }).detach();
 }
 
-// Guest ops/s over a warmed-up window: after `warmup` (a fresh VM first
-// faults in its zero pages; a migrated one settles), the ops counted over
-// `window` (at least two seconds, so before, during and after compare).
-absl::StatusOr<double> OpsPerSec(ferry::v1::Control::Stub& stub, const std::string& name,
-                                 absl::Duration warmup = absl::Seconds(1),
-                                 absl::Duration window = absl::Seconds(2)) {
+// The guest's ops/s, measured once it runs at a steady rate: a fresh VM
+// first touches its memory for the first time, a migrated one fetches, and
+// either runs slower than it will. Rates over 500 ms windows until two in a
+// row agree within 15% (at most `settle_limit`), then the ops counted over
+// `window` (two seconds, so before, during and after compare like with
+// like). `steady` says whether the rate settled.
+struct GuestRate {
+  double ops_per_sec = 0;
+  bool steady = false;
+};
+
+absl::StatusOr<GuestRate> OpsPerSec(ferry::v1::Control::Stub& stub, const std::string& name,
+                                    absl::Duration settle_limit = absl::Seconds(10),
+                                    absl::Duration window = absl::Seconds(2)) {
   auto total_ops = [&]() -> absl::StatusOr<std::pair<uint64_t, int64_t>> {
     ferry::v1::VmStatsRequest r;
     r.set_name(name);
@@ -55,11 +65,36 @@ absl::StatusOr<double> OpsPerSec(ferry::v1::Control::Stub& stub, const std::stri
     for (const auto& v : s.vcpus()) ops += v.ops();
     return std::make_pair(ops, MonotonicNowNanos());
   };
-  absl::SleepFor(warmup);
+  auto rate = [](std::pair<uint64_t, int64_t> a, std::pair<uint64_t, int64_t> b) {
+    return b.first >= a.first && b.second > a.second
+               ? (b.first - a.first) / ((b.second - a.second) / 1e9)
+               : 0.0;
+  };
+  GuestRate out;
+  const absl::Time give_up = absl::Now() + settle_limit;
+  ASSIGN_OR_RETURN(auto prev, total_ops());
+  double last = -1;
+  while (absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(500));
+    ASSIGN_OR_RETURN(auto now, total_ops());
+    const double r = rate(prev, now);
+    prev = now;
+    if (last > 0 && r > 0 && std::abs(r - last) <= 0.15 * std::max(r, last)) {
+      out.steady = true;
+      break;
+    }
+    last = r;
+  }
   ASSIGN_OR_RETURN(auto a, total_ops());
   absl::SleepFor(window);
   ASSIGN_OR_RETURN(auto b, total_ops());
-  return b.first >= a.first ? (b.first - a.first) / ((b.second - a.second) / 1e9) : 0;
+  out.ops_per_sec = rate(a, b);
+  return out;
+}
+
+std::string RateText(const GuestRate& r) {
+  return absl::StrFormat("%.2fM%s", r.ops_per_sec / 1e6,
+                         r.steady ? "" : " (not yet steady after 10 s)");
 }
 
 }  // namespace
@@ -101,7 +136,8 @@ absl::Status RunDemo(const DemoOptions& o, FILE* out) {
   say(absl::StrFormat("created %s on A: %d MiB, %d vCPUs, workload %s (%.0f%% zero pages)",
                       name, o.vm.memory_bytes() >> 20, o.vm.vcpus(),
                       api::Spelling(o.vm.workload().kind()), 100 * o.vm.workload().zero_fraction()));
-  ASSIGN_OR_RETURN(double before, OpsPerSec(*stub_a, name));
+  say("letting the guest reach its steady rate before migrating it");
+  ASSIGN_OR_RETURN(GuestRate before, OpsPerSec(*stub_a, name));
 
   ferry::v1::StartMigrationRequest start = o.migration;
   start.set_vm_name(name);
@@ -126,7 +162,7 @@ absl::Status RunDemo(const DemoOptions& o, FILE* out) {
     return absl::AbortedError(absl::StrCat("the migration ", PhaseName(done.phase()), ": ",
                                            done.error()));
   }
-  ASSIGN_OR_RETURN(double after, OpsPerSec(*stub_b, name));
+  ASSIGN_OR_RETURN(GuestRate after, OpsPerSec(*stub_b, name));
   ferry::v1::VerifyVmRequest verify;
   verify.set_name(name);
   ferry::v1::VerifyVmResponse v;
@@ -144,13 +180,15 @@ absl::Status RunDemo(const DemoOptions& o, FILE* out) {
   during = n ? during / n : 0;
   if (o.json) {
     JsonObject j = report.ToJson();
-    j.Add("guest_ops_per_sec_before", before)
+    j.Add("guest_ops_per_sec_before", before.ops_per_sec)
+        .Add("guest_steady_before", before.steady)
         .Add("guest_ops_per_sec_during", during)
-        .Add("guest_ops_per_sec_after", after);
+        .Add("guest_ops_per_sec_after", after.ops_per_sec)
+        .Add("guest_steady_after", after.steady);
     std::fprintf(out, "%s\n", j.ToString().c_str());
   } else {
-    say(absl::StrFormat("  guest ops/s: before %.2fM, during %.2fM, after %.2fM", before / 1e6,
-                        during / 1e6, after / 1e6));
+    say(absl::StrFormat("  guest ops/s, each at a steady rate: before %s, during %.2fM, after %s",
+                        RateText(before), during / 1e6, RateText(after)));
     say(absl::StrFormat("verified on B: memory digest %s, replay of the same guest operations "
                         "on a VM that never moved %s: %s",
                         v.digest(), v.reference_digest(), v.match() ? "MATCH" : "MISMATCH"));

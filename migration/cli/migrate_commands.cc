@@ -323,13 +323,20 @@ absl::Status MigrateCommand(Args& args) {
   grpc::Status s = stub->StartMigration(&ctx, r, &started);
   if (!s.ok()) return CallError(s, "start the migration of " + name, from);
   if (detach) {
-    // Started; the agents carry it out. The resource (JSON) or its id.
-    if (json) std::printf("%s\n", MigrationJson(started).ToString().c_str());
-    else
-      std::printf("migration %s: %s from %s to %s started; follow it with `ferry migration "
-                  "watch %s --agent %s`\n",
-                  started.id().c_str(), name.c_str(), from.c_str(), to.c_str(),
-                  started.id().c_str(), from.c_str());
+    // Started; the agents carry it out. The resource (JSON) or the id alone
+    // on stdout, so that `ID=$(ferry migrate ... --detach)` captures it; a
+    // person at a terminal also gets the sentence, on stderr.
+    if (json) {
+      std::printf("%s\n", MigrationJson(started).ToString().c_str());
+    } else {
+      std::printf("%s\n", started.id().c_str());
+      if (isatty(STDERR_FILENO))
+        std::fprintf(stderr,
+                     "migration %s: %s from %s to %s started; follow it with `ferry migration "
+                     "watch %s --agent %s`\n",
+                     started.id().c_str(), name.c_str(), from.c_str(), to.c_str(),
+                     started.id().c_str(), from.c_str());
+    }
     return absl::OkStatus();
   }
   if (!json)

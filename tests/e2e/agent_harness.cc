@@ -1,5 +1,8 @@
 #include "tests/e2e/agent_harness.h"
 
+#include <chrono>
+#include <thread>
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -78,6 +81,32 @@ bool VerifyVm(ferry::v1::Control::Stub& stub, const std::string& name) {
   grpc::Status s = stub.VerifyVm(&ctx, r, &out);
   EXPECT_TRUE(s.ok()) << "verify VM " << name << ": " << s.error_message();
   return s.ok() && out.match();
+}
+
+ferry::v1::MigrationResource GetMigration(ferry::v1::Control::Stub& stub, const std::string& id) {
+  grpc::ClientContext ctx;
+  ferry::v1::GetMigrationRequest r;
+  r.set_id(id);
+  ferry::v1::MigrationResource out;
+  grpc::Status s = stub.GetMigration(&ctx, r, &out);
+  EXPECT_TRUE(s.ok()) << "get migration " << id << ": " << s.error_message();
+  return out;
+}
+
+ferry::v1::MigrationResource AwaitPhase(ferry::v1::Control::Stub& stub, const std::string& id,
+                                        ferry::v1::MigrationPhase phase, int timeout_ms) {
+  ferry::v1::MigrationResource m;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    m = GetMigration(stub, id);
+    if (m.phase() == phase) return m;
+    const bool ended = m.phase() == ferry::v1::MIGRATION_PHASE_COMPLETED ||
+                       m.phase() == ferry::v1::MIGRATION_PHASE_FAILED ||
+                       m.phase() == ferry::v1::MIGRATION_PHASE_CANCELLED;
+    if (ended && !m.report().outcome().empty()) return m;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return m;
 }
 
 grpc::StatusCode GetVmCode(ferry::v1::Control::Stub& stub, const std::string& name,

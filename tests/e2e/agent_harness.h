@@ -35,6 +35,15 @@ bool VerifyVm(ferry::v1::Control::Stub& stub, const std::string& name);
 grpc::StatusCode GetVmCode(ferry::v1::Control::Stub& stub, const std::string& name,
                            ferry::v1::Vm* out = nullptr);
 
+// GetMigration (a test failure when the call fails).
+ferry::v1::MigrationResource GetMigration(ferry::v1::Control::Stub& stub, const std::string& id);
+// Polls until the migration reaches `phase`, or has ended with its report
+// (UNSPECIFIED: until it ends); returns the last state seen. The timeout
+// bounds a hang, it is no performance expectation.
+ferry::v1::MigrationResource AwaitPhase(ferry::v1::Control::Stub& stub, const std::string& id,
+                                        ferry::v1::MigrationPhase phase,
+                                        int timeout_ms = 60000);
+
 ferry::v1::CreateVmRequest VmRequest(const std::string& name, const std::string& workload,
                                      uint64_t memory = 64ull << 20, uint64_t ops = 0);
 

@@ -12,6 +12,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "migration/convert.h"
+#include "base/eventually.h"
 #include "tests/e2e/agent_harness.h"
 
 namespace ferry::e2e {
@@ -95,7 +96,9 @@ TEST_F(AgentsTest, MigrateInEachModeThroughTheApi) {
 // Guest impact in a real two-agent migration's report: present, and
 // consistent with the other figures and with itself.
 TEST_F(AgentsTest, GuestImpactFiguresAreConsistent) {
-  // An endless guest that ran long enough for a baseline.
+  // An endless guest that ran long enough for a baseline: the report's
+  // baseline is the last second before the migration after a 250 ms
+  // warm-up, a span of time the guest must have run (not an ordering).
   CreateVm(*sa_, VmRequest("impact", "zipf", 64 << 20, 0));
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   MigrationResource m;
@@ -192,15 +195,15 @@ TEST_F(AgentsTest, CancelInEachPhase) {
   // Precopy, well under way (4 MiB/s: 64 MiB take 16 s).
   CreateVm(*sa_, VmRequest("mid", "dirty-rate"));
   ASSERT_TRUE(Start("mid", ferry::v1::MIGRATION_MODE_PRECOPY, &m, 4ull << 20).ok());
-  std::this_thread::sleep_for(std::chrono::milliseconds(700));
   {
-    grpc::ClientContext ctx;
-    ferry::v1::GetMigrationRequest r;
-    r.set_id(m.id());
-    MigrationResource out;
-    ASSERT_TRUE(sa_->GetMigration(&ctx, r, &out).ok());
+    // Under way: in precopy with pages sent (16 s at this cap).
+    MigrationResource out = AwaitPhase(*sa_, m.id(), ferry::v1::MIGRATION_PHASE_PRECOPY);
+    ASSERT_EQ(out.phase(), ferry::v1::MIGRATION_PHASE_PRECOPY);
+    ASSERT_TRUE(Eventually([&] {
+      out = GetMigration(*sa_, m.id());
+      return out.progress().pages_transferred() > 0;
+    }));
     EXPECT_EQ(out.phase(), ferry::v1::MIGRATION_PHASE_PRECOPY);
-    EXPECT_GT(out.progress().pages_transferred(), 0u);
   }
   EXPECT_EQ(RunCli({"migration", "cancel", m.id(), "--agent", a_->address()}).exit_code, 0);
   EXPECT_EQ(Watch(m.id()).phase(), ferry::v1::MIGRATION_PHASE_CANCELLED);
@@ -209,15 +212,8 @@ TEST_F(AgentsTest, CancelInEachPhase) {
   // Postcopy: past switchover the destination runs the VM; cancel is refused.
   CreateVm(*sa_, VmRequest("late", "zipf"));
   ASSERT_TRUE(Start("late", ferry::v1::MIGRATION_MODE_POSTCOPY, &m, 8ull << 20).ok());
-  for (int i = 0; i < 200; ++i) {
-    grpc::ClientContext ctx;
-    ferry::v1::GetMigrationRequest r;
-    r.set_id(m.id());
-    MigrationResource out;
-    ASSERT_TRUE(sa_->GetMigration(&ctx, r, &out).ok());
-    if (out.phase() == ferry::v1::MIGRATION_PHASE_POSTCOPY) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  ASSERT_EQ(AwaitPhase(*sa_, m.id(), ferry::v1::MIGRATION_PHASE_POSTCOPY).phase(),
+            ferry::v1::MIGRATION_PHASE_POSTCOPY);
   {
     grpc::ClientContext ctx;
     ferry::v1::CancelMigrationRequest r;
@@ -341,7 +337,8 @@ TEST_F(AgentsTest, SigtermCancelsPrecopyButWaitsForPostcopy) {
   CreateVm(*sa_, VmRequest("pre", "dirty-rate"));
   MigrationResource m;
   ASSERT_TRUE(Start("pre", ferry::v1::MIGRATION_MODE_PRECOPY, &m, 4ull << 20).ok());
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_EQ(AwaitPhase(*sa_, m.id(), ferry::v1::MIGRATION_PHASE_PRECOPY).phase(),
+            ferry::v1::MIGRATION_PHASE_PRECOPY);
   int status = a_->Stop();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   EXPECT_EQ(GetVmCode(*sb_, "pre"), grpc::StatusCode::NOT_FOUND);
@@ -353,15 +350,8 @@ TEST_F(AgentsTest, SigtermCancelsPrecopyButWaitsForPostcopy) {
   sa_ = Stub(a_->address());
   CreateVm(*sa_, VmRequest("post", "zipf"));
   ASSERT_TRUE(Start("post", ferry::v1::MIGRATION_MODE_POSTCOPY, &m, 16ull << 20).ok());
-  for (int i = 0; i < 200 && GetVmCode(*sa_, "post") == grpc::StatusCode::OK; ++i) {
-    grpc::ClientContext ctx;
-    ferry::v1::GetMigrationRequest r;
-    r.set_id(m.id());
-    MigrationResource out;
-    if (sa_->GetMigration(&ctx, r, &out).ok() && out.phase() == ferry::v1::MIGRATION_PHASE_POSTCOPY)
-      break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  ASSERT_EQ(AwaitPhase(*sa_, m.id(), ferry::v1::MIGRATION_PHASE_POSTCOPY).phase(),
+            ferry::v1::MIGRATION_PHASE_POSTCOPY);
   status = a_->Stop(60000);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   // The source exited only after the destination had every page.

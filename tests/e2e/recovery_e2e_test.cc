@@ -23,6 +23,7 @@
 #include "base/status_matchers.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "base/eventually.h"
 #include "tests/e2e/agent_harness.h"
 
 namespace ferry::e2e {
@@ -87,31 +88,11 @@ class RecoveryTest : public ::testing::Test {
     return out;
   }
 
-  MigrationResource Get(const std::string& id) {
-    grpc::ClientContext ctx;
-    ferry::v1::GetMigrationRequest r;
-    r.set_id(id);
-    MigrationResource out;
-    grpc::Status s = sa_->GetMigration(&ctx, r, &out);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    return out;
-  }
+  MigrationResource Get(const std::string& id) { return GetMigration(*sa_, id); }
 
-  // Polls until the migration reaches `phase` or ended (its report there);
-  // the last state.
   MigrationResource AwaitPhase(const std::string& id, ferry::v1::MigrationPhase phase,
                                int timeout_ms = 30000) {
-    MigrationResource m;
-    for (int waited = 0; waited < timeout_ms; waited += 10) {
-      m = Get(id);
-      if (m.phase() == phase) return m;
-      const bool ended = m.phase() == ferry::v1::MIGRATION_PHASE_COMPLETED ||
-                         m.phase() == ferry::v1::MIGRATION_PHASE_FAILED ||
-                         m.phase() == ferry::v1::MIGRATION_PHASE_CANCELLED;
-      if (ended && !m.report().outcome().empty()) return m;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return m;
+    return e2e::AwaitPhase(*sa_, id, phase, timeout_ms);
   }
 
   MigrationResource AwaitEnd(const std::string& id, int timeout_ms = 120000) {
@@ -325,7 +306,8 @@ TEST_F(RecoveryTest, DestinationKilledBeforeSwitchover) {
   const MigrationResource m = Start("stay", ferry::v1::MIGRATION_MODE_PRECOPY, 4ull << 20);
   ASSERT_EQ(AwaitPhase(m.id(), ferry::v1::MIGRATION_PHASE_PRECOPY).phase(),
             ferry::v1::MIGRATION_PHASE_PRECOPY);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // Well under way: pages have crossed (16 s at this cap).
+  ASSERT_TRUE(Eventually([&] { return Get(m.id()).progress().pages_transferred() > 0; }));
   kill(b_->pid(), SIGKILL);
   const MigrationResource done = AwaitEnd(m.id(), 30000);
   EXPECT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_FAILED);
@@ -343,20 +325,20 @@ TEST_F(RecoveryTest, SourceKilledBeforeSwitchover) {
   const MigrationResource m = Start("half", ferry::v1::MIGRATION_MODE_PRECOPY, 4ull << 20);
   ASSERT_EQ(AwaitPhase(m.id(), ferry::v1::MIGRATION_PHASE_PRECOPY).phase(),
             ferry::v1::MIGRATION_PHASE_PRECOPY);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE(Eventually([&] { return Get(m.id()).progress().pages_transferred() > 0; }));
   kill(a_->pid(), SIGKILL);
-  bool empty = false;
-  for (int i = 0; i < 200 && !empty; ++i) {
-    grpc::ClientContext ctx;
-    ferry::v1::ListVmsResponse vms;
-    ASSERT_TRUE(sb_->ListVms(&ctx, {}, &vms).ok());
-    grpc::ClientContext ctx2;
-    ferry::v1::ListMigrationsResponse ms;
-    ASSERT_TRUE(sb_->ListMigrations(&ctx2, {}, &ms).ok());
-    empty = vms.vms_size() == 0 && ms.migrations_size() == 0;
-    if (!empty) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  EXPECT_TRUE(empty) << "the destination still holds part of the VM";
+  // Within seconds (keepalive): the bound is a hang's, not a speed goal.
+  EXPECT_TRUE(Eventually(
+      [&] {
+        grpc::ClientContext ctx;
+        ferry::v1::ListVmsResponse vms;
+        grpc::ClientContext ctx2;
+        ferry::v1::ListMigrationsResponse ms;
+        return sb_->ListVms(&ctx, {}, &vms).ok() && sb_->ListMigrations(&ctx2, {}, &ms).ok() &&
+               vms.vms_size() == 0 && ms.migrations_size() == 0;
+      },
+      absl::Seconds(60)))
+      << "the destination still holds part of the VM";
   // And it takes migrations again.
   a_.reset();
   StartAgents();

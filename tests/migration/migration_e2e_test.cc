@@ -16,6 +16,9 @@ namespace {
 using ::ferry::testing::StatusIs;
 using ::testing::HasSubstr;
 
+// A downtime target that holds the 32 MiB of these VMs at 0.5 MB/s.
+constexpr int64_t kPrecopyFitsAnywhere = 60'000;
+
 vmm::VmConfig Config(vmm::WorkloadKind kind) {
   vmm::VmConfig c;
   c.memory_bytes = 32ull << 20;
@@ -63,13 +66,17 @@ TEST_P(MigrationE2eTest, DestinationMemoryEqualsTheReferenceRun) {
   ASSERT_OK_AND_ASSIGN(auto lb, Loopback::Start());
   vmm::VmConfig config = Config(kind);
   auto source = RunningSource(config);
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the guest is busy
+  // The guest is busy: it has run ops before the migration starts.
+  ASSERT_TRUE(Eventually([&] { return source->Stats().total_ops > 0; }));
   MigrationOptions options;
   options.mode = mode;
-  // Pure precopy must fit its whole final dirty set into the pause: give it
-  // a target it can meet while the guest rewrites its region every round
-  // (the test below shows what happens when it cannot).
-  options.downtime_target_ms = mode == MigrationMode::kPrecopy ? 500 : 5;
+  // Pure precopy must fit its whole final dirty set into the pause, and a
+  // free-running guest rewrites memory faster than a loaded machine's link
+  // carries (31 MB/s against 30 MB/s was seen): whether a 500 ms pause
+  // fits would depend on the machine's speed. kPrecopyFitsAnywhere holds
+  // all of the VM's memory at any plausible speed, so the test's outcome
+  // does not (the test below shows what happens when no pause can fit).
+  options.downtime_target_ms = mode == MigrationMode::kPrecopy ? kPrecopyFitsAnywhere : 5;
   options.max_rounds = 8;
   SourceSession session(source.get(), lb->MakeSourceConfig(options));
   ASSERT_OK(session.Run()) << session.report().outcome;
@@ -112,7 +119,8 @@ TEST(MigrationE2e, SeveralStreamsCarryPrecopyAndTheDigestMatches) {
     MigrationOptions options;
     options.mode = mode;
     options.streams = 3;
-    options.downtime_target_ms = 500;
+    // Hybrid may switch to postcopy; precopy must fit whatever the speed.
+    options.downtime_target_ms = mode == MigrationMode::kPrecopy ? kPrecopyFitsAnywhere : 500;
     options.max_rounds = 8;
     SourceSession session(source.get(), lb->MakeSourceConfig(options));
     ASSERT_OK(session.Run()) << session.report().outcome;
@@ -141,12 +149,17 @@ TEST(MigrationE2e, ZeroPagesTravelAsBitmapBitsNotData) {
   EXPECT_LT(r.bytes_sent, (r.pages_sent + 1) * 4096 * 1.01 + pages / 8 + 4096);
   auto moved = lb->TakeMigrated(session.migration_id());
   ASSERT_NE(moved, nullptr);
-  // The destination allocated only the data pages (and the few the guest
-  // touched since it resumed: its per-vCPU tick counters): zero pages stay
-  // holes, which read as zero (the digest reads them).
+  // The destination allocated only the data pages, and the holes the guest
+  // read since it resumed (shmem allocates a page on a read of a hole; the
+  // idle guest reads one page per op): zero pages stay holes otherwise,
+  // which read as zero (the digest reads them). Paused to count, so the
+  // bound holds however long the guest ran here.
+  ASSERT_OK(moved->Pause());
+  const uint64_t ops_here = moved->Stats().total_ops - source->Stats().total_ops;
   ASSERT_OK_AND_ASSIGN(uint64_t allocated, moved->memory().AllocatedBytes());
-  EXPECT_LE(allocated, (r.pages_sent + 16) * 4096) << "zero pages must stay unallocated";
+  EXPECT_LE(allocated, (r.pages_sent + ops_here) * 4096) << "zero pages must stay unallocated";
   EXPECT_GE(allocated, r.pages_sent * 4096 * 99 / 100);
+  ASSERT_OK(moved->Resume());
   ExpectReferenceDigest(*moved, config);
 }
 
@@ -211,9 +224,8 @@ TEST(MigrationE2e, PrecopyThatNeverConvergesFailsAndTheSourceKeepsRunning) {
   for (auto s : source->States()) EXPECT_EQ(s, vmm::VcpuRunState::kRunning);
   // The destination is empty.
   EXPECT_EQ(lb->TakeMigrated(session.migration_id(), absl::ZeroDuration()), nullptr);
-  for (int i = 0; i < 100 && lb->service().active() > 0; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  EXPECT_EQ(lb->service().active(), 0);
+  EXPECT_TRUE(Eventually([&] { return lb->service().active() == 0; }))
+      << lb->service().active() << " destination sessions still active";
 }
 
 TEST(MigrationE2e, WrongTokenIsRejectedAndTheSourceKeepsRunning) {
@@ -249,7 +261,8 @@ TEST(MigrationE2e, CancelBeforeSwitchoverLeavesTheSourceRunning) {
   options.max_bandwidth = 4ull << 20;  // slow: 32 MiB would take 8 s
   SourceSession session(source.get(), lb->MakeSourceConfig(options));
   std::thread canceller([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    // Cancelled while it copies (round 0 takes 8 s at this cap).
+    EXPECT_TRUE(Eventually([&] { return session.Progress().phase == SourcePhase::kPrecopy; }));
     EXPECT_OK(session.Cancel());
   });
   EXPECT_THAT(session.Run(), StatusIs(absl::StatusCode::kCancelled));

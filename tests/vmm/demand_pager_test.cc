@@ -296,6 +296,78 @@ TEST_P(DemandPagerTest, BlocktimeIsCountedPerVcpu) {
   EXPECT_GE(t.blocked_ns, s.blocked_ns + 20'000'000u);
 }
 
+// KVM's exit mode without KVM: the bitmap the memslots would read. Every
+// page starts with its bit set; each install path clears it after the page
+// is present; discard and zero-writes set it again first; an exit for a
+// page that is present installs nothing and leaves the bit clear; an exit
+// outside RAM is refused and changes nothing. The userfaultfd backstop
+// (blocking, one handler thread) serves a thread that touches a missing
+// page directly.
+bool ExitBit(const DemandPager& pager, uint64_t page) {
+  return (pager.exit_bitmap()[page / 64].load() >> (page % 64)) & 1;
+}
+
+TEST(DemandPager, ExitBitmapFollowsEveryInstallPath) {
+  auto image = Image();
+  InMemoryPageSource source(image.get());
+  auto mem = Memory();
+  DemandPagerOptions options{FaultMode::kExit, 1};
+  options.exit_bitmap = true;
+  ASSERT_OK_AND_ASSIGN(auto pager, DemandPager::Create(mem.get(), &source, options));
+  ASSERT_NE(pager->exit_bitmap(), nullptr);
+  for (uint64_t p = 0; p < kPages; ++p) ASSERT_TRUE(ExitBit(*pager, p)) << p;
+
+  // A vCPU's exit: fetched, installed, bit cleared.
+  ASSERT_OK(pager->ResolveFault({3 * kPage, kPage, 0, MonotonicNowNanos()}));
+  EXPECT_FALSE(ExitBit(*pager, 3));
+  EXPECT_EQ(mem->host()[3 * kPage], 4);
+  // Another exit for the same page (it raced the install): nothing twice.
+  const uint64_t installed = pager->Stats().pages_installed;
+  ASSERT_OK(pager->ResolveFault({3 * kPage, kPage, 0, MonotonicNowNanos()}));
+  EXPECT_EQ(pager->Stats().pages_installed, installed);
+  EXPECT_FALSE(ExitBit(*pager, 3));
+  // Outside RAM: refused, nothing changes.
+  EXPECT_THAT(pager->ResolveFault({kPages * kPage + 0x100000, kPage, 0, 0}),
+              StatusIs(absl::StatusCode::kOutOfRange));
+  EXPECT_EQ(pager->Stats().pages_installed, installed);
+  // The push: installs clear their bits.
+  ASSERT_OK(pager->InstallPages(10 * kPage, image->host() + 10 * kPage, 4));
+  for (uint64_t p = 10; p < 14; ++p) EXPECT_FALSE(ExitBit(*pager, p)) << p;
+  ASSERT_OK(pager->InstallZeroPages(20 * kPage, 2));
+  EXPECT_FALSE(ExitBit(*pager, 20));
+  EXPECT_FALSE(ExitBit(*pager, 21));
+  // Known-zero pages are not present: their bits stay set until touched.
+  ASSERT_OK(pager->MarkZeroPages(30 * kPage, 1));
+  EXPECT_TRUE(ExitBit(*pager, 30));
+  ASSERT_OK(pager->ResolveFault({30 * kPage, kPage, 0, 0}));
+  EXPECT_FALSE(ExitBit(*pager, 30));
+  // Discard: missing again, bit set again.
+  ASSERT_OK(pager->Discard(10 * kPage, 2));
+  EXPECT_TRUE(ExitBit(*pager, 10));
+  EXPECT_TRUE(ExitBit(*pager, 11));
+  EXPECT_FALSE(ExitBit(*pager, 12));
+  // The backstop: a thread that reads a missing page directly sleeps in the
+  // kernel until the handler thread installs it (KVM's own accesses).
+  std::thread reader([&] { EXPECT_EQ(mem->host()[40 * kPage + 1], 41); });
+  reader.join();
+  EXPECT_FALSE(ExitBit(*pager, 40));
+  // Every bit is the complement of "present".
+  for (uint64_t p = 0; p < kPages; ++p) EXPECT_EQ(ExitBit(*pager, p), !pager->IsPresent(p)) << p;
+}
+
+TEST(DemandPager, AnExitBitmapIsForExitMode) {
+  auto mem = Memory();
+  auto image = Image();
+  InMemoryPageSource source(image.get());
+  DemandPagerOptions options{FaultMode::kBlocking, 1};
+  options.exit_bitmap = true;
+  EXPECT_THAT(DemandPager::Create(mem.get(), &source, options),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("exit mode")));
+  DemandPagerOptions plain{FaultMode::kExit, 1};
+  ASSERT_OK_AND_ASSIGN(auto pager, DemandPager::Create(mem.get(), &source, plain));
+  EXPECT_EQ(pager->exit_bitmap(), nullptr);
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, DemandPagerTest,
                          ::testing::Values(FaultMode::kExit, FaultMode::kBlocking),
                          [](const auto& info) { return FaultModeName(info.param); });

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <thread>
 
+#include "base/eventually.h"
 #include "base/fake_clock.h"
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
@@ -55,7 +56,8 @@ TEST(SoftVcpu, ExitRequestPausesAndClears) {
   EXPECT_EQ(vcpu.Counters().ops, 0u);
   vcpu.ClearExitRequest();
   std::thread stopper([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    // Once the vCPU has run ops (however late a loaded machine starts it).
+    EXPECT_TRUE(Eventually([&] { return vcpu.Counters().ops > 0; }));
     vcpu.RequestExit();
   });
   ASSERT_OK_AND_ASSIGN(exit, vcpu.Run());

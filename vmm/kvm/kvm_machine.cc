@@ -171,13 +171,55 @@ absl::Status KvmMachine::Init() {
 }
 
 absl::Status KvmMachine::SetRamSlotFlags(uint32_t flags) {
+  absl::MutexLock lock(&slots_mu_);
+  ram_flags_ = flags;
+  return ApplyRamSlotsLocked();
+}
+
+absl::Status KvmMachine::ApplyRamSlotsLocked() {
   const MemoryMap& map = memory_->map();
+  const uint32_t ps = map.page_size();
   for (size_t i = 0; i < map.slots().size(); ++i) {
     const MemorySlot& s = map.slots()[i];
-    RETURN_IF_ERROR(vm_.SetMemoryRegion(static_cast<uint32_t>(i), flags, s.gpa, s.size,
-                                        memory_->host() + s.offset));
+    const auto slot = static_cast<uint32_t>(i);
+    if (userfault_bitmap_ == nullptr) {
+      RETURN_IF_ERROR(vm_.SetMemoryRegion(slot, ram_flags_, s.gpa, s.size,
+                                          memory_->host() + s.offset));
+      continue;
+    }
+    // The slot's bits start at its first RAM page, which is a whole word
+    // in: slots start on 2 MiB boundaries of RAM (512 pages).
+    if ((s.offset / ps) % 64 != 0)
+      return absl::InternalError(absl::StrFormat(
+          "RAM slot %d starts at page %d, not on a 64-page word of the bitmap", slot,
+          s.offset / ps));
+    RETURN_IF_ERROR(vm_.SetMemoryRegion2(slot, ram_flags_, s.gpa, s.size,
+                                         memory_->host() + s.offset,
+                                         userfault_bitmap_ + s.offset / ps / 64));
   }
   return absl::OkStatus();
+}
+
+absl::Status KvmMachine::EnableExitOnMissing(const std::atomic<uint64_t>* bitmap) {
+  static_assert(sizeof(std::atomic<uint64_t>) == sizeof(uint64_t));
+  if (!kvm_.caps().exit_on_missing)
+    return absl::FailedPreconditionError(
+        "this kernel's memslots cannot exit on missing pages (no KVM userfault)");
+  absl::MutexLock lock(&slots_mu_);
+  userfault_bitmap_ = bitmap;
+  absl::Status s = ApplyRamSlotsLocked();
+  if (!s.ok()) {
+    userfault_bitmap_ = nullptr;
+    (void)ApplyRamSlotsLocked();
+  }
+  return s;
+}
+
+absl::Status KvmMachine::DisableExitOnMissing() {
+  absl::MutexLock lock(&slots_mu_);
+  if (userfault_bitmap_ == nullptr) return absl::OkStatus();
+  userfault_bitmap_ = nullptr;
+  return ApplyRamSlotsLocked();
 }
 
 absl::Status KvmMachine::PrepareVcpu(sys::KvmVcpuFd& fd, int index) {

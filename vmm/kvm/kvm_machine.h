@@ -70,6 +70,16 @@ class KvmMachine {
   // into the pages the next Collect() reports and resets it. vCPU thread.
   absl::Status OnDirtyRingFull(int index);
 
+  // Exit mode (caps().exit_on_missing: Ferry's KVM patch): gives every RAM
+  // slot KVM_MEM_USERFAULT with its part of `bitmap` (one bit per RAM page,
+  // 1 = missing: a stage-2 fault there exits with KVM_EXIT_MEMORY_FAULT).
+  // `bitmap` must outlive the flag (DisableExitOnMissing, or the machine).
+  // FailedPrecondition on a kernel without the patch.
+  absl::Status EnableExitOnMissing(const std::atomic<uint64_t>* bitmap);
+  // Takes the flag off again (nothing is missing any more): KVM stops
+  // reading the bitmap. A no-op when it was never on.
+  absl::Status DisableExitOnMissing();
+
   // Maps guest-physical [gpa, gpa + size) in the stage-2 tables now, so the
   // guest takes no fault there. Only over pages that are present.
   // Unsupported MMUs (no two-dimensional paging) are counted, not errors.
@@ -99,8 +109,10 @@ class KvmMachine {
   // Harvests every ring and the ring-full leftovers, then resets the rings.
   absl::Status CollectRings(std::vector<uint64_t>* pages);
   absl::Status Init();
-  // Sets the flags of every RAM slot.
+  // Sets the flags of every RAM slot (plus KVM_MEM_USERFAULT while exit
+  // mode is on).
   absl::Status SetRamSlotFlags(uint32_t flags);
+  absl::Status ApplyRamSlotsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(slots_mu_);
   absl::Status PrepareVcpu(sys::KvmVcpuFd& fd, int index);
 
   sys::Kvm kvm_;
@@ -116,6 +128,11 @@ class KvmMachine {
   uint64_t firmware_size_ = 0;
   FirmwareLayout layout_;
   std::vector<kvm_cpuid_entry2> cpuid_;
+  // Exit mode's bitmap (the pager's), null while it is off; and the flags
+  // the RAM slots carry besides (the dirty log's).
+  absl::Mutex slots_mu_;
+  const std::atomic<uint64_t>* userfault_bitmap_ ABSL_GUARDED_BY(slots_mu_) = nullptr;
+  uint32_t ram_flags_ ABSL_GUARDED_BY(slots_mu_) = 0;
 
   mutable absl::Mutex prefault_mu_;
   sys::KvmVcpuFd prefault_vcpu_ ABSL_GUARDED_BY(prefault_mu_);

@@ -160,10 +160,17 @@ absl::StatusOr<VcpuExit> KvmVcpu::Run() {
         RETURN_IF_ERROR(machine_->OnDirtyRingFull(index_));
         continue;
       case abi::kKvmExitMemoryFault: {
-        // A memslot that exits on missing pages (no upstream kernel has one
-        // yet): resolve on this thread, like a software vCPU's fault.
         abi::KvmMemoryFault f;
         std::memcpy(&f, reinterpret_cast<uint8_t*>(run) + abi::kKvmRunExitUnionOffset, sizeof(f));
+        if (!(f.flags & abi::kKvmMemoryExitFlagUserfault))
+          // KVM could not map the page for another reason (a private page,
+          // a host mapping gone): nothing this VMM can install fixes that.
+          return ExitError(absl::StrFormat("KVM could not map gpa %#x (%d bytes, memory-fault "
+                                           "flags %#x)",
+                                           f.gpa, f.size, f.flags)
+                               .c_str());
+        // A page whose bit is set in the memslot's userfault bitmap (Ferry's
+        // KVM patch): resolved on this thread, like a software vCPU's fault.
         fault_exits_.fetch_add(1, std::memory_order_relaxed);
         VcpuExit e;
         e.reason = VcpuExitReason::kMemoryFault;

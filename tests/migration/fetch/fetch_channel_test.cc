@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "base/net.h"
 #include "base/clock.h"
+#include "base/eventually.h"
 #include "base/socket_testing.h"
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
@@ -157,8 +158,10 @@ TEST_F(FetchChannelTest, AFetchSurvivesABrokenChannel) {
   std::vector<uint8_t> buf(kPage);
   ASSERT_OK(source.Fetch(5 * kPage, absl::MakeSpan(buf)).status());
   relay.Cut(/*down=*/true);
+  // Up again once the fetch has retried at least once (not after a fixed
+  // time: a loaded machine may start the fetch late).
   std::thread back([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    EXPECT_TRUE(Eventually([&] { return source.Stats().retries > 0; }));
     relay.Up();
   });
   ASSERT_OK_AND_ASSIGN(vmm::FetchedPage page, source.Fetch(6 * kPage, absl::MakeSpan(buf)));
@@ -169,8 +172,9 @@ TEST_F(FetchChannelTest, AFetchSurvivesABrokenChannel) {
   EXPECT_GE(source.Stats().lanes, 2u);
   // A batch (blocking mode's path) survives a cut the same way.
   relay.Cut(/*down=*/true);
+  const uint64_t retries_before = source.Stats().retries;
   std::thread back2([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_TRUE(Eventually([&] { return source.Stats().retries > retries_before; }));
     relay.Up();
   });
   std::vector<uint64_t> seen;
