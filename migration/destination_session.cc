@@ -214,6 +214,7 @@ DestinationSession::Info DestinationSession::GetInfo() const {
       vmm::DemandPagerStats ps = vm_->pager()->Stats();
       info.pages_missing = ps.missing_pages;
       info.faults = ps.faults;
+      info.pages_installed = ps.pages_installed;
     }
   }
   return info;

@@ -168,6 +168,7 @@ class DestinationSession {
     uint64_t pages_total = 0;
     uint64_t pages_missing = 0;  // while the VM runs here in postcopy
     uint64_t faults = 0;
+    uint64_t pages_installed = 0;  // by any path, precopy included
   };
   Info GetInfo() const;
   // The VM while the migration runs, or the migrated (running) VM after it

@@ -13,7 +13,7 @@
 #include "base/status_macros.h"
 #include "migration/api/defaults.h"
 #include "migration/api/names.h"
-#include "migration/agent/prometheus.h"
+#include "migration/agent/agent_metrics.h"
 #include "base/version.h"
 #include "migration/protocol.h"
 #include "migration/api/report_proto.h"
@@ -100,129 +100,7 @@ struct Agent::MigrationEntry {
   migration::MigrationReport report ABSL_GUARDED_BY(mu);
 };
 
-// Cumulative figures for the metrics endpoint: they outlive the migrations
-// (which are pruned).
-struct Agent::Metrics {
-  absl::Mutex mu;
-  std::map<std::string, uint64_t> outgoing ABSL_GUARDED_BY(mu);  // by outcome
-  std::map<std::string, uint64_t> incoming ABSL_GUARDED_BY(mu);  // by outcome
-  uint64_t bytes_sent ABSL_GUARDED_BY(mu) = 0;
-  uint64_t pages_sent ABSL_GUARDED_BY(mu) = 0;
-  LatencyHistogram downtime;  // ns, outgoing migrations that switched over
-  LatencyHistogram blocktime[3];  // ns, by Outcome
-  uint64_t faults ABSL_GUARDED_BY(mu) = 0;
-  uint64_t fetch_requests ABSL_GUARDED_BY(mu) = 0;
-  HistogramSnapshot fault_latency ABSL_GUARDED_BY(mu);  // ns, incoming
-  HistogramSnapshot fetch_rtt ABSL_GUARDED_BY(mu);      // ns, incoming
-};
-
-namespace {
-
-// How a migration ended, from its session's status: the one mapping the
-// resource's phase, the log and the metrics use.
-enum Outcome { kCompleted, kFailed, kCancelled, kOutcomes };
-constexpr const char* kOutcomeNames[kOutcomes] = {"completed", "failed", "cancelled"};
-
-Outcome OutcomeOf(const absl::Status& s) {
-  if (s.ok()) return kCompleted;
-  return s.code() == absl::StatusCode::kCancelled ? kCancelled : kFailed;
-}
-
-}  // namespace
-
-void Agent::RecordOutgoing(const absl::Status& result, const migration::MigrationReport& r) {
-  Metrics& m = *metrics_;
-  if (r.downtime_ms > 0) m.downtime.Record(static_cast<uint64_t>(r.downtime_ms * 1e6));
-  const Outcome o = OutcomeOf(result);
-  m.blocktime[o].Record(static_cast<uint64_t>(r.blocktime_ms * 1e6));
-  absl::MutexLock lock(&m.mu);
-  ++m.outgoing[kOutcomeNames[o]];
-  m.bytes_sent += r.bytes_sent;
-  m.pages_sent += r.pages_sent;
-}
-
-void Agent::RecordIncoming(bool completed, const vmm::DemandPagerStats& pager,
-                           const migration::fetch::FetcherStats& fetch) {
-  Metrics& m = *metrics_;
-  absl::MutexLock lock(&m.mu);
-  ++m.incoming[completed ? "completed" : "failed"];
-  // Faults whose wait is over (the latency histogram's count): a fault a
-  // vCPU is still resolving when the migration completes is not in either.
-  m.faults += pager.fault_latency.total;
-  m.fetch_requests += fetch.requests;
-  m.fault_latency.Merge(pager.fault_latency);
-  m.fetch_rtt.Merge(fetch.round_trip);
-}
-
-std::string Agent::RenderMetrics() {
-  PrometheusText t;
-  t.Declare("ferry_build_info", "gauge", "This agent's release and migration protocol.");
-  t.Sample("ferry_build_info",
-           {{"version", FerryVersion()},
-            {"protocol", absl::StrCat(migration::kProtocolVersion)}},
-           1);
-  // VMs by state, every state listed (zero included).
-  std::map<std::string, int> vms;
-  for (int s = ferry::v1::VM_STATE_RUNNING; s <= ferry::v1::VM_STATE_INCOMING; ++s)
-    vms[api::Spelling(static_cast<ferry::v1::VmState>(s))] = 0;
-  for (const ferry::v1::Vm& v : ListVms()) ++vms[api::Spelling(v.state())];
-  t.Declare("ferry_vms", "gauge", "VMs on this agent by state.");
-  for (const auto& [state, n] : vms) t.Sample("ferry_vms", {{"state", state}}, n);
-  // Migrations in the registry by direction and phase.
-  std::map<std::pair<std::string, std::string>, int> phases;
-  uint64_t running_bytes = 0;
-  for (const ferry::v1::MigrationResource& r : ListMigrations()) {
-    ++phases[{r.direction(), api::Spelling(r.phase())}];
-    if (r.direction() == "outgoing" && r.report().outcome().empty())
-      running_bytes += r.progress().bytes_sent();
-  }
-  t.Declare("ferry_migrations", "gauge",
-            "Migrations this agent knows (running and kept finished) by direction and phase.");
-  for (const auto& [k, n] : phases)
-    t.Sample("ferry_migrations", {{"direction", k.first}, {"phase", k.second}}, n);
-  Metrics& m = *metrics_;
-  {
-    absl::MutexLock lock(&m.mu);
-    t.Declare("ferry_migrations_finished_total", "counter",
-              "Migrations that ended, by direction and outcome.");
-    for (int o = 0; o < kOutcomes; ++o) {
-      const char* name = kOutcomeNames[o];
-      t.Sample("ferry_migrations_finished_total", {{"direction", "outgoing"}, {"outcome", name}},
-               m.outgoing[name]);
-      if (o != kCancelled)  // an incoming migration is never cancelled here
-        t.Sample("ferry_migrations_finished_total",
-                 {{"direction", "incoming"}, {"outcome", name}}, m.incoming[name]);
-    }
-    t.Declare("ferry_migration_bytes_sent_total", "counter",
-              "Page bytes sent by outgoing migrations (all channels).");
-    t.Sample("ferry_migration_bytes_sent_total", {}, m.bytes_sent + running_bytes);
-    t.Declare("ferry_migration_pages_sent_total", "counter",
-              "Data pages sent by finished outgoing migrations.");
-    t.Sample("ferry_migration_pages_sent_total", {}, m.pages_sent);
-    t.Declare("ferry_faults_total", "counter",
-              "Faults on missing pages resolved for VMs arriving here (finished migrations).");
-    t.Sample("ferry_faults_total", {}, m.faults);
-    t.Declare("ferry_fault_latency_seconds", "histogram",
-              "Fault latency of VMs arriving here: from the fault to the install.");
-    t.HistogramSeconds("ferry_fault_latency_seconds", {}, m.fault_latency);
-    t.Declare("ferry_fetch_requests_total", "counter",
-              "Fetch-channel requests sent by VMs arriving here.");
-    t.Sample("ferry_fetch_requests_total", {}, m.fetch_requests);
-    t.Declare("ferry_fetch_round_trip_seconds", "histogram",
-              "Fetch-channel round trips of VMs arriving here.");
-    t.HistogramSeconds("ferry_fetch_round_trip_seconds", {}, m.fetch_rtt);
-  }
-  t.Declare("ferry_migration_downtime_seconds", "histogram",
-            "Downtime of outgoing migrations that switched over (pause to Resumed).");
-  t.HistogramSeconds("ferry_migration_downtime_seconds", {}, m.downtime.Snapshot());
-  t.Declare("ferry_migration_blocktime_seconds", "histogram",
-            "Blocktime of outgoing migrations (vCPU time waiting on missing pages at the "
-            "destination, summed over vCPUs), by outcome.");
-  for (int o = 0; o < kOutcomes; ++o)
-    t.HistogramSeconds("ferry_migration_blocktime_seconds", {{"outcome", kOutcomeNames[o]}},
-                       m.blocktime[o].Snapshot());
-  return t.text();
-}
+std::string Agent::RenderMetrics() { return metrics_->Render(ListVms(), ListMigrations()); }
 
 absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
   ASSIGN_OR_RETURN(auto hp, SplitHostPort(options.fetch_listen));
@@ -265,7 +143,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
   };
   dest.on_end = [raw](bool completed, const vmm::DemandPagerStats& pager,
                       const migration::fetch::FetcherStats& fetch) {
-    raw->RecordIncoming(completed, pager, fetch);
+    raw->metrics_->RecordIncoming(completed, pager, fetch);
   };
   agent->migration_service_ = std::make_unique<migration::MigrationService>(
       dest, [raw](const std::string& id, const std::string& name, std::unique_ptr<vmm::Vm> vm) {
@@ -275,7 +153,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
 }
 
 Agent::Agent(AgentOptions options)
-    : metrics_(std::make_unique<Metrics>()), options_(std::move(options)) {}
+    : metrics_(std::make_unique<AgentMetrics>()), options_(std::move(options)) {}
 
 Agent::~Agent() {
   std::vector<std::shared_ptr<MigrationEntry>> all;
@@ -771,8 +649,8 @@ void Agent::RunMigration(std::shared_ptr<MigrationEntry> m, std::shared_ptr<VmEn
               .Kv("downtime_ms", report.downtime_ms));
     } else {
       const Outcome o = OutcomeOf(s);
-      Log(LogLine(o == kCancelled ? LogLevel::kWarn : LogLevel::kError,
-                  absl::StrCat("migration.", kOutcomeNames[o]))
+      Log(LogLine(o == Outcome::kCancelled ? LogLevel::kWarn : LogLevel::kError,
+                  absl::StrCat("migration.", OutcomeName(o)))
               .Kv("migration", m->id)
               .Kv("vm", m->vm_name)
               .Kv("destination", m->destination)
@@ -788,7 +666,7 @@ void Agent::RunMigration(std::shared_ptr<MigrationEntry> m, std::shared_ptr<VmEn
   } else {
     ReturnFreedHeap();
   }
-  RecordOutgoing(s, report);
+  metrics_->RecordOutgoing(s, report);
   absl::MutexLock lock(&m->mu);
   m->done = true;
   m->finished = absl::Now();
@@ -859,7 +737,7 @@ ferry::v1::MigrationResource Agent::Describe(const MigrationEntry& m) const {
     constexpr ferry::v1::MigrationPhase kPhaseOf[kOutcomes] = {
         ferry::v1::MIGRATION_PHASE_COMPLETED, ferry::v1::MIGRATION_PHASE_FAILED,
         ferry::v1::MIGRATION_PHASE_CANCELLED};
-    r.set_phase(kPhaseOf[OutcomeOf(mm.result)]);
+    r.set_phase(kPhaseOf[static_cast<int>(OutcomeOf(mm.result))]);
     if (mm.result.ok()) {
       pp->set_percent(100);
       pp->set_eta_ms(0);
@@ -918,6 +796,7 @@ std::vector<ferry::v1::MigrationResource> Agent::ListMigrations() {
     }
     ferry::v1::MigrationProgress* p = r.mutable_progress();
     p->set_pages_total(in.pages_total);
+    p->set_pages_transferred(in.pages_installed);
     if (in.state == migration::DestinationState::kPostcopy ||
         in.state == migration::DestinationState::kPostcopyPaused) {
       p->set_pages_remaining(in.pages_missing);

@@ -30,6 +30,8 @@
 
 namespace ferry::agent {
 
+class AgentMetrics;
+
 struct AgentOptions {
   std::string fetch_listen = "127.0.0.1:0";  // the page server
   // The host destinations dial for the fetch channel; empty: fetch_listen's
@@ -99,12 +101,7 @@ class Agent {
  private:
   struct VmEntry;
   struct MigrationEntry;
-  struct Metrics;
-  std::unique_ptr<Metrics> metrics_;
-  // Counts a finished outgoing migration into the metrics.
-  void RecordOutgoing(const absl::Status& result, const migration::MigrationReport& report);
-  void RecordIncoming(bool completed, const vmm::DemandPagerStats& pager,
-                      const migration::fetch::FetcherStats& fetch);
+  std::unique_ptr<AgentMetrics> metrics_;
   explicit Agent(AgentOptions options);
 
   void Log(const LogLine& line) const;

@@ -55,7 +55,8 @@ usage: ferryd [flags]
   --max-memory SIZE           guest memory of all its VMs together (default 64G)
   --max-migrations N          outgoing migrations at once, 1 to 256 (default 4)
   --metrics-listen HOST:PORT  serve Prometheus metrics over HTTP at /metrics
-                              (default: none; port 0 picks one)
+                              (default: none; port 0 picks one); plain HTTP, so a
+                              loopback address unless --insecure
   --keep-finished N           finished migrations (with their reports) kept for
                               migration get/list, at most (default 100)
   --keep-finished-s S         and for at most S seconds (default 3600)
@@ -65,7 +66,8 @@ usage: ferryd [flags]
                               TLS), and verify destinations (with --tls-cert/--tls-key
                               as this agent's client certificate)
   --insecure                  allow a --listen address other hosts can reach without
-                              TLS or without a migration token (refused otherwise)
+                              TLS or without a migration token, and a --metrics-listen
+                              address they can reach (refused otherwise)
   -h, --help                  this help; --version: this build's version
 
 example: ferryd --listen 10.0.0.1:7070 --fetch-listen 10.0.0.1:7071 \
@@ -165,6 +167,17 @@ absl::Status Main(int argc, char** argv) {
         "--listen ", listen, " is reachable from other hosts: give the pool's "
         "--migration-token (or $FERRY_MIGRATION_TOKEN), or say --insecure to take migrations "
         "from anyone"));
+  // The metrics endpoint is plain HTTP: reachable from other hosts only
+  // when told so (docs/operations.md: bind it to loopback and scrape it
+  // through a local Prometheus agent or a TLS-terminating proxy).
+  if (!metrics_listen.empty() && !insecure) {
+    ASSIGN_OR_RETURN(auto metrics_hp, SplitHostPort(metrics_listen));
+    if (!IsLoopbackHost(metrics_hp.first))
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--metrics-listen ", metrics_listen, " would serve metrics in plain HTTP to other "
+          "hosts: bind it to 127.0.0.1 and scrape through a local agent or a TLS proxy, or say "
+          "--insecure"));
+  }
 
   std::shared_ptr<grpc::ServerCredentials> server_creds = grpc::InsecureServerCredentials();
   if (!cert_file.empty()) {

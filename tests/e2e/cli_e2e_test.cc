@@ -328,68 +328,6 @@ TEST(CliAgents, FinishedMigrationsAreKeptWithinBounds) {
   EXPECT_EQ(ids, 2) << list.out;
 }
 
-// A port nothing listens on now (bound and released).
-int FreePort() {
-  auto l = ListenTcp("127.0.0.1:0");
-  return l.ok() ? l->port : 0;
-}
-
-// GET with Python's urllib: a real, independent HTTP client. Returns
-// "STATUS\nBODY".
-std::string HttpGet(const std::string& url) {
-  CliResult r = RunCommand(
-      {"python3", "-c",
-       "import sys, urllib.request, urllib.error\n"
-       "try:\n"
-       "  r = urllib.request.urlopen(sys.argv[1], timeout=10)\n"
-       "  print(r.status); sys.stdout.write(str(r.info())); sys.stdout.write(r.read().decode())\n"
-       "except urllib.error.HTTPError as e:\n"
-       "  print(e.code)\n",
-       url});
-  return r.out;
-}
-
-// One sample's value from Prometheus text ("name{labels} value").
-double Metric(const std::string& text, const std::string& series) {
-  const size_t at = text.find("\n" + series + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(text.substr(at + series.size() + 2));
-}
-
-TEST(CliAgents, MetricsAreServedInPrometheusFormat) {
-  const int pa = FreePort(), pb = FreePort();
-  auto a = agent::AgentProcess::Start(
-      Ferryd(), {"--metrics-listen", absl::StrCat("127.0.0.1:", pa)}, TempDir() + "/ma.log");
-  auto b = agent::AgentProcess::Start(
-      Ferryd(), {"--metrics-listen", absl::StrCat("127.0.0.1:", pb)}, TempDir() + "/mb.log");
-  ASSERT_TRUE(a.ok() && b.ok());
-  ASSERT_EQ(RunCli({"vm", "create", "m", "--agent", a->address(), "--memory", "64M",
-                    "--workload", "zipf"}).exit_code, 0);
-  ASSERT_EQ(RunCli({"migrate", "m", "--from", a->address(), "--to", b->address(), "--mode",
-                    "postcopy"}).exit_code, 0);
-  const std::string src = HttpGet(absl::StrCat("http://127.0.0.1:", pa, "/metrics"));
-  ASSERT_EQ(src.substr(0, 4), "200\n") << src;
-  EXPECT_THAT(src, HasSubstr("text/plain; version=0.0.4"));
-  EXPECT_THAT(src, HasSubstr("# TYPE ferry_migration_downtime_seconds histogram"));
-  EXPECT_EQ(Metric(src, "ferry_migrations_finished_total{direction=\"outgoing\",outcome=\"completed\"}"), 1) << src;
-  EXPECT_EQ(Metric(src, "ferry_migration_downtime_seconds_count"), 1) << src;
-  EXPECT_EQ(Metric(src, "ferry_migration_blocktime_seconds_count{outcome=\"completed\"}"), 1);
-  EXPECT_GT(Metric(src, "ferry_migration_bytes_sent_total"), 64 << 19);
-  EXPECT_EQ(Metric(src, "ferry_vms{state=\"running\"}"), 0);
-  EXPECT_EQ(Metric(src, "ferry_migrations{direction=\"outgoing\",phase=\"completed\"}"), 1);
-  const std::string dst = HttpGet(absl::StrCat("http://127.0.0.1:", pb, "/metrics"));
-  ASSERT_EQ(dst.substr(0, 4), "200\n") << dst;
-  EXPECT_EQ(Metric(dst, "ferry_vms{state=\"running\"}"), 1) << dst;
-  EXPECT_EQ(Metric(dst, "ferry_migrations_finished_total{direction=\"incoming\",outcome=\"completed\"}"), 1);
-  EXPECT_GT(Metric(dst, "ferry_faults_total"), 0) << dst;
-  EXPECT_EQ(Metric(dst, "ferry_fault_latency_seconds_count"), Metric(dst, "ferry_faults_total"));
-  EXPECT_EQ(Metric(dst, "ferry_fault_latency_seconds_bucket{le=\"+Inf\"}"),
-            Metric(dst, "ferry_fault_latency_seconds_count"));
-  EXPECT_GT(Metric(dst, "ferry_fetch_round_trip_seconds_count"), 0);
-  // Only GET /metrics.
-  EXPECT_EQ(HttpGet(absl::StrCat("http://127.0.0.1:", pb, "/other")).substr(0, 4), "404\n");
-}
-
 std::string ReadAll(const std::string& path) { return ReadFileToString(path).value_or(""); }
 
 // Levelled key=value log lines for every lifecycle event, a refused token
