@@ -204,9 +204,20 @@ DestinationSession::Info DestinationSession::GetInfo() const {
     info.vm_name = vm_name_;
     info.state = state_;
     info.source = source_;
+    info.source_agent = source_agent_;
+    info.mode = mode_;
   }
   absl::ReaderMutexLock vm_lock(&vm_mu_);
   if (vm_ != nullptr) {
+    info.has_vm = true;
+    if (vm_->pager() != nullptr) info.fault_mode = ToProto(vm_->fault_mode_choice().mode);
+    info.layout = ToLayout(vm_->config(), vm_->memory().map());
+    info.backend_capabilities = vm_->BackendCapabilities();
+    info.vm_stats = vm_->Stats();
+    const vmm::OpsTrace recent = vm_->ops_meter().Since(MonotonicNowNanos() - 1'000'000'000);
+    if (recent.rows() >= 2 && recent.t_ns.back() > recent.t_ns.front())
+      info.guest_ops_per_sec = (recent.total(recent.rows() - 1) - recent.total(0)) /
+                               ((recent.t_ns.back() - recent.t_ns.front()) / 1e9);
     info.memory_bytes = vm_->config().memory_bytes;
     info.vcpus = vm_->config().vcpus;
     info.pages_total = vm_->memory().num_pages();
@@ -488,6 +499,14 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
         "hello: the fetch secret is %d bytes, it must be %d", hello.fetch_secret().size(),
         fetch::kSecretSize));
   RETURN_IF_ERROR(SplitHostPort(hello.fetch_address()).status());
+  // Shown to operators, not dialled: bounded and well formed, or refused.
+  if (!hello.source_agent().empty()) {
+    if (hello.source_agent().size() > kMaxAddressBytes)
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "hello: the source agent's address is %d bytes, at most %d",
+          hello.source_agent().size(), kMaxAddressBytes));
+    RETURN_IF_ERROR(SplitHostPort(hello.source_agent()).status());
+  }
   ASSIGN_OR_RETURN(MigrationMode mode, FromProto(hello.mode()));
   ASSIGN_OR_RETURN(vmm::FaultMode fault_mode, FromProto(hello.fault_mode()));
   ASSIGN_OR_RETURN(vmm::VmConfig config, FromLayout(hello.layout()));
@@ -503,6 +522,8 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
   {
     absl::MutexLock lock(&mu_);
     source_ = hello.fetch_address();
+    source_agent_ = hello.source_agent();
+    mode_ = hello.mode();
   }
   if (options_.admit)
     RETURN_IF_ERROR(options_.admit(hello.migration_id(), hello.fetch_address(), name, config));

@@ -169,6 +169,20 @@ class DestinationSession {
     uint64_t pages_missing = 0;  // while the VM runs here in postcopy
     uint64_t faults = 0;
     uint64_t pages_installed = 0;  // by any path, precopy included
+    // The arriving VM, once it exists here (after Hello): its layout, what
+    // its backend offers, and what its vCPUs did (the guest runs here from
+    // switchover on); guest ops/s over the last second of samples.
+    bool has_vm = false;
+    ferry::v1::VmLayout layout;
+    std::string backend_capabilities;
+    vmm::VmStats vm_stats;
+    double guest_ops_per_sec = 0;
+    // The source agent's Control address (Hello.source_agent; empty from a
+    // source that does not say).
+    std::string source_agent;
+    // As Hello asked (UNSPECIFIED before it), and the fault mode that runs.
+    ferry::v1::MigrationMode mode = ferry::v1::MIGRATION_MODE_UNSPECIFIED;
+    ferry::v1::FaultMode fault_mode = ferry::v1::FAULT_MODE_UNSPECIFIED;
   };
   Info GetInfo() const;
   // The VM while the migration runs, or the migrated (running) VM after it
@@ -210,6 +224,8 @@ class DestinationSession {
   bool ever_admitted_ = false;
   std::string claimed_id_;  // Hello's migration id, as the peer sent it
   std::string source_ ABSL_GUARDED_BY(mu_);  // the source's fetch address, from Hello
+  std::string source_agent_ ABSL_GUARDED_BY(mu_);  // its Control address, from Hello
+  ferry::v1::MigrationMode mode_ ABSL_GUARDED_BY(mu_) = ferry::v1::MIGRATION_MODE_UNSPECIFIED;
   absl::Status fail_reason_;  // why the migration failed (End)
   void StartProgress();
   void StopProgress();

@@ -37,6 +37,8 @@ inline constexpr uint64_t kStreamChunkPages = 512;
 
 // Hello.migration_id: 1 to this many bytes.
 inline constexpr size_t kMaxMigrationIdBytes = 64;
+// An agent's address a peer names in Hello (shown, never dialled).
+inline constexpr size_t kMaxAddressBytes = 255;
 
 // Liveness of the migration streams (gRPC keepalive at both ends): the
 // source pings every kKeepaliveTimeMs and drops the connection when a ping

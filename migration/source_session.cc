@@ -565,6 +565,7 @@ absl::Status SourceSession::Setup() {
   hello->set_mode(ToProto(config_.options.mode));
   hello->set_fault_mode(ToProto(config_.options.fault_mode));
   hello->set_fetch_address(config_.fetch_address);
+  hello->set_source_agent(config_.source_agent);
   hello->set_fetch_secret(std::string(secret.begin(), secret.end()));
   hello->set_vm_name(config_.vm_name);
   streams_ = config_.options.streams > 0 ? config_.options.streams : DefaultStreams();

@@ -72,6 +72,9 @@ struct SourceConfig {
   std::string destination;  // the destination agent's gRPC address, HOST:PORT
   fetch::PageServer* page_server = nullptr;
   std::string fetch_address;  // where the destination reaches page_server
+  // This agent's Control address, HOST:PORT, told to the destination so
+  // that it shows operators its peer (Hello.source_agent); may be empty.
+  std::string source_agent;
   // Demand pages sealed on the fetch channel (the agents talk TLS).
   bool encrypt_fetch = false;
   std::shared_ptr<grpc::ChannelCredentials> credentials;  // default: insecure

@@ -316,23 +316,53 @@ absl::StatusOr<ferry::v1::Vm> Agent::CreateVm(const ferry::v1::CreateVmRequest& 
   return Describe(*entry);
 }
 
+void Agent::set_control_address(const std::string& address) {
+  absl::MutexLock lock(&address_mu_);
+  control_address_ = address;
+}
+
+std::string Agent::control_address() const {
+  absl::MutexLock lock(&address_mu_);
+  return control_address_;
+}
+
+namespace {
+
+// Arriving VMs: migrations to this agent that have not ended.
+bool Arriving(const migration::DestinationSession::Info& in) {
+  return in.state != migration::DestinationState::kCompleted &&
+         in.state != migration::DestinationState::kFailed;
+}
+
+// The peer of an incoming migration as operators know it: the source
+// agent's Control address, else (an older source) its fetch address.
+std::string PeerOf(const migration::DestinationSession::Info& in) {
+  return in.source_agent.empty() ? in.source : in.source_agent;
+}
+
+ferry::v1::Vm DescribeIncoming(const migration::DestinationSession::Info& in) {
+  ferry::v1::Vm v;
+  v.set_name(in.vm_name);
+  v.set_state(ferry::v1::VM_STATE_INCOMING);
+  v.set_migration_id(in.migration_id);
+  if (in.has_vm) *v.mutable_layout() = in.layout;
+  v.mutable_layout()->set_memory_bytes(in.memory_bytes);
+  v.mutable_layout()->set_vcpus(in.vcpus);
+  v.set_backend_capabilities(in.backend_capabilities);
+  v.set_guest_ops(in.vm_stats.total_ops);
+  const bool postcopy = in.state == migration::DestinationState::kPostcopy ||
+                        in.state == migration::DestinationState::kPostcopyPaused;
+  v.set_pages_missing(postcopy ? in.pages_missing : in.pages_total);
+  v.set_source(PeerOf(in));
+  return v;
+}
+
+}  // namespace
+
 std::vector<ferry::v1::Vm> Agent::IncomingVms() const {
   std::vector<ferry::v1::Vm> out;
-  for (const migration::DestinationSession::Info& in : migration_service_->Incoming()) {
-    if (in.state == migration::DestinationState::kCompleted ||
-        in.state == migration::DestinationState::kFailed)
-      continue;  // adopted (listed as its own) or gone
-    ferry::v1::Vm v;
-    v.set_name(in.vm_name);
-    v.set_state(ferry::v1::VM_STATE_INCOMING);
-    v.set_migration_id(in.migration_id);
-    v.mutable_layout()->set_memory_bytes(in.memory_bytes);
-    v.mutable_layout()->set_vcpus(in.vcpus);
-    v.set_pages_missing(in.state == migration::DestinationState::kPostcopy ? in.pages_missing
-                                                                          : in.pages_total);
-    v.set_source(in.source);
-    out.push_back(std::move(v));
-  }
+  for (const migration::DestinationSession::Info& in : migration_service_->Incoming())
+    if (Arriving(in)) out.push_back(DescribeIncoming(in));  // else adopted or gone
   return out;
 }
 
@@ -379,7 +409,28 @@ absl::Status Agent::DeleteVm(const std::string& name) {
 }
 
 absl::StatusOr<ferry::v1::VmStatsResponse> Agent::VmStats(const std::string& name) {
-  ASSIGN_OR_RETURN(auto e, FindVm(name));
+  absl::StatusOr<std::shared_ptr<VmEntry>> found = FindVm(name);
+  if (!found.ok()) {
+    // A VM arriving here: what it does so far (in postcopy it runs here).
+    for (const migration::DestinationSession::Info& in : migration_service_->Incoming()) {
+      if (!Arriving(in) || in.vm_name != name) continue;
+      ferry::v1::VmStatsResponse r;
+      *r.mutable_vm() = DescribeIncoming(in);
+      for (size_t i = 0; i < in.vm_stats.vcpus.size(); ++i) {
+        ferry::v1::VcpuStats* v = r.add_vcpus();
+        v->set_index(i);
+        v->set_state(vmm::VcpuRunStateName(in.vm_stats.vcpus[i].state));
+        v->set_ops(in.vm_stats.vcpus[i].counters.ops);
+        v->set_fault_exits(in.vm_stats.vcpus[i].counters.fault_exits);
+      }
+      r.set_guest_ops_per_sec(in.guest_ops_per_sec);
+      r.set_faults(in.faults);
+      r.set_pages_missing(r.vm().pages_missing());
+      return r;
+    }
+    return found.status();
+  }
+  std::shared_ptr<VmEntry> e = *std::move(found);
   ferry::v1::VmStatsResponse r;
   *r.mutable_vm() = Describe(*e);
   vmm::VmStats s = e->vm->Stats();
@@ -593,6 +644,7 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
     config.destination = r.destination();
     config.page_server = page_server_.get();
     config.fetch_address = fetch_address_;
+    config.source_agent = control_address();
     config.credentials = options_.peer_credentials;
     // With TLS between the agents, demand pages are encrypted too.
     config.encrypt_fetch = options_.peer_credentials != nullptr;
@@ -754,8 +806,12 @@ ferry::v1::MigrationResource Agent::Describe(const MigrationEntry& m) const {
 }
 
 absl::StatusOr<ferry::v1::MigrationResource> Agent::GetMigration(const std::string& id) {
-  ASSIGN_OR_RETURN(auto m, FindMigration(id));
-  return Describe(*m);
+  absl::StatusOr<std::shared_ptr<MigrationEntry>> m = FindMigration(id);
+  if (m.ok()) return Describe(**m);
+  // The destination's view of a migration arriving here.
+  for (ferry::v1::MigrationResource& r : IncomingMigrations())
+    if (r.id() == id) return std::move(r);
+  return m.status();
 }
 
 std::vector<ferry::v1::MigrationResource> Agent::ListMigrations() {
@@ -767,13 +823,21 @@ std::vector<ferry::v1::MigrationResource> Agent::ListMigrations() {
   }
   std::vector<ferry::v1::MigrationResource> out;
   for (auto& m : all) out.push_back(Describe(*m));
+  for (ferry::v1::MigrationResource& r : IncomingMigrations()) out.push_back(std::move(r));
+  return out;
+}
+
+std::vector<ferry::v1::MigrationResource> Agent::IncomingMigrations() const {
+  std::vector<ferry::v1::MigrationResource> out;
   // The destination's view: migrations arriving here.
   for (const migration::DestinationSession::Info& in : migration_service_->Incoming()) {
     ferry::v1::MigrationResource r;
     r.set_id(in.migration_id);
     r.set_vm_name(in.vm_name);
     r.set_direction("incoming");
-    r.set_source(in.source);
+    r.set_source(PeerOf(in));
+    r.set_mode(in.mode);
+    r.set_fault_mode(in.fault_mode);
     switch (in.state) {
       case migration::DestinationState::kAccepting:
         r.set_phase(ferry::v1::MIGRATION_PHASE_SETUP);

@@ -59,6 +59,12 @@ class Agent {
   ~Agent();
 
   int fetch_port() const { return page_server_->port(); }
+  // Where destinations reach this agent's page server, HOST:PORT.
+  const std::string& fetch_address() const { return fetch_address_; }
+  // The address of this agent's ferry.v1.Control server, HOST:PORT, once
+  // it listens (ferryd sets it): what destinations show as the peer.
+  void set_control_address(const std::string& address);
+  std::string control_address() const;
   migration::MigrationService* migration_service() { return migration_service_.get(); }
 
   absl::StatusOr<ferry::v1::Vm> CreateVm(const ferry::v1::CreateVmRequest& request);
@@ -116,6 +122,9 @@ class Agent {
                const absl::Status& why);
   // VMs arriving here by migrations not yet completed (VM_STATE_INCOMING).
   std::vector<ferry::v1::Vm> IncomingVms() const;
+  // Migrations arriving here (direction "incoming"), ended ones included
+  // while the migration service keeps them.
+  std::vector<ferry::v1::MigrationResource> IncomingMigrations() const;
   void Adopt(const std::string& migration_id, const std::string& name,
              std::unique_ptr<vmm::Vm> vm);
   uint64_t MemoryInUseLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -127,6 +136,9 @@ class Agent {
 
   mutable absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  // Its own lock: read while mu_ is held (a migration's config).
+  mutable absl::Mutex address_mu_;
+  std::string control_address_ ABSL_GUARDED_BY(address_mu_);
   std::map<std::string, std::shared_ptr<VmEntry>> vms_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, uint64_t> reserved_ ABSL_GUARDED_BY(mu_);  // incoming: name -> bytes
   std::map<std::string, std::shared_ptr<MigrationEntry>> migrations_ ABSL_GUARDED_BY(mu_);

@@ -227,6 +227,17 @@ absl::Status Main(int argc, char** argv) {
   const std::string host = listen_hp.first.find(':') != std::string::npos
                                ? "[" + listen_hp.first + "]"
                                : listen_hp.first;
+  // What destinations show operators as this agent (a wildcard listen
+  // address says nothing: the fetch channel's advertised host then).
+  const bool wildcard = listen_hp.first.empty() || listen_hp.first == "0.0.0.0" ||
+                        listen_hp.first == "::";
+  std::string peer_host = host;
+  if (wildcard) {
+    ASSIGN_OR_RETURN(auto fetch_hp, SplitHostPort(agent->fetch_address()));
+    peer_host = fetch_hp.first.find(':') != std::string::npos ? "[" + fetch_hp.first + "]"
+                                                              : fetch_hp.first;
+  }
+  agent->set_control_address(absl::StrFormat("%s:%d", peer_host, port));
   std::unique_ptr<MetricsServer> metrics;
   std::string metrics_note;
   if (!metrics_listen.empty()) {

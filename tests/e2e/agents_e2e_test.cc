@@ -227,6 +227,47 @@ TEST_F(AgentsTest, CancelInEachPhase) {
   EXPECT_TRUE(VerifyVm(*sb_, "late"));
 }
 
+// The destination shows what arrives while it arrives: the VM (its layout,
+// backend, workload, the guest's ops as it runs there in postcopy), its
+// stats, and the incoming migration by its id, with the source agent's
+// Control address as the peer (not its fetch port) and the mode asked.
+TEST_F(AgentsTest, TheDestinationShowsAnArrivingVmAndItsMigration) {
+  CreateVm(*sa_, VmRequest("arriving", "zipf", 128ull << 20));
+  MigrationResource m;
+  ASSERT_TRUE(Start("arriving", ferry::v1::MIGRATION_MODE_POSTCOPY, &m, 8ull << 20).ok());
+  ASSERT_EQ(AwaitPhase(*sa_, m.id(), ferry::v1::MIGRATION_PHASE_POSTCOPY).phase(),
+            ferry::v1::MIGRATION_PHASE_POSTCOPY);
+  ferry::v1::Vm vm;
+  ASSERT_TRUE(Eventually([&] {
+    return GetVmCode(*sb_, "arriving", &vm) == grpc::StatusCode::OK && vm.guest_ops() > 0;
+  })) << vm.DebugString();
+  EXPECT_EQ(vm.state(), ferry::v1::VM_STATE_INCOMING);
+  EXPECT_EQ(vm.migration_id(), m.id());
+  EXPECT_EQ(vm.layout().backend(), ferry::v1::VM_BACKEND_SOFT);
+  EXPECT_EQ(vm.layout().workload().kind(), ferry::v1::WORKLOAD_KIND_ZIPF);
+  EXPECT_EQ(vm.layout().memory_bytes(), 128ull << 20);
+  EXPECT_EQ(vm.source(), a_->address()) << "the peer is the source agent, not its fetch port";
+  {
+    grpc::ClientContext ctx;
+    ferry::v1::VmStatsRequest r;
+    r.set_name("arriving");
+    ferry::v1::VmStatsResponse stats;
+    grpc::Status s = sb_->VmStats(&ctx, r, &stats);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(stats.vcpus_size(), 2);
+    EXPECT_EQ(stats.vm().state(), ferry::v1::VM_STATE_INCOMING);
+  }
+  const MigrationResource in = GetMigration(*sb_, m.id());
+  EXPECT_EQ(in.direction(), "incoming");
+  EXPECT_EQ(in.vm_name(), "arriving");
+  EXPECT_EQ(in.source(), a_->address());
+  EXPECT_EQ(in.mode(), ferry::v1::MIGRATION_MODE_POSTCOPY);
+  EXPECT_NE(in.phase(), ferry::v1::MIGRATION_PHASE_UNSPECIFIED);
+  EXPECT_EQ(AwaitPhase(*sa_, m.id(), ferry::v1::MIGRATION_PHASE_UNSPECIFIED).phase(),
+            ferry::v1::MIGRATION_PHASE_COMPLETED);
+  EXPECT_TRUE(VerifyVm(*sb_, "arriving"));
+}
+
 TEST_F(AgentsTest, BadRequestsGetClearErrors) {
   MigrationResource m;
   grpc::Status s = Start("nope", ferry::v1::MIGRATION_MODE_HYBRID, &m);
