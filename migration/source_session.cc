@@ -167,7 +167,8 @@ SourceProgress SourceSession::Progress() const {
     owed = std::min(total, static_cast<double>(round_pages_left_));
   }
   p.percent = total > 0 ? 100.0 * (total - owed) / total : 0;
-  if (owed > 0) p.percent = std::min(p.percent, 99.9);  // 100 only once completed
+  const bool completed = state_ == S::kCompleted || state_ == S::kReleasing;
+  if (!completed) p.percent = std::min(p.percent, 99.9);  // 100 only once completed
   // Never backwards: the highest estimate so far, which a migration that
   // failed or was cancelled keeps.
   p.percent = std::max(p.percent, max_percent_);

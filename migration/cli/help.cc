@@ -252,6 +252,13 @@ flags every command takes:
   --json                   JSON instead of text (read commands and migrate)
   -h, --help               the command's help; --version: this build's version
 
+settings: flags win over FERRY_AGENT, FERRY_TLS_CA, FERRY_TLS_CERT, FERRY_TLS_KEY,
+which win over the config file ($XDG_CONFIG_HOME/ferry/config or
+~/.config/ferry/config; $FERRY_CONFIG names another): `key = value` lines,
+keys agent, tls-ca, tls-cert, tls-key, connect-timeout-ms
+units: sizes are binary (1G = 1024M; a bare number is refused); rates are
+bytes/s (16M, 125MB/s) or bits/s (1Gbit/s)
+
 exit codes: 0 success, 1 the operation failed (a migration failed or was
 cancelled), 2 bad usage, 3 verification failed, 4 not found, 5 an agent is
 unreachable or shutting down, 6 conflict (wrong state, already exists, a
