@@ -9,37 +9,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "base/status_macros.h"
+#include "base/units.h"
 
 namespace ferry {
-
-absl::StatusOr<uint64_t> ParseBytes(absl::string_view text, absl::string_view what) {
-  absl::string_view t = absl::StripAsciiWhitespace(text);
-  absl::ConsumeSuffix(&t, "/s");
-  size_t digits = 0;
-  while (digits < t.size() && (std::isdigit(static_cast<unsigned char>(t[digits])) ||
-                               t[digits] == '.'))
-    ++digits;
-  double number;
-  if (digits == 0 || !absl::SimpleAtod(t.substr(0, digits), &number) || number < 0)
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": '", text, "' is not a size (use e.g. 4096, 64K, 16M, 1G)"));
-  std::string upper = absl::AsciiStrToUpper(t.substr(digits));
-  absl::string_view unit = upper;
-  absl::ConsumeSuffix(&unit, "IB") || absl::ConsumeSuffix(&unit, "B");
-  uint64_t scale;
-  if (unit.empty()) scale = 1;
-  else if (unit == "K") scale = 1ull << 10;
-  else if (unit == "M") scale = 1ull << 20;
-  else if (unit == "G") scale = 1ull << 30;
-  else if (unit == "T") scale = 1ull << 40;
-  else
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": '", text, "' has an unknown unit (use K, M, G or T)"));
-  double bytes = number * static_cast<double>(scale);
-  if (bytes >= 1.8e19)
-    return absl::InvalidArgumentError(absl::StrCat(what, ": '", text, "' is too large"));
-  return static_cast<uint64_t>(bytes);
-}
 
 absl::StatusOr<Args> Args::Parse(int argc, const char* const* argv,
                                  const std::set<std::string>& booleans) {
@@ -102,44 +74,80 @@ absl::Status Args::NeedsValue(const std::string& name) const {
   return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
 }
 
+const std::string* Args::Find(const std::string& name, std::string* origin) const {
+  origin->clear();
+  auto it = flags_.find(name);
+  if (it != flags_.end()) return &it->second;
+  auto d = defaults_.find(name);
+  if (d == defaults_.end()) return nullptr;
+  *origin = absl::StrCat(" (from ", d->second.second, ")");
+  return &d->second.first;
+}
+
+void Args::SetDefault(const std::string& name, const std::string& value,
+                      const std::string& origin) {
+  defaults_[name] = {value, origin};
+}
+
+absl::Status Args::CheckDefaultsRead() const {
+  for (const auto& [name, d] : defaults_)
+    if (!used_.count(name))
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown setting '", name, "' (from ", d.second, ")"));
+  return absl::OkStatus();
+}
+
 std::string Args::String(const std::string& name, const std::string& def) {
   used_.insert(name);
   // A bare --name reads as "" (callers that need a value refuse that).
   if (valueless_.count(name)) return "";
-  auto it = flags_.find(name);
-  return it == flags_.end() ? def : it->second;
+  std::string origin;
+  const std::string* v = Find(name, &origin);
+  return v == nullptr ? def : *v;
 }
 
 absl::StatusOr<int64_t> Args::Int(const std::string& name, int64_t def) {
   used_.insert(name);
   if (valueless_.count(name)) return NeedsValue(name);
-  auto it = flags_.find(name);
-  if (it == flags_.end()) return def;
+  std::string origin;
+  const std::string* text = Find(name, &origin);
+  if (text == nullptr) return def;
   int64_t v;
-  if (!absl::SimpleAtoi(it->second, &v))
+  if (!absl::SimpleAtoi(*text, &v))
     return absl::InvalidArgumentError(
-        absl::StrCat("--", name, ": '", it->second, "' is not an integer"));
+        absl::StrCat("--", name, ": '", *text, "' is not an integer", origin));
   return v;
 }
 
 absl::StatusOr<double> Args::Double(const std::string& name, double def) {
   used_.insert(name);
   if (valueless_.count(name)) return NeedsValue(name);
-  auto it = flags_.find(name);
-  if (it == flags_.end()) return def;
+  std::string origin;
+  const std::string* text = Find(name, &origin);
+  if (text == nullptr) return def;
   double v;
-  if (!absl::SimpleAtod(it->second, &v))
+  if (!absl::SimpleAtod(*text, &v))
     return absl::InvalidArgumentError(
-        absl::StrCat("--", name, ": '", it->second, "' is not a number"));
+        absl::StrCat("--", name, ": '", *text, "' is not a number", origin));
   return v;
 }
 
 absl::StatusOr<uint64_t> Args::Bytes(const std::string& name, uint64_t def) {
   used_.insert(name);
   if (valueless_.count(name)) return NeedsValue(name);
-  auto it = flags_.find(name);
-  if (it == flags_.end()) return def;
-  return ParseBytes(it->second, absl::StrCat("--", name));
+  std::string origin;
+  const std::string* text = Find(name, &origin);
+  if (text == nullptr) return def;
+  return ParseSize(*text, absl::StrCat("--", name, origin));
+}
+
+absl::StatusOr<uint64_t> Args::Rate(const std::string& name, uint64_t def) {
+  used_.insert(name);
+  if (valueless_.count(name)) return NeedsValue(name);
+  std::string origin;
+  const std::string* text = Find(name, &origin);
+  if (text == nullptr) return def;
+  return ParseRate(*text, absl::StrCat("--", name, origin));
 }
 
 absl::StatusOr<std::vector<int64_t>> Args::IntList(const std::string& name,
@@ -172,8 +180,9 @@ std::vector<std::string> Args::List(const std::string& name,
 bool Args::Bool(const std::string& name) {
   used_.insert(name);
   bool_reads_.insert(name);
-  auto it = flags_.find(name);
-  return it != flags_.end() && it->second != "false" && it->second != "0";
+  std::string origin;
+  const std::string* v = Find(name, &origin);
+  return v != nullptr && *v != "false" && *v != "0";
 }
 
 absl::Status Args::Alias(const std::string& old_name, const std::string& name) {

@@ -27,10 +27,6 @@
 
 namespace ferry {
 
-// "4096", "64K", "16M", "1G", "2T" (binary multiples; "MiB", "GB" and a
-// trailing "/s" are accepted too). InvalidArgument naming `what` otherwise.
-absl::StatusOr<uint64_t> ParseBytes(absl::string_view text, absl::string_view what);
-
 // Flags that are boolean in every binary.
 inline const std::set<std::string>& kBooleanFlags() {
   static const std::set<std::string> flags = {"help", "version", "json"};
@@ -51,13 +47,24 @@ class Args {
   std::string String(const std::string& name, const std::string& def = "");
   absl::StatusOr<int64_t> Int(const std::string& name, int64_t def);
   absl::StatusOr<double> Double(const std::string& name, double def);
+  // A size in bytes and a rate in bytes per second, by the rules of
+  // base/units.h ("1G", "125MB/s", "1Gbit/s").
   absl::StatusOr<uint64_t> Bytes(const std::string& name, uint64_t def);
+  absl::StatusOr<uint64_t> Rate(const std::string& name, uint64_t def);
   // A comma-separated list of integers ("1,2,4,8").
   absl::StatusOr<std::vector<int64_t>> IntList(const std::string& name,
                                                std::vector<int64_t> def);
   // A comma-separated list of words.
   std::vector<std::string> List(const std::string& name, std::vector<std::string> def);
   bool Bool(const std::string& name);
+
+  // A value for --`name` when the command line does not give one (from the
+  // environment or a config file): the getters return it instead of their
+  // own default, and an error about it names `origin` ("FILE:LINE").
+  void SetDefault(const std::string& name, const std::string& value,
+                  const std::string& origin);
+  // InvalidArgument naming a SetDefault no getter read: an unknown setting.
+  absl::Status CheckDefaultsRead() const;
 
   // Accepts --`old_name` as another spelling of --`name` (a renamed flag);
   // InvalidArgument if both are given.
@@ -75,7 +82,11 @@ class Args {
   std::set<std::string> valueless_;
   std::set<std::string> bool_reads_;
   std::vector<std::string> positional_;
+  // The flag's value, else its SetDefault, else null; *origin says where a
+  // default came from (" (from FILE:LINE)").
+  const std::string* Find(const std::string& name, std::string* origin) const;
   std::map<std::string, std::string> flags_;
+  std::map<std::string, std::pair<std::string, std::string>> defaults_;  // value, origin
   std::set<std::string> used_;
 };
 

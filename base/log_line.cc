@@ -12,6 +12,7 @@ constexpr size_t kMaxValue = 256;
 
 const char* LevelName(LogLevel l) {
   switch (l) {
+    case LogLevel::kDebug: return "debug";
     case LogLevel::kInfo: return "info";
     case LogLevel::kWarn: return "warn";
     case LogLevel::kError: return "error";
@@ -20,6 +21,20 @@ const char* LevelName(LogLevel l) {
 }
 
 }  // namespace
+
+absl::StatusOr<LogLevel> ParseLogLevel(absl::string_view name, absl::string_view what) {
+  for (LogLevel l : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarn, LogLevel::kError})
+    if (name == LevelName(l)) return l;
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, ": unknown level '", name, "' (debug, info, warn or error)"));
+}
+
+LogLevel LevelOfLine(absl::string_view line) {
+  for (LogLevel l : {LogLevel::kDebug, LogLevel::kWarn, LogLevel::kError})
+    if (line.find(absl::StrCat(" level=", LevelName(l), " ")) != absl::string_view::npos)
+      return l;
+  return LogLevel::kInfo;
+}
 
 std::string LogValue(absl::string_view value) {
   std::string v(value.substr(0, kMaxValue));

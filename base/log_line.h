@@ -12,11 +12,17 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 namespace ferry {
 
-enum class LogLevel { kInfo, kWarn, kError };
+enum class LogLevel { kDebug, kInfo, kWarn, kError };
+
+// "debug", "info", "warn" or "error"; InvalidArgument naming `what`.
+absl::StatusOr<LogLevel> ParseLogLevel(absl::string_view name, absl::string_view what);
+// The level of a line LogLine wrote (its "level=" key); info if none.
+LogLevel LevelOfLine(absl::string_view line);
 
 class LogLine {
  public:

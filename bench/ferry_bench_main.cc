@@ -13,9 +13,11 @@
 
 #include "absl/strings/str_format.h"
 #include "base/args.h"
+#include "base/units.h"
 #include "base/status_macros.h"
 #include "base/clock.h"
 #include "base/json.h"
+#include "base/man_page.h"
 #include "base/version.h"
 #include "base/process.h"
 #include "bench/demand_paging.h"
@@ -32,6 +34,9 @@ namespace {
 constexpr char kUsage[] = R"(ferry-bench: Ferry's benchmark harness
 
 usage: ferry-bench SCENARIO [flags]
+
+`ferry-bench help SCENARIO` (or SCENARIO --help) prints one scenario's flags;
+`ferry-bench help --man` this help as the man page ferry-bench(1).
 
 scenarios:
   kvm-dirty-log   KVM's dirty bitmap against its dirty rings on a running KVM
@@ -66,12 +71,12 @@ scenarios:
       --vcpus N                vCPUs (default 2)
       --workload KIND          idle, sequential, uniform, zipf, dirty-rate (default zipf)
       --ops N                  ops per vCPU, 0 = until stopped (default 0)
-      --dirty-rate RATE        dirty-rate workload: bytes/s (default 16M)
+      --dirty-rate RATE        dirty-rate workload: bytes/s, e.g. 16M (MiB/s) (default 16M)
       --zero-fraction F        pages that start as zero pages (default 0)
       --mode MODE              precopy, postcopy, hybrid (default hybrid)
       --fault-mode MODE        exit or blocking (default exit)
       --downtime-target-ms N   downtime target (default 50; --downtime-ms is the old spelling)
-      --max-bandwidth RATE     cap, bytes/s (default none)
+      --max-bandwidth RATE     cap: 1Gbit/s, 125MB/s, 1G (GiB/s) (default none)
       --max-rounds N           precopy rounds (default 30)
       --streams N              streams carrying precopy pages (default: one per
                                four cores, 1 to 4)
@@ -195,7 +200,7 @@ absl::Status Migrate(Args& args) {
   if (ops < 0) return absl::InvalidArgumentError("--ops must not be negative");
   o.vm.workload.ops_per_vcpu = static_cast<uint64_t>(ops);
   ASSIGN_OR_RETURN(o.vm.workload.dirty_bytes_per_sec,
-                   args.Bytes("dirty-rate", api::kDefaultDirtyBytesPerSec));
+                   args.Rate("dirty-rate", api::kDefaultDirtyBytesPerSec));
   ASSIGN_OR_RETURN(o.vm.workload.zero_fraction, args.Double("zero-fraction", 0));
   ASSIGN_OR_RETURN(o.migration.mode,
                    migration::ParseMigrationMode(args.String("mode", api::kDefaultMode)));
@@ -204,7 +209,7 @@ absl::Status Migrate(Args& args) {
   RETURN_IF_ERROR(args.Alias("downtime-ms", "downtime-target-ms"));
   ASSIGN_OR_RETURN(o.migration.downtime_target_ms,
                    args.Int("downtime-target-ms", api::kDefaultDowntimeTargetMs));
-  ASSIGN_OR_RETURN(o.migration.max_bandwidth, args.Bytes("max-bandwidth", 0));
+  ASSIGN_OR_RETURN(o.migration.max_bandwidth, args.Rate("max-bandwidth", 0));
   ASSIGN_OR_RETURN(int64_t rounds, args.Int("max-rounds", api::kDefaultMaxRounds));
   o.migration.max_rounds = static_cast<int>(rounds);
   ASSIGN_OR_RETURN(int64_t streams, args.Int("streams", 0));
@@ -241,7 +246,10 @@ absl::Status Suite(Args& args) {
         list->push_back(0);
         continue;
       }
-      ASSIGN_OR_RETURN(uint64_t bytes, ParseBytes(v, absl::StrCat("--", flag)));
+      // --memory lists sizes; --dirty-rates and --caps rates (base/units.h).
+      ASSIGN_OR_RETURN(uint64_t bytes, std::string(flag) == "memory"
+                                           ? ParseSize(v, absl::StrCat("--", flag))
+                                           : ParseRate(v, absl::StrCat("--", flag)));
       list->push_back(bytes);
     }
   }
@@ -271,12 +279,52 @@ absl::Status KvmDirtyLog(Args& args) {
   return absl::OkStatus();
 }
 
+// `ferry-bench help SCENARIO`: the scenario's part of the usage (its
+// line, indented by two, and what follows up to the next scenario).
+absl::Status ScenarioHelp(const std::string& scenario) {
+  const std::string usage = kUsage;
+  const size_t list = usage.find("\nscenarios:\n");
+  const size_t at = usage.find("\n  " + scenario + " ", list);
+  if (list == std::string::npos || at == std::string::npos)
+    return absl::InvalidArgumentError(
+        absl::StrFormat("no help for '%s': unknown scenario (see ferry-bench --help)", scenario));
+  size_t end = at + 1;
+  for (;;) {
+    end = usage.find('\n', end);
+    if (end == std::string::npos || end + 3 >= usage.size() ||
+        (usage[end + 1] == ' ' && usage[end + 2] == ' ' && usage[end + 3] != ' '))
+      break;
+    ++end;
+  }
+  std::cout << "usage: ferry-bench " << scenario << " [flags]\n\n"
+            << usage.substr(at + 1, end == std::string::npos ? std::string::npos : end - at)
+            << "\n";
+  return absl::OkStatus();
+}
+
 absl::Status Main(int argc, char** argv) {
-  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1, {"full", "tiny", "quick"}));
+  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1, {"full", "tiny", "quick", "man"}));
+  if (!args.positional().empty() && args.positional()[0] == "help") {
+    if (args.Bool("man")) {
+      RETURN_IF_ERROR(args.Finish(1, "ferry-bench help --man"));
+      std::cout << ManPage("ferry-bench", 1, "Ferry's benchmark harness",
+                           {{"SYNOPSIS", "ferry-bench SCENARIO [flags]\nferry-bench help [SCENARIO]"},
+                            {"DESCRIPTION", kUsage},
+                            {"SEE ALSO", "ferry(1), ferryd(8); docs/benchmarks.md"}});
+      return absl::OkStatus();
+    }
+    RETURN_IF_ERROR(args.Finish(2, "ferry-bench help [SCENARIO]"));
+    if (args.positional().size() == 1) {
+      std::cout << kUsage;
+      return absl::OkStatus();
+    }
+    return ScenarioHelp(args.positional()[1]);
+  }
   if (args.Bool("version")) {
     std::cout << "ferry-bench " << FerryVersion() << "\n";
     return absl::OkStatus();
   }
+  if (!args.positional().empty() && args.Bool("help")) return ScenarioHelp(args.positional()[0]);
   if (args.positional().empty() || args.Bool("help")) {
     std::cout << kUsage;
     return args.positional().empty() && !args.Bool("help")

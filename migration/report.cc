@@ -122,7 +122,13 @@ std::string MigrationReport::ToText() const {
                           "  postcopy recovery: the migration stream was re-established %d "
                           "times\n",
                           reconnects);
-  if (precopy_rounds == 0 && precopy_ms > 0) {
+  if (mode == "postcopy") {
+    // No precopy to speak of: the switchover came first.
+    if (postcopy_ms > 0) absl::StrAppendFormat(&out, "  postcopy %.1f ms\n", postcopy_ms);
+  } else if (mode == "precopy") {
+    absl::StrAppendFormat(&out, "  precopy %d rounds in %.1f ms at %.2f Gbit/s\n",
+                          precopy_rounds, precopy_ms, precopy_gbps);
+  } else if (precopy_rounds == 0 && precopy_ms > 0) {
     absl::StrAppendFormat(&out,
                           "  precopy: part of round 0 in %.1f ms at %.2f Gbit/s; postcopy %.1f "
                           "ms\n",

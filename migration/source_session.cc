@@ -156,6 +156,8 @@ SourceProgress SourceSession::Progress() const {
   } else if (postcopy) {
     owed = static_cast<double>(push_order_.left());
     p.eta_ms = bw_pages > 0 && p.phase == SourcePhase::kPostcopy ? owed / bw_pages * 1e3 : -1;
+  } else if (p.phase == SourcePhase::kPrecopy && t_round_start_ == 0) {
+    owed = total;  // round 0 has not begun: nothing is owed less yet
   } else if (p.phase == SourcePhase::kPrecopy) {
     const double since_round = t_round_start_ ? (now - t_round_start_) / 1e9 : 0;
     owed = std::min(total, round_pages_left_ + dirty_pages_per_sec_ * since_round);
@@ -165,7 +167,12 @@ SourceProgress SourceSession::Progress() const {
     owed = std::min(total, static_cast<double>(round_pages_left_));
   }
   p.percent = total > 0 ? 100.0 * (total - owed) / total : 0;
-  if (owed > 0) p.percent = std::min(p.percent, 99.9);  // 100 only once completed
+  const bool completed = state_ == S::kCompleted || state_ == S::kReleasing;
+  if (!completed) p.percent = std::min(p.percent, 99.9);  // 100 only once completed
+  // Never backwards: the highest estimate so far, which a migration that
+  // failed or was cancelled keeps.
+  p.percent = std::max(p.percent, max_percent_);
+  max_percent_ = p.percent;
   return p;
 }
 

@@ -287,6 +287,10 @@ class SourceSession {
   int round_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t round_pages_left_ ABSL_GUARDED_BY(mu_) = 0;
   double dirty_pages_per_sec_ ABSL_GUARDED_BY(mu_) = 0;
+  // The highest percent Progress() reported: the percent never runs
+  // backwards (precopy to postcopy), and a migration that failed or was
+  // cancelled keeps how far it got.
+  mutable double max_percent_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<OpsSample> timeline_ ABSL_GUARDED_BY(mu_);
   // The guest's op counts from before the start (the baseline) on, drained
   // from the VM's meter by the sampler (guest_impact.h).

@@ -124,19 +124,29 @@ uint64_t FillInitialPages(const WorkloadSpec& spec, uint8_t* ram, uint32_t page_
 absl::Status RunReference(const WorkloadSpec& spec, uint8_t* ram, uint64_t ram_pages,
                           uint32_t page_size, const std::vector<uint64_t>& ops,
                           int64_t deadline_ns) {
-  constexpr uint64_t kOpsBetweenChecks = 1 << 20;
+  constexpr uint64_t kOpsBetweenChecks = 1 << 16;
   const int vcpus = static_cast<int>(ops.size());
   uint64_t total = 0;
   for (uint64_t o : ops) total += o;
+  const int64_t start = MonotonicNowNanos();
+  if (deadline_ns > 0 && start > deadline_ns)
+    return absl::DeadlineExceededError(absl::StrFormat(
+        "no time is left to replay the %d ops the guest has run", total));
+  uint64_t done = 0;
   for (int v = 0; v < vcpus; ++v) {
     GuestProgram program(spec, ram, ram_pages, page_size, v, vcpus);
     uint64_t acc = 0;
     for (uint64_t i = 0; i < ops[v]; ++i) {
       acc = program.Step(i, acc);
-      if (deadline_ns > 0 && (i + 1) % kOpsBetweenChecks == 0 &&
-          MonotonicNowNanos() > deadline_ns)
+      if (deadline_ns <= 0 || ++done % kOpsBetweenChecks != 0) continue;
+      // Refused as soon as the pace so far says the rest cannot fit (with a
+      // margin of two: the pace varies), not only once the time is up.
+      const int64_t now = MonotonicNowNanos();
+      const double left_ns = static_cast<double>(now - start) / done * (total - done);
+      if (now > deadline_ns || now + left_ns > deadline_ns + (deadline_ns - now))
         return absl::DeadlineExceededError(absl::StrFormat(
-            "replaying the %d ops the guest has run takes longer than allowed", total));
+            "replaying the %d ops the guest has run would take about %.0f ms", total,
+            (now - start + left_ns) / 1e6));
     }
   }
   return absl::OkStatus();

@@ -78,10 +78,11 @@ struct Agent::VmEntry {
   // which, and why. Not migrated again until resumed.
   std::string held_by;
   std::string held_reason;
-  // Guest ops/s, between two VmStats calls.
+  // Guest ops/s, between two VmStats calls; the first call's is over the
+  // VM's life here (since it was created or arrived).
   absl::Mutex stats_mu;
-  int64_t last_t = 0;
-  uint64_t last_ops = 0;
+  int64_t last_t = MonotonicNowNanos();
+  uint64_t last_ops = 0;  // at last_t
   double last_rate = 0;
 };
 
@@ -93,6 +94,7 @@ struct Agent::MigrationEntry {
   migration::MigrationOptions options;
   std::unique_ptr<migration::SourceSession> session;
   std::thread thread;
+  absl::Time started = absl::Now();  // wall clock, for the resource
   absl::Mutex mu;
   bool done ABSL_GUARDED_BY(mu) = false;
   absl::Time finished ABSL_GUARDED_BY(mu);
@@ -556,6 +558,7 @@ void Agent::Adopt(const std::string& migration_id, const std::string& name,
   auto e = std::make_shared<VmEntry>();
   e->name = name;
   e->vm = std::move(vm);
+  e->last_ops = e->vm->Stats().total_ops;  // what it ran at the source is not its rate here
   e->arrived_by = migration_id;
   e->backend_reason = "as the source had it";
   absl::MutexLock lock(&mu_);
@@ -762,6 +765,7 @@ ferry::v1::MigrationResource Agent::Describe(const MigrationEntry& m) const {
   r.set_destination(m.destination);
   r.set_mode(migration::ToProto(m.options.mode));
   r.set_fault_mode(migration::ToProto(m.options.fault_mode));
+  r.set_start_time_unix_ms(absl::ToUnixMillis(m.started));
   migration::SourceProgress p = m.session->Progress();
   r.set_phase(ToPhase(p.phase));
   ferry::v1::MigrationProgress* pp = r.mutable_progress();
@@ -771,7 +775,7 @@ ferry::v1::MigrationResource Agent::Describe(const MigrationEntry& m) const {
   pp->set_pages_transferred(p.pages_transferred);
   pp->set_pages_remaining(p.pages_remaining);
   pp->set_bytes_sent(p.bytes_sent);
-  pp->set_bandwidth_bps(p.bandwidth_bps);
+  pp->set_bandwidth_bytes_per_sec(p.bandwidth_bps);
   pp->set_dirty_pages_per_sec(p.dirty_pages_per_sec);
   pp->set_faults(p.faults);
   pp->set_faults_per_sec(p.faults_per_sec);
@@ -790,6 +794,7 @@ ferry::v1::MigrationResource Agent::Describe(const MigrationEntry& m) const {
         ferry::v1::MIGRATION_PHASE_COMPLETED, ferry::v1::MIGRATION_PHASE_FAILED,
         ferry::v1::MIGRATION_PHASE_CANCELLED};
     r.set_phase(kPhaseOf[static_cast<int>(OutcomeOf(mm.result))]);
+    r.set_end_time_unix_ms(absl::ToUnixMillis(mm.finished));
     if (mm.result.ok()) {
       pp->set_percent(100);
       pp->set_eta_ms(0);

@@ -166,7 +166,7 @@ std::string AgentMetrics::Render(
   for (const auto* m : running) {
     if (m->direction() != "outgoing") continue;
     const Labels l = {{"migration", m->id()}, {"vm", m->vm_name()}};
-    t.Sample("ferry_migration_bandwidth_bytes_per_second", l, m->progress().bandwidth_bps());
+    t.Sample("ferry_migration_bandwidth_bytes_per_second", l, m->progress().bandwidth_bytes_per_sec());
     t.Sample("ferry_migration_dirty_pages_per_second", l, m->progress().dirty_pages_per_sec());
   }
   {

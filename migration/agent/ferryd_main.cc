@@ -21,6 +21,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/args.h"
+#include "base/config_file.h"
+#include "base/man_page.h"
 #include "base/file.h"
 #include "base/net.h"
 #include "base/process.h"
@@ -65,6 +67,11 @@ usage: ferryd [flags]
   --tls-ca FILE               PEM CA: require client certificates signed by it (mutual
                               TLS), and verify destinations (with --tls-cert/--tls-key
                               as this agent's client certificate)
+  --config FILE               settings, one `flag = value` a line (# comments), e.g.
+                              `listen = 10.0.0.1:7070`; flags given win
+  --log-level LEVEL           debug, info, warn or error: the lowest level logged
+                              (default info)
+  --man                       print this help as the man page ferryd(8)
   --insecure                  allow a --listen address other hosts can reach without
                               TLS or without a migration token, and a --metrics-listen
                               address they can reach (refused otherwise)
@@ -79,7 +86,12 @@ switchover to complete, then exit. A second signal exits at once.
 )help";
 
 // One structured line (base/log_line.h) per lifecycle event, on stderr.
-void Log(const std::string& line) { std::cerr << line << std::endl; }
+// --log-level: lines below it are dropped.
+LogLevel min_level = LogLevel::kInfo;
+
+void Log(const std::string& line) {
+  if (LevelOfLine(line) >= min_level) std::cerr << line << std::endl;
+}
 void Log(const LogLine& line) { Log(line.str()); }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, const char* flag) {
@@ -98,7 +110,15 @@ absl::Status Main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1, {"insecure"}));
+  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1, {"insecure", "man"}));
+  if (args.Bool("man")) {
+    RETURN_IF_ERROR(args.Finish());
+    std::cout << ManPage("ferryd", 8, "the Ferry host agent",
+                         {{"SYNOPSIS", "ferryd [flags]"}, {"DESCRIPTION", kUsage},
+                          {"ENVIRONMENT", "FERRY_MIGRATION_TOKEN   --migration-token"},
+                          {"SEE ALSO", "ferry(1), ferry-bench(1); docs/operations.md"}});
+    return absl::OkStatus();
+  }
   if (args.Bool("help")) {
     std::cout << kUsage;
     return absl::OkStatus();
@@ -108,7 +128,22 @@ absl::Status Main(int argc, char** argv) {
               << migration::kProtocolVersion << ")\n";
     return absl::OkStatus();
   }
+  // --config FILE: `flag = value` lines, each the default of that flag
+  // (the command line wins); a key that is no flag is an error.
+  const std::string config = args.String("config", "");
+  if (args.Has("config")) {
+    if (config.empty()) return absl::InvalidArgumentError("--config needs a value");
+    ASSIGN_OR_RETURN(std::vector<ConfigSetting> settings, ReadConfigFile(config));
+    for (const ConfigSetting& c : settings) {
+      if (c.key == "config")
+        return absl::InvalidArgumentError(absl::StrCat(c.origin, ": a config file names no other"));
+      args.SetDefault(c.key, c.value, c.origin);
+    }
+  }
+  ASSIGN_OR_RETURN(min_level, ParseLogLevel(args.String("log-level", "info"), "--log-level"));
   const std::string listen = args.String("listen", "127.0.0.1:7070");
+  if (args.Has("listen") && listen.empty())
+    return absl::InvalidArgumentError("--listen needs a value (HOST:PORT)");
   ASSIGN_OR_RETURN(auto listen_hp, SplitHostPort(listen));
   AgentOptions o;
   o.fetch_listen = args.String("fetch-listen", listen_hp.first.find(':') != std::string::npos
@@ -151,6 +186,7 @@ absl::Status Main(int argc, char** argv) {
   const std::string key_file = args.String("tls-key", "");
   const std::string ca_file = args.String("tls-ca", "");
   RETURN_IF_ERROR(args.Finish());
+  RETURN_IF_ERROR(args.CheckDefaultsRead());
   if (!args.positional().empty())
     return absl::InvalidArgumentError("ferryd takes no arguments, only flags (see --help)");
   if (cert_file.empty() != key_file.empty())
@@ -265,6 +301,11 @@ absl::Status Main(int argc, char** argv) {
           .Kv("fetch", absl::StrFormat("%s:%d", fetch_hp.first, agent->fetch_port()))
           .Kv("metrics", metrics ? absl::StrFormat("%d", metrics->port()) : "off")
           .Kv("migration_token", o.migration_token.empty() ? "none" : "set"));
+  Log(LogLine(LogLevel::kDebug, "agent.settings")
+          .Kv("config", config.empty() ? "none" : config)
+          .Kv("max_vms", static_cast<int64_t>(o.max_vms))
+          .Kv("max_memory_mib", static_cast<uint64_t>(o.max_memory >> 20))
+          .Kv("max_migrations", static_cast<int64_t>(o.max_migrations)));
 
   if (cert_file.empty() || o.migration_token.empty())
     Log(LogLine(LogLevel::kWarn, "agent.insecure")

@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -90,6 +91,11 @@ absl::StatusOr<ferry::v1::FaultMode> ParseFaultMode(absl::string_view name) {
   absl::StatusOr<int> n = Parse(ferry::v1::FaultMode_descriptor(), name, "fault mode");
   if (!n.ok()) return n.status();
   return static_cast<ferry::v1::FaultMode>(*n);
+}
+
+std::string ErrorCodeName(int code) {
+  if (code == 0) return "";
+  return absl::AsciiStrToLower(absl::StatusCodeToString(static_cast<absl::StatusCode>(code)));
 }
 
 std::string WorkloadKindChoices() {

@@ -32,6 +32,12 @@ absl::StatusOr<ferry::v1::FaultMode> ParseFaultMode(absl::string_view name);
 // "soft", "kvm" or "auto".
 absl::StatusOr<ferry::v1::VmBackend> ParseVmBackend(absl::string_view name);
 
+// A canonical status code (google.rpc.Code, as MigrationResource.error_code
+// and absl::StatusCode number them) by name, for JSON: 14 is "unavailable",
+// 5 "not_found"; 0 (no error) is "". Never a number, so that it cannot be
+// read as an exit code.
+std::string ErrorCodeName(int code);
+
 // "idle, sequential, uniform, zipf or dirty-rate": for help texts.
 std::string WorkloadKindChoices();
 

@@ -1,12 +1,16 @@
 #include "migration/cli/client.h"
 
+#include <poll.h>
+#include <sys/socket.h>
+
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
 #include "base/file.h"
 #include "base/grpc_status.h"
+#include "base/net.h"
+#include "base/unique_fd.h"
 #include "base/status_macros.h"
-#include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
 
 namespace ferry::cli {
@@ -49,6 +53,68 @@ absl::StatusOr<ConnectOptions> ParseConnectOptions(Args& args) {
 }
 
 
+namespace {
+
+enum class Speaks { kNothing, kPlaintextGrpc, kNotPlaintext };
+
+// What listens at `address`: nothing (the TCP connection fails), a
+// plaintext HTTP/2 server (it answers the HTTP/2 preface with a SETTINGS
+// frame), or something else: a TLS server answers the preface with an
+// alert or closes.
+Speaks Probe(const std::string& address) {
+  absl::StatusOr<UniqueFd> fd = ConnectTcp(address, 2000);
+  if (!fd.ok()) return Speaks::kNothing;
+  static constexpr char kPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+  if (send(fd->get(), kPreface, sizeof(kPreface) - 1, MSG_NOSIGNAL) < 0)
+    return Speaks::kNotPlaintext;
+  unsigned char frame[9];
+  size_t got = 0;
+  while (got < 4) {
+    pollfd p{fd->get(), POLLIN, 0};
+    if (poll(&p, 1, 2000) <= 0) break;
+    const ssize_t n = recv(fd->get(), frame + got, sizeof(frame) - got, 0);
+    if (n <= 0) break;
+    got += n;
+  }
+  return got >= 4 && frame[3] == 0x04 ? Speaks::kPlaintextGrpc : Speaks::kNotPlaintext;
+}
+
+// Why a channel to `address` failed, and what to do about it.
+std::string ConnectFailure(const std::string& address, const ConnectOptions& o) {
+  const Speaks speaks = Probe(address);
+  const bool tls = !o.ca.empty();
+  if (speaks == Speaks::kNothing)
+    return absl::StrCat("cannot reach the agent at ", address,
+                        ": the connection failed; is ferryd running there? (give its address "
+                        "with --agent, --from or --to)");
+  if (speaks == Speaks::kPlaintextGrpc && tls)
+    return absl::StrCat("TLS error: the agent at ", address,
+                        " serves plaintext, and this client speaks TLS (--tls-ca): drop the TLS "
+                        "settings (--tls-ca, $FERRY_TLS_CA, the config file), or start ferryd "
+                        "with --tls-cert and --tls-key");
+  if (speaks == Speaks::kPlaintextGrpc)
+    return absl::StrCat("cannot connect to the agent at ", address,
+                        ": it answers HTTP/2 but refused the connection");
+  if (!tls)
+    return absl::StrCat("TLS error: the agent at ", address,
+                        " serves TLS, and this client spoke plaintext: give the agents' CA with "
+                        "--tls-ca FILE, and if the agent requires client certificates "
+                        "--tls-cert FILE --tls-key FILE (or $FERRY_TLS_CA, $FERRY_TLS_CERT, "
+                        "$FERRY_TLS_KEY, or the config file)");
+  if (o.cert.empty())
+    return absl::StrCat("TLS error: the handshake with the agent at ", address,
+                        " failed: it requires a client certificate (give --tls-cert FILE "
+                        "--tls-key FILE, signed by the agents' CA), or its certificate is not "
+                        "signed by the CA in --tls-ca ", o.ca);
+  return absl::StrCat("TLS error: the handshake with the agent at ", address,
+                      " failed: its certificate is not signed by the CA in --tls-ca ", o.ca,
+                      " (an unknown CA), or it does not accept the client certificate ", o.cert,
+                      " (signed by another CA), or ", address,
+                      " is not among its certificate's names");
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<ferry::v1::Control::Stub>> Connect(
     const std::string& address, const ConnectOptions& options) {
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
@@ -77,10 +143,7 @@ absl::StatusOr<std::unique_ptr<ferry::v1::Control::Stub>> Connect(
   grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
   while (state != GRPC_CHANNEL_READY) {
     if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN)
-      return absl::UnavailableError(absl::StrCat(
-          "cannot reach the agent at ", address,
-          ": the connection failed; is ferryd running there? (give its address with "
-          "--agent, --from or --to)"));
+      return absl::UnavailableError(ConnectFailure(address, options));
     if (!channel->WaitForStateChange(state, deadline))
       return absl::UnavailableError(absl::StrCat(
           "cannot reach the agent at ", address, ": no answer within ", options.timeout_ms,
@@ -94,15 +157,6 @@ absl::Status CallError(const grpc::Status& status, const std::string& what,
                        const std::string& address) {
   absl::Status s = FromGrpcStatus(status);
   return absl::Status(s.code(), absl::StrCat(what, " (agent ", address, "): ", s.message()));
-}
-
-std::string ToJson(const google::protobuf::Message& message) {
-  google::protobuf::util::JsonPrintOptions o;
-  o.preserve_proto_field_names = true;
-  o.always_print_primitive_fields = true;
-  std::string out;
-  (void)google::protobuf::util::MessageToJsonString(message, &out, o);
-  return out;
 }
 
 }  // namespace ferry::cli

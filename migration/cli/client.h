@@ -15,7 +15,6 @@
 #include "absl/status/statusor.h"
 #include "base/args.h"
 #include "ferry/v1/control.grpc.pb.h"
-#include "google/protobuf/message.h"
 
 namespace ferry::cli {
 
@@ -47,9 +46,6 @@ absl::StatusOr<std::unique_ptr<ferry::v1::Control::Stub>> Connect(
 // The Status of a failed RPC, prefixed with what was asked of which agent.
 absl::Status CallError(const grpc::Status& status, const std::string& what,
                        const std::string& address);
-
-// A proto message as JSON (field names as in the .proto).
-std::string ToJson(const google::protobuf::Message& message);
 
 }  // namespace ferry::cli
 

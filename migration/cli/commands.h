@@ -12,6 +12,7 @@
 #include "base/json.h"
 #include "ferry/v1/control.grpc.pb.h"
 #include "migration/cli/client.h"
+#include "migration/cli/json_output.h"
 
 namespace ferry::cli {
 
@@ -30,14 +31,14 @@ absl::StatusOr<ferry::v1::MigrationResource> Follow(ferry::v1::Control::Stub& st
                                                     const std::string& id, bool json,
                                                     FILE* out);
 
-// A migration as JSON, one shape for migrate --json, migration get, watch,
-// cancel and list (docs/cli.md): numbers as numbers, enums by their short
-// names, the progress of the whole migration and, once it ended, the report.
-JsonObject MigrationJson(const ferry::v1::MigrationResource& m);
-
 // One progress line for a migration resource.
 std::string ProgressLine(const ferry::v1::MigrationResource& m);
 std::string PhaseName(ferry::v1::MigrationPhase phase);
+// Completed, failed or cancelled.
+bool Terminal(ferry::v1::MigrationPhase phase);
+// A migration that ended without completing and sent nothing (refused, or
+// failed at setup): its reason says it all, a report would not.
+bool GotNowhere(const ferry::v1::MigrationResource& m);
 
 // OK for a completed migration; otherwise the exit status of its end:
 // Unavailable (exit 5) when the destination could not be reached, Aborted

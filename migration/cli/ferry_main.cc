@@ -15,6 +15,8 @@
 #include "migration/api/names.h"
 #include "migration/cli/demo.h"
 #include "migration/cli/help.h"
+#include "migration/cli/json_output.h"
+#include "migration/cli/settings.h"
 
 namespace ferry::cli {
 namespace {
@@ -35,7 +37,7 @@ absl::Status Demo(Args& args) {
   w->set_seed(1);
   ASSIGN_OR_RETURN(double zero_fraction, args.Double("zero-fraction", api::kDemoZeroFraction));
   w->set_zero_fraction(zero_fraction);
-  ASSIGN_OR_RETURN(uint64_t dirty_rate, args.Bytes("dirty-rate", api::kDefaultDirtyBytesPerSec));
+  ASSIGN_OR_RETURN(uint64_t dirty_rate, args.Rate("dirty-rate", api::kDefaultDirtyBytesPerSec));
   w->set_dirty_bytes_per_sec(dirty_rate);
   w->set_write_fraction(api::kDefaultWriteFraction);
   ASSIGN_OR_RETURN(ferry::v1::VmBackend backend,
@@ -51,7 +53,7 @@ absl::Status Demo(Args& args) {
   ASSIGN_OR_RETURN(int64_t downtime,
                    args.Int("downtime-target-ms", api::kDefaultDowntimeTargetMs));
   o.migration.set_downtime_target_ms(downtime);
-  ASSIGN_OR_RETURN(uint64_t bandwidth, args.Bytes("max-bandwidth", 0));
+  ASSIGN_OR_RETURN(uint64_t bandwidth, args.Rate("max-bandwidth", 0));
   o.migration.set_max_bandwidth(bandwidth);
   o.json = args.Bool("json");
   RETURN_IF_ERROR(args.Finish(1, "ferry demo [flags]"));
@@ -72,7 +74,7 @@ absl::Status PrintHelp(std::vector<std::string> words) {
 }
 
 absl::Status Main(int argc, char** argv) {
-  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1, {"detach", "force"}));
+  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1, {"detach", "force", "man"}));
   if (args.Bool("version")) {
     std::cout << VersionLine("ferry") << "\n";
     return absl::OkStatus();
@@ -84,10 +86,25 @@ absl::Status Main(int argc, char** argv) {
   }
   const std::string& command = args.positional()[0];
   if (command == "help") {
+    if (args.Bool("man")) {
+      RETURN_IF_ERROR(args.Finish(1, "ferry help --man"));
+      std::cout << ManPageText();
+      return absl::OkStatus();
+    }
     RETURN_IF_ERROR(args.Finish());
     return PrintHelp({args.positional().begin() + 1, args.positional().end()});
   }
   if (args.Bool("help")) return PrintHelp(args.positional());
+  // Flags win over the environment, the environment over the config file.
+  RETURN_IF_ERROR(ApplySettings(args));
+  if (command == "completion") {
+    RETURN_IF_ERROR(args.Finish(2, "ferry completion bash"));
+    if (args.positional().size() < 2 || args.positional()[1] != "bash")
+      return absl::InvalidArgumentError(
+          "ferry completion needs a shell: bash (usage: ferry completion bash)");
+    std::cout << BashCompletion();
+    return absl::OkStatus();
+  }
   if (command == "demo") return Demo(args);
   if (command == "vm") return VmCommand(args);
   if (command == "migrate") return MigrateCommand(args);
@@ -97,6 +114,17 @@ absl::Status Main(int argc, char** argv) {
 }
 
 }  // namespace
+
+// Whether --json was given (also when the arguments failed to parse).
+bool JsonAsked(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--") break;
+    if (a == "--json" || a == "--json=true" || a == "--json=1") return true;
+  }
+  return false;
+}
+
 }  // namespace ferry::cli
 
 int main(int argc, char** argv) {
@@ -106,6 +134,11 @@ int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   absl::Status s = ferry::cli::Main(argc, argv);
   if (s.ok()) return 0;
-  std::fprintf(stderr, "ferry: %s\n", std::string(s.message()).c_str());
-  return ferry::cli::ExitCodeFor(s);
+  const int code = ferry::cli::ExitCodeFor(s);
+  // Under --json the error is JSON too, on stderr, with the same exit code.
+  if (ferry::cli::JsonAsked(argc, argv))
+    std::fprintf(stderr, "%s\n", ferry::cli::ErrorJson(s, code).ToString().c_str());
+  else
+    std::fprintf(stderr, "ferry: %s\n", std::string(s.message()).c_str());
+  return code;
 }

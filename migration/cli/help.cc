@@ -1,8 +1,14 @@
 #include "migration/cli/help.h"
 
+#include <algorithm>
+#include <map>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "base/man_page.h"
 #include "base/version.h"
 #include "migration/api/defaults.h"
 #include "migration/api/names.h"
@@ -25,7 +31,8 @@ constexpr Entry kCommands[] = {
 Creates a VM on the agent and starts its guest workload.
 
   NAME               {name_rule}
-  --memory SIZE      guest memory, a multiple of 2 MiB: 4096, 64K, 512M, 1G (default {memory})
+  --memory SIZE      guest memory, a multiple of 2 MiB: 64M, 512M, 1G (binary: 1G = 1024M;
+                     a bare number or 1GB is refused) (default {memory})
   --vcpus N          vCPUs, 1 to 256 (default {vcpus})
   --workload KIND    what the guest does (default {workload}):
                        idle        reads one word every millisecond, writes nothing
@@ -36,7 +43,8 @@ Creates a VM on the agent and starts its guest workload.
   --ops N            operations per vCPU, then the guest halts; 0 runs until stopped (default 0)
   --seed N           the workload's seed: the same seed, the same memory (default 1)
   --zero-fraction F  fraction of pages that start as zero pages, 0 to 1 (default 0)
-  --dirty-rate RATE  bytes per second the dirty-rate workload writes: 16M, 1G/s (default {dirty})
+  --dirty-rate RATE  bytes per second the dirty-rate workload writes: 16M (MiB/s),
+                     125MB/s, 1Gbit/s (default {dirty})
   --write-fraction F fraction of uniform and zipf ops that write, 0 to 1 (default {wf})
   --backend B        soft: software vCPUs, the same on every host; kvm: KVM vCPUs (fails
                      where /dev/kvm does not open); auto: KVM where it opens (default {backend})
@@ -56,7 +64,8 @@ kernel offers.
 example: ferry vm get web)"},
     {"vm stats", R"(usage: ferry vm stats NAME [--json] [--agent HOST:PORT]
 
-Shows per-vCPU ops and states, guest ops/s since the previous stats call,
+Shows per-vCPU ops and states, guest ops/s since the previous stats call
+(the first call: since the VM was created or arrived),
 and for a VM that arrived by postcopy its faults and pages still missing.
 
 example: ferry vm stats web)"},
@@ -103,7 +112,8 @@ the command's own progress stream reconnects too.
                            hybrid: precopy, then postcopy when precopy will not converge
                            (default {mode})
   --downtime-target-ms MS  the pause the switchover aims for (default {downtime})
-  --max-bandwidth RATE     cap in bytes per second, e.g. 1G/s; 0 is no cap (default 0)
+  --max-bandwidth RATE     cap: 1Gbit/s (bits), 125MB/s (decimal bytes), 1G (GiB/s);
+                           0 is no cap (default 0)
   --fault-mode MODE        exit: a vCPU fetches its own missing page; blocking: handler
                            threads do (KVM vCPUs always block) (default {fault})
   --max-rounds N           precopy rounds before giving up or switching (default {rounds})
@@ -114,25 +124,35 @@ the command's own progress stream reconnects too.
                            memory (default {recovery})
   --request-id ID          makes the start idempotent: the same ID with the same
                            parameters is the same migration; with others, exit 6
-  --json                   print only the report, as one JSON object
+  --json                   JSON only: a progress object a line, then the final object
   --detach                 start it and return (the migration's id, or with --json
                            the migration as JSON); follow it with migration watch
 
 example: ferry migrate web --from 10.0.0.1:7070 --to 10.0.0.2:7070 --mode postcopy)"},
-    {"migration list", R"(usage: ferry migration list [--json] [--agent HOST:PORT]
+    {"migration list", R"(usage: ferry migration list [--vm NAME] [--phase PHASE] [--limit N] [--json]
+                            [--agent HOST:PORT]
 
-Lists the migrations the agent drives, running and finished.
+Lists the migrations the agent drives, running and finished, and those
+arriving there, oldest first (by start time).
+
+  --vm NAME          only the migrations of this VM
+  --phase PHASE      only those in this phase: setup, precopy, switchover, postcopy,
+                     completed, failed, cancelled or postcopy-paused
+  --limit N          only the newest N (default 0: all)
 
 example: ferry --agent 10.0.0.1:7070 migration list)"},
     {"migration get", R"(usage: ferry migration get ID [--json] [--agent HOST:PORT]
 
-Shows one migration: its phase, progress and, once it ended, its report.
+Shows one migration: where it goes, its phase, when it started and ended
+(wall clock, the agent's), its progress and, once it ended, its report.
 
 example: ferry --agent 10.0.0.1:7070 migration get mig-704edddb438098f3)"},
     {"migration watch", R"(usage: ferry migration watch ID [--json] [--agent HOST:PORT]
 
 Follows a migration to its end like ferry migrate does. The exit code is
-the migration's: 0 only if it completed.
+the migration's: 0 only if it completed. With --json: one progress object
+a line while it runs, then the final object (as migration get --json).
+Ctrl-C stops watching (exit 130); the migration goes on.
 
 example: ferry --agent 10.0.0.1:7070 migration watch mig-704edddb438098f3)"},
     {"migration cancel", R"(usage: ferry migration cancel ID [--agent HOST:PORT]
@@ -161,11 +181,19 @@ and prints the report (what ./dev demo runs). Flags as in vm create and
 migrate (default memory {memory}, zero fraction {zf}, mode {mode}).
 
 example: ferry demo --memory 256M --mode postcopy)"},
-    {"help", R"(usage: ferry help [COMMAND]
+    {"help", R"(usage: ferry help [COMMAND] [--man]
 
-Prints the help of a command (ferry help vm create), or the overview.
+Prints the help of a command (ferry help vm create), or the overview;
+with --man, the man page ferry(1) made from the same texts.
+
+  --man              the man page, in roff: man -l <(ferry help --man)
 
 example: ferry help migrate)"},
+    {"completion", R"(usage: ferry completion bash
+
+Prints a bash completion script for ferry's commands, subcommands and flags.
+
+example: ferry completion bash > /etc/bash_completion.d/ferry)"},
 };
 
 std::string Fill(const char* text) {
@@ -213,7 +241,8 @@ migrations:
   migration recover ID reconnect a paused postcopy migration now (--to: elsewhere)
 
   demo                 two agents on loopback, a live migration, a report
-  help COMMAND         the help of a command, with an example
+  help COMMAND         the help of a command, with an example (--man: the man page)
+  completion bash      a bash completion script
 
 flags every command takes:
   --agent HOST:PORT        the agent to talk to (default 127.0.0.1:7070)
@@ -222,6 +251,13 @@ flags every command takes:
   --connect-timeout-ms N   how long to try to reach an agent (default 10000)
   --json                   JSON instead of text (read commands and migrate)
   -h, --help               the command's help; --version: this build's version
+
+settings: flags win over FERRY_AGENT, FERRY_TLS_CA, FERRY_TLS_CERT, FERRY_TLS_KEY,
+which win over the config file ($XDG_CONFIG_HOME/ferry/config or
+~/.config/ferry/config; $FERRY_CONFIG names another): `key = value` lines,
+keys agent, tls-ca, tls-cert, tls-key, connect-timeout-ms
+units: sizes are binary (1G = 1024M; a bare number is refused); rates are
+bytes/s (16M, 125MB/s) or bits/s (1Gbit/s)
 
 exit codes: 0 success, 1 the operation failed (a migration failed or was
 cancelled), 2 bad usage, 3 verification failed, 4 not found, 5 an agent is
@@ -247,6 +283,112 @@ absl::StatusOr<std::string> CommandHelp(const std::vector<std::string>& words) {
   if (!group.empty()) return absl::StrCat(group, "\n(ferry help ", asked, " COMMAND for more)\n");
   return absl::InvalidArgumentError(
       absl::StrCat("no help for '", asked, "': unknown command (see ferry help)"));
+}
+
+namespace {
+
+// The flags an entry's text names ("--memory", ...), in order, once each,
+// and the ones every command takes.
+std::vector<std::string> FlagsOf(const char* text) {
+  std::vector<std::string> flags;
+  const std::string t = text;
+  for (size_t at = t.find("--"); at != std::string::npos; at = t.find("--", at + 2)) {
+    size_t end = at + 2;
+    while (end < t.size() && (absl::ascii_isalnum(static_cast<unsigned char>(t[end])) ||
+                              t[end] == '-'))
+      ++end;
+    const std::string flag = t.substr(at, end - at);
+    if (flag.size() > 2 && std::find(flags.begin(), flags.end(), flag) == flags.end())
+      flags.push_back(flag);
+  }
+  for (const char* common : {"--agent", "--tls-ca", "--tls-cert", "--tls-key",
+                             "--connect-timeout-ms", "--json", "--help"})
+    if (std::find(flags.begin(), flags.end(), common) == flags.end()) flags.push_back(common);
+  return flags;
+}
+
+}  // namespace
+
+std::string BashCompletion() {
+  // Commands and, for groups, their subcommands, in the table's order.
+  std::vector<std::string> top;
+  std::map<std::string, std::vector<std::string>> subs;
+  std::string flag_cases;
+  for (const Entry& e : kCommands) {
+    const std::vector<std::string> words = absl::StrSplit(e.words, ' ');
+    if (std::find(top.begin(), top.end(), words[0]) == top.end()) top.push_back(words[0]);
+    if (words.size() > 1) subs[words[0]].push_back(words[1]);
+    absl::StrAppend(&flag_cases, "    \"", e.words, "\") flags=\"",
+                    absl::StrJoin(FlagsOf(e.text), " "), "\" ;;\n");
+  }
+  std::string sub_cases;
+  for (const auto& [group, words] : subs)
+    absl::StrAppend(&sub_cases, "      ", group, ") COMPREPLY=($(compgen -W \"",
+                    absl::StrJoin(words, " "), "\" -- \"$cur\")); return ;;\n");
+  return absl::StrCat(R"(# bash completion for ferry, generated by `ferry completion bash` from
+# ferry's help table. Install: ferry completion bash > /etc/bash_completion.d/ferry
+# (or source <(ferry completion bash) in ~/.bashrc).
+_ferry() {
+  local cur="${COMP_WORDS[COMP_CWORD]}"
+  local cmd="" sub="" i
+  # The command words, skipping flags and their values.
+  for ((i = 1; i < COMP_CWORD; i++)); do
+    case "${COMP_WORDS[i]}" in
+      --json|--help|-h|--detach|--force|--man) ;;
+      --*) [[ "${COMP_WORDS[i]}" == *=* ]] || ((i++)) ;;
+      *) if [[ -z "$cmd" ]]; then cmd="${COMP_WORDS[i]}"; elif [[ -z "$sub" ]]; then sub="${COMP_WORDS[i]}"; fi ;;
+    esac
+  done
+  if [[ "$cur" != -* ]]; then
+    if [[ -z "$cmd" ]]; then
+      COMPREPLY=($(compgen -W ")", absl::StrJoin(top, " "), R"(" -- "$cur")); return
+    fi
+    if [[ -z "$sub" ]]; then
+      case "$cmd" in
+)", sub_cases, R"(        completion) COMPREPLY=($(compgen -W "bash" -- "$cur")); return ;;
+      esac
+    fi
+    COMPREPLY=(); return
+  fi
+  local flags=""
+  case "$cmd $sub" in
+)", flag_cases, R"(  esac
+  if [[ -z "$flags" ]]; then
+    case "$cmd" in
+)", [&] {
+    std::string single;
+    for (const Entry& e : kCommands)
+      if (std::string(e.words).find(' ') == std::string::npos)
+        absl::StrAppend(&single, "      ", e.words, ") flags=\"",
+                        absl::StrJoin(FlagsOf(e.text), " "), "\" ;;\n");
+    return single;
+  }(), R"(    esac
+  fi
+  COMPREPLY=($(compgen -W "$flags" -- "$cur"))
+}
+complete -F _ferry ferry
+)");
+}
+
+std::string ManPageText() {
+  std::string commands;
+  for (const Entry& e : kCommands) absl::StrAppend(&commands, Fill(e.text), "\n\n");
+  return ManPage("ferry", 1, "move running VMs between hosts",
+                 {{"SYNOPSIS", "ferry [--agent HOST:PORT] COMMAND [flags]"},
+                  {"DESCRIPTION", OverviewHelp()},
+                  {"COMMANDS", commands},
+                  {"ENVIRONMENT",
+                   "FERRY_AGENT      the agent address when --agent (or --from) is not given\n"
+                   "FERRY_TLS_CA     --tls-ca\n"
+                   "FERRY_TLS_CERT   --tls-cert\n"
+                   "FERRY_TLS_KEY    --tls-key\n"
+                   "FERRY_CONFIG     the config file (instead of the one under FILES)\n"
+                   "Flags win over the environment, the environment over the config file."},
+                  {"FILES",
+                   "$XDG_CONFIG_HOME/ferry/config, else ~/.config/ferry/config:\n"
+                   "one `key = value` a line (# comments); keys: agent, tls-ca, tls-cert,\n"
+                   "tls-key, connect-timeout-ms."},
+                  {"SEE ALSO", "ferryd(8), ferry-bench(1); docs/cli.md"}});
 }
 
 std::string VersionLine(const char* binary) {

@@ -19,6 +19,13 @@ std::string OverviewHelp();
 // InvalidArgument naming the unknown word.
 absl::StatusOr<std::string> CommandHelp(const std::vector<std::string>& words);
 
+// `ferry completion bash`: a bash completion script made from the help
+// table: the commands, their subcommands and each command's flags.
+std::string BashCompletion();
+
+// `ferry help --man`: the man page ferry(1), from the same help texts.
+std::string ManPageText();
+
 // What a VM name may be (the agent enforces it; docs/cli.md).
 std::string NameRule();
 

@@ -11,13 +11,26 @@
 #include "base/grpc_status.h"
 #include "base/status_macros.h"
 #include "migration/api/report_proto.h"
+#include "base/units.h"
 #include "migration/cli/commands.h"
+#include "migration/cli/json_output.h"
 #include "migration/api/defaults.h"
 #include "migration/api/names.h"
 
 namespace ferry::cli {
 
 std::string PhaseName(ferry::v1::MigrationPhase p) { return api::Spelling(p); }
+
+bool Terminal(ferry::v1::MigrationPhase p) {
+  return p == ferry::v1::MIGRATION_PHASE_COMPLETED || p == ferry::v1::MIGRATION_PHASE_FAILED ||
+         p == ferry::v1::MIGRATION_PHASE_CANCELLED;
+}
+
+bool GotNowhere(const ferry::v1::MigrationResource& m) {
+  const auto& r = m.report();
+  return m.phase() != ferry::v1::MIGRATION_PHASE_COMPLETED && r.bytes_sent() == 0 &&
+         r.pages_sent() == 0 && r.zero_pages() == 0;
+}
 
 namespace {
 
@@ -30,65 +43,8 @@ size_t TerminalWidth(FILE* out) {
   return 80;
 }
 
-bool Terminal(ferry::v1::MigrationPhase p) {
-  return p == ferry::v1::MIGRATION_PHASE_COMPLETED || p == ferry::v1::MIGRATION_PHASE_FAILED ||
-         p == ferry::v1::MIGRATION_PHASE_CANCELLED;
-}
-
-void PrintMigrationTable(const std::vector<ferry::v1::MigrationResource>& ms) {
-  std::printf("%-22s %-16s %-26s %-9s %-10s %s\n", "ID", "VM", "PEER", "MODE", "PHASE",
-              "PROGRESS");
-  for (const auto& m : ms) {
-    // Outgoing: "to DESTINATION"; incoming (this agent receives it): "from
-    // SOURCE".
-    const std::string peer = m.direction() == "incoming" ? "from " + m.source()
-                                                         : "to " + m.destination();
-    std::printf("%-22s %-16s %-26s %-9s %-10s %5.1f%%%s\n", m.id().c_str(), m.vm_name().c_str(),
-                peer.c_str(),
-                m.direction() == "incoming" ? "-" : api::Spelling(m.mode()).c_str(),
-                PhaseName(m.phase()).c_str(), m.progress().percent(),
-                m.error().empty() ? "" : ("  " + m.error()).c_str());
-  }
-}
 
 }  // namespace
-
-JsonObject MigrationJson(const ferry::v1::MigrationResource& m) {
-  const auto& p = m.progress();
-  JsonObject progress;
-  progress.Add("round", static_cast<uint64_t>(p.round()))
-      .Add("elapsed_ms", p.elapsed_ms())
-      .Add("percent", p.percent())
-      .Add("eta_ms", p.eta_ms())
-      .Add("pages_total", p.pages_total())
-      .Add("pages_transferred", p.pages_transferred())
-      .Add("pages_remaining", p.pages_remaining())
-      .Add("bytes_sent", p.bytes_sent())
-      .Add("bandwidth_bps", p.bandwidth_bps())
-      .Add("dirty_pages_per_sec", p.dirty_pages_per_sec())
-      .Add("faults", p.faults())
-      .Add("faults_per_sec", p.faults_per_sec())
-      .Add("downtime_ms", p.downtime_ms())
-      .Add("fault_p99_us", p.fault_p99_us())
-      .Add("reconnects", static_cast<uint64_t>(p.reconnects()))
-      .Add("paused_reason", p.paused_reason());
-  JsonObject o;
-  o.Add("id", m.id())
-      .Add("request_id", m.request_id())
-      .Add("vm_name", m.vm_name())
-      .Add("direction", m.direction().empty() ? std::string("outgoing") : m.direction())
-      .Add("source", m.source())
-      .Add("destination", m.destination())
-      .Add("mode", m.mode() ? api::Spelling(m.mode()) : std::string())
-      .Add("fault_mode", m.fault_mode() ? api::Spelling(m.fault_mode()) : std::string())
-      .Add("phase", PhaseName(m.phase()))
-      .Add("error", m.error())
-      .Add("error_code", static_cast<int64_t>(m.error_code()))
-      .Add("progress", progress);
-  if (Terminal(m.phase()) && m.has_report())
-    o.Add("report", api::FromProto(m.report(), m.id()).ToJson());
-  return o;
-}
 
 std::string ProgressLine(const ferry::v1::MigrationResource& m) {
   const auto& p = m.progress();
@@ -99,7 +55,8 @@ std::string ProgressLine(const ferry::v1::MigrationResource& m) {
     absl::StrAppendFormat(&line, " round %-3d", p.round());
   else
     line += "          ";
-  absl::StrAppendFormat(&line, " %5.1f%%  %6.2f Gbit/s", p.percent(), p.bandwidth_bps() * 8 / 1e9);
+  absl::StrAppendFormat(&line, " %5.1f%%  %11s", p.percent(),
+                        FormatRate(p.bandwidth_bytes_per_sec()));
   if (m.phase() == ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED) {
     absl::StrAppendFormat(&line, "  missing %7d  reconnecting: %s", p.pages_remaining(),
                           p.paused_reason());
@@ -126,7 +83,7 @@ absl::StatusOr<ferry::v1::MigrationResource> Follow(ferry::v1::Control::Stub& st
   const bool tty = isatty(fileno(out));
   ferry::v1::WatchMigrationRequest r;
   r.set_id(id);
-  r.set_interval_ms(tty ? 100 : 250);
+  r.set_interval_ms(tty && !json ? 100 : 250);
   ferry::v1::MigrationResource m, last;
   bool any = false;
   ferry::v1::MigrationPhase printed_phase = ferry::v1::MIGRATION_PHASE_UNSPECIFIED;
@@ -145,7 +102,13 @@ absl::StatusOr<ferry::v1::MigrationResource> Follow(ferry::v1::Control::Stub& st
       backoff = absl::Milliseconds(200);
       any = true;
       last = m;
-      if (json) continue;
+      if (json) {
+        // NDJSON: a progress object per message while it runs; the final
+        // object (below) is the one `migration get --json` prints.
+        if (!Terminal(m.phase())) std::fprintf(out, "%s\n", MigrationJson(m).ToString().c_str());
+        continue;
+      }
+      if (Terminal(m.phase())) continue;  // the report below says how it ended
       if (tty) {
         // One live line, cut to the terminal's width (a line that wrapped
         // would leave a new line behind at every update).
@@ -155,8 +118,8 @@ absl::StatusOr<ferry::v1::MigrationResource> Follow(ferry::v1::Control::Stub& st
         std::fprintf(out, "\r\033[K%s", line.c_str());
         std::fflush(out);
       } else if (m.phase() != printed_phase ||
-                 (!Terminal(m.phase()) && m.progress().elapsed_ms() - last_plain_ms >= 1000)) {
-        // A line at each phase change and every second; the end once.
+                 m.progress().elapsed_ms() - last_plain_ms >= 1000) {
+        // A line at each phase change and every second.
         // Plain lines, each written out at once (logs and CI read them live).
         std::fprintf(out, "%s\n", ProgressLine(m).c_str());
         std::fflush(out);
@@ -175,7 +138,7 @@ absl::StatusOr<ferry::v1::MigrationResource> Follow(ferry::v1::Control::Stub& st
     absl::SleepFor(backoff);
     backoff = std::min(backoff * 2, absl::Seconds(2));
   }
-  if (tty && !json) std::fprintf(out, "\n");
+  if (tty && !json) std::fprintf(out, "\r\033[K");  // the live line gives way to the report
   if (!s.ok() && !(any && Terminal(last.phase())))
     return CallError(s, "watch migration " + id, address);
   if (!any || !Terminal(last.phase()))
@@ -183,7 +146,9 @@ absl::StatusOr<ferry::v1::MigrationResource> Follow(ferry::v1::Control::Stub& st
         absl::StrCat("lost the migration's progress stream from ", address, " before it ended"));
   if (json) {
     std::fprintf(out, "%s\n", MigrationJson(last).ToString().c_str());
-  } else {
+  } else if (!GotNowhere(last)) {
+    // A migration refused or failed before it sent anything has no report
+    // worth reading: the caller prints its reason (OutcomeStatus).
     std::fprintf(out, "%s", api::FromProto(last.report(), last.id()).ToText().c_str());
   }
   return last;
@@ -301,7 +266,7 @@ absl::Status MigrateCommand(Args& args) {
   ASSIGN_OR_RETURN(int64_t downtime,
                    args.Int("downtime-target-ms", api::kDefaultDowntimeTargetMs));
   r.set_downtime_target_ms(downtime);
-  ASSIGN_OR_RETURN(uint64_t bandwidth, args.Bytes("max-bandwidth", 0));
+  ASSIGN_OR_RETURN(uint64_t bandwidth, args.Rate("max-bandwidth", 0));
   r.set_max_bandwidth(bandwidth);
   ASSIGN_OR_RETURN(int64_t rounds, args.Int("max-rounds", api::kDefaultMaxRounds));
   if (rounds < 0 || rounds > UINT32_MAX)
@@ -346,77 +311,6 @@ absl::Status MigrateCommand(Args& args) {
   InterruptToCancel interrupt(stub.get(), from, started.id());
   ASSIGN_OR_RETURN(ferry::v1::MigrationResource done, Follow(*stub, from, started.id(), json, stdout));
   return OutcomeStatus(done);
-}
-
-absl::Status MigrationCommand(Args& args) {
-  const std::string address = args.String("agent", api::kDefaultAgentAddress);
-  ASSIGN_OR_RETURN(ConnectOptions co, ParseConnectOptions(args));
-  const bool json = args.Bool("json");
-  if (args.positional().size() < 2)
-    return absl::InvalidArgumentError(
-        "usage: ferry migration list|get|watch|cancel|recover [ID] (see ferry help migration)");
-  const std::string verb = args.positional()[1];
-  if (verb == "list") {
-    RETURN_IF_ERROR(args.Finish(2, "ferry migration list"));
-    ASSIGN_OR_RETURN(auto stub, Connect(address, co));
-    grpc::ClientContext ctx;
-    ferry::v1::ListMigrationsResponse out;
-    grpc::Status s = stub->ListMigrations(&ctx, {}, &out);
-    if (!s.ok()) return CallError(s, "list migrations", address);
-    if (json) {
-      std::vector<JsonObject> all;
-      for (const auto& m : out.migrations()) all.push_back(MigrationJson(m));
-      JsonObject o;
-      o.Add("migrations", all);
-      std::printf("%s\n", o.ToString().c_str());
-    } else {
-      PrintMigrationTable({out.migrations().begin(), out.migrations().end()});
-    }
-    return absl::OkStatus();
-  }
-  if (verb != "get" && verb != "watch" && verb != "cancel" && verb != "recover")
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "unknown migration command '%s' (list, get, watch, cancel, recover; see ferry help "
-        "migration)",
-        verb));
-  if (args.positional().size() < 3)
-    return absl::InvalidArgumentError(
-        absl::StrFormat("ferry migration %s needs a migration ID (usage: ferry migration %s ID "
-                        "--agent SOURCE)",
-                        verb, verb));
-  const std::string id = args.positional()[2];
-  const std::string to = verb == "recover" ? args.String("to", "") : "";
-  RETURN_IF_ERROR(args.Finish(
-      3, absl::StrFormat("ferry migration %s ID --agent SOURCE", verb)));
-  ASSIGN_OR_RETURN(auto stub, Connect(address, co));
-  if (verb == "watch") {
-    ASSIGN_OR_RETURN(auto done, Follow(*stub, address, id, json, stdout));
-    return OutcomeStatus(done);
-  }
-  grpc::ClientContext ctx;
-  ferry::v1::MigrationResource out;
-  grpc::Status s;
-  if (verb == "get") {
-    ferry::v1::GetMigrationRequest r;
-    r.set_id(id);
-    s = stub->GetMigration(&ctx, r, &out);
-  } else if (verb == "cancel") {
-    ferry::v1::CancelMigrationRequest r;
-    r.set_id(id);
-    s = stub->CancelMigration(&ctx, r, &out);
-  } else if (verb == "recover") {
-    ferry::v1::RecoverMigrationRequest r;
-    r.set_id(id);
-    r.set_destination(to);
-    s = stub->RecoverMigration(&ctx, r, &out);
-  } else {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("unknown migration command '%s' (list, get, watch, cancel)", verb));
-  }
-  if (!s.ok()) return CallError(s, verb + " migration " + id, address);
-  if (json) std::printf("%s\n", MigrationJson(out).ToString().c_str());
-  else PrintMigrationTable({out});
-  return absl::OkStatus();
 }
 
 }  // namespace ferry::cli

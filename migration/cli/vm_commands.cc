@@ -4,6 +4,7 @@
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
 #include "migration/cli/commands.h"
+#include "migration/cli/json_output.h"
 #include "migration/api/defaults.h"
 #include "migration/api/names.h"
 
@@ -55,7 +56,7 @@ absl::Status VmCommand(Args& args) {
   const bool json = args.Bool("json");
   if (args.positional().size() < 2)
     return absl::InvalidArgumentError(
-        "usage: ferry vm create|list|get|stats|verify|delete ... (see ferry help vm)");
+        "usage: ferry vm create|list|get|stats|verify|resume|delete ... (see ferry help vm)");
   const std::string verb = args.positional()[1];
   grpc::ClientContext ctx;
 
@@ -83,7 +84,7 @@ absl::Status VmCommand(Args& args) {
     ASSIGN_OR_RETURN(double zero_fraction, args.Double("zero-fraction", 0.0));
     w->set_zero_fraction(zero_fraction);
     ASSIGN_OR_RETURN(uint64_t dirty_rate,
-                     args.Bytes("dirty-rate", api::kDefaultDirtyBytesPerSec));
+                     args.Rate("dirty-rate", api::kDefaultDirtyBytesPerSec));
     w->set_dirty_bytes_per_sec(dirty_rate);
     ASSIGN_OR_RETURN(double write_fraction,
                      args.Double("write-fraction", api::kDefaultWriteFraction));
@@ -96,7 +97,7 @@ absl::Status VmCommand(Args& args) {
     ferry::v1::Vm vm;
     grpc::Status s = stub->CreateVm(&ctx, r, &vm);
     if (!s.ok()) return CallError(s, "create VM " + name, address);
-    if (json) std::printf("%s\n", ToJson(vm).c_str());
+    if (json) std::printf("%s\n", VmJson(vm).ToString().c_str());
     else PrintVmTable({vm});
     return absl::OkStatus();
   }
@@ -106,8 +107,15 @@ absl::Status VmCommand(Args& args) {
     ferry::v1::ListVmsResponse out;
     grpc::Status s = stub->ListVms(&ctx, {}, &out);
     if (!s.ok()) return CallError(s, "list VMs", address);
-    if (json) std::printf("%s\n", ToJson(out).c_str());
-    else PrintVmTable({out.vms().begin(), out.vms().end()});
+    if (json) {
+      std::vector<JsonObject> vms;
+      for (const auto& v : out.vms()) vms.push_back(VmJson(v));
+      JsonObject o;
+      o.Add("vms", vms);
+      std::printf("%s\n", o.ToString().c_str());
+    } else {
+      PrintVmTable({out.vms().begin(), out.vms().end()});
+    }
     return absl::OkStatus();
   }
   if (verb == "resume") {
@@ -120,7 +128,7 @@ absl::Status VmCommand(Args& args) {
     ferry::v1::Vm vm;
     grpc::Status s = stub->ResumeVm(&ctx, r, &vm);
     if (!s.ok()) return CallError(s, "resume VM " + name, address);
-    if (json) std::printf("%s\n", ToJson(vm).c_str());
+    if (json) std::printf("%s\n", VmJson(vm).ToString().c_str());
     else PrintVmTable({vm});
     return absl::OkStatus();
   }
@@ -135,7 +143,7 @@ absl::Status VmCommand(Args& args) {
       grpc::Status s = stub->DeleteVm(&ctx, r, &out);
       if (!s.ok()) return CallError(s, "delete VM " + name, address);
       if (!json) std::printf("deleted %s\n", name.c_str());
-      else std::printf("{\"deleted\":\"%s\"}\n", name.c_str());
+      else std::printf("%s\n", JsonObject().Add("deleted", name).ToString().c_str());
       return absl::OkStatus();
     }
     ferry::v1::GetVmRequest r;
@@ -144,7 +152,7 @@ absl::Status VmCommand(Args& args) {
     grpc::Status s = stub->GetVm(&ctx, r, &vm);
     if (!s.ok()) return CallError(s, "get VM " + name, address);
     if (json) {
-      std::printf("%s\n", ToJson(vm).c_str());
+      std::printf("%s\n", VmJson(vm).ToString().c_str());
       return absl::OkStatus();
     }
     PrintVmTable({vm});
@@ -163,11 +171,12 @@ absl::Status VmCommand(Args& args) {
     grpc::Status s = stub->VmStats(&ctx, r, &out);
     if (!s.ok()) return CallError(s, "stats of VM " + name, address);
     if (json) {
-      std::printf("%s\n", ToJson(out).c_str());
+      std::printf("%s\n", VmStatsJson(out).ToString().c_str());
       return absl::OkStatus();
     }
     PrintVmTable({out.vm()});
-    std::printf("guest ops/s %.0f (since the previous stats call)", out.guest_ops_per_sec());
+    std::printf("guest ops/s %.0f (since the previous stats call, or the VM's start)",
+                out.guest_ops_per_sec());
     if (out.faults() || out.pages_missing())
       std::printf("; faults %llu, pages missing %llu",
                   static_cast<unsigned long long>(out.faults()),
@@ -190,7 +199,7 @@ absl::Status VmCommand(Args& args) {
     ferry::v1::VerifyVmResponse out;
     grpc::Status s = stub->VerifyVm(&ctx, r, &out);
     if (!s.ok()) return CallError(s, "verify VM " + name, address);
-    if (json) std::printf("%s\n", ToJson(out).c_str());
+    if (json) std::printf("%s\n", VerifyJson(name, out).ToString().c_str());
     else
       std::printf("%s: digest %s, reference %s: %s\n", name.c_str(), out.digest().c_str(),
                   out.reference_digest().c_str(),
@@ -203,7 +212,7 @@ absl::Status VmCommand(Args& args) {
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(
-      absl::StrFormat("unknown vm command '%s' (create, list, get, stats, verify, delete; "
+      absl::StrFormat("unknown vm command '%s' (create, list, get, stats, verify, resume, delete; "
                       "see ferry help vm)",
                       verb));
 }

@@ -11,27 +11,6 @@ using ::ferry::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-TEST(ParseBytes, AcceptsBinaryUnits) {
-  EXPECT_THAT(ParseBytes("4096", "x"), IsOkAndHolds(4096u));
-  EXPECT_THAT(ParseBytes("64K", "x"), IsOkAndHolds(64u << 10));
-  EXPECT_THAT(ParseBytes("16M", "x"), IsOkAndHolds(16u << 20));
-  EXPECT_THAT(ParseBytes("1G", "x"), IsOkAndHolds(1ull << 30));
-  EXPECT_THAT(ParseBytes("1GiB", "x"), IsOkAndHolds(1ull << 30));
-  EXPECT_THAT(ParseBytes("16MB/s", "x"), IsOkAndHolds(16u << 20));
-  EXPECT_THAT(ParseBytes("1.5G", "x"), IsOkAndHolds(3ull << 29));
-}
-
-TEST(ParseBytes, MalformedSizesAreRejectedNamingTheFlag) {
-  EXPECT_THAT(ParseBytes("lots", "--memory"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--memory")));
-  EXPECT_THAT(ParseBytes("12Q", "--memory"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown unit")));
-  EXPECT_THAT(ParseBytes("", "--memory"), StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_THAT(ParseBytes("-1G", "--memory"), StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_THAT(ParseBytes("99999999999T", "--memory"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("too large")));
-}
-
 TEST(Args, ParsesFlagsAndPositionals) {
   ASSERT_OK_AND_ASSIGN(Args a, Args::Parse({"vm", "create", "web", "--memory=1G",
                                             "--vcpus", "4", "--json", "--list", "1,2,8"}));
@@ -42,6 +21,16 @@ TEST(Args, ParsesFlagsAndPositionals) {
   EXPECT_FALSE(a.Bool("quiet"));
   EXPECT_THAT(a.IntList("list", {}), IsOkAndHolds(ElementsAre(1, 2, 8)));
   EXPECT_OK(a.Finish());
+}
+
+TEST(Args, SizesAndRatesFollowTheUnitsRuleNamingTheFlag) {
+  ASSERT_OK_AND_ASSIGN(Args a, Args::Parse({"--memory", "1024", "--max-bandwidth", "1Gbit/s",
+                                            "--dirty-rate", "1GB"}));
+  EXPECT_THAT(a.Bytes("memory", 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--memory: '1024'")));
+  EXPECT_THAT(a.Rate("max-bandwidth", 0), IsOkAndHolds(125000000u));
+  EXPECT_THAT(a.Rate("dirty-rate", 0), IsOkAndHolds(1000000000u));
+  EXPECT_THAT(a.Rate("absent", 7), IsOkAndHolds(7u));
 }
 
 TEST(Args, UnknownAndMalformedFlagsAreErrors) {

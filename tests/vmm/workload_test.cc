@@ -4,6 +4,7 @@
 #include <set>
 #include <vector>
 
+#include "base/clock.h"
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
 
@@ -69,6 +70,23 @@ TEST(Workload, ReplayIsDeterministicAndSeedDependent) {
     ASSERT_OK(RunReference(s, c.data(), kPages, kPage, {s.ops_per_vcpu, s.ops_per_vcpu}));
     EXPECT_NE(a, c) << WorkloadKindName(kind);
   }
+}
+
+TEST(Workload, AReplayThatCannotFitItsDeadlineIsRefusedEarly) {
+  constexpr uint64_t kPages = 256;
+  WorkloadSpec s;
+  s.kind = WorkloadKind::kUniform;
+  std::vector<uint8_t> ram(kPages * kPage);
+  FillInitialPages(s, ram.data(), kPage, 0, kPages);
+  EXPECT_THAT(RunReference(s, ram.data(), kPages, kPage, {1000, 1000}, MonotonicNowNanos() - 1),
+              StatusIs(absl::StatusCode::kDeadlineExceeded,
+                       ::testing::HasSubstr("no time is left")));
+  // Billions of ops against a millisecond: refused by the pace of the first
+  // ones, saying how long the whole would take.
+  EXPECT_THAT(RunReference(s, ram.data(), kPages, kPage, {1ull << 32, 1ull << 32},
+                           MonotonicNowNanos() + 1'000'000),
+              StatusIs(absl::StatusCode::kDeadlineExceeded,
+                       ::testing::HasSubstr("would take about")));
 }
 
 TEST(Workload, VcpusStayInTheirOwnRegions) {

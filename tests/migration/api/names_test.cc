@@ -24,6 +24,13 @@ TEST(ApiNames, SpellingsComeFromTheProto) {
   EXPECT_EQ(WorkloadKindChoices(), "idle, sequential, uniform, zipf or dirty-rate");
 }
 
+TEST(ApiNames, ErrorCodesAreNamedNeverNumbered) {
+  EXPECT_EQ(ErrorCodeName(0), "");
+  EXPECT_EQ(ErrorCodeName(static_cast<int>(absl::StatusCode::kUnavailable)), "unavailable");
+  EXPECT_EQ(ErrorCodeName(static_cast<int>(absl::StatusCode::kNotFound)), "not_found");
+  EXPECT_EQ(ErrorCodeName(static_cast<int>(absl::StatusCode::kCancelled)), "cancelled");
+}
+
 TEST(ApiNames, ParsingRoundTripsAndRefusesUnknownNames) {
   for (int k = 1; k <= 5; ++k) {
     const auto kind = static_cast<ferry::v1::WorkloadKind>(k);

@@ -1,0 +1,129 @@
+#include "migration/cli/json_output.h"
+
+#include <vector>
+
+#include "migration/api/names.h"
+#include "migration/api/report_proto.h"
+
+namespace ferry::cli {
+namespace {
+
+bool Ended(ferry::v1::MigrationPhase p) {
+  return p == ferry::v1::MIGRATION_PHASE_COMPLETED || p == ferry::v1::MIGRATION_PHASE_FAILED ||
+         p == ferry::v1::MIGRATION_PHASE_CANCELLED;
+}
+
+JsonObject WorkloadJson(const ferry::v1::WorkloadSpec& w) {
+  JsonObject o;
+  o.Add("kind", api::Spelling(w.kind()))
+      .Add("ops_per_vcpu", w.ops_per_vcpu())
+      .Add("seed", w.seed())
+      .Add("zero_fraction", w.zero_fraction())
+      .Add("dirty_bytes_per_sec", w.dirty_bytes_per_sec())
+      .Add("write_fraction", w.write_fraction());
+  return o;
+}
+
+}  // namespace
+
+JsonObject MigrationJson(const ferry::v1::MigrationResource& m) {
+  const auto& p = m.progress();
+  JsonObject progress;
+  progress.Add("round", static_cast<uint64_t>(p.round()))
+      .Add("elapsed_ms", p.elapsed_ms())
+      .Add("percent", p.percent())
+      .Add("eta_ms", p.eta_ms())
+      .Add("pages_total", p.pages_total())
+      .Add("pages_transferred", p.pages_transferred())
+      .Add("pages_remaining", p.pages_remaining())
+      .Add("bytes_sent", p.bytes_sent())
+      .Add("bandwidth_bytes_per_sec", p.bandwidth_bytes_per_sec())
+      .Add("dirty_pages_per_sec", p.dirty_pages_per_sec())
+      .Add("faults", p.faults())
+      .Add("faults_per_sec", p.faults_per_sec())
+      .Add("downtime_ms", p.downtime_ms())
+      .Add("fault_p99_us", p.fault_p99_us())
+      .Add("reconnects", static_cast<uint64_t>(p.reconnects()))
+      .Add("paused_reason", p.paused_reason());
+  JsonObject o;
+  o.Add("id", m.id())
+      .Add("request_id", m.request_id())
+      .Add("vm_name", m.vm_name())
+      .Add("direction", m.direction().empty() ? std::string("outgoing") : m.direction())
+      .Add("source", m.source())
+      .Add("destination", m.destination())
+      .Add("mode", m.mode() ? api::Spelling(m.mode()) : std::string())
+      .Add("fault_mode", m.fault_mode() ? api::Spelling(m.fault_mode()) : std::string())
+      .Add("phase", api::Spelling(m.phase()))
+      .Add("start_time_unix_ms", static_cast<int64_t>(m.start_time_unix_ms()))
+      .Add("end_time_unix_ms", static_cast<int64_t>(m.end_time_unix_ms()))
+      .Add("error", m.error())
+      .Add("error_code", api::ErrorCodeName(m.error_code()))
+      .Add("progress", progress);
+  if (Ended(m.phase()) && m.has_report())
+    o.Add("report", api::FromProto(m.report(), m.id()).ToJson());
+  return o;
+}
+
+JsonObject VmJson(const ferry::v1::Vm& v) {
+  JsonObject o;
+  o.Add("name", v.name())
+      .Add("state", api::Spelling(v.state()))
+      .Add("memory_bytes", v.layout().memory_bytes())
+      .Add("vcpus", static_cast<uint64_t>(v.layout().vcpus()))
+      .Add("backend", api::Spelling(v.layout().backend()))
+      .Add("backend_reason", v.backend_reason())
+      .Add("backend_capabilities", v.backend_capabilities())
+      .Add("workload", WorkloadJson(v.layout().workload()))
+      .Add("guest_ops", v.guest_ops())
+      .Add("migration_id", v.migration_id())
+      .Add("arrived_by", v.arrived_by())
+      .Add("source", v.source())
+      .Add("pages_missing", v.pages_missing())
+      .Add("held_by", v.held_by())
+      .Add("held_reason", v.held_reason());
+  return o;
+}
+
+JsonObject VmStatsJson(const ferry::v1::VmStatsResponse& s) {
+  std::vector<JsonObject> vcpus;
+  for (const auto& c : s.vcpus()) {
+    JsonObject v;
+    v.Add("index", static_cast<uint64_t>(c.index()))
+        .Add("state", c.state())
+        .Add("ops", c.ops())
+        .Add("fault_exits", c.fault_exits());
+    vcpus.push_back(v);
+  }
+  JsonObject o;
+  o.Add("vm", VmJson(s.vm()))
+      .Add("guest_ops_per_sec", s.guest_ops_per_sec())
+      .Add("faults", s.faults())
+      .Add("pages_missing", s.pages_missing())
+      .Add("vcpus", vcpus);
+  return o;
+}
+
+JsonObject VerifyJson(const std::string& name, const ferry::v1::VerifyVmResponse& v) {
+  std::vector<double> ops(v.ops().begin(), v.ops().end());
+  JsonObject o;
+  o.Add("name", name)
+      .Add("match", v.match())
+      .Add("digest", v.digest())
+      .Add("reference_digest", v.reference_digest())
+      .Add("differing_pages", v.differing_pages())
+      .Add("ops_per_vcpu", ops);
+  return o;
+}
+
+JsonObject ErrorJson(const absl::Status& status, int exit_code) {
+  JsonObject e;
+  e.Add("code", api::ErrorCodeName(static_cast<int>(status.code())))
+      .Add("exit_code", exit_code)
+      .Add("message", std::string(status.message()));
+  JsonObject o;
+  o.Add("error", e);
+  return o;
+}
+
+}  // namespace ferry::cli
