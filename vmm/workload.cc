@@ -139,11 +139,15 @@ absl::Status RunReference(const WorkloadSpec& spec, uint8_t* ram, uint64_t ram_p
     for (uint64_t i = 0; i < ops[v]; ++i) {
       acc = program.Step(i, acc);
       if (deadline_ns <= 0 || ++done % kOpsBetweenChecks != 0) continue;
-      // Refused as soon as the pace so far says the rest cannot fit (with a
-      // margin of two: the pace varies), not only once the time is up.
+      // Refused as soon as the pace says the rest cannot fit, not only once
+      // the time is up. The pace is believed only after a tenth of the time
+      // allowed (the first ops touch fresh memory and run many times slower
+      // than the rest), and with a margin of two.
       const int64_t now = MonotonicNowNanos();
       const double left_ns = static_cast<double>(now - start) / done * (total - done);
-      if (now > deadline_ns || now + left_ns > deadline_ns + (deadline_ns - now))
+      const bool pace_known = (now - start) * 10 >= deadline_ns - start;
+      if (now > deadline_ns ||
+          (pace_known && now + left_ns > deadline_ns + (deadline_ns - now)))
         return absl::DeadlineExceededError(absl::StrFormat(
             "replaying the %d ops the guest has run would take about %.0f ms", total,
             (now - start + left_ns) / 1e6));

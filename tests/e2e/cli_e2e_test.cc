@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -214,7 +215,10 @@ TEST_F(CliAgentsTest, ExitCodesHaveOneMeaningEach) {
   r = RunCli({"vm", "verify", "busy", "--agent", a, "--timeout-ms", "20"});
   EXPECT_EQ(r.exit_code, 1) << r.out;
   EXPECT_THAT(r.out, HasSubstr("cannot verify VM 'busy' within 20 ms"));
-  EXPECT_LT(std::chrono::steady_clock::now() - t1, std::chrono::seconds(3));
+  // At once: not after the 20 ms nor the replay's time, only the CLI's own
+  // start and one call (a loaded machine was seen to take 3.1 s for that, so
+  // the bound is a hang's, far below the replay's estimate in the message).
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, std::chrono::seconds(30));
   r = RunCli({"vm", "verify", "busy", "--agent", a});  // the default 60 s is enough
   EXPECT_EQ(r.exit_code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("MATCH"));
@@ -475,6 +479,13 @@ TEST_F(CliAgentsTest, ProgressIsLiveInPipesAndCtrlCCancelsBeforeSwitchover) {
   // from done after its first line.
   ASSERT_TRUE(migrate.ReadUntil("ETA", std::chrono::seconds(10))) << migrate.out();
   EXPECT_THAT(migrate.out(), Not(HasSubstr("100.0%")));
+  // Interrupted once pages have crossed, so that it ends with its report (a
+  // migration cancelled before it sent anything ends with its reason only,
+  // which a loaded machine reaches at the first progress line).
+  EXPECT_TRUE(Eventually([&] {
+    return std::regex_search(RunCli({"migration", "list", "--agent", a, "--json"}).out,
+                             std::regex("\"pages_transferred\":[1-9]"));
+  }));
   migrate.Signal(SIGINT);
   EXPECT_EQ(migrate.Wait(), 1) << migrate.out();
   EXPECT_THAT(migrate.out(), HasSubstr("interrupted: cancelling migration"));
