@@ -287,15 +287,15 @@ absl::Status DemandPager::ResolveFaults(absl::Span<const MemoryFault> faults) {
     ASSIGN_OR_RETURN(uint64_t page, PageIndexOf(f.gpa & ~uint64_t{ps - 1}, 1));
     if (IsPresent(page)) {
       // Installed by another path after the fault: make sure it is awake.
-      if (uffd_blocks())
-        RETURN_IF_ERROR(uffd_.Wake(memory_->host() + page * ps, ps));
       RecordWait(f, MonotonicNowNanos());
+      RETURN_IF_ERROR(uffd_.Wake(memory_->host() + page * ps, ps));
       continue;
     }
     if (IsKnownZero(page)) {  // sent as a zero page: resolved here, no fetch
       RETURN_IF_ERROR(InstallFetched(page, FetchedPage{PageContent::kZero, nullptr},
-                                     !(f.flags & kFaultWrite)));
+                                     !(f.flags & kFaultWrite), /*wake=*/false));
       RecordWait(f, MonotonicNowNanos());
+      RETURN_IF_ERROR(uffd_.Wake(memory_->host() + page * ps, ps));
       continue;
     }
     waiting.emplace_back(page, &f);
@@ -320,7 +320,7 @@ absl::Status DemandPager::ResolveFaults(absl::Span<const MemoryFault> faults) {
   absl::Status s = source_->FetchRuns(
       runs, ps, [&](uint64_t gpa, const FetchedPage& fetched) -> absl::Status {
         ASSIGN_OR_RETURN(uint64_t page, PageIndexOf(gpa, 1));
-        RETURN_IF_ERROR(InstallFetched(page, fetched, /*read_fault=*/false));
+        RETURN_IF_ERROR(InstallFetched(page, fetched, /*read_fault=*/false, /*wake=*/false));
         const int64_t now = MonotonicNowNanos();
         auto range = std::equal_range(
             waiting.begin(), waiting.end(), std::make_pair(page, nullptr),
@@ -329,7 +329,9 @@ absl::Status DemandPager::ResolveFaults(absl::Span<const MemoryFault> faults) {
           RecordWait(*it->second, now);
           it->second = nullptr;  // counted
         }
-        return absl::OkStatus();
+        // Woken last: a sleeper resumes with its page present, its exit bit
+        // clear and its wait counted.
+        return uffd_.Wake(memory_->host() + page * ps, ps);
       });
   if (!s.ok()) {
     // Pages another path installed meanwhile are not lost; any other

@@ -127,7 +127,10 @@ class DemandPager {
   // fetch per missing page however many faults wait on it, adjacent pages
   // in one request, all requests in flight together (PageSource::FetchRuns),
   // each page installed as it arrives; latency recorded per fault. A page
-  // another path installed meanwhile is success. Errors as ResolveFault.
+  // another path installed meanwhile is success. A sleeper on a page is
+  // woken only after the page is present, its exit bit clear and its wait
+  // counted (install without wake, then UFFDIO_WAKE), so whoever it tells
+  // next sees all three. Errors as ResolveFault.
   absl::Status ResolveFaults(absl::Span<const MemoryFault> faults);
 
   // Installs `count` pages of data (count * page size bytes) at gpa, or
