@@ -1,5 +1,7 @@
 #include "tests/e2e/agent_harness.h"
 
+#include "base/net.h"
+
 #include <chrono>
 #include <thread>
 
@@ -81,6 +83,11 @@ bool VerifyVm(ferry::v1::Control::Stub& stub, const std::string& name) {
   grpc::Status s = stub.VerifyVm(&ctx, r, &out);
   EXPECT_TRUE(s.ok()) << "verify VM " << name << ": " << s.error_message();
   return s.ok() && out.match();
+}
+
+int FreePort() {
+  auto l = ListenTcp("127.0.0.1:0");
+  return l.ok() ? l->port : 0;
 }
 
 ferry::v1::MigrationResource GetMigration(ferry::v1::Control::Stub& stub, const std::string& id) {

@@ -18,6 +18,8 @@ std::string Ferry();   // $FERRY, else the runfile
 std::string TempDir();
 
 std::unique_ptr<ferry::v1::Control::Stub> Stub(const std::string& address);
+// A loopback port nothing listens on now (bound and released).
+int FreePort();
 
 struct CliResult {
   int exit_code = -1;

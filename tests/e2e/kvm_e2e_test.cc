@@ -2,11 +2,6 @@
 // memory digest matches a replay of the guest (docs/kvm.md). Needs
 // /dev/kvm: skips with the reason elsewhere; ./dev test-kvm runs it inside
 // a nested KVM guest.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <string>
 #include <thread>
@@ -23,18 +18,6 @@ namespace ferry::e2e {
 namespace {
 
 using ::testing::HasSubstr;
-
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
 
 class KvmAgentsTest : public ::testing::TestWithParam<std::string> {
  protected:

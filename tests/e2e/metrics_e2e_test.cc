@@ -17,12 +17,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// A port nothing listens on now (bound and released).
-int FreePort() {
-  auto l = ListenTcp("127.0.0.1:0");
-  return l.ok() ? l->port : 0;
-}
-
 // GET with Python's urllib: a real, independent HTTP client. Returns
 // "STATUS\nBODY".
 std::string HttpGet(const std::string& url) {

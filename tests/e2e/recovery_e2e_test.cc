@@ -33,18 +33,6 @@ using ::testing::HasSubstr;
 using ferry::v1::MigrationResource;
 
 // A port free right now, for an agent's --fetch-listen.
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 int PortOf(const std::string& address) {
   return std::stoi(address.substr(address.rfind(':') + 1));
 }

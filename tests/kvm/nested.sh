@@ -8,6 +8,8 @@
 #                                            last line "kvm: N passed, N failed, N skipped"
 #   tests/kvm/nested.sh demo [ARGS]          run `ferry demo --backend kvm ARGS` inside it
 #                                            (--memory 64M unless ARGS say otherwise)
+#   tests/kvm/nested.sh bench [ARGS]         run `ferry-bench ARGS` inside it (patched
+#                                            KVM modules: exit mode on KVM)
 #
 # Needs the Bazel outputs (./dev builds them first). The guest kernel is
 # bookworm-backports' 6.12, fetched with `apt-get download` under a private
@@ -33,30 +35,18 @@ done
 
 say() { printf 'test-kvm: %s\n' "$*" >&2; }
 
-# The guest kernel and its KVM modules, cached.
+# The guest kernel, its stock KVM modules and the same modules built with
+# Ferry's KVM patch (kernel/kvm-userfault/build.sh: one pinned 6.12 version
+# from Debian's bookworm-security for the image, headers, kbuild and
+# source; fetched under a private apt state and cached by the hash of the
+# patch and the version). The guest runs the suite on the stock modules
+# (blocking mode), then swaps in the patched ones (exit mode).
 fetch_kernel() {
-  mkdir -p "$CACHE/apt/lists/partial" "$CACHE/apt/cache/archives/partial" "$CACHE/debs"
-  echo "deb http://deb.debian.org/debian bookworm-backports main" > "$CACHE/apt/sources.list"
-  local apto=(-o Dir::Etc::SourceList="$CACHE/apt/sources.list" -o Dir::Etc::SourceParts=/nonexistent
-              -o Dir::State::Lists="$CACHE/apt/lists" -o Dir::Cache="$CACHE/apt/cache"
-              -o Dir::State::status=/var/lib/dpkg/status)
-  local deb
-  deb=$(ls "$CACHE"/debs/linux-image-6.12.*-amd64_*.deb 2>/dev/null | head -1 || true)
-  if [ -z "$deb" ]; then
-    say "fetching the guest kernel (bookworm-backports 6.12) under a private apt state"
-    apt-get "${apto[@]}" update >/dev/null
-    local pkg
-    pkg=$(apt-cache "${apto[@]}" depends linux-image-amd64 | awk '/Depends: linux-image-6\.12/{print $2; exit}')
-    [ -n "$pkg" ] || { say "bookworm-backports has no linux-image-6.12"; exit 1; }
-    (cd "$CACHE/debs" && apt-get "${apto[@]}" download "$pkg" >/dev/null 2>&1)
-    deb=$(ls "$CACHE"/debs/"$pkg"_*.deb | head -1)
-  fi
-  if [ ! -d "$CACHE/kernel/boot" ] || [ "$CACHE/kernel/boot" -ot "$deb" ]; then
-    rm -rf "$CACHE/kernel"
-    dpkg-deb -x "$deb" "$CACHE/kernel"
-  fi
-  KREL=$(ls "$CACHE/kernel/lib/modules" | head -1)
-  VMLINUZ="$CACHE/kernel/boot/vmlinuz-$KREL"
+  say "the guest kernel and KVM modules (stock and patched): kernel/kvm-userfault/build.sh"
+  MODS=$(FERRY_KVM_CACHE="$CACHE" kernel/kvm-userfault/build.sh)
+  [ -f "$MODS/vmlinuz" ] && [ -f "$MODS/patched/kvm.ko" ] || { say "no modules in '$MODS'"; exit 1; }
+  KREL=$(cat "$MODS/krel")
+  VMLINUZ="$MODS/vmlinuz"
 }
 
 # Copies a binary and the shared libraries it needs (by absolute path).
@@ -72,14 +62,18 @@ build_initramfs() {
   INITRD_ROOT=$(mktemp -d)
   mkdir -p "$INITRD_ROOT"/{bin,dev,proc,sys,tmp,lib/modules,ferry}
   cp /bin/busybox "$INITRD_ROOT/bin/busybox"
-  for m in virt/lib/irqbypass drivers/crypto/ccp/ccp arch/x86/kvm/kvm arch/x86/kvm/kvm-amd; do
-    local f="$CACHE/kernel/lib/modules/$KREL/kernel/$m.ko"
-    if [ -f "$f.xz" ]; then xz -dc "$f.xz" > "$INITRD_ROOT/lib/modules/$(basename "$m").ko"
-    else cp "$f" "$INITRD_ROOT/lib/modules/"; fi
-  done
+  mkdir -p "$INITRD_ROOT"/lib/modules/{stock,patched}
+  cp "$MODS"/stock/*.ko "$INITRD_ROOT/lib/modules/stock/"
+  cp "$MODS"/patched/*.ko "$INITRD_ROOT/lib/modules/patched/"
+  # ss -K (the recovery test's cut; the socket-diag modules are in stock/).
+  add_binary /usr/bin/ss "$INITRD_ROOT/bin/ss"
+  # The patch's own selftest (kernel/kvm-userfault/selftest), static.
+  gcc -O2 -static -Wall -o "$INITRD_ROOT/ferry/userfault_test" \
+    kernel/kvm-userfault/selftest/userfault_test.c
   local bb=bazel-bin
   add_binary "$bb/migration/agent/ferryd" "$INITRD_ROOT/ferry/ferryd"
   add_binary "$bb/migration/cli/ferry" "$INITRD_ROOT/ferry/ferry"
+  add_binary "$bb/bench/ferry-bench" "$INITRD_ROOT/ferry/ferry-bench"
   add_binary "$bb/tests/vmm/kvm/kvm_backend_test" "$INITRD_ROOT/ferry/kvm_backend_test"
   add_binary "$bb/tests/e2e/kvm_e2e_test" "$INITRD_ROOT/ferry/kvm_e2e_test"
   install -m 755 tests/kvm/init "$INITRD_ROOT/init"
@@ -115,6 +109,11 @@ build_initramfs
 LOG=$(mktemp --suffix=-ferry-kvm.log)
 rc=0
 boot "$LOG" || rc=$?
+if [ "$mode" = bench ]; then
+  sed -n '/^FERRY-BENCH-BEGIN/,/^FERRY-BENCH-END/p' "$LOG" | grep -v '^FERRY-BENCH-'
+  grep -q '^FERRY-BENCH-END rc=0' "$LOG" || { say "the benchmark failed (QEMU rc $rc); log: $LOG"; exit 1; }
+  exit 0
+fi
 if [ "$mode" = demo ]; then
   sed -n '/^FERRY-DEMO-BEGIN/,/^FERRY-DEMO-END/p' "$LOG" | grep -v '^FERRY-DEMO-'
   grep -q '^FERRY-DEMO-END rc=0' "$LOG" || { say "the demo failed (QEMU rc $rc); log: $LOG"; exit 1; }
