@@ -48,7 +48,10 @@ using ::testing::Not;
 
 constexpr char kHostA[] = "10.0.0.1";
 constexpr char kHostB[] = "10.0.0.2";
-constexpr char kBlockTimeoutS[] = "300";  // bounds a hang; no performance goal
+// Bounds a hang only, no performance goal: the blocks wait for conditions
+// (an agent's start line or exit; the migration's end; verify's replay,
+// given 300 s), not for a time.
+constexpr char kBlockTimeoutS[] = "600";
 
 struct Block {
   std::string role;
