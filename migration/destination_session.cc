@@ -275,10 +275,11 @@ absl::Status DestinationSession::Unexpected(const char* message) const {
 
 void DestinationSession::RecordEnd(bool completed) {
   if (recorded_end_ || !options_.on_end) return;
+  const std::string id = migration_id();
   absl::ReaderMutexLock vm_lock(&vm_mu_);
   if (vm_ == nullptr || vm_->pager() == nullptr || fetcher_ == nullptr) return;
   recorded_end_ = true;
-  options_.on_end(completed, vm_->pager()->Stats(), fetcher_->Stats());
+  options_.on_end(id, completed, vm_->pager()->Stats(), fetcher_->Stats());
 }
 
 void DestinationSession::Fail() {

@@ -95,11 +95,11 @@ struct DestinationOptions {
   // switchover; `why` says how) and when it resumes (`why` empty). For the
   // agent's log. May be empty.
   std::function<void(const std::string& migration_id, const std::string& why)> paused;
-  // Called once when an incoming migration that got a VM ends, with its
-  // demand-paging and fetch statistics (for the agent's metrics). May be
-  // empty.
-  std::function<void(bool completed, const vmm::DemandPagerStats& pager,
-                     const fetch::FetcherStats& fetch)>
+  // Called once when an incoming migration that got a VM ends, with its id
+  // and its demand-paging and fetch statistics (for the agent's metrics),
+  // before Incoming() shows it ended. May be empty.
+  std::function<void(const std::string& migration_id, bool completed,
+                     const vmm::DemandPagerStats& pager, const fetch::FetcherStats& fetch)>
       on_end;
 };
 

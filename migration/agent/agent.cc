@@ -143,9 +143,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
             .Kv("migration", id)
             .Kv("detail", why.empty() ? "the source reconnected" : why));
   };
-  dest.on_end = [raw](bool completed, const vmm::DemandPagerStats& pager,
+  dest.on_end = [raw](const std::string& id, bool completed, const vmm::DemandPagerStats& pager,
                       const migration::fetch::FetcherStats& fetch) {
-    raw->metrics_->RecordIncoming(completed, pager, fetch);
+    raw->metrics_->RecordIncoming(id, completed, pager, fetch);
   };
   agent->migration_service_ = std::make_unique<migration::MigrationService>(
       dest, [raw](const std::string& id, const std::string& name, std::unique_ptr<vmm::Vm> vm) {
@@ -721,7 +721,7 @@ void Agent::RunMigration(std::shared_ptr<MigrationEntry> m, std::shared_ptr<VmEn
   } else {
     ReturnFreedHeap();
   }
-  metrics_->RecordOutgoing(s, report);
+  metrics_->RecordOutgoing(m->id, s, report);
   absl::MutexLock lock(&m->mu);
   m->done = true;
   m->finished = absl::Now();

@@ -79,20 +79,23 @@ ProcessFigures ReadProcessFigures() {
   return p;
 }
 
-void AgentMetrics::RecordOutgoing(const absl::Status& result,
+void AgentMetrics::RecordOutgoing(const std::string& migration_id, const absl::Status& result,
                                   const migration::MigrationReport& r) {
   if (r.downtime_ms > 0) downtime_.Record(static_cast<uint64_t>(r.downtime_ms * 1e6));
   const Outcome o = OutcomeOf(result);
   blocktime_[static_cast<int>(o)].Record(static_cast<uint64_t>(r.blocktime_ms * 1e6));
   absl::MutexLock lock(&mu_);
+  recorded_outgoing_.insert(migration_id);
   ++outgoing_[OutcomeName(o)];
   bytes_sent_ += r.bytes_sent;
   pages_sent_ += r.pages_sent;
 }
 
-void AgentMetrics::RecordIncoming(bool completed, const vmm::DemandPagerStats& pager,
+void AgentMetrics::RecordIncoming(const std::string& migration_id, bool completed,
+                                  const vmm::DemandPagerStats& pager,
                                   const migration::fetch::FetcherStats& fetch) {
   absl::MutexLock lock(&mu_);
+  recorded_incoming_.insert(migration_id);
   ++incoming_[completed ? "completed" : "failed"];
   // Faults whose wait is over (the latency histogram's count): a fault a
   // vCPU is still resolving when the migration completes is not in either.
@@ -121,26 +124,17 @@ std::string AgentMetrics::Render(
   for (const auto& [state, n] : by_state) t.Sample("ferry_vms", {{"state", state}}, n);
 
   // Migrations under way (finished ones are counted by
-  // ferry_migrations_finished_total), and what the running ones add to the
-  // counters so far.
+  // ferry_migrations_finished_total).
   std::map<std::pair<std::string, std::string>, int> phases;
   for (const char* dir : {"outgoing", "incoming"})
     for (int p : {ferry::v1::MIGRATION_PHASE_SETUP, ferry::v1::MIGRATION_PHASE_PRECOPY,
                   ferry::v1::MIGRATION_PHASE_POSTCOPY, ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED})
       phases[{dir, api::Spelling(static_cast<ferry::v1::MigrationPhase>(p))}] = 0;
-  uint64_t live_bytes = 0, live_pages = 0, live_faults = 0, live_received = 0;
   std::vector<const ferry::v1::MigrationResource*> running;
   for (const ferry::v1::MigrationResource& m : migrations) {
     if (!Running(m)) continue;
     running.push_back(&m);
     ++phases[{m.direction(), api::Spelling(m.phase())}];
-    if (m.direction() == "outgoing") {
-      live_bytes += m.progress().bytes_sent();
-      live_pages += m.progress().pages_transferred();
-    } else {
-      live_faults += m.progress().faults();
-      live_received += m.progress().pages_transferred();
-    }
   }
   t.Declare("ferry_migrations", "gauge", "Migrations under way, by direction and phase.");
   for (const auto& [k, n] : phases)
@@ -171,6 +165,35 @@ std::string AgentMetrics::Render(
   }
   {
     absl::MutexLock lock(&mu_);
+    // What the migrations whose end is not recorded add to the counters so
+    // far, decided under the lock the recording takes: each migration
+    // counts live or finished, never both, and never neither. An outgoing
+    // migration is recorded before its report shows in the listing, an
+    // incoming one before its phase ends; the session's own phase may say
+    // it ended a moment before that (the outgoing one releases its VM
+    // first), so that does not stop it counting live.
+    uint64_t live_bytes = 0, live_pages = 0, live_faults = 0, live_received = 0;
+    std::set<std::string> listed_outgoing, listed_incoming;
+    for (const ferry::v1::MigrationResource& m : migrations) {
+      if (m.direction() == "outgoing") {
+        listed_outgoing.insert(m.id());
+        if (recorded_outgoing_.count(m.id()) || m.has_report()) continue;
+        live_bytes += m.progress().bytes_sent();
+        live_pages += m.progress().pages_transferred();
+      } else {
+        listed_incoming.insert(m.id());
+        if (recorded_incoming_.count(m.id()) || !Running(m)) continue;
+        live_faults += m.progress().faults();
+        live_received += m.progress().pages_transferred();
+      }
+    }
+    // A recorded migration the listing no longer holds was pruned: its id
+    // is not needed again (were it listed again, an outgoing one would show
+    // its report, an incoming one its end).
+    std::erase_if(recorded_outgoing_,
+                   [&](const std::string& id) { return !listed_outgoing.count(id); });
+    std::erase_if(recorded_incoming_,
+                   [&](const std::string& id) { return !listed_incoming.count(id); });
     t.Declare("ferry_migrations_finished_total", "counter",
               "Migrations that ended, by direction and outcome.");
     for (int o = 0; o < kOutcomes; ++o) {

@@ -6,20 +6,26 @@
 // move while a migration runs and per-migration gauges show where each one
 // is. Process metrics (process_*) are read from /proc at render time.
 //
-// Counters are monotonic except across a race: a migration that ends
-// between the agent's listing and its recording is counted live or finished,
-// never both; at worst a scrape sees it a moment late.
+// Counters never fall: a migration adds its live figures until its end is
+// recorded (by its id), then its final ones, never both, whatever the
+// listing passed in says of its phase. A migration whose session says it
+// ended but whose end is not recorded yet still counts live (Prometheus
+// reads a fall as a counter reset). One exception:
+// ferry_migration_pages_sent_total counts distinct pages live but data and
+// demand pages (resends included, zero pages not) once recorded, which may
+// be fewer.
 //
 // Threads: every method is thread-safe.
 //
 //   AgentMetrics m;
-//   m.RecordOutgoing(status, report);
+//   m.RecordOutgoing(migration_id, status, report);
 //   std::string text = m.Render(agent.ListVms(), agent.ListMigrations());
 #ifndef FERRY_MIGRATION_AGENT_AGENT_METRICS_H_
 #define FERRY_MIGRATION_AGENT_AGENT_METRICS_H_
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -43,9 +49,11 @@ const char* OutcomeName(Outcome o);
 class AgentMetrics {
  public:
   // A finished outgoing migration, with its session's result and report.
-  void RecordOutgoing(const absl::Status& result, const migration::MigrationReport& report);
+  void RecordOutgoing(const std::string& migration_id, const absl::Status& result,
+                      const migration::MigrationReport& report);
   // A finished incoming migration: its pager's and fetcher's final figures.
-  void RecordIncoming(bool completed, const vmm::DemandPagerStats& pager,
+  void RecordIncoming(const std::string& migration_id, bool completed,
+                      const vmm::DemandPagerStats& pager,
                       const migration::fetch::FetcherStats& fetch);
 
   // The exposition: cumulative figures plus the live ones of `vms` and of
@@ -63,6 +71,10 @@ class AgentMetrics {
   uint64_t faults_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t pages_received_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t fetch_requests_ ABSL_GUARDED_BY(mu_) = 0;
+  // Ids of migrations whose end is recorded, while a listing still holds
+  // them (Render forgets the others): their live figures no longer count.
+  mutable std::set<std::string> recorded_outgoing_ ABSL_GUARDED_BY(mu_);
+  mutable std::set<std::string> recorded_incoming_ ABSL_GUARDED_BY(mu_);
   HistogramSnapshot fault_latency_ ABSL_GUARDED_BY(mu_);  // ns, incoming
   HistogramSnapshot fetch_rtt_ ABSL_GUARDED_BY(mu_);      // ns, incoming
   LatencyHistogram downtime_;              // ns, outgoing migrations that switched over
