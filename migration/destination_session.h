@@ -44,6 +44,7 @@
 #include "ferry/v1/migration.pb.h"
 #include "migration/fetch/remote_page_source.h"
 #include "migration/page_frame.h"
+#include "migration/phases.h"
 #include "migration/protocol.h"
 #include "vmm/vm.h"
 
@@ -103,14 +104,7 @@ struct DestinationOptions {
       on_end;
 };
 
-enum class DestinationState {
-  kAccepting,
-  kReceivingPrecopy,
-  kPostcopy,
-  kCompleted,
-  kFailed,
-  kPostcopyPaused,  // the stream broke after switchover; the VM runs on
-};
+// DestinationState: migration/phases.h.
 const char* DestinationStateName(DestinationState s);
 
 class DestinationSession {

@@ -298,9 +298,7 @@ DestinationSession* MigrationService::Find(const std::string& migration_id) {
 bool MigrationService::HasIncompletePostcopy() const {
   absl::MutexLock lock(&mu_);
   for (auto& [s, unused] : sessions_) {
-    const DestinationState st = s->state();
-    if (st == DestinationState::kPostcopy || st == DestinationState::kPostcopyPaused)
-      return true;
+    if (MustFinish(s->state())) return true;
   }
   return false;
 }

@@ -78,19 +78,7 @@ SourcePhase PhaseOf(SourceState s) {
 
 }  // namespace
 
-const char* SourcePhaseName(SourcePhase p) {
-  switch (p) {
-    case SourcePhase::kSetup: return "setup";
-    case SourcePhase::kPrecopy: return "precopy";
-    case SourcePhase::kSwitchover: return "switchover";
-    case SourcePhase::kPostcopy: return "postcopy";
-    case SourcePhase::kCompleted: return "completed";
-    case SourcePhase::kFailed: return "failed";
-    case SourcePhase::kCancelled: return "cancelled";
-    case SourcePhase::kPostcopyPaused: return "postcopy-paused";
-  }
-  return "unknown";
-}
+const char* SourcePhaseName(SourcePhase p) { return FactsOf(PhaseOf(p)).name; }
 
 SourceSession::SourceSession(vmm::Vm* vm, SourceConfig config)
     : vm_(vm),

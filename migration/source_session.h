@@ -54,6 +54,7 @@
 #include "grpcpp/security/credentials.h"
 #include "migration/fetch/page_server.h"
 #include "migration/options.h"
+#include "migration/phases.h"
 #include "migration/push_order.h"
 #include "migration/rate_limiter.h"
 #include "migration/report.h"
@@ -90,17 +91,7 @@ struct SourceConfig {
   std::function<void(const std::string& event, const std::string& detail)> on_recovery;
 };
 
-// The coarse phase shown to operators (control API, CLI).
-enum class SourcePhase {
-  kSetup,
-  kPrecopy,
-  kSwitchover,
-  kPostcopy,
-  kCompleted,
-  kFailed,
-  kCancelled,
-  kPostcopyPaused,
-};
+// SourcePhase (the coarse phase shown to operators): migration/phases.h.
 const char* SourcePhaseName(SourcePhase phase);
 
 // What can be read while the migration runs.

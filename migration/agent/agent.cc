@@ -18,6 +18,7 @@
 #include "migration/protocol.h"
 #include "migration/api/report_proto.h"
 #include "migration/convert.h"
+#include "migration/phases.h"
 
 namespace ferry::agent {
 namespace {
@@ -50,20 +51,7 @@ std::string RequestDifference(const Entry& e, const std::string& vm_name,
   return absl::StrJoin(d, ", ");
 }
 
-MigrationPhase ToPhase(migration::SourcePhase p) {
-  switch (p) {
-    case migration::SourcePhase::kSetup: return ferry::v1::MIGRATION_PHASE_SETUP;
-    case migration::SourcePhase::kPrecopy: return ferry::v1::MIGRATION_PHASE_PRECOPY;
-    case migration::SourcePhase::kSwitchover: return ferry::v1::MIGRATION_PHASE_SWITCHOVER;
-    case migration::SourcePhase::kPostcopy: return ferry::v1::MIGRATION_PHASE_POSTCOPY;
-    case migration::SourcePhase::kCompleted: return ferry::v1::MIGRATION_PHASE_COMPLETED;
-    case migration::SourcePhase::kFailed: return ferry::v1::MIGRATION_PHASE_FAILED;
-    case migration::SourcePhase::kCancelled: return ferry::v1::MIGRATION_PHASE_CANCELLED;
-    case migration::SourcePhase::kPostcopyPaused:
-      return ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED;
-  }
-  return ferry::v1::MIGRATION_PHASE_UNSPECIFIED;
-}
+MigrationPhase ToPhase(migration::SourcePhase p) { return migration::PhaseOf(p); }
 
 
 }  // namespace
@@ -332,8 +320,7 @@ namespace {
 
 // Arriving VMs: migrations to this agent that have not ended.
 bool Arriving(const migration::DestinationSession::Info& in) {
-  return in.state != migration::DestinationState::kCompleted &&
-         in.state != migration::DestinationState::kFailed;
+  return migration::FactsOf(migration::PhaseOf(in.state)).under_way;
 }
 
 // The peer of an incoming migration as operators know it: the source
@@ -352,8 +339,7 @@ ferry::v1::Vm DescribeIncoming(const migration::DestinationSession::Info& in) {
   v.mutable_layout()->set_vcpus(in.vcpus);
   v.set_backend_capabilities(in.backend_capabilities);
   v.set_guest_ops(in.vm_stats.total_ops);
-  const bool postcopy = in.state == migration::DestinationState::kPostcopy ||
-                        in.state == migration::DestinationState::kPostcopyPaused;
+  const bool postcopy = migration::InPostcopy(in.state);
   v.set_pages_missing(postcopy ? in.pages_missing : in.pages_total);
   v.set_source(PeerOf(in));
   return v;
@@ -843,31 +829,11 @@ std::vector<ferry::v1::MigrationResource> Agent::IncomingMigrations() const {
     r.set_source(PeerOf(in));
     r.set_mode(in.mode);
     r.set_fault_mode(in.fault_mode);
-    switch (in.state) {
-      case migration::DestinationState::kAccepting:
-        r.set_phase(ferry::v1::MIGRATION_PHASE_SETUP);
-        break;
-      case migration::DestinationState::kReceivingPrecopy:
-        r.set_phase(ferry::v1::MIGRATION_PHASE_PRECOPY);
-        break;
-      case migration::DestinationState::kPostcopy:
-        r.set_phase(ferry::v1::MIGRATION_PHASE_POSTCOPY);
-        break;
-      case migration::DestinationState::kPostcopyPaused:
-        r.set_phase(ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED);
-        break;
-      case migration::DestinationState::kCompleted:
-        r.set_phase(ferry::v1::MIGRATION_PHASE_COMPLETED);
-        break;
-      case migration::DestinationState::kFailed:
-        r.set_phase(ferry::v1::MIGRATION_PHASE_FAILED);
-        break;
-    }
+    r.set_phase(migration::PhaseOf(in.state));
     ferry::v1::MigrationProgress* p = r.mutable_progress();
     p->set_pages_total(in.pages_total);
     p->set_pages_transferred(in.pages_installed);
-    if (in.state == migration::DestinationState::kPostcopy ||
-        in.state == migration::DestinationState::kPostcopyPaused) {
+    if (migration::InPostcopy(in.state)) {
       p->set_pages_remaining(in.pages_missing);
       p->set_faults(in.faults);
       p->set_percent(in.pages_total ? 100.0 * (in.pages_total - in.pages_missing) /
@@ -973,9 +939,9 @@ bool Agent::HasIncompletePostcopy() {
   for (auto& [id, m] : migrations_) {
     absl::MutexLock l(&m->mu);
     if (m->done) continue;
-    migration::SourcePhase p = m->session->Progress().phase;
-    if (p == migration::SourcePhase::kSwitchover || p == migration::SourcePhase::kPostcopy)
-      return true;
+    // Paused in postcopy included: the destination runs the VM and this
+    // agent's page server holds the rest of its memory.
+    if (migration::MustFinish(m->session->Progress().phase)) return true;
   }
   return false;
 }

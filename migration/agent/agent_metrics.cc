@@ -12,6 +12,7 @@
 #include "base/version.h"
 #include "migration/agent/prometheus.h"
 #include "migration/api/names.h"
+#include "migration/phases.h"
 #include "migration/protocol.h"
 
 namespace ferry::agent {
@@ -20,15 +21,9 @@ namespace {
 constexpr const char* kOutcomeNames[kOutcomes] = {"completed", "failed", "cancelled"};
 
 bool Running(const ferry::v1::MigrationResource& m) {
-  switch (m.phase()) {
-    case ferry::v1::MIGRATION_PHASE_COMPLETED:
-    case ferry::v1::MIGRATION_PHASE_FAILED:
-    case ferry::v1::MIGRATION_PHASE_CANCELLED:
-      return false;
-    default:
-      // An outgoing migration is over once its report is written.
-      return m.direction() != "outgoing" || m.report().outcome().empty();
-  }
+  if (!migration::FactsOf(m.phase()).under_way) return false;
+  // An outgoing migration is over once its report is written.
+  return m.direction() != "outgoing" || m.report().outcome().empty();
 }
 
 std::string ReadFile(const char* path) {
@@ -127,9 +122,10 @@ std::string AgentMetrics::Render(
   // ferry_migrations_finished_total).
   std::map<std::pair<std::string, std::string>, int> phases;
   for (const char* dir : {"outgoing", "incoming"})
-    for (int p : {ferry::v1::MIGRATION_PHASE_SETUP, ferry::v1::MIGRATION_PHASE_PRECOPY,
-                  ferry::v1::MIGRATION_PHASE_POSTCOPY, ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED})
-      phases[{dir, api::Spelling(static_cast<ferry::v1::MigrationPhase>(p))}] = 0;
+    for (int p = ferry::v1::MigrationPhase_MIN; p <= ferry::v1::MigrationPhase_MAX; ++p) {
+      const auto phase = static_cast<ferry::v1::MigrationPhase>(p);
+      if (migration::FactsOf(phase).under_way) phases[{dir, api::Spelling(phase)}] = 0;
+    }
   std::vector<const ferry::v1::MigrationResource*> running;
   for (const ferry::v1::MigrationResource& m : migrations) {
     if (!Running(m)) continue;

@@ -105,6 +105,20 @@ AgentProcess::AgentProcess(AgentProcess&& other) noexcept
 
 AgentProcess::~AgentProcess() { Stop(); }
 
+bool AgentProcess::Signal(int signal) { return pid_ > 0 && kill(pid_, signal) == 0; }
+
+std::optional<int> AgentProcess::Wait(int timeout_ms) {
+  if (pid_ <= 0) return status_;
+  for (int waited = 0;; waited += 10) {
+    if (waitpid(pid_, &status_, WNOHANG) == pid_) {
+      pid_ = -1;
+      return status_;
+    }
+    if (waited >= timeout_ms) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
 int AgentProcess::Stop(int timeout_ms) {
   if (pid_ <= 0) return status_;
   kill(pid_, SIGTERM);

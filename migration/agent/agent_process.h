@@ -8,6 +8,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,11 @@ class AgentProcess {
   // SIGTERM, then waits up to `timeout_ms` (SIGKILL after). Returns the
   // exit status as waitpid gives it; idempotent.
   int Stop(int timeout_ms = 10000);
+  // Sends `signal`; false once the process is gone (or was never started).
+  bool Signal(int signal);
+  // Waits up to `timeout_ms` for the process to exit by itself (no signal):
+  // its exit status as waitpid gives it, or nullopt if it still runs.
+  std::optional<int> Wait(int timeout_ms);
 
  private:
   AgentProcess(pid_t pid, std::string address) : pid_(pid), address_(std::move(address)) {}

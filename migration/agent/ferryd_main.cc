@@ -82,7 +82,8 @@ example: ferryd --listen 10.0.0.1:7070 --fetch-listen 10.0.0.1:7071 \
 
 SIGTERM or SIGINT: refuse new work, cancel migrations that have not switched
 over (their VMs keep running on this host), wait for migrations past
-switchover to complete, then exit. A second signal exits at once.
+switchover to complete (paused ones too: they can still be recovered while
+ferryd waits), then exit. A second signal exits at once.
 )help";
 
 // One structured line (base/log_line.h) per lifecycle event, on stderr.

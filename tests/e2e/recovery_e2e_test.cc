@@ -9,9 +9,11 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <optional>
 #include <cstdlib>
 #include <random>
 #include <thread>
@@ -24,6 +26,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "base/eventually.h"
+#include "base/file.h"
 #include "tests/e2e/agent_harness.h"
 
 namespace ferry::e2e {
@@ -304,6 +307,48 @@ TEST_F(RecoveryTest, DestinationKilledBeforeSwitchover) {
   ASSERT_EQ(GetVmCode(*sa_, "stay", &vm), grpc::StatusCode::OK);
   EXPECT_EQ(vm.state(), ferry::v1::VM_STATE_RUNNING);
   EXPECT_TRUE(VerifyVm(*sa_, "stay"));
+}
+
+// SIGTERM of a source agent whose migration is paused in postcopy: the
+// destination runs the VM and this agent's page server holds the rest of
+// its memory, so the agent does not stop (it used to skip the wait, stop
+// its gRPC server and block for the whole recovery timeout). It keeps
+// serving (the migration can be watched and recovered), and once the
+// migration completes it exits by itself, with nothing lost.
+TEST_F(RecoveryTest, SigtermWaitsForAMigrationPausedInPostcopy) {
+  CreateVm(*sa_, VmRequest("held", "zipf", 48ull << 20, 20'000'000));  // finite: verifiable
+  const MigrationResource m = Start("held", ferry::v1::MIGRATION_MODE_POSTCOPY, 8ull << 20);
+  ASSERT_EQ(AwaitPhase(m.id(), ferry::v1::MIGRATION_PHASE_POSTCOPY).phase(),
+            ferry::v1::MIGRATION_PHASE_POSTCOPY);
+  kill(b_->pid(), SIGSTOP);
+  const MigrationResource paused =
+      AwaitPhase(m.id(), ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED, 20000);
+  ASSERT_EQ(paused.phase(), ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED) << paused.error();
+  ASSERT_TRUE(a_->Signal(SIGTERM));
+  // Still there, still serving, still paused, however long we look.
+  EXPECT_FALSE(a_->Wait(2000).has_value()) << "the source agent exited with a migration paused";
+  EXPECT_TRUE(Eventually([&] {
+    return ReadFileToString(TempDir() + "/a.log").value_or("").find("agent.waiting") !=
+           std::string::npos;
+  }));
+  EXPECT_EQ(Get(m.id()).phase(), ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED);
+  // The destination answers again: the migration completes and the agent
+  // exits on its own, cleanly.
+  // (The source's own record goes with it: the destination's is read.)
+  kill(b_->pid(), SIGCONT);
+  std::optional<int> status = a_->Wait(120000);
+  ASSERT_TRUE(status.has_value()) << "the source agent did not exit after the migration ended";
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << *status;
+  // It exited once the migration completed: the VM is the destination's.
+  ferry::v1::Vm arrived;
+  EXPECT_TRUE(Eventually([&] {
+    grpc::ClientContext ctx;
+    ferry::v1::GetVmRequest r;
+    r.set_name("held");
+    return sb_->GetVm(&ctx, r, &arrived).ok() && arrived.state() != ferry::v1::VM_STATE_INCOMING;
+  }));
+  EXPECT_NE(arrived.state(), ferry::v1::VM_STATE_FAILED);
+  EXPECT_TRUE(VerifyVm(*sb_, "held"));
 }
 
 // SIGKILL of the source agent before switchover: the destination discards
