@@ -420,6 +420,8 @@ absl::Status ApplySandbox(const SandboxOptions& options) {
     RETURN_IF_ERROR(SwitchUser(*options.uid, *options.gid, options.groups));
   if (options.drop_capabilities) RETURN_IF_ERROR(DropCapabilities());
   RETURN_IF_ERROR(SetNoNewPrivs());
+  if (options.non_dumpable && ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+    return ErrnoStatus("prctl(PR_SET_DUMPABLE, 0)", errno);
   if (options.seccomp.has_value()) RETURN_IF_ERROR(InstallSeccompFilter(*options.seccomp));
   return absl::OkStatus();
 }

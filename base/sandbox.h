@@ -14,7 +14,7 @@
 //   2. SwitchUser, if a user is configured (needs CAP_SETUID/CAP_SETGID, so
 //      before step 3).
 //   3. DropCapabilities.
-//   4. SetNoNewPrivs.
+//   4. SetNoNewPrivs (and PR_SET_DUMPABLE 0, if asked).
 //   5. InstallSeccompFilter, last: after it, setresuid, capset, execve and
 //      the rest are refused.
 // All of it before the process starts any thread: capabilities and
@@ -170,6 +170,13 @@ struct SandboxOptions {
   // lowered thread stays lowered; ApplySandbox does not fail for that.
   // nullopt leaves the limit alone.
   std::optional<int> nice_rlimit = 20;
+  // PR_SET_DUMPABLE 0 before the filter: no core dumps, and this process's
+  // /proc/<pid> files (mem, pagemap, maps, fds) become root's, so another
+  // process of the same user without CAP_SYS_PTRACE (another VMM) can no
+  // longer read or write its memory through /proc/<pid>/mem. Off by default
+  // because it also takes /proc/self/pagemap from a process that switched
+  // user: open it (sys/pagemap_scan) before ApplySandbox, then turn this on.
+  bool non_dumpable = false;
   // The filter; nullopt installs none.
   std::optional<SeccompPolicy> seccomp;
 };

@@ -122,14 +122,23 @@ SandboxOptions FullSandbox() {
 
 TEST(Sandbox, NoNewPrivsReadsBackOne) {
   ASSERT_OK(InChild([]() -> absl::Status {
-    ASSIGN_OR_RETURN(bool before, NoNewPrivs());
-    CHILD_CHECK(!before);
+    CHILD_CHECK(::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 1);
+    // (It may be set already: a test runner can set it for its children.)
+    RETURN_IF_ERROR(NoNewPrivs().status());
     RETURN_IF_ERROR(SetNoNewPrivs());
     CHILD_CHECK(::prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1);
     // Threads created afterwards inherit it.
     int in_thread = -1;
     std::thread([&] { in_thread = ::prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0); }).join();
     CHILD_CHECK(in_thread == 1);
+    return absl::OkStatus();
+  }));
+  ASSERT_OK(InChild([]() -> absl::Status {
+    SandboxOptions opts = FullSandbox();
+    opts.non_dumpable = true;
+    RETURN_IF_ERROR(ApplySandbox(opts));
+    CHILD_CHECK(::prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1);
+    CHILD_CHECK(::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 0);
     return absl::OkStatus();
   }));
 }
@@ -207,6 +216,54 @@ TEST(Sandbox, SwitchUserToNobodyLosesEveryCapability) {
     CHILD_CHECK(s.code() == absl::StatusCode::kPermissionDenied);
     return absl::OkStatus();
   }));
+}
+
+TEST(Sandbox, AnUnprivilegedUserNeedsAccessToDevUserfaultfd) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  if (UnprivilegedUserfaultfd() != 0) GTEST_SKIP() << "vm.unprivileged_userfaultfd is not 0";
+  struct stat st {};
+  if (::stat("/dev/userfaultfd", &st) != 0 || (st.st_mode & 0007) != 0)
+    GTEST_SKIP() << "needs a /dev/userfaultfd that others cannot open";
+  // Without access, Userfaultfd::Open says why both ways failed.
+  ASSERT_OK(InChild([]() -> absl::Status {
+    SandboxOptions opts = FullSandbox();
+    opts.uid = 65534;
+    opts.gid = 65534;
+    RETURN_IF_ERROR(ApplySandbox(opts));
+    absl::Status s = sys::Userfaultfd::Open(UFFD_FEATURE_MISSING_SHMEM).status();
+    CHILD_CHECK(s.code() == absl::StatusCode::kPermissionDenied);
+    CHILD_CHECK(absl::StrContains(s.message(), "open(/dev/userfaultfd)"));
+    CHILD_CHECK(absl::StrContains(s.message(), "userfaultfd(2)"));
+    return absl::OkStatus();
+  }));
+  // With read-write access to the device node through a group (a copy of
+  // the node, mode 0660 root:65533, so the machine's own is left alone), the
+  // same user gets a userfaultfd with no capability at all.
+  char dir[] = "/tmp/ferry-sandbox-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  ASSERT_EQ(::chmod(dir, 0755), 0);
+  const std::string node = absl::StrCat(dir, "/userfaultfd");
+  ASSERT_EQ(::mknod(node.c_str(), S_IFCHR | 0660, st.st_rdev), 0) << strerror(errno);
+  ASSERT_EQ(::chown(node.c_str(), 0, 65533), 0);
+  ASSERT_EQ(::chmod(node.c_str(), 0660), 0);
+  ASSERT_OK(InChild([&]() -> absl::Status {
+    SandboxOptions opts = FullSandbox();
+    opts.uid = 65534;
+    opts.gid = 65534;
+    opts.groups = {65533};
+    RETURN_IF_ERROR(ApplySandbox(opts));
+    UniqueFd dev(::open(node.c_str(), O_RDWR | O_CLOEXEC));
+    CHILD_CHECK(dev.valid());
+    UniqueFd uffd(::ioctl(dev.get(), USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK));
+    CHILD_CHECK(uffd.valid());
+    uffdio_api api{};
+    api.api = UFFD_API;
+    api.features = UFFD_FEATURE_MISSING_SHMEM;
+    CHILD_CHECK(::ioctl(uffd.get(), UFFDIO_API, &api) == 0);
+    return absl::OkStatus();
+  }));
+  ::unlink(node.c_str());
+  ::rmdir(dir);
 }
 
 TEST(Sandbox, RefusedCallsFailWithEpermAndTheProcessGoesOn) {
