@@ -100,10 +100,12 @@ struct SeccompRule {
   int errno_value = 0;
   // Conditions on the arguments, all of which must hold (AND) for the rule
   // to apply; a call that matches no rule gets the policy's default action.
-  // kMaskedEq: (argument & mask) == value. kNe: argument != value, on all 64
-  // bits, so for an argument the kernel reads as a 32-bit int pair it with a
-  // kMaskedEq that requires the upper half to be 0 (else a caller sets a high
-  // bit, passes the check and the kernel drops the bit).
+  // At most one condition per argument (libseccomp refuses more: the
+  // install fails with InvalidArgument). kMaskedEq: (argument & mask) ==
+  // value. kNe: argument != value on all 64 bits, so never for an argument
+  // the kernel reads as 32 bits: a caller would set a high bit, pass the
+  // check, and the kernel would drop the bit (VmmPolicy's ioctl rule shows
+  // how to exclude values safely with kMaskedEq alone).
   // self_pid: the value is the pid of the process that installs the filter
   // (read then, so a policy built before a fork still names the child).
   struct ArgMatch {
@@ -150,7 +152,12 @@ absl::Status InstallSeccompFilter(const SeccompPolicy& policy);
 // its state directory. Refused: execve, ptrace, process_vm_*, mount, bpf,
 // perf_event_open, module and kexec calls, keyctl, setuid and capset
 // families, namespaces (unshare, setns, clone with CLONE_NEW*), and every
-// other call not listed. docs/security.md ("The VMM sandbox") has the lists
+// other call not listed. Arguments checked: clone makes threads only
+// (CLONE_THREAD; clone3 fails with ENOSYS so glibc falls back to clone);
+// socket takes AF_UNIX/AF_INET/AF_INET6; kill/tgkill reach only the
+// installing process; setpriority, sched_setaffinity, sched_setscheduler and
+// prlimit64 act on the caller only (0); ioctl takes every request but
+// TIOCSTI and TIOCLINUX. docs/security.md ("The VMM sandbox") has the lists
 // and how they were derived.
 SeccompPolicy VmmPolicy();
 
