@@ -21,13 +21,15 @@ void TuneMallocForBulkTransfers() {
 }
 
 int SetThreadNice(int nice) {
-  const id_t tid = static_cast<id_t>(syscall(SYS_gettid));
+  // who = 0 is the calling thread on Linux (the kernel's "current"), the same
+  // as its tid; the VMM's seccomp filter (base/sandbox.h) allows only 0, so
+  // a sandboxed process cannot renice another process of its user.
   errno = 0;
-  int old = getpriority(PRIO_PROCESS, tid);
+  int old = getpriority(PRIO_PROCESS, 0);
   if (errno != 0) old = 0;
   // Best effort: without the privilege to raise it back, the thread simply
   // stays at the lower priority.
-  (void)setpriority(PRIO_PROCESS, tid, nice);
+  (void)setpriority(PRIO_PROCESS, 0, nice);
   return old;
 }
 

@@ -57,20 +57,37 @@ absl::Status Misaligned(const char* call, const void* addr, size_t len) {
       addr, len, kPage));
 }
 
-// Opens a raw userfaultfd: /dev/userfaultfd (6.1+, needs only access to the
-// device node) and else the syscall (may need vm.unprivileged_userfaultfd).
+// Opens a raw userfaultfd: /dev/userfaultfd (6.1+, needs only read-write
+// access to the device node, no capability) and else the syscall. The device
+// comes first because it is what works for a process without capabilities
+// (the sandboxed VMM, base/sandbox.h): with vm.unprivileged_userfaultfd=0
+// (Debian's default) the syscall needs CAP_SYS_PTRACE to handle the kernel's
+// own faults and fails with EPERM otherwise. When both fail the error names
+// both and what would make either work.
 absl::StatusOr<UniqueFd> OpenRaw() {
   const int flags = O_CLOEXEC | O_NONBLOCK;
+  std::string device_error;
   UniqueFd dev(::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC));
   if (dev.valid()) {
     int fd = ::ioctl(dev.get(), USERFAULTFD_IOC_NEW, flags);
     if (fd >= 0) return UniqueFd(fd);
+    device_error = std::string(
+        ErrnoStatus("ioctl(/dev/userfaultfd, USERFAULTFD_IOC_NEW)", errno).message());
+  } else {
+    device_error = std::string(ErrnoStatus("open(/dev/userfaultfd)", errno).message());
   }
   int fd = static_cast<int>(::syscall(SYS_userfaultfd, flags));
   if (fd < 0) {
     int err = errno;
     if (err == ENOSYS) return MissingFacility("userfaultfd", "4.3");
-    return ErrnoStatus("userfaultfd", err);
+    absl::Status syscall_error = ErrnoStatus("userfaultfd(2)", err);
+    if (err != EPERM) return syscall_error;
+    return absl::Status(
+        syscall_error.code(),
+        absl::StrCat(syscall_error.message(), "; ", device_error,
+                     ". A process without CAP_SYS_PTRACE needs read-write access to "
+                     "/dev/userfaultfd (Linux 6.1+; e.g. a group, docs/security.md) or "
+                     "vm.unprivileged_userfaultfd=1"));
   }
   return UniqueFd(fd);
 }
