@@ -451,9 +451,12 @@ absl::StatusOr<ferry::v1::VmStatsResponse> Agent::VmStats(const std::string& nam
 absl::StatusOr<ferry::v1::VerifyVmResponse> Agent::VerifyVm(
     const ferry::v1::VerifyVmRequest& request) {
   ASSIGN_OR_RETURN(auto e, FindVm(request.name()));
-  if (!e->migration_id.empty())
-    return absl::FailedPreconditionError(absl::StrCat(
-        "VM '", request.name(), "' is being migrated: verify it where it arrives"));
+  {
+    absl::MutexLock lock(&mu_);  // migration_id is written under mu_
+    if (!e->migration_id.empty())
+      return absl::FailedPreconditionError(absl::StrCat(
+          "VM '", request.name(), "' is being migrated: verify it where it arrives"));
+  }
   vmm::Vm& vm = *e->vm;
   const bool finite = vm.config().workload.ops_per_vcpu != 0 && !vm.paused();
   bool paused_here = false;
