@@ -28,23 +28,39 @@ using ferry::v1::SourceMessage;
 
 constexpr uint32_t kPage = 4096;
 
-// Records what the session sends back.
+// Records what the session sends back. The session's threads (progress,
+// after switchover) send while the test reads: the test reads copies, taken
+// under mu_.
 class RecordingSink final : public DestinationSink {
  public:
   bool Send(const DestinationMessage& m) override {
     absl::MutexLock lock(&mu_);
-    written.push_back(m);
+    written_.push_back(m);
     return true;
   }
   void Finish(const absl::Status& s) override {
     absl::MutexLock lock(&mu_);
-    ++finished;
-    status = s;
+    ++finished_;
+    status_ = s;
   }
-  absl::Mutex mu_;
-  std::vector<DestinationMessage> written;
-  int finished = 0;
-  absl::Status status;
+  std::vector<DestinationMessage> written() const {
+    absl::MutexLock lock(&mu_);
+    return written_;
+  }
+  int finished() const {
+    absl::MutexLock lock(&mu_);
+    return finished_;
+  }
+  absl::Status status() const {
+    absl::MutexLock lock(&mu_);
+    return status_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::vector<DestinationMessage> written_ ABSL_GUARDED_BY(mu_);
+  int finished_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
 // A control frame as the source sends it.
@@ -134,9 +150,9 @@ Outcome Play(std::vector<std::string> script, DestinationOptions options = {},
     if (more) session.OnStreamLost();
     Outcome o;
     o.status = session.Wait();
-    EXPECT_EQ(sink.finished, 1) << "the sink is finished exactly once";
-    EXPECT_EQ(sink.status, o.status);
-    o.written = sink.written;
+    EXPECT_EQ(sink.finished(), 1) << "the sink is finished exactly once";
+    EXPECT_EQ(sink.status(), o.status);
+    o.written = sink.written();
     return o;
   }
 }
@@ -268,7 +284,7 @@ TEST(DestinationProtocol, MalformedFramesEndTheMigrationAndKeepNothing) {
     EXPECT_FALSE(session.OnReceive(Split(wire, 777))) << c.name;
     EXPECT_THAT(session.Wait(), StatusIs(c.code, HasSubstr(c.error))) << c.name;
     bool error_sent = false;
-    for (const auto& m : sink.written) error_sent |= m.has_error();
+    for (const auto& m : sink.written()) error_sent |= m.has_error();
     EXPECT_TRUE(error_sent) << c.name << ": the source must be told why";
     EXPECT_EQ(session.state(), DestinationState::kFailed) << c.name;
     EXPECT_EQ(session.vm(), nullptr) << c.name << ": a failed destination keeps nothing";
@@ -307,7 +323,7 @@ TEST_F(Receiving, GoodFramesInstallAndResendsOverwrite) {
   Receive(Pages(kPage, 1, 'b'), 4096);
   Receive(Control(round_end));
   bool acked = false;
-  for (const auto& m : sink_.written)
+  for (const auto& m : sink_.written())
     if (m.has_progress() && m.progress().round_acked() == 0) {
       acked = true;
       EXPECT_EQ(m.progress().pages_missing(), 256u - 6u);
@@ -388,7 +404,7 @@ TEST(DestinationDataStreams, JoinRulesAndFramesFromAnotherStream) {
   EXPECT_THAT(session.Wait(), StatusIs(absl::StatusCode::kOutOfRange));
   EXPECT_EQ(session.vm(), nullptr);
   bool error_sent = false;
-  for (const auto& m : sink.written) error_sent |= m.has_error();
+  for (const auto& m : sink.written()) error_sent |= m.has_error();
   EXPECT_TRUE(error_sent);
   // Later frames are refused.
   EXPECT_THAT(session.OnDataFrame(Split(good, 3000), &bounce),
@@ -456,7 +472,7 @@ TEST(DestinationCompletion, AVcpuThatFailedIsNeverACompletedMigration) {
                                        HasSubstr("the VM cannot run here: vcpu 0")));
   EXPECT_EQ(adopted, nullptr) << "a VM that cannot run is not handed over";
   bool completed = false, error = false;
-  for (const auto& m : sink.written) {
+  for (const auto& m : sink.written()) {
     completed |= m.has_completed();
     error |= m.has_error();
   }
@@ -522,18 +538,18 @@ TEST_F(DestinationRecovery, ALostStreamPausesAndAReconnectResumes) {
   EXPECT_FALSE(session.OnStreamLost(&first)) << "the caller finishes the broken stream";
   EXPECT_EQ(session.state(), DestinationState::kPostcopyPaused);
   ASSERT_NE(session.vm(), nullptr) << "the VM runs on while paused";
-  EXPECT_EQ(first.finished, 0);
+  EXPECT_EQ(first.finished(), 0);
 
   EXPECT_FALSE(session.Reconnect(&intruder, ReconnectMessage("wrong")));
-  ASSERT_EQ(intruder.written.size(), 1u);
-  EXPECT_EQ(intruder.written[0].error().code(), static_cast<int>(absl::StatusCode::kUnauthenticated));
+  ASSERT_EQ(intruder.written().size(), 1u);
+  EXPECT_EQ(intruder.written()[0].error().code(), static_cast<int>(absl::StatusCode::kUnauthenticated));
   EXPECT_EQ(session.state(), DestinationState::kPostcopyPaused);
 
   ASSERT_TRUE(session.Reconnect(&second, ReconnectMessage("token")));
   EXPECT_EQ(session.state(), DestinationState::kPostcopy);
-  ASSERT_FALSE(second.written.empty());
-  ASSERT_TRUE(second.written[0].has_recovered());
-  EXPECT_EQ(second.written[0].recovered().present().size(), 256u / 8);
+  ASSERT_FALSE(second.written().empty());
+  ASSERT_TRUE(second.written()[0].has_recovered());
+  EXPECT_EQ(second.written()[0].recovered().present().size(), 256u / 8);
 
   // Whatever the old stream still delivers is ignored.
   std::vector<uint64_t> all(256);
@@ -552,15 +568,15 @@ TEST_F(DestinationRecovery, ALostStreamPausesAndAReconnectResumes) {
   ASSERT_OK(session.Wait());
   ASSERT_NE(adopted, nullptr);
   bool completed = false;
-  for (const auto& m : second.written) completed |= m.has_completed();
+  for (const auto& m : second.written()) completed |= m.has_completed();
   EXPECT_TRUE(completed);
   ASSERT_OK(adopted->Pause());
   ASSERT_OK_AND_ASSIGN(vmm::MemoryDigest got, adopted->Digest());
   EXPECT_EQ(got.page_hashes.size(), 256u) << "nothing missing";
 
   EXPECT_FALSE(session.Reconnect(&late, ReconnectMessage("token")));
-  ASSERT_EQ(late.written.size(), 1u);
-  EXPECT_TRUE(late.written[0].has_completed()) << "a late reconnection hears it completed";
+  ASSERT_EQ(late.written().size(), 1u);
+  EXPECT_TRUE(late.written()[0].has_completed()) << "a late reconnection hears it completed";
 }
 
 TEST_F(DestinationRecovery, NoReconnectWithinTheTimeoutFailsAndKeepsNothing) {
@@ -575,9 +591,9 @@ TEST_F(DestinationRecovery, NoReconnectWithinTheTimeoutFailsAndKeepsNothing) {
                                        HasSubstr("did not reconnect within the recovery timeout")));
   EXPECT_EQ(session.vm(), nullptr);
   EXPECT_FALSE(session.Reconnect(&late, ReconnectMessage("token")));
-  ASSERT_EQ(late.written.size(), 1u);
-  EXPECT_TRUE(late.written[0].has_error());
-  EXPECT_FALSE(late.written[0].error().never_ran()) << "the VM ran here";
+  ASSERT_EQ(late.written().size(), 1u);
+  EXPECT_TRUE(late.written()[0].has_error());
+  EXPECT_FALSE(late.written()[0].error().never_ran()) << "the VM ran here";
 }
 
 // A Reconnect before the destination resumed the VM (Switchover lost):
@@ -591,8 +607,8 @@ TEST_F(DestinationRecovery, AReconnectBeforeSwitchoverSaysTheVmNeverRan) {
   hello.mutable_hello()->set_fetch_address(absl::StrCat("127.0.0.1:", page_server_->port()));
   ASSERT_TRUE(session.OnReceive(Split(Control(hello), 1 << 20)));
   EXPECT_FALSE(session.Reconnect(&second, ReconnectMessage("token")));
-  ASSERT_FALSE(second.written.empty());
-  EXPECT_TRUE(second.written.back().error().never_ran());
+  ASSERT_FALSE(second.written().empty());
+  EXPECT_TRUE(second.written().back().error().never_ran());
   EXPECT_EQ(session.state(), DestinationState::kFailed);
   EXPECT_EQ(session.vm(), nullptr);
 }
