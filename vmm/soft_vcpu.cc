@@ -4,6 +4,7 @@
 #include <csetjmp>
 #include <cstring>
 
+#include "absl/base/config.h"
 #include "absl/strings/str_format.h"
 
 namespace ferry::vmm {
@@ -23,6 +24,18 @@ struct SavedState {
   uint64_t acc;
 };
 static_assert(sizeof(SavedState) == 40);
+
+// sigsetjmp's savemask. The fault trap's handler runs with SA_NODEFER, so
+// jumping out of it leaves SIGBUS unblocked without saving the mask
+// (fault_trap.h). ThreadSanitizer runs every handler with all signals
+// blocked, whatever SA_NODEFER says: jumping out would leave SIGBUS blocked
+// and the next guest fault would kill the process. Under TSan the mask is
+// saved and restored (one sigprocmask per fault exit).
+#ifdef ABSL_HAVE_THREAD_SANITIZER
+constexpr int kSaveSignalMask = 1;
+#else
+constexpr int kSaveSignalMask = 0;
+#endif
 
 }  // namespace
 
@@ -59,7 +72,7 @@ void SoftVcpu::ClearExitRequest() { exit_requested_.store(false); }
 
 absl::StatusOr<VcpuExit> SoftVcpu::Run() {
   SetThreadFaultTrap(&trap_);
-  if (sigsetjmp(trap_.env, 0) != 0) {
+  if (sigsetjmp(trap_.env, kSaveSignalMask) != 0) {
     // A guest access hit a missing page (the handler disarmed the trap). The
     // op in progress stored nothing and committed nothing: it runs again
     // from its start on the next Run().
