@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "base/args.h"
 #include "base/units.h"
 #include "base/status_macros.h"
@@ -232,8 +233,9 @@ absl::Status Migrate(Args& args) {
   return absl::OkStatus();
 }
 
-absl::Status Suite(Args& args) {
+absl::Status Suite(Args& args, std::string command) {
   SuiteOptions o;
+  o.command = std::move(command);
   const int sizes = args.Bool("quick") + args.Bool("full") + args.Bool("tiny");
   if (args.Bool("full")) o.size = SuiteOptions::Size::kFull;
   if (args.Bool("tiny")) o.size = SuiteOptions::Size::kTiny;
@@ -337,7 +339,11 @@ absl::Status Main(int argc, char** argv) {
   if (scenario == "digest") return Digest(args);
   if (scenario == "reference") return Reference(args);
   if (scenario == "migrate") return Migrate(args);
-  if (scenario == "suite") return Suite(args);
+  if (scenario == "suite") {
+    std::vector<std::string> words = {"ferry-bench"};
+    for (int i = 1; i < argc; ++i) words.push_back(argv[i]);
+    return Suite(args, absl::StrJoin(words, " "));
+  }
   return absl::InvalidArgumentError(
       absl::StrFormat("unknown scenario '%s' (see --help)", scenario));
 }
