@@ -83,8 +83,10 @@ scenarios:
                                four cores, 1 to 4)
       --json                   the report as one JSON object
   suite           every scenario's matrix, repeated: JSON lines and CSV with the
-                  median and spread of each point, and PNG plots, in --out DIR
-      --quick                  under two minutes on 2 cores (the default)
+                  median and spread of each point, PNG plots (each captioned
+                  with the command, date and machine) and run.txt (the same,
+                  and the wall time), in --out DIR
+      --quick                  under two minutes on 2 quiet cores (the default)
       --full                   the figures of docs/benchmarks.md
       --tiny                   seconds: the harness's own test
       --memory LIST            migrate: guest memory sizes (e.g. 256M,1G)
