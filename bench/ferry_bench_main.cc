@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "base/args.h"
 #include "base/units.h"
 #include "base/status_macros.h"
@@ -82,8 +83,10 @@ scenarios:
                                four cores, 1 to 4)
       --json                   the report as one JSON object
   suite           every scenario's matrix, repeated: JSON lines and CSV with the
-                  median and spread of each point, and PNG plots, in --out DIR
-      --quick                  under two minutes on 2 cores (the default)
+                  median and spread of each point, PNG plots (each captioned
+                  with the command, date and machine) and run.txt (the same,
+                  and the wall time), in --out DIR
+      --quick                  under two minutes on 2 quiet cores (the default)
       --full                   the figures of docs/benchmarks.md
       --tiny                   seconds: the harness's own test
       --memory LIST            migrate: guest memory sizes (e.g. 256M,1G)
@@ -232,8 +235,9 @@ absl::Status Migrate(Args& args) {
   return absl::OkStatus();
 }
 
-absl::Status Suite(Args& args) {
+absl::Status Suite(Args& args, std::string command) {
   SuiteOptions o;
+  o.command = std::move(command);
   const int sizes = args.Bool("quick") + args.Bool("full") + args.Bool("tiny");
   if (args.Bool("full")) o.size = SuiteOptions::Size::kFull;
   if (args.Bool("tiny")) o.size = SuiteOptions::Size::kTiny;
@@ -337,7 +341,11 @@ absl::Status Main(int argc, char** argv) {
   if (scenario == "digest") return Digest(args);
   if (scenario == "reference") return Reference(args);
   if (scenario == "migrate") return Migrate(args);
-  if (scenario == "suite") return Suite(args);
+  if (scenario == "suite") {
+    std::vector<std::string> words = {"ferry-bench"};
+    for (int i = 1; i < argc; ++i) words.push_back(argv[i]);
+    return Suite(args, absl::StrJoin(words, " "));
+  }
   return absl::InvalidArgumentError(
       absl::StrFormat("unknown scenario '%s' (see --help)", scenario));
 }

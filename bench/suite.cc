@@ -1,12 +1,21 @@
 #include "bench/suite.h"
 
+#include <sys/utsname.h>
+#include <unistd.h>
+
 #include <cstdio>
+#include <fstream>
 #include <map>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "base/clock.h"
 #include "base/status_macros.h"
 #include "bench/demand_paging.h"
@@ -97,6 +106,48 @@ absl::StatusOr<double> Baseline(const Plan& p, const std::string& workload) {
   return rate;
 }
 
+// What the figures were measured on, from /proc and uname:
+// {"2 CPUs (AMD EPYC)", "24 GiB, Linux 6.18.44"}.
+std::pair<std::string, std::string> Machine() {
+  std::string model, line;
+  uint64_t mem_kib = 0;
+  {
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    while (model.empty() && std::getline(cpuinfo, line))
+      if (absl::StartsWith(line, "model name") && line.find(':') != std::string::npos)
+        model = std::string(absl::StripAsciiWhitespace(line.substr(line.find(':') + 1)));
+  }
+  {
+    std::ifstream meminfo("/proc/meminfo");
+    while (std::getline(meminfo, line))
+      if (absl::StartsWith(line, "MemTotal:")) {
+        mem_kib = std::strtoull(line.c_str() + 9, nullptr, 10);
+        break;
+      }
+  }
+  struct utsname u {};
+  uname(&u);
+  return {absl::StrFormat("%d CPUs%s", sysconf(_SC_NPROCESSORS_ONLN),
+                          model.empty() ? "" : absl::StrCat(" (", model, ")")),
+          absl::StrFormat("%.0f GiB, %s %s", mem_kib / 1048576.0, u.sysname, u.release)};
+}
+
+// The command without its --out DIR (where the files went says nothing
+// about the figures), for the plots' captions.
+std::string WithoutOut(const std::string& command) {
+  std::vector<std::string> words = absl::StrSplit(command, ' ', absl::SkipEmpty());
+  std::vector<std::string> kept;
+  for (size_t i = 0; i < words.size(); ++i) {
+    if (words[i] == "--out") {
+      ++i;
+      continue;
+    }
+    if (absl::StartsWith(words[i], "--out=")) continue;
+    kept.push_back(words[i]);
+  }
+  return absl::StrJoin(kept, " ");
+}
+
 }  // namespace
 
 absl::Status RunSuite(const SuiteOptions& options) {
@@ -109,6 +160,17 @@ absl::Status RunSuite(const SuiteOptions& options) {
   ASSIGN_OR_RETURN(auto sink, ResultSink::Open(options.out));
   const std::string dir = options.out;
   const int64_t t_start = MonotonicNowNanos();
+  const std::string started = absl::FormatTime("%Y-%m-%d %H:%M UTC", absl::Now(), absl::UTCTimeZone());
+  const auto [cpus, host] = Machine();
+  // Every plot names its run: command, date, machine (short lines: the
+  // caption sits under the key).
+  const std::string caption =
+      absl::StrCat(WithoutOut(options.command), "\n", started, "\n", cpus, "\n", host);
+  {
+    std::ofstream run(dir + "/run.txt");
+    run << "command: " << options.command << "\nstarted: " << started << "\nmachine: " << cpus
+        << ", " << host << "\n";
+  }
 
   // Reference.
   ASSIGN_OR_RETURN(ReferenceResult ref, RunReference(p.tcp_bytes, p.rtt_samples));
@@ -169,7 +231,7 @@ absl::Status RunSuite(const SuiteOptions& options) {
   // Migrate.
   std::vector<Series> ops_series;
   std::vector<Series> mgu_series;  // minimum guest utilization curves
-  std::vector<std::pair<double, std::string>> switchovers;
+  std::vector<VLine> switchovers;  // in the colour of their mode's series
   StackedBars bytes;
   bytes.name = "bytes_by_phase";
   bytes.title = "bytes on the wire by phase (median run)";
@@ -285,7 +347,8 @@ absl::Status RunSuite(const SuiteOptions& options) {
               s.band.push_back({lo / 1e6, hi / 1e6});
               if (!marked && (o.phase == "switchover" || o.phase == "postcopy" ||
                               o.phase == "completed")) {
-                switchovers.push_back({o.t_ms, mode + " switchover"});
+                switchovers.push_back({o.t_ms, mode + " switchover",
+                                       static_cast<int>(ops_series.size())});
                 marked = true;
               }
             }
@@ -337,16 +400,21 @@ absl::Status RunSuite(const SuiteOptions& options) {
                                                 {end, baseline["zipf"] / 1e6}}});
   }
   ops.vlines = switchovers;
+  ops.y_from_zero = true;
+  ops.caption = caption;
   RETURN_IF_ERROR(Render(ops, dir));
   LinePlot mgu{"mgu_curve",
                "minimum guest utilization by window length (zipf, median runs)",
                "window (ms)", "lowest fraction of pre-migration ops/s in any window"};
   mgu.logx = true;
+  mgu.y_from_zero = true;
+  mgu.caption = caption;
   mgu.series = mgu_series;
   RETURN_IF_ERROR(Render(mgu, dir));
   LinePlot cdf{"fault_cdf", absl::StrCat("fault latency CDF, demand paging with ", kCdfVcpus, " vCPUs"),
                "fault latency (us)", "fraction of faults"};
   cdf.logx = true;
+  cdf.caption = caption;
   for (auto& [key, h] : cdf_hist) {
     Series s{key, {}};
     for (double q = 0.5; q <= 99.95; q += q < 90 ? 2.5 : 0.5)
@@ -357,15 +425,28 @@ absl::Status RunSuite(const SuiteOptions& options) {
   LinePlot rate{"demand_paging_rate", "demand-paging rate by vCPU count", "vCPUs",
                 "pages per second"};
   rate.logy = true;
+  rate.logx = true;  // vCPU counts 1, 2, 4, ...: a log2 axis, ticks at the counts
+  rate.discrete_x = true;
+  rate.caption = caption;
   for (auto& [key, s] : rate_series) rate.series.push_back(s);
   RETURN_IF_ERROR(Render(rate, dir));
+  bytes.caption = caption;
   RETURN_IF_ERROR(Render(bytes, dir));
   LinePlot sw{"switchover_downtime", "postcopy switchover downtime by vCPU count", "vCPUs",
               "downtime (ms)"};
   sw.series = {downtime_series};
+  sw.logx = true;
+  sw.discrete_x = true;
+  sw.y_from_zero = true;
+  sw.caption = caption;
   RETURN_IF_ERROR(Render(sw, dir));
-  std::fprintf(stderr, "suite done in %.0f s: %s/results.jsonl, %s/*.csv, %s/*.png\n",
-               (MonotonicNowNanos() - t_start) / 1e9, dir.c_str(), dir.c_str(), dir.c_str());
+  const double wall_s = (MonotonicNowNanos() - t_start) / 1e9;
+  {
+    std::ofstream run(dir + "/run.txt", std::ios::app);
+    run << absl::StrFormat("wall_s: %.0f\n", wall_s);
+  }
+  std::fprintf(stderr, "suite done in %.0f s: %s/results.jsonl, %s/*.csv, %s/*.png, %s/run.txt\n",
+               wall_s, dir.c_str(), dir.c_str(), dir.c_str(), dir.c_str());
   return absl::OkStatus();
 }
 

@@ -10,6 +10,8 @@
 // harness's own test in CI); --full is what
 // docs/benchmarks.md shows. Each point is repeated; the CSV has the median
 // and the spread (min, p25, p75, max); the plots use each point's median run.
+// DIR/run.txt records the command, the start date, the wall time and the
+// machine, and every plot carries the same in its corner.
 #ifndef FERRY_BENCH_SUITE_H_
 #define FERRY_BENCH_SUITE_H_
 
@@ -25,6 +27,8 @@ struct SuiteOptions {
   enum class Size { kTiny, kQuick, kFull };
   Size size = Size::kQuick;  // kTiny: seconds, for the harness's own test
   std::string out = "bench-results";
+  // The command line as run, for DIR/run.txt and the plots' captions.
+  std::string command = "ferry-bench suite";
   // Override the plan's migrate matrix dimensions when not empty.
   std::vector<uint64_t> memories, dirty_rates, caps;
 };

@@ -19,13 +19,39 @@ def num(v, fmt="{:.1f}"):
         return v
 
 
+def ops(v):
+    """Guest ops/s: 20.6M, 8,192."""
+    v = float(v)
+    return f"{v / 1e6:.1f}M" if v >= 1e6 else f"{v:,.0f}"
+
+
+def run_info(d):
+    """DIR/run.txt (written by ferry-bench suite): command, started, machine, wall_s."""
+    info = {}
+    try:
+        with open(f"{d}/run.txt") as f:
+            for line in f:
+                key, _, value = line.partition(": ")
+                info[key.strip()] = value.strip()
+    except FileNotFoundError:
+        pass
+    return info
+
+
 def main():
     d = sys.argv[1]
+    run = run_info(d)
+    if run:
+        print("Run: `{}`, started {}, {} s; {}.\n".format(
+            run.get("command", "?"), run.get("started", "?"), run.get("wall_s", "?"),
+            run.get("machine", "?")))
     ref = rows(f"{d}/reference.csv")[0]
-    print("Reference (same run): tcp_gbps {}, rtt_p50_us {}, rtt_p99_us {}; guest ops/s "
-          "without migration: {}\n".format(
-              num(ref["tcp_gbps"]), num(ref["rtt_p50_us"]), num(ref["rtt_p99_us"]),
-              ", ".join(f"{k[len('baseline_ops_per_sec_'):]} {float(v) / 1e6:.2f}M"
+    print("Reference (same run): tcp_gbps {}, tcp_into_memory_gbps {}; rtt_p50_us {}, rtt_p99_us {}; "
+          "rtt_busy_p50_us {}, rtt_busy_p99_us {}; guest ops/s without migration: {}\n".format(
+              num(ref["tcp_gbps"]), num(ref.get("tcp_into_memory_gbps", "")),
+              num(ref["rtt_p50_us"]), num(ref["rtt_p99_us"]),
+              num(ref.get("rtt_busy_p50_us", "")), num(ref.get("rtt_busy_p99_us", "")),
+              ", ".join(f"{k[len('baseline_ops_per_sec_'):]} {ops(v)}"
                         for k, v in ref.items() if k.startswith("baseline_ops_per_sec_"))))
 
     print("### demand-paging\n")
@@ -36,6 +62,20 @@ def main():
             r["source"], r["vcpus"], r["fault_mode"], num(r["pages_per_sec_median"], "{:,.0f}"),
             num(r["pages_per_sec_min"], "{:,.0f}"), num(r["pages_per_sec_max"], "{:,.0f}"),
             num(r["fault_p50_us"]), num(r["fault_p99_us"]), num(r["fault_p999_us"])))
+
+    # Exit mode over blocking mode (the demand-paging goals), per source.
+    dp = rows(f"{d}/demand_paging.csv")
+    by = {(r["source"], r["vcpus"], r["fault_mode"]): float(r["pages_per_sec_median"]) for r in dp}
+    lines = []
+    for source in dict.fromkeys(r["source"] for r in dp):
+        ratios = [f"{by[(source, v, 'exit')] / by[(source, v, 'blocking')]:.1f}x at {v}"
+                  for v in dict.fromkeys(r["vcpus"] for r in dp if r["source"] == source)
+                  if (source, v, "exit") in by and by.get((source, v, "blocking"))]
+        if ratios:
+            lines.append(f"- {source} source: {', '.join(ratios)} vCPUs")
+    if lines:
+        print("\nExit mode over blocking mode (pages/s medians):\n")
+        print("\n".join(lines))
 
     print("\n### migrate\n")
     print("| workload | mode | fault mode | completed | digest | total ms median (min-max) "

@@ -34,6 +34,16 @@ head -1 "$out/migrate.csv" | grep -q 'blocktime_ms_median.*below_half_ms_median.
   || fail "migrate.csv lacks the guest-impact columns"
 head -1 "$out/migrate.csv" | grep -q '^memory_bytes,workload,dirty_rate,mode,fault_mode,max_bandwidth,runs,completed,digest_match,total_ms_median' \
   || fail "migrate.csv header"
+# The run's record: command, date, machine, wall time (docs/benchmarks.md
+# quotes it beside every figure; each plot carries it in its corner).
+grep -q '^command: .*ferry-bench suite --tiny --out ' "$out/run.txt" || fail "run.txt: command"
+grep -Eq '^started: [0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2} UTC$' "$out/run.txt" || fail "run.txt: started"
+grep -Eq '^machine: [0-9]+ CPUs.*GiB, Linux ' "$out/run.txt" || fail "run.txt: machine"
+grep -Eq '^wall_s: [0-9]+$' "$out/run.txt" || fail "run.txt: wall_s"
+grep -q 'set label 1000 "ferry-bench suite --tiny\\n' "$out/switchover_downtime.gp" || fail "plot caption"
+# One switchover point (1 vCPU): ticks at the count only, a y range from 0.
+grep -q 'set xtics ("1" 1)' "$out/switchover_downtime.gp" || fail "switchover x tics"
+grep -q 'set yrange \[0:' "$out/switchover_downtime.gp" || fail "switchover y range"
 for p in ops_timeline mgu_curve fault_cdf demand_paging_rate bytes_by_phase switchover_downtime; do
   [ "$(head -c 4 "$out/$p.png" | tail -c 3)" = "PNG" ] || fail "$p.png is not a PNG"
 done
