@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Counts test cases from Bazel's test results and prints one closing line.
 
-Usage: count_tests.py BAZEL_TEST_LOG [--out FILE]
+Usage: count_tests.py BAZEL_TEST_LOG [--out FILE] [--testlogs DIR]
 
 Reads the per-target status lines of `bazel test` (PASSED, FAILED, TIMEOUT,
 NO STATUS, FAILED TO BUILD, ...) and, for each target that ran, its JUnit XML
-in bazel-testlogs/ (written by googletest). A target that did not run, or
-whose XML is missing, counts as one failed case. Prints
+in bazel-testlogs/ (written by googletest; --testlogs names another
+directory, for an output base without the convenience symlinks). A target
+that did not run, or whose XML is missing, counts as one failed case. Prints
 "N passed, N failed, N skipped" (with --out, "N N N" to FILE too) and exits 1
 if anything failed.
 """
@@ -19,9 +20,9 @@ STATUS = re.compile(r"^(//\S+)\s+(?:\(cached\)\s+)?(PASSED|FAILED|TIMEOUT|NO STA
                     r"FAILED TO BUILD|FLAKY|INCOMPLETE|SKIPPED)\b")
 
 
-def xml_path(target):
+def xml_path(target, testlogs="bazel-testlogs"):
     package, name = target[2:].split(":")
-    return os.path.join("bazel-testlogs", package, name, "test.xml")
+    return os.path.join(testlogs, package, name, "test.xml")
 
 
 def count_xml(path):
@@ -47,13 +48,18 @@ def main():
         i = args.index("--out")
         out = args[i + 1]
         del args[i:i + 2]
+    testlogs = "bazel-testlogs"
+    if "--testlogs" in args:
+        i = args.index("--testlogs")
+        testlogs = args[i + 1]
+        del args[i:i + 2]
     with open(args[0]) as log:
         for line in log:
             m = STATUS.match(line.strip())
             if m:
                 targets[m.group(1)] = m.group(2)
     for target, status in sorted(targets.items()):
-        path = xml_path(target)
+        path = xml_path(target, testlogs)
         if status in ("PASSED", "FAILED", "FLAKY") and os.path.exists(path):
             p, f, s = count_xml(path)
             if status == "FAILED" and f == 0:

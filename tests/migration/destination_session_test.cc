@@ -431,9 +431,11 @@ TEST(DestinationCompletion, AVcpuThatFailedIsNeverACompletedMigration) {
   // The source then pushes every page and says Complete: nothing is
   // missing, but the VM cannot run its guest, so the migration fails and
   // the destination keeps nothing.
-  ASSERT_OK_AND_ASSIGN(auto page_server, fetch::PageServer::Start("127.0.0.1:0"));
+  // The memory first: it outlives the server, whose thread may still be
+  // serving from it (a refused fetch) until ~PageServer joins it.
   ASSERT_OK_AND_ASSIGN(auto served_memory,
                        vmm::GuestMemory::Create(*vmm::MemoryMap::ForSize(Vm().memory_bytes, kPage)));
+  ASSERT_OK_AND_ASSIGN(auto page_server, fetch::PageServer::Start("127.0.0.1:0"));
   page_server->Register(std::make_shared<fetch::ServedMigration>("m1", TestSecret(),
                                                                  served_memory.get(), nullptr));
   DestinationOptions options;
