@@ -79,6 +79,9 @@ bool VerifyVm(ferry::v1::Control::Stub& stub, const std::string& name) {
   grpc::ClientContext ctx;
   ferry::v1::VerifyVmRequest r;
   r.set_name(name);
+  // A hang guard, not a speed check: an endless guest is verified by
+  // replaying everything it ran, which on a loaded machine can take minutes.
+  r.set_timeout_ms(600'000);
   ferry::v1::VerifyVmResponse out;
   grpc::Status s = stub.VerifyVm(&ctx, r, &out);
   EXPECT_TRUE(s.ok()) << "verify VM " << name << ": " << s.error_message();
