@@ -11,6 +11,7 @@
 #include "migration/api/defaults.h"
 #include "migration/convert.h"
 #include "migration/page_frame.h"
+#include "migration/stream_auth.h"
 
 namespace ferry::migration {
 namespace {
@@ -22,13 +23,6 @@ constexpr absl::Duration kProgressInterval = absl::Milliseconds(100);
 // The destination waits this much longer than the source tries, so that
 // the source decides.
 constexpr absl::Duration kRecoveryMargin = absl::Seconds(30);
-
-bool TokensEqual(const std::string& a, const std::string& b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ b[i];
-  return diff == 0;
-}
 
 }  // namespace
 
@@ -128,7 +122,14 @@ bool DestinationSession::Reconnect(DestinationSink* sink, const ferry::v1::Recon
   absl::MutexLock ctl(&ctl_mu_);
   auto refuse = [&](const absl::Status& why, bool never_ran) {
     DestinationMessage m = ToErrorMessage(why);
-    m.mutable_error()->set_never_ran(never_ran);
+    if (never_ran) {
+      absl::MutexLock lock(&mu_);
+      if (secret_) {  // a claim the source can check, bound to its nonce
+        m.mutable_error()->set_never_ran(true);
+        m.mutable_error()->set_never_ran_proof(
+            NeverRanProof(*secret_, migration_id_, r.nonce()));
+      }
+    }
     (void)sink->Send(m);
     sink->Finish(why);
     return false;
@@ -340,6 +341,28 @@ bool DestinationSession::OnStreamLost(DestinationSink* from) {
   return true;
 }
 
+absl::StatusOr<DestinationMessage> DestinationSession::Challenge(
+    absl::string_view source_nonce, std::string* dest_nonce) const {
+  ASSIGN_OR_RETURN(*dest_nonce, NewNonce());
+  absl::MutexLock lock(&mu_);
+  if (!secret_)
+    return absl::FailedPreconditionError(
+        "the migration has not started here: nothing can reconnect or join it yet");
+  DestinationMessage m;
+  m.mutable_challenge()->set_nonce(*dest_nonce);
+  m.mutable_challenge()->set_proof(
+      DestinationProof(*secret_, migration_id_, source_nonce, *dest_nonce));
+  return m;
+}
+
+bool DestinationSession::SourceProved(absl::string_view source_nonce,
+                                      absl::string_view dest_nonce,
+                                      absl::string_view proof) const {
+  absl::MutexLock lock(&mu_);
+  return secret_ &&
+         ProofMatches(proof, SourceProof(*secret_, migration_id_, source_nonce, dest_nonce));
+}
+
 absl::Status DestinationSession::Attach(const ferry::v1::Join& join) {
   absl::MutexLock lock(&mu_);
   if (state_ != DestinationState::kReceivingPrecopy)
@@ -499,6 +522,12 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "hello: the fetch secret is %d bytes, it must be %d", hello.fetch_secret().size(),
         fetch::kSecretSize));
+  {
+    fetch::Secret secret;
+    std::copy(hello.fetch_secret().begin(), hello.fetch_secret().end(), secret.begin());
+    absl::MutexLock lock(&mu_);
+    secret_ = secret;
+  }
   RETURN_IF_ERROR(SplitHostPort(hello.fetch_address()).status());
   // Shown to operators, not dialled: bounded and well formed, or refused.
   if (!hello.source_agent().empty()) {

@@ -33,11 +33,14 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
@@ -131,7 +134,18 @@ class DestinationSession {
   // True: the stream is the session's main stream now (Recovered sent).
   // False: the session answered on `sink` and finished it (Completed for a
   // migration that completed here, else Error).
+  // Its Challenge comes first (migration_service.cc): Reconnect is called
+  // only once the stream proved the migration's secret.
   bool Reconnect(DestinationSink* sink, const ferry::v1::Reconnect& reconnect);
+  // The first answer to a Reconnect or Join whose nonce is `source_nonce`:
+  // a Challenge proving this session holds the migration's secret, with a
+  // fresh nonce (also stored in *dest_nonce). FailedPrecondition before
+  // Hello brought the secret. Thread-safe.
+  absl::StatusOr<ferry::v1::DestinationMessage> Challenge(absl::string_view source_nonce,
+                                                          std::string* dest_nonce) const;
+  // Whether `proof` is the source's StreamProof answering that Challenge.
+  bool SourceProved(absl::string_view source_nonce, absl::string_view dest_nonce,
+                    absl::string_view proof) const;
   // Fails a paused migration now (the agent is shutting down).
   void Abandon(const absl::Status& why);
   bool ended() const;
@@ -243,6 +257,8 @@ class DestinationSession {
   DestinationState state_ ABSL_GUARDED_BY(mu_) = DestinationState::kAccepting;
   std::string migration_id_ ABSL_GUARDED_BY(mu_);
   std::string vm_name_ ABSL_GUARDED_BY(mu_);
+  // Hello.fetch_secret: what Reconnect, Join and never_ran prove.
+  std::optional<fetch::Secret> secret_ ABSL_GUARDED_BY(mu_);
   bool admitted_ = false;
   bool receiving_ = true;  // false once the session ends or Complete came
   bool ended_ ABSL_GUARDED_BY(mu_) = false;

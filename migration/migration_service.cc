@@ -11,6 +11,7 @@
 #include "migration/convert.h"
 #include "migration/page_frame.h"
 #include "migration/protocol.h"
+#include "migration/stream_auth.h"
 
 namespace ferry::migration {
 namespace {
@@ -82,13 +83,16 @@ class MigrationService::Reactor final
       for (const grpc::Slice& s : slices) spans.emplace_back(s.begin(), s.size());
     }
     bool more;
-    if (!session_ && !data_) {
-      // The first message: a Join, or the start of a migration.
+    if (challenged_) {
+      more = OnStreamProof(spans);
+    } else if (!session_ && !data_) {
+      // The first message: a Join or Reconnect (each first proves the
+      // migration's secret), or the start of a migration.
       ferry::v1::SourceMessage m;
       if (ParseControlFrame(spans, &m) && m.has_join()) {
-        more = Join(m.join());
+        more = Challenge(m);
       } else if (m.has_reconnect()) {
-        more = Reconnect(m.reconnect());
+        more = Challenge(m);
       } else {
         session_ = std::make_shared<DestinationSession>(options_, this);
         service_->Add(session_);
@@ -130,30 +134,82 @@ class MigrationService::Reactor final
   }
 
  private:
-  // A recovery stream: the source reconnects to its migration after the
-  // old stream broke; false (and the stream finished) if it may not.
-  bool Reconnect(const ferry::v1::Reconnect& reconnect) {
-    std::shared_ptr<DestinationSession> s = service_->FindShared(reconnect.migration_id());
-    if (!s) {
-      Reply(absl::NotFoundError(absl::StrFormat(
-          "no migration %s is known here (it ended long ago, or this agent restarted)",
-          reconnect.migration_id().substr(0, kMaxMigrationIdBytes))));
+  // A Reconnect or Join (`first`): the pool token first, then the
+  // migration, then a Challenge proving its secret; the stream waits for
+  // the source's StreamProof (OnStreamProof). Nothing of the migration is
+  // touched before that proof. False (and the stream finished) if refused.
+  bool Challenge(const ferry::v1::SourceMessage& first) {
+    const bool join = first.has_join();
+    const std::string& token =
+        join ? first.join().auth_token() : first.reconnect().auth_token();
+    const std::string& id = join ? first.join().migration_id() : first.reconnect().migration_id();
+    const std::string& nonce = join ? first.join().nonce() : first.reconnect().nonce();
+    if (!options_.expected_token.empty() && !TokensEqual(token, options_.expected_token)) {
+      Reply(absl::UnauthenticatedError(
+          "wrong migration token: give the source agent the destination's token"));
       return false;
     }
+    absl::Status bad = CheckNonce(nonce, join ? "Join" : "Reconnect");
+    if (!bad.ok()) {
+      Reply(bad);
+      return false;
+    }
+    std::shared_ptr<DestinationSession> s = service_->FindShared(id);
+    if (!s) {
+      Reply(absl::NotFoundError(absl::StrFormat(
+          join ? "no migration %s is being received here"
+               : "no migration %s is known here (it ended long ago, or this agent restarted)",
+          id.substr(0, kMaxMigrationIdBytes))));
+      return false;
+    }
+    absl::StatusOr<ferry::v1::DestinationMessage> challenge = s->Challenge(nonce, &dest_nonce_);
+    if (!challenge.ok()) {
+      Reply(challenge.status());
+      return false;
+    }
+    first_ = first;
+    pending_ = std::move(s);
+    challenged_ = true;
+    return Send(*challenge);
+  }
+
+  // The answer to Challenge: with the right proof the Reconnect or Join
+  // goes on; a wrong one ends this stream only (the migration's live stream
+  // is not disturbed).
+  bool OnStreamProof(const std::vector<absl::Span<const uint8_t>>& spans) {
+    challenged_ = false;
+    std::shared_ptr<DestinationSession> s = std::move(pending_);
+    ferry::v1::SourceMessage m;
+    const bool join = first_.has_join();
+    const std::string& nonce = join ? first_.join().nonce() : first_.reconnect().nonce();
+    if (!ParseControlFrame(spans, &m) || !m.has_stream_proof()) {
+      Reply(absl::InvalidArgumentError(
+          "protocol: the answer to Challenge must be StreamProof"));
+      return false;
+    }
+    if (!s->SourceProved(nonce, dest_nonce_, m.stream_proof().proof())) {
+      Reply(absl::UnauthenticatedError(absl::StrFormat(
+          "%s: the stream did not prove migration %s's secret", join ? "Join" : "Reconnect",
+          s->migration_id())));
+      return false;
+    }
+    return join ? Join(first_.join(), std::move(s)) : Reconnect(first_.reconnect(), std::move(s));
+  }
+
+  // A recovery stream, proven: the source reconnects to its migration after
+  // the old stream broke; false (and the stream finished) if it may not.
+  bool Reconnect(const ferry::v1::Reconnect& reconnect, std::shared_ptr<DestinationSession> s) {
     if (!s->Reconnect(this, reconnect)) return false;  // answered and finished
     session_ = std::move(s);
     return true;
   }
 
-  // A data stream joins its migration; false (and the stream finished) if
-  // it may not.
-  bool Join(const ferry::v1::Join& join) {
+  // A data stream, proven, joins its migration; false (and the stream
+  // finished) if it may not.
+  bool Join(const ferry::v1::Join& join, std::shared_ptr<DestinationSession> session) {
     data_ = true;
-    session_ = service_->FindShared(join.migration_id());
-    absl::Status s = session_ ? session_->Attach(join)
-                              : absl::NotFoundError(absl::StrFormat(
-                                    "no migration %s is being received here",
-                                    join.migration_id()));
+    session_ = std::move(session);
+    absl::Status s = session_->Attach(join);
     if (!s.ok()) {
       session_.reset();
       Reply(s);
@@ -208,6 +264,12 @@ class MigrationService::Reactor final
   const DestinationOptions options_;
   grpc::ByteBuffer read_buf_;
   std::shared_ptr<DestinationSession> session_;
+  // Between Challenge and StreamProof: the first message, the session it
+  // named and the nonce this end sent.
+  bool challenged_ = false;
+  ferry::v1::SourceMessage first_;
+  std::shared_ptr<DestinationSession> pending_;
+  std::string dest_nonce_;
   bool data_ = false;        // a data stream (after Join)
   uint64_t frames_ = 0;      // data stream: page frames installed
   std::vector<uint8_t> bounce_;

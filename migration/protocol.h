@@ -11,7 +11,9 @@ namespace ferry::migration {
 
 // Hello.protocol_version: both ends must speak the same version.
 // 2: page frames instead of protobuf PageBatch messages.
-inline constexpr uint32_t kProtocolVersion = 2;
+// 3: Reconnect and Join prove the per-migration secret (Challenge,
+//    StreamProof); never_ran carries a proof.
+inline constexpr uint32_t kProtocolVersion = 3;
 
 // The largest gRPC message either end sends or accepts.
 inline constexpr int kMaxMessageBytes = 64 << 20;

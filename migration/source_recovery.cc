@@ -6,6 +6,7 @@
 #include "base/status_macros.h"
 #include "migration/protocol.h"
 #include "migration/source_session.h"
+#include "migration/stream_auth.h"
 
 namespace ferry::migration {
 namespace {
@@ -73,9 +74,13 @@ void SourceSession::DropStream() {
 absl::Status SourceSession::ReconnectOnce(uint32_t attempt) {
   DropStream();
   ASSIGN_OR_RETURN(std::unique_ptr<SourceStream> stream, OpenStream());
+  ASSIGN_OR_RETURN(const std::string nonce, NewNonce());
   {
     absl::MutexLock lock(&mu_);
     stream_ = std::move(stream);
+    reconnect_nonce_ = nonce;
+    challenge_.reset();
+    peer_proven_ = false;
   }
   reader_ = std::thread(&SourceSession::ReaderLoop, this);
   SourceMessage m;
@@ -84,7 +89,32 @@ absl::Status SourceSession::ReconnectOnce(uint32_t attempt) {
   r->set_migration_id(id_);
   r->set_auth_token(config_.options.auth_token);
   r->set_attempt(attempt);
+  r->set_nonce(nonce);
   RETURN_IF_ERROR(Write(m));
+  // The peer proves the migration's secret before anything it says counts
+  // (split brain: only the destination this migration switched over to may
+  // say it never ran the VM, or take the stream).
+  ferry::v1::Challenge challenge;
+  {
+    absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(AwaitLocked(
+        [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return challenge_.has_value(); },
+        kAnswerTimeout, "answer the reconnection"));
+    challenge = *challenge_;
+  }
+  RETURN_IF_ERROR(CheckNonce(challenge.nonce(), "Challenge"));
+  if (!ProofMatches(challenge.proof(), DestinationProof(secret_, id_, nonce, challenge.nonce())))
+    return absl::UnauthenticatedError(absl::StrFormat(
+        "the agent at %s could not prove it holds migration %s's secret: it is not the "
+        "destination this migration switched over to",
+        destination_, id_));
+  {
+    absl::MutexLock lock(&mu_);
+    peer_proven_ = true;
+  }
+  SourceMessage proof;
+  proof.mutable_stream_proof()->set_proof(SourceProof(secret_, id_, nonce, challenge.nonce()));
+  RETURN_IF_ERROR(Write(proof));
   absl::MutexLock lock(&mu_);
   return AwaitLocked(
       [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {

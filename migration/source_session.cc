@@ -11,6 +11,7 @@
 #include "migration/guest_impact.h"
 #include "migration/fetch/wire.h"
 #include "migration/page_frame.h"
+#include "migration/stream_auth.h"
 #include "migration/protocol.h"
 
 namespace ferry::migration {
@@ -293,17 +294,42 @@ void SourceSession::HandleMessage(const DestinationMessage& m) {
       stream_error_ = TransitionLocked(S::kPostcopy);
       break;
     case DestinationMessage::kCompleted:
+      if (state_ == S::kPostcopyPaused && !peer_proven_) {
+        stream_error_ = absl::UnauthenticatedError(
+            "protocol: Completed before the destination proved the migration's secret");
+        break;
+      }
       dest_stats_ = m.completed().stats();
       last_progress_.set_faults(dest_stats_.faults());
       stream_error_ = TransitionLocked(S::kReleasing);
       break;
-    case DestinationMessage::kError:
+    case DestinationMessage::kError: {
       stream_error_ = FromErrorMessage(m.error(), "destination: ");
       if (stream_error_.ok()) stream_error_ = absl::UnknownError("destination: an Error with code 0");
-      stream_refused_ = true;
-      destination_never_ran_ = m.error().never_ran();
+      // On a reconnection, only a peer that proved the secret can refuse
+      // for good, or say it never ran the VM (proven too).
+      const bool unproven = state_ == S::kPostcopyPaused && !peer_proven_;
+      stream_refused_ = !unproven;
+      destination_never_ran_ =
+          m.error().never_ran() && !unproven && !reconnect_nonce_.empty() &&
+          ProofMatches(m.error().never_ran_proof(),
+                       NeverRanProof(secret_, id_, reconnect_nonce_));
+      if (m.error().never_ran() && !destination_never_ran_)
+        stream_error_ = absl::UnauthenticatedError(absl::StrFormat(
+            "the agent at %s said it never ran the VM without proving it is this migration's "
+            "destination: the VM stays paused (%s)",
+            destination_, stream_error_.message()));
+      break;
+    }
+    case DestinationMessage::kChallenge:
+      challenge_ = m.challenge();
       break;
     case DestinationMessage::kRecovered:
+      if (!peer_proven_) {
+        stream_error_ = absl::UnauthenticatedError(
+            "protocol: Recovered before the destination proved the migration's secret");
+        break;
+      }
       present_ = m.recovered().present();
       recovered_ = true;
       break;
@@ -535,7 +561,7 @@ absl::Status SourceSession::Setup() {
   RETURN_IF_ERROR(ValidateMigrationOptions(config_.options));
   if (config_.page_server == nullptr)
     return absl::InvalidArgumentError("the source needs a page server");
-  fetch::Secret secret;
+  fetch::Secret& secret = secret_;
   RETURN_IF_ERROR(fetch::RandomBytes(absl::MakeSpan(secret)));
   served_ = std::make_shared<fetch::ServedMigration>(
       id_, secret, &vm_->memory(),
@@ -587,12 +613,29 @@ absl::Status SourceSession::OpenDataStreams() {
       if (state_ == S::kCancelling) return absl::CancelledError("the migration was cancelled");
       data_streams_.push_back(*std::move(ds));
     }
+    ASSIGN_OR_RETURN(std::string nonce, NewNonce());
     SourceMessage join;
     join.mutable_join()->set_migration_id(id_);
     join.mutable_join()->set_auth_token(config_.options.auth_token);
     join.mutable_join()->set_index(static_cast<uint32_t>(i));
+    join.mutable_join()->set_nonce(nonce);
     DestinationMessage reply;
     if (!raw->Write(join) || !raw->Read(&reply)) return DataStreamError(i, "joining");
+    if (reply.has_error())
+      return FromErrorMessage(reply.error(), absl::StrCat("destination: data stream ", i, ": "));
+    if (!reply.has_challenge())
+      return absl::FailedPreconditionError(absl::StrCat(
+          "protocol: the destination answered Join on data stream ", i, " without Challenge"));
+    RETURN_IF_ERROR(CheckNonce(reply.challenge().nonce(), "Challenge"));
+    if (!ProofMatches(reply.challenge().proof(),
+                      DestinationProof(secret_, id_, nonce, reply.challenge().nonce())))
+      return absl::UnauthenticatedError(absl::StrFormat(
+          "data stream %d: the agent at %s could not prove it holds this migration's secret", i,
+          config_.destination));
+    SourceMessage proof;
+    proof.mutable_stream_proof()->set_proof(
+        SourceProof(secret_, id_, nonce, reply.challenge().nonce()));
+    if (!raw->Write(proof) || !raw->Read(&reply)) return DataStreamError(i, "joining");
     if (reply.has_error())
       return FromErrorMessage(reply.error(), absl::StrCat("destination: data stream ", i, ": "));
     if (!reply.has_accepted())

@@ -41,6 +41,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -258,9 +259,19 @@ class SourceSession {
   // stream_error_ is the destination's refusal (an Error, a protocol
   // violation), not a broken stream: never recovered from.
   bool stream_refused_ ABSL_GUARDED_BY(mu_) = false;
-  // The destination's Error said it never ran the VM (a Reconnect answer):
-  // the source may resume it.
+  // The destination's Error said it never ran the VM (a Reconnect answer),
+  // with the proof bound to this migration's secret and the Reconnect's
+  // nonce: the source may resume it.
   bool destination_never_ran_ ABSL_GUARDED_BY(mu_) = false;
+  // The migration's secret (Hello.fetch_secret), proven on reconnection.
+  fetch::Secret secret_{};
+  // The current Reconnect: its nonce, the destination's Challenge, and
+  // whether that proved the secret. Before the proof no answer on the
+  // stream counts: Completed and Recovered are refused, an Error is not
+  // final (the peer may be an impostor) and its never_ran is ignored.
+  std::string reconnect_nonce_ ABSL_GUARDED_BY(mu_);
+  std::optional<ferry::v1::Challenge> challenge_ ABSL_GUARDED_BY(mu_);
+  bool peer_proven_ ABSL_GUARDED_BY(mu_) = false;
   // Postcopy recovery.
   std::string destination_ ABSL_GUARDED_BY(mu_);
   bool recover_now_ ABSL_GUARDED_BY(mu_) = false;

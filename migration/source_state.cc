@@ -88,6 +88,7 @@ const char* DestinationMessageName(DestinationMessage::MsgCase kind) {
     case DestinationMessage::kCompleted: return "Completed";
     case DestinationMessage::kError: return "Error";
     case DestinationMessage::kRecovered: return "Recovered";
+    case DestinationMessage::kChallenge: return "Challenge";
     default: return "an empty or unknown message";
   }
 }
@@ -111,6 +112,7 @@ absl::Status CheckDestinationMessage(SourceState state, DestinationMessage::MsgC
       ok = state == S::kCompleting || state == S::kPostcopyPaused;
       break;
     case DestinationMessage::kRecovered:
+    case DestinationMessage::kChallenge:  // on a Reconnect's stream
       ok = state == S::kPostcopyPaused;
       break;
     case DestinationMessage::kError:

@@ -3,6 +3,7 @@
 // the state machine, messages out of order, a stream that breaks, and
 // Cancel() in each state. The VM and the page server are real.
 #include "migration/source_session.h"
+#include "migration/stream_auth.h"
 
 #include <atomic>
 #include <deque>
@@ -205,6 +206,31 @@ class SourceSessionTest : public ::testing::Test {
     ScriptedDestination::Handler wrapped =
         [this, handler = std::move(handler)](const Sent& m, ScriptedDestination* d) {
           if (m.frame) clock_.Advance(10'000'000);
+          if (m.control.has_hello()) {
+            std::copy(m.control.hello().fetch_secret().begin(),
+                      m.control.hello().fetch_secret().end(), secret_.begin());
+          }
+          if (m.control.has_reconnect()) {
+            reconnect_nonce_ = m.control.reconnect().nonce();
+            if (impostor_ == Impostor::kSilent) {
+              handler(m, d);  // it answers as it likes, without a Challenge
+              return;
+            }
+            DestinationMessage c;
+            c.mutable_challenge()->set_nonce(std::string(32, 'd'));
+            c.mutable_challenge()->set_proof(
+                impostor_ == Impostor::kWrongProof
+                    ? std::string(32, 'x')
+                    : DestinationProof(secret_, m.control.reconnect().migration_id(),
+                                       reconnect_nonce_, std::string(32, 'd')));
+            d->Reply(c);
+            return;
+          }
+          if (m.control.has_stream_proof()) {
+            EXPECT_TRUE(ProofMatches(m.control.stream_proof().proof(),
+                                     SourceProof(secret_, session_->migration_id(),
+                                                 reconnect_nonce_, std::string(32, 'd'))));
+          }
           handler(m, d);
         };
     destination_ = new ScriptedDestination(wrapped);
@@ -252,6 +278,14 @@ class SourceSessionTest : public ::testing::Test {
   ScriptedDestination* destination_ = nullptr;  // owned by the session
   int opened_ = 0;
   bool reconnections_ = true;
+  // Who answers a Reconnect: the destination (a Challenge proving the
+  // secret, then the handler answers StreamProof), or an impostor that
+  // answers without a Challenge (the handler sees Reconnect) or with a
+  // wrong proof.
+  enum class Impostor { kNone, kSilent, kWrongProof };
+  Impostor impostor_ = Impostor::kNone;
+  fetch::Secret secret_{};      // from Hello
+  std::string reconnect_nonce_;  // the last Reconnect's
   SourceSession* session_ = nullptr;
 };
 
@@ -414,8 +448,7 @@ TEST_F(SourceSessionTest, AStreamEndingAfterSwitchoverIsRecovered) {
           d->End();
           return;
         }
-        if (m.control.has_reconnect()) {
-          EXPECT_EQ(m.control.reconnect().migration_id(), session_->migration_id());
+        if (m.control.has_stream_proof()) {  // the Reconnect proved itself
           EXPECT_EQ(session_->state(), S::kPostcopyPaused);
           DestinationMessage r;
           std::string present((kPages + 7) / 8, '\xff');
@@ -437,19 +470,25 @@ TEST_F(SourceSessionTest, AStreamEndingAfterSwitchoverIsRecovered) {
 }
 
 // A destination whose stream breaks once the source sent Switchover, and
-// that answers a Reconnect with `answer` (none: it says nothing).
-ScriptedDestination::Handler BreakAtSwitchover(std::optional<DestinationMessage> answer) {
+// that answers a Reconnect (once proven: its StreamProof; from an impostor
+// without a Challenge: the Reconnect itself) with `answer()` (none: it says
+// nothing).
+ScriptedDestination::Handler BreakAtSwitchover(
+    std::function<std::optional<DestinationMessage>()> answer) {
   return [answer](const Sent& m, ScriptedDestination* d) {
     if (m.control.has_switchover()) {
       d->End();
       return;
     }
-    if (m.control.has_reconnect() && answer) {
-      d->Reply(*answer);
+    if (m.control.has_stream_proof() || m.control.has_reconnect()) {
+      if (std::optional<DestinationMessage> a = answer()) d->Reply(*a);
       return;
     }
     ScriptedDestination::Behave(m, d);
   };
+}
+ScriptedDestination::Handler BreakAtSwitchover(std::optional<DestinationMessage> answer) {
+  return BreakAtSwitchover([answer] { return answer; });
 }
 
 DestinationMessage ReconnectError(absl::StatusCode code, const std::string& message,
@@ -474,15 +513,60 @@ TEST_F(SourceSessionTest, AReconnectionRefusedKeepsTheSourcePaused) {
 // The destination says it never ran the VM (Switchover never reached it):
 // the source resumes its own, and the migration fails cleanly.
 TEST_F(SourceSessionTest, ADestinationThatNeverRanTheVmLetsTheSourceResume) {
-  auto s = Session(
-      BreakAtSwitchover(ReconnectError(absl::StatusCode::kAborted,
-                                       "the switchover never completed here",
-                                       /*never_ran=*/true)),
-      MigrationMode::kPostcopy);
+  auto s = Session(BreakAtSwitchover([this]() -> std::optional<DestinationMessage> {
+                     DestinationMessage e =
+                         ReconnectError(absl::StatusCode::kAborted,
+                                        "the switchover never completed here", true);
+                     e.mutable_error()->set_never_ran_proof(NeverRanProof(
+                         secret_, session_->migration_id(), reconnect_nonce_));
+                     return e;
+                   }),
+                   MigrationMode::kPostcopy);
   EXPECT_FALSE(s->Run().ok());
   EXPECT_THAT(s->report().outcome, HasSubstr("the source VM keeps running"));
   EXPECT_FALSE(s->kept_paused());
   EXPECT_TRUE(VmRunning());
+}
+
+// Split brain: only the destination this migration switched over to may say
+// it never ran the VM. An impostor's never_ran (no Challenge; a wrong
+// Challenge; a proven stream with a wrong never_ran proof), or its
+// Completed, leaves the VM paused, and the recovery times out holding it.
+TEST_F(SourceSessionTest, AnUnprovenNeverRanOrCompletedKeepsTheVmPaused) {
+  struct Case {
+    const char* name;
+    Impostor impostor;
+    bool completed;  // the answer is Completed, else never_ran
+  } cases[] = {{"never_ran without a Challenge", Impostor::kSilent, false},
+               {"never_ran after a wrong Challenge", Impostor::kWrongProof, false},
+               {"never_ran with a wrong proof after a right Challenge", Impostor::kNone, false},
+               {"Completed without a Challenge", Impostor::kSilent, true}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    SetUp();
+    opened_ = 0;
+    impostor_ = c.impostor;
+    const bool completed = c.completed;
+    auto s = Session(BreakAtSwitchover([completed]() -> std::optional<DestinationMessage> {
+                       if (completed) {
+                         DestinationMessage m;
+                         m.mutable_completed()->mutable_stats()->set_faults(1);
+                         return m;
+                       }
+                       DestinationMessage e = ReconnectError(absl::StatusCode::kAborted,
+                                                             "I never ran it", true);
+                       e.mutable_error()->set_never_ran_proof(std::string(32, 'p'));
+                       return e;
+                     }),
+                     MigrationMode::kPostcopy);
+    const absl::Status st = s->Run();
+    EXPECT_FALSE(st.ok());
+    EXPECT_TRUE(s->kept_paused()) << st;
+    EXPECT_TRUE(VmPaused());
+    EXPECT_THAT(s->report().outcome, HasSubstr("kept paused with all of its memory"));
+    s.reset();
+    vm_.reset();
+  }
 }
 
 // No reconnection succeeds within the recovery timeout: a clear failure,

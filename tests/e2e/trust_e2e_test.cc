@@ -1,0 +1,262 @@
+// Trust between agents, end to end with two real ferryd processes (issue:
+// "Trust between agents"; docs/security.md's threat model names each test):
+// - a stranger that answers a recovery with "never ran" cannot make the
+//   source resume its VM while the real destination runs it (split brain);
+// - a client holding only the pool token cannot take over a running
+//   migration's stream by Reconnect, nor join it as a data stream;
+// - a probe for migration ids with a wrong token learns nothing.
+// Every migration is checked by digest at its destination.
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "ferry/v1/migration.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/impl/codegen/proto_utils.h"
+#include "migration/protocol.h"
+#include "migration/source_stream.h"
+#include "migration/stream_auth.h"
+#include "tests/e2e/agent_harness.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace ferry::e2e {
+namespace {
+
+using ferry::v1::DestinationMessage;
+using ferry::v1::MigrationResource;
+using ferry::v1::SourceMessage;
+using ::testing::HasSubstr;
+
+constexpr char kToken[] = "pool-token-for-trust-tests";
+
+// A stranger on the migration port: it answers every stream's first message
+// with Error{never_ran} (and a proof it cannot have made).
+class NeverRanStranger final
+    : public ferry::v1::Migration::WithRawCallbackMethod_Migrate<
+          ferry::v1::Migration::Service> {
+public:
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> *
+  Migrate(grpc::CallbackServerContext *) override {
+    ++streams;
+    return new Reactor();
+  }
+  std::atomic<int> streams{0};
+
+private:
+  class Reactor final
+      : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+  public:
+    Reactor() { StartRead(&in_); }
+    void OnReadDone(bool ok) override {
+      if (!ok) {
+        Finish(grpc::Status::OK);
+        return;
+      }
+      DestinationMessage m;
+      m.mutable_error()->set_code(static_cast<int>(grpc::StatusCode::ABORTED));
+      m.mutable_error()->set_message(
+          "migration failed here before it ran the VM");
+      m.mutable_error()->set_never_ran(true);
+      m.mutable_error()->set_never_ran_proof(std::string(32, 'x'));
+      bool own = false;
+      (void)grpc::SerializationTraits<DestinationMessage>::Serialize(m, &out_,
+                                                                     &own);
+      StartWriteAndFinish(&out_, grpc::WriteOptions(), grpc::Status::OK);
+    }
+    void OnDone() override { delete this; }
+
+  private:
+    grpc::ByteBuffer in_, out_;
+  };
+};
+
+class TrustTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    const std::vector<std::string> args = {"--migration-token", kToken};
+    auto a = agent::AgentProcess::Start(Ferryd(), args, TempDir() + "/a.log");
+    ASSERT_TRUE(a.ok()) << a.status();
+    a_ = std::make_unique<agent::AgentProcess>(std::move(*a));
+    sa_ = Stub(a_->address());
+    auto b = agent::AgentProcess::Start(Ferryd(), args, TempDir() + "/b.log");
+    ASSERT_TRUE(b.ok()) << b.status();
+    b_ = std::make_unique<agent::AgentProcess>(std::move(*b));
+    sb_ = Stub(b_->address());
+  }
+
+  // A postcopy migration of a 48 MiB zipf guest at 8 MB/s: seconds of
+  // postcopy to act in (the test waits for the phase; speed only stretches
+  // the run).
+  MigrationResource StartPostcopy(const std::string &vm) {
+    CreateVm(*sa_, VmRequest(vm, "zipf", 48ull << 20));
+    grpc::ClientContext ctx;
+    ferry::v1::StartMigrationRequest r;
+    r.set_vm_name(vm);
+    r.set_destination(b_->address());
+    r.set_mode(ferry::v1::MIGRATION_MODE_POSTCOPY);
+    r.set_max_bandwidth(8ull << 20);
+    MigrationResource out;
+    grpc::Status s = sa_->StartMigration(&ctx, r, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    const MigrationResource p =
+        AwaitPhase(*sa_, out.id(), ferry::v1::MIGRATION_PHASE_POSTCOPY, 60000);
+    EXPECT_EQ(p.phase(), ferry::v1::MIGRATION_PHASE_POSTCOPY) << p.error();
+    return out;
+  }
+
+  MigrationResource AwaitEnd(const std::string &id) {
+    return AwaitPhase(*sa_, id, ferry::v1::MIGRATION_PHASE_UNSPECIFIED, 300000);
+  }
+
+  uint64_t SourceOps(const std::string &vm) {
+    grpc::ClientContext ctx;
+    ferry::v1::VmStatsRequest r;
+    r.set_name(vm);
+    ferry::v1::VmStatsResponse out;
+    EXPECT_TRUE(sa_->VmStats(&ctx, r, &out).ok());
+    uint64_t ops = 0;
+    for (const auto &v : out.vcpus())
+      ops += v.ops();
+    return ops;
+  }
+
+  std::unique_ptr<agent::AgentProcess> a_, b_;
+  std::unique_ptr<ferry::v1::Control::Stub> sa_, sb_;
+};
+
+// The split brain the review found: `migration recover --to` a stranger
+// that says "never ran". The source must keep its VM paused (the real
+// destination runs it), and the migration goes on once pointed back.
+TEST_F(TrustTest, AStrangersNeverRanDoesNotResumeTheSource) {
+  NeverRanStranger stranger;
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &port);
+  builder.RegisterService(&stranger);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_TRUE(server && port > 0);
+  const std::string fake = absl::StrCat("127.0.0.1:", port);
+
+  const MigrationResource m = StartPostcopy("twice");
+  CliResult r = RunCli(
+      {"migration", "recover", m.id(), "--agent", a_->address(), "--to", fake});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  // The source asks the stranger (it answers never_ran, unproven) and
+  // keeps asking: paused, never failed, never resumed.
+  MigrationResource paused;
+  for (int i = 0; i < 600; ++i) {
+    paused = GetMigration(*sa_, m.id());
+    if (stranger.streams.load() >= 2 && paused.progress().paused_reason().find(
+                                            "never ran") != std::string::npos)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_GE(stranger.streams.load(), 2)
+      << "the source did not try the stranger";
+  EXPECT_EQ(paused.phase(), ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED)
+      << paused.error();
+  EXPECT_THAT(paused.progress().paused_reason(), HasSubstr("without proving"));
+  const uint64_t before = SourceOps("twice");
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(SourceOps("twice"), before)
+      << "the source VM ran while the destination runs it";
+
+  r = RunCli({"migration", "recover", m.id(), "--agent", a_->address(), "--to",
+              b_->address()});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  const MigrationResource done = AwaitEnd(m.id());
+  ASSERT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << done.error();
+  EXPECT_TRUE(VerifyVm(*sb_, "twice"));
+  server->Shutdown();
+}
+
+// A stream to the destination's migration port, and its first answer.
+struct Probe {
+  std::unique_ptr<migration::SourceStream> stream;
+  DestinationMessage reply;
+};
+
+Probe Send(const std::string &address, const SourceMessage &first) {
+  Probe p;
+  auto s = migration::OpenMigrationStream(address, nullptr);
+  EXPECT_TRUE(s.ok()) << s.status();
+  if (!s.ok())
+    return p;
+  p.stream = std::move(*s);
+  EXPECT_TRUE(p.stream->Write(first));
+  EXPECT_TRUE(p.stream->Read(&p.reply));
+  return p;
+}
+
+// The hijack the review found: a client with the pool token and the
+// migration id (from the destination's list) sends Reconnect, then page
+// frames. Now it is challenged for the migration's secret, cannot answer,
+// and is refused; the real stream is never disturbed (no reconnection) and
+// the memory is right. The same for a data stream's Join, and a probe with
+// a wrong token hears "wrong token" for a real and a made-up id alike.
+TEST_F(TrustTest, OnlyThePoolTokenCannotTakeOverAMigration) {
+  const MigrationResource m = StartPostcopy("hijacked");
+  const std::string nonce(32, 'n');
+
+  SourceMessage reconnect;
+  reconnect.mutable_reconnect()->set_protocol_version(
+      migration::kProtocolVersion);
+  reconnect.mutable_reconnect()->set_migration_id(m.id());
+  reconnect.mutable_reconnect()->set_auth_token(kToken);
+  reconnect.mutable_reconnect()->set_attempt(1);
+  reconnect.mutable_reconnect()->set_nonce(nonce);
+  Probe p = Send(b_->address(), reconnect);
+  ASSERT_TRUE(p.reply.has_challenge()) << p.reply.DebugString();
+  SourceMessage guess;
+  guess.mutable_stream_proof()->set_proof(std::string(32, 'g'));
+  ASSERT_TRUE(p.stream->Write(guess));
+  DestinationMessage refused;
+  ASSERT_TRUE(p.stream->Read(&refused));
+  ASSERT_TRUE(refused.has_error()) << refused.DebugString();
+  EXPECT_EQ(refused.error().code(),
+            static_cast<int>(grpc::StatusCode::UNAUTHENTICATED));
+  EXPECT_THAT(refused.error().message(), HasSubstr("did not prove"));
+
+  SourceMessage join;
+  join.mutable_join()->set_migration_id(m.id());
+  join.mutable_join()->set_auth_token(kToken);
+  join.mutable_join()->set_index(1);
+  join.mutable_join()->set_nonce(nonce);
+  Probe j = Send(b_->address(), join);
+  ASSERT_TRUE(j.reply.has_challenge()) << j.reply.DebugString();
+  ASSERT_TRUE(j.stream->Write(guess));
+  ASSERT_TRUE(j.stream->Read(&refused));
+  EXPECT_EQ(refused.error().code(),
+            static_cast<int>(grpc::StatusCode::UNAUTHENTICATED));
+
+  // Credentials before lookup: the same answer for a real and a made-up id.
+  for (const std::string &id : {m.id(), std::string("no-such-migration")}) {
+    SourceMessage probe = reconnect;
+    probe.mutable_reconnect()->set_migration_id(id);
+    probe.mutable_reconnect()->set_auth_token("wrong");
+    Probe w = Send(b_->address(), probe);
+    ASSERT_TRUE(w.reply.has_error()) << id;
+    EXPECT_EQ(w.reply.error().code(),
+              static_cast<int>(grpc::StatusCode::UNAUTHENTICATED))
+        << id;
+    SourceMessage wrong_join = join;
+    wrong_join.mutable_join()->set_migration_id(id);
+    wrong_join.mutable_join()->set_auth_token("wrong");
+    Probe wj = Send(b_->address(), wrong_join);
+    EXPECT_EQ(wj.reply.error().code(),
+              static_cast<int>(grpc::StatusCode::UNAUTHENTICATED))
+        << id;
+  }
+
+  const MigrationResource done = AwaitEnd(m.id());
+  ASSERT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << done.error();
+  EXPECT_EQ(done.progress().reconnects(), 0u)
+      << "the live stream was disturbed";
+  EXPECT_TRUE(VerifyVm(*sb_, "hijacked"));
+}
+
+} // namespace
+} // namespace ferry::e2e
