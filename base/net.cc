@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <netdb.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <string>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -140,9 +142,39 @@ absl::Status RecvAll(int fd, void* data, size_t len, int timeout_ms) {
   return absl::OkStatus();
 }
 
+namespace {
+
+bool IsLoopbackAddress(const sockaddr* a) {
+  if (a->sa_family == AF_INET)
+    return (ntohl(reinterpret_cast<const sockaddr_in*>(a)->sin_addr.s_addr) >> 24) == 127;
+  if (a->sa_family == AF_INET6) {
+    const in6_addr& v6 = reinterpret_cast<const sockaddr_in6*>(a)->sin6_addr;
+    if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+    // ::ffff:127.x.y.z
+    return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
+  }
+  return false;
+}
+
+}  // namespace
+
 bool IsLoopbackHost(absl::string_view host) {
-  if (host == "localhost" || host == "::1" || host == "[::1]") return true;
-  return absl::StartsWith(host, "127.");
+  std::string h(host);
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  if (h.empty()) return false;  // the wildcard
+  // Judged on what the name resolves to (a name that merely looks like
+  // loopback, "127.example", may be routable): every address must be
+  // loopback, and a name that does not resolve is not.
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(h.c_str(), nullptr, &hints, &res) != 0 || res == nullptr) return false;
+  bool all = true;
+  for (addrinfo* r = res; r != nullptr; r = r->ai_next)
+    all = all && r->ai_addr != nullptr && IsLoopbackAddress(r->ai_addr);
+  freeaddrinfo(res);
+  return all;
 }
 
 }  // namespace ferry

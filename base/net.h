@@ -19,7 +19,10 @@ namespace ferry {
 absl::StatusOr<std::pair<std::string, int>> SplitHostPort(absl::string_view address);
 
 // Whether a host (as in SplitHostPort) is only reachable from this machine:
-// 127.0.0.0/8, ::1 or "localhost". An empty host or a wildcard is not.
+// every address it resolves to is in 127.0.0.0/8 or ::1 (so "localhost" is,
+// and a name such as "127.example" that resolves elsewhere is not). An
+// empty host, a wildcard, or a name that does not resolve is not. May block
+// on the resolver.
 bool IsLoopbackHost(absl::string_view host);
 
 struct TcpListener {

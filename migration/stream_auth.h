@@ -25,14 +25,11 @@ namespace ferry::migration {
 using fetch::Secret;
 
 // HMAC-SHA256(secret, "ferry-destination-v3" | id | source_nonce | dest_nonce).
-std::string DestinationProof(const Secret &secret,
-                             absl::string_view migration_id,
-                             absl::string_view source_nonce,
-                             absl::string_view dest_nonce);
+std::string DestinationProof(const Secret &secret, absl::string_view migration_id,
+                             absl::string_view source_nonce, absl::string_view dest_nonce);
 // HMAC-SHA256(secret, "ferry-source-v3" | id | dest_nonce | source_nonce).
 std::string SourceProof(const Secret &secret, absl::string_view migration_id,
-                        absl::string_view source_nonce,
-                        absl::string_view dest_nonce);
+                        absl::string_view source_nonce, absl::string_view dest_nonce);
 // HMAC-SHA256(secret, "ferry-never-ran-v3" | id | source_nonce).
 std::string NeverRanProof(const Secret &secret, absl::string_view migration_id,
                           absl::string_view source_nonce);
@@ -49,6 +46,6 @@ absl::StatusOr<std::string> NewNonce();
 // A peer's nonce is exactly 32 bytes: InvalidArgument naming `what` else.
 absl::Status CheckNonce(absl::string_view nonce, absl::string_view what);
 
-} // namespace ferry::migration
+}  // namespace ferry::migration
 
-#endif // FERRY_MIGRATION_STREAM_AUTH_H_
+#endif  // FERRY_MIGRATION_STREAM_AUTH_H_

@@ -32,6 +32,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "migration/agent/agent.h"
+#include "migration/agent/peer_tls.h"
 #include "migration/agent/control_service.h"
 #include "migration/agent/metrics_server.h"
 #include "migration/protocol.h"
@@ -66,7 +67,8 @@ usage: ferryd [flags]
   --tls-key FILE              its PEM private key
   --tls-ca FILE               PEM CA: require client certificates signed by it (mutual
                               TLS), and verify destinations (with --tls-cert/--tls-key
-                              as this agent's client certificate)
+                              as this agent's client certificate); required with TLS
+                              on a --listen address other hosts can reach
   --config FILE               settings, one `flag = value` a line (# comments), e.g.
                               `listen = 10.0.0.1:7070`; flags given win
   --log-level LEVEL           debug, info, warn or error: the lowest level logged
@@ -199,6 +201,13 @@ absl::Status Main(int argc, char** argv) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--listen ", listen, " is reachable from other hosts: serve TLS (--tls-cert, --tls-key, "
         "--tls-ca) or say --insecure to serve in plaintext"));
+  // Under TLS, a reachable agent's Control API takes only clients with a
+  // certificate from the pool's CA: TLS alone would let anyone create VMs
+  // and send the pool token and a migration's secret where it likes.
+  if (!loopback && !insecure && !cert_file.empty() && ca_file.empty())
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--listen ", listen, " is reachable from other hosts: give --tls-ca, the CA whose "
+        "client certificates may call this agent (mutual TLS), or say --insecure"));
   if (!loopback && !insecure && o.migration_token.empty())
     return absl::InvalidArgumentError(absl::StrCat(
         "--listen ", listen, " is reachable from other hosts: give the pool's "
@@ -226,11 +235,8 @@ absl::Status Main(int argc, char** argv) {
     ssl.pem_key_cert_pairs.push_back({key, cert});
     if (!ca_file.empty()) {
       ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFile(ca_file, "--tls-ca"));
-      grpc::SslCredentialsOptions client;
-      client.pem_root_certs = ssl.pem_root_certs;
-      client.pem_private_key = key;
-      client.pem_cert_chain = cert;
-      o.peer_credentials = grpc::SslCredentials(client);
+      // Destinations are verified as agents before anything is sent.
+      o.peer_credentials = AgentPeerCredentials(ssl.pem_root_certs, key, cert);
     } else {
       // TLS without a private CA: destinations are dialled over TLS too,
       // verified against the system's trust store (never in plaintext).

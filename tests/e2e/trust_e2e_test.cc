@@ -4,22 +4,26 @@
 //   source resume its VM while the real destination runs it (split brain);
 // - a client holding only the pool token cannot take over a running
 //   migration's stream by Reconnect, nor join it as a data stream;
-// - a probe for migration ids with a wrong token learns nothing.
+// - a probe for migration ids with a wrong token learns nothing;
+// - a certificate without the agent role (an operator's) cannot pose as a
+//   destination, and a reachable TLS agent does not start without a CA for
+//   its clients.
 // Every migration is checked by digest at its destination.
 #include <atomic>
 #include <chrono>
+#include <fstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "ferry/v1/migration.grpc.pb.h"
+#include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
+#include "gtest/gtest.h"
 #include "migration/protocol.h"
 #include "migration/source_stream.h"
 #include "migration/stream_auth.h"
 #include "tests/e2e/agent_harness.h"
-#include "gmock/gmock.h"
-#include "gtest/gtest.h"
 
 namespace ferry::e2e {
 namespace {
@@ -34,20 +38,18 @@ constexpr char kToken[] = "pool-token-for-trust-tests";
 // A stranger on the migration port: it answers every stream's first message
 // with Error{never_ran} (and a proof it cannot have made).
 class NeverRanStranger final
-    : public ferry::v1::Migration::WithRawCallbackMethod_Migrate<
-          ferry::v1::Migration::Service> {
-public:
-  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> *
-  Migrate(grpc::CallbackServerContext *) override {
+    : public ferry::v1::Migration::WithRawCallbackMethod_Migrate<ferry::v1::Migration::Service> {
+ public:
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> *Migrate(
+      grpc::CallbackServerContext *) override {
     ++streams;
     return new Reactor();
   }
   std::atomic<int> streams{0};
 
-private:
-  class Reactor final
-      : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
-  public:
+ private:
+  class Reactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+   public:
     Reactor() { StartRead(&in_); }
     void OnReadDone(bool ok) override {
       if (!ok) {
@@ -56,24 +58,22 @@ private:
       }
       DestinationMessage m;
       m.mutable_error()->set_code(static_cast<int>(grpc::StatusCode::ABORTED));
-      m.mutable_error()->set_message(
-          "migration failed here before it ran the VM");
+      m.mutable_error()->set_message("migration failed here before it ran the VM");
       m.mutable_error()->set_never_ran(true);
       m.mutable_error()->set_never_ran_proof(std::string(32, 'x'));
       bool own = false;
-      (void)grpc::SerializationTraits<DestinationMessage>::Serialize(m, &out_,
-                                                                     &own);
+      (void)grpc::SerializationTraits<DestinationMessage>::Serialize(m, &out_, &own);
       StartWriteAndFinish(&out_, grpc::WriteOptions(), grpc::Status::OK);
     }
     void OnDone() override { delete this; }
 
-  private:
+   private:
     grpc::ByteBuffer in_, out_;
   };
 };
 
 class TrustTest : public ::testing::Test {
-protected:
+ protected:
   void SetUp() override {
     const std::vector<std::string> args = {"--migration-token", kToken};
     auto a = agent::AgentProcess::Start(Ferryd(), args, TempDir() + "/a.log");
@@ -117,8 +117,7 @@ protected:
     ferry::v1::VmStatsResponse out;
     EXPECT_TRUE(sa_->VmStats(&ctx, r, &out).ok());
     uint64_t ops = 0;
-    for (const auto &v : out.vcpus())
-      ops += v.ops();
+    for (const auto &v : out.vcpus()) ops += v.ops();
     return ops;
   }
 
@@ -133,39 +132,33 @@ TEST_F(TrustTest, AStrangersNeverRanDoesNotResumeTheSource) {
   NeverRanStranger stranger;
   int port = 0;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                           &port);
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&stranger);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   ASSERT_TRUE(server && port > 0);
   const std::string fake = absl::StrCat("127.0.0.1:", port);
 
   const MigrationResource m = StartPostcopy("twice");
-  CliResult r = RunCli(
-      {"migration", "recover", m.id(), "--agent", a_->address(), "--to", fake});
+  CliResult r = RunCli({"migration", "recover", m.id(), "--agent", a_->address(), "--to", fake});
   EXPECT_EQ(r.exit_code, 0) << r.out;
   // The source asks the stranger (it answers never_ran, unproven) and
   // keeps asking: paused, never failed, never resumed.
   MigrationResource paused;
   for (int i = 0; i < 600; ++i) {
     paused = GetMigration(*sa_, m.id());
-    if (stranger.streams.load() >= 2 && paused.progress().paused_reason().find(
-                                            "never ran") != std::string::npos)
+    if (stranger.streams.load() >= 2 &&
+        paused.progress().paused_reason().find("never ran") != std::string::npos)
       break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  ASSERT_GE(stranger.streams.load(), 2)
-      << "the source did not try the stranger";
-  EXPECT_EQ(paused.phase(), ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED)
-      << paused.error();
+  ASSERT_GE(stranger.streams.load(), 2) << "the source did not try the stranger";
+  EXPECT_EQ(paused.phase(), ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED) << paused.error();
   EXPECT_THAT(paused.progress().paused_reason(), HasSubstr("without proving"));
   const uint64_t before = SourceOps("twice");
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  EXPECT_EQ(SourceOps("twice"), before)
-      << "the source VM ran while the destination runs it";
+  EXPECT_EQ(SourceOps("twice"), before) << "the source VM ran while the destination runs it";
 
-  r = RunCli({"migration", "recover", m.id(), "--agent", a_->address(), "--to",
-              b_->address()});
+  r = RunCli({"migration", "recover", m.id(), "--agent", a_->address(), "--to", b_->address()});
   EXPECT_EQ(r.exit_code, 0) << r.out;
   const MigrationResource done = AwaitEnd(m.id());
   ASSERT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << done.error();
@@ -183,8 +176,7 @@ Probe Send(const std::string &address, const SourceMessage &first) {
   Probe p;
   auto s = migration::OpenMigrationStream(address, nullptr);
   EXPECT_TRUE(s.ok()) << s.status();
-  if (!s.ok())
-    return p;
+  if (!s.ok()) return p;
   p.stream = std::move(*s);
   EXPECT_TRUE(p.stream->Write(first));
   EXPECT_TRUE(p.stream->Read(&p.reply));
@@ -202,8 +194,7 @@ TEST_F(TrustTest, OnlyThePoolTokenCannotTakeOverAMigration) {
   const std::string nonce(32, 'n');
 
   SourceMessage reconnect;
-  reconnect.mutable_reconnect()->set_protocol_version(
-      migration::kProtocolVersion);
+  reconnect.mutable_reconnect()->set_protocol_version(migration::kProtocolVersion);
   reconnect.mutable_reconnect()->set_migration_id(m.id());
   reconnect.mutable_reconnect()->set_auth_token(kToken);
   reconnect.mutable_reconnect()->set_attempt(1);
@@ -216,8 +207,7 @@ TEST_F(TrustTest, OnlyThePoolTokenCannotTakeOverAMigration) {
   DestinationMessage refused;
   ASSERT_TRUE(p.stream->Read(&refused));
   ASSERT_TRUE(refused.has_error()) << refused.DebugString();
-  EXPECT_EQ(refused.error().code(),
-            static_cast<int>(grpc::StatusCode::UNAUTHENTICATED));
+  EXPECT_EQ(refused.error().code(), static_cast<int>(grpc::StatusCode::UNAUTHENTICATED));
   EXPECT_THAT(refused.error().message(), HasSubstr("did not prove"));
 
   SourceMessage join;
@@ -229,8 +219,7 @@ TEST_F(TrustTest, OnlyThePoolTokenCannotTakeOverAMigration) {
   ASSERT_TRUE(j.reply.has_challenge()) << j.reply.DebugString();
   ASSERT_TRUE(j.stream->Write(guess));
   ASSERT_TRUE(j.stream->Read(&refused));
-  EXPECT_EQ(refused.error().code(),
-            static_cast<int>(grpc::StatusCode::UNAUTHENTICATED));
+  EXPECT_EQ(refused.error().code(), static_cast<int>(grpc::StatusCode::UNAUTHENTICATED));
 
   // Credentials before lookup: the same answer for a real and a made-up id.
   for (const std::string &id : {m.id(), std::string("no-such-migration")}) {
@@ -239,24 +228,97 @@ TEST_F(TrustTest, OnlyThePoolTokenCannotTakeOverAMigration) {
     probe.mutable_reconnect()->set_auth_token("wrong");
     Probe w = Send(b_->address(), probe);
     ASSERT_TRUE(w.reply.has_error()) << id;
-    EXPECT_EQ(w.reply.error().code(),
-              static_cast<int>(grpc::StatusCode::UNAUTHENTICATED))
-        << id;
+    EXPECT_EQ(w.reply.error().code(), static_cast<int>(grpc::StatusCode::UNAUTHENTICATED)) << id;
     SourceMessage wrong_join = join;
     wrong_join.mutable_join()->set_migration_id(id);
     wrong_join.mutable_join()->set_auth_token("wrong");
     Probe wj = Send(b_->address(), wrong_join);
-    EXPECT_EQ(wj.reply.error().code(),
-              static_cast<int>(grpc::StatusCode::UNAUTHENTICATED))
-        << id;
+    EXPECT_EQ(wj.reply.error().code(), static_cast<int>(grpc::StatusCode::UNAUTHENTICATED)) << id;
   }
 
   const MigrationResource done = AwaitEnd(m.id());
   ASSERT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << done.error();
-  EXPECT_EQ(done.progress().reconnects(), 0u)
-      << "the live stream was disturbed";
+  EXPECT_EQ(done.progress().reconnects(), 0u) << "the live stream was disturbed";
   EXPECT_TRUE(VerifyVm(*sb_, "hijacked"));
 }
 
-} // namespace
-} // namespace ferry::e2e
+// A CA, an agent's certificate (serverAuth and clientAuth) and an
+// operator's (no extendedKeyUsage), both for 127.0.0.1, under `d`.
+bool MakeCertificates(const std::string& d) {
+  if (RunCommand({"mkdir", "-p", d}).exit_code != 0) return false;
+  const std::string ec = "ec:" + d + "/ecparams";
+  std::ofstream(d + "/agent.cnf") << "subjectAltName=IP:127.0.0.1\n"
+                                   << "extendedKeyUsage=serverAuth,clientAuth\n";
+  std::ofstream(d + "/operator.cnf") << "subjectAltName=IP:127.0.0.1\n";
+  std::vector<std::vector<std::string>> steps = {
+      {"openssl", "ecparam", "-name", "prime256v1", "-out", d + "/ecparams"},
+      {"openssl", "req", "-x509", "-newkey", ec, "-nodes", "-keyout", d + "/ca.key", "-out",
+       d + "/ca.pem", "-days", "1", "-subj", "/CN=ferry-test-ca"}};
+  for (const std::string who : {"agent", "operator"}) {
+    steps.push_back({"openssl", "req", "-newkey", ec, "-nodes", "-keyout", d + "/" + who + ".key",
+                     "-out", d + "/" + who + ".csr", "-subj", "/CN=ferry-" + who});
+    steps.push_back({"openssl", "x509", "-req", "-in", d + "/" + who + ".csr", "-CA",
+                     d + "/ca.pem", "-CAkey", d + "/ca.key", "-CAcreateserial", "-out",
+                     d + "/" + who + ".pem", "-days", "1", "-extfile", d + "/" + who + ".cnf"});
+  }
+  for (const auto& step : steps) {
+    CliResult r = RunCommand(step);
+    EXPECT_EQ(r.exit_code, 0) << step[1] << ": " << r.out;
+    if (r.exit_code != 0) return false;
+  }
+  return true;
+}
+
+// Under mutual TLS, an operator's certificate (signed by the pool's CA, but
+// without the agent role) served by a stranger is refused as a destination
+// during the TLS handshake: the migration fails before anything is sent,
+// the stranger hears nothing, and the VM runs on at the source.
+TEST(TrustTls, AnOperatorCertificateCannotPoseAsADestination) {
+  if (RunCommand({"openssl", "version"}).exit_code != 0)
+    GTEST_SKIP() << "the openssl tool is not installed: cannot make test certificates";
+  const std::string d = TempDir() + "/roles";
+  ASSERT_TRUE(MakeCertificates(d));
+  auto tls = [&](const std::string& who) {
+    return std::vector<std::string>{"--tls-cert", d + "/" + who + ".pem", "--tls-key",
+                                    d + "/" + who + ".key", "--tls-ca", d + "/ca.pem"};
+  };
+  auto a = agent::AgentProcess::Start(Ferryd(), tls("agent"), TempDir() + "/roles-a.log");
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto stranger =
+      agent::AgentProcess::Start(Ferryd(), tls("operator"), TempDir() + "/roles-s.log");
+  ASSERT_TRUE(stranger.ok()) << stranger.status();
+  auto cli = [&](std::vector<std::string> args) {
+    const std::vector<std::string> t = tls("operator");
+    args.insert(args.end(), t.begin(), t.end());
+    return RunCli(args);
+  };
+  CliResult r = cli({"vm", "create", "s", "--agent", a->address(), "--memory", "16M"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = cli({"migrate", "s", "--from", a->address(), "--to", stranger->address()});
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("no extendedKeyUsage")) << "the refusal names the missing role";
+  r = cli({"vm", "get", "s", "--agent", a->address()});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("running"));
+  r = cli({"migration", "list", "--agent", stranger->address()});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("incoming"))) << "the stranger heard a migration";
+}
+
+// TLS on an address other hosts can reach needs the CA whose client
+// certificates may call the agent: without --tls-ca, anyone could drive it.
+TEST(TrustTls, AReachableTlsAgentWithoutACaDoesNotStart) {
+  if (RunCommand({"openssl", "version"}).exit_code != 0)
+    GTEST_SKIP() << "the openssl tool is not installed: cannot make test certificates";
+  const std::string d = TempDir() + "/noca";
+  ASSERT_TRUE(MakeCertificates(d));
+  CliResult r = RunCommand({"timeout", "20", Ferryd(), "--listen", "0.0.0.0:0", "--tls-cert",
+                            d + "/agent.pem", "--tls-key", d + "/agent.key",
+                            "--migration-token", "t"});
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.exit_code, 124) << "it started: " << r.out;
+  EXPECT_THAT(r.out, HasSubstr("--tls-ca"));
+}
+
+}  // namespace
+}  // namespace ferry::e2e
