@@ -312,12 +312,14 @@ bool DestinationSession::OnReceive(FrameBytes bytes, DestinationSink* from) {
     if (from != sink_) return false;  // a stream this session let go of
   }
   if (!receiving_) return false;
+  const bool after_hello = state() != DestinationState::kAccepting;
   absl::Status status = Receive(bytes);
   if (!status.ok()) {
     receiving_ = false;
     End(status);
     return false;
   }
+  if (after_hello) MarkActive();
   return receiving_;
 }
 
@@ -385,6 +387,7 @@ absl::Status DestinationSession::Attach(const ferry::v1::Join& join) {
     return absl::AlreadyExistsError(
         absl::StrFormat("data stream %d joined twice", join.index()));
   attached_ |= bit;
+  active_ = true;  // under mu_
   return absl::OkStatus();
 }
 
@@ -593,7 +596,30 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
   }
   DestinationMessage accepted;
   accepted.mutable_accepted()->set_protocol_version(kProtocolVersion);
-  return Send(accepted);
+  RETURN_IF_ERROR(Send(accepted));
+  waiters_.emplace_back(&DestinationSession::AwaitFirstMessage, this);
+  return absl::OkStatus();
+}
+
+void DestinationSession::MarkActive() {
+  if (active_.load(std::memory_order_relaxed)) return;
+  absl::MutexLock lock(&mu_);  // AwaitFirstMessage waits on it
+  active_ = true;
+}
+
+void DestinationSession::AwaitFirstMessage() {
+  {
+    absl::MutexLock lock(&mu_);
+    auto moved_on = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return ended_ || active_.load(); };
+    if (mu_.AwaitWithTimeout(absl::Condition(&moved_on), options_.first_message_timeout)) return;
+  }
+  absl::MutexLock ctl(&ctl_mu_);
+  if (ended() || active_.load()) return;
+  receiving_ = false;
+  End(absl::DeadlineExceededError(absl::StrFormat(
+      "the source sent nothing for %s after the migration was accepted: dropped, its VM slot "
+      "freed",
+      absl::FormatDuration(options_.first_message_timeout))));
 }
 
 absl::Status DestinationSession::OnPageFrame(FrameBytes bytes) {

@@ -69,6 +69,12 @@ class DestinationSink {
 struct DestinationOptions {
   std::string expected_token;  // empty: no token required
   absl::Duration complete_timeout = absl::Seconds(60);
+  // An admitted migration (Accepted sent) whose source then sends nothing,
+  // no page frame, Join or control message, for this long is dropped: it
+  // would hold a VM slot and its memory (a source sends its first message
+  // at once; at the slowest allowed rate, 1 MiB/s, a first 4 MiB frame
+  // takes about 4 s).
+  absl::Duration first_message_timeout = absl::Seconds(30);
   // Postcopy recovery: how long to wait for the source to reconnect when
   // Hello does not say (Hello.recovery_timeout_ms).
   absl::Duration recovery_timeout = absl::Minutes(10);
@@ -219,6 +225,11 @@ class DestinationSession {
   // Lets go of the main stream and waits for the source to reconnect.
   void Pause(const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(ctl_mu_);
   void AwaitReconnect(uint64_t pause, absl::Duration timeout);
+  // After Accepted: ends the migration if the source sends nothing within
+  // options_.first_message_timeout.
+  void AwaitFirstMessage();
+  // The source sent something after Hello (any stream).
+  void MarkActive();
   // The answer to Reconnect: a bitmap of the pages present (or known zero).
   ferry::v1::DestinationMessage Recovered() const;
   // Ends the session with `status`: Error to the source unless OK, the
@@ -249,6 +260,7 @@ class DestinationSession {
   std::atomic<uint64_t> pauses_{0};      // each pause's number; a reconnect moves on
   std::atomic<uint64_t> complete_gen_{0};  // a completer whose number is old gives up
   std::atomic<bool> ran_{false};         // the vCPUs were started here
+  std::atomic<bool> active_{false};      // a message after Hello came (under mu_ when set)
   ferry::v1::DestinationStats completed_stats_;  // for a late Reconnect
   std::vector<std::thread> waiters_;     // AwaitReconnect, one per pause
   std::vector<std::thread> completers_;

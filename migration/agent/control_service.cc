@@ -2,7 +2,9 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_format.h"
 #include "base/grpc_status.h"
+#include "migration/api/names.h"
 
 namespace ferry::agent {
 namespace {
@@ -14,15 +16,45 @@ grpc::Status Reply(absl::StatusOr<T> result, Out* out) {
   return grpc::Status::OK;
 }
 
+// Every name, id and address a caller supplies is bounded here, before the
+// agent echoes it into an error or a log line: a longer one is refused
+// with its length only.
+constexpr size_t kMaxIdBytes = 64;        // migration and request ids
+constexpr size_t kMaxAddressBytes = 255;  // HOST:PORT
+
+absl::Status Bound(const std::string& value, size_t max, const char* what) {
+  if (value.size() <= max) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrFormat("%s is %d bytes, at most %d", what, value.size(), max));
+}
+absl::Status BoundName(const std::string& name) {
+  return Bound(name, api::kMaxVmNameSize, "a VM name");
+}
+absl::Status BoundId(const std::string& id) { return Bound(id, kMaxIdBytes, "a migration id"); }
+
+// The first failing check, or OK.
+absl::Status First(std::initializer_list<absl::Status> checks) {
+  for (const absl::Status& s : checks)
+    if (!s.ok()) return s;
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+#define FERRY_BOUNDED(...)                                                      \
+  do {                                                                          \
+    if (absl::Status b = First({__VA_ARGS__}); !b.ok()) return ToGrpcStatus(b); \
+  } while (0)
 
 grpc::Status ControlService::CreateVm(grpc::ServerContext*, const ferry::v1::CreateVmRequest* r,
                                       ferry::v1::Vm* out) {
+  FERRY_BOUNDED(BoundName(r->name()));
   return Reply(agent_->CreateVm(*r), out);
 }
 
 grpc::Status ControlService::GetVm(grpc::ServerContext*, const ferry::v1::GetVmRequest* r,
                                    ferry::v1::Vm* out) {
+  FERRY_BOUNDED(BoundName(r->name()));
   return Reply(agent_->GetVm(r->name()), out);
 }
 
@@ -34,28 +66,34 @@ grpc::Status ControlService::ListVms(grpc::ServerContext*, const ferry::v1::List
 
 grpc::Status ControlService::DeleteVm(grpc::ServerContext*, const ferry::v1::DeleteVmRequest* r,
                                       ferry::v1::DeleteVmResponse*) {
+  FERRY_BOUNDED(BoundName(r->name()));
   return ToGrpcStatus(agent_->DeleteVm(r->name()));
 }
 
 grpc::Status ControlService::VmStats(grpc::ServerContext*, const ferry::v1::VmStatsRequest* r,
                                      ferry::v1::VmStatsResponse* out) {
+  FERRY_BOUNDED(BoundName(r->name()));
   return Reply(agent_->VmStats(r->name()), out);
 }
 
 grpc::Status ControlService::VerifyVm(grpc::ServerContext*, const ferry::v1::VerifyVmRequest* r,
                                       ferry::v1::VerifyVmResponse* out) {
+  FERRY_BOUNDED(BoundName(r->name()));
   return Reply(agent_->VerifyVm(*r), out);
 }
 
 grpc::Status ControlService::StartMigration(grpc::ServerContext*,
                                             const ferry::v1::StartMigrationRequest* r,
                                             ferry::v1::MigrationResource* out) {
+  FERRY_BOUNDED(BoundName(r->vm_name()), Bound(r->request_id(), kMaxIdBytes, "a request id"),
+                Bound(r->destination(), kMaxAddressBytes, "a destination address"));
   return Reply(agent_->StartMigration(*r), out);
 }
 
 grpc::Status ControlService::GetMigration(grpc::ServerContext*,
                                           const ferry::v1::GetMigrationRequest* r,
                                           ferry::v1::MigrationResource* out) {
+  FERRY_BOUNDED(BoundId(r->id()));
   return Reply(agent_->GetMigration(r->id()), out);
 }
 
@@ -66,30 +104,34 @@ grpc::Status ControlService::ListMigrations(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status ControlService::WatchMigration(
-    grpc::ServerContext* ctx, const ferry::v1::WatchMigrationRequest* r,
-    grpc::ServerWriter<ferry::v1::MigrationResource>* out) {
+grpc::Status ControlService::WatchMigration(grpc::ServerContext* ctx,
+                                            const ferry::v1::WatchMigrationRequest* r,
+                                            grpc::ServerWriter<ferry::v1::MigrationResource>* out) {
+  FERRY_BOUNDED(BoundId(r->id()));
   const int64_t ms = r->interval_ms() > 0 ? std::max<int64_t>(r->interval_ms(), 50) : 250;
   return ToGrpcStatus(agent_->WatchMigration(
-      r->id(), absl::Milliseconds(ms), [&](const ferry::v1::MigrationResource& m) {
-        return !ctx->IsCancelled() && out->Write(m);
-      }));
+      r->id(), absl::Milliseconds(ms),
+      [&](const ferry::v1::MigrationResource& m) { return !ctx->IsCancelled() && out->Write(m); }));
 }
 
 grpc::Status ControlService::RecoverMigration(grpc::ServerContext*,
                                               const ferry::v1::RecoverMigrationRequest* r,
                                               ferry::v1::MigrationResource* out) {
+  FERRY_BOUNDED(BoundId(r->id()),
+                Bound(r->destination(), kMaxAddressBytes, "a destination address"));
   return Reply(agent_->RecoverMigration(*r), out);
 }
 
 grpc::Status ControlService::ResumeVm(grpc::ServerContext*, const ferry::v1::ResumeVmRequest* r,
                                       ferry::v1::Vm* out) {
+  FERRY_BOUNDED(BoundName(r->name()));
   return Reply(agent_->ResumeVm(*r), out);
 }
 
 grpc::Status ControlService::CancelMigration(grpc::ServerContext*,
                                              const ferry::v1::CancelMigrationRequest* r,
                                              ferry::v1::MigrationResource* out) {
+  FERRY_BOUNDED(BoundId(r->id()));
   return Reply(agent_->CancelMigration(r->id()), out);
 }
 

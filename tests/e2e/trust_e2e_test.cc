@@ -242,6 +242,63 @@ TEST_F(TrustTest, OnlyThePoolTokenCannotTakeOverAMigration) {
   EXPECT_TRUE(VerifyVm(*sb_, "hijacked"));
 }
 
+// Ids, names and addresses a caller supplies are bounded before they are
+// echoed: a 1 MiB id or name, or a 14 KB address, gets a short error, and
+// neither agent's log grows by it.
+TEST_F(TrustTest, LongIdsNamesAndAddressesAreNotEchoed) {
+  const std::string huge(1 << 20, 'i');
+  const std::string address(14 << 10, 'h');
+  {
+    grpc::ClientContext ctx;
+    ferry::v1::GetMigrationRequest r;
+    r.set_id(huge);
+    MigrationResource out;
+    const grpc::Status s = sa_->GetMigration(&ctx, r, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_LT(s.error_message().size(), 200u) << s.error_message().substr(0, 200);
+  }
+  {
+    grpc::ClientContext ctx;
+    ferry::v1::RecoverMigrationRequest r;
+    r.set_id("mig-1");
+    r.set_destination(address);
+    MigrationResource out;
+    const grpc::Status s = sa_->RecoverMigration(&ctx, r, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_LT(s.error_message().size(), 200u) << s.error_message().substr(0, 200);
+  }
+  {
+    grpc::ClientContext ctx;
+    ferry::v1::GetVmRequest r;
+    r.set_name(huge);
+    ferry::v1::Vm out;
+    const grpc::Status s = sa_->GetVm(&ctx, r, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_LT(s.error_message().size(), 200u) << s.error_message().substr(0, 200);
+  }
+  SourceMessage join;
+  join.mutable_join()->set_migration_id(huge);
+  join.mutable_join()->set_auth_token(kToken);
+  join.mutable_join()->set_index(1);
+  join.mutable_join()->set_nonce(std::string(32, 'n'));
+  Probe j = Send(b_->address(), join);
+  ASSERT_TRUE(j.reply.has_error());
+  EXPECT_EQ(j.reply.error().code(), static_cast<int>(grpc::StatusCode::NOT_FOUND));
+  EXPECT_LT(j.reply.error().message().size(), 200u);
+  SourceMessage reconnect;
+  reconnect.mutable_reconnect()->set_protocol_version(migration::kProtocolVersion);
+  reconnect.mutable_reconnect()->set_migration_id(huge);
+  reconnect.mutable_reconnect()->set_auth_token(kToken);
+  reconnect.mutable_reconnect()->set_nonce(std::string(32, 'n'));
+  Probe r = Send(b_->address(), reconnect);
+  ASSERT_TRUE(r.reply.has_error());
+  EXPECT_LT(r.reply.error().message().size(), 200u);
+  for (const char* log : {"/a.log", "/b.log"}) {
+    std::ifstream in(TempDir() + log, std::ios::ate);
+    EXPECT_LT(static_cast<int64_t>(in.tellg()), 64 << 10) << log << " grew by what it echoed";
+  }
+}
+
 // A CA, an agent's certificate (serverAuth and clientAuth) and an
 // operator's (no extendedKeyUsage), both for 127.0.0.1, under `d`.
 bool MakeCertificates(const std::string& d) {

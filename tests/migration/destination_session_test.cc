@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "migration/convert.h"
 #include "migration/fetch/page_server.h"
+#include "migration/stream_auth.h"
 #include "tests/migration/frame_builder.h"
 
 namespace ferry::migration {
@@ -519,6 +520,7 @@ class DestinationRecovery : public ::testing::Test {
     r.set_migration_id("m1");
     r.set_auth_token(token);
     r.set_attempt(1);
+    r.set_nonce(std::string(32, 'n'));
     return r;
   }
 
@@ -611,8 +613,85 @@ TEST_F(DestinationRecovery, AReconnectBeforeSwitchoverSaysTheVmNeverRan) {
   EXPECT_FALSE(session.Reconnect(&second, ReconnectMessage("token")));
   ASSERT_FALSE(second.written().empty());
   EXPECT_TRUE(second.written().back().error().never_ran());
+  // The claim is bound to the migration's secret and this Reconnect's nonce.
+  EXPECT_TRUE(ProofMatches(second.written().back().error().never_ran_proof(),
+                           NeverRanProof(TestSecret(), "m1", std::string(32, 'n'))));
   EXPECT_EQ(session.state(), DestinationState::kFailed);
   EXPECT_EQ(session.vm(), nullptr);
+}
+
+// Reconnect and Join are challenged first: the session proves the secret
+// over the source's nonce and its own, and takes only the source's proof
+// over both.
+TEST_F(DestinationRecovery, TheChallengeProvesTheSecretBothWays) {
+  DestinationOptions options;
+  options.expected_token = "token";
+  RecordingSink first;
+  DestinationSession session(options, &first);
+  std::string dest_nonce;
+  EXPECT_THAT(session.Challenge(std::string(32, 'n'), &dest_nonce),
+              StatusIs(absl::StatusCode::kFailedPrecondition))
+      << "no challenge before Hello brought the secret";
+  SwitchOver(session);
+  ASSERT_OK_AND_ASSIGN(DestinationMessage c, session.Challenge(std::string(32, 'n'), &dest_nonce));
+  ASSERT_TRUE(c.has_challenge());
+  EXPECT_EQ(c.challenge().nonce(), dest_nonce);
+  EXPECT_EQ(dest_nonce.size(), 32u);
+  EXPECT_TRUE(ProofMatches(c.challenge().proof(),
+                           DestinationProof(TestSecret(), "m1", std::string(32, 'n'), dest_nonce)));
+  EXPECT_TRUE(session.SourceProved(std::string(32, 'n'), dest_nonce,
+                                   SourceProof(TestSecret(), "m1", std::string(32, 'n'),
+                                               dest_nonce)));
+  fetch::Secret other = TestSecret();
+  other[0] ^= 1;
+  EXPECT_FALSE(session.SourceProved(
+      std::string(32, 'n'), dest_nonce,
+      SourceProof(other, "m1", std::string(32, 'n'), dest_nonce)));
+  EXPECT_FALSE(session.SourceProved(std::string(32, 'n'), dest_nonce, ""));
+  // A proof for another nonce is no proof for this one (no replay).
+  std::string other_nonce;
+  ASSERT_OK(session.Challenge(std::string(32, 'n'), &other_nonce).status());
+  EXPECT_NE(other_nonce, dest_nonce);
+  EXPECT_FALSE(session.SourceProved(
+      std::string(32, 'n'), other_nonce,
+      SourceProof(TestSecret(), "m1", std::string(32, 'n'), dest_nonce)));
+  session.Abandon(absl::AbortedError("test over"));
+}
+
+// An admitted migration whose source then says nothing is dropped, and its
+// slot released: idle Hellos cannot hold an agent's VM slots.
+TEST(DestinationAdmission, AnAdmittedMigrationThatSendsNothingIsDropped) {
+  DestinationOptions options;
+  options.expected_token = "token";
+  options.first_message_timeout = absl::Milliseconds(200);
+  int released = 0;
+  options.release = [&](const std::string&, const std::string&, const absl::Status&) {
+    ++released;
+  };
+  RecordingSink sink;
+  DestinationSession session(options, &sink);
+  ASSERT_TRUE(session.OnReceive(Split(Hello(), 1 << 20)));
+  EXPECT_THAT(session.Wait(),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("sent nothing")));
+  EXPECT_EQ(released, 1);
+  EXPECT_EQ(session.state(), DestinationState::kFailed);
+  EXPECT_EQ(session.vm(), nullptr);
+  ASSERT_FALSE(sink.written().empty());
+  EXPECT_TRUE(sink.written().back().has_error()) << "the source is told why";
+}
+
+TEST(DestinationAdmission, ASourceThatSpeaksIsNotDropped) {
+  DestinationOptions options;
+  options.expected_token = "token";
+  options.first_message_timeout = absl::Milliseconds(200);
+  RecordingSink sink;
+  DestinationSession session(options, &sink);
+  ASSERT_TRUE(session.OnReceive(Split(Hello(), 1 << 20)));
+  ASSERT_TRUE(session.OnReceive(Split(Pages(0, 2, 'a'), 1 << 20)));
+  absl::SleepFor(absl::Milliseconds(600));
+  EXPECT_FALSE(session.ended());
+  EXPECT_EQ(session.state(), DestinationState::kReceivingPrecopy);
+  session.Abandon(absl::AbortedError("test over"));
 }
 
 }  // namespace
