@@ -75,7 +75,7 @@ usage: ferryd [flags]
                               (default info)
   --man                       print this help as the man page ferryd(8)
   --insecure                  allow a --listen address other hosts can reach without
-                              TLS or without a migration token, and a --metrics-listen
+                              TLS, --tls-ca or a migration token, and a --metrics-listen
                               address they can reach (refused otherwise)
   -h, --help                  this help; --version: this build's version
 
@@ -314,13 +314,13 @@ absl::Status Main(int argc, char** argv) {
           .Kv("max_memory_mib", static_cast<uint64_t>(o.max_memory >> 20))
           .Kv("max_migrations", static_cast<int64_t>(o.max_migrations)));
 
-  if (cert_file.empty() || o.migration_token.empty())
+  if (cert_file.empty() || ca_file.empty() || o.migration_token.empty())
     Log(LogLine(LogLevel::kWarn, "agent.insecure")
-            .Kv("tls", cert_file.empty() ? "off" : "on")
+            .Kv("tls", cert_file.empty() ? "off" : ca_file.empty() ? "server-only" : "mutual")
             .Kv("migration_token", o.migration_token.empty() ? "none" : "set")
             .Kv("detail", loopback ? "listening on loopback only"
-                                   : "--insecure: reachable from other hosts without TLS or "
-                                     "a migration token"));
+                                   : "--insecure: reachable from other hosts without mutual "
+                                     "TLS or a migration token"));
 
   int sig = 0;
   sigwait(&signals, &sig);
