@@ -30,6 +30,11 @@ constexpr size_t kRecvBuffer = 64 * kRequestSize;
 // reading its requests until the peer reads replies: a client that sends
 // and never reads costs at most this much memory).
 constexpr size_t kMaxConnections = 1024;
+// Of those, at most this many still in their handshake (unauthenticated):
+// a new connection past it sheds the oldest unauthenticated one, so a flood
+// of silent connections never crowds out a running migration's lanes (a
+// lane finishes its handshake in one round trip).
+constexpr size_t kMaxUnauthenticated = 64;
 constexpr int64_t kHandshakeTimeoutNs = 5'000'000'000;
 constexpr size_t kMaxQueuedReplyBytes = 4 << 20;
 // The loop wakes at least this often to enforce the timeouts.
@@ -174,7 +179,7 @@ std::shared_ptr<ServedMigration> PageServer::Find(const std::string& id) {
 
 PageServerStats PageServer::Stats() const {
   return {connections_.load(), handshakes_failed_.load(), requests_.load(), malformed_.load(),
-          refused_.load()};
+          refused_.load(), shed_.load()};
 }
 
 void PageServer::Loop() {
@@ -343,7 +348,21 @@ absl::Status PageServer::Run() {
       }
       if (op == kAccept) {
         accept_armed = false;
-        if (cqe.result >= 0 && !stopping && conns.size() >= kMaxConnections) {
+        size_t live = 0, unauthenticated = 0;
+        Conn* oldest_unauthenticated = nullptr;
+        for (auto& [id, conn] : conns) {
+          if (conn->aborted) continue;
+          ++live;
+          if (!conn->hello_done && ++unauthenticated == 1) oldest_unauthenticated = conn.get();
+        }
+        if (cqe.result >= 0 && !stopping && oldest_unauthenticated != nullptr &&
+            (unauthenticated >= kMaxUnauthenticated || live >= kMaxConnections)) {
+          // Unauthenticated connections are shed first, oldest first.
+          abort_conn(*oldest_unauthenticated);
+          shed_.fetch_add(1);
+          --live;
+        }
+        if (cqe.result >= 0 && !stopping && live >= kMaxConnections) {
           close(cqe.result);  // at the limit: refused at once
           refused_.fetch_add(1);
         } else if (cqe.result >= 0 && !stopping) {

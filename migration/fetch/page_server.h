@@ -12,8 +12,9 @@
 // gets NotReady; a malformed frame closes the connection. Serving never
 // writes guest memory.
 //
-// Limits: at most 1024 connections (more are closed at accept), 5 s to
-// finish the handshake, 4 MiB of replies queued per connection (then the
+// Limits: at most 1024 connections (more are closed at accept), of which
+// at most 64 unauthenticated (a new one past that sheds the oldest still in
+// its handshake), 5 s to finish the handshake, 4 MiB of replies queued per connection (then the
 // connection's requests wait until the peer reads), accept paused 100 ms
 // after an error such as running out of fds. A connection of a migration
 // that is no longer served (Unregister) is closed within 250 ms.
@@ -95,6 +96,8 @@ struct PageServerStats {
   uint64_t requests = 0;
   uint64_t malformed_frames = 0;
   uint64_t connections_refused = 0;  // at the connection limit
+  // Closed unauthenticated to make room (kMaxUnauthenticated in handshake).
+  uint64_t connections_shed = 0;
 };
 
 class PageServer {
@@ -137,6 +140,7 @@ class PageServer {
   std::atomic<uint64_t> requests_{0};
   std::atomic<uint64_t> malformed_{0};
   std::atomic<uint64_t> refused_{0};
+  std::atomic<uint64_t> shed_{0};
 };
 
 }  // namespace ferry::migration::fetch

@@ -21,6 +21,9 @@ constexpr uint64_t kRecvTag = 2;
 // Requests of one batch on the wire at once (the page server reads up to 64
 // requests per receive).
 constexpr size_t kMaxInFlight = 32;
+// Tries per lane in Preconnect (backoff 1 ms doubling: about 1 s in all at
+// the default retry_max_backoff_ns).
+constexpr int kPreconnectAttempts = 10;
 
 std::atomic<uint64_t> next_generation{1};
 
@@ -116,9 +119,19 @@ void RemotePageSource::PrepareThread() {
 
 absl::Status RemotePageSource::Preconnect(int lanes) {
   for (int i = 0; i < lanes; ++i) {
-    ASSIGN_OR_RETURN(std::unique_ptr<Lane> lane, Handshake());
+    // A handshake the server shed (a flood of unauthenticated connections
+    // on its port) or that broke is retried, a few times, before the
+    // migration is failed for it; a refusal is final at once.
+    absl::StatusOr<std::unique_ptr<Lane>> lane;
+    int64_t backoff = 1'000'000;
+    for (int attempt = 1;; ++attempt) {
+      lane = Handshake();
+      if (lane.ok() || attempt >= kPreconnectAttempts || !RetryAfter(lane.status(), &backoff))
+        break;
+    }
+    RETURN_IF_ERROR(lane.status());
     absl::MutexLock lock(&lanes_mu_);
-    spare_.push_back(std::move(lane));
+    spare_.push_back(*std::move(lane));
   }
   return absl::OkStatus();
 }

@@ -91,8 +91,9 @@ class RemotePageSource final : public vmm::PageSource {
   // calling thread; otherwise the thread connects at its first fetch.
   void PrepareThread() override;
   // Opens `lanes` connections now (handshake included) for threads to take
-  // later, so that no fetch after resume waits for a connection. Errors:
-  // the source's page server cannot be reached or refuses the handshake.
+  // later, so that no fetch after resume waits for a connection. A broken
+  // handshake is retried (10 tries, about 1 s). Errors: the source's page
+  // server cannot be reached or refuses the handshake.
   absl::Status Preconnect(int lanes);
   void Close();
 

@@ -448,9 +448,14 @@ TEST(CliAgents, AnAgentReachableFromOtherHostsIsSecureByDefault) {
                                 "127.0.0.1:0", "--migration-token", "t"});
   EXPECT_EQ(plain.exit_code, 2) << plain.out;
   EXPECT_THAT(plain.out, HasSubstr("serve TLS"));
+  CliResult no_ca = RunCommand({Ferryd(), "--listen", "0.0.0.0:0", "--fetch-listen",
+                                "127.0.0.1:0", "--tls-cert", "/nonexistent", "--tls-key",
+                                "/nonexistent", "--migration-token", "t"});
+  EXPECT_EQ(no_ca.exit_code, 2) << no_ca.out;
+  EXPECT_THAT(no_ca.out, HasSubstr("give --tls-ca"));
   CliResult no_token = RunCommand({Ferryd(), "--listen", "0.0.0.0:0", "--fetch-listen",
                                    "127.0.0.1:0", "--tls-cert", "/nonexistent",
-                                   "--tls-key", "/nonexistent"});
+                                   "--tls-key", "/nonexistent", "--tls-ca", "/nonexistent"});
   EXPECT_EQ(no_token.exit_code, 2) << no_token.out;
   EXPECT_THAT(no_token.out, HasSubstr("--migration-token"));
   const std::string log = TempDir() + "/insecure.log";

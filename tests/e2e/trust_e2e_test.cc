@@ -15,6 +15,9 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "base/net.h"
+#include "base/socket_testing.h"
+#include "base/unique_fd.h"
 #include "ferry/v1/migration.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -297,6 +300,43 @@ TEST_F(TrustTest, LongIdsNamesAndAddressesAreNotEchoed) {
     std::ifstream in(TempDir() + log, std::ios::ate);
     EXPECT_LT(static_cast<int64_t>(in.tellg()), 64 << 10) << log << " grew by what it echoed";
   }
+}
+
+// A flood of unauthenticated connections on the source's fetch port while a
+// hybrid migration faults pages over it: the flood is shed, the migration's
+// lanes keep being served, and it completes with the right memory.
+TEST_F(TrustTest, AFetchPortFloodDoesNotBreakAMigration) {
+  ::ferry::testing::ScopedFdLimit fds(4096);
+  if (!fds.ok()) GTEST_SKIP() << "needs 4096 file descriptors";
+  const int fetch_port = FreePort();
+  a_.reset();
+  auto a = agent::AgentProcess::Start(
+      Ferryd(),
+      {"--migration-token", kToken, "--fetch-listen", absl::StrCat("127.0.0.1:", fetch_port)},
+      TempDir() + "/a-flood.log");
+  ASSERT_TRUE(a.ok()) << a.status();
+  a_ = std::make_unique<agent::AgentProcess>(std::move(*a));
+  sa_ = Stub(a_->address());
+  CreateVm(*sa_, VmRequest("flooded", "zipf", 48ull << 20));
+  grpc::ClientContext ctx;
+  ferry::v1::StartMigrationRequest r;
+  r.set_vm_name("flooded");
+  r.set_destination(b_->address());
+  r.set_mode(ferry::v1::MIGRATION_MODE_HYBRID);
+  r.set_max_bandwidth(8ull << 20);
+  r.set_max_rounds(1);  // postcopy soon: demand faults on the fetch channel
+  MigrationResource m;
+  ASSERT_TRUE(sa_->StartMigration(&ctx, r, &m).ok());
+  std::vector<UniqueFd> flood;
+  for (int i = 0; i < 1100; ++i) {
+    auto fd = ConnectTcp(absl::StrCat("127.0.0.1:", fetch_port), 2000);
+    if (fd.ok()) flood.push_back(*std::move(fd));
+  }
+  EXPECT_GE(flood.size(), 1000u);
+  const MigrationResource done = AwaitEnd(m.id());
+  flood.clear();
+  ASSERT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << done.error();
+  EXPECT_TRUE(VerifyVm(*sb_, "flooded"));
 }
 
 // A CA, an agent's certificate (serverAuth and clientAuth) and an
