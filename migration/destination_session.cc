@@ -746,8 +746,9 @@ void DestinationSession::CompleteWhenNothingMissing(uint64_t gen) {
     End(s);
     return;
   }
-  // Nothing more to fetch: the fetch connections close now.
-  fetcher_->Close();
+  // Nothing more to fetch: the fetch connections close now, and their
+  // sockets, rings and buffers go (the VM keeps nothing of the migration).
+  fetcher_->ReleaseLanes();
   StopProgress();
   DrainOpsTrace();
   RecordEnd(/*completed=*/true);

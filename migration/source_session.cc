@@ -521,6 +521,32 @@ absl::Status SourceSession::Failed(absl::Status status) {
 }
 
 absl::Status SourceSession::Run() {
+  absl::Status s = RunToEnd();
+  CloseStreams();
+  return s;
+}
+
+void SourceSession::CloseStreams() {
+  // The migration ended (a final state): its connections close now, so a
+  // finished migration kept for `migration get` holds no socket and no
+  // thread. Cancel() refuses a final migration, so nothing else touches
+  // the streams.
+  {
+    absl::MutexLock lock(&mu_);
+    if (stream_) stream_->Cancel();
+    for (auto& ds : data_streams_) ds->Cancel();
+  }
+  if (reader_.joinable()) reader_.join();
+  std::unique_ptr<SourceStream> main;
+  std::vector<std::unique_ptr<SourceStream>> data;
+  {
+    absl::MutexLock lock(&mu_);
+    main = std::move(stream_);
+    data.swap(data_streams_);
+  }
+}
+
+absl::Status SourceSession::RunToEnd() {
   {
     absl::MutexLock lock(&mu_);
     t_start_ = clock_->NowNanos();

@@ -150,6 +150,11 @@ class SourceSession {
   bool kept_paused() const { return kept_paused_; }
 
  private:
+  // Run()'s steps; then CloseStreams().
+  absl::Status RunToEnd();
+  // Once final: cancels and frees the streams (their connections).
+  void CloseStreams();
+
   // Phases, in order; each returns the error that fails the migration.
   absl::Status Setup();
   absl::Status Precopy(PolicyDecision* decision, std::vector<uint64_t>* dirty);

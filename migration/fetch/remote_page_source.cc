@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <thread>
 
@@ -105,7 +106,26 @@ void RemotePageSource::Close() {
   spare_.clear();
 }
 
+void RemotePageSource::ReleaseLanes() {
+  Close();
+  // The shut-down sockets end every call soon, and closed_ stops retries;
+  // a call that started just now sees closed_ before it takes a lane.
+  while (calls_.load() != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::vector<std::unique_ptr<Lane>> freed;
+  {
+    absl::MutexLock lock(&lanes_mu_);
+    for (const auto& lane : lanes_) {  // their counters stay in Stats()
+      released_.requests += lane->requests.load(std::memory_order_relaxed);
+      released_.bytes_received += lane->bytes.load(std::memory_order_relaxed);
+      released_.round_trip.Merge(lane->rtt.Snapshot());
+    }
+    freed.swap(lanes_);
+    spare_.clear();
+  }
+}
+
 void RemotePageSource::PrepareThread() {
+  CallGuard guard(calls_);
   // Only a connection made ahead (Preconnect) is taken here: a thread that
   // never faults opens none, and none is opened at resume, when the
   // source may be busy releasing the VM.
@@ -304,6 +324,7 @@ RemotePageSource::Slot* RemotePageSource::Claim(uint64_t gpa, bool* owner) {
 
 absl::StatusOr<vmm::FetchedPage> RemotePageSource::Fetch(uint64_t gpa,
                                                          absl::Span<uint8_t> out) {
+  CallGuard guard(calls_);
   const uint32_t ps = options_.page_size;
   if (out.size() < ps) return absl::InvalidArgumentError("fetch buffer is smaller than a page");
   Shard& shard = shards_[(gpa / ps) % kShards];
@@ -376,6 +397,7 @@ bool RemotePageSource::RetryAfter(const absl::Status& status, int64_t* backoff_n
 absl::Status RemotePageSource::FetchRuns(absl::Span<const vmm::PageRunRequest> runs,
                                          uint32_t page_size,
                                          const vmm::PageArrivedFn& arrived) {
+  CallGuard guard(calls_);
   // A broken channel: the whole batch again on a new lane (pages that
   // arrived before the break are installed already; installing one twice
   // is success).
@@ -513,6 +535,9 @@ FetcherStats RemotePageSource::Stats() const {
   s.retries = retries_.load();
   s.lanes = lane_count_.load();
   absl::MutexLock lock(&lanes_mu_);
+  s.requests = released_.requests;  // lanes freed by ReleaseLanes
+  s.bytes_received = released_.bytes_received;
+  s.round_trip = released_.round_trip;
   for (const auto& lane : lanes_) {
     s.requests += lane->requests.load(std::memory_order_relaxed);
     s.bytes_received += lane->bytes.load(std::memory_order_relaxed);

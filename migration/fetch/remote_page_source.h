@@ -27,7 +27,7 @@
 // Close() (the migration failed) ends every retry: waiting and later
 // fetches fail with Unavailable.
 //
-// Threads: Fetch, PrepareThread and Close from any thread.
+// Threads: Fetch, PrepareThread, Close and ReleaseLanes from any thread.
 #ifndef FERRY_MIGRATION_FETCH_REMOTE_PAGE_SOURCE_H_
 #define FERRY_MIGRATION_FETCH_REMOTE_PAGE_SOURCE_H_
 
@@ -96,6 +96,12 @@ class RemotePageSource final : public vmm::PageSource {
   // server cannot be reached or refuses the handshake.
   absl::Status Preconnect(int lanes);
   void Close();
+  // Close(), then, once no call (Fetch, FetchRuns, PrepareThread) is inside
+  // the fetcher any more, frees every lane: its socket, its ring and its
+  // buffers. Called when nothing is missing, so that a migrated VM holds no
+  // connection or buffer of the migration that brought it. Calls after it
+  // fail at once (closed).
+  void ReleaseLanes();
 
   FetcherStats Stats() const;
 
@@ -121,12 +127,20 @@ class RemotePageSource final : public vmm::PageSource {
   const FetcherOptions options_;
   const uint64_t generation_;  // tells this source's lanes from another's
   std::atomic<bool> closed_{false};
+  // Calls inside the fetcher now (ReleaseLanes waits for none).
+  std::atomic<int> calls_{0};
+  struct CallGuard {
+    explicit CallGuard(std::atomic<int>& n) : n(n) { n.fetch_add(1); }
+    ~CallGuard() { n.fetch_sub(1); }
+    std::atomic<int>& n;
+  };
   absl::Notification closed_note_;
   std::atomic<uint64_t> retries_{0};
 
   mutable absl::Mutex lanes_mu_;
   std::vector<std::unique_ptr<Lane>> lanes_ ABSL_GUARDED_BY(lanes_mu_);
   std::vector<std::unique_ptr<Lane>> spare_ ABSL_GUARDED_BY(lanes_mu_);  // Preconnect
+  FetcherStats released_ ABSL_GUARDED_BY(lanes_mu_);  // of the lanes ReleaseLanes freed
 
   // Claims the slot for `gpa` (owner) or joins the fetch already in flight
   // (waiter); null when the shard is full.
