@@ -20,6 +20,8 @@ namespace {
 // this many.
 constexpr absl::Duration kEndedRetention = absl::Minutes(15);
 constexpr size_t kMaxEnded = 64;
+// How often an idle agent looks for ended sessions past their retention.
+constexpr absl::Duration kReapInterval = absl::Seconds(30);
 // Migration streams (main and data) open at once; past it a new stream is
 // refused with RESOURCE_EXHAUSTED before it reads anything.
 constexpr int kMaxStreams = 256;
@@ -283,9 +285,27 @@ class MigrationService::Reactor final
 };
 
 MigrationService::MigrationService(DestinationOptions options, MigratedFn on_migrated)
-    : options_(std::move(options)), on_migrated_(std::move(on_migrated)) {}
+    : options_(std::move(options)), on_migrated_(std::move(on_migrated)) {
+  reaper_ = std::thread(&MigrationService::ReaperLoop, this);
+}
+
+void MigrationService::ReaperLoop() {
+  for (;;) {
+    // Declared before the lock: destroyed (joining their threads) after it
+    // is released.
+    std::vector<std::shared_ptr<DestinationSession>> reaped;
+    absl::MutexLock lock(&mu_);
+    if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), kReapInterval)) return;
+    PruneLocked(&reaped);
+  }
+}
 
 MigrationService::~MigrationService() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  reaper_.join();
   std::map<DestinationSession*, std::shared_ptr<DestinationSession>> sessions;
   {
     absl::MutexLock lock(&mu_);
@@ -324,6 +344,11 @@ void MigrationService::Add(std::shared_ptr<DestinationSession> s) {
   // their threads) are destroyed after it is released.
   std::vector<std::shared_ptr<DestinationSession>> reaped;
   absl::MutexLock lock(&mu_);
+  PruneLocked(&reaped);
+  sessions_[s.get()] = std::move(s);
+}
+
+void MigrationService::PruneLocked(std::vector<std::shared_ptr<DestinationSession>>* reaped) {
   // Ended sessions stay a while to answer a late Reconnect; the oldest go
   // first past kMaxEnded.
   const int64_t now = MonotonicNowNanos();
@@ -337,11 +362,10 @@ void MigrationService::Add(std::shared_ptr<DestinationSession> s) {
     const bool old = now - ended[i].first > absl::ToInt64Nanoseconds(kEndedRetention);
     if (old || ended.size() - i > kMaxEnded) {
       auto it = sessions_.find(ended[i].second);
-      reaped.push_back(std::move(it->second));
+      reaped->push_back(std::move(it->second));
       sessions_.erase(it);
     }
   }
-  sessions_[s.get()] = std::move(s);
 }
 
 std::shared_ptr<DestinationSession> MigrationService::FindShared(

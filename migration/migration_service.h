@@ -18,6 +18,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "ferry/v1/migration.grpc.pb.h"
@@ -54,6 +56,13 @@ class MigrationService final
   class Reactor;
   // Adds a new session; drops ended ones past their retention.
   void Add(std::shared_ptr<DestinationSession> s);
+  // Moves ended sessions past their retention (age, or the oldest past the
+  // count) into *reaped, for the caller to destroy without mu_.
+  void PruneLocked(std::vector<std::shared_ptr<DestinationSession>>* reaped)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Prunes every 30 s, so that an idle agent lets go of ended migrations
+  // too (not only when the next one arrives).
+  void ReaperLoop();
   void ReactorDone();
   // The session receiving `migration_id`, shared with a data stream.
   std::shared_ptr<DestinationSession> FindShared(const std::string& migration_id);
@@ -64,6 +73,8 @@ class MigrationService final
   std::map<DestinationSession*, std::shared_ptr<DestinationSession>> sessions_
       ABSL_GUARDED_BY(mu_);
   int reactors_ ABSL_GUARDED_BY(mu_) = 0;  // streams not yet done
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread reaper_;
 };
 
 // Server settings for bulk page streams: message sizes, flow-control
