@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_format.h"
 #include "base/grpc_status.h"
+#include "base/log_line.h"
 #include "migration/api/names.h"
 
 namespace ferry::agent {
@@ -41,65 +42,93 @@ absl::Status First(std::initializer_list<absl::Status> checks) {
 
 }  // namespace
 
+absl::Status ControlService::Authorize(grpc::ServerContext* ctx, Permission permission,
+                                       const char* what, const std::string& destination) const {
+  if (!policy_) return absl::OkStatus();
+  const std::string identity = CallerIdentity(*ctx);
+  absl::Status s = policy_->Check(identity, permission, what, destination);
+  if (!s.ok() && log_)
+    log_(LogLine(LogLevel::kWarn, "authz.denied")
+             .Kv("identity", identity.empty() ? "none" : identity.substr(0, 64))
+             .Kv("call", what)
+             .Kv("reason", s.message())
+             .str());
+  return s;
+}
+
+#define FERRY_AUTHORIZED(...)                                                          \
+  do {                                                                                 \
+    if (absl::Status a = Authorize(ctx, __VA_ARGS__); !a.ok()) return ToGrpcStatus(a); \
+  } while (0)
+
 #define FERRY_BOUNDED(...)                                                      \
   do {                                                                          \
     if (absl::Status b = First({__VA_ARGS__}); !b.ok()) return ToGrpcStatus(b); \
   } while (0)
 
-grpc::Status ControlService::CreateVm(grpc::ServerContext*, const ferry::v1::CreateVmRequest* r,
+grpc::Status ControlService::CreateVm(grpc::ServerContext* ctx, const ferry::v1::CreateVmRequest* r,
                                       ferry::v1::Vm* out) {
   FERRY_BOUNDED(BoundName(r->name()));
+  FERRY_AUTHORIZED(Permission::kVm, "create VMs");
   return Reply(agent_->CreateVm(*r), out);
 }
 
-grpc::Status ControlService::GetVm(grpc::ServerContext*, const ferry::v1::GetVmRequest* r,
+grpc::Status ControlService::GetVm(grpc::ServerContext* ctx, const ferry::v1::GetVmRequest* r,
                                    ferry::v1::Vm* out) {
   FERRY_BOUNDED(BoundName(r->name()));
+  FERRY_AUTHORIZED(Permission::kRead, "read");
   return Reply(agent_->GetVm(r->name()), out);
 }
 
-grpc::Status ControlService::ListVms(grpc::ServerContext*, const ferry::v1::ListVmsRequest*,
+grpc::Status ControlService::ListVms(grpc::ServerContext* ctx, const ferry::v1::ListVmsRequest*,
                                      ferry::v1::ListVmsResponse* out) {
+  FERRY_AUTHORIZED(Permission::kRead, "read");
   for (auto& vm : agent_->ListVms()) *out->add_vms() = std::move(vm);
   return grpc::Status::OK;
 }
 
-grpc::Status ControlService::DeleteVm(grpc::ServerContext*, const ferry::v1::DeleteVmRequest* r,
+grpc::Status ControlService::DeleteVm(grpc::ServerContext* ctx, const ferry::v1::DeleteVmRequest* r,
                                       ferry::v1::DeleteVmResponse*) {
   FERRY_BOUNDED(BoundName(r->name()));
+  FERRY_AUTHORIZED(Permission::kVm, "delete VMs");
   return ToGrpcStatus(agent_->DeleteVm(r->name()));
 }
 
-grpc::Status ControlService::VmStats(grpc::ServerContext*, const ferry::v1::VmStatsRequest* r,
+grpc::Status ControlService::VmStats(grpc::ServerContext* ctx, const ferry::v1::VmStatsRequest* r,
                                      ferry::v1::VmStatsResponse* out) {
   FERRY_BOUNDED(BoundName(r->name()));
+  FERRY_AUTHORIZED(Permission::kRead, "read");
   return Reply(agent_->VmStats(r->name()), out);
 }
 
-grpc::Status ControlService::VerifyVm(grpc::ServerContext*, const ferry::v1::VerifyVmRequest* r,
+grpc::Status ControlService::VerifyVm(grpc::ServerContext* ctx, const ferry::v1::VerifyVmRequest* r,
                                       ferry::v1::VerifyVmResponse* out) {
   FERRY_BOUNDED(BoundName(r->name()));
+  FERRY_AUTHORIZED(Permission::kVm, "verify VMs");
   return Reply(agent_->VerifyVm(*r), out);
 }
 
-grpc::Status ControlService::StartMigration(grpc::ServerContext*,
+grpc::Status ControlService::StartMigration(grpc::ServerContext* ctx,
                                             const ferry::v1::StartMigrationRequest* r,
                                             ferry::v1::MigrationResource* out) {
   FERRY_BOUNDED(BoundName(r->vm_name()), Bound(r->request_id(), kMaxIdBytes, "a request id"),
                 Bound(r->destination(), kMaxAddressBytes, "a destination address"));
+  FERRY_AUTHORIZED(Permission::kMigrate, "start migrations", r->destination());
   return Reply(agent_->StartMigration(*r), out);
 }
 
-grpc::Status ControlService::GetMigration(grpc::ServerContext*,
+grpc::Status ControlService::GetMigration(grpc::ServerContext* ctx,
                                           const ferry::v1::GetMigrationRequest* r,
                                           ferry::v1::MigrationResource* out) {
   FERRY_BOUNDED(BoundId(r->id()));
+  FERRY_AUTHORIZED(Permission::kRead, "read");
   return Reply(agent_->GetMigration(r->id()), out);
 }
 
-grpc::Status ControlService::ListMigrations(grpc::ServerContext*,
+grpc::Status ControlService::ListMigrations(grpc::ServerContext* ctx,
                                             const ferry::v1::ListMigrationsRequest*,
                                             ferry::v1::ListMigrationsResponse* out) {
+  FERRY_AUTHORIZED(Permission::kRead, "read");
   for (auto& m : agent_->ListMigrations()) *out->add_migrations() = std::move(m);
   return grpc::Status::OK;
 }
@@ -108,30 +137,34 @@ grpc::Status ControlService::WatchMigration(grpc::ServerContext* ctx,
                                             const ferry::v1::WatchMigrationRequest* r,
                                             grpc::ServerWriter<ferry::v1::MigrationResource>* out) {
   FERRY_BOUNDED(BoundId(r->id()));
+  FERRY_AUTHORIZED(Permission::kRead, "read");
   const int64_t ms = r->interval_ms() > 0 ? std::max<int64_t>(r->interval_ms(), 50) : 250;
   return ToGrpcStatus(agent_->WatchMigration(
       r->id(), absl::Milliseconds(ms),
       [&](const ferry::v1::MigrationResource& m) { return !ctx->IsCancelled() && out->Write(m); }));
 }
 
-grpc::Status ControlService::RecoverMigration(grpc::ServerContext*,
+grpc::Status ControlService::RecoverMigration(grpc::ServerContext* ctx,
                                               const ferry::v1::RecoverMigrationRequest* r,
                                               ferry::v1::MigrationResource* out) {
   FERRY_BOUNDED(BoundId(r->id()),
                 Bound(r->destination(), kMaxAddressBytes, "a destination address"));
+  FERRY_AUTHORIZED(Permission::kMigrate, "recover migrations", r->destination());
   return Reply(agent_->RecoverMigration(*r), out);
 }
 
-grpc::Status ControlService::ResumeVm(grpc::ServerContext*, const ferry::v1::ResumeVmRequest* r,
+grpc::Status ControlService::ResumeVm(grpc::ServerContext* ctx, const ferry::v1::ResumeVmRequest* r,
                                       ferry::v1::Vm* out) {
   FERRY_BOUNDED(BoundName(r->name()));
+  FERRY_AUTHORIZED(Permission::kVm, "resume VMs");
   return Reply(agent_->ResumeVm(*r), out);
 }
 
-grpc::Status ControlService::CancelMigration(grpc::ServerContext*,
+grpc::Status ControlService::CancelMigration(grpc::ServerContext* ctx,
                                              const ferry::v1::CancelMigrationRequest* r,
                                              ferry::v1::MigrationResource* out) {
   FERRY_BOUNDED(BoundId(r->id()));
+  FERRY_AUTHORIZED(Permission::kMigrate, "cancel migrations");
   return Reply(agent_->CancelMigration(r->id()), out);
 }
 

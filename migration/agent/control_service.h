@@ -1,17 +1,28 @@
 // ControlService: ferry.v1.Control over an Agent (synchronous gRPC: the
 // handlers may block, e.g. VerifyVm and WatchMigration). Status codes come
-// from the agent through ToGrpcStatus.
+// from the agent through ToGrpcStatus. With a policy (ferryd --authz) every
+// call is first authorized for the caller's certificate identity; a call
+// refused is PERMISSION_DENIED and logged (event=authz.denied) with the
+// identity.
 #ifndef FERRY_MIGRATION_AGENT_CONTROL_SERVICE_H_
 #define FERRY_MIGRATION_AGENT_CONTROL_SERVICE_H_
 
+#include <functional>
+#include <optional>
+#include <string>
+
 #include "ferry/v1/control.grpc.pb.h"
 #include "migration/agent/agent.h"
+#include "migration/agent/authz.h"
 
 namespace ferry::agent {
 
 class ControlService final : public ferry::v1::Control::Service {
  public:
-  explicit ControlService(Agent* agent) : agent_(agent) {}
+  // `log` gets one rendered log line per refused call (may be empty).
+  explicit ControlService(Agent* agent, std::optional<AuthzPolicy> policy = std::nullopt,
+                          std::function<void(const std::string&)> log = nullptr)
+      : agent_(agent), policy_(std::move(policy)), log_(std::move(log)) {}
 
   grpc::Status CreateVm(grpc::ServerContext*, const ferry::v1::CreateVmRequest* r,
                         ferry::v1::Vm* out) override;
@@ -42,7 +53,13 @@ class ControlService final : public ferry::v1::Control::Service {
                                ferry::v1::MigrationResource* out) override;
 
  private:
+  // OK when there is no policy or it allows the caller `permission`.
+  absl::Status Authorize(grpc::ServerContext* ctx, Permission permission, const char* what,
+                         const std::string& destination = "") const;
+
   Agent* const agent_;
+  const std::optional<AuthzPolicy> policy_;
+  const std::function<void(const std::string&)> log_;
 };
 
 }  // namespace ferry::agent

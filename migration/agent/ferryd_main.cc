@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <ctime>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -32,6 +33,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "migration/agent/agent.h"
+#include "migration/agent/authz.h"
 #include "migration/agent/peer_tls.h"
 #include "migration/agent/control_service.h"
 #include "migration/agent/metrics_server.h"
@@ -69,6 +71,9 @@ usage: ferryd [flags]
                               TLS), and verify destinations (with --tls-cert/--tls-key
                               as this agent's client certificate); required with TLS
                               on a --listen address other hosts can reach
+  --authz FILE                who may do what: permissions (read, vm, migrate, all)
+                              per client certificate common name, and the agents
+                              migrations may go to (docs/security.md); needs --tls-ca
   --config FILE               settings, one `flag = value` a line (# comments), e.g.
                               `listen = 10.0.0.1:7070`; flags given win
   --log-level LEVEL           debug, info, warn or error: the lowest level logged
@@ -188,6 +193,7 @@ absl::Status Main(int argc, char** argv) {
   const std::string cert_file = args.String("tls-cert", "");
   const std::string key_file = args.String("tls-key", "");
   const std::string ca_file = args.String("tls-ca", "");
+  const std::string authz_file = args.String("authz", "");
   RETURN_IF_ERROR(args.Finish());
   RETURN_IF_ERROR(args.CheckDefaultsRead());
   if (!args.positional().empty())
@@ -247,9 +253,19 @@ absl::Status Main(int argc, char** argv) {
     return absl::InvalidArgumentError("--tls-ca needs --tls-cert and --tls-key");
   }
   o.log = [](const std::string& line) { Log(line); };
+  std::optional<AuthzPolicy> policy;
+  if (!authz_file.empty()) {
+    // Identities are client certificates' names: only mutual TLS has them.
+    if (ca_file.empty())
+      return absl::InvalidArgumentError(
+          "--authz needs mutual TLS (--tls-cert, --tls-key, --tls-ca): its identities are the "
+          "names in client certificates");
+    ASSIGN_OR_RETURN(AuthzPolicy p, AuthzPolicy::Read(authz_file));
+    policy = std::move(p);
+  }
 
   ASSIGN_OR_RETURN(std::unique_ptr<Agent> agent, Agent::Start(o));
-  ControlService control(agent.get());
+  ControlService control(agent.get(), std::move(policy), o.log);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;

@@ -339,19 +339,21 @@ TEST_F(TrustTest, AFetchPortFloodDoesNotBreakAMigration) {
   EXPECT_TRUE(VerifyVm(*sb_, "flooded"));
 }
 
-// A CA, an agent's certificate (serverAuth and clientAuth) and an
-// operator's (no extendedKeyUsage), both for 127.0.0.1, under `d`.
+// A CA, an agent's certificate (serverAuth and clientAuth), an operator's
+// (no extendedKeyUsage), both for 127.0.0.1, and a monitor's (clientAuth),
+// under `d`; each with CN=ferry-WHO.
 bool MakeCertificates(const std::string& d) {
   if (RunCommand({"mkdir", "-p", d}).exit_code != 0) return false;
   const std::string ec = "ec:" + d + "/ecparams";
   std::ofstream(d + "/agent.cnf") << "subjectAltName=IP:127.0.0.1\n"
                                    << "extendedKeyUsage=serverAuth,clientAuth\n";
   std::ofstream(d + "/operator.cnf") << "subjectAltName=IP:127.0.0.1\n";
+  std::ofstream(d + "/monitor.cnf") << "extendedKeyUsage=clientAuth\n";
   std::vector<std::vector<std::string>> steps = {
       {"openssl", "ecparam", "-name", "prime256v1", "-out", d + "/ecparams"},
       {"openssl", "req", "-x509", "-newkey", ec, "-nodes", "-keyout", d + "/ca.key", "-out",
        d + "/ca.pem", "-days", "1", "-subj", "/CN=ferry-test-ca"}};
-  for (const std::string who : {"agent", "operator"}) {
+  for (const std::string who : {"agent", "operator", "monitor"}) {
     steps.push_back({"openssl", "req", "-newkey", ec, "-nodes", "-keyout", d + "/" + who + ".key",
                      "-out", d + "/" + who + ".csr", "-subj", "/CN=ferry-" + who});
     steps.push_back({"openssl", "x509", "-req", "-in", d + "/" + who + ".csr", "-CA",
@@ -415,6 +417,55 @@ TEST(TrustTls, AReachableTlsAgentWithoutACaDoesNotStart) {
   EXPECT_NE(r.exit_code, 0) << r.out;
   EXPECT_NE(r.exit_code, 124) << "it started: " << r.out;
   EXPECT_THAT(r.out, HasSubstr("--tls-ca"));
+}
+
+// Per-operation authorization (ferryd --authz): a monitoring identity may
+// read but not create; an operator may create and migrate, but only to the
+// agents the policy lists. Every refusal is PERMISSION_DENIED, says what is
+// missing, and is logged with the identity.
+TEST(TrustTls, EachCallIsAuthorizedForItsCertificate) {
+  if (RunCommand({"openssl", "version"}).exit_code != 0)
+    GTEST_SKIP() << "the openssl tool is not installed: cannot make test certificates";
+  const std::string d = TempDir() + "/authz";
+  ASSERT_TRUE(MakeCertificates(d));
+  const std::vector<std::string> agent_tls = {"--tls-cert", d + "/agent.pem", "--tls-key",
+                                              d + "/agent.key", "--tls-ca", d + "/ca.pem"};
+  auto b = agent::AgentProcess::Start(Ferryd(), agent_tls, TempDir() + "/authz-b.log");
+  ASSERT_TRUE(b.ok()) << b.status();
+  std::ofstream(d + "/policy") << "# who may do what\n"
+                               << "ferry-operator = read, vm, migrate\n"
+                               << "ferry-monitor = read\n"
+                               << "destinations = " << b->address() << "\n";
+  std::vector<std::string> a_args = agent_tls;
+  a_args.insert(a_args.end(), {"--authz", d + "/policy"});
+  auto a = agent::AgentProcess::Start(Ferryd(), a_args, TempDir() + "/authz-a.log");
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto as = [&](const std::string& who, std::vector<std::string> args) {
+    args.insert(args.end(), {"--tls-cert", d + "/" + who + ".pem", "--tls-key",
+                             d + "/" + who + ".key", "--tls-ca", d + "/ca.pem"});
+    return RunCli(args);
+  };
+  CliResult r = as("monitor", {"vm", "list", "--agent", a->address()});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  r = as("monitor", {"vm", "create", "m", "--agent", a->address(), "--memory", "16M"});
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("lacks the 'vm' permission"));
+  r = as("operator", {"vm", "create", "m", "--agent", a->address(), "--memory", "16M"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = as("monitor", {"migrate", "m", "--from", a->address(), "--to", b->address()});
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("lacks the 'migrate' permission"));
+  // Another agent address than the one allowed (nothing listens there: the
+  // refusal comes first).
+  r = as("operator", {"migrate", "m", "--from", a->address(), "--to",
+                      absl::StrCat("127.0.0.1:", FreePort())});
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("may go only to"));
+  r = as("operator", {"migrate", "m", "--from", a->address(), "--to", b->address()});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  std::ifstream in(TempDir() + "/authz-a.log");
+  const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(log, HasSubstr("event=authz.denied identity=ferry-monitor"));
 }
 
 }  // namespace
