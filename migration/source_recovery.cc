@@ -48,6 +48,7 @@ absl::Status SourceSession::Recover(const std::string& destination) {
         absl::StrFormat("migration %s already ended (%s)", id_, SourceStateName(state_)));
   if (!destination.empty()) destination_ = destination;
   recover_now_ = true;
+  limiter_.Interrupt();  // a push waiting out bandwidth debt goes at once
   if (state_ != S::kPostcopyPaused && stream_ && stream_error_.ok()) {
     // Asked while the stream looks alive: the operator knows better.
     stream_error_ = absl::UnavailableError("recovery was asked for");

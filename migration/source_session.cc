@@ -192,6 +192,7 @@ absl::Status SourceSession::Cancel() {
   RETURN_IF_ERROR(TransitionLocked(S::kCancelling));
   if (stream_) stream_->Cancel();  // unblocks a Write() in progress
   for (auto& ds : data_streams_) ds->Cancel();
+  limiter_.Interrupt();  // and a wait for bandwidth
   return absl::OkStatus();
 }
 
@@ -268,6 +269,7 @@ void SourceSession::ReaderLoop() {
   }
   absl::MutexLock lock(&mu_);
   reader_done_ = true;
+  limiter_.Interrupt();  // the stream ended: a push waiting for bandwidth finds out now
 }
 
 void SourceSession::HandleMessage(const DestinationMessage& m) {

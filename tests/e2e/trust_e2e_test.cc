@@ -339,6 +339,41 @@ TEST_F(TrustTest, AFetchPortFloodDoesNotBreakAMigration) {
   EXPECT_TRUE(VerifyVm(*sb_, "flooded"));
 }
 
+// A requested recovery under a 1 MiB/s cap: the push's wait for bandwidth
+// (demand pages charge it debt) is interrupted, the source reconnects, and
+// the migration completes with the right memory. (The wait's bound itself
+// is RateLimiter.AnInterruptEndsAWaitAtOnce; here the guard is a hang
+// guard.)
+TEST_F(TrustTest, ARecoveryUnderATinyCapIsNotHeldBack) {
+  CreateVm(*sa_, VmRequest("capped", "zipf", 8ull << 20));
+  grpc::ClientContext ctx;
+  ferry::v1::StartMigrationRequest r;
+  r.set_vm_name("capped");
+  r.set_destination(b_->address());
+  r.set_mode(ferry::v1::MIGRATION_MODE_POSTCOPY);
+  r.set_max_bandwidth(1ull << 20);
+  MigrationResource m;
+  ASSERT_TRUE(sa_->StartMigration(&ctx, r, &m).ok());
+  ASSERT_EQ(AwaitPhase(*sa_, m.id(), ferry::v1::MIGRATION_PHASE_POSTCOPY, 60000).phase(),
+            ferry::v1::MIGRATION_PHASE_POSTCOPY);
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // demand pages pile up debt
+  CliResult c = RunCli({"migration", "recover", m.id(), "--agent", a_->address()});
+  EXPECT_EQ(c.exit_code, 0) << c.out;
+  MigrationResource now;
+  for (int i = 0; i < 600; ++i) {
+    now = GetMigration(*sa_, m.id());
+    if (now.progress().reconnects() >= 1 || now.phase() == ferry::v1::MIGRATION_PHASE_COMPLETED)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(now.progress().reconnects() >= 1 ||
+              now.phase() == ferry::v1::MIGRATION_PHASE_COMPLETED)
+      << "no reconnection within a minute of the request";
+  const MigrationResource done = AwaitEnd(m.id());
+  ASSERT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << done.error();
+  EXPECT_TRUE(VerifyVm(*sb_, "capped"));
+}
+
 // A CA, an agent's certificate (serverAuth and clientAuth), an operator's
 // (no extendedKeyUsage), both for 127.0.0.1, and a monitor's (clientAuth),
 // under `d`; each with CN=ferry-WHO.
