@@ -11,6 +11,7 @@
 #include "base/status_macros.h"
 #include "migration/agent/agent_metrics.h"
 #include "migration/agent/control_translate.h"
+#include "migration/agent/vm_verify.h"
 #include "migration/api/names.h"
 #include "migration/api/report_proto.h"
 #include "migration/convert.h"
@@ -22,8 +23,7 @@ std::string Agent::RenderMetrics() { return metrics_->Render(ListVms(), ListMigr
 
 absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
   ASSIGN_OR_RETURN(auto hp, SplitHostPort(options.fetch_listen));
-  std::string host = options.fetch_advertise_host.empty() ? hp.first
-                                                          : options.fetch_advertise_host;
+  std::string host = options.fetch_advertise_host.empty() ? hp.first : options.fetch_advertise_host;
   if (host.empty() || host == "0.0.0.0" || host == "::")
     return absl::InvalidArgumentError(
         "--fetch-listen binds every address: give --fetch-advertise HOST, the address "
@@ -45,7 +45,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
   };
   dest.refused = [raw](const std::string& claimed_id, const absl::Status& why) {
     raw->Log(LogLine(why.code() == absl::StatusCode::kUnauthenticated ? LogLevel::kWarn
-                                                                         : LogLevel::kInfo,
+                                                                      : LogLevel::kInfo,
                      "migration.refused")
                  .Kv("direction", "incoming")
                  .Kv("migration", claimed_id)
@@ -54,10 +54,10 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
   };
   dest.paused = [raw](const std::string& id, const std::string& why) {
     raw->Log(LogLine(why.empty() ? LogLevel::kInfo : LogLevel::kWarn,
-                why.empty() ? "migration.recovered" : "migration.paused")
-            .Kv("direction", "incoming")
-            .Kv("migration", id)
-            .Kv("detail", why.empty() ? "the source reconnected" : why));
+                     why.empty() ? "migration.recovered" : "migration.paused")
+                 .Kv("direction", "incoming")
+                 .Kv("migration", id)
+                 .Kv("detail", why.empty() ? "the source reconnected" : why));
   };
   dest.on_end = [raw](const std::string& id, bool completed, const vmm::DemandPagerStats& pager,
                       const migration::fetch::FetcherStats& fetch) {
@@ -74,8 +74,8 @@ Agent::Agent(AgentOptions options)
     : metrics_(std::make_unique<AgentMetrics>()),
       options_(std::move(options)),
       vms_(VmRegistry::Limits{options_.max_vms, options_.max_memory}),
-      migrations_(MigrationTable::Retention{options_.keep_finished,
-                                            options_.keep_finished_count}) {}
+      migrations_(MigrationTable::Retention{options_.keep_finished, options_.keep_finished_count}) {
+}
 
 Agent::~Agent() {
   std::vector<std::shared_ptr<OutgoingMigration>> all;
@@ -145,20 +145,8 @@ absl::StatusOr<ferry::v1::Vm> Agent::CreateVm(const ferry::v1::CreateVmRequest& 
     absl::MutexLock lock(&mu_);
     if (shutting_down_)
       return absl::UnavailableError("this agent is shutting down: create the VM elsewhere");
-    switch (vms_.Reserve(r.name(), config.memory_bytes)) {
-      case VmRegistry::Refusal::kNone:
-        break;
-      case VmRegistry::Refusal::kNameTaken:
-        return absl::AlreadyExistsError(
-            absl::StrCat("a VM named '", r.name(), "' already exists on this agent"));
-      case VmRegistry::Refusal::kVmLimit:
-        return absl::ResourceExhaustedError(absl::StrFormat(
-            "this agent already hosts its limit of %d VMs (--max-vms)", options_.max_vms));
-      case VmRegistry::Refusal::kMemoryLimit:
-        return absl::ResourceExhaustedError(absl::StrFormat(
-            "%d MiB more would exceed this agent's memory limit of %d MiB (--max-memory)",
-            config.memory_bytes >> 20, options_.max_memory >> 20));
-    }
+    RETURN_IF_ERROR(vms_.RefusalStatus(vms_.Reserve(r.name(), config.memory_bytes), r.name(),
+                                       config.memory_bytes, /*incoming=*/false));
   }
   auto release = [&] {
     absl::MutexLock lock(&mu_);
@@ -238,8 +226,7 @@ absl::Status Agent::DeleteVm(const std::string& name) {
     if (!found.ok())
       return absl::NotFoundError(absl::StrCat("no VM named '", name, "' on this agent"));
     if (!(*found)->migration_id.empty())
-      return absl::FailedPreconditionError(absl::StrCat("VM '", name,
-                                                        "' is being migrated (",
+      return absl::FailedPreconditionError(absl::StrCat("VM '", name, "' is being migrated (",
                                                         (*found)->migration_id,
                                                         "): cancel the migration first"));
     e = vms_.Remove(name);
@@ -261,17 +248,7 @@ absl::StatusOr<ferry::v1::VmStatsResponse> Agent::VmStats(const std::string& nam
   *r.mutable_vm() = Describe(*e);
   vmm::VmStats s = e->vm->Stats();
   AddVcpuStats(s, &r);
-  {
-    absl::MutexLock lock(&e->stats_mu);
-    const int64_t now = MonotonicNowNanos();
-    if (e->last_t != 0 && now - e->last_t > 50'000'000)
-      e->last_rate = (s.total_ops - e->last_ops) / ((now - e->last_t) / 1e9);
-    if (e->last_t == 0 || now - e->last_t > 50'000'000) {
-      e->last_t = now;
-      e->last_ops = s.total_ops;
-    }
-    r.set_guest_ops_per_sec(e->last_rate);
-  }
+  r.set_guest_ops_per_sec(e->OpsPerSec(s.total_ops));
   if (e->vm->pager() != nullptr) {
     vmm::DemandPagerStats ps = e->vm->pager()->Stats();
     r.set_faults(ps.faults);
@@ -286,41 +263,11 @@ absl::StatusOr<ferry::v1::VerifyVmResponse> Agent::VerifyVm(
   {
     absl::MutexLock lock(&mu_);  // migration_id is written under mu_
     if (!e->migration_id.empty())
-      return absl::FailedPreconditionError(absl::StrCat(
-          "VM '", request.name(), "' is being migrated: verify it where it arrives"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("VM '", request.name(), "' is being migrated: verify it where it arrives"));
   }
-  vmm::Vm& vm = *e->vm;
-  const bool finite = vm.config().workload.ops_per_vcpu != 0 && !vm.paused();
-  bool paused_here = false;
-  // The whole check within the timeout: waiting for a finite workload to
-  // halt, and the replay, whose cost grows with the ops the guest has run
-  // (an endless guest that ran too long is refused, saying so).
-  const int64_t ms = request.timeout_ms() > 0 ? request.timeout_ms() : 60'000;
-  const int64_t deadline = MonotonicNowNanos() + ms * 1'000'000;
-  if (finite) {
-    RETURN_IF_ERROR(vm.WaitUntilHalted(absl::Milliseconds(ms)));
-  } else if (!vm.paused()) {  // a paused VM is checked as it is
-    RETURN_IF_ERROR(vm.Pause());
-    paused_here = true;
-  }
-  std::vector<uint64_t> ops;
-  for (const auto& v : vm.Stats().vcpus) ops.push_back(v.counters.ops);
-  absl::StatusOr<vmm::MemoryDigest> got = vm.Digest();
-  if (paused_here) (void)vm.Resume();
-  if (!got.ok()) return got.status();
-  absl::StatusOr<vmm::MemoryDigest> want = vmm::ReferenceDigest(vm.config(), ops, deadline);
-  if (absl::IsDeadlineExceeded(want.status()))
-    return absl::DeadlineExceededError(absl::StrFormat(
-        "cannot verify VM '%s' within %d ms: %s (a guest that runs until stopped is verified "
-        "by replaying everything it did; verify it sooner, or give a longer --timeout-ms)",
-        request.name(), ms, want.status().message()));
-  if (!want.ok()) return want.status();
-  ferry::v1::VerifyVmResponse r;
-  r.set_match(got->digest == want->digest);
-  r.set_digest(absl::StrFormat("%016x", got->digest));
-  r.set_reference_digest(absl::StrFormat("%016x", want->digest));
-  for (uint64_t o : ops) r.add_ops(o);
-  r.set_differing_pages(vmm::DifferingPages(*got, *want).size());
+  ASSIGN_OR_RETURN(ferry::v1::VerifyVmResponse r,
+                   VerifyGuestMemory(*e->vm, request.name(), request.timeout_ms()));
   Log(LogLine(r.match() ? LogLevel::kInfo : LogLevel::kError, "vm.verified")
           .Kv("vm", request.name())
           .Kv("result", r.match() ? "match" : "mismatch")
@@ -334,18 +281,8 @@ absl::Status Agent::Admit(const std::string& migration_id, const std::string& so
     RETURN_IF_ERROR(api::ValidateVmName(name));
     absl::MutexLock lock(&mu_);
     if (shutting_down_) return absl::UnavailableError("the destination agent is shutting down");
-    switch (vms_.Reserve(name, config.memory_bytes)) {
-      case VmRegistry::Refusal::kNone:
-        return absl::OkStatus();
-      case VmRegistry::Refusal::kNameTaken:
-        return absl::AlreadyExistsError(
-            absl::StrCat("the destination already hosts a VM named '", name, "'"));
-      case VmRegistry::Refusal::kVmLimit:
-        return absl::ResourceExhaustedError("the destination is at its VM limit");
-      case VmRegistry::Refusal::kMemoryLimit:
-        return absl::ResourceExhaustedError("the destination is at its memory limit");
-    }
-    return absl::InternalError("unknown refusal");
+    return vms_.RefusalStatus(vms_.Reserve(name, config.memory_bytes), name, config.memory_bytes,
+                              /*incoming=*/true);
   }();
   if (s.ok())
     Log(LogLine(LogLevel::kInfo, "vm.arriving")
@@ -409,18 +346,7 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
       return absl::NotFoundError(
           absl::StrCat("no VM named '", r.vm_name(), "' on this agent (see `ferry vm list`)"));
     vm = *std::move(found);
-    if (!vm->migration_id.empty())
-      return absl::FailedPreconditionError(absl::StrCat(
-          "VM '", r.vm_name(), "' is already being migrated (", vm->migration_id, ")"));
-    if (!vm->held_by.empty())
-      return absl::FailedPreconditionError(absl::StrCat(
-          "VM '", r.vm_name(), "' is held paused by migration ", vm->held_by, ", which failed "
-          "after switchover (", vm->held_reason, "): the destination may run it. Check the "
-          "destination; `ferry vm resume ", r.vm_name(), " --force` resumes this copy"));
-    if (vm->vm->paused())
-      return absl::FailedPreconditionError(absl::StrCat(
-          "VM '", r.vm_name(), "' is paused: resume it first (`ferry vm resume ", r.vm_name(),
-          "`)"));
+    RETURN_IF_ERROR(CanMigrate(*vm));
     const int running = migrations_.Running();
     if (running >= options_.max_migrations)
       return absl::ResourceExhaustedError(absl::StrFormat(
@@ -545,17 +471,7 @@ ferry::v1::MigrationResource Agent::Describe(const OutgoingMigration& m) const {
         ferry::v1::MIGRATION_PHASE_COMPLETED, ferry::v1::MIGRATION_PHASE_FAILED,
         ferry::v1::MIGRATION_PHASE_CANCELLED};
     r.set_phase(kPhaseOf[static_cast<int>(OutcomeOf(mm.result))]);
-    r.set_end_time_unix_ms(absl::ToUnixMillis(mm.finished));
-    if (mm.result.ok()) {
-      pp->set_percent(100);
-      pp->set_eta_ms(0);
-    } else {
-      pp->set_eta_ms(-1);
-    }
-    if (!mm.result.ok()) {
-      r.set_error(std::string(mm.result.message()));
-      r.set_error_code(static_cast<int>(mm.result.code()));
-    }
+    SetEnded(mm.result, mm.finished, &r);
     *r.mutable_report() = api::ToProto(mm.report);
   }
   return r;
@@ -617,8 +533,7 @@ absl::StatusOr<ferry::v1::Vm> Agent::ResumeVm(const ferry::v1::ResumeVmRequest& 
           "twice. Make sure the destination does not run it (`ferry --agent DEST vm list`), "
           "then give --force to resume this copy as of the switchover"));
     if (!e->vm->paused())
-      return absl::FailedPreconditionError(
-          absl::StrCat("VM '", r.name(), "' is not paused"));
+      return absl::FailedPreconditionError(absl::StrCat("VM '", r.name(), "' is not paused"));
     RETURN_IF_ERROR(e->vm->Resume());
     Log(LogLine(e->held_by.empty() ? LogLevel::kInfo : LogLevel::kWarn, "vm.resumed")
             .Kv("vm", r.name())

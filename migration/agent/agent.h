@@ -19,9 +19,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "base/log_line.h"
-#include "absl/synchronization/mutex.h"
 #include "ferry/v1/control.pb.h"
 #include "grpcpp/security/credentials.h"
 #include "migration/agent/migration_table.h"
@@ -92,8 +92,9 @@ class Agent {
   // Calls `write` with a snapshot every `interval` and on the end; returns
   // when the migration ended (after writing its final state) or `write`
   // returned false.
-  absl::Status WatchMigration(const std::string& id, absl::Duration interval,
-                              const std::function<bool(const ferry::v1::MigrationResource&)>& write);
+  absl::Status WatchMigration(
+      const std::string& id, absl::Duration interval,
+      const std::function<bool(const ferry::v1::MigrationResource&)>& write);
 
   // SIGTERM: refuse new work, cancel outgoing migrations that have not
   // switched over (their VMs keep running).
@@ -118,15 +119,13 @@ class Agent {
   void RunMigration(std::shared_ptr<OutgoingMigration> m, std::shared_ptr<HostedVm> vm);
   absl::Status Admit(const std::string& migration_id, const std::string& source,
                      const std::string& name, const vmm::VmConfig& config);
-  void Release(const std::string& migration_id, const std::string& name,
-               const absl::Status& why);
+  void Release(const std::string& migration_id, const std::string& name, const absl::Status& why);
   // VMs arriving here by migrations not yet completed (VM_STATE_INCOMING).
   std::vector<ferry::v1::Vm> IncomingVms() const;
   // Migrations arriving here (direction "incoming"), ended ones included
   // while the migration service keeps them.
   std::vector<ferry::v1::MigrationResource> IncomingMigrations() const;
-  void Adopt(const std::string& migration_id, const std::string& name,
-             std::unique_ptr<vmm::Vm> vm);
+  void Adopt(const std::string& migration_id, const std::string& name, std::unique_ptr<vmm::Vm> vm);
 
   const AgentOptions options_;
   std::string fetch_address_;

@@ -40,9 +40,9 @@ absl::StatusOr<migration::MigrationOptions> MigrationOptionsFromRequest(
   return o;
 }
 
-ferry::v1::StartMigrationRequest RequestFromMigrationOptions(
-    const migration::MigrationOptions& o, const std::string& vm_name,
-    const std::string& destination) {
+ferry::v1::StartMigrationRequest RequestFromMigrationOptions(const migration::MigrationOptions& o,
+                                                             const std::string& vm_name,
+                                                             const std::string& destination) {
   ferry::v1::StartMigrationRequest r;
   r.set_vm_name(vm_name);
   r.set_destination(destination);
@@ -126,6 +126,19 @@ void FillProgress(const migration::SourceProgress& p, ferry::v1::MigrationProgre
   pp->set_paused_reason(p.paused_reason);
 }
 
+void SetEnded(const absl::Status& result, absl::Time finished, ferry::v1::MigrationResource* r) {
+  r->set_end_time_unix_ms(absl::ToUnixMillis(finished));
+  ferry::v1::MigrationProgress* p = r->mutable_progress();
+  if (result.ok()) {
+    p->set_percent(100);
+    p->set_eta_ms(0);
+    return;
+  }
+  p->set_eta_ms(-1);
+  r->set_error(std::string(result.message()));
+  r->set_error_code(static_cast<int>(result.code()));
+}
+
 bool Arriving(const migration::DestinationSession::Info& in) {
   return migration::FactsOf(migration::PhaseOf(in.state)).under_way;
 }
@@ -166,9 +179,8 @@ ferry::v1::MigrationResource DescribeIncomingMigration(
   if (migration::InPostcopy(in.state)) {
     p->set_pages_remaining(in.pages_missing);
     p->set_faults(in.faults);
-    p->set_percent(in.pages_total
-                       ? 100.0 * (in.pages_total - in.pages_missing) / in.pages_total
-                       : 0);
+    p->set_percent(in.pages_total ? 100.0 * (in.pages_total - in.pages_missing) / in.pages_total
+                                  : 0);
   }
   return r;
 }

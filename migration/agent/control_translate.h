@@ -16,6 +16,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "ferry/v1/control.pb.h"
 #include "migration/destination_session.h"
 #include "migration/options.h"
@@ -55,8 +56,11 @@ ferry::v1::VmState VmStateOf(const vmm::VmStats& stats, bool migrating);
 void AddVcpuStats(const vmm::VmStats& stats, ferry::v1::VmStatsResponse* response);
 
 // An outgoing migration's progress as the Control API shows it.
-void FillProgress(const migration::SourceProgress& progress,
-                  ferry::v1::MigrationProgress* out);
+void FillProgress(const migration::SourceProgress& progress, ferry::v1::MigrationProgress* out);
+
+// An ended outgoing migration: its end time, error (if any), and its
+// progress at 100% (completed) or without an ETA (failed, cancelled).
+void SetEnded(const absl::Status& result, absl::Time finished, ferry::v1::MigrationResource* r);
 
 // True while a migration to this agent has not ended (its VM is arriving).
 bool Arriving(const migration::DestinationSession::Info& in);

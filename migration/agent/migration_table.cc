@@ -17,10 +17,8 @@ std::string RequestDifference(const OutgoingMigration& e, const std::string& vm_
   };
   field("vm", e.vm_name, vm_name);
   field("destination", e.destination, destination);
-  field("mode", migration::MigrationModeName(e.options.mode),
-        migration::MigrationModeName(o.mode));
-  field("fault mode", vmm::FaultModeName(e.options.fault_mode),
-        vmm::FaultModeName(o.fault_mode));
+  field("mode", migration::MigrationModeName(e.options.mode), migration::MigrationModeName(o.mode));
+  field("fault mode", vmm::FaultModeName(e.options.fault_mode), vmm::FaultModeName(o.fault_mode));
   field("downtime target ms", absl::StrCat(e.options.downtime_target_ms),
         absl::StrCat(o.downtime_target_ms));
   field("max bandwidth", absl::StrCat(e.options.max_bandwidth), absl::StrCat(o.max_bandwidth));
@@ -41,9 +39,8 @@ absl::StatusOr<std::shared_ptr<OutgoingMigration>> MigrationTable::FindRequest(
   const std::string diff = RequestDifference(*existing, vm_name, destination, options);
   if (!diff.empty())
     return absl::AlreadyExistsError(absl::StrCat("request id '", request_id,
-                                                 "' was already used for migration ",
-                                                 existing->id, " with other parameters: ",
-                                                 diff));
+                                                 "' was already used for migration ", existing->id,
+                                                 " with other parameters: ", diff));
   return existing;
 }
 
@@ -57,10 +54,10 @@ absl::StatusOr<std::shared_ptr<OutgoingMigration>> MigrationTable::Find(
     const std::string& id) const {
   auto it = migrations_.find(id);
   if (it == migrations_.end())
-    return absl::NotFoundError(absl::StrCat(
-        "no migration '", id,
-        "' on this agent (migrations live on their source agent; "
-        "see `ferry migration list`)"));
+    return absl::NotFoundError(
+        absl::StrCat("no migration '", id,
+                     "' on this agent (migrations live on their source agent; "
+                     "see `ferry migration list`)"));
   return it->second;
 }
 

@@ -44,7 +44,7 @@ struct OutgoingMigration {
   std::string destination;
   migration::MigrationOptions options;
   std::unique_ptr<migration::SourceSession> session;
-  std::thread thread;  // runs the session; joined by whoever removes the entry
+  std::thread thread;                // runs the session; joined by whoever removes the entry
   absl::Time started = absl::Now();  // wall clock, for the resource
   absl::Mutex mu;
   bool done ABSL_GUARDED_BY(mu) = false;
@@ -71,8 +71,8 @@ class MigrationTable {
   // the id is empty or new; AlreadyExists, naming what differs, when it
   // started a migration with other parameters.
   absl::StatusOr<std::shared_ptr<OutgoingMigration>> FindRequest(
-      const std::string& request_id, const std::string& vm_name,
-      const std::string& destination, const migration::MigrationOptions& options) const;
+      const std::string& request_id, const std::string& vm_name, const std::string& destination,
+      const migration::MigrationOptions& options) const;
   // Adds `m` (its id must be new), remembering its request id.
   void Add(std::shared_ptr<OutgoingMigration> m);
   // NotFound names where migrations live.

@@ -50,7 +50,16 @@ struct HostedVm {
   int64_t last_t = MonotonicNowNanos();
   uint64_t last_ops = 0;  // at last_t
   double last_rate = 0;
+
+  // Guest ops/s since the last call more than 50 ms ago, given the ops the
+  // guest has run in all (`total_ops`). Takes stats_mu.
+  double OpsPerSec(uint64_t total_ops);
 };
+
+// OK if `vm` may start an outgoing migration; else FailedPrecondition
+// saying why: one is under way, a failed one holds it paused, or it is
+// paused. Call under the owner's lock.
+absl::Status CanMigrate(const HostedVm& vm);
 
 class VmRegistry {
  public:
@@ -69,6 +78,11 @@ class VmRegistry {
   // hosted or reserved, or one more VM or that much memory would pass a
   // limit.
   Refusal Reserve(const std::string& name, uint64_t memory_bytes);
+  // `refusal` as a Status (OK for kNone), worded for a client creating the
+  // VM `name` of `memory_bytes` here, or (`incoming`) for the source of a
+  // migration bringing it here.
+  absl::Status RefusalStatus(Refusal refusal, const std::string& name, uint64_t memory_bytes,
+                             bool incoming) const;
   // Drops the reservation of `name`, if any.
   void Unreserve(const std::string& name);
   bool IsReserved(const std::string& name) const { return reserved_.count(name) > 0; }
