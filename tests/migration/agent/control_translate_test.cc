@@ -78,6 +78,7 @@ TEST(ControlTranslateTest, CreateVmRequestBecomesAConfig) {
   r.set_memory_bytes(64 << 20);
   r.set_vcpus(2);
   r.set_backend(ferry::v1::VM_BACKEND_SOFT);
+  r.mutable_workload()->set_kind(ferry::v1::WORKLOAD_KIND_IDLE);
   std::string reason;
   ASSERT_OK_AND_ASSIGN(vmm::VmConfig c, VmConfigFromRequest(r, &reason));
   EXPECT_EQ(c.memory_bytes, 64u << 20);
