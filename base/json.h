@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/string_view.h"
@@ -30,6 +31,11 @@ class JsonObject {
   JsonObject& Add(absl::string_view key, const std::vector<double>& values);
   JsonObject& Add(absl::string_view key, const std::vector<JsonObject>& values);
 
+  // `json` must already be one JSON value (e.g. an array built with
+  // JsonQuote and JsonNumber); it is written as is.
+  JsonObject& AddJson(absl::string_view key, std::string json) {
+    return AddRaw(key, std::move(json));
+  }
   std::string ToString() const;
 
  private:

@@ -1,101 +1,29 @@
 #include "migration/agent/agent.h"
 
-#include "base/process.h"
-
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "base/clock.h"
-#include "base/net.h"
 #include "base/log_line.h"
+#include "base/net.h"
+#include "base/process.h"
 #include "base/status_macros.h"
-#include "migration/api/defaults.h"
-#include "migration/api/names.h"
 #include "migration/agent/agent_metrics.h"
-#include "base/version.h"
-#include "migration/protocol.h"
+#include "migration/agent/control_translate.h"
+#include "migration/agent/vm_verify.h"
+#include "migration/api/names.h"
 #include "migration/api/report_proto.h"
 #include "migration/convert.h"
 #include "migration/phases.h"
 
 namespace ferry::agent {
-namespace {
-
-// StartMigrationRequest.streams: checked here before it becomes an int.
-constexpr uint32_t kMaxStreamsField = 8;
-
-using ferry::v1::MigrationPhase;
-
-absl::Status ValidateName(const std::string& name) { return api::ValidateVmName(name); }
-
-// What differs between a migration and a new request (empty: nothing).
-template <typename Entry>
-std::string RequestDifference(const Entry& e, const std::string& vm_name,
-                              const std::string& destination,
-                              const migration::MigrationOptions& o) {
-  std::vector<std::string> d;
-  auto field = [&](const char* name, const std::string& was, const std::string& now) {
-    if (was != now) d.push_back(absl::StrCat(name, " ", was, " (now ", now, ")"));
-  };
-  field("vm", e.vm_name, vm_name);
-  field("destination", e.destination, destination);
-  field("mode", migration::MigrationModeName(e.options.mode), migration::MigrationModeName(o.mode));
-  field("fault mode", vmm::FaultModeName(e.options.fault_mode), vmm::FaultModeName(o.fault_mode));
-  field("downtime target ms", absl::StrCat(e.options.downtime_target_ms),
-        absl::StrCat(o.downtime_target_ms));
-  field("max bandwidth", absl::StrCat(e.options.max_bandwidth), absl::StrCat(o.max_bandwidth));
-  field("max rounds", absl::StrCat(e.options.max_rounds), absl::StrCat(o.max_rounds));
-  field("streams", absl::StrCat(e.options.streams), absl::StrCat(o.streams));
-  return absl::StrJoin(d, ", ");
-}
-
-MigrationPhase ToPhase(migration::SourcePhase p) { return migration::PhaseOf(p); }
-
-
-}  // namespace
-
-struct Agent::VmEntry {
-  std::string name;
-  std::unique_ptr<vmm::Vm> vm;
-  std::string migration_id;  // outgoing, under way
-  std::string arrived_by;
-  std::string backend_reason;  // why this backend ("as asked", or what auto found)
-  // A failed migration kept it paused (the destination may have run it):
-  // which, and why. Not migrated again until resumed.
-  std::string held_by;
-  std::string held_reason;
-  // Guest ops/s, between two VmStats calls; the first call's is over the
-  // VM's life here (since it was created or arrived).
-  absl::Mutex stats_mu;
-  int64_t last_t = MonotonicNowNanos();
-  uint64_t last_ops = 0;  // at last_t
-  double last_rate = 0;
-};
-
-struct Agent::MigrationEntry {
-  std::string id;
-  std::string request_id;
-  std::string vm_name;
-  std::string destination;
-  migration::MigrationOptions options;
-  std::unique_ptr<migration::SourceSession> session;
-  std::thread thread;
-  absl::Time started = absl::Now();  // wall clock, for the resource
-  absl::Mutex mu;
-  bool done ABSL_GUARDED_BY(mu) = false;
-  absl::Time finished ABSL_GUARDED_BY(mu);
-  absl::Status result ABSL_GUARDED_BY(mu);
-  migration::MigrationReport report ABSL_GUARDED_BY(mu);
-};
 
 std::string Agent::RenderMetrics() { return metrics_->Render(ListVms(), ListMigrations()); }
 
 absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
   ASSIGN_OR_RETURN(auto hp, SplitHostPort(options.fetch_listen));
-  std::string host = options.fetch_advertise_host.empty() ? hp.first
-                                                          : options.fetch_advertise_host;
+  std::string host = options.fetch_advertise_host.empty() ? hp.first : options.fetch_advertise_host;
   if (host.empty() || host == "0.0.0.0" || host == "::")
     return absl::InvalidArgumentError(
         "--fetch-listen binds every address: give --fetch-advertise HOST, the address "
@@ -117,7 +45,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
   };
   dest.refused = [raw](const std::string& claimed_id, const absl::Status& why) {
     raw->Log(LogLine(why.code() == absl::StatusCode::kUnauthenticated ? LogLevel::kWarn
-                                                                         : LogLevel::kInfo,
+                                                                      : LogLevel::kInfo,
                      "migration.refused")
                  .Kv("direction", "incoming")
                  .Kv("migration", claimed_id)
@@ -126,10 +54,10 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
   };
   dest.paused = [raw](const std::string& id, const std::string& why) {
     raw->Log(LogLine(why.empty() ? LogLevel::kInfo : LogLevel::kWarn,
-                why.empty() ? "migration.recovered" : "migration.paused")
-            .Kv("direction", "incoming")
-            .Kv("migration", id)
-            .Kv("detail", why.empty() ? "the source reconnected" : why));
+                     why.empty() ? "migration.recovered" : "migration.paused")
+                 .Kv("direction", "incoming")
+                 .Kv("migration", id)
+                 .Kv("detail", why.empty() ? "the source reconnected" : why));
   };
   dest.on_end = [raw](const std::string& id, bool completed, const vmm::DemandPagerStats& pager,
                       const migration::fetch::FetcherStats& fetch) {
@@ -143,14 +71,18 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
 }
 
 Agent::Agent(AgentOptions options)
-    : metrics_(std::make_unique<AgentMetrics>()), options_(std::move(options)) {}
+    : metrics_(std::make_unique<AgentMetrics>()),
+      options_(std::move(options)),
+      vms_(VmRegistry::Limits{options_.max_vms, options_.max_memory}),
+      migrations_(MigrationTable::Retention{options_.keep_finished, options_.keep_finished_count}) {
+}
 
 Agent::~Agent() {
-  std::vector<std::shared_ptr<MigrationEntry>> all;
+  std::vector<std::shared_ptr<OutgoingMigration>> all;
   {
     absl::MutexLock lock(&mu_);
     shutting_down_ = true;
-    for (auto& [id, m] : migrations_) all.push_back(m);
+    all = migrations_.All();
   }
   for (auto& m : all) {
     (void)m->session->Cancel();
@@ -158,51 +90,27 @@ Agent::~Agent() {
   }
   // The VMs still here end with the agent: say so, one line each.
   absl::MutexLock lock(&mu_);
-  for (auto& [name, e] : vms_) {
-    Log(LogLine(LogLevel::kWarn, "vm.destroyed").Kv("vm", name).Kv("reason", "agent stopped"));
+  for (auto& e : vms_.TakeAll()) {
+    Log(LogLine(LogLevel::kWarn, "vm.destroyed").Kv("vm", e->name).Kv("reason", "agent stopped"));
     if (e->vm) e->vm->Stop();
   }
-  vms_.clear();
 }
 
 void Agent::Log(const LogLine& line) const {
   if (options_.log) options_.log(line.str());
 }
 
-uint64_t Agent::MemoryInUseLocked() const {
-  uint64_t total = 0;
-  for (const auto& [n, e] : vms_)
-    if (e->vm) total += e->vm->config().memory_bytes;
-  for (const auto& [n, bytes] : reserved_) total += bytes;
-  return total;
-}
-
-absl::StatusOr<std::shared_ptr<Agent::VmEntry>> Agent::FindVm(const std::string& name) {
+absl::StatusOr<std::shared_ptr<HostedVm>> Agent::FindVm(const std::string& name) {
   absl::MutexLock lock(&mu_);
-  auto it = vms_.find(name);
-  if (it == vms_.end()) {
-    // An arriving VM is listed (state incoming) but not yet this agent's.
-    if (reserved_.count(name))
-      return absl::FailedPreconditionError(absl::StrCat(
-          "VM '", name, "' is arriving by a migration: it is this agent's once it arrived"));
-    return absl::NotFoundError(
-        absl::StrCat("no VM named '", name, "' on this agent (see `ferry vm list`)"));
-  }
-  return it->second;
+  return vms_.Find(name);
 }
 
-absl::StatusOr<std::shared_ptr<Agent::MigrationEntry>> Agent::FindMigration(
-    const std::string& id) {
+absl::StatusOr<std::shared_ptr<OutgoingMigration>> Agent::FindMigration(const std::string& id) {
   absl::MutexLock lock(&mu_);
-  auto it = migrations_.find(id);
-  if (it == migrations_.end())
-    return absl::NotFoundError(absl::StrCat(
-        "no migration '", id, "' on this agent (migrations live on their source agent; "
-        "see `ferry migration list`)"));
-  return it->second;
+  return migrations_.Find(id);
 }
 
-ferry::v1::Vm Agent::Describe(const VmEntry& e) const {
+ferry::v1::Vm Agent::Describe(const HostedVm& e) const {
   // What migrations change, read under the registry's lock.
   std::string migration_id, held_by, held_reason;
   {
@@ -217,67 +125,32 @@ ferry::v1::Vm Agent::Describe(const VmEntry& e) const {
   v.set_arrived_by(e.arrived_by);
   v.set_held_by(held_by);
   v.set_held_reason(held_reason);
-  const vmm::VmConfig& c = e.vm->config();
-  *v.mutable_layout() = migration::ToLayout(c, e.vm->memory().map());
+  *v.mutable_layout() = migration::ToLayout(e.vm->config(), e.vm->memory().map());
   v.set_backend_capabilities(e.vm->BackendCapabilities());
   v.set_backend_reason(e.backend_reason);
   vmm::VmStats s = e.vm->Stats();
   v.set_guest_ops(s.total_ops);
-  bool any_running = false, any_failed = false, all_halted = true;
-  for (const auto& vc : s.vcpus) {
-    any_running |= vc.state == vmm::VcpuRunState::kRunning;
-    any_failed |= vc.state == vmm::VcpuRunState::kFailed;
-    all_halted &= vc.state == vmm::VcpuRunState::kFinished;
-  }
-  if (!migration_id.empty()) v.set_state(ferry::v1::VM_STATE_MIGRATING);
-  else if (any_failed) v.set_state(ferry::v1::VM_STATE_FAILED);
-  else if (all_halted) v.set_state(ferry::v1::VM_STATE_HALTED);
-  else if (any_running) v.set_state(ferry::v1::VM_STATE_RUNNING);
-  else v.set_state(ferry::v1::VM_STATE_PAUSED);
+  v.set_state(VmStateOf(s, !migration_id.empty()));
   return v;
 }
 
 absl::StatusOr<ferry::v1::Vm> Agent::CreateVm(const ferry::v1::CreateVmRequest& r) {
-  RETURN_IF_ERROR(ValidateName(r.name()));
-  vmm::VmConfig config;
-  config.memory_bytes = r.memory_bytes();
-  config.vcpus = static_cast<int>(r.vcpus());
-  ASSIGN_OR_RETURN(config.workload, migration::FromWorkload(r.workload()));
-  // UNSPECIFIED is the default, soft (migration/api/defaults.h).
-  std::string backend_name = api::kDefaultBackend;
-  if (r.backend() == ferry::v1::VM_BACKEND_SOFT) backend_name = "soft";
-  else if (r.backend() == ferry::v1::VM_BACKEND_KVM) backend_name = "kvm";
-  else if (r.backend() == ferry::v1::VM_BACKEND_AUTO) backend_name = "auto";
-  else if (r.backend() != ferry::v1::VM_BACKEND_UNSPECIFIED)
-    return absl::InvalidArgumentError(absl::StrCat("backend ", r.backend(), " is unknown"));
-  ASSIGN_OR_RETURN(auto backend, vmm::ResolveVmBackend(backend_name));
-  config.backend = backend.first;
-  if (config.memory_bytes % (2 << 20) != 0)
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "memory %d is not a multiple of 2 MiB (give e.g. 512M or 1G)", config.memory_bytes));
-  RETURN_IF_ERROR(vmm::ValidateVmConfig(config));
-  auto entry = std::make_shared<VmEntry>();
+  RETURN_IF_ERROR(api::ValidateVmName(r.name()));
+  std::string backend_reason;
+  ASSIGN_OR_RETURN(vmm::VmConfig config, VmConfigFromRequest(r, &backend_reason));
+  auto entry = std::make_shared<HostedVm>();
   entry->name = r.name();
-  entry->backend_reason = backend.second;
+  entry->backend_reason = backend_reason;
   {
     absl::MutexLock lock(&mu_);
     if (shutting_down_)
       return absl::UnavailableError("this agent is shutting down: create the VM elsewhere");
-    if (vms_.count(r.name()) || reserved_.count(r.name()))
-      return absl::AlreadyExistsError(
-          absl::StrCat("a VM named '", r.name(), "' already exists on this agent"));
-    if (static_cast<int>(vms_.size() + reserved_.size()) >= options_.max_vms)
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "this agent already hosts its limit of %d VMs (--max-vms)", options_.max_vms));
-    if (MemoryInUseLocked() + config.memory_bytes > options_.max_memory)
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "%d MiB more would exceed this agent's memory limit of %d MiB (--max-memory)",
-          config.memory_bytes >> 20, options_.max_memory >> 20));
-    reserved_[r.name()] = config.memory_bytes;
+    RETURN_IF_ERROR(vms_.RefusalStatus(vms_.Reserve(r.name(), config.memory_bytes), r.name(),
+                                       config.memory_bytes, /*incoming=*/false));
   }
   auto release = [&] {
     absl::MutexLock lock(&mu_);
-    reserved_.erase(r.name());
+    vms_.Unreserve(r.name());
   };
   auto vm = vmm::Vm::Create(config);
   absl::Status s = vm.status();
@@ -290,8 +163,7 @@ absl::StatusOr<ferry::v1::Vm> Agent::CreateVm(const ferry::v1::CreateVmRequest& 
   entry->vm = std::move(vm).value();
   {
     absl::MutexLock lock(&mu_);
-    reserved_.erase(r.name());
-    vms_[r.name()] = entry;
+    vms_.Add(r.name(), config.memory_bytes, entry);
   }
   Log(LogLine(LogLevel::kInfo, "vm.created")
           .Kv("vm", r.name())
@@ -299,7 +171,7 @@ absl::StatusOr<ferry::v1::Vm> Agent::CreateVm(const ferry::v1::CreateVmRequest& 
           .Kv("vcpus", config.vcpus)
           .Kv("workload", vmm::WorkloadKindName(config.workload.kind))
           .Kv("backend", vmm::VmBackendName(config.backend))
-          .Kv("backend_reason", backend.second)
+          .Kv("backend_reason", backend_reason)
           .Kv("capabilities", config.backend == vmm::VmBackend::kKvm
                                   ? entry->vm->BackendCapabilities()
                                   : std::string()));
@@ -316,46 +188,15 @@ std::string Agent::control_address() const {
   return control_address_;
 }
 
-namespace {
-
-// Arriving VMs: migrations to this agent that have not ended.
-bool Arriving(const migration::DestinationSession::Info& in) {
-  return migration::FactsOf(migration::PhaseOf(in.state)).under_way;
-}
-
-// The peer of an incoming migration as operators know it: the source
-// agent's Control address, else (an older source) its fetch address.
-std::string PeerOf(const migration::DestinationSession::Info& in) {
-  return in.source_agent.empty() ? in.source : in.source_agent;
-}
-
-ferry::v1::Vm DescribeIncoming(const migration::DestinationSession::Info& in) {
-  ferry::v1::Vm v;
-  v.set_name(in.vm_name);
-  v.set_state(ferry::v1::VM_STATE_INCOMING);
-  v.set_migration_id(in.migration_id);
-  if (in.has_vm) *v.mutable_layout() = in.layout;
-  v.mutable_layout()->set_memory_bytes(in.memory_bytes);
-  v.mutable_layout()->set_vcpus(in.vcpus);
-  v.set_backend_capabilities(in.backend_capabilities);
-  v.set_guest_ops(in.vm_stats.total_ops);
-  const bool postcopy = migration::InPostcopy(in.state);
-  v.set_pages_missing(postcopy ? in.pages_missing : in.pages_total);
-  v.set_source(PeerOf(in));
-  return v;
-}
-
-}  // namespace
-
 std::vector<ferry::v1::Vm> Agent::IncomingVms() const {
   std::vector<ferry::v1::Vm> out;
   for (const migration::DestinationSession::Info& in : migration_service_->Incoming())
-    if (Arriving(in)) out.push_back(DescribeIncoming(in));  // else adopted or gone
+    if (Arriving(in)) out.push_back(DescribeIncomingVm(in));  // else adopted or gone
   return out;
 }
 
 absl::StatusOr<ferry::v1::Vm> Agent::GetVm(const std::string& name) {
-  absl::StatusOr<std::shared_ptr<VmEntry>> e = FindVm(name);
+  absl::StatusOr<std::shared_ptr<HostedVm>> e = FindVm(name);
   if (e.ok()) return Describe(**e);
   for (ferry::v1::Vm& v : IncomingVms())
     if (v.name() == name) return v;
@@ -363,10 +204,10 @@ absl::StatusOr<ferry::v1::Vm> Agent::GetVm(const std::string& name) {
 }
 
 std::vector<ferry::v1::Vm> Agent::ListVms() {
-  std::vector<std::shared_ptr<VmEntry>> all;
+  std::vector<std::shared_ptr<HostedVm>> all;
   {
     absl::MutexLock lock(&mu_);
-    for (auto& [n, e] : vms_) all.push_back(e);
+    all = vms_.All();
   }
   std::vector<ferry::v1::Vm> out;
   for (auto& e : all) out.push_back(Describe(*e));
@@ -375,21 +216,20 @@ std::vector<ferry::v1::Vm> Agent::ListVms() {
 }
 
 absl::Status Agent::DeleteVm(const std::string& name) {
-  std::shared_ptr<VmEntry> e;
+  std::shared_ptr<HostedVm> e;
   {
     absl::MutexLock lock(&mu_);
-    auto it = vms_.find(name);
-    if (it == vms_.end() && reserved_.count(name))
+    absl::StatusOr<std::shared_ptr<HostedVm>> found = vms_.Find(name);
+    if (!found.ok() && vms_.IsReserved(name))
       return absl::FailedPreconditionError(absl::StrCat(
           "VM '", name, "' is arriving by a migration: it can be deleted once it arrived"));
-    if (it == vms_.end())
+    if (!found.ok())
       return absl::NotFoundError(absl::StrCat("no VM named '", name, "' on this agent"));
-    if (!it->second->migration_id.empty())
-      return absl::FailedPreconditionError(absl::StrCat(
-          "VM '", name, "' is being migrated (", it->second->migration_id,
-          "): cancel the migration first"));
-    e = it->second;
-    vms_.erase(it);
+    if (!(*found)->migration_id.empty())
+      return absl::FailedPreconditionError(absl::StrCat("VM '", name, "' is being migrated (",
+                                                        (*found)->migration_id,
+                                                        "): cancel the migration first"));
+    e = vms_.Remove(name);
   }
   e->vm->Stop();
   Log(LogLine(LogLevel::kInfo, "vm.deleted").Kv("vm", name));
@@ -397,49 +237,18 @@ absl::Status Agent::DeleteVm(const std::string& name) {
 }
 
 absl::StatusOr<ferry::v1::VmStatsResponse> Agent::VmStats(const std::string& name) {
-  absl::StatusOr<std::shared_ptr<VmEntry>> found = FindVm(name);
+  absl::StatusOr<std::shared_ptr<HostedVm>> found = FindVm(name);
   if (!found.ok()) {
-    // A VM arriving here: what it does so far (in postcopy it runs here).
-    for (const migration::DestinationSession::Info& in : migration_service_->Incoming()) {
-      if (!Arriving(in) || in.vm_name != name) continue;
-      ferry::v1::VmStatsResponse r;
-      *r.mutable_vm() = DescribeIncoming(in);
-      for (size_t i = 0; i < in.vm_stats.vcpus.size(); ++i) {
-        ferry::v1::VcpuStats* v = r.add_vcpus();
-        v->set_index(i);
-        v->set_state(vmm::VcpuRunStateName(in.vm_stats.vcpus[i].state));
-        v->set_ops(in.vm_stats.vcpus[i].counters.ops);
-        v->set_fault_exits(in.vm_stats.vcpus[i].counters.fault_exits);
-      }
-      r.set_guest_ops_per_sec(in.guest_ops_per_sec);
-      r.set_faults(in.faults);
-      r.set_pages_missing(r.vm().pages_missing());
-      return r;
-    }
+    for (const migration::DestinationSession::Info& in : migration_service_->Incoming())
+      if (Arriving(in) && in.vm_name == name) return IncomingVmStats(in);
     return found.status();
   }
-  std::shared_ptr<VmEntry> e = *std::move(found);
+  std::shared_ptr<HostedVm> e = *std::move(found);
   ferry::v1::VmStatsResponse r;
   *r.mutable_vm() = Describe(*e);
   vmm::VmStats s = e->vm->Stats();
-  for (size_t i = 0; i < s.vcpus.size(); ++i) {
-    ferry::v1::VcpuStats* v = r.add_vcpus();
-    v->set_index(i);
-    v->set_state(vmm::VcpuRunStateName(s.vcpus[i].state));
-    v->set_ops(s.vcpus[i].counters.ops);
-    v->set_fault_exits(s.vcpus[i].counters.fault_exits);
-  }
-  {
-    absl::MutexLock lock(&e->stats_mu);
-    const int64_t now = MonotonicNowNanos();
-    if (e->last_t != 0 && now - e->last_t > 50'000'000)
-      e->last_rate = (s.total_ops - e->last_ops) / ((now - e->last_t) / 1e9);
-    if (e->last_t == 0 || now - e->last_t > 50'000'000) {
-      e->last_t = now;
-      e->last_ops = s.total_ops;
-    }
-    r.set_guest_ops_per_sec(e->last_rate);
-  }
+  AddVcpuStats(s, &r);
+  r.set_guest_ops_per_sec(e->OpsPerSec(s.total_ops));
   if (e->vm->pager() != nullptr) {
     vmm::DemandPagerStats ps = e->vm->pager()->Stats();
     r.set_faults(ps.faults);
@@ -454,41 +263,11 @@ absl::StatusOr<ferry::v1::VerifyVmResponse> Agent::VerifyVm(
   {
     absl::MutexLock lock(&mu_);  // migration_id is written under mu_
     if (!e->migration_id.empty())
-      return absl::FailedPreconditionError(absl::StrCat(
-          "VM '", request.name(), "' is being migrated: verify it where it arrives"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("VM '", request.name(), "' is being migrated: verify it where it arrives"));
   }
-  vmm::Vm& vm = *e->vm;
-  const bool finite = vm.config().workload.ops_per_vcpu != 0 && !vm.paused();
-  bool paused_here = false;
-  // The whole check within the timeout: waiting for a finite workload to
-  // halt, and the replay, whose cost grows with the ops the guest has run
-  // (an endless guest that ran too long is refused, saying so).
-  const int64_t ms = request.timeout_ms() > 0 ? request.timeout_ms() : 60'000;
-  const int64_t deadline = MonotonicNowNanos() + ms * 1'000'000;
-  if (finite) {
-    RETURN_IF_ERROR(vm.WaitUntilHalted(absl::Milliseconds(ms)));
-  } else if (!vm.paused()) {  // a paused VM is checked as it is
-    RETURN_IF_ERROR(vm.Pause());
-    paused_here = true;
-  }
-  std::vector<uint64_t> ops;
-  for (const auto& v : vm.Stats().vcpus) ops.push_back(v.counters.ops);
-  absl::StatusOr<vmm::MemoryDigest> got = vm.Digest();
-  if (paused_here) (void)vm.Resume();
-  if (!got.ok()) return got.status();
-  absl::StatusOr<vmm::MemoryDigest> want = vmm::ReferenceDigest(vm.config(), ops, deadline);
-  if (absl::IsDeadlineExceeded(want.status()))
-    return absl::DeadlineExceededError(absl::StrFormat(
-        "cannot verify VM '%s' within %d ms: %s (a guest that runs until stopped is verified "
-        "by replaying everything it did; verify it sooner, or give a longer --timeout-ms)",
-        request.name(), ms, want.status().message()));
-  if (!want.ok()) return want.status();
-  ferry::v1::VerifyVmResponse r;
-  r.set_match(got->digest == want->digest);
-  r.set_digest(absl::StrFormat("%016x", got->digest));
-  r.set_reference_digest(absl::StrFormat("%016x", want->digest));
-  for (uint64_t o : ops) r.add_ops(o);
-  r.set_differing_pages(vmm::DifferingPages(*got, *want).size());
+  ASSIGN_OR_RETURN(ferry::v1::VerifyVmResponse r,
+                   VerifyGuestMemory(*e->vm, request.name(), request.timeout_ms()));
   Log(LogLine(r.match() ? LogLevel::kInfo : LogLevel::kError, "vm.verified")
           .Kv("vm", request.name())
           .Kv("result", r.match() ? "match" : "mismatch")
@@ -499,19 +278,11 @@ absl::StatusOr<ferry::v1::VerifyVmResponse> Agent::VerifyVm(
 absl::Status Agent::Admit(const std::string& migration_id, const std::string& source,
                           const std::string& name, const vmm::VmConfig& config) {
   absl::Status s = [&]() -> absl::Status {
-    RETURN_IF_ERROR(ValidateName(name));
+    RETURN_IF_ERROR(api::ValidateVmName(name));
     absl::MutexLock lock(&mu_);
-    if (shutting_down_)
-      return absl::UnavailableError("the destination agent is shutting down");
-    if (vms_.count(name) || reserved_.count(name))
-      return absl::AlreadyExistsError(
-          absl::StrCat("the destination already hosts a VM named '", name, "'"));
-    if (static_cast<int>(vms_.size() + reserved_.size()) >= options_.max_vms)
-      return absl::ResourceExhaustedError("the destination is at its VM limit");
-    if (MemoryInUseLocked() + config.memory_bytes > options_.max_memory)
-      return absl::ResourceExhaustedError("the destination is at its memory limit");
-    reserved_[name] = config.memory_bytes;
-    return absl::OkStatus();
+    if (shutting_down_) return absl::UnavailableError("the destination agent is shutting down");
+    return vms_.RefusalStatus(vms_.Reserve(name, config.memory_bytes), name, config.memory_bytes,
+                              /*incoming=*/true);
   }();
   if (s.ok())
     Log(LogLine(LogLevel::kInfo, "vm.arriving")
@@ -534,7 +305,7 @@ void Agent::Release(const std::string& migration_id, const std::string& name,
                     const absl::Status& why) {
   {
     absl::MutexLock lock(&mu_);
-    reserved_.erase(name);
+    vms_.Unreserve(name);
   }
   Log(LogLine(LogLevel::kWarn, "vm.not_arrived")
           .Kv("vm", name)
@@ -544,90 +315,39 @@ void Agent::Release(const std::string& migration_id, const std::string& name,
 
 void Agent::Adopt(const std::string& migration_id, const std::string& name,
                   std::unique_ptr<vmm::Vm> vm) {
-  auto e = std::make_shared<VmEntry>();
+  auto e = std::make_shared<HostedVm>();
   e->name = name;
   e->vm = std::move(vm);
+  const uint64_t memory_bytes = e->vm->config().memory_bytes;
   e->last_ops = e->vm->Stats().total_ops;  // what it ran at the source is not its rate here
   e->arrived_by = migration_id;
   e->backend_reason = "as the source had it";
   absl::MutexLock lock(&mu_);
-  reserved_.erase(name);
-  vms_[name] = e;
+  vms_.Add(name, memory_bytes, e);
   Log(LogLine(LogLevel::kInfo, "vm.arrived").Kv("vm", name).Kv("migration", migration_id));
 }
 
 absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
     const ferry::v1::StartMigrationRequest& r) {
-  // Fields left at 0 or UNSPECIFIED keep MigrationOptions' defaults
-  // (migration/api/defaults.h); ValidateMigrationOptions judges the rest.
-  migration::MigrationOptions o;
-  if (r.mode() != ferry::v1::MIGRATION_MODE_UNSPECIFIED) {
-    ASSIGN_OR_RETURN(o.mode, migration::FromProto(r.mode()));
-  }
-  if (r.fault_mode() != ferry::v1::FAULT_MODE_UNSPECIFIED) {
-    ASSIGN_OR_RETURN(o.fault_mode, migration::FromProto(r.fault_mode()));
-  }
-  if (r.downtime_target_ms() < 0)
-    return absl::InvalidArgumentError("downtime target must not be negative");
-  if (r.downtime_target_ms() > 0) o.downtime_target_ms = r.downtime_target_ms();
-  o.max_bandwidth = r.max_bandwidth();
-  if (r.max_rounds() > 0) o.max_rounds = static_cast<int>(r.max_rounds());
-  if (r.streams() > kMaxStreamsField)
-    return absl::InvalidArgumentError(absl::StrCat("streams ", r.streams(), ": at most ",
-                                                   kMaxStreamsField));
-  o.streams = static_cast<int>(r.streams());
-  if (r.recovery_timeout_ms() < 0)
-    return absl::InvalidArgumentError("recovery timeout must not be negative");
-  if (r.recovery_timeout_ms() > 0) o.recovery_timeout_ms = r.recovery_timeout_ms();
-  o.auth_token = options_.migration_token;
-  RETURN_IF_ERROR(migration::ValidateMigrationOptions(o));
-  RETURN_IF_ERROR(SplitHostPort(r.destination()).status());
-  if (r.request_id().size() > 64)
-    return absl::InvalidArgumentError("request id is longer than 64 bytes");
-
+  ASSIGN_OR_RETURN(const migration::MigrationOptions o,
+                   MigrationOptionsFromRequest(r, options_.migration_token));
   PruneFinished();
-  auto m = std::make_shared<MigrationEntry>();
-  std::shared_ptr<VmEntry> vm;
+  auto m = std::make_shared<OutgoingMigration>();
+  std::shared_ptr<HostedVm> vm;
   {
     absl::MutexLock lock(&mu_);
-    if (!r.request_id().empty()) {
-      auto it = by_request_id_.find(r.request_id());
-      if (it != by_request_id_.end()) {
-        std::shared_ptr<MigrationEntry> existing = migrations_[it->second];
-        // The same request again is the same migration; the same id with
-        // other parameters is a different request, refused by name.
-        const std::string diff = RequestDifference(*existing, r.vm_name(), r.destination(), o);
-        if (!diff.empty())
-          return absl::AlreadyExistsError(absl::StrCat(
-              "request id '", r.request_id(), "' was already used for migration ",
-              existing->id, " with other parameters: ", diff));
-        return Describe(*existing);  // lock order: mu_, then the migration's mu
-      }
-    }
+    ASSIGN_OR_RETURN(std::shared_ptr<OutgoingMigration> same,
+                     migrations_.FindRequest(r.request_id(), r.vm_name(), r.destination(), o));
+    if (same != nullptr) return Describe(*same);  // lock order: mu_, then the migration's mu
     if (shutting_down_)
       return absl::UnavailableError("this agent is shutting down: it starts no migrations");
-    auto it = vms_.find(r.vm_name());
-    if (it == vms_.end())
+    absl::StatusOr<std::shared_ptr<HostedVm>> found = vms_.Find(r.vm_name());
+    if (!found.ok())
       return absl::NotFoundError(
           absl::StrCat("no VM named '", r.vm_name(), "' on this agent (see `ferry vm list`)"));
-    vm = it->second;
-    if (!vm->migration_id.empty())
-      return absl::FailedPreconditionError(absl::StrCat(
-          "VM '", r.vm_name(), "' is already being migrated (", vm->migration_id, ")"));
-    if (!vm->held_by.empty())
-      return absl::FailedPreconditionError(absl::StrCat(
-          "VM '", r.vm_name(), "' is held paused by migration ", vm->held_by, ", which failed "
-          "after switchover (", vm->held_reason, "): the destination may run it. Check the "
-          "destination; `ferry vm resume ", r.vm_name(), " --force` resumes this copy"));
-    if (vm->vm->paused())
-      return absl::FailedPreconditionError(absl::StrCat(
-          "VM '", r.vm_name(), "' is paused: resume it first (`ferry vm resume ", r.vm_name(),
-          "`)"));
-    int running = 0;
-    for (auto& [id, x] : migrations_) {
-      absl::MutexLock l(&x->mu);
-      running += !x->done;
-    }
+    vm = *std::move(found);
+    RETURN_IF_ERROR(CanMigrate(*vm));
+    const int running = migrations_.Running();
     if (running >= options_.max_migrations)
       return absl::ResourceExhaustedError(absl::StrFormat(
           "%d migrations are under way, this agent's limit (--max-migrations)", running));
@@ -657,8 +377,7 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
     m->destination = r.destination();
     m->options = o;
     vm->migration_id = m->id;
-    migrations_[m->id] = m;
-    if (!r.request_id().empty()) by_request_id_[r.request_id()] = m->id;
+    migrations_.Add(m);
   }
   Log(LogLine(LogLevel::kInfo, "migration.started")
           .Kv("migration", m->id)
@@ -670,7 +389,7 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
   return Describe(*m);
 }
 
-void Agent::RunMigration(std::shared_ptr<MigrationEntry> m, std::shared_ptr<VmEntry> vm) {
+void Agent::RunMigration(std::shared_ptr<OutgoingMigration> m, std::shared_ptr<HostedVm> vm) {
   absl::Status s = m->session->Run();
   migration::MigrationReport report = m->session->report();
   {
@@ -684,7 +403,7 @@ void Agent::RunMigration(std::shared_ptr<MigrationEntry> m, std::shared_ptr<VmEn
     }
     if (s.ok()) {
       // The destination runs the VM now; the source's copy was released.
-      vms_.erase(m->vm_name);
+      vms_.Remove(m->vm_name);
       Log(LogLine(LogLevel::kInfo, "migration.completed")
               .Kv("migration", m->id)
               .Kv("vm", m->vm_name)
@@ -719,33 +438,17 @@ void Agent::RunMigration(std::shared_ptr<MigrationEntry> m, std::shared_ptr<VmEn
 }
 
 void Agent::PruneFinished() {
-  std::vector<std::shared_ptr<MigrationEntry>> gone;
+  std::vector<std::shared_ptr<OutgoingMigration>> gone;
   {
     absl::MutexLock lock(&mu_);
-    std::vector<std::pair<absl::Time, std::string>> finished;  // oldest first
-    for (auto& [id, m] : migrations_) {
-      absl::MutexLock l(&m->mu);
-      if (m->done) finished.push_back({m->finished, id});
-    }
-    std::sort(finished.begin(), finished.end());
-    const absl::Time cutoff = absl::Now() - options_.keep_finished;
-    const size_t over = finished.size() > static_cast<size_t>(options_.keep_finished_count)
-                            ? finished.size() - options_.keep_finished_count
-                            : 0;
-    for (size_t i = 0; i < finished.size(); ++i) {
-      if (i >= over && finished[i].first >= cutoff) continue;
-      auto it = migrations_.find(finished[i].second);
-      if (!it->second->request_id.empty()) by_request_id_.erase(it->second->request_id);
-      gone.push_back(std::move(it->second));
-      migrations_.erase(it);
-    }
+    gone = migrations_.Prune(absl::Now());
   }
   // Outside the registry's lock: the session thread has ended (done).
   for (auto& m : gone)
     if (m->thread.joinable()) m->thread.join();
 }
 
-ferry::v1::MigrationResource Agent::Describe(const MigrationEntry& m) const {
+ferry::v1::MigrationResource Agent::Describe(const OutgoingMigration& m) const {
   ferry::v1::MigrationResource r;
   r.set_id(m.id);
   r.set_direction("outgoing");
@@ -756,26 +459,11 @@ ferry::v1::MigrationResource Agent::Describe(const MigrationEntry& m) const {
   r.set_fault_mode(migration::ToProto(m.options.fault_mode));
   r.set_start_time_unix_ms(absl::ToUnixMillis(m.started));
   migration::SourceProgress p = m.session->Progress();
-  r.set_phase(ToPhase(p.phase));
+  r.set_phase(migration::PhaseOf(p.phase));
   ferry::v1::MigrationProgress* pp = r.mutable_progress();
-  pp->set_round(p.round);
-  pp->set_elapsed_ms(p.elapsed_ms);
-  pp->set_pages_total(p.pages_total);
-  pp->set_pages_transferred(p.pages_transferred);
-  pp->set_pages_remaining(p.pages_remaining);
-  pp->set_bytes_sent(p.bytes_sent);
-  pp->set_bandwidth_bytes_per_sec(p.bandwidth_bps);
-  pp->set_dirty_pages_per_sec(p.dirty_pages_per_sec);
-  pp->set_faults(p.faults);
-  pp->set_faults_per_sec(p.faults_per_sec);
-  pp->set_downtime_ms(p.downtime_ms);
-  pp->set_fault_p99_us(p.fault_p99_us);
-  pp->set_percent(p.percent);
-  pp->set_eta_ms(p.eta_ms);
-  pp->set_reconnects(p.reconnects);
-  pp->set_paused_reason(p.paused_reason);
+  FillProgress(p, pp);
   if (!p.destination.empty()) r.set_destination(p.destination);
-  auto& mm = const_cast<MigrationEntry&>(m);
+  auto& mm = const_cast<OutgoingMigration&>(m);
   absl::MutexLock lock(&mm.mu);
   if (mm.done) {
     // The session's phase may lag the thread's end by a moment.
@@ -783,24 +471,14 @@ ferry::v1::MigrationResource Agent::Describe(const MigrationEntry& m) const {
         ferry::v1::MIGRATION_PHASE_COMPLETED, ferry::v1::MIGRATION_PHASE_FAILED,
         ferry::v1::MIGRATION_PHASE_CANCELLED};
     r.set_phase(kPhaseOf[static_cast<int>(OutcomeOf(mm.result))]);
-    r.set_end_time_unix_ms(absl::ToUnixMillis(mm.finished));
-    if (mm.result.ok()) {
-      pp->set_percent(100);
-      pp->set_eta_ms(0);
-    } else {
-      pp->set_eta_ms(-1);
-    }
-    if (!mm.result.ok()) {
-      r.set_error(std::string(mm.result.message()));
-      r.set_error_code(static_cast<int>(mm.result.code()));
-    }
+    SetEnded(mm.result, mm.finished, &r);
     *r.mutable_report() = api::ToProto(mm.report);
   }
   return r;
 }
 
 absl::StatusOr<ferry::v1::MigrationResource> Agent::GetMigration(const std::string& id) {
-  absl::StatusOr<std::shared_ptr<MigrationEntry>> m = FindMigration(id);
+  absl::StatusOr<std::shared_ptr<OutgoingMigration>> m = FindMigration(id);
   if (m.ok()) return Describe(**m);
   // The destination's view of a migration arriving here.
   for (ferry::v1::MigrationResource& r : IncomingMigrations())
@@ -810,10 +488,10 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::GetMigration(const std::stri
 
 std::vector<ferry::v1::MigrationResource> Agent::ListMigrations() {
   PruneFinished();
-  std::vector<std::shared_ptr<MigrationEntry>> all;
+  std::vector<std::shared_ptr<OutgoingMigration>> all;
   {
     absl::MutexLock lock(&mu_);
-    for (auto& [id, m] : migrations_) all.push_back(m);
+    all = migrations_.All();
   }
   std::vector<ferry::v1::MigrationResource> out;
   for (auto& m : all) out.push_back(Describe(*m));
@@ -824,27 +502,8 @@ std::vector<ferry::v1::MigrationResource> Agent::ListMigrations() {
 std::vector<ferry::v1::MigrationResource> Agent::IncomingMigrations() const {
   std::vector<ferry::v1::MigrationResource> out;
   // The destination's view: migrations arriving here.
-  for (const migration::DestinationSession::Info& in : migration_service_->Incoming()) {
-    ferry::v1::MigrationResource r;
-    r.set_id(in.migration_id);
-    r.set_vm_name(in.vm_name);
-    r.set_direction("incoming");
-    r.set_source(PeerOf(in));
-    r.set_mode(in.mode);
-    r.set_fault_mode(in.fault_mode);
-    r.set_phase(migration::PhaseOf(in.state));
-    ferry::v1::MigrationProgress* p = r.mutable_progress();
-    p->set_pages_total(in.pages_total);
-    p->set_pages_transferred(in.pages_installed);
-    if (migration::InPostcopy(in.state)) {
-      p->set_pages_remaining(in.pages_missing);
-      p->set_faults(in.faults);
-      p->set_percent(in.pages_total ? 100.0 * (in.pages_total - in.pages_missing) /
-                                          in.pages_total
-                                    : 0);
-    }
-    out.push_back(std::move(r));
-  }
+  for (const migration::DestinationSession::Info& in : migration_service_->Incoming())
+    out.push_back(DescribeIncomingMigration(in));
   return out;
 }
 
@@ -874,8 +533,7 @@ absl::StatusOr<ferry::v1::Vm> Agent::ResumeVm(const ferry::v1::ResumeVmRequest& 
           "twice. Make sure the destination does not run it (`ferry --agent DEST vm list`), "
           "then give --force to resume this copy as of the switchover"));
     if (!e->vm->paused())
-      return absl::FailedPreconditionError(
-          absl::StrCat("VM '", r.name(), "' is not paused"));
+      return absl::FailedPreconditionError(absl::StrCat("VM '", r.name(), "' is not paused"));
     RETURN_IF_ERROR(e->vm->Resume());
     Log(LogLine(e->held_by.empty() ? LogLevel::kInfo : LogLevel::kWarn, "vm.resumed")
             .Kv("vm", r.name())
@@ -919,11 +577,11 @@ absl::Status Agent::WatchMigration(
 }
 
 void Agent::BeginShutdown() {
-  std::vector<std::shared_ptr<MigrationEntry>> all;
+  std::vector<std::shared_ptr<OutgoingMigration>> all;
   {
     absl::MutexLock lock(&mu_);
     shutting_down_ = true;
-    for (auto& [id, m] : migrations_) all.push_back(m);
+    all = migrations_.All();
   }
   Log(LogLine(LogLevel::kInfo, "agent.shutting_down")
           .Kv("detail", "no new work; cancelling migrations that have not switched over"));
@@ -939,7 +597,7 @@ void Agent::BeginShutdown() {
 bool Agent::HasIncompletePostcopy() {
   if (migration_service_->HasIncompletePostcopy()) return true;
   absl::MutexLock lock(&mu_);
-  for (auto& [id, m] : migrations_) {
+  for (auto& m : migrations_.All()) {
     absl::MutexLock l(&m->mu);
     if (m->done) continue;
     // Paused in postcopy included: the destination runs the VM and this

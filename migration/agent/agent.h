@@ -19,11 +19,13 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "base/log_line.h"
-#include "absl/synchronization/mutex.h"
 #include "ferry/v1/control.pb.h"
 #include "grpcpp/security/credentials.h"
+#include "migration/agent/migration_table.h"
+#include "migration/agent/vm_registry.h"
 #include "migration/fetch/page_server.h"
 #include "migration/migration_service.h"
 #include "migration/source_session.h"
@@ -90,8 +92,9 @@ class Agent {
   // Calls `write` with a snapshot every `interval` and on the end; returns
   // when the migration ended (after writing its final state) or `write`
   // returned false.
-  absl::Status WatchMigration(const std::string& id, absl::Duration interval,
-                              const std::function<bool(const ferry::v1::MigrationResource&)>& write);
+  absl::Status WatchMigration(
+      const std::string& id, absl::Duration interval,
+      const std::function<bool(const ferry::v1::MigrationResource&)>& write);
 
   // SIGTERM: refuse new work, cancel outgoing migrations that have not
   // switched over (their VMs keep running).
@@ -105,44 +108,39 @@ class Agent {
   std::string RenderMetrics();
 
  private:
-  struct VmEntry;
-  struct MigrationEntry;
   std::unique_ptr<AgentMetrics> metrics_;
   explicit Agent(AgentOptions options);
 
   void Log(const LogLine& line) const;
-  ferry::v1::Vm Describe(const VmEntry& e) const;
-  ferry::v1::MigrationResource Describe(const MigrationEntry& m) const;
-  absl::StatusOr<std::shared_ptr<VmEntry>> FindVm(const std::string& name);
-  absl::StatusOr<std::shared_ptr<MigrationEntry>> FindMigration(const std::string& id);
-  void RunMigration(std::shared_ptr<MigrationEntry> m, std::shared_ptr<VmEntry> vm);
+  ferry::v1::Vm Describe(const HostedVm& e) const;
+  ferry::v1::MigrationResource Describe(const OutgoingMigration& m) const;
+  absl::StatusOr<std::shared_ptr<HostedVm>> FindVm(const std::string& name);
+  absl::StatusOr<std::shared_ptr<OutgoingMigration>> FindMigration(const std::string& id);
+  void RunMigration(std::shared_ptr<OutgoingMigration> m, std::shared_ptr<HostedVm> vm);
   absl::Status Admit(const std::string& migration_id, const std::string& source,
                      const std::string& name, const vmm::VmConfig& config);
-  void Release(const std::string& migration_id, const std::string& name,
-               const absl::Status& why);
+  void Release(const std::string& migration_id, const std::string& name, const absl::Status& why);
   // VMs arriving here by migrations not yet completed (VM_STATE_INCOMING).
   std::vector<ferry::v1::Vm> IncomingVms() const;
   // Migrations arriving here (direction "incoming"), ended ones included
   // while the migration service keeps them.
   std::vector<ferry::v1::MigrationResource> IncomingMigrations() const;
-  void Adopt(const std::string& migration_id, const std::string& name,
-             std::unique_ptr<vmm::Vm> vm);
-  uint64_t MemoryInUseLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Adopt(const std::string& migration_id, const std::string& name, std::unique_ptr<vmm::Vm> vm);
 
   const AgentOptions options_;
   std::string fetch_address_;
   std::unique_ptr<migration::fetch::PageServer> page_server_;
   std::unique_ptr<migration::MigrationService> migration_service_;
 
+  // Guards the registry, the table and the HostedVm fields they document
+  // as "under the owner's lock".
   mutable absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   // Its own lock: read while mu_ is held (a migration's config).
   mutable absl::Mutex address_mu_;
   std::string control_address_ ABSL_GUARDED_BY(address_mu_);
-  std::map<std::string, std::shared_ptr<VmEntry>> vms_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, uint64_t> reserved_ ABSL_GUARDED_BY(mu_);  // incoming: name -> bytes
-  std::map<std::string, std::shared_ptr<MigrationEntry>> migrations_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::string> by_request_id_ ABSL_GUARDED_BY(mu_);
+  VmRegistry vms_ ABSL_GUARDED_BY(mu_);
+  MigrationTable migrations_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace ferry::agent

@@ -1,0 +1,37 @@
+// ProtoToJson: a protobuf message as one JSON object, derived from its
+// descriptor, so a report defined once in a .proto is written as JSON
+// without a hand-written field list.
+//
+// The shape, stable for a given .proto:
+//  - keys are the fields' names as declared (snake_case), in declaration
+//    order;
+//  - a field without presence (a proto3 scalar, string or enum) is always
+//    written, at its zero value when unset;
+//  - a field with presence (proto3 `optional`, a message field) is written
+//    only when set: an unset optional is absent, never null;
+//  - integers (64-bit included) and floating point are JSON numbers
+//    (non-finite ones null); enums are their value names; bytes are
+//    written as strings;
+//  - repeated fields are arrays (empty when unset); maps are arrays of
+//    {"key", "value"} objects.
+//
+// Unlike google::protobuf::util::MessageToJsonString, 64-bit integers are
+// numbers, not strings, and names are not camelCased: what jq and the
+// benchmark scripts read stays as it was.
+//
+// Pure function; safe from any thread.
+//
+//   std::cout << ProtoToJson(report).ToString() << "\n";
+#ifndef FERRY_BASE_PROTO_JSON_H_
+#define FERRY_BASE_PROTO_JSON_H_
+
+#include "base/json.h"
+#include "google/protobuf/message.h"
+
+namespace ferry {
+
+JsonObject ProtoToJson(const google::protobuf::Message& message);
+
+}  // namespace ferry
+
+#endif  // FERRY_BASE_PROTO_JSON_H_

@@ -1,0 +1,118 @@
+#include "migration/agent/vm_registry.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace ferry::agent {
+
+double HostedVm::OpsPerSec(uint64_t total_ops) {
+  absl::MutexLock lock(&stats_mu);
+  const int64_t now = MonotonicNowNanos();
+  if (last_t != 0 && now - last_t > 50'000'000)
+    last_rate = (total_ops - last_ops) / ((now - last_t) / 1e9);
+  if (last_t == 0 || now - last_t > 50'000'000) {
+    last_t = now;
+    last_ops = total_ops;
+  }
+  return last_rate;
+}
+
+absl::Status CanMigrate(const HostedVm& vm) {
+  const std::string& name = vm.name;
+  if (!vm.migration_id.empty())
+    return absl::FailedPreconditionError(
+        absl::StrCat("VM '", name, "' is already being migrated (", vm.migration_id, ")"));
+  if (!vm.held_by.empty())
+    return absl::FailedPreconditionError(
+        absl::StrCat("VM '", name, "' is held paused by migration ", vm.held_by,
+                     ", which failed after switchover (", vm.held_reason,
+                     "): the destination may run it. Check the destination; `ferry vm resume ",
+                     name, " --force` resumes this copy"));
+  if (vm.vm != nullptr && vm.vm->paused())
+    return absl::FailedPreconditionError(
+        absl::StrCat("VM '", name, "' is paused: resume it first (`ferry vm resume ", name, "`)"));
+  return absl::OkStatus();
+}
+
+VmRegistry::Refusal VmRegistry::Reserve(const std::string& name, uint64_t memory_bytes) {
+  if (vms_.count(name) || reserved_.count(name)) return Refusal::kNameTaken;
+  if (count() >= limits_.max_vms) return Refusal::kVmLimit;
+  if (MemoryInUse() + memory_bytes > limits_.max_memory) return Refusal::kMemoryLimit;
+  reserved_[name] = memory_bytes;
+  return Refusal::kNone;
+}
+
+absl::Status VmRegistry::RefusalStatus(Refusal refusal, const std::string& name,
+                                       uint64_t memory_bytes, bool incoming) const {
+  switch (refusal) {
+    case Refusal::kNone:
+      return absl::OkStatus();
+    case Refusal::kNameTaken:
+      return absl::AlreadyExistsError(
+          incoming ? absl::StrCat("the destination already hosts a VM named '", name, "'")
+                   : absl::StrCat("a VM named '", name, "' already exists on this agent"));
+    case Refusal::kVmLimit:
+      return absl::ResourceExhaustedError(
+          incoming ? "the destination is at its VM limit"
+                   : absl::StrFormat("this agent already hosts its limit of %d VMs (--max-vms)",
+                                     limits_.max_vms));
+    case Refusal::kMemoryLimit:
+      return absl::ResourceExhaustedError(
+          incoming ? "the destination is at its memory limit"
+                   : absl::StrFormat("%d MiB more would exceed this agent's memory limit of "
+                                     "%d MiB (--max-memory)",
+                                     memory_bytes >> 20, limits_.max_memory >> 20));
+  }
+  return absl::InternalError("unknown refusal");
+}
+
+void VmRegistry::Unreserve(const std::string& name) { reserved_.erase(name); }
+
+void VmRegistry::Add(const std::string& name, uint64_t memory_bytes, std::shared_ptr<HostedVm> vm) {
+  reserved_.erase(name);
+  vms_[name] = Slot{std::move(vm), memory_bytes};
+}
+
+absl::StatusOr<std::shared_ptr<HostedVm>> VmRegistry::Find(const std::string& name) const {
+  auto it = vms_.find(name);
+  if (it != vms_.end()) return it->second.vm;
+  // An arriving VM is listed (state incoming) but not yet this agent's.
+  if (reserved_.count(name))
+    return absl::FailedPreconditionError(absl::StrCat(
+        "VM '", name, "' is arriving by a migration: it is this agent's once it arrived"));
+  return absl::NotFoundError(
+      absl::StrCat("no VM named '", name, "' on this agent (see `ferry vm list`)"));
+}
+
+std::shared_ptr<HostedVm> VmRegistry::Remove(const std::string& name) {
+  auto it = vms_.find(name);
+  if (it == vms_.end()) return nullptr;
+  std::shared_ptr<HostedVm> vm = std::move(it->second.vm);
+  vms_.erase(it);
+  return vm;
+}
+
+std::vector<std::shared_ptr<HostedVm>> VmRegistry::TakeAll() {
+  std::vector<std::shared_ptr<HostedVm>> all = All();
+  vms_.clear();
+  reserved_.clear();
+  return all;
+}
+
+std::vector<std::shared_ptr<HostedVm>> VmRegistry::All() const {
+  std::vector<std::shared_ptr<HostedVm>> all;
+  all.reserve(vms_.size());
+  for (const auto& [name, slot] : vms_) all.push_back(slot.vm);
+  return all;
+}
+
+uint64_t VmRegistry::MemoryInUse() const {
+  uint64_t total = 0;
+  for (const auto& [name, slot] : vms_) total += slot.memory_bytes;
+  for (const auto& [name, bytes] : reserved_) total += bytes;
+  return total;
+}
+
+}  // namespace ferry::agent

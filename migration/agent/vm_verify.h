@@ -1,0 +1,30 @@
+// VerifyGuestMemory: checks a VM's memory against a replay of what its
+// guest did (`ferry vm verify`): the digest of its memory now against the
+// reference digest of a fresh VM of the same config that ran the same ops.
+//
+// A finite guest is waited for until it halts; an endless one is paused
+// for the digest and resumed after; a paused one is checked as it is. The
+// whole check, replay included, runs within `timeout_ms` (0: a minute);
+// past it, DeadlineExceeded says how to do better.
+//
+// Threads: blocks the caller; the caller keeps `vm` alive and keeps others
+// from pausing or migrating it meanwhile (Agent checks it is not migrating).
+#ifndef FERRY_MIGRATION_AGENT_VM_VERIFY_H_
+#define FERRY_MIGRATION_AGENT_VM_VERIFY_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "ferry/v1/control.pb.h"
+#include "vmm/vm.h"
+
+namespace ferry::agent {
+
+// `name` is the VM's, for messages.
+absl::StatusOr<ferry::v1::VerifyVmResponse> VerifyGuestMemory(vmm::Vm& vm, const std::string& name,
+                                                              int64_t timeout_ms);
+
+}  // namespace ferry::agent
+
+#endif  // FERRY_MIGRATION_AGENT_VM_VERIFY_H_

@@ -1,0 +1,115 @@
+// VmRegistry: admission limits (VM count, memory), reservations for VMs
+// arriving or being created, and the reasons a reservation is refused.
+#include "migration/agent/vm_registry.h"
+
+#include <memory>
+
+#include "base/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace ferry::agent {
+namespace {
+
+using ::ferry::testing::StatusIs;
+using ::testing::HasSubstr;
+using Refusal = VmRegistry::Refusal;
+
+constexpr uint64_t kGiB = 1ull << 30;
+
+std::shared_ptr<HostedVm> Vm(const std::string& name) {
+  auto vm = std::make_shared<HostedVm>();
+  vm->name = name;
+  return vm;
+}
+
+TEST(VmRegistryTest, ReservesUntilTheVmIsAdded) {
+  VmRegistry r({.max_vms = 4, .max_memory = 4 * kGiB});
+  EXPECT_EQ(r.Reserve("web", kGiB), Refusal::kNone);
+  EXPECT_TRUE(r.IsReserved("web"));
+  EXPECT_EQ(r.MemoryInUse(), kGiB);
+  // Reserved is not yet hosted: lookups say it is arriving.
+  EXPECT_THAT(r.Find("web"),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("arriving")));
+  r.Add("web", kGiB, Vm("web"));
+  EXPECT_FALSE(r.IsReserved("web"));
+  EXPECT_EQ(r.MemoryInUse(), kGiB);
+  EXPECT_EQ(r.count(), 1);
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<HostedVm> found, r.Find("web"));
+  EXPECT_EQ(found->name, "web");
+}
+
+TEST(VmRegistryTest, RefusesATakenName) {
+  VmRegistry r({.max_vms = 4, .max_memory = 4 * kGiB});
+  r.Add("web", kGiB, Vm("web"));
+  EXPECT_EQ(r.Reserve("web", kGiB), Refusal::kNameTaken);
+  ASSERT_EQ(r.Reserve("db", kGiB), Refusal::kNone);
+  EXPECT_EQ(r.Reserve("db", kGiB), Refusal::kNameTaken);  // reserved counts too
+}
+
+TEST(VmRegistryTest, RefusesPastTheVmLimitCountingReservations) {
+  VmRegistry r({.max_vms = 2, .max_memory = 64 * kGiB});
+  r.Add("a", kGiB, Vm("a"));
+  ASSERT_EQ(r.Reserve("b", kGiB), Refusal::kNone);
+  EXPECT_EQ(r.Reserve("c", kGiB), Refusal::kVmLimit);
+  r.Unreserve("b");
+  EXPECT_EQ(r.Reserve("c", kGiB), Refusal::kNone);
+}
+
+TEST(VmRegistryTest, RefusesPastTheMemoryLimitCountingReservations) {
+  VmRegistry r({.max_vms = 8, .max_memory = 3 * kGiB});
+  r.Add("a", kGiB, Vm("a"));
+  ASSERT_EQ(r.Reserve("b", kGiB), Refusal::kNone);
+  EXPECT_EQ(r.Reserve("c", 2 * kGiB), Refusal::kMemoryLimit);
+  EXPECT_EQ(r.Reserve("c", kGiB), Refusal::kNone);  // exactly at the limit
+  ASSERT_NE(r.Remove("a"), nullptr);
+  EXPECT_EQ(r.MemoryInUse(), 2 * kGiB);
+  EXPECT_EQ(r.Remove("a"), nullptr);
+}
+
+TEST(VmRegistryTest, RefusalsAreWordedForTheirAudience) {
+  VmRegistry r({.max_vms = 2, .max_memory = 2 * kGiB});
+  EXPECT_OK(r.RefusalStatus(Refusal::kNone, "web", kGiB, false));
+  EXPECT_THAT(r.RefusalStatus(Refusal::kNameTaken, "web", kGiB, false),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("already exists")));
+  EXPECT_THAT(r.RefusalStatus(Refusal::kNameTaken, "web", kGiB, true),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("the destination")));
+  EXPECT_THAT(r.RefusalStatus(Refusal::kVmLimit, "web", kGiB, false),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("--max-vms")));
+  EXPECT_THAT(r.RefusalStatus(Refusal::kMemoryLimit, "web", kGiB, false),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("--max-memory")));
+  EXPECT_THAT(r.RefusalStatus(Refusal::kMemoryLimit, "web", kGiB, true),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("memory limit")));
+}
+
+TEST(VmRegistryTest, UnknownNameIsNotFound) {
+  VmRegistry r({});
+  EXPECT_THAT(r.Find("nope"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope")));
+}
+
+TEST(VmRegistryTest, TakeAllEmptiesTheRegistry) {
+  VmRegistry r({});
+  r.Add("a", kGiB, Vm("a"));
+  r.Add("b", kGiB, Vm("b"));
+  ASSERT_EQ(r.Reserve("c", kGiB), Refusal::kNone);
+  EXPECT_EQ(r.TakeAll().size(), 2u);
+  EXPECT_EQ(r.count(), 0);
+  EXPECT_EQ(r.MemoryInUse(), 0u);
+}
+
+TEST(VmRegistryTest, CanMigrateSaysWhyNot) {
+  HostedVm vm;
+  vm.name = "web";
+  EXPECT_OK(CanMigrate(vm));
+  vm.migration_id = "mig-1";
+  EXPECT_THAT(CanMigrate(vm), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                       HasSubstr("already being migrated (mig-1)")));
+  vm.migration_id.clear();
+  vm.held_by = "mig-0";
+  vm.held_reason = "stream broke";
+  EXPECT_THAT(CanMigrate(vm),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("--force")));
+}
+
+}  // namespace
+}  // namespace ferry::agent
