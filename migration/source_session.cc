@@ -91,7 +91,8 @@ SourceSession::SourceSession(vmm::Vm* vm, SourceConfig config)
       counters_(num_pages_),
       push_order_(num_pages_),
       held_by_destination_(num_pages_, false),
-      destination_(config_.destination) {}
+      destination_(config_.destination),
+      downtime_target_ms_(config_.options.downtime_target_ms) {}
 
 SourceSession::~SourceSession() {
   if (stream_) stream_->Cancel();
@@ -192,6 +193,40 @@ absl::Status SourceSession::Cancel() {
   if (stream_) stream_->Cancel();  // unblocks a Write() in progress
   for (auto& ds : data_streams_) ds->Cancel();
   return absl::OkStatus();
+}
+
+absl::Status SourceSession::SetParameters(const ParameterUpdate& update) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(CheckParameterUpdate(id_, state_, update));
+  const double time_ms = t_start_ == 0 ? 0 : (clock_->NowNanos() - t_start_) / 1e6;
+  if (update.max_bandwidth) {
+    const uint64_t old = limiter_.rate();
+    limiter_.SetRate(*update.max_bandwidth);
+    parameter_changes_.push_back({time_ms, "max_bandwidth", static_cast<int64_t>(old),
+                                  static_cast<int64_t>(*update.max_bandwidth)});
+  }
+  if (update.downtime_target_ms) {
+    parameter_changes_.push_back(
+        {time_ms, "downtime_target_ms", downtime_target_ms_, *update.downtime_target_ms});
+    downtime_target_ms_ = *update.downtime_target_ms;
+  }
+  return absl::OkStatus();
+}
+
+std::vector<ParameterChange> SourceSession::parameter_changes() const {
+  absl::MutexLock lock(&mu_);
+  return parameter_changes_;
+}
+
+int64_t SourceSession::downtime_target_ms() const {
+  absl::MutexLock lock(&mu_);
+  return downtime_target_ms_;
+}
+
+MigrationOptions SourceSession::PolicyOptions() const {
+  MigrationOptions options = config_.options;
+  options.downtime_target_ms = downtime_target_ms();
+  return options;
 }
 
 absl::Status SourceSession::AwaitLocked(const std::function<bool()>& ready,
@@ -743,7 +778,7 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
       s.pages_dirtied = early_dirty.size();
       s.bandwidth_bps = counters_.bytes_sent() / s.seconds;
       s.page_size = page_size_;
-      *decision = DecideDuringFirstRound(config_.options, s);
+      *decision = DecideDuringFirstRound(PolicyOptions(), s);
       if (decision->decision == Decision::kPostcopy) {
         precopy_rounds_ = 0;
         precopy_bytes_ = counters_.bytes_sent();
@@ -813,7 +848,7 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
       t_round_start_ = now;
     }
     round_start = now;
-    *decision = DecideAfterRound(config_.options, facts);
+    *decision = DecideAfterRound(PolicyOptions(), facts);
     if (decision->decision != Decision::kNextRound) {
       precopy_rounds_ = round;
       precopy_bytes_ = counters_.bytes_sent();

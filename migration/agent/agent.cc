@@ -16,6 +16,7 @@
 #include "migration/agent/agent_metrics.h"
 #include "base/version.h"
 #include "migration/protocol.h"
+#include "migration/agent/live_control.h"
 #include "migration/api/report_proto.h"
 #include "migration/convert.h"
 #include "migration/phases.h"
@@ -796,6 +797,7 @@ ferry::v1::MigrationResource Agent::Describe(const MigrationEntry& m) const {
     }
     *r.mutable_report() = api::ToProto(mm.report);
   }
+  DescribeLive(*mm.session, mm.done, r);
   return r;
 }
 
@@ -885,6 +887,18 @@ absl::StatusOr<ferry::v1::Vm> Agent::ResumeVm(const ferry::v1::ResumeVmRequest& 
     e->held_reason.clear();
   }
   return Describe(*e);
+}
+
+absl::StatusOr<ferry::v1::MigrationResource> Agent::SetMigrationParameters(
+    const ferry::v1::SetMigrationParametersRequest& r) {
+  ASSIGN_OR_RETURN(auto m, FindMigration(r.id()));
+  RETURN_IF_ERROR(SetParameters(*m->session, r));
+  Log(LogLine(LogLevel::kInfo, "migration.parameters_set")
+          .Kv("migration", r.id())
+          .Kv("max_bandwidth", r.has_max_bandwidth() ? absl::StrCat(r.max_bandwidth()) : "-")
+          .Kv("downtime_target_ms",
+              r.has_downtime_target_ms() ? absl::StrCat(r.downtime_target_ms()) : "-"));
+  return Describe(*m);
 }
 
 absl::StatusOr<ferry::v1::MigrationResource> Agent::CancelMigration(const std::string& id) {

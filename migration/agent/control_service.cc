@@ -82,6 +82,12 @@ grpc::Status ControlService::RecoverMigration(grpc::ServerContext*,
   return Reply(agent_->RecoverMigration(*r), out);
 }
 
+grpc::Status ControlService::SetMigrationParameters(
+    grpc::ServerContext*, const ferry::v1::SetMigrationParametersRequest* r,
+    ferry::v1::MigrationResource* out) {
+  return Reply(agent_->SetMigrationParameters(*r), out);
+}
+
 grpc::Status ControlService::ResumeVm(grpc::ServerContext*, const ferry::v1::ResumeVmRequest* r,
                                       ferry::v1::Vm* out) {
   return Reply(agent_->ResumeVm(*r), out);
