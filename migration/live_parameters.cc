@@ -25,4 +25,25 @@ absl::Status CheckParameterUpdate(const std::string& id, SourceState state,
   return absl::OkStatus();
 }
 
+absl::Status CheckStartPostcopy(const std::string& id, MigrationMode mode, SourceState state) {
+  if (IsFinal(state) || state == SourceState::kCancelling)
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "migration %s is %s: it no longer runs", id, SourceStateName(state)));
+  if (mode == MigrationMode::kPrecopy)
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "migration %s runs in precopy mode: its destination did not prepare demand paging, so "
+        "it cannot go postcopy (start it with --mode hybrid to keep that choice open)",
+        id));
+  if (mode == MigrationMode::kPostcopy)
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "migration %s runs in postcopy mode: it switches to postcopy right after setup", id));
+  if (state != SourceState::kConnecting && state != SourceState::kAccepted &&
+      state != SourceState::kPrecopy)
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "migration %s is %s: precopy has already stopped, so it cannot be switched to "
+        "postcopy now",
+        id, SourceStateName(state)));
+  return absl::OkStatus();
+}
+
 }  // namespace ferry::migration

@@ -22,6 +22,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "migration/options.h"
 #include "migration/source_state.h"
 
 namespace ferry::migration {
@@ -46,6 +47,14 @@ struct ParameterChange {
 // its use), each naming the parameter and the state.
 absl::Status CheckParameterUpdate(const std::string& id, SourceState state,
                                   const ParameterUpdate& update);
+
+// OK if a migration of `mode` in `state` may be switched to postcopy now
+// (SourceSession::StartPostcopy): a hybrid migration before switchover
+// (connecting, accepted, precopy). Otherwise FailedPrecondition with the
+// reason: precopy mode (its destination did not prepare demand paging),
+// postcopy mode (it switches right after setup anyway), or the state
+// (already switching over or past it, or ended).
+absl::Status CheckStartPostcopy(const std::string& id, MigrationMode mode, SourceState state);
 
 }  // namespace ferry::migration
 

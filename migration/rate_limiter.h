@@ -4,11 +4,10 @@
 // within the cap): the next Acquire waits for them too. A rate of 0 means
 // no cap. Thread-safe.
 //
-// SetRate() changes the cap while others Acquire(): each Acquire() and
-// Charge() reads the rate under the lock, so a change takes effect from
-// the next frame (a sleep already under way finishes at the old rate). The
-// bytes owed at the old rate stay owed; going from no cap to a cap starts
-// the bucket afresh at the current time.
+// SetRate() changes the cap while others Acquire(): it takes effect at
+// once. The bucket starts afresh at the current time (what was owed or
+// saved at the old rate is forgotten), and an Acquire() waiting at the old
+// rate (it sleeps in 10 ms slices) pays for its bytes again at the new one.
 #ifndef FERRY_MIGRATION_RATE_LIMITER_H_
 #define FERRY_MIGRATION_RATE_LIMITER_H_
 
@@ -26,16 +25,24 @@ class RateLimiter {
       : clock_(clock), rate_(bytes_per_sec), next_ns_(clock->NowNanos()) {}
 
   void Acquire(uint64_t bytes) {
-    int64_t wait;
-    {
-      absl::MutexLock lock(&mu_);
+    absl::MutexLock lock(&mu_);
+    while (true) {
       if (rate_ == 0) return;
+      const uint64_t generation = generation_;
       const int64_t now = clock_->NowNanos();
       next_ns_ = std::max(next_ns_, now - kBurstNs);
       next_ns_ += static_cast<int64_t>(1e9 * static_cast<double>(bytes) / rate_);
-      wait = next_ns_ - now - kBurstNs;
+      const int64_t deadline = next_ns_ - kBurstNs;
+      // Sleep in slices, so that a SetRate() interrupts the wait.
+      for (int64_t t = now; t < deadline && generation == generation_;
+           t = clock_->NowNanos()) {
+        mu_.Unlock();
+        clock_->SleepNanos(std::min(deadline - t, kSliceNs));
+        mu_.Lock();
+      }
+      if (generation == generation_) return;
+      // The rate changed while this waited: pay for the bytes at the new one.
     }
-    clock_->SleepNanos(wait);
   }
 
   // Bytes already sent (never waits).
@@ -46,11 +53,12 @@ class RateLimiter {
     next_ns_ += static_cast<int64_t>(1e9 * static_cast<double>(bytes) / rate_);
   }
 
-  // The new cap in bytes per second (0: none), from the next frame on.
+  // The new cap in bytes per second (0: none), from now on.
   void SetRate(uint64_t bytes_per_sec) {
     absl::MutexLock lock(&mu_);
-    if (rate_ == 0) next_ns_ = clock_->NowNanos();
+    next_ns_ = clock_->NowNanos();
     rate_ = bytes_per_sec;
+    ++generation_;
   }
 
   uint64_t rate() const {
@@ -60,10 +68,12 @@ class RateLimiter {
 
  private:
   static constexpr int64_t kBurstNs = 50'000'000;
+  static constexpr int64_t kSliceNs = 10'000'000;
   const Clock* clock_;
   mutable absl::Mutex mu_;
   uint64_t rate_ ABSL_GUARDED_BY(mu_);
   int64_t next_ns_ ABSL_GUARDED_BY(mu_);
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // SetRate() calls
 };
 
 }  // namespace ferry::migration

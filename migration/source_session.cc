@@ -213,6 +213,23 @@ absl::Status SourceSession::SetParameters(const ParameterUpdate& update) {
   return absl::OkStatus();
 }
 
+absl::Status SourceSession::StartPostcopy() {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(CheckStartPostcopy(id_, config_.options.mode, state_));
+  postcopy_forced_ = true;
+  return absl::OkStatus();
+}
+
+bool SourceSession::PostcopyForced() const {
+  absl::MutexLock lock(&mu_);
+  return postcopy_forced_;
+}
+
+// The decision StartPostcopy() forces.
+static PolicyDecision ForcedPostcopy() {
+  return {Decision::kPostcopy, "forced by the operator (ferry migration postcopy)"};
+}
+
 std::vector<ParameterChange> SourceSession::parameter_changes() const {
   absl::MutexLock lock(&mu_);
   return parameter_changes_;
@@ -762,7 +779,9 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
       for (uint64_t i = 0; i < n; ++i) chunk[i] = first + i;
       RETURN_IF_ERROR(SendPages(chunk, FramePhase::kPrecopy, 0));
       const int64_t now = clock_->NowNanos();
-      if (first + n >= num_pages_ || now - last_sample < kRoundZeroSampleNs) continue;
+      const bool forced = PostcopyForced();
+      if (!forced && (first + n >= num_pages_ || now - last_sample < kRoundZeroSampleNs))
+        continue;
       last_sample = now;
       RETURN_IF_ERROR(dirty_log_->Collect(&sample));  // ascending
       for (uint64_t p : sample)
@@ -778,7 +797,7 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
       s.pages_dirtied = early_dirty.size();
       s.bandwidth_bps = counters_.bytes_sent() / s.seconds;
       s.page_size = page_size_;
-      *decision = DecideDuringFirstRound(PolicyOptions(), s);
+      *decision = forced ? ForcedPostcopy() : DecideDuringFirstRound(PolicyOptions(), s);
       if (decision->decision == Decision::kPostcopy) {
         precopy_rounds_ = 0;
         precopy_bytes_ = counters_.bytes_sent();
@@ -848,7 +867,7 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
       t_round_start_ = now;
     }
     round_start = now;
-    *decision = DecideAfterRound(PolicyOptions(), facts);
+    *decision = PostcopyForced() ? ForcedPostcopy() : DecideAfterRound(PolicyOptions(), facts);
     if (decision->decision != Decision::kNextRound) {
       precopy_rounds_ = round;
       precopy_bytes_ = counters_.bytes_sent();

@@ -147,6 +147,12 @@ class SourceSession {
   // CheckParameterUpdate), nothing. Each applied change is recorded
   // (parameter_changes()). Any thread.
   absl::Status SetParameters(const ParameterUpdate& update);
+  // Switches a hybrid migration that has not switched over to postcopy at
+  // its next decision point (the next round-0 chunk, or the end of the
+  // current precopy round); the report's switchover reason says it was
+  // forced. FailedPrecondition with the reason otherwise
+  // (CheckStartPostcopy). Any thread.
+  absl::Status StartPostcopy();
   // The changes applied so far, oldest first. Any thread.
   std::vector<ParameterChange> parameter_changes() const;
   // The current cap (bytes per second, 0: none) and downtime target.
@@ -223,6 +229,8 @@ class SourceSession {
   void FillReport();
   // config_.options with the downtime target of now (SetParameters()).
   MigrationOptions PolicyOptions() const;
+  // Whether StartPostcopy() was called.
+  bool PostcopyForced() const;
 
   vmm::Vm* const vm_;
   const SourceConfig config_;
@@ -286,6 +294,7 @@ class SourceSession {
   // Live parameters (SetParameters()).
   int64_t downtime_target_ms_ ABSL_GUARDED_BY(mu_);
   std::vector<ParameterChange> parameter_changes_ ABSL_GUARDED_BY(mu_);
+  bool postcopy_forced_ ABSL_GUARDED_BY(mu_) = false;
   // What the destination said.
   uint64_t round_acked_ ABSL_GUARDED_BY(mu_) = 0;
   ferry::v1::Progress last_progress_ ABSL_GUARDED_BY(mu_);

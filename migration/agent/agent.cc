@@ -901,6 +901,13 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::SetMigrationParameters(
   return Describe(*m);
 }
 
+absl::StatusOr<ferry::v1::MigrationResource> Agent::StartPostcopy(const std::string& id) {
+  ASSIGN_OR_RETURN(auto m, FindMigration(id));
+  RETURN_IF_ERROR(m->session->StartPostcopy());
+  Log(LogLine(LogLevel::kInfo, "migration.postcopy_requested").Kv("migration", id));
+  return Describe(*m);
+}
+
 absl::StatusOr<ferry::v1::MigrationResource> Agent::CancelMigration(const std::string& id) {
   ASSIGN_OR_RETURN(auto m, FindMigration(id));
   RETURN_IF_ERROR(m->session->Cancel());

@@ -88,6 +88,12 @@ grpc::Status ControlService::SetMigrationParameters(
   return Reply(agent_->SetMigrationParameters(*r), out);
 }
 
+grpc::Status ControlService::StartPostcopy(grpc::ServerContext*,
+                                           const ferry::v1::StartPostcopyRequest* r,
+                                           ferry::v1::MigrationResource* out) {
+  return Reply(agent_->StartPostcopy(r->id()), out);
+}
+
 grpc::Status ControlService::ResumeVm(grpc::ServerContext*, const ferry::v1::ResumeVmRequest* r,
                                       ferry::v1::Vm* out) {
   return Reply(agent_->ResumeVm(*r), out);

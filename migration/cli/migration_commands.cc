@@ -182,9 +182,12 @@ absl::Status Set(Args& args, const std::string& address, const ConnectOptions& c
     std::printf("%s\n", MigrationJson(out).ToString().c_str());
   } else {
     const auto& p = out.progress();
+    const std::string rate =
+        p.max_bandwidth() ? absl::StrFormat("%d B/s (%s)", p.max_bandwidth(),
+                                            FormatRate(p.max_bandwidth()))
+                          : "none";
     std::printf("migration %s: max bandwidth %s, downtime target %lld ms\n", out.id().c_str(),
-                p.max_bandwidth() ? FormatRate(p.max_bandwidth()).c_str() : "none",
-                static_cast<long long>(p.downtime_target_ms()));
+                rate.c_str(), static_cast<long long>(p.downtime_target_ms()));
   }
   return absl::OkStatus();
 }
@@ -197,15 +200,16 @@ absl::Status MigrationCommand(Args& args) {
   const bool json = args.Bool("json");
   if (args.positional().size() < 2)
     return absl::InvalidArgumentError(
-        "usage: ferry migration list|get|watch|cancel|recover|set [ID] (see ferry help "
+        "usage: ferry migration list|get|watch|cancel|recover|set|postcopy [ID] (see ferry help "
         "migration)");
   const std::string verb = args.positional()[1];
   if (verb == "list") return List(args, address, co, json);
   if (verb == "set") return Set(args, address, co, json);
-  if (verb != "get" && verb != "watch" && verb != "cancel" && verb != "recover")
+  if (verb != "get" && verb != "watch" && verb != "cancel" && verb != "recover" &&
+      verb != "postcopy")
     return absl::InvalidArgumentError(absl::StrFormat(
-        "unknown migration command '%s' (list, get, watch, cancel, recover, set; see ferry "
-        "help migration)",
+        "unknown migration command '%s' (list, get, watch, cancel, recover, set, postcopy; "
+        "see ferry help migration)",
         verb));
   if (args.positional().size() < 3)
     return absl::InvalidArgumentError(
@@ -228,6 +232,10 @@ absl::Status MigrationCommand(Args& args) {
     ferry::v1::GetMigrationRequest r;
     r.set_id(id);
     s = stub->GetMigration(&ctx, r, &out);
+  } else if (verb == "postcopy") {
+    ferry::v1::StartPostcopyRequest r;
+    r.set_id(id);
+    s = stub->StartPostcopy(&ctx, r, &out);
   } else if (verb == "cancel") {
     ferry::v1::CancelMigrationRequest r;
     r.set_id(id);
