@@ -27,8 +27,8 @@ absl::Status CheckParameterUpdate(const std::string& id, SourceState state,
 
 absl::Status CheckStartPostcopy(const std::string& id, MigrationMode mode, SourceState state) {
   if (IsFinal(state) || state == SourceState::kCancelling)
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "migration %s is %s: it no longer runs", id, SourceStateName(state)));
+    return absl::FailedPreconditionError(
+        absl::StrFormat("migration %s is %s: it no longer runs", id, SourceStateName(state)));
   if (mode == MigrationMode::kPrecopy)
     return absl::FailedPreconditionError(absl::StrFormat(
         "migration %s runs in precopy mode: its destination did not prepare demand paging, so "

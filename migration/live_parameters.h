@@ -35,8 +35,8 @@ struct ParameterUpdate {
 
 // One applied change, as the report records it.
 struct ParameterChange {
-  double time_ms = 0;      // since the migration started
-  std::string parameter;   // "max_bandwidth" or "downtime_target_ms"
+  double time_ms = 0;     // since the migration started
+  std::string parameter;  // "max_bandwidth" or "downtime_target_ms"
   int64_t old_value = 0;
   int64_t new_value = 0;
 };

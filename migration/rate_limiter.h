@@ -34,8 +34,7 @@ class RateLimiter {
       next_ns_ += static_cast<int64_t>(1e9 * static_cast<double>(bytes) / rate_);
       const int64_t deadline = next_ns_ - kBurstNs;
       // Sleep in slices, so that a SetRate() interrupts the wait.
-      for (int64_t t = now; t < deadline && generation == generation_;
-           t = clock_->NowNanos()) {
+      for (int64_t t = now; t < deadline && generation == generation_; t = clock_->NowNanos()) {
         mu_.Unlock();
         clock_->SleepNanos(std::min(deadline - t, kSliceNs));
         mu_.Lock();

@@ -780,8 +780,7 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
       RETURN_IF_ERROR(SendPages(chunk, FramePhase::kPrecopy, 0));
       const int64_t now = clock_->NowNanos();
       const bool forced = PostcopyForced();
-      if (!forced && (first + n >= num_pages_ || now - last_sample < kRoundZeroSampleNs))
-        continue;
+      if (!forced && (first + n >= num_pages_ || now - last_sample < kRoundZeroSampleNs)) continue;
       last_sample = now;
       RETURN_IF_ERROR(dirty_log_->Collect(&sample));  // ascending
       for (uint64_t p : sample)

@@ -150,8 +150,7 @@ absl::Status List(Args& args, const std::string& address, const ConnectOptions& 
 }
 
 // migration set ID [--max-bandwidth R] [--downtime-target-ms N].
-absl::Status Set(Args& args, const std::string& address, const ConnectOptions& co,
-                 bool json) {
+absl::Status Set(Args& args, const std::string& address, const ConnectOptions& co, bool json) {
   if (args.positional().size() < 3)
     return absl::InvalidArgumentError(
         "ferry migration set needs a migration ID (usage: ferry migration set ID "
@@ -182,10 +181,9 @@ absl::Status Set(Args& args, const std::string& address, const ConnectOptions& c
     std::printf("%s\n", MigrationJson(out).ToString().c_str());
   } else {
     const auto& p = out.progress();
-    const std::string rate =
-        p.max_bandwidth() ? absl::StrFormat("%d B/s (%s)", p.max_bandwidth(),
-                                            FormatRate(p.max_bandwidth()))
-                          : "none";
+    const std::string rate = p.max_bandwidth() ? absl::StrFormat("%d B/s (%s)", p.max_bandwidth(),
+                                                                 FormatRate(p.max_bandwidth()))
+                                               : "none";
     std::printf("migration %s: max bandwidth %s, downtime target %lld ms\n", out.id().c_str(),
                 rate.c_str(), static_cast<long long>(p.downtime_target_ms()));
   }

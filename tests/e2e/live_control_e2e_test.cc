@@ -11,8 +11,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "gtest/gtest.h"
 #include "gmock/gmock.h"
+#include "gtest/gtest.h"
 #include "tests/e2e/agent_harness.h"
 
 namespace ferry::e2e {
@@ -36,8 +36,8 @@ class LiveControlTest : public ::testing::Test {
   std::string StartDetached(const std::string& name, const std::string& memory,
                             const std::string& mode, const std::string& bandwidth) {
     const std::string a = a_->address(), b = b_->address();
-    CliResult c = RunCli({"vm", "create", name, "--agent", a, "--memory", memory, "--workload",
-                          "idle"});
+    CliResult c =
+        RunCli({"vm", "create", name, "--agent", a, "--memory", memory, "--workload", "idle"});
     EXPECT_EQ(c.exit_code, 0) << c.out;
     CliResult d = RunCli({"migrate", name, "--from", a, "--to", b, "--mode", mode,
                           "--max-bandwidth", bandwidth, "--detach"});
@@ -52,8 +52,7 @@ class LiveControlTest : public ::testing::Test {
     const uint64_t b0 = GetMigration(stub, id).progress().bytes_sent();
     std::this_thread::sleep_for(window);
     const uint64_t b1 = GetMigration(stub, id).progress().bytes_sent();
-    const double s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return (b1 - b0) / s;
   }
 
@@ -65,8 +64,7 @@ TEST_F(LiveControlTest, LoweringTheBandwidthSlowsPrecopyAndRaisingItSpeedsItUp) 
   const std::string id = StartDetached("bw", "256M", "precopy", "16M");
   ASSERT_FALSE(id.empty());
   auto stub_a = Stub(a), stub_b = Stub(b);
-  ferry::v1::MigrationResource m =
-      AwaitPhase(*stub_a, id, ferry::v1::MIGRATION_PHASE_PRECOPY);
+  ferry::v1::MigrationResource m = AwaitPhase(*stub_a, id, ferry::v1::MIGRATION_PHASE_PRECOPY);
   ASSERT_EQ(m.phase(), ferry::v1::MIGRATION_PHASE_PRECOPY) << m.error();
   EXPECT_EQ(m.progress().max_bandwidth(), 16u << 20);
 
@@ -130,8 +128,7 @@ TEST_F(LiveControlTest, ChangesThatCannotApplyAreRefusedAndChangeNothing) {
   const std::string id = StartDetached("ph", "128M", "postcopy", "4M");
   ASSERT_FALSE(id.empty());
   EXPECT_EQ(RunCli({"migration", "set", id, "--agent", a}).exit_code, 2);
-  EXPECT_EQ(RunCli({"migration", "set", id, "--agent", a, "--downtime-target-ms", "0"})
-                .exit_code,
+  EXPECT_EQ(RunCli({"migration", "set", id, "--agent", a, "--downtime-target-ms", "0"}).exit_code,
             2);
   auto stub_a = Stub(a);
   {  // The API refuses an empty request too.
@@ -148,8 +145,8 @@ TEST_F(LiveControlTest, ChangesThatCannotApplyAreRefusedAndChangeNothing) {
 
   // The downtime target after switchover: refused, and the bandwidth given
   // with it is not applied either.
-  CliResult wrong = RunCli({"migration", "set", id, "--agent", a, "--downtime-target-ms",
-                            "500", "--max-bandwidth", "1M"});
+  CliResult wrong = RunCli({"migration", "set", id, "--agent", a, "--downtime-target-ms", "500",
+                            "--max-bandwidth", "1M"});
   EXPECT_EQ(wrong.exit_code, 6) << wrong.out;
   EXPECT_THAT(wrong.out, HasSubstr("only applies before switchover"));
   m = GetMigration(*stub_a, id);
@@ -185,8 +182,7 @@ TEST_F(LiveControlTest, PostcopyForcesTheSwitchMidPrecopy) {
   CliResult again = RunCli({"migration", "postcopy", id, "--agent", a});
   EXPECT_EQ(again.exit_code, 6) << again.out;
   EXPECT_THAT(again.out, HasSubstr("precopy has already stopped"));
-  EXPECT_EQ(RunCli({"migration", "set", id, "--agent", a, "--max-bandwidth", "0"}).exit_code,
-            0);
+  EXPECT_EQ(RunCli({"migration", "set", id, "--agent", a, "--max-bandwidth", "0"}).exit_code, 0);
   m = AwaitPhase(*stub_a, id, ferry::v1::MIGRATION_PHASE_UNSPECIFIED, 300000);
   ASSERT_EQ(m.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << m.error();
   EXPECT_THAT(m.report().switchover_reason(), HasSubstr("forced by the operator"));

@@ -24,8 +24,7 @@ ParameterUpdate Downtime(int64_t ms) {
 }
 
 TEST(CheckParameterUpdate, NothingToChangeIsAnInvalidArgument) {
-  EXPECT_EQ(CheckParameterUpdate("m", S::kPrecopy, {}).code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CheckParameterUpdate("m", S::kPrecopy, {}).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(CheckParameterUpdate, ADowntimeTargetBelowOneMsIsAnInvalidArgument) {
@@ -37,8 +36,7 @@ TEST(CheckParameterUpdate, ADowntimeTargetBelowOneMsIsAnInvalidArgument) {
 
 TEST(CheckParameterUpdate, BandwidthChangesInEveryRunningState) {
   for (S s : {S::kConnecting, S::kAccepted, S::kPrecopy, S::kDiscarding, S::kPaused,
-              S::kSwitchingOver, S::kPostcopy, S::kCompleting, S::kPostcopyPaused,
-              S::kReleasing})
+              S::kSwitchingOver, S::kPostcopy, S::kCompleting, S::kPostcopyPaused, S::kReleasing})
     EXPECT_TRUE(CheckParameterUpdate("m", s, Bandwidth(1 << 20)).ok()) << SourceStateName(s);
 }
 
