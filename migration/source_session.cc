@@ -92,7 +92,8 @@ SourceSession::SourceSession(vmm::Vm* vm, SourceConfig config)
       counters_(num_pages_),
       push_order_(num_pages_),
       held_by_destination_(num_pages_, false),
-      destination_(config_.destination) {}
+      destination_(config_.destination),
+      downtime_target_ms_(config_.options.downtime_target_ms) {}
 
 SourceSession::~SourceSession() {
   if (stream_) stream_->Cancel();
@@ -194,6 +195,57 @@ absl::Status SourceSession::Cancel() {
   for (auto& ds : data_streams_) ds->Cancel();
   limiter_.Interrupt();  // and a wait for bandwidth
   return absl::OkStatus();
+}
+
+absl::Status SourceSession::SetParameters(const ParameterUpdate& update) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(CheckParameterUpdate(id_, state_, update));
+  const double time_ms = t_start_ == 0 ? 0 : (clock_->NowNanos() - t_start_) / 1e6;
+  if (update.max_bandwidth) {
+    const uint64_t old = limiter_.rate();
+    limiter_.SetRate(*update.max_bandwidth);
+    parameter_changes_.push_back({time_ms, "max_bandwidth", static_cast<int64_t>(old),
+                                  static_cast<int64_t>(*update.max_bandwidth)});
+  }
+  if (update.downtime_target_ms) {
+    parameter_changes_.push_back(
+        {time_ms, "downtime_target_ms", downtime_target_ms_, *update.downtime_target_ms});
+    downtime_target_ms_ = *update.downtime_target_ms;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SourceSession::StartPostcopy() {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(CheckStartPostcopy(id_, config_.options.mode, state_));
+  postcopy_forced_ = true;
+  return absl::OkStatus();
+}
+
+bool SourceSession::PostcopyForced() const {
+  absl::MutexLock lock(&mu_);
+  return postcopy_forced_;
+}
+
+// The decision StartPostcopy() forces.
+static PolicyDecision ForcedPostcopy() {
+  return {Decision::kPostcopy, "forced by the operator (ferry migration postcopy)"};
+}
+
+std::vector<ParameterChange> SourceSession::parameter_changes() const {
+  absl::MutexLock lock(&mu_);
+  return parameter_changes_;
+}
+
+int64_t SourceSession::downtime_target_ms() const {
+  absl::MutexLock lock(&mu_);
+  return downtime_target_ms_;
+}
+
+MigrationOptions SourceSession::PolicyOptions() const {
+  MigrationOptions options = config_.options;
+  options.downtime_target_ms = downtime_target_ms();
+  return options;
 }
 
 absl::Status SourceSession::AwaitLocked(const std::function<bool()>& ready,
@@ -798,7 +850,8 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
       for (uint64_t i = 0; i < n; ++i) chunk[i] = first + i;
       RETURN_IF_ERROR(SendPages(chunk, FramePhase::kPrecopy, 0));
       const int64_t now = clock_->NowNanos();
-      if (first + n >= num_pages_ || now - last_sample < kRoundZeroSampleNs) continue;
+      const bool forced = PostcopyForced();
+      if (!forced && (first + n >= num_pages_ || now - last_sample < kRoundZeroSampleNs)) continue;
       last_sample = now;
       RETURN_IF_ERROR(dirty_log_->Collect(&sample));  // ascending
       for (uint64_t p : sample)
@@ -814,7 +867,7 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
       s.pages_dirtied = early_dirty.size();
       s.bandwidth_bps = counters_.bytes_sent() / s.seconds;
       s.page_size = page_size_;
-      *decision = DecideDuringFirstRound(config_.options, s);
+      *decision = forced ? ForcedPostcopy() : DecideDuringFirstRound(PolicyOptions(), s);
       if (decision->decision == Decision::kPostcopy) {
         precopy_rounds_ = 0;
         precopy_bytes_ = counters_.bytes_sent();
@@ -884,7 +937,7 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
       t_round_start_ = now;
     }
     round_start = now;
-    *decision = DecideAfterRound(config_.options, facts);
+    *decision = PostcopyForced() ? ForcedPostcopy() : DecideAfterRound(PolicyOptions(), facts);
     if (decision->decision != Decision::kNextRound) {
       precopy_rounds_ = round;
       precopy_bytes_ = counters_.bytes_sent();

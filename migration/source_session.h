@@ -54,6 +54,7 @@
 #include "ferry/v1/migration.pb.h"
 #include "grpcpp/security/credentials.h"
 #include "migration/fetch/page_server.h"
+#include "migration/live_parameters.h"
 #include "migration/options.h"
 #include "migration/phases.h"
 #include "migration/push_order.h"
@@ -142,6 +143,23 @@ class SourceSession {
   // HOST:PORT). FailedPrecondition before switchover or once ended.
   absl::Status Recover(const std::string& destination);
 
+  // Changes the max bandwidth and/or the downtime target of the running
+  // migration: all of `update` or, with the reason (live_parameters.h,
+  // CheckParameterUpdate), nothing. Each applied change is recorded
+  // (parameter_changes()). Any thread.
+  absl::Status SetParameters(const ParameterUpdate& update);
+  // Switches a hybrid migration that has not switched over to postcopy at
+  // its next decision point (the next round-0 chunk, or the end of the
+  // current precopy round); the report's switchover reason says it was
+  // forced. FailedPrecondition with the reason otherwise
+  // (CheckStartPostcopy). Any thread.
+  absl::Status StartPostcopy();
+  // The changes applied so far, oldest first. Any thread.
+  std::vector<ParameterChange> parameter_changes() const;
+  // The current cap (bytes per second, 0: none) and downtime target.
+  uint64_t max_bandwidth() const { return limiter_.rate(); }
+  int64_t downtime_target_ms() const;
+
   SourceProgress Progress() const;
   SourceState state() const;
   const std::string& migration_id() const { return id_; }
@@ -215,6 +233,10 @@ class SourceSession {
   void OnServed(uint64_t gpa, uint32_t count);
   absl::Status Failed(absl::Status status);
   void FillReport();
+  // config_.options with the downtime target of now (SetParameters()).
+  MigrationOptions PolicyOptions() const;
+  // Whether StartPostcopy() was called.
+  bool PostcopyForced() const;
 
   vmm::Vm* const vm_;
   const SourceConfig config_;
@@ -285,6 +307,10 @@ class SourceSession {
   uint32_t reconnects_ ABSL_GUARDED_BY(mu_) = 0;
   std::string paused_reason_ ABSL_GUARDED_BY(mu_);
   int64_t last_heard_ns_ ABSL_GUARDED_BY(mu_) = 0;  // the destination's last message
+  // Live parameters (SetParameters()).
+  int64_t downtime_target_ms_ ABSL_GUARDED_BY(mu_);
+  std::vector<ParameterChange> parameter_changes_ ABSL_GUARDED_BY(mu_);
+  bool postcopy_forced_ ABSL_GUARDED_BY(mu_) = false;
   // What the destination said.
   uint64_t round_acked_ ABSL_GUARDED_BY(mu_) = 0;
   ferry::v1::Progress last_progress_ ABSL_GUARDED_BY(mu_);

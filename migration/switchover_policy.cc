@@ -1,5 +1,6 @@
 #include "migration/switchover_policy.h"
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 
@@ -75,7 +76,12 @@ PolicyDecision DecideAfterRound(const MigrationOptions& options, const RoundFact
   }
   if (stuck.empty()) return {Decision::kNextRound, ""};
   if (options.mode == MigrationMode::kHybrid) return {Decision::kPostcopy, stuck};
-  return {Decision::kFail, stuck};
+  return {Decision::kFail,
+          absl::StrCat(stuck,
+                       "; remedies: --mode hybrid (goes postcopy when precopy stops "
+                       "converging) or --mode postcopy, a higher --max-bandwidth (`ferry "
+                       "migration set ID --max-bandwidth R` while it runs), or a longer "
+                       "--downtime-target-ms (docs/operations.md)")};
 }
 
 PolicyDecision DecideDuringFirstRound(const MigrationOptions& options,

@@ -16,7 +16,8 @@
 //     before for the last two rounds.
 //  6. max_rounds is reached.
 // When 3-6 hold, hybrid switches to postcopy and precopy fails, each with a
-// reason that names the figures. Otherwise another round.
+// reason that names the figures (precopy's also the remedies). Otherwise
+// another round.
 //
 // During round 0 (the first full copy) the source samples the dirty log,
 // and a hybrid migration decides from the first figures

@@ -13,6 +13,9 @@
 #include "migration/agent/control_translate.h"
 #include "migration/agent/vm_verify.h"
 #include "migration/api/names.h"
+#include "base/version.h"
+#include "migration/protocol.h"
+#include "migration/agent/live_control.h"
 #include "migration/api/report_proto.h"
 #include "migration/convert.h"
 #include "migration/phases.h"
@@ -474,6 +477,7 @@ ferry::v1::MigrationResource Agent::Describe(const OutgoingMigration& m) const {
     SetEnded(mm.result, mm.finished, &r);
     *r.mutable_report() = api::ToProto(mm.report);
   }
+  DescribeLive(*mm.session, mm.done, r);
   return r;
 }
 
@@ -543,6 +547,25 @@ absl::StatusOr<ferry::v1::Vm> Agent::ResumeVm(const ferry::v1::ResumeVmRequest& 
     e->held_reason.clear();
   }
   return Describe(*e);
+}
+
+absl::StatusOr<ferry::v1::MigrationResource> Agent::SetMigrationParameters(
+    const ferry::v1::SetMigrationParametersRequest& r) {
+  ASSIGN_OR_RETURN(auto m, FindMigration(r.id()));
+  RETURN_IF_ERROR(SetParameters(*m->session, r));
+  Log(LogLine(LogLevel::kInfo, "migration.parameters_set")
+          .Kv("migration", r.id())
+          .Kv("max_bandwidth", r.has_max_bandwidth() ? absl::StrCat(r.max_bandwidth()) : "-")
+          .Kv("downtime_target_ms",
+              r.has_downtime_target_ms() ? absl::StrCat(r.downtime_target_ms()) : "-"));
+  return Describe(*m);
+}
+
+absl::StatusOr<ferry::v1::MigrationResource> Agent::StartPostcopy(const std::string& id) {
+  ASSIGN_OR_RETURN(auto m, FindMigration(id));
+  RETURN_IF_ERROR(m->session->StartPostcopy());
+  Log(LogLine(LogLevel::kInfo, "migration.postcopy_requested").Kv("migration", id));
+  return Describe(*m);
 }
 
 absl::StatusOr<ferry::v1::MigrationResource> Agent::CancelMigration(const std::string& id) {

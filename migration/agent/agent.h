@@ -87,6 +87,11 @@ class Agent {
   // A paused postcopy migration reconnects now (optionally elsewhere).
   absl::StatusOr<ferry::v1::MigrationResource> RecoverMigration(
       const ferry::v1::RecoverMigrationRequest& request);
+  // Changes a running outgoing migration's parameters (live_control.h).
+  absl::StatusOr<ferry::v1::MigrationResource> SetMigrationParameters(
+      const ferry::v1::SetMigrationParametersRequest& request);
+  // Switches a running hybrid migration to postcopy now.
+  absl::StatusOr<ferry::v1::MigrationResource> StartPostcopy(const std::string& id);
   // Resumes a paused VM (force: one a failed migration kept paused).
   absl::StatusOr<ferry::v1::Vm> ResumeVm(const ferry::v1::ResumeVmRequest& request);
   // Calls `write` with a snapshot every `interval` and on the end; returns

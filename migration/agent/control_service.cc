@@ -153,6 +153,22 @@ grpc::Status ControlService::RecoverMigration(grpc::ServerContext* ctx,
   return Reply(agent_->RecoverMigration(*r), out);
 }
 
+grpc::Status ControlService::SetMigrationParameters(
+    grpc::ServerContext* ctx, const ferry::v1::SetMigrationParametersRequest* r,
+    ferry::v1::MigrationResource* out) {
+  FERRY_BOUNDED(BoundId(r->id()));
+  FERRY_AUTHORIZED(Permission::kMigrate, "steer migrations");
+  return Reply(agent_->SetMigrationParameters(*r), out);
+}
+
+grpc::Status ControlService::StartPostcopy(grpc::ServerContext* ctx,
+                                           const ferry::v1::StartPostcopyRequest* r,
+                                           ferry::v1::MigrationResource* out) {
+  FERRY_BOUNDED(BoundId(r->id()));
+  FERRY_AUTHORIZED(Permission::kMigrate, "steer migrations");
+  return Reply(agent_->StartPostcopy(r->id()), out);
+}
+
 grpc::Status ControlService::ResumeVm(grpc::ServerContext* ctx, const ferry::v1::ResumeVmRequest* r,
                                       ferry::v1::Vm* out) {
   FERRY_BOUNDED(BoundName(r->name()));

@@ -36,6 +36,11 @@ class ControlService final : public ferry::v1::Control::Service {
                        ferry::v1::VmStatsResponse* out) override;
   grpc::Status VerifyVm(grpc::ServerContext*, const ferry::v1::VerifyVmRequest* r,
                         ferry::v1::VerifyVmResponse* out) override;
+  grpc::Status SetMigrationParameters(grpc::ServerContext*,
+                                      const ferry::v1::SetMigrationParametersRequest* r,
+                                      ferry::v1::MigrationResource* out) override;
+  grpc::Status StartPostcopy(grpc::ServerContext*, const ferry::v1::StartPostcopyRequest* r,
+                             ferry::v1::MigrationResource* out) override;
   grpc::Status StartMigration(grpc::ServerContext*, const ferry::v1::StartMigrationRequest* r,
                               ferry::v1::MigrationResource* out) override;
   grpc::Status GetMigration(grpc::ServerContext*, const ferry::v1::GetMigrationRequest* r,

@@ -171,6 +171,29 @@ you know the network is back, or the destination moved.
   --to HOST:PORT     the destination agent's address from now on
 
 example: ferry --agent 10.0.0.1:7070 migration recover mig-704edddb438098f3 --to 10.0.1.2:7070)"},
+    {"migration postcopy", R"(usage: ferry migration postcopy ID [--agent HOST:PORT]
+
+Switches a running hybrid migration to postcopy now, before its policy
+would (like QEMU's migrate-start-postcopy): at the next chunk of the first
+round or the end of the current precopy round. Refused (exit 6) with the
+reason for a precopy-mode migration (its destination did not prepare
+demand paging: start it with --mode hybrid), a postcopy-mode one, or once
+precopy has stopped or the migration ended.
+
+example: ferry --agent 10.0.0.1:7070 migration postcopy mig-704edddb438098f3)"},
+    {"migration set", R"(usage: ferry migration set ID [--max-bandwidth RATE]
+                          [--downtime-target-ms MS] [--agent HOST:PORT]
+
+Changes a running outgoing migration's parameters: all that are given, or
+none (exit 2, 4 or 6 with the reason). The report records each change with
+its time. The max bandwidth applies from the next frame sent, in any phase
+before the end; the downtime target at the next switchover decision, and
+only before switchover.
+
+  --max-bandwidth RATE      bytes per second (e.g. 200M); 0: no cap
+  --downtime-target-ms MS   the pause switchover aims for, at least 1
+
+example: ferry --agent 10.0.0.1:7070 migration set mig-704edddb438098f3 --max-bandwidth 50M)"},
     {"demo", R"(usage: ferry demo [--memory SIZE] [--vcpus N] [--workload KIND] [--zero-fraction F]
                   [--dirty-rate RATE] [--mode MODE] [--fault-mode MODE]
                   [--downtime-target-ms MS] [--max-bandwidth RATE] [--backend B] [--json]
@@ -239,6 +262,8 @@ migrations:
   migration watch ID   follow a migration to its end
   migration cancel ID  cancel a migration that has not switched over
   migration recover ID reconnect a paused postcopy migration now (--to: elsewhere)
+  migration set ID     change a running migration's bandwidth or downtime target
+  migration postcopy ID  switch a running hybrid migration to postcopy now
 
   demo                 two agents on loopback, a live migration, a report
   help COMMAND         the help of a command, with an example (--man: the man page)

@@ -44,7 +44,9 @@ JsonObject MigrationJson(const ferry::v1::MigrationResource& m) {
       .Add("downtime_ms", p.downtime_ms())
       .Add("fault_p99_us", p.fault_p99_us())
       .Add("reconnects", static_cast<uint64_t>(p.reconnects()))
-      .Add("paused_reason", p.paused_reason());
+      .Add("paused_reason", p.paused_reason())
+      .Add("max_bandwidth", p.max_bandwidth())
+      .Add("downtime_target_ms", static_cast<int64_t>(p.downtime_target_ms()));
   JsonObject o;
   o.Add("id", m.id())
       .Add("request_id", m.request_id())
@@ -60,8 +62,20 @@ JsonObject MigrationJson(const ferry::v1::MigrationResource& m) {
       .Add("error", m.error())
       .Add("error_code", api::ErrorCodeName(m.error_code()))
       .Add("progress", progress);
-  if (Ended(m.phase()) && m.has_report())
-    o.Add("report", api::FromProto(m.report(), m.id()).ToJson());
+  if (Ended(m.phase()) && m.has_report()) {
+    JsonObject report = api::FromProto(m.report(), m.id()).ToJson();
+    std::vector<JsonObject> changes;
+    for (const ferry::v1::ParameterChange& c : m.report().parameter_changes()) {
+      JsonObject j;
+      j.Add("time_ms", c.time_ms())
+          .Add("parameter", c.parameter())
+          .Add("old", static_cast<int64_t>(c.old_value()))
+          .Add("new", static_cast<int64_t>(c.new_value()));
+      changes.push_back(std::move(j));
+    }
+    report.Add("parameter_changes", changes);
+    o.Add("report", report);
+  }
   return o;
 }
 

@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "base/status_macros.h"
+#include "base/units.h"
 #include "migration/api/defaults.h"
 #include "migration/api/names.h"
 #include "migration/api/report_proto.h"
@@ -73,6 +74,9 @@ void PrintMigration(const ferry::v1::MigrationResource& m) {
     report.erase(0, report.find('\n') + 1);  // its first line says what the line above did
     std::printf("%s", report.c_str());
   }
+  for (const ferry::v1::ParameterChange& c : m.report().parameter_changes())
+    std::printf("  at %.0f ms: %s %lld -> %lld\n", c.time_ms(), c.parameter().c_str(),
+                static_cast<long long>(c.old_value()), static_cast<long long>(c.new_value()));
 }
 
 absl::StatusOr<ferry::v1::MigrationPhase> ParsePhase(const std::string& name) {
@@ -145,6 +149,47 @@ absl::Status List(Args& args, const std::string& address, const ConnectOptions& 
   return absl::OkStatus();
 }
 
+// migration set ID [--max-bandwidth R] [--downtime-target-ms N].
+absl::Status Set(Args& args, const std::string& address, const ConnectOptions& co, bool json) {
+  if (args.positional().size() < 3)
+    return absl::InvalidArgumentError(
+        "ferry migration set needs a migration ID (usage: ferry migration set ID "
+        "[--max-bandwidth R] [--downtime-target-ms N] --agent SOURCE)");
+  ferry::v1::SetMigrationParametersRequest r;
+  r.set_id(args.positional()[2]);
+  if (args.Has("max-bandwidth")) {
+    ASSIGN_OR_RETURN(uint64_t rate, args.Rate("max-bandwidth", 0));
+    r.set_max_bandwidth(rate);
+  }
+  if (args.Has("downtime-target-ms")) {
+    ASSIGN_OR_RETURN(int64_t ms, args.Int("downtime-target-ms", 0));
+    if (ms <= 0) return absl::InvalidArgumentError("--downtime-target-ms must be at least 1");
+    r.set_downtime_target_ms(ms);
+  }
+  RETURN_IF_ERROR(args.Finish(
+      3, "ferry migration set ID [--max-bandwidth R] [--downtime-target-ms N] --agent SOURCE"));
+  if (!r.has_max_bandwidth() && !r.has_downtime_target_ms())
+    return absl::InvalidArgumentError(
+        "ferry migration set: nothing to change: give --max-bandwidth and/or "
+        "--downtime-target-ms");
+  ASSIGN_OR_RETURN(auto stub, Connect(address, co));
+  grpc::ClientContext ctx;
+  ferry::v1::MigrationResource out;
+  grpc::Status s = stub->SetMigrationParameters(&ctx, r, &out);
+  if (!s.ok()) return CallError(s, "set parameters of migration " + r.id(), address);
+  if (json) {
+    std::printf("%s\n", MigrationJson(out).ToString().c_str());
+  } else {
+    const auto& p = out.progress();
+    const std::string rate = p.max_bandwidth() ? absl::StrFormat("%d B/s (%s)", p.max_bandwidth(),
+                                                                 FormatRate(p.max_bandwidth()))
+                                               : "none";
+    std::printf("migration %s: max bandwidth %s, downtime target %lld ms\n", out.id().c_str(),
+                rate.c_str(), static_cast<long long>(p.downtime_target_ms()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status MigrationCommand(Args& args) {
@@ -153,13 +198,16 @@ absl::Status MigrationCommand(Args& args) {
   const bool json = args.Bool("json");
   if (args.positional().size() < 2)
     return absl::InvalidArgumentError(
-        "usage: ferry migration list|get|watch|cancel|recover [ID] (see ferry help migration)");
+        "usage: ferry migration list|get|watch|cancel|recover|set|postcopy [ID] (see ferry help "
+        "migration)");
   const std::string verb = args.positional()[1];
   if (verb == "list") return List(args, address, co, json);
-  if (verb != "get" && verb != "watch" && verb != "cancel" && verb != "recover")
+  if (verb == "set") return Set(args, address, co, json);
+  if (verb != "get" && verb != "watch" && verb != "cancel" && verb != "recover" &&
+      verb != "postcopy")
     return absl::InvalidArgumentError(absl::StrFormat(
-        "unknown migration command '%s' (list, get, watch, cancel, recover; see ferry help "
-        "migration)",
+        "unknown migration command '%s' (list, get, watch, cancel, recover, set, postcopy; "
+        "see ferry help migration)",
         verb));
   if (args.positional().size() < 3)
     return absl::InvalidArgumentError(
@@ -182,6 +230,10 @@ absl::Status MigrationCommand(Args& args) {
     ferry::v1::GetMigrationRequest r;
     r.set_id(id);
     s = stub->GetMigration(&ctx, r, &out);
+  } else if (verb == "postcopy") {
+    ferry::v1::StartPostcopyRequest r;
+    r.set_id(id);
+    s = stub->StartPostcopy(&ctx, r, &out);
   } else if (verb == "cancel") {
     ferry::v1::CancelMigrationRequest r;
     r.set_id(id);

@@ -35,7 +35,8 @@ TEST(CliHelp, EveryCommandHasItsOwnHelpWithAnExample) {
       {"vm", "create"}, {"vm", "list"},      {"vm", "get"},           {"vm", "stats"},
       {"vm", "verify"}, {"vm", "resume"},    {"vm", "delete"},        {"migrate"},
       {"migration", "list"}, {"migration", "get"}, {"migration", "watch"},
-      {"migration", "cancel"}, {"migration", "recover"}, {"demo"}, {"completion"}};
+      {"migration", "cancel"}, {"migration", "recover"}, {"migration", "set"},
+      {"migration", "postcopy"}, {"demo"}, {"completion"}};
   for (const auto& words : commands) {
     std::vector<std::string> help = {"help"};
     help.insert(help.end(), words.begin(), words.end());

@@ -75,5 +75,33 @@ TEST(RateLimiter, AnInterruptDoesNotAffectLaterWaits) {
   EXPECT_GE(clock.NowNanos() - 1'000'000'000, 1'900'000'000);
 }
 
+TEST(RateLimiter, ANewRateAppliesFromTheNextAcquire) {
+  FakeClock clock(1'000'000'000);
+  RateLimiter limiter(kRate, &clock);
+  for (int i = 0; i < 100; ++i) limiter.Acquire(1 << 20);  // ~1 s at 100 MiB/s
+  limiter.SetRate(kRate / 10);
+  EXPECT_EQ(limiter.rate(), kRate / 10);
+  int64_t start = clock.NowNanos();
+  for (int i = 0; i < 10; ++i) limiter.Acquire(1 << 20);  // 10 MiB at 10 MiB/s
+  EXPECT_GE(clock.NowNanos() - start, 950'000'000);
+  EXPECT_LE(clock.NowNanos() - start, 1'050'000'000);
+  limiter.SetRate(kRate);  // back up: 10 MiB take 0.1 s again
+  start = clock.NowNanos();
+  for (int i = 0; i < 10; ++i) limiter.Acquire(1 << 20);
+  EXPECT_LE(clock.NowNanos() - start, 110'000'000);
+}
+
+TEST(RateLimiter, LiftingAndSettingTheCap) {
+  FakeClock clock(1'000'000'000);
+  RateLimiter limiter(kRate, &clock);
+  limiter.SetRate(0);
+  limiter.Acquire(1ull << 40);  // no cap: no wait
+  EXPECT_EQ(clock.NowNanos(), 1'000'000'000);
+  clock.Advance(5'000'000'000);
+  limiter.SetRate(kRate);  // the bucket starts now, not with 5 s of credit
+  for (int i = 0; i < 100; ++i) limiter.Acquire(1 << 20);
+  EXPECT_GE(clock.NowNanos() - 6'000'000'000, 940'000'000);
+}
+
 }  // namespace
 }  // namespace ferry::migration

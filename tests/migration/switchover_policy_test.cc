@@ -12,6 +12,7 @@ namespace ferry::migration {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr uint64_t kMiB = 1 << 20;
 
@@ -132,6 +133,20 @@ TEST(SwitchoverPolicy, ABandwidthCapMakesTheSameGuestSwitch) {
   EXPECT_EQ(d.decision, Decision::kPostcopy);
   EXPECT_EQ(round, 1);
   EXPECT_THAT(d.reason, HasSubstr("precopy cannot converge"));
+}
+
+TEST(SwitchoverPolicy, APrecopyThatFailsNamesTheRemedies) {
+  const double cap = 32.0 * kMiB;
+  std::vector<Round> rounds = {{100000, 0, 100000, 1.1, cap}};
+  auto [d, round] = Play(Mode(MigrationMode::kPrecopy), rounds);
+  EXPECT_EQ(d.decision, Decision::kFail);
+  EXPECT_THAT(d.reason, HasSubstr("precopy cannot converge"));
+  EXPECT_THAT(d.reason, HasSubstr("--mode hybrid"));
+  EXPECT_THAT(d.reason, HasSubstr("--mode postcopy"));
+  EXPECT_THAT(d.reason, HasSubstr("--max-bandwidth"));
+  // Hybrid goes postcopy: no remedy needed.
+  auto [h, r] = Play(Mode(MigrationMode::kHybrid), rounds);
+  EXPECT_THAT(h.reason, Not(HasSubstr("remedies")));
 }
 
 TEST(SwitchoverPolicy, PostcopyModeSwitchesAndTheRoundLimitHolds) {
