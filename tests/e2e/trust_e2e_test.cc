@@ -340,12 +340,15 @@ TEST_F(TrustTest, AFetchPortFloodDoesNotBreakAMigration) {
 }
 
 // A requested recovery under a 1 MiB/s cap: the push's wait for bandwidth
-// (demand pages charge it debt) is interrupted, the source reconnects, and
-// the migration completes with the right memory. (The wait's bound itself
-// is RateLimiter.AnInterruptEndsAWaitAtOnce; here the guard is a hang
-// guard.)
+// is interrupted, the source reconnects, and the migration completes with
+// the right memory. (The wait's bound with minutes of demand-page debt is
+// RateLimiter.AnInterruptEndsAWaitAtOnce; here the guard is a hang guard.)
 TEST_F(TrustTest, ARecoveryUnderATinyCapIsNotHeldBack) {
-  CreateVm(*sa_, VmRequest("capped", "zipf", 8ull << 20));
+  // 16 MiB, three quarters data: whatever the faults fetch at once, the
+  // push waits out their debt at the 1 MiB/s floor before it can complete
+  // (at least 12 s on any machine: the cap bounds how fast it goes), so the
+  // request below always comes while it runs.
+  CreateVm(*sa_, VmRequest("capped", "idle", 16ull << 20));
   grpc::ClientContext ctx;
   ferry::v1::StartMigrationRequest r;
   r.set_vm_name("capped");
@@ -356,7 +359,7 @@ TEST_F(TrustTest, ARecoveryUnderATinyCapIsNotHeldBack) {
   ASSERT_TRUE(sa_->StartMigration(&ctx, r, &m).ok());
   ASSERT_EQ(AwaitPhase(*sa_, m.id(), ferry::v1::MIGRATION_PHASE_POSTCOPY, 60000).phase(),
             ferry::v1::MIGRATION_PHASE_POSTCOPY);
-  std::this_thread::sleep_for(std::chrono::seconds(2));  // demand pages pile up debt
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // the push is waiting for bandwidth
   CliResult c = RunCli({"migration", "recover", m.id(), "--agent", a_->address()});
   EXPECT_EQ(c.exit_code, 0) << c.out;
   MigrationResource now;
@@ -366,9 +369,7 @@ TEST_F(TrustTest, ARecoveryUnderATinyCapIsNotHeldBack) {
       break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  EXPECT_TRUE(now.progress().reconnects() >= 1 ||
-              now.phase() == ferry::v1::MIGRATION_PHASE_COMPLETED)
-      << "no reconnection within a minute of the request";
+  EXPECT_GE(now.progress().reconnects(), 1u) << "no reconnection within a minute of the request";
   const MigrationResource done = AwaitEnd(m.id());
   ASSERT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << done.error();
   EXPECT_TRUE(VerifyVm(*sb_, "capped"));
