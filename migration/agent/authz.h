@@ -11,8 +11,8 @@
 //   destinations = 10.0.0.2:7070, 10.0.0.3:7070
 //
 // Permissions: `read` (Get, List, Watch, VmStats), `vm` (create, delete,
-// verify, resume VMs), `migrate` (start, cancel, recover, steer
-// migrations), `all`. `destinations` (optional) lists the only agents
+// verify, resume VMs), `migrate` (start, cancel, recover, set parameters
+// of, force postcopy of migrations), `all`. `destinations` (optional) lists the only agents
 // migrations may go to (as StartMigration and recover name them); absent,
 // anywhere. An identity not listed, with no `*` line, may do nothing.
 // Without a policy every client the TLS layer admits may do everything.
