@@ -132,8 +132,10 @@ TEST_F(CliOutputTest, WatchStreamsProgressLinesThenTheFinalObject) {
     const size_t at = lines[i].find("\"percent\":");
     ASSERT_NE(at, std::string::npos);
     const double percent = std::stod(lines[i].substr(at + 10));
-    // Precopy does not open at 100%, and the percent never runs backwards.
-    EXPECT_LT(percent, 100) << lines[i];
+    // Precopy does not open at 100%, and the percent never runs backwards
+    // (a later line may show 100% while the destination confirms: on a
+    // loaded machine that wait can span a progress interval).
+    if (i == 0) EXPECT_LT(percent, 100) << lines[i];
     EXPECT_GE(percent, last_percent) << lines[i];
     last_percent = percent;
   }
