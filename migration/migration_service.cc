@@ -158,10 +158,12 @@ class MigrationService::Reactor final
     }
     std::shared_ptr<DestinationSession> s = service_->FindShared(id);
     if (!s) {
-      Reply(absl::NotFoundError(absl::StrFormat(
-          join ? "no migration %s is being received here"
-               : "no migration %s is known here (it ended long ago, or this agent restarted)",
-          id.substr(0, kMaxMigrationIdBytes))));
+      const std::string shown = id.substr(0, kMaxMigrationIdBytes);
+      Reply(absl::NotFoundError(
+          join ? absl::StrFormat("no migration %s is being received here", shown)
+               : absl::StrFormat(
+                     "no migration %s is known here (it ended long ago, or this agent restarted)",
+                     shown)));
       return false;
     }
     absl::StatusOr<ferry::v1::DestinationMessage> challenge = s->Challenge(nonce, &dest_nonce_);
