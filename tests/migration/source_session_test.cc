@@ -99,15 +99,20 @@ class ScriptedDestination final : public SourceStream {
     absl::MutexLock lock(&mu_);
     return mu_.AwaitWithTimeout(absl::Condition(&cancelled_), absl::Seconds(10));
   }
-  std::vector<int> received() {
-    absl::MutexLock lock(&mu_);
-    return received_;
-  }
-  int Count(int kind) {
-    int n = 0;
-    for (auto k : received()) n += k == kind;
-    return n;
-  }
+  // What this destination received, kept apart so that it outlives the
+  // stream (the session frees its streams when it ends).
+  struct Received {
+    absl::Mutex mu;
+    std::vector<int> kinds ABSL_GUARDED_BY(mu);
+    int Count(int kind) {
+      absl::MutexLock lock(&mu);
+      int n = 0;
+      for (int k : kinds) n += k == kind;
+      return n;
+    }
+  };
+  std::shared_ptr<Received> received() const { return received_; }
+  int Count(int kind) { return received_->Count(kind); }
 
   // What a well-behaved destination answers.
   static void Behave(const Sent& sent, ScriptedDestination* d) {
@@ -141,7 +146,10 @@ class ScriptedDestination final : public SourceStream {
     {
       absl::MutexLock lock(&mu_);
       if (cancelled_ || ended_) return false;
-      received_.push_back(sent.kind());
+    }
+    {
+      absl::MutexLock lock(&received_->mu);
+      received_->kinds.push_back(sent.kind());
     }
     on_message_(sent, this);  // without the lock: it may call Cancel() on the session
     return true;
@@ -151,7 +159,7 @@ class ScriptedDestination final : public SourceStream {
   const vmm::MemoryMap* map_ = nullptr;
   absl::Mutex mu_;
   std::deque<DestinationMessage> replies_ ABSL_GUARDED_BY(mu_);
-  std::vector<int> received_ ABSL_GUARDED_BY(mu_);
+  const std::shared_ptr<Received> received_ = std::make_shared<Received>();
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
 };
@@ -234,6 +242,7 @@ class SourceSessionTest : public ::testing::Test {
           handler(m, d);
         };
     destination_ = new ScriptedDestination(wrapped);
+    first_received_ = destination_->received();
     SourceConfig config;
     config.options.mode = mode;
     config.options.max_rounds = max_rounds;
@@ -275,7 +284,11 @@ class SourceSessionTest : public ::testing::Test {
   FakeClock clock_{1'000'000'000};
   std::unique_ptr<vmm::Vm> vm_;
   std::unique_ptr<fetch::PageServer> page_server_;
-  ScriptedDestination* destination_ = nullptr;  // owned by the session
+  // Owned by the session, which frees it when Run() ends: after Run(),
+  // Count() (what the first stream received) instead.
+  ScriptedDestination* destination_ = nullptr;
+  std::shared_ptr<ScriptedDestination::Received> first_received_;
+  int Count(int kind) { return first_received_->Count(kind); }
   int opened_ = 0;
   bool reconnections_ = true;
   // Who answers a Reconnect: the destination (a Challenge proving the
@@ -310,8 +323,8 @@ TEST_F(SourceSessionTest, PrecopyGoesThroughEveryStateToCompleted) {
   EXPECT_NE(std::find(seen.begin(), seen.end(), S::kPaused), seen.end());
   EXPECT_NE(std::find(seen.begin(), seen.end(), S::kSwitchingOver), seen.end());
   EXPECT_EQ(seen.back(), S::kCompleting);
-  EXPECT_EQ(destination_->Count(SourceMessage::kRoundEnd), 1);  // round 1 fit the pause
-  EXPECT_EQ(destination_->Count(SourceMessage::kSwitchover), 1);
+  EXPECT_EQ(Count(SourceMessage::kRoundEnd), 1);  // round 1 fit the pause
+  EXPECT_EQ(Count(SourceMessage::kSwitchover), 1);
   // Every page went out in round 0; the 10 dirty data pages went again.
   EXPECT_EQ(s->Progress().pages_transferred, kPages);
   EXPECT_GT(s->report().bytes_stop_and_copy, 0u);
@@ -322,7 +335,7 @@ TEST_F(SourceSessionTest, PostcopyPushesEveryPageAfterResumed) {
   auto s = Session(&ScriptedDestination::Behave, MigrationMode::kPostcopy);
   ASSERT_OK(s->Run());
   EXPECT_EQ(s->state(), S::kCompleted);
-  EXPECT_EQ(destination_->Count(SourceMessage::kRoundEnd), 0);
+  EXPECT_EQ(Count(SourceMessage::kRoundEnd), 0);
   const MigrationReport& r = s->report();
   EXPECT_EQ(r.pages_pushed, kPages);
   EXPECT_EQ(r.pages_sent + r.zero_pages, kPages);
@@ -336,7 +349,7 @@ TEST_F(SourceSessionTest, HybridDiscardsStalePagesBeforeThePause) {
   auto s = Session(&ScriptedDestination::Behave, MigrationMode::kHybrid,
                    {Range(0, 3000), Range(0, 5)}, /*max_rounds=*/1);
   ASSERT_OK(s->Run());
-  EXPECT_EQ(destination_->Count(SourceMessage::kDiscard), 1);
+  EXPECT_EQ(Count(SourceMessage::kDiscard), 1);
   const MigrationReport& r = s->report();
   EXPECT_EQ(r.pages_discarded, 3000u);  // 3000 early; the pause adds none (0-4 were dropped)
   EXPECT_EQ(r.pages_pushed, 3000u);
@@ -403,7 +416,7 @@ TEST_F(SourceSessionTest, OutOfOrderMessagesAreRejectedNamingBoth) {
     } else {
       EXPECT_THAT(s->report().outcome, HasSubstr("keeps running")) << c.name;
       EXPECT_TRUE(VmRunning()) << c.name << ": before switchover the source VM runs on";
-      EXPECT_EQ(destination_->Count(SourceMessage::kSwitchover), 0) << c.name;
+      EXPECT_EQ(Count(SourceMessage::kSwitchover), 0) << c.name;
     }
   }
 }
@@ -661,7 +674,7 @@ TEST_F(SourceSessionTest, CancelWhilePausedResumesTheSourceVm) {
   EXPECT_THAT(s->Run(), StatusIs(absl::StatusCode::kCancelled));
   EXPECT_EQ(state_at_cancel, S::kPaused);
   EXPECT_OK(cancel);
-  EXPECT_EQ(destination_->Count(SourceMessage::kSwitchover), 0);
+  EXPECT_EQ(Count(SourceMessage::kSwitchover), 0);
   EXPECT_TRUE(VmRunning()) << "the session paused the VM; cancelling resumes it";
 }
 
