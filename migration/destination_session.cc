@@ -10,6 +10,7 @@
 #include "base/status_macros.h"
 #include "migration/api/defaults.h"
 #include "migration/convert.h"
+#include "migration/hello.h"
 #include "migration/page_frame.h"
 #include "migration/stream_auth.h"
 
@@ -469,6 +470,9 @@ absl::Status DestinationSession::Handle(const SourceMessage& m) {
     case SourceMessage::kHello:
       if (s != DestinationState::kAccepting) return Unexpected("Hello");
       return OnHello(m.hello());
+    case SourceMessage::kCheck:
+      if (s != DestinationState::kAccepting) return Unexpected("a check");
+      return OnCheck(m.check());
     case SourceMessage::kRoundEnd: {
       if (s != DestinationState::kReceivingPrecopy) return Unexpected("RoundEnd");
       round_acked_ = m.round_end().round();
@@ -515,43 +519,19 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
       !TokensEqual(hello.auth_token(), options_.expected_token))
     return absl::UnauthenticatedError(
         "wrong migration token: give the source agent the destination's token");
-  if (hello.migration_id().empty() || hello.migration_id().size() > kMaxMigrationIdBytes)
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "hello: the migration id must be 1 to %d bytes", kMaxMigrationIdBytes));
-  if (hello.data_streams() > kMaxDataStreams)
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "hello: %d data streams, at most %d", hello.data_streams(), kMaxDataStreams));
-  if (hello.fetch_secret().size() != fetch::kSecretSize)
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "hello: the fetch secret is %d bytes, it must be %d", hello.fetch_secret().size(),
-        fetch::kSecretSize));
+  ASSIGN_OR_RETURN(ValidHello valid, ValidateHello(hello));
   {
-    fetch::Secret secret;
-    std::copy(hello.fetch_secret().begin(), hello.fetch_secret().end(), secret.begin());
     absl::MutexLock lock(&mu_);
-    secret_ = secret;
+    secret_ = valid.secret;
   }
-  RETURN_IF_ERROR(SplitHostPort(hello.fetch_address()).status());
-  // Shown to operators, not dialled: bounded and well formed, or refused.
-  if (!hello.source_agent().empty()) {
-    if (hello.source_agent().size() > kMaxAddressBytes)
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "hello: the source agent's address is %d bytes, at most %d",
-          hello.source_agent().size(), kMaxAddressBytes));
-    RETURN_IF_ERROR(SplitHostPort(hello.source_agent()).status());
-  }
-  ASSIGN_OR_RETURN(MigrationMode mode, FromProto(hello.mode()));
-  ASSIGN_OR_RETURN(vmm::FaultMode fault_mode, FromProto(hello.fault_mode()));
-  ASSIGN_OR_RETURN(vmm::VmConfig config, FromLayout(hello.layout()));
-  if (hello.recovery_timeout_ms() > static_cast<uint64_t>(api::kMaxRecoveryTimeoutMs))
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "hello: a recovery timeout of %d ms, at most %d", hello.recovery_timeout_ms(),
-        api::kMaxRecoveryTimeoutMs));
   if (hello.recovery_timeout_ms() > 0)
     recovery_timeout_ =
         absl::Milliseconds(static_cast<int64_t>(hello.recovery_timeout_ms())) +
         kRecoveryMargin;
-  const std::string name = hello.vm_name().empty() ? hello.migration_id() : hello.vm_name();
+  const MigrationMode mode = valid.mode;
+  const vmm::FaultMode fault_mode = valid.fault_mode;
+  const vmm::VmConfig& config = valid.config;
+  const std::string& name = valid.name;
   {
     absl::MutexLock lock(&mu_);
     source_ = hello.fetch_address();

@@ -48,6 +48,7 @@
 #include "migration/fetch/remote_page_source.h"
 #include "migration/page_frame.h"
 #include "migration/phases.h"
+#include "migration/preflight.h"
 #include "migration/protocol.h"
 #include "vmm/vm.h"
 
@@ -101,6 +102,11 @@ struct DestinationOptions {
   // token, a protocol version, a bad Hello, a name taken), with the id the
   // peer claimed (may be empty) and why. For the agent's log. May be empty.
   std::function<void(const std::string& claimed_id, const absl::Status& why)> refused;
+  // Preflight checks (SourceMessage.check, migration/preflight.h): whether
+  // the agent would admit the VM now, without reserving anything, and a
+  // record of each check answered (for the agent's log). Both may be empty.
+  AdmitCheckFn admit_check;
+  std::function<void(const std::string& vm_name, const std::vector<CheckItem>& items)> checked;
   // Called when an incoming migration pauses (the stream broke after
   // switchover; `why` says how) and when it resumes (`why` empty). For the
   // agent's log. May be empty.
@@ -211,6 +217,9 @@ class DestinationSession {
   absl::Status Receive(FrameBytes bytes);
   absl::Status Handle(const ferry::v1::SourceMessage& message);
   absl::Status OnHello(const ferry::v1::Hello& hello);
+  // A preflight check (destination_check.cc): answers CheckResult and ends
+  // the session; creates nothing.
+  absl::Status OnCheck(const ferry::v1::Hello& hello);
   absl::Status OnPageFrame(FrameBytes bytes);
   absl::Status InstallFrame(FrameBytes bytes, bool postcopy, std::vector<uint8_t>* bounce);
   absl::Status OnSwitchover(const ferry::v1::Switchover& switchover);

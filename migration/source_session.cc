@@ -8,11 +8,12 @@
 #include "base/process.h"
 #include "base/status_macros.h"
 #include "migration/convert.h"
-#include "migration/guest_impact.h"
 #include "migration/fetch/wire.h"
+#include "migration/guest_impact.h"
+#include "migration/hello.h"
 #include "migration/page_frame.h"
-#include "migration/stream_auth.h"
 #include "migration/protocol.h"
+#include "migration/stream_auth.h"
 
 namespace ferry::migration {
 namespace {
@@ -657,22 +658,20 @@ absl::Status SourceSession::Setup() {
   }
   reader_ = std::thread(&SourceSession::ReaderLoop, this);
 
-  SourceMessage hello_msg;
-  ferry::v1::Hello* hello = hello_msg.mutable_hello();
-  hello->set_protocol_version(kProtocolVersion);
-  hello->set_migration_id(id_);
-  hello->set_auth_token(config_.options.auth_token);
-  *hello->mutable_layout() = ToLayout(vm_->config(), vm_->memory().map());
-  hello->set_mode(ToProto(config_.options.mode));
-  hello->set_fault_mode(ToProto(config_.options.fault_mode));
-  hello->set_fetch_address(config_.fetch_address);
-  hello->set_source_agent(config_.source_agent);
-  hello->set_fetch_secret(std::string(secret.begin(), secret.end()));
-  hello->set_vm_name(config_.vm_name);
   streams_ = config_.options.streams > 0 ? config_.options.streams : DefaultStreams();
-  hello->set_data_streams(static_cast<uint32_t>(streams_ - 1));
-  hello->set_fetch_encrypted(config_.encrypt_fetch);
-  hello->set_recovery_timeout_ms(static_cast<uint64_t>(config_.options.recovery_timeout_ms));
+  HelloParams p;
+  p.migration_id = id_;
+  p.auth_token = config_.options.auth_token;
+  p.mode = config_.options.mode;
+  p.fault_mode = config_.options.fault_mode;
+  p.fetch_address = config_.fetch_address;
+  p.source_agent = config_.source_agent;
+  p.vm_name = config_.vm_name;
+  p.streams = streams_;
+  p.fetch_encrypted = config_.encrypt_fetch;
+  p.recovery_timeout_ms = config_.options.recovery_timeout_ms;
+  SourceMessage hello_msg;
+  *hello_msg.mutable_hello() = MakeHello(*vm_, p, secret);
   RETURN_IF_ERROR(Write(hello_msg));
   {
     absl::MutexLock lock(&mu_);

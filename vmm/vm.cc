@@ -116,16 +116,21 @@ Vm::Vm(const VmConfig& config, std::unique_ptr<GuestMemory> memory,
   errors_.assign(config.vcpus, absl::OkStatus());
 }
 
-FaultModeChoice Vm::ChooseFaultMode(FaultMode requested) const {
+FaultModeChoice ChooseFaultMode(VmBackend backend, bool exit_on_missing, FaultMode requested) {
   if (requested == FaultMode::kBlocking) return {FaultMode::kBlocking, "as asked"};
-  if (config_.backend == VmBackend::kSoft)
+  if (backend == VmBackend::kSoft)
     return {FaultMode::kExit, "as asked: software vCPUs exit on missing pages (SIGBUS)"};
-  if (machine_->caps().exit_on_missing)
+  if (exit_on_missing)
     return {FaultMode::kExit,
             "as asked: this kernel's memslots exit on missing pages (KVM userfault)"};
   return {FaultMode::kBlocking,
           "exit mode unavailable on this kernel: no exit-on-missing memslots (KVM vCPUs "
           "fault through userfaultfd inside KVM_RUN), so blocking mode"};
+}
+
+FaultModeChoice Vm::ChooseFaultMode(FaultMode requested) const {
+  return vmm::ChooseFaultMode(config_.backend,
+                              machine_ != nullptr && machine_->caps().exit_on_missing, requested);
 }
 
 std::string Vm::BackendCapabilities() const {

@@ -89,6 +89,9 @@ struct FaultModeChoice {
   FaultMode mode = FaultMode::kExit;
   std::string reason;
 };
+// The fault mode a VM of `backend` gets when `requested`, and why:
+// `exit_on_missing` is what the host's KVM offers (KvmCapabilities).
+FaultModeChoice ChooseFaultMode(VmBackend backend, bool exit_on_missing, FaultMode requested);
 
 struct VmStats {
   std::vector<VcpuStats> vcpus;

@@ -55,6 +55,20 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
                  .Kv("code", absl::StatusCodeToString(why.code()))
                  .Kv("reason", why.message()));
   };
+  dest.admit_check = [raw](const std::string& name, const vmm::VmConfig& c) {
+    return raw->AdmitCheck(name, c);
+  };
+  dest.checked = [raw](const std::string& name, const std::vector<migration::CheckItem>& items) {
+    int failed = 0;
+    std::string first;
+    for (const migration::CheckItem& i : items)
+      if (!i.ok && failed++ == 0) first = absl::StrCat(i.name, ": ", i.detail);
+    raw->Log(LogLine(LogLevel::kInfo, "migration.checked")
+                 .Kv("direction", "incoming")
+                 .Kv("vm", name)
+                 .Kv("result", failed == 0 ? "pass" : "fail")
+                 .Kv("first_failure", first));
+  };
   dest.paused = [raw](const std::string& id, const std::string& why) {
     raw->Log(LogLine(why.empty() ? LogLevel::kInfo : LogLevel::kWarn,
                      why.empty() ? "migration.recovered" : "migration.paused")
@@ -354,16 +368,7 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
     if (running >= options_.max_migrations)
       return absl::ResourceExhaustedError(absl::StrFormat(
           "%d migrations are under way, this agent's limit (--max-migrations)", running));
-    migration::SourceConfig config;
-    config.options = o;
-    config.destination = r.destination();
-    config.page_server = page_server_.get();
-    config.fetch_address = fetch_address_;
-    config.source_agent = control_address();
-    config.credentials = options_.peer_credentials;
-    // With TLS between the agents, demand pages are encrypted too.
-    config.encrypt_fetch = options_.peer_credentials != nullptr;
-    config.vm_name = r.vm_name();
+    migration::SourceConfig config = SourceConfigFor(r, o);
     config.on_recovery = [this, entry = m.get()](const std::string& event,
                                                  const std::string& detail) {
       Log(LogLine(event == "paused" ? LogLevel::kWarn : LogLevel::kInfo,
@@ -390,6 +395,21 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
           .Kv("fault_mode", vmm::FaultModeName(o.fault_mode)));
   m->thread = std::thread(&Agent::RunMigration, this, m, vm);
   return Describe(*m);
+}
+
+migration::SourceConfig Agent::SourceConfigFor(const ferry::v1::StartMigrationRequest& r,
+                                               const migration::MigrationOptions& o) const {
+  migration::SourceConfig config;
+  config.options = o;
+  config.destination = r.destination();
+  config.page_server = page_server_.get();
+  config.fetch_address = fetch_address_;
+  config.source_agent = control_address();
+  config.credentials = options_.peer_credentials;
+  // With TLS between the agents, demand pages are encrypted too.
+  config.encrypt_fetch = options_.peer_credentials != nullptr;
+  config.vm_name = r.vm_name();
+  return config;
 }
 
 void Agent::RunMigration(std::shared_ptr<OutgoingMigration> m, std::shared_ptr<HostedVm> vm) {

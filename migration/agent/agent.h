@@ -28,6 +28,7 @@
 #include "migration/agent/vm_registry.h"
 #include "migration/fetch/page_server.h"
 #include "migration/migration_service.h"
+#include "migration/preflight.h"
 #include "migration/source_session.h"
 
 namespace ferry::agent {
@@ -81,6 +82,9 @@ class Agent {
 
   absl::StatusOr<ferry::v1::MigrationResource> StartMigration(
       const ferry::v1::StartMigrationRequest& request);
+  // Everything StartMigration(request) would check before a page moves,
+  // here and at the destination, starting nothing (agent_check.cc).
+  ferry::v1::CheckMigrationResponse CheckMigration(const ferry::v1::StartMigrationRequest& request);
   absl::StatusOr<ferry::v1::MigrationResource> GetMigration(const std::string& id);
   std::vector<ferry::v1::MigrationResource> ListMigrations();
   absl::StatusOr<ferry::v1::MigrationResource> CancelMigration(const std::string& id);
@@ -125,6 +129,14 @@ class Agent {
   absl::Status Admit(const std::string& migration_id, const std::string& source,
                      const std::string& name, const vmm::VmConfig& config);
   void Release(const std::string& migration_id, const std::string& name, const absl::Status& why);
+  // A preflight check's view of Admit: the name free, the limits, nothing
+  // reserved (agent_check.cc).
+  std::vector<migration::CheckItem> AdmitCheck(const std::string& name,
+                                               const vmm::VmConfig& config);
+  // The source session's configuration for a migration `request` with
+  // options `o` (the callbacks aside).
+  migration::SourceConfig SourceConfigFor(const ferry::v1::StartMigrationRequest& request,
+                                          const migration::MigrationOptions& o) const;
   // VMs arriving here by migrations not yet completed (VM_STATE_INCOMING).
   std::vector<ferry::v1::Vm> IncomingVms() const;
   // Migrations arriving here (direction "incoming"), ended ones included

@@ -117,6 +117,18 @@ grpc::Status ControlService::StartMigration(grpc::ServerContext* ctx,
   return Reply(agent_->StartMigration(*r), out);
 }
 
+grpc::Status ControlService::CheckMigration(grpc::ServerContext* ctx,
+                                            const ferry::v1::StartMigrationRequest* r,
+                                            ferry::v1::CheckMigrationResponse* out) {
+  FERRY_BOUNDED(BoundName(r->vm_name()), Bound(r->request_id(), kMaxIdBytes, "a request id"),
+                Bound(r->destination(), kMaxAddressBytes, "a destination address"));
+  // A check reaches the destination with this agent's token: as much a
+  // right as starting the migration.
+  FERRY_AUTHORIZED(Permission::kMigrate, "check migrations", r->destination());
+  *out = agent_->CheckMigration(*r);
+  return grpc::Status::OK;
+}
+
 grpc::Status ControlService::GetMigration(grpc::ServerContext* ctx,
                                           const ferry::v1::GetMigrationRequest* r,
                                           ferry::v1::MigrationResource* out) {

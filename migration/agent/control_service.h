@@ -39,6 +39,8 @@ class ControlService final : public ferry::v1::Control::Service {
   grpc::Status SetMigrationParameters(grpc::ServerContext*,
                                       const ferry::v1::SetMigrationParametersRequest* r,
                                       ferry::v1::MigrationResource* out) override;
+  grpc::Status CheckMigration(grpc::ServerContext*, const ferry::v1::StartMigrationRequest* r,
+                              ferry::v1::CheckMigrationResponse* out) override;
   grpc::Status StartPostcopy(grpc::ServerContext*, const ferry::v1::StartPostcopyRequest* r,
                              ferry::v1::MigrationResource* out) override;
   grpc::Status StartMigration(grpc::ServerContext*, const ferry::v1::StartMigrationRequest* r,

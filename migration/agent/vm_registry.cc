@@ -36,12 +36,17 @@ absl::Status CanMigrate(const HostedVm& vm) {
   return absl::OkStatus();
 }
 
-VmRegistry::Refusal VmRegistry::Reserve(const std::string& name, uint64_t memory_bytes) {
+VmRegistry::Refusal VmRegistry::WouldRefuse(const std::string& name, uint64_t memory_bytes) const {
   if (vms_.count(name) || reserved_.count(name)) return Refusal::kNameTaken;
   if (count() >= limits_.max_vms) return Refusal::kVmLimit;
   if (MemoryInUse() + memory_bytes > limits_.max_memory) return Refusal::kMemoryLimit;
-  reserved_[name] = memory_bytes;
   return Refusal::kNone;
+}
+
+VmRegistry::Refusal VmRegistry::Reserve(const std::string& name, uint64_t memory_bytes) {
+  const Refusal r = WouldRefuse(name, memory_bytes);
+  if (r == Refusal::kNone) reserved_[name] = memory_bytes;
+  return r;
 }
 
 absl::Status VmRegistry::RefusalStatus(Refusal refusal, const std::string& name,

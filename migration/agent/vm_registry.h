@@ -78,6 +78,8 @@ class VmRegistry {
   // hosted or reserved, or one more VM or that much memory would pass a
   // limit.
   Refusal Reserve(const std::string& name, uint64_t memory_bytes);
+  // What Reserve would answer now, reserving nothing (preflight checks).
+  Refusal WouldRefuse(const std::string& name, uint64_t memory_bytes) const;
   // `refusal` as a Status (OK for kNone), worded for a client creating the
   // VM `name` of `memory_bytes` here, or (`incoming`) for the source of a
   // migration bringing it here.

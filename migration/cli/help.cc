@@ -96,7 +96,7 @@ example: ferry vm delete web)"},
     {"migrate", R"(usage: ferry migrate NAME --from HOST:PORT --to HOST:PORT [--mode MODE]
                      [--downtime-target-ms MS] [--max-bandwidth RATE] [--fault-mode MODE]
                      [--max-rounds N] [--streams N] [--recovery-timeout-ms MS]
-                     [--request-id ID] [--json] [--detach]
+                     [--request-id ID] [--json] [--detach] [--check]
 
 Moves VM NAME from the agent --from to the agent --to (the address as the
 source agent reaches it) and follows it to the end: a live line on a
@@ -127,9 +127,15 @@ the command's own progress stream reconnects too.
   --json                   JSON only: a progress object a line, then the final object
   --detach                 start it and return (the migration's id, or with --json
                            the migration as JSON); follow it with migration watch
+  --check                  start nothing: run every check that can fail before a page
+                           moves (both agents and the fetch channel reachable, token
+                           and TLS, protocol version, the name free and the limits and
+                           free memory at the destination, backend and fault mode)
+                           and print each with its result; exit 0 if all pass, else 1
 
 example: ferry migrate web --from 10.0.0.1:7070 --to 10.0.0.2:7070 --mode postcopy)"},
-    {"migration list", R"(usage: ferry migration list [--vm NAME] [--phase PHASE] [--limit N] [--json]
+    {"migration list",
+     R"(usage: ferry migration list [--vm NAME] [--phase PHASE] [--limit N] [--json]
                             [--agent HOST:PORT]
 
 Lists the migrations the agent drives, running and finished, and those
@@ -359,35 +365,41 @@ _ferry() {
   # The command words, skipping flags and their values.
   for ((i = 1; i < COMP_CWORD; i++)); do
     case "${COMP_WORDS[i]}" in
-      --json|--help|-h|--detach|--force|--man) ;;
+      --json|--help|-h|--detach|--force|--man|--check) ;;
       --*) [[ "${COMP_WORDS[i]}" == *=* ]] || ((i++)) ;;
       *) if [[ -z "$cmd" ]]; then cmd="${COMP_WORDS[i]}"; elif [[ -z "$sub" ]]; then sub="${COMP_WORDS[i]}"; fi ;;
     esac
   done
   if [[ "$cur" != -* ]]; then
     if [[ -z "$cmd" ]]; then
-      COMPREPLY=($(compgen -W ")", absl::StrJoin(top, " "), R"(" -- "$cur")); return
+      COMPREPLY=($(compgen -W ")",
+                      absl::StrJoin(top, " "), R"(" -- "$cur")); return
     fi
     if [[ -z "$sub" ]]; then
       case "$cmd" in
-)", sub_cases, R"(        completion) COMPREPLY=($(compgen -W "bash" -- "$cur")); return ;;
+)",
+                      sub_cases,
+                      R"(        completion) COMPREPLY=($(compgen -W "bash" -- "$cur")); return ;;
       esac
     fi
     COMPREPLY=(); return
   fi
   local flags=""
   case "$cmd $sub" in
-)", flag_cases, R"(  esac
+)",
+                      flag_cases, R"(  esac
   if [[ -z "$flags" ]]; then
     case "$cmd" in
-)", [&] {
-    std::string single;
-    for (const Entry& e : kCommands)
-      if (std::string(e.words).find(' ') == std::string::npos)
-        absl::StrAppend(&single, "      ", e.words, ") flags=\"",
-                        absl::StrJoin(FlagsOf(e.text), " "), "\" ;;\n");
-    return single;
-  }(), R"(    esac
+)",
+                      [&] {
+                        std::string single;
+                        for (const Entry& e : kCommands)
+                          if (std::string(e.words).find(' ') == std::string::npos)
+                            absl::StrAppend(&single, "      ", e.words, ") flags=\"",
+                                            absl::StrJoin(FlagsOf(e.text), " "), "\" ;;\n");
+                        return single;
+                      }(),
+                      R"(    esac
   fi
   COMPREPLY=($(compgen -W "$flags" -- "$cur"))
 }

@@ -1,21 +1,22 @@
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include <signal.h>
-
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <thread>
 
 #include "absl/strings/str_format.h"
 #include "base/grpc_status.h"
+#include "base/json.h"
 #include "base/status_macros.h"
-#include "migration/api/report_proto.h"
 #include "base/units.h"
-#include "migration/cli/commands.h"
-#include "migration/cli/json_output.h"
 #include "migration/api/defaults.h"
 #include "migration/api/names.h"
+#include "migration/api/report_proto.h"
+#include "migration/cli/commands.h"
+#include "migration/cli/json_output.h"
 
 namespace ferry::cli {
 
@@ -234,6 +235,46 @@ absl::Status OutcomeStatus(const ferry::v1::MigrationResource& done) {
                                          done.error().empty() ? "" : ": ", done.error()));
 }
 
+namespace {
+
+// `ferry migrate ... --check`: prints every check (a line each, or one JSON
+// object) and fails (exit 1) when any failed.
+absl::Status RunChecks(ferry::v1::Control::Stub& stub, const ferry::v1::StartMigrationRequest& r,
+                       const std::string& from, bool json) {
+  grpc::ClientContext ctx;
+  ferry::v1::CheckMigrationResponse out;
+  grpc::Status s = stub.CheckMigration(&ctx, r, &out);
+  if (!s.ok()) return CallError(s, "check the migration of " + r.vm_name(), from);
+  int failed = 0;
+  std::vector<JsonObject> checks;
+  if (!json)
+    std::printf("checking a migration of %s from %s to %s\n", r.vm_name().c_str(), from.c_str(),
+                r.destination().c_str());
+  for (const ferry::v1::CheckItem& c : out.checks()) {
+    if (!c.ok()) ++failed;
+    if (json) {
+      checks.push_back(
+          JsonObject().Add("name", c.name()).Add("ok", c.ok()).Add("detail", c.detail()));
+    } else {
+      std::printf("  %-4s  %-20s %s\n", c.ok() ? "ok" : "FAIL", c.name().c_str(),
+                  c.detail().c_str());
+    }
+  }
+  if (json) {
+    std::printf("%s\n", JsonObject().Add("ok", out.ok()).Add("checks", checks).ToString().c_str());
+  } else {
+    std::printf("%d passed, %d failed%s\n", out.checks_size() - failed, failed,
+                out.ok() ? ": nothing was started" : "");
+  }
+  std::fflush(stdout);
+  if (out.ok() && failed == 0) return absl::OkStatus();
+  return absl::AbortedError(
+      absl::StrFormat("%d of %d checks failed: the migration of %s would not start or would fail",
+                      std::max(failed, 1), out.checks_size(), r.vm_name()));
+}
+
+}  // namespace
+
 absl::Status MigrateCommand(Args& args) {
   if (args.positional().size() < 2)
     return absl::InvalidArgumentError(
@@ -280,9 +321,11 @@ absl::Status MigrateCommand(Args& args) {
   r.set_recovery_timeout_ms(recovery);
   const bool json = args.Bool("json");
   const bool detach = args.Bool("detach");
+  const bool check = args.Bool("check");
   ASSIGN_OR_RETURN(ConnectOptions co, ParseConnectOptions(args));
   RETURN_IF_ERROR(args.Finish(2, "ferry migrate NAME --from HOST:PORT --to HOST:PORT [flags]"));
   ASSIGN_OR_RETURN(auto stub, Connect(from, co));
+  if (check) return RunChecks(*stub, r, from, json);
   grpc::ClientContext ctx;
   ferry::v1::MigrationResource started;
   grpc::Status s = stub->StartMigration(&ctx, r, &started);

@@ -429,6 +429,11 @@ TEST(TrustTls, AnOperatorCertificateCannotPoseAsADestination) {
   };
   CliResult r = cli({"vm", "create", "s", "--agent", a->address(), "--memory", "16M"});
   ASSERT_EQ(r.exit_code, 0) << r.out;
+  // `--check` catches it first, in the TLS handshake, and starts nothing.
+  r = cli({"migrate", "s", "--from", a->address(), "--to", stranger->address(), "--check"});
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_THAT(r.out, ::testing::ContainsRegex("FAIL +destination agent.*no extendedKeyUsage"))
+      << r.out;
   r = cli({"migrate", "s", "--from", a->address(), "--to", stranger->address()});
   EXPECT_NE(r.exit_code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("no extendedKeyUsage")) << "the refusal names the missing role";

@@ -5,15 +5,19 @@
 // guest memory.
 #include "migration/destination_session.h"
 
+#include <unistd.h>
+
 #include <deque>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "base/eventually.h"
 #include "base/status_matchers.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "migration/convert.h"
 #include "migration/fetch/page_server.h"
+#include "migration/preflight.h"
 #include "migration/stream_auth.h"
 #include "tests/migration/frame_builder.h"
 
@@ -692,6 +696,157 @@ TEST(DestinationAdmission, ASourceThatSpeaksIsNotDropped) {
   EXPECT_FALSE(session.ended());
   EXPECT_EQ(session.state(), DestinationState::kReceivingPrecopy);
   session.Abandon(absl::AbortedError("test over"));
+}
+
+// Preflight checks (SourceMessage.check): the destination answers every
+// check it would run at Hello, then ends the stream; it admits nothing and
+// creates nothing.
+SourceMessage CheckMessage() {
+  SourceMessage m;
+  *m.mutable_check() = HelloMessage().hello();
+  return m;
+}
+
+std::vector<CheckItem> ItemsOf(const Outcome& o) {
+  EXPECT_EQ(o.written.size(), 1u) << "one answer, then the end";
+  if (o.written.empty() || !o.written[0].has_check_result()) {
+    ADD_FAILURE() << "no CheckResult";
+    return {};
+  }
+  return FromProto(o.written[0].check_result());
+}
+
+const CheckItem* Find(const std::vector<CheckItem>& items, const std::string& name) {
+  for (const CheckItem& i : items)
+    if (i.name == name) return &i;
+  return nullptr;
+}
+
+DestinationOptions CheckOptions(bool name_free = true) {
+  DestinationOptions o;
+  o.admit = [](const std::string&, const std::string&, const std::string&, const vmm::VmConfig&) {
+    ADD_FAILURE() << "a check must not admit (reserve) anything";
+    return absl::OkStatus();
+  };
+  o.admit_check = [name_free](const std::string& name, const vmm::VmConfig& c) {
+    EXPECT_EQ(name, "m1");  // no vm_name in the Hello: the migration id
+    EXPECT_EQ(c.memory_bytes, 1u << 20);
+    return std::vector<CheckItem>{{"vm name", name_free, name_free ? "free" : "taken here"}};
+  };
+  return o;
+}
+
+TEST(DestinationCheck, AGoodCheckPassesEveryItemAndCreatesNothing) {
+  Outcome o = Play({Control(CheckMessage())}, CheckOptions());
+  EXPECT_OK(o.status);  // the stream ends cleanly after the answer
+  std::vector<CheckItem> items = ItemsOf(o);
+  std::vector<std::string> names;
+  for (const CheckItem& i : items) {
+    names.push_back(i.name);
+    // Free memory depends on the machine; every other item must pass.
+    if (i.name != "free memory") {
+      EXPECT_TRUE(i.ok) << i.name << ": " << i.detail;
+    }
+  }
+  EXPECT_THAT(names,
+              ::testing::ElementsAre("protocol version", "token", "hello", "vm name", "free memory",
+                                     "backend", "fault mode", "fetch channel"));
+  EXPECT_THAT(Find(items, "fetch channel")->detail, HasSubstr("proved the handshake"));
+}
+
+TEST(DestinationCheck, AWrongTokenEndsTheListAtTheToken) {
+  SourceMessage m = CheckMessage();
+  m.mutable_check()->set_auth_token("tokem");
+  Outcome o = Play({Control(m)}, CheckOptions());
+  EXPECT_OK(o.status);
+  std::vector<CheckItem> items = ItemsOf(o);
+  ASSERT_EQ(items.size(), 2u);
+  EXPECT_TRUE(items[0].ok);
+  EXPECT_EQ(items[1].name, "token");
+  EXPECT_FALSE(items[1].ok);
+  EXPECT_THAT(items[1].detail, HasSubstr("wrong migration token"));
+}
+
+TEST(DestinationCheck, AnotherProtocolVersionFailsFirst) {
+  SourceMessage m = CheckMessage();
+  m.mutable_check()->set_protocol_version(2);
+  std::vector<CheckItem> items = ItemsOf(Play({Control(m)}, CheckOptions()));
+  ASSERT_EQ(items.size(), 1u);
+  EXPECT_EQ(items[0].name, "protocol version");
+  EXPECT_FALSE(items[0].ok);
+  EXPECT_THAT(items[0].detail, HasSubstr("version 2"));
+}
+
+TEST(DestinationCheck, TheAgentsRefusalAndABadFetchSecretFail) {
+  SourceMessage m = CheckMessage();
+  m.mutable_check()->set_fetch_secret(std::string(32, 'x'));  // not what the source registered
+  std::vector<CheckItem> items = ItemsOf(Play({Control(m)}, CheckOptions(/*name_free=*/false)));
+  const CheckItem* name = Find(items, "vm name");
+  ASSERT_NE(name, nullptr);
+  EXPECT_FALSE(name->ok);
+  const CheckItem* fetch = Find(items, "fetch channel");
+  ASSERT_NE(fetch, nullptr);
+  EXPECT_FALSE(fetch->ok);
+  EXPECT_THAT(fetch->detail, HasSubstr(FetchAddress()));
+}
+
+TEST(DestinationCheck, PrecopyNeedsNoFetchChannelAndABadLayoutFailsTheRequest) {
+  SourceMessage m = CheckMessage();
+  m.mutable_check()->set_mode(ferry::v1::MIGRATION_MODE_PRECOPY);
+  m.mutable_check()->set_fetch_secret(std::string(32, 'x'));
+  std::vector<CheckItem> items = ItemsOf(Play({Control(m)}, CheckOptions()));
+  ASSERT_NE(Find(items, "fetch channel"), nullptr);
+  EXPECT_TRUE(Find(items, "fetch channel")->ok);
+
+  m = CheckMessage();
+  m.mutable_check()->mutable_layout()->set_page_size(3000);
+  items = ItemsOf(Play({Control(m)}, CheckOptions()));
+  ASSERT_EQ(items.size(), 3u);
+  EXPECT_EQ(items[2].name, "hello");
+  EXPECT_FALSE(items[2].ok);
+}
+
+TEST(DestinationCheck, TheHostsMemoryAndBackendAreJudged) {
+  vmm::VmConfig c = Vm();
+  c.memory_bytes = 1ull << 50;  // more than any test machine has
+  std::vector<CheckItem> items = CheckHost(c, vmm::FaultMode::kExit);
+  ASSERT_NE(Find(items, "free memory"), nullptr);
+  EXPECT_FALSE(Find(items, "free memory")->ok);
+  EXPECT_THAT(Find(items, "free memory")->detail, HasSubstr("MemAvailable"));
+  c = Vm();
+  c.backend = vmm::VmBackend::kKvm;
+  items = CheckHost(c, vmm::FaultMode::kExit);
+  const CheckItem* backend = Find(items, "backend");
+  ASSERT_NE(backend, nullptr);
+  // Whichever this machine has: KVM passes where /dev/kvm opens, and
+  // names why where it does not.
+  if (access("/dev/kvm", R_OK | W_OK) != 0) {
+    EXPECT_FALSE(backend->ok);
+    EXPECT_THAT(backend->detail, HasSubstr("KVM is not usable here"));
+  } else if (backend->ok) {
+    ASSERT_NE(Find(items, "fault mode"), nullptr);
+    EXPECT_TRUE(Find(items, "fault mode")->ok);  // exit, or blocking with the reason
+  }
+}
+
+TEST(DestinationCheck, ACheckAfterHelloIsOutOfOrder) {
+  EXPECT_THAT(Play({Hello(), Control(CheckMessage())}).status,
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("check")));
+}
+
+TEST(DestinationCheck, APeersAnswerIsBounded) {
+  ferry::v1::CheckResult r;
+  for (int i = 0; i < 40; ++i) {
+    ferry::v1::CheckItem* item = r.add_items();
+    item->set_name(std::string(5000, 'n'));
+    item->set_ok(true);
+  }
+  std::vector<CheckItem> items = FromProto(r);
+  ASSERT_EQ(items.size(), static_cast<size_t>(kMaxCheckItems) + 1);
+  EXPECT_EQ(items[0].name.size(), kMaxCheckTextBytes);
+  EXPECT_FALSE(items.back().ok);
+  EXPECT_FALSE(AllPassed(items));
+  EXPECT_FALSE(AllPassed(FromProto(ferry::v1::CheckResult())));  // an empty answer fails
 }
 
 }  // namespace

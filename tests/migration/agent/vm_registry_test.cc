@@ -39,6 +39,20 @@ TEST(VmRegistryTest, ReservesUntilTheVmIsAdded) {
   EXPECT_EQ(found->name, "web");
 }
 
+// A preflight check asks what Reserve would say, and reserves nothing.
+TEST(VmRegistryTest, WouldRefuseAnswersAsReserveWithoutReserving) {
+  VmRegistry r({.max_vms = 2, .max_memory = 2 * kGiB});
+  EXPECT_EQ(r.WouldRefuse("web", kGiB), Refusal::kNone);
+  EXPECT_FALSE(r.IsReserved("web"));
+  EXPECT_EQ(r.count(), 0);
+  EXPECT_EQ(r.MemoryInUse(), 0u);
+  EXPECT_EQ(r.WouldRefuse("web", 3 * kGiB), Refusal::kMemoryLimit);
+  ASSERT_EQ(r.Reserve("web", kGiB), Refusal::kNone);
+  EXPECT_EQ(r.WouldRefuse("web", kGiB), Refusal::kNameTaken);
+  ASSERT_EQ(r.Reserve("db", kGiB), Refusal::kNone);
+  EXPECT_EQ(r.WouldRefuse("cache", 1), Refusal::kVmLimit);
+}
+
 TEST(VmRegistryTest, RefusesATakenName) {
   VmRegistry r({.max_vms = 4, .max_memory = 4 * kGiB});
   r.Add("web", kGiB, Vm("web"));
