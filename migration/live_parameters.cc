@@ -1,14 +1,18 @@
 #include "migration/live_parameters.h"
 
 #include "absl/strings/str_format.h"
+#include "migration/protocol.h"
 
 namespace ferry::migration {
 
 absl::Status CheckParameterUpdate(const std::string& id, SourceState state,
                                   const ParameterUpdate& update) {
-  if (!update.max_bandwidth && !update.downtime_target_ms)
+  if (!update.max_bandwidth && !update.downtime_target_ms && !update.streams)
     return absl::InvalidArgumentError(
-        "nothing to change: give a max bandwidth or a downtime target");
+        "nothing to change: give a max bandwidth, a downtime target or streams");
+  if (update.streams && (*update.streams < 1 || *update.streams > kMaxStreamsPerMigration))
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%d streams: give 1 to %d", *update.streams, kMaxStreamsPerMigration));
   if (update.downtime_target_ms && *update.downtime_target_ms <= 0)
     return absl::InvalidArgumentError(absl::StrFormat(
         "downtime target %d ms: it must be at least 1 ms", *update.downtime_target_ms));
@@ -21,6 +25,12 @@ absl::Status CheckParameterUpdate(const std::string& id, SourceState state,
     return absl::FailedPreconditionError(absl::StrFormat(
         "migration %s is %s: the downtime target only applies before switchover (it decides "
         "when precopy stops), so it cannot be changed now",
+        id, SourceStateName(state)));
+  if (update.streams && state != SourceState::kConnecting && state != SourceState::kAccepted &&
+      state != SourceState::kPrecopy)
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "migration %s is %s: streams carry precopy pages, and precopy has stopped, so they "
+        "cannot be changed now",
         id, SourceStateName(state)));
   return absl::OkStatus();
 }

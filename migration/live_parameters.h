@@ -14,6 +14,12 @@
 //  - downtime target: at the next switchover decision (the end of the
 //    current precopy round, or the next sample of round 0): only before
 //    switchover (connecting, accepted, precopy).
+//  - streams: at the next batch of precopy pages (a round-0 chunk or the
+//    next round); each batch ends with every data stream flushed, so a page
+//    striped onto another stream than before can never be overtaken by its
+//    older copy. Raising it opens and joins the new data streams then.
+//    Only while precopy can still send (connecting, accepted, precopy), and
+//    not in postcopy mode (SourceSession checks the mode).
 #ifndef FERRY_MIGRATION_LIVE_PARAMETERS_H_
 #define FERRY_MIGRATION_LIVE_PARAMETERS_H_
 
@@ -31,12 +37,14 @@ namespace ferry::migration {
 struct ParameterUpdate {
   std::optional<uint64_t> max_bandwidth;      // bytes per second; 0: no cap
   std::optional<int64_t> downtime_target_ms;  // > 0
+  // Streams carrying precopy pages, the main one included: 1 to 8.
+  std::optional<int> streams;
 };
 
 // One applied change, as the report records it.
 struct ParameterChange {
   double time_ms = 0;     // since the migration started
-  std::string parameter;  // "max_bandwidth" or "downtime_target_ms"
+  std::string parameter;  // "max_bandwidth", "downtime_target_ms" or "streams"
   int64_t old_value = 0;
   int64_t new_value = 0;
 };

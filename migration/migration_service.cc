@@ -24,7 +24,7 @@ constexpr size_t kMaxEnded = 64;
 constexpr absl::Duration kReapInterval = absl::Seconds(30);
 // Migration streams (main and data) open at once; past it a new stream is
 // refused with RESOURCE_EXHAUSTED before it reads anything.
-constexpr int kMaxStreams = 256;
+constexpr int kMaxOpenStreams = 256;
 
 }  // namespace
 
@@ -328,9 +328,9 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* MigrationService::M
   absl::Status refuse;
   {
     absl::MutexLock lock(&mu_);
-    if (reactors_ >= kMaxStreams)
+    if (reactors_ >= kMaxOpenStreams)
       refuse = absl::ResourceExhaustedError(absl::StrFormat(
-          "this agent has %d migration streams open, its limit", kMaxStreams));
+          "this agent has %d migration streams open, its limit", kMaxOpenStreams));
     ++reactors_;
   }
   return new Reactor(this, std::move(options), refuse);

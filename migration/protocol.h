@@ -31,6 +31,8 @@ inline constexpr uint64_t kMaxBatchPages = 4096;
 
 // Hello.data_streams: at most this many data streams besides the main one.
 inline constexpr uint32_t kMaxDataStreams = 7;
+// All streams of a migration, the main one included.
+inline constexpr int kMaxStreamsPerMigration = 1 + static_cast<int>(kMaxDataStreams);
 
 // Pages of one chunk of guest memory, which always travel on the same data
 // stream (chunk index modulo the streams): a page resent in a later round

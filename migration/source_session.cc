@@ -201,6 +201,11 @@ absl::Status SourceSession::Cancel() {
 absl::Status SourceSession::SetParameters(const ParameterUpdate& update) {
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(CheckParameterUpdate(id_, state_, update));
+  if (update.streams && config_.options.mode == MigrationMode::kPostcopy)
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "migration %s runs in postcopy mode: it sends no precopy pages, so streams do not "
+        "apply",
+        id_));
   const double time_ms = t_start_ == 0 ? 0 : (clock_->NowNanos() - t_start_) / 1e6;
   if (update.max_bandwidth) {
     const uint64_t old = limiter_.rate();
@@ -212,6 +217,10 @@ absl::Status SourceSession::SetParameters(const ParameterUpdate& update) {
     parameter_changes_.push_back(
         {time_ms, "downtime_target_ms", downtime_target_ms_, *update.downtime_target_ms});
     downtime_target_ms_ = *update.downtime_target_ms;
+  }
+  if (update.streams) {
+    parameter_changes_.push_back({time_ms, "streams", target_streams_, *update.streams});
+    target_streams_ = *update.streams;
   }
   return absl::OkStatus();
 }
@@ -667,7 +676,9 @@ absl::Status SourceSession::Setup() {
   p.fetch_address = config_.fetch_address;
   p.source_agent = config_.source_agent;
   p.vm_name = config_.vm_name;
-  p.streams = streams_;
+  // Hello announces the most data streams this migration may open: the
+  // operator can add streams during precopy (SetParameters).
+  p.streams = kMaxStreamsPerMigration;
   p.fetch_encrypted = config_.encrypt_fetch;
   p.recovery_timeout_ms = config_.options.recovery_timeout_ms;
   SourceMessage hello_msg;
@@ -679,11 +690,29 @@ absl::Status SourceSession::Setup() {
         [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return state_ == S::kAccepted; },
         kAcceptTimeout, "accept the migration"));
   }
-  return OpenDataStreams();
+  {
+    absl::MutexLock lock(&mu_);
+    target_streams_ = streams_;
+  }
+  RETURN_IF_ERROR(OpenDataStreams(streams_));
+  active_streams_ = streams_;
+  return absl::OkStatus();
 }
 
-absl::Status SourceSession::OpenDataStreams() {
-  for (int i = 1; i < streams_; ++i) {
+absl::StatusOr<int> SourceSession::StreamsForBatch() {
+  int target;
+  {
+    absl::MutexLock lock(&mu_);
+    target = target_streams_;
+  }
+  if (static_cast<size_t>(target) > data_streams_.size() + 1)
+    RETURN_IF_ERROR(OpenDataStreams(target));
+  active_streams_ = target;
+  return target;
+}
+
+absl::Status SourceSession::OpenDataStreams(int total) {
+  for (int i = static_cast<int>(data_streams_.size()) + 1; i < total; ++i) {
     absl::StatusOr<std::unique_ptr<SourceStream>> ds = OpenStream();
     RETURN_IF_ERROR(ds.status());
     SourceStream* raw = ds->get();
@@ -763,7 +792,11 @@ absl::Status SourceSession::SendPages(const std::vector<uint64_t>& pages,
   // Precopy is striped over every stream, each page on the stream of its
   // chunk (kStreamChunkPages) so a resent page follows its older copy; the
   // rest goes on the main stream. One frame per stream in turn.
-  const size_t n = phase == FramePhase::kPrecopy ? data_streams_.size() + 1 : 1;
+  size_t n = 1;
+  if (phase == FramePhase::kPrecopy) {
+    ASSIGN_OR_RETURN(const int streams, StreamsForBatch());
+    n = static_cast<size_t>(streams);
+  }
   const size_t frame_pages = phase == FramePhase::kPostcopy ? kPushFramePages : kBulkFramePages;
   std::vector<std::vector<uint64_t>> striped;
   std::vector<absl::Span<const uint64_t>> left;  // what each stream has still to send

@@ -159,6 +159,9 @@ class SourceSession {
   // The current cap (bytes per second, 0: none) and downtime target.
   uint64_t max_bandwidth() const { return limiter_.rate(); }
   int64_t downtime_target_ms() const;
+  // Streams precopy pages go over now, the main one included (a change
+  // takes effect at the next batch of precopy pages).
+  int streams() const { return active_streams_.load(std::memory_order_relaxed); }
 
   SourceProgress Progress() const;
   SourceState state() const;
@@ -211,8 +214,9 @@ class SourceSession {
   void CountFrame(const FrameTally& tally, FramePhase phase, uint64_t pages);
   // Runs one stream write; a failure becomes the stream's error.
   absl::Status WriteWith(absl::FunctionRef<bool()> write);
-  // Opens and joins the data streams (after Accepted).
-  absl::Status OpenDataStreams();
+  // Opens and joins data streams until there are `total` streams with the
+  // main one (after Accepted; again when the operator adds streams).
+  absl::Status OpenDataStreams(int total);
   // Writes a page frame on data stream `index` (1-based).
   absl::Status WriteDataFrame(size_t index, EncodedFrame frame);
   // Returns once the destination installed every frame sent so far on the
@@ -263,7 +267,14 @@ class SourceSession {
   // Data streams 1..streams_-1 (precopy page frames), opened after Accepted.
   // The vector is filled by the session thread under mu_ (Cancel() reads it).
   std::vector<std::unique_ptr<SourceStream>> data_streams_;
-  int streams_ = 1;
+  int streams_ = 1;  // at the start (--streams)
+  // What the operator asked last (SetParameters), and what SendPages
+  // stripes precopy over now; data streams once opened stay open.
+  int target_streams_ ABSL_GUARDED_BY(mu_) = 1;
+  std::atomic<int> active_streams_{1};
+  // The streams for the next batch of precopy pages: target_streams_, the
+  // data streams it needs opened and joined first (session thread).
+  absl::StatusOr<int> StreamsForBatch();
   uint64_t flush_seq_ = 0;
   std::thread reader_;
   std::thread sampler_;

@@ -1,5 +1,7 @@
 #include "migration/agent/live_control.h"
 
+#include <algorithm>
+
 namespace ferry::agent {
 
 absl::Status SetParameters(migration::SourceSession& session,
@@ -7,6 +9,7 @@ absl::Status SetParameters(migration::SourceSession& session,
   migration::ParameterUpdate update;
   if (request.has_max_bandwidth()) update.max_bandwidth = request.max_bandwidth();
   if (request.has_downtime_target_ms()) update.downtime_target_ms = request.downtime_target_ms();
+  if (request.has_streams()) update.streams = static_cast<int>(std::min(request.streams(), 1000u));
   return session.SetParameters(update);
 }
 
@@ -15,6 +18,7 @@ void DescribeLive(const migration::SourceSession& session, bool with_report,
   ferry::v1::MigrationProgress* p = r.mutable_progress();
   p->set_max_bandwidth(session.max_bandwidth());
   p->set_downtime_target_ms(session.downtime_target_ms());
+  p->set_streams(static_cast<uint32_t>(session.streams()));
   if (!with_report) return;
   for (const migration::ParameterChange& c : session.parameter_changes()) {
     ferry::v1::ParameterChange* out = r.mutable_report()->add_parameter_changes();

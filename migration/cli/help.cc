@@ -188,16 +188,18 @@ precopy has stopped or the migration ended.
 
 example: ferry --agent 10.0.0.1:7070 migration postcopy mig-704edddb438098f3)"},
     {"migration set", R"(usage: ferry migration set ID [--max-bandwidth RATE]
-                          [--downtime-target-ms MS] [--agent HOST:PORT]
+                          [--downtime-target-ms MS] [--streams N] [--agent HOST:PORT]
 
 Changes a running outgoing migration's parameters: all that are given, or
 none (exit 2, 4 or 6 with the reason). The report records each change with
 its time. The max bandwidth applies from the next frame sent, in any phase
 before the end; the downtime target at the next switchover decision, and
-only before switchover.
+only before switchover; streams at the next batch of precopy pages, only
+while precopy runs (not in postcopy mode).
 
   --max-bandwidth RATE      bytes per second (e.g. 200M); 0: no cap
   --downtime-target-ms MS   the pause switchover aims for, at least 1
+  --streams N               connections carrying precopy pages, 1 to 8
 
 example: ferry --agent 10.0.0.1:7070 migration set mig-704edddb438098f3 --max-bandwidth 50M)"},
     {"demo", R"(usage: ferry demo [--memory SIZE] [--vcpus N] [--workload KIND] [--zero-fraction F]

@@ -46,7 +46,8 @@ JsonObject MigrationJson(const ferry::v1::MigrationResource& m) {
       .Add("reconnects", static_cast<uint64_t>(p.reconnects()))
       .Add("paused_reason", p.paused_reason())
       .Add("max_bandwidth", p.max_bandwidth())
-      .Add("downtime_target_ms", static_cast<int64_t>(p.downtime_target_ms()));
+      .Add("downtime_target_ms", static_cast<int64_t>(p.downtime_target_ms()))
+      .Add("streams", static_cast<int>(p.streams()));
   JsonObject o;
   o.Add("id", m.id())
       .Add("request_id", m.request_id())

@@ -149,12 +149,12 @@ absl::Status List(Args& args, const std::string& address, const ConnectOptions& 
   return absl::OkStatus();
 }
 
-// migration set ID [--max-bandwidth R] [--downtime-target-ms N].
+// migration set ID [--max-bandwidth R] [--downtime-target-ms N] [--streams N].
 absl::Status Set(Args& args, const std::string& address, const ConnectOptions& co, bool json) {
   if (args.positional().size() < 3)
     return absl::InvalidArgumentError(
         "ferry migration set needs a migration ID (usage: ferry migration set ID "
-        "[--max-bandwidth R] [--downtime-target-ms N] --agent SOURCE)");
+        "[--max-bandwidth R] [--downtime-target-ms N] [--streams N] --agent SOURCE)");
   ferry::v1::SetMigrationParametersRequest r;
   r.set_id(args.positional()[2]);
   if (args.Has("max-bandwidth")) {
@@ -166,12 +166,18 @@ absl::Status Set(Args& args, const std::string& address, const ConnectOptions& c
     if (ms <= 0) return absl::InvalidArgumentError("--downtime-target-ms must be at least 1");
     r.set_downtime_target_ms(ms);
   }
-  RETURN_IF_ERROR(args.Finish(
-      3, "ferry migration set ID [--max-bandwidth R] [--downtime-target-ms N] --agent SOURCE"));
-  if (!r.has_max_bandwidth() && !r.has_downtime_target_ms())
+  if (args.Has("streams")) {
+    ASSIGN_OR_RETURN(int64_t n, args.Int("streams", 0));
+    if (n < 1 || n > 8) return absl::InvalidArgumentError("--streams must be 1 to 8");
+    r.set_streams(static_cast<uint32_t>(n));
+  }
+  RETURN_IF_ERROR(args.Finish(3,
+                              "ferry migration set ID [--max-bandwidth R] [--downtime-target-ms N] "
+                              "[--streams N] --agent SOURCE"));
+  if (!r.has_max_bandwidth() && !r.has_downtime_target_ms() && !r.has_streams())
     return absl::InvalidArgumentError(
-        "ferry migration set: nothing to change: give --max-bandwidth and/or "
-        "--downtime-target-ms");
+        "ferry migration set: nothing to change: give --max-bandwidth, --downtime-target-ms "
+        "and/or --streams");
   ASSIGN_OR_RETURN(auto stub, Connect(address, co));
   grpc::ClientContext ctx;
   ferry::v1::MigrationResource out;
@@ -184,8 +190,13 @@ absl::Status Set(Args& args, const std::string& address, const ConnectOptions& c
     const std::string rate = p.max_bandwidth() ? absl::StrFormat("%d B/s (%s)", p.max_bandwidth(),
                                                                  FormatRate(p.max_bandwidth()))
                                                : "none";
-    std::printf("migration %s: max bandwidth %s, downtime target %lld ms\n", out.id().c_str(),
-                rate.c_str(), static_cast<long long>(p.downtime_target_ms()));
+    std::printf("migration %s: max bandwidth %s, downtime target %lld ms, streams %d%s\n",
+                out.id().c_str(), rate.c_str(), static_cast<long long>(p.downtime_target_ms()),
+                p.streams(),
+                r.has_streams() && static_cast<int>(r.streams()) != static_cast<int>(p.streams())
+                    ? absl::StrFormat(" (%d from the next batch of precopy pages)", r.streams())
+                          .c_str()
+                    : "");
   }
   return absl::OkStatus();
 }

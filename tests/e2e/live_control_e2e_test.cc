@@ -152,6 +152,10 @@ TEST_F(LiveControlTest, ChangesThatCannotApplyAreRefusedAndChangeNothing) {
   m = GetMigration(*stub_a, id);
   EXPECT_EQ(m.progress().downtime_target_ms(), target);
   EXPECT_EQ(m.progress().max_bandwidth(), 4u << 20);
+  // Streams carry precopy pages: none in postcopy.
+  CliResult streams = RunCli({"migration", "set", id, "--agent", a, "--streams", "2"});
+  EXPECT_EQ(streams.exit_code, 6) << streams.out;
+  EXPECT_THAT(streams.out, HasSubstr("precopy has stopped"));
 
   // The bandwidth still applies in postcopy (the push): lift the cap.
   CliResult lift = RunCli({"migration", "set", id, "--agent", a, "--max-bandwidth", "0"});
@@ -161,6 +165,54 @@ TEST_F(LiveControlTest, ChangesThatCannotApplyAreRefusedAndChangeNothing) {
   ASSERT_EQ(m.report().parameter_changes_size(), 1);
   EXPECT_EQ(m.report().parameter_changes(0).new_value(), 0);
   EXPECT_TRUE(VerifyVm(*Stub(b_->address()), "ph"));
+}
+
+// `migration set --streams` mid-precopy: raising it opens and joins new
+// data streams, lowering it stripes over fewer, each from the next batch of
+// precopy pages (the progress shows the streams in use once they are); the
+// migration completes with a matching digest, the report lists both
+// changes, and after the end the change is refused.
+TEST_F(LiveControlTest, StreamsChangeMidPrecopy) {
+  const std::string a = a_->address(), b = b_->address();
+  const std::string id = StartDetached("st", "256M", "precopy", "8M");
+  ASSERT_FALSE(id.empty());
+  auto stub_a = Stub(a), stub_b = Stub(b);
+  ferry::v1::MigrationResource m = AwaitPhase(*stub_a, id, ferry::v1::MIGRATION_PHASE_PRECOPY);
+  ASSERT_EQ(m.phase(), ferry::v1::MIGRATION_PHASE_PRECOPY) << m.error();
+  const int64_t at_start = m.progress().streams();
+  EXPECT_GE(at_start, 1);
+  EXPECT_EQ(RunCli({"migration", "set", id, "--agent", a, "--streams", "9"}).exit_code, 2);
+
+  // Polls until the migration stripes over `n` streams (or has left
+  // precopy). The deadline bounds a hang; it is no performance figure.
+  auto await_streams = [&](uint32_t n) {
+    for (int i = 0; i < 1200; ++i) {
+      m = GetMigration(*stub_a, id);
+      if (m.progress().streams() == n || m.phase() != ferry::v1::MIGRATION_PHASE_PRECOPY) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return m.progress().streams();
+  };
+  CliResult up = RunCli({"migration", "set", id, "--agent", a, "--streams", "3"});
+  ASSERT_EQ(up.exit_code, 0) << up.out;
+  EXPECT_EQ(await_streams(3), 3u) << "phase " << m.phase();
+  CliResult down = RunCli({"migration", "set", id, "--agent", a, "--streams", "2"});
+  ASSERT_EQ(down.exit_code, 0) << down.out;
+  EXPECT_EQ(await_streams(2), 2u) << "phase " << m.phase();
+  EXPECT_EQ(m.phase(), ferry::v1::MIGRATION_PHASE_PRECOPY) << "8M/s leaves precopy running";
+
+  ASSERT_EQ(RunCli({"migration", "set", id, "--agent", a, "--max-bandwidth", "0"}).exit_code, 0);
+  m = AwaitPhase(*stub_a, id, ferry::v1::MIGRATION_PHASE_UNSPECIFIED, 300000);
+  ASSERT_EQ(m.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << m.error();
+  EXPECT_TRUE(VerifyVm(*stub_b, "st"));
+  std::vector<std::pair<int64_t, int64_t>> streams;
+  for (const ferry::v1::ParameterChange& c : m.report().parameter_changes())
+    if (c.parameter() == "streams") streams.emplace_back(c.old_value(), c.new_value());
+  EXPECT_THAT(streams, ::testing::ElementsAre(std::make_pair(at_start, int64_t{3}),
+                                              std::make_pair(int64_t{3}, int64_t{2})));
+  CliResult late = RunCli({"migration", "set", id, "--agent", a, "--streams", "1"});
+  EXPECT_EQ(late.exit_code, 6) << late.out;
+  EXPECT_THAT(late.out, HasSubstr("no longer runs"));
 }
 
 // `migration postcopy` switches a hybrid migration of an idle guest (whose

@@ -62,6 +62,23 @@ TEST(CheckParameterUpdate, TheDowntimeTargetOnlyBeforeSwitchover) {
   }
 }
 
+TEST(CheckParameterUpdate, StreamsOnlyWhilePrecopyRunsAndWithinBounds) {
+  ParameterUpdate u;
+  for (int bad : {0, -1, 9, 1000}) {
+    u.streams = bad;
+    EXPECT_EQ(CheckParameterUpdate("m", S::kPrecopy, u).code(), absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+  u.streams = 8;
+  for (S s : {S::kConnecting, S::kAccepted, S::kPrecopy})
+    EXPECT_TRUE(CheckParameterUpdate("m", s, u).ok()) << SourceStateName(s);
+  for (S s : {S::kDiscarding, S::kPaused, S::kSwitchingOver, S::kPostcopy, S::kPostcopyPaused}) {
+    absl::Status st = CheckParameterUpdate("m", s, u);
+    EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << SourceStateName(s);
+    EXPECT_THAT(st.message(), HasSubstr("precopy has stopped"));
+  }
+}
+
 TEST(CheckStartPostcopy, AHybridMigrationBeforeSwitchover) {
   for (S s : {S::kConnecting, S::kAccepted, S::kPrecopy})
     EXPECT_TRUE(CheckStartPostcopy("m", MigrationMode::kHybrid, s).ok()) << SourceStateName(s);
