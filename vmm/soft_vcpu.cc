@@ -51,17 +51,16 @@ const char* VcpuExitReasonName(VcpuExitReason reason) {
   return "unknown";
 }
 
-SoftVcpu::SoftVcpu(int index, int vcpus, GuestMemory* memory,
-                   const WorkloadSpec& spec, const Clock* clock,
-                   SoftVcpuOptions options)
+SoftVcpu::SoftVcpu(int index, int vcpus, GuestMemory* memory, const WorkloadSpec& spec,
+                   const Clock* clock, SoftVcpuOptions options, const Throttle* throttle)
     : index_(index),
       memory_(memory),
       spec_(spec),
-      program_(spec, memory->host(), memory->num_pages(), memory->page_size(), index,
-               vcpus),
+      program_(spec, memory->host(), memory->num_pages(), memory->page_size(), index, vcpus),
       clock_(clock),
       options_(options),
-      pacer_(OpIntervalNanos(spec, memory->page_size()), clock) {
+      pacer_(OpIntervalNanos(spec, memory->page_size()), clock),
+      duty_(throttle, clock) {
   trap_.lo = reinterpret_cast<uintptr_t>(memory->host());
   trap_.hi = trap_.lo + memory->size();
 }
@@ -91,10 +90,21 @@ absl::StatusOr<VcpuExit> SoftVcpu::Run() {
   while (true) {
     if (exit_requested_.load(std::memory_order_relaxed)) {
       pacer_.Reset();
+      duty_.Reset();
       return VcpuExit{VcpuExitReason::kPaused, {}};
     }
     const uint64_t i = ops_done_.load(std::memory_order_relaxed);
     if (limit != 0 && i >= limit) return VcpuExit{VcpuExitReason::kHalted, {}};
+    const int64_t slept = duty_.slept_ns();
+    if (!duty_.Wait(exit_requested_)) {
+      throttled_ns_.store(duty_.slept_ns(), std::memory_order_relaxed);
+      pacer_.Reset();
+      return VcpuExit{VcpuExitReason::kPaused, {}};
+    }
+    if (duty_.slept_ns() != slept) {  // the pace restarts after the sleep
+      throttled_ns_.store(duty_.slept_ns(), std::memory_order_relaxed);
+      pacer_.Reset();
+    }
     if (!pacer_.Wait(i, exit_requested_)) {  // a retried op does not wait again
       pacer_.Reset();
       return VcpuExit{VcpuExitReason::kPaused, {}};
@@ -112,8 +122,7 @@ absl::StatusOr<VcpuExit> SoftVcpu::Run() {
     std::atomic_signal_fence(std::memory_order_seq_cst);
     acc_.store(acc, std::memory_order_relaxed);
     ops_done_.store(i + 1, std::memory_order_relaxed);
-    if (options_.record_op_latency)
-      op_latency_.Record(MonotonicNowNanos() - op_started_ns_);
+    if (options_.record_op_latency) op_latency_.Record(MonotonicNowNanos() - op_started_ns_);
   }
 }
 
@@ -133,27 +142,24 @@ absl::Status SoftVcpu::RestoreState(absl::string_view bytes) {
   SavedState s;
   if (bytes.size() != sizeof(s))
     return absl::InvalidArgumentError(absl::StrFormat(
-        "vcpu %d state: %d bytes, a software vCPU's state is %d", index_,
-        bytes.size(), sizeof(s)));
+        "vcpu %d state: %d bytes, a software vCPU's state is %d", index_, bytes.size(), sizeof(s)));
   std::memcpy(&s, bytes.data(), sizeof(s));
   if (std::memcmp(s.magic, kStateMagic, 4) != 0)
     return absl::InvalidArgumentError(
         absl::StrFormat("vcpu %d state: not a software vCPU's state", index_));
   if (s.version != kStateVersion)
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "vcpu %d state: version %d, this build reads version %d", index_, s.version,
-        kStateVersion));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("vcpu %d state: version %d, this build reads version %d", index_, s.version,
+                        kStateVersion));
   if (s.index != static_cast<uint32_t>(index_))
     return absl::InvalidArgumentError(
         absl::StrFormat("vcpu %d state: it belongs to vcpu %d", index_, s.index));
   if (s.kind != static_cast<uint32_t>(spec_.kind) || s.seed != spec_.seed)
     return absl::InvalidArgumentError(absl::StrFormat(
-        "vcpu %d state: saved from another workload (kind %d seed %d)", index_,
-        s.kind, s.seed));
+        "vcpu %d state: saved from another workload (kind %d seed %d)", index_, s.kind, s.seed));
   if (spec_.ops_per_vcpu != 0 && s.ops_done > spec_.ops_per_vcpu)
     return absl::InvalidArgumentError(absl::StrFormat(
-        "vcpu %d state: %d ops done of a %d-op workload", index_, s.ops_done,
-        spec_.ops_per_vcpu));
+        "vcpu %d state: %d ops done of a %d-op workload", index_, s.ops_done, spec_.ops_per_vcpu));
   ops_done_.store(s.ops_done);
   acc_.store(s.acc);
   return absl::OkStatus();
@@ -163,6 +169,7 @@ VcpuCounters SoftVcpu::Counters() const {
   VcpuCounters c;
   c.ops = ops_done_.load(std::memory_order_relaxed);
   c.fault_exits = fault_exits_.load(std::memory_order_relaxed);
+  c.throttled_ns = throttled_ns_.load(std::memory_order_relaxed);
   if (options_.record_op_latency) c.op_latency = op_latency_.Snapshot();
   return c;
 }

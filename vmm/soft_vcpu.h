@@ -12,6 +12,11 @@
 // sleeping at most 200 us at a time so a RequestExit() is honoured quickly.
 // After a pause the pace restarts from the resume, without a burst.
 //
+// Throttle (vmm/throttle.h): before each op the vCPU checks its duty
+// cycle and sleeps the off part of the period when it is due; the pace
+// then restarts after the sleep (no burst to catch up, or the throttle
+// would slow a paced guest down not at all).
+//
 // Threads: see vcpu.h. Counters() is safe from any thread.
 #ifndef FERRY_VMM_SOFT_VCPU_H_
 #define FERRY_VMM_SOFT_VCPU_H_
@@ -26,6 +31,7 @@
 #include "vmm/fault_trap.h"
 #include "vmm/guest_memory.h"
 #include "vmm/op_pacer.h"
+#include "vmm/throttle.h"
 #include "vmm/vcpu.h"
 #include "vmm/workload.h"
 
@@ -39,9 +45,10 @@ struct SoftVcpuOptions {
 
 class SoftVcpu final : public Vcpu {
  public:
-  // `memory` and `clock` must outlive the vCPU.
-  SoftVcpu(int index, int vcpus, GuestMemory* memory, const WorkloadSpec& spec,
-           const Clock* clock, SoftVcpuOptions options);
+  // `memory`, `clock` and `throttle` (the VM's; may be null: never
+  // throttled) must outlive the vCPU.
+  SoftVcpu(int index, int vcpus, GuestMemory* memory, const WorkloadSpec& spec, const Clock* clock,
+           SoftVcpuOptions options, const Throttle* throttle = nullptr);
 
   int index() const override { return index_; }
   absl::StatusOr<VcpuExit> Run() override;
@@ -68,6 +75,8 @@ class SoftVcpu final : public Vcpu {
   std::atomic<uint64_t> ops_done_{0};
   std::atomic<uint64_t> acc_{0};
   OpPacer pacer_;
+  DutyCycle duty_;
+  std::atomic<int64_t> throttled_ns_{0};
   uint64_t op_started_index_ = ~0ull;  // op latency: first attempt of an op
   int64_t op_started_ns_ = 0;
   std::atomic<uint64_t> fault_exits_{0};

@@ -56,8 +56,9 @@ struct VcpuExit {
 const char* VcpuExitReasonName(VcpuExitReason reason);
 
 struct VcpuCounters {
-  uint64_t ops = 0;           // guest operations completed
-  uint64_t fault_exits = 0;   // memory-fault exits returned by Run()
+  uint64_t ops = 0;              // guest operations completed
+  uint64_t fault_exits = 0;      // memory-fault exits returned by Run()
+  int64_t throttled_ns = 0;      // slept for the VM's throttle (vmm/throttle.h)
   HistogramSnapshot op_latency;  // only when op latency recording is on
 };
 

@@ -4,9 +4,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/status_macros.h"
 #include "sys/kvm.h"
 #include "vmm/kvm/kvm_vcpu.h"
-#include "base/status_macros.h"
 
 namespace ferry::vmm {
 namespace {
@@ -24,8 +24,10 @@ absl::StatusOr<VmBackend> ParseVmBackend(absl::string_view name) {
 
 const char* VmBackendName(VmBackend backend) {
   switch (backend) {
-    case VmBackend::kSoft: return "soft";
-    case VmBackend::kKvm: return "kvm";
+    case VmBackend::kSoft:
+      return "soft";
+    case VmBackend::kKvm:
+      return "kvm";
   }
   return "unknown";
 }
@@ -61,49 +63,51 @@ absl::Status ValidateVmConfig(const VmConfig& config) {
         absl::StrFormat("vcpus %d is not in [1, %d]", config.vcpus, kMaxVcpus));
   if (config.page_size == 0 || config.memory_bytes == 0 ||
       config.memory_bytes % config.page_size != 0)
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "memory size %d is not a positive multiple of the %d-byte page",
-        config.memory_bytes, config.page_size));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("memory size %d is not a positive multiple of the %d-byte page",
+                        config.memory_bytes, config.page_size));
   if (config.backend == VmBackend::kKvm && config.memory_bytes % (2ull << 20) != 0)
     return absl::InvalidArgumentError(absl::StrFormat(
         "a KVM VM's memory must be a multiple of 2 MiB; %d bytes is not", config.memory_bytes));
   if (config.memory_bytes / config.page_size < static_cast<uint64_t>(config.vcpus))
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "memory of %d bytes is too small for %d vCPUs (each needs a page)",
-        config.memory_bytes, config.vcpus));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("memory of %d bytes is too small for %d vCPUs (each needs a page)",
+                        config.memory_bytes, config.vcpus));
   return ValidateWorkload(config.workload);
 }
 
-absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config,
-                                               const Clock* clock) {
+absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config, const Clock* clock) {
   RETURN_IF_ERROR(ValidateVmConfig(config));
   ASSIGN_OR_RETURN(MemoryMap map, MemoryMap::ForSize(config.memory_bytes, config.page_size));
   ASSIGN_OR_RETURN(std::unique_ptr<GuestMemory> memory, GuestMemory::Create(map));
   std::unique_ptr<kvm::KvmMachine> machine;
   std::vector<std::unique_ptr<Vcpu>> vcpus;
+  auto throttle = std::make_unique<Throttle>();
   if (config.backend == VmBackend::kKvm) {
     ASSIGN_OR_RETURN(machine, kvm::KvmMachine::Create(memory.get(), config.workload, config.vcpus,
                                                       config.kvm_dirty_ring));
     for (int i = 0; i < config.vcpus; ++i) {
-      ASSIGN_OR_RETURN(std::unique_ptr<kvm::KvmVcpu> v, machine->CreateVcpu(i, clock));
+      ASSIGN_OR_RETURN(std::unique_ptr<kvm::KvmVcpu> v,
+                       machine->CreateVcpu(i, clock, throttle.get()));
       vcpus.push_back(std::move(v));
     }
   } else {
     for (int i = 0; i < config.vcpus; ++i)
       vcpus.push_back(std::make_unique<SoftVcpu>(i, config.vcpus, memory.get(), config.workload,
-                                                 clock, config.vcpu_options));
+                                                 clock, config.vcpu_options, throttle.get()));
   }
-  return std::unique_ptr<Vm>(
-      new Vm(config, std::move(memory), std::move(machine), std::move(vcpus), clock));
+  return std::unique_ptr<Vm>(new Vm(config, std::move(memory), std::move(machine),
+                                    std::move(throttle), std::move(vcpus), clock));
 }
 
 Vm::Vm(const VmConfig& config, std::unique_ptr<GuestMemory> memory,
-       std::unique_ptr<kvm::KvmMachine> machine, std::vector<std::unique_ptr<Vcpu>> vcpus,
-       const Clock* clock)
+       std::unique_ptr<kvm::KvmMachine> machine, std::unique_ptr<Throttle> throttle,
+       std::vector<std::unique_ptr<Vcpu>> vcpus, const Clock* clock)
     : config_(config),
       memory_(std::move(memory)),
       machine_(std::move(machine)),
       clock_(clock),
+      throttle_(std::move(throttle)),
       vcpus_(std::move(vcpus)),
       meter_(
           config.vcpus,
@@ -146,8 +150,8 @@ std::string Vm::DemandPagingPaths() const {
   std::string out = absl::StrCat(VmBackendName(config_.backend), " vCPUs, ",
                                  FaultModeName(fault_mode_choice_.mode), " faults");
   if (fault_mode_choice_.mode == FaultMode::kBlocking)
-    absl::StrAppend(&out, " (", handler_threads_, handler_threads_ == 1 ? " handler thread" : " handler threads",
-                    ", batched)");
+    absl::StrAppend(&out, " (", handler_threads_,
+                    handler_threads_ == 1 ? " handler thread" : " handler threads", ", batched)");
   else if (machine_)
     absl::StrAppend(&out, " (memslot userfault bitmap; userfaultfd backstop, 1 handler thread)");
   if (machine_)
@@ -157,9 +161,7 @@ std::string Vm::DemandPagingPaths() const {
   return out;
 }
 
-uint64_t Vm::PreFaultedPages() const {
-  return machine_ ? machine_->pre_fault_stats().pages : 0;
-}
+uint64_t Vm::PreFaultedPages() const { return machine_ ? machine_->pre_fault_stats().pages : 0; }
 
 Vm::~Vm() {
   Stop();
@@ -177,9 +179,9 @@ absl::Status Vm::LoadInitialMemory() {
   {
     absl::MutexLock lock(&mu_);
     if (started_ || pager_ != nullptr)
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "cannot load initial memory into a VM that is %s%s", LifecycleLocked(),
-          pager_ ? " and demand paged" : ""));
+      return absl::FailedPreconditionError(
+          absl::StrFormat("cannot load initial memory into a VM that is %s%s", LifecycleLocked(),
+                          pager_ ? " and demand paged" : ""));
   }
   FillInitialPages(config_.workload, memory_->host(), memory_->page_size(), 0,
                    memory_->num_pages());
@@ -190,9 +192,9 @@ absl::Status Vm::EnableDemandPaging(std::shared_ptr<PageSource> source,
                                     DemandPagerOptions options) {
   absl::MutexLock lock(&mu_);
   if (started_ || pager_ != nullptr)
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "cannot enable demand paging on a VM that is %s%s", LifecycleLocked(),
-        pager_ ? " and already demand paged" : ""));
+    return absl::FailedPreconditionError(
+        absl::StrFormat("cannot enable demand paging on a VM that is %s%s", LifecycleLocked(),
+                        pager_ ? " and already demand paged" : ""));
   fault_mode_choice_ = ChooseFaultMode(options.mode);
   options.mode = fault_mode_choice_.mode;
   // KVM in exit mode: vCPUs exit through the memslots' userfault bitmap;
@@ -213,8 +215,8 @@ absl::Status Vm::EnableDemandPaging(std::shared_ptr<PageSource> source,
 absl::Status Vm::FinishDemandPaging() {
   if (pager_ == nullptr) return absl::FailedPreconditionError("the VM is not demand paged");
   if (uint64_t missing = pager_->missing_pages(); missing != 0)
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "cannot leave userfault mode: %d pages are still missing", missing));
+    return absl::FailedPreconditionError(
+        absl::StrFormat("cannot leave userfault mode: %d pages are still missing", missing));
   // KVM first: with the flag off, KVM stops reading the bitmap, and a
   // known-zero hole a vCPU touches now is still resolved by the backstop.
   if (machine_) RETURN_IF_ERROR(machine_->DisableExitOnMissing());
@@ -316,23 +318,23 @@ void Vm::VcpuThread(int index) {
       last_gpa = exit->fault.gpa;
       if (repeats >= kMaxFaultRepeats) {
         error = absl::InternalError(absl::StrFormat(
-            "vcpu %d: %d exits in a row for gpa %#x, which is present: the vCPU would loop",
-            index, repeats + 1, exit->fault.gpa));
+            "vcpu %d: %d exits in a row for gpa %#x, which is present: the vCPU would loop", index,
+            repeats + 1, exit->fault.gpa));
         break;
       }
       if (pager_ == nullptr) {
-        error = absl::InternalError(absl::StrFormat(
-            "vcpu %d: memory fault at gpa %#x but the VM has no demand pager", index,
-            exit->fault.gpa));
+        error = absl::InternalError(
+            absl::StrFormat("vcpu %d: memory fault at gpa %#x but the VM has no demand pager",
+                            index, exit->fault.gpa));
         break;
       }
       exit->fault.vcpu = index;
       error = pager_->ResolveFault(exit->fault);
       if (!error.ok()) {
-        error = absl::Status(error.code(),
-                             absl::StrFormat("vcpu %d: resolving the fault at gpa "
-                                             "%#x: %s",
-                                             index, exit->fault.gpa, error.message()));
+        error =
+            absl::Status(error.code(), absl::StrFormat("vcpu %d: resolving the fault at gpa "
+                                                       "%#x: %s",
+                                                       index, exit->fault.gpa, error.message()));
         break;
       }
     }
@@ -362,8 +364,8 @@ absl::Status Vm::WaitUntilHalted(absl::Duration timeout) {
   };
   while (!halted()) {
     if (cv_.WaitWithDeadline(&mu_, deadline) && !halted())
-      return absl::DeadlineExceededError(absl::StrFormat(
-          "the workload did not halt within %s", absl::FormatDuration(timeout)));
+      return absl::DeadlineExceededError(
+          absl::StrFormat("the workload did not halt within %s", absl::FormatDuration(timeout)));
   }
   for (const absl::Status& e : errors_)
     if (!e.ok()) return e;
@@ -423,13 +425,12 @@ absl::StatusOr<std::vector<std::string>> Vm::SaveVcpuStates() const {
 absl::Status Vm::RestoreVcpuStates(const std::vector<std::string>& states) {
   absl::MutexLock lock(&mu_);
   if (AnyRunningLocked())
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "cannot restore vCPU state into a VM that is %s", LifecycleLocked()));
+    return absl::FailedPreconditionError(
+        absl::StrFormat("cannot restore vCPU state into a VM that is %s", LifecycleLocked()));
   if (states.size() != vcpus_.size())
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%d vCPU states for a VM with %d vCPUs", states.size(), vcpus_.size()));
-  for (size_t i = 0; i < states.size(); ++i)
-    RETURN_IF_ERROR(vcpus_[i]->RestoreState(states[i]));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%d vCPU states for a VM with %d vCPUs", states.size(), vcpus_.size()));
+  for (size_t i = 0; i < states.size(); ++i) RETURN_IF_ERROR(vcpus_[i]->RestoreState(states[i]));
   return absl::OkStatus();
 }
 
@@ -441,8 +442,7 @@ absl::StatusOr<MemoryDigest> Vm::Digest() const {
 }
 
 absl::StatusOr<MemoryDigest> ReferenceDigest(const VmConfig& config) {
-  return ReferenceDigest(config,
-                         std::vector<uint64_t>(config.vcpus, config.workload.ops_per_vcpu));
+  return ReferenceDigest(config, std::vector<uint64_t>(config.vcpus, config.workload.ops_per_vcpu));
 }
 
 absl::StatusOr<MemoryDigest> ReferenceDigest(const VmConfig& config,
@@ -453,8 +453,7 @@ absl::StatusOr<MemoryDigest> ReferenceDigest(const VmConfig& config,
     return absl::InvalidArgumentError("one op count per vCPU is needed");
   ASSIGN_OR_RETURN(MemoryMap map, MemoryMap::ForSize(config.memory_bytes, config.page_size));
   ASSIGN_OR_RETURN(std::unique_ptr<GuestMemory> memory, GuestMemory::Create(map));
-  FillInitialPages(config.workload, memory->host(), memory->page_size(), 0,
-                   memory->num_pages());
+  FillInitialPages(config.workload, memory->host(), memory->page_size(), 0, memory->num_pages());
   RETURN_IF_ERROR(RunReference(config.workload, memory->host(), memory->num_pages(),
                                memory->page_size(), ops, deadline_ns));
   return DigestMemory(*memory);

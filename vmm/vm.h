@@ -43,10 +43,11 @@
 #include "vmm/demand_pager.h"
 #include "vmm/digest.h"
 #include "vmm/dirty_log.h"
-#include "vmm/ops_meter.h"
 #include "vmm/guest_memory.h"
 #include "vmm/kvm/kvm_machine.h"
+#include "vmm/ops_meter.h"
 #include "vmm/soft_vcpu.h"
+#include "vmm/throttle.h"
 #include "vmm/vcpu.h"
 #include "vmm/workload.h"
 
@@ -118,8 +119,7 @@ class Vm {
   // touched. The VM shares ownership of the source: a vCPU may still be
   // fetching when the migration that supplied it ends. Before Start(), on
   // empty memory.
-  absl::Status EnableDemandPaging(std::shared_ptr<PageSource> source,
-                                  DemandPagerOptions options);
+  absl::Status EnableDemandPaging(std::shared_ptr<PageSource> source, DemandPagerOptions options);
   DemandPager* pager() { return pager_.get(); }
   // Leaves demand paging once nothing is missing (DemandPager::Finish), on
   // KVM after taking the exit-on-missing flag off the memslots.
@@ -158,6 +158,14 @@ class Vm {
   // a workload that runs until stopped.
   absl::Status WaitUntilHalted(absl::Duration timeout);
 
+  // Auto-converge: each vCPU sleeps `percent` of every kThrottlePeriodNs
+  // (10 ms) instead of running the guest (vmm/throttle.h), from its next
+  // check (between ops; KVM: at its next exit). Clamped to 0..99; 0 (the
+  // start): no throttle. Whoever sets it must set it back to 0: the VM
+  // keeps it across Pause/Resume. Any thread.
+  void SetThrottle(int percent) { throttle_->Set(percent); }
+  int throttle_percent() const { return throttle_->percent(); }
+
   VmStats Stats() const;
   // The guest's per-vCPU op counts, sampled every kOpsSampleInterval from
   // Start() to Stop() (the last kOpsSamples samples are kept).
@@ -183,8 +191,8 @@ class Vm {
 
  private:
   Vm(const VmConfig& config, std::unique_ptr<GuestMemory> memory,
-     std::unique_ptr<kvm::KvmMachine> machine, std::vector<std::unique_ptr<Vcpu>> vcpus,
-     const Clock* clock);
+     std::unique_ptr<kvm::KvmMachine> machine, std::unique_ptr<Throttle> throttle,
+     std::vector<std::unique_ptr<Vcpu>> vcpus, const Clock* clock);
 
   void VcpuThread(int index);
   bool AnyRunningLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -195,9 +203,10 @@ class Vm {
   std::unique_ptr<kvm::KvmMachine> machine_;  // KVM backend only
   const Clock* clock_;
   FaultModeChoice fault_mode_choice_;
-  int handler_threads_ = 0;  // blocking mode, once demand paging is on
+  int handler_threads_ = 0;             // blocking mode, once demand paging is on
   std::shared_ptr<PageSource> source_;  // outlives pager_ (declared first)
   std::unique_ptr<DemandPager> pager_;
+  std::unique_ptr<Throttle> throttle_;  // the vCPUs read it (declared before them)
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
   std::vector<std::thread> threads_;
   OpsMeter meter_;  // after vcpus_, which it reads

@@ -7,8 +7,8 @@
 #include "base/fake_clock.h"
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
-#include "vmm/fault_trap.h"
 #include "sys/userfaultfd.h"
+#include "vmm/fault_trap.h"
 
 namespace ferry::vmm {
 namespace {
@@ -164,6 +164,39 @@ TEST(SoftVcpu, PacedWorkloadFollowsTheClock) {
   EXPECT_EQ(exit.reason, VcpuExitReason::kHalted);
   // 100 ops at 1 ms each: the first runs at once, the rest wait their slot.
   EXPECT_EQ(clock.NowNanos(), 99 * 1'000'000);
+}
+
+// The VM's throttle slows a paced guest down: at 50% it sleeps 5 ms of
+// every 10 and its pace does not catch up after a sleep. Time is the fake
+// clock's, so this holds at any machine speed.
+TEST(SoftVcpu, ThrottleSleepsItsShareAndThePaceDoesNotCatchUp) {
+  auto mem = Memory(16);
+  WorkloadSpec spec;
+  spec.kind = WorkloadKind::kDirtyRate;
+  spec.dirty_bytes_per_sec = 4096 * 1000;  // 1000 ops/s
+  spec.ops_per_vcpu = 1000;                // 1 s unthrottled
+  FakeClock clock;
+  Throttle throttle;
+  throttle.Set(50);
+  SoftVcpu vcpu(0, 1, mem.get(), spec, &clock, {}, &throttle);
+  ASSERT_OK_AND_ASSIGN(VcpuExit exit, vcpu.Run());
+  EXPECT_EQ(exit.reason, VcpuExitReason::kHalted);
+  EXPECT_EQ(vcpu.ops_done(), 1000u);
+  const int64_t elapsed = clock.NowNanos();
+  const int64_t slept = vcpu.Counters().throttled_ns;
+  // Each 10 ms period runs 5 ms plus the op that overruns it (6 ops at
+  // 1 ms), then sleeps 5 ms: about 1.67 s for 1000 ops.
+  EXPECT_GE(elapsed, 1'600'000'000);
+  EXPECT_LE(elapsed, 2'000'000'000);
+  EXPECT_NEAR(static_cast<double>(slept) / elapsed, 0.5, 0.05);
+  // Off again: the pace is the guest's own.
+  throttle.Set(0);
+  spec.ops_per_vcpu = 100;
+  FakeClock clock2;
+  SoftVcpu free_vcpu(0, 1, mem.get(), spec, &clock2, {}, &throttle);
+  ASSERT_OK_AND_ASSIGN(exit, free_vcpu.Run());
+  EXPECT_EQ(clock2.NowNanos(), 99 * 1'000'000);
+  EXPECT_EQ(free_vcpu.Counters().throttled_ns, 0);
 }
 
 }  // namespace

@@ -78,9 +78,7 @@ class KvmDirtyRingLog final : public DirtyLog {
     pages->erase(std::unique(pages->begin(), pages->end()), pages->end());
     return absl::OkStatus();
   }
-  const char* Name() const override {
-    return "KVM dirty rings (harvest + KVM_RESET_DIRTY_RINGS)";
-  }
+  const char* Name() const override { return "KVM dirty rings (harvest + KVM_RESET_DIRTY_RINGS)"; }
 
  private:
   KvmMachine* const machine_;
@@ -134,8 +132,8 @@ KvmMachine::~KvmMachine() {
 }
 
 absl::StatusOr<std::unique_ptr<KvmMachine>> KvmMachine::Create(GuestMemory* memory,
-                                                               const WorkloadSpec& spec,
-                                                               int vcpus, bool dirty_ring) {
+                                                               const WorkloadSpec& spec, int vcpus,
+                                                               bool dirty_ring) {
   ASSIGN_OR_RETURN(sys::Kvm kvm, sys::Kvm::Open());
   if (dirty_ring && kvm.caps().dirty_log_ring_bytes < static_cast<int>(kDirtyRingBytes))
     return absl::FailedPreconditionError(
@@ -153,8 +151,8 @@ absl::Status KvmMachine::Init() {
     RETURN_IF_ERROR(vm_.EnableCap(KVM_CAP_DIRTY_LOG_RING, kDirtyRingBytes));
     for (int i = 0; i < vcpus_; ++i) rings_.push_back(std::make_unique<Ring>());
   } else if (kvm_.caps().manual_dirty_log_protect) {
-    RETURN_IF_ERROR(vm_.EnableCap(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
-                                  KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE));
+    RETURN_IF_ERROR(
+        vm_.EnableCap(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE));
   }
   firmware_size_ = guest::FirmwareBytes(static_cast<uint64_t>(vcpus_));
   void* fw = mmap(nullptr, firmware_size_, PROT_READ | PROT_WRITE,
@@ -163,8 +161,8 @@ absl::Status KvmMachine::Init() {
   firmware_ = static_cast<uint8_t*>(fw);
   ASSIGN_OR_RETURN(layout_, BuildFirmware(memory_->map(), spec_, vcpus_, firmware()));
   RETURN_IF_ERROR(SetRamSlotFlags(0));
-  RETURN_IF_ERROR(vm_.SetMemoryRegion(FirmwareSlot(memory_->map()), 0, layout_.gpa,
-                                      firmware_size_, firmware_));
+  RETURN_IF_ERROR(
+      vm_.SetMemoryRegion(FirmwareSlot(memory_->map()), 0, layout_.gpa, firmware_size_, firmware_));
   absl::MutexLock lock(&prefault_mu_);
   ASSIGN_OR_RETURN(prefault_vcpu_, vm_.CreateVcpu(vcpus_, kvm_.vcpu_mmap_size()));
   return PrepareVcpu(prefault_vcpu_, 0);
@@ -183,16 +181,16 @@ absl::Status KvmMachine::ApplyRamSlotsLocked() {
     const MemorySlot& s = map.slots()[i];
     const auto slot = static_cast<uint32_t>(i);
     if (userfault_bitmap_ == nullptr) {
-      RETURN_IF_ERROR(vm_.SetMemoryRegion(slot, ram_flags_, s.gpa, s.size,
-                                          memory_->host() + s.offset));
+      RETURN_IF_ERROR(
+          vm_.SetMemoryRegion(slot, ram_flags_, s.gpa, s.size, memory_->host() + s.offset));
       continue;
     }
     // The slot's bits start at its first RAM page, which is a whole word
     // in: slots start on 2 MiB boundaries of RAM (512 pages).
     if ((s.offset / ps) % 64 != 0)
-      return absl::InternalError(absl::StrFormat(
-          "RAM slot %d starts at page %d, not on a 64-page word of the bitmap", slot,
-          s.offset / ps));
+      return absl::InternalError(
+          absl::StrFormat("RAM slot %d starts at page %d, not on a 64-page word of the bitmap",
+                          slot, s.offset / ps));
     RETURN_IF_ERROR(vm_.SetMemoryRegion2(slot, ram_flags_, s.gpa, s.size,
                                          memory_->host() + s.offset,
                                          userfault_bitmap_ + s.offset / ps / 64));
@@ -230,7 +228,8 @@ absl::Status KvmMachine::PrepareVcpu(sys::KvmVcpuFd& fd, int index) {
   return fd.SetRegs(InitialRegs(index));
 }
 
-absl::StatusOr<std::unique_ptr<KvmVcpu>> KvmMachine::CreateVcpu(int index, const Clock* clock) {
+absl::StatusOr<std::unique_ptr<KvmVcpu>> KvmMachine::CreateVcpu(int index, const Clock* clock,
+                                                                const Throttle* throttle) {
   if (index < 0 || index >= vcpus_)
     return absl::InvalidArgumentError(absl::StrFormat("no vCPU %d in a %d-vCPU VM", index, vcpus_));
   ASSIGN_OR_RETURN(sys::KvmVcpuFd fd, vm_.CreateVcpu(index, kvm_.vcpu_mmap_size()));
@@ -239,7 +238,7 @@ absl::StatusOr<std::unique_ptr<KvmVcpu>> KvmMachine::CreateVcpu(int index, const
     ASSIGN_OR_RETURN(rings_[index]->gfns, fd.MapDirtyRing(kDirtyRingBytes));
     rings_[index]->entries = kDirtyRingBytes / sizeof(kvm_dirty_gfn);
   }
-  return std::make_unique<KvmVcpu>(index, this, std::move(fd), clock);
+  return std::make_unique<KvmVcpu>(index, this, std::move(fd), clock, throttle);
 }
 
 absl::StatusOr<std::unique_ptr<DirtyLog>> KvmMachine::StartDirtyLog() {

@@ -25,6 +25,7 @@
 #include "vmm/dirty_log.h"
 #include "vmm/guest_memory.h"
 #include "vmm/kvm/firmware.h"
+#include "vmm/throttle.h"
 #include "vmm/workload.h"
 
 namespace ferry::vmm::kvm {
@@ -57,7 +58,8 @@ class KvmMachine {
   int xsave2_size() const { return kvm_.xsave2_size(); }
 
   // vCPU `index` in its initial state (64-bit, at the image's entry).
-  absl::StatusOr<std::unique_ptr<KvmVcpu>> CreateVcpu(int index, const Clock* clock);
+  absl::StatusOr<std::unique_ptr<KvmVcpu>> CreateVcpu(int index, const Clock* clock,
+                                                      const Throttle* throttle = nullptr);
 
   // Starts KVM's dirty log over RAM: the bitmap (KVM_MEM_LOG_DIRTY_PAGES
   // with manual protect: KVM_GET_DIRTY_LOG, then KVM_CLEAR_DIRTY_LOG of what

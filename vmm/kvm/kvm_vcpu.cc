@@ -21,11 +21,18 @@ constexpr uint32_t kStateVersion = 1;
 // The MSRs a guest of this VMM can touch; those KVM does not offer are
 // skipped on save.
 const std::vector<uint32_t>& SavedMsrs() {
-  static const std::vector<uint32_t>* msrs = new std::vector<uint32_t>{
-      abi::kMsrIa32Tsc,        abi::kMsrIa32MiscEnable, abi::kMsrIa32SysenterCs,
-      abi::kMsrIa32SysenterEsp, abi::kMsrIa32SysenterEip, abi::kMsrIa32CrPat,
-      abi::kMsrStar,           abi::kMsrLstar,          abi::kMsrCstar,
-      abi::kMsrSyscallMask,    abi::kMsrKernelGsBase,   abi::kMsrTscAux};
+  static const std::vector<uint32_t>* msrs = new std::vector<uint32_t>{abi::kMsrIa32Tsc,
+                                                                       abi::kMsrIa32MiscEnable,
+                                                                       abi::kMsrIa32SysenterCs,
+                                                                       abi::kMsrIa32SysenterEsp,
+                                                                       abi::kMsrIa32SysenterEip,
+                                                                       abi::kMsrIa32CrPat,
+                                                                       abi::kMsrStar,
+                                                                       abi::kMsrLstar,
+                                                                       abi::kMsrCstar,
+                                                                       abi::kMsrSyscallMask,
+                                                                       abi::kMsrKernelGsBase,
+                                                                       abi::kMsrTscAux};
   return *msrs;
 }
 
@@ -60,18 +67,20 @@ absl::Status FromBytes(const std::string& b, const char* what, T* out) {
 
 }  // namespace
 
-KvmVcpu::KvmVcpu(int index, KvmMachine* machine, sys::KvmVcpuFd fd, const Clock* clock)
+KvmVcpu::KvmVcpu(int index, KvmMachine* machine, sys::KvmVcpuFd fd, const Clock* clock,
+                 const Throttle* throttle)
     : index_(index),
       machine_(machine),
       fd_(std::move(fd)),
       clock_(clock),
-      pacer_(OpIntervalNanos(machine->spec(), machine->page_size()), clock) {
+      pacer_(OpIntervalNanos(machine->spec(), machine->page_size()), clock),
+      duty_(throttle, clock) {
   KickSignal();
 }
 
 guest::VcpuStatus* KvmVcpu::status() const {
-  return reinterpret_cast<guest::VcpuStatus*>(
-      VcpuArea(machine_->firmware(), index_).data() + guest::kStatusPageOffset);
+  return reinterpret_cast<guest::VcpuStatus*>(VcpuArea(machine_->firmware(), index_).data() +
+                                              guest::kStatusPageOffset);
 }
 
 void KvmVcpu::RequestExit() {
@@ -96,6 +105,16 @@ absl::Status KvmVcpu::CompletePendingIo() {
   return s;
 }
 
+bool KvmVcpu::ThrottleWait() {
+  const int64_t slept = duty_.slept_ns();
+  const bool run_on = duty_.Wait(exit_requested_);
+  if (duty_.slept_ns() != slept) {
+    throttled_ns_.store(duty_.slept_ns(), std::memory_order_relaxed);
+    pacer_.Reset();
+  }
+  return run_on;
+}
+
 absl::Status KvmVcpu::ExitError(const char* what) const {
   kvm_regs regs{};
   (void)fd_.GetRegs(&regs);
@@ -114,6 +133,7 @@ absl::StatusOr<VcpuExit> KvmVcpu::Run() {
   while (true) {
     if (exit_requested_.load() && !status()->in_op) {
       pacer_.Reset();
+      duty_.Reset();
       return paused;
     }
     absl::Status s = fd_.Run();
@@ -129,7 +149,8 @@ absl::StatusOr<VcpuExit> KvmVcpu::Run() {
     switch (run->exit_reason) {
       case KVM_EXIT_IO: {
         if (run->io.direction != KVM_EXIT_IO_OUT || run->io.size != 4)
-          return ExitError(absl::StrFormat("unexpected port I/O on port %#x", run->io.port).c_str());
+          return ExitError(
+              absl::StrFormat("unexpected port I/O on port %#x", run->io.port).c_str());
         uint32_t value;
         std::memcpy(&value, reinterpret_cast<uint8_t*>(run) + run->io.data_offset, 4);
         switch (run->io.port) {
@@ -138,13 +159,19 @@ absl::StatusOr<VcpuExit> KvmVcpu::Run() {
             pacer_.Reset();
             return paused;
           case guest::kPortPace:
-            if (!pacer_.Wait(status()->ops_done, exit_requested_)) {
+            if (!ThrottleWait() || !pacer_.Wait(status()->ops_done, exit_requested_)) {
               RETURN_IF_ERROR(CompletePendingIo());
               pacer_.Reset();
               return paused;
             }
             continue;
           case guest::kPortProgress:
+            if (!ThrottleWait()) {
+              RETURN_IF_ERROR(CompletePendingIo());
+              pacer_.Reset();
+              return paused;
+            }
+            continue;
           case guest::kPortDone:
             continue;
           default:
@@ -237,35 +264,35 @@ absl::Status KvmVcpu::RestoreState(absl::string_view bytes) {
     return absl::InvalidArgumentError(
         absl::StrFormat("vcpu %d state: not a KVM vCPU's state", index_));
   if (st.version() != kStateVersion)
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "vcpu %d state: version %d, this build reads version %d", index_, st.version(),
-        kStateVersion));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("vcpu %d state: version %d, this build reads version %d", index_,
+                        st.version(), kStateVersion));
   if (st.vcpu_index() != static_cast<uint32_t>(index_))
     return absl::InvalidArgumentError(
         absl::StrFormat("vcpu %d state: it belongs to vcpu %d", index_, st.vcpu_index()));
   if (st.workload_kind() != static_cast<uint64_t>(machine_->spec().kind) ||
       st.workload_seed() != machine_->spec().seed)
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "vcpu %d state: saved from another workload (kind %d seed %d)", index_,
-        st.workload_kind(), st.workload_seed()));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("vcpu %d state: saved from another workload (kind %d seed %d)", index_,
+                        st.workload_kind(), st.workload_seed()));
   absl::Span<uint8_t> area = VcpuArea(machine_->firmware(), index_);
   if (st.area().size() != area.size())
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "vcpu %d state: firmware area of %d bytes, expected %d", index_, st.area().size(),
-        area.size()));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("vcpu %d state: firmware area of %d bytes, expected %d", index_,
+                        st.area().size(), area.size()));
   if (st.msrs_size() > static_cast<int>(SavedMsrs().size()))
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "vcpu %d state: %d MSRs, this build saves at most %d", index_, st.msrs_size(),
-        SavedMsrs().size()));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("vcpu %d state: %d MSRs, this build saves at most %d", index_,
+                        st.msrs_size(), SavedMsrs().size()));
   for (const ferry::v1::KvmMsr& m : st.msrs())
     if (std::find(SavedMsrs().begin(), SavedMsrs().end(), m.index()) == SavedMsrs().end())
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "vcpu %d state: MSR %#x is not one this VMM moves", index_, m.index()));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("vcpu %d state: MSR %#x is not one this VMM moves", index_, m.index()));
   const size_t xsave_size = sys::KvmXsaveBytes(machine_->xsave2_size());
   if (st.xsave().size() != xsave_size)
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "vcpu %d state: XSAVE state of %d bytes, this host's KVM takes %d", index_,
-        st.xsave().size(), xsave_size));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("vcpu %d state: XSAVE state of %d bytes, this host's KVM takes %d", index_,
+                        st.xsave().size(), xsave_size));
   kvm_regs regs;
   kvm_sregs sregs;
   kvm_xcrs xcrs;
@@ -292,6 +319,7 @@ VcpuCounters KvmVcpu::Counters() const {
   VcpuCounters c;
   c.ops = ops();
   c.fault_exits = fault_exits_.load(std::memory_order_relaxed);
+  c.throttled_ns = throttled_ns_.load(std::memory_order_relaxed);
   return c;
 }
 

@@ -14,6 +14,13 @@
 // pending port I/O completed, so SaveState() sees consistent state and the
 // committed op count is exact.
 //
+// Throttle (vmm/throttle.h): the thread is out of KVM_RUN at each port
+// exit; at the pace exit (before every op of a paced guest) and the
+// progress exit (every 4096 ops) it checks its duty cycle and sleeps the
+// off part of the period when due, the guest between ops; the pace
+// restarts after the sleep. An unpaced guest's run part can thus overrun
+// by up to 4096 ops.
+//
 // State: registers, special registers, XSAVE, XCRs, the MSRs the guest can
 // use (IA32_TSC included), the MP state, and the vCPU's firmware area
 // (boot page, status page, stack), as a ferry.v1.KvmVcpuState.
@@ -31,6 +38,7 @@
 #include "sys/kvm.h"
 #include "vmm/guest/boot.h"
 #include "vmm/op_pacer.h"
+#include "vmm/throttle.h"
 #include "vmm/vcpu.h"
 
 namespace ferry::vmm::kvm {
@@ -39,8 +47,10 @@ class KvmMachine;
 
 class KvmVcpu final : public Vcpu {
  public:
-  // `machine` and `clock` must outlive the vCPU; `fd` is in its initial state.
-  KvmVcpu(int index, KvmMachine* machine, sys::KvmVcpuFd fd, const Clock* clock);
+  // `machine`, `clock` and `throttle` (may be null: never throttled) must
+  // outlive the vCPU; `fd` is in its initial state.
+  KvmVcpu(int index, KvmMachine* machine, sys::KvmVcpuFd fd, const Clock* clock,
+          const Throttle* throttle = nullptr);
 
   int index() const override { return index_; }
   absl::StatusOr<VcpuExit> Run() override;
@@ -57,12 +67,17 @@ class KvmVcpu final : public Vcpu {
   // reported is complete (the guest's RIP past it) before returning.
   absl::Status CompletePendingIo();
   absl::Status ExitError(const char* what) const;
+  // The duty-cycle check at an exit between ops: false if a pause came
+  // during the sleep. The pace restarts after a sleep.
+  bool ThrottleWait();
 
   const int index_;
   KvmMachine* const machine_;
   mutable sys::KvmVcpuFd fd_;  // ioctls while paused are logically const
   const Clock* const clock_;
   OpPacer pacer_;
+  DutyCycle duty_;
+  std::atomic<int64_t> throttled_ns_{0};
   std::atomic<bool> exit_requested_{false};
   std::atomic<bool> in_run_{false};
   std::atomic<pthread_t> thread_{};
