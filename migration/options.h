@@ -19,7 +19,7 @@ absl::StatusOr<MigrationMode> ParseMigrationMode(absl::string_view name);
 const char* MigrationModeName(MigrationMode mode);
 
 struct MigrationOptions {
-  MigrationMode mode = MigrationMode::kHybrid;  // api::kDefaultMode
+  MigrationMode mode = MigrationMode::kHybrid;        // api::kDefaultMode
   vmm::FaultMode fault_mode = vmm::FaultMode::kExit;  // api::kDefaultFaultMode
   // Switch over once the rest can be sent within this pause.
   int64_t downtime_target_ms = api::kDefaultDowntimeTargetMs;
@@ -28,6 +28,15 @@ struct MigrationOptions {
   uint64_t max_bandwidth = 0;
   // Precopy rounds before precopy mode gives up (hybrid: goes postcopy).
   int max_rounds = api::kDefaultMaxRounds;
+  // Auto-converge: when precopy cannot converge, throttle the guest's vCPUs
+  // (vmm/throttle.h) instead of giving up: throttle_initial percent, then
+  // throttle_step more after each further round that cannot, up to
+  // throttle_max; only at the ceiling does precopy fail (hybrid: go
+  // postcopy). Percentages 1 to 99, initial <= max.
+  bool auto_converge = false;
+  int throttle_initial = api::kDefaultThrottleInitial;
+  int throttle_step = api::kDefaultThrottleStep;
+  int throttle_max = api::kDefaultThrottleMax;
   // Identifies the migration to both agents and the fetch channel; 1-64
   // bytes. Generated when empty.
   std::string migration_id;

@@ -93,6 +93,17 @@ JsonObject MigrationReport::ToJson() const {
     absl::StrAppend(&joined, i ? "," : "", ops_timeline[i].phase);
   timeline.Add("phases", joined);
   o.Add("ops_timeline", timeline);
+  o.Add("auto_converge", auto_converge).Add("max_throttle_percent", max_throttle_percent);
+  std::vector<JsonObject> throttle;
+  for (const ThrottleChange& c : throttle_changes) {
+    JsonObject j;
+    j.Add("time_ms", c.time_ms)
+        .Add("old_percent", c.old_percent)
+        .Add("new_percent", c.new_percent)
+        .Add("reason", c.reason);
+    throttle.push_back(std::move(j));
+  }
+  o.Add("throttle_changes", throttle);
   if (digest_match.has_value()) o.Add("digest_match", *digest_match);
   return o;
 }
@@ -126,26 +137,25 @@ std::string MigrationReport::ToText() const {
     // No precopy to speak of: the switchover came first.
     if (postcopy_ms > 0) absl::StrAppendFormat(&out, "  postcopy %.1f ms\n", postcopy_ms);
   } else if (mode == "precopy") {
-    absl::StrAppendFormat(&out, "  precopy %d rounds in %.1f ms at %.2f Gbit/s\n",
-                          precopy_rounds, precopy_ms, precopy_gbps);
+    absl::StrAppendFormat(&out, "  precopy %d rounds in %.1f ms at %.2f Gbit/s\n", precopy_rounds,
+                          precopy_ms, precopy_gbps);
   } else if (precopy_rounds == 0 && precopy_ms > 0) {
     absl::StrAppendFormat(&out,
                           "  precopy: part of round 0 in %.1f ms at %.2f Gbit/s; postcopy %.1f "
                           "ms\n",
                           precopy_ms, precopy_gbps, postcopy_ms);
   } else if (postcopy_ms > 0) {
-    absl::StrAppendFormat(&out,
-                          "  precopy %d rounds in %.1f ms at %.2f Gbit/s; postcopy %.1f ms\n",
+    absl::StrAppendFormat(&out, "  precopy %d rounds in %.1f ms at %.2f Gbit/s; postcopy %.1f ms\n",
                           precopy_rounds, precopy_ms, precopy_gbps, postcopy_ms);
   } else {
-    absl::StrAppendFormat(&out, "  precopy %d rounds in %.1f ms at %.2f Gbit/s\n",
-                          precopy_rounds, precopy_ms, precopy_gbps);
+    absl::StrAppendFormat(&out, "  precopy %d rounds in %.1f ms at %.2f Gbit/s\n", precopy_rounds,
+                          precopy_ms, precopy_gbps);
   }
   absl::StrAppendFormat(&out,
                         "  sent %.1f MiB: %d pages (%d resent), %d zero pages; pushed %d, "
                         "on demand %d, discarded %d\n",
-                        bytes_sent / 1048576.0, pages_sent, pages_resent, zero_pages,
-                        pages_pushed, pages_demand, pages_discarded);
+                        bytes_sent / 1048576.0, pages_sent, pages_resent, zero_pages, pages_pushed,
+                        pages_demand, pages_discarded);
   absl::StrAppendFormat(&out,
                         "  faults %d: p50 %.1f us, p99 %.1f us, max %.1f us; longest vCPU "
                         "stall %.2f ms\n",
@@ -171,6 +181,13 @@ std::string MigrationReport::ToText() const {
   } else {
     absl::StrAppendFormat(&out, "  guest impact: blocktime %.1f ms; utilization not measured: %s\n",
                           blocktime_ms, impact_note);
+  }
+  if (auto_converge) {
+    absl::StrAppendFormat(&out, "  auto-converge: the guest was throttled up to %d%%%s\n",
+                          max_throttle_percent, max_throttle_percent > 0 ? "" : " (never needed)");
+    for (const ThrottleChange& c : throttle_changes)
+      absl::StrAppendFormat(&out, "    at %.0f ms: throttle %d%% -> %d%%\n", c.time_ms,
+                            c.old_percent, c.new_percent);
   }
   if (dst_rss_bytes > 0)
     absl::StrAppendFormat(&out,

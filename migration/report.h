@@ -19,6 +19,14 @@ struct OpsSample {
   std::string phase;
 };
 
+// One change of the guest's throttle by auto-converge.
+struct ThrottleChange {
+  double time_ms = 0;  // since the migration started
+  int old_percent = 0;
+  int new_percent = 0;  // 0: released (switchover, or the migration ended)
+  std::string reason;
+};
+
 struct MigrationReport {
   std::string migration_id;
   std::string mode;
@@ -34,19 +42,19 @@ struct MigrationReport {
   double downtime_ms = 0;
   double setup_ms = 0;
   double precopy_ms = 0;
-  double switchover_ms = 0;  // pause to Resumed
+  double switchover_ms = 0;       // pause to Resumed
   double dest_switchover_ms = 0;  // destination: Switchover received to vCPUs running
   double postcopy_ms = 0;
   int precopy_rounds = 0;
   double precopy_gbps = 0;  // precopy page bytes over precopy time
   std::string switchover_reason;
 
-  uint64_t bytes_sent = 0;   // page bytes on the migration stream and the fetch channel
-  uint64_t pages_sent = 0;   // data pages sent (all channels)
-  uint64_t pages_resent = 0; // data pages sent more than once
-  uint64_t zero_pages = 0;   // pages sent as zero-bitmap bits
-  uint64_t pages_pushed = 0; // postcopy push
-  uint64_t pages_demand = 0; // served on the fetch channel
+  uint64_t bytes_sent = 0;    // page bytes on the migration stream and the fetch channel
+  uint64_t pages_sent = 0;    // data pages sent (all channels)
+  uint64_t pages_resent = 0;  // data pages sent more than once
+  uint64_t zero_pages = 0;    // pages sent as zero-bitmap bits
+  uint64_t pages_pushed = 0;  // postcopy push
+  uint64_t pages_demand = 0;  // served on the fetch channel
   uint64_t pages_discarded = 0;
   uint64_t pages_held_back = 0;  // hot pages a precopy round did not resend
   // Page bytes on the wire by phase (data pages and zero bitmaps).
@@ -108,6 +116,13 @@ struct MigrationReport {
   double precopy_mgu_1s = 0;
   std::vector<double> mgu_curve_window_ms;  // the minimum-utilization curve
   std::vector<double> mgu_curve;
+
+  // Auto-converge: whether it was on, the highest throttle the guest ran
+  // under (0: never throttled; the guest-impact figures above include what
+  // it cost), and each change.
+  bool auto_converge = false;
+  int max_throttle_percent = 0;
+  std::vector<ThrottleChange> throttle_changes;
 
   std::vector<OpsSample> ops_timeline;
   std::optional<bool> digest_match;  // set by whoever verified the guest

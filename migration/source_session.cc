@@ -51,9 +51,12 @@ std::string RandomId() {
 
 SendPath PathOf(FramePhase phase) {
   switch (phase) {
-    case FramePhase::kStopAndCopy: return SendPath::kStopAndCopy;
-    case FramePhase::kPostcopy: return SendPath::kPush;
-    case FramePhase::kPrecopy: return SendPath::kPrecopy;
+    case FramePhase::kStopAndCopy:
+      return SendPath::kStopAndCopy;
+    case FramePhase::kPostcopy:
+      return SendPath::kPush;
+    case FramePhase::kPrecopy:
+      return SendPath::kPrecopy;
   }
   return SendPath::kPrecopy;
 }
@@ -61,19 +64,28 @@ SendPath PathOf(FramePhase phase) {
 SourcePhase PhaseOf(SourceState s) {
   switch (s) {
     case S::kConnecting:
-    case S::kAccepted: return SourcePhase::kSetup;
+    case S::kAccepted:
+      return SourcePhase::kSetup;
     case S::kPrecopy:
-    case S::kDiscarding: return SourcePhase::kPrecopy;
+    case S::kDiscarding:
+      return SourcePhase::kPrecopy;
     case S::kPaused:
-    case S::kSwitchingOver: return SourcePhase::kSwitchover;
+    case S::kSwitchingOver:
+      return SourcePhase::kSwitchover;
     case S::kPostcopy:
     case S::kCompleting:
-    case S::kReleasing: return SourcePhase::kPostcopy;
-    case S::kPostcopyPaused: return SourcePhase::kPostcopyPaused;
-    case S::kCompleted: return SourcePhase::kCompleted;
-    case S::kCancelled: return SourcePhase::kCancelled;
-    case S::kFailed: return SourcePhase::kFailed;
-    case S::kCancelling: return SourcePhase::kPrecopy;  // see Progress()
+    case S::kReleasing:
+      return SourcePhase::kPostcopy;
+    case S::kPostcopyPaused:
+      return SourcePhase::kPostcopyPaused;
+    case S::kCompleted:
+      return SourcePhase::kCompleted;
+    case S::kCancelled:
+      return SourcePhase::kCancelled;
+    case S::kFailed:
+      return SourcePhase::kFailed;
+    case S::kCancelling:
+      return SourcePhase::kPrecopy;  // see Progress()
   }
   return SourcePhase::kFailed;
 }
@@ -126,6 +138,7 @@ SourceProgress SourceSession::Progress() const {
   p.pages_remaining = postcopy ? push_order_.left() : round_pages_left_;
   p.reconnects = reconnects_;
   p.destination = destination_;
+  p.throttle_percent = throttle_percent_;
   if (state_ == S::kPostcopyPaused) p.paused_reason = paused_reason_;
   p.bytes_sent = c.bytes_sent;
   p.bandwidth_bps = p.elapsed_ms > 0 ? p.bytes_sent / (p.elapsed_ms / 1e3) : 0;
@@ -183,18 +196,19 @@ absl::Status SourceSession::Transition(SourceState to) {
 absl::Status SourceSession::Cancel() {
   absl::MutexLock lock(&mu_);
   if (DestinationMayRun(state_))  // completed included
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "migration %s is %s: the destination runs the VM, so it can no longer be "
-        "cancelled",
-        id_, SourceStateName(state_)));
+    return absl::FailedPreconditionError(
+        absl::StrFormat("migration %s is %s: the destination runs the VM, so it can no longer be "
+                        "cancelled",
+                        id_, SourceStateName(state_)));
   if (IsFinal(state_) || state_ == S::kCancelling)
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "migration %s already ended (%s)", id_, SourceStateName(state_)));
+    return absl::FailedPreconditionError(
+        absl::StrFormat("migration %s already ended (%s)", id_, SourceStateName(state_)));
   cancelled_in_ = state_;
   RETURN_IF_ERROR(TransitionLocked(S::kCancelling));
   if (stream_) stream_->Cancel();  // unblocks a Write() in progress
   for (auto& ds : data_streams_) ds->Cancel();
-  limiter_.Interrupt();  // and a wait for bandwidth
+  limiter_.Interrupt();               // and a wait for bandwidth
+  SetThrottleLocked(0, "cancelled");  // the guest runs at full speed at once
   return absl::OkStatus();
 }
 
@@ -232,6 +246,21 @@ absl::Status SourceSession::StartPostcopy() {
   return absl::OkStatus();
 }
 
+void SourceSession::SetThrottle(int percent, const std::string& reason) {
+  absl::MutexLock lock(&mu_);
+  SetThrottleLocked(percent, reason);
+}
+
+void SourceSession::SetThrottleLocked(int percent, const std::string& reason) {
+  if (percent == throttle_percent_) return;
+  if (percent > throttle_percent_ && (state_ == S::kCancelling || IsFinal(state_))) return;
+  vm_->SetThrottle(percent);
+  const double time_ms = t_start_ == 0 ? 0 : (clock_->NowNanos() - t_start_) / 1e6;
+  throttle_changes_.push_back({time_ms, throttle_percent_, percent, reason});
+  throttle_percent_ = percent;
+  max_throttle_percent_ = std::max(max_throttle_percent_, percent);
+}
+
 bool SourceSession::PostcopyForced() const {
   absl::MutexLock lock(&mu_);
   return postcopy_forced_;
@@ -258,15 +287,15 @@ MigrationOptions SourceSession::PolicyOptions() const {
   return options;
 }
 
-absl::Status SourceSession::AwaitLocked(const std::function<bool()>& ready,
-                                        absl::Duration timeout, const char* what) {
+absl::Status SourceSession::AwaitLocked(const std::function<bool()>& ready, absl::Duration timeout,
+                                        const char* what) {
   auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return ready() || !stream_error_.ok() || reader_done_ || state_ == S::kCancelling;
   };
   if (!mu_.AwaitWithTimeout(absl::Condition(&done), timeout))
-    return absl::DeadlineExceededError(absl::StrFormat(
-        "the destination %s did not %s within %s", destination_, what,
-        absl::FormatDuration(timeout)));
+    return absl::DeadlineExceededError(absl::StrFormat("the destination %s did not %s within %s",
+                                                       destination_, what,
+                                                       absl::FormatDuration(timeout)));
   if (ready()) return absl::OkStatus();
   if (state_ == S::kCancelling) return absl::CancelledError("the migration was cancelled");
   if (!stream_error_.ok()) return stream_error_;
@@ -307,13 +336,11 @@ absl::Status SourceSession::StreamBroke(absl::string_view when) {
     destination = destination_;
     if (!reader_done_)
       return absl::UnavailableError(absl::StrFormat(
-          "the migration stream to the destination agent at %s broke while %s",
-          destination, when));
+          "the migration stream to the destination agent at %s broke while %s", destination, when));
   }
   const absl::Status finish = stream_->Finish();
   return absl::UnavailableError(absl::StrFormat(
-      "the migration stream to the destination agent at %s broke while %s: %s",
-      destination, when,
+      "the migration stream to the destination agent at %s broke while %s: %s", destination, when,
       finish.ok() ? "closed by the destination" : finish.message()));
 }
 
@@ -369,15 +396,15 @@ void SourceSession::HandleMessage(const DestinationMessage& m) {
       break;
     case DestinationMessage::kError: {
       stream_error_ = FromErrorMessage(m.error(), "destination: ");
-      if (stream_error_.ok()) stream_error_ = absl::UnknownError("destination: an Error with code 0");
+      if (stream_error_.ok())
+        stream_error_ = absl::UnknownError("destination: an Error with code 0");
       // On a reconnection, only a peer that proved the secret can refuse
       // for good, or say it never ran the VM (proven too).
       const bool unproven = state_ == S::kPostcopyPaused && !peer_proven_;
       stream_refused_ = !unproven;
       destination_never_ran_ =
           m.error().never_ran() && !unproven && !reconnect_nonce_.empty() &&
-          ProofMatches(m.error().never_ran_proof(),
-                       NeverRanProof(secret_, id_, reconnect_nonce_));
+          ProofMatches(m.error().never_ran_proof(), NeverRanProof(secret_, id_, reconnect_nonce_));
       if (m.error().never_ran() && !destination_never_ran_)
         stream_error_ = absl::UnauthenticatedError(absl::StrFormat(
             "the agent at %s said it never ran the VM without proving it is this migration's "
@@ -416,9 +443,9 @@ void SourceSession::SamplerLoop() {
     if ((state_ == S::kPostcopy || state_ == S::kCompleting) && stream_error_.ok() &&
         last_heard_ns_ > 0 && now - last_heard_ns_ > kSilenceTimeoutNs && stream_) {
       // A silent destination: end the stream so that recovery starts.
-      stream_error_ = absl::UnavailableError(absl::StrFormat(
-          "the destination agent at %s sent nothing for %d s", destination_,
-          kSilenceTimeoutNs / 1'000'000'000));
+      stream_error_ = absl::UnavailableError(
+          absl::StrFormat("the destination agent at %s sent nothing for %d s", destination_,
+                          kSilenceTimeoutNs / 1'000'000'000));
       stream_->Cancel();
     }
     // Before the destination runs the guest, its ops are counted here.
@@ -513,8 +540,8 @@ void SourceSession::FillImpactLocked(MigrationReport& r) {
   r.mgu_curve.clear();
   for (double w : kMguCurveWindowsMs) {
     r.mgu_curve_window_ms.push_back(w);
-    r.mgu_curve.push_back(MinUtilization(*tl, base->ops_per_sec, t_start_, end,
-                                         static_cast<int64_t>(w * 1e6)));
+    r.mgu_curve.push_back(
+        MinUtilization(*tl, base->ops_per_sec, t_start_, end, static_cast<int64_t>(w * 1e6)));
   }
 }
 
@@ -540,6 +567,8 @@ absl::Status SourceSession::Failed(absl::Status status) {
   bool cancelled;
   {
     absl::MutexLock lock(&mu_);
+    // Before the state is final (a raise is refused then, a release never).
+    SetThrottleLocked(0, state_ == S::kCancelling ? "cancelled" : "the migration failed");
     from = state_ == S::kCancelling ? cancelled_in_ : state_;
     cancelled = state_ == S::kCancelling;
     if (cancelled) status = absl::CancelledError("the migration was cancelled");
@@ -586,6 +615,9 @@ absl::Status SourceSession::Failed(absl::Status status) {
 
 absl::Status SourceSession::Run() {
   absl::Status s = RunToEnd();
+  // Every path released the throttle already (Switchover, Failed); this is
+  // the backstop that makes sure the guest is never left throttled.
+  if (config_.options.auto_converge) vm_->SetThrottle(0);
   CloseStreams();
   return s;
 }
@@ -654,8 +686,8 @@ absl::Status SourceSession::Setup() {
   fetch::Secret& secret = secret_;
   RETURN_IF_ERROR(fetch::RandomBytes(absl::MakeSpan(secret)));
   served_ = std::make_shared<fetch::ServedMigration>(
-      id_, secret, &vm_->memory(),
-      [this](uint64_t gpa, uint32_t count) { OnServed(gpa, count); }, config_.encrypt_fetch);
+      id_, secret, &vm_->memory(), [this](uint64_t gpa, uint32_t count) { OnServed(gpa, count); },
+      config_.encrypt_fetch);
   config_.page_server->Register(served_);
 
   absl::StatusOr<std::unique_ptr<SourceStream>> stream = OpenStream();
@@ -686,9 +718,9 @@ absl::Status SourceSession::Setup() {
   RETURN_IF_ERROR(Write(hello_msg));
   {
     absl::MutexLock lock(&mu_);
-    RETURN_IF_ERROR(AwaitLocked(
-        [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return state_ == S::kAccepted; },
-        kAcceptTimeout, "accept the migration"));
+    RETURN_IF_ERROR(
+        AwaitLocked([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return state_ == S::kAccepted; },
+                    kAcceptTimeout, "accept the migration"));
   }
   {
     absl::MutexLock lock(&mu_);
@@ -763,8 +795,8 @@ absl::Status SourceSession::DataStreamError(size_t index, absl::string_view when
   ds->Cancel();
   const absl::Status finish = ds->Finish();
   return absl::UnavailableError(absl::StrFormat(
-      "data stream %d to the destination agent at %s broke while %s%s", index,
-      config_.destination, when, finish.ok() ? "" : absl::StrCat(": ", finish.message())));
+      "data stream %d to the destination agent at %s broke while %s%s", index, config_.destination,
+      when, finish.ok() ? "" : absl::StrCat(": ", finish.message())));
 }
 
 absl::Status SourceSession::FlushDataStreams() {
@@ -787,8 +819,8 @@ absl::Status SourceSession::FlushDataStreams() {
   return absl::OkStatus();
 }
 
-absl::Status SourceSession::SendPages(const std::vector<uint64_t>& pages,
-                                      FramePhase phase, uint64_t round) {
+absl::Status SourceSession::SendPages(const std::vector<uint64_t>& pages, FramePhase phase,
+                                      uint64_t round) {
   // Precopy is striped over every stream, each page on the stream of its
   // chunk (kStreamChunkPages) so a resent page follows its older copy; the
   // rest goes on the main stream. One frame per stream in turn.
@@ -817,8 +849,7 @@ absl::Status SourceSession::SendPages(const std::vector<uint64_t>& pages,
       left[s].remove_prefix(k);
       const FrameTally tally{frame.wire_bytes(), frame.data_pages(), frame.zero_pages()};
       limiter_.Acquire(tally.wire_bytes);
-      RETURN_IF_ERROR(s == 0 ? WriteFrame(std::move(frame))
-                             : WriteDataFrame(s, std::move(frame)));
+      RETURN_IF_ERROR(s == 0 ? WriteFrame(std::move(frame)) : WriteDataFrame(s, std::move(frame)));
       CountFrame(tally, phase, k);
     }
   }
@@ -838,11 +869,10 @@ absl::Status SourceSession::WriteDataFrame(size_t index, EncodedFrame frame) {
 
 EncodedFrame SourceSession::Encode(absl::Span<const uint64_t> pages, FramePhase phase,
                                    uint64_t round) {
-  return EncodePageFrame(vm_->memory(), pages, phase, round,
-                         [this](uint64_t page, bool is_data) {
-                           counters_.PageSent(page, is_data);
-                           held_by_destination_[page] = true;
-                         });
+  return EncodePageFrame(vm_->memory(), pages, phase, round, [this](uint64_t page, bool is_data) {
+    counters_.PageSent(page, is_data);
+    held_by_destination_[page] = true;
+  });
 }
 
 void SourceSession::CountFrame(const FrameTally& tally, FramePhase phase, uint64_t pages) {
@@ -859,8 +889,8 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
   RETURN_IF_ERROR(Transition(S::kPrecopy));
   // Track writes from before round 0 reads the first page, so a page that
   // changes while it is being sent is sent again.
-  ASSIGN_OR_RETURN(dirty_log_, config_.start_dirty_log ? config_.start_dirty_log(vm_)
-                                                       : vm_->StartDirtyLog());
+  ASSIGN_OR_RETURN(dirty_log_,
+                   config_.start_dirty_log ? config_.start_dirty_log(vm_) : vm_->StartDirtyLog());
   dirty_log_name_ = dirty_log_->Name();
   int64_t round_start = clock_->NowNanos();  // the dirty log's interval starts
   {
@@ -931,6 +961,7 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
   std::vector<uint64_t> held = std::move(early_stale);
   std::vector<uint64_t> hot, stale, to_send;
   uint64_t bytes_at_round_start = 0;
+  int rounds_at_throttle = 0;  // whole rounds under the current throttle
   for (int round = 1;; ++round) {
     {
       // What the destination reported goes before any decision of ours.
@@ -969,8 +1000,17 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
       t_round_start_ = now;
     }
     round_start = now;
+    {
+      absl::MutexLock lock(&mu_);
+      facts.throttle_percent = throttle_percent_;
+    }
+    facts.rounds_at_throttle = ++rounds_at_throttle;
     *decision = PostcopyForced() ? ForcedPostcopy() : DecideAfterRound(PolicyOptions(), facts);
-    if (decision->decision != Decision::kNextRound) {
+    if (decision->decision == Decision::kThrottle) {
+      // Auto-converge: the next round runs with the guest slowed down.
+      SetThrottle(decision->throttle_percent, decision->reason);
+      rounds_at_throttle = 0;  // the next round is the first whole one under it
+    } else if (decision->decision != Decision::kNextRound) {
       precopy_rounds_ = round;
       precopy_bytes_ = counters_.bytes_sent();
       *dirty = std::move(stale);  // everything the destination lacks or holds stale
@@ -1024,9 +1064,8 @@ absl::Status SourceSession::SendDiscard(const std::vector<uint64_t>& pages) {
   // Wait until the destination has dropped them, so the Switchover message
   // does not queue behind that work while the source is paused.
   absl::MutexLock lock(&mu_);
-  return AwaitLocked(
-      [this, seq]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return round_acked_ >= seq; },
-      kAcceptTimeout, "confirm the discard");
+  return AwaitLocked([this, seq]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return round_acked_ >= seq; },
+                     kAcceptTimeout, "confirm the discard");
 }
 
 absl::Status SourceSession::Switchover(const PolicyDecision& decision,
@@ -1053,6 +1092,9 @@ absl::Status SourceSession::Switchover(const PolicyDecision& decision,
         [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return precopy_acks_ >= markers_sent_; },
         kAcceptTimeout, "install the pages sent before the pause"));
   }
+  // Auto-converge's throttle ends here, so neither copy of the VM resumes
+  // throttled (and the pause does not wait out a throttle's sleep).
+  SetThrottle(0, "switchover");
   t_pause_ = clock_->NowNanos();  // downtime starts
   RETURN_IF_ERROR(vm_->Pause());
   if (absl::Status s = Transition(S::kPaused); !s.ok()) {
@@ -1099,9 +1141,9 @@ absl::Status SourceSession::Switchover(const PolicyDecision& decision,
   RETURN_IF_ERROR(Write(msg));
   {
     absl::MutexLock lock(&mu_);
-    RETURN_IF_ERROR(AwaitLocked(
-        [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return state_ == S::kPostcopy; },
-        kResumeTimeout, "resume the VM"));
+    RETURN_IF_ERROR(
+        AwaitLocked([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return state_ == S::kPostcopy; },
+                    kResumeTimeout, "resume the VM"));
   }
   // The dirty log stays until the VM is released: tearing it down
   // (unregistering write protection over all of guest memory) holds this
@@ -1131,9 +1173,8 @@ absl::Status SourceSession::Postcopy() {
 
 absl::Status SourceSession::AwaitCompleted() {
   absl::MutexLock lock(&mu_);
-  return AwaitLocked(
-      [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return state_ == S::kReleasing; },
-      absl::InfiniteDuration(), "confirm every page");
+  return AwaitLocked([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return state_ == S::kReleasing; },
+                     absl::InfiniteDuration(), "confirm every page");
 }
 
 absl::Status SourceSession::Release() {
@@ -1239,6 +1280,9 @@ void SourceSession::FillReport() {
   }
   r.ops_timeline = timeline_;
   r.reconnects = reconnects_;
+  r.auto_converge = config_.options.auto_converge;
+  r.max_throttle_percent = max_throttle_percent_;
+  r.throttle_changes = throttle_changes_;
   FillImpactLocked(r);
 }
 

@@ -16,6 +16,13 @@
 //  - completed: only after the destination confirms every page installed
 //    is the VM released (stopped; the caller may then destroy it).
 //
+// Auto-converge (options.auto_converge): when the policy says precopy
+// cannot converge, the session throttles the VM's vCPUs
+// (vmm::Vm::SetThrottle) and goes on; each change is in the report. The
+// throttle is set back to 0 right before the pause at switchover, on
+// Cancel(), on failure, and (a backstop) when Run() returns: the guest is
+// never left throttled.
+//
 // Failure before switchover (destination error, lost stream, precopy not
 // converging, Cancel) leaves the VM running. After switchover the
 // destination runs the VM: if the stream breaks (or the destination falls
@@ -56,12 +63,12 @@
 #include "migration/fetch/page_server.h"
 #include "migration/live_parameters.h"
 #include "migration/options.h"
+#include "migration/page_frame.h"
 #include "migration/phases.h"
 #include "migration/push_order.h"
 #include "migration/rate_limiter.h"
 #include "migration/report.h"
 #include "migration/source_counters.h"
-#include "migration/page_frame.h"
 #include "migration/source_state.h"
 #include "migration/source_stream.h"
 #include "migration/switchover_policy.h"
@@ -119,6 +126,7 @@ struct SourceProgress {
   uint32_t reconnects = 0;
   std::string paused_reason;  // while postcopy-paused
   std::string destination;    // where the session connects now
+  int throttle_percent = 0;   // the guest's throttle now (auto-converge)
 };
 
 class SourceSession {
@@ -197,8 +205,7 @@ class SourceSession {
   absl::Status SendDiscard(const std::vector<uint64_t>& pages);
   // Sends `pages` (RAM page indices) in frames; precopy over every stream,
   // then FlushDataStreams().
-  absl::Status SendPages(const std::vector<uint64_t>& pages, FramePhase phase,
-                         uint64_t round);
+  absl::Status SendPages(const std::vector<uint64_t>& pages, FramePhase phase, uint64_t round);
   absl::Status Write(const ferry::v1::SourceMessage& message);
   absl::Status WriteFrame(EncodedFrame frame);
   // What a frame carried, kept once the frame is handed to a stream.
@@ -228,8 +235,7 @@ class SourceSession {
   // collects the call's status. Names the destination.
   absl::Status StreamBroke(absl::string_view when);
   void ReaderLoop();
-  void HandleMessage(const ferry::v1::DestinationMessage& m)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HandleMessage(const ferry::v1::DestinationMessage& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SamplerLoop();
   void DrainOpsTraceLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The guest-impact figures of the report, from both sides' samples.
@@ -241,6 +247,12 @@ class SourceSession {
   MigrationOptions PolicyOptions() const;
   // Whether StartPostcopy() was called.
   bool PostcopyForced() const;
+  // Auto-converge: sets the VM's throttle to `percent` and records the
+  // change with `reason` (nothing if it is already that). Raising it is
+  // refused (a no-op) once the migration is cancelling or ended, so a
+  // Cancel() that released the throttle is never undone.
+  void SetThrottle(int percent, const std::string& reason);
+  void SetThrottleLocked(int percent, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   vmm::Vm* const vm_;
   const SourceConfig config_;
@@ -322,6 +334,11 @@ class SourceSession {
   int64_t downtime_target_ms_ ABSL_GUARDED_BY(mu_);
   std::vector<ParameterChange> parameter_changes_ ABSL_GUARDED_BY(mu_);
   bool postcopy_forced_ ABSL_GUARDED_BY(mu_) = false;
+  // Auto-converge: the VM's throttle as this session set it, the highest,
+  // and each change.
+  int throttle_percent_ ABSL_GUARDED_BY(mu_) = 0;
+  int max_throttle_percent_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<ThrottleChange> throttle_changes_ ABSL_GUARDED_BY(mu_);
   // What the destination said.
   uint64_t round_acked_ ABSL_GUARDED_BY(mu_) = 0;
   ferry::v1::Progress last_progress_ ABSL_GUARDED_BY(mu_);
@@ -352,7 +369,8 @@ class SourceSession {
   // (Progress before switchover): the pause waits until they match.
   uint64_t markers_sent_ = 0;
   uint64_t precopy_acks_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t guest_resident_bytes_ = 0;  // the guest's allocated memory at the pause  // hot pages not resent in a round (all rounds)
+  uint64_t guest_resident_bytes_ = 0;  // the guest's allocated memory at the pause  // hot pages
+                                       // not resent in a round (all rounds)
   uint64_t pages_discarded_ = 0;
   int early_discards_ = 0;
   uint64_t precopy_bytes_ = 0;

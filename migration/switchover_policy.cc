@@ -1,5 +1,7 @@
 #include "migration/switchover_policy.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -31,8 +33,15 @@ const char* DecisionName(Decision d) {
       return "postcopy";
     case Decision::kFail:
       return "fail";
+    case Decision::kThrottle:
+      return "throttle";
   }
   return "unknown";
+}
+
+int NextThrottlePercent(const MigrationOptions& options, int current) {
+  if (current < options.throttle_initial) return options.throttle_initial;
+  return std::min(options.throttle_max, current + options.throttle_step);
 }
 
 PolicyDecision DecideAfterRound(const MigrationOptions& options, const RoundFacts& f) {
@@ -48,7 +57,8 @@ PolicyDecision DecideAfterRound(const MigrationOptions& options, const RoundFact
 
   std::string stuck;
   const double dirty_bps =
-      f.round_seconds > 0 ? f.pages_dirtied * static_cast<double>(f.page_size) / f.round_seconds : 0;
+      f.round_seconds > 0 ? f.pages_dirtied * static_cast<double>(f.page_size) / f.round_seconds
+                          : 0;
   const double hot_ms = Ms(f.pages_hot, f.page_size, f.bandwidth_bps);
   const size_t h = f.history.size();
   if (f.bandwidth_bps > 0 && dirty_bps >= f.bandwidth_bps) {
@@ -66,8 +76,8 @@ PolicyDecision DecideAfterRound(const MigrationOptions& options, const RoundFact
     stuck = absl::StrFormat(
         "precopy stopped converging: the stale set went %s -> %d pages (%.1f ms at "
         "%.0f MB/s) against a %d ms downtime target",
-        absl::StrJoin(f.history.end() - 2, f.history.end(), " -> "), f.pages_stale, stale_ms,
-        mbps, options.downtime_target_ms);
+        absl::StrJoin(f.history.end() - 2, f.history.end(), " -> "), f.pages_stale, stale_ms, mbps,
+        options.downtime_target_ms);
   } else if (f.rounds_done >= options.max_rounds) {
     stuck = absl::StrFormat(
         "%d precopy rounds (the limit) did not converge: %d stale pages (%.1f ms at "
@@ -75,18 +85,35 @@ PolicyDecision DecideAfterRound(const MigrationOptions& options, const RoundFact
         f.rounds_done, f.pages_stale, stale_ms, mbps);
   }
   if (stuck.empty()) return {Decision::kNextRound, ""};
+  if (options.auto_converge && f.throttle_percent < options.throttle_max) {
+    const int next = NextThrottlePercent(options, f.throttle_percent);
+    return {Decision::kThrottle,
+            absl::StrFormat("%s; auto-converge: the guest's throttle goes %d%% -> %d%%", stuck,
+                            f.throttle_percent, next),
+            next};
+  }
+  if (options.auto_converge && f.rounds_at_throttle < 2) return {Decision::kNextRound, ""};
+  if (options.auto_converge)
+    absl::StrAppendFormat(&stuck,
+                          ", even with the guest throttled to %d%% (auto-converge's ceiling, "
+                          "--throttle-max)",
+                          f.throttle_percent);
   if (options.mode == MigrationMode::kHybrid) return {Decision::kPostcopy, stuck};
   return {Decision::kFail,
           absl::StrCat(stuck,
                        "; remedies: --mode hybrid (goes postcopy when precopy stops "
                        "converging) or --mode postcopy, a higher --max-bandwidth (`ferry "
-                       "migration set ID --max-bandwidth R` while it runs), or a longer "
-                       "--downtime-target-ms (docs/operations.md)")};
+                       "migration set ID --max-bandwidth R` while it runs), ",
+                       options.auto_converge
+                           ? "a higher --throttle-max (auto-converge's ceiling), "
+                           : "--auto-converge (throttles the guest's vCPUs until precopy "
+                             "converges), ",
+                       "or a longer --downtime-target-ms (docs/operations.md)")};
 }
 
-PolicyDecision DecideDuringFirstRound(const MigrationOptions& options,
-                                      const FirstRoundSample& s) {
-  if (options.mode != MigrationMode::kHybrid || s.seconds <= 0 || s.bandwidth_bps <= 0)
+PolicyDecision DecideDuringFirstRound(const MigrationOptions& options, const FirstRoundSample& s) {
+  if (options.mode != MigrationMode::kHybrid || options.auto_converge || s.seconds <= 0 ||
+      s.bandwidth_bps <= 0)
     return {Decision::kNextRound, ""};
   const double dirty_bps = s.pages_dirtied * static_cast<double>(s.page_size) / s.seconds;
   if (dirty_bps < kWasteful * s.bandwidth_bps) return {Decision::kNextRound, ""};

@@ -15,15 +15,22 @@
 //  5. The trend: the stale set has not shrunk below 90% of the round
 //     before for the last two rounds.
 //  6. max_rounds is reached.
-// When 3-6 hold, hybrid switches to postcopy and precopy fails, each with a
-// reason that names the figures (precopy's also the remedies). Otherwise
-// another round.
+// When 3-6 hold ("cannot converge"): with auto-converge on and the guest's
+// throttle below its ceiling, raise the throttle (kThrottle: the initial
+// percent, then one step more each time) and go on; at the ceiling, go on
+// until two whole rounds ran under it (the hot set and the trend span two
+// rounds: judged only on rounds the ceiling slowed); otherwise hybrid
+// switches to postcopy and precopy fails, each with a reason that names
+// the figures (precopy's also the remedies; at the ceiling, that it was
+// reached). Otherwise another round.
 //
 // During round 0 (the first full copy) the source samples the dirty log,
 // and a hybrid migration decides from the first figures
 // (DecideDuringFirstRound): when the guest writes pages at half the link's
 // rate or more, most of what precopy sends would be sent again, so it
-// switches to postcopy at once instead of finishing the round.
+// switches to postcopy at once instead of finishing the round; unless
+// auto-converge is on, which throttles the guest at the end of round 0
+// instead (the operator asked to slow the guest rather than go postcopy).
 //
 // The sender's side (SourceSession): hot pages are not resent in the next
 // round; they wait for the pause (stop-and-copy) or postcopy.
@@ -38,18 +45,24 @@
 
 namespace ferry::migration {
 
-enum class Decision { kNextRound, kStopAndCopy, kPostcopy, kFail };
+// kThrottle: another round, with the guest throttled to
+// PolicyDecision::throttle_percent (auto-converge).
+enum class Decision { kNextRound, kStopAndCopy, kPostcopy, kFail, kThrottle };
 const char* DecisionName(Decision d);
 
 // What one precopy round measured (all after its dirty scan).
 struct RoundFacts {
-  int rounds_done = 0;           // precopy rounds completed (round 0 included)
-  uint64_t pages_stale = 0;      // pages the destination lacks or holds stale
-  uint64_t pages_hot = 0;        // of those, dirtied in each of the last two rounds
-  uint64_t pages_dirtied = 0;    // pages written during the round just ended
-  double round_seconds = 0;      // how long that round took
-  double bandwidth_bps = 0;      // bytes per second the last round sent at
+  int rounds_done = 0;         // precopy rounds completed (round 0 included)
+  uint64_t pages_stale = 0;    // pages the destination lacks or holds stale
+  uint64_t pages_hot = 0;      // of those, dirtied in each of the last two rounds
+  uint64_t pages_dirtied = 0;  // pages written during the round just ended
+  double round_seconds = 0;    // how long that round took
+  double bandwidth_bps = 0;    // bytes per second the last round sent at
   uint32_t page_size = 4096;
+  // The guest's throttle during the round (auto-converge), 0 to 99, and
+  // how many rounds (this one included) ran whole under it.
+  int throttle_percent = 0;
+  int rounds_at_throttle = 0;
   // pages_stale after each earlier round, oldest first (the trend).
   std::vector<uint64_t> history;
 };
@@ -57,7 +70,12 @@ struct RoundFacts {
 struct PolicyDecision {
   Decision decision = Decision::kNextRound;
   std::string reason;
+  int throttle_percent = 0;  // kThrottle: the guest's new throttle
 };
+
+// Auto-converge's next throttle after `current`: throttle_initial from
+// below it, else one throttle_step more, never above throttle_max.
+int NextThrottlePercent(const MigrationOptions& options, int current);
 
 PolicyDecision DecideAfterRound(const MigrationOptions& options, const RoundFacts& facts);
 

@@ -1,5 +1,8 @@
 #include "migration/agent/control_translate.h"
 
+#include <algorithm>
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/net.h"
@@ -31,6 +34,12 @@ absl::StatusOr<migration::MigrationOptions> MigrationOptionsFromRequest(
   if (r.recovery_timeout_ms() < 0)
     return absl::InvalidArgumentError("recovery timeout must not be negative");
   if (r.recovery_timeout_ms() > 0) o.recovery_timeout_ms = r.recovery_timeout_ms();
+  o.auto_converge = r.auto_converge();
+  // Bounded before the narrowing (ValidateMigrationOptions says 1 to 99).
+  for (auto [value, field] : {std::pair{r.throttle_initial(), &o.throttle_initial},
+                              std::pair{r.throttle_step(), &o.throttle_step},
+                              std::pair{r.throttle_max(), &o.throttle_max}})
+    if (value > 0) *field = static_cast<int>(std::min<uint32_t>(value, 1000));
   o.auth_token = auth_token;
   RETURN_IF_ERROR(migration::ValidateMigrationOptions(o));
   RETURN_IF_ERROR(SplitHostPort(r.destination()).status());
@@ -53,6 +62,10 @@ ferry::v1::StartMigrationRequest RequestFromMigrationOptions(const migration::Mi
   r.set_max_rounds(o.max_rounds);
   r.set_streams(o.streams);
   r.set_recovery_timeout_ms(o.recovery_timeout_ms);
+  r.set_auto_converge(o.auto_converge);
+  r.set_throttle_initial(o.throttle_initial);
+  r.set_throttle_step(o.throttle_step);
+  r.set_throttle_max(o.throttle_max);
   return r;
 }
 
@@ -124,6 +137,7 @@ void FillProgress(const migration::SourceProgress& p, ferry::v1::MigrationProgre
   pp->set_eta_ms(p.eta_ms);
   pp->set_reconnects(p.reconnects);
   pp->set_paused_reason(p.paused_reason);
+  pp->set_throttle_percent(static_cast<uint32_t>(p.throttle_percent));
 }
 
 void SetEnded(const absl::Status& result, absl::Time finished, ferry::v1::MigrationResource* r) {

@@ -24,6 +24,11 @@ std::string RequestDifference(const OutgoingMigration& e, const std::string& vm_
   field("max bandwidth", absl::StrCat(e.options.max_bandwidth), absl::StrCat(o.max_bandwidth));
   field("max rounds", absl::StrCat(e.options.max_rounds), absl::StrCat(o.max_rounds));
   field("streams", absl::StrCat(e.options.streams), absl::StrCat(o.streams));
+  field("auto-converge",
+        absl::StrCat(e.options.auto_converge, " ", e.options.throttle_initial, "/",
+                     e.options.throttle_step, "/", e.options.throttle_max),
+        absl::StrCat(o.auto_converge, " ", o.throttle_initial, "/", o.throttle_step, "/",
+                     o.throttle_max));
   return absl::StrJoin(d, ", ");
 }
 

@@ -14,6 +14,13 @@ inline constexpr const char* kDefaultMode = "hybrid";
 inline constexpr const char* kDefaultFaultMode = "exit";
 inline constexpr int64_t kDefaultDowntimeTargetMs = 50;
 inline constexpr int kDefaultMaxRounds = 30;
+// Auto-converge (off unless asked): the guest's throttle, in percent of
+// each vCPU's time, when precopy first cannot converge; what each further
+// round that cannot converge adds; the ceiling (QEMU's cpu-throttle-initial,
+// -increment and -max). Each is 1 to 99.
+inline constexpr int kDefaultThrottleInitial = 20;
+inline constexpr int kDefaultThrottleStep = 10;
+inline constexpr int kDefaultThrottleMax = 99;
 // After switchover, how long a broken migration tries to reconnect (the
 // source) or waits for it (the destination) before it fails.
 inline constexpr int64_t kDefaultRecoveryTimeoutMs = 10 * 60 * 1000;

@@ -1,5 +1,7 @@
 #include "migration/api/report_proto.h"
 
+#include <algorithm>
+
 namespace ferry::api {
 
 ferry::v1::MigrationReport ToProto(const migration::MigrationReport& r) {
@@ -37,6 +39,15 @@ ferry::v1::MigrationReport ToProto(const migration::MigrationReport& r) {
   p.set_blocktime_ms(r.blocktime_ms);
   p.set_baseline_mgu_100ms(r.baseline_mgu_100ms);
   p.set_reconnects(r.reconnects);
+  p.set_auto_converge(r.auto_converge);
+  p.set_max_throttle_percent(static_cast<uint32_t>(r.max_throttle_percent));
+  for (const migration::ThrottleChange& c : r.throttle_changes) {
+    ferry::v1::ThrottleChange* out = p.add_throttle_changes();
+    out->set_time_ms(c.time_ms);
+    out->set_old_percent(static_cast<uint32_t>(c.old_percent));
+    out->set_new_percent(static_cast<uint32_t>(c.new_percent));
+    out->set_reason(c.reason);
+  }
   p.set_baseline_mgu_10ms(r.baseline_mgu_10ms);
   p.set_baseline_below_half_ms(r.baseline_below_half_ms);
   p.set_impact_measured(r.impact_measured);
@@ -116,6 +127,13 @@ migration::MigrationReport FromProto(const ferry::v1::MigrationReport& p,
   r.blocktime_ms = p.blocktime_ms();
   r.baseline_mgu_100ms = p.baseline_mgu_100ms();
   r.reconnects = p.reconnects();
+  r.auto_converge = p.auto_converge();
+  // A peer's figures, bounded to what a throttle can be.
+  r.max_throttle_percent = static_cast<int>(std::min<uint32_t>(p.max_throttle_percent(), 100));
+  for (const ferry::v1::ThrottleChange& c : p.throttle_changes())
+    r.throttle_changes.push_back(
+        {c.time_ms(), static_cast<int>(std::min<uint32_t>(c.old_percent(), 100)),
+         static_cast<int>(std::min<uint32_t>(c.new_percent(), 100)), c.reason()});
   r.baseline_mgu_10ms = p.baseline_mgu_10ms();
   r.baseline_below_half_ms = p.baseline_below_half_ms();
   r.impact_measured = p.impact_measured();

@@ -9,10 +9,10 @@
 #include "base/args.h"
 #include "base/process.h"
 #include "base/status_macros.h"
-#include "migration/cli/client.h"
-#include "migration/cli/commands.h"
 #include "migration/api/defaults.h"
 #include "migration/api/names.h"
+#include "migration/cli/client.h"
+#include "migration/cli/commands.h"
 #include "migration/cli/demo.h"
 #include "migration/cli/help.h"
 #include "migration/cli/json_output.h"
@@ -50,8 +50,7 @@ absl::Status Demo(Args& args) {
                    api::ParseFaultMode(args.String("fault-mode", api::kDefaultFaultMode)));
   o.migration.set_fault_mode(fault_mode);
   RETURN_IF_ERROR(args.Alias("downtime-ms", "downtime-target-ms"));
-  ASSIGN_OR_RETURN(int64_t downtime,
-                   args.Int("downtime-target-ms", api::kDefaultDowntimeTargetMs));
+  ASSIGN_OR_RETURN(int64_t downtime, args.Int("downtime-target-ms", api::kDefaultDowntimeTargetMs));
   o.migration.set_downtime_target_ms(downtime);
   ASSIGN_OR_RETURN(uint64_t bandwidth, args.Rate("max-bandwidth", 0));
   o.migration.set_max_bandwidth(bandwidth);
@@ -74,7 +73,8 @@ absl::Status PrintHelp(std::vector<std::string> words) {
 }
 
 absl::Status Main(int argc, char** argv) {
-  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1, {"detach", "force", "man", "check"}));
+  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1,
+                                          {"detach", "force", "man", "check", "auto-converge"}));
   if (args.Bool("version")) {
     std::cout << VersionLine("ferry") << "\n";
     return absl::OkStatus();

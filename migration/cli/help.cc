@@ -5,9 +5,9 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "base/man_page.h"
 #include "base/version.h"
 #include "migration/api/defaults.h"
@@ -96,7 +96,8 @@ example: ferry vm delete web)"},
     {"migrate", R"(usage: ferry migrate NAME --from HOST:PORT --to HOST:PORT [--mode MODE]
                      [--downtime-target-ms MS] [--max-bandwidth RATE] [--fault-mode MODE]
                      [--max-rounds N] [--streams N] [--recovery-timeout-ms MS]
-                     [--request-id ID] [--json] [--detach] [--check]
+                     [--auto-converge [--throttle-initial PCT] [--throttle-step PCT]
+                     [--throttle-max PCT]] [--request-id ID] [--json] [--detach] [--check]
 
 Moves VM NAME from the agent --from to the agent --to (the address as the
 source agent reaches it) and follows it to the end: a live line on a
@@ -122,6 +123,12 @@ the command's own progress stream reconnects too.
   --recovery-timeout-ms MS after switchover, how long a broken migration keeps
                            reconnecting before it fails, keeping the source's
                            memory (default {recovery})
+  --auto-converge          when precopy cannot converge, throttle the guest's vCPUs
+                           (each sleeps PCT% of every 10 ms) instead of giving up:
+                           --throttle-initial PCT at first (default {throttle_initial}),
+                           --throttle-step PCT more each round that still cannot
+                           (default {throttle_step}), up to --throttle-max PCT (default
+                           {throttle_max}); each 1 to 99. Off by default: it slows the guest
   --request-id ID          makes the start idempotent: the same ID with the same
                            parameters is the same migration; with others, exit 6
   --json                   JSON only: a progress object a line, then the final object
@@ -228,20 +235,23 @@ example: ferry completion bash > /etc/bash_completion.d/ferry)"},
 };
 
 std::string Fill(const char* text) {
-  return absl::StrReplaceAll(
-      text, {{"{name_rule}", NameRule()},
-             {"{memory}", absl::StrCat(api::kDefaultMemoryBytes >> 20, "M")},
-             {"{vcpus}", absl::StrCat(api::kDefaultVcpus)},
-             {"{workload}", api::kDefaultWorkload},
-             {"{dirty}", absl::StrCat(api::kDefaultDirtyBytesPerSec >> 20, "M")},
-             {"{wf}", absl::StrCat(api::kDefaultWriteFraction)},
-             {"{zf}", absl::StrCat(api::kDemoZeroFraction)},
-             {"{mode}", api::kDefaultMode},
-             {"{fault}", api::kDefaultFaultMode},
-             {"{downtime}", absl::StrCat(api::kDefaultDowntimeTargetMs)},
-             {"{rounds}", absl::StrCat(api::kDefaultMaxRounds)},
-             {"{recovery}", absl::StrCat(api::kDefaultRecoveryTimeoutMs)},
-             {"{backend}", api::kDefaultBackend}});
+  return absl::StrReplaceAll(text,
+                             {{"{name_rule}", NameRule()},
+                              {"{memory}", absl::StrCat(api::kDefaultMemoryBytes >> 20, "M")},
+                              {"{vcpus}", absl::StrCat(api::kDefaultVcpus)},
+                              {"{workload}", api::kDefaultWorkload},
+                              {"{dirty}", absl::StrCat(api::kDefaultDirtyBytesPerSec >> 20, "M")},
+                              {"{wf}", absl::StrCat(api::kDefaultWriteFraction)},
+                              {"{zf}", absl::StrCat(api::kDemoZeroFraction)},
+                              {"{mode}", api::kDefaultMode},
+                              {"{fault}", api::kDefaultFaultMode},
+                              {"{downtime}", absl::StrCat(api::kDefaultDowntimeTargetMs)},
+                              {"{rounds}", absl::StrCat(api::kDefaultMaxRounds)},
+                              {"{throttle_initial}", absl::StrCat(api::kDefaultThrottleInitial)},
+                              {"{throttle_step}", absl::StrCat(api::kDefaultThrottleStep)},
+                              {"{throttle_max}", absl::StrCat(api::kDefaultThrottleMax)},
+                              {"{recovery}", absl::StrCat(api::kDefaultRecoveryTimeoutMs)},
+                              {"{backend}", api::kDefaultBackend}});
 }
 
 }  // namespace
@@ -327,8 +337,8 @@ std::vector<std::string> FlagsOf(const char* text) {
   const std::string t = text;
   for (size_t at = t.find("--"); at != std::string::npos; at = t.find("--", at + 2)) {
     size_t end = at + 2;
-    while (end < t.size() && (absl::ascii_isalnum(static_cast<unsigned char>(t[end])) ||
-                              t[end] == '-'))
+    while (end < t.size() &&
+           (absl::ascii_isalnum(static_cast<unsigned char>(t[end])) || t[end] == '-'))
       ++end;
     const std::string flag = t.substr(at, end - at);
     if (flag.size() > 2 && std::find(flags.begin(), flags.end(), flag) == flags.end())
@@ -430,8 +440,6 @@ std::string ManPageText() {
                   {"SEE ALSO", "ferryd(8), ferry-bench(1); docs/cli.md"}});
 }
 
-std::string VersionLine(const char* binary) {
-  return absl::StrCat(binary, " ", FerryVersion());
-}
+std::string VersionLine(const char* binary) { return absl::StrCat(binary, " ", FerryVersion()); }
 
 }  // namespace ferry::cli

@@ -47,7 +47,8 @@ JsonObject MigrationJson(const ferry::v1::MigrationResource& m) {
       .Add("paused_reason", p.paused_reason())
       .Add("max_bandwidth", p.max_bandwidth())
       .Add("downtime_target_ms", static_cast<int64_t>(p.downtime_target_ms()))
-      .Add("streams", static_cast<int>(p.streams()));
+      .Add("streams", static_cast<int>(p.streams()))
+      .Add("throttle_percent", static_cast<uint64_t>(p.throttle_percent()));
   JsonObject o;
   o.Add("id", m.id())
       .Add("request_id", m.request_id())

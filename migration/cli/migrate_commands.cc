@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdio>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_format.h"
 #include "base/grpc_status.h"
@@ -44,7 +45,6 @@ size_t TerminalWidth(FILE* out) {
   return 80;
 }
 
-
 }  // namespace
 
 std::string ProgressLine(const ferry::v1::MigrationResource& m) {
@@ -70,6 +70,8 @@ std::string ProgressLine(const ferry::v1::MigrationResource& m) {
                             : std::string("  ETA --");
   if (m.phase() == ferry::v1::MIGRATION_PHASE_PRECOPY) {
     absl::StrAppendFormat(&line, "  dirty %7.0f pages/s", p.dirty_pages_per_sec());
+    if (p.throttle_percent() > 0)
+      absl::StrAppendFormat(&line, "  throttle %d%%", p.throttle_percent());
   } else if (m.phase() == ferry::v1::MIGRATION_PHASE_POSTCOPY) {
     absl::StrAppendFormat(&line, "  missing %7d  faults %6.0f/s  fault p99 %6.1f us",
                           p.pages_remaining(), p.faults_per_sec(), p.fault_p99_us());
@@ -118,8 +120,7 @@ absl::StatusOr<ferry::v1::MigrationResource> Follow(ferry::v1::Control::Stub& st
         if (line.size() >= width) line.resize(width - 1);
         std::fprintf(out, "\r\033[K%s", line.c_str());
         std::fflush(out);
-      } else if (m.phase() != printed_phase ||
-                 m.progress().elapsed_ms() - last_plain_ms >= 1000) {
+      } else if (m.phase() != printed_phase || m.progress().elapsed_ms() - last_plain_ms >= 1000) {
         // A line at each phase change and every second.
         // Plain lines, each written out at once (logs and CI read them live).
         std::fprintf(out, "%s\n", ProgressLine(m).c_str());
@@ -221,7 +222,7 @@ class InterruptToCancel {
   std::thread thread_;
 };
 
-} // namespace
+}  // namespace
 
 absl::Status OutcomeStatus(const ferry::v1::MigrationResource& done) {
   if (done.phase() == ferry::v1::MIGRATION_PHASE_COMPLETED) return absl::OkStatus();
@@ -289,8 +290,8 @@ absl::Status MigrateCommand(Args& args) {
         "ferry migrate needs --from (the source agent) and --to (the destination agent, "
         "as the source reaches it)");
   if (from == to)
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--from and --to are the same agent (", from, "): a VM cannot migrate to where it is"));
+    return absl::InvalidArgumentError(absl::StrCat("--from and --to are the same agent (", from,
+                                                   "): a VM cannot migrate to where it is"));
   ferry::v1::StartMigrationRequest r;
   r.set_vm_name(name);
   r.set_destination(to);
@@ -304,8 +305,7 @@ absl::Status MigrateCommand(Args& args) {
                    api::ParseFaultMode(args.String("fault-mode", api::kDefaultFaultMode)));
   r.set_fault_mode(fault_mode);
   RETURN_IF_ERROR(args.Alias("downtime-ms", "downtime-target-ms"));
-  ASSIGN_OR_RETURN(int64_t downtime,
-                   args.Int("downtime-target-ms", api::kDefaultDowntimeTargetMs));
+  ASSIGN_OR_RETURN(int64_t downtime, args.Int("downtime-target-ms", api::kDefaultDowntimeTargetMs));
   r.set_downtime_target_ms(downtime);
   ASSIGN_OR_RETURN(uint64_t bandwidth, args.Rate("max-bandwidth", 0));
   r.set_max_bandwidth(bandwidth);
@@ -317,8 +317,32 @@ absl::Status MigrateCommand(Args& args) {
   if (streams < 0 || streams > 8)
     return absl::InvalidArgumentError("--streams must be 1 to 8 (0: one per four cores)");
   r.set_streams(static_cast<uint32_t>(streams));
-  ASSIGN_OR_RETURN(int64_t recovery, args.Int("recovery-timeout-ms", api::kDefaultRecoveryTimeoutMs));
+  ASSIGN_OR_RETURN(int64_t recovery,
+                   args.Int("recovery-timeout-ms", api::kDefaultRecoveryTimeoutMs));
   r.set_recovery_timeout_ms(recovery);
+  r.set_auto_converge(args.Bool("auto-converge"));
+  ASSIGN_OR_RETURN(int64_t initial, args.Int("throttle-initial", api::kDefaultThrottleInitial));
+  ASSIGN_OR_RETURN(int64_t step, args.Int("throttle-step", api::kDefaultThrottleStep));
+  ASSIGN_OR_RETURN(int64_t max, args.Int("throttle-max", api::kDefaultThrottleMax));
+  for (const auto& [flag, value] :
+       {std::pair<const char*, int64_t>{"initial", initial}, {"step", step}, {"max", max}}) {
+    if (value < 1 || value > 99)
+      return absl::InvalidArgumentError(
+          absl::StrCat("--throttle-", flag, " ", value,
+                       ": a throttle is 1 to 99 (percent of each vCPU's "
+                       "time it sleeps)"));
+  }
+  if (initial > max)
+    return absl::InvalidArgumentError(
+        absl::StrCat("--throttle-initial ", initial, " is above --throttle-max ", max));
+  if (!r.auto_converge() &&
+      (args.Has("throttle-initial") || args.Has("throttle-step") || args.Has("throttle-max")))
+    return absl::InvalidArgumentError(
+        "--throttle-initial, --throttle-step and --throttle-max tune auto-converge: give "
+        "--auto-converge too");
+  r.set_throttle_initial(static_cast<uint32_t>(initial));
+  r.set_throttle_step(static_cast<uint32_t>(step));
+  r.set_throttle_max(static_cast<uint32_t>(max));
   const bool json = args.Bool("json");
   const bool detach = args.Bool("detach");
   const bool check = args.Bool("check");
@@ -352,7 +376,8 @@ absl::Status MigrateCommand(Args& args) {
                 name.c_str(), from.c_str(), to.c_str(), api::Spelling(mode).c_str(),
                 api::Spelling(fault_mode).c_str());
   InterruptToCancel interrupt(stub.get(), from, started.id());
-  ASSIGN_OR_RETURN(ferry::v1::MigrationResource done, Follow(*stub, from, started.id(), json, stdout));
+  ASSIGN_OR_RETURN(ferry::v1::MigrationResource done,
+                   Follow(*stub, from, started.id(), json, stdout));
   return OutcomeStatus(done);
 }
 

@@ -87,9 +87,8 @@ TEST(SwitchoverPolicy, AHotSetSwitchesAtOnceInsteadOfResending) {
 TEST(SwitchoverPolicy, ASmallHotSetWaitsForThePause) {
   // 2000 hot pages (8 MiB, 8 ms at 1 GB/s) fit the pause: keep going while
   // the cold set shrinks.
-  std::vector<Round> rounds = {{40000, 0, 40000, 0.5, 1e9},
-                               {20000, 2000, 20000, 0.2, 1e9},
-                               {10000, 2000, 10000, 0.1, 1e9}};
+  std::vector<Round> rounds = {
+      {40000, 0, 40000, 0.5, 1e9}, {20000, 2000, 20000, 0.2, 1e9}, {10000, 2000, 10000, 0.1, 1e9}};
   auto [d, round] = Play(Mode(MigrationMode::kHybrid), rounds);
   EXPECT_EQ(d.decision, Decision::kStopAndCopy);
   EXPECT_EQ(round, 3);
@@ -160,8 +159,98 @@ TEST(SwitchoverPolicy, PostcopyModeSwitchesAndTheRoundLimitHolds) {
   EXPECT_EQ(d.decision, Decision::kFail);
   EXPECT_THAT(d.reason, HasSubstr("10 precopy rounds (the limit)"));
   f.pages_stale = 0;
-  EXPECT_EQ(DecideAfterRound(Mode(MigrationMode::kPrecopy), f).decision,
-            Decision::kStopAndCopy);
+  EXPECT_EQ(DecideAfterRound(Mode(MigrationMode::kPrecopy), f).decision, Decision::kStopAndCopy);
+}
+
+}  // namespace
+}  // namespace ferry::migration
+
+namespace ferry::migration {
+namespace {
+
+MigrationOptions AutoConverge(MigrationMode m) {
+  MigrationOptions o = Mode(m);
+  o.auto_converge = true;
+  o.throttle_initial = 20;
+  o.throttle_step = 10;
+  o.throttle_max = 50;
+  return o;
+}
+
+// A round that cannot converge: the guest dirties 372 MB/s on a 32 MiB/s link.
+RoundFacts Stuck(int throttle_percent, int rounds_at_throttle = 2) {
+  RoundFacts f;
+  f.rounds_at_throttle = rounds_at_throttle;
+  f.rounds_done = 3;
+  f.pages_dirtied = 100000;
+  f.pages_stale = 100000;
+  f.round_seconds = 1.1;
+  f.bandwidth_bps = 32.0 * kMiB;
+  f.throttle_percent = throttle_percent;
+  return f;
+}
+
+TEST(SwitchoverPolicy, NextThrottleStartsAtInitialStepsAndStopsAtTheCeiling) {
+  const MigrationOptions o = AutoConverge(MigrationMode::kPrecopy);
+  EXPECT_EQ(NextThrottlePercent(o, 0), 20);
+  EXPECT_EQ(NextThrottlePercent(o, 20), 30);
+  EXPECT_EQ(NextThrottlePercent(o, 40), 50);
+  EXPECT_EQ(NextThrottlePercent(o, 45), 50);
+  EXPECT_EQ(NextThrottlePercent(o, 50), 50);
+}
+
+TEST(SwitchoverPolicy, AutoConvergeThrottlesInsteadOfFailing) {
+  const MigrationOptions o = AutoConverge(MigrationMode::kPrecopy);
+  std::vector<int> seen;
+  int throttle = 0;
+  for (int i = 0; i < 10; ++i) {
+    PolicyDecision d = DecideAfterRound(o, Stuck(throttle));
+    if (d.decision != Decision::kThrottle) {
+      // At the ceiling and still stuck: it fails, and says the ceiling was reached.
+      EXPECT_EQ(d.decision, Decision::kFail);
+      EXPECT_THAT(d.reason, HasSubstr("throttled to 50%"));
+      EXPECT_THAT(d.reason, HasSubstr("--throttle-max"));
+      break;
+    }
+    EXPECT_THAT(d.reason, HasSubstr("precopy cannot converge"));
+    EXPECT_THAT(d.reason, HasSubstr("auto-converge"));
+    throttle = d.throttle_percent;
+    seen.push_back(throttle);
+  }
+  EXPECT_EQ(seen, (std::vector<int>{20, 30, 40, 50}));
+  // At the ceiling it fails only once two whole rounds ran under it (the
+  // hot set and the trend span two rounds).
+  EXPECT_EQ(DecideAfterRound(o, Stuck(50, 1)).decision, Decision::kNextRound);
+  EXPECT_EQ(DecideAfterRound(o, Stuck(50, 2)).decision, Decision::kFail);
+  // Below it, each stuck round raises it at once.
+  EXPECT_EQ(DecideAfterRound(o, Stuck(30, 1)).decision, Decision::kThrottle);
+  // A round that converges under the throttle switches over as usual.
+  RoundFacts f = Stuck(30);
+  f.pages_stale = 100;
+  EXPECT_EQ(DecideAfterRound(o, f).decision, Decision::kStopAndCopy);
+}
+
+TEST(SwitchoverPolicy, HybridWithAutoConvergeThrottlesFirstThenGoesPostcopy) {
+  const MigrationOptions o = AutoConverge(MigrationMode::kHybrid);
+  EXPECT_EQ(DecideAfterRound(o, Stuck(0)).decision, Decision::kThrottle);
+  PolicyDecision d = DecideAfterRound(o, Stuck(50));
+  EXPECT_EQ(d.decision, Decision::kPostcopy);
+  EXPECT_THAT(d.reason, HasSubstr("throttled to 50%"));
+  // Round 0's early switch to postcopy is left to the throttle.
+  FirstRoundSample s;
+  s.seconds = 1;
+  s.pages_sent = 1000;
+  s.pages_total = 100000;
+  s.pages_dirtied = 100000;
+  s.bandwidth_bps = 32.0 * kMiB;
+  EXPECT_EQ(DecideDuringFirstRound(Mode(MigrationMode::kHybrid), s).decision, Decision::kPostcopy);
+  EXPECT_EQ(DecideDuringFirstRound(o, s).decision, Decision::kNextRound);
+}
+
+TEST(SwitchoverPolicy, WithoutAutoConvergeTheFailureNamesIt) {
+  PolicyDecision d = DecideAfterRound(Mode(MigrationMode::kPrecopy), Stuck(0));
+  EXPECT_EQ(d.decision, Decision::kFail);
+  EXPECT_THAT(d.reason, HasSubstr("--auto-converge"));
 }
 
 }  // namespace
