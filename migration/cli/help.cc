@@ -377,7 +377,7 @@ _ferry() {
   # The command words, skipping flags and their values.
   for ((i = 1; i < COMP_CWORD; i++)); do
     case "${COMP_WORDS[i]}" in
-      --json|--help|-h|--detach|--force|--man|--check) ;;
+      --json|--help|-h|--detach|--force|--man|--check|--auto-converge) ;;
       --*) [[ "${COMP_WORDS[i]}" == *=* ]] || ((i++)) ;;
       *) if [[ -z "$cmd" ]]; then cmd="${COMP_WORDS[i]}"; elif [[ -z "$sub" ]]; then sub="${COMP_WORDS[i]}"; fi ;;
     esac
