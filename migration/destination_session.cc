@@ -40,7 +40,17 @@ const char* DestinationStateName(DestinationState s) {
 }
 
 DestinationSession::DestinationSession(DestinationOptions options, DestinationSink* sink)
-    : options_(std::move(options)), sink_(sink), recovery_timeout_(options_.recovery_timeout) {}
+    : options_(std::move(options)),
+      sink_(sink),
+      recovery_timeout_(options_.recovery_timeout),
+      phases_([this](const PhaseChange& c) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        // Called by Note under mu_.
+        if (options_.on_phase && !migration_id_.empty())
+          options_.on_phase(migration_id_, vm_name_, c);
+      }) {
+  absl::MutexLock lock(&mu_);
+  phases_.Note(PhaseOf(state_));
+}
 
 DestinationSession::~DestinationSession() {
   if (!ended()) Abandon(absl::AbortedError("the destination agent is shutting down"));
@@ -209,6 +219,7 @@ DestinationSession::Info DestinationSession::GetInfo() const {
     info.source_agent = source_agent_;
     info.mode = mode_;
   }
+  info.phase_timings = phases_.Timings();
   absl::ReaderMutexLock vm_lock(&vm_mu_);
   if (vm_ != nullptr) {
     info.has_vm = true;
@@ -241,6 +252,7 @@ DestinationState DestinationSession::state() const {
 void DestinationSession::SetState(DestinationState s) {
   absl::MutexLock lock(&mu_);
   state_ = s;
+  phases_.Note(PhaseOf(state_));
 }
 
 std::string DestinationSession::migration_id() const {
@@ -573,6 +585,7 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
     migration_id_ = hello.migration_id();
     data_streams_ = hello.data_streams();
     state_ = DestinationState::kReceivingPrecopy;
+    phases_.Note(PhaseOf(state_));
   }
   DestinationMessage accepted;
   accepted.mutable_accepted()->set_protocol_version(kProtocolVersion);

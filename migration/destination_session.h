@@ -47,6 +47,7 @@
 #include "ferry/v1/migration.pb.h"
 #include "migration/fetch/remote_page_source.h"
 #include "migration/page_frame.h"
+#include "migration/phase_timeline.h"
 #include "migration/phases.h"
 #include "migration/preflight.h"
 #include "migration/protocol.h"
@@ -117,6 +118,12 @@ struct DestinationOptions {
   std::function<void(const std::string& migration_id, bool completed,
                      const vmm::DemandPagerStats& pager, const fetch::FetcherStats& fetch)>
       on_end;
+  // Each change of the coarse phase of an admitted migration (its id
+  // known), in order, under the session's lock (phase_timeline.h: it must
+  // not call the session). May be empty.
+  std::function<void(const std::string& migration_id, const std::string& vm_name,
+                     const PhaseChange& change)>
+      on_phase;
 };
 
 // DestinationState: migration/phases.h.
@@ -203,6 +210,8 @@ class DestinationSession {
     // As Hello asked (UNSPECIFIED before it), and the fault mode that runs.
     ferry::v1::MigrationMode mode = ferry::v1::MIGRATION_MODE_UNSPECIFIED;
     ferry::v1::FaultMode fault_mode = ferry::v1::FAULT_MODE_UNSPECIFIED;
+    // This side's phases so far (PhaseTimeline::Timings).
+    std::vector<PhaseTiming> phase_timings;
   };
   Info GetInfo() const;
   // The VM while the migration runs, or the migrated (running) VM after it
@@ -274,6 +283,8 @@ class DestinationSession {
   std::vector<std::thread> waiters_;     // AwaitReconnect, one per pause
   std::vector<std::thread> completers_;
   int64_t ended_at_ns_ ABSL_GUARDED_BY(mu_) = 0;
+  // Noted under mu_ at each state change (its listener reads the id).
+  PhaseTimeline phases_;
   mutable absl::Mutex mu_;
   DestinationState state_ ABSL_GUARDED_BY(mu_) = DestinationState::kAccepting;
   std::string migration_id_ ABSL_GUARDED_BY(mu_);

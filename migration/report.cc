@@ -2,8 +2,34 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/time.h"
 
 namespace ferry::migration {
+
+std::vector<JsonObject> PhaseTimingsJson(const std::vector<PhaseTiming>& timings) {
+  std::vector<JsonObject> out;
+  for (const PhaseTiming& t : timings) {
+    JsonObject j;
+    j.Add("phase", t.phase)
+        .Add("start_unix_ms", t.start_unix_ms)
+        .Add("end_unix_ms", t.end_unix_ms)
+        .Add("duration_ms", t.duration_ms);
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+std::string PhaseTimingsText(const std::vector<PhaseTiming>& timings) {
+  std::string out;
+  for (const PhaseTiming& t : timings)
+    absl::StrAppendFormat(
+        &out, "  phase %-15s %s to %s (%.0f ms)\n", t.phase,
+        absl::FormatTime("%H:%M:%E3S", absl::FromUnixMillis(t.start_unix_ms),
+                         absl::LocalTimeZone()),
+        absl::FormatTime("%H:%M:%E3S", absl::FromUnixMillis(t.end_unix_ms), absl::LocalTimeZone()),
+        t.duration_ms);
+  return out;
+}
 
 JsonObject MigrationReport::ToJson() const {
   JsonObject o;
@@ -105,6 +131,7 @@ JsonObject MigrationReport::ToJson() const {
   }
   o.Add("throttle_changes", throttle);
   if (digest_match.has_value()) o.Add("digest_match", *digest_match);
+  o.Add("phase_timings", PhaseTimingsJson(phase_timings));
   return o;
 }
 

@@ -27,6 +27,21 @@ struct ThrottleChange {
   std::string reason;
 };
 
+// One phase of one side of a migration, on that agent's wall clock
+// (PhaseTimeline records them). The phases of a report are contiguous: each
+// ends when the next starts.
+struct PhaseTiming {
+  std::string phase;  // as operators read it: "setup", "precopy", ...
+  int64_t start_unix_ms = 0;
+  int64_t end_unix_ms = 0;
+  double duration_ms = 0;
+};
+
+// [{"phase": ..., "start_unix_ms": ..., "end_unix_ms": ..., "duration_ms": ...}, ...]
+std::vector<JsonObject> PhaseTimingsJson(const std::vector<PhaseTiming>& timings);
+// One line per phase: "  phase precopy: 10:00:00.120 to 10:00:01.500 (1380 ms)".
+std::string PhaseTimingsText(const std::vector<PhaseTiming>& timings);
+
 struct MigrationReport {
   std::string migration_id;
   std::string mode;
@@ -126,6 +141,8 @@ struct MigrationReport {
 
   std::vector<OpsSample> ops_timeline;
   std::optional<bool> digest_match;  // set by whoever verified the guest
+  // This side's phases, in order; the final phase is not listed.
+  std::vector<PhaseTiming> phase_timings;
 
   JsonObject ToJson() const;
   // A human-readable multi-line summary.

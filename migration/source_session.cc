@@ -105,8 +105,13 @@ SourceSession::SourceSession(vmm::Vm* vm, SourceConfig config)
       counters_(num_pages_),
       push_order_(num_pages_),
       held_by_destination_(num_pages_, false),
+      phases_(config_.on_phase),
       destination_(config_.destination),
       downtime_target_ms_(config_.options.downtime_target_ms) {}
+
+void SourceSession::NotePhaseLocked() {
+  phases_.Note(PhaseOf(PhaseOf(state_ == S::kCancelling ? cancelled_in_ : state_)));
+}
 
 SourceSession::~SourceSession() {
   if (stream_) stream_->Cancel();
@@ -185,6 +190,7 @@ absl::Status SourceSession::TransitionLocked(SourceState to) {
     return absl::CancelledError("the migration was cancelled");
   RETURN_IF_ERROR(CheckTransition(state_, to));
   state_ = to;
+  NotePhaseLocked();
   return absl::OkStatus();
 }
 
@@ -574,6 +580,7 @@ absl::Status SourceSession::Failed(absl::Status status) {
     if (cancelled) status = absl::CancelledError("the migration was cancelled");
     // Any live state may fail (source_state.h); cancelling ends cancelled.
     state_ = cancelled ? S::kCancelled : S::kFailed;
+    NotePhaseLocked();
   }
   bool never_ran;
   {
@@ -646,6 +653,7 @@ absl::Status SourceSession::RunToEnd() {
   {
     absl::MutexLock lock(&mu_);
     t_start_ = clock_->NowNanos();
+    NotePhaseLocked();  // setup
     DrainOpsTraceLocked();  // the baseline window, before the start
   }
   sampler_ = std::thread(&SourceSession::SamplerLoop, this);
@@ -1214,6 +1222,7 @@ void SourceSession::FillReport() {
   r.memory_bytes = c.memory_bytes;
   r.vcpus = c.vcpus;
   r.workload = vmm::WorkloadKindName(c.workload.kind);
+  r.phase_timings = phases_.Timings();
   absl::MutexLock lock(&mu_);
   r.total_ms = (t_end_ - t_start_) / 1e6;
   r.setup_ms = t_precopy_ ? (t_precopy_ - t_start_) / 1e6 : 0;

@@ -64,6 +64,7 @@
 #include "migration/live_parameters.h"
 #include "migration/options.h"
 #include "migration/page_frame.h"
+#include "migration/phase_timeline.h"
 #include "migration/phases.h"
 #include "migration/push_order.h"
 #include "migration/rate_limiter.h"
@@ -98,6 +99,9 @@ struct SourceConfig {
   // Postcopy recovery events, for the agent's log: ("paused", why),
   // ("recovered", how), on the session thread. May be empty.
   std::function<void(const std::string& event, const std::string& detail)> on_recovery;
+  // Each change of the coarse phase, in order, under the session's lock
+  // (phase_timeline.h: it must not call the session). May be empty.
+  PhaseTimeline::Listener on_phase;
 };
 
 // SourcePhase (the coarse phase shown to operators): migration/phases.h.
@@ -297,6 +301,12 @@ class SourceSession {
 
   // Pages the destination holds from precopy (session thread only).
   std::vector<bool> held_by_destination_;
+
+  // Noted under mu_ at each state change, so changes are in order.
+  PhaseTimeline phases_;
+  // Notes the coarse phase of state_ (a cancelling session is still in the
+  // phase it was cancelled in).
+  void NotePhaseLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
   SourceState state_ ABSL_GUARDED_BY(mu_) = SourceState::kConnecting;

@@ -71,6 +71,10 @@ std::string Spelling(ferry::v1::VmBackend backend) {
   return SpellingOf(ferry::v1::VmBackend_descriptor(), backend);
 }
 
+std::string Spelling(ferry::v1::EventKind kind) {
+  return SpellingOf(ferry::v1::EventKind_descriptor(), kind);
+}
+
 absl::StatusOr<ferry::v1::VmBackend> ParseVmBackend(absl::string_view name) {
   absl::StatusOr<int> n = Parse(ferry::v1::VmBackend_descriptor(), name, "backend");
   if (!n.ok()) return n.status();

@@ -25,6 +25,7 @@ std::string Spelling(ferry::v1::FaultMode mode);
 std::string Spelling(ferry::v1::MigrationPhase phase);
 std::string Spelling(ferry::v1::VmState state);
 std::string Spelling(ferry::v1::VmBackend backend);
+std::string Spelling(ferry::v1::EventKind kind);  // "phase-changed", ...
 
 absl::StatusOr<ferry::v1::WorkloadKind> ParseWorkloadKind(absl::string_view name);
 absl::StatusOr<ferry::v1::MigrationMode> ParseMigrationMode(absl::string_view name);

@@ -1,8 +1,20 @@
 #include "migration/api/report_proto.h"
 
 #include <algorithm>
+#include "migration/api/names.h"
 
 namespace ferry::api {
+namespace {
+
+// The phase spelled `name` (api::Spelling); UNSPECIFIED if none is.
+ferry::v1::MigrationPhase PhaseOfName(const std::string& name) {
+  for (int p = 1; ferry::v1::MigrationPhase_IsValid(p); ++p)
+    if (Spelling(static_cast<ferry::v1::MigrationPhase>(p)) == name)
+      return static_cast<ferry::v1::MigrationPhase>(p);
+  return ferry::v1::MIGRATION_PHASE_UNSPECIFIED;
+}
+
+}  // namespace
 
 ferry::v1::MigrationReport ToProto(const migration::MigrationReport& r) {
   ferry::v1::MigrationReport p;
@@ -85,6 +97,13 @@ ferry::v1::MigrationReport ToProto(const migration::MigrationReport& r) {
     p.add_timeline_t_ms(s.t_ms);
     p.add_timeline_ops_per_sec(s.ops_per_sec);
     p.add_timeline_phase(s.phase);
+  }
+  for (const migration::PhaseTiming& t : r.phase_timings) {
+    ferry::v1::PhaseTiming* out = p.add_phase_timings();
+    out->set_phase(PhaseOfName(t.phase));
+    out->set_start_unix_ms(t.start_unix_ms);
+    out->set_end_unix_ms(t.end_unix_ms);
+    out->set_duration_ms(t.duration_ms);
   }
   return p;
 }
@@ -175,6 +194,9 @@ migration::MigrationReport FromProto(const ferry::v1::MigrationReport& p,
     s.phase = i < p.timeline_phase_size() ? p.timeline_phase(i) : "";
     r.ops_timeline.push_back(s);
   }
+  for (const ferry::v1::PhaseTiming& t : p.phase_timings())
+    r.phase_timings.push_back({Spelling(t.phase()), t.start_unix_ms(), t.end_unix_ms(),
+                               t.duration_ms()});
   return r;
 }
 
