@@ -406,6 +406,13 @@ std::vector<DestinationSession::Info> MigrationService::Incoming() const {
   return out;
 }
 
+std::optional<DestinationSession::Info> MigrationService::IncomingInfo(
+    const std::string& migration_id) {
+  std::shared_ptr<DestinationSession> s = FindShared(migration_id);
+  if (s == nullptr) return std::nullopt;
+  return s->GetInfo();
+}
+
 int MigrationService::active() const {
   absl::MutexLock lock(&mu_);
   int n = 0;

@@ -17,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -47,6 +48,9 @@ class MigrationService final
   DestinationSession* Find(const std::string& migration_id);
   // Every incoming migration this agent is receiving now.
   std::vector<DestinationSession::Info> Incoming() const;
+  // The incoming migration `migration_id`, under way or ended while the
+  // service keeps it (a live one over an ended one); nullopt if none.
+  std::optional<DestinationSession::Info> IncomingInfo(const std::string& migration_id);
   int active() const;
   // True while an incoming migration has resumed the VM here but pages are
   // still missing (the agent must not exit then).

@@ -653,7 +653,7 @@ absl::Status SourceSession::RunToEnd() {
   {
     absl::MutexLock lock(&mu_);
     t_start_ = clock_->NowNanos();
-    NotePhaseLocked();  // setup
+    NotePhaseLocked();      // setup
     DrainOpsTraceLocked();  // the baseline window, before the start
   }
   sampler_ = std::thread(&SourceSession::SamplerLoop, this);

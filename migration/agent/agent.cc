@@ -47,6 +47,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
     raw->Release(id, name, why);
   };
   dest.refused = [raw](const std::string& claimed_id, const absl::Status& why) {
+    raw->events_.Publish(
+        RefusedEvent("incoming migration", why, /*identity=*/"", /*vm_name=*/"", claimed_id));
     raw->Log(LogLine(why.code() == absl::StatusCode::kUnauthenticated ? LogLevel::kWarn
                                                                       : LogLevel::kInfo,
                      "migration.refused")
@@ -70,11 +72,23 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
                  .Kv("first_failure", first));
   };
   dest.paused = [raw](const std::string& id, const std::string& why) {
+    ferry::v1::Event e = MakeEvent(ferry::v1::EVENT_KIND_RECOVERY, "", id, "destination",
+                                   why.empty() ? "the source reconnected" : why);
+    e.set_outcome(why.empty() ? "recovered" : "paused");
+    raw->events_.Publish(std::move(e));
     raw->Log(LogLine(why.empty() ? LogLevel::kInfo : LogLevel::kWarn,
                      why.empty() ? "migration.recovered" : "migration.paused")
                  .Kv("direction", "incoming")
                  .Kv("migration", id)
                  .Kv("detail", why.empty() ? "the source reconnected" : why));
+  };
+  dest.on_phase = [raw](const std::string& id, const std::string& vm,
+                        const migration::PhaseChange& c) {
+    raw->events_.Publish(PhaseChangedEvent(vm, id, "destination", c.from, c.to));
+    if (migration::FactsOf(c.to).under_way) return;
+    ferry::v1::Event e = MakeEvent(ferry::v1::EVENT_KIND_MIGRATION_ENDED, vm, id, "destination");
+    e.set_outcome(migration::FactsOf(c.to).name);
+    raw->events_.Publish(std::move(e));
   };
   dest.on_end = [raw](const std::string& id, bool completed, const vmm::DemandPagerStats& pager,
                       const migration::fetch::FetcherStats& fetch) {
@@ -90,11 +104,13 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
 Agent::Agent(AgentOptions options)
     : metrics_(std::make_unique<AgentMetrics>()),
       options_(std::move(options)),
+      events_(EventLog::Options{.log = options_.log}),
       vms_(VmRegistry::Limits{options_.max_vms, options_.max_memory}),
       migrations_(MigrationTable::Retention{options_.keep_finished, options_.keep_finished_count}) {
 }
 
 Agent::~Agent() {
+  events_.Close();
   std::vector<std::shared_ptr<OutgoingMigration>> all;
   {
     absl::MutexLock lock(&mu_);
@@ -109,6 +125,7 @@ Agent::~Agent() {
   absl::MutexLock lock(&mu_);
   for (auto& e : vms_.TakeAll()) {
     Log(LogLine(LogLevel::kWarn, "vm.destroyed").Kv("vm", e->name).Kv("reason", "agent stopped"));
+    events_.Publish(MakeEvent(ferry::v1::EVENT_KIND_VM_DELETED, e->name, "", "", "agent stopped"));
     if (e->vm) e->vm->Stop();
   }
 }
@@ -192,6 +209,11 @@ absl::StatusOr<ferry::v1::Vm> Agent::CreateVm(const ferry::v1::CreateVmRequest& 
           .Kv("capabilities", config.backend == vmm::VmBackend::kKvm
                                   ? entry->vm->BackendCapabilities()
                                   : std::string()));
+  events_.Publish(MakeEvent(ferry::v1::EVENT_KIND_VM_CREATED, r.name(), "", "",
+                            absl::StrFormat("created: %d MiB, %d vCPUs, workload %s, backend %s",
+                                            config.memory_bytes >> 20, config.vcpus,
+                                            vmm::WorkloadKindName(config.workload.kind),
+                                            vmm::VmBackendName(config.backend))));
   return Describe(*entry);
 }
 
@@ -250,6 +272,7 @@ absl::Status Agent::DeleteVm(const std::string& name) {
   }
   e->vm->Stop();
   Log(LogLine(LogLevel::kInfo, "vm.deleted").Kv("vm", name));
+  events_.Publish(MakeEvent(ferry::v1::EVENT_KIND_VM_DELETED, name, "", "", "deleted"));
   return absl::OkStatus();
 }
 
@@ -302,6 +325,9 @@ absl::Status Agent::Admit(const std::string& migration_id, const std::string& so
                               /*incoming=*/true);
   }();
   if (s.ok())
+    events_.Publish(MakeEvent(ferry::v1::EVENT_KIND_MIGRATION_ADMITTED, name, migration_id,
+                              "destination", absl::StrCat("incoming from ", source)));
+  if (s.ok())
     Log(LogLine(LogLevel::kInfo, "vm.arriving")
             .Kv("vm", name)
             .Kv("migration", migration_id)
@@ -324,6 +350,8 @@ void Agent::Release(const std::string& migration_id, const std::string& name,
     absl::MutexLock lock(&mu_);
     vms_.Unreserve(name);
   }
+  events_.Publish(MakeEvent(ferry::v1::EVENT_KIND_VM_FAILED, name, migration_id, "destination",
+                            absl::StrCat("never arrived: ", why.message())));
   Log(LogLine(LogLevel::kWarn, "vm.not_arrived")
           .Kv("vm", name)
           .Kv("migration", migration_id)
@@ -342,6 +370,8 @@ void Agent::Adopt(const std::string& migration_id, const std::string& name,
   absl::MutexLock lock(&mu_);
   vms_.Add(name, memory_bytes, e);
   Log(LogLine(LogLevel::kInfo, "vm.arrived").Kv("vm", name).Kv("migration", migration_id));
+  events_.Publish(MakeEvent(ferry::v1::EVENT_KIND_VM_CREATED, name, migration_id, "destination",
+                            absl::StrCat("arrived by migration ", migration_id)));
 }
 
 absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
@@ -377,6 +407,14 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
               .Kv("migration", entry->id)
               .Kv("vm", entry->vm_name)
               .Kv("detail", detail));
+      ferry::v1::Event e =
+          MakeEvent(ferry::v1::EVENT_KIND_RECOVERY, entry->vm_name, entry->id, "source", detail);
+      e.set_outcome(event);
+      events_.Publish(std::move(e));
+    };
+    // Under the session's lock: only publishes.
+    config.on_phase = [this, entry = m.get()](const migration::PhaseChange& c) {
+      events_.Publish(PhaseChangedEvent(entry->vm_name, entry->id, "source", c.from, c.to));
     };
     m->session = std::make_unique<migration::SourceSession>(vm->vm.get(), config);
     m->id = m->session->migration_id();
@@ -393,6 +431,10 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::StartMigration(
           .Kv("destination", m->destination)
           .Kv("mode", migration::MigrationModeName(o.mode))
           .Kv("fault_mode", vmm::FaultModeName(o.fault_mode)));
+  events_.Publish(MakeEvent(
+      ferry::v1::EVENT_KIND_MIGRATION_STARTED, m->vm_name, m->id, "source",
+      absl::StrFormat("to %s, %s, fault mode %s", m->destination,
+                      migration::MigrationModeName(o.mode), vmm::FaultModeName(o.fault_mode))));
   m->thread = std::thread(&Agent::RunMigration, this, m, vm);
   return Describe(*m);
 }
@@ -420,13 +462,22 @@ void Agent::RunMigration(std::shared_ptr<OutgoingMigration> m, std::shared_ptr<H
     // gone from here (completed) or free to migrate again (failed).
     absl::MutexLock lock(&mu_);
     vm->migration_id.clear();
+    ferry::v1::Event ended = MakeEvent(ferry::v1::EVENT_KIND_MIGRATION_ENDED, m->vm_name, m->id,
+                                       "source", s.ok() ? "" : std::string(s.message()));
+    ended.set_outcome(OutcomeName(OutcomeOf(s)));
+    events_.Publish(std::move(ended));
     if (!s.ok() && m->session->kept_paused()) {
       vm->held_by = m->id;
       vm->held_reason = std::string(s.message());
+      events_.Publish(
+          MakeEvent(ferry::v1::EVENT_KIND_VM_FAILED, m->vm_name, m->id, "source",
+                    absl::StrCat("kept paused after a failed switchover: ", s.message())));
     }
     if (s.ok()) {
       // The destination runs the VM now; the source's copy was released.
       vms_.Remove(m->vm_name);
+      events_.Publish(MakeEvent(ferry::v1::EVENT_KIND_VM_DELETED, m->vm_name, m->id, "source",
+                                absl::StrCat("migrated to ", m->destination)));
       Log(LogLine(LogLevel::kInfo, "migration.completed")
               .Kv("migration", m->id)
               .Kv("vm", m->vm_name)
@@ -504,9 +555,11 @@ ferry::v1::MigrationResource Agent::Describe(const OutgoingMigration& m) const {
 absl::StatusOr<ferry::v1::MigrationResource> Agent::GetMigration(const std::string& id) {
   absl::StatusOr<std::shared_ptr<OutgoingMigration>> m = FindMigration(id);
   if (m.ok()) return Describe(**m);
-  // The destination's view of a migration arriving here.
-  for (ferry::v1::MigrationResource& r : IncomingMigrations())
-    if (r.id() == id) return std::move(r);
+  // The destination's view of a migration arriving here, or that arrived
+  // (or failed to) while the migration service keeps its session.
+  std::optional<migration::DestinationSession::Info> in;
+  if (!id.empty()) in = migration_service_->IncomingInfo(id);
+  if (in.has_value()) return DescribeIncomingMigration(*in);
   return m.status();
 }
 
@@ -563,6 +616,8 @@ absl::StatusOr<ferry::v1::Vm> Agent::ResumeVm(const ferry::v1::ResumeVmRequest& 
             .Kv("vm", r.name())
             .Kv("held_by", e->held_by)
             .Kv("forced", r.force() ? "true" : "false"));
+    events_.Publish(MakeEvent(ferry::v1::EVENT_KIND_VM_RESUMED, r.name(), e->held_by, "",
+                              r.force() ? "resumed (forced)" : "resumed"));
     e->held_by.clear();
     e->held_reason.clear();
   }
@@ -572,7 +627,17 @@ absl::StatusOr<ferry::v1::Vm> Agent::ResumeVm(const ferry::v1::ResumeVmRequest& 
 absl::StatusOr<ferry::v1::MigrationResource> Agent::SetMigrationParameters(
     const ferry::v1::SetMigrationParametersRequest& r) {
   ASSIGN_OR_RETURN(auto m, FindMigration(r.id()));
+  const size_t before = m->session->parameter_changes().size();
   RETURN_IF_ERROR(SetParameters(*m->session, r));
+  const std::vector<migration::ParameterChange> changes = m->session->parameter_changes();
+  for (size_t i = before; i < changes.size(); ++i) {
+    ferry::v1::Event e = MakeEvent(ferry::v1::EVENT_KIND_PARAMETER_CHANGED, m->vm_name, m->id,
+                                   "source", changes[i].parameter);
+    e.set_parameter(changes[i].parameter);
+    e.set_old_value(changes[i].old_value);
+    e.set_new_value(changes[i].new_value);
+    events_.Publish(std::move(e));
+  }
   Log(LogLine(LogLevel::kInfo, "migration.parameters_set")
           .Kv("migration", r.id())
           .Kv("max_bandwidth", r.has_max_bandwidth() ? absl::StrCat(r.max_bandwidth()) : "-")
@@ -584,6 +649,8 @@ absl::StatusOr<ferry::v1::MigrationResource> Agent::SetMigrationParameters(
 absl::StatusOr<ferry::v1::MigrationResource> Agent::StartPostcopy(const std::string& id) {
   ASSIGN_OR_RETURN(auto m, FindMigration(id));
   RETURN_IF_ERROR(m->session->StartPostcopy());
+  events_.Publish(MakeEvent(ferry::v1::EVENT_KIND_POSTCOPY_FORCED, m->vm_name, id, "source",
+                            "postcopy requested: the switch comes at the next decision point"));
   Log(LogLine(LogLevel::kInfo, "migration.postcopy_requested").Kv("migration", id));
   return Describe(*m);
 }

@@ -3,7 +3,9 @@
 // in. The gRPC services (control_service.h, migration_service.h) are thin
 // layers over it.
 //
-// Lifecycle events are logged, one line each, through AgentOptions::log.
+// Lifecycle events are logged, one line each, through AgentOptions::log,
+// and published on the agent's event log (events(); WatchEvents), which
+// logs each event too.
 //
 // Threads: every method is thread-safe. Each outgoing migration runs on a
 // thread of its own. Blocking calls (VerifyVm, WatchMigration) hold no lock
@@ -24,6 +26,7 @@
 #include "base/log_line.h"
 #include "ferry/v1/control.pb.h"
 #include "grpcpp/security/credentials.h"
+#include "migration/agent/event_log.h"
 #include "migration/agent/migration_table.h"
 #include "migration/agent/vm_registry.h"
 #include "migration/fetch/page_server.h"
@@ -112,6 +115,11 @@ class Agent {
   // either direction: exiting then would lose the VM.
   bool HasIncompletePostcopy();
 
+  // The agent's events: VM lifecycle, both sides' migration phases,
+  // parameter changes, recoveries; the control service adds refusals.
+  // ferryd closes it on shutdown, which ends every WatchEvents stream.
+  EventLog& events() { return events_; }
+
   // The agent's metrics in Prometheus text format (ferryd --metrics-listen;
   // docs/operations.md lists them).
   std::string RenderMetrics();
@@ -145,6 +153,8 @@ class Agent {
   void Adopt(const std::string& migration_id, const std::string& name, std::unique_ptr<vmm::Vm> vm);
 
   const AgentOptions options_;
+  // Before the services that publish on it, so it outlives them.
+  EventLog events_;
   std::string fetch_address_;
   std::unique_ptr<migration::fetch::PageServer> page_server_;
   std::unique_ptr<migration::MigrationService> migration_service_;

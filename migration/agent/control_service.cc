@@ -10,13 +10,6 @@
 namespace ferry::agent {
 namespace {
 
-template <typename T, typename Out>
-grpc::Status Reply(absl::StatusOr<T> result, Out* out) {
-  if (!result.ok()) return ToGrpcStatus(result.status());
-  *out = std::move(result).value();
-  return grpc::Status::OK;
-}
-
 // Every name, id and address a caller supplies is bounded here, before the
 // agent echoes it into an error or a log line: a longer one is refused
 // with its length only.
@@ -42,6 +35,14 @@ absl::Status First(std::initializer_list<absl::Status> checks) {
 
 }  // namespace
 
+grpc::Status ControlService::Refuse(grpc::ServerContext* ctx, const char* rpc,
+                                    const absl::Status& why) const {
+  // A stream the client ended is no refusal.
+  if (!why.ok() && why.code() != absl::StatusCode::kCancelled)
+    agent_->events().Publish(RefusedEvent(rpc, why, CallerIdentity(*ctx)));
+  return ToGrpcStatus(why);
+}
+
 absl::Status ControlService::Authorize(grpc::ServerContext* ctx, Permission permission,
                                        const char* what, const std::string& destination) const {
   if (!policy_) return absl::OkStatus();
@@ -56,28 +57,32 @@ absl::Status ControlService::Authorize(grpc::ServerContext* ctx, Permission perm
   return s;
 }
 
-#define FERRY_AUTHORIZED(...)                                                          \
-  do {                                                                                 \
-    if (absl::Status a = Authorize(ctx, __VA_ARGS__); !a.ok()) return ToGrpcStatus(a); \
+// Each handler's refusals go through Refuse (an event), named by the
+// handler (__func__ is the RPC's name).
+#define FERRY_AUTHORIZED(...)                                                                   \
+  do {                                                                                          \
+    if (absl::Status a = Authorize(ctx, __VA_ARGS__); !a.ok()) return Refuse(ctx, __func__, a); \
   } while (0)
 
-#define FERRY_BOUNDED(...)                                                      \
-  do {                                                                          \
-    if (absl::Status b = First({__VA_ARGS__}); !b.ok()) return ToGrpcStatus(b); \
+#define FERRY_BOUNDED(...)                                                               \
+  do {                                                                                   \
+    if (absl::Status b = First({__VA_ARGS__}); !b.ok()) return Refuse(ctx, __func__, b); \
   } while (0)
+
+#define FERRY_REPLY(result) return Reply(ctx, __func__, (result), out)
 
 grpc::Status ControlService::CreateVm(grpc::ServerContext* ctx, const ferry::v1::CreateVmRequest* r,
                                       ferry::v1::Vm* out) {
   FERRY_BOUNDED(BoundName(r->name()));
   FERRY_AUTHORIZED(Permission::kVm, "create VMs");
-  return Reply(agent_->CreateVm(*r), out);
+  FERRY_REPLY(agent_->CreateVm(*r));
 }
 
 grpc::Status ControlService::GetVm(grpc::ServerContext* ctx, const ferry::v1::GetVmRequest* r,
                                    ferry::v1::Vm* out) {
   FERRY_BOUNDED(BoundName(r->name()));
   FERRY_AUTHORIZED(Permission::kRead, "read");
-  return Reply(agent_->GetVm(r->name()), out);
+  FERRY_REPLY(agent_->GetVm(r->name()));
 }
 
 grpc::Status ControlService::ListVms(grpc::ServerContext* ctx, const ferry::v1::ListVmsRequest*,
@@ -91,21 +96,21 @@ grpc::Status ControlService::DeleteVm(grpc::ServerContext* ctx, const ferry::v1:
                                       ferry::v1::DeleteVmResponse*) {
   FERRY_BOUNDED(BoundName(r->name()));
   FERRY_AUTHORIZED(Permission::kVm, "delete VMs");
-  return ToGrpcStatus(agent_->DeleteVm(r->name()));
+  return Refuse(ctx, __func__, agent_->DeleteVm(r->name()));
 }
 
 grpc::Status ControlService::VmStats(grpc::ServerContext* ctx, const ferry::v1::VmStatsRequest* r,
                                      ferry::v1::VmStatsResponse* out) {
   FERRY_BOUNDED(BoundName(r->name()));
   FERRY_AUTHORIZED(Permission::kRead, "read");
-  return Reply(agent_->VmStats(r->name()), out);
+  FERRY_REPLY(agent_->VmStats(r->name()));
 }
 
 grpc::Status ControlService::VerifyVm(grpc::ServerContext* ctx, const ferry::v1::VerifyVmRequest* r,
                                       ferry::v1::VerifyVmResponse* out) {
   FERRY_BOUNDED(BoundName(r->name()));
   FERRY_AUTHORIZED(Permission::kVm, "verify VMs");
-  return Reply(agent_->VerifyVm(*r), out);
+  FERRY_REPLY(agent_->VerifyVm(*r));
 }
 
 grpc::Status ControlService::StartMigration(grpc::ServerContext* ctx,
@@ -114,7 +119,7 @@ grpc::Status ControlService::StartMigration(grpc::ServerContext* ctx,
   FERRY_BOUNDED(BoundName(r->vm_name()), Bound(r->request_id(), kMaxIdBytes, "a request id"),
                 Bound(r->destination(), kMaxAddressBytes, "a destination address"));
   FERRY_AUTHORIZED(Permission::kMigrate, "start migrations", r->destination());
-  return Reply(agent_->StartMigration(*r), out);
+  FERRY_REPLY(agent_->StartMigration(*r));
 }
 
 grpc::Status ControlService::CheckMigration(grpc::ServerContext* ctx,
@@ -134,7 +139,7 @@ grpc::Status ControlService::GetMigration(grpc::ServerContext* ctx,
                                           ferry::v1::MigrationResource* out) {
   FERRY_BOUNDED(BoundId(r->id()));
   FERRY_AUTHORIZED(Permission::kRead, "read");
-  return Reply(agent_->GetMigration(r->id()), out);
+  FERRY_REPLY(agent_->GetMigration(r->id()));
 }
 
 grpc::Status ControlService::ListMigrations(grpc::ServerContext* ctx,
@@ -151,9 +156,29 @@ grpc::Status ControlService::WatchMigration(grpc::ServerContext* ctx,
   FERRY_BOUNDED(BoundId(r->id()));
   FERRY_AUTHORIZED(Permission::kRead, "read");
   const int64_t ms = r->interval_ms() > 0 ? std::max<int64_t>(r->interval_ms(), 50) : 250;
-  return ToGrpcStatus(agent_->WatchMigration(
-      r->id(), absl::Milliseconds(ms),
-      [&](const ferry::v1::MigrationResource& m) { return !ctx->IsCancelled() && out->Write(m); }));
+  return Refuse(ctx, __func__,
+                agent_->WatchMigration(r->id(), absl::Milliseconds(ms),
+                                       [&](const ferry::v1::MigrationResource& m) {
+                                         return !ctx->IsCancelled() && out->Write(m);
+                                       }));
+}
+
+grpc::Status ControlService::WatchEvents(grpc::ServerContext* ctx,
+                                         const ferry::v1::WatchEventsRequest* r,
+                                         grpc::ServerWriter<ferry::v1::Event>* out) {
+  FERRY_BOUNDED(BoundName(r->vm_name()), BoundId(r->migration_id()));
+  FERRY_AUTHORIZED(Permission::kRead, "read");
+  std::unique_ptr<EventLog::Subscription> sub =
+      agent_->events().Subscribe({r->vm_name(), r->migration_id()}, r->since_sequence());
+  // The sync API tells a handler of a client gone only when asked: look
+  // every 200 ms. The log's Close (agent shutdown) ends the stream at once.
+  std::vector<ferry::v1::Event> got;
+  while (!ctx->IsCancelled() && sub->Next(absl::Milliseconds(200), &got)) {
+    for (const ferry::v1::Event& e : got)
+      if (!out->Write(e)) return grpc::Status::OK;
+    got.clear();
+  }
+  return grpc::Status::OK;
 }
 
 grpc::Status ControlService::RecoverMigration(grpc::ServerContext* ctx,
@@ -162,7 +187,7 @@ grpc::Status ControlService::RecoverMigration(grpc::ServerContext* ctx,
   FERRY_BOUNDED(BoundId(r->id()),
                 Bound(r->destination(), kMaxAddressBytes, "a destination address"));
   FERRY_AUTHORIZED(Permission::kMigrate, "recover migrations", r->destination());
-  return Reply(agent_->RecoverMigration(*r), out);
+  FERRY_REPLY(agent_->RecoverMigration(*r));
 }
 
 grpc::Status ControlService::SetMigrationParameters(
@@ -170,7 +195,7 @@ grpc::Status ControlService::SetMigrationParameters(
     ferry::v1::MigrationResource* out) {
   FERRY_BOUNDED(BoundId(r->id()));
   FERRY_AUTHORIZED(Permission::kMigrate, "steer migrations");
-  return Reply(agent_->SetMigrationParameters(*r), out);
+  FERRY_REPLY(agent_->SetMigrationParameters(*r));
 }
 
 grpc::Status ControlService::StartPostcopy(grpc::ServerContext* ctx,
@@ -178,14 +203,14 @@ grpc::Status ControlService::StartPostcopy(grpc::ServerContext* ctx,
                                            ferry::v1::MigrationResource* out) {
   FERRY_BOUNDED(BoundId(r->id()));
   FERRY_AUTHORIZED(Permission::kMigrate, "steer migrations");
-  return Reply(agent_->StartPostcopy(r->id()), out);
+  FERRY_REPLY(agent_->StartPostcopy(r->id()));
 }
 
 grpc::Status ControlService::ResumeVm(grpc::ServerContext* ctx, const ferry::v1::ResumeVmRequest* r,
                                       ferry::v1::Vm* out) {
   FERRY_BOUNDED(BoundName(r->name()));
   FERRY_AUTHORIZED(Permission::kVm, "resume VMs");
-  return Reply(agent_->ResumeVm(*r), out);
+  FERRY_REPLY(agent_->ResumeVm(*r));
 }
 
 grpc::Status ControlService::CancelMigration(grpc::ServerContext* ctx,
@@ -193,7 +218,7 @@ grpc::Status ControlService::CancelMigration(grpc::ServerContext* ctx,
                                              ferry::v1::MigrationResource* out) {
   FERRY_BOUNDED(BoundId(r->id()));
   FERRY_AUTHORIZED(Permission::kMigrate, "cancel migrations");
-  return Reply(agent_->CancelMigration(r->id()), out);
+  FERRY_REPLY(agent_->CancelMigration(r->id()));
 }
 
 }  // namespace ferry::agent

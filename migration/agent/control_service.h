@@ -3,7 +3,9 @@
 // from the agent through ToGrpcStatus. With a policy (ferryd --authz) every
 // call is first authorized for the caller's certificate identity; a call
 // refused is PERMISSION_DENIED and logged (event=authz.denied) with the
-// identity.
+// identity. Every call refused (any error status: authorization, bounds,
+// invalid arguments, not found, limits) is also published on the agent's
+// event log as REQUEST_REFUSED, with the caller's identity when known.
 #ifndef FERRY_MIGRATION_AGENT_CONTROL_SERVICE_H_
 #define FERRY_MIGRATION_AGENT_CONTROL_SERVICE_H_
 
@@ -58,8 +60,22 @@ class ControlService final : public ferry::v1::Control::Service {
                         ferry::v1::Vm* out) override;
   grpc::Status CancelMigration(grpc::ServerContext*, const ferry::v1::CancelMigrationRequest* r,
                                ferry::v1::MigrationResource* out) override;
+  // Streams the agent's events until the client cancels or the agent
+  // closes its event log (shutdown).
+  grpc::Status WatchEvents(grpc::ServerContext* ctx, const ferry::v1::WatchEventsRequest* r,
+                           grpc::ServerWriter<ferry::v1::Event>* out) override;
 
  private:
+  // `why` as the call's status; a refusal (not OK, not CANCELLED) is
+  // published as a REQUEST_REFUSED event naming `rpc`.
+  grpc::Status Refuse(grpc::ServerContext* ctx, const char* rpc, const absl::Status& why) const;
+  template <typename T, typename Out>
+  grpc::Status Reply(grpc::ServerContext* ctx, const char* rpc, absl::StatusOr<T> result,
+                     Out* out) const {
+    if (!result.ok()) return Refuse(ctx, rpc, result.status());
+    *out = std::move(result).value();
+    return grpc::Status::OK;
+  }
   // OK when there is no policy or it allows the caller `permission`.
   absl::Status Authorize(grpc::ServerContext* ctx, Permission permission, const char* what,
                          const std::string& destination = "") const;

@@ -8,6 +8,7 @@
 #include "base/net.h"
 #include "base/status_macros.h"
 #include "migration/api/defaults.h"
+#include "migration/api/report_proto.h"
 #include "migration/convert.h"
 #include "migration/phases.h"
 
@@ -195,6 +196,14 @@ ferry::v1::MigrationResource DescribeIncomingMigration(
     p->set_faults(in.faults);
     p->set_percent(in.pages_total ? 100.0 * (in.pages_total - in.pages_missing) / in.pages_total
                                   : 0);
+  }
+  if (!migration::FactsOf(r.phase()).under_way) {
+    // Once it ended: this side's own phase timings (the rest of the report
+    // is the source's).
+    migration::MigrationReport report;
+    report.phase_timings = in.phase_timings;
+    *r.mutable_report()->mutable_phase_timings() = api::ToProto(report).phase_timings();
+    r.mutable_report()->set_migration_id(in.migration_id);
   }
   return r;
 }

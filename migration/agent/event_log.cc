@@ -51,6 +51,38 @@ std::string EventLogLine(const ferry::v1::Event& e) {
   return line.str();
 }
 
+ferry::v1::Event MakeEvent(ferry::v1::EventKind kind, const std::string& vm_name,
+                           const std::string& migration_id, const std::string& side,
+                           const std::string& message) {
+  ferry::v1::Event e;
+  e.set_kind(kind);
+  e.set_vm_name(vm_name);
+  e.set_migration_id(migration_id);
+  e.set_side(side);
+  e.set_message(message);
+  return e;
+}
+
+ferry::v1::Event PhaseChangedEvent(const std::string& vm_name, const std::string& migration_id,
+                                   const std::string& side, ferry::v1::MigrationPhase from,
+                                   ferry::v1::MigrationPhase to) {
+  ferry::v1::Event e = MakeEvent(ferry::v1::EVENT_KIND_PHASE_CHANGED, vm_name, migration_id, side);
+  e.set_from_phase(from);
+  e.set_to_phase(to);
+  return e;
+}
+
+ferry::v1::Event RefusedEvent(const std::string& rpc, const absl::Status& why,
+                              const std::string& identity, const std::string& vm_name,
+                              const std::string& migration_id) {
+  ferry::v1::Event e = MakeEvent(ferry::v1::EVENT_KIND_REQUEST_REFUSED, vm_name, migration_id, "",
+                                 std::string(why.message()));
+  e.set_rpc(rpc);
+  e.set_code(absl::StatusCodeToString(why.code()));
+  e.set_identity(identity.substr(0, 64));
+  return e;
+}
+
 EventLog::EventLog(Options options) : options_(std::move(options)) {}
 
 uint64_t EventLog::Publish(ferry::v1::Event event) {

@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "ferry/v1/control.pb.h"
@@ -99,6 +100,20 @@ class EventLog {
 
 // The log line of `event` (event=event.KIND seq=... and its fields).
 std::string EventLogLine(const ferry::v1::Event& event);
+
+// Builders of the events the agent publishes. `side` is "source" or
+// "destination" for a migration's events.
+ferry::v1::Event MakeEvent(ferry::v1::EventKind kind, const std::string& vm_name,
+                           const std::string& migration_id = "", const std::string& side = "",
+                           const std::string& message = "");
+ferry::v1::Event PhaseChangedEvent(const std::string& vm_name, const std::string& migration_id,
+                                   const std::string& side, ferry::v1::MigrationPhase from,
+                                   ferry::v1::MigrationPhase to);
+// A refused Control call `rpc` (or incoming migration), its status, the
+// caller's identity ("" when none).
+ferry::v1::Event RefusedEvent(const std::string& rpc, const absl::Status& why,
+                              const std::string& identity, const std::string& vm_name = "",
+                              const std::string& migration_id = "");
 
 }  // namespace ferry::agent
 

@@ -363,6 +363,7 @@ absl::Status Main(int argc, char** argv) {
             .Kv("detail", "migrations past switchover are lost"));
     std::_Exit(1);
   }
+  agent->events().Close();  // ends the WatchEvents streams, which Shutdown would wait for
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   agent.reset();
   Log(LogLine(LogLevel::kInfo, "agent.stopped"));

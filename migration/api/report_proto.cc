@@ -195,8 +195,8 @@ migration::MigrationReport FromProto(const ferry::v1::MigrationReport& p,
     r.ops_timeline.push_back(s);
   }
   for (const ferry::v1::PhaseTiming& t : p.phase_timings())
-    r.phase_timings.push_back({Spelling(t.phase()), t.start_unix_ms(), t.end_unix_ms(),
-                               t.duration_ms()});
+    r.phase_timings.push_back(
+        {Spelling(t.phase()), t.start_unix_ms(), t.end_unix_ms(), t.duration_ms()});
   return r;
 }
 

@@ -22,6 +22,8 @@ absl::Status VmCommand(Args& args);
 absl::Status MigrateCommand(Args& args);
 // ferry migration list|get|watch|cancel ...
 absl::Status MigrationCommand(Args& args);
+// ferry events [--vm NAME] [--migration ID] [--since SEQ] [--count N]
+absl::Status EventsCommand(Args& args);
 
 // Follows a migration to its end: on a terminal a live progress line,
 // otherwise plain progress lines (unless `quiet`), then the report (text, or

@@ -109,6 +109,7 @@ absl::Status Main(int argc, char** argv) {
   if (command == "vm") return VmCommand(args);
   if (command == "migrate") return MigrateCommand(args);
   if (command == "migration") return MigrationCommand(args);
+  if (command == "events") return EventsCommand(args);
   return absl::InvalidArgumentError(
       absl::StrFormat("unknown command '%s' (see ferry help)", command));
 }

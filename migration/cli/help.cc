@@ -209,6 +209,24 @@ while precopy runs (not in postcopy mode).
   --streams N               connections carrying precopy pages, 1 to 8
 
 example: ferry --agent 10.0.0.1:7070 migration set mig-704edddb438098f3 --max-bandwidth 50M)"},
+    {"events", R"(usage: ferry events [--vm NAME] [--migration ID] [--since SEQ] [--count N]
+                    [--json] [--agent HOST:PORT]
+
+Streams the agent's events as they happen, one line each: VMs created,
+deleted, resumed or failed; migrations started or admitted, each phase
+change on this agent's side (source or destination), parameter changes,
+forced postcopy, recoveries and the end; and every refused request. Each
+line: the time, the sequence number, the side, the VM, the kind and its
+details; with --json one object per line. Runs until Ctrl-C, --count
+events, or the agent shuts down. An "events-lost" line says how many
+events a slow reader missed (the agent keeps its last 4096).
+
+  --vm NAME          only this VM's events
+  --migration ID     only this migration's events
+  --since SEQ        first the events still kept from sequence SEQ on (1: all)
+  --count N          exit after N events
+
+example: ferry --agent 10.0.0.1:7070 events --vm web --json)"},
     {"demo", R"(usage: ferry demo [--memory SIZE] [--vcpus N] [--workload KIND] [--zero-fraction F]
                   [--dirty-rate RATE] [--mode MODE] [--fault-mode MODE]
                   [--downtime-target-ms MS] [--max-bandwidth RATE] [--backend B] [--json]
@@ -282,6 +300,7 @@ migrations:
   migration recover ID reconnect a paused postcopy migration now (--to: elsewhere)
   migration set ID     change a running migration's bandwidth or downtime target
   migration postcopy ID  switch a running hybrid migration to postcopy now
+  events               the agent's events as they happen (--vm, --migration, --json)
 
   demo                 two agents on loopback, a live migration, a report
   help COMMAND         the help of a command, with an example (--man: the man page)

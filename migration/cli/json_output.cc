@@ -64,7 +64,14 @@ JsonObject MigrationJson(const ferry::v1::MigrationResource& m) {
       .Add("error", m.error())
       .Add("error_code", api::ErrorCodeName(m.error_code()))
       .Add("progress", progress);
-  if (Ended(m.phase()) && m.has_report()) {
+  if (Ended(m.phase()) && m.has_report() && m.direction() == "incoming") {
+    // The destination's record: its own phase timings only.
+    JsonObject report;
+    report.Add("migration_id", m.id())
+        .Add("phase_timings",
+             migration::PhaseTimingsJson(api::FromProto(m.report(), m.id()).phase_timings));
+    o.Add("report", report);
+  } else if (Ended(m.phase()) && m.has_report()) {
     JsonObject report = api::FromProto(m.report(), m.id()).ToJson();
     std::vector<JsonObject> changes;
     for (const ferry::v1::ParameterChange& c : m.report().parameter_changes()) {
