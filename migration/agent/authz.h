@@ -10,7 +10,7 @@
 //   *          = read                # any other certified client
 //   destinations = 10.0.0.2:7070, 10.0.0.3:7070
 //
-// Permissions: `read` (Get, List, Watch, VmStats), `vm` (create, delete,
+// Permissions: `read` (Get, List, Watch, WatchEvents, VmStats), `vm` (create, delete,
 // verify, resume VMs), `migrate` (start, cancel, recover, set parameters
 // of, force postcopy of migrations), `all`. `destinations` (optional) lists the only agents
 // migrations may go to (as StartMigration and recover name them); absent,
