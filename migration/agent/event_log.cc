@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "base/log_line.h"
 #include "migration/api/names.h"
@@ -31,7 +32,9 @@ std::string EventLogLine(const ferry::v1::Event& e) {
     default:
       break;
   }
-  LogLine line(level, absl::StrCat("event.", api::Spelling(e.kind())));
+  // Log event names are [a-z_.]: phase-changed logs as event.phase_changed.
+  LogLine line(level,
+               absl::StrCat("event.", absl::StrReplaceAll(api::Spelling(e.kind()), {{"-", "_"}})));
   line.Kv("seq", static_cast<uint64_t>(e.sequence()));
   if (!e.vm_name().empty()) line.Kv("vm", e.vm_name());
   if (!e.migration_id().empty()) line.Kv("migration", e.migration_id());

@@ -4,7 +4,7 @@
 //
 // Publish() stamps each event with the next sequence number (from 1, one
 // per event) and the wall-clock time, writes it to the agent's log as one
-// line (event=event.KIND), keeps it in a ring of the last `capacity`
+// line (event=event.KIND, e.g. event.phase_changed), keeps it in a ring of the last `capacity`
 // events, and wakes the subscribers. It never waits for a subscriber: a
 // subscriber that falls more than `capacity` events behind skips the
 // events the ring dropped and is told how many, by an EVENTS_LOST event
@@ -98,7 +98,7 @@ class EventLog {
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-// The log line of `event` (event=event.KIND seq=... and its fields).
+// The log line of `event` (event=event.KIND, with _ for -, seq=... and its fields).
 std::string EventLogLine(const ferry::v1::Event& event);
 
 // Builders of the events the agent publishes. `side` is "source" or

@@ -378,6 +378,13 @@ TEST(CliAgents, AgentsLogEveryLifecycleEventAsKeyValueLines) {
   EXPECT_THAT(a, HasSubstr("event=vm.deleted vm=lg"));
   EXPECT_THAT(a, HasSubstr("level=warn event=vm.destroyed vm=kept reason=\"agent stopped\""));
   EXPECT_THAT(a, HasSubstr("event=agent.stopped"));
+  // Every event of the agent's event stream is a log line too.
+  EXPECT_THAT(a, HasSubstr("level=info event=event.vm_created seq=1 vm=lg"));
+  EXPECT_THAT(a, ::testing::ContainsRegex("event=event.migration_ended seq=[0-9]+ vm=lg "
+                                          "migration=mig-[0-9a-f]+ side=source outcome=failed"));
+  EXPECT_THAT(b, ::testing::ContainsRegex("level=warn event=event.request_refused seq=[0-9]+ "
+                                          "migration=mig-[0-9a-f]+ rpc=\"incoming migration\" "
+                                          "code=UNAUTHENTICATED"));
   EXPECT_THAT(b, ::testing::ContainsRegex(
                      "level=warn event=migration.refused direction=incoming migration=mig-[0-9a-f]+ "
                      "code=UNAUTHENTICATED reason=.*token"));

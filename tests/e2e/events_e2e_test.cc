@@ -146,7 +146,9 @@ void ExpectTimings(const ferry::v1::MigrationResource& m,
     EXPECT_GT(t[i].start_unix_ms(), 0);
     EXPECT_LE(t[i].start_unix_ms(), t[i].end_unix_ms()) << m.direction() << " phase " << i;
     EXPECT_EQ(t[i].duration_ms(), t[i].end_unix_ms() - t[i].start_unix_ms());
-    if (i > 0) EXPECT_EQ(t[i].start_unix_ms(), t[i - 1].end_unix_ms()) << m.direction() << i;
+    if (i > 0) {
+      EXPECT_EQ(t[i].start_unix_ms(), t[i - 1].end_unix_ms()) << m.direction() << i;
+    }
   }
 }
 

@@ -2,6 +2,7 @@
 // session with real gRPC and a real fetch channel. Every mode with every
 // workload: the destination's memory after the workload's K operations is
 // the reference run's, to the digest.
+#include <algorithm>
 #include <thread>
 #include <tuple>
 
@@ -85,6 +86,22 @@ TEST_P(MigrationE2eTest, DestinationMemoryEqualsTheReferenceRun) {
   EXPECT_GT(r.downtime_ms, 0);
   if (mode == MigrationMode::kPostcopy) EXPECT_EQ(r.precopy_rounds, 0);
   if (mode != MigrationMode::kPostcopy) EXPECT_GE(r.precopy_rounds, 1);
+  // The source's phases, from its state changes: contiguous, in order,
+  // precopy only when the mode has one, always through switchover.
+  std::vector<std::string> phases;
+  for (size_t i = 0; i < r.phase_timings.size(); ++i) {
+    const PhaseTiming& t = r.phase_timings[i];
+    phases.push_back(t.phase);
+    EXPECT_LE(t.start_unix_ms, t.end_unix_ms) << t.phase;
+    if (i > 0) {
+      EXPECT_EQ(t.start_unix_ms, r.phase_timings[i - 1].end_unix_ms) << t.phase;
+    }
+  }
+  ASSERT_FALSE(phases.empty());
+  EXPECT_EQ(phases[0], "setup");
+  EXPECT_EQ(std::count(phases.begin(), phases.end(), "precopy"),
+            mode == MigrationMode::kPostcopy ? 0 : 1);
+  EXPECT_EQ(std::count(phases.begin(), phases.end(), "switchover"), 1);
 
   std::unique_ptr<vmm::Vm> moved = lb->TakeMigrated(session.migration_id());
   ASSERT_NE(moved, nullptr);

@@ -115,5 +115,25 @@ TEST(ControlTranslateTest, IncomingPeerIsTheSourceAgentWhenKnown) {
   EXPECT_EQ(DescribeIncomingVm(in).state(), ferry::v1::VM_STATE_INCOMING);
 }
 
+TEST(ControlTranslateTest, AnEndedIncomingMigrationCarriesItsOwnPhaseTimings) {
+  migration::DestinationSession::Info in;
+  in.migration_id = "mig-1";
+  in.state = migration::DestinationState::kPostcopy;
+  in.phase_timings = {
+      {"setup", 100, 110, 10}, {"precopy", 110, 500, 390}, {"postcopy", 500, 900, 400}};
+  // Under way: no report yet.
+  EXPECT_FALSE(DescribeIncomingMigration(in).has_report());
+  in.state = migration::DestinationState::kCompleted;
+  ferry::v1::MigrationResource r = DescribeIncomingMigration(in);
+  ASSERT_TRUE(r.has_report());
+  EXPECT_EQ(r.report().migration_id(), "mig-1");
+  ASSERT_EQ(r.report().phase_timings_size(), 3);
+  EXPECT_EQ(r.report().phase_timings(1).phase(), ferry::v1::MIGRATION_PHASE_PRECOPY);
+  EXPECT_EQ(r.report().phase_timings(1).start_unix_ms(), 110);
+  EXPECT_EQ(r.report().phase_timings(1).end_unix_ms(), 500);
+  EXPECT_EQ(r.report().phase_timings(1).duration_ms(), 390);
+  EXPECT_EQ(r.report().phase_timings(2).phase(), ferry::v1::MIGRATION_PHASE_POSTCOPY);
+}
+
 }  // namespace
 }  // namespace ferry::agent

@@ -54,8 +54,8 @@ TEST(EventLogTest, StampsSequenceAndTimeInOrderAndLogsEachEvent) {
   EXPECT_EQ(got[1].sequence(), 2u);
   EXPECT_EQ(got[1].time_unix_ms(), 1000);
   ASSERT_EQ(lines.size(), 2u);
-  EXPECT_THAT(lines[0], HasSubstr("event=event.vm-created seq=1 vm=web"));
-  EXPECT_THAT(lines[1], HasSubstr("event=event.phase-changed seq=2"));
+  EXPECT_THAT(lines[0], HasSubstr("event=event.vm_created seq=1 vm=web"));
+  EXPECT_THAT(lines[1], HasSubstr("event=event.phase_changed seq=2"));
   EXPECT_THAT(lines[1], HasSubstr("from=setup to=precopy"));
 }
 
