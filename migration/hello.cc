@@ -59,6 +59,9 @@ absl::StatusOr<ValidHello> ValidateHello(const ferry::v1::Hello& hello) {
     return absl::InvalidArgumentError(
         absl::StrFormat("hello: a recovery timeout of %d ms, at most %d",
                         hello.recovery_timeout_ms(), api::kMaxRecoveryTimeoutMs));
+  if (hello.vm_name().size() > kMaxVmNameBytes)
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "hello: the VM name is %d bytes, at most %d", hello.vm_name().size(), kMaxVmNameBytes));
   v.name = hello.vm_name().empty() ? hello.migration_id() : hello.vm_name();
   return v;
 }

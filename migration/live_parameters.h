@@ -14,12 +14,14 @@
 //  - downtime target: at the next switchover decision (the end of the
 //    current precopy round, or the next sample of round 0): only before
 //    switchover (connecting, accepted, precopy).
-//  - streams: at the next batch of precopy pages (a round-0 chunk or the
-//    next round); each batch ends with every data stream flushed, so a page
-//    striped onto another stream than before can never be overtaken by its
-//    older copy. Raising it opens and joins the new data streams then.
-//    Only while precopy can still send (connecting, accepted, precopy), and
-//    not in postcopy mode (SourceSession checks the mode).
+//  - streams: at the start of the next precopy round after round 0, once
+//    the destination has installed every frame sent so far (data streams
+//    flushed, the last RoundEnd acknowledged on the main stream), so a
+//    page striped onto another stream than before can never be overtaken
+//    by its older copy. Raising it opens and joins the new data streams
+//    then; one that cannot join leaves the count at what joined. Only
+//    while precopy can still send (connecting, accepted, precopy), and not
+//    in postcopy mode (SourceSession checks the mode).
 #ifndef FERRY_MIGRATION_LIVE_PARAMETERS_H_
 #define FERRY_MIGRATION_LIVE_PARAMETERS_H_
 

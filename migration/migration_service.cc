@@ -355,9 +355,22 @@ void MigrationService::PruneLocked(std::vector<std::shared_ptr<DestinationSessio
   // first past kMaxEnded.
   const int64_t now = MonotonicNowNanos();
   std::vector<std::pair<int64_t, DestinationSession*>> ended;
+  std::vector<DestinationSession*> never_admitted;
   for (auto& [raw, session] : sessions_) {
     const int64_t at = raw->ended_at_ns();
-    if (at > 0) ended.push_back({at, raw});
+    if (at == 0) continue;
+    // A check, or a Hello refused: no migration to answer a Reconnect for,
+    // so it holds none of the kMaxEnded places.
+    if (raw->migration_id().empty()) {
+      never_admitted.push_back(raw);
+    } else {
+      ended.push_back({at, raw});
+    }
+  }
+  for (DestinationSession* raw : never_admitted) {
+    auto it = sessions_.find(raw);
+    reaped->push_back(std::move(it->second));
+    sessions_.erase(it);
   }
   std::sort(ended.begin(), ended.end());
   for (size_t i = 0; i < ended.size(); ++i) {

@@ -43,7 +43,14 @@ uint64_t MemAvailableBytes() {
   return 0;
 }
 
-std::string Bounded(const std::string& s) { return s.substr(0, kMaxCheckTextBytes); }
+// At most kMaxCheckTextBytes, cut at a UTF-8 character's start (a proto3
+// string must stay valid UTF-8).
+std::string Bounded(const std::string& s) {
+  if (s.size() <= kMaxCheckTextBytes) return s;
+  size_t n = kMaxCheckTextBytes;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return s.substr(0, n);
+}
 
 std::string CheckId() {
   fetch::Secret r;
@@ -219,7 +226,7 @@ std::vector<CheckItem> CheckDestination(const vmm::Vm& vm, const SourceConfig& c
   p.fetch_address = config.fetch_address;
   p.source_agent = config.source_agent;
   p.vm_name = config.vm_name;
-  p.streams = config.options.streams > 0 ? config.options.streams : DefaultStreams();
+  p.streams = kMaxStreamsPerMigration;  // as SourceSession::Setup announces
   p.fetch_encrypted = config.encrypt_fetch;
   p.recovery_timeout_ms = config.options.recovery_timeout_ms;
   ferry::v1::SourceMessage m;

@@ -41,6 +41,9 @@ inline constexpr uint64_t kStreamChunkPages = 512;
 
 // Hello.migration_id: 1 to this many bytes.
 inline constexpr size_t kMaxMigrationIdBytes = 64;
+// Hello.vm_name: at most this many bytes (the agent checks the rest of
+// its rules when it admits the VM).
+inline constexpr size_t kMaxVmNameBytes = 64;
 // An agent's address a peer names in Hello (shown, never dialled).
 inline constexpr size_t kMaxAddressBytes = 255;
 

@@ -107,7 +107,11 @@ SourceSession::SourceSession(vmm::Vm* vm, SourceConfig config)
       held_by_destination_(num_pages_, false),
       phases_(config_.on_phase),
       destination_(config_.destination),
-      downtime_target_ms_(config_.options.downtime_target_ms) {}
+      downtime_target_ms_(config_.options.downtime_target_ms) {
+  streams_ = config_.options.streams > 0 ? config_.options.streams : DefaultStreams();
+  absl::MutexLock lock(&mu_);
+  target_streams_ = streams_;  // an operator's change before setup goes over it
+}
 
 void SourceSession::NotePhaseLocked() {
   phases_.Note(PhaseOf(PhaseOf(state_ == S::kCancelling ? cancelled_in_ : state_)));
@@ -707,7 +711,6 @@ absl::Status SourceSession::Setup() {
   }
   reader_ = std::thread(&SourceSession::ReaderLoop, this);
 
-  streams_ = config_.options.streams > 0 ? config_.options.streams : DefaultStreams();
   HelloParams p;
   p.migration_id = id_;
   p.auth_token = config_.options.auth_token;
@@ -730,25 +733,52 @@ absl::Status SourceSession::Setup() {
         AwaitLocked([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return state_ == S::kAccepted; },
                     kAcceptTimeout, "accept the migration"));
   }
-  {
-    absl::MutexLock lock(&mu_);
-    target_streams_ = streams_;
-  }
   RETURN_IF_ERROR(OpenDataStreams(streams_));
   active_streams_ = streams_;
   return absl::OkStatus();
 }
 
-absl::StatusOr<int> SourceSession::StreamsForBatch() {
+absl::Status SourceSession::ApplyStreamChange() {
   int target;
   {
     absl::MutexLock lock(&mu_);
     target = target_streams_;
   }
-  if (static_cast<size_t>(target) > data_streams_.size() + 1)
-    RETURN_IF_ERROR(OpenDataStreams(target));
+  const int active = active_streams_.load();
+  if (target == active) return absl::OkStatus();
+  // With another count, a chunk's pages may travel on another stream than
+  // their older copies: every frame sent so far must be installed first.
+  // Each batch ended with the data streams flushed; the main stream's
+  // frames are installed once the destination acknowledged the last
+  // RoundEnd (it handles the main stream in order).
+  {
+    absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(AwaitLocked(
+        [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return precopy_acks_ >= markers_sent_; },
+        kAcceptTimeout, "confirm the last round before the streams change"));
+  }
+  const size_t had = data_streams_.size();
+  if (static_cast<size_t>(target) > had + 1) {
+    if (absl::Status s = OpenDataStreams(target); !s.ok()) {
+      {
+        absl::MutexLock lock(&mu_);
+        // The migration itself broke or was cancelled: that ends it.
+        if (state_ == S::kCancelling || !stream_error_.ok()) return s;
+      }
+      // Only a new stream failed: precopy goes on over the streams that
+      // joined; the report shows the count taken back.
+      {
+        absl::MutexLock lock(&mu_);
+        const int reached = static_cast<int>(data_streams_.size()) + 1;
+        const double time_ms = (clock_->NowNanos() - t_start_) / 1e6;
+        parameter_changes_.push_back({time_ms, "streams", target, reached});
+        target_streams_ = reached;
+        target = reached;
+      }
+    }
+  }
   active_streams_ = target;
-  return target;
+  return absl::OkStatus();
 }
 
 absl::Status SourceSession::OpenDataStreams(int total) {
@@ -761,34 +791,48 @@ absl::Status SourceSession::OpenDataStreams(int total) {
       if (state_ == S::kCancelling) return absl::CancelledError("the migration was cancelled");
       data_streams_.push_back(*std::move(ds));
     }
-    ASSIGN_OR_RETURN(std::string nonce, NewNonce());
-    SourceMessage join;
-    join.mutable_join()->set_migration_id(id_);
-    join.mutable_join()->set_auth_token(config_.options.auth_token);
-    join.mutable_join()->set_index(static_cast<uint32_t>(i));
-    join.mutable_join()->set_nonce(nonce);
-    DestinationMessage reply;
-    if (!raw->Write(join) || !raw->Read(&reply)) return DataStreamError(i, "joining");
-    if (reply.has_error())
-      return FromErrorMessage(reply.error(), absl::StrCat("destination: data stream ", i, ": "));
-    if (!reply.has_challenge())
-      return absl::FailedPreconditionError(absl::StrCat(
-          "protocol: the destination answered Join on data stream ", i, " without Challenge"));
-    RETURN_IF_ERROR(CheckNonce(reply.challenge().nonce(), "Challenge"));
-    if (!ProofMatches(reply.challenge().proof(),
-                      DestinationProof(secret_, id_, nonce, reply.challenge().nonce())))
-      return absl::UnauthenticatedError(absl::StrFormat(
-          "data stream %d: the agent at %s could not prove it holds this migration's secret", i,
-          config_.destination));
-    SourceMessage proof;
-    proof.mutable_stream_proof()->set_proof(
-        SourceProof(secret_, id_, nonce, reply.challenge().nonce()));
-    if (!raw->Write(proof) || !raw->Read(&reply)) return DataStreamError(i, "joining");
-    if (reply.has_error())
-      return FromErrorMessage(reply.error(), absl::StrCat("destination: data stream ", i, ": "));
-    if (!reply.has_accepted())
-      return absl::FailedPreconditionError(absl::StrCat(
-          "protocol: the destination answered Join on data stream ", i, " without Accepted"));
+    auto join = [&]() -> absl::Status {
+      ASSIGN_OR_RETURN(std::string nonce, NewNonce());
+      SourceMessage join;
+      join.mutable_join()->set_migration_id(id_);
+      join.mutable_join()->set_auth_token(config_.options.auth_token);
+      join.mutable_join()->set_index(static_cast<uint32_t>(i));
+      join.mutable_join()->set_nonce(nonce);
+      DestinationMessage reply;
+      if (!raw->Write(join) || !raw->Read(&reply)) return DataStreamError(i, "joining");
+      if (reply.has_error())
+        return FromErrorMessage(reply.error(), absl::StrCat("destination: data stream ", i, ": "));
+      if (!reply.has_challenge())
+        return absl::FailedPreconditionError(absl::StrCat(
+            "protocol: the destination answered Join on data stream ", i, " without Challenge"));
+      RETURN_IF_ERROR(CheckNonce(reply.challenge().nonce(), "Challenge"));
+      if (!ProofMatches(reply.challenge().proof(),
+                        DestinationProof(secret_, id_, nonce, reply.challenge().nonce())))
+        return absl::UnauthenticatedError(absl::StrFormat(
+            "data stream %d: the agent at %s could not prove it holds this migration's secret", i,
+            config_.destination));
+      SourceMessage proof;
+      proof.mutable_stream_proof()->set_proof(
+          SourceProof(secret_, id_, nonce, reply.challenge().nonce()));
+      if (!raw->Write(proof) || !raw->Read(&reply)) return DataStreamError(i, "joining");
+      if (reply.has_error())
+        return FromErrorMessage(reply.error(), absl::StrCat("destination: data stream ", i, ": "));
+      if (!reply.has_accepted())
+        return absl::FailedPreconditionError(absl::StrCat(
+            "protocol: the destination answered Join on data stream ", i, " without Accepted"));
+      return absl::OkStatus();
+    };
+    if (absl::Status s = join(); !s.ok()) {
+      // Only joined streams stay: a later raise may try again.
+      std::unique_ptr<SourceStream> gone;
+      {
+        absl::MutexLock lock(&mu_);
+        gone = std::move(data_streams_.back());
+        data_streams_.pop_back();
+      }
+      gone->Cancel();
+      return s;
+    }
   }
   return absl::OkStatus();
 }
@@ -832,11 +876,10 @@ absl::Status SourceSession::SendPages(const std::vector<uint64_t>& pages, FrameP
   // Precopy is striped over every stream, each page on the stream of its
   // chunk (kStreamChunkPages) so a resent page follows its older copy; the
   // rest goes on the main stream. One frame per stream in turn.
-  size_t n = 1;
-  if (phase == FramePhase::kPrecopy) {
-    ASSIGN_OR_RETURN(const int streams, StreamsForBatch());
-    n = static_cast<size_t>(streams);
-  }
+  // Precopy stripes over the streams in use (a change applies between
+  // rounds: ApplyStreamChange).
+  const size_t n =
+      phase == FramePhase::kPrecopy ? static_cast<size_t>(active_streams_.load()) : 1;
   const size_t frame_pages = phase == FramePhase::kPostcopy ? kPushFramePages : kBulkFramePages;
   std::vector<std::vector<uint64_t>> striped;
   std::vector<absl::Span<const uint64_t>> left;  // what each stream has still to send
@@ -1028,6 +1071,7 @@ absl::Status SourceSession::Precopy(PolicyDecision* decision, std::vector<uint64
     std::set_difference(stale.begin(), stale.end(), hot.begin(), hot.end(),
                         std::back_inserter(to_send));
     pages_held_back_ += hot.size();
+    RETURN_IF_ERROR(ApplyStreamChange());
     RETURN_IF_ERROR(SendPages(to_send, FramePhase::kPrecopy, round));
     end.mutable_round_end()->set_round(round);
     end.mutable_round_end()->set_pages(to_send.size());

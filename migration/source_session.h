@@ -172,7 +172,7 @@ class SourceSession {
   uint64_t max_bandwidth() const { return limiter_.rate(); }
   int64_t downtime_target_ms() const;
   // Streams precopy pages go over now, the main one included (a change
-  // takes effect at the next batch of precopy pages).
+  // takes effect at the start of the next precopy round after round 0).
   int streams() const { return active_streams_.load(std::memory_order_relaxed); }
 
   SourceProgress Progress() const;
@@ -288,9 +288,11 @@ class SourceSession {
   // stripes precopy over now; data streams once opened stay open.
   int target_streams_ ABSL_GUARDED_BY(mu_) = 1;
   std::atomic<int> active_streams_{1};
-  // The streams for the next batch of precopy pages: target_streams_, the
-  // data streams it needs opened and joined first (session thread).
-  absl::StatusOr<int> StreamsForBatch();
+  // At the start of a precopy round after the first: puts target_streams_
+  // in use, once every frame sent so far is installed, opening and joining
+  // the data streams it needs (a stream that cannot join leaves the count
+  // at what joined, recorded as a change). Session thread.
+  absl::Status ApplyStreamChange();
   uint64_t flush_seq_ = 0;
   std::thread reader_;
   std::thread sampler_;

@@ -201,8 +201,8 @@ Changes a running outgoing migration's parameters: all that are given, or
 none (exit 2, 4 or 6 with the reason). The report records each change with
 its time. The max bandwidth applies from the next frame sent, in any phase
 before the end; the downtime target at the next switchover decision, and
-only before switchover; streams at the next batch of precopy pages, only
-while precopy runs (not in postcopy mode).
+only before switchover; streams from the next precopy round after round 0,
+only while precopy runs (not in postcopy mode).
 
   --max-bandwidth RATE      bytes per second (e.g. 200M); 0: no cap
   --downtime-target-ms MS   the pause switchover aims for, at least 1

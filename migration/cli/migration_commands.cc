@@ -198,7 +198,7 @@ absl::Status Set(Args& args, const std::string& address, const ConnectOptions& c
                 out.id().c_str(), rate.c_str(), static_cast<long long>(p.downtime_target_ms()),
                 p.streams(),
                 r.has_streams() && static_cast<int>(r.streams()) != static_cast<int>(p.streams())
-                    ? absl::StrFormat(" (%d from the next batch of precopy pages)", r.streams())
+                    ? absl::StrFormat(" (%d from the next precopy round)", r.streams())
                           .c_str()
                     : "");
   }

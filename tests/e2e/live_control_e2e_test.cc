@@ -167,49 +167,65 @@ TEST_F(LiveControlTest, ChangesThatCannotApplyAreRefusedAndChangeNothing) {
   EXPECT_TRUE(VerifyVm(*Stub(b_->address()), "ph"));
 }
 
-// `migration set --streams` mid-precopy: raising it opens and joins new
-// data streams, lowering it stripes over fewer, each from the next batch of
-// precopy pages (the progress shows the streams in use once they are); the
-// migration completes with a matching digest, the report lists both
-// changes, and after the end the change is refused.
+// `migration set --streams` mid-precopy, on a guest that keeps writing
+// (2 MB/s against an 8 MiB/s link and a 500 ms downtime target: precopy
+// converges at any machine speed, after rounds that resend pages). A raise applies at the start of the next
+// round, once everything sent is installed: round 0's pages, sent over the
+// old count, are resent over the new one, which the digest checks. The
+// report lists each change the operator made; after the end a change is
+// refused.
 TEST_F(LiveControlTest, StreamsChangeMidPrecopy) {
   const std::string a = a_->address(), b = b_->address();
-  const std::string id = StartDetached("st", "256M", "precopy", "8M");
-  ASSERT_FALSE(id.empty());
+  CliResult c = RunCli({"vm", "create", "st", "--agent", a, "--memory", "64M", "--workload",
+                        "dirty-rate", "--dirty-rate", "2M"});
+  ASSERT_EQ(c.exit_code, 0) << c.out;
+  // The guest rewrites a few hundred pages in every round: a 500 ms
+  // target fits them at this rate, and round 0's writes (about 16 MB) do
+  // not, so round 1 comes.
+  CliResult d = RunCli({"migrate", "st", "--from", a, "--to", b, "--mode", "precopy",
+                        "--max-bandwidth", "8M", "--downtime-target-ms", "500", "--detach"});
+  ASSERT_EQ(d.exit_code, 0) << d.out;
+  const std::string id = d.out.substr(0, d.out.size() - 1);
   auto stub_a = Stub(a), stub_b = Stub(b);
   ferry::v1::MigrationResource m = AwaitPhase(*stub_a, id, ferry::v1::MIGRATION_PHASE_PRECOPY);
   ASSERT_EQ(m.phase(), ferry::v1::MIGRATION_PHASE_PRECOPY) << m.error();
   const int64_t at_start = m.progress().streams();
-  EXPECT_GE(at_start, 1);
+  ASSERT_GE(at_start, 1);
+  ASSERT_LT(at_start, 3) << "the test raises the count to 3";
   EXPECT_EQ(RunCli({"migration", "set", id, "--agent", a, "--streams", "9"}).exit_code, 2);
 
-  // Polls until the migration stripes over `n` streams (or has left
-  // precopy). The deadline bounds a hang; it is no performance figure.
-  auto await_streams = [&](uint32_t n) {
-    for (int i = 0; i < 1200; ++i) {
-      m = GetMigration(*stub_a, id);
-      if (m.progress().streams() == n || m.phase() != ferry::v1::MIGRATION_PHASE_PRECOPY) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return m.progress().streams();
-  };
   CliResult up = RunCli({"migration", "set", id, "--agent", a, "--streams", "3"});
   ASSERT_EQ(up.exit_code, 0) << up.out;
-  EXPECT_EQ(await_streams(3), 3u) << "phase " << m.phase();
+  EXPECT_THAT(up.out, HasSubstr("from the next precopy round"));
+  // The count in use becomes 3 when round 1 starts (and stays: the
+  // migration keeps it to its end). The deadline bounds a hang.
+  bool three = false;
+  for (int i = 0; i < 1800 && !three; ++i) {
+    m = GetMigration(*stub_a, id);
+    three = m.progress().streams() == 3;
+    if (!three) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(three) << "phase " << m.phase() << ": " << m.error();
+  // Lower it again: applied if another round comes, refused if precopy
+  // has already ended; either way recorded only when accepted.
   CliResult down = RunCli({"migration", "set", id, "--agent", a, "--streams", "2"});
-  ASSERT_EQ(down.exit_code, 0) << down.out;
-  EXPECT_EQ(await_streams(2), 2u) << "phase " << m.phase();
-  EXPECT_EQ(m.phase(), ferry::v1::MIGRATION_PHASE_PRECOPY) << "8M/s leaves precopy running";
+  EXPECT_TRUE(down.exit_code == 0 || down.exit_code == 6) << down.out;
 
-  ASSERT_EQ(RunCli({"migration", "set", id, "--agent", a, "--max-bandwidth", "0"}).exit_code, 0);
+  ASSERT_EQ(RunCli({"migration", "set", id, "--agent", a, "--max-bandwidth", "0"}).exit_code == 0 ||
+                GetMigration(*stub_a, id).phase() != ferry::v1::MIGRATION_PHASE_PRECOPY,
+            true);
   m = AwaitPhase(*stub_a, id, ferry::v1::MIGRATION_PHASE_UNSPECIFIED, 300000);
   ASSERT_EQ(m.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << m.error();
   EXPECT_TRUE(VerifyVm(*stub_b, "st"));
   std::vector<std::pair<int64_t, int64_t>> streams;
-  for (const ferry::v1::ParameterChange& c : m.report().parameter_changes())
-    if (c.parameter() == "streams") streams.emplace_back(c.old_value(), c.new_value());
-  EXPECT_THAT(streams, ::testing::ElementsAre(std::make_pair(at_start, int64_t{3}),
-                                              std::make_pair(int64_t{3}, int64_t{2})));
+  for (const ferry::v1::ParameterChange& ch : m.report().parameter_changes())
+    if (ch.parameter() == "streams") streams.emplace_back(ch.old_value(), ch.new_value());
+  if (down.exit_code == 0) {
+    EXPECT_THAT(streams, ::testing::ElementsAre(std::make_pair(at_start, int64_t{3}),
+                                                std::make_pair(int64_t{3}, int64_t{2})));
+  } else {
+    EXPECT_THAT(streams, ::testing::ElementsAre(std::make_pair(at_start, int64_t{3})));
+  }
   CliResult late = RunCli({"migration", "set", id, "--agent", a, "--streams", "1"});
   EXPECT_EQ(late.exit_code, 6) << late.out;
   EXPECT_THAT(late.out, HasSubstr("no longer runs"));
