@@ -218,17 +218,7 @@ std::vector<CheckItem> CheckDestination(const vmm::Vm& vm, const SourceConfig& c
         Fail("destination agent", absl::StrCat(where, ": ", stream.status().message())));
     return items;
   }
-  HelloParams p;
-  p.migration_id = id;
-  p.auth_token = config.options.auth_token;
-  p.mode = config.options.mode;
-  p.fault_mode = config.options.fault_mode;
-  p.fetch_address = config.fetch_address;
-  p.source_agent = config.source_agent;
-  p.vm_name = config.vm_name;
-  p.streams = kMaxStreamsPerMigration;  // as SourceSession::Setup announces
-  p.fetch_encrypted = config.encrypt_fetch;
-  p.recovery_timeout_ms = config.options.recovery_timeout_ms;
+  const HelloParams p = HelloParamsFor(config, id);  // what the migration would announce
   ferry::v1::SourceMessage m;
   *m.mutable_check() = MakeHello(vm, p, secret);
 

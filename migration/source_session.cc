@@ -94,6 +94,23 @@ SourcePhase PhaseOf(SourceState s) {
 
 const char* SourcePhaseName(SourcePhase p) { return FactsOf(PhaseOf(p)).name; }
 
+HelloParams HelloParamsFor(const SourceConfig& config, const std::string& migration_id) {
+  HelloParams p;
+  p.migration_id = migration_id;
+  p.auth_token = config.options.auth_token;
+  p.mode = config.options.mode;
+  p.fault_mode = config.options.fault_mode;
+  p.fetch_address = config.fetch_address;
+  p.source_agent = config.source_agent;
+  p.vm_name = config.vm_name;
+  // Hello announces the most data streams a migration may open: the
+  // operator can add streams during precopy (SetParameters).
+  p.streams = kMaxStreamsPerMigration;
+  p.fetch_encrypted = config.encrypt_fetch;
+  p.recovery_timeout_ms = config.options.recovery_timeout_ms;
+  return p;
+}
+
 SourceSession::SourceSession(vmm::Vm* vm, SourceConfig config)
     : vm_(vm),
       config_(std::move(config)),
@@ -711,19 +728,7 @@ absl::Status SourceSession::Setup() {
   }
   reader_ = std::thread(&SourceSession::ReaderLoop, this);
 
-  HelloParams p;
-  p.migration_id = id_;
-  p.auth_token = config_.options.auth_token;
-  p.mode = config_.options.mode;
-  p.fault_mode = config_.options.fault_mode;
-  p.fetch_address = config_.fetch_address;
-  p.source_agent = config_.source_agent;
-  p.vm_name = config_.vm_name;
-  // Hello announces the most data streams this migration may open: the
-  // operator can add streams during precopy (SetParameters).
-  p.streams = kMaxStreamsPerMigration;
-  p.fetch_encrypted = config_.encrypt_fetch;
-  p.recovery_timeout_ms = config_.options.recovery_timeout_ms;
+  const HelloParams p = HelloParamsFor(config_, id_);
   SourceMessage hello_msg;
   *hello_msg.mutable_hello() = MakeHello(*vm_, p, secret);
   RETURN_IF_ERROR(Write(hello_msg));

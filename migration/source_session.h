@@ -65,6 +65,7 @@
 #include "migration/options.h"
 #include "migration/page_frame.h"
 #include "migration/phase_timeline.h"
+#include "migration/hello.h"
 #include "migration/phases.h"
 #include "migration/push_order.h"
 #include "migration/rate_limiter.h"
@@ -103,6 +104,10 @@ struct SourceConfig {
   // (phase_timeline.h: it must not call the session). May be empty.
   PhaseTimeline::Listener on_phase;
 };
+
+// What a migration `migration_id` with `config` says in its Hello
+// (MakeHello): the session and a preflight check announce the same.
+HelloParams HelloParamsFor(const SourceConfig& config, const std::string& migration_id);
 
 // SourcePhase (the coarse phase shown to operators): migration/phases.h.
 const char* SourcePhaseName(SourcePhase phase);
