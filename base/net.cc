@@ -1,10 +1,8 @@
 #include "base/net.h"
 
-#include "absl/strings/match.h"
-
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -14,6 +12,7 @@
 #include <cerrno>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/errno_status.h"
@@ -43,6 +42,11 @@ absl::StatusOr<addrinfo*> Resolve(absl::string_view address, bool passive) {
 }
 
 }  // namespace
+
+std::string JoinHostPort(absl::string_view host, int port) {
+  if (host.find(':') != absl::string_view::npos) return absl::StrCat("[", host, "]:", port);
+  return absl::StrCat(host, ":", port);
+}
 
 absl::StatusOr<std::pair<std::string, int>> SplitHostPort(absl::string_view address) {
   size_t colon = address.rfind(':');

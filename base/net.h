@@ -17,6 +17,8 @@ namespace ferry {
 
 // Splits "host:port" / "[v6]:port"; InvalidArgument naming the text.
 absl::StatusOr<std::pair<std::string, int>> SplitHostPort(absl::string_view address);
+// The inverse: "host:port", "[v6]:port" for a host with a ':'.
+std::string JoinHostPort(absl::string_view host, int port);
 
 // Whether a host (as in SplitHostPort) is only reachable from this machine:
 // every address it resolves to is in 127.0.0.0/8 or ::1 (so "localhost" is,

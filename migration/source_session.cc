@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "absl/strings/str_format.h"
+#include "base/net.h"
 #include "base/process.h"
 #include "base/status_macros.h"
 #include "migration/convert.h"
@@ -401,6 +402,17 @@ void SourceSession::HandleMessage(const DestinationMessage& m) {
     case DestinationMessage::kAccepted:
       stream_error_ = TransitionLocked(S::kAccepted);
       break;
+    case DestinationMessage::kRedirect:
+      // Setup dials the port; the stream ends here.
+      if (m.redirect().port() == 0 || m.redirect().port() > 65535) {
+        stream_error_ = absl::InvalidArgumentError(absl::StrFormat(
+            "protocol: the destination redirected the migration to port %d", m.redirect().port()));
+        stream_refused_ = true;
+        break;
+      }
+      redirect_port_ = m.redirect().port();
+      stream_error_ = absl::UnavailableError("redirected");
+      break;
     case DestinationMessage::kProgress:
       last_progress_ = m.progress();
       round_acked_ = std::max(round_acked_, m.progress().round_acked());
@@ -719,24 +731,47 @@ absl::Status SourceSession::Setup() {
       config_.encrypt_fetch);
   config_.page_server->Register(served_);
 
-  absl::StatusOr<std::unique_ptr<SourceStream>> stream = OpenStream();
-  RETURN_IF_ERROR(stream.status());
-  {
-    absl::MutexLock lock(&mu_);
-    if (state_ == S::kCancelling) return absl::CancelledError("the migration was cancelled");
-    stream_ = *std::move(stream);
-  }
-  reader_ = std::thread(&SourceSession::ReaderLoop, this);
+  // At most two Hellos: the agent dialled may redirect the migration to
+  // the ferry-vmm process that takes it (Redirect in migration.proto).
+  for (int hop = 0;; ++hop) {
+    absl::StatusOr<std::unique_ptr<SourceStream>> stream = OpenStream();
+    RETURN_IF_ERROR(stream.status());
+    {
+      absl::MutexLock lock(&mu_);
+      if (state_ == S::kCancelling) return absl::CancelledError("the migration was cancelled");
+      stream_ = *std::move(stream);
+    }
+    reader_ = std::thread(&SourceSession::ReaderLoop, this);
 
-  const HelloParams p = HelloParamsFor(config_, id_);
-  SourceMessage hello_msg;
-  *hello_msg.mutable_hello() = MakeHello(*vm_, p, secret);
-  RETURN_IF_ERROR(Write(hello_msg));
-  {
+    const HelloParams p = HelloParamsFor(config_, id_);
+    SourceMessage hello_msg;
+    *hello_msg.mutable_hello() = MakeHello(*vm_, p, secret);
+    RETURN_IF_ERROR(Write(hello_msg));
+    uint32_t redirect = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      absl::Status accepted =
+          AwaitLocked([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return state_ == S::kAccepted; },
+                      kAcceptTimeout, "accept the migration");
+      redirect = redirect_port_;
+      redirect_port_ = 0;
+      if (redirect == 0) RETURN_IF_ERROR(accepted);
+    }
+    if (redirect == 0) break;
+    if (hop > 0)
+      return absl::FailedPreconditionError(
+          "protocol: the destination redirected the migration a second time");
+    // The redirecting agent ends its stream; a new one goes to the port.
+    stream_->Cancel();
+    reader_.join();
+    (void)stream_->Finish();
     absl::MutexLock lock(&mu_);
-    RETURN_IF_ERROR(
-        AwaitLocked([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return state_ == S::kAccepted; },
-                    kAcceptTimeout, "accept the migration"));
+    auto hp = SplitHostPort(destination_);
+    if (!hp.ok()) return hp.status();
+    destination_ = JoinHostPort(hp->first, redirect);
+    stream_error_ = absl::OkStatus();
+    stream_refused_ = false;
+    reader_done_ = false;
   }
   RETURN_IF_ERROR(OpenDataStreams(streams_));
   active_streams_ = streams_;

@@ -326,6 +326,8 @@ class SourceSession {
   // stream_error_ is the destination's refusal (an Error, a protocol
   // violation), not a broken stream: never recovered from.
   bool stream_refused_ ABSL_GUARDED_BY(mu_) = false;
+  // The port a Redirect named (0: none), for Setup to dial.
+  uint32_t redirect_port_ ABSL_GUARDED_BY(mu_) = 0;
   // The destination's Error said it never ran the VM (a Reconnect answer),
   // with the proof bound to this migration's secret and the Reconnect's
   // nonce: the source may resume it.

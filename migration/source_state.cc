@@ -97,6 +97,7 @@ absl::Status CheckDestinationMessage(SourceState state, DestinationMessage::MsgC
   bool ok = false;
   switch (kind) {
     case DestinationMessage::kAccepted:
+    case DestinationMessage::kRedirect:  // instead of Accepted
       ok = state == S::kConnecting;
       break;
     case DestinationMessage::kProgress:

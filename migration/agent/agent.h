@@ -26,6 +26,7 @@
 #include "base/log_line.h"
 #include "ferry/v1/control.pb.h"
 #include "grpcpp/security/credentials.h"
+#include "migration/agent/control_backend.h"
 #include "migration/agent/event_log.h"
 #include "migration/agent/migration_table.h"
 #include "migration/agent/vm_registry.h"
@@ -59,10 +60,10 @@ struct AgentOptions {
   std::function<void(const std::string&)> log;
 };
 
-class Agent {
+class Agent final : public ControlBackend {
  public:
   static absl::StatusOr<std::unique_ptr<Agent>> Start(AgentOptions options);
-  ~Agent();
+  ~Agent() override;
 
   int fetch_port() const { return page_server_->port(); }
   // Where destinations reach this agent's page server, HOST:PORT.
@@ -73,40 +74,42 @@ class Agent {
   std::string control_address() const;
   migration::MigrationService* migration_service() { return migration_service_.get(); }
 
-  absl::StatusOr<ferry::v1::Vm> CreateVm(const ferry::v1::CreateVmRequest& request);
-  absl::StatusOr<ferry::v1::Vm> GetVm(const std::string& name);
-  std::vector<ferry::v1::Vm> ListVms();
-  absl::Status DeleteVm(const std::string& name);
-  absl::StatusOr<ferry::v1::VmStatsResponse> VmStats(const std::string& name);
-  absl::StatusOr<ferry::v1::VerifyVmResponse> VerifyVm(const ferry::v1::VerifyVmRequest& request);
+  absl::StatusOr<ferry::v1::Vm> CreateVm(const ferry::v1::CreateVmRequest& request) override;
+  absl::StatusOr<ferry::v1::Vm> GetVm(const std::string& name) override;
+  std::vector<ferry::v1::Vm> ListVms() override;
+  absl::Status DeleteVm(const std::string& name) override;
+  absl::StatusOr<ferry::v1::VmStatsResponse> VmStats(const std::string& name) override;
+  absl::StatusOr<ferry::v1::VerifyVmResponse> VerifyVm(
+      const ferry::v1::VerifyVmRequest& request) override;
   // Forgets finished migrations past the retention (AgentOptions); called
   // when migrations are started or listed.
   void PruneFinished();
 
   absl::StatusOr<ferry::v1::MigrationResource> StartMigration(
-      const ferry::v1::StartMigrationRequest& request);
+      const ferry::v1::StartMigrationRequest& request) override;
   // Everything StartMigration(request) would check before a page moves,
   // here and at the destination, starting nothing (agent_check.cc).
-  ferry::v1::CheckMigrationResponse CheckMigration(const ferry::v1::StartMigrationRequest& request);
-  absl::StatusOr<ferry::v1::MigrationResource> GetMigration(const std::string& id);
-  std::vector<ferry::v1::MigrationResource> ListMigrations();
-  absl::StatusOr<ferry::v1::MigrationResource> CancelMigration(const std::string& id);
+  ferry::v1::CheckMigrationResponse CheckMigration(
+      const ferry::v1::StartMigrationRequest& request) override;
+  absl::StatusOr<ferry::v1::MigrationResource> GetMigration(const std::string& id) override;
+  std::vector<ferry::v1::MigrationResource> ListMigrations() override;
+  absl::StatusOr<ferry::v1::MigrationResource> CancelMigration(const std::string& id) override;
   // A paused postcopy migration reconnects now (optionally elsewhere).
   absl::StatusOr<ferry::v1::MigrationResource> RecoverMigration(
-      const ferry::v1::RecoverMigrationRequest& request);
+      const ferry::v1::RecoverMigrationRequest& request) override;
   // Changes a running outgoing migration's parameters (live_control.h).
   absl::StatusOr<ferry::v1::MigrationResource> SetMigrationParameters(
-      const ferry::v1::SetMigrationParametersRequest& request);
+      const ferry::v1::SetMigrationParametersRequest& request) override;
   // Switches a running hybrid migration to postcopy now.
-  absl::StatusOr<ferry::v1::MigrationResource> StartPostcopy(const std::string& id);
+  absl::StatusOr<ferry::v1::MigrationResource> StartPostcopy(const std::string& id) override;
   // Resumes a paused VM (force: one a failed migration kept paused).
-  absl::StatusOr<ferry::v1::Vm> ResumeVm(const ferry::v1::ResumeVmRequest& request);
+  absl::StatusOr<ferry::v1::Vm> ResumeVm(const ferry::v1::ResumeVmRequest& request) override;
   // Calls `write` with a snapshot every `interval` and on the end; returns
   // when the migration ended (after writing its final state) or `write`
   // returned false.
   absl::Status WatchMigration(
       const std::string& id, absl::Duration interval,
-      const std::function<bool(const ferry::v1::MigrationResource&)>& write);
+      const std::function<bool(const ferry::v1::MigrationResource&)>& write) override;
 
   // SIGTERM: refuse new work, cancel outgoing migrations that have not
   // switched over (their VMs keep running).
@@ -118,7 +121,7 @@ class Agent {
   // The agent's events: VM lifecycle, both sides' migration phases,
   // parameter changes, recoveries; the control service adds refusals.
   // ferryd closes it on shutdown, which ends every WatchEvents stream.
-  EventLog& events() { return events_; }
+  EventLog& events() override { return events_; }
 
   // The agent's metrics in Prometheus text format (ferryd --metrics-listen;
   // docs/operations.md lists them).

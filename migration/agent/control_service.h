@@ -1,4 +1,5 @@
-// ControlService: ferry.v1.Control over an Agent (synchronous gRPC: the
+// ControlService: ferry.v1.Control over a ControlBackend (an Agent, or the
+// Supervisor of ferry-vmm processes) (synchronous gRPC: the
 // handlers may block, e.g. VerifyVm and WatchMigration). Status codes come
 // from the agent through ToGrpcStatus. With a policy (ferryd --authz) every
 // call is first authorized for the caller's certificate identity; a call
@@ -14,15 +15,15 @@
 #include <string>
 
 #include "ferry/v1/control.grpc.pb.h"
-#include "migration/agent/agent.h"
 #include "migration/agent/authz.h"
+#include "migration/agent/control_backend.h"
 
 namespace ferry::agent {
 
 class ControlService final : public ferry::v1::Control::Service {
  public:
   // `log` gets one rendered log line per refused call (may be empty).
-  explicit ControlService(Agent* agent, std::optional<AuthzPolicy> policy = std::nullopt,
+  explicit ControlService(ControlBackend* agent, std::optional<AuthzPolicy> policy = std::nullopt,
                           std::function<void(const std::string&)> log = nullptr)
       : agent_(agent), policy_(std::move(policy)), log_(std::move(log)) {}
 
@@ -80,7 +81,7 @@ class ControlService final : public ferry::v1::Control::Service {
   absl::Status Authorize(grpc::ServerContext* ctx, Permission permission, const char* what,
                          const std::string& destination = "") const;
 
-  Agent* const agent_;
+  ControlBackend* const agent_;
   const std::optional<AuthzPolicy> policy_;
   const std::function<void(const std::string&)> log_;
 };

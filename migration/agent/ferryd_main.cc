@@ -5,8 +5,8 @@
 // Serves ferry.v1.Control, ferry.v1.Migration and grpc.health.v1 on
 // --listen, and the fetch channel on --fetch-listen (port 0 picks a free
 // port; the chosen ports are printed on one line on stdout).
-#include <sys/resource.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -23,20 +23,22 @@
 #include "absl/time/time.h"
 #include "base/args.h"
 #include "base/config_file.h"
-#include "base/man_page.h"
 #include "base/file.h"
+#include "base/log_line.h"
+#include "base/man_page.h"
 #include "base/net.h"
 #include "base/process.h"
-#include "base/log_line.h"
 #include "base/status_macros.h"
 #include "base/version.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "migration/agent/agent.h"
 #include "migration/agent/authz.h"
-#include "migration/agent/peer_tls.h"
 #include "migration/agent/control_service.h"
 #include "migration/agent/metrics_server.h"
+#include "migration/agent/migration_router.h"
+#include "migration/agent/peer_tls.h"
+#include "migration/agent/supervisor.h"
 #include "migration/protocol.h"
 
 namespace ferry::agent {
@@ -76,6 +78,13 @@ usage: ferryd [flags]
                               migrations may go to (docs/security.md); needs --tls-ca
   --config FILE               settings, one `flag = value` a line (# comments), e.g.
                               `listen = 10.0.0.1:7070`; flags given win
+  --state-dir DIR             run each VM in a ferry-vmm process of its own, recorded
+                              in DIR (mode 0700): VMs and their migrations outlive
+                              ferryd, and a ferryd started again re-adopts them
+                              (docs/operations.md); default: VMs live in ferryd
+  --migration-ports LO-HI     with --state-dir: the ports VM processes listen on for
+                              migrations and the fetch channel, two each (default:
+                              any free port)
   --log-level LEVEL           debug, info, warn or error: the lowest level logged
                               (default info)
   --man                       print this help as the man page ferryd(8)
@@ -87,7 +96,9 @@ usage: ferryd [flags]
 example: ferryd --listen 10.0.0.1:7070 --fetch-listen 10.0.0.1:7071 \
              --migration-token "$(cat /etc/ferry/token)"
 
-SIGTERM or SIGINT: refuse new work, cancel migrations that have not switched
+SIGTERM or SIGINT with --state-dir: ferryd exits at once; every VM process and
+its migrations go on, and the next ferryd re-adopts them.
+SIGTERM or SIGINT without it: refuse new work, cancel migrations that have not switched
 over (their VMs keep running on this host), wait for migrations past
 switchover to complete (paused ones too: they can still be recovered while
 ferryd waits), then exit. A second signal exits at once.
@@ -102,10 +113,58 @@ void Log(const std::string& line) {
 }
 void Log(const LogLine& line) { Log(line.str()); }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path, const char* flag) {
-  auto bytes = ReadFileToString(path);
-  if (!bytes.ok()) return absl::InvalidArgumentError(absl::StrCat(flag, ": ", bytes.status().message()));
-  return bytes;
+// ferryd --state-dir: the supervisor of ferry-vmm processes serves Control
+// and admits incoming migrations until a signal, then exits and leaves
+// every process running.
+absl::Status RunSupervisor(SupervisorOptions so, const std::string& listen,
+                           std::shared_ptr<grpc::ServerCredentials> server_creds,
+                           std::optional<AuthzPolicy> policy, const std::string& metrics_listen,
+                           sigset_t* signals) {
+  auto log = so.agent.log;
+  ASSIGN_OR_RETURN(std::unique_ptr<Supervisor> supervisor, Supervisor::Start(std::move(so)));
+  ControlService control(supervisor.get(), std::move(policy), log);
+  MigrationRouter router(supervisor.get());
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, server_creds, &port);
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.RegisterService(&control);
+  builder.RegisterService(&router);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0)
+    return absl::UnavailableError(absl::StrFormat(
+        "cannot listen on %s: the port is in use (another ferryd?) or the host is not an "
+        "address of this machine",
+        listen));
+  ASSIGN_OR_RETURN(auto hp, SplitHostPort(listen));
+  std::unique_ptr<MetricsServer> metrics;
+  if (!metrics_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<MetricsServer>> m = MetricsServer::Start(
+        metrics_listen, [raw = supervisor.get()] { return raw->RenderMetrics(); });
+    if (!m.ok())
+      return absl::UnavailableError(
+          absl::StrCat("cannot serve metrics on ", metrics_listen, ": ", m.status().message()));
+    metrics = std::move(*m);
+  }
+  std::printf(
+      "ferryd: listening on %s (control, migration, health); fetch channel on %s:0 "
+      "(one per VM process)\n",
+      JoinHostPort(hp.first, port).c_str(), hp.first.c_str());
+  std::fflush(stdout);
+  Log(LogLine(LogLevel::kInfo, "agent.started")
+          .Kv("version", FerryVersion())
+          .Kv("pid", static_cast<int64_t>(getpid()))
+          .Kv("grpc", JoinHostPort(hp.first, port))
+          .Kv("processes", "one per VM"));
+  int sig = 0;
+  sigwait(signals, &sig);
+  Log(LogLine(LogLevel::kInfo, "agent.signal").Kv("signal", sig));
+  supervisor->events().Close();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  supervisor.reset();
+  Log(LogLine(LogLevel::kInfo, "agent.stopped").Kv("detail", "VM processes go on"));
+  return absl::OkStatus();
 }
 
 absl::Status Main(int argc, char** argv) {
@@ -194,6 +253,9 @@ absl::Status Main(int argc, char** argv) {
   const std::string key_file = args.String("tls-key", "");
   const std::string ca_file = args.String("tls-ca", "");
   const std::string authz_file = args.String("authz", "");
+  const std::string state_dir = args.String("state-dir", "");
+  const std::string port_range = args.String("migration-ports", "");
+  const std::string log_level = args.String("log-level", "info");
   RETURN_IF_ERROR(args.Finish());
   RETURN_IF_ERROR(args.CheckDefaultsRead());
   if (!args.positional().empty())
@@ -231,27 +293,9 @@ absl::Status Main(int argc, char** argv) {
           "--insecure"));
   }
 
-  std::shared_ptr<grpc::ServerCredentials> server_creds = grpc::InsecureServerCredentials();
-  if (!cert_file.empty()) {
-    grpc::SslServerCredentialsOptions ssl(
-        ca_file.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-                        : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-    ASSIGN_OR_RETURN(std::string cert, ReadFile(cert_file, "--tls-cert"));
-    ASSIGN_OR_RETURN(std::string key, ReadFile(key_file, "--tls-key"));
-    ssl.pem_key_cert_pairs.push_back({key, cert});
-    if (!ca_file.empty()) {
-      ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFile(ca_file, "--tls-ca"));
-      // Destinations are verified as agents before anything is sent.
-      o.peer_credentials = AgentPeerCredentials(ssl.pem_root_certs, key, cert);
-    } else {
-      // TLS without a private CA: destinations are dialled over TLS too,
-      // verified against the system's trust store (never in plaintext).
-      o.peer_credentials = grpc::SslCredentials(grpc::SslCredentialsOptions());
-    }
-    server_creds = grpc::SslServerCredentials(ssl);
-  } else if (!ca_file.empty()) {
-    return absl::InvalidArgumentError("--tls-ca needs --tls-cert and --tls-key");
-  }
+  ASSIGN_OR_RETURN(AgentTls tls, LoadAgentTls(cert_file, key_file, ca_file));
+  std::shared_ptr<grpc::ServerCredentials> server_creds = tls.server;
+  o.peer_credentials = tls.peer;
   o.log = [](const std::string& line) { Log(line); };
   std::optional<AuthzPolicy> policy;
   if (!authz_file.empty()) {
@@ -264,6 +308,37 @@ absl::Status Main(int argc, char** argv) {
     policy = std::move(p);
   }
 
+  if (args.Has("migration-ports") && state_dir.empty())
+    return absl::InvalidArgumentError("--migration-ports needs --state-dir");
+  if (!state_dir.empty()) {
+    SupervisorOptions so;
+    so.state_dir = state_dir;
+    so.listen_host = listen_hp.first;
+    so.fetch_advertise_host = o.fetch_advertise_host;
+    so.agent = o;
+    if (!port_range.empty()) {
+      int lo = 0, hi = 0;
+      if (std::sscanf(port_range.c_str(), "%d-%d", &lo, &hi) != 2 || lo < 1 || hi > 65535 ||
+          hi < lo + 1)
+        return absl::InvalidArgumentError(absl::StrCat("--migration-ports ", port_range,
+                                                       " is not LO-HI with 1 <= LO < HI <= 65535"));
+      so.first_port = lo;
+      so.last_port = hi;
+    }
+    auto pass = [&](const char* flag, const std::string& value) {
+      if (value.empty()) return;
+      so.vmm_args.push_back(absl::StrCat("--", flag));
+      so.vmm_args.push_back(value);
+    };
+    pass("tls-cert", cert_file);
+    pass("tls-key", key_file);
+    pass("tls-ca", ca_file);
+    pass("fault-handlers", absl::StrCat(o.fault_handlers));
+    pass("keep-finished-s", absl::StrCat(absl::ToInt64Seconds(o.keep_finished)));
+    pass("log-level", log_level);
+    return RunSupervisor(std::move(so), listen, server_creds, std::move(policy), metrics_listen,
+                         &signals);
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<Agent> agent, Agent::Start(o));
   ControlService control(agent.get(), std::move(policy), o.log);
   grpc::EnableDefaultHealthCheckService(true);

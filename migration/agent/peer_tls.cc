@@ -7,6 +7,9 @@
 
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "base/file.h"
+#include "grpcpp/security/server_credentials.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_certificate_verifier.h"
 #include "grpcpp/security/tls_credentials_options.h"
@@ -82,6 +85,46 @@ std::shared_ptr<grpc::ChannelCredentials> AgentPeerCredentials(const std::string
   options.set_verify_server_certs(true);
   options.set_certificate_verifier(ExternalCertificateVerifier::Create<AgentRoleVerifier>());
   return grpc::experimental::TlsCredentials(options);
+}
+
+absl::StatusOr<AgentTls> LoadAgentTls(const std::string& cert_file, const std::string& key_file,
+                                      const std::string& ca_file) {
+  AgentTls tls;
+  tls.server = grpc::InsecureServerCredentials();
+  if (cert_file.empty() != key_file.empty())
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  if (cert_file.empty()) {
+    if (!ca_file.empty())
+      return absl::InvalidArgumentError("--tls-ca needs --tls-cert and --tls-key");
+    return tls;
+  }
+  auto read = [](const std::string& path, const char* flag) -> absl::StatusOr<std::string> {
+    auto bytes = ReadFileToString(path);
+    if (!bytes.ok())
+      return absl::InvalidArgumentError(absl::StrCat(flag, ": ", bytes.status().message()));
+    return bytes;
+  };
+  grpc::SslServerCredentialsOptions ssl(
+      ca_file.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                      : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  absl::StatusOr<std::string> cert = read(cert_file, "--tls-cert");
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = read(key_file, "--tls-key");
+  if (!key.ok()) return key.status();
+  ssl.pem_key_cert_pairs.push_back({*key, *cert});
+  if (!ca_file.empty()) {
+    absl::StatusOr<std::string> ca = read(ca_file, "--tls-ca");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *ca;
+    // Destinations are verified as agents before anything is sent.
+    tls.peer = AgentPeerCredentials(ssl.pem_root_certs, *key, *cert);
+  } else {
+    // TLS without a private CA: destinations are dialled over TLS too,
+    // verified against the system's trust store (never in plaintext).
+    tls.peer = grpc::SslCredentials(grpc::SslCredentialsOptions());
+  }
+  tls.server = grpc::SslServerCredentials(ssl);
+  return tls;
 }
 
 }  // namespace ferry::agent

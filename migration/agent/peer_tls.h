@@ -16,8 +16,10 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "grpcpp/security/credentials.h"
+#include "grpcpp/security/server_credentials.h"
 
 namespace ferry::agent {
 
@@ -32,6 +34,18 @@ absl::Status CheckAgentRole(absl::string_view pem);
 std::shared_ptr<grpc::ChannelCredentials> AgentPeerCredentials(const std::string& ca_pem,
                                                                const std::string& key_pem,
                                                                const std::string& cert_pem);
+
+// An agent's TLS set-up from its files (--tls-cert, --tls-key, --tls-ca;
+// all empty: plaintext). With a CA, clients must present a certificate it
+// signed, and destinations are dialled with AgentPeerCredentials; without
+// one, destinations are dialled over TLS verified against the system's
+// trust store. ferryd and ferry-vmm serve and dial alike.
+struct AgentTls {
+  std::shared_ptr<grpc::ServerCredentials> server;  // never null
+  std::shared_ptr<grpc::ChannelCredentials> peer;   // null: plaintext
+};
+absl::StatusOr<AgentTls> LoadAgentTls(const std::string& cert_file, const std::string& key_file,
+                                      const std::string& ca_file);
 
 }  // namespace ferry::agent
 

@@ -246,7 +246,7 @@ class SourceSessionTest : public ::testing::Test {
     SourceConfig config;
     config.options.mode = mode;
     config.options.max_rounds = max_rounds;
-    config.destination = "scripted";
+    config.destination = destination_address_;
     config.page_server = page_server_.get();
     config.fetch_address = "127.0.0.1:1";
     config.clock = &clock_;
@@ -291,6 +291,7 @@ class SourceSessionTest : public ::testing::Test {
   int Count(int kind) { return first_received_->Count(kind); }
   int opened_ = 0;
   bool reconnections_ = true;
+  std::string destination_address_ = "scripted";
   // Who answers a Reconnect: the destination (a Challenge proving the
   // secret, then the handler answers StreamProof), or an impostor that
   // answers without a Challenge (the handler sees Reconnect) or with a
@@ -437,6 +438,61 @@ TEST_F(SourceSessionTest, ADestinationErrorFailsTheMigration) {
       MigrationMode::kPrecopy, {Range(0, 4000)});
   EXPECT_THAT(s->Run(), StatusIs(absl::StatusCode::kResourceExhausted,
                                  HasSubstr("destination: out of memory")));
+  EXPECT_TRUE(VmRunning());
+}
+
+// An agent that runs VMs in processes of their own answers Hello with
+// Redirect: the source sends Hello again to that port on the same host,
+// and the migration goes on there.
+TEST_F(SourceSessionTest, ARedirectIsFollowedOnceToThePortOnTheSameHost) {
+  destination_address_ = "10.0.0.1:7070";
+  int hellos = 0;
+  auto s = Session(
+      [&hellos](const Sent& m, ScriptedDestination* d) {
+        if (m.control.has_hello() && hellos++ == 0) {
+          DestinationMessage r;
+          r.mutable_redirect()->set_port(7171);
+          d->Reply(r);
+          d->End();
+          return;
+        }
+        ScriptedDestination::Behave(m, d);
+      },
+      MigrationMode::kPrecopy, {Range(0, 100)});
+  EXPECT_OK(s->Run());
+  EXPECT_EQ(hellos, 2);
+  EXPECT_EQ(opened_, 2);
+  EXPECT_EQ(s->Progress().destination, "10.0.0.1:7171");
+}
+
+TEST_F(SourceSessionTest, ASecondRedirectOrABadPortFailsTheMigration) {
+  destination_address_ = "10.0.0.1:7070";
+  auto again = Session(
+      [](const Sent& m, ScriptedDestination* d) {
+        if (!m.control.has_hello()) return;
+        DestinationMessage r;
+        r.mutable_redirect()->set_port(7171);
+        d->Reply(r);
+        d->End();
+      },
+      MigrationMode::kHybrid);
+  EXPECT_THAT(again->Run(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                     HasSubstr("redirected the migration a second time")));
+  EXPECT_TRUE(VmRunning());
+}
+
+TEST_F(SourceSessionTest, ARedirectToPortZeroFailsTheMigration) {
+  destination_address_ = "10.0.0.1:7070";
+  auto zero = Session(
+      [](const Sent& m, ScriptedDestination* d) {
+        if (!m.control.has_hello()) return;
+        DestinationMessage r;
+        r.mutable_redirect()->set_port(0);
+        d->Reply(r);
+      },
+      MigrationMode::kHybrid);
+  EXPECT_THAT(zero->Run(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("to port 0")));
+  EXPECT_EQ(opened_, 1);
   EXPECT_TRUE(VmRunning());
 }
 

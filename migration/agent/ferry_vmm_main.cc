@@ -1,0 +1,166 @@
+// ferry-vmm: one VM's process (docs/architecture.md, "Processes"). ferryd
+// --state-dir starts one per VM, in a session of its own, and routes the
+// VM's Control calls to it; it outlives ferryd's restarts.
+//
+// It hosts an Agent limited to one VM: the guest memory and vCPUs, the
+// VM's outgoing migration with its page server, or the incoming migration
+// that brings the VM here. It serves:
+//   - ferry.v1.Control on DIR/control, a Unix socket only its owner reaches
+//     (ferryd authorizes callers before it routes a call here);
+//   - ferry.v1.Migration on --listen-host:--migration-port (TLS as ferryd);
+//   - the fetch channel on --listen-host:--fetch-port.
+// When it listens it prints ReadyLine (vmm_process.h) on stdout. The
+// migration token comes on stdin (--token-stdin), never in argv or in the
+// state directory. It sandboxes itself first thing (--no-sandbox: not, for
+// debugging by hand). SIGTERM: it stops serving and exits (its VM with it);
+// ferryd sends it when the VM is deleted or has left.
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "base/args.h"
+#include "base/log_line.h"
+#include "base/net.h"
+#include "base/process.h"
+#include "base/sandbox.h"
+#include "base/status_macros.h"
+#include "grpcpp/grpcpp.h"
+#include "migration/agent/agent.h"
+#include "migration/agent/control_service.h"
+#include "migration/agent/peer_tls.h"
+#include "migration/agent/vmm_process.h"
+#include "migration/protocol.h"
+
+namespace ferry::agent {
+namespace {
+
+LogLevel min_level = LogLevel::kInfo;
+
+void Log(const std::string& line) {
+  if (LevelOfLine(line) >= min_level) std::cerr << line << std::endl;
+}
+
+absl::Status Main(int argc, char** argv) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1, {"token-stdin", "no-sandbox"}));
+  const std::string dir = args.String("dir", "");
+  const std::string name = args.String("name", "");
+  const std::string host = args.String("listen-host", "127.0.0.1");
+  ASSIGN_OR_RETURN(int64_t migration_port, args.Int("migration-port", 0));
+  ASSIGN_OR_RETURN(int64_t fetch_port, args.Int("fetch-port", 0));
+  AgentOptions o;
+  o.fetch_advertise_host = args.String("fetch-advertise", "");
+  ASSIGN_OR_RETURN(o.max_memory, args.Bytes("max-memory", 64ull << 30));
+  ASSIGN_OR_RETURN(int64_t fault_handlers, args.Int("fault-handlers", 0));
+  ASSIGN_OR_RETURN(int64_t keep_s, args.Int("keep-finished-s", 3600));
+  ASSIGN_OR_RETURN(min_level, ParseLogLevel(args.String("log-level", "info"), "--log-level"));
+  const std::string cert_file = args.String("tls-cert", "");
+  const std::string key_file = args.String("tls-key", "");
+  const std::string ca_file = args.String("tls-ca", "");
+  const bool token_stdin = args.Bool("token-stdin");
+  const bool sandbox = !args.Bool("no-sandbox");
+  RETURN_IF_ERROR(args.Finish());
+  if (dir.empty() || name.empty())
+    return absl::InvalidArgumentError("ferry-vmm is started by ferryd: --dir and --name needed");
+  if (migration_port < 0 || migration_port > 65535 || fetch_port < 0 || fetch_port > 65535)
+    return absl::InvalidArgumentError("a port is not in [0, 65535]");
+  if (fault_handlers < 0 || fault_handlers > 256)
+    return absl::InvalidArgumentError("--fault-handlers must be 0 to 256");
+  if (token_stdin) std::getline(std::cin, o.migration_token);
+  // The sandbox while the process has one thread (base/sandbox.h): every
+  // capability dropped, no new privileges, not dumpable, and the seccomp
+  // allow list of a VMM (docs/security.md, "The VMM sandbox"). What it
+  // needs later (certificate files, /dev/kvm, /dev/userfaultfd, sockets)
+  // root's permission bits still allow.
+  if (sandbox) {
+    SandboxOptions sb;
+    sb.seccomp = VmmPolicy();
+    sb.non_dumpable = true;
+    if (absl::Status s = ApplySandbox(sb); !s.ok())
+      return absl::Status(s.code(), absl::StrCat("sandbox: ", s.message()));
+  }
+  ASSIGN_OR_RETURN(AgentTls tls, LoadAgentTls(cert_file, key_file, ca_file));
+  o.peer_credentials = tls.peer;
+  o.fetch_listen = JoinHostPort(host, static_cast<int>(fetch_port));
+  o.max_vms = 1;
+  o.max_migrations = 1;
+  o.fault_handlers = static_cast<int>(fault_handlers);
+  o.keep_finished = absl::Seconds(keep_s);
+  o.log = [](const std::string& line) { Log(line); };
+
+  ASSIGN_OR_RETURN(std::unique_ptr<Agent> agent, Agent::Start(o));
+  // Control: a Unix socket, mode 0600 in a 0700 directory. Its own server,
+  // so that the Control API is never served on the TCP port.
+  const std::string socket = ControlSocket(dir);
+  unlink(socket.c_str());
+  ControlService control(agent.get(), std::nullopt, o.log);
+  grpc::ServerBuilder local;
+  local.AddListeningPort(absl::StrCat("unix:", socket), grpc::InsecureServerCredentials());
+  local.SetMaxSendMessageSize(64 << 20);
+  local.RegisterService(&control);
+  std::unique_ptr<grpc::Server> local_server = local.BuildAndStart();
+  if (local_server == nullptr)
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", socket));
+  chmod(socket.c_str(), 0600);
+
+  grpc::ServerBuilder remote;
+  int port = 0;
+  remote.AddListeningPort(JoinHostPort(host, static_cast<int>(migration_port)), tls.server, &port);
+  remote.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  migration::ConfigureBulkServer(&remote);
+  remote.RegisterService(agent->migration_service());
+  std::unique_ptr<grpc::Server> remote_server = remote.BuildAndStart();
+  if (remote_server == nullptr || port == 0)
+    return absl::UnavailableError(
+        absl::StrFormat("cannot listen on %s for migrations: the port is in use",
+                        JoinHostPort(host, static_cast<int>(migration_port))));
+  agent->set_control_address(JoinHostPort(host, port));
+  Log(LogLine(LogLevel::kInfo, "vmm.started")
+          .Kv("name", name)
+          .Kv("pid", static_cast<int64_t>(getpid()))
+          .Kv("migration_port", static_cast<int64_t>(port))
+          .Kv("fetch_port", static_cast<int64_t>(agent->fetch_port()))
+          .str());
+  const std::string ready = ReadyLine(getpid(), port, agent->fetch_port());
+  (void)!write(1, ready.data(), ready.size());
+  // ferryd reads one line; nothing else goes to stdout.
+  freopen("/dev/null", "w", stdout);
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  Log(LogLine(LogLevel::kInfo, "vmm.signal").Kv("signal", sig).str());
+  agent->BeginShutdown();
+  agent->events().Close();
+  const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(2);
+  remote_server->Shutdown(deadline);
+  local_server->Shutdown(deadline);
+  agent.reset();
+  Log(LogLine(LogLevel::kInfo, "vmm.stopped").str());
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace ferry::agent
+
+int main(int argc, char** argv) {
+  signal(SIGPIPE, SIG_IGN);
+  ferry::TuneMallocForBulkTransfers();
+  absl::Status s = ferry::agent::Main(argc, argv);
+  if (!s.ok()) {
+    std::fprintf(stderr, "ferry-vmm: %s\n", std::string(s.message()).c_str());
+    return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  return 0;
+}

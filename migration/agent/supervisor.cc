@@ -1,0 +1,597 @@
+#include "migration/agent/supervisor.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "base/errno_status.h"
+#include "base/file.h"
+#include "base/log_line.h"
+#include "base/net.h"
+#include "base/status_macros.h"
+#include "migration/api/names.h"
+#include "migration/hello.h"
+#include "migration/phases.h"
+#include "migration/stream_auth.h"
+
+namespace ferry::agent {
+
+namespace v1 = ferry::v1;
+
+namespace {
+
+// A process started for an incoming migration has this long to receive
+// its Hello before, holding nothing, it is stopped.
+constexpr absl::Duration kIncomingGrace = absl::Seconds(90);
+
+int PidfdOpen(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
+
+// Whether `pid` is a ferry-vmm serving `dir` (a pid of an exited process
+// may have been reused).
+bool IsOurVmm(pid_t pid, const std::string& dir) {
+  auto cmdline = ReadFileToString(absl::StrCat("/proc/", pid, "/cmdline"));
+  if (!cmdline.ok()) return false;
+  return absl::StrContains(*cmdline, "ferry-vmm") && absl::StrContains(*cmdline, dir);
+}
+
+bool Ended(const v1::MigrationResource& m) { return !migration::FactsOf(m.phase()).under_way; }
+
+bool PortFree(const std::string& host, int port) {
+  auto l = ListenTcp(JoinHostPort(host, port));
+  return l.ok();
+}
+
+}  // namespace
+
+Supervisor::Supervisor(SupervisorOptions options)
+    : options_(std::move(options)), events_(EventLog::Options{.log = options_.agent.log}) {}
+
+absl::StatusOr<std::unique_ptr<Supervisor>> Supervisor::Start(SupervisorOptions options) {
+  if (options.state_dir.empty()) return absl::InvalidArgumentError("--state-dir is empty");
+  if (options.vmm_binary.empty()) options.vmm_binary = FindFerryVmm();
+  if (mkdir(options.state_dir.c_str(), 0700) != 0 && errno != EEXIST)
+    return ErrnoStatus(absl::StrCat("mkdir ", options.state_dir), errno);
+  // Records and sockets are for root's eyes only (docs/security.md).
+  if (chmod(options.state_dir.c_str(), 0700) != 0)
+    return ErrnoStatus(absl::StrCat("chmod ", options.state_dir), errno);
+  std::unique_ptr<Supervisor> s(new Supervisor(std::move(options)));
+  RETURN_IF_ERROR(s->Adopt());
+  s->reaper_ = std::thread(&Supervisor::ReaperLoop, s.get());
+  return s;
+}
+
+Supervisor::~Supervisor() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (reaper_.joinable()) reaper_.join();
+  std::vector<std::shared_ptr<Vmm>> all;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [key, vmm] : vmms_) all.push_back(vmm);
+  }
+  for (const std::shared_ptr<Vmm>& vmm : all) {
+    EndForwarder(vmm);
+    if (vmm->pidfd >= 0) close(vmm->pidfd);
+  }
+}
+
+void Supervisor::Log(const LogLine& line) const {
+  if (options_.agent.log) options_.agent.log(line.str());
+}
+
+std::shared_ptr<Supervisor::Vmm> Supervisor::Track(const VmmRecord& record, bool child) {
+  auto vmm = std::make_shared<Vmm>();
+  vmm->record = record;
+  vmm->dir = VmmDir(options_.state_dir, record.key);
+  vmm->child = child;
+  if (!child) vmm->pidfd = PidfdOpen(record.pid);
+  vmm->client = std::make_unique<VmmClient>(
+      ControlSocket(vmm->dir),
+      absl::StrFormat("the VMM process of VM %s (pid %d)", record.name, record.pid));
+  vmm->forwarder = std::thread(&Supervisor::Forward, this, vmm.get());
+  return vmm;
+}
+
+void Supervisor::Forward(Vmm* vmm) {
+  uint64_t next = 1;  // the process's sequence to ask from (1: all it keeps)
+  while (true) {
+    grpc::ClientContext ctx;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_ || vmm->forwarding_done) return;
+      vmm->watch = &ctx;
+    }
+    (void)vmm->client->WatchEvents(next, &ctx, [&](const v1::Event& e) {
+      next = e.sequence() + 1;
+      if (e.kind() == v1::EVENT_KIND_EVENTS_LOST) return true;
+      events_.Publish(e);
+      return true;
+    });
+    absl::MutexLock lock(&mu_);
+    vmm->watch = nullptr;
+    // The stream ended (the process is gone or restarting its log): look
+    // again in a moment, unless told to stop.
+    auto stop = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return stopping_ || vmm->forwarding_done;
+    };
+    if (mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Milliseconds(500))) return;
+  }
+}
+
+void Supervisor::EndForwarder(const std::shared_ptr<Vmm>& vmm) {
+  {
+    absl::MutexLock lock(&mu_);
+    vmm->forwarding_done = true;
+    if (vmm->watch != nullptr) vmm->watch->TryCancel();
+  }
+  if (vmm->forwarder.joinable() && vmm->forwarder.get_id() != std::this_thread::get_id())
+    vmm->forwarder.join();
+}
+
+absl::Status Supervisor::Adopt() {
+  ASSIGN_OR_RETURN(std::vector<std::string> dirs, ListVmmDirs(options_.state_dir));
+  for (const std::string& dir : dirs) {
+    absl::StatusOr<VmmRecord> r = ReadRecord(dir);
+    if (!r.ok()) {
+      Log(LogLine(LogLevel::kWarn, "vmm.record_unreadable")
+              .Kv("dir", dir)
+              .Kv("reason", r.status().message()));
+      RemoveVmmDir(dir);
+      continue;
+    }
+    if (!IsOurVmm(r->pid, dir)) {
+      v1::Vm vm;
+      vm.set_name(r->name);
+      vm.set_state(v1::VM_STATE_FAILED);
+      vm.set_held_reason(absl::StrFormat(
+          "its VMM process (pid %d) had exited when ferryd started: the VM is lost", r->pid));
+      Log(LogLine(LogLevel::kError, "vmm.lost").Kv("vm", r->name).Kv("reason", vm.held_reason()));
+      absl::MutexLock lock(&mu_);
+      lost_[r->name] = vm;
+      RemoveVmmDir(dir);
+      continue;
+    }
+    std::shared_ptr<Vmm> vmm = Track(*r, /*child=*/false);
+    Log(LogLine(LogLevel::kInfo, "vmm.adopted")
+            .Kv("vm", r->name)
+            .Kv("pid", static_cast<int64_t>(r->pid))
+            .Kv("role", r->role));
+    absl::MutexLock lock(&mu_);
+    vmms_[r->key] = std::move(vmm);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::pair<int, int>> Supervisor::PickPorts() {
+  if (options_.first_port == 0) return std::make_pair(0, 0);
+  std::set<int> used;
+  for (const auto& [key, vmm] : vmms_) {
+    used.insert(vmm->record.migration_port);
+    used.insert(vmm->record.fetch_port);
+  }
+  std::vector<int> got;
+  for (int p = options_.first_port; p <= options_.last_port && got.size() < 2; ++p)
+    if (!used.count(p) && PortFree(options_.listen_host, p)) got.push_back(p);
+  if (got.size() < 2)
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("--migration-ports %d-%d has no two free ports left (each VM takes two)",
+                        options_.first_port, options_.last_port));
+  return std::make_pair(got[0], got[1]);
+}
+
+absl::StatusOr<std::shared_ptr<Supervisor::Vmm>> Supervisor::Launch(
+    const std::string& name, uint64_t memory_bytes, const std::string& role,
+    const std::string& migration_id) {
+  RETURN_IF_ERROR(api::ValidateVmName(name));
+  VmmLaunch launch;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::UnavailableError("the agent is shutting down");
+    uint64_t memory = memory_bytes;
+    int count = static_cast<int>(launching_.size());
+    for (const auto& [key, vmm] : vmms_) {
+      if (vmm->record.name == name && !vmm->stopping)
+        return absl::AlreadyExistsError(absl::StrFormat("VM %s exists on this host", name));
+      memory += vmm->record.memory_bytes;
+      ++count;
+    }
+    if (launching_.count(name) || lost_.count(name))
+      return absl::AlreadyExistsError(
+          absl::StrFormat("VM %s exists on this host%s", name,
+                          lost_.count(name) ? " (failed: delete it first)" : ""));
+    for (const auto& [n, bytes] : launching_) memory += bytes;
+    if (count + 1 > options_.agent.max_vms)
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("this agent hosts at most %d VMs (--max-vms)", options_.agent.max_vms));
+    if (memory > options_.agent.max_memory)
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "VM %s would take this agent's guest memory to %d MiB, over its %d MiB (--max-memory)",
+          name, memory >> 20, options_.agent.max_memory >> 20));
+    ASSIGN_OR_RETURN(auto ports, PickPorts());
+    launching_[name] = memory_bytes;
+    launch.record.migration_port = ports.first;
+    launch.record.fetch_port = ports.second;
+  }
+  launch.binary = options_.vmm_binary;
+  launch.state_dir = options_.state_dir;
+  launch.record.key = NewVmmKey(name);
+  launch.record.name = name;
+  launch.record.role = role;
+  launch.record.migration_id = migration_id;
+  launch.record.memory_bytes = memory_bytes;
+  launch.listen_host = options_.listen_host;
+  launch.fetch_advertise_host = options_.fetch_advertise_host;
+  launch.migration_token = options_.agent.migration_token;
+  launch.args = options_.vmm_args;
+  absl::StatusOr<VmmRecord> record = LaunchVmm(launch);
+  absl::MutexLock lock(&mu_);
+  launching_.erase(name);
+  if (!record.ok()) {
+    Log(LogLine(LogLevel::kError, "vmm.start_failed")
+            .Kv("vm", name)
+            .Kv("reason", record.status().message()));
+    return absl::Status(
+        record.status().code(),
+        absl::StrCat("cannot start VM ", name, "'s process: ", record.status().message()));
+  }
+  std::shared_ptr<Vmm> vmm = Track(*record, /*child=*/true);
+  vmms_[record->key] = vmm;
+  Log(LogLine(LogLevel::kInfo, "vmm.started")
+          .Kv("vm", name)
+          .Kv("pid", static_cast<int64_t>(record->pid))
+          .Kv("role", role)
+          .Kv("migration_port", record->migration_port));
+  return vmm;
+}
+
+void Supervisor::Stop(const std::shared_ptr<Vmm>& vmm) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (vmm->stopping) return;
+    vmm->stopping = true;
+  }
+  kill(vmm->record.pid, SIGTERM);
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    if (vmm->child) {
+      gone = waitpid(vmm->record.pid, nullptr, WNOHANG) == vmm->record.pid;
+    } else {
+      pollfd p{vmm->pidfd, POLLIN, 0};
+      gone = vmm->pidfd < 0 || poll(&p, 1, 0) == 1;
+    }
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!gone) {
+    kill(vmm->record.pid, SIGKILL);
+    if (vmm->child) waitpid(vmm->record.pid, nullptr, 0);
+  }
+  RemoveVmmDir(vmm->dir);
+  EndForwarder(vmm);
+  absl::MutexLock lock(&mu_);
+  vmms_.erase(vmm->record.key);
+  if (vmm->pidfd >= 0) close(vmm->pidfd);
+  vmm->pidfd = -1;
+  Log(LogLine(LogLevel::kInfo, "vmm.stopped")
+          .Kv("vm", vmm->record.name)
+          .Kv("pid", static_cast<int64_t>(vmm->record.pid)));
+}
+
+absl::StatusOr<std::shared_ptr<Supervisor::Vmm>> Supervisor::ByName(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<Vmm> best;
+  for (const auto& [key, vmm] : vmms_)
+    if (vmm->record.name == name && !vmm->stopping &&
+        (best == nullptr || vmm->record.started_unix_ms > best->record.started_unix_ms))
+      best = vmm;
+  if (best == nullptr) return absl::NotFoundError(absl::StrCat("no VM named ", name));
+  return best;
+}
+
+absl::StatusOr<std::shared_ptr<Supervisor::Vmm>> Supervisor::ByMigration(const std::string& id) {
+  std::vector<std::shared_ptr<Vmm>> all;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [key, vmm] : vmms_) {
+      if (vmm->record.migration_id == id) return vmm;
+      all.push_back(vmm);
+    }
+  }
+  for (const std::shared_ptr<Vmm>& vmm : all)
+    if (vmm->client->GetMigration(id).ok()) return vmm;
+  return absl::NotFoundError(absl::StrCat("no migration ", id));
+}
+
+absl::StatusOr<v1::Vm> Supervisor::CreateVm(const v1::CreateVmRequest& request) {
+  ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm,
+                   Launch(request.name(), request.memory_bytes(), "created", ""));
+  absl::StatusOr<v1::Vm> vm = vmm->client->CreateVm(request);
+  if (!vm.ok()) Stop(vmm);
+  return vm;
+}
+
+absl::StatusOr<v1::Vm> Supervisor::GetVm(const std::string& name) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = lost_.find(name); it != lost_.end()) return it->second;
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm, ByName(name));
+  return vmm->client->GetVm(name);
+}
+
+std::vector<v1::Vm> Supervisor::ListVms() {
+  std::vector<std::shared_ptr<Vmm>> all;
+  std::vector<v1::Vm> out;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [key, vmm] : vmms_) all.push_back(vmm);
+    for (const auto& [name, vm] : lost_) out.push_back(vm);
+  }
+  for (const std::shared_ptr<Vmm>& vmm : all)
+    for (v1::Vm& vm : vmm->client->ListVms()) out.push_back(std::move(vm));
+  return out;
+}
+
+absl::Status Supervisor::DeleteVm(const std::string& name) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (lost_.erase(name) > 0) return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm, ByName(name));
+  RETURN_IF_ERROR(vmm->client->DeleteVm(name));
+  Stop(vmm);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::VmStatsResponse> Supervisor::VmStats(const std::string& name) {
+  ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm, ByName(name));
+  return vmm->client->VmStats(name);
+}
+
+absl::StatusOr<v1::VerifyVmResponse> Supervisor::VerifyVm(const v1::VerifyVmRequest& request) {
+  ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm, ByName(request.name()));
+  return vmm->client->VerifyVm(request);
+}
+
+absl::StatusOr<v1::Vm> Supervisor::ResumeVm(const v1::ResumeVmRequest& request) {
+  ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm, ByName(request.name()));
+  return vmm->client->ResumeVm(request);
+}
+
+absl::StatusOr<v1::MigrationResource> Supervisor::StartMigration(
+    const v1::StartMigrationRequest& request) {
+  ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm, ByName(request.vm_name()));
+  // --max-migrations: outgoing ones under way across the processes.
+  int running = 0;
+  for (const v1::MigrationResource& m : ListMigrations())
+    if (m.direction() == "outgoing" && !Ended(m) && m.vm_name() != request.vm_name()) ++running;
+  if (running >= options_.agent.max_migrations)
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("%d outgoing migrations are under way, the most this agent runs at once "
+                        "(--max-migrations)",
+                        running));
+  return vmm->client->StartMigration(request);
+}
+
+v1::CheckMigrationResponse Supervisor::CheckMigration(const v1::StartMigrationRequest& request) {
+  absl::StatusOr<std::shared_ptr<Vmm>> vmm = ByName(request.vm_name());
+  if (!vmm.ok()) {
+    v1::CheckMigrationResponse out;
+    v1::CheckItem* item = out.add_checks();
+    item->set_name("vm");
+    item->set_ok(false);
+    item->set_detail(std::string(vmm.status().message()));
+    return out;
+  }
+  return (*vmm)->client->CheckMigration(request);
+}
+
+absl::StatusOr<v1::MigrationResource> Supervisor::GetMigration(const std::string& id) {
+  absl::StatusOr<std::shared_ptr<Vmm>> vmm = ByMigration(id);
+  if (vmm.ok()) return (*vmm)->client->GetMigration(id);
+  absl::MutexLock lock(&mu_);
+  if (auto it = finished_.find(id); it != finished_.end()) return it->second;
+  return vmm.status();
+}
+
+std::vector<v1::MigrationResource> Supervisor::ListMigrations() {
+  std::vector<std::shared_ptr<Vmm>> all;
+  std::vector<v1::MigrationResource> out;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [key, vmm] : vmms_) all.push_back(vmm);
+    for (const auto& [id, m] : finished_) out.push_back(m);
+  }
+  for (const std::shared_ptr<Vmm>& vmm : all)
+    for (v1::MigrationResource& m : vmm->client->ListMigrations()) out.push_back(std::move(m));
+  return out;
+}
+
+absl::StatusOr<v1::MigrationResource> Supervisor::CancelMigration(const std::string& id) {
+  ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm, ByMigration(id));
+  return vmm->client->CancelMigration(id);
+}
+
+absl::StatusOr<v1::MigrationResource> Supervisor::RecoverMigration(
+    const v1::RecoverMigrationRequest& request) {
+  ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm, ByMigration(request.id()));
+  return vmm->client->RecoverMigration(request);
+}
+
+absl::StatusOr<v1::MigrationResource> Supervisor::SetMigrationParameters(
+    const v1::SetMigrationParametersRequest& request) {
+  ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm, ByMigration(request.id()));
+  return vmm->client->SetMigrationParameters(request);
+}
+
+absl::StatusOr<v1::MigrationResource> Supervisor::StartPostcopy(const std::string& id) {
+  ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm, ByMigration(id));
+  return vmm->client->StartPostcopy(id);
+}
+
+absl::Status Supervisor::WatchMigration(
+    const std::string& id, absl::Duration interval,
+    const std::function<bool(const v1::MigrationResource&)>& write) {
+  absl::StatusOr<std::shared_ptr<Vmm>> vmm = ByMigration(id);
+  if (vmm.ok()) {
+    absl::Status s = (*vmm)->client->WatchMigration(id, interval, write);
+    // The process was stopped as the watch ended: its final state is here.
+    if (s.ok() || s.code() != absl::StatusCode::kUnavailable) return s;
+  }
+  absl::StatusOr<v1::MigrationResource> final = GetMigration(id);
+  if (!final.ok()) return vmm.ok() ? final.status() : vmm.status();
+  write(*final);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> Supervisor::AdmitIncoming(const v1::Hello& hello) {
+  if (!options_.agent.migration_token.empty() &&
+      !migration::TokensEqual(hello.auth_token(), options_.agent.migration_token))
+    return absl::PermissionDeniedError("the migration token does not match this agent's");
+  ASSIGN_OR_RETURN(migration::ValidHello valid, migration::ValidateHello(hello));
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [key, vmm] : vmms_)
+      if (vmm->record.migration_id == hello.migration_id())
+        return vmm->record.migration_port;  // a Hello sent again
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm,
+                   Launch(valid.name, valid.config.memory_bytes, "incoming", hello.migration_id()));
+  return vmm->record.migration_port;
+}
+
+std::string Supervisor::ExitReason(Vmm& vmm) {
+  if (vmm.child) {
+    int status = 0;
+    if (waitpid(vmm.record.pid, &status, WNOHANG) != vmm.record.pid)
+      return absl::StrFormat("its VMM process (pid %d) is gone", vmm.record.pid);
+    if (WIFSIGNALED(status))
+      return absl::StrFormat("its VMM process (pid %d) was killed by signal %d (%s)",
+                             vmm.record.pid, WTERMSIG(status), strsignal(WTERMSIG(status)));
+    return absl::StrFormat("its VMM process (pid %d) exited with status %d", vmm.record.pid,
+                           WEXITSTATUS(status));
+  }
+  return absl::StrFormat("its VMM process (pid %d) exited (its status went to an earlier ferryd)",
+                         vmm.record.pid);
+}
+
+void Supervisor::ReapOnce() {
+  std::vector<std::shared_ptr<Vmm>> all;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [key, vmm] : vmms_)
+      if (!vmm->stopping) all.push_back(vmm);
+  }
+  for (const std::shared_ptr<Vmm>& vmm : all) {
+    bool exited;
+    if (vmm->child) {
+      siginfo_t info{};
+      exited = waitid(P_PID, vmm->record.pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+               info.si_pid == vmm->record.pid;
+    } else {
+      pollfd p{vmm->pidfd, POLLIN, 0};
+      exited = vmm->pidfd < 0 ? !IsOurVmm(vmm->record.pid, vmm->dir) : poll(&p, 1, 0) == 1;
+    }
+    if (exited) {
+      v1::Vm vm;
+      vm.set_name(vmm->record.name);
+      vm.set_state(v1::VM_STATE_FAILED);
+      vm.set_held_reason(ExitReason(*vmm) + ": the VM is lost");
+      Log(LogLine(LogLevel::kError, "vmm.lost").Kv("vm", vm.name()).Kv("reason", vm.held_reason()));
+      v1::Event e;
+      e.set_kind(v1::EVENT_KIND_VM_FAILED);
+      e.set_vm_name(vm.name());
+      e.set_message(vm.held_reason());
+      events_.Publish(std::move(e));
+      RemoveVmmDir(vmm->dir);
+      EndForwarder(vmm);
+      absl::MutexLock lock(&mu_);
+      vmm->stopping = true;
+      vmms_.erase(vmm->record.key);
+      if (vmm->pidfd >= 0) close(vmm->pidfd);
+      vmm->pidfd = -1;
+      lost_[vm.name()] = vm;
+      continue;
+    }
+    // A process with nothing left: no VM, every migration ended.
+    const bool young =
+        absl::Now() - absl::FromUnixMillis(vmm->record.started_unix_ms) < kIncomingGrace;
+    if (young && vmm->record.role == "incoming") continue;
+    if (young && vmm->record.role == "created") {
+      // A VM being created is not listed yet.
+      if (absl::Now() - absl::FromUnixMillis(vmm->record.started_unix_ms) < absl::Seconds(30))
+        continue;
+    }
+    absl::StatusOr<std::vector<v1::Vm>> vms = vmm->client->TryListVms();
+    if (!vms.ok() || !vms->empty()) continue;
+    absl::StatusOr<std::vector<v1::MigrationResource>> ms = vmm->client->TryListMigrations();
+    if (!ms.ok()) continue;
+    bool busy = false;
+    for (const v1::MigrationResource& m : *ms) busy |= !Ended(m);
+    if (busy) continue;
+    {
+      absl::MutexLock lock(&mu_);
+      for (const v1::MigrationResource& m : *ms) {
+        finished_[m.id()] = m;
+        finished_at_[m.id()] = absl::Now();
+      }
+      // Retention as an Agent keeps finished migrations.
+      while (!finished_.empty() &&
+             (static_cast<int>(finished_.size()) > options_.agent.keep_finished_count)) {
+        auto oldest = std::min_element(finished_at_.begin(), finished_at_.end(),
+                                       [](auto& a, auto& b) { return a.second < b.second; });
+        finished_.erase(oldest->first);
+        finished_at_.erase(oldest);
+      }
+    }
+    Stop(vmm);
+  }
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = absl::Now();
+  for (auto it = finished_at_.begin(); it != finished_at_.end();) {
+    if (now - it->second > options_.agent.keep_finished) {
+      finished_.erase(it->first);
+      it = finished_at_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Supervisor::ReaperLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+      if (mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Milliseconds(250))) return;
+    }
+    ReapOnce();
+  }
+}
+
+std::string Supervisor::RenderMetrics() {
+  absl::MutexLock lock(&mu_);
+  return absl::StrFormat(
+      "# HELP ferry_vmm_processes ferry-vmm processes this agent supervises.\n"
+      "# TYPE ferry_vmm_processes gauge\n"
+      "ferry_vmm_processes %d\n"
+      "# HELP ferry_vms_lost VMs whose process exited by itself, not yet deleted.\n"
+      "# TYPE ferry_vms_lost gauge\n"
+      "ferry_vms_lost %d\n",
+      vmms_.size(), lost_.size());
+}
+
+}  // namespace ferry::agent

@@ -1,0 +1,274 @@
+// One ferry-vmm process per VM (ferryd --state-dir), end to end with real
+// processes: VMs and migrations outlive ferryd killed with SIGKILL and
+// started again on the same state directory, in precopy and in postcopy,
+// on either side; a VMM killed alone leaves its VM failed with the reason
+// and touches nothing else; SIGTERM of ferryd leaves every VMM running.
+// Every migration that completes is checked by digest against a replay of
+// the guest that never moved.
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "base/eventually.h"
+#include "base/file.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "migration/agent/vmm_process.h"
+#include "tests/e2e/agent_harness.h"
+
+namespace ferry::e2e {
+namespace {
+
+using ferry::v1::MigrationResource;
+using ::testing::HasSubstr;
+
+class VmmProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    setenv("FERRY_VMM", Runfile("migration/agent/ferry-vmm").c_str(), 1);
+    // Unix socket paths are short: the state directories live under /tmp.
+    char a[] = "/tmp/ferry-vmm-a-XXXXXX";
+    char b[] = "/tmp/ferry-vmm-b-XXXXXX";
+    ASSERT_NE(mkdtemp(a), nullptr);
+    ASSERT_NE(mkdtemp(b), nullptr);
+    dir_a_ = a;
+    dir_b_ = b;
+    StartA();
+    StartB();
+  }
+
+  void TearDown() override {
+    a_.reset();
+    b_.reset();
+    // The processes outlive ferryd by design: end them here.
+    for (const std::string& dir : {dir_a_, dir_b_}) {
+      for (const std::string& pid : VmmPids(dir)) kill(std::stoi(pid), SIGKILL);
+      RunCommand({"rm", "-rf", dir});
+    }
+  }
+
+  // The pids recorded in a state directory.
+  static std::vector<std::string> VmmPids(const std::string& state_dir) {
+    std::vector<std::string> pids;
+    auto dirs = agent::ListVmmDirs(state_dir);
+    if (!dirs.ok()) return pids;
+    for (const std::string& d : *dirs) {
+      auto r = agent::ReadRecord(d);
+      if (r.ok()) pids.push_back(absl::StrCat(r->pid));
+    }
+    return pids;
+  }
+
+  void StartA() {
+    auto a = agent::AgentProcess::Start(Ferryd(), {"--state-dir", dir_a_}, TempDir() + "/a.log");
+    ASSERT_TRUE(a.ok()) << a.status();
+    a_ = std::make_unique<agent::AgentProcess>(std::move(*a));
+    sa_ = Stub(a_->address());
+  }
+
+  void StartB() {
+    auto b = agent::AgentProcess::Start(Ferryd(), {"--state-dir", dir_b_}, TempDir() + "/b.log");
+    ASSERT_TRUE(b.ok()) << b.status();
+    b_ = std::make_unique<agent::AgentProcess>(std::move(*b));
+    sb_ = Stub(b_->address());
+  }
+
+  // SIGKILL, then a new ferryd on the same state directory.
+  void KillAndRestart(std::unique_ptr<agent::AgentProcess>* agent, bool is_a) {
+    ASSERT_TRUE((*agent)->Signal(SIGKILL));
+    ASSERT_TRUE((*agent)->Wait(10000).has_value());
+    agent->reset();
+    if (is_a) {
+      StartA();
+    } else {
+      StartB();
+    }
+  }
+
+  uint64_t Ops(ferry::v1::Control::Stub& stub, const std::string& name) {
+    ferry::v1::Vm vm;
+    EXPECT_EQ(GetVmCode(stub, name, &vm), grpc::StatusCode::OK);
+    return vm.guest_ops();
+  }
+
+  MigrationResource Start(const std::string& vm, ferry::v1::MigrationMode mode,
+                          uint64_t bandwidth) {
+    grpc::ClientContext ctx;
+    ferry::v1::StartMigrationRequest r;
+    r.set_vm_name(vm);
+    r.set_destination(b_->address());
+    r.set_mode(mode);
+    r.set_max_bandwidth(bandwidth);
+    MigrationResource out;
+    grpc::Status s = sa_->StartMigration(&ctx, r, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out;
+  }
+
+  std::string dir_a_, dir_b_;
+  std::unique_ptr<agent::AgentProcess> a_, b_;
+  std::unique_ptr<ferry::v1::Control::Stub> sa_, sb_;
+};
+
+TEST_F(VmmProcessTest, EachVmRunsInItsOwnProcessOutsideFerrydsSession) {
+  CreateVm(*sa_, VmRequest("one", "uniform"));
+  CreateVm(*sa_, VmRequest("two", "sequential"));
+  const std::vector<std::string> pids = VmmPids(dir_a_);
+  ASSERT_EQ(pids.size(), 2u);
+  for (const std::string& pid : pids) {
+    EXPECT_NE(std::stoi(pid), a_->pid());
+    // Its own session: a signal to ferryd's process group misses it.
+    EXPECT_EQ(getsid(std::stoi(pid)), std::stoi(pid));
+  }
+  ferry::v1::ListVmsResponse list;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(sa_->ListVms(&ctx, ferry::v1::ListVmsRequest(), &list).ok());
+  EXPECT_EQ(list.vms_size(), 2);
+}
+
+TEST_F(VmmProcessTest, VmKeepsRunningThroughFerrydKill9AndIsReadopted) {
+  CreateVm(*sa_, VmRequest("web", "uniform"));
+  const uint64_t before = Ops(*sa_, "web");
+  KillAndRestart(&a_, /*is_a=*/true);
+  // The guest ran while no ferryd was there, and runs on.
+  const uint64_t after = Ops(*sa_, "web");
+  EXPECT_GT(after, before);
+  EXPECT_TRUE(Eventually([&] { return Ops(*sa_, "web") > after; }));
+  EXPECT_TRUE(VerifyVm(*sa_, "web"));
+  // Still one VM of that name: a second create is refused.
+  grpc::ClientContext ctx;
+  ferry::v1::Vm out;
+  EXPECT_EQ(sa_->CreateVm(&ctx, VmRequest("web", "idle"), &out).error_code(),
+            grpc::StatusCode::ALREADY_EXISTS);
+}
+
+TEST_F(VmmProcessTest, SigtermLeavesEveryVmmRunning) {
+  CreateVm(*sa_, VmRequest("web", "uniform"));
+  const std::vector<std::string> pids = VmmPids(dir_a_);
+  ASSERT_EQ(pids.size(), 1u);
+  const int status = a_->Stop(5000);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(kill(std::stoi(pids[0]), 0), 0) << "the VMM went with ferryd";
+  a_.reset();
+  StartA();
+  EXPECT_TRUE(VerifyVm(*sa_, "web"));
+}
+
+TEST_F(VmmProcessTest, PrecopyCompletesThroughSourceFerrydKill9) {
+  // A guest that writes 1 MB/s: precopy converges at any speed of this
+  // machine (hybrid, should it not, still completes by postcopy).
+  ferry::v1::CreateVmRequest vm = VmRequest("web", "dirty-rate", 128ull << 20);
+  vm.mutable_workload()->set_dirty_bytes_per_sec(1 << 20);
+  CreateVm(*sa_, vm);
+  // 8 MB/s: the first round over 128 MiB takes long enough to kill ferryd
+  // in it.
+  MigrationResource m = Start("web", ferry::v1::MIGRATION_MODE_HYBRID, 8 << 20);
+  ASSERT_FALSE(m.id().empty());
+  MigrationResource p = AwaitPhase(*sa_, m.id(), ferry::v1::MIGRATION_PHASE_PRECOPY);
+  ASSERT_EQ(p.phase(), ferry::v1::MIGRATION_PHASE_PRECOPY) << p.error();
+  KillAndRestart(&a_, /*is_a=*/true);
+  // The restarted agent finds the migration and lets it go faster.
+  {
+    grpc::ClientContext ctx;
+    ferry::v1::SetMigrationParametersRequest r;
+    r.set_id(m.id());
+    r.set_max_bandwidth(0);
+    MigrationResource out;
+    grpc::Status s = sa_->SetMigrationParameters(&ctx, r, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+  }
+  MigrationResource done = AwaitPhase(*sa_, m.id(), ferry::v1::MIGRATION_PHASE_UNSPECIFIED, 120000);
+  EXPECT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << done.error();
+  EXPECT_TRUE(VerifyVm(*sb_, "web"));
+}
+
+TEST_F(VmmProcessTest, PostcopyCompletesThroughDestinationFerrydKill9) {
+  CreateVm(*sa_, VmRequest("web", "uniform", 128ull << 20));
+  // Postcopy at 8 MB/s: the push takes seconds, ferryd B dies in it.
+  MigrationResource m = Start("web", ferry::v1::MIGRATION_MODE_POSTCOPY, 8 << 20);
+  ASSERT_FALSE(m.id().empty());
+  MigrationResource p = AwaitPhase(*sa_, m.id(), ferry::v1::MIGRATION_PHASE_POSTCOPY);
+  ASSERT_EQ(p.phase(), ferry::v1::MIGRATION_PHASE_POSTCOPY) << p.error();
+  KillAndRestart(&b_, /*is_a=*/false);
+  // The destination's new ferryd lists the VM arriving, running.
+  ferry::v1::Vm vm;
+  EXPECT_EQ(GetVmCode(*sb_, "web", &vm), grpc::StatusCode::OK);
+  MigrationResource done = AwaitPhase(*sa_, m.id(), ferry::v1::MIGRATION_PHASE_UNSPECIFIED, 120000);
+  EXPECT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << done.error();
+  EXPECT_TRUE(VerifyVm(*sb_, "web"));
+}
+
+TEST_F(VmmProcessTest, KilledVmmLeavesItsVmFailedAndOthersUntouched) {
+  CreateVm(*sa_, VmRequest("victim", "uniform"));
+  CreateVm(*sa_, VmRequest("bystander", "uniform"));
+  auto dirs = agent::ListVmmDirs(dir_a_);
+  ASSERT_TRUE(dirs.ok());
+  pid_t victim = 0;
+  for (const std::string& d : *dirs) {
+    auto r = agent::ReadRecord(d);
+    ASSERT_TRUE(r.ok()) << r.status();
+    if (r->name == "victim") victim = r->pid;
+  }
+  ASSERT_GT(victim, 0);
+  ASSERT_EQ(kill(victim, SIGKILL), 0);
+  ferry::v1::Vm vm;
+  EXPECT_TRUE(Eventually([&] {
+    return GetVmCode(*sa_, "victim", &vm) == grpc::StatusCode::OK &&
+           vm.state() == ferry::v1::VM_STATE_FAILED;
+  }));
+  EXPECT_THAT(vm.held_reason(), HasSubstr("killed by signal 9"));
+  const uint64_t ops = Ops(*sa_, "bystander");
+  EXPECT_TRUE(Eventually([&] { return Ops(*sa_, "bystander") > ops; }));
+  EXPECT_TRUE(VerifyVm(*sa_, "bystander"));
+  // Deleting the failed VM forgets it; the name is free again.
+  grpc::ClientContext ctx;
+  ferry::v1::DeleteVmRequest d;
+  d.set_name("victim");
+  ferry::v1::DeleteVmResponse out;
+  EXPECT_TRUE(sa_->DeleteVm(&ctx, d, &out).ok());
+  EXPECT_EQ(GetVmCode(*sa_, "victim"), grpc::StatusCode::NOT_FOUND);
+  CreateVm(*sa_, VmRequest("victim", "idle"));
+}
+
+// The events of every process reach ferryd's own stream (ferry events):
+// the VM's creation, published by its ferry-vmm, is replayed to a watcher
+// of ferryd, and so is a migration's end on both supervisors.
+TEST_F(VmmProcessTest, EventsOfEachVmmReachFerrydsStream) {
+  CreateVm(*sa_, VmRequest("web", "idle"));
+  const MigrationResource m = Start("web", ferry::v1::MIGRATION_MODE_PRECOPY, 0);
+  const MigrationResource done =
+      AwaitPhase(*sa_, m.id(), ferry::v1::MIGRATION_PHASE_UNSPECIFIED, 120000);
+  ASSERT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << done.error();
+  auto kinds_of = [](ferry::v1::Control::Stub& stub, const std::string& vm) {
+    std::vector<ferry::v1::EventKind> kinds;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
+    ferry::v1::WatchEventsRequest r;
+    r.set_vm_name(vm);
+    r.set_since_sequence(1);
+    auto reader = stub.WatchEvents(&ctx, r);
+    ferry::v1::Event e;
+    while (reader->Read(&e)) {
+      kinds.push_back(e.kind());
+      if (e.kind() == ferry::v1::EVENT_KIND_MIGRATION_ENDED) break;
+    }
+    ctx.TryCancel();
+    return kinds;
+  };
+  using ::testing::Contains;
+  const auto source = kinds_of(*sa_, "web");
+  EXPECT_THAT(source, Contains(ferry::v1::EVENT_KIND_VM_CREATED));
+  EXPECT_THAT(source, Contains(ferry::v1::EVENT_KIND_MIGRATION_ENDED));
+  const auto destination = kinds_of(*sb_, "web");
+  EXPECT_THAT(destination, Contains(ferry::v1::EVENT_KIND_MIGRATION_ADMITTED));
+  EXPECT_THAT(destination, Contains(ferry::v1::EVENT_KIND_MIGRATION_ENDED));
+}
+
+}  // namespace
+}  // namespace ferry::e2e
