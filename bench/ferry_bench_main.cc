@@ -14,16 +14,17 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "base/args.h"
-#include "base/units.h"
-#include "base/status_macros.h"
 #include "base/clock.h"
 #include "base/json.h"
 #include "base/man_page.h"
-#include "base/version.h"
 #include "base/process.h"
+#include "base/status_macros.h"
+#include "base/units.h"
+#include "base/version.h"
 #include "bench/demand_paging.h"
 #include "bench/kvm_dirty_log.h"
 #include "bench/migrate.h"
+#include "bench/processes.h"
 #include "bench/reference.h"
 #include "bench/suite.h"
 #include "migration/api/defaults.h"
@@ -96,6 +97,14 @@ scenarios:
   digest          time the whole-memory digest of a populated guest
       --memory SIZE            guest memory (default 1G)
       --repeat N               runs; the median is reported (default 3)
+  processes       VMs inside ferryd against one ferry-vmm process per VM
+                  (ferryd --state-dir), alternating in the same run: VM
+                  creation time, precopy throughput and total time (idle
+                  guest), postcopy total time and fault latency (uniform
+                  guest); medians, every destination checked by digest
+      --memory SIZE            guest memory (default 1G)
+      --repeat N               migrations of each kind per layout (default 3)
+      --json                   one JSON object per layout
 )";
 
 // The digest of `--memory` of populated guest memory (random pages, a
@@ -189,6 +198,46 @@ absl::Status Reference(Args& args) {
   RETURN_IF_ERROR(args.Finish());
   ASSIGN_OR_RETURN(ReferenceResult r, RunReference(bytes, static_cast<int>(samples)));
   std::printf("%s\n", r.ToJson().ToString().c_str());
+  return absl::OkStatus();
+}
+
+absl::Status Processes(Args& args) {
+  ProcessesOptions o;
+  ASSIGN_OR_RETURN(o.memory_bytes, args.Bytes("memory", 1ull << 30));
+  ASSIGN_OR_RETURN(int64_t repeat, args.Int("repeat", 3));
+  if (repeat < 1 || repeat > 100) return absl::InvalidArgumentError("--repeat must be 1 to 100");
+  o.repeat = static_cast<int>(repeat);
+  const bool json = args.Bool("json");
+  RETURN_IF_ERROR(args.Finish());
+  WarmHostMemory(3 * o.memory_bytes);
+  ASSIGN_OR_RETURN(std::vector<ProcessesRow> rows, RunProcesses(o));
+  if (!json)
+    std::printf("%-12s %5s %10s %13s %13s %14s %9s %9s %6s\n", "layout", "runs", "create_ms",
+                "precopy_gbps", "precopy_ms", "postcopy_ms", "fault_p50", "fault_p99", "digest");
+  for (const ProcessesRow& r : rows) {
+    if (json) {
+      JsonObject j;
+      j.Add("scenario", "processes")
+          .Add("layout", r.layout)
+          .Add("memory_bytes", o.memory_bytes)
+          .Add("runs", static_cast<int64_t>(r.runs))
+          .Add("create_ms", r.create_ms)
+          .Add("precopy_gbps", r.precopy_gbps)
+          .Add("precopy_total_ms", r.precopy_total_ms)
+          .Add("postcopy_total_ms", r.postcopy_total_ms)
+          .Add("fault_p50_us", r.fault_p50_us)
+          .Add("fault_p99_us", r.fault_p99_us)
+          .Add("digests_match", r.digests_match);
+      std::printf("%s\n", j.ToString().c_str());
+    } else {
+      std::printf("%-12s %5d %10.1f %13.2f %13.0f %14.0f %7.0fus %7.0fus %6s\n", r.layout.c_str(),
+                  r.runs, r.create_ms, r.precopy_gbps, r.precopy_total_ms, r.postcopy_total_ms,
+                  r.fault_p50_us, r.fault_p99_us, r.digests_match ? "match" : "DIFFER");
+    }
+  }
+  for (const ProcessesRow& r : rows)
+    if (!r.digests_match)
+      return absl::DataLossError("a destination's memory differs from its reference run");
   return absl::OkStatus();
 }
 
@@ -341,6 +390,7 @@ absl::Status Main(int argc, char** argv) {
   if (scenario == "digest") return Digest(args);
   if (scenario == "reference") return Reference(args);
   if (scenario == "migrate") return Migrate(args);
+  if (scenario == "processes") return Processes(args);
   if (scenario == "suite") {
     std::vector<std::string> words = {"ferry-bench"};
     for (int i = 1; i < argc; ++i) words.push_back(argv[i]);

@@ -1,20 +1,81 @@
 #include "bench/migrate.h"
 
+#include <signal.h>
+#include <stdlib.h>
+
+#include <memory>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
-#include "migration/api/report_proto.h"
 #include "migration/agent/agent_process.h"
+#include "migration/agent/vmm_process.h"
+#include "migration/api/report_proto.h"
 #include "migration/cli/client.h"
 #include "migration/convert.h"
 
 namespace ferry::bench {
 
+namespace {
+
+// A temporary state directory whose VMM processes are gone when it goes:
+// after the agents, which do not stop their VMMs (they outlive ferryd by
+// design), it waits a moment for processes the agent was stopping, then
+// kills what is left.
+class StateDir {
+ public:
+  static absl::StatusOr<std::unique_ptr<StateDir>> Make(const std::string& prefix) {
+    std::string t = absl::StrCat("/tmp/", prefix, "-XXXXXX");
+    if (mkdtemp(t.data()) == nullptr) return absl::InternalError("mkdtemp failed");
+    return std::unique_ptr<StateDir>(new StateDir(t));
+  }
+  ~StateDir() {
+    for (int i = 0; i < 100; ++i) {
+      auto dirs = agent::ListVmmDirs(path_);
+      if (!dirs.ok() || dirs->empty()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (auto dirs = agent::ListVmmDirs(path_); dirs.ok())
+      for (const std::string& d : *dirs)
+        if (auto r = agent::ReadRecord(d); r.ok()) kill(r->pid, SIGKILL);
+    agent::RemoveVmmDir(path_);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  explicit StateDir(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+};
+
+void DeleteVm(ferry::v1::Control::Stub& stub, const std::string& name) {
+  grpc::ClientContext ctx;
+  ferry::v1::DeleteVmRequest d;
+  d.set_name(name);
+  ferry::v1::DeleteVmResponse out;
+  (void)stub.DeleteVm(&ctx, d, &out);
+}
+
+}  // namespace
+
 absl::StatusOr<migration::MigrationReport> RunMigrate(const MigrateOptions& o) {
+  ASSIGN_OR_RETURN(MigrateRun run, RunMigrateTimed(o));
+  return std::move(run.report);
+}
+
+absl::StatusOr<MigrateRun> RunMigrateTimed(const MigrateOptions& o) {
   const std::string ferryd = agent::FindFerryd();
-  ASSIGN_OR_RETURN(agent::AgentProcess a, agent::AgentProcess::Start(ferryd, {}, "/tmp/ferry-bench-a.log"));
-  ASSIGN_OR_RETURN(agent::AgentProcess b, agent::AgentProcess::Start(ferryd, {}, "/tmp/ferry-bench-b.log"));
+  std::unique_ptr<StateDir> dir_a, dir_b;
+  std::vector<std::string> flags_a, flags_b;
+  if (o.vmm_processes) {
+    ASSIGN_OR_RETURN(dir_a, StateDir::Make("ferry-bench-a"));
+    ASSIGN_OR_RETURN(dir_b, StateDir::Make("ferry-bench-b"));
+    flags_a = {"--state-dir", dir_a->path()};
+    flags_b = {"--state-dir", dir_b->path()};
+  }
+  ASSIGN_OR_RETURN(agent::AgentProcess a,
+                   agent::AgentProcess::Start(ferryd, flags_a, "/tmp/ferry-bench-a.log"));
+  ASSIGN_OR_RETURN(agent::AgentProcess b,
+                   agent::AgentProcess::Start(ferryd, flags_b, "/tmp/ferry-bench-b.log"));
   cli::ConnectOptions co;
   ASSIGN_OR_RETURN(auto sa, cli::Connect(a.address(), co));
   ASSIGN_OR_RETURN(auto sb, cli::Connect(b.address(), co));
@@ -24,12 +85,25 @@ absl::StatusOr<migration::MigrationReport> RunMigrate(const MigrateOptions& o) {
   create.set_memory_bytes(o.vm.memory_bytes);
   create.set_vcpus(o.vm.vcpus);
   *create.mutable_workload() = migration::ToWorkload(o.vm.workload);
+  MigrateRun run;
   {
     grpc::ClientContext ctx;
     ferry::v1::Vm vm;
+    const absl::Time t0 = absl::Now();
     grpc::Status s = sa->CreateVm(&ctx, create, &vm);
+    run.create_ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
     if (!s.ok()) return cli::CallError(s, "create the VM", a.address());
   }
+  // The VM is deleted wherever it is when this returns, so that its
+  // process (vmm_processes) exits with the run.
+  struct Cleanup {
+    ferry::v1::Control::Stub* a;
+    ferry::v1::Control::Stub* b;
+    ~Cleanup() {
+      DeleteVm(*a, "bench-vm");
+      DeleteVm(*b, "bench-vm");
+    }
+  } cleanup{sa.get(), sb.get()};
   std::this_thread::sleep_for(std::chrono::milliseconds(o.warmup_ms));
 
   ferry::v1::StartMigrationRequest start;
@@ -57,8 +131,9 @@ absl::StatusOr<migration::MigrationReport> RunMigrate(const MigrateOptions& o) {
   }
   grpc::Status ws = reader->Finish();
   if (!ws.ok()) return cli::CallError(ws, "watch the migration", a.address());
-  migration::MigrationReport report = api::FromProto(last.report(), last.id());
-  if (last.phase() != ferry::v1::MIGRATION_PHASE_COMPLETED) return report;
+  run.report = api::FromProto(last.report(), last.id());
+  migration::MigrationReport& report = run.report;
+  if (last.phase() != ferry::v1::MIGRATION_PHASE_COMPLETED) return run;
 
   if (o.vm.workload.ops_per_vcpu == 0)
     std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the guest runs on
@@ -70,7 +145,7 @@ absl::StatusOr<migration::MigrationReport> RunMigrate(const MigrateOptions& o) {
   grpc::Status vs = sb->VerifyVm(&vctx, verify, &v);
   if (!vs.ok()) return cli::CallError(vs, "verify the VM", b.address());
   report.digest_match = v.match();
-  return report;
+  return run;
 }
 
 }  // namespace ferry::bench

@@ -19,9 +19,20 @@ struct MigrateOptions {
   // Let the guest run this long on the source before migrating: long
   // enough for the guest-impact baseline (a warmed-up second).
   int64_t warmup_ms = 1500;
+  // Run each agent as `ferryd --state-dir` (a temporary one): the VM in a
+  // ferry-vmm process of its own. Every process is gone when this returns.
+  bool vmm_processes = false;
 };
 
 absl::StatusOr<migration::MigrationReport> RunMigrate(const MigrateOptions& options);
+
+// The same, with how long CreateVm took (the VM running: memory, vCPUs and,
+// with vmm_processes, the process started and ready).
+struct MigrateRun {
+  migration::MigrationReport report;
+  double create_ms = 0;
+};
+absl::StatusOr<MigrateRun> RunMigrateTimed(const MigrateOptions& options);
 
 }  // namespace ferry::bench
 

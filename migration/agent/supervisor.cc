@@ -118,6 +118,25 @@ void Supervisor::Forward(Vmm* vmm) {
     (void)vmm->client->WatchEvents(next, &ctx, [&](const v1::Event& e) {
       next = e.sequence() + 1;
       if (e.kind() == v1::EVENT_KIND_EVENTS_LOST) return true;
+      if (!e.migration_id().empty()) {
+        const bool ended = e.kind() == v1::EVENT_KIND_MIGRATION_ENDED ||
+                           e.kind() == v1::EVENT_KIND_REQUEST_REFUSED;
+        absl::StatusOr<v1::MigrationResource> now = absl::NotFoundError("");
+        if (!ended && (e.kind() == v1::EVENT_KIND_MIGRATION_STARTED ||
+                       e.kind() == v1::EVENT_KIND_MIGRATION_ADMITTED ||
+                       e.kind() == v1::EVENT_KIND_PHASE_CHANGED))
+          now = vmm->client->GetMigration(e.migration_id());
+        absl::MutexLock lock(&mu_);
+        vmm->named_a_migration = true;
+        if (ended) {
+          vmm->open_migrations.erase(e.migration_id());
+        } else {
+          Vmm::OpenMigration& m = vmm->open_migrations[e.migration_id()];
+          m.side = e.side();
+          if (e.kind() == v1::EVENT_KIND_PHASE_CHANGED) m.phase = e.to_phase();
+          if (now.ok()) m.last = *std::move(now);
+        }
+      }
       events_.Publish(e);
       return true;
     });
@@ -488,6 +507,62 @@ std::string Supervisor::ExitReason(Vmm& vmm) {
                          vmm.record.pid);
 }
 
+void Supervisor::Lost(const std::shared_ptr<Vmm>& vmm) {
+  const std::string reason = ExitReason(*vmm);
+  // Its event stream ended with it.
+  EndForwarder(vmm);
+  RemoveVmmDir(vmm->dir);
+  absl::MutexLock lock(&mu_);
+  vmm->stopping = true;
+  vmms_.erase(vmm->record.key);
+  if (vmm->pidfd >= 0) close(vmm->pidfd);
+  vmm->pidfd = -1;
+  // A process that was receiving a VM still before switchover never ran
+  // it: the source still does, and nothing is lost here.
+  bool never_ran_here = vmm->record.role == "incoming" && !vmm->open_migrations.empty();
+  // Its migrations that had not ended end with it (docs/operations.md,
+  // the failure table: as for an agent killed in that phase); they are
+  // kept as failed, under the retention.
+  for (const auto& [id, open] : vmm->open_migrations) {
+    never_ran_here &= open.side == "destination" && (open.phase == v1::MIGRATION_PHASE_SETUP ||
+                                                     open.phase == v1::MIGRATION_PHASE_PRECOPY);
+    v1::MigrationResource m = open.last;
+    m.set_id(id);
+    m.set_vm_name(vmm->record.name);
+    m.set_direction(open.side == "destination" ? "incoming" : "outgoing");
+    m.set_phase(v1::MIGRATION_PHASE_FAILED);
+    m.set_error(absl::StrCat(reason, ": the migration ended with it"));
+    finished_[id] = m;
+    finished_at_[id] = absl::Now();
+    v1::Event ended;
+    ended.set_kind(v1::EVENT_KIND_MIGRATION_ENDED);
+    ended.set_vm_name(vmm->record.name);
+    ended.set_migration_id(id);
+    ended.set_side(open.side);
+    ended.set_outcome("failed");
+    ended.set_message(m.error());
+    events_.Publish(std::move(ended));
+  }
+  if (never_ran_here) {
+    Log(LogLine(LogLevel::kWarn, "vmm.exited")
+            .Kv("vm", vmm->record.name)
+            .Kv("reason", reason)
+            .Kv("detail", "it was receiving the VM before switchover: the source keeps it"));
+    return;
+  }
+  v1::Vm vm;
+  vm.set_name(vmm->record.name);
+  vm.set_state(v1::VM_STATE_FAILED);
+  vm.set_held_reason(reason + ": the VM is lost");
+  Log(LogLine(LogLevel::kError, "vmm.lost").Kv("vm", vm.name()).Kv("reason", vm.held_reason()));
+  v1::Event e;
+  e.set_kind(v1::EVENT_KIND_VM_FAILED);
+  e.set_vm_name(vm.name());
+  e.set_message(vm.held_reason());
+  events_.Publish(std::move(e));
+  lost_[vm.name()] = vm;
+}
+
 void Supervisor::ReapOnce() {
   std::vector<std::shared_ptr<Vmm>> all;
   {
@@ -506,39 +581,24 @@ void Supervisor::ReapOnce() {
       exited = vmm->pidfd < 0 ? !IsOurVmm(vmm->record.pid, vmm->dir) : poll(&p, 1, 0) == 1;
     }
     if (exited) {
-      v1::Vm vm;
-      vm.set_name(vmm->record.name);
-      vm.set_state(v1::VM_STATE_FAILED);
-      vm.set_held_reason(ExitReason(*vmm) + ": the VM is lost");
-      Log(LogLine(LogLevel::kError, "vmm.lost").Kv("vm", vm.name()).Kv("reason", vm.held_reason()));
-      v1::Event e;
-      e.set_kind(v1::EVENT_KIND_VM_FAILED);
-      e.set_vm_name(vm.name());
-      e.set_message(vm.held_reason());
-      events_.Publish(std::move(e));
-      RemoveVmmDir(vmm->dir);
-      EndForwarder(vmm);
-      absl::MutexLock lock(&mu_);
-      vmm->stopping = true;
-      vmms_.erase(vmm->record.key);
-      if (vmm->pidfd >= 0) close(vmm->pidfd);
-      vmm->pidfd = -1;
-      lost_[vm.name()] = vm;
+      Lost(vmm);
       continue;
     }
     // A process with nothing left: no VM, every migration ended.
-    const bool young =
-        absl::Now() - absl::FromUnixMillis(vmm->record.started_unix_ms) < kIncomingGrace;
-    if (young && vmm->record.role == "incoming") continue;
-    if (young && vmm->record.role == "created") {
-      // A VM being created is not listed yet.
-      if (absl::Now() - absl::FromUnixMillis(vmm->record.started_unix_ms) < absl::Seconds(30))
-        continue;
-    }
+    const absl::Duration age = absl::Now() - absl::FromUnixMillis(vmm->record.started_unix_ms);
+    // A VM being created is not listed yet.
+    if (vmm->record.role == "created" && age < absl::Seconds(30)) continue;
     absl::StatusOr<std::vector<v1::Vm>> vms = vmm->client->TryListVms();
     if (!vms.ok() || !vms->empty()) continue;
     absl::StatusOr<std::vector<v1::MigrationResource>> ms = vmm->client->TryListMigrations();
     if (!ms.ok()) continue;
+    // Started for an incoming migration whose Hello has not come yet (an
+    // incoming migration that failed is forgotten by its process: its
+    // events tell that it came).
+    if (vmm->record.role == "incoming" && age < kIncomingGrace) {
+      absl::MutexLock lock(&mu_);
+      if (ms->empty() && !vmm->named_a_migration) continue;
+    }
     bool busy = false;
     for (const v1::MigrationResource& m : *ms) busy |= !Ended(m);
     if (busy) continue;

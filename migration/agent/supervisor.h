@@ -107,6 +107,18 @@ class Supervisor final : public ControlBackend {
     std::thread forwarder;
     grpc::ClientContext* watch = nullptr;  // under mu_; the forwarder's stream
     bool forwarding_done = false;          // under mu_
+    // The migrations its events named that have not ended, with the side
+    // and the last phase its events told, under mu_: what fails with the
+    // process should it exit.
+    struct OpenMigration {
+      std::string side;
+      v1::MigrationPhase phase = v1::MIGRATION_PHASE_SETUP;
+      // As its process last answered, at its start and each phase change:
+      // what a failure report starts from (mode, peer, progress).
+      v1::MigrationResource last;
+    };
+    std::map<std::string, OpenMigration> open_migrations;
+    bool named_a_migration = false;  // under mu_: an event of a migration came
   };
   explicit Supervisor(SupervisorOptions options);
 
@@ -120,6 +132,10 @@ class Supervisor final : public ControlBackend {
   absl::StatusOr<std::pair<int, int>> PickPorts() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::shared_ptr<Vmm>> ByName(const std::string& name);
   absl::StatusOr<std::shared_ptr<Vmm>> ByMigration(const std::string& id);
+  // A process that exited by itself: its VM FAILED (kept in lost_ until
+  // deleted) unless it was still receiving it before switchover; its open
+  // migrations FAILED, kept as finished.
+  void Lost(const std::shared_ptr<Vmm>& vmm);
   // SIGTERM, then SIGKILL after 5 s; forgets it and removes its directory.
   void Stop(const std::shared_ptr<Vmm>& vmm);
   // Every 250 ms: processes that exited, and processes with nothing left.
