@@ -592,13 +592,10 @@ void Supervisor::ReapOnce() {
     if (!vms.ok() || !vms->empty()) continue;
     absl::StatusOr<std::vector<v1::MigrationResource>> ms = vmm->client->TryListMigrations();
     if (!ms.ok()) continue;
-    // Started for an incoming migration whose Hello has not come yet (an
-    // incoming migration that failed is forgotten by its process: its
-    // events tell that it came).
-    if (vmm->record.role == "incoming" && age < kIncomingGrace) {
-      absl::MutexLock lock(&mu_);
-      if (ms->empty() && !vmm->named_a_migration) continue;
-    }
+    // Started for an incoming migration: kept for the grace from its start
+    // (its Hello may not have come; a VM that arrived is listed a moment
+    // after its migration completes).
+    if (vmm->record.role == "incoming" && age < kIncomingGrace) continue;
     bool busy = false;
     for (const v1::MigrationResource& m : *ms) busy |= !Ended(m);
     if (busy) continue;
