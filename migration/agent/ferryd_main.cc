@@ -116,6 +116,14 @@ void Log(const LogLine& line) { Log(line.str()); }
 // ferryd --state-dir: the supervisor of ferry-vmm processes serves Control
 // and admits incoming migrations until a signal, then exits and leaves
 // every process running.
+// The control port could not be bound.
+absl::Status ListenError(const std::string& listen) {
+  return absl::UnavailableError(absl::StrFormat(
+      "cannot listen on %s: the port is in use (another ferryd?) or the host is not an "
+      "address of this machine",
+      listen));
+}
+
 absl::Status RunSupervisor(SupervisorOptions so, const std::string& listen,
                            std::shared_ptr<grpc::ServerCredentials> server_creds,
                            std::optional<AuthzPolicy> policy, const std::string& metrics_listen,
@@ -133,10 +141,7 @@ absl::Status RunSupervisor(SupervisorOptions so, const std::string& listen,
   builder.RegisterService(&router);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0)
-    return absl::UnavailableError(absl::StrFormat(
-        "cannot listen on %s: the port is in use (another ferryd?) or the host is not an "
-        "address of this machine",
-        listen));
+    return ListenError(listen);
   ASSIGN_OR_RETURN(auto hp, SplitHostPort(listen));
   std::unique_ptr<MetricsServer> metrics;
   if (!metrics_listen.empty()) {
@@ -354,10 +359,7 @@ absl::Status Main(int argc, char** argv) {
   builder.RegisterService(agent->migration_service());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0)
-    return absl::UnavailableError(absl::StrFormat(
-        "cannot listen on %s: the port is in use (another ferryd?) or the host is not an "
-        "address of this machine",
-        listen));
+    return ListenError(listen);
   const std::string host = listen_hp.first.find(':') != std::string::npos
                                ? "[" + listen_hp.first + "]"
                                : listen_hp.first;
