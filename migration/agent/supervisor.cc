@@ -102,6 +102,12 @@ std::shared_ptr<Supervisor::Vmm> Supervisor::Track(const VmmRecord& record, bool
   vmm->client = std::make_unique<VmmClient>(
       ControlSocket(vmm->dir),
       absl::StrFormat("the VMM process of VM %s (pid %d)", record.name, record.pid));
+  // A process started for an incoming migration receives it from its
+  // first moment: should it die before its first event reaches us, that
+  // migration still fails with it (and its VM is not counted lost).
+  if (child && record.role == "incoming" && !record.migration_id.empty()) {
+    vmm->open_migrations[record.migration_id].side = "destination";
+  }
   vmm->forwarder = std::thread(&Supervisor::Forward, this, vmm.get());
   return vmm;
 }
@@ -127,7 +133,6 @@ void Supervisor::Forward(Vmm* vmm) {
                        e.kind() == v1::EVENT_KIND_PHASE_CHANGED))
           now = vmm->client->GetMigration(e.migration_id());
         absl::MutexLock lock(&mu_);
-        vmm->named_a_migration = true;
         if (ended) {
           vmm->open_migrations.erase(e.migration_id());
         } else {

@@ -118,7 +118,6 @@ class Supervisor final : public ControlBackend {
       v1::MigrationResource last;
     };
     std::map<std::string, OpenMigration> open_migrations;
-    bool named_a_migration = false;  // under mu_: an event of a migration came
   };
   explicit Supervisor(SupervisorOptions options);
 
