@@ -11,15 +11,20 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <map>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "base/eventually.h"
 #include "base/file.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "migration/agent/vmm_client.h"
 #include "migration/agent/vmm_process.h"
 #include "tests/e2e/agent_harness.h"
 
@@ -182,7 +187,8 @@ TEST_F(VmmProcessTest, SigtermLeavesEveryVmmRunning) {
 }
 
 // kill -9 of ferryd, then a new one on the same state directory, on
-// either side, in precopy and in postcopy: the guest runs on through the
+// either side, in precopy and in postcopy, and on the source with postcopy
+// paused (its destination silent): the guest runs on through the
 // restart, the restarted agent knows the VM and the migration, a watch
 // started on the source's new agent follows the migration to its end, and
 // the VM that arrives matches by digest.
@@ -208,14 +214,33 @@ TEST_P(FerrydKillTest, MigrationCompletesThroughKill9AndRestart) {
   // 8 MB/s over 128 MiB: the phase lasts long enough to kill ferryd in it.
   MigrationResource m = Start("web", c.mode, 8 << 20);
   ASSERT_FALSE(m.id().empty());
-  MigrationResource p = AwaitPhase(*sa_, m.id(), c.phase);
-  ASSERT_EQ(p.phase(), c.phase) << p.error();
+  // Paused: the destination's VMM stopped (SIGSTOP: its sockets stay open,
+  // silent) until the source finds it silent and pauses; it runs again
+  // once the restarted source agent is up, and the source reconnects.
+  const bool paused = c.phase == ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED;
+  MigrationResource p =
+      AwaitPhase(*sa_, m.id(), paused ? ferry::v1::MIGRATION_PHASE_POSTCOPY : c.phase);
+  ASSERT_EQ(p.phase(), paused ? ferry::v1::MIGRATION_PHASE_POSTCOPY : c.phase) << p.error();
   ferry::v1::Control::Stub* runs = precopy ? sa_.get() : sb_.get();
   const uint64_t before = Ops(*runs, "web");
+  pid_t frozen = 0;
+  if (paused) {
+    frozen = VmmPid(dir_b_, "web");
+    ASSERT_GT(frozen, 0);
+    ASSERT_EQ(kill(frozen, SIGSTOP), 0);
+    p = AwaitPhase(*sa_, m.id(), c.phase, 30000);
+    if (p.phase() != c.phase) kill(frozen, SIGCONT);
+    ASSERT_EQ(p.phase(), c.phase) << p.error();
+  }
   if (c.kill_source) {
     KillAndRestart(&a_, /*is_a=*/true);
   } else {
     KillAndRestart(&b_, /*is_a=*/false);
+  }
+  if (paused) {
+    EXPECT_EQ(GetMigration(*sa_, m.id()).phase(), ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED)
+        << "the restarted agent reports the pause";
+    ASSERT_EQ(kill(frozen, SIGCONT), 0);
   }
   runs = precopy ? sa_.get() : sb_.get();
   // The guest ran while no ferryd was there, and runs on.
@@ -260,7 +285,9 @@ INSTANTIATE_TEST_SUITE_P(
                       KillCase{"SourceInPostcopy", true, ferry::v1::MIGRATION_MODE_POSTCOPY,
                                ferry::v1::MIGRATION_PHASE_POSTCOPY},
                       KillCase{"DestinationInPostcopy", false, ferry::v1::MIGRATION_MODE_POSTCOPY,
-                               ferry::v1::MIGRATION_PHASE_POSTCOPY}),
+                               ferry::v1::MIGRATION_PHASE_POSTCOPY},
+                      KillCase{"SourceInPostcopyPaused", true, ferry::v1::MIGRATION_MODE_POSTCOPY,
+                               ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED}),
     [](const ::testing::TestParamInfo<KillCase>& info) { return std::string(info.param.name); });
 
 TEST_F(VmmProcessTest, KilledVmmLeavesItsVmFailedAndOthersUntouched) {
@@ -319,11 +346,12 @@ TEST_F(VmmProcessTest, KilledVmmEndsItsMigrationAsTheFailureTableSays) {
     ferry::v1::Vm v;
     // (Asked before its supervisor noticed, the dead process would answer
     // UNAVAILABLE.)
-    if (kill_source)
+    if (kill_source) {
       EXPECT_TRUE(Eventually([&] {
         return GetVmCode(*sa_, name, &v) == grpc::StatusCode::OK &&
                v.state() == ferry::v1::VM_STATE_FAILED;
       }));
+    }
     MigrationResource done =
         AwaitPhase(*sa_, m.id(), ferry::v1::MIGRATION_PHASE_UNSPECIFIED, 60000);
     EXPECT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_FAILED);
@@ -379,6 +407,184 @@ TEST_F(VmmProcessTest, EventsOfEachVmmReachFerrydsStream) {
   const auto destination = kinds_of(*sb_, "web");
   EXPECT_THAT(destination, Contains(ferry::v1::EVENT_KIND_MIGRATION_ADMITTED));
   EXPECT_THAT(destination, Contains(ferry::v1::EVENT_KIND_MIGRATION_ENDED));
+}
+
+// Samples the guest op counter of VMs straight from their VMM processes'
+// sockets every 50 ms: the guests' speed, seen without ferryd (which a test
+// stops and starts meanwhile).
+class OpSampler {
+ public:
+  struct Sample {
+    absl::Time at;
+    uint64_t ops;
+  };
+
+  // `vms`: VM name to its VMM's Control socket.
+  explicit OpSampler(const std::map<std::string, std::string>& vms) {
+    for (const auto& [name, socket] : vms)
+      clients_[name] = std::make_unique<agent::VmmClient>(socket, name, absl::Seconds(2));
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~OpSampler() { Stop(); }
+
+  void Stop() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // The time VM `name` ran below half its median speed of [from, until)
+  // during [window_from, window_until): each interval between two samples
+  // counts wholly when its speed was below half. (A stalled guest does not
+  // catch up: a paced workload drops a backlog over 10 ms.)
+  absl::Duration BelowHalfSpeed(const std::string& name, absl::Time baseline_from,
+                                absl::Time baseline_until, absl::Time window_from,
+                                absl::Time window_until) {
+    absl::MutexLock lock(&mu_);
+    const std::vector<Sample>& s = samples_[name];
+    std::vector<double> rates;
+    for (size_t i = 1; i < s.size(); ++i)
+      if (s[i - 1].at >= baseline_from && s[i].at <= baseline_until)
+        rates.push_back(Rate(s[i - 1], s[i]));
+    if (rates.empty()) return absl::InfiniteDuration();
+    std::nth_element(rates.begin(), rates.begin() + rates.size() / 2, rates.end());
+    const double median = rates[rates.size() / 2];
+    absl::Duration below;
+    for (size_t i = 1; i < s.size(); ++i) {
+      if (s[i].at <= window_from || s[i - 1].at >= window_until) continue;
+      if (Rate(s[i - 1], s[i]) < median / 2) below += s[i].at - s[i - 1].at;
+    }
+    return below;
+  }
+
+  size_t Count(const std::string& name) {
+    absl::MutexLock lock(&mu_);
+    return samples_[name].size();
+  }
+
+ private:
+  static double Rate(const Sample& a, const Sample& b) {
+    return static_cast<double>(b.ops - a.ops) / absl::ToDoubleSeconds(b.at - a.at);
+  }
+
+  void Run() {
+    while (true) {
+      for (auto& [name, client] : clients_) {
+        absl::StatusOr<ferry::v1::Vm> vm = client->GetVm(name);
+        if (!vm.ok()) continue;
+        absl::MutexLock lock(&mu_);
+        samples_[name].push_back({absl::Now(), vm->guest_ops()});
+      }
+      absl::MutexLock lock(&mu_);
+      auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_; };
+      if (mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Milliseconds(50))) return;
+    }
+  }
+
+  std::map<std::string, std::unique_ptr<agent::VmmClient>> clients_;
+  absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::map<std::string, std::vector<Sample>> samples_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+// An agent upgrade under load (operations.md, "Upgrading agents"): 8 VMs
+// on the source host, two of them migrating (one in precopy, one in
+// postcopy); ferryd stopped with SIGTERM on both hosts in turn and started
+// again from a new binary (a copy: another inode, as a package upgrade
+// leaves it) on the same state directory. No VM stops, both migrations
+// complete with matching digests. Printed: each staying guest's time below
+// half its own speed across the restarts (the goal is none; a measurement,
+// not a pass condition: a loaded machine may slow a guest by itself).
+TEST_F(VmmProcessTest, AgentUpgradeUnderLoadStopsNoVmAndFailsNoMigration) {
+  const std::string upgraded = TempDir() + "/ferryd-upgraded";
+  ASSERT_EQ(RunCommand({"cp", Ferryd(), upgraded}).exit_code, 0);
+  std::vector<std::string> staying;
+  for (int i = 0; i < 6; ++i) {
+    ferry::v1::CreateVmRequest vm = VmRequest(absl::StrCat("stay", i), "dirty-rate", 32ull << 20);
+    // Paced at 1 MB/s: a stall shows as lost ops, not as a busy core.
+    vm.mutable_workload()->set_dirty_bytes_per_sec(1 << 20);
+    CreateVm(*sa_, vm);
+    staying.push_back(vm.name());
+  }
+  ferry::v1::CreateVmRequest pre = VmRequest("moving-pre", "dirty-rate", 64ull << 20);
+  pre.mutable_workload()->set_dirty_bytes_per_sec(1 << 20);
+  CreateVm(*sa_, pre);
+  CreateVm(*sa_, VmRequest("moving-post", "uniform", 64ull << 20));
+  // 2 MB/s: both migrations are still running across both restarts.
+  const MigrationResource mp = Start("moving-pre", ferry::v1::MIGRATION_MODE_HYBRID, 2 << 20);
+  const MigrationResource mq = Start("moving-post", ferry::v1::MIGRATION_MODE_POSTCOPY, 2 << 20);
+  ASSERT_FALSE(mp.id().empty());
+  ASSERT_FALSE(mq.id().empty());
+  ASSERT_EQ(AwaitPhase(*sa_, mp.id(), ferry::v1::MIGRATION_PHASE_PRECOPY).phase(),
+            ferry::v1::MIGRATION_PHASE_PRECOPY);
+  ASSERT_EQ(AwaitPhase(*sa_, mq.id(), ferry::v1::MIGRATION_PHASE_POSTCOPY).phase(),
+            ferry::v1::MIGRATION_PHASE_POSTCOPY);
+
+  std::map<std::string, std::string> sockets;
+  for (const std::string& name : staying) {
+    auto dirs = agent::ListVmmDirs(dir_a_);
+    ASSERT_TRUE(dirs.ok()) << dirs.status();
+    for (const std::string& d : *dirs) {
+      auto r = agent::ReadRecord(d);
+      if (r.ok() && r->name == name) sockets[name] = agent::ControlSocket(d);
+    }
+  }
+  ASSERT_EQ(sockets.size(), staying.size());
+  OpSampler sampler(sockets);
+  std::map<std::string, uint64_t> before;
+  for (const std::string& name : staying) before[name] = Ops(*sa_, name);
+  const uint64_t before_post = Ops(*sb_, "moving-post");
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // the guests' own speed
+
+  const absl::Time restart_from = absl::Now();
+  for (const bool source : {true, false}) {
+    std::unique_ptr<agent::AgentProcess>& agent = source ? a_ : b_;
+    const int status = agent->Stop(10000);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    agent.reset();
+    auto next = agent::AgentProcess::Start(upgraded, {"--state-dir", source ? dir_a_ : dir_b_},
+                                           TempDir() + (source ? "/a2.log" : "/b2.log"));
+    ASSERT_TRUE(next.ok()) << next.status();
+    agent = std::make_unique<agent::AgentProcess>(std::move(*next));
+    (source ? sa_ : sb_) = Stub(agent->address());
+  }
+  // Both new agents answer for every VM and both migrations.
+  for (const std::string& name : staying) {
+    EXPECT_TRUE(Eventually([&] { return Ops(*sa_, name) > before[name]; })) << name;
+  }
+  EXPECT_TRUE(Eventually([&] { return Ops(*sb_, "moving-post") > before_post; }));
+  const absl::Time restart_until = absl::Now();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  sampler.Stop();
+
+  for (const MigrationResource& m : {mp, mq}) {
+    grpc::ClientContext ctx;
+    ferry::v1::SetMigrationParametersRequest r;
+    r.set_id(m.id());
+    r.set_max_bandwidth(0);
+    MigrationResource out;
+    grpc::Status s = sa_->SetMigrationParameters(&ctx, r, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+  }
+  for (const MigrationResource& m : {mp, mq}) {
+    const MigrationResource done =
+        AwaitPhase(*sa_, m.id(), ferry::v1::MIGRATION_PHASE_UNSPECIFIED, 120000);
+    EXPECT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << m.vm_name() << done.error();
+  }
+  EXPECT_TRUE(VerifyVm(*sb_, "moving-pre"));
+  EXPECT_TRUE(VerifyVm(*sb_, "moving-post"));
+  for (const std::string& name : staying) {
+    EXPECT_TRUE(VerifyVm(*sa_, name)) << name;
+    const absl::Duration below =
+        sampler.BelowHalfSpeed(name, restart_from - absl::Seconds(2), restart_from, restart_from,
+                               restart_until + absl::Seconds(1));
+    printf("upgrade: %s below half speed for %s across the restarts (%s, %zu samples)\n",
+           name.c_str(), absl::FormatDuration(below).c_str(),
+           absl::FormatDuration(restart_until - restart_from).c_str(), sampler.Count(name));
+  }
 }
 
 }  // namespace
