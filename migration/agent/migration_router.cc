@@ -9,6 +9,7 @@
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "migration/convert.h"
 #include "migration/page_frame.h"
+#include "migration/preflight.h"
 
 namespace ferry::agent {
 
@@ -70,11 +71,22 @@ v1::DestinationMessage MigrationRouter::Answer(const v1::SourceMessage& first) {
       supervisor_->events().Publish(std::move(e));
       reply = migration::ToErrorMessage(port.status());
     }
+  } else if (first.has_check()) {
+    // A preflight check is answered here, as a destination agent answers
+    // it: nothing reserved, no process started (the host's memory, backend
+    // and fault mode are this host's, the fetch handshake is made from it).
+    const std::vector<migration::CheckItem> items =
+        migration::CheckIncoming(first.check(), supervisor_->migration_token(),
+                                 [this](const std::string& name, const vmm::VmConfig& config) {
+                                   return supervisor_->AdmitCheck(name, config);
+                                 });
+    for (const migration::CheckItem& item : items)
+      *reply.mutable_check_result()->add_items() = migration::ToProto(item);
   } else {
     reply = migration::ToErrorMessage(absl::FailedPreconditionError(
         "this agent runs each VM in a ferry-vmm process of its own (ferryd --state-dir): a "
-        "migration starts with Hello here, and its data streams, reconnections and checks go "
-        "to the port its Redirect named"));
+        "migration starts with Hello here, and its data streams and reconnections go to the "
+        "port its Redirect named"));
   }
   return reply;
 }

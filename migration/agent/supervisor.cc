@@ -217,6 +217,63 @@ absl::StatusOr<std::pair<int, int>> Supervisor::PickPorts() {
   return std::make_pair(got[0], got[1]);
 }
 
+absl::Status Supervisor::Admissible(const std::string& name, uint64_t memory_bytes) {
+  if (stopping_) return absl::UnavailableError("the agent is shutting down");
+  uint64_t memory = memory_bytes;
+  int count = static_cast<int>(launching_.size());
+  for (const auto& [key, vmm] : vmms_) {
+    if (vmm->record.name == name && !vmm->stopping)
+      return absl::AlreadyExistsError(absl::StrFormat("VM %s exists on this host", name));
+    memory += vmm->record.memory_bytes;
+    ++count;
+  }
+  if (launching_.count(name) || lost_.count(name))
+    return absl::AlreadyExistsError(
+        absl::StrFormat("VM %s exists on this host%s", name,
+                        lost_.count(name) ? " (failed: delete it first)" : ""));
+  for (const auto& [n, bytes] : launching_) memory += bytes;
+  if (count + 1 > options_.agent.max_vms)
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("this agent hosts at most %d VMs (--max-vms)", options_.agent.max_vms));
+  if (memory > options_.agent.max_memory)
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "VM %s would take this agent's guest memory to %d MiB, over its %d MiB (--max-memory)",
+        name, memory >> 20, options_.agent.max_memory >> 20));
+  return absl::OkStatus();
+}
+
+std::vector<migration::CheckItem> Supervisor::AdmitCheck(const std::string& name,
+                                                         const vmm::VmConfig& config) {
+  std::vector<migration::CheckItem> items;
+  if (absl::Status s = api::ValidateVmName(name); !s.ok()) {
+    items.push_back({"vm name", false, std::string(s.message())});
+    return items;
+  }
+  absl::MutexLock lock(&mu_);
+  const absl::Status s = Admissible(name, config.memory_bytes);
+  if (absl::IsAlreadyExists(s)) {
+    items.push_back({"vm name", false, std::string(s.message())});
+    return items;
+  }
+  items.push_back({"vm name", true, absl::StrCat("'", name, "' is free here")});
+  if (!s.ok()) {
+    items.push_back({"destination limits", false, std::string(s.message())});
+    return items;
+  }
+  items.push_back({"destination limits", true,
+                   absl::StrFormat("%d of %d VMs, the VM needs %d MiB", vmms_.size(),
+                                   options_.agent.max_vms, config.memory_bytes >> 20)});
+  absl::StatusOr<std::pair<int, int>> ports = PickPorts();
+  if (!ports.ok())
+    items.push_back({"migration ports", false, std::string(ports.status().message())});
+  else
+    items.push_back({"migration ports", true,
+                     options_.first_port == 0
+                         ? std::string("any free ports (no --migration-ports)")
+                         : absl::StrFormat("%d and %d are free", ports->first, ports->second)});
+  return items;
+}
+
 absl::StatusOr<std::shared_ptr<Supervisor::Vmm>> Supervisor::Launch(
     const std::string& name, uint64_t memory_bytes, const std::string& role,
     const std::string& migration_id) {
@@ -224,27 +281,7 @@ absl::StatusOr<std::shared_ptr<Supervisor::Vmm>> Supervisor::Launch(
   VmmLaunch launch;
   {
     absl::MutexLock lock(&mu_);
-    if (stopping_) return absl::UnavailableError("the agent is shutting down");
-    uint64_t memory = memory_bytes;
-    int count = static_cast<int>(launching_.size());
-    for (const auto& [key, vmm] : vmms_) {
-      if (vmm->record.name == name && !vmm->stopping)
-        return absl::AlreadyExistsError(absl::StrFormat("VM %s exists on this host", name));
-      memory += vmm->record.memory_bytes;
-      ++count;
-    }
-    if (launching_.count(name) || lost_.count(name))
-      return absl::AlreadyExistsError(
-          absl::StrFormat("VM %s exists on this host%s", name,
-                          lost_.count(name) ? " (failed: delete it first)" : ""));
-    for (const auto& [n, bytes] : launching_) memory += bytes;
-    if (count + 1 > options_.agent.max_vms)
-      return absl::ResourceExhaustedError(
-          absl::StrFormat("this agent hosts at most %d VMs (--max-vms)", options_.agent.max_vms));
-    if (memory > options_.agent.max_memory)
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "VM %s would take this agent's guest memory to %d MiB, over its %d MiB (--max-memory)",
-          name, memory >> 20, options_.agent.max_memory >> 20));
+    RETURN_IF_ERROR(Admissible(name, memory_bytes));
     ASSIGN_OR_RETURN(auto ports, PickPorts());
     launching_[name] = memory_bytes;
     launch.record.migration_port = ports.first;

@@ -38,6 +38,7 @@
 #include "migration/agent/control_backend.h"
 #include "migration/agent/vmm_client.h"
 #include "migration/agent/vmm_process.h"
+#include "migration/preflight.h"
 
 namespace ferry::agent {
 
@@ -92,6 +93,13 @@ class Supervisor final : public ControlBackend {
   // (the Redirect). Errors are the Error to answer.
   absl::StatusOr<int> AdmitIncoming(const ferry::v1::Hello& hello);
 
+  // A preflight check's view of admission (`ferry migrate --check` to this
+  // agent): the name, the limits and the port range, as AdmitIncoming would
+  // judge them now; nothing reserved, no process started.
+  std::vector<migration::CheckItem> AdmitCheck(const std::string& name,
+                                               const vmm::VmConfig& config);
+  const std::string& migration_token() const { return options_.agent.migration_token; }
+
   // Prometheus text: the supervisor's own figures (docs/operations.md).
   std::string RenderMetrics();
 
@@ -129,6 +137,10 @@ class Supervisor final : public ControlBackend {
                                               const std::string& role,
                                               const std::string& migration_id);
   absl::StatusOr<std::pair<int, int>> PickPorts() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether VM `name` of `memory_bytes` may start here now (the name free,
+  // --max-vms, --max-memory).
+  absl::Status Admissible(const std::string& name, uint64_t memory_bytes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::shared_ptr<Vmm>> ByName(const std::string& name);
   absl::StatusOr<std::shared_ptr<Vmm>> ByMigration(const std::string& id);
   // A process that exited by itself: its VM FAILED (kept in lost_ until

@@ -409,6 +409,50 @@ TEST_F(VmmProcessTest, EventsOfEachVmmReachFerrydsStream) {
   EXPECT_THAT(destination, Contains(ferry::v1::EVENT_KIND_MIGRATION_ENDED));
 }
 
+// `ferry migrate --check` between two agents that run VMs in processes:
+// the source's process asks the destination's ferryd, which answers every
+// check (the name, its limits, its port range among them) and starts no
+// process; a name taken at the destination fails the check.
+TEST_F(VmmProcessTest, PreflightCheckIsAnsweredByTheDestinationsSupervisor) {
+  CreateVm(*sa_, VmRequest("web", "idle"));
+  CreateVm(*sa_, VmRequest("taken", "idle"));
+  CreateVm(*sb_, VmRequest("taken", "idle"));
+  auto check = [&](const std::string& vm) {
+    grpc::ClientContext ctx;
+    ferry::v1::StartMigrationRequest r;
+    r.set_vm_name(vm);
+    r.set_destination(b_->address());
+    r.set_mode(ferry::v1::MIGRATION_MODE_POSTCOPY);
+    ferry::v1::CheckMigrationResponse out;
+    grpc::Status s = sa_->CheckMigration(&ctx, r, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out;
+  };
+  auto item = [](const ferry::v1::CheckMigrationResponse& r, const std::string& name) {
+    for (const ferry::v1::CheckItem& i : r.checks())
+      if (i.name() == name) return i;
+    return ferry::v1::CheckItem();
+  };
+  const ferry::v1::CheckMigrationResponse ok = check("web");
+  std::string all;
+  for (const ferry::v1::CheckItem& i : ok.checks())
+    absl::StrAppend(&all, i.name(), ": ", i.ok() ? "ok" : "FAILED", " ", i.detail(), "\n");
+  EXPECT_TRUE(ok.ok()) << all;
+  EXPECT_TRUE(item(ok, "vm name").ok()) << all;
+  EXPECT_TRUE(item(ok, "migration ports").ok()) << all;
+  EXPECT_TRUE(item(ok, "fetch channel").ok()) << all;
+  const ferry::v1::CheckMigrationResponse taken = check("taken");
+  EXPECT_FALSE(taken.ok());
+  EXPECT_FALSE(item(taken, "vm name").ok());
+  EXPECT_THAT(item(taken, "vm name").detail(), HasSubstr("exists on this host"));
+  // A check starts no process and leaves no migration behind.
+  EXPECT_EQ(VmmPids(dir_b_).size(), 1u);
+  ferry::v1::ListMigrationsResponse ms;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(sb_->ListMigrations(&ctx, {}, &ms).ok());
+  EXPECT_EQ(ms.migrations_size(), 0);
+}
+
 // Samples the guest op counter of VMs straight from their VMM processes'
 // sockets every 50 ms: the guests' speed, seen without ferryd (which a test
 // stops and starts meanwhile).
