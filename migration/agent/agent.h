@@ -122,6 +122,7 @@ class Agent final : public ControlBackend {
   // parameter changes, recoveries; the control service adds refusals.
   // ferryd closes it on shutdown, which ends every WatchEvents stream.
   EventLog& events() override { return events_; }
+  absl::StatusOr<std::string> Metrics() override { return RenderMetrics(); }
 
   // The agent's metrics in Prometheus text format (ferryd --metrics-listen;
   // docs/operations.md lists them).

@@ -54,6 +54,9 @@ class ControlBackend {
       const std::string& id, absl::Duration interval,
       const std::function<bool(const ferry::v1::MigrationResource&)>& write) = 0;
 
+  // The Prometheus exposition (GetMetrics, --metrics-listen).
+  virtual absl::StatusOr<std::string> Metrics() = 0;
+
   // The events WatchEvents serves; the control service publishes refusals
   // on it.
   virtual EventLog& events() = 0;

@@ -134,6 +134,16 @@ grpc::Status ControlService::CheckMigration(grpc::ServerContext* ctx,
   return grpc::Status::OK;
 }
 
+grpc::Status ControlService::GetMetrics(grpc::ServerContext* ctx,
+                                        const ferry::v1::GetMetricsRequest*,
+                                        ferry::v1::GetMetricsResponse* out) {
+  FERRY_AUTHORIZED(Permission::kRead, "read");
+  absl::StatusOr<std::string> text = agent_->Metrics();
+  if (!text.ok()) return Refuse(ctx, "GetMetrics", text.status());
+  out->set_text(*std::move(text));
+  return grpc::Status::OK;
+}
+
 grpc::Status ControlService::GetMigration(grpc::ServerContext* ctx,
                                           const ferry::v1::GetMigrationRequest* r,
                                           ferry::v1::MigrationResource* out) {

@@ -63,6 +63,8 @@ class ControlService final : public ferry::v1::Control::Service {
                                ferry::v1::MigrationResource* out) override;
   // Streams the agent's events until the client cancels or the agent
   // closes its event log (shutdown).
+  grpc::Status GetMetrics(grpc::ServerContext* ctx, const ferry::v1::GetMetricsRequest* r,
+                          ferry::v1::GetMetricsResponse* out) override;
   grpc::Status WatchEvents(grpc::ServerContext* ctx, const ferry::v1::WatchEventsRequest* r,
                            grpc::ServerWriter<ferry::v1::Event>* out) override;
 

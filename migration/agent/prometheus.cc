@@ -1,8 +1,13 @@
 #include "migration/agent/prometheus.h"
 
+#include <map>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 
 namespace ferry::agent {
 namespace {
@@ -49,6 +54,74 @@ void PrometheusText::HistogramSeconds(const std::string& name, const Labels& lab
   absl::StrAppend(&out_, name, "_bucket", Format(labels, "le=\"+Inf\""), " ", ns.total, "\n");
   absl::StrAppend(&out_, name, "_sum", Format(labels), " ", Number(ns.sum / 1e9), "\n");
   absl::StrAppend(&out_, name, "_count", Format(labels), " ", ns.total, "\n");
+}
+
+namespace {
+
+struct Family {
+  std::string help, type;  // whole lines, "" until declared
+  std::vector<std::string> samples;
+};
+
+// `line` with the labels of `extra` it does not have already (a sample
+// that names its VM keeps its own).
+std::string WithLabels(absl::string_view line, const Labels& extra) {
+  const size_t end = line.find_first_of("{ ");
+  if (extra.empty() || end == absl::string_view::npos) return std::string(line);
+  const absl::string_view name = line.substr(0, end);
+  absl::string_view rest = line.substr(end);
+  const bool has_labels = absl::ConsumePrefix(&rest, "{");
+  // Label values escape '"', so `,k="` cannot occur inside one.
+  const std::string own = has_labels ? absl::StrCat(",", rest.substr(0, rest.find('}'))) : "";
+  Labels add;
+  for (const auto& label : extra)
+    if (!absl::StrContains(own, absl::StrCat(",", label.first, "=\""))) add.push_back(label);
+  if (add.empty()) return std::string(line);
+  std::string labels = Format(add);
+  labels.pop_back();  // the closing brace
+  if (!has_labels) return absl::StrCat(name, labels, "}", rest);
+  return absl::StrCat(name, labels, absl::StartsWith(rest, "}") ? "" : ",", rest);
+}
+
+}  // namespace
+
+std::string MergeExpositions(const std::vector<ExpositionPart>& parts) {
+  std::vector<std::string> order;
+  std::map<std::string, Family> families;
+  auto family = [&](const std::string& name) -> Family& {
+    auto [it, added] = families.try_emplace(name);
+    if (added) order.push_back(name);
+    return it->second;
+  };
+  for (const ExpositionPart& part : parts) {
+    std::string current;
+    for (absl::string_view line : absl::StrSplit(part.text, '\n')) {
+      if (line.empty()) continue;
+      if (absl::ConsumePrefix(&line, "# ")) {
+        const bool help = absl::StartsWith(line, "HELP ");
+        if (!help && !absl::StartsWith(line, "TYPE ")) continue;
+        std::vector<absl::string_view> w = absl::StrSplit(line, absl::MaxSplits(' ', 2));
+        if (w.size() < 2) continue;
+        current = std::string(w[1]);
+        Family& f = family(current);
+        std::string& slot = help ? f.help : f.type;
+        if (slot.empty()) slot = absl::StrCat("# ", line);
+        continue;
+      }
+      if (line[0] == '#') continue;
+      const std::string name(line.substr(0, line.find_first_of("{ ")));
+      const bool in_current = !current.empty() && absl::StartsWith(name, current);
+      family(in_current ? current : name).samples.push_back(WithLabels(line, part.extra));
+    }
+  }
+  std::string out;
+  for (const std::string& name : order) {
+    const Family& f = families[name];
+    if (!f.help.empty()) absl::StrAppend(&out, f.help, "\n");
+    if (!f.type.empty()) absl::StrAppend(&out, f.type, "\n");
+    for (const std::string& sample : f.samples) absl::StrAppend(&out, sample, "\n");
+  }
+  return out;
 }
 
 }  // namespace ferry::agent

@@ -30,6 +30,23 @@ class PrometheusText {
   std::string out_;
 };
 
+// One exposition to merge, with labels to add to each of its samples.
+struct ExpositionPart {
+  std::string text;
+  Labels extra;
+};
+
+// Merges expositions into one (ferryd --state-dir: its own figures and each
+// ferry-vmm process's, labelled vm="NAME"). The text format wants a
+// family's lines in one group: each family's samples are gathered from
+// every part, in the order families first appear; a family's HELP and TYPE
+// come from the first part that declares it. A sample belongs to the last
+// declared family whose name prefixes it (a histogram's _bucket, _sum and
+// _count), else to a family of its own name. A sample that has one of the
+// labels to add already keeps its own value. Comments other than HELP and
+// TYPE, and blank lines, are dropped.
+std::string MergeExpositions(const std::vector<ExpositionPart>& parts);
+
 }  // namespace ferry::agent
 
 #endif  // FERRY_MIGRATION_AGENT_PROMETHEUS_H_

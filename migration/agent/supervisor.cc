@@ -21,6 +21,7 @@
 #include "base/log_line.h"
 #include "base/net.h"
 #include "base/status_macros.h"
+#include "migration/agent/prometheus.h"
 #include "migration/api/names.h"
 #include "migration/hello.h"
 #include "migration/phases.h"
@@ -682,15 +683,39 @@ void Supervisor::ReaperLoop() {
 }
 
 std::string Supervisor::RenderMetrics() {
-  absl::MutexLock lock(&mu_);
-  return absl::StrFormat(
+  std::vector<std::shared_ptr<Vmm>> all;
+  size_t processes, lost;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [key, vmm] : vmms_)
+      if (!vmm->stopping) all.push_back(vmm);
+    processes = vmms_.size();
+    lost = lost_.size();
+  }
+  // Outside the lock: each process answers over its socket.
+  std::vector<ExpositionPart> parts(1);
+  int unavailable = 0;
+  for (const std::shared_ptr<Vmm>& vmm : all) {
+    absl::StatusOr<std::string> text = vmm->client->Metrics();
+    if (!text.ok()) {
+      ++unavailable;
+      continue;
+    }
+    parts.push_back({*std::move(text), {{"vm", vmm->record.name}}});
+  }
+  parts[0].text = absl::StrFormat(
       "# HELP ferry_vmm_processes ferry-vmm processes this agent supervises.\n"
       "# TYPE ferry_vmm_processes gauge\n"
       "ferry_vmm_processes %d\n"
       "# HELP ferry_vms_lost VMs whose process exited by itself, not yet deleted.\n"
       "# TYPE ferry_vms_lost gauge\n"
-      "ferry_vms_lost %d\n",
-      vmms_.size(), lost_.size());
+      "ferry_vms_lost %d\n"
+      "# HELP ferry_vmm_metrics_unavailable Processes whose figures this exposition lacks "
+      "(no answer within 2 s).\n"
+      "# TYPE ferry_vmm_metrics_unavailable gauge\n"
+      "ferry_vmm_metrics_unavailable %d\n",
+      processes, lost, unavailable);
+  return MergeExpositions(parts);
 }
 
 }  // namespace ferry::agent

@@ -87,6 +87,7 @@ class Supervisor final : public ControlBackend {
       const std::string& id, absl::Duration interval,
       const std::function<bool(const ferry::v1::MigrationResource&)>& write) override;
   EventLog& events() override { return events_; }
+  absl::StatusOr<std::string> Metrics() override { return RenderMetrics(); }
 
   // An incoming migration's Hello: the token, the name and the limits are
   // checked, a process is started for it, and its migration port returned
@@ -100,7 +101,10 @@ class Supervisor final : public ControlBackend {
                                                const vmm::VmConfig& config);
   const std::string& migration_token() const { return options_.agent.migration_token; }
 
-  // Prometheus text: the supervisor's own figures (docs/operations.md).
+  // Prometheus text: the supervisor's own figures and every process's
+  // (MergeExpositions, each sample labelled vm="NAME"; docs/operations.md).
+  // A process that does not answer within 2 s is left out and counted in
+  // ferry_vmm_metrics_unavailable.
   std::string RenderMetrics();
 
  private:

@@ -1,5 +1,7 @@
 #include "migration/agent/vmm_client.h"
 
+#include <algorithm>
+
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
@@ -114,6 +116,15 @@ v1::CheckMigrationResponse VmmClient::CheckMigration(const v1::StartMigrationReq
     item->set_detail(std::string(Convert(s).message()));
   }
   return out;
+}
+
+absl::StatusOr<std::string> VmmClient::Metrics() {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, std::min(deadline_, absl::Seconds(2)));
+  v1::GetMetricsResponse out;
+  grpc::Status s = stub_->GetMetrics(&ctx, v1::GetMetricsRequest(), &out);
+  if (!s.ok()) return Convert(s);
+  return std::move(*out.mutable_text());
 }
 
 absl::StatusOr<v1::MigrationResource> VmmClient::GetMigration(const std::string& id) {

@@ -50,6 +50,8 @@ class VmmClient final : public ControlBackend {
       const std::string& id, absl::Duration interval,
       const std::function<bool(const ferry::v1::MigrationResource&)>& write) override;
   EventLog& events() override { return events_; }
+  // Its exposition, within 2 s (a scrape must not wait on one process).
+  absl::StatusOr<std::string> Metrics() override;
 
   // Streams the process's events from `since` (WatchEvents) to `on_event`
   // until it returns false, `ctx` is cancelled or the stream ends.

@@ -156,6 +156,20 @@ TEST_F(VmmProcessTest, EachVmRunsInItsOwnProcessOutsideFerrydsSession) {
   grpc::ClientContext ctx;
   ASSERT_TRUE(sa_->ListVms(&ctx, ferry::v1::ListVmsRequest(), &list).ok());
   EXPECT_EQ(list.vms_size(), 2);
+  // ferryd's metrics hold every process's, labelled with its VM, each
+  // family once.
+  grpc::ClientContext mctx;
+  ferry::v1::GetMetricsResponse metrics;
+  ASSERT_TRUE(sa_->GetMetrics(&mctx, {}, &metrics).ok());
+  EXPECT_THAT(metrics.text(), HasSubstr("\nferry_vmm_processes 2\n"));
+  EXPECT_THAT(metrics.text(), HasSubstr("\nferry_vmm_metrics_unavailable 0\n"));
+  EXPECT_THAT(metrics.text(), HasSubstr("\nferry_vms{vm=\"one\",state=\"running\"} 1\n"));
+  EXPECT_THAT(metrics.text(), HasSubstr("\nferry_vms{vm=\"two\",state=\"running\"} 1\n"));
+  size_t declared = 0;
+  for (size_t at = 0; (at = metrics.text().find("# TYPE ferry_vms gauge", at)) != std::string::npos;
+       ++at)
+    ++declared;
+  EXPECT_EQ(declared, 1u) << metrics.text();
 }
 
 TEST_F(VmmProcessTest, VmKeepsRunningThroughFerrydKill9AndIsReadopted) {

@@ -4,6 +4,7 @@
 // counter that fell, e.g. when the session said "completed" before the
 // agent recorded it, is a counter reset to Prometheus: rate() spikes.)
 #include "migration/agent/agent_metrics.h"
+#include "migration/agent/prometheus.h"
 
 #include <string>
 
@@ -97,6 +98,40 @@ TEST(AgentMetricsTest, ALoopbackMigrationCountsInBothDirections) {
   const std::string text = m.Render({}, {out, in});
   EXPECT_EQ(Value(text, "ferry_migration_bytes_sent_total"), 100);
   EXPECT_EQ(Value(text, "ferry_migration_pages_received_total"), 45);
+}
+
+// ferryd --state-dir's exposition: its own figures and each process's, a
+// family's samples together under one HELP and TYPE, each process's
+// samples labelled with its VM.
+TEST(MergeExpositions, GathersEachFamilyAndLabelsEachPart) {
+  const std::string own =
+      "# HELP ferry_vmm_processes p.\n# TYPE ferry_vmm_processes gauge\nferry_vmm_processes 2\n";
+  const std::string vmm =
+      "# HELP ferry_vms VMs.\n# TYPE ferry_vms gauge\nferry_vms{state=\"running\"} 1\n"
+      "# TYPE ferry_migration_progress_ratio gauge\n"
+      "ferry_migration_progress_ratio{migration=\"m\",vm=\"x\"} 0.5\n"
+      "# HELP ferry_fault_latency_seconds f.\n# TYPE ferry_fault_latency_seconds histogram\n"
+      "ferry_fault_latency_seconds_bucket{le=\"0.001\"} 3\n"
+      "ferry_fault_latency_seconds_sum 0.002\nferry_fault_latency_seconds_count 3\n";
+  const std::string merged =
+      MergeExpositions({{own, {}}, {vmm, {{"vm", "a"}}}, {vmm, {{"vm", "b\"c"}}}});
+  EXPECT_EQ(merged,
+            "# HELP ferry_vmm_processes p.\n# TYPE ferry_vmm_processes gauge\n"
+            "ferry_vmm_processes 2\n"
+            "# HELP ferry_vms VMs.\n# TYPE ferry_vms gauge\n"
+            "ferry_vms{vm=\"a\",state=\"running\"} 1\n"
+            "ferry_vms{vm=\"b\\\"c\",state=\"running\"} 1\n"
+            "# TYPE ferry_migration_progress_ratio gauge\n"
+            "ferry_migration_progress_ratio{migration=\"m\",vm=\"x\"} 0.5\n"
+            "ferry_migration_progress_ratio{migration=\"m\",vm=\"x\"} 0.5\n"
+            "# HELP ferry_fault_latency_seconds f.\n"
+            "# TYPE ferry_fault_latency_seconds histogram\n"
+            "ferry_fault_latency_seconds_bucket{vm=\"a\",le=\"0.001\"} 3\n"
+            "ferry_fault_latency_seconds_sum{vm=\"a\"} 0.002\n"
+            "ferry_fault_latency_seconds_count{vm=\"a\"} 3\n"
+            "ferry_fault_latency_seconds_bucket{vm=\"b\\\"c\",le=\"0.001\"} 3\n"
+            "ferry_fault_latency_seconds_sum{vm=\"b\\\"c\"} 0.002\n"
+            "ferry_fault_latency_seconds_count{vm=\"b\\\"c\"} 3\n");
 }
 
 }  // namespace
