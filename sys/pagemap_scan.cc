@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 
+#include <atomic>
 #include <cerrno>
 
 #include "base/errno_status.h"
@@ -13,10 +14,24 @@ namespace {
 
 constexpr size_t kRegionsPerCall = 512;
 
+// The file held by PagemapScan::Hold; -1: none.
+std::atomic<int> held_pagemap{-1};
+
 }  // namespace
 
+absl::Status PagemapScan::Hold() {
+  if (held_pagemap.load() >= 0) return absl::OkStatus();
+  const int fd = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open(/proc/self/pagemap)", errno);
+  int expected = -1;
+  if (!held_pagemap.compare_exchange_strong(expected, fd)) ::close(fd);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<PagemapScan> PagemapScan::Open() {
-  UniqueFd fd(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
+  const int held = held_pagemap.load();
+  UniqueFd fd(held >= 0 ? ::fcntl(held, F_DUPFD_CLOEXEC, 0)
+                        : ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return ErrnoStatus("open(/proc/self/pagemap)", errno);
   // An empty scan: kernels without PAGEMAP_SCAN answer ENOTTY.
   abi::PmScanArg arg{};

@@ -31,6 +31,11 @@ class PagemapScan {
   // Opens /proc/self/pagemap and checks that the kernel knows PAGEMAP_SCAN
   // (FailedPrecondition naming Linux 6.7 otherwise).
   static absl::StatusOr<PagemapScan> Open();
+  // Opens /proc/self/pagemap now and keeps it for the life of the process:
+  // every later Open duplicates it, so a process that then switches user
+  // and turns non-dumpable (its /proc files become root's) still can.
+  // Idempotent.
+  static absl::Status Hold();
 
   // Appends to `out` the ranges of [addr, addr + len) written since they were
   // last write-protected (userfaultfd WP_ASYNC), and write-protects them

@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <utility>
 
@@ -64,9 +65,16 @@ absl::Status Misaligned(const char* call, const void* addr, size_t len) {
 // (Debian's default) the syscall needs CAP_SYS_PTRACE to handle the kernel's
 // own faults and fails with EPERM otherwise. When both fail the error names
 // both and what would make either work.
+// The device held by Userfaultfd::HoldDevice; -1: none.
+std::atomic<int> held_device{-1};
+
 absl::StatusOr<UniqueFd> OpenRaw() {
   const int flags = O_CLOEXEC | O_NONBLOCK;
   std::string device_error;
+  if (const int held = held_device.load(); held >= 0) {
+    int fd = ::ioctl(held, USERFAULTFD_IOC_NEW, flags);
+    if (fd >= 0) return UniqueFd(fd);
+  }
   UniqueFd dev(::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC));
   if (dev.valid()) {
     int fd = ::ioctl(dev.get(), USERFAULTFD_IOC_NEW, flags);
@@ -104,6 +112,15 @@ const char* Userfaultfd::FeatureSince(uint64_t bit) {
   for (const FeatureInfo& f : kFeatures)
     if (f.bit == bit) return f.since;
   return "a newer release";
+}
+
+absl::Status Userfaultfd::HoldDevice() {
+  if (held_device.load() >= 0) return absl::OkStatus();
+  const int fd = ::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open(/dev/userfaultfd)", errno);
+  int expected = -1;
+  if (!held_device.compare_exchange_strong(expected, fd)) ::close(fd);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<uint64_t> Userfaultfd::ProbeFeatures() {

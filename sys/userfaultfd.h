@@ -50,6 +50,12 @@ class Userfaultfd {
   static std::string FeatureName(uint64_t bit);
   static const char* FeatureSince(uint64_t bit);
 
+  // Opens /dev/userfaultfd now and keeps it for the life of the process:
+  // every later Open makes its userfaultfd from this descriptor, so a
+  // process that then switches to a user without access to the device node
+  // (the VMM sandbox, base/sandbox.h) still can. Idempotent.
+  static absl::Status HoldDevice();
+
   // Opens a userfaultfd (O_CLOEXEC | O_NONBLOCK) through /dev/userfaultfd,
   // falling back to the userfaultfd(2) syscall, and enables `features`. A
   // feature the kernel lacks gives FailedPrecondition naming it and the

@@ -12,8 +12,10 @@
 // When it listens it prints ReadyLine (vmm_process.h) on stdout. The
 // migration token comes on stdin (--token-stdin), never in argv or in the
 // state directory. It sandboxes itself first thing (--no-sandbox: not, for
-// debugging by hand). SIGTERM: it stops serving and exits (its VM with it);
-// ferryd sends it when the VM is deleted or has left.
+// debugging by hand), as --user USER if given (ferryd --vmm-user). SIGTERM: it stops serving and
+// exits (its VM with it); ferryd sends it when the VM is deleted or has left.
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -23,10 +25,12 @@
 #include <cstdio>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/args.h"
+#include "base/errno_status.h"
 #include "base/log_line.h"
 #include "base/net.h"
 #include "base/process.h"
@@ -38,6 +42,8 @@
 #include "migration/agent/peer_tls.h"
 #include "migration/agent/vmm_process.h"
 #include "migration/protocol.h"
+#include "sys/pagemap_scan.h"
+#include "sys/userfaultfd.h"
 
 namespace ferry::agent {
 namespace {
@@ -46,6 +52,42 @@ LogLevel min_level = LogLevel::kInfo;
 
 void Log(const std::string& line) {
   if (LevelOfLine(line) >= min_level) std::cerr << line << std::endl;
+}
+
+struct VmmUser {
+  uid_t uid;
+  gid_t gid;
+  std::vector<gid_t> groups;  // its supplementary groups (kvm, for /dev/kvm)
+};
+
+// What running as `user` needs done as root first: the user's ids and
+// groups; /dev/userfaultfd and /proc/self/pagemap opened and kept (the
+// device is root's by default, and a non-dumpable process's /proc files are
+// root's); its directory `dir` made the user's (it creates its control
+// socket there) and made the working directory.
+absl::StatusOr<VmmUser> PrepareUser(const std::string& user, const std::string& dir) {
+  std::vector<char> buf(16384);
+  passwd pw{};
+  passwd* found = nullptr;
+  if (getpwnam_r(user.c_str(), &pw, buf.data(), buf.size(), &found) != 0 || found == nullptr)
+    return absl::InvalidArgumentError(absl::StrCat("--user ", user, ": no such user"));
+  VmmUser u{pw.pw_uid, pw.pw_gid, {}};
+  int n = 64;
+  std::vector<gid_t> groups(n);
+  if (getgrouplist(user.c_str(), u.gid, groups.data(), &n) < 0) {
+    groups.resize(n);
+    if (getgrouplist(user.c_str(), u.gid, groups.data(), &n) < 0)
+      return absl::InternalError(absl::StrCat("--user ", user, ": cannot list its groups"));
+  }
+  groups.resize(n);
+  u.groups = std::move(groups);
+  if (absl::Status s = sys::Userfaultfd::HoldDevice(); !s.ok())
+    return absl::Status(s.code(),
+                        absl::StrCat("--user needs /dev/userfaultfd (Linux 6.1+): ", s.message()));
+  RETURN_IF_ERROR(sys::PagemapScan::Hold());
+  if (chown(dir.c_str(), u.uid, u.gid) != 0) return ErrnoStatus(absl::StrCat("chown ", dir), errno);
+  if (chdir(dir.c_str()) != 0) return ErrnoStatus(absl::StrCat("chdir ", dir), errno);
+  return u;
 }
 
 absl::Status Main(int argc, char** argv) {
@@ -71,6 +113,7 @@ absl::Status Main(int argc, char** argv) {
   const std::string ca_file = args.String("tls-ca", "");
   const bool token_stdin = args.Bool("token-stdin");
   const bool sandbox = !args.Bool("no-sandbox");
+  const std::string user = args.String("user", "");
   RETURN_IF_ERROR(args.Finish());
   if (dir.empty() || name.empty())
     return absl::InvalidArgumentError("ferry-vmm is started by ferryd: --dir and --name needed");
@@ -78,20 +121,31 @@ absl::Status Main(int argc, char** argv) {
     return absl::InvalidArgumentError("a port is not in [0, 65535]");
   if (fault_handlers < 0 || fault_handlers > 256)
     return absl::InvalidArgumentError("--fault-handlers must be 0 to 256");
+  if (!user.empty() && !sandbox)
+    return absl::InvalidArgumentError("--user is part of the sandbox: not with --no-sandbox");
   if (token_stdin) std::getline(std::cin, o.migration_token);
+  // Read while the files are readable: as --user they may not be.
+  ASSIGN_OR_RETURN(AgentTlsPem tls_pem, ReadAgentTls(cert_file, key_file, ca_file));
   // The sandbox while the process has one thread (base/sandbox.h): every
   // capability dropped, no new privileges, not dumpable, and the seccomp
   // allow list of a VMM (docs/security.md, "The VMM sandbox"). What it
-  // needs later (certificate files, /dev/kvm, /dev/userfaultfd, sockets)
-  // root's permission bits still allow.
+  // needs later (/dev/kvm, /dev/userfaultfd, sockets) root's permission
+  // bits still allow; as --user, what the user cannot open is opened first
+  // and kept (PrepareUser).
   if (sandbox) {
     SandboxOptions sb;
     sb.seccomp = VmmPolicy();
     sb.non_dumpable = true;
+    if (!user.empty()) {
+      ASSIGN_OR_RETURN(VmmUser u, PrepareUser(user, dir));
+      sb.uid = u.uid;
+      sb.gid = u.gid;
+      sb.groups = u.groups;
+    }
     if (absl::Status s = ApplySandbox(sb); !s.ok())
       return absl::Status(s.code(), absl::StrCat("sandbox: ", s.message()));
   }
-  ASSIGN_OR_RETURN(AgentTls tls, LoadAgentTls(cert_file, key_file, ca_file));
+  const AgentTls tls = MakeAgentTls(tls_pem);
   o.peer_credentials = tls.peer;
   o.fetch_listen = JoinHostPort(host, static_cast<int>(fetch_port));
   o.max_vms = 1;
@@ -103,7 +157,9 @@ absl::Status Main(int argc, char** argv) {
   ASSIGN_OR_RETURN(std::unique_ptr<Agent> agent, Agent::Start(o));
   // Control: a Unix socket, mode 0600 in a 0700 directory. Its own server,
   // so that the Control API is never served on the TCP port.
-  const std::string socket = ControlSocket(dir);
+  // As --user the state directory above its own is closed to it: it works
+  // from its own directory (PrepareUser made it its cwd), by a relative path.
+  const std::string socket = user.empty() ? ControlSocket(dir) : std::string("control");
   unlink(socket.c_str());
   ControlService control(agent.get(), std::nullopt, o.log);
   grpc::ServerBuilder local;

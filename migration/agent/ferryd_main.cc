@@ -85,6 +85,9 @@ usage: ferryd [flags]
   --migration-ports LO-HI     with --state-dir: the ports VM processes listen on for
                               migrations and the fetch channel, two each (default:
                               any free port)
+  --vmm-user USER             with --state-dir: VM processes run as USER (and its
+                              groups: kvm for KVM VMs), not as root; see
+                              docs/security.md, "The VMM sandbox"
   --log-level LEVEL           debug, info, warn or error: the lowest level logged
                               (default info)
   --man                       print this help as the man page ferryd(8)
@@ -260,6 +263,7 @@ absl::Status Main(int argc, char** argv) {
   const std::string authz_file = args.String("authz", "");
   const std::string state_dir = args.String("state-dir", "");
   const std::string port_range = args.String("migration-ports", "");
+  const std::string vmm_user = args.String("vmm-user", "");
   const std::string log_level = args.String("log-level", "info");
   RETURN_IF_ERROR(args.Finish());
   RETURN_IF_ERROR(args.CheckDefaultsRead());
@@ -315,6 +319,8 @@ absl::Status Main(int argc, char** argv) {
 
   if (args.Has("migration-ports") && state_dir.empty())
     return absl::InvalidArgumentError("--migration-ports needs --state-dir");
+  if (!vmm_user.empty() && state_dir.empty())
+    return absl::InvalidArgumentError("--vmm-user runs VM processes: it needs --state-dir");
   if (!state_dir.empty()) {
     SupervisorOptions so;
     so.state_dir = state_dir;
@@ -341,6 +347,7 @@ absl::Status Main(int argc, char** argv) {
     pass("fault-handlers", absl::StrCat(o.fault_handlers));
     pass("keep-finished-s", absl::StrCat(absl::ToInt64Seconds(o.keep_finished)));
     pass("log-level", log_level);
+    pass("user", vmm_user);
     return RunSupervisor(std::move(so), listen, server_creds, std::move(policy), metrics_listen,
                          &signals);
   }

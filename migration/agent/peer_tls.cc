@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/file.h"
+#include "base/status_macros.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_certificate_verifier.h"
@@ -87,16 +88,15 @@ std::shared_ptr<grpc::ChannelCredentials> AgentPeerCredentials(const std::string
   return grpc::experimental::TlsCredentials(options);
 }
 
-absl::StatusOr<AgentTls> LoadAgentTls(const std::string& cert_file, const std::string& key_file,
-                                      const std::string& ca_file) {
-  AgentTls tls;
-  tls.server = grpc::InsecureServerCredentials();
+absl::StatusOr<AgentTlsPem> ReadAgentTls(const std::string& cert_file, const std::string& key_file,
+                                         const std::string& ca_file) {
+  AgentTlsPem pem;
   if (cert_file.empty() != key_file.empty())
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
   if (cert_file.empty()) {
     if (!ca_file.empty())
       return absl::InvalidArgumentError("--tls-ca needs --tls-cert and --tls-key");
-    return tls;
+    return pem;
   }
   auto read = [](const std::string& path, const char* flag) -> absl::StatusOr<std::string> {
     auto bytes = ReadFileToString(path);
@@ -104,20 +104,26 @@ absl::StatusOr<AgentTls> LoadAgentTls(const std::string& cert_file, const std::s
       return absl::InvalidArgumentError(absl::StrCat(flag, ": ", bytes.status().message()));
     return bytes;
   };
-  grpc::SslServerCredentialsOptions ssl(
-      ca_file.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-                      : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-  absl::StatusOr<std::string> cert = read(cert_file, "--tls-cert");
-  if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::string> key = read(key_file, "--tls-key");
-  if (!key.ok()) return key.status();
-  ssl.pem_key_cert_pairs.push_back({*key, *cert});
+  ASSIGN_OR_RETURN(pem.cert, read(cert_file, "--tls-cert"));
+  ASSIGN_OR_RETURN(pem.key, read(key_file, "--tls-key"));
   if (!ca_file.empty()) {
-    absl::StatusOr<std::string> ca = read(ca_file, "--tls-ca");
-    if (!ca.ok()) return ca.status();
-    ssl.pem_root_certs = *ca;
+    ASSIGN_OR_RETURN(pem.ca, read(ca_file, "--tls-ca"));
+  }
+  return pem;
+}
+
+AgentTls MakeAgentTls(const AgentTlsPem& pem) {
+  AgentTls tls;
+  tls.server = grpc::InsecureServerCredentials();
+  if (pem.cert.empty()) return tls;
+  grpc::SslServerCredentialsOptions ssl(
+      pem.ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                     : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  ssl.pem_key_cert_pairs.push_back({pem.key, pem.cert});
+  if (!pem.ca.empty()) {
+    ssl.pem_root_certs = pem.ca;
     // Destinations are verified as agents before anything is sent.
-    tls.peer = AgentPeerCredentials(ssl.pem_root_certs, *key, *cert);
+    tls.peer = AgentPeerCredentials(ssl.pem_root_certs, pem.key, pem.cert);
   } else {
     // TLS without a private CA: destinations are dialled over TLS too,
     // verified against the system's trust store (never in plaintext).
@@ -125,6 +131,12 @@ absl::StatusOr<AgentTls> LoadAgentTls(const std::string& cert_file, const std::s
   }
   tls.server = grpc::SslServerCredentials(ssl);
   return tls;
+}
+
+absl::StatusOr<AgentTls> LoadAgentTls(const std::string& cert_file, const std::string& key_file,
+                                      const std::string& ca_file) {
+  ASSIGN_OR_RETURN(AgentTlsPem pem, ReadAgentTls(cert_file, key_file, ca_file));
+  return MakeAgentTls(pem);
 }
 
 }  // namespace ferry::agent

@@ -47,6 +47,16 @@ struct AgentTls {
 absl::StatusOr<AgentTls> LoadAgentTls(const std::string& cert_file, const std::string& key_file,
                                       const std::string& ca_file);
 
+// LoadAgentTls in two steps, for a process that reads its files before it
+// drops the right to (ferry-vmm --user): the files' contents (all empty:
+// plaintext), then the credentials from them.
+struct AgentTlsPem {
+  std::string cert, key, ca;
+};
+absl::StatusOr<AgentTlsPem> ReadAgentTls(const std::string& cert_file, const std::string& key_file,
+                                         const std::string& ca_file);
+AgentTls MakeAgentTls(const AgentTlsPem& pem);
+
 }  // namespace ferry::agent
 
 #endif  // FERRY_MIGRATION_AGENT_PEER_TLS_H_
