@@ -23,6 +23,7 @@
 #include "base/status_macros.h"
 #include "migration/agent/prometheus.h"
 #include "migration/api/names.h"
+#include "migration/fetch/page_server.h"
 #include "migration/hello.h"
 #include "migration/phases.h"
 #include "migration/stream_auth.h"
@@ -310,6 +311,14 @@ absl::StatusOr<std::shared_ptr<Supervisor::Vmm>> Supervisor::Launch(
         record.status().code(),
         absl::StrCat("cannot start VM ", name, "'s process: ", record.status().message()));
   }
+  // Its page server answers faulting vCPUs: before the bulk push, as in
+  // ferryd (the sandboxed process cannot raise its own thread).
+  if (absl::Status s = SetThreadNiceOf(record->pid, migration::fetch::kPageServerThreadName, -10);
+      !s.ok())
+    Log(LogLine(LogLevel::kWarn, "vmm.priority")
+            .Kv("vm", name)
+            .Kv("reason", s.message())
+            .Kv("detail", "its page server runs at the push's priority"));
   std::shared_ptr<Vmm> vmm = Track(*record, /*child=*/true);
   vmms_[record->key] = vmm;
   Log(LogLine(LogLevel::kInfo, "vmm.started")

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <filesystem>
 #include <random>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -272,6 +274,26 @@ absl::StatusOr<VmmRecord> LaunchVmm(const VmmLaunch& launch, int timeout_ms) {
     return s;
   }
   return record;
+}
+
+absl::Status SetThreadNiceOf(pid_t pid, const std::string& thread_name, int nice) {
+  const std::string tasks = absl::StrCat("/proc/", pid, "/task");
+  DIR* dir = opendir(tasks.c_str());
+  if (dir == nullptr) return ErrnoStatus(absl::StrCat("opendir ", tasks), errno);
+  absl::Status result = absl::NotFoundError(
+      absl::StrCat("process ", pid, " has no thread named ", thread_name));
+  while (const dirent* e = readdir(dir)) {
+    int tid = 0;
+    if (!absl::SimpleAtoi(e->d_name, &tid)) continue;
+    absl::StatusOr<std::string> comm = ReadFileToString(absl::StrCat(tasks, "/", tid, "/comm"));
+    if (!comm.ok() || absl::StripTrailingAsciiWhitespace(*comm) != thread_name) continue;
+    result = setpriority(PRIO_PROCESS, static_cast<id_t>(tid), nice) == 0
+                 ? absl::OkStatus()
+                 : ErrnoStatus(absl::StrCat("setpriority of thread ", tid), errno);
+    break;
+  }
+  closedir(dir);
+  return result;
 }
 
 }  // namespace ferry::agent

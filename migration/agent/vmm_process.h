@@ -63,6 +63,13 @@ struct VmmLaunch {
 // directory removed; the error quotes the end of its log.
 absl::StatusOr<VmmRecord> LaunchVmm(const VmmLaunch& launch, int timeout_ms = 30000);
 
+// Sets the thread named `thread_name` of process `pid` to nice `nice`
+// (setpriority on its tid; needs CAP_SYS_NICE to raise it). ferryd raises a
+// new process's page server thread so (kPageServerThreadName), as that
+// thread does for itself inside ferryd: the sandboxed process cannot.
+// NotFound when no thread has that name.
+absl::Status SetThreadNiceOf(pid_t pid, const std::string& thread_name, int nice);
+
 // Where ferry-vmm is: $FERRY_VMM, else next to this executable, else
 // "ferry-vmm" on PATH.
 std::string FindFerryVmm();

@@ -2,6 +2,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -198,7 +199,9 @@ void PageServer::Loop() {
 absl::Status PageServer::Run() {
   // A faulting vCPU waits on this thread: it goes before the source's bulk
   // push and any other work of the agent when cores are scarce. Best
-  // effort (raising priority needs CAP_SYS_NICE).
+  // effort (raising priority needs CAP_SYS_NICE; a sandboxed ferry-vmm has
+  // none, and its supervisor raises the thread it finds by name).
+  pthread_setname_np(pthread_self(), kPageServerThreadName);
   SetThreadNice(-10);
   // The ring is created here: with SINGLE_ISSUER it belongs to this thread.
   ASSIGN_OR_RETURN(auto ring, sys::IoUring::Create(kRingDepth, true));

@@ -100,6 +100,11 @@ struct PageServerStats {
   uint64_t connections_shed = 0;
 };
 
+// The page server thread's name (/proc/PID/task/TID/comm): ferryd finds it
+// by this name in each ferry-vmm process and raises its priority there
+// (the sandboxed process cannot itself).
+inline constexpr char kPageServerThreadName[] = "ferry-pagesrv";
+
 class PageServer {
  public:
   // Listens on `address` ("HOST:PORT"; port 0 picks one) and starts the

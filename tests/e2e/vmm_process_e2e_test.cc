@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "base/eventually.h"
@@ -69,6 +70,22 @@ class VmmProcessTest : public ::testing::Test {
       if (r.ok()) pids.push_back(absl::StrCat(r->pid));
     }
     return pids;
+  }
+
+  // Whether a thread of process `pid` runs at `nice` (/proc/PID/task/*/stat,
+  // field 19).
+  static bool HasThreadAtNice(const std::string& pid, int nice) {
+    CliResult tasks = RunCommand({"ls", "/proc/" + pid + "/task"});
+    for (absl::string_view tid : absl::StrSplit(tasks.out, '\n', absl::SkipEmpty())) {
+      auto stat = ReadFileToString(absl::StrCat("/proc/", pid, "/task/", tid, "/stat"));
+      if (!stat.ok()) continue;
+      // After the command name's closing parenthesis: field 3 onwards.
+      const size_t close = stat->rfind(')');
+      if (close == std::string::npos) continue;
+      std::vector<std::string> f = absl::StrSplit(stat->substr(close + 2), ' ');
+      if (f.size() > 16 && f[16] == absl::StrCat(nice)) return true;
+    }
+    return false;
   }
 
   // The pid of VM `name`'s process in a state directory; 0: none.
@@ -156,6 +173,9 @@ TEST_F(VmmProcessTest, EachVmRunsInItsOwnProcessOutsideFerrydsSession) {
     EXPECT_THAT(*status, HasSubstr("\nCapEff:\t0000000000000000\n"));
     EXPECT_THAT(*status, HasSubstr("\nCapPrm:\t0000000000000000\n"));
     EXPECT_THAT(*status, HasSubstr("\nCapBnd:\t0000000000000000\n"));
+    // ...yet its page server's thread runs at nice -10 (ferryd raised it),
+    // as in ferryd: a faulting vCPU's request goes before the bulk push.
+    EXPECT_TRUE(HasThreadAtNice(pid, -10)) << pid;
   }
   ferry::v1::ListVmsResponse list;
   grpc::ClientContext ctx;
