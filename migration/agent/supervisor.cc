@@ -644,13 +644,18 @@ void Supervisor::ReapOnce() {
     if (!vms.ok() || !vms->empty()) continue;
     absl::StatusOr<std::vector<v1::MigrationResource>> ms = vmm->client->TryListMigrations();
     if (!ms.ok()) continue;
+    bool busy = false, completed = false;
+    for (const v1::MigrationResource& m : *ms) {
+      busy |= !Ended(m);
+      completed |= m.phase() == v1::MIGRATION_PHASE_COMPLETED;
+    }
+    if (busy) continue;
     // Started for an incoming migration: kept for the grace from its start
     // (its Hello may not have come; a VM that arrived is listed a moment
-    // after its migration completes).
-    if (vmm->record.role == "incoming" && age < kIncomingGrace) continue;
-    bool busy = false;
-    for (const v1::MigrationResource& m : *ms) busy |= !Ended(m);
-    if (busy) continue;
+    // after its migration completes), unless its migration came and ended
+    // without completing: then no VM will arrive.
+    if (vmm->record.role == "incoming" && age < kIncomingGrace && (ms->empty() || completed))
+      continue;
     {
       absl::MutexLock lock(&mu_);
       for (const v1::MigrationResource& m : *ms) {

@@ -380,6 +380,7 @@ TEST_F(VmmProcessTest, KilledVmmEndsItsMigrationAsTheFailureTableSays) {
     ASSERT_EQ(p.phase(), ferry::v1::MIGRATION_PHASE_PRECOPY) << p.error();
     const pid_t victim = VmmPid(kill_source ? dir_a_ : dir_b_, name);
     ASSERT_GT(victim, 0);
+    const pid_t receiver = VmmPid(dir_b_, name);
     const uint64_t before = kill_source ? 0 : Ops(*sa_, name);
     ASSERT_EQ(kill(victim, SIGKILL), 0);
     ferry::v1::Vm v;
@@ -397,6 +398,9 @@ TEST_F(VmmProcessTest, KilledVmmEndsItsMigrationAsTheFailureTableSays) {
     // The destination's supervisor keeps nothing running for it.
     EXPECT_TRUE(Eventually([&] { return GetVmCode(*sb_, name) == grpc::StatusCode::NOT_FOUND; }));
     if (kill_source) {
+      // Its migration failed: no VM will arrive, and the receiving process
+      // is stopped without waiting out its grace.
+      EXPECT_TRUE(Eventually([&] { return kill(receiver, 0) != 0; })) << receiver;
       EXPECT_THAT(done.error(), HasSubstr("killed by signal 9"));
       ASSERT_EQ(GetVmCode(*sa_, name, &v), grpc::StatusCode::OK);
       EXPECT_EQ(v.state(), ferry::v1::VM_STATE_FAILED);
