@@ -72,6 +72,8 @@ build_initramfs() {
     kernel/kvm-userfault/selftest/userfault_test.c
   local bb=bazel-bin
   add_binary "$bb/migration/agent/ferryd" "$INITRD_ROOT/ferry/ferryd"
+  # ferryd --state-dir finds it beside itself.
+  add_binary "$bb/migration/agent/ferry-vmm" "$INITRD_ROOT/ferry/ferry-vmm"
   add_binary "$bb/migration/cli/ferry" "$INITRD_ROOT/ferry/ferry"
   add_binary "$bb/bench/ferry-bench" "$INITRD_ROOT/ferry/ferry-bench"
   add_binary "$bb/tests/vmm/kvm/kvm_backend_test" "$INITRD_ROOT/ferry/kvm_backend_test"
