@@ -154,6 +154,20 @@ absl::StatusOr<CapabilitySets> ReadCapabilities() {
   return sets;
 }
 
+absl::Status WithoutEffectiveCapabilities(const std::function<absl::Status()>& f) {
+  __user_cap_data_struct saved[2] = {};
+  RETURN_IF_ERROR(Capget(saved));
+  __user_cap_header_struct header{};
+  header.version = _LINUX_CAPABILITY_VERSION_3;
+  header.pid = 0;
+  __user_cap_data_struct cleared[2] = {saved[0], saved[1]};
+  cleared[0].effective = cleared[1].effective = 0;
+  if (::syscall(SYS_capset, &header, cleared) != 0) return ErrnoStatus("capset", errno);
+  const absl::Status result = f();
+  if (::syscall(SYS_capset, &header, saved) != 0) return ErrnoStatus("capset (restore)", errno);
+  return result;
+}
+
 absl::Status DropCapabilities() {
   if (std::optional<int> threads = ThreadCount(); threads.has_value() && *threads > 1) {
     return absl::FailedPreconditionError(absl::StrCat(

@@ -30,6 +30,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <optional>
 #include <string>
@@ -74,6 +75,13 @@ struct CapabilitySets {
   }
 };
 absl::StatusOr<CapabilitySets> ReadCapabilities();
+
+// Runs `f` with the calling thread's effective capability set empty, then
+// restores it (the permitted set is untouched). For a file whose content
+// the kernel decides by the opener's capabilities, e.g. /proc/self/pagemap,
+// which shows physical frame numbers only to an opener with CAP_SYS_ADMIN:
+// opened so, a descriptor kept past a privilege drop never shows them.
+absl::Status WithoutEffectiveCapabilities(const std::function<absl::Status()>& f);
 
 // Becomes `uid`:`gid` with exactly the supplementary `groups` (setgroups,
 // setresgid, setresuid: real, effective and saved ids all change, so there is

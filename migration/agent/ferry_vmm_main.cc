@@ -63,9 +63,11 @@ struct VmmUser {
 // What running as `user` needs done as root first: the user's ids and
 // groups; /dev/userfaultfd and /proc/self/pagemap opened and kept (the
 // device is root's by default, and a non-dumpable process's /proc files are
-// root's); its directory `dir` made the user's (it creates its control
-// socket there) and made the working directory.
-absl::StatusOr<VmmUser> PrepareUser(const std::string& user, const std::string& dir) {
+// root's; pagemap is opened with no effective capability, so that it never
+// shows physical frame numbers); its run directory `run` made the user's
+// (it creates its control socket there) and made the working directory:
+// the directories above stay root's 0700, closed to the user.
+absl::StatusOr<VmmUser> PrepareUser(const std::string& user, const std::string& run) {
   std::vector<char> buf(16384);
   passwd pw{};
   passwd* found = nullptr;
@@ -84,9 +86,9 @@ absl::StatusOr<VmmUser> PrepareUser(const std::string& user, const std::string& 
   if (absl::Status s = sys::Userfaultfd::HoldDevice(); !s.ok())
     return absl::Status(s.code(),
                         absl::StrCat("--user needs /dev/userfaultfd (Linux 6.1+): ", s.message()));
-  RETURN_IF_ERROR(sys::PagemapScan::Hold());
-  if (chown(dir.c_str(), u.uid, u.gid) != 0) return ErrnoStatus(absl::StrCat("chown ", dir), errno);
-  if (chdir(dir.c_str()) != 0) return ErrnoStatus(absl::StrCat("chdir ", dir), errno);
+  RETURN_IF_ERROR(WithoutEffectiveCapabilities([] { return sys::PagemapScan::Hold(); }));
+  if (chown(run.c_str(), u.uid, u.gid) != 0) return ErrnoStatus(absl::StrCat("chown ", run), errno);
+  if (chdir(run.c_str()) != 0) return ErrnoStatus(absl::StrCat("chdir ", run), errno);
   return u;
 }
 
@@ -123,6 +125,11 @@ absl::Status Main(int argc, char** argv) {
     return absl::InvalidArgumentError("--fault-handlers must be 0 to 256");
   if (!user.empty() && !sandbox)
     return absl::InvalidArgumentError("--user is part of the sandbox: not with --no-sandbox");
+  // Its run directory, made while it may still create it (root's 0700
+  // directory above; the filter has no mkdir).
+  const std::string run = VmmRunDir(dir);
+  if (mkdir(run.c_str(), 0700) != 0 && errno != EEXIST)
+    return ErrnoStatus(absl::StrCat("mkdir ", run), errno);
   if (token_stdin) std::getline(std::cin, o.migration_token);
   // Read while the files are readable: as --user they may not be.
   ASSIGN_OR_RETURN(AgentTlsPem tls_pem, ReadAgentTls(cert_file, key_file, ca_file));
@@ -137,7 +144,7 @@ absl::Status Main(int argc, char** argv) {
     sb.seccomp = VmmPolicy();
     sb.non_dumpable = true;
     if (!user.empty()) {
-      ASSIGN_OR_RETURN(VmmUser u, PrepareUser(user, dir));
+      ASSIGN_OR_RETURN(VmmUser u, PrepareUser(user, run));
       sb.uid = u.uid;
       sb.gid = u.gid;
       sb.groups = u.groups;
@@ -157,8 +164,8 @@ absl::Status Main(int argc, char** argv) {
   ASSIGN_OR_RETURN(std::unique_ptr<Agent> agent, Agent::Start(o));
   // Control: a Unix socket, mode 0600 in a 0700 directory. Its own server,
   // so that the Control API is never served on the TCP port.
-  // As --user the state directory above its own is closed to it: it works
-  // from its own directory (PrepareUser made it its cwd), by a relative path.
+  // As --user the directories above its run directory are closed to it:
+  // it works from there (PrepareUser made it its cwd), by a relative path.
   const std::string socket = user.empty() ? ControlSocket(dir) : std::string("control");
   unlink(socket.c_str());
   ControlService control(agent.get(), std::nullopt, o.log);

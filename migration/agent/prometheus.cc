@@ -1,11 +1,14 @@
 #include "migration/agent/prometheus.h"
 
 #include <map>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
@@ -63,24 +66,45 @@ struct Family {
   std::vector<std::string> samples;
 };
 
-// `line` with the labels of `extra` it does not have already (a sample
-// that names its VM keeps its own).
-std::string WithLabels(absl::string_view line, const Labels& extra) {
+// `line` ("name{k="v",...} value" or "name value") with the labels of
+// `extra` first and in place of any of the same name it had (a process
+// names only itself); nullopt for a line that does not parse (label values
+// are read with their escapes, so `}` or `,` inside one is no end).
+std::optional<std::string> WithLabels(absl::string_view line, const Labels& extra) {
   const size_t end = line.find_first_of("{ ");
-  if (extra.empty() || end == absl::string_view::npos) return std::string(line);
+  if (end == 0 || end == absl::string_view::npos) return std::nullopt;
   const absl::string_view name = line.substr(0, end);
+  for (size_t i = 0; i < name.size(); ++i)
+    if (!(absl::ascii_isalpha(name[i]) || name[i] == '_' || name[i] == ':' ||
+          (i > 0 && absl::ascii_isdigit(name[i]))))
+      return std::nullopt;
   absl::string_view rest = line.substr(end);
-  const bool has_labels = absl::ConsumePrefix(&rest, "{");
-  // Label values escape '"', so `,k="` cannot occur inside one.
-  const std::string own = has_labels ? absl::StrCat(",", rest.substr(0, rest.find('}'))) : "";
-  Labels add;
-  for (const auto& label : extra)
-    if (!absl::StrContains(own, absl::StrCat(",", label.first, "=\""))) add.push_back(label);
-  if (add.empty()) return std::string(line);
-  std::string labels = Format(add);
-  labels.pop_back();  // the closing brace
-  if (!has_labels) return absl::StrCat(name, labels, "}", rest);
-  return absl::StrCat(name, labels, absl::StartsWith(rest, "}") ? "" : ",", rest);
+  std::vector<std::string> kept;  // k="v" as written
+  if (absl::ConsumePrefix(&rest, "{")) {
+    while (!absl::ConsumePrefix(&rest, "}")) {
+      const size_t eq = rest.find("=\"");
+      if (eq == 0 || eq == absl::string_view::npos) return std::nullopt;
+      const absl::string_view key = rest.substr(0, eq);
+      size_t at = eq + 2;
+      while (at < rest.size() && rest[at] != '"') at += rest[at] == '\\' ? 2 : 1;
+      if (at >= rest.size()) return std::nullopt;
+      bool replaced = false;
+      for (const auto& label : extra) replaced |= label.first == key;
+      if (!replaced) kept.emplace_back(rest.substr(0, at + 1));
+      rest.remove_prefix(at + 1);
+      absl::ConsumePrefix(&rest, ",");
+    }
+  }
+  // A value (and maybe a timestamp) after one space.
+  if (!absl::StartsWith(rest, " ")) return std::nullopt;
+  const absl::string_view value = rest.substr(1, rest.find(' ', 1) - 1);
+  double number = 0;
+  if (!absl::SimpleAtod(value, &number) && value != "+Inf" && value != "-Inf" && value != "NaN")
+    return std::nullopt;
+  std::string labels = Format(extra);
+  if (!labels.empty()) labels = labels.substr(1, labels.size() - 2);
+  for (const std::string& k : kept) absl::StrAppend(&labels, labels.empty() ? "" : ",", k);
+  return absl::StrCat(name, labels.empty() ? "" : absl::StrCat("{", labels, "}"), rest);
 }
 
 }  // namespace
@@ -109,9 +133,11 @@ std::string MergeExpositions(const std::vector<ExpositionPart>& parts) {
         continue;
       }
       if (line[0] == '#') continue;
+      std::optional<std::string> sample = WithLabels(line, part.extra);
+      if (!sample.has_value()) continue;  // not a sample: dropped, the rest stands
       const std::string name(line.substr(0, line.find_first_of("{ ")));
       const bool in_current = !current.empty() && absl::StartsWith(name, current);
-      family(in_current ? current : name).samples.push_back(WithLabels(line, part.extra));
+      family(in_current ? current : name).samples.push_back(*std::move(sample));
     }
   }
   std::string out;

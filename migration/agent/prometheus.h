@@ -42,9 +42,10 @@ struct ExpositionPart {
 // every part, in the order families first appear; a family's HELP and TYPE
 // come from the first part that declares it. A sample belongs to the last
 // declared family whose name prefixes it (a histogram's _bucket, _sum and
-// _count), else to a family of its own name. A sample that has one of the
-// labels to add already keeps its own value. Comments other than HELP and
-// TYPE, and blank lines, are dropped.
+// _count), else to a family of its own name. The labels to add come first
+// and replace any of the same name a sample had (a process names only
+// itself). A line that does not parse as a sample is dropped, as are
+// comments other than HELP and TYPE, and blank lines.
 std::string MergeExpositions(const std::vector<ExpositionPart>& parts);
 
 }  // namespace ferry::agent

@@ -30,7 +30,14 @@ std::string VmmDir(const std::string& state_dir, const std::string& key) {
   return absl::StrCat(state_dir, "/vmm/", key);
 }
 
-std::string ControlSocket(const std::string& vmm_dir) { return vmm_dir + "/control"; }
+std::string VmmRunDir(const std::string& vmm_dir) { return vmm_dir + "/run"; }
+
+std::string ControlSocket(const std::string& vmm_dir) {
+  struct stat st{};
+  if (stat(VmmRunDir(vmm_dir).c_str(), &st) != 0 && stat((vmm_dir + "/control").c_str(), &st) == 0)
+    return vmm_dir + "/control";
+  return VmmRunDir(vmm_dir) + "/control";
+}
 
 std::string NewVmmKey(const std::string& name) {
   std::random_device rd;
@@ -111,6 +118,9 @@ absl::StatusOr<std::vector<std::string>> ListVmmDirs(const std::string& state_di
 }
 
 void RemoveVmmDir(const std::string& vmm_dir) {
+  const std::string run = VmmRunDir(vmm_dir);
+  unlink((run + "/control").c_str());
+  if (rmdir(run.c_str()) != 0 && errno != ENOENT) return;
   std::error_code ec;
   std::filesystem::remove_all(vmm_dir, ec);
 }

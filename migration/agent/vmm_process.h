@@ -35,6 +35,12 @@ struct VmmRecord {
 
 // DIR/vmm/KEY.
 std::string VmmDir(const std::string& state_dir, const std::string& key);
+// DIR/vmm/KEY/run: the one directory the process itself writes (its
+// control socket), the --vmm-user's when there is one; the rest of
+// DIR/vmm/KEY (record, log) is root's alone.
+std::string VmmRunDir(const std::string& vmm_dir);
+// DIR/vmm/KEY/run/control (DIR/vmm/KEY/control for a process started by a
+// ferryd from before run/).
 std::string ControlSocket(const std::string& vmm_dir);
 // A new KEY for VM `name`.
 std::string NewVmmKey(const std::string& name);
@@ -43,7 +49,10 @@ absl::Status WriteRecord(const std::string& vmm_dir, const VmmRecord& record);
 absl::StatusOr<VmmRecord> ReadRecord(const std::string& vmm_dir);
 // Every DIR/vmm/KEY directory.
 absl::StatusOr<std::vector<std::string>> ListVmmDirs(const std::string& state_dir);
-// Removes a VMM's directory and what it holds.
+// Removes a VMM's directory and what it holds. In run/, which the process
+// may own, only the socket is removed by name, never recursively (a
+// process could plant links there); if anything else is left in it, the
+// directory stays.
 void RemoveVmmDir(const std::string& vmm_dir);
 
 struct VmmLaunch {

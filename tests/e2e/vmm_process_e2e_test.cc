@@ -8,6 +8,7 @@
 // the guest that never moved.
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -515,6 +516,14 @@ TEST_F(VmmProcessTest, VmmsRunAsTheVmmUser) {
   EXPECT_THAT(*status, HasSubstr("\nCapEff:\t0000000000000000\n"));
   EXPECT_THAT(*status, HasSubstr("\nCapPrm:\t0000000000000000\n"));
   EXPECT_THAT(*status, HasSubstr("\nSeccomp:\t2\n"));
+  // Its record and log stay root's; only its run directory is the user's.
+  auto dirs = agent::ListVmmDirs(dir_a_);
+  ASSERT_TRUE(dirs.ok() && dirs->size() == 1u);
+  struct stat key {}, run {};
+  ASSERT_EQ(stat(dirs->front().c_str(), &key), 0);
+  ASSERT_EQ(stat(agent::VmmRunDir(dirs->front()).c_str(), &run), 0);
+  EXPECT_EQ(key.st_uid, 0u);
+  EXPECT_EQ(run.st_uid, 65534u);
   // Postcopy: the destination's userfaultfd. Precopy of a writing guest:
   // the source's dirty log (the pages written during the copy are found
   // by it, or the digest would not match).
@@ -639,7 +648,10 @@ TEST_F(VmmProcessTest, AgentUpgradeUnderLoadStopsNoVmAndFailsNoMigration) {
   ferry::v1::CreateVmRequest pre = VmRequest("moving-pre", "dirty-rate", 64ull << 20);
   pre.mutable_workload()->set_dirty_bytes_per_sec(1 << 20);
   CreateVm(*sa_, pre);
-  CreateVm(*sa_, VmRequest("moving-post", "uniform", 64ull << 20));
+  // Paced: its faults cannot pull all of its memory in before the restarts.
+  ferry::v1::CreateVmRequest post = VmRequest("moving-post", "dirty-rate", 64ull << 20);
+  post.mutable_workload()->set_dirty_bytes_per_sec(1 << 20);
+  CreateVm(*sa_, post);
   // 2 MB/s: both migrations are still running across both restarts.
   const MigrationResource mp = Start("moving-pre", ferry::v1::MIGRATION_MODE_HYBRID, 2 << 20);
   const MigrationResource mq = Start("moving-post", ferry::v1::MIGRATION_MODE_POSTCOPY, 2 << 20);
@@ -687,6 +699,8 @@ TEST_F(VmmProcessTest, AgentUpgradeUnderLoadStopsNoVmAndFailsNoMigration) {
   std::this_thread::sleep_for(std::chrono::seconds(1));
   sampler.Stop();
 
+  // Full speed for what is left. (On a fast machine a migration may have
+  // ended by now: then there is nothing to change.)
   for (const MigrationResource& m : {mp, mq}) {
     grpc::ClientContext ctx;
     ferry::v1::SetMigrationParametersRequest r;
@@ -694,7 +708,10 @@ TEST_F(VmmProcessTest, AgentUpgradeUnderLoadStopsNoVmAndFailsNoMigration) {
     r.set_max_bandwidth(0);
     MigrationResource out;
     grpc::Status s = sa_->SetMigrationParameters(&ctx, r, &out);
-    EXPECT_TRUE(s.ok()) << s.error_message();
+    if (!s.ok()) {
+      const MigrationResource now = GetMigration(*sa_, m.id());
+      EXPECT_EQ(now.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << s.error_message();
+    }
   }
   for (const MigrationResource& m : {mp, mq}) {
     const MigrationResource done =

@@ -102,14 +102,17 @@ TEST(AgentMetricsTest, ALoopbackMigrationCountsInBothDirections) {
 
 // ferryd --state-dir's exposition: its own figures and each process's, a
 // family's samples together under one HELP and TYPE, each process's
-// samples labelled with its VM.
+// samples labelled with its VM, in place of any vm label of its own (a
+// label value may hold `}`, `,` and escaped quotes); a line that is no
+// sample is dropped.
 TEST(MergeExpositions, GathersEachFamilyAndLabelsEachPart) {
   const std::string own =
       "# HELP ferry_vmm_processes p.\n# TYPE ferry_vmm_processes gauge\nferry_vmm_processes 2\n";
   const std::string vmm =
       "# HELP ferry_vms VMs.\n# TYPE ferry_vms gauge\nferry_vms{state=\"running\"} 1\n"
       "# TYPE ferry_migration_progress_ratio gauge\n"
-      "ferry_migration_progress_ratio{migration=\"m\",vm=\"x\"} 0.5\n"
+      "ferry_migration_progress_ratio{migration=\"m}\\\",vm=\\\"y\",vm=\"x\"} 0.5\n"
+      "not a sample\n"
       "# HELP ferry_fault_latency_seconds f.\n# TYPE ferry_fault_latency_seconds histogram\n"
       "ferry_fault_latency_seconds_bucket{le=\"0.001\"} 3\n"
       "ferry_fault_latency_seconds_sum 0.002\nferry_fault_latency_seconds_count 3\n";
@@ -122,8 +125,8 @@ TEST(MergeExpositions, GathersEachFamilyAndLabelsEachPart) {
             "ferry_vms{vm=\"a\",state=\"running\"} 1\n"
             "ferry_vms{vm=\"b\\\"c\",state=\"running\"} 1\n"
             "# TYPE ferry_migration_progress_ratio gauge\n"
-            "ferry_migration_progress_ratio{migration=\"m\",vm=\"x\"} 0.5\n"
-            "ferry_migration_progress_ratio{migration=\"m\",vm=\"x\"} 0.5\n"
+            "ferry_migration_progress_ratio{vm=\"a\",migration=\"m}\\\",vm=\\\"y\"} 0.5\n"
+            "ferry_migration_progress_ratio{vm=\"b\\\"c\",migration=\"m}\\\",vm=\\\"y\"} 0.5\n"
             "# HELP ferry_fault_latency_seconds f.\n"
             "# TYPE ferry_fault_latency_seconds histogram\n"
             "ferry_fault_latency_seconds_bucket{vm=\"a\",le=\"0.001\"} 3\n"
