@@ -18,10 +18,9 @@ namespace ferry::bench {
 
 namespace {
 
-// A temporary state directory whose VMM processes are gone when it goes:
-// after the agents, which do not stop their VMMs (they outlive ferryd by
-// design), it waits a moment for processes the agent was stopping, then
-// kills what is left.
+// A temporary state directory whose VMM processes are gone when it goes
+// (after the agents, which leave them running): a moment for those the
+// agents were stopping, then SIGKILL.
 class StateDir {
  public:
   static absl::StatusOr<std::unique_ptr<StateDir>> Make(const std::string& prefix) {
@@ -29,17 +28,7 @@ class StateDir {
     if (mkdtemp(t.data()) == nullptr) return absl::InternalError("mkdtemp failed");
     return std::unique_ptr<StateDir>(new StateDir(t));
   }
-  ~StateDir() {
-    for (int i = 0; i < 100; ++i) {
-      auto dirs = agent::ListVmmDirs(path_);
-      if (!dirs.ok() || dirs->empty()) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    if (auto dirs = agent::ListVmmDirs(path_); dirs.ok())
-      for (const std::string& d : *dirs)
-        if (auto r = agent::ReadRecord(d); r.ok()) kill(r->pid, SIGKILL);
-    agent::RemoveVmmDir(path_);
-  }
+  ~StateDir() { agent::EndStateDir(path_, absl::Seconds(5)); }
   const std::string& path() const { return path_; }
 
  private:
@@ -65,7 +54,7 @@ absl::StatusOr<migration::MigrationReport> RunMigrate(const MigrateOptions& o) {
 absl::StatusOr<MigrateRun> RunMigrateTimed(const MigrateOptions& o) {
   const std::string ferryd = agent::FindFerryd();
   std::unique_ptr<StateDir> dir_a, dir_b;
-  std::vector<std::string> flags_a, flags_b;
+  std::vector<std::string> flags_a = {"--in-process"}, flags_b = {"--in-process"};
   if (o.vmm_processes) {
     ASSIGN_OR_RETURN(dir_a, StateDir::Make("ferry-bench-a"));
     ASSIGN_OR_RETURN(dir_b, StateDir::Make("ferry-bench-b"));

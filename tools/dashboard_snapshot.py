@@ -61,7 +61,7 @@ class Agent:
     def __init__(self, ferryd, log):
         self.log = open(log, "w")
         self.proc = subprocess.Popen(
-            [ferryd, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"],
+            [ferryd, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--in-process"],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()  # ferryd: listening on HOST:PORT ...
         m = re.search(r"listening on (\S+?:\d+)", line)

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <climits>
@@ -52,6 +53,9 @@ absl::StatusOr<AgentProcess> AgentProcess::Start(const std::vector<std::string>&
   argv_s.push_back("--listen");
   argv_s.push_back(listen);
   argv_s.insert(argv_s.end(), extra_args.begin(), extra_args.end());
+  if (std::find(extra_args.begin(), extra_args.end(), "--state-dir") == extra_args.end() &&
+      std::find(extra_args.begin(), extra_args.end(), "--in-process") == extra_args.end())
+    argv_s.push_back("--in-process");
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
   argv.push_back(nullptr);

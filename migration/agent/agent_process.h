@@ -1,5 +1,8 @@
 // AgentProcess: a ferryd child process on loopback, for `ferry demo` and the
-// end-to-end tests. It is started with --listen 127.0.0.1:0, its ports are
+// end-to-end tests. It is started with --listen 127.0.0.1:0 and, unless
+// its arguments name a --state-dir (or --in-process), --in-process: VMs
+// inside ferryd, and no two agents of a host fighting over the default
+// state directory. Its ports are
 // read from its first line of output, its log goes to a file, and it is
 // asked to stop (SIGTERM) when the object goes away; it also dies with its
 // parent (PR_SET_PDEATHSIG).

@@ -44,6 +44,9 @@
 namespace ferry::agent {
 namespace {
 
+// Where VM processes are recorded unless --state-dir says (or --in-process).
+constexpr char kDefaultStateDir[] = "/run/ferry";
+
 constexpr char kUsage[] = R"help(ferryd: the Ferry host agent
 
 usage: ferryd [flags]
@@ -78,16 +81,19 @@ usage: ferryd [flags]
                               migrations may go to (docs/security.md); needs --tls-ca
   --config FILE               settings, one `flag = value` a line (# comments), e.g.
                               `listen = 10.0.0.1:7070`; flags given win
-  --state-dir DIR             run each VM in a ferry-vmm process of its own, recorded
-                              in DIR (mode 0700): VMs and their migrations outlive
-                              ferryd, and a ferryd started again re-adopts them
-                              (docs/operations.md); default: VMs live in ferryd
-  --migration-ports LO-HI     with --state-dir: the ports VM processes listen on for
-                              migrations and the fetch channel, two each (default:
-                              any free port)
-  --vmm-user USER             with --state-dir: VM processes run as USER (and its
-                              groups: kvm for KVM VMs), not as root; see
-                              docs/security.md, "The VMM sandbox"
+  --state-dir DIR             where VM processes are recorded (mode 0700; default
+                              /run/ferry): each VM runs in a ferry-vmm process of its
+                              own, VMs and their migrations outlive ferryd, and a
+                              ferryd started again on DIR re-adopts them
+                              (docs/operations.md); one ferryd per DIR
+  --in-process                run VMs inside ferryd instead (no ferry-vmm, no state
+                              directory): they end with it; for tests and one-shot
+                              tools
+  --migration-ports LO-HI     the ports VM processes listen on for migrations and the
+                              fetch channel, two each (default: any free port)
+  --vmm-user USER             VM processes run as USER (and its groups: kvm for KVM
+                              VMs), not as root; see docs/security.md, "The VMM
+                              sandbox"
   --log-level LEVEL           debug, info, warn or error: the lowest level logged
                               (default info)
   --man                       print this help as the man page ferryd(8)
@@ -99,9 +105,9 @@ usage: ferryd [flags]
 example: ferryd --listen 10.0.0.1:7070 --fetch-listen 10.0.0.1:7071 \
              --migration-token "$(cat /etc/ferry/token)"
 
-SIGTERM or SIGINT with --state-dir: ferryd exits at once; every VM process and
-its migrations go on, and the next ferryd re-adopts them.
-SIGTERM or SIGINT without it: refuse new work, cancel migrations that have not switched
+SIGTERM or SIGINT: ferryd exits at once; every VM process and its migrations
+go on, and the next ferryd re-adopts them.
+SIGTERM or SIGINT with --in-process: refuse new work, cancel migrations that have not switched
 over (their VMs keep running on this host), wait for migrations past
 switchover to complete (paused ones too: they can still be recovered while
 ferryd waits), then exit. A second signal exits at once.
@@ -140,6 +146,10 @@ absl::Status RunSupervisor(SupervisorOptions so, const std::string& listen,
   int port = 0;
   builder.AddListeningPort(listen, server_creds, &port);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // The same connection policy as an agent with its VMs inside: clients'
+  // keepalive pings welcome (without it, a `ferry migration watch` gets
+  // GOAWAY too_many_pings), message sizes, stream and handshake bounds.
+  migration::ConfigureBulkServer(&builder);
   builder.RegisterService(&control);
   builder.RegisterService(&router);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -261,7 +271,10 @@ absl::Status Main(int argc, char** argv) {
   const std::string key_file = args.String("tls-key", "");
   const std::string ca_file = args.String("tls-ca", "");
   const std::string authz_file = args.String("authz", "");
-  const std::string state_dir = args.String("state-dir", "");
+  const bool in_process = args.Bool("in-process");
+  const bool state_dir_given = args.Has("state-dir");
+  const std::string state_dir_flag = args.String("state-dir", kDefaultStateDir);
+  const std::string state_dir = in_process ? "" : state_dir_flag;
   const std::string port_range = args.String("migration-ports", "");
   const std::string vmm_user = args.String("vmm-user", "");
   const std::string log_level = args.String("log-level", "info");
@@ -317,10 +330,14 @@ absl::Status Main(int argc, char** argv) {
     policy = std::move(p);
   }
 
-  if (args.Has("migration-ports") && state_dir.empty())
-    return absl::InvalidArgumentError("--migration-ports needs --state-dir");
-  if (!vmm_user.empty() && state_dir.empty())
-    return absl::InvalidArgumentError("--vmm-user runs VM processes: it needs --state-dir");
+  if (in_process && state_dir_given)
+    return absl::InvalidArgumentError(
+        "--in-process runs VMs inside ferryd: it takes no --state-dir");
+  if (args.Has("migration-ports") && in_process)
+    return absl::InvalidArgumentError(
+        "--migration-ports is for VM processes: not with --in-process");
+  if (!vmm_user.empty() && in_process)
+    return absl::InvalidArgumentError("--vmm-user runs VM processes: not with --in-process");
   if (!state_dir.empty()) {
     SupervisorOptions so;
     so.state_dir = state_dir;

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -13,14 +14,17 @@
 #include <chrono>
 #include <set>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "base/errno_status.h"
 #include "base/file.h"
 #include "base/log_line.h"
 #include "base/net.h"
 #include "base/status_macros.h"
+#include "base/unique_fd.h"
 #include "migration/agent/prometheus.h"
 #include "migration/api/names.h"
 #include "migration/fetch/page_server.h"
@@ -55,6 +59,48 @@ bool PortFree(const std::string& host, int port) {
   return l.ok();
 }
 
+// The state directory's lock: one ferryd per directory, for as long as it
+// runs (a second one would adopt the first one's processes). An flock on
+// DIR/lock, whose content is the holder's pid; close-on-exec, so that no
+// VMM process inherits it and a ferryd restarted after a kill -9 finds it
+// free.
+absl::StatusOr<UniqueFd> LockStateDir(const std::string& dir) {
+  const std::string path = absl::StrCat(dir, "/lock");
+  UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd.valid()) return ErrnoStatus(absl::StrCat("open ", path), errno);
+  if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK) return ErrnoStatus(absl::StrCat("flock ", path), errno);
+    char pid[32] = {};
+    const ssize_t n = pread(fd.get(), pid, sizeof(pid) - 1, 0);
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "another ferryd%s serves the state directory %s: give each agent on a host a "
+        "--state-dir of its own",
+        n > 0 ? absl::StrCat(" (pid ", absl::StripAsciiWhitespace(pid), ")") : "", dir));
+  }
+  const std::string self = absl::StrCat(getpid(), "\n");
+  if (ftruncate(fd.get(), 0) != 0 || pwrite(fd.get(), self.data(), self.size(), 0) < 0)
+    return ErrnoStatus(absl::StrCat("write ", path), errno);
+  return fd;
+}
+
+// A VM process can be started: `binary` (a path, or a name looked up on
+// PATH) is an executable. Checked at start, not at the first VM.
+absl::Status CheckVmmBinary(const std::string& binary) {
+  std::vector<std::string> candidates;
+  if (absl::StrContains(binary, '/')) {
+    candidates.push_back(binary);
+  } else if (const char* path = getenv("PATH"); path != nullptr) {
+    for (absl::string_view d : absl::StrSplit(path, ':', absl::SkipEmpty()))
+      candidates.push_back(absl::StrCat(d, "/", binary));
+  }
+  for (const std::string& c : candidates)
+    if (access(c.c_str(), X_OK) == 0) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "cannot find %s, the VM process: install it beside ferryd or on PATH, set $FERRY_VMM, "
+      "or run VMs inside ferryd with --in-process",
+      binary));
+}
+
 }  // namespace
 
 Supervisor::Supervisor(SupervisorOptions options)
@@ -68,7 +114,10 @@ absl::StatusOr<std::unique_ptr<Supervisor>> Supervisor::Start(SupervisorOptions 
   // Records and sockets are for root's eyes only (docs/security.md).
   if (chmod(options.state_dir.c_str(), 0700) != 0)
     return ErrnoStatus(absl::StrCat("chmod ", options.state_dir), errno);
+  RETURN_IF_ERROR(CheckVmmBinary(options.vmm_binary));
+  ASSIGN_OR_RETURN(UniqueFd lock, LockStateDir(options.state_dir));
   std::unique_ptr<Supervisor> s(new Supervisor(std::move(options)));
+  s->lock_ = std::move(lock);
   RETURN_IF_ERROR(s->Adopt());
   s->reaper_ = std::thread(&Supervisor::ReaperLoop, s.get());
   return s;

@@ -32,6 +32,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "base/unique_fd.h"
 #include "ferry/v1/migration.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "migration/agent/agent.h"
@@ -58,7 +59,9 @@ struct SupervisorOptions {
 
 class Supervisor final : public ControlBackend {
  public:
-  // Creates the state directory and re-adopts the processes recorded there.
+  // Creates the state directory, locks it (one ferryd per directory:
+  // FailedPrecondition naming the other's pid while one runs), checks that
+  // ferry-vmm can be found, and re-adopts the processes recorded there.
   static absl::StatusOr<std::unique_ptr<Supervisor>> Start(SupervisorOptions options);
   // Leaves every process running.
   ~Supervisor() override;
@@ -178,6 +181,7 @@ class Supervisor final : public ControlBackend {
   std::map<std::string, absl::Time> finished_at_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread reaper_;
+  UniqueFd lock_;  // the state directory's (LockStateDir): held while this runs
 };
 
 }  // namespace ferry::agent

@@ -125,6 +125,19 @@ void RemoveVmmDir(const std::string& vmm_dir) {
   std::filesystem::remove_all(vmm_dir, ec);
 }
 
+void EndStateDir(const std::string& state_dir, absl::Duration grace) {
+  const absl::Time give_up = absl::Now() + grace;
+  for (;;) {
+    auto dirs = ListVmmDirs(state_dir);
+    if (!dirs.ok() || dirs->empty() || absl::Now() >= give_up) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  if (auto dirs = ListVmmDirs(state_dir); dirs.ok())
+    for (const std::string& d : *dirs)
+      if (auto r = ReadRecord(d); r.ok() && r->pid > 0) kill(r->pid, SIGKILL);
+  RemoveVmmDir(state_dir);
+}
+
 std::string FindFerryVmm() {
   if (const char* e = getenv("FERRY_VMM"); e != nullptr && *e) return e;
   char self[4096];

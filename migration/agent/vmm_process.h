@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 namespace ferry::agent {
 
@@ -54,6 +55,11 @@ absl::StatusOr<std::vector<std::string>> ListVmmDirs(const std::string& state_di
 // process could plant links there); if anything else is left in it, the
 // directory stays.
 void RemoveVmmDir(const std::string& vmm_dir);
+// Ends a state directory made for a while (the demo, ferry-bench, tests:
+// VM processes outlive ferryd by design): waits up to `grace` for the
+// processes recorded in it to exit by themselves, SIGKILLs the rest, and
+// removes it.
+void EndStateDir(const std::string& state_dir, absl::Duration grace);
 
 struct VmmLaunch {
   std::string binary;  // ferry-vmm

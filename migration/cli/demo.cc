@@ -1,41 +1,56 @@
 #include "migration/cli/demo.h"
 
-#include <cmath>
-
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <thread>
 
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "base/clock.h"
 #include "base/status_macros.h"
-#include "migration/api/report_proto.h"
 #include "migration/agent/agent_process.h"
+#include "migration/agent/vmm_process.h"
+#include "migration/api/names.h"
+#include "migration/api/report_proto.h"
 #include "migration/cli/client.h"
 #include "migration/cli/commands.h"
-#include "migration/api/names.h"
 
 namespace ferry::cli {
 namespace {
 
 std::atomic<pid_t> agent_pids[2] = {-1, -1};
 
-// Ctrl-C or SIGTERM: stop both agents, then leave.
-void WatchSignals() {
+// The agents' state directories, ended (their VM processes with them)
+// when the demo ends, however it ends.
+struct StateDirs {
+  std::string a, b;
+  StateDirs(std::string a, std::string b) : a(std::move(a)), b(std::move(b)) {}
+  StateDirs(const StateDirs&) = delete;
+  StateDirs& operator=(const StateDirs&) = delete;
+  ~StateDirs() {
+    if (!a.empty()) agent::EndStateDir(a, absl::Seconds(3));
+    if (!b.empty()) agent::EndStateDir(b, absl::Seconds(3));
+  }
+};
+
+// Ctrl-C or SIGTERM: stop both agents and their VM processes, then leave.
+void WatchSignals(const StateDirs& dirs) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
-  std::thread([set] {
+  std::thread([set, a = dirs.a, b = dirs.b] {
     int sig;
     sigwait(&set, &sig);
     for (auto& p : agent_pids)
       if (p.load() > 0) kill(p.load(), SIGKILL);
-    std::fprintf(stderr, "\nferry demo: interrupted; both agents stopped\n");
+    agent::EndStateDir(a, absl::ZeroDuration());
+    agent::EndStateDir(b, absl::ZeroDuration());
+    std::fprintf(stderr, "\nferry demo: interrupted; both agents and their VMs stopped\n");
     _exit(130);
   }).detach();
 }
@@ -108,18 +123,27 @@ absl::Status RunDemo(const DemoOptions& o, FILE* out) {
   const char* dir = mkdtemp(dir_template);
   if (dir == nullptr) return absl::InternalError("cannot create a directory for agent logs");
   const std::string ferryd = agent::FindFerryd();
-  ASSIGN_OR_RETURN(agent::AgentProcess a, agent::AgentProcess::Start(ferryd, {}, std::string(dir) + "/agent-a.log"));
+  // As ferryd runs by default: each VM in a ferry-vmm process of its own,
+  // recorded in the agent's state directory (one per agent: two on a host).
+  StateDirs state{std::string(dir) + "/state-a", std::string(dir) + "/state-b"};
+  ASSIGN_OR_RETURN(agent::AgentProcess a,
+                   agent::AgentProcess::Start(ferryd, {"--state-dir", state.a},
+                                              std::string(dir) + "/agent-a.log"));
   agent_pids[0] = a.pid();
-  ASSIGN_OR_RETURN(agent::AgentProcess b, agent::AgentProcess::Start(ferryd, {}, std::string(dir) + "/agent-b.log"));
+  ASSIGN_OR_RETURN(agent::AgentProcess b,
+                   agent::AgentProcess::Start(ferryd, {"--state-dir", state.b},
+                                              std::string(dir) + "/agent-b.log"));
   agent_pids[1] = b.pid();
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  WatchSignals();
-  say(absl::StrFormat("ferry demo: agent A on %s, agent B on %s (logs in %s)", a.address(),
-                      b.address(), dir));
+  WatchSignals(state);
+  say(absl::StrFormat(
+      "ferry demo: agent A on %s, agent B on %s, each VM in a ferry-vmm process of its own "
+      "(logs in %s)",
+      a.address(), b.address(), dir));
 
   ConnectOptions co;
   ASSIGN_OR_RETURN(auto stub_a, Connect(a.address(), co));
@@ -192,6 +216,14 @@ absl::Status RunDemo(const DemoOptions& o, FILE* out) {
     say(absl::StrFormat("verified on B: memory digest %s, replay of the same guest operations "
                         "on a VM that never moved %s: %s",
                         v.digest(), v.reference_digest(), v.match() ? "MATCH" : "MISMATCH"));
+  }
+  {
+    // Its process ends with it; the one it left A in has ended already.
+    grpc::ClientContext ctx;
+    ferry::v1::DeleteVmRequest d;
+    d.set_name(name);
+    ferry::v1::DeleteVmResponse out;
+    (void)stub_b->DeleteVm(&ctx, d, &out);
   }
   a.Stop();
   b.Stop();

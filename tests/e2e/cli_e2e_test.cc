@@ -303,7 +303,7 @@ class Child {
 // A second agent on a port in use is refused at start (gRPC would have
 // shared the port and split calls between the two); limits are checked.
 TEST_F(CliAgentsTest, TheAgentRefusesAPortInUseAndBadLimits) {
-  CliResult second = RunCommand({Ferryd(), "--listen", a_->address()});
+  CliResult second = RunCommand({Ferryd(), "--listen", a_->address(), "--in-process"});
   EXPECT_EQ(second.exit_code, 1) << second.out;
   EXPECT_THAT(second.out, HasSubstr("the port is in use"));
   for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{

@@ -55,10 +55,7 @@ class VmmProcessTest : public ::testing::Test {
     a_.reset();
     b_.reset();
     // The processes outlive ferryd by design: end them here.
-    for (const std::string& dir : {dir_a_, dir_b_}) {
-      for (const std::string& pid : VmmPids(dir)) kill(std::stoi(pid), SIGKILL);
-      RunCommand({"rm", "-rf", dir});
-    }
+    for (const std::string& dir : {dir_a_, dir_b_}) agent::EndStateDir(dir, absl::ZeroDuration());
   }
 
   // The pids recorded in a state directory.
@@ -213,6 +210,26 @@ TEST_F(VmmProcessTest, VmKeepsRunningThroughFerrydKill9AndIsReadopted) {
   ferry::v1::Vm out;
   EXPECT_EQ(sa_->CreateVm(&ctx, VmRequest("web", "idle"), &out).error_code(),
             grpc::StatusCode::ALREADY_EXISTS);
+}
+
+// One ferryd per state directory: a second one would adopt the first
+// one's processes. It is refused at start, with the holder's pid; and
+// --in-process (VMs inside ferryd) takes no state directory.
+TEST_F(VmmProcessTest, ASecondFerrydOnTheSameStateDirectoryIsRefused) {
+  CliResult second = RunCommand({Ferryd(), "--listen", "127.0.0.1:0", "--state-dir", dir_a_});
+  EXPECT_EQ(second.exit_code, 1) << second.out;
+  EXPECT_THAT(second.out, HasSubstr(absl::StrCat("another ferryd (pid ", a_->pid(),
+                                                 ") serves the state directory ", dir_a_)));
+  CliResult both =
+      RunCommand({Ferryd(), "--listen", "127.0.0.1:0", "--in-process", "--state-dir", dir_a_});
+  EXPECT_EQ(both.exit_code, 2) << both.out;
+  EXPECT_THAT(both.out, HasSubstr("--in-process runs VMs inside ferryd"));
+  // The first one is untouched, and a ferryd started after it goes finds
+  // the directory free.
+  CreateVm(*sa_, VmRequest("web", "idle"));
+  KillAndRestart(&a_, /*is_a=*/true);
+  ferry::v1::Vm v;
+  EXPECT_EQ(GetVmCode(*sa_, "web", &v), grpc::StatusCode::OK);
 }
 
 TEST_F(VmmProcessTest, SigtermLeavesEveryVmmRunning) {
