@@ -3,15 +3,41 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 #include "google/protobuf/descriptor.h"
 
 namespace ferry {
 namespace {
 
+using google::protobuf::EnumValueDescriptor;
 using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 using google::protobuf::Reflection;
+
+// MigrationPhase -> "MIGRATION_PHASE": an upper-case letter that follows a
+// lower-case letter or a digit starts a new word.
+std::string UpperSnake(absl::string_view camel) {
+  std::string out;
+  for (size_t i = 0; i < camel.size(); ++i) {
+    const char c = camel[i];
+    if (i > 0 && absl::ascii_isupper(c) &&
+        (absl::ascii_islower(camel[i - 1]) || absl::ascii_isdigit(camel[i - 1])))
+      out += '_';
+    out += absl::ascii_toupper(c);
+  }
+  return out;
+}
+
+// MIGRATION_PHASE_POSTCOPY_PAUSED of enum MigrationPhase -> "postcopy-paused".
+std::string EnumSpelling(const EnumValueDescriptor& value) {
+  absl::string_view name = value.name();
+  absl::ConsumePrefix(&name, UpperSnake(value.type()->name()) + "_");
+  return absl::StrReplaceAll(absl::AsciiStrToLower(name), {{"_", "-"}});
+}
 
 // One element of `field` (element `index` if repeated, else -1) as JSON.
 std::string ValueJson(const Message& m, const FieldDescriptor* f, int index) {
@@ -34,8 +60,8 @@ std::string ValueJson(const Message& m, const FieldDescriptor* f, int index) {
       return (rep ? r->GetRepeatedBool(m, f, index) : r->GetBool(m, f)) ? "true" : "false";
     case FieldDescriptor::CPPTYPE_ENUM: {
       const int number = rep ? r->GetRepeatedEnumValue(m, f, index) : r->GetEnumValue(m, f);
-      const auto* value = f->enum_type()->FindValueByNumber(number);
-      return value != nullptr ? JsonQuote(value->name()) : absl::StrCat(number);
+      const EnumValueDescriptor* value = f->enum_type()->FindValueByNumber(number);
+      return value != nullptr ? JsonQuote(EnumSpelling(*value)) : absl::StrCat(number);
     }
     case FieldDescriptor::CPPTYPE_STRING:
       return JsonQuote(rep ? r->GetRepeatedString(m, f, index) : r->GetString(m, f));

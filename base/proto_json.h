@@ -10,8 +10,14 @@
 //  - a field with presence (proto3 `optional`, a message field) is written
 //    only when set: an unset optional is absent, never null;
 //  - integers (64-bit included) and floating point are JSON numbers
-//    (non-finite ones null); enums are their value names; bytes are
-//    written as strings;
+//    (non-finite ones null); bytes are written as strings;
+//  - enums are spelled as operators read them (migration/api/names.h):
+//    the value's name without its type's prefix (the type's name in
+//    UPPER_SNAKE form and '_'), in lower case, with '-' for '_':
+//    MIGRATION_PHASE_POSTCOPY_PAUSED of MigrationPhase is
+//    "postcopy-paused", UNSPECIFIED values "unspecified"; a value without
+//    that prefix keeps its whole name (lower case, '-'); a number the enum
+//    does not know is written as that number;
 //  - repeated fields are arrays (empty when unset); maps are arrays of
 //    {"key", "value"} objects.
 //

@@ -274,12 +274,12 @@ absl::Status Migrate(Args& args) {
   WarmHostMemory(3 * o.vm.memory_bytes);
   ASSIGN_OR_RETURN(migration::MigrationReport r, RunMigrate(o));
   if (json) {
-    std::printf("%s\n", r.ToJson().ToString().c_str());
+    std::printf("%s\n", migration::ReportJson(r).ToString().c_str());
   } else {
-    std::printf("%s", r.ToText().c_str());
+    std::printf("%s", migration::ReportText(r).c_str());
   }
-  if (r.outcome != "completed") return absl::AbortedError(r.outcome);
-  if (r.digest_match.has_value() && !*r.digest_match)
+  if (r.outcome() != "completed") return absl::AbortedError(r.outcome());
+  if (r.has_digest_match() && !r.digest_match())
     return absl::DataLossError("the destination's memory differs from the reference run");
   return absl::OkStatus();
 }

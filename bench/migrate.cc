@@ -10,7 +10,6 @@
 #include "base/status_macros.h"
 #include "migration/agent/agent_process.h"
 #include "migration/agent/vmm_process.h"
-#include "migration/api/report_proto.h"
 #include "migration/cli/client.h"
 #include "migration/convert.h"
 
@@ -120,7 +119,7 @@ absl::StatusOr<MigrateRun> RunMigrateTimed(const MigrateOptions& o) {
   }
   grpc::Status ws = reader->Finish();
   if (!ws.ok()) return cli::CallError(ws, "watch the migration", a.address());
-  run.report = api::FromProto(last.report(), last.id());
+  run.report = migration::ReportOf(last);
   migration::MigrationReport& report = run.report;
   if (last.phase() != ferry::v1::MIGRATION_PHASE_COMPLETED) return run;
 
@@ -133,7 +132,7 @@ absl::StatusOr<MigrateRun> RunMigrateTimed(const MigrateOptions& o) {
   grpc::ClientContext vctx;
   grpc::Status vs = sb->VerifyVm(&vctx, verify, &v);
   if (!vs.ok()) return cli::CallError(vs, "verify the VM", b.address());
-  report.digest_match = v.match();
+  report.set_digest_match(v.match());
   return run;
 }
 

@@ -24,10 +24,10 @@ absl::StatusOr<MigrateRun> RunOne(const ProcessesOptions& o, bool vmm_processes,
       postcopy ? migration::MigrationMode::kPostcopy : migration::MigrationMode::kPrecopy;
   m.vmm_processes = vmm_processes;
   ASSIGN_OR_RETURN(MigrateRun run, RunMigrateTimed(m));
-  if (run.report.outcome != "completed")
+  if (run.report.outcome() != "completed")
     return absl::AbortedError(absl::StrCat(postcopy ? "postcopy" : "precopy", " migration (",
                                            vmm_processes ? "vmm-process" : "in-ferryd",
-                                           ") did not complete: ", run.report.outcome));
+                                           ") did not complete: ", run.report.outcome()));
   return run;
 }
 
@@ -45,13 +45,12 @@ absl::StatusOr<std::vector<ProcessesRow>> RunProcesses(const ProcessesOptions& o
       Samples& x = s[layout];
       x.create_ms.push_back(pre.create_ms);
       x.create_ms.push_back(post.create_ms);
-      x.precopy_gbps.push_back(pre.report.precopy_gbps);
-      x.precopy_total_ms.push_back(pre.report.total_ms);
-      x.postcopy_total_ms.push_back(post.report.total_ms);
-      x.fault_p50_us.push_back(post.report.fault_p50_us);
-      x.fault_p99_us.push_back(post.report.fault_p99_us);
-      x.digests_match &=
-          pre.report.digest_match.value_or(false) && post.report.digest_match.value_or(false);
+      x.precopy_gbps.push_back(pre.report.precopy_gbps());
+      x.precopy_total_ms.push_back(pre.report.total_ms());
+      x.postcopy_total_ms.push_back(post.report.total_ms());
+      x.fault_p50_us.push_back(post.report.fault_p50_us());
+      x.fault_p99_us.push_back(post.report.fault_p99_us());
+      x.digests_match &= pre.report.digest_match() && post.report.digest_match();
     }
   }
   std::vector<ProcessesRow> rows;

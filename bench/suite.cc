@@ -265,19 +265,19 @@ absl::Status RunSuite(const SuiteOptions& options) {
                 "migrate %dM %s %s %s%s run %d: %s, total %.0f ms, downtime %.2f ms, digest %s",
                 memory >> 20, workload, mode, fault_mode,
                 cap ? absl::StrCat(" cap ", cap >> 20, "M/s") : "", i + 1,
-                r.outcome == "completed" ? "completed" : "failed", r.total_ms, r.downtime_ms,
-                r.digest_match.value_or(false) ? "match" : "-"));
-            completed += r.outcome == "completed";
-            verified += r.digest_match.value_or(false);
-            total.push_back(r.total_ms);
-            downtime.push_back(r.downtime_ms);
-            gbps.push_back(r.precopy_gbps);
-            blocktime.push_back(r.blocktime_ms);
-            if (r.impact_measured) {
-              below_half.push_back(r.below_half_ms);
-              mgu10.push_back(r.mgu_10ms);
-              mgu100.push_back(r.mgu_100ms);
-              mgu1s.push_back(r.mgu_1s);
+                r.outcome() == "completed" ? "completed" : "failed", r.total_ms(), r.downtime_ms(),
+                r.digest_match() ? "match" : "-"));
+            completed += r.outcome() == "completed";
+            verified += r.digest_match();
+            total.push_back(r.total_ms());
+            downtime.push_back(r.downtime_ms());
+            gbps.push_back(r.precopy_gbps());
+            blocktime.push_back(r.blocktime_ms());
+            if (r.impact_measured()) {
+              below_half.push_back(r.below_half_ms());
+              mgu10.push_back(r.mgu_10ms());
+              mgu100.push_back(r.mgu_100ms());
+              mgu1s.push_back(r.mgu_1s());
             }
             runs.push_back(r);
           }
@@ -298,11 +298,11 @@ absl::Status RunSuite(const SuiteOptions& options) {
             AddSummary(row, "mgu_10ms", mgu10);
             AddSummary(row, "mgu_100ms", mgu100);
             AddSummary(row, "mgu_1s", mgu1s);
-            row.Add("precopy_below_half_ms", med.precopy_below_half_ms)
-                .Add("precopy_mgu_100ms", med.precopy_mgu_100ms)
-                .Add("baseline_below_half_ms", med.baseline_below_half_ms)
-                .Add("baseline_mgu_10ms", med.baseline_mgu_10ms)
-                .Add("baseline_mgu_100ms", med.baseline_mgu_100ms)
+            row.Add("precopy_below_half_ms", med.precopy_below_half_ms())
+                .Add("precopy_mgu_100ms", med.precopy_mgu_100ms())
+                .Add("baseline_below_half_ms", med.baseline_below_half_ms())
+                .Add("baseline_mgu_10ms", med.baseline_mgu_10ms())
+                .Add("baseline_mgu_100ms", med.baseline_mgu_100ms())
                 .Add("impact_note", std::string());
           } else {
             for (const char* k : {"below_half_ms", "mgu_10ms", "mgu_100ms", "mgu_1s"})
@@ -312,51 +312,58 @@ absl::Status RunSuite(const SuiteOptions& options) {
                                   "baseline_below_half_ms", "baseline_mgu_10ms",
                                   "baseline_mgu_100ms"})
               row.Add(k, std::string());
-            row.Add("impact_note", med.impact_note);
+            row.Add("impact_note", med.impact_note());
           }
-          row.Add("precopy_rounds", med.precopy_rounds).Add("faults", med.faults)
-              .Add("fault_p50_us", med.fault_p50_us).Add("fault_p99_us", med.fault_p99_us)
-              .Add("max_vcpu_stall_ms", med.max_vcpu_stall_ms)
-              .Add("bytes_precopy", med.bytes_precopy)
-              .Add("bytes_stop_and_copy", med.bytes_stop_and_copy)
-              .Add("bytes_push", med.bytes_push).Add("bytes_demand", med.bytes_demand)
-              .Add("outcome", med.outcome);
+          row.Add("precopy_rounds", static_cast<int>(med.precopy_rounds()))
+              .Add("faults", med.faults())
+              .Add("fault_p50_us", med.fault_p50_us())
+              .Add("fault_p99_us", med.fault_p99_us())
+              .Add("max_vcpu_stall_ms", med.max_vcpu_stall_ms())
+              .Add("bytes_precopy", med.bytes_precopy())
+              .Add("bytes_stop_and_copy", med.bytes_stop_and_copy())
+              .Add("bytes_push", med.bytes_push())
+              .Add("bytes_demand", med.bytes_demand())
+              .Add("outcome", med.outcome());
           RETURN_IF_ERROR(sink->Write("migrate", row));
           const std::string label = absl::StrCat(
               p.memories.size() > 1 ? absl::StrCat(memory >> 20, "M ") : "", workload, " ", mode,
                                                  fault_mode == "exit" ? "" : " blocking",
                                                  cap ? absl::StrCat(" cap ", cap >> 20, "M") : "");
-          bytes.bars.push_back({label, {med.bytes_precopy / 1048576.0,
-                                        med.bytes_stop_and_copy / 1048576.0,
-                                        med.bytes_push / 1048576.0, med.bytes_demand / 1048576.0}});
+          bytes.bars.push_back(
+              {label,
+               {med.bytes_precopy() / 1048576.0, med.bytes_stop_and_copy() / 1048576.0,
+                med.bytes_push() / 1048576.0, med.bytes_demand() / 1048576.0}});
           if (workload == "zipf" && fault_mode == "exit" && cap == 0) {
             Series s;
             s.title = mode;
             bool marked = false;
-            for (size_t k = 0; k < med.ops_timeline.size(); ++k) {
-              const migration::OpsSample& o = med.ops_timeline[k];
-              s.points.push_back({o.t_ms, o.ops_per_sec / 1e6});
+            const int samples = std::min({med.timeline_t_ms_size(), med.timeline_ops_per_sec_size(),
+                                          med.timeline_phase_size()});
+            for (int k = 0; k < samples; ++k) {
+              const double t_ms = med.timeline_t_ms(k), ops = med.timeline_ops_per_sec(k);
+              const std::string& phase = med.timeline_phase(k);
+              s.points.push_back({t_ms, ops / 1e6});
               // The band: the lowest and highest rate any repetition had
               // in the same 100 ms sample.
-              double lo = o.ops_per_sec, hi = o.ops_per_sec;
+              double lo = ops, hi = ops;
               for (const auto& run : runs) {
-                if (k >= run.ops_timeline.size()) continue;
-                lo = std::min(lo, run.ops_timeline[k].ops_per_sec);
-                hi = std::max(hi, run.ops_timeline[k].ops_per_sec);
+                if (k >= run.timeline_ops_per_sec_size()) continue;
+                lo = std::min(lo, run.timeline_ops_per_sec(k));
+                hi = std::max(hi, run.timeline_ops_per_sec(k));
               }
               s.band.push_back({lo / 1e6, hi / 1e6});
-              if (!marked && (o.phase == "switchover" || o.phase == "postcopy" ||
-                              o.phase == "completed")) {
-                switchovers.push_back({o.t_ms, mode + " switchover",
-                                       static_cast<int>(ops_series.size())});
+              if (!marked &&
+                  (phase == "switchover" || phase == "postcopy" || phase == "completed")) {
+                switchovers.push_back(
+                    {t_ms, mode + " switchover", static_cast<int>(ops_series.size())});
                 marked = true;
               }
             }
             ops_series.push_back(s);
-            if (med.impact_measured) {
+            if (med.impact_measured()) {
               Series m{mode, {}, {}};
-              for (size_t k = 0; k < med.mgu_curve.size(); ++k)
-                m.points.push_back({med.mgu_curve_window_ms[k], med.mgu_curve[k]});
+              for (int k = 0; k < med.mgu_curve_size() && k < med.mgu_curve_window_ms_size(); ++k)
+                m.points.push_back({med.mgu_curve_window_ms(k), med.mgu_curve(k)});
               mgu_series.push_back(m);
             }
           }
@@ -375,10 +382,9 @@ absl::Status RunSuite(const SuiteOptions& options) {
     for (int i = 0; i < p.repeat; ++i) {
       ASSIGN_OR_RETURN(migration::MigrationReport r, RunMigrate(mo));
       Progress(absl::StrFormat("switchover %d vCPUs run %d: downtime %.2f ms, digest %s", vcpus,
-                               i + 1, r.downtime_ms,
-                               r.digest_match.value_or(false) ? "match" : "-"));
-      downtime.push_back(r.downtime_ms);
-      verified += r.digest_match.value_or(false);
+                               i + 1, r.downtime_ms(), r.digest_match() ? "match" : "-"));
+      downtime.push_back(r.downtime_ms());
+      verified += r.digest_match();
     }
     Row row;
     row.Add("vcpus", vcpus).Add("memory_bytes", p.sw_memory)

@@ -211,7 +211,7 @@ class DestinationSession {
     ferry::v1::MigrationMode mode = ferry::v1::MIGRATION_MODE_UNSPECIFIED;
     ferry::v1::FaultMode fault_mode = ferry::v1::FAULT_MODE_UNSPECIFIED;
     // This side's phases so far (PhaseTimeline::Timings).
-    std::vector<PhaseTiming> phase_timings;
+    PhaseTimings phase_timings;
   };
   Info GetInfo() const;
   // The VM while the migration runs, or the migrated (running) VM after it

@@ -33,19 +33,18 @@ void PhaseTimeline::Note(ferry::v1::MigrationPhase phase) {
   if (listener_) listener_(change);
 }
 
-std::vector<PhaseTiming> PhaseTimeline::Timings() const {
+PhaseTimings PhaseTimeline::Timings() const {
   absl::MutexLock lock(&mu_);
-  std::vector<PhaseTiming> out;
+  PhaseTimings out;
   for (size_t i = 0; i < changes_.size(); ++i) {
     const PhaseChange& c = changes_[i];
     if (!FactsOf(c.to).under_way) break;  // the final phase
-    PhaseTiming t;
-    t.phase = FactsOf(c.to).name;
-    t.start_unix_ms = c.unix_ms;
-    t.end_unix_ms =
-        i + 1 < changes_.size() ? changes_[i + 1].unix_ms : std::max(now_unix_ms_(), c.unix_ms);
-    t.duration_ms = static_cast<double>(t.end_unix_ms - t.start_unix_ms);
-    out.push_back(t);
+    ferry::v1::PhaseTiming* t = out.Add();
+    t->set_phase(c.to);
+    t->set_start_unix_ms(c.unix_ms);
+    t->set_end_unix_ms(i + 1 < changes_.size() ? changes_[i + 1].unix_ms
+                                               : std::max(now_unix_ms_(), c.unix_ms));
+    t->set_duration_ms(static_cast<double>(t->end_unix_ms() - t->start_unix_ms()));
   }
   return out;
 }

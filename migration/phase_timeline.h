@@ -16,7 +16,7 @@
 //   PhaseTimeline timeline([](const PhaseChange& c) { Publish(c); });
 //   timeline.Note(ferry::v1::MIGRATION_PHASE_SETUP);
 //   ...
-//   report.phase_timings = timeline.Timings();
+//   *report.mutable_phase_timings() = timeline.Timings();
 #ifndef FERRY_MIGRATION_PHASE_TIMELINE_H_
 #define FERRY_MIGRATION_PHASE_TIMELINE_H_
 
@@ -52,7 +52,7 @@ class PhaseTimeline {
 
   // The phases so far, in order, the final one not listed: each ends when
   // the next began; the one in force (if not final) ends now, so far.
-  std::vector<PhaseTiming> Timings() const;
+  PhaseTimings Timings() const;
 
  private:
   const Listener listener_;

@@ -284,7 +284,11 @@ void SourceSession::SetThrottleLocked(int percent, const std::string& reason) {
   if (percent > throttle_percent_ && (state_ == S::kCancelling || IsFinal(state_))) return;
   vm_->SetThrottle(percent);
   const double time_ms = t_start_ == 0 ? 0 : (clock_->NowNanos() - t_start_) / 1e6;
-  throttle_changes_.push_back({time_ms, throttle_percent_, percent, reason});
+  ferry::v1::ThrottleChange* change = throttle_changes_.Add();
+  change->set_time_ms(time_ms);
+  change->set_old_percent(static_cast<uint32_t>(throttle_percent_));
+  change->set_new_percent(static_cast<uint32_t>(percent));
+  change->set_reason(reason);
   throttle_percent_ = percent;
   max_throttle_percent_ = std::max(max_throttle_percent_, percent);
 }
@@ -495,11 +499,9 @@ void SourceSession::SamplerLoop() {
       last_ops = use_dest ? 0 : ops;
     }
     const double dt = (now - last_t) / 1e9;
-    OpsSample s;
-    s.t_ms = (now - t_start_) / 1e6;
-    s.ops_per_sec = dt > 0 && ops >= last_ops ? (ops - last_ops) / dt : 0;
-    s.phase = SourcePhaseName(PhaseOf(state_));
-    timeline_.push_back(s);
+    timeline_.add_timeline_t_ms((now - t_start_) / 1e6);
+    timeline_.add_timeline_ops_per_sec(dt > 0 && ops >= last_ops ? (ops - last_ops) / dt : 0);
+    timeline_.add_timeline_phase(SourcePhaseName(PhaseOf(state_)));
     last_ops = ops;
     last_t = now;
   }
@@ -514,15 +516,15 @@ void SourceSession::DrainOpsTraceLocked() {
 
 void SourceSession::FillImpactLocked(MigrationReport& r) {
   const ferry::v1::DestinationStats& d = dest_stats_;
-  r.blocktime_ms = d.blocked_ns() / 1e6;
-  r.blocktime_ms_per_vcpu.clear();
-  if (d.blocked_ns_per_vcpu_size() <= r.vcpus)
-    for (uint64_t ns : d.blocked_ns_per_vcpu()) r.blocktime_ms_per_vcpu.push_back(ns / 1e6);
+  r.set_blocktime_ms(d.blocked_ns() / 1e6);
+  r.clear_blocktime_ms_per_vcpu();
+  if (d.blocked_ns_per_vcpu_size() <= r.vcpus())
+    for (uint64_t ns : d.blocked_ns_per_vcpu()) r.add_blocktime_ms_per_vcpu(ns / 1e6);
   DrainOpsTraceLocked();
   absl::StatusOr<Baseline> base =
       MeasureBaseline(ops_trace_, vm_->ops_meter().first_sample_ns(), t_start_);
   if (!base.ok()) {
-    r.impact_note = std::string(base.status().message());
+    r.set_impact_note(std::string(base.status().message()));
     return;
   }
   // The destination's samples: their length bounded here, their shape
@@ -530,10 +532,10 @@ void SourceSession::FillImpactLocked(MigrationReport& r) {
   std::optional<vmm::OpsTrace> dest;
   if (t_resumed_ > 0 && d.has_ops_trace() && d.ops_trace().t_ns_size() > 0) {
     const ferry::v1::OpsTrace& t = d.ops_trace();
-    if (static_cast<size_t>(t.t_ns_size()) > MaxOpsTraceRows(r.vcpus)) {
-      r.impact_note = absl::StrFormat(
+    if (static_cast<size_t>(t.t_ns_size()) > MaxOpsTraceRows(r.vcpus())) {
+      r.set_impact_note(absl::StrFormat(
           "the destination's ops trace has %d rows, more than the %d a %d-vCPU VM may send",
-          t.t_ns_size(), MaxOpsTraceRows(r.vcpus), r.vcpus);
+          t.t_ns_size(), MaxOpsTraceRows(r.vcpus()), r.vcpus()));
       return;
     }
     dest.emplace();
@@ -547,39 +549,39 @@ void SourceSession::FillImpactLocked(MigrationReport& r) {
   absl::StatusOr<GuestTimeline> tl =
       Stitch(ops_trace_, until, dest ? &*dest : nullptr, base->counted);
   if (!tl.ok()) {
-    r.impact_note = std::string(tl.status().message());
+    r.set_impact_note(std::string(tl.status().message()));
     return;
   }
-  r.impact_measured = true;
-  r.baseline_ops_per_sec = base->ops_per_sec;
-  r.baseline_window_ms = base->window_ms;
+  r.set_impact_measured(true);
+  r.set_baseline_ops_per_sec(base->ops_per_sec);
+  r.set_baseline_window_ms(base->window_ms);
   // The same figures over the baseline window itself: the guest's own
   // unevenness with no migration, in the same run.
   const ImpactFigures quiet = Figures(*tl, base->ops_per_sec, base->from_ns, base->to_ns);
-  r.baseline_below_half_ms = quiet.below_half_ms;
-  r.baseline_mgu_10ms = quiet.mgu_10ms;
-  r.baseline_mgu_100ms = quiet.mgu_100ms;
+  r.set_baseline_below_half_ms(quiet.below_half_ms);
+  r.set_baseline_mgu_10ms(quiet.mgu_10ms);
+  r.set_baseline_mgu_100ms(quiet.mgu_100ms);
   // Up to the last sample: what the guest did after it (while the source
   // released the VM) is not known, and is not a stall.
   const int64_t end = tl->t_ns.empty() ? t_end_ : std::min(t_end_, tl->t_ns.back());
   const ImpactFigures all = Figures(*tl, base->ops_per_sec, t_start_, end);
-  r.below_half_ms = all.below_half_ms;
-  r.mgu_10ms = all.mgu_10ms;
-  r.mgu_100ms = all.mgu_100ms;
-  r.mgu_1s = all.mgu_1s;
+  r.set_below_half_ms(all.below_half_ms);
+  r.set_mgu_10ms(all.mgu_10ms);
+  r.set_mgu_100ms(all.mgu_100ms);
+  r.set_mgu_1s(all.mgu_1s);
   const int64_t precopy_end = std::min(t_pause_ ? t_pause_ : t_end_, end);
   if (t_precopy_ > 0 && precopy_end > t_precopy_) {
     const ImpactFigures pre = Figures(*tl, base->ops_per_sec, t_precopy_, precopy_end);
-    r.precopy_below_half_ms = pre.below_half_ms;
-    r.precopy_mgu_10ms = pre.mgu_10ms;
-    r.precopy_mgu_100ms = pre.mgu_100ms;
-    r.precopy_mgu_1s = pre.mgu_1s;
+    r.set_precopy_below_half_ms(pre.below_half_ms);
+    r.set_precopy_mgu_10ms(pre.mgu_10ms);
+    r.set_precopy_mgu_100ms(pre.mgu_100ms);
+    r.set_precopy_mgu_1s(pre.mgu_1s);
   }
-  r.mgu_curve_window_ms.clear();
-  r.mgu_curve.clear();
+  r.clear_mgu_curve_window_ms();
+  r.clear_mgu_curve();
   for (double w : kMguCurveWindowsMs) {
-    r.mgu_curve_window_ms.push_back(w);
-    r.mgu_curve.push_back(
+    r.add_mgu_curve_window_ms(w);
+    r.add_mgu_curve(
         MinUtilization(*tl, base->ops_per_sec, t_start_, end, static_cast<int64_t>(w * 1e6)));
   }
 }
@@ -640,10 +642,10 @@ absl::Status SourceSession::Failed(absl::Status status) {
     absl::MutexLock lock(&mu_);
     for (auto& ds : data_streams_) ds->Cancel();
   }
-  report_.outcome = absl::StrCat(cancelled ? "cancelled" : "failed", ": ", status.message(),
-                                 switched ? " (after switchover: the source VM is kept "
-                                            "paused with all of its memory)"
-                                          : " (the source VM keeps running)");
+  report_.set_outcome(absl::StrCat(cancelled ? "cancelled" : "failed", ": ", status.message(),
+                                   switched ? " (after switchover: the source VM is kept "
+                                              "paused with all of its memory)"
+                                            : " (the source VM keeps running)"));
   t_end_ = clock_->NowNanos();
   {
     absl::MutexLock lock(&mu_);
@@ -1289,7 +1291,7 @@ absl::Status SourceSession::Release() {
     t_ended_ = t_end_;
   }
   if (absl::Status s = Transition(S::kCompleted); !s.ok()) return Failed(s);
-  report_.outcome = "completed";
+  report_.set_outcome("completed");
   FillReport();
   return absl::OkStatus();
 }
@@ -1299,83 +1301,84 @@ void SourceSession::FillReport() {
   MigrationReport& r = report_;
   const vmm::VmConfig& c = vm_->config();
   const SourceCounterValues v = counters_.Values();
-  r.migration_id = id_;
-  r.mode = MigrationModeName(config_.options.mode);
-  r.fault_mode = vmm::FaultModeName(config_.options.fault_mode);
-  r.backend = vmm::VmBackendName(c.backend);
-  r.memory_bytes = c.memory_bytes;
-  r.vcpus = c.vcpus;
-  r.workload = vmm::WorkloadKindName(c.workload.kind);
-  r.phase_timings = phases_.Timings();
+  r.set_migration_id(id_);
+  r.set_mode(MigrationModeName(config_.options.mode));
+  r.set_fault_mode(vmm::FaultModeName(config_.options.fault_mode));
+  r.set_backend(vmm::VmBackendName(c.backend));
+  r.set_memory_bytes(c.memory_bytes);
+  r.set_vcpus(c.vcpus);
+  r.set_workload(vmm::WorkloadKindName(c.workload.kind));
+  *r.mutable_phase_timings() = phases_.Timings();
   absl::MutexLock lock(&mu_);
-  r.total_ms = (t_end_ - t_start_) / 1e6;
-  r.setup_ms = t_precopy_ ? (t_precopy_ - t_start_) / 1e6 : 0;
+  r.set_total_ms((t_end_ - t_start_) / 1e6);
+  r.set_setup_ms(t_precopy_ ? (t_precopy_ - t_start_) / 1e6 : 0);
   // A migration that ended in precopy (failed, cancelled) reports the
   // precopy it did, up to its end.
-  r.precopy_ms = t_precopy_ == 0 ? 0 : ((t_pause_ ? t_pause_ : t_end_) - t_precopy_) / 1e6;
+  r.set_precopy_ms(t_precopy_ == 0 ? 0 : ((t_pause_ ? t_pause_ : t_end_) - t_precopy_) / 1e6);
   // Rounds finished, also for a migration that ended during precopy.
-  r.precopy_rounds = precopy_rounds_ ? precopy_rounds_ : round_;
+  r.set_precopy_rounds(precopy_rounds_ ? precopy_rounds_ : round_);
   // Bytes of the rounds done; a migration that ended in precopy counts
   // what it sent until then.
   const uint64_t precopy_bytes =
       precopy_bytes_ ? precopy_bytes_ : v.bytes_by_path[static_cast<int>(SendPath::kPrecopy)];
-  r.precopy_gbps = r.precopy_ms > 0 ? precopy_bytes * 8 / (r.precopy_ms / 1e3) / 1e9 : 0;
-  r.switchover_reason = switchover_reason_;
-  r.bytes_sent = v.bytes_sent;
-  r.pages_sent = v.data_pages_sent + v.pages_demand;
-  r.pages_resent = v.data_pages_resent;
-  r.zero_pages = v.zero_pages_sent;
-  r.pages_pushed = v.pages_pushed;
-  r.pages_demand = v.pages_demand;
-  r.pages_discarded = pages_discarded_;
-  r.pages_held_back = pages_held_back_;
-  r.guest_resident_bytes = guest_resident_bytes_;
-  r.bytes_precopy = v.bytes_by_path[static_cast<int>(SendPath::kPrecopy)];
-  r.bytes_stop_and_copy = v.bytes_by_path[static_cast<int>(SendPath::kStopAndCopy)];
-  r.bytes_push = v.bytes_by_path[static_cast<int>(SendPath::kPush)];
-  r.bytes_demand = v.bytes_by_path[static_cast<int>(SendPath::kDemand)];
+  r.set_precopy_gbps(r.precopy_ms() > 0 ? precopy_bytes * 8 / (r.precopy_ms() / 1e3) / 1e9 : 0);
+  r.set_switchover_reason(switchover_reason_);
+  r.set_bytes_sent(v.bytes_sent);
+  r.set_pages_sent(v.data_pages_sent + v.pages_demand);
+  r.set_pages_resent(v.data_pages_resent);
+  r.set_zero_pages(v.zero_pages_sent);
+  r.set_pages_pushed(v.pages_pushed);
+  r.set_pages_demand(v.pages_demand);
+  r.set_pages_discarded(pages_discarded_);
+  r.set_pages_held_back(pages_held_back_);
+  r.set_guest_resident_bytes(guest_resident_bytes_);
+  r.set_bytes_precopy(v.bytes_by_path[static_cast<int>(SendPath::kPrecopy)]);
+  r.set_bytes_stop_and_copy(v.bytes_by_path[static_cast<int>(SendPath::kStopAndCopy)]);
+  r.set_bytes_push(v.bytes_by_path[static_cast<int>(SendPath::kPush)]);
+  r.set_bytes_demand(v.bytes_by_path[static_cast<int>(SendPath::kDemand)]);
   if (t_resumed_) {
-    r.downtime_ms = (t_resumed_ - t_pause_) / 1e6;
-    r.switchover_ms = r.downtime_ms;
-    r.dest_switchover_ms = dest_switchover_ns_ / 1e6;
-    r.postcopy_ms = (t_end_ - t_resumed_) / 1e6;
+    r.set_downtime_ms((t_resumed_ - t_pause_) / 1e6);
+    r.set_dest_switchover_ms(dest_switchover_ns_ / 1e6);
+    r.set_postcopy_ms((t_end_ - t_resumed_) / 1e6);
   }
   const ferry::v1::DestinationStats& d = dest_stats_;
-  r.faults = d.faults();
-  r.fault_p50_us = d.fault_p50_us();
-  r.fault_p99_us = d.fault_p99_us();
-  if (!d.has_ops_trace() && last_progress_.faults() > r.faults) {
+  r.set_faults(d.faults());
+  r.set_fault_p50_us(d.fault_p50_us());
+  r.set_fault_p99_us(d.fault_p99_us());
+  if (!d.has_ops_trace() && last_progress_.faults() > r.faults()) {
     // No Completed (the migration failed after switchover): the last
     // figures the destination reported in its progress.
-    r.faults = last_progress_.faults();
-    r.fault_p99_us = last_progress_.fault_p99_us();
+    r.set_faults(last_progress_.faults());
+    r.set_fault_p99_us(last_progress_.fault_p99_us());
   }
-  r.fault_p999_us = d.fault_p999_us();
-  r.fault_max_us = d.fault_max_us();
-  r.max_vcpu_stall_ms = d.fault_max_us() / 1e3;
-  r.fetch_rtt_p50_us = d.fetch_rtt_p50_us();
-  r.fetch_rtt_p99_us = d.fetch_rtt_p99_us();
-  r.prefaulted_pages = d.prefaulted_pages();
-  r.dirty_log = dirty_log_name_;
-  r.destination_paths = d.paths();
-  r.dst_guest_bytes = d.guest_allocated_bytes();
-  r.dst_heap_bytes = d.heap_bytes();
-  r.dst_zero_for_reads_bytes = d.zero_for_reads_bytes();
-  r.dst_rss_bytes = r.dst_guest_bytes + r.dst_heap_bytes;
+  r.set_fault_p999_us(d.fault_p999_us());
+  r.set_fault_max_us(d.fault_max_us());
+  r.set_max_vcpu_stall_ms(d.fault_max_us() / 1e3);
+  r.set_fetch_rtt_p50_us(d.fetch_rtt_p50_us());
+  r.set_fetch_rtt_p99_us(d.fetch_rtt_p99_us());
+  r.set_prefaulted_pages(d.prefaulted_pages());
+  r.set_dirty_log(dirty_log_name_);
+  r.set_destination_paths(d.paths());
+  r.set_dst_guest_bytes(d.guest_allocated_bytes());
+  r.set_dst_heap_bytes(d.heap_bytes());
+  r.set_dst_zero_for_reads_bytes(d.zero_for_reads_bytes());
+  r.set_dst_rss_bytes(r.dst_guest_bytes() + r.dst_heap_bytes());
   // The pages the guest holds once the migration completed: the source's
   // at the pause, and any it touched at the destination since.
-  r.guest_resident_bytes = std::max(r.guest_resident_bytes, r.dst_guest_bytes);
+  r.set_guest_resident_bytes(std::max(r.guest_resident_bytes(), r.dst_guest_bytes()));
   if (d.fault_mode() != ferry::v1::FAULT_MODE_UNSPECIFIED) {
     // What the destination ran, which can differ from what was asked.
     absl::StatusOr<vmm::FaultMode> ran = FromProto(d.fault_mode());
-    if (ran.ok()) r.fault_mode = vmm::FaultModeName(*ran);
-    r.fault_mode_reason = d.fault_mode_reason();
+    if (ran.ok()) r.set_fault_mode(vmm::FaultModeName(*ran));
+    r.set_fault_mode_reason(d.fault_mode_reason());
   }
-  r.ops_timeline = timeline_;
-  r.reconnects = reconnects_;
-  r.auto_converge = config_.options.auto_converge;
-  r.max_throttle_percent = max_throttle_percent_;
-  r.throttle_changes = throttle_changes_;
+  *r.mutable_timeline_t_ms() = timeline_.timeline_t_ms();
+  *r.mutable_timeline_ops_per_sec() = timeline_.timeline_ops_per_sec();
+  *r.mutable_timeline_phase() = timeline_.timeline_phase();
+  r.set_reconnects(reconnects_);
+  r.set_auto_converge(config_.options.auto_converge);
+  r.set_max_throttle_percent(max_throttle_percent_);
+  *r.mutable_throttle_changes() = throttle_changes_;
   FillImpactLocked(r);
 }
 

@@ -42,7 +42,7 @@
 //
 //   SourceSession session(vm, config);
 //   absl::Status s = session.Run();   // the report is there either way
-//   std::cout << session.report().ToText();
+//   std::cout << ReportText(session.report());
 #ifndef FERRY_MIGRATION_SOURCE_SESSION_H_
 #define FERRY_MIGRATION_SOURCE_SESSION_H_
 
@@ -357,7 +357,8 @@ class SourceSession {
   // and each change.
   int throttle_percent_ ABSL_GUARDED_BY(mu_) = 0;
   int max_throttle_percent_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<ThrottleChange> throttle_changes_ ABSL_GUARDED_BY(mu_);
+  google::protobuf::RepeatedPtrField<ferry::v1::ThrottleChange> throttle_changes_
+      ABSL_GUARDED_BY(mu_);
   // What the destination said.
   uint64_t round_acked_ ABSL_GUARDED_BY(mu_) = 0;
   ferry::v1::Progress last_progress_ ABSL_GUARDED_BY(mu_);
@@ -371,7 +372,9 @@ class SourceSession {
   // backwards (precopy to postcopy), and a migration that failed or was
   // cancelled keeps how far it got.
   mutable double max_percent_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<OpsSample> timeline_ ABSL_GUARDED_BY(mu_);
+  // The guest's ops/s every 100 ms (the sampler): the report's timeline_*
+  // arrays, one element a sample.
+  MigrationReport timeline_ ABSL_GUARDED_BY(mu_);
   // The guest's op counts from before the start (the baseline) on, drained
   // from the VM's meter by the sampler (guest_impact.h).
   vmm::OpsTrace ops_trace_ ABSL_GUARDED_BY(mu_);

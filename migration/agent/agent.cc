@@ -9,16 +9,15 @@
 #include "base/net.h"
 #include "base/process.h"
 #include "base/status_macros.h"
+#include "base/version.h"
 #include "migration/agent/agent_metrics.h"
 #include "migration/agent/control_translate.h"
+#include "migration/agent/live_control.h"
 #include "migration/agent/vm_verify.h"
 #include "migration/api/names.h"
-#include "base/version.h"
-#include "migration/protocol.h"
-#include "migration/agent/live_control.h"
-#include "migration/api/report_proto.h"
 #include "migration/convert.h"
 #include "migration/phases.h"
+#include "migration/protocol.h"
 
 namespace ferry::agent {
 
@@ -482,8 +481,8 @@ void Agent::RunMigration(std::shared_ptr<OutgoingMigration> m, std::shared_ptr<H
               .Kv("migration", m->id)
               .Kv("vm", m->vm_name)
               .Kv("destination", m->destination)
-              .Kv("total_ms", report.total_ms)
-              .Kv("downtime_ms", report.downtime_ms));
+              .Kv("total_ms", report.total_ms())
+              .Kv("downtime_ms", report.downtime_ms()));
     } else {
       const Outcome o = OutcomeOf(s);
       Log(LogLine(o == Outcome::kCancelled ? LogLevel::kWarn : LogLevel::kError,
@@ -499,7 +498,7 @@ void Agent::RunMigration(std::shared_ptr<OutgoingMigration> m, std::shared_ptr<H
     // migration used goes back to the kernel; what is left is reported.
     vm.reset();
     ReturnFreedHeap();
-    report.src_rss_bytes = AnonymousResidentBytes();
+    report.set_src_rss_bytes(AnonymousResidentBytes());
   } else {
     ReturnFreedHeap();
   }
@@ -546,7 +545,7 @@ ferry::v1::MigrationResource Agent::Describe(const OutgoingMigration& m) const {
         ferry::v1::MIGRATION_PHASE_CANCELLED};
     r.set_phase(kPhaseOf[static_cast<int>(OutcomeOf(mm.result))]);
     SetEnded(mm.result, mm.finished, &r);
-    *r.mutable_report() = api::ToProto(mm.report);
+    *r.mutable_report() = mm.report;
   }
   DescribeLive(*mm.session, mm.done, r);
   return r;

@@ -76,14 +76,14 @@ ProcessFigures ReadProcessFigures() {
 
 void AgentMetrics::RecordOutgoing(const std::string& migration_id, const absl::Status& result,
                                   const migration::MigrationReport& r) {
-  if (r.downtime_ms > 0) downtime_.Record(static_cast<uint64_t>(r.downtime_ms * 1e6));
+  if (r.downtime_ms() > 0) downtime_.Record(static_cast<uint64_t>(r.downtime_ms() * 1e6));
   const Outcome o = OutcomeOf(result);
-  blocktime_[static_cast<int>(o)].Record(static_cast<uint64_t>(r.blocktime_ms * 1e6));
+  blocktime_[static_cast<int>(o)].Record(static_cast<uint64_t>(r.blocktime_ms() * 1e6));
   absl::MutexLock lock(&mu_);
   recorded_outgoing_.insert(migration_id);
   ++outgoing_[OutcomeName(o)];
-  bytes_sent_ += r.bytes_sent;
-  pages_sent_ += r.pages_sent;
+  bytes_sent_ += r.bytes_sent();
+  pages_sent_ += r.pages_sent();
 }
 
 void AgentMetrics::RecordIncoming(const std::string& migration_id, bool completed,

@@ -8,7 +8,6 @@
 #include "base/net.h"
 #include "base/status_macros.h"
 #include "migration/api/defaults.h"
-#include "migration/api/report_proto.h"
 #include "migration/convert.h"
 #include "migration/phases.h"
 
@@ -200,9 +199,7 @@ ferry::v1::MigrationResource DescribeIncomingMigration(
   if (!migration::FactsOf(r.phase()).under_way) {
     // Once it ended: this side's own phase timings (the rest of the report
     // is the source's).
-    migration::MigrationReport report;
-    report.phase_timings = in.phase_timings;
-    *r.mutable_report()->mutable_phase_timings() = api::ToProto(report).phase_timings();
+    *r.mutable_report()->mutable_phase_timings() = in.phase_timings;
     r.mutable_report()->set_migration_id(in.migration_id);
   }
   return r;

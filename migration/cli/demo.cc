@@ -15,9 +15,9 @@
 #include "migration/agent/agent_process.h"
 #include "migration/agent/vmm_process.h"
 #include "migration/api/names.h"
-#include "migration/api/report_proto.h"
 #include "migration/cli/client.h"
 #include "migration/cli/commands.h"
+#include "migration/report.h"
 
 namespace ferry::cli {
 namespace {
@@ -195,15 +195,15 @@ absl::Status RunDemo(const DemoOptions& o, FILE* out) {
     grpc::Status s = stub_b->VerifyVm(&ctx, verify, &v);
     if (!s.ok()) return CallError(s, "verify " + name, b.address());
   }
-  migration::MigrationReport report = api::FromProto(done.report(), done.id());
-  report.digest_match = v.match();
+  migration::MigrationReport report = migration::ReportOf(done);
+  report.set_digest_match(v.match());
   double during = 0;
   int n = 0;
-  for (const auto& s : report.ops_timeline)
-    if (s.phase != "setup") during += s.ops_per_sec, ++n;
+  for (int i = 0; i < report.timeline_ops_per_sec_size() && i < report.timeline_phase_size(); ++i)
+    if (report.timeline_phase(i) != "setup") during += report.timeline_ops_per_sec(i), ++n;
   during = n ? during / n : 0;
   if (o.json) {
-    JsonObject j = report.ToJson();
+    JsonObject j = migration::ReportJson(report);
     j.Add("guest_ops_per_sec_before", before.ops_per_sec)
         .Add("guest_steady_before", before.steady)
         .Add("guest_ops_per_sec_during", during)

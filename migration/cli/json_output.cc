@@ -3,7 +3,7 @@
 #include <vector>
 
 #include "migration/api/names.h"
-#include "migration/api/report_proto.h"
+#include "migration/report.h"
 
 namespace ferry::cli {
 namespace {
@@ -68,22 +68,10 @@ JsonObject MigrationJson(const ferry::v1::MigrationResource& m) {
     // The destination's record: its own phase timings only.
     JsonObject report;
     report.Add("migration_id", m.id())
-        .Add("phase_timings",
-             migration::PhaseTimingsJson(api::FromProto(m.report(), m.id()).phase_timings));
+        .Add("phase_timings", migration::PhaseTimingsJson(m.report().phase_timings()));
     o.Add("report", report);
   } else if (Ended(m.phase()) && m.has_report()) {
-    JsonObject report = api::FromProto(m.report(), m.id()).ToJson();
-    std::vector<JsonObject> changes;
-    for (const ferry::v1::ParameterChange& c : m.report().parameter_changes()) {
-      JsonObject j;
-      j.Add("time_ms", c.time_ms())
-          .Add("parameter", c.parameter())
-          .Add("old", static_cast<int64_t>(c.old_value()))
-          .Add("new", static_cast<int64_t>(c.new_value()));
-      changes.push_back(std::move(j));
-    }
-    report.Add("parameter_changes", changes);
-    o.Add("report", report);
+    o.Add("report", migration::ReportJson(migration::ReportOf(m)));
   }
   return o;
 }

@@ -15,9 +15,9 @@
 #include "base/units.h"
 #include "migration/api/defaults.h"
 #include "migration/api/names.h"
-#include "migration/api/report_proto.h"
 #include "migration/cli/commands.h"
 #include "migration/cli/json_output.h"
+#include "migration/report.h"
 
 namespace ferry::cli {
 
@@ -151,7 +151,7 @@ absl::StatusOr<ferry::v1::MigrationResource> Follow(ferry::v1::Control::Stub& st
   } else if (!GotNowhere(last)) {
     // A migration refused or failed before it sent anything has no report
     // worth reading: the caller prints its reason (OutcomeStatus).
-    std::fprintf(out, "%s", api::FromProto(last.report(), last.id()).ToText().c_str());
+    std::fprintf(out, "%s", migration::ReportText(migration::ReportOf(last)).c_str());
   }
   return last;
 }

@@ -15,9 +15,9 @@
 #include "base/units.h"
 #include "migration/api/defaults.h"
 #include "migration/api/names.h"
-#include "migration/api/report_proto.h"
 #include "migration/cli/commands.h"
 #include "migration/cli/json_output.h"
+#include "migration/report.h"
 
 namespace ferry::cli {
 namespace {
@@ -70,14 +70,13 @@ void PrintMigration(const ferry::v1::MigrationResource& m) {
   if (!Terminal(m.phase())) {
     std::printf("  %s\n", ProgressLine(m).c_str());
   } else if (m.has_report() && !GotNowhere(m) && m.direction() != "incoming") {
-    std::string report = api::FromProto(m.report(), m.id()).ToText();
+    std::string report = migration::ReportText(migration::ReportOf(m));
     report.erase(0, report.find('\n') + 1);  // its first line says what the line above did
     std::printf("%s", report.c_str());
   }
   // This agent's side, on its wall clock (an incoming migration's report
   // holds only these).
-  std::printf(
-      "%s", migration::PhaseTimingsText(api::FromProto(m.report(), m.id()).phase_timings).c_str());
+  std::printf("%s", migration::PhaseTimingsText(m.report().phase_timings()).c_str());
   for (const ferry::v1::ParameterChange& c : m.report().parameter_changes())
     std::printf("  at %.0f ms: %s %lld -> %lld\n", c.time_ms(), c.parameter().c_str(),
                 static_cast<long long>(c.old_value()), static_cast<long long>(c.new_value()));

@@ -1,6 +1,7 @@
 // ProtoToJson on ferry.v1 messages: every field without presence is
 // written (zero when unset), an unset optional is absent, numbers stay
-// numbers (64-bit too), enums are names, repeated fields are arrays.
+// numbers (64-bit too), enums are spelled as operators read them, repeated
+// fields are arrays.
 #include "base/proto_json.h"
 
 #include <limits>
@@ -53,11 +54,24 @@ TEST(ProtoJsonTest, NestedMessagesAndEnums) {
   m.set_id("mig-2");
   m.set_phase(ferry::v1::MIGRATION_PHASE_COMPLETED);
   const std::string unset = ProtoToJson(m).ToString();
-  EXPECT_THAT(unset, HasSubstr(R"("phase":"MIGRATION_PHASE_COMPLETED")"));
+  EXPECT_THAT(unset, HasSubstr(R"("phase":"completed")"));
+  EXPECT_THAT(unset, HasSubstr(R"("mode":"unspecified")"));
   EXPECT_THAT(unset, Not(HasSubstr(R"("report")")));  // a message field unset: absent
   m.mutable_report()->set_outcome("completed");
   EXPECT_THAT(ProtoToJson(m).ToString(), HasSubstr(R"("report":{"mode":"",)"));
   EXPECT_THAT(ProtoToJson(m).ToString(), HasSubstr(R"("outcome":"completed")"));
+}
+
+TEST(ProtoJsonTest, EnumsAreSpelledWithoutTheirTypesPrefix) {
+  ferry::v1::PhaseTiming t;
+  t.set_phase(ferry::v1::MIGRATION_PHASE_POSTCOPY_PAUSED);
+  EXPECT_THAT(ProtoToJson(t).ToString(), HasSubstr(R"("phase":"postcopy-paused")"));
+  ferry::v1::CreateVmRequest vm;
+  vm.set_backend(ferry::v1::VM_BACKEND_KVM);
+  EXPECT_THAT(ProtoToJson(vm).ToString(), HasSubstr(R"("backend":"kvm")"));
+  // A number the enum does not know stays a number.
+  t.set_phase(static_cast<ferry::v1::MigrationPhase>(99));
+  EXPECT_THAT(ProtoToJson(t).ToString(), HasSubstr(R"("phase":99)"));
 }
 
 TEST(ProtoJsonTest, NonFiniteNumbersAreNull) {

@@ -41,7 +41,7 @@ TEST(AgentMetricsTest, OutgoingBytesNeverFallAcrossTheEnd) {
   const auto ended = Outgoing(ferry::v1::MIGRATION_PHASE_COMPLETED, 110);
   EXPECT_EQ(bytes({ended}), 110);
   migration::MigrationReport report;
-  report.bytes_sent = 120;
+  report.set_bytes_sent(120);
   m.RecordOutgoing("mig-1", absl::OkStatus(), report);
   // A listing taken before the recording: counted finished only.
   EXPECT_EQ(bytes({Outgoing(ferry::v1::MIGRATION_PHASE_POSTCOPY, 105)}), 120);

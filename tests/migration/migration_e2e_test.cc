@@ -80,28 +80,28 @@ TEST_P(MigrationE2eTest, DestinationMemoryEqualsTheReferenceRun) {
   options.downtime_target_ms = mode == MigrationMode::kPrecopy ? kPrecopyFitsAnywhere : 5;
   options.max_rounds = 8;
   SourceSession session(source.get(), lb->MakeSourceConfig(options));
-  ASSERT_OK(session.Run()) << session.report().outcome;
+  ASSERT_OK(session.Run()) << session.report().outcome();
   const MigrationReport& r = session.report();
-  EXPECT_EQ(r.outcome, "completed");
-  EXPECT_GT(r.downtime_ms, 0);
-  if (mode == MigrationMode::kPostcopy) EXPECT_EQ(r.precopy_rounds, 0);
-  if (mode != MigrationMode::kPostcopy) EXPECT_GE(r.precopy_rounds, 1);
+  EXPECT_EQ(r.outcome(), "completed");
+  EXPECT_GT(r.downtime_ms(), 0);
+  if (mode == MigrationMode::kPostcopy) EXPECT_EQ(r.precopy_rounds(), 0u);
+  if (mode != MigrationMode::kPostcopy) EXPECT_GE(r.precopy_rounds(), 1u);
   // The source's phases, from its state changes: contiguous, in order,
   // precopy only when the mode has one, always through switchover.
-  std::vector<std::string> phases;
-  for (size_t i = 0; i < r.phase_timings.size(); ++i) {
-    const PhaseTiming& t = r.phase_timings[i];
-    phases.push_back(t.phase);
-    EXPECT_LE(t.start_unix_ms, t.end_unix_ms) << t.phase;
+  std::vector<ferry::v1::MigrationPhase> phases;
+  for (int i = 0; i < r.phase_timings_size(); ++i) {
+    const ferry::v1::PhaseTiming& t = r.phase_timings(i);
+    phases.push_back(t.phase());
+    EXPECT_LE(t.start_unix_ms(), t.end_unix_ms()) << t.phase();
     if (i > 0) {
-      EXPECT_EQ(t.start_unix_ms, r.phase_timings[i - 1].end_unix_ms) << t.phase;
+      EXPECT_EQ(t.start_unix_ms(), r.phase_timings(i - 1).end_unix_ms()) << t.phase();
     }
   }
   ASSERT_FALSE(phases.empty());
-  EXPECT_EQ(phases[0], "setup");
-  EXPECT_EQ(std::count(phases.begin(), phases.end(), "precopy"),
+  EXPECT_EQ(phases[0], ferry::v1::MIGRATION_PHASE_SETUP);
+  EXPECT_EQ(std::count(phases.begin(), phases.end(), ferry::v1::MIGRATION_PHASE_PRECOPY),
             mode == MigrationMode::kPostcopy ? 0 : 1);
-  EXPECT_EQ(std::count(phases.begin(), phases.end(), "switchover"), 1);
+  EXPECT_EQ(std::count(phases.begin(), phases.end(), ferry::v1::MIGRATION_PHASE_SWITCHOVER), 1);
 
   std::unique_ptr<vmm::Vm> moved = lb->TakeMigrated(session.migration_id());
   ASSERT_NE(moved, nullptr);
@@ -140,8 +140,8 @@ TEST(MigrationE2e, SeveralStreamsCarryPrecopyAndTheDigestMatches) {
     options.downtime_target_ms = mode == MigrationMode::kPrecopy ? kPrecopyFitsAnywhere : 500;
     options.max_rounds = 8;
     SourceSession session(source.get(), lb->MakeSourceConfig(options));
-    ASSERT_OK(session.Run()) << session.report().outcome;
-    EXPECT_GE(session.report().precopy_rounds, 1);
+    ASSERT_OK(session.Run()) << session.report().outcome();
+    EXPECT_GE(session.report().precopy_rounds(), 1u);
     std::unique_ptr<vmm::Vm> moved = lb->TakeMigrated(session.migration_id());
     ASSERT_NE(moved, nullptr) << MigrationModeName(mode);
     ExpectReferenceDigest(*moved, config);
@@ -156,14 +156,14 @@ TEST(MigrationE2e, ZeroPagesTravelAsBitmapBitsNotData) {
   MigrationOptions options;
   options.mode = MigrationMode::kPrecopy;
   SourceSession session(source.get(), lb->MakeSourceConfig(options));
-  ASSERT_OK(session.Run()) << session.report().outcome;
+  ASSERT_OK(session.Run()) << session.report().outcome();
   const MigrationReport& r = session.report();
   const uint64_t pages = config.memory_bytes / 4096;
-  EXPECT_NEAR(double(r.zero_pages) / pages, 0.5, 0.05);
-  EXPECT_EQ(r.zero_pages + r.pages_sent, pages);
+  EXPECT_NEAR(double(r.zero_pages()) / pages, 0.5, 0.05);
+  EXPECT_EQ(r.zero_pages() + r.pages_sent(), pages);
   // Only data pages cost page-sized bytes on the wire; frame and run
   // headers (32 and 16 bytes) and zero bitmaps add well under 1%.
-  EXPECT_LT(r.bytes_sent, (r.pages_sent + 1) * 4096 * 1.01 + pages / 8 + 4096);
+  EXPECT_LT(r.bytes_sent(), (r.pages_sent() + 1) * 4096 * 1.01 + pages / 8 + 4096);
   auto moved = lb->TakeMigrated(session.migration_id());
   ASSERT_NE(moved, nullptr);
   // The destination allocated only the data pages, and the holes the guest
@@ -174,8 +174,8 @@ TEST(MigrationE2e, ZeroPagesTravelAsBitmapBitsNotData) {
   ASSERT_OK(moved->Pause());
   const uint64_t ops_here = moved->Stats().total_ops - source->Stats().total_ops;
   ASSERT_OK_AND_ASSIGN(uint64_t allocated, moved->memory().AllocatedBytes());
-  EXPECT_LE(allocated, (r.pages_sent + ops_here) * 4096) << "zero pages must stay unallocated";
-  EXPECT_GE(allocated, r.pages_sent * 4096 * 99 / 100);
+  EXPECT_LE(allocated, (r.pages_sent() + ops_here) * 4096) << "zero pages must stay unallocated";
+  EXPECT_GE(allocated, r.pages_sent() * 4096 * 99 / 100);
   ASSERT_OK(moved->Resume());
   ExpectReferenceDigest(*moved, config);
 }
@@ -188,8 +188,8 @@ TEST(MigrationE2e, PostcopyInBlockingFaultMode) {
   options.mode = MigrationMode::kPostcopy;
   options.fault_mode = vmm::FaultMode::kBlocking;
   SourceSession session(source.get(), lb->MakeSourceConfig(options));
-  ASSERT_OK(session.Run()) << session.report().outcome;
-  EXPECT_EQ(session.report().fault_mode, "blocking");
+  ASSERT_OK(session.Run()) << session.report().outcome();
+  EXPECT_EQ(session.report().fault_mode(), "blocking");
   auto moved = lb->TakeMigrated(session.migration_id());
   ASSERT_NE(moved, nullptr);
   ExpectReferenceDigest(*moved, config);
@@ -209,9 +209,9 @@ TEST(MigrationE2e, PagesWrittenAfterTheyWereSentAreNeverStale) {
   options.downtime_target_ms = 1;
   options.max_rounds = 2;
   SourceSession session(source.get(), lb->MakeSourceConfig(options));
-  ASSERT_OK(session.Run()) << session.report().outcome;
-  EXPECT_GT(session.report().pages_discarded, 0u);
-  EXPECT_GT(session.report().pages_resent, 0u);
+  ASSERT_OK(session.Run()) << session.report().outcome();
+  EXPECT_GT(session.report().pages_discarded(), 0u);
+  EXPECT_GT(session.report().pages_resent(), 0u);
   auto moved = lb->TakeMigrated(session.migration_id());
   ASSERT_NE(moved, nullptr);
   ExpectReferenceDigest(*moved, config);
@@ -232,7 +232,7 @@ TEST(MigrationE2e, PrecopyThatNeverConvergesFailsAndTheSourceKeepsRunning) {
   SourceSession session(source.get(), lb->MakeSourceConfig(options));
   EXPECT_THAT(session.Run(), StatusIs(absl::StatusCode::kFailedPrecondition,
                                       HasSubstr("converg")));
-  EXPECT_THAT(session.report().outcome, HasSubstr("the source VM keeps running"));
+  EXPECT_THAT(session.report().outcome(), HasSubstr("the source VM keeps running"));
   EXPECT_EQ(session.Progress().phase, SourcePhase::kFailed);
   // The source VM still runs its guest.
   uint64_t ops = source->Stats().total_ops;

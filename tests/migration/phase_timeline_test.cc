@@ -40,16 +40,17 @@ TEST(PhaseTimelineTest, RecordsContiguousPhasesUntilTheEnd) {
   EXPECT_EQ(heard[1].unix_ms, 1010);
   EXPECT_EQ(heard[4].to, MIGRATION_PHASE_COMPLETED);
 
-  const std::vector<PhaseTiming> ts = t.Timings();
-  ASSERT_EQ(ts.size(), 4u);
-  const char* names[] = {"setup", "precopy", "switchover", "postcopy"};
+  const PhaseTimings ts = t.Timings();
+  ASSERT_EQ(ts.size(), 4);
+  const ferry::v1::MigrationPhase phases[] = {MIGRATION_PHASE_SETUP, MIGRATION_PHASE_PRECOPY,
+                                              MIGRATION_PHASE_SWITCHOVER, MIGRATION_PHASE_POSTCOPY};
   const int64_t starts[] = {1000, 1010, 1500, 1502};
   const int64_t ends[] = {1010, 1500, 1502, 1600};
-  for (size_t i = 0; i < ts.size(); ++i) {
-    EXPECT_EQ(ts[i].phase, names[i]);
-    EXPECT_EQ(ts[i].start_unix_ms, starts[i]);
-    EXPECT_EQ(ts[i].end_unix_ms, ends[i]);
-    EXPECT_EQ(ts[i].duration_ms, ends[i] - starts[i]);
+  for (int i = 0; i < ts.size(); ++i) {
+    EXPECT_EQ(ts[i].phase(), phases[i]);
+    EXPECT_EQ(ts[i].start_unix_ms(), starts[i]);
+    EXPECT_EQ(ts[i].end_unix_ms(), ends[i]);
+    EXPECT_EQ(ts[i].duration_ms(), ends[i] - starts[i]);
   }
 }
 
@@ -60,12 +61,12 @@ TEST(PhaseTimelineTest, APhaseUnderWayEndsNowAndTimeNeverGoesBack) {
   now = 1900;  // the wall clock stepped back
   t.Note(MIGRATION_PHASE_POSTCOPY_PAUSED);
   now = 2500;
-  std::vector<PhaseTiming> ts = t.Timings();
-  ASSERT_EQ(ts.size(), 2u);
-  EXPECT_EQ(ts[0].end_unix_ms, 2000);
-  EXPECT_EQ(ts[1].start_unix_ms, 2000);
-  EXPECT_EQ(ts[1].end_unix_ms, 2500);  // so far
-  EXPECT_EQ(ts[1].phase, "postcopy-paused");
+  PhaseTimings ts = t.Timings();
+  ASSERT_EQ(ts.size(), 2);
+  EXPECT_EQ(ts[0].end_unix_ms(), 2000);
+  EXPECT_EQ(ts[1].start_unix_ms(), 2000);
+  EXPECT_EQ(ts[1].end_unix_ms(), 2500);  // so far
+  EXPECT_EQ(ts[1].phase(), MIGRATION_PHASE_POSTCOPY_PAUSED);
 }
 
 TEST(PhaseTimelineTest, NoNotesNoTimings) {

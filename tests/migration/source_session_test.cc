@@ -313,8 +313,8 @@ TEST_F(SourceSessionTest, PrecopyGoesThroughEveryStateToCompleted) {
       MigrationMode::kPrecopy, {Range(0, 10)});
   ASSERT_OK(s->Run());
   EXPECT_EQ(s->state(), S::kCompleted);
-  EXPECT_EQ(s->report().outcome, "completed");
-  EXPECT_EQ(s->report().faults, 3u);
+  EXPECT_EQ(s->report().outcome(), "completed");
+  EXPECT_EQ(s->report().faults(), 3u);
   // Hello while connecting, round 0 in precopy, round 1's 10 pages in
   // stop-and-copy while paused, Switchover once the
   // destination may run the VM, Complete while completing.
@@ -328,7 +328,7 @@ TEST_F(SourceSessionTest, PrecopyGoesThroughEveryStateToCompleted) {
   EXPECT_EQ(Count(SourceMessage::kSwitchover), 1);
   // Every page went out in round 0; the 10 dirty data pages went again.
   EXPECT_EQ(s->Progress().pages_transferred, kPages);
-  EXPECT_GT(s->report().bytes_stop_and_copy, 0u);
+  EXPECT_GT(s->report().bytes_stop_and_copy(), 0u);
   EXPECT_FALSE(VmRunning());  // released: stopped
 }
 
@@ -338,10 +338,10 @@ TEST_F(SourceSessionTest, PostcopyPushesEveryPageAfterResumed) {
   EXPECT_EQ(s->state(), S::kCompleted);
   EXPECT_EQ(Count(SourceMessage::kRoundEnd), 0);
   const MigrationReport& r = s->report();
-  EXPECT_EQ(r.pages_pushed, kPages);
-  EXPECT_EQ(r.pages_sent + r.zero_pages, kPages);
-  EXPECT_GT(r.zero_pages, 0u);
-  EXPECT_EQ(r.switchover_reason, "postcopy mode: switch over at once");
+  EXPECT_EQ(r.pages_pushed(), kPages);
+  EXPECT_EQ(r.pages_sent() + r.zero_pages(), kPages);
+  EXPECT_GT(r.zero_pages(), 0u);
+  EXPECT_EQ(r.switchover_reason(), "postcopy mode: switch over at once");
 }
 
 TEST_F(SourceSessionTest, HybridDiscardsStalePagesBeforeThePause) {
@@ -352,8 +352,8 @@ TEST_F(SourceSessionTest, HybridDiscardsStalePagesBeforeThePause) {
   ASSERT_OK(s->Run());
   EXPECT_EQ(Count(SourceMessage::kDiscard), 1);
   const MigrationReport& r = s->report();
-  EXPECT_EQ(r.pages_discarded, 3000u);  // 3000 early; the pause adds none (0-4 were dropped)
-  EXPECT_EQ(r.pages_pushed, 3000u);
+  EXPECT_EQ(r.pages_discarded(), 3000u);  // 3000 early; the pause adds none (0-4 were dropped)
+  EXPECT_EQ(r.pages_pushed(), 3000u);
 }
 
 TEST_F(SourceSessionTest, DowntimeIsMeasuredOnTheInjectedClock) {
@@ -364,7 +364,7 @@ TEST_F(SourceSessionTest, DowntimeIsMeasuredOnTheInjectedClock) {
       },
       MigrationMode::kPostcopy);
   ASSERT_OK(s->Run());
-  EXPECT_DOUBLE_EQ(s->report().downtime_ms, 5.0);
+  EXPECT_DOUBLE_EQ(s->report().downtime_ms(), 5.0);
 }
 
 TEST_F(SourceSessionTest, OutOfOrderMessagesAreRejectedNamingBoth) {
@@ -412,10 +412,10 @@ TEST_F(SourceSessionTest, OutOfOrderMessagesAreRejectedNamingBoth) {
     EXPECT_THAT(std::string(st.message()), HasSubstr(c.error)) << c.name;
     EXPECT_EQ(s->state(), S::kFailed) << c.name;
     if (c.switched) {
-      EXPECT_THAT(s->report().outcome, HasSubstr("kept paused")) << c.name;
+      EXPECT_THAT(s->report().outcome(), HasSubstr("kept paused")) << c.name;
       EXPECT_TRUE(VmPaused()) << c.name;
     } else {
-      EXPECT_THAT(s->report().outcome, HasSubstr("keeps running")) << c.name;
+      EXPECT_THAT(s->report().outcome(), HasSubstr("keeps running")) << c.name;
       EXPECT_TRUE(VmRunning()) << c.name << ": before switchover the source VM runs on";
       EXPECT_EQ(Count(SourceMessage::kSwitchover), 0) << c.name;
     }
@@ -533,7 +533,7 @@ TEST_F(SourceSessionTest, AStreamEndingAfterSwitchoverIsRecovered) {
       },
       MigrationMode::kPostcopy);
   ASSERT_OK(s->Run());
-  EXPECT_EQ(s->report().outcome, "completed");
+  EXPECT_EQ(s->report().outcome(), "completed");
   EXPECT_EQ(s->Progress().reconnects, 1u);
   EXPECT_GE(pushed_after.load(), 1) << "the missing pages went out again";
 }
@@ -574,7 +574,7 @@ TEST_F(SourceSessionTest, AReconnectionRefusedKeepsTheSourcePaused) {
       BreakAtSwitchover(ReconnectError(absl::StatusCode::kNotFound, "no migration here")),
       MigrationMode::kPostcopy);
   EXPECT_THAT(s->Run(), StatusIs(absl::StatusCode::kNotFound));
-  EXPECT_THAT(s->report().outcome, HasSubstr("kept paused with all of its memory"));
+  EXPECT_THAT(s->report().outcome(), HasSubstr("kept paused with all of its memory"));
   EXPECT_TRUE(s->kept_paused());
   EXPECT_TRUE(VmPaused());
 }
@@ -592,7 +592,7 @@ TEST_F(SourceSessionTest, ADestinationThatNeverRanTheVmLetsTheSourceResume) {
                    }),
                    MigrationMode::kPostcopy);
   EXPECT_FALSE(s->Run().ok());
-  EXPECT_THAT(s->report().outcome, HasSubstr("the source VM keeps running"));
+  EXPECT_THAT(s->report().outcome(), HasSubstr("the source VM keeps running"));
   EXPECT_FALSE(s->kept_paused());
   EXPECT_TRUE(VmRunning());
 }
@@ -632,7 +632,7 @@ TEST_F(SourceSessionTest, AnUnprovenNeverRanOrCompletedKeepsTheVmPaused) {
     EXPECT_FALSE(st.ok());
     EXPECT_TRUE(s->kept_paused()) << st;
     EXPECT_TRUE(VmPaused());
-    EXPECT_THAT(s->report().outcome, HasSubstr("kept paused with all of its memory"));
+    EXPECT_THAT(s->report().outcome(), HasSubstr("kept paused with all of its memory"));
     s.reset();
     vm_.reset();
   }
@@ -648,7 +648,7 @@ TEST_F(SourceSessionTest, TheRecoveryTimeoutEndsInAFailureThatKeepsTheMemory) {
   absl::Status st = s->Run();
   EXPECT_THAT(st, StatusIs(absl::StatusCode::kDeadlineExceeded));
   EXPECT_THAT(st.message(), HasSubstr("recovery timeout"));
-  EXPECT_THAT(s->report().outcome, HasSubstr("kept paused with all of its memory"));
+  EXPECT_THAT(s->report().outcome(), HasSubstr("kept paused with all of its memory"));
   EXPECT_TRUE(VmPaused());
 }
 
@@ -684,7 +684,7 @@ TEST_P(SourceSessionCancelTest, CancelInEachState) {
     EXPECT_OK(cancel);
     EXPECT_THAT(run, StatusIs(absl::StatusCode::kCancelled));
     EXPECT_EQ(s->state(), S::kCancelled);
-    EXPECT_THAT(s->report().outcome, HasSubstr("cancelled"));
+    EXPECT_THAT(s->report().outcome(), HasSubstr("cancelled"));
     EXPECT_TRUE(VmRunning()) << "a cancelled migration leaves the source VM running";
   } else {
     EXPECT_THAT(cancel, StatusIs(absl::StatusCode::kFailedPrecondition,

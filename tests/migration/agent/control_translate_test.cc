@@ -119,8 +119,19 @@ TEST(ControlTranslateTest, AnEndedIncomingMigrationCarriesItsOwnPhaseTimings) {
   migration::DestinationSession::Info in;
   in.migration_id = "mig-1";
   in.state = migration::DestinationState::kPostcopy;
-  in.phase_timings = {
-      {"setup", 100, 110, 10}, {"precopy", 110, 500, 390}, {"postcopy", 500, 900, 400}};
+  const struct {
+    ferry::v1::MigrationPhase phase;
+    int64_t start, end;
+  } timings[] = {{ferry::v1::MIGRATION_PHASE_SETUP, 100, 110},
+                 {ferry::v1::MIGRATION_PHASE_PRECOPY, 110, 500},
+                 {ferry::v1::MIGRATION_PHASE_POSTCOPY, 500, 900}};
+  for (const auto& t : timings) {
+    ferry::v1::PhaseTiming* out = in.phase_timings.Add();
+    out->set_phase(t.phase);
+    out->set_start_unix_ms(t.start);
+    out->set_end_unix_ms(t.end);
+    out->set_duration_ms(static_cast<double>(t.end - t.start));
+  }
   // Under way: no report yet.
   EXPECT_FALSE(DescribeIncomingMigration(in).has_report());
   in.state = migration::DestinationState::kCompleted;
