@@ -1,5 +1,7 @@
 #include "migration/report.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "base/proto_json.h"
@@ -128,6 +130,12 @@ void AppendExtras(const MigrationReport& r, std::string* out) {
 MigrationReport ReportOf(const ferry::v1::MigrationResource& migration) {
   MigrationReport report = migration.report();
   report.set_migration_id(migration.id());
+  // A peer's figures, bounded to what a throttle can be.
+  report.set_max_throttle_percent(std::min<uint32_t>(report.max_throttle_percent(), 100));
+  for (ferry::v1::ThrottleChange& c : *report.mutable_throttle_changes()) {
+    c.set_old_percent(std::min<uint32_t>(c.old_percent(), 100));
+    c.set_new_percent(std::min<uint32_t>(c.new_percent(), 100));
+  }
   return report;
 }
 

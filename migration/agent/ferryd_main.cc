@@ -1,10 +1,12 @@
 // ferryd: the Ferry host agent. See docs/operations.md.
 //
-//   ferryd --listen 127.0.0.1:7070 --fetch-listen 127.0.0.1:7071
+//   ferryd --listen 127.0.0.1:7070 --migration-ports 7100-7199
 //
 // Serves ferry.v1.Control, ferry.v1.Migration and grpc.health.v1 on
-// --listen, and the fetch channel on --fetch-listen (port 0 picks a free
-// port; the chosen ports are printed on one line on stdout).
+// --listen (port 0 picks a free port; the chosen port is printed on one
+// line on stdout). Each VM runs in a ferry-vmm process of its own (its
+// migration and fetch ports from --migration-ports), unless --in-process:
+// then ferryd runs the VMs and the fetch channel on --fetch-listen.
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -53,9 +55,10 @@ usage: ferryd [flags]
 
   --listen HOST:PORT          gRPC: ferry.v1.Control, ferry.v1.Migration and
                               grpc.health.v1 (default 127.0.0.1:7070; port 0 picks one)
-  --fetch-listen HOST:PORT    the fetch channel (default: --listen's host, port 0)
+  --fetch-listen HOST:PORT    with --in-process: the fetch channel (default: --listen's
+                              host, port 0); VM processes take --migration-ports
   --fetch-advertise HOST      the address destinations dial for the fetch channel
-                              (needed when --fetch-listen binds 0.0.0.0)
+                              (needed when --listen or --fetch-listen binds 0.0.0.0)
   --migration-token TOKEN     required of incoming migrations and sent with outgoing
                               ones (default: $FERRY_MIGRATION_TOKEN, else none)
   --max-vms N                 VMs this agent hosts at most, 1 to 4096 (default 64)
@@ -102,7 +105,7 @@ usage: ferryd [flags]
                               address they can reach (refused otherwise)
   -h, --help                  this help; --version: this build's version
 
-example: ferryd --listen 10.0.0.1:7070 --fetch-listen 10.0.0.1:7071 \
+example: ferryd --listen 10.0.0.1:7070 --migration-ports 7100-7199 \
              --migration-token "$(cat /etc/ferry/token)"
 
 SIGTERM or SIGINT: ferryd exits at once; every VM process and its migrations
@@ -133,11 +136,39 @@ absl::Status ListenError(const std::string& listen) {
       listen));
 }
 
+// What agent.started says of the agent's security, and the agent.insecure
+// warning: the same lines whichever layout runs the VMs.
+struct SecurityFacts {
+  std::string cert_file, ca_file;
+  bool token = false;
+  bool loopback = true;
+};
+
+LogLine& AddSecurity(LogLine& line, const SecurityFacts& f) {
+  return line.Kv("tls", f.cert_file.empty() ? "off"
+                        : f.ca_file.empty() ? "on"
+                                            : "mutual")
+      .Kv("migration_token", f.token ? "set" : "none");
+}
+
+void WarnIfInsecure(const SecurityFacts& f) {
+  if (!f.cert_file.empty() && !f.ca_file.empty() && f.token) return;
+  Log(LogLine(LogLevel::kWarn, "agent.insecure")
+          .Kv("tls", f.cert_file.empty() ? "off"
+                     : f.ca_file.empty() ? "server-only"
+                                         : "mutual")
+          .Kv("migration_token", f.token ? "set" : "none")
+          .Kv("detail", f.loopback ? "listening on loopback only"
+                                   : "--insecure: reachable from other hosts without mutual "
+                                     "TLS or a migration token"));
+}
+
 absl::Status RunSupervisor(SupervisorOptions so, const std::string& listen,
                            std::shared_ptr<grpc::ServerCredentials> server_creds,
                            std::optional<AuthzPolicy> policy, const std::string& metrics_listen,
-                           sigset_t* signals) {
+                           const SecurityFacts& security, sigset_t* signals) {
   auto log = so.agent.log;
+  const std::string state_dir = so.state_dir;
   ASSIGN_OR_RETURN(std::unique_ptr<Supervisor> supervisor, Supervisor::Start(std::move(so)));
   ControlService control(supervisor.get(), std::move(policy), log);
   MigrationRouter router(supervisor.get());
@@ -165,16 +196,25 @@ absl::Status RunSupervisor(SupervisorOptions so, const std::string& listen,
           absl::StrCat("cannot serve metrics on ", metrics_listen, ": ", m.status().message()));
     metrics = std::move(*m);
   }
+  std::string metrics_note;
+  if (metrics)
+    metrics_note =
+        absl::StrFormat("; metrics on http://%s/metrics",
+                        JoinHostPort(SplitHostPort(metrics_listen)->first, metrics->port()));
   std::printf(
       "ferryd: listening on %s (control, migration, health); fetch channel on %s:0 "
-      "(one per VM process)\n",
-      JoinHostPort(hp.first, port).c_str(), hp.first.c_str());
+      "(one per VM process)%s\n",
+      JoinHostPort(hp.first, port).c_str(), hp.first.c_str(), metrics_note.c_str());
   std::fflush(stdout);
-  Log(LogLine(LogLevel::kInfo, "agent.started")
-          .Kv("version", FerryVersion())
-          .Kv("pid", static_cast<int64_t>(getpid()))
-          .Kv("grpc", JoinHostPort(hp.first, port))
-          .Kv("processes", "one per VM"));
+  LogLine started(LogLevel::kInfo, "agent.started");
+  started.Kv("version", FerryVersion())
+      .Kv("pid", static_cast<int64_t>(getpid()))
+      .Kv("grpc", JoinHostPort(hp.first, port))
+      .Kv("processes", "one per VM")
+      .Kv("state_dir", state_dir)
+      .Kv("metrics", metrics ? absl::StrFormat("%d", metrics->port()) : "off");
+  Log(AddSecurity(started, security));
+  WarnIfInsecure(security);
   int sig = 0;
   sigwait(signals, &sig);
   Log(LogLine(LogLevel::kInfo, "agent.signal").Kv("signal", sig));
@@ -195,7 +235,7 @@ absl::Status Main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1, {"insecure", "man"}));
+  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1, {"insecure", "man", "in-process"}));
   if (args.Bool("man")) {
     RETURN_IF_ERROR(args.Finish());
     std::cout << ManPage("ferryd", 8, "the Ferry host agent",
@@ -330,6 +370,13 @@ absl::Status Main(int argc, char** argv) {
     policy = std::move(p);
   }
 
+  const SecurityFacts security{cert_file, ca_file, !o.migration_token.empty(), loopback};
+  if (args.Has("fetch-listen") && !in_process)
+    return absl::InvalidArgumentError(
+        "--fetch-listen is for --in-process: each VM process listens for the fetch channel on "
+        "--listen's host, on a port from --migration-ports (any free port without it)");
+  if (!in_process && state_dir_flag.empty())
+    return absl::InvalidArgumentError("--state-dir needs a directory (or say --in-process)");
   if (in_process && state_dir_given)
     return absl::InvalidArgumentError(
         "--in-process runs VMs inside ferryd: it takes no --state-dir");
@@ -366,7 +413,7 @@ absl::Status Main(int argc, char** argv) {
     pass("log-level", log_level);
     pass("user", vmm_user);
     return RunSupervisor(std::move(so), listen, server_creds, std::move(policy), metrics_listen,
-                         &signals);
+                         security, &signals);
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Agent> agent, Agent::Start(o));
   ControlService control(agent.get(), std::move(policy), o.log);
@@ -417,27 +464,20 @@ absl::Status Main(int argc, char** argv) {
               host.c_str(), port, fetch_hp.first.c_str(), agent->fetch_port(),
               metrics_note.c_str());
   std::fflush(stdout);
-  Log(LogLine(LogLevel::kInfo, "agent.started")
-          .Kv("version", FerryVersion())
-          .Kv("pid", static_cast<int64_t>(getpid()))
-          .Kv("grpc", absl::StrFormat("%s:%d", host, port))
-          .Kv("tls", cert_file.empty() ? "off" : ca_file.empty() ? "on" : "mutual")
-          .Kv("fetch", absl::StrFormat("%s:%d", fetch_hp.first, agent->fetch_port()))
-          .Kv("metrics", metrics ? absl::StrFormat("%d", metrics->port()) : "off")
-          .Kv("migration_token", o.migration_token.empty() ? "none" : "set"));
+  LogLine started(LogLevel::kInfo, "agent.started");
+  started.Kv("version", FerryVersion())
+      .Kv("pid", static_cast<int64_t>(getpid()))
+      .Kv("grpc", absl::StrFormat("%s:%d", host, port))
+      .Kv("fetch", absl::StrFormat("%s:%d", fetch_hp.first, agent->fetch_port()))
+      .Kv("metrics", metrics ? absl::StrFormat("%d", metrics->port()) : "off");
+  Log(AddSecurity(started, security));
   Log(LogLine(LogLevel::kDebug, "agent.settings")
           .Kv("config", config.empty() ? "none" : config)
           .Kv("max_vms", static_cast<int64_t>(o.max_vms))
           .Kv("max_memory_mib", static_cast<uint64_t>(o.max_memory >> 20))
           .Kv("max_migrations", static_cast<int64_t>(o.max_migrations)));
 
-  if (cert_file.empty() || ca_file.empty() || o.migration_token.empty())
-    Log(LogLine(LogLevel::kWarn, "agent.insecure")
-            .Kv("tls", cert_file.empty() ? "off" : ca_file.empty() ? "server-only" : "mutual")
-            .Kv("migration_token", o.migration_token.empty() ? "none" : "set")
-            .Kv("detail", loopback ? "listening on loopback only"
-                                   : "--insecure: reachable from other hosts without mutual "
-                                     "TLS or a migration token"));
+  WarnIfInsecure(security);
 
   int sig = 0;
   sigwait(&signals, &sig);

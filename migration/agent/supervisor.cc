@@ -44,14 +44,6 @@ constexpr absl::Duration kIncomingGrace = absl::Seconds(90);
 
 int PidfdOpen(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
 
-// Whether `pid` is a ferry-vmm serving `dir` (a pid of an exited process
-// may have been reused).
-bool IsOurVmm(pid_t pid, const std::string& dir) {
-  auto cmdline = ReadFileToString(absl::StrCat("/proc/", pid, "/cmdline"));
-  if (!cmdline.ok()) return false;
-  return absl::StrContains(*cmdline, "ferry-vmm") && absl::StrContains(*cmdline, dir);
-}
-
 bool Ended(const v1::MigrationResource& m) { return !migration::FactsOf(m.phase()).under_way; }
 
 bool PortFree(const std::string& host, int port) {
@@ -68,7 +60,14 @@ absl::StatusOr<UniqueFd> LockStateDir(const std::string& dir) {
   const std::string path = absl::StrCat(dir, "/lock");
   UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd.valid()) return ErrnoStatus(absl::StrCat("open ", path), errno);
-  if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+  // A moment's grace: the ferryd before may still be exiting, or a VM
+  // process it forked may not have exec'd yet (it shares the lock until).
+  const absl::Time give_up = absl::Now() + absl::Seconds(2);
+  int rc;
+  while ((rc = flock(fd.get(), LOCK_EX | LOCK_NB)) != 0 && errno == EWOULDBLOCK &&
+         absl::Now() < give_up)
+    absl::SleepFor(absl::Milliseconds(50));
+  if (rc != 0) {
     if (errno != EWOULDBLOCK) return ErrnoStatus(absl::StrCat("flock ", path), errno);
     char pid[32] = {};
     const ssize_t n = pread(fd.get(), pid, sizeof(pid) - 1, 0);
@@ -109,8 +108,12 @@ Supervisor::Supervisor(SupervisorOptions options)
 absl::StatusOr<std::unique_ptr<Supervisor>> Supervisor::Start(SupervisorOptions options) {
   if (options.state_dir.empty()) return absl::InvalidArgumentError("--state-dir is empty");
   if (options.vmm_binary.empty()) options.vmm_binary = FindFerryVmm();
-  if (mkdir(options.state_dir.c_str(), 0700) != 0 && errno != EEXIST)
-    return ErrnoStatus(absl::StrCat("mkdir ", options.state_dir), errno);
+  if (mkdir(options.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    const absl::Status s = ErrnoStatus(absl::StrCat("mkdir ", options.state_dir), errno);
+    return absl::Status(s.code(), absl::StrCat(s.message(),
+                                               " (give --state-dir a directory this user may "
+                                               "create, or run VMs inside ferryd: --in-process)"));
+  }
   // Records and sockets are for root's eyes only (docs/security.md).
   if (chmod(options.state_dir.c_str(), 0700) != 0)
     return ErrnoStatus(absl::StrCat("chmod ", options.state_dir), errno);

@@ -15,6 +15,7 @@
 #include <random>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -125,16 +126,26 @@ void RemoveVmmDir(const std::string& vmm_dir) {
   std::filesystem::remove_all(vmm_dir, ec);
 }
 
+bool IsOurVmm(pid_t pid, const std::string& dir) {
+  auto cmdline = ReadFileToString(absl::StrCat("/proc/", pid, "/cmdline"));
+  if (!cmdline.ok()) return false;
+  return absl::StrContains(*cmdline, "ferry-vmm") && absl::StrContains(*cmdline, dir);
+}
+
 void EndStateDir(const std::string& state_dir, absl::Duration grace) {
+  // The processes still running for this directory (their records stay
+  // after they exit: only a running ferryd removes them).
+  auto running = [&] {
+    std::vector<pid_t> pids;
+    if (auto dirs = ListVmmDirs(state_dir); dirs.ok())
+      for (const std::string& d : *dirs)
+        if (auto r = ReadRecord(d); r.ok() && r->pid > 0 && IsOurVmm(r->pid, d))
+          pids.push_back(r->pid);
+    return pids;
+  };
   const absl::Time give_up = absl::Now() + grace;
-  for (;;) {
-    auto dirs = ListVmmDirs(state_dir);
-    if (!dirs.ok() || dirs->empty() || absl::Now() >= give_up) break;
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-  if (auto dirs = ListVmmDirs(state_dir); dirs.ok())
-    for (const std::string& d : *dirs)
-      if (auto r = ReadRecord(d); r.ok() && r->pid > 0) kill(r->pid, SIGKILL);
+  while (!running().empty() && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(50));
+  for (pid_t pid : running()) kill(pid, SIGKILL);
   RemoveVmmDir(state_dir);
 }
 

@@ -55,10 +55,13 @@ absl::StatusOr<std::vector<std::string>> ListVmmDirs(const std::string& state_di
 // process could plant links there); if anything else is left in it, the
 // directory stays.
 void RemoveVmmDir(const std::string& vmm_dir);
+// Whether `pid` is a ferry-vmm serving `dir` (a pid of an exited process
+// may have been reused).
+bool IsOurVmm(pid_t pid, const std::string& dir);
 // Ends a state directory made for a while (the demo, ferry-bench, tests:
 // VM processes outlive ferryd by design): waits up to `grace` for the
-// processes recorded in it to exit by themselves, SIGKILLs the rest, and
-// removes it.
+// processes recorded in it (still running as its VMM processes) to exit
+// by themselves, SIGKILLs the rest, and removes it.
 void EndStateDir(const std::string& state_dir, absl::Duration grace);
 
 struct VmmLaunch {

@@ -37,12 +37,16 @@ struct StateDirs {
   }
 };
 
-// Ctrl-C or SIGTERM: stop both agents and their VM processes, then leave.
+// Ctrl-C, SIGTERM, a closed terminal (SIGHUP) or SIGQUIT: stop both
+// agents and their VM processes, then leave. (A SIGKILL of the demo leaves
+// its VM processes running, as it would any ferryd's: docs/cli.md.)
 void WatchSignals(const StateDirs& dirs) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGQUIT);
   std::thread([set, a = dirs.a, b = dirs.b] {
     int sig;
     sigwait(&set, &sig);
@@ -138,6 +142,8 @@ absl::Status RunDemo(const DemoOptions& o, FILE* out) {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGQUIT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   WatchSignals(state);
   say(absl::StrFormat(
@@ -218,7 +224,7 @@ absl::Status RunDemo(const DemoOptions& o, FILE* out) {
                         v.digest(), v.reference_digest(), v.match() ? "MATCH" : "MISMATCH"));
   }
   {
-    // Its process ends with it; the one it left A in has ended already.
+    // Its process ends with it (A's, its VM gone, within a moment).
     grpc::ClientContext ctx;
     ferry::v1::DeleteVmRequest d;
     d.set_name(name);

@@ -137,6 +137,11 @@ class Quickstart : public ::testing::Test {
       fs::create_directories(root_ + "/" + d);
     fs::create_symlink(fs::absolute(Ferry()), root_ + "/bin/ferry");
     fs::create_symlink(fs::absolute(Ferryd()), root_ + "/bin/ferryd");
+    // The agents' state directories (/run/ferry in the blocks): short
+    // paths, for their Unix sockets.
+    char state[] = "/tmp/ferry-qs-XXXXXX";
+    ASSERT_NE(mkdtemp(state), nullptr);
+    state_ = state;
   }
 
   void TearDown() override {
@@ -144,6 +149,7 @@ class Quickstart : public ::testing::Test {
     for (const std::string& ns : {ns_a_, ns_b_}) StopEverythingIn(ns);
     RunCommand({ip_, "netns", "del", ns_a_});
     RunCommand({ip_, "netns", "del", ns_b_});
+    if (!state_.empty()) fs::remove_all(state_);
   }
 
   // Ends the processes left in `ns` (the agents the blocks started), by pid.
@@ -172,6 +178,7 @@ class Quickstart : public ::testing::Test {
       home = root_ + "/" + b.role;
       text = ReplaceAll(text, "/etc/ferry", home + "/etc");
       text = ReplaceAll(text, "/var/log", home + "/log");
+      text = ReplaceAll(text, "/run/ferry", state_ + "/" + b.role);
     }
     const std::string script = root_ + "/block-" + std::to_string(index) + ".sh";
     std::ofstream(script) << "export HOME='" << home << "' PATH='" << root_
@@ -209,7 +216,7 @@ class Quickstart : public ::testing::Test {
     return errors;
   }
 
-  std::string ns_a_, ns_b_, ip_, root_;
+  std::string ns_a_, ns_b_, ip_, root_, state_;
   bool created_ = false;
 };
 
