@@ -32,13 +32,6 @@ std::string UpperSnake(absl::string_view camel) {
   return out;
 }
 
-// MIGRATION_PHASE_POSTCOPY_PAUSED of enum MigrationPhase -> "postcopy-paused".
-std::string EnumSpelling(const EnumValueDescriptor& value) {
-  absl::string_view name = value.name();
-  absl::ConsumePrefix(&name, UpperSnake(value.type()->name()) + "_");
-  return absl::StrReplaceAll(absl::AsciiStrToLower(name), {{"_", "-"}});
-}
-
 // One element of `field` (element `index` if repeated, else -1) as JSON.
 std::string ValueJson(const Message& m, const FieldDescriptor* f, int index) {
   const Reflection* r = m.GetReflection();
@@ -61,7 +54,7 @@ std::string ValueJson(const Message& m, const FieldDescriptor* f, int index) {
     case FieldDescriptor::CPPTYPE_ENUM: {
       const int number = rep ? r->GetRepeatedEnumValue(m, f, index) : r->GetEnumValue(m, f);
       const EnumValueDescriptor* value = f->enum_type()->FindValueByNumber(number);
-      return value != nullptr ? JsonQuote(EnumSpelling(*value)) : absl::StrCat(number);
+      return value != nullptr ? JsonQuote(EnumValueSpelling(*value)) : absl::StrCat(number);
     }
     case FieldDescriptor::CPPTYPE_STRING:
       return JsonQuote(rep ? r->GetRepeatedString(m, f, index) : r->GetString(m, f));
@@ -72,6 +65,12 @@ std::string ValueJson(const Message& m, const FieldDescriptor* f, int index) {
 }
 
 }  // namespace
+
+std::string EnumValueSpelling(const EnumValueDescriptor& value) {
+  absl::string_view name = value.name();
+  absl::ConsumePrefix(&name, UpperSnake(value.type()->name()) + "_");
+  return absl::StrReplaceAll(absl::AsciiStrToLower(name), {{"_", "-"}});
+}
 
 JsonObject ProtoToJson(const Message& message) {
   JsonObject o;

@@ -31,12 +31,22 @@
 #ifndef FERRY_BASE_PROTO_JSON_H_
 #define FERRY_BASE_PROTO_JSON_H_
 
+#include <string>
+
 #include "base/json.h"
+#include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
 
 namespace ferry {
 
 JsonObject ProtoToJson(const google::protobuf::Message& message);
+
+// An enum value as operators read it: its name without its type's prefix
+// (the type's name in UPPER_SNAKE and '_'), in lower case, '-' for '_':
+// MIGRATION_PHASE_POSTCOPY_PAUSED of MigrationPhase is "postcopy-paused".
+// The one rule of the CLI, the logs, the report and this JSON
+// (migration/api/names.h).
+std::string EnumValueSpelling(const google::protobuf::EnumValueDescriptor& value);
 
 }  // namespace ferry
 

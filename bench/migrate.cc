@@ -20,20 +20,11 @@ namespace {
 // A temporary state directory whose VMM processes are gone when it goes
 // (after the agents, which leave them running): a moment for those the
 // agents were stopping, then SIGKILL.
-class StateDir {
- public:
-  static absl::StatusOr<std::unique_ptr<StateDir>> Make(const std::string& prefix) {
-    std::string t = absl::StrCat("/tmp/", prefix, "-XXXXXX");
-    if (mkdtemp(t.data()) == nullptr) return absl::InternalError("mkdtemp failed");
-    return std::unique_ptr<StateDir>(new StateDir(t));
-  }
-  ~StateDir() { agent::EndStateDir(path_, absl::Seconds(5)); }
-  const std::string& path() const { return path_; }
-
- private:
-  explicit StateDir(std::string path) : path_(std::move(path)) {}
-  std::string path_;
-};
+absl::StatusOr<std::unique_ptr<agent::ScopedStateDir>> MakeStateDir(const std::string& prefix) {
+  std::string t = absl::StrCat("/tmp/", prefix, "-XXXXXX");
+  if (mkdtemp(t.data()) == nullptr) return absl::InternalError("mkdtemp failed");
+  return std::make_unique<agent::ScopedStateDir>(t, absl::Seconds(5));
+}
 
 void DeleteVm(ferry::v1::Control::Stub& stub, const std::string& name) {
   grpc::ClientContext ctx;
@@ -52,11 +43,11 @@ absl::StatusOr<migration::MigrationReport> RunMigrate(const MigrateOptions& o) {
 
 absl::StatusOr<MigrateRun> RunMigrateTimed(const MigrateOptions& o) {
   const std::string ferryd = agent::FindFerryd();
-  std::unique_ptr<StateDir> dir_a, dir_b;
+  std::unique_ptr<agent::ScopedStateDir> dir_a, dir_b;
   std::vector<std::string> flags_a = {"--in-process"}, flags_b = {"--in-process"};
   if (o.vmm_processes) {
-    ASSIGN_OR_RETURN(dir_a, StateDir::Make("ferry-bench-a"));
-    ASSIGN_OR_RETURN(dir_b, StateDir::Make("ferry-bench-b"));
+    ASSIGN_OR_RETURN(dir_a, MakeStateDir("ferry-bench-a"));
+    ASSIGN_OR_RETURN(dir_b, MakeStateDir("ferry-bench-b"));
     flags_a = {"--state-dir", dir_a->path()};
     flags_b = {"--state-dir", dir_b->path()};
   }

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -63,6 +64,19 @@ bool IsOurVmm(pid_t pid, const std::string& dir);
 // processes recorded in it (still running as its VMM processes) to exit
 // by themselves, SIGKILLs the rest, and removes it.
 void EndStateDir(const std::string& state_dir, absl::Duration grace);
+// EndStateDir(path, grace) when it goes.
+class ScopedStateDir {
+ public:
+  ScopedStateDir(std::string path, absl::Duration grace) : path_(std::move(path)), grace_(grace) {}
+  ~ScopedStateDir() { EndStateDir(path_, grace_); }
+  ScopedStateDir(const ScopedStateDir&) = delete;
+  ScopedStateDir& operator=(const ScopedStateDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  absl::Duration grace_;
+};
 
 struct VmmLaunch {
   std::string binary;  // ferry-vmm

@@ -7,7 +7,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_replace.h"
+#include "base/proto_json.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/generated_enum_reflection.h"
 
@@ -20,11 +20,7 @@ namespace pb = google::protobuf;
 std::string SpellingOf(const pb::EnumDescriptor* e, int number) {
   const pb::EnumValueDescriptor* v = e->FindValueByNumber(number);
   if (v == nullptr || number == 0) return "unknown";
-  // The prefix is the first value's name up to "UNSPECIFIED".
-  std::string prefix = e->value(0)->name();
-  prefix.resize(prefix.size() - std::string("UNSPECIFIED").size());
-  std::string name = v->name().substr(prefix.size());
-  return absl::StrReplaceAll(absl::AsciiStrToLower(name), {{"_", "-"}});
+  return EnumValueSpelling(*v);
 }
 
 std::vector<std::string> Choices(const pb::EnumDescriptor* e) {

@@ -24,30 +24,17 @@ namespace {
 
 std::atomic<pid_t> agent_pids[2] = {-1, -1};
 
-// The agents' state directories, ended (their VM processes with them)
-// when the demo ends, however it ends.
-struct StateDirs {
-  std::string a, b;
-  StateDirs(std::string a, std::string b) : a(std::move(a)), b(std::move(b)) {}
-  StateDirs(const StateDirs&) = delete;
-  StateDirs& operator=(const StateDirs&) = delete;
-  ~StateDirs() {
-    if (!a.empty()) agent::EndStateDir(a, absl::Seconds(3));
-    if (!b.empty()) agent::EndStateDir(b, absl::Seconds(3));
-  }
-};
-
 // Ctrl-C, SIGTERM, a closed terminal (SIGHUP) or SIGQUIT: stop both
 // agents and their VM processes, then leave. (A SIGKILL of the demo leaves
 // its VM processes running, as it would any ferryd's: docs/cli.md.)
-void WatchSignals(const StateDirs& dirs) {
+void WatchSignals(const std::string& state_a, const std::string& state_b) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGHUP);
   sigaddset(&set, SIGQUIT);
-  std::thread([set, a = dirs.a, b = dirs.b] {
+  std::thread([set, a = state_a, b = state_b] {
     int sig;
     sigwait(&set, &sig);
     for (auto& p : agent_pids)
@@ -129,13 +116,16 @@ absl::Status RunDemo(const DemoOptions& o, FILE* out) {
   const std::string ferryd = agent::FindFerryd();
   // As ferryd runs by default: each VM in a ferry-vmm process of its own,
   // recorded in the agent's state directory (one per agent: two on a host).
-  StateDirs state{std::string(dir) + "/state-a", std::string(dir) + "/state-b"};
+  // Ended (their VM processes with them) when the demo ends, however it
+  // ends.
+  agent::ScopedStateDir state_a(std::string(dir) + "/state-a", absl::Seconds(3));
+  agent::ScopedStateDir state_b(std::string(dir) + "/state-b", absl::Seconds(3));
   ASSIGN_OR_RETURN(agent::AgentProcess a,
-                   agent::AgentProcess::Start(ferryd, {"--state-dir", state.a},
+                   agent::AgentProcess::Start(ferryd, {"--state-dir", state_a.path()},
                                               std::string(dir) + "/agent-a.log"));
   agent_pids[0] = a.pid();
   ASSIGN_OR_RETURN(agent::AgentProcess b,
-                   agent::AgentProcess::Start(ferryd, {"--state-dir", state.b},
+                   agent::AgentProcess::Start(ferryd, {"--state-dir", state_b.path()},
                                               std::string(dir) + "/agent-b.log"));
   agent_pids[1] = b.pid();
   sigset_t set;
@@ -145,7 +135,7 @@ absl::Status RunDemo(const DemoOptions& o, FILE* out) {
   sigaddset(&set, SIGHUP);
   sigaddset(&set, SIGQUIT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  WatchSignals(state);
+  WatchSignals(state_a.path(), state_b.path());
   say(absl::StrFormat(
       "ferry demo: agent A on %s, agent B on %s, each VM in a ferry-vmm process of its own "
       "(logs in %s)",
