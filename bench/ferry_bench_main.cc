@@ -71,7 +71,7 @@ scenarios:
                   processes, driven through the control API); prints the report
       --memory SIZE            guest memory (default 1G)
       --vcpus N                vCPUs (default 2)
-      --workload KIND          idle, sequential, uniform, zipf, dirty-rate (default zipf)
+      --workload KIND          idle, sequential, uniform, zipf, dirty-rate, hotset (default zipf)
       --ops N                  ops per vCPU, 0 = until stopped (default 0)
       --dirty-rate RATE        dirty-rate workload: bytes/s, e.g. 16M (MiB/s) (default 16M)
       --zero-fraction F        pages that start as zero pages (default 0)
@@ -212,7 +212,7 @@ absl::Status Processes(Args& args) {
   WarmHostMemory(3 * o.memory_bytes);
   ASSIGN_OR_RETURN(std::vector<ProcessesRow> rows, RunProcesses(o));
   if (!json)
-    std::printf("%-12s %5s %10s %13s %13s %14s %9s %9s %6s\n", "layout", "runs", "create_ms",
+    std::printf("%-19s %5s %10s %13s %13s %14s %9s %9s %6s\n", "layout", "runs", "create_ms",
                 "precopy_gbps", "precopy_ms", "postcopy_ms", "fault_p50", "fault_p99", "digest");
   for (const ProcessesRow& r : rows) {
     if (json) {
@@ -230,7 +230,7 @@ absl::Status Processes(Args& args) {
           .Add("digests_match", r.digests_match);
       std::printf("%s\n", j.ToString().c_str());
     } else {
-      std::printf("%-12s %5d %10.1f %13.2f %13.0f %14.0f %7.0fus %7.0fus %6s\n", r.layout.c_str(),
+      std::printf("%-19s %5d %10.1f %13.2f %13.0f %14.0f %7.0fus %7.0fus %6s\n", r.layout.c_str(),
                   r.runs, r.create_ms, r.precopy_gbps, r.precopy_total_ms, r.postcopy_total_ms,
                   r.fault_p50_us, r.fault_p99_us, r.digests_match ? "match" : "DIFFER");
     }

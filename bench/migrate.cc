@@ -52,9 +52,11 @@ absl::StatusOr<MigrateRun> RunMigrateTimed(const MigrateOptions& o) {
     flags_b = {"--state-dir", dir_b->path()};
   }
   ASSIGN_OR_RETURN(agent::AgentProcess a,
-                   agent::AgentProcess::Start(ferryd, flags_a, "/tmp/ferry-bench-a.log"));
+                   agent::AgentProcess::Start({ferryd}, "127.0.0.1:0", flags_a,
+                                              "/tmp/ferry-bench-a.log", o.own_sessions));
   ASSIGN_OR_RETURN(agent::AgentProcess b,
-                   agent::AgentProcess::Start(ferryd, flags_b, "/tmp/ferry-bench-b.log"));
+                   agent::AgentProcess::Start({ferryd}, "127.0.0.1:0", flags_b,
+                                              "/tmp/ferry-bench-b.log", o.own_sessions));
   cli::ConnectOptions co;
   ASSIGN_OR_RETURN(auto sa, cli::Connect(a.address(), co));
   ASSIGN_OR_RETURN(auto sb, cli::Connect(b.address(), co));

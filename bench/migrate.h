@@ -22,6 +22,13 @@ struct MigrateOptions {
   // Run each agent as `ferryd --state-dir` (a temporary one): the VM in a
   // ferry-vmm process of its own. Every process is gone when this returns.
   bool vmm_processes = false;
+  // Start each agent in a session of its own (setsid), as a service manager
+  // starts an agent on its host. Where the kernel's autogroup applies (a
+  // task outside any cpu cgroup), each session is a scheduling group of
+  // its own; the VMM processes always are. False puts both in-ferryd agents
+  // in this process's session: one group, an advantage only a loopback run
+  // has (docs/benchmarks.md, "Processes").
+  bool own_sessions = true;
 };
 
 absl::StatusOr<migration::MigrationReport> RunMigrate(const MigrateOptions& options);

@@ -15,18 +15,32 @@ struct Samples {
   bool digests_match = true;
 };
 
-absl::StatusOr<MigrateRun> RunOne(const ProcessesOptions& o, bool vmm_processes, bool postcopy) {
+// The layouts, in the order of the rows.
+struct Layout {
+  const char* name;
+  bool vmm_processes;
+  bool own_sessions;
+};
+constexpr Layout kLayouts[] = {
+    {"in-ferryd/1-session", false, false},
+    {"in-ferryd", false, true},
+    {"vmm-process", true, true},
+};
+constexpr int kNumLayouts = sizeof(kLayouts) / sizeof(kLayouts[0]);
+
+absl::StatusOr<MigrateRun> RunOne(const ProcessesOptions& o, const Layout& layout, bool postcopy) {
   MigrateOptions m;
   m.vm.memory_bytes = o.memory_bytes;
   m.vm.vcpus = 2;
   m.vm.workload.kind = postcopy ? vmm::WorkloadKind::kUniform : vmm::WorkloadKind::kIdle;
   m.migration.mode =
       postcopy ? migration::MigrationMode::kPostcopy : migration::MigrationMode::kPrecopy;
-  m.vmm_processes = vmm_processes;
+  m.vmm_processes = layout.vmm_processes;
+  m.own_sessions = layout.own_sessions;
   ASSIGN_OR_RETURN(MigrateRun run, RunMigrateTimed(m));
   if (run.report.outcome() != "completed")
     return absl::AbortedError(absl::StrCat(postcopy ? "postcopy" : "precopy", " migration (",
-                                           vmm_processes ? "vmm-process" : "in-ferryd",
+                                           layout.name,
                                            ") did not complete: ", run.report.outcome()));
   return run;
 }
@@ -34,14 +48,14 @@ absl::StatusOr<MigrateRun> RunOne(const ProcessesOptions& o, bool vmm_processes,
 }  // namespace
 
 absl::StatusOr<std::vector<ProcessesRow>> RunProcesses(const ProcessesOptions& o) {
-  Samples s[2];
+  Samples s[kNumLayouts];
   for (int i = 0; i < o.repeat; ++i) {
-    // Alternate which layout goes first, so a drift of the machine's speed
+    // Rotate which layout goes first, so a drift of the machine's speed
     // over the run does not favour one.
-    for (int k = 0; k < 2; ++k) {
-      const int layout = (i + k) % 2;
-      ASSIGN_OR_RETURN(MigrateRun pre, RunOne(o, layout == 1, /*postcopy=*/false));
-      ASSIGN_OR_RETURN(MigrateRun post, RunOne(o, layout == 1, /*postcopy=*/true));
+    for (int k = 0; k < kNumLayouts; ++k) {
+      const int layout = (i + k) % kNumLayouts;
+      ASSIGN_OR_RETURN(MigrateRun pre, RunOne(o, kLayouts[layout], /*postcopy=*/false));
+      ASSIGN_OR_RETURN(MigrateRun post, RunOne(o, kLayouts[layout], /*postcopy=*/true));
       Samples& x = s[layout];
       x.create_ms.push_back(pre.create_ms);
       x.create_ms.push_back(post.create_ms);
@@ -54,10 +68,10 @@ absl::StatusOr<std::vector<ProcessesRow>> RunProcesses(const ProcessesOptions& o
     }
   }
   std::vector<ProcessesRow> rows;
-  for (int layout = 0; layout < 2; ++layout) {
+  for (int layout = 0; layout < kNumLayouts; ++layout) {
     const Samples& x = s[layout];
     ProcessesRow r;
-    r.layout = layout == 1 ? "vmm-process" : "in-ferryd";
+    r.layout = kLayouts[layout].name;
     r.runs = o.repeat;
     r.create_ms = Summarize(x.create_ms).median;
     r.precopy_gbps = Summarize(x.precopy_gbps).median;

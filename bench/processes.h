@@ -1,12 +1,14 @@
 // The processes scenario: the same VM created and migrated with the VMs
 // inside ferryd (one process per agent) and with a ferry-vmm process per VM
-// (`ferryd --state-dir`), side by side in the same run, alternating, so
-// both see the same machine: VM creation time, precopy throughput and
-// total time (an idle guest: the link, not the guest, sets the pace), and
-// postcopy total time and fault latency (a guest writing uniformly at
-// random). Page data goes from VMM to VMM in both layouts, so the
-// migration figures should agree within noise; creation pays for starting
-// a process.
+// (`ferryd --state-dir`), side by side in the same run, rotating, so all
+// see the same machine. Every agent runs in a session of its own, as on
+// two hosts; a third row puts the two in-ferryd agents in one session (one
+// scheduling group under autogroup), the loopback-only layout earlier
+// figures were taken with, to show what that alone is worth: VM creation time, precopy throughput
+// and total time (an idle guest: the link, not the guest, sets the pace), and postcopy total time
+// and fault latency (a guest writing uniformly at random). Page data goes from VMM to VMM in both
+// layouts, so the migration figures should agree within noise; creation pays for starting a
+// process.
 #ifndef FERRY_BENCH_PROCESSES_H_
 #define FERRY_BENCH_PROCESSES_H_
 
@@ -24,7 +26,7 @@ struct ProcessesOptions {
 
 // One layout's medians over the repeats.
 struct ProcessesRow {
-  std::string layout;  // "in-ferryd" or "vmm-process"
+  std::string layout;  // "in-ferryd/1-session", "in-ferryd" or "vmm-process"
   int runs = 0;
   double create_ms = 0;
   double precopy_gbps = 0;

@@ -51,9 +51,21 @@ struct Plan {
 };
 
 Plan Quick() {
-  return {256ull << 20, 5000, 2000, {1, 2, 4}, 16ull << 20, 3,
-          {256ull << 20}, {"zipf", "dirty-rate"}, {"precopy", "postcopy", "hybrid"}, {"exit"},
-          {0}, {16ull << 20}, 2, {1, 2, 4}, 256ull << 20};
+  return {256ull << 20,
+          5000,
+          2000,
+          {1, 2, 4},
+          16ull << 20,
+          3,
+          {256ull << 20},
+          {"zipf", "hotset", "dirty-rate"},
+          {"precopy", "postcopy", "hybrid"},
+          {"exit"},
+          {0},
+          {16ull << 20},
+          2,
+          {1, 2, 4},
+          256ull << 20};
 }
 
 Plan Tiny() {
@@ -63,9 +75,21 @@ Plan Tiny() {
 }
 
 Plan Full() {
-  return {1ull << 30, 20000, 3000, {1, 2, 4, 8, 16}, 64ull << 20, 5,
-          {1ull << 30}, {"idle", "zipf", "dirty-rate"}, {"precopy", "postcopy", "hybrid"},
-          {"exit", "blocking"}, {0}, {16ull << 20}, 3, {1, 2, 4, 8}, 1ull << 30};
+  return {1ull << 30,
+          20000,
+          3000,
+          {1, 2, 4, 8, 16},
+          64ull << 20,
+          5,
+          {1ull << 30},
+          {"idle", "zipf", "hotset", "dirty-rate"},
+          {"precopy", "postcopy", "hybrid"},
+          {"exit", "blocking"},
+          {0},
+          {16ull << 20},
+          3,
+          {1, 2, 4, 8},
+          1ull << 30};
 }
 
 constexpr int64_t kCdfVcpus = 4;  // the fault-latency CDF's vCPU count

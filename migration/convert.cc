@@ -15,6 +15,8 @@ ferry::v1::WorkloadSpec ToWorkload(const vmm::WorkloadSpec& s) {
   p.set_zero_fraction(s.zero_fraction);
   p.set_dirty_bytes_per_sec(s.dirty_bytes_per_sec);
   p.set_write_fraction(s.write_fraction);
+  p.set_hot_fraction(s.hot_fraction);
+  p.set_hot_access_fraction(s.hot_access_fraction);
   return p;
 }
 
@@ -30,6 +32,9 @@ absl::StatusOr<vmm::WorkloadSpec> FromWorkload(const ferry::v1::WorkloadSpec& p)
   s.zero_fraction = p.zero_fraction();
   s.dirty_bytes_per_sec = p.dirty_bytes_per_sec();
   s.write_fraction = p.write_fraction();
+  // Unset (0) means the default: neither 0 makes a hot set.
+  if (p.hot_fraction() != 0) s.hot_fraction = p.hot_fraction();
+  if (p.hot_access_fraction() != 0) s.hot_access_fraction = p.hot_access_fraction();
   RETURN_IF_ERROR(vmm::ValidateWorkload(s));
   return s;
 }

@@ -21,11 +21,13 @@ constexpr KindName kKinds[] = {
     {WorkloadKind::kUniform, "uniform"},
     {WorkloadKind::kZipf, "zipf"},
     {WorkloadKind::kDirtyRate, "dirty-rate"},
+    {WorkloadKind::kHotset, "hotset"},
 };
 
 static_assert(static_cast<uint64_t>(WorkloadKind::kIdle) == guest::kIdle);
 static_assert(static_cast<uint64_t>(WorkloadKind::kZipf) == guest::kZipf);
 static_assert(static_cast<uint64_t>(WorkloadKind::kDirtyRate) == guest::kDirtyRate);
+static_assert(static_cast<uint64_t>(WorkloadKind::kHotset) == guest::kHotset);
 
 // A multiplier coprime with every region size below 2^32 (it is a prime
 // above that), so page = rank * scatter mod R is a permutation.
@@ -40,9 +42,9 @@ uint64_t PageSeed(const WorkloadSpec& spec, uint64_t page) {
 absl::StatusOr<WorkloadKind> ParseWorkloadKind(absl::string_view name) {
   for (const KindName& k : kKinds)
     if (name == k.name) return k.kind;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown workload '", name,
-      "': choose idle, sequential, uniform, zipf or dirty-rate"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown workload '", name,
+                   "': choose idle, sequential, uniform, zipf, dirty-rate or hotset"));
 }
 
 const char* WorkloadKindName(WorkloadKind kind) {
@@ -60,6 +62,12 @@ absl::Status ValidateWorkload(const WorkloadSpec& spec) {
   if (!(spec.write_fraction >= 0 && spec.write_fraction <= 1))
     return absl::InvalidArgumentError(
         absl::StrCat("write fraction ", spec.write_fraction, " is not in [0, 1]"));
+  if (!(spec.hot_fraction > 0 && spec.hot_fraction <= 1))
+    return absl::InvalidArgumentError(
+        absl::StrCat("hot fraction ", spec.hot_fraction, " is not in (0, 1]"));
+  if (!(spec.hot_access_fraction > 0 && spec.hot_access_fraction <= 1))
+    return absl::InvalidArgumentError(
+        absl::StrCat("hot access fraction ", spec.hot_access_fraction, " is not in (0, 1]"));
   if (spec.kind == WorkloadKind::kDirtyRate && spec.dirty_bytes_per_sec == 0)
     return absl::InvalidArgumentError("the dirty-rate workload needs a rate above 0");
   return absl::OkStatus();
@@ -88,6 +96,9 @@ guest::OpParams MakeOpParams(const WorkloadSpec& spec, uint64_t ram_pages,
   p.log2_pages_q26 = guest::Log2Q26(p.pages + 1);
   p.scatter = kScatterPrime % p.pages;
   if (p.scatter == 0 || std::gcd(p.scatter, p.pages) != 1) p.scatter = 1;
+  p.hot_pages = std::clamp<uint64_t>(
+      static_cast<uint64_t>(spec.hot_fraction * static_cast<double>(p.pages)), 1, p.pages);
+  p.hot_threshold = static_cast<uint64_t>(spec.hot_access_fraction * (1 << 20));
   return p;
 }
 

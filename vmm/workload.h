@@ -17,6 +17,10 @@
 //   uniform     random page and word; a read or, with write_fraction, a
 //               read-modify-write
 //   zipf        like uniform with pages drawn from Zipf(1): a hot set
+//   hotset      like uniform, but hot_access_fraction of the ops (default
+//               0.9) go to a hot set of hot_fraction of the vCPU's pages
+//               (default 0.1) spread over its region, the rest to any page:
+//               a service with a working set
 //   dirty-rate  a plain store (no load) to one random page per op, paced to
 //               dirty_bytes_per_sec (each op dirties one page)
 //
@@ -37,7 +41,7 @@
 namespace ferry::vmm {
 
 // Numbered as guest::Kind and ferry.v1.WorkloadKind.
-enum class WorkloadKind { kIdle = 1, kSequential, kUniform, kZipf, kDirtyRate };
+enum class WorkloadKind { kIdle = 1, kSequential, kUniform, kZipf, kDirtyRate, kHotset };
 
 struct WorkloadSpec {
   WorkloadKind kind = WorkloadKind::kSequential;
@@ -45,7 +49,9 @@ struct WorkloadSpec {
   uint64_t seed = 1;
   double zero_fraction = 0;
   uint64_t dirty_bytes_per_sec = 16ull << 20;  // dirty-rate only
-  double write_fraction = 0.5;                 // uniform and zipf
+  double write_fraction = 0.5;                 // uniform, zipf and hotset
+  double hot_fraction = 0.1;                   // hotset: pages in the hot set
+  double hot_access_fraction = 0.9;            // hotset: ops that go to it
 };
 
 absl::StatusOr<WorkloadKind> ParseWorkloadKind(absl::string_view name);

@@ -43,7 +43,7 @@ absl::StatusOr<AgentProcess> AgentProcess::Start(const std::string& ferryd,
 absl::StatusOr<AgentProcess> AgentProcess::Start(const std::vector<std::string>& command,
                                                  const std::string& listen,
                                                  const std::vector<std::string>& extra_args,
-                                                 const std::string& log_path) {
+                                                 const std::string& log_path, bool own_session) {
   const std::string& ferryd = command.back();
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) return ErrnoStatus("pipe2", errno);
@@ -65,6 +65,7 @@ absl::StatusOr<AgentProcess> AgentProcess::Start(const std::vector<std::string>&
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != parent) _exit(1);
+    if (own_session) setsid();
     dup2(out[1], 1);
     dup2(log, 2);
     sigset_t none;

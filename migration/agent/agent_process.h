@@ -26,11 +26,15 @@ class AgentProcess {
                                             const std::vector<std::string>& extra_args,
                                             const std::string& log_path);
   // The general form: `command` (e.g. {"ip", "netns", "exec", "ns", ferryd})
-  // gets --listen `listen` and `extra_args`.
+  // gets --listen `listen` and `extra_args`. With `own_session` the agent
+  // runs in a session of its own (setsid), as an agent started by a service
+  // manager does: the scheduler then treats it as its own group where
+  // autogroup applies (docs/benchmarks.md, "Processes"), which is what a
+  // benchmark of two agents on one host must reproduce.
   static absl::StatusOr<AgentProcess> Start(const std::vector<std::string>& command,
                                             const std::string& listen,
                                             const std::vector<std::string>& extra_args,
-                                            const std::string& log_path);
+                                            const std::string& log_path, bool own_session = false);
   AgentProcess(AgentProcess&& other) noexcept;
   AgentProcess& operator=(AgentProcess&&) = delete;
   ~AgentProcess();

@@ -32,6 +32,8 @@ inline constexpr int kDefaultVcpus = 2;
 inline constexpr const char* kDefaultWorkload = "zipf";
 inline constexpr uint64_t kDefaultDirtyBytesPerSec = 16ull << 20;
 inline constexpr double kDefaultWriteFraction = 0.5;
+inline constexpr double kDefaultHotFraction = 0.1;        // hotset: of the pages
+inline constexpr double kDefaultHotAccessFraction = 0.9;  // hotset: of the ops
 // Software vCPUs unless asked: the same VM on every host ("auto" picks KVM
 // where /dev/kvm opens).
 inline constexpr const char* kDefaultBackend = "soft";

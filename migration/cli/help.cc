@@ -26,7 +26,8 @@ struct Entry {
 constexpr Entry kCommands[] = {
     {"vm create", R"(usage: ferry vm create NAME [--memory SIZE] [--vcpus N] [--workload KIND]
                        [--ops N] [--seed N] [--zero-fraction F] [--dirty-rate RATE]
-                       [--write-fraction F] [--backend soft|kvm|auto] [--agent HOST:PORT]
+                       [--write-fraction F] [--hot-fraction F] [--hot-access F]
+                       [--backend soft|kvm|auto] [--agent HOST:PORT]
 
 Creates a VM on the agent and starts its guest workload.
 
@@ -40,12 +41,18 @@ Creates a VM on the agent and starts its guest workload.
                        uniform     a random page per op; --write-fraction of the ops write
                        zipf        like uniform, pages drawn from Zipf(1): a hot set
                        dirty-rate  writes one random page per op, paced to --dirty-rate
+                       hotset      like uniform, but --hot-access of the ops go to a hot set
+                                   of --hot-fraction of the pages: a service's working set
   --ops N            operations per vCPU, then the guest halts; 0 runs until stopped (default 0)
   --seed N           the workload's seed: the same seed, the same memory (default 1)
   --zero-fraction F  fraction of pages that start as zero pages, 0 to 1 (default 0)
   --dirty-rate RATE  bytes per second the dirty-rate workload writes: 16M (MiB/s),
                      125MB/s, 1Gbit/s (default {dirty})
-  --write-fraction F fraction of uniform and zipf ops that write, 0 to 1 (default {wf})
+  --write-fraction F fraction of uniform, zipf and hotset ops that write, 0 to 1 (default {wf})
+  --hot-fraction F   hotset: fraction of each vCPU's pages in its hot set, above 0 to 1
+                     (default {hot})
+  --hot-access F     hotset: fraction of the ops that go to the hot set, above 0 to 1
+                     (default {hota})
   --backend B        soft: software vCPUs, the same on every host; kvm: KVM vCPUs (fails
                      where /dev/kvm does not open); auto: KVM where it opens (default {backend})
 
@@ -260,6 +267,8 @@ std::string Fill(const char* text) {
                               {"{workload}", api::kDefaultWorkload},
                               {"{dirty}", absl::StrCat(api::kDefaultDirtyBytesPerSec >> 20, "M")},
                               {"{wf}", absl::StrCat(api::kDefaultWriteFraction)},
+                              {"{hot}", absl::StrCat(api::kDefaultHotFraction)},
+                              {"{hota}", absl::StrCat(api::kDefaultHotAccessFraction)},
                               {"{zf}", absl::StrCat(api::kDemoZeroFraction)},
                               {"{mode}", api::kDefaultMode},
                               {"{fault}", api::kDefaultFaultMode},

@@ -20,7 +20,9 @@ JsonObject WorkloadJson(const ferry::v1::WorkloadSpec& w) {
       .Add("seed", w.seed())
       .Add("zero_fraction", w.zero_fraction())
       .Add("dirty_bytes_per_sec", w.dirty_bytes_per_sec())
-      .Add("write_fraction", w.write_fraction());
+      .Add("write_fraction", w.write_fraction())
+      .Add("hot_fraction", w.hot_fraction())
+      .Add("hot_access_fraction", w.hot_access_fraction());
   return o;
 }
 

@@ -89,6 +89,10 @@ absl::Status VmCommand(Args& args) {
     ASSIGN_OR_RETURN(double write_fraction,
                      args.Double("write-fraction", api::kDefaultWriteFraction));
     w->set_write_fraction(write_fraction);
+    ASSIGN_OR_RETURN(double hot_fraction, args.Double("hot-fraction", api::kDefaultHotFraction));
+    w->set_hot_fraction(hot_fraction);
+    ASSIGN_OR_RETURN(double hot_access, args.Double("hot-access", api::kDefaultHotAccessFraction));
+    w->set_hot_access_fraction(hot_access);
     ASSIGN_OR_RETURN(ferry::v1::VmBackend backend,
                      api::ParseVmBackend(args.String("backend", api::kDefaultBackend)));
     r.set_backend(backend);

@@ -90,7 +90,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Combine(::testing::Values(FaultMode::kExit, FaultMode::kBlocking),
                        ::testing::Values(WorkloadKind::kIdle, WorkloadKind::kSequential,
                                          WorkloadKind::kUniform, WorkloadKind::kZipf,
-                                         WorkloadKind::kDirtyRate)),
+                                         WorkloadKind::kDirtyRate, WorkloadKind::kHotset)),
     [](const auto& info) {
       std::string name = std::string(FaultModeName(std::get<0>(info.param))) + "_" +
                          WorkloadKindName(std::get<1>(info.param));

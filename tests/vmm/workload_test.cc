@@ -1,6 +1,8 @@
 #include "vmm/workload.h"
 
+#include <algorithm>
 #include <cstring>
+#include <functional>
 #include <set>
 #include <vector>
 
@@ -18,7 +20,7 @@ constexpr uint32_t kPage = 4096;
 
 TEST(Workload, ParsesEveryKindByName) {
   for (auto kind : {WorkloadKind::kIdle, WorkloadKind::kSequential, WorkloadKind::kUniform,
-                    WorkloadKind::kZipf, WorkloadKind::kDirtyRate})
+                    WorkloadKind::kZipf, WorkloadKind::kDirtyRate, WorkloadKind::kHotset})
     EXPECT_THAT(ParseWorkloadKind(WorkloadKindName(kind)), IsOkAndHolds(kind));
   EXPECT_THAT(ParseWorkloadKind("memcached"), StatusIs(absl::StatusCode::kInvalidArgument));
 }
@@ -31,6 +33,18 @@ TEST(Workload, ValidateRejectsBadParameters) {
   s.kind = WorkloadKind::kDirtyRate;
   s.dirty_bytes_per_sec = 0;
   EXPECT_THAT(ValidateWorkload(s), StatusIs(absl::StatusCode::kInvalidArgument));
+  for (double bad : {0.0, -0.1, 1.5}) {
+    s = {};
+    s.kind = WorkloadKind::kHotset;
+    s.hot_fraction = bad;
+    EXPECT_THAT(ValidateWorkload(s),
+                StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("hot fraction")));
+    s = {};
+    s.kind = WorkloadKind::kHotset;
+    s.hot_access_fraction = bad;
+    EXPECT_THAT(ValidateWorkload(s), StatusIs(absl::StatusCode::kInvalidArgument,
+                                              ::testing::HasSubstr("hot access fraction")));
+  }
   s = {};
   s.kind = static_cast<WorkloadKind>(0);
   EXPECT_THAT(ValidateWorkload(s), StatusIs(absl::StatusCode::kInvalidArgument));
@@ -53,7 +67,7 @@ TEST(Workload, InitialMemoryHasTheRequestedZeroFraction) {
 TEST(Workload, ReplayIsDeterministicAndSeedDependent) {
   constexpr uint64_t kPages = 256;
   for (auto kind : {WorkloadKind::kSequential, WorkloadKind::kUniform, WorkloadKind::kZipf,
-                    WorkloadKind::kDirtyRate}) {
+                    WorkloadKind::kDirtyRate, WorkloadKind::kHotset}) {
     WorkloadSpec s;
     s.kind = kind;
     s.ops_per_vcpu = 5000;
@@ -106,21 +120,26 @@ TEST(Workload, VcpusStayInTheirOwnRegions) {
   }
 }
 
-int PagesTouched(WorkloadKind kind, uint64_t ops) {
-  constexpr uint64_t kPages = 1024;
-  WorkloadSpec s;
-  s.kind = kind;
+// Ops (all writing) of `s` on one vCPU over `pages` zero pages: how many
+// ops wrote each page (a write leaves a nonzero word; a page's count is its
+// nonzero words, which undercounts only when two ops hit one word).
+std::vector<int> WritesPerPage(WorkloadSpec s, uint64_t pages, uint64_t ops) {
   s.write_fraction = 1;
-  std::vector<uint8_t> ram(kPages * kPage, 0);
-  GuestProgram p(s, ram.data(), kPages, kPage, 0, 1);
+  std::vector<uint8_t> ram(pages * kPage, 0);
+  GuestProgram p(s, ram.data(), pages, kPage, 0, 1);
   uint64_t acc = 0;
   for (uint64_t i = 0; i < ops; ++i) acc = p.Step(i, acc);
+  std::vector<int> writes(pages, 0);
+  const auto* words = reinterpret_cast<const uint64_t*>(ram.data());
+  for (uint64_t w = 0; w < pages * kPage / 8; ++w) writes[w / (kPage / 8)] += words[w] != 0;
+  return writes;
+}
+
+int PagesTouched(WorkloadKind kind, uint64_t ops) {
+  WorkloadSpec s;
+  s.kind = kind;
   int touched = 0;
-  for (uint64_t pg = 0; pg < kPages; ++pg) {
-    bool any = false;
-    for (uint32_t i = 0; i < kPage; ++i) any |= ram[pg * kPage + i] != 0;
-    touched += any;
-  }
+  for (int w : WritesPerPage(s, 1024, ops)) touched += w > 0;
   return touched;
 }
 
@@ -132,6 +151,38 @@ TEST(Workload, ZipfConcentratesOnAHotSet) {
   EXPECT_GT(uniform, 800);
   EXPECT_LT(zipf, uniform * 3 / 4);
   EXPECT_GT(zipf, 100);
+}
+
+TEST(Workload, HotsetSendsItsShareToItsHotSet) {
+  // 1000 pages, a hot set of 10% (100 pages) taking 90% of the ops, the
+  // rest uniform over all pages: the 100 most written pages get about
+  // 90% + 10% * 10% = 91% of the writes (45 per hot page, so few land on a
+  // word already written), and the cold pages get the other 500.
+  WorkloadSpec s;
+  s.kind = WorkloadKind::kHotset;
+  constexpr uint64_t kPages = 1000, kOps = 5000;
+  std::vector<int> writes = WritesPerPage(s, kPages, kOps);
+  std::sort(writes.begin(), writes.end(), std::greater<int>());
+  int hot = 0, total = 0, touched = 0;
+  for (size_t i = 0; i < writes.size(); ++i) {
+    if (i < kPages / 10) hot += writes[i];
+    total += writes[i];
+    touched += writes[i] > 0;
+  }
+  EXPECT_NEAR(static_cast<double>(hot) / total, 0.91, 0.02);
+  // About 1 - e^-0.5 = 39% of the 900 cold pages get a write.
+  EXPECT_GT(touched, 100 + 250);
+  // The hot set is spread over the region, not its first 10%.
+  std::vector<int> by_page = WritesPerPage(s, kPages, kOps);
+  int first_tenth = 0;
+  for (uint64_t i = 0; i < kPages / 10; ++i) first_tenth += by_page[i];
+  EXPECT_LT(first_tenth, total / 4);
+  // Other fractions take effect: all ops to a hot set of 1%.
+  s.hot_fraction = 0.01;
+  s.hot_access_fraction = 1;
+  touched = 0;
+  for (int w : WritesPerPage(s, kPages, kOps)) touched += w > 0;
+  EXPECT_EQ(touched, 10);
 }
 
 TEST(Workload, PacedKindsHaveIntervals) {

@@ -20,7 +20,7 @@
 namespace ferry::vmm::guest {
 
 // Workload kinds, numbered as vmm::WorkloadKind and ferry.v1.WorkloadKind.
-enum Kind : uint64_t { kIdle = 1, kSequential, kUniform, kZipf, kDirtyRate };
+enum Kind : uint64_t { kIdle = 1, kSequential, kUniform, kZipf, kDirtyRate, kHotset };
 
 inline constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ull;
 
@@ -42,9 +42,11 @@ struct OpParams {
   uint64_t words;            // 64-bit words per page
   uint64_t write_threshold;  // of 2^20: ops that write (uniform, zipf)
   uint64_t log2_pages_q26;   // log2(pages + 1), 26 fractional bits (zipf)
-  uint64_t scatter;          // coprime with pages: spreads the zipf hot set
+  uint64_t scatter;          // coprime with pages: spreads the zipf and hotset hot sets
+  uint64_t hot_pages;        // hotset: pages in the hot set (1 to pages)
+  uint64_t hot_threshold;    // hotset: of 2^20, ops that go to the hot set
 };
-static_assert(sizeof(OpParams) == 56, "OpParams is read by the guest image");
+static_assert(sizeof(OpParams) == 72, "OpParams is read by the guest image");
 
 // floor(log2(n) * 2^26) for n >= 1, by repeated squaring.
 inline uint64_t Log2Q26(uint64_t n) {
@@ -151,6 +153,16 @@ inline uint64_t Step(const OpParams& p, volatile uint64_t* region, uint64_t inde
       word = (x >> 40) % p.words;
       write = ((x >> 20) & 0xfffff) < p.write_threshold;
       break;
+    case kHotset: {
+      // A second draw decides hot or not and the hot page, so that the
+      // write decision and the word keep their bits of x.
+      const uint64_t y = Mix64(x ^ kGolden);
+      page = (y & 0xfffff) < p.hot_threshold ? ((y >> 20) % p.hot_pages) * p.scatter % p.pages
+                                             : x % p.pages;
+      word = (x >> 40) % p.words;
+      write = ((x >> 20) & 0xfffff) < p.write_threshold;
+      break;
+    }
     case kDirtyRate:
     default: {  // a pure store: a write fault
       page = x % p.pages;

@@ -106,10 +106,11 @@ TEST_P(KvmWorkloadTest, DigestEqualsTheSoftwareBackends) {
 INSTANTIATE_TEST_SUITE_P(AllWorkloads, KvmWorkloadTest,
                          ::testing::Values(WorkloadKind::kIdle, WorkloadKind::kSequential,
                                            WorkloadKind::kUniform, WorkloadKind::kZipf,
-                                           WorkloadKind::kDirtyRate),
+                                           WorkloadKind::kDirtyRate, WorkloadKind::kHotset),
                          [](const auto& info) {
                            std::string n = WorkloadKindName(info.param);
-                           for (char& c : n) if (c == '-') c = '_';
+                           for (char& c : n)
+                             if (c == '-') c = '_';
                            return n;
                          });
 
