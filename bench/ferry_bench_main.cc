@@ -5,12 +5,14 @@
 //                             [--repeat 3] [--sources local,remote,remote-sealed]
 //                             [--backend soft|kvm] [--json]
 //   ferry-bench digest [--memory 1G] [--repeat 3]
+//   ferry-bench compare OLD_DIR NEW_DIR [--repeat 4] [--json] [-- SCENARIO FLAGS...]...
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "base/args.h"
@@ -21,6 +23,7 @@
 #include "base/status_macros.h"
 #include "base/units.h"
 #include "base/version.h"
+#include "bench/compare_run.h"
 #include "bench/demand_paging.h"
 #include "bench/kvm_dirty_log.h"
 #include "bench/migrate.h"
@@ -105,6 +108,28 @@ scenarios:
       --memory SIZE            guest memory (default 1G)
       --repeat N               migrations of each kind per layout (default 3)
       --json                   one JSON object per layout
+  compare         the same scenarios on two builds, alternating which goes first,
+                  and per figure the old and new median, new/old, and the spread
+                  (min..max) of the per-repetition ratios:
+                    ferry-bench compare OLD_DIR NEW_DIR [flags] [-- SCENARIO FLAGS...]...
+                  Each DIR holds ferry-bench, ferryd and ferry-vmm (./dev
+                  bench-snapshot DIR). Each run is DIR/ferry-bench SCENARIO FLAGS
+                  --json with that build's ferryd and ferry-vmm. Without a
+                  scenario (about 3 minutes on 2 cores): reference --tcp-bytes
+                  256M --rtt-samples 5000 (the control: the same code in both),
+                  migrate of an idle 512M guest in precopy and of a uniform 256M
+                  guest in postcopy. A figure is WORSE (better) when every
+                  repetition's ratio lies on the bad (good) side of 1.0, beyond
+                  the tolerance: higher is better for *_gbps, *_per_sec and
+                  mgu_*, lower for *_ms, *_us and seconds; other figures get no
+                  verdict. Exit status 0 whatever the figures say, 1 when a run
+                  fails
+      --repeat N               repetitions per build (default 4; even: each
+                               build goes first equally often)
+      --tolerance F            a spread must clear 1.0 by more than F to be
+                               marked (default 0.02)
+      --json                   one JSON object per figure instead of tables
+      --fail-on-regression     exit status 1 also when a figure is WORSE
 )";
 
 // The digest of `--memory` of populated guest memory (random pages, a
@@ -112,6 +137,7 @@ scenarios:
 absl::Status Digest(Args& args) {
   ASSIGN_OR_RETURN(uint64_t memory, args.Bytes("memory", 1ull << 30));
   ASSIGN_OR_RETURN(int64_t repeat, args.Int("repeat", 3));
+  args.Bool("json");  // the only output format
   RETURN_IF_ERROR(args.Finish());
   vmm::VmConfig config;
   config.memory_bytes = memory;
@@ -332,6 +358,59 @@ absl::Status KvmDirtyLog(Args& args) {
   return absl::OkStatus();
 }
 
+// `ferry-bench compare OLD_DIR NEW_DIR [flags] [-- SCENARIO FLAGS...]...`:
+// the scenarios after each `--` (Args keeps every word after the first
+// `--` as a positional; later `--` separate scenarios).
+absl::Status Compare(Args& args) {
+  CompareOptions o;
+  ASSIGN_OR_RETURN(int64_t repeat, args.Int("repeat", o.repeat));
+  if (repeat < 1 || repeat > 100) return absl::InvalidArgumentError("--repeat must be 1 to 100");
+  o.repeat = static_cast<int>(repeat);
+  ASSIGN_OR_RETURN(o.tolerance, args.Double("tolerance", o.tolerance));
+  if (o.tolerance < 0 || o.tolerance >= 1)
+    return absl::InvalidArgumentError("--tolerance must be at least 0 and below 1");
+  const bool json = args.Bool("json");
+  const bool fail_on_regression = args.Bool("fail-on-regression");
+  RETURN_IF_ERROR(args.Finish());
+  const std::vector<std::string>& words = args.positional();
+  if (words.size() < 3)
+    return absl::InvalidArgumentError(
+        "usage: ferry-bench compare OLD_DIR NEW_DIR [flags] [-- SCENARIO FLAGS...]...");
+  o.old_dir = words[1];
+  o.new_dir = words[2];
+  for (size_t i = 3; i < words.size(); ++i) {
+    if (words[i] == "--") continue;
+    if (i == 3 || words[i - 1] == "--") o.scenarios.emplace_back();
+    o.scenarios.back().push_back(words[i]);
+  }
+  if (o.scenarios.empty()) o.scenarios = DefaultCompareScenarios();
+  for (const auto& s : o.scenarios)
+    if (s[0] == "compare" || s[0] == "suite" || s[0] == "help")
+      return absl::InvalidArgumentError(
+          absl::StrCat("compare runs scenarios that print JSON, not '", s[0], "'"));
+  for (const auto& [name, dir] : {std::pair{"old", o.old_dir}, std::pair{"new", o.new_dir}}) {
+    RETURN_IF_ERROR(CheckBuildDir(dir));
+    const std::string label = BuildLabel(dir);
+    std::fprintf(stderr, "%s: %s%s\n", name, dir.c_str(),
+                 label.empty() ? "" : absl::StrCat(" (", label, ")").c_str());
+  }
+  ASSIGN_OR_RETURN(std::vector<ScenarioComparison> result, RunCompare(o));
+  int worse = 0;
+  for (const ScenarioComparison& s : result) {
+    if (json) {
+      for (const JsonObject& j : ComparisonJson(s.command, s.fields))
+        std::printf("%s\n", j.ToString().c_str());
+    } else {
+      std::printf("%s\n", ComparisonTable(s.command, o.repeat, s.fields).c_str());
+    }
+    for (const FieldComparison& f : s.fields) worse += f.verdict == Verdict::kWorse;
+  }
+  if (fail_on_regression && worse > 0)
+    return absl::AbortedError(
+        absl::StrCat("figures WORSE in the new build: ", worse, " (--fail-on-regression)"));
+  return absl::OkStatus();
+}
+
 // `ferry-bench help SCENARIO`: the scenario's part of the usage (its
 // line, indented by two, and what follows up to the next scenario).
 absl::Status ScenarioHelp(const std::string& scenario) {
@@ -356,7 +435,8 @@ absl::Status ScenarioHelp(const std::string& scenario) {
 }
 
 absl::Status Main(int argc, char** argv) {
-  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1, {"full", "tiny", "quick", "man"}));
+  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1,
+                                          {"full", "tiny", "quick", "man", "fail-on-regression"}));
   if (!args.positional().empty() && args.positional()[0] == "help") {
     if (args.Bool("man")) {
       RETURN_IF_ERROR(args.Finish(1, "ferry-bench help --man"));
@@ -391,6 +471,7 @@ absl::Status Main(int argc, char** argv) {
   if (scenario == "reference") return Reference(args);
   if (scenario == "migrate") return Migrate(args);
   if (scenario == "processes") return Processes(args);
+  if (scenario == "compare") return Compare(args);
   if (scenario == "suite") {
     std::vector<std::string> words = {"ferry-bench"};
     for (int i = 1; i < argc; ++i) words.push_back(argv[i]);
