@@ -179,10 +179,10 @@ absl::StatusOr<std::vector<ScenarioComparison>> RunCompare(const CompareOptions&
         ASSIGN_OR_RETURN(std::string output, RunBench(dirs[b], commands[s]));
         auto figures = ParseRunOutput(output);
         if (!figures.ok())
-          return absl::InvalidArgumentError(
+          return absl::AbortedError(
               absl::StrCat(dirs[b], "/ferry-bench ", command, ": ", figures.status().message()));
         if (figures->empty())
-          return absl::InvalidArgumentError(
+          return absl::AbortedError(
               absl::StrCat(dirs[b], "/ferry-bench ", command, " printed no JSON object on stdout"));
         runs[s][b].push_back(*std::move(figures));
         std::fprintf(stderr, "[%d/%d] %s: %s (%.1f s)\n", ++done, total, names[b], command.c_str(),

@@ -11,10 +11,12 @@
 // one first when i is even and the new one first when it is odd, so that a
 // machine that drifts during the run favours neither.
 //
-// Fails (a Status, and the whole comparison stops) when a run exits
-// non-zero, does not end within kRunTimeout, or prints a line that starts
-// with '{' but is no JSON object; the message carries the end of the run's
-// stderr. A figure that got worse is a result, not a failure.
+// Fails (and the whole comparison stops) with InvalidArgument when a
+// directory is no build directory, and otherwise (Aborted,
+// DeadlineExceeded) when a run exits non-zero (the message carries the end
+// of its stderr), does not end within kRunTimeout, prints no JSON object, or
+// prints a line that starts with '{' but is no JSON object. A figure that
+// got worse is a result, not a failure.
 //
 // Threads: one thread; children run one at a time.
 //

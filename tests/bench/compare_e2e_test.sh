@@ -99,4 +99,20 @@ set +e
 "$bench" compare "$t/a" "$t/b" --repeat 2 --fail-on-regression -- fake > /dev/null 2> "$t/err.txt"; rc=$?
 set -e
 [ "$rc" -eq 1 ] && grep -q "figures WORSE in the new build: 1" "$t/err.txt" || fail "--fail-on-regression: exit $rc"
+# A build whose run prints no JSON, or broken JSON: a failed run (1).
+mkdir -p "$t/c"
+cp "$t/a/ferryd" "$t/a/ferry-vmm" "$t/c/"
+printf '#!/bin/bash\necho "a table, no JSON"\n' > "$t/c/ferry-bench"
+chmod +x "$t/c/ferry-bench"
+set +e
+"$bench" compare "$t/a" "$t/c" --repeat 1 -- fake > /dev/null 2> "$t/err.txt"; rc=$?
+set -e
+[ "$rc" -eq 1 ] && grep -q "printed no JSON object on stdout" "$t/err.txt" \
+  || fail "no JSON: exit $rc, $(cat "$t/err.txt")"
+printf '#!/bin/bash\necho "{\\"total_ms\\": 1"\n' > "$t/c/ferry-bench"
+set +e
+"$bench" compare "$t/a" "$t/c" --repeat 1 -- fake > /dev/null 2> "$t/err.txt"; rc=$?
+set -e
+[ "$rc" -eq 1 ] && grep -q "fake --json: output line 1: not a JSON object" "$t/err.txt" \
+  || fail "broken JSON: exit $rc, $(cat "$t/err.txt")"
 echo "PASS"
