@@ -116,7 +116,8 @@ INSTANTIATE_TEST_SUITE_P(
                                          vmm::WorkloadKind::kSequential,
                                          vmm::WorkloadKind::kUniform,
                                          vmm::WorkloadKind::kZipf,
-                                         vmm::WorkloadKind::kDirtyRate)),
+                                         vmm::WorkloadKind::kDirtyRate,
+                                         vmm::WorkloadKind::kHotset)),
     [](const auto& info) {
       std::string name = std::string(MigrationModeName(std::get<0>(info.param))) + "_" +
                          vmm::WorkloadKindName(std::get<1>(info.param));

@@ -21,7 +21,7 @@ TEST(ApiNames, SpellingsComeFromTheProto) {
   EXPECT_EQ(Spelling(ferry::v1::MIGRATION_PHASE_POSTCOPY), "postcopy");
   EXPECT_EQ(Spelling(ferry::v1::VM_STATE_MIGRATING), "migrating");
   EXPECT_EQ(Spelling(ferry::v1::WORKLOAD_KIND_UNSPECIFIED), "unknown");
-  EXPECT_EQ(WorkloadKindChoices(), "idle, sequential, uniform, zipf or dirty-rate");
+  EXPECT_EQ(WorkloadKindChoices(), "idle, sequential, uniform, zipf, dirty-rate or hotset");
 }
 
 TEST(ApiNames, ErrorCodesAreNamedNeverNumbered) {
