@@ -90,8 +90,13 @@ absl::Status VmCommand(Args& args) {
                      args.Double("write-fraction", api::kDefaultWriteFraction));
     w->set_write_fraction(write_fraction);
     ASSIGN_OR_RETURN(double hot_fraction, args.Double("hot-fraction", api::kDefaultHotFraction));
-    w->set_hot_fraction(hot_fraction);
     ASSIGN_OR_RETURN(double hot_access, args.Double("hot-access", api::kDefaultHotAccessFraction));
+    // In the API 0 means "the default"; here it is a mistake, and said so.
+    if (!(hot_fraction > 0 && hot_fraction <= 1))
+      return absl::InvalidArgumentError("--hot-fraction must be above 0 and at most 1");
+    if (!(hot_access > 0 && hot_access <= 1))
+      return absl::InvalidArgumentError("--hot-access must be above 0 and at most 1");
+    w->set_hot_fraction(hot_fraction);
     w->set_hot_access_fraction(hot_access);
     ASSIGN_OR_RETURN(ferry::v1::VmBackend backend,
                      api::ParseVmBackend(args.String("backend", api::kDefaultBackend)));
