@@ -40,7 +40,7 @@ struct OpParams {
   uint64_t seed;             // per vCPU
   uint64_t pages;            // pages in the vCPU's region (>= 1)
   uint64_t words;            // 64-bit words per page
-  uint64_t write_threshold;  // of 2^20: ops that write (uniform, zipf)
+  uint64_t write_threshold;  // of 2^20: ops that write (uniform, zipf, hotset)
   uint64_t log2_pages_q26;   // log2(pages + 1), 26 fractional bits (zipf)
   uint64_t scatter;          // coprime with pages: spreads the zipf and hotset hot sets
   uint64_t hot_pages;        // hotset: pages in the hot set (1 to pages)
