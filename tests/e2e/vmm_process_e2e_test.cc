@@ -309,6 +309,9 @@ TEST_P(FerrydKillTest, MigrationCompletesThroughKill9AndRestart) {
     if (p.phase() != c.phase) kill(frozen, SIGCONT);
     ASSERT_EQ(p.phase(), c.phase) << p.error();
   }
+  // When the kill was sent: a switchover case checks at the end that the
+  // switchover was still on then (both agents' clocks are this host's).
+  const int64_t kill_unix_ms = absl::ToUnixMillis(absl::Now());
   if (c.kill_source) {
     KillAndRestart(&a_, /*is_a=*/true);
   } else {
@@ -358,6 +361,16 @@ TEST_P(FerrydKillTest, MigrationCompletesThroughKill9AndRestart) {
   EXPECT_EQ(last.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << last.error();
   MigrationResource done = AwaitPhase(*sa_, m.id(), ferry::v1::MIGRATION_PHASE_UNSPECIFIED, 120000);
   EXPECT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << done.error();
+  if (switchover) {
+    // The kill landed inside the switchover: the source's switchover ended
+    // after it (a stop-and-copy of 64 MiB at 16 MB/s lasts some four
+    // seconds, so at any speed of this machine).
+    int64_t switchover_end_ms = 0;
+    for (const ferry::v1::PhaseTiming& t : done.report().phase_timings())
+      if (t.phase() == ferry::v1::MIGRATION_PHASE_SWITCHOVER) switchover_end_ms = t.end_unix_ms();
+    EXPECT_GT(switchover_end_ms, kill_unix_ms)
+        << "the switchover ended before ferryd was killed: this case did not test a kill in it";
+  }
   EXPECT_TRUE(VerifyVm(*sb_, "web"));
 }
 
