@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <memory>
 
@@ -103,8 +104,25 @@ std::string KvmCapabilities::ToString() const {
   return absl::StrJoin(on, ", ");
 }
 
+namespace {
+constexpr char kKvmDevice[] = "/dev/kvm";
+// The device held by Kvm::HoldDevice; -1: none.
+std::atomic<int> held_kvm{-1};
+}  // namespace
+
+absl::Status Kvm::HoldDevice() {
+  if (held_kvm.load() >= 0) return absl::OkStatus();
+  const int fd = open(kKvmDevice, O_RDWR | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(absl::StrCat("open ", kKvmDevice), errno);
+  int expected = -1;
+  if (!held_kvm.compare_exchange_strong(expected, fd)) close(fd);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Kvm> Kvm::Open(const char* path) {
-  UniqueFd fd(open(path, O_RDWR | O_CLOEXEC));
+  const int held = held_kvm.load();
+  UniqueFd fd(held >= 0 && std::strcmp(path, kKvmDevice) == 0 ? fcntl(held, F_DUPFD_CLOEXEC, 0)
+                                                              : open(path, O_RDWR | O_CLOEXEC));
   if (!fd.valid()) return ErrnoStatus(absl::StrCat("open ", path), errno);
   KvmCapabilities caps;
   caps.api_version = ioctl(fd.get(), KVM_GET_API_VERSION, 0);

@@ -151,8 +151,15 @@ class KvmVcpuFd {
 class Kvm {
  public:
   // Opens `path`, checks the API version and probes the capabilities.
-  // NotFound / PermissionDenied when there is no usable KVM.
+  // NotFound / PermissionDenied when there is no usable KVM. /dev/kvm, once
+  // held (HoldDevice), is a duplicate of the held descriptor.
   static absl::StatusOr<Kvm> Open(const char* path = "/dev/kvm");
+  // Opens /dev/kvm now and keeps it open for the process's life: for a
+  // process about to drop its privileges (ferry-vmm --user), so that it
+  // can create a KVM VM later although its new user could not open the
+  // device. NotFound / PermissionDenied as Open; a caller that can do
+  // without KVM may ignore them.
+  static absl::Status HoldDevice();
 
   const KvmCapabilities& caps() const { return caps_; }
   int vcpu_mmap_size() const { return vcpu_mmap_size_; }

@@ -42,6 +42,7 @@
 #include "migration/agent/peer_tls.h"
 #include "migration/agent/vmm_process.h"
 #include "migration/protocol.h"
+#include "sys/kvm.h"
 #include "sys/pagemap_scan.h"
 #include "sys/userfaultfd.h"
 
@@ -61,7 +62,7 @@ struct VmmUser {
 };
 
 // What running as `user` needs done as root first: the user's ids and
-// groups; /dev/userfaultfd and /proc/self/pagemap opened and kept (the
+// groups; /dev/userfaultfd, /dev/kvm and /proc/self/pagemap opened and kept (the
 // device is root's by default, and a non-dumpable process's /proc files are
 // root's; pagemap is opened with no effective capability, so that it never
 // shows physical frame numbers); its run directory `run` made the user's
@@ -87,6 +88,9 @@ absl::StatusOr<VmmUser> PrepareUser(const std::string& user, const std::string& 
     return absl::Status(s.code(),
                         absl::StrCat("--user needs /dev/userfaultfd (Linux 6.1+): ", s.message()));
   RETURN_IF_ERROR(WithoutEffectiveCapabilities([] { return sys::PagemapScan::Hold(); }));
+  // /dev/kvm too, where this host has one: the user need not be in group
+  // kvm. Without it, KVM VMs fail to create with the reason, as anywhere.
+  (void)sys::Kvm::HoldDevice();
   if (chown(run.c_str(), u.uid, u.gid) != 0) return ErrnoStatus(absl::StrCat("chown ", run), errno);
   if (chdir(run.c_str()) != 0) return ErrnoStatus(absl::StrCat("chdir ", run), errno);
   return u;

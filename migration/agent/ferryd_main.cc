@@ -94,9 +94,9 @@ usage: ferryd [flags]
                               tools
   --migration-ports LO-HI     the ports VM processes listen on for migrations and the
                               fetch channel, two each (default: any free port)
-  --vmm-user USER             VM processes run as USER (and its groups: kvm for KVM
-                              VMs), not as root; see docs/security.md, "The VMM
-                              sandbox"
+  --vmm-user USER             VM processes run as USER (and its groups), not as
+                              root; each opens /dev/kvm before the switch; see
+                              docs/security.md, "The VMM sandbox"
   --log-level LEVEL           debug, info, warn or error: the lowest level logged
                               (default info)
   --man                       print this help as the man page ferryd(8)

@@ -3,17 +3,18 @@
 // /dev/kvm: skips with the reason elsewhere; ./dev test-kvm runs it inside
 // a nested KVM guest.
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <string>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/ascii.h"
-#include "gmock/gmock.h"
 #include "base/eventually.h"
 #include "base/file.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "migration/agent/vmm_process.h"
 #include "sys/kvm.h"
@@ -190,6 +191,48 @@ TEST(KvmVmmProcessTest, ASandboxedVmmMovesAKvmVm) {
   a->Stop();
   b->Stop();
   RunCommand({"rm", "-rf", a_dir, b_dir});
+}
+
+// ferryd --vmm-user nobody: the VMM opens /dev/kvm as root before it
+// becomes nobody (who is in no kvm group) and keeps it, so a KVM VM is
+// created and runs, by digest.
+TEST(KvmVmmProcessTest, AVmmRunningAsAnotherUserRunsAKvmVm) {
+  absl::StatusOr<sys::Kvm> kvm = sys::Kvm::Open();
+  if (!kvm.ok())
+    GTEST_SKIP() << "needs /dev/kvm (" << kvm.status().message()
+                 << "); ./dev test-kvm runs this inside a nested KVM guest";
+  struct stat dev {};
+  ASSERT_EQ(stat("/dev/kvm", &dev), 0);
+  std::printf("/dev/kvm: mode %o, owner %u:%u\n", dev.st_mode & 07777, dev.st_uid, dev.st_gid);
+  char dir[] = "/tmp/ferry-kvm-u-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  auto a = agent::AgentProcess::Start(Ferryd(), {"--state-dir", dir, "--vmm-user", "nobody"},
+                                      TempDir() + "/kvm-u.log");
+  ASSERT_TRUE(a.ok()) << a.status();
+  CliResult create = RunCli({"vm", "create", "kvm-user", "--agent", a->address(), "--backend",
+                             "kvm", "--memory", "16M", "--vcpus", "2", "--workload", "uniform"});
+  ASSERT_EQ(create.exit_code, 0) << create.out;
+  auto dirs = agent::ListVmmDirs(dir);
+  ASSERT_TRUE(dirs.ok() && dirs->size() == 1u);
+  auto record = agent::ReadRecord(dirs->front());
+  ASSERT_TRUE(record.ok()) << record.status();
+  auto status = ReadFileToString(absl::StrCat("/proc/", record->pid, "/status"));
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_THAT(*status, HasSubstr("\nUid:\t65534\t65534\t65534\t65534\n"));
+  EXPECT_THAT(*status, HasSubstr("\nCapEff:\t0000000000000000\n"));
+  CliResult get = RunCli({"vm", "get", "kvm-user", "--agent", a->address(), "--json"});
+  EXPECT_THAT(get.out, HasSubstr("\"backend\":\"kvm\""));
+  CliResult verify = RunCli({"vm", "verify", "kvm-user", "--agent", a->address()});
+  EXPECT_EQ(verify.exit_code, 0) << verify.out;
+  EXPECT_THAT(verify.out, HasSubstr("MATCH"));
+  CliResult del = RunCli({"vm", "delete", "kvm-user", "--agent", a->address()});
+  EXPECT_EQ(del.exit_code, 0) << del.out;
+  EXPECT_TRUE(Eventually([&] {  // its process ended, its record gone
+    auto left = agent::ListVmmDirs(dir);
+    return left.ok() && (left->empty() || !agent::ReadRecord(left->front()).ok());
+  }));
+  a->Stop();
+  RunCommand({"rm", "-rf", dir});
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, KvmAgentsTest,

@@ -78,6 +78,13 @@ build_initramfs() {
   add_binary "$bb/bench/ferry-bench" "$INITRD_ROOT/ferry/ferry-bench"
   add_binary "$bb/tests/vmm/kvm/kvm_backend_test" "$INITRD_ROOT/ferry/kvm_backend_test"
   add_binary "$bb/tests/e2e/kvm_e2e_test" "$INITRD_ROOT/ferry/kvm_e2e_test"
+  # Users for ferryd --vmm-user nobody (KvmVmmProcessTest): glibc reads
+  # them with its built-in files backend.
+  mkdir -p "$INITRD_ROOT/etc"
+  printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' \
+    > "$INITRD_ROOT/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' > "$INITRD_ROOT/etc/group"
+  printf 'passwd: files\ngroup: files\n' > "$INITRD_ROOT/etc/nsswitch.conf"
   install -m 755 tests/kvm/init "$INITRD_ROOT/init"
   printf '%s\n' "${ARGS[@]+"${ARGS[@]}"}" > "$INITRD_ROOT/ferry/demo_args"
   INITRD=$(mktemp --suffix=.cpio.gz)
