@@ -636,6 +636,9 @@ void Supervisor::Lost(const std::shared_ptr<Vmm>& vmm) {
     m.set_direction(open.side == "destination" ? "incoming" : "outgoing");
     m.set_phase(v1::MIGRATION_PHASE_FAILED);
     m.set_error(absl::StrCat(reason, ": the migration ended with it"));
+    // Its report ends here too: a client waiting for a report with an
+    // outcome (as `ferry migrate` does) gets this one.
+    m.mutable_report()->set_outcome(absl::StrCat("failed: ", m.error()));
     finished_[id] = m;
     finished_at_[id] = absl::Now();
     v1::Event ended;
@@ -665,6 +668,15 @@ void Supervisor::Lost(const std::shared_ptr<Vmm>& vmm) {
   e.set_message(vm.held_reason());
   events_.Publish(std::move(e));
   lost_[vm.name()] = vm;
+}
+
+bool Supervisor::IncomingEndedUncompleted(Vmm& vmm) {
+  if (vmm.record.migration_id.empty()) return false;
+  // The process keeps an ended session a while (to answer a late
+  // Reconnect); its list shows only those still running.
+  absl::StatusOr<v1::MigrationResource> m = vmm.client->GetMigration(vmm.record.migration_id);
+  return m.ok() &&
+         (m->phase() == v1::MIGRATION_PHASE_FAILED || m->phase() == v1::MIGRATION_PHASE_CANCELLED);
 }
 
 void Supervisor::ReapOnce() {
@@ -708,7 +720,8 @@ void Supervisor::ReapOnce() {
     // (its Hello may not have come; a VM that arrived is listed a moment
     // after its migration completes), unless its migration came and ended
     // without completing: then no VM will arrive.
-    if (vmm->record.role == "incoming" && age < kIncomingGrace && (ms->empty() || completed))
+    if (vmm->record.role == "incoming" && age < kIncomingGrace && (ms->empty() || completed) &&
+        !IncomingEndedUncompleted(*vmm))
       continue;
     {
       absl::MutexLock lock(&mu_);

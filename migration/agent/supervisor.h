@@ -148,6 +148,9 @@ class Supervisor final : public ControlBackend {
   // --max-vms, --max-memory).
   absl::Status Admissible(const std::string& name, uint64_t memory_bytes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether the migration a process was started to receive came and
+  // ended without completing (then no VM will arrive in it).
+  bool IncomingEndedUncompleted(Vmm& vmm);
   absl::StatusOr<std::shared_ptr<Vmm>> ByName(const std::string& name);
   absl::StatusOr<std::shared_ptr<Vmm>> ByMigration(const std::string& id);
   // A process that exited by itself: its VM FAILED (kept in lost_ until

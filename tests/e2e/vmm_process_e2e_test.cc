@@ -468,6 +468,8 @@ TEST_F(VmmProcessTest, KilledVmmEndsItsMigrationAsTheFailureTableSays) {
       // is stopped without waiting out its grace.
       EXPECT_TRUE(Eventually([&] { return kill(receiver, 0) != 0; })) << receiver;
       EXPECT_THAT(done.error(), HasSubstr("killed by signal 9"));
+      // Its report ends with it (what `ferry migrate` waits for).
+      EXPECT_THAT(done.report().outcome(), HasSubstr("failed: its VMM process"));
       ASSERT_EQ(GetVmCode(*sa_, name, &v), grpc::StatusCode::OK);
       EXPECT_EQ(v.state(), ferry::v1::VM_STATE_FAILED);
       EXPECT_THAT(v.held_reason(), HasSubstr("killed by signal 9"));
