@@ -144,6 +144,11 @@ std::string EncodedFrame::Flatten() const {
   return out;
 }
 
+std::unique_ptr<uint8_t[]> EncodedFrame::ReleaseWhole() {
+  if (whole_ != nullptr) pieces_.clear();
+  return std::move(whole_);
+}
+
 EncodedFrame EncodedFrame::FromBytes(std::string bytes) {
   EncodedFrame f;
   f.headers_.assign(bytes.begin(), bytes.end());
@@ -172,7 +177,8 @@ void AppendPageRuns(const vmm::MemoryMap& map, absl::Span<const uint64_t> pages,
 
 EncodedFrame EncodePageFrame(const vmm::GuestMemory& memory, absl::Span<const uint64_t> pages,
                              FramePhase phase, uint64_t round,
-                             absl::FunctionRef<void(uint64_t page, bool is_data)> on_page) {
+                             absl::FunctionRef<void(uint64_t page, bool is_data)> on_page,
+                             FrameData data) {
   const vmm::MemoryMap& map = memory.map();
   const uint32_t ps = memory.page_size();
   struct Run {
@@ -211,8 +217,18 @@ EncodedFrame EncodePageFrame(const vmm::GuestMemory& memory, absl::Span<const ui
   }
 
   EncodedFrame f;
-  f.headers_.assign(kFrameHeaderBytes + bitmap.size() + runs.size() * kRunHeaderBytes, 0);
-  uint8_t* h = f.headers_.data();
+  const size_t header_bytes = kFrameHeaderBytes + bitmap.size() + runs.size() * kRunHeaderBytes;
+  uint8_t* h;
+  if (data == FrameData::kCopy) {
+    uint64_t data_bytes = 0;
+    for (const Run& r : runs) data_bytes += uint64_t{r.count} * ps;
+    f.whole_.reset(new uint8_t[header_bytes + data_bytes]);
+    h = f.whole_.get();
+    std::memset(h, 0, kFrameHeaderBytes);
+  } else {
+    f.headers_.assign(header_bytes, 0);
+    h = f.headers_.data();
+  }
   h[0] = kPageFrame;
   h[1] = static_cast<uint8_t>(phase);
   Put32(h + 4, static_cast<uint32_t>(runs.size()));
@@ -221,6 +237,27 @@ EncodedFrame EncodePageFrame(const vmm::GuestMemory& memory, absl::Span<const ui
   Put32(h + 24, static_cast<uint32_t>(bitmap.size()));
   std::memcpy(h + kFrameHeaderBytes, bitmap.data(), bitmap.size());
   const size_t lead = kFrameHeaderBytes + bitmap.size();
+  if (data == FrameData::kCopy) {
+    // Run header, then its pages read through the file, run after run.
+    uint8_t* at = h + lead;
+    for (const Run& r : runs) {
+      std::memset(at, 0, kRunHeaderBytes);
+      Put64(at, r.gpa);
+      Put32(at + 8, r.count);
+      at += kRunHeaderBytes;
+      const size_t bytes = uint64_t{r.count} * ps;
+      // The file is the memory: should the read fail, the mapping has the
+      // same bytes.
+      if (!memory.Read(r.first_page * ps, at, bytes).ok())
+        std::memcpy(at, memory.host() + r.first_page * ps, bytes);
+      at += bytes;
+      f.data_pages_ += r.count;
+    }
+    f.wire_bytes_ = static_cast<uint64_t>(at - h);
+    f.pieces_.push_back({h, f.wire_bytes_, false});
+    f.zero_pages_ = zeros.size();
+    return f;
+  }
   f.pieces_.push_back({h, lead, false});
   f.wire_bytes_ = lead;
   for (size_t i = 0; i < runs.size(); ++i) {

@@ -29,6 +29,7 @@
 #define FERRY_MIGRATION_PAGE_FRAME_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,17 @@ struct FramePiece {
   bool guest_memory = false;
 };
 
+// How an encoded frame carries its page data (send_path.h chooses).
+enum class FrameData : uint8_t {
+  // Pieces reference guest memory: no copy in user space; the kernel reads
+  // each page through the VM's mapping as it sends it.
+  kReference,
+  // Read from the memory file (pread: the page cache) into one buffer the
+  // frame owns, headers included: one copy more, and the kernel never
+  // reads through the VM's mapping.
+  kCopy,
+};
+
 // An encoded frame. Its guest-memory pieces point into the VM's memory,
 // which must stay mapped until the transport is done with them.
 class EncodedFrame {
@@ -80,14 +92,19 @@ class EncodedFrame {
   // A frame of exactly `bytes`, unchecked: for tests and fuzzers that put
   // malformed frames on a real stream.
   static EncodedFrame FromBytes(std::string bytes);
+  // A frame encoded with FrameData::kCopy holds every byte in one buffer
+  // of wire_bytes(): this hands it over (free it with delete[]) and leaves
+  // no pieces. nullptr for other frames.
+  std::unique_ptr<uint8_t[]> ReleaseWhole();
 
  private:
   friend EncodedFrame EncodePageFrame(const vmm::GuestMemory&, absl::Span<const uint64_t>,
-                                      FramePhase, uint64_t,
-                                      absl::FunctionRef<void(uint64_t, bool)>);
+                                      FramePhase, uint64_t, absl::FunctionRef<void(uint64_t, bool)>,
+                                      FrameData);
   // Every owned byte, back to back; never resized once built (a move keeps
   // the buffer, so pieces stay valid).
   std::vector<uint8_t> headers_;
+  std::unique_ptr<uint8_t[]> whole_;  // FrameData::kCopy: the whole frame
   std::vector<FramePiece> pieces_;
   uint64_t data_pages_ = 0;
   uint64_t zero_pages_ = 0;
@@ -96,9 +113,11 @@ class EncodedFrame {
 
 // Encodes RAM pages `pages` (RAM page indices, any order; adjacent ascending
 // pages share a run) of `memory`. For each page, on_page(page, is_data).
+// The bytes on the wire are the same whatever `data` says.
 EncodedFrame EncodePageFrame(const vmm::GuestMemory& memory, absl::Span<const uint64_t> pages,
                              FramePhase phase, uint64_t round,
-                             absl::FunctionRef<void(uint64_t page, bool is_data)> on_page);
+                             absl::FunctionRef<void(uint64_t page, bool is_data)> on_page,
+                             FrameData data = FrameData::kReference);
 
 // Appends RAM pages `pages` (ascending) to `runs` as (gpa, count) runs,
 // merging adjacent pages; used for discard sets.

@@ -22,6 +22,7 @@ void AppendSetup(const MigrationReport& r, std::string* out) {
     absl::StrAppendFormat(out, "  paths: source dirty log %s; destination %s\n",
                           r.dirty_log().empty() ? "none (postcopy)" : r.dirty_log(),
                           r.destination_paths().empty() ? "unknown" : r.destination_paths());
+  if (!r.send_path().empty()) absl::StrAppendFormat(out, "  frames: %s\n", r.send_path());
 }
 
 // Total, downtime, reconnects and the time in precopy and postcopy.

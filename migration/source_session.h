@@ -103,6 +103,9 @@ struct SourceConfig {
   // Each change of the coarse phase, in order, under the session's lock
   // (phase_timeline.h: it must not call the session). May be empty.
   PhaseTimeline::Listener on_phase;
+  // How frames carry page data; unset: as this host's probe chose
+  // (send_path.h). Tests set it to cover both ways.
+  std::optional<FrameData> frame_data;
 };
 
 // What a migration `migration_id` with `config` says in its Hello
@@ -399,6 +402,9 @@ class SourceSession {
   int precopy_rounds_ = 0;
   std::string switchover_reason_;
   std::string dirty_log_name_;  // what tracked writes (empty: no precopy)
+  // How frames carry page data, and why (session thread, from the start).
+  FrameData frame_data_ = FrameData::kReference;
+  std::string send_path_reason_;
   MigrationReport report_;
   bool kept_paused_ = false;
 };

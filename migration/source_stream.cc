@@ -42,6 +42,13 @@ class GrpcSourceStream final : public SourceStream,
   }
 
   bool WriteFrame(EncodedFrame frame) override {
+    const size_t wire_bytes = frame.wire_bytes();
+    if (std::unique_ptr<uint8_t[]> whole = frame.ReleaseWhole()) {
+      // A copied frame: gRPC takes its buffer and frees it when sent.
+      grpc::Slice slice(whole.release(), wire_bytes,
+                        [](void* p) { delete[] static_cast<uint8_t*>(p); });
+      return Send(grpc::ByteBuffer(&slice, 1));
+    }
     std::vector<grpc::Slice> slices;
     slices.reserve(frame.pieces().size());
     for (const FramePiece& p : frame.pieces()) {

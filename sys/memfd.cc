@@ -76,6 +76,24 @@ absl::Status MemfdMapping::WriteAt(size_t offset, const uint8_t* data, size_t le
   return absl::OkStatus();
 }
 
+absl::Status MemfdMapping::ReadAt(size_t offset, uint8_t* out, size_t len) const {
+  if (offset > size_ || len > size_ - offset)
+    return absl::OutOfRangeError(
+        absl::StrFormat("read [%#x, +%#x) beyond the %#x-byte guest memory", offset, len, size_));
+  while (len > 0) {
+    const ssize_t n = ::pread(fd_.get(), out, len, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("pread(memfd)", errno);
+    }
+    if (n == 0) return absl::InternalError("pread(memfd) read nothing inside the file");
+    out += n;
+    offset += static_cast<size_t>(n);
+    len -= static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<uint64_t> MemfdMapping::AllocatedBytes() const {
   struct stat st;
   if (::fstat(fd_.get(), &st) != 0) return ErrnoStatus("fstat(memfd)", errno);

@@ -57,6 +57,11 @@ class MemfdMapping {
   // no page fault per page, no userfaultfd involvement. Bounds-checked.
   absl::Status WriteAt(size_t offset, const uint8_t* data, size_t len);
 
+  // Reads `len` bytes at file offset `offset` through the file (pread):
+  // the kernel copies from the page cache, never through this mapping
+  // (a hole reads as zeros and stays a hole). Bounds-checked.
+  absl::Status ReadAt(size_t offset, uint8_t* out, size_t len) const;
+
   // Bytes of memory the file holds (its allocated pages).
   absl::StatusOr<uint64_t> AllocatedBytes() const;
 

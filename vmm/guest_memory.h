@@ -42,6 +42,11 @@ class GuestMemory {
   absl::Status Load(uint64_t offset, const uint8_t* data, uint64_t len) {
     return file_.WriteAt(offset, data, len);
   }
+  // Reads RAM offset range [offset, offset + len) through the file (the
+  // page cache), not through host(): no page of the mapping is touched.
+  absl::Status Read(uint64_t offset, uint8_t* out, uint64_t len) const {
+    return file_.ReadAt(offset, out, len);
+  }
   // Bytes of guest memory actually allocated (touched pages).
   absl::StatusOr<uint64_t> AllocatedBytes() const { return file_.AllocatedBytes(); }
   // The host address of [gpa, gpa + len); OutOfRange outside RAM.

@@ -116,6 +116,42 @@ TEST_F(PageFrameTest, AdjacentDataPagesShareOneRun) {
   EXPECT_TRUE(d.zero_runs.empty());
 }
 
+// A copied frame puts the same bytes on the wire as a referencing one, in
+// one buffer it owns (read through the memory file, not the mapping), and
+// hands that buffer over whole.
+TEST_F(PageFrameTest, ACopiedFrameCarriesTheSameBytesInOneOwnedBuffer) {
+  std::vector<uint64_t> pages;
+  for (uint64_t p = 30; p < 50; ++p) pages.push_back(p);  // data and zero
+  pages.push_back(200);                                   // data, apart
+  for (FramePhase phase : {FramePhase::kPrecopy, FramePhase::kPostcopy}) {
+    std::vector<std::pair<uint64_t, bool>> seen_ref, seen_copy;
+    EncodedFrame ref = EncodePageFrame(*memory_, pages, phase, 3,
+                                       [&](uint64_t p, bool d) { seen_ref.emplace_back(p, d); });
+    EncodedFrame copy = EncodePageFrame(
+        *memory_, pages, phase, 3, [&](uint64_t p, bool d) { seen_copy.emplace_back(p, d); },
+        FrameData::kCopy);
+    EXPECT_EQ(seen_copy, seen_ref);
+    EXPECT_EQ(copy.data_pages(), ref.data_pages());
+    EXPECT_EQ(copy.zero_pages(), ref.zero_pages());
+    EXPECT_EQ(copy.wire_bytes(), ref.wire_bytes());
+    ASSERT_EQ(copy.pieces().size(), 1u);
+    EXPECT_FALSE(copy.pieces()[0].guest_memory);
+    EXPECT_FALSE(memory_->Contains(copy.pieces()[0].data));
+    const std::string wire = copy.Flatten();
+    EXPECT_EQ(wire, ref.Flatten());
+    ASSERT_OK(DecodePageFrame(Split(wire, 777), memory_->map()).status());
+    // The buffer, handed over, is the frame.
+    const uint8_t* at = copy.pieces()[0].data;
+    std::unique_ptr<uint8_t[]> whole = copy.ReleaseWhole();
+    ASSERT_NE(whole, nullptr);
+    EXPECT_EQ(whole.get(), at);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(whole.get()), wire.size()), wire);
+    EXPECT_TRUE(copy.pieces().empty());
+    EXPECT_EQ(ref.ReleaseWhole(), nullptr);  // a referencing frame owns no whole
+    EXPECT_EQ(ref.Flatten(), wire);
+  }
+}
+
 TEST_F(PageFrameTest, AnEmptyFrameDecodesToNothing) {
   RawFrame f;
   const std::string wire = f.Bytes();

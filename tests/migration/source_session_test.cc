@@ -3,7 +3,6 @@
 // the state machine, messages out of order, a stream that breaks, and
 // Cancel() in each state. The VM and the page server are real.
 #include "migration/source_session.h"
-#include "migration/stream_auth.h"
 
 #include <atomic>
 #include <deque>
@@ -15,6 +14,8 @@
 #include "base/fake_clock.h"
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
+#include "migration/send_path.h"
+#include "migration/stream_auth.h"
 
 namespace ferry::migration {
 namespace {
@@ -250,6 +251,7 @@ class SourceSessionTest : public ::testing::Test {
     config.page_server = page_server_.get();
     config.fetch_address = "127.0.0.1:1";
     config.clock = &clock_;
+    config.frame_data = frame_data_;
     destination_->set_map(&vm_->memory().map());
     config.options.recovery_timeout_ms = 1000;
     // The first stream, then (postcopy recovery) a new scripted stream per
@@ -301,6 +303,7 @@ class SourceSessionTest : public ::testing::Test {
   fetch::Secret secret_{};      // from Hello
   std::string reconnect_nonce_;  // the last Reconnect's
   SourceSession* session_ = nullptr;
+  std::optional<FrameData> frame_data_;  // unset: as the host's probe chose
 };
 
 TEST_F(SourceSessionTest, PrecopyGoesThroughEveryStateToCompleted) {
@@ -342,6 +345,29 @@ TEST_F(SourceSessionTest, PostcopyPushesEveryPageAfterResumed) {
   EXPECT_EQ(r.pages_sent() + r.zero_pages(), kPages);
   EXPECT_GT(r.zero_pages(), 0u);
   EXPECT_EQ(r.switchover_reason(), "postcopy mode: switch over at once");
+}
+
+// How frames carried the pages is in the report: the host's probe's choice
+// with its figures, or the configured way.
+TEST_F(SourceSessionTest, TheReportSaysHowFramesCarriedThePages) {
+  auto s = Session(&ScriptedDestination::Behave, MigrationMode::kPostcopy);
+  ASSERT_OK(s->Run());
+  EXPECT_EQ(s->report().send_path(), ChooseSendPath().reason);
+  EXPECT_EQ(s->report().pages_pushed(), kPages);
+}
+
+// The way the probe did not choose, configured, carries every page too
+// (so both ways run on every host).
+TEST_F(SourceSessionTest, TheOtherSendPathPushesEveryPage) {
+  const FrameData other =
+      ChooseSendPath().data == FrameData::kCopy ? FrameData::kReference : FrameData::kCopy;
+  frame_data_ = other;
+  auto s = Session(&ScriptedDestination::Behave, MigrationMode::kPostcopy);
+  ASSERT_OK(s->Run());
+  EXPECT_EQ(s->report().send_path(), absl::StrCat(FrameDataName(other), " (as configured)"));
+  const MigrationReport& r = s->report();
+  EXPECT_EQ(r.pages_pushed(), kPages);
+  EXPECT_EQ(r.pages_sent() + r.zero_pages(), kPages);
 }
 
 TEST_F(SourceSessionTest, HybridDiscardsStalePagesBeforeThePause) {
