@@ -783,6 +783,10 @@ ferry::v1::DestinationStats DestinationSession::Stats() const {
   s.set_fetch_shared(fs.shared);
   s.set_fetch_rtt_p50_us(fs.round_trip.Percentile(50) / 1e3);
   s.set_fetch_rtt_p99_us(fs.round_trip.Percentile(99) / 1e3);
+  s.set_fault_trap_p50_us(ps.trap_latency.Percentile(50) / 1e3);
+  s.set_fault_trap_p99_us(ps.trap_latency.Percentile(99) / 1e3);
+  s.set_fault_install_p50_us(ps.install_latency.Percentile(50) / 1e3);
+  s.set_fault_install_p99_us(ps.install_latency.Percentile(99) / 1e3);
   s.set_guest_ops(vm_->Stats().total_ops - ops_at_resume_);
   s.set_pages_discarded(pages_discarded_);
   s.set_fault_mode(ToProto(vm_->fault_mode_choice().mode));

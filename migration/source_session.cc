@@ -1289,6 +1289,7 @@ absl::Status SourceSession::AwaitCompleted() {
 absl::Status SourceSession::Release() {
   // The destination holds every page: release the VM.
   config_.page_server->Unregister(id_);
+  demand_service_ = served_->service_time();
   served_.reset();
   dirty_log_.reset();
   vm_->Stop();
@@ -1324,6 +1325,11 @@ void SourceSession::FillReport() {
   r.set_vcpus(c.vcpus);
   r.set_workload(vmm::WorkloadKindName(c.workload.kind));
   *r.mutable_phase_timings() = phases_.Timings();
+  // The page server's side of the demand fetches (Release kept it; a
+  // failed migration's server is still registered).
+  const HistogramSnapshot service = served_ ? served_->service_time() : demand_service_;
+  r.set_source_service_p50_us(service.Percentile(50) / 1e3);
+  r.set_source_service_p99_us(service.Percentile(99) / 1e3);
   absl::MutexLock lock(&mu_);
   r.set_total_ms((t_end_ - t_start_) / 1e6);
   r.set_setup_ms(t_precopy_ ? (t_precopy_ - t_start_) / 1e6 : 0);
@@ -1371,6 +1377,10 @@ void SourceSession::FillReport() {
   r.set_max_vcpu_stall_ms(d.fault_max_us() / 1e3);
   r.set_fetch_rtt_p50_us(d.fetch_rtt_p50_us());
   r.set_fetch_rtt_p99_us(d.fetch_rtt_p99_us());
+  r.set_fault_trap_p50_us(d.fault_trap_p50_us());
+  r.set_fault_trap_p99_us(d.fault_trap_p99_us());
+  r.set_fault_install_p50_us(d.fault_install_p50_us());
+  r.set_fault_install_p99_us(d.fault_install_p99_us());
   r.set_prefaulted_pages(d.prefaulted_pages());
   r.set_dirty_log(dirty_log_name_);
   r.set_send_path(send_path_reason_);

@@ -58,14 +58,15 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "base/clock.h"
+#include "base/histogram.h"
 #include "ferry/v1/migration.pb.h"
 #include "grpcpp/security/credentials.h"
 #include "migration/fetch/page_server.h"
+#include "migration/hello.h"
 #include "migration/live_parameters.h"
 #include "migration/options.h"
 #include "migration/page_frame.h"
 #include "migration/phase_timeline.h"
-#include "migration/hello.h"
 #include "migration/phases.h"
 #include "migration/push_order.h"
 #include "migration/rate_limiter.h"
@@ -402,6 +403,9 @@ class SourceSession {
   int precopy_rounds_ = 0;
   std::string switchover_reason_;
   std::string dirty_log_name_;  // what tracked writes (empty: no precopy)
+  // The page server's service times of this migration's demand fetches,
+  // kept when the served migration goes (Release).
+  HistogramSnapshot demand_service_;
   // How frames carry page data, and why (session thread, from the start).
   FrameData frame_data_ = FrameData::kReference;
   std::string send_path_reason_;

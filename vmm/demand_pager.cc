@@ -232,8 +232,12 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
     RETURN_IF_ERROR(InstallFetched(page, FetchedPage{PageContent::kZero, nullptr},
                                    !(fault.flags & kFaultWrite)));
   } else {
+    const int64_t t_start = MonotonicNowNanos();
+    if (fault.time_ns > 0 && t_start >= fault.time_ns)
+      shard.trap_latency.Record(t_start - fault.time_ns);
     alignas(64) uint8_t buf[kMaxPageSize];
     absl::StatusOr<FetchedPage> fetched = source_->Fetch(gpa, absl::MakeSpan(buf, ps));
+    const int64_t t_fetched = MonotonicNowNanos();
     if (!fetched.ok()) {
       // Another path installed the page while this fetch was under way (and
       // the source may have stopped serving since): nothing is lost, and the
@@ -248,6 +252,8 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
     // page present.
     RETURN_IF_ERROR(InstallFetched(page, *fetched, !(fault.flags & kFaultWrite),
                                    /*wake=*/options_.mode != FaultMode::kExit));
+    shard.fetch_latency.Record(t_fetched - t_start);
+    shard.install_latency.Record(MonotonicNowNanos() - t_fetched);
   }
   RecordWait(fault, MonotonicNowNanos());
   return absl::OkStatus();
@@ -498,6 +504,9 @@ DemandPagerStats DemandPager::Stats() const {
     s.already_present += shard.already_present.load(std::memory_order_relaxed);
     s.zero_for_reads += shard.zero_for_reads.load(std::memory_order_relaxed);
     s.fault_latency.Merge(shard.fault_latency.Snapshot());
+    s.trap_latency.Merge(shard.trap_latency.Snapshot());
+    s.fetch_latency.Merge(shard.fetch_latency.Snapshot());
+    s.install_latency.Merge(shard.install_latency.Snapshot());
   }
   s.missing_pages = missing_pages();
   s.known_zero = known_zero_pages();

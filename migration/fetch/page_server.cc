@@ -8,17 +8,18 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <deque>
 #include <iostream>
 
 #include "absl/strings/str_format.h"
 #include "base/clock.h"
 #include "base/errno_status.h"
 #include "base/net.h"
-#include "base/status_macros.h"
-#include "vmm/page_source.h"
 #include "base/process.h"
+#include "base/status_macros.h"
 #include "migration/fetch/seal.h"
 #include "sys/io_uring.h"
+#include "vmm/page_source.h"
 
 namespace ferry::migration::fetch {
 namespace {
@@ -122,6 +123,16 @@ struct PageServer::Conn {
   bool send_posted = false;
   int64_t accepted_ns = 0;
   size_t queued() const { return pending.size() + (sending.size() - send_pos); }
+  // Reply timing: bytes ever queued and ever sent on this connection, and
+  // for each reply not yet sent whole, where it ends in that count and
+  // when its request was read.
+  uint64_t queued_total = 0;
+  uint64_t sent_total = 0;
+  std::deque<std::pair<uint64_t, int64_t>> unsent_replies;
+  void Queue(const uint8_t* bytes, size_t n) {
+    pending.insert(pending.end(), bytes, bytes + n);
+    queued_total += n;
+  }
 };
 
 absl::StatusOr<std::unique_ptr<PageServer>> PageServer::Start(absl::string_view address) {
@@ -247,6 +258,7 @@ absl::Status PageServer::Run() {
   auto abort_conn = [&](Conn& c) {
     c.closing = c.aborted = true;
     c.pending.clear();
+    c.unsent_replies.clear();
     shutdown(c.fd.get(), SHUT_RDWR);
   };
   auto drained = [](const Conn& c) {
@@ -273,7 +285,7 @@ absl::Status PageServer::Run() {
     }
     uint8_t out[kHelloResultSize];
     Encode(result, out);
-    c.pending.insert(c.pending.end(), out, out + kHelloResultSize);
+    c.Queue(out, kHelloResultSize);
     c.in_len = 0;
     if (!c.hello_done) {
       handshakes_failed_.fetch_add(1);
@@ -281,6 +293,7 @@ absl::Status PageServer::Run() {
     }
   };
   auto handle_requests = [&](Conn& c) {
+    const int64_t read_ns = MonotonicNowNanos();  // the loop has these requests now
     size_t at = 0;
     while (c.in_len - at >= kRequestSize && c.queued() < kMaxQueuedReplyBytes) {
       auto req = DecodeRequest(absl::MakeConstSpan(c.in.data() + at, kRequestSize));
@@ -302,6 +315,8 @@ absl::Status PageServer::Run() {
           return;
         }
       }
+      c.queued_total += c.pending.size() - at0;
+      c.unsent_replies.emplace_back(c.queued_total, read_ns);
     }
     std::memmove(c.in.data(), c.in.data() + at, c.in_len - at);
     c.in_len -= at;
@@ -378,7 +393,7 @@ absl::Status PageServer::Run() {
           RETURN_IF_ERROR(RandomBytes(absl::MakeSpan(c->nonce)));
           uint8_t hello[kServerHelloSize];
           Encode(ServerHello{c->nonce}, hello);
-          c->pending.assign(hello, hello + kServerHelloSize);
+          c->Queue(hello, kServerHelloSize);
           connections_.fetch_add(1);
           RETURN_IF_ERROR(flush(*c));
           RETURN_IF_ERROR(post_recv(*c));
@@ -417,6 +432,14 @@ absl::Status PageServer::Run() {
           abort_conn(c);
         } else {
           c.send_pos += cqe.result;
+          c.sent_total += cqe.result;
+          if (!c.unsent_replies.empty()) {
+            const int64_t now = MonotonicNowNanos();
+            while (!c.unsent_replies.empty() && c.unsent_replies.front().first <= c.sent_total) {
+              if (c.migration) c.migration->RecordService(now - c.unsent_replies.front().second);
+              c.unsent_replies.pop_front();
+            }
+          }
           // Replies drained: requests left waiting in the buffer go on.
           if (c.hello_done && !c.closing && c.queued() < kMaxQueuedReplyBytes)
             handle_requests(c);

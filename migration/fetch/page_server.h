@@ -36,6 +36,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "base/histogram.h"
 #include "base/unique_fd.h"
 #include "migration/fetch/wire.h"
 #include "vmm/guest_memory.h"
@@ -76,6 +77,11 @@ class ServedMigration {
 
   uint64_t requests() const { return requests_.load(); }
   uint64_t pages_served() const { return pages_served_.load(); }
+  // The source's part of each demand fetch, in ns: from the server thread
+  // reading the request to the kernel taking the last byte of its reply
+  // (the send's completion). Recorded on the server thread.
+  void RecordService(uint64_t ns) { service_.Record(ns); }
+  HistogramSnapshot service_time() const { return service_.Snapshot(); }
 
  private:
   const std::string id_;
@@ -88,6 +94,7 @@ class ServedMigration {
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> requests_{0};
   std::atomic<uint64_t> pages_served_{0};
+  LatencyHistogram service_;
 };
 
 struct PageServerStats {

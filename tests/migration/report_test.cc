@@ -100,6 +100,21 @@ TEST(ReportTextTest, MentionsTheKeyFigures) {
   EXPECT_THAT(text, HasSubstr("throttled up to 40%"));
   EXPECT_THAT(text, HasSubstr("at 1200 ms: throttle 20% -> 40%"));
   EXPECT_THAT(text, HasSubstr("memory digest vs reference run: MISMATCH"));
+  EXPECT_THAT(text, Not(HasSubstr("fault stages")));  // no fetch, no stages
+  r.set_fetch_rtt_p50_us(100);
+  r.set_fetch_rtt_p99_us(900);
+  r.set_source_service_p50_us(14);
+  r.set_source_service_p99_us(160);
+  r.set_fault_trap_p50_us(0.5);
+  r.set_fault_trap_p99_us(1);
+  r.set_fault_install_p50_us(15);
+  r.set_fault_install_p99_us(170);
+  r.set_send_path("copy (as configured)");
+  const std::string with_stages = ReportText(r);
+  EXPECT_THAT(with_stages,
+              HasSubstr("fault stages p50 / p99: trap 0.5 / 1.0 us, fetch 100.0 / 900.0 us "
+                        "(source 14.0 / 160.0 us of it), install 15.0 / 170.0 us"));
+  EXPECT_THAT(with_stages, HasSubstr("frames: copy (as configured)"));
 }
 
 TEST(ReportTextTest, PhaseTimingsByName) {

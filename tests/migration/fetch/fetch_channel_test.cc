@@ -76,6 +76,10 @@ TEST_F(FetchChannelTest, FetchesDataAndZeroPages) {
   EXPECT_EQ(s.requests, 2u);
   EXPECT_EQ(s.lanes, 1u);
   EXPECT_EQ(served_pages_.load(), 2u);
+  // The server's part of each fetch is timed once its reply is sent (the
+  // send's completion may reach the server thread after the reply arrived).
+  EXPECT_TRUE(Eventually([&] { return migration_->service_time().total == 2; }));
+  EXPECT_GT(migration_->service_time().max, 0u);
 }
 
 // A TCP relay in front of the page server that can cut every connection
