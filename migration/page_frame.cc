@@ -1,6 +1,7 @@
 #include "migration/page_frame.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "absl/strings/str_format.h"
@@ -144,6 +145,12 @@ std::string EncodedFrame::Flatten() const {
   return out;
 }
 
+namespace {
+std::atomic<uint64_t> copy_fallbacks{0};
+}  // namespace
+
+uint64_t FrameCopyFallbacks() { return copy_fallbacks.load(std::memory_order_relaxed); }
+
 std::unique_ptr<uint8_t[]> EncodedFrame::ReleaseWhole() {
   if (whole_ != nullptr) pieces_.clear();
   return std::move(whole_);
@@ -247,9 +254,11 @@ EncodedFrame EncodePageFrame(const vmm::GuestMemory& memory, absl::Span<const ui
       at += kRunHeaderBytes;
       const size_t bytes = uint64_t{r.count} * ps;
       // The file is the memory: should the read fail, the mapping has the
-      // same bytes.
-      if (!memory.Read(r.first_page * ps, at, bytes).ok())
+      // same bytes (counted: FrameCopyFallbacks).
+      if (!memory.Read(r.first_page * ps, at, bytes).ok()) {
+        copy_fallbacks.fetch_add(1, std::memory_order_relaxed);
         std::memcpy(at, memory.host() + r.first_page * ps, bytes);
+      }
       at += bytes;
       f.data_pages_ += r.count;
     }

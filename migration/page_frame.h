@@ -4,7 +4,8 @@
 // Every gRPC message the source sends on ferry.v1.Migration/Migrate starts
 // with one kind byte: kControlFrame (a serialized ferry.v1.SourceMessage
 // follows) or kPageFrame (this binary frame). Page data is never a protobuf
-// field: the source hands gRPC slices that reference guest memory, and the
+// field: the source hands gRPC slices that reference guest memory (or one
+// buffer the frame owns, read through the memory file: FrameData), and the
 // destination walks the received slices and installs each run from them.
 //
 // Layout (little-endian, docs/protocol.md):
@@ -118,6 +119,11 @@ EncodedFrame EncodePageFrame(const vmm::GuestMemory& memory, absl::Span<const ui
                              FramePhase phase, uint64_t round,
                              absl::FunctionRef<void(uint64_t page, bool is_data)> on_page,
                              FrameData data = FrameData::kReference);
+
+// Runs of pages that FrameData::kCopy could not read through the memory
+// file (the read failed) and copied from the mapping instead, in this
+// process so far: the same bytes, by the slow path. Reports show it.
+uint64_t FrameCopyFallbacks();
 
 // Appends RAM pages `pages` (ascending) to `runs` as (gpa, count) runs,
 // merging adjacent pages; used for discard sets.

@@ -72,9 +72,10 @@ void AppendPages(const MigrationReport& r, std::string* out) {
                         "stall %.2f ms\n",
                         r.faults(), r.fault_p50_us(), r.fault_p99_us(), r.fault_max_us(),
                         r.max_vcpu_stall_ms());
-  // Where a fetched fault's time went (exit mode), each stage its own
-  // percentile.
-  if (r.fetch_rtt_p50_us() > 0)
+  // Where a fetched fault's time went, each stage its own percentile: only
+  // where the faulting thread resolved its own faults (exit mode), the one
+  // path that times every stage.
+  if (r.fetch_rtt_p50_us() > 0 && r.fault_install_p50_us() > 0)
     absl::StrAppendFormat(out,
                           "  fault stages p50 / p99: trap %.1f / %.1f us, fetch %.1f / %.1f us "
                           "(source %.1f / %.1f us of it), install %.1f / %.1f us\n",

@@ -15,8 +15,9 @@
 // costs), against reading them through the file into a buffer and the
 // kernel copying that buffer (what a copied frame costs). The copy wins
 // only where the first is over 1.5x the second; elsewhere frames
-// reference memory, as before. About 30 ms where the fault exists, well
-// under 1 ms where it does not.
+// reference memory, as before. 30-80 ms where the fault exists, a few ms
+// where it does not. ferryd (VMs in-process) and ferry-vmm run it at
+// start, before any guest runs in the process.
 //
 //   const SendPathChoice& c = ChooseSendPath();
 //   EncodePageFrame(memory, pages, phase, round, on_page, c.data);

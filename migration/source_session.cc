@@ -686,6 +686,7 @@ void SourceSession::CloseStreams() {
 }
 
 absl::Status SourceSession::RunToEnd() {
+  copy_fallbacks_at_start_ = FrameCopyFallbacks();
   if (config_.frame_data.has_value()) {
     frame_data_ = *config_.frame_data;
     send_path_reason_ = absl::StrCat(FrameDataName(frame_data_), " (as configured)");
@@ -1384,6 +1385,13 @@ void SourceSession::FillReport() {
   r.set_prefaulted_pages(d.prefaulted_pages());
   r.set_dirty_log(dirty_log_name_);
   r.set_send_path(send_path_reason_);
+  // Reads of the memory file that failed (the mapping served instead).
+  // Counted per process: another migration's may be among them.
+  if (const uint64_t n = FrameCopyFallbacks() - copy_fallbacks_at_start_; n > 0)
+    r.set_send_path(absl::StrFormat(
+        "%s; %d runs of pages could not be read through the memory file and were copied "
+        "from the mapping",
+        send_path_reason_, n));
   r.set_destination_paths(d.paths());
   r.set_dst_guest_bytes(d.guest_allocated_bytes());
   r.set_dst_heap_bytes(d.heap_bytes());

@@ -409,6 +409,7 @@ class SourceSession {
   // How frames carry page data, and why (session thread, from the start).
   FrameData frame_data_ = FrameData::kReference;
   std::string send_path_reason_;
+  uint64_t copy_fallbacks_at_start_ = 0;  // FrameCopyFallbacks() then
   MigrationReport report_;
   bool kept_paused_ = false;
 };

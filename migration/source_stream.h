@@ -6,7 +6,9 @@
 //
 // Framing (migration/page_frame.h): Write() sends a control message
 // (kControlFrame + a serialized SourceMessage), WriteFrame() a page frame
-// whose page data gRPC reads straight from guest memory.
+// whose page data gRPC reads straight from guest memory, or (a frame that
+// owns a copy: FrameData::kCopy) from the frame's own buffer, which gRPC
+// takes over and frees once sent.
 //
 // Threads: Write(), WriteFrame(), WritesDone() and Finish() from one thread
 // (the session's), Read() from one other thread (the session's reader),

@@ -237,7 +237,7 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
       shard.trap_latency.Record(t_start - fault.time_ns);
     alignas(64) uint8_t buf[kMaxPageSize];
     absl::StatusOr<FetchedPage> fetched = source_->Fetch(gpa, absl::MakeSpan(buf, ps));
-    const int64_t t_fetched = MonotonicNowNanos();
+    const int64_t t_fetched = MonotonicNowNanos();  // the install starts
     if (!fetched.ok()) {
       // Another path installed the page while this fetch was under way (and
       // the source may have stopped serving since): nothing is lost, and the
@@ -252,7 +252,6 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
     // page present.
     RETURN_IF_ERROR(InstallFetched(page, *fetched, !(fault.flags & kFaultWrite),
                                    /*wake=*/options_.mode != FaultMode::kExit));
-    shard.fetch_latency.Record(t_fetched - t_start);
     shard.install_latency.Record(MonotonicNowNanos() - t_fetched);
   }
   RecordWait(fault, MonotonicNowNanos());
@@ -505,7 +504,6 @@ DemandPagerStats DemandPager::Stats() const {
     s.zero_for_reads += shard.zero_for_reads.load(std::memory_order_relaxed);
     s.fault_latency.Merge(shard.fault_latency.Snapshot());
     s.trap_latency.Merge(shard.trap_latency.Snapshot());
-    s.fetch_latency.Merge(shard.fetch_latency.Snapshot());
     s.install_latency.Merge(shard.install_latency.Snapshot());
   }
   s.missing_pages = missing_pages();

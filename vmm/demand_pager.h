@@ -87,13 +87,12 @@ struct DemandPagerStats {
   // spend. Counted when a read fault resolves to a zero page.
   uint64_t zero_for_reads = 0;
   HistogramSnapshot fault_latency;  // ns; see ResolveFault()
-  // The stages of a fault that ResolveFault fetched (exit mode), in ns:
-  // from the trap to the resolution starting on the vCPU's thread (the
-  // exit out of the guest), the fetch (request sent to reply received:
-  // PageSource::Fetch), and the install (UFFDIO_COPY). The rest of
-  // fault_latency is bookkeeping and the resume.
+  // Two stages of a fault that ResolveFault fetched (exit mode), in ns:
+  // from the trap to the fetch starting on the vCPU's thread (the exit out
+  // of the guest; faults with a trap time only), and the install
+  // (UFFDIO_COPY). The fetch between them is the page source's to time
+  // (the fetch channel's round trip).
   HistogramSnapshot trap_latency;
-  HistogramSnapshot fetch_latency;
   HistogramSnapshot install_latency;
   // Blocktime: how long vCPUs waited on missing pages, from the fault to
   // the install that woke them (time a vCPU waited on two faults at once
@@ -233,7 +232,6 @@ class DemandPager {
     std::atomic<uint64_t> zero_for_reads{0};  // zero pages allocated by a read
     LatencyHistogram fault_latency;
     LatencyHistogram trap_latency;
-    LatencyHistogram fetch_latency;
     LatencyHistogram install_latency;
   };
   // Blocktime per vCPU: the end of the last wait counted, so that waits

@@ -42,6 +42,7 @@
 #include "migration/agent/peer_tls.h"
 #include "migration/agent/vmm_process.h"
 #include "migration/protocol.h"
+#include "migration/send_path.h"
 #include "sys/kvm.h"
 #include "sys/pagemap_scan.h"
 #include "sys/userfaultfd.h"
@@ -143,6 +144,9 @@ absl::Status Main(int argc, char** argv) {
   // needs later (/dev/kvm, /dev/userfaultfd, sockets) root's permission
   // bits still allow; as --user, what the user cannot open is opened first
   // and kept (PrepareUser).
+  // How this process's outgoing frames read guest memory: measured now,
+  // on a quiet process, not in the first migration (send_path.h).
+  (void)migration::ChooseSendPath();
   if (sandbox) {
     SandboxOptions sb;
     sb.seccomp = VmmPolicy();

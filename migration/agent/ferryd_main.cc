@@ -42,6 +42,7 @@
 #include "migration/agent/peer_tls.h"
 #include "migration/agent/supervisor.h"
 #include "migration/protocol.h"
+#include "migration/send_path.h"
 
 namespace ferry::agent {
 namespace {
@@ -415,6 +416,9 @@ absl::Status Main(int argc, char** argv) {
     return RunSupervisor(std::move(so), listen, server_creds, std::move(policy), metrics_listen,
                          security, &signals);
   }
+  // VMs live in this process: how its outgoing frames read guest memory
+  // is measured now, not in the first migration (send_path.h).
+  (void)migration::ChooseSendPath();
   ASSIGN_OR_RETURN(std::unique_ptr<Agent> agent, Agent::Start(o));
   ControlService control(agent.get(), std::move(policy), o.log);
   grpc::EnableDefaultHealthCheckService(true);

@@ -670,13 +670,15 @@ void Supervisor::Lost(const std::shared_ptr<Vmm>& vmm) {
   lost_[vm.name()] = vm;
 }
 
-bool Supervisor::IncomingEndedUncompleted(Vmm& vmm) {
-  if (vmm.record.migration_id.empty()) return false;
+std::optional<v1::MigrationResource> Supervisor::IncomingEndedUncompleted(Vmm& vmm) {
+  if (vmm.record.migration_id.empty()) return std::nullopt;
   // The process keeps an ended session a while (to answer a late
   // Reconnect); its list shows only those still running.
   absl::StatusOr<v1::MigrationResource> m = vmm.client->GetMigration(vmm.record.migration_id);
-  return m.ok() &&
-         (m->phase() == v1::MIGRATION_PHASE_FAILED || m->phase() == v1::MIGRATION_PHASE_CANCELLED);
+  if (!m.ok() ||
+      (m->phase() != v1::MIGRATION_PHASE_FAILED && m->phase() != v1::MIGRATION_PHASE_CANCELLED))
+    return std::nullopt;
+  return *std::move(m);
 }
 
 void Supervisor::ReapOnce() {
@@ -720,9 +722,14 @@ void Supervisor::ReapOnce() {
     // (its Hello may not have come; a VM that arrived is listed a moment
     // after its migration completes), unless its migration came and ended
     // without completing: then no VM will arrive.
+    std::optional<v1::MigrationResource> failed_incoming;
+    if (vmm->record.role == "incoming" && ms->empty())
+      failed_incoming = IncomingEndedUncompleted(*vmm);
     if (vmm->record.role == "incoming" && age < kIncomingGrace && (ms->empty() || completed) &&
-        !IncomingEndedUncompleted(*vmm))
+        !failed_incoming.has_value())
       continue;
+    // Kept like every ended migration once its process is gone.
+    if (failed_incoming.has_value()) ms->push_back(*std::move(failed_incoming));
     {
       absl::MutexLock lock(&mu_);
       for (const v1::MigrationResource& m : *ms) {

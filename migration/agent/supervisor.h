@@ -26,6 +26,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -148,9 +149,10 @@ class Supervisor final : public ControlBackend {
   // --max-vms, --max-memory).
   absl::Status Admissible(const std::string& name, uint64_t memory_bytes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Whether the migration a process was started to receive came and
-  // ended without completing (then no VM will arrive in it).
-  bool IncomingEndedUncompleted(Vmm& vmm);
+  // The migration a process was started to receive, as the process tells
+  // it, if it came and ended without completing (then no VM will arrive
+  // in it); nullopt otherwise.
+  std::optional<v1::MigrationResource> IncomingEndedUncompleted(Vmm& vmm);
   absl::StatusOr<std::shared_ptr<Vmm>> ByName(const std::string& name);
   absl::StatusOr<std::shared_ptr<Vmm>> ByMigration(const std::string& id);
   // A process that exited by itself: its VM FAILED (kept in lost_ until

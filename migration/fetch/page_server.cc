@@ -128,6 +128,10 @@ struct PageServer::Conn {
   // when its request was read.
   uint64_t queued_total = 0;
   uint64_t sent_total = 0;
+  // When the receive that brought the oldest unhandled byte of `in`
+  // completed: requests held back (replies over kMaxQueuedReplyBytes) are
+  // timed from their arrival, not from when they are handled.
+  int64_t in_read_ns = 0;
   std::deque<std::pair<uint64_t, int64_t>> unsent_replies;
   void Queue(const uint8_t* bytes, size_t n) {
     pending.insert(pending.end(), bytes, bytes + n);
@@ -293,7 +297,7 @@ absl::Status PageServer::Run() {
     }
   };
   auto handle_requests = [&](Conn& c) {
-    const int64_t read_ns = MonotonicNowNanos();  // the loop has these requests now
+    const int64_t read_ns = c.in_read_ns;
     size_t at = 0;
     while (c.in_len - at >= kRequestSize && c.queued() < kMaxQueuedReplyBytes) {
       auto req = DecodeRequest(absl::MakeConstSpan(c.in.data() + at, kRequestSize));
@@ -419,6 +423,7 @@ absl::Status PageServer::Run() {
         if (cqe.result <= 0) {
           if (!c.closing) abort_conn(c);  // peer closed or failed
         } else if (!c.closing) {
+          if (c.in_len == 0) c.in_read_ns = MonotonicNowNanos();
           c.in_len += cqe.result;
           if (!c.hello_done) {
             if (c.in_len == kClientHelloSize) handle_hello(c);

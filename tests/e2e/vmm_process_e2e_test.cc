@@ -467,6 +467,10 @@ TEST_F(VmmProcessTest, KilledVmmEndsItsMigrationAsTheFailureTableSays) {
       // Its migration failed: no VM will arrive, and the receiving process
       // is stopped without waiting out its grace.
       EXPECT_TRUE(Eventually([&] { return kill(receiver, 0) != 0; })) << receiver;
+      // Its supervisor keeps the failed incoming migration, as any ended one.
+      MigrationResource there = GetMigration(*sb_, m.id());
+      EXPECT_EQ(there.phase(), ferry::v1::MIGRATION_PHASE_FAILED);
+      EXPECT_EQ(there.direction(), "incoming");
       EXPECT_THAT(done.error(), HasSubstr("killed by signal 9"));
       // Its report ends with it (what `ferry migrate` waits for).
       EXPECT_THAT(done.report().outcome(), HasSubstr("failed: its VMM process"));

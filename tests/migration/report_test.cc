@@ -103,6 +103,8 @@ TEST(ReportTextTest, MentionsTheKeyFigures) {
   EXPECT_THAT(text, Not(HasSubstr("fault stages")));  // no fetch, no stages
   r.set_fetch_rtt_p50_us(100);
   r.set_fetch_rtt_p99_us(900);
+  // Blocking mode times no install per fault: no stages either.
+  EXPECT_THAT(ReportText(r), Not(HasSubstr("fault stages")));
   r.set_source_service_p50_us(14);
   r.set_source_service_p99_us(160);
   r.set_fault_trap_p50_us(0.5);
