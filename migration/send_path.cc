@@ -72,12 +72,15 @@ absl::StatusOr<SendPathChoice> ProbeSendPath() {
   c.copy_gbps = kProbeBytes / std::max(copy_s, 1e-9) / 1e9;
   const bool copy = reference_s > kCopyWinsAbove * copy_s;
   c.data = copy ? FrameData::kCopy : FrameData::kReference;
-  c.reason = absl::StrFormat(
-      copy ? "copy through the page cache: the kernel reads fresh guest pages through their "
-             "mapping at %.2f GB/s here, a copy through the file runs at %.2f GB/s"
-           : "reference guest memory: the kernel reads fresh guest pages through their mapping "
-             "at %.2f GB/s here, a copy through the file would run at %.2f GB/s",
-      c.reference_gbps, c.copy_gbps);
+  c.reason = copy
+                 ? absl::StrFormat(
+                       "copy through the page cache: the kernel reads fresh guest pages through "
+                       "their mapping at %.2f GB/s here, a copy through the file runs at %.2f GB/s",
+                       c.reference_gbps, c.copy_gbps)
+                 : absl::StrFormat(
+                       "reference guest memory: the kernel reads fresh guest pages through their "
+                       "mapping at %.2f GB/s here, a copy through the file would run at %.2f GB/s",
+                       c.reference_gbps, c.copy_gbps);
   return c;
 }
 

@@ -524,10 +524,14 @@ v1::CheckMigrationResponse Supervisor::CheckMigration(const v1::StartMigrationRe
 
 absl::StatusOr<v1::MigrationResource> Supervisor::GetMigration(const std::string& id) {
   absl::StatusOr<std::shared_ptr<Vmm>> vmm = ByMigration(id);
-  if (vmm.ok()) return (*vmm)->client->GetMigration(id);
+  absl::StatusOr<v1::MigrationResource> m =
+      vmm.ok() ? (*vmm)->client->GetMigration(id) : vmm.status();
+  if (m.ok()) return m;
+  // Not found, or its process is being stopped (its ended migrations are
+  // kept here before the stop).
   absl::MutexLock lock(&mu_);
   if (auto it = finished_.find(id); it != finished_.end()) return it->second;
-  return vmm.status();
+  return m.status();
 }
 
 std::vector<v1::MigrationResource> Supervisor::ListMigrations() {
