@@ -753,7 +753,9 @@ void DestinationSession::CompleteWhenNothingMissing(uint64_t gen) {
     completed.mutable_completed()->mutable_stats()->set_guest_allocated_bytes(*guest);
   completed.mutable_completed()->mutable_stats()->set_heap_bytes(AnonymousResidentBytes());
   completed_stats_ = completed.completed().stats();
-  SetState(DestinationState::kCompleted);
+  // The owner adopts the VM before the state says completed: whoever sees
+  // the migration ended finds the VM its owner's (never a moment in which
+  // it is neither arriving nor there).
   if (options_.adopt) {
     admitted_ = false;  // the VM is its new owner's now
     std::unique_ptr<vmm::Vm> vm;
@@ -763,6 +765,7 @@ void DestinationSession::CompleteWhenNothingMissing(uint64_t gen) {
     }
     options_.adopt(migration_id(), vm_name(), std::move(vm));
   }
+  SetState(DestinationState::kCompleted);
   End(Send(completed));
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/clock.h"
@@ -248,8 +249,14 @@ std::vector<ferry::v1::Vm> Agent::ListVms() {
     all = vms_.All();
   }
   std::vector<ferry::v1::Vm> out;
-  for (auto& e : all) out.push_back(Describe(*e));
-  for (ferry::v1::Vm& v : IncomingVms()) out.push_back(std::move(v));
+  absl::flat_hash_set<std::string> here;
+  for (auto& e : all) {
+    out.push_back(Describe(*e));
+    here.insert(e->name);
+  }
+  // A VM adopted a moment before its migration says completed is listed once.
+  for (ferry::v1::Vm& v : IncomingVms())
+    if (!here.contains(v.name())) out.push_back(std::move(v));
   return out;
 }
 

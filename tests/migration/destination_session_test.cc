@@ -540,6 +540,16 @@ TEST_F(DestinationRecovery, ALostStreamPausesAndAReconnectResumes) {
   options.adopt = [&](const std::string&, const std::string&, std::unique_ptr<vmm::Vm> vm) {
     adopted = std::move(vm);
   };
+  // Whoever sees the migration completed finds the VM adopted already (an
+  // agent that answers GetVm between the two would know the VM as neither
+  // arriving nor its own).
+  int completed_phases = 0;
+  bool adopted_when_completed = false;
+  options.on_phase = [&](const std::string&, const std::string&, const PhaseChange& c) {
+    if (c.to != ferry::v1::MIGRATION_PHASE_COMPLETED) return;
+    ++completed_phases;
+    adopted_when_completed = adopted != nullptr;
+  };
   RecordingSink first, intruder, second, late;
   DestinationSession session(options, &first);
   SwitchOver(session);
@@ -578,6 +588,8 @@ TEST_F(DestinationRecovery, ALostStreamPausesAndAReconnectResumes) {
   bool completed = false;
   for (const auto& m : second.written()) completed |= m.has_completed();
   EXPECT_TRUE(completed);
+  EXPECT_EQ(completed_phases, 1);
+  EXPECT_TRUE(adopted_when_completed) << "the VM was adopted before the state said completed";
   ASSERT_OK(adopted->Pause());
   ASSERT_OK_AND_ASSIGN(vmm::MemoryDigest got, adopted->Digest());
   EXPECT_EQ(got.page_hashes.size(), 256u) << "nothing missing";
