@@ -252,6 +252,22 @@ absl::Status Vm::Pause() {
   return absl::OkStatus();
 }
 
+void Vm::Fail(const absl::Status& why) {
+  absl::MutexLock lock(&mu_);
+  if (!started_ || stopping_) return;
+  paused_ = true;
+  for (auto& v : vcpus_) v->RequestExit();
+  // A vCPU in guest code leaves it at its next exit; one resolving a fault
+  // leaves once the fault resolves or fails. Either way none runs on.
+  while (AnyRunningLocked()) cv_.Wait(&mu_);
+  for (size_t i = 0; i < states_.size(); ++i) {
+    if (states_[i] == VcpuRunState::kFinished || states_[i] == VcpuRunState::kFailed) continue;
+    states_[i] = VcpuRunState::kFailed;
+    errors_[i] = why;
+  }
+  cv_.SignalAll();
+}
+
 bool Vm::paused() const {
   absl::MutexLock lock(&mu_);
   return started_ && !stopping_ && paused_;

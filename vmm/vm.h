@@ -149,6 +149,10 @@ class Vm {
   absl::Status Resume();
   // Started, not stopping, and paused.
   bool paused() const;
+  // Stops every vCPU for good and marks each that had not finished failed
+  // with `why` (Health() returns it): for a VM whose memory can no longer be
+  // trusted (a lazy restore's read failed). Waits as Pause() does.
+  void Fail(const absl::Status& why);
   // Stops every vCPU and joins the threads; idempotent. The VM cannot be
   // started again.
   void Stop();
