@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -80,63 +81,100 @@ std::string ParentOf(const std::string& dir) {
   return slash == 0 ? "/" : dir.substr(0, slash);
 }
 
-// Writes the memory file and fills `manifest`'s bitmap and counts.
-absl::Status WriteMemory(const GuestMemory& memory, int fd, const std::string& path,
-                         ferry::v1::SnapshotManifest* manifest) {
-  const uint32_t ps = memory.page_size();
-  const uint64_t pages = memory.num_pages();
-  if (ftruncate(fd, static_cast<off_t>(memory.size())) != 0)
-    return ErrnoStatus(absl::StrCat("ftruncate ", path), errno);
-  ASSIGN_OR_RETURN(const std::vector<bool> present, memory.PresentPages());
-  std::string bitmap((pages + 7) / 8, '\0');
-  std::vector<uint8_t> buf(kChunkPages * ps);
-  uint64_t data_pages = 0;
-  for (uint64_t first = 0; first < pages;) {
-    if (!present[first]) {
-      ++first;
-      continue;
+// The memory file being written: pages go in as memory holds them at the
+// call, data pages as data, zero pages as holes (punched where an earlier
+// round of a live snapshot wrote data). Keeps the data bitmap.
+class MemoryFileWriter {
+ public:
+  MemoryFileWriter(const GuestMemory& memory, int fd, std::string path)
+      : memory_(memory),
+        fd_(fd),
+        path_(std::move(path)),
+        bitmap_((memory.num_pages() + 7) / 8, '\0'),
+        buf_(kChunkPages * memory.page_size()) {}
+
+  absl::Status Create() {
+    if (ftruncate(fd_, static_cast<off_t>(memory_.size())) != 0)
+      return ErrnoStatus(absl::StrCat("ftruncate ", path_), errno);
+    return absl::OkStatus();
+  }
+
+  // Every page the guest memory file holds (the rest are zero).
+  absl::Status WritePresent() {
+    ASSIGN_OR_RETURN(const std::vector<bool> present, memory_.PresentPages());
+    std::vector<uint64_t> pages;
+    for (uint64_t p = 0; p < present.size(); ++p)
+      if (present[p]) pages.push_back(p);
+    return Write(pages);
+  }
+
+  // `pages`: RAM page indices, ascending.
+  absl::Status Write(const std::vector<uint64_t>& pages) {
+    const uint32_t ps = memory_.page_size();
+    for (size_t i = 0; i < pages.size();) {
+      size_t n = 1;
+      while (i + n < pages.size() && n < kChunkPages && pages[i + n] == pages[i] + n) ++n;
+      RETURN_IF_ERROR(WriteRun(pages[i], n, ps));
+      i += n;
     }
-    uint64_t n = 1;
-    while (first + n < pages && n < kChunkPages && present[first + n]) ++n;
-    RETURN_IF_ERROR(memory.Read(first * ps, buf.data(), n * ps));
-    // Data pages out in runs; zero pages stay holes.
+    pages_written_ += pages.size();
+    return absl::OkStatus();
+  }
+
+  absl::Status Sync() {
+    if (fsync(fd_) != 0) return ErrnoStatus(absl::StrCat("fsync ", path_), errno);
+    return absl::OkStatus();
+  }
+
+  uint64_t pages_written() const { return pages_written_; }
+  uint64_t data_pages() const {
+    uint64_t n = 0;
+    for (char c : bitmap_) n += __builtin_popcount(static_cast<uint8_t>(c));
+    return n;
+  }
+  const std::string& bitmap() const { return bitmap_; }
+
+ private:
+  absl::Status WriteRun(uint64_t first, uint64_t n, uint32_t ps) {
+    RETURN_IF_ERROR(memory_.Read(first * ps, buf_.data(), n * ps));
     for (uint64_t i = 0; i < n;) {
-      if (AllZero(&buf[i * ps], ps)) {
-        ++i;
-        continue;
-      }
+      const bool zero = AllZero(&buf_[i * ps], ps);
       uint64_t run = 1;
-      while (i + run < n && !AllZero(&buf[(i + run) * ps], ps)) ++run;
-      RETURN_IF_ERROR(WriteAll(fd, &buf[i * ps], run * ps, (first + i) * ps, path));
-      for (uint64_t p = first + i; p < first + i + run; ++p)
-        bitmap[p / 8] = static_cast<char>(static_cast<uint8_t>(bitmap[p / 8]) | (1u << (p % 8)));
-      data_pages += run;
+      while (i + run < n && AllZero(&buf_[(i + run) * ps], ps) == zero) ++run;
+      const uint64_t page = first + i;
+      if (!zero) {
+        RETURN_IF_ERROR(WriteAll(fd_, &buf_[i * ps], run * ps, page * ps, path_));
+      } else {
+        bool had_data = false;
+        for (uint64_t p = page; p < page + run; ++p) had_data |= BitSet(bitmap_, p);
+        if (had_data && fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                  static_cast<off_t>(page * ps), static_cast<off_t>(run * ps)) != 0)
+          return ErrnoStatus(absl::StrCat("punch a hole in ", path_), errno);
+      }
+      for (uint64_t p = page; p < page + run; ++p) SetBit(p, !zero);
       i += run;
     }
-    first += n;
+    return absl::OkStatus();
   }
-  if (fsync(fd) != 0) return ErrnoStatus(absl::StrCat("fsync ", path), errno);
-  manifest->set_data_bitmap(std::move(bitmap));
-  manifest->set_data_pages(data_pages);
-  return absl::OkStatus();
-}
 
-}  // namespace
+  void SetBit(uint64_t p, bool on) {
+    uint8_t b = static_cast<uint8_t>(bitmap_[p / 8]);
+    b = on ? (b | (1u << (p % 8))) : (b & ~(1u << (p % 8)));
+    bitmap_[p / 8] = static_cast<char>(b);
+  }
 
-absl::StatusOr<SnapshotSummary> WriteSnapshot(vmm::Vm& vm, const std::string& vm_name,
-                                              const std::string& dir) {
-  const int64_t t0 = MonotonicNowNanos();
+  const GuestMemory& memory_;
+  const int fd_;
+  const std::string path_;
+  std::string bitmap_;
+  std::vector<uint8_t> buf_;
+  uint64_t pages_written_ = 0;
+};
+
+absl::Status CheckTarget(const std::string& dir) {
   if (dir.empty() || dir.back() == '/')
     return absl::InvalidArgumentError(
         absl::StrCat("snapshot directory '", dir, "': give a directory name to create"));
-  for (vmm::VcpuRunState s : vm.States())
-    if (s == vmm::VcpuRunState::kRunning)
-      return absl::FailedPreconditionError("a snapshot is taken of a paused VM: pause it first");
-  if (vm.pager() != nullptr && vm.pager()->missing_pages() != 0)
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "the VM still misses %d pages (it is being filled by a migration or a lazy restore): "
-        "snapshot it once they arrived",
-        vm.pager()->missing_pages()));
   struct stat st;
   if (lstat(dir.c_str(), &st) == 0)
     return absl::AlreadyExistsError(
@@ -146,63 +184,161 @@ absl::StatusOr<SnapshotSummary> WriteSnapshot(vmm::Vm& vm, const std::string& vm
   if (stat(parent.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     return absl::NotFoundError(
         absl::StrCat("the parent of the snapshot directory, ", parent, ", is not a directory"));
+  return absl::OkStatus();
+}
 
-  ferry::v1::SnapshotManifest manifest;
-  *manifest.mutable_layout() = migration::ToLayout(vm.config(), vm.memory().map());
-  ASSIGN_OR_RETURN(std::vector<std::string> states, vm.SaveVcpuStates());
-  for (std::string& s : states) manifest.add_vcpu_states(std::move(s));
-  ASSIGN_OR_RETURN(vmm::MemoryDigest digest, vm.Digest());
-  manifest.mutable_page_hashes()->Assign(digest.page_hashes.begin(), digest.page_hashes.end());
-  manifest.set_memory_digest(digest.digest);
-  uint64_t ops = 0;
-  for (const vmm::VcpuStats& v : vm.Stats().vcpus) {
-    manifest.add_vcpu_ops(v.counters.ops);
-    ops += v.counters.ops;
-  }
-  manifest.set_vm_name(vm_name);
-  manifest.set_created_unix_ms(absl::ToUnixMillis(absl::Now()));
-  manifest.set_created_by(FerryVersion());
+absl::Status CheckNothingMissing(vmm::Vm& vm) {
+  if (vm.pager() != nullptr && vm.pager()->missing_pages() != 0)
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "the VM still misses %d pages (it is being filled by a migration or a lazy restore): "
+        "snapshot it once they arrived",
+        vm.pager()->missing_pages()));
+  return absl::OkStatus();
+}
 
-  const std::string tmp = absl::StrFormat("%s.tmp-%d", dir, getpid());
-  if (mkdir(tmp.c_str(), 0700) != 0) return ErrnoStatus(absl::StrCat("mkdir ", tmp), errno);
-  auto fail = [&](absl::Status s) {
-    RemoveTree(tmp);
-    return s;
-  };
-  {
-    const std::string path = absl::StrCat(tmp, "/", kMemoryFile);
-    UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-    if (!fd.valid()) return fail(ErrnoStatus(absl::StrCat("create ", path), errno));
-    if (absl::Status s = WriteMemory(vm.memory(), fd.get(), path, &manifest); !s.ok())
-      return fail(s);
+// A snapshot being written into a temporary sibling of its directory,
+// removed unless Commit() renamed it into place.
+class PendingSnapshot {
+ public:
+  static absl::StatusOr<std::unique_ptr<PendingSnapshot>> Create(const vmm::Vm& vm,
+                                                                 const std::string& dir) {
+    std::unique_ptr<PendingSnapshot> p(new PendingSnapshot());
+    p->dir_ = dir;
+    p->tmp_ = absl::StrFormat("%s.tmp-%d", dir, getpid());
+    if (mkdir(p->tmp_.c_str(), 0700) != 0)
+      return ErrnoStatus(absl::StrCat("mkdir ", p->tmp_), errno);
+    p->created_ = true;
+    const std::string path = absl::StrCat(p->tmp_, "/", kMemoryFile);
+    p->fd_ = UniqueFd(open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!p->fd_.valid()) return ErrnoStatus(absl::StrCat("create ", path), errno);
+    p->writer_ = std::make_unique<MemoryFileWriter>(vm.memory(), p->fd_.get(), path);
+    RETURN_IF_ERROR(p->writer_->Create());
+    return p;
   }
-  {
-    const std::string path = absl::StrCat(tmp, "/", kManifestFile);
+  ~PendingSnapshot() {
+    if (created_) RemoveTree(tmp_);
+  }
+
+  MemoryFileWriter& writer() { return *writer_; }
+
+  // With the VM paused and the memory file complete: the manifest, then
+  // everything synced and renamed into place.
+  absl::StatusOr<SnapshotSummary> Commit(vmm::Vm& vm, const std::string& vm_name, bool live) {
+    RETURN_IF_ERROR(writer_->Sync());
+    ferry::v1::SnapshotManifest manifest;
+    *manifest.mutable_layout() = migration::ToLayout(vm.config(), vm.memory().map());
+    ASSIGN_OR_RETURN(std::vector<std::string> states, vm.SaveVcpuStates());
+    for (std::string& s : states) manifest.add_vcpu_states(std::move(s));
+    ASSIGN_OR_RETURN(vmm::MemoryDigest digest, vm.Digest());
+    manifest.mutable_page_hashes()->Assign(digest.page_hashes.begin(), digest.page_hashes.end());
+    manifest.set_memory_digest(digest.digest);
+    manifest.set_data_bitmap(writer_->bitmap());
+    manifest.set_data_pages(writer_->data_pages());
+    uint64_t ops = 0;
+    for (const vmm::VcpuStats& v : vm.Stats().vcpus) {
+      manifest.add_vcpu_ops(v.counters.ops);
+      ops += v.counters.ops;
+    }
+    manifest.set_vm_name(vm_name);
+    manifest.set_created_unix_ms(absl::ToUnixMillis(absl::Now()));
+    manifest.set_created_by(FerryVersion());
+    manifest.set_live(live);
+    const std::string path = absl::StrCat(tmp_, "/", kManifestFile);
     std::string bytes;
     if (!manifest.SerializeToString(&bytes))
-      return fail(absl::InternalError("the snapshot manifest does not serialize"));
+      return absl::InternalError("the snapshot manifest does not serialize");
     const std::string file = EncodeManifestFile(bytes);
-    UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-    if (!fd.valid()) return fail(ErrnoStatus(absl::StrCat("create ", path), errno));
-    if (absl::Status s =
-            WriteAll(fd.get(), reinterpret_cast<const uint8_t*>(file.data()), file.size(), 0, path);
-        !s.ok())
-      return fail(s);
-    if (fsync(fd.get()) != 0) return fail(ErrnoStatus(absl::StrCat("fsync ", path), errno));
+    {
+      UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+      if (!fd.valid()) return ErrnoStatus(absl::StrCat("create ", path), errno);
+      RETURN_IF_ERROR(
+          WriteAll(fd.get(), reinterpret_cast<const uint8_t*>(file.data()), file.size(), 0, path));
+      if (fsync(fd.get()) != 0) return ErrnoStatus(absl::StrCat("fsync ", path), errno);
+    }
+    RETURN_IF_ERROR(SyncDir(tmp_));
+    if (rename(tmp_.c_str(), dir_.c_str()) != 0)
+      return ErrnoStatus(absl::StrCat("rename ", tmp_, " to ", dir_), errno);
+    created_ = false;
+    RETURN_IF_ERROR(SyncDir(ParentOf(dir_)));
+    SnapshotSummary out;
+    out.dir = dir_;
+    out.memory_bytes = vm.memory().size();
+    out.data_pages = manifest.data_pages();
+    out.zero_pages = vm.memory().num_pages() - manifest.data_pages();
+    out.guest_ops = ops;
+    out.memory_digest = digest.digest;
+    out.pages_written = writer_->pages_written();
+    return out;
   }
-  if (absl::Status s = SyncDir(tmp); !s.ok()) return fail(s);
-  if (rename(tmp.c_str(), dir.c_str()) != 0)
-    return fail(ErrnoStatus(absl::StrCat("rename ", tmp, " to ", dir), errno));
-  RETURN_IF_ERROR(SyncDir(parent));
 
-  SnapshotSummary out;
-  out.dir = dir;
-  out.memory_bytes = vm.memory().size();
-  out.data_pages = manifest.data_pages();
-  out.zero_pages = vm.memory().num_pages() - manifest.data_pages();
-  out.guest_ops = ops;
-  out.memory_digest = digest.digest;
+ private:
+  PendingSnapshot() = default;
+  std::string dir_, tmp_;
+  bool created_ = false;
+  UniqueFd fd_;
+  std::unique_ptr<MemoryFileWriter> writer_;
+};
+
+}  // namespace
+
+absl::StatusOr<SnapshotSummary> WriteSnapshot(vmm::Vm& vm, const std::string& vm_name,
+                                              const std::string& dir) {
+  const int64_t t0 = MonotonicNowNanos();
+  RETURN_IF_ERROR(CheckTarget(dir));
+  for (vmm::VcpuRunState s : vm.States())
+    if (s == vmm::VcpuRunState::kRunning)
+      return absl::FailedPreconditionError("a snapshot is taken of a paused VM: pause it first");
+  RETURN_IF_ERROR(CheckNothingMissing(vm));
+  ASSIGN_OR_RETURN(std::unique_ptr<PendingSnapshot> pending, PendingSnapshot::Create(vm, dir));
+  RETURN_IF_ERROR(pending->writer().WritePresent());
+  ASSIGN_OR_RETURN(SnapshotSummary out, pending->Commit(vm, vm_name, /*live=*/false));
   out.write_ns = MonotonicNowNanos() - t0;
+  out.paused_ns = out.write_ns;
+  return out;
+}
+
+absl::StatusOr<SnapshotSummary> WriteLiveSnapshot(vmm::Vm& vm, const std::string& vm_name,
+                                                  const std::string& dir,
+                                                  const LiveSnapshotOptions& options) {
+  const int64_t t0 = MonotonicNowNanos();
+  RETURN_IF_ERROR(CheckTarget(dir));
+  if (vm.paused())
+    return absl::FailedPreconditionError(
+        "a live snapshot is of a running VM: this one is paused (take a plain snapshot)");
+  RETURN_IF_ERROR(CheckNothingMissing(vm));
+  ASSIGN_OR_RETURN(std::unique_ptr<PendingSnapshot> pending, PendingSnapshot::Create(vm, dir));
+  // The log first: a page written after it was read is in the next round.
+  ASSIGN_OR_RETURN(std::unique_ptr<vmm::DirtyLog> log, vm.StartDirtyLog());
+  RETURN_IF_ERROR(pending->writer().WritePresent());
+  int rounds = 1;
+  std::vector<uint64_t> dirty;
+  while (true) {
+    RETURN_IF_ERROR(log->Collect(&dirty));
+    if (dirty.size() <= options.final_pages || rounds >= options.max_rounds) break;
+    RETURN_IF_ERROR(pending->writer().Write(dirty));
+    ++rounds;
+  }
+  // The short final pause: what the last round found, and what was
+  // written since.
+  const int64_t paused_at = MonotonicNowNanos();
+  RETURN_IF_ERROR(vm.Pause());
+  std::vector<uint64_t> last;
+  absl::Status s = log->CollectFinal(&last);
+  log.reset();
+  if (s.ok()) {
+    std::vector<uint64_t> all;
+    std::set_union(dirty.begin(), dirty.end(), last.begin(), last.end(), std::back_inserter(all));
+    s = pending->writer().Write(all);
+  }
+  absl::StatusOr<SnapshotSummary> out =
+      s.ok() ? pending->Commit(vm, vm_name, /*live=*/true) : absl::StatusOr<SnapshotSummary>(s);
+  if (!out.ok()) {
+    (void)vm.Resume();  // the guest runs on: no snapshot, nothing lost
+    return out.status();
+  }
+  out->rounds = rounds + 1;
+  out->paused_ns = MonotonicNowNanos() - paused_at;
+  out->write_ns = MonotonicNowNanos() - t0;
   return out;
 }
 

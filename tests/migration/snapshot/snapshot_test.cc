@@ -176,6 +176,43 @@ TEST_F(SnapshotTest, ARunningVmOrAnExistingDirectoryIsRefused) {
   EXPECT_NE(stat((base_ + "/other").c_str(), &st), 0) << "nothing was created";
 }
 
+// A live snapshot: written while the guest runs (it keeps writing every
+// op), then a short pause. The VM is left paused at the snapshot's point;
+// the snapshot holds exactly its memory then, and a restore goes on from
+// there to the never-snapshotted digest.
+TEST(LiveSnapshot, WrittenWhileTheGuestWritesRestoresByDigest) {
+  const std::string base = TempDir();
+  ASSERT_OK_AND_ASSIGN(auto vm, Vm::Create(Config()));
+  ASSERT_OK(vm->LoadInitialMemory());
+  ASSERT_OK(vm->Start());
+  RunFor(*vm, {0, 0}, 1000);
+  const uint64_t before = vm->Stats().total_ops;
+  ASSERT_OK_AND_ASSIGN(SnapshotSummary live,
+                       WriteLiveSnapshot(*vm, "web", base + "/live", {.final_pages = 64}));
+  EXPECT_TRUE(vm->paused());
+  EXPECT_GT(live.guest_ops, before) << "the guest ran while its memory was written";
+  EXPECT_GE(live.rounds, 2);
+  EXPECT_GE(live.pages_written, live.data_pages);
+  std::cout << "live: " << live.rounds << " rounds, " << live.pages_written
+            << " pages written, paused " << live.paused_ns / 1000 << " us of "
+            << live.write_ns / 1000 << " us\n";
+  ASSERT_OK_AND_ASSIGN(MemoryDigest now, vm->Digest());
+  EXPECT_EQ(now.digest, live.memory_digest);
+  ExpectReplayDigest(*vm);
+  ASSERT_OK(vm->Resume());  // the original runs on
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<const Snapshot> snap, Snapshot::Open(base + "/live"));
+  EXPECT_TRUE(snap->manifest().live());
+  std::unique_ptr<Vm> restored;
+  ASSERT_OK_AND_ASSIGN(auto restore, LazyRestore::Start(snap, FaultMode::kExit, &restored));
+  RunFor(*restored, snap->vcpu_ops(), 1000);
+  ASSERT_OK(restore->Wait());
+  ASSERT_OK(restored->Pause());
+  ExpectReplayDigest(*restored);
+  restore.reset();
+  EXPECT_THAT(WriteLiveSnapshot(*restored, "web", base + "/paused"),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("paused")));
+}
+
 // Every corruption is refused by Open() with its reason, before a VM exists.
 TEST_F(SnapshotTest, EveryCorruptionOfTheManifestIsRefusedByName) {
   const std::string manifest_path = absl::StrCat(dir_, "/", kManifestFile);
