@@ -350,9 +350,9 @@ absl::Status RestoreScenario(Args& args) {
     }
   }
   if (!json)
-    std::printf("\n%-8s %6s %-9s %9s %10s %10s %6s %6s %7s %9s %9s %6s\n", "workload", "memory",
-                "restore", "first_ms", "full_ms", "below_half", "mgu100", "mgu1s", "faults",
-                "fault_p50", "fault_p99", "digest");
+    std::printf("\n%-8s %6s %-9s %9s %10s %9s %10s %6s %6s %7s %9s %9s %6s\n", "workload", "memory",
+                "restore", "first_ms", "full_ms", "limit_ms", "below_half", "mgu100", "mgu1s",
+                "faults", "fault_p50", "fault_p99", "digest");
   bool all_match = true;
   for (const RestoreRow& x : r.restores) {
     all_match &= x.digest_match;
@@ -364,6 +364,8 @@ absl::Status RestoreScenario(Args& args) {
           .Add("restore", x.how)
           .Add("first_instruction_ms", x.first_instruction_ms)
           .Add("full_speed_ms", x.full_speed_ms)
+          .Add("data_bytes", x.data_bytes)
+          .Add("limit_ms", x.limit_ms)
           .Add("below_half_ms", x.below_half_ms)
           .Add("mgu_100ms", x.mgu_100ms)
           .Add("mgu_1s", x.mgu_1s)
@@ -374,10 +376,10 @@ absl::Status RestoreScenario(Args& args) {
           .Add("digest_match", x.digest_match);
       std::printf("%s\n", j.ToString().c_str());
     } else {
-      std::printf("%-8s %5dM %-9s %9.1f %10.1f %10.0f %6.2f %6.2f %7lu %7.1fus %7.1fus %6s\n",
+      std::printf("%-8s %5dM %-9s %9.1f %10.1f %9.1f %10.0f %6.2f %6.2f %7lu %7.1fus %7.1fus %6s\n",
                   x.workload.c_str(), static_cast<int>(x.memory_bytes >> 20), x.how.c_str(),
-                  x.first_instruction_ms, x.full_speed_ms, x.below_half_ms, x.mgu_100ms, x.mgu_1s,
-                  static_cast<unsigned long>(x.faults), x.fault_p50_us, x.fault_p99_us,
+                  x.first_instruction_ms, x.full_speed_ms, x.limit_ms, x.below_half_ms, x.mgu_100ms,
+                  x.mgu_1s, static_cast<unsigned long>(x.faults), x.fault_p50_us, x.fault_p99_us,
                   x.digest_match ? "match" : "DIFFER");
     }
   }

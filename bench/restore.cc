@@ -306,6 +306,9 @@ absl::StatusOr<RestoreBenchResult> RunRestoreBench(const RestoreBenchOptions& op
         }
         row->workload = snap.workload;
         row->memory_bytes = memory;
+        row->data_bytes = snap.data_bytes;
+        if (row->how == "lazy-cold" && out.reference.cold_read_gbps > 0)
+          row->limit_ms = snap.data_bytes * 8.0 / out.reference.cold_read_gbps / 1e6;
         out.restores.push_back(*row);
       }
       if (status.ok() && !clones_done && options.clones > 0 && kind == vmm::WorkloadKind::kZipf) {

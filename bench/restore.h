@@ -52,6 +52,10 @@ struct RestoreRow {
   std::string workload;
   uint64_t memory_bytes = 0;
   std::string how;  // "eager", "lazy" (warm file), "lazy-cold"
+  uint64_t data_bytes = 0;  // the snapshot's data pages
+  // lazy-cold: what the data takes at the cold read rate of the same run
+  // (RestoreReference::cold_read_gbps), the physical limit of full_speed_ms.
+  double limit_ms = 0;
   double first_instruction_ms = 0;
   double full_speed_ms = 0;  // every page present
   double below_half_ms = 0;
