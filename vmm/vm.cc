@@ -256,15 +256,16 @@ void Vm::Fail(const absl::Status& why) {
   absl::MutexLock lock(&mu_);
   if (!started_ || stopping_) return;
   paused_ = true;
-  for (auto& v : vcpus_) v->RequestExit();
-  // A vCPU in guest code leaves it at its next exit; one resolving a fault
-  // leaves once the fault resolves or fails. Either way none runs on.
-  while (AnyRunningLocked()) cv_.Wait(&mu_);
+  // Marked failed first, then kicked: a vCPU in guest code leaves it at its
+  // next exit and, failed, never re-enters; one asleep on a page that will
+  // not come (blocking mode) sleeps until the VM is torn down. No wait here,
+  // for that reason.
   for (size_t i = 0; i < states_.size(); ++i) {
     if (states_[i] == VcpuRunState::kFinished || states_[i] == VcpuRunState::kFailed) continue;
     states_[i] = VcpuRunState::kFailed;
     errors_[i] = why;
   }
+  for (auto& v : vcpus_) v->RequestExit();
   cv_.SignalAll();
 }
 

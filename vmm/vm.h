@@ -149,9 +149,10 @@ class Vm {
   absl::Status Resume();
   // Started, not stopping, and paused.
   bool paused() const;
-  // Stops every vCPU for good and marks each that had not finished failed
-  // with `why` (Health() returns it): for a VM whose memory can no longer be
-  // trusted (a lazy restore's read failed). Waits as Pause() does.
+  // Marks every vCPU that had not finished failed with `why` (Health()
+  // returns it) and kicks it out of guest code: none re-enters. For a VM
+  // whose memory cannot be completed (a lazy restore's read failed). Does
+  // not wait: a vCPU asleep on a page that will never come stays asleep.
   void Fail(const absl::Status& why);
   // Stops every vCPU and joins the threads; idempotent. The VM cannot be
   // started again.

@@ -50,6 +50,18 @@ struct SnapshotSummary {
   uint64_t guest_ops = 0;   // all vCPUs, at the snapshot
   uint64_t memory_digest = 0;
   int64_t write_ns = 0;  // memory and manifest written and synced
+  // A live snapshot: the guest ran during all but the final round.
+  int rounds = 1;              // passes over memory, the final one included
+  uint64_t pages_written = 0;  // all rounds (a page written twice counts twice)
+  int64_t paused_ns = 0;       // the guest was paused (all of write_ns unless live)
+};
+
+struct LiveSnapshotOptions {
+  // The final pause comes once a round finds at most this many pages
+  // written since the one before (1 MiB of 4 KiB pages), or after
+  // max_rounds rounds whatever is left.
+  uint64_t final_pages = 256;
+  int max_rounds = 8;
 };
 
 // Writes `vm`, which must be paused (or halted), to `dir`. `dir` must not
@@ -58,6 +70,16 @@ struct SnapshotSummary {
 // snapshot at `dir`, never half of one. The VM is not resumed here.
 absl::StatusOr<SnapshotSummary> WriteSnapshot(vmm::Vm& vm, const std::string& vm_name,
                                               const std::string& dir);
+
+// A live snapshot of a running `vm`, as a precopy to a file: every page
+// written while the guest runs, with the dirty log started first, then
+// rounds of the pages written since, then a short pause for the last of
+// them and the vCPU state. Returns with the VM paused (the caller resumes
+// it, or leaves it stopped); on an error the VM is resumed if it was paused
+// here and nothing is left at `dir`.
+absl::StatusOr<SnapshotSummary> WriteLiveSnapshot(vmm::Vm& vm, const std::string& vm_name,
+                                                  const std::string& dir,
+                                                  const LiveSnapshotOptions& options = {});
 
 // An opened, validated snapshot. Thread-safe: ReadPages may be called from
 // many threads at once (pread).

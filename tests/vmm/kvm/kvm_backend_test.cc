@@ -19,8 +19,9 @@
 #include "base/eventually.h"
 #include "base/status_macros.h"
 #include "base/status_matchers.h"
-#include "gtest/gtest.h"
 #include "ferry/v1/vcpu_state.pb.h"
+#include "gtest/gtest.h"
+#include "migration/snapshot/snapshot.h"
 #include "sys/kvm.h"
 #include "vmm/guest/boot.h"
 #include "vmm/vm.h"
@@ -373,6 +374,57 @@ TEST(KvmBackend, DirtyRingFullExitsLoseNoPage) {
 
 INSTANTIATE_TEST_SUITE_P(BitmapAndRing, KvmDirtyLogTest, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "ring" : "bitmap"; });
+
+// Snapshots of a KVM VM (migration/snapshot/): the paused guest written to
+// a directory, then restored eagerly and lazily (exit mode where Ferry's
+// KVM patch is loaded, else blocking mode), each going on with the same op
+// stream to the digest of a VM that was never snapshotted.
+TEST(KvmBackend, SnapshotRestoresEagerAndLazyByDigest) {
+  SKIP_WITHOUT_KVM();
+  ASSERT_OK_AND_ASSIGN(sys::Kvm kvm, sys::Kvm::Open());
+  const FaultMode lazy_mode = kvm.caps().exit_on_missing ? FaultMode::kExit : FaultMode::kBlocking;
+  VmConfig config = Config(WorkloadKind::kUniform, 0);
+  ASSERT_OK_AND_ASSIGN(auto a, Vm::Create(config));
+  ASSERT_OK(a->LoadInitialMemory());
+  ASSERT_OK(a->Start());
+  ASSERT_TRUE(Eventually([&] { return a->Stats().total_ops > 2000; }, kTimeout));
+  ASSERT_OK(a->Pause());
+  const std::vector<uint64_t> at_snapshot = OpsPerVcpu(*a);
+  char tmpl[] = "/tmp/kvm-snapXXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = std::string(tmpl) + "/snap";
+  ASSERT_OK(snapshot::WriteSnapshot(*a, "a", dir).status());
+  a->Stop();
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<const snapshot::Snapshot> snap,
+                       snapshot::Snapshot::Open(dir));
+  auto run_on_and_check = [&](Vm& vm) {
+    ASSERT_TRUE(Eventually(
+        [&] {
+          std::vector<uint64_t> now = OpsPerVcpu(vm);
+          return now[0] > at_snapshot[0] + 1000 && now[1] > at_snapshot[1] + 1000;
+        },
+        kTimeout));
+    ASSERT_OK(vm.Pause());
+    ASSERT_OK_AND_ASSIGN(MemoryDigest got, vm.Digest());
+    ASSERT_OK_AND_ASSIGN(MemoryDigest want, ReferenceDigest(config, OpsPerVcpu(vm)));
+    EXPECT_EQ(got.digest, want.digest);
+  };
+  {
+    ASSERT_OK_AND_ASSIGN(auto eager, snapshot::RestoreEager(*snap));
+    ASSERT_OK(eager->Start());
+    run_on_and_check(*eager);
+  }
+  std::unique_ptr<Vm> lazy;
+  ASSERT_OK_AND_ASSIGN(auto restore, snapshot::LazyRestore::Start(snap, lazy_mode, &lazy));
+  EXPECT_EQ(lazy->fault_mode_choice().mode, lazy_mode);
+  ASSERT_OK(restore->Wait());
+  const snapshot::LazyRestoreStats st = restore->Stats();
+  std::printf("lazy restore (%s faults): %lu faults, %lu pages by the reader, %lu pre-faulted\n",
+              FaultModeName(lazy_mode), (unsigned long)st.pager.faults,
+              (unsigned long)st.pages_background, (unsigned long)lazy->PreFaultedPages());
+  run_on_and_check(*lazy);
+  restore.reset();  // before the VM
+}
 
 }  // namespace
 }  // namespace ferry::vmm

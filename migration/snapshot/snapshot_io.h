@@ -1,0 +1,40 @@
+// The manifest file of a snapshot directory (snapshot.h): a fixed header
+// and the serialized ferry.v1.SnapshotManifest.
+//
+//   offset  size  field
+//   0       8     magic "FERRYSNP"
+//   8       4     format version, little-endian (kSnapshotFormatVersion)
+//   12      4     reserved, zero
+//   16      8     manifest length N, little-endian
+//   24      32    SHA-256 of the N manifest bytes
+//   56      N     the manifest
+#ifndef FERRY_MIGRATION_SNAPSHOT_SNAPSHOT_IO_H_
+#define FERRY_MIGRATION_SNAPSHOT_SNAPSHOT_IO_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "ferry/v1/snapshot.pb.h"
+
+namespace ferry::snapshot {
+
+inline constexpr size_t kManifestHeaderBytes = 56;
+// The largest manifest read: a page checksum is 8 bytes and a bitmap bit,
+// so 512 MiB covers 256 GiB of 4 KiB pages (ValidateVmConfig's bound is
+// lower).
+inline constexpr uint64_t kMaxManifestBytes = 512ull << 20;
+
+// Header + `manifest` (serialized bytes).
+std::string EncodeManifestFile(const std::string& manifest);
+
+// Reads and checks `path`: InvalidArgument for a file that is not a Ferry
+// snapshot (magic), FailedPrecondition for another format version,
+// DataLoss for a truncated file, a length over kMaxManifestBytes, trailing
+// bytes, a checksum that fails or a manifest that does not parse; NotFound
+// when the file is missing.
+absl::StatusOr<ferry::v1::SnapshotManifest> ReadManifestFile(const std::string& path);
+
+}  // namespace ferry::snapshot
+
+#endif  // FERRY_MIGRATION_SNAPSHOT_SNAPSHOT_IO_H_
