@@ -655,6 +655,9 @@ absl::StatusOr<ferry::v1::Vm> Agent::ResumeVm(const ferry::v1::ResumeVmRequest& 
           "VM '", r.name(), "' is being snapshotted (to ", e->snapshot_to,
           "): it resumes by itself when the snapshot is written, unless it was asked to stay "
           "stopped"));
+    if (absl::Status h = e->vm->Health(); !h.ok())
+      return absl::FailedPreconditionError(absl::StrCat("VM '", r.name(), "' failed (", h.message(),
+                                                        "): it cannot run again; delete it"));
     if (!e->vm->paused())
       return absl::FailedPreconditionError(absl::StrCat("VM '", r.name(), "' is not paused"));
     RETURN_IF_ERROR(e->vm->Resume());
