@@ -193,8 +193,9 @@ absl::StatusOr<ferry::v1::Vm> Agent::CreateVm(const ferry::v1::CreateVmRequest& 
     absl::MutexLock lock(&mu_);
     if (shutting_down_)
       return absl::UnavailableError("this agent is shutting down: create the VM elsewhere");
-    RETURN_IF_ERROR(vms_.RefusalStatus(vms_.Reserve(r.name(), config.memory_bytes), r.name(),
-                                       config.memory_bytes, /*incoming=*/false));
+    RETURN_IF_ERROR(
+        vms_.RefusalStatus(vms_.Reserve(r.name(), config.memory_bytes, "is being created"),
+                           r.name(), config.memory_bytes, /*incoming=*/false));
   }
   auto release = [&] {
     absl::MutexLock lock(&mu_);
@@ -279,9 +280,7 @@ absl::Status Agent::DeleteVm(const std::string& name) {
   {
     absl::MutexLock lock(&mu_);
     absl::StatusOr<std::shared_ptr<HostedVm>> found = vms_.Find(name);
-    if (!found.ok() && vms_.IsReserved(name))
-      return absl::FailedPreconditionError(absl::StrCat(
-          "VM '", name, "' is arriving by a migration: it can be deleted once it arrived"));
+    if (!found.ok() && vms_.IsReserved(name)) return found.status();
     if (!found.ok())
       return absl::NotFoundError(absl::StrCat("no VM named '", name, "' on this agent"));
     if (!(*found)->migration_id.empty())

@@ -134,8 +134,10 @@ absl::StatusOr<ferry::v1::Vm> Agent::RestoreVm(const ferry::v1::RestoreVmRequest
     absl::MutexLock lock(&mu_);
     if (shutting_down_)
       return absl::UnavailableError("this agent is shutting down: restore the VM elsewhere");
-    RETURN_IF_ERROR(vms_.RefusalStatus(vms_.Reserve(r.name(), config.memory_bytes), r.name(),
-                                       config.memory_bytes, /*incoming=*/false));
+    RETURN_IF_ERROR(vms_.RefusalStatus(
+        vms_.Reserve(r.name(), config.memory_bytes,
+                     absl::StrCat("is being restored from ", r.dir(), r.lazy() ? "" : " (eager)")),
+        r.name(), config.memory_bytes, /*incoming=*/false));
   }
   auto release = [&] {
     absl::MutexLock lock(&mu_);

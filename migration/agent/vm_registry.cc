@@ -104,9 +104,10 @@ VmRegistry::Refusal VmRegistry::WouldRefuse(const std::string& name, uint64_t me
   return Refusal::kNone;
 }
 
-VmRegistry::Refusal VmRegistry::Reserve(const std::string& name, uint64_t memory_bytes) {
+VmRegistry::Refusal VmRegistry::Reserve(const std::string& name, uint64_t memory_bytes,
+                                        std::string doing) {
   const Refusal r = WouldRefuse(name, memory_bytes);
-  if (r == Refusal::kNone) reserved_[name] = memory_bytes;
+  if (r == Refusal::kNone) reserved_[name] = Reservation{memory_bytes, std::move(doing)};
   return r;
 }
 
@@ -145,9 +146,12 @@ absl::StatusOr<std::shared_ptr<HostedVm>> VmRegistry::Find(const std::string& na
   auto it = vms_.find(name);
   if (it != vms_.end()) return it->second.vm;
   // An arriving VM is listed (state incoming) but not yet this agent's.
-  if (reserved_.count(name))
-    return absl::FailedPreconditionError(absl::StrCat(
-        "VM '", name, "' is arriving by a migration: it is this agent's once it arrived"));
+  if (auto r = reserved_.find(name); r != reserved_.end())
+    return absl::FailedPreconditionError(
+        r->second.doing.empty()
+            ? absl::StrCat("VM '", name,
+                           "' is arriving by a migration: it is this agent's once it arrived")
+            : absl::StrCat("VM '", name, "' ", r->second.doing, ": try again once it runs"));
   return absl::NotFoundError(
       absl::StrCat("no VM named '", name, "' on this agent (see `ferry vm list`)"));
 }
@@ -177,7 +181,7 @@ std::vector<std::shared_ptr<HostedVm>> VmRegistry::All() const {
 uint64_t VmRegistry::MemoryInUse() const {
   uint64_t total = 0;
   for (const auto& [name, slot] : vms_) total += slot.memory_bytes;
-  for (const auto& [name, bytes] : reserved_) total += bytes;
+  for (const auto& [name, r] : reserved_) total += r.memory_bytes;
   return total;
 }
 

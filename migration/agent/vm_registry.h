@@ -127,8 +127,9 @@ class VmRegistry {
 
   // Reserves `name` with `memory_bytes`, or says why not: the name is
   // hosted or reserved, or one more VM or that much memory would pass a
-  // limit.
-  Refusal Reserve(const std::string& name, uint64_t memory_bytes);
+  // limit. `doing` says what the reservation is for, as lookups word it
+  // ("is being restored from /srv/snap"); empty: arriving by a migration.
+  Refusal Reserve(const std::string& name, uint64_t memory_bytes, std::string doing = "");
   // What Reserve would answer now, reserving nothing (preflight checks).
   Refusal WouldRefuse(const std::string& name, uint64_t memory_bytes) const;
   // `refusal` as a Status (OK for kNone), worded for a client creating the
@@ -144,7 +145,7 @@ class VmRegistry {
   // `memory_bytes` against the limit.
   void Add(const std::string& name, uint64_t memory_bytes, std::shared_ptr<HostedVm> vm);
   // The VM named `name`: NotFound, or FailedPrecondition while it is only
-  // reserved (arriving, or being created).
+  // reserved (arriving, or being created or restored), saying which.
   absl::StatusOr<std::shared_ptr<HostedVm>> Find(const std::string& name) const;
   // Removes and returns the VM named `name`; null if there is none.
   std::shared_ptr<HostedVm> Remove(const std::string& name);
@@ -163,7 +164,11 @@ class VmRegistry {
   };
   const Limits limits_;
   std::map<std::string, Slot> vms_;
-  std::map<std::string, uint64_t> reserved_;  // name -> bytes
+  struct Reservation {
+    uint64_t memory_bytes = 0;
+    std::string doing;  // empty: arriving by a migration
+  };
+  std::map<std::string, Reservation> reserved_;
 };
 
 }  // namespace ferry::agent

@@ -44,6 +44,15 @@ TEST(VmRegistryTest, ReservesUntilTheVmIsAdded) {
 }
 
 // A preflight check asks what Reserve would say, and reserves nothing.
+TEST(VmRegistryTest, AReservationSaysWhatItIsFor) {
+  VmRegistry r({.max_vms = 4, .max_memory = 4 * kGiB});
+  EXPECT_EQ(r.Reserve("copy", kGiB, "is being restored from /srv/snap"), Refusal::kNone);
+  EXPECT_THAT(r.Find("copy"), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                       HasSubstr("'copy' is being restored from /srv/snap")));
+  EXPECT_EQ(r.MemoryInUse(), kGiB);
+  EXPECT_EQ(r.Reserve("copy", kGiB), Refusal::kNameTaken);
+}
+
 TEST(VmRegistryTest, WouldRefuseAnswersAsReserveWithoutReserving) {
   VmRegistry r({.max_vms = 2, .max_memory = 2 * kGiB});
   EXPECT_EQ(r.WouldRefuse("web", kGiB), Refusal::kNone);
