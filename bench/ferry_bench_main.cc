@@ -29,6 +29,7 @@
 #include "bench/migrate.h"
 #include "bench/processes.h"
 #include "bench/reference.h"
+#include "bench/restore.h"
 #include "bench/suite.h"
 #include "migration/api/defaults.h"
 #include "vmm/vm.h"
@@ -108,6 +109,22 @@ scenarios:
       --memory SIZE            guest memory (default 1G)
       --repeat N               migrations of each kind per layout (default 3)
       --json                   one JSON object per layout
+  restore         snapshots and restores of one guest side by side: time to
+                  the first instruction and to every page present, eager
+                  against lazy (warm and cold file), guest impact against
+                  the guest's speed before the snapshot, fault latency
+                  against the page cache's 4 KiB io_uring random read, the
+                  cold file's read rate, live snapshot rounds and pause, and
+                  clones of one snapshot; every restored guest checked by
+                  digest (docs/snapshots.md)
+      --memory LIST            guest memory sizes (default 1G)
+      --vcpus N                vCPUs (default 2)
+      --workloads LIST         guest workloads (default idle,zipf,hotset)
+      --fault-mode MODE        exit or blocking (default exit)
+      --clones N               lazy restores of the zipf snapshot at once (default 8; 0: none)
+      --observe-ms N           how long each restored guest is watched (default 3000)
+      --dir DIR                where snapshots are written (default $TMPDIR or /var/tmp)
+      --json                   one JSON object per row
   compare         the same scenarios on two builds, alternating which goes first,
                   and per figure the old and new median, new/old, and the spread
                   (min..max) of the per-repetition ratios:
@@ -264,6 +281,134 @@ absl::Status Processes(Args& args) {
   for (const ProcessesRow& r : rows)
     if (!r.digests_match)
       return absl::DataLossError("a destination's memory differs from its reference run");
+  return absl::OkStatus();
+}
+
+absl::Status RestoreScenario(Args& args) {
+  RestoreBenchOptions o;
+  o.memory_bytes.clear();
+  for (const std::string& m : args.List("memory", {"1G"})) {
+    ASSIGN_OR_RETURN(uint64_t bytes, ParseSize(m, "--memory"));
+    o.memory_bytes.push_back(bytes);
+  }
+  ASSIGN_OR_RETURN(int64_t vcpus, args.Int("vcpus", 2));
+  o.vcpus = static_cast<int>(vcpus);
+  o.workloads.clear();
+  for (const std::string& w : args.List("workloads", {"idle", "zipf", "hotset"})) {
+    ASSIGN_OR_RETURN(vmm::WorkloadKind kind, vmm::ParseWorkloadKind(w));
+    o.workloads.push_back(kind);
+  }
+  ASSIGN_OR_RETURN(o.fault_mode, vmm::ParseFaultMode(args.String("fault-mode", "exit")));
+  ASSIGN_OR_RETURN(int64_t clones, args.Int("clones", 8));
+  if (clones < 0 || clones > 64) return absl::InvalidArgumentError("--clones must be 0 to 64");
+  o.clones = static_cast<int>(clones);
+  ASSIGN_OR_RETURN(int64_t observe_ms, args.Int("observe-ms", 3000));
+  if (observe_ms < 100) return absl::InvalidArgumentError("--observe-ms must be at least 100");
+  o.observe = absl::Milliseconds(observe_ms);
+  o.dir = args.String("dir", "");
+  const bool json = args.Bool("json");
+  RETURN_IF_ERROR(args.Finish());
+  for (uint64_t m : o.memory_bytes) {
+    vmm::VmConfig c;
+    c.memory_bytes = m;
+    c.vcpus = o.vcpus;
+    RETURN_IF_ERROR(vmm::ValidateVmConfig(c));
+  }
+  ASSIGN_OR_RETURN(RestoreBenchResult r, RunRestoreBench(o));
+  const RestoreReference& ref = r.reference;
+  if (json) {
+    JsonObject j;
+    j.Add("scenario", "restore-reference")
+        .Add("page_cache_read_p50_us", ref.page_cache_read_p50_us)
+        .Add("page_cache_read_p99_us", ref.page_cache_read_p99_us)
+        .Add("cold_read_gbps", ref.cold_read_gbps);
+    std::printf("%s\n", j.ToString().c_str());
+  } else {
+    std::printf(
+        "reference: page cache 4 KiB random read (io_uring) p50 %.1f us, p99 %.1f us; "
+        "cold file read %.2f Gbit/s\n\n",
+        ref.page_cache_read_p50_us, ref.page_cache_read_p99_us, ref.cold_read_gbps);
+    std::printf("%-8s %6s %9s %10s %13s %11s %6s\n", "workload", "memory", "data_MB", "write_ms",
+                "live_write_ms", "live_pause", "rounds");
+  }
+  for (const SnapshotRow& s : r.snapshots) {
+    if (json) {
+      JsonObject j;
+      j.Add("scenario", "snapshot")
+          .Add("workload", s.workload)
+          .Add("memory_bytes", s.memory_bytes)
+          .Add("data_bytes", s.data_bytes)
+          .Add("write_ms", s.write_ms)
+          .Add("live_write_ms", s.live_write_ms)
+          .Add("live_paused_ms", s.live_paused_ms)
+          .Add("live_rounds", static_cast<int64_t>(s.live_rounds));
+      std::printf("%s\n", j.ToString().c_str());
+    } else {
+      std::printf("%-8s %5dM %9.0f %10.0f %13.0f %9.1fms %6d\n", s.workload.c_str(),
+                  static_cast<int>(s.memory_bytes >> 20), s.data_bytes / 1e6, s.write_ms,
+                  s.live_write_ms, s.live_paused_ms, s.live_rounds);
+    }
+  }
+  if (!json)
+    std::printf("\n%-8s %6s %-9s %9s %10s %9s %10s %6s %6s %7s %9s %9s %6s\n", "workload", "memory",
+                "restore", "first_ms", "full_ms", "limit_ms", "below_half", "mgu100", "mgu1s",
+                "faults", "fault_p50", "fault_p99", "digest");
+  bool all_match = true;
+  for (const RestoreRow& x : r.restores) {
+    all_match &= x.digest_match;
+    if (json) {
+      JsonObject j;
+      j.Add("scenario", "restore")
+          .Add("workload", x.workload)
+          .Add("memory_bytes", x.memory_bytes)
+          .Add("restore", x.how)
+          .Add("first_instruction_ms", x.first_instruction_ms)
+          .Add("full_speed_ms", x.full_speed_ms)
+          .Add("data_bytes", x.data_bytes)
+          .Add("limit_ms", x.limit_ms)
+          .Add("below_half_ms", x.below_half_ms)
+          .Add("mgu_100ms", x.mgu_100ms)
+          .Add("mgu_1s", x.mgu_1s)
+          .Add("faults", x.faults)
+          .Add("fault_p50_us", x.fault_p50_us)
+          .Add("fault_p99_us", x.fault_p99_us)
+          .Add("background_pages", x.background_pages)
+          .Add("digest_match", x.digest_match);
+      std::printf("%s\n", j.ToString().c_str());
+    } else {
+      std::printf("%-8s %5dM %-9s %9.1f %10.1f %9.1f %10.0f %6.2f %6.2f %7lu %7.1fus %7.1fus %6s\n",
+                  x.workload.c_str(), static_cast<int>(x.memory_bytes >> 20), x.how.c_str(),
+                  x.first_instruction_ms, x.full_speed_ms, x.limit_ms, x.below_half_ms, x.mgu_100ms,
+                  x.mgu_1s, static_cast<unsigned long>(x.faults), x.fault_p50_us, x.fault_p99_us,
+                  x.digest_match ? "match" : "DIFFER");
+    }
+  }
+  const ClonesRow& c = r.clones;
+  if (c.clones > 0) {
+    all_match &= c.digests_match;
+    if (json) {
+      JsonObject j;
+      j.Add("scenario", "restore-clones")
+          .Add("clones", static_cast<int64_t>(c.clones))
+          .Add("memory_bytes", c.memory_bytes)
+          .Add("start_ms_median", c.start_ms_median)
+          .Add("start_ms_max", c.start_ms_max)
+          .Add("all_filled_ms", c.all_filled_ms)
+          .Add("shared_page_cache_bytes", c.shared_page_cache_bytes)
+          .Add("guest_bytes_per_clone", c.guest_bytes_per_clone)
+          .Add("digests_match", c.digests_match);
+      std::printf("%s\n", j.ToString().c_str());
+    } else {
+      std::printf(
+          "\nclones: %d lazy restores of the zipf %dM snapshot: start median %.1f ms, "
+          "max %.1f ms; all filled after %.0f ms; page cache shared %.0f MB (the "
+          "file, once); guest memory per clone %.0f MB; digests %s\n",
+          c.clones, static_cast<int>(c.memory_bytes >> 20), c.start_ms_median, c.start_ms_max,
+          c.all_filled_ms, c.shared_page_cache_bytes / 1e6, c.guest_bytes_per_clone / 1e6,
+          c.digests_match ? "match" : "DIFFER");
+    }
+  }
+  if (!all_match) return absl::DataLossError("a restored guest's memory differs from its replay");
   return absl::OkStatus();
 }
 
@@ -471,6 +616,7 @@ absl::Status Main(int argc, char** argv) {
   if (scenario == "reference") return Reference(args);
   if (scenario == "migrate") return Migrate(args);
   if (scenario == "processes") return Processes(args);
+  if (scenario == "restore") return RestoreScenario(args);
   if (scenario == "compare") return Compare(args);
   if (scenario == "suite") {
     std::vector<std::string> words = {"ferry-bench"};

@@ -78,10 +78,10 @@ absl::Status IoUring::PrepareAccept(int fd, uint64_t tag) {
   return absl::OkStatus();
 }
 
-absl::Status IoUring::PrepareRead(int fd, void* buf, size_t len, uint64_t tag) {
+absl::Status IoUring::PrepareRead(int fd, void* buf, size_t len, uint64_t tag, uint64_t offset) {
   auto sqe = NextSqe();
   if (!sqe.ok()) return sqe.status();
-  io_uring_prep_read(*sqe, fd, buf, len, 0);
+  io_uring_prep_read(*sqe, fd, buf, len, offset);
   io_uring_sqe_set_data64(*sqe, tag);
   return absl::OkStatus();
 }

@@ -58,7 +58,8 @@ class IoUring {
   // `msg` (and what it points to) must stay valid until the completion.
   absl::Status PrepareSendMsg(int fd, const msghdr* msg, uint64_t tag);
   absl::Status PrepareAccept(int fd, uint64_t tag);
-  absl::Status PrepareRead(int fd, void* buf, size_t len, uint64_t tag);
+  // Reads at file `offset` (ignored for pipes, sockets and eventfds).
+  absl::Status PrepareRead(int fd, void* buf, size_t len, uint64_t tag, uint64_t offset = 0);
   absl::Status PrepareCancel(uint64_t target_tag, uint64_t tag);
 
   // Submits what was prepared and waits until at least `wait_nr`

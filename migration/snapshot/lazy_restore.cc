@@ -50,18 +50,72 @@ class SnapshotPageSource final : public vmm::PageSource {
     const uint64_t page = offset / ps;
     hint_.store(page, std::memory_order_relaxed);
     if (snapshot_->IsZero(page)) return vmm::FetchedPage{vmm::PageContent::kZero, nullptr};
-    RETURN_IF_ERROR(snapshot_->ReadPages(page, 1, out.data()));
+    RETURN_IF_ERROR(Read(page, 1, out.data()));
     return vmm::FetchedPage{vmm::PageContent::kData, out.data()};
+  }
+
+  // A blocking-mode handler's batch: every run's reads in flight at once.
+  absl::Status FetchRuns(absl::Span<const vmm::PageRunRequest> runs, uint32_t page_size,
+                         const vmm::PageArrivedFn& arrived) override {
+    if (page_size != map_.page_size())
+      return absl::InvalidArgumentError("a page size that is not the snapshot's");
+    std::vector<uint64_t> firsts;
+    uint64_t pages = 0;
+    for (const vmm::PageRunRequest& r : runs) {
+      ASSIGN_OR_RETURN(const uint64_t offset,
+                       map_.GpaToOffset(r.gpa, uint64_t{r.count} * page_size));
+      firsts.push_back(offset / page_size);
+      pages += r.count;
+      if (r.count > 0) hint_.store(firsts.back() + r.count - 1, std::memory_order_relaxed);
+    }
+    std::vector<uint8_t> buf(pages * page_size);
+    uint64_t at = 0;
+    for (size_t i = 0; i < runs.size(); ++i) {
+      RETURN_IF_ERROR(Read(firsts[i], runs[i].count, &buf[at * page_size]));
+      at += runs[i].count;
+    }
+    at = 0;
+    for (size_t i = 0; i < runs.size(); ++i) {
+      for (uint32_t k = 0; k < runs[i].count; ++k, ++at) {
+        const bool zero = snapshot_->IsZero(firsts[i] + k);
+        RETURN_IF_ERROR(
+            arrived(runs[i].gpa + uint64_t{k} * page_size,
+                    vmm::FetchedPage{zero ? vmm::PageContent::kZero : vmm::PageContent::kData,
+                                     zero ? nullptr : &buf[at * page_size]}));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // A ring of the calling thread's own for its reads (io_uring, single
+  // issuer); without one (creation failed), pread.
+  void PrepareThread() override {
+    if (ring_ != nullptr) return;
+    absl::StatusOr<std::unique_ptr<sys::IoUring>> ring =
+        sys::IoUring::Create(Snapshot::kRingDepth, /*single_issuer=*/true);
+    if (ring.ok()) ring_ = *std::move(ring);
   }
 
   // The RAM page of the latest fault since the last call, or kNoHint.
   uint64_t TakeHint() { return hint_.exchange(kNoHint, std::memory_order_relaxed); }
 
  private:
+  absl::Status Read(uint64_t first, uint64_t count, uint8_t* out) {
+    absl::Status s = snapshot_->ReadPages(first, count, out, ring_.get());
+    // A ring that failed itself (not a read) is not used again.
+    if (!s.ok() && s.code() == absl::StatusCode::kInternal) ring_.reset();
+    return s;
+  }
+
+  // Each faulting thread's ring (vCPU threads, userfaultfd handlers).
+  static thread_local std::unique_ptr<sys::IoUring> ring_;
+
   const std::shared_ptr<const Snapshot> snapshot_;
   const vmm::MemoryMap map_;
   std::atomic<uint64_t> hint_{kNoHint};
 };
+
+thread_local std::unique_ptr<sys::IoUring> SnapshotPageSource::ring_;
 
 LazyRestore::LazyRestore(std::shared_ptr<const Snapshot> snapshot, vmm::Vm* vm)
     : snapshot_(std::move(snapshot)), vm_(vm) {}

@@ -33,6 +33,7 @@
 #include "absl/types/span.h"
 #include "base/unique_fd.h"
 #include "ferry/v1/snapshot.pb.h"
+#include "sys/io_uring.h"
 #include "vmm/page_source.h"
 #include "vmm/vm.h"
 
@@ -105,11 +106,23 @@ class Snapshot {
   // Reads pages [first, first + count) into `out` (count * page size
   // bytes) and checks each against its hash: DataLoss naming the page on a
   // mismatch, the errno's status on a read error, OutOfRange past the end.
-  // Zero pages in the range are filled with zeros without a read.
-  absl::Status ReadPages(uint64_t first, uint64_t count, uint8_t* out) const;
+  // Zero pages in the range are filled with zeros without a read. With
+  // `ring` (the calling thread's, at least kRingDepth deep) the reads of
+  // every run of data pages are in flight at once; else pread, run by run.
+  absl::Status ReadPages(uint64_t first, uint64_t count, uint8_t* out,
+                         sys::IoUring* ring = nullptr) const;
+
+  static constexpr unsigned kRingDepth = 16;
 
  private:
+  struct DataRun {
+    uint8_t* dst;
+    uint64_t len;
+    uint64_t offset;
+  };
   Snapshot() = default;
+  absl::Status PreadAll(uint8_t* dst, uint64_t len, uint64_t offset) const;
+  absl::Status ReadRuns(const std::vector<DataRun>& runs, sys::IoUring* ring) const;
 
   std::string dir_;
   ferry::v1::SnapshotManifest manifest_;

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -174,6 +175,34 @@ TEST_F(SnapshotTest, ARunningVmOrAnExistingDirectoryIsRefused) {
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("pause it first")));
   struct stat st;
   EXPECT_NE(stat((base_ + "/other").c_str(), &st), 0) << "nothing was created";
+}
+
+// Clones: eight lazy restores of one snapshot at once, each running on to
+// a different point: each ends with the digest of its own replay (they
+// share the file, never each other's writes).
+TEST_F(SnapshotTest, EightClonesEachDivergeByTheirOwnWrites) {
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<const Snapshot> snap, Snapshot::Open(dir_));
+  constexpr int kClones = 8;
+  std::vector<std::unique_ptr<Vm>> vms(kClones);
+  std::vector<std::unique_ptr<LazyRestore>> restores(kClones);
+  for (int i = 0; i < kClones; ++i) {
+    const FaultMode mode = i % 2 == 0 ? FaultMode::kExit : FaultMode::kBlocking;
+    ASSERT_OK_AND_ASSIGN(restores[i], LazyRestore::Start(snap, mode, &vms[i]));
+  }
+  // Paused one after the other, each having run longer than the one before.
+  std::vector<uint64_t> totals;
+  for (int i = 0; i < kClones; ++i) {
+    RunFor(*vms[i], ops_, 500 * (i + 1));
+    ASSERT_OK(restores[i]->Wait());
+    ASSERT_OK(vms[i]->Pause());
+    totals.push_back(vms[i]->Stats().total_ops);
+  }
+  // The replays once every clone is paused (a replay is as long as its run).
+  for (int i = 0; i < kClones; ++i) ExpectReplayDigest(*vms[i]);
+  std::sort(totals.begin(), totals.end());
+  EXPECT_EQ(std::unique(totals.begin(), totals.end()), totals.end())
+      << "every clone stopped at its own point";
+  for (auto& r : restores) r.reset();  // before the VMs
 }
 
 // A live snapshot: written while the guest runs (it keeps writing every
