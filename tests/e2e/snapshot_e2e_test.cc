@@ -3,8 +3,8 @@
 // (one sandboxed ferry-vmm process per VM, the default).
 //
 // A guest that runs until stopped is snapshotted with `ferry vm snapshot
-// --stop`, then restored under new names, lazily and eagerly, through the
-// CLI; the restored VMs go on from the snapshot's per-vCPU op counts, and
+// --stop`, then restored under new names, lazily (in both fault modes)
+// and eagerly, through the CLI; the restored VMs go on from the snapshot's per-vCPU op counts, and
 // VerifyVm (the digest against a replay of every op each vCPU ran, before
 // and after the snapshot) proves they go on with the same op stream, ending
 // with the memory a VM that was never snapshotted would hold. Refusals
@@ -177,6 +177,11 @@ TEST_P(SnapshotE2eTest, RestoredVmsGoOnWithTheSameOpStream) {
   CliResult lazy = Cli({"vm", "restore", "web-lazy", "--from", dir, "--lazy"});
   ASSERT_EQ(lazy.exit_code, 0) << lazy.out;
   EXPECT_THAT(lazy.out, HasSubstr("restored from " + dir + " (lazy, fault mode exit"));
+  // Lazily with handler threads resolving the faults (blocking mode).
+  CliResult blocking = Cli({"vm", "restore", "web-blocking", "--from", dir, "--lazy",
+                            "--fault-mode", "blocking", "--json"});
+  ASSERT_EQ(blocking.exit_code, 0) << blocking.out;
+  EXPECT_THAT(blocking.out, HasSubstr("\"restore_fault_mode\":\"blocking")) << blocking.out;
   // Eagerly, named by a path relative to the CLI's working directory.
   CliResult eager =
       RunCommand({"sh", "-c",
@@ -186,7 +191,7 @@ TEST_P(SnapshotE2eTest, RestoredVmsGoOnWithTheSameOpStream) {
   EXPECT_THAT(eager.out, HasSubstr(absl::StrCat("\"restored_from\":\"", dir, "\"")));
   EXPECT_THAT(eager.out, HasSubstr("\"restore_mode\":\"eager\""));
 
-  for (const char* name : {"web-lazy", "web-eager"}) {
+  for (const char* name : {"web-lazy", "web-blocking", "web-eager"}) {
     // Each vCPU goes on from its count at the snapshot...
     const std::vector<uint64_t> ops = VcpuOps(name);
     ASSERT_EQ(ops.size(), at_snapshot.size()) << name;
@@ -197,12 +202,15 @@ TEST_P(SnapshotE2eTest, RestoredVmsGoOnWithTheSameOpStream) {
   }
   // ...the lazy one's memory fills (no page is missing, and the fill's
   // time is reported)...
-  EXPECT_TRUE(Eventually(
-      [&] {
-        const Vm v = Get("web-lazy");
-        return v.pages_missing() == 0 && v.restore_ms() > 0;
-      },
-      kHangGuard));
+  for (const char* name : {"web-lazy", "web-blocking"}) {
+    EXPECT_TRUE(Eventually(
+        [&] {
+          const Vm v = Get(name);
+          return v.pages_missing() == 0 && v.restore_ms() > 0;
+        },
+        kHangGuard))
+        << name;
+  }
   const Vm lazy_vm = Get("web-lazy");
   EXPECT_EQ(lazy_vm.state(), ferry::v1::VM_STATE_RUNNING);
   EXPECT_EQ(lazy_vm.restored_from(), dir);
@@ -213,12 +221,12 @@ TEST_P(SnapshotE2eTest, RestoredVmsGoOnWithTheSameOpStream) {
   // snapshotted like any other; stopped, its replay stays short), holds
   // the digest of a replay of every op its vCPUs ran, the source's before
   // the first snapshot included.
-  for (const char* name : {"web-lazy", "web-eager"}) {
+  for (const char* name : {"web-lazy", "web-blocking", "web-eager"}) {
     CliResult again = Cli({"vm", "snapshot", name, "--to", snaps_ + "/" + name, "--stop"});
     EXPECT_EQ(again.exit_code, 0) << again.out;
     EXPECT_THAT(again.out, HasSubstr("stays paused")) << again.out;
   }
-  for (const char* name : {"web-lazy", "web-eager"}) {
+  for (const char* name : {"web-lazy", "web-blocking", "web-eager"}) {
     EXPECT_TRUE(VerifyVm(*stub_, name)) << name;
     const std::vector<uint64_t> ops = VcpuOps(name);
     for (size_t v = 0; v < ops.size(); ++v) EXPECT_GT(ops[v], at_snapshot[v]) << name << v;
