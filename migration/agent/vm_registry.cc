@@ -91,6 +91,10 @@ absl::Status CanMigrate(const HostedVm& vm) {
         absl::StrCat("VM '", name, "' is still being restored from ", vm.restored_from,
                      ": migrate it once every page is read (`ferry vm get ", name,
                      "` shows the pages missing)"));
+  if (vm.vm != nullptr)
+    if (absl::Status h = vm.vm->Health(); !h.ok())
+      return absl::FailedPreconditionError(
+          absl::StrCat("VM '", name, "' failed (", h.message(), "): it cannot run; delete it"));
   if (vm.vm != nullptr && vm.vm->paused())
     return absl::FailedPreconditionError(
         absl::StrCat("VM '", name, "' is paused: resume it first (`ferry vm resume ", name, "`)"));

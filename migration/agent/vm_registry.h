@@ -103,9 +103,9 @@ struct HostedVm {
 };
 
 // OK if `vm` may start an outgoing migration; else FailedPrecondition
-// saying why: one is under way, a failed one holds it paused, it is
-// paused, being snapshotted, or still filling from its snapshot. Call under
-// the owner's lock.
+// saying why: one is under way, a failed one holds it paused, it failed,
+// it is paused, being snapshotted, or still filling from its snapshot. Call
+// under the owner's lock.
 absl::Status CanMigrate(const HostedVm& vm);
 // OK if a snapshot of `vm` may be written now; else FailedPrecondition
 // saying why: it is being migrated or snapshotted or verified, it failed,

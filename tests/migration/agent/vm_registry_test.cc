@@ -157,6 +157,26 @@ TEST(VmRegistryTest, ASnapshotExcludesMigratingAndAnotherSnapshot) {
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("being migrated (mig-1)")));
 }
 
+TEST(VmRegistryTest, AFailedVmIsNeitherMigratedNorSnapshotted) {
+  HostedVm vm;
+  vm.name = "web";
+  vmm::VmConfig c;
+  c.memory_bytes = 4ull << 20;
+  c.vcpus = 1;
+  c.workload.kind = vmm::WorkloadKind::kIdle;
+  ASSERT_OK_AND_ASSIGN(vm.vm, vmm::Vm::Create(c));
+  ASSERT_OK(vm.vm->LoadInitialMemory());
+  ASSERT_OK(vm.vm->Start());
+  EXPECT_OK(CanMigrate(vm));
+  EXPECT_OK(CanSnapshot(vm));
+  vm.vm->Fail(absl::DataLossError("page 7 does not match its checksum"));
+  EXPECT_THAT(CanMigrate(vm), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                       HasSubstr("failed (page 7 does not match")));
+  EXPECT_THAT(CanSnapshot(vm), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                        HasSubstr("failed (page 7 does not match")));
+  vm.vm->Stop();
+}
+
 // A lazily restored VM: not whole while it fills (no migration, no
 // snapshot), its watch reports the fill's end once, and a HostedVm
 // destroyed mid-fill stops the reader before the VM goes.
