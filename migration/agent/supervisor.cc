@@ -238,6 +238,7 @@ absl::Status Supervisor::Adopt() {
       vm.set_state(v1::VM_STATE_FAILED);
       vm.set_held_reason(absl::StrFormat(
           "its VMM process (pid %d) had exited when ferryd started: the VM is lost", r->pid));
+      vm.set_error(vm.held_reason());
       Log(LogLine(LogLevel::kError, "vmm.lost").Kv("vm", r->name).Kv("reason", vm.held_reason()));
       absl::MutexLock lock(&mu_);
       lost_[r->name] = vm;
@@ -707,6 +708,7 @@ void Supervisor::Lost(const std::shared_ptr<Vmm>& vmm) {
   vm.set_name(vmm->record.name);
   vm.set_state(v1::VM_STATE_FAILED);
   vm.set_held_reason(reason + ": the VM is lost");
+  vm.set_error(vm.held_reason());  // as a VM whose vCPUs failed says why
   Log(LogLine(LogLevel::kError, "vmm.lost").Kv("vm", vm.name()).Kv("reason", vm.held_reason()));
   v1::Event e;
   e.set_kind(v1::EVENT_KIND_VM_FAILED);
