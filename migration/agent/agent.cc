@@ -124,6 +124,7 @@ Agent::~Agent() {
   // The VMs still here end with the agent: say so, one line each.
   absl::MutexLock lock(&mu_);
   for (auto& e : vms_.TakeAll()) {
+    e->EndRestoreWatch();  // it reports to this agent
     Log(LogLine(LogLevel::kWarn, "vm.destroyed").Kv("vm", e->name).Kv("reason", "agent stopped"));
     events_.Publish(MakeEvent(ferry::v1::EVENT_KIND_VM_DELETED, e->name, "", "", "agent stopped"));
     if (e->vm) e->vm->Stop();
@@ -165,6 +166,19 @@ ferry::v1::Vm Agent::Describe(const HostedVm& e) const {
   vmm::VmStats s = e.vm->Stats();
   v.set_guest_ops(s.total_ops);
   v.set_state(VmStateOf(s, !migration_id.empty()));
+  if (v.state() == ferry::v1::VM_STATE_FAILED) v.set_error(std::string(e.vm->Health().message()));
+  v.set_restored_from(e.restored_from);
+  v.set_restore_mode(e.restore_mode);
+  if (e.lazy_restore != nullptr) {
+    const vmm::FaultModeChoice& c = e.vm->fault_mode_choice();
+    v.set_restore_fault_mode(absl::StrCat(vmm::FaultModeName(c.mode), ": ", c.reason));
+    const snapshot::LazyRestoreStats ls = e.lazy_restore->Stats();
+    if (ls.filled_ns != 0) v.set_restore_ms((ls.filled_ns - ls.started_ns) / 1e6);
+    if (!e.lazy_restore->done() && e.vm->pager() != nullptr)
+      v.set_pages_missing(e.vm->pager()->missing_pages());
+  } else if (!e.restored_from.empty()) {
+    v.set_restore_ms(e.eager_restore_ms);
+  }
   return v;
 }
 
@@ -179,8 +193,9 @@ absl::StatusOr<ferry::v1::Vm> Agent::CreateVm(const ferry::v1::CreateVmRequest& 
     absl::MutexLock lock(&mu_);
     if (shutting_down_)
       return absl::UnavailableError("this agent is shutting down: create the VM elsewhere");
-    RETURN_IF_ERROR(vms_.RefusalStatus(vms_.Reserve(r.name(), config.memory_bytes), r.name(),
-                                       config.memory_bytes, /*incoming=*/false));
+    RETURN_IF_ERROR(
+        vms_.RefusalStatus(vms_.Reserve(r.name(), config.memory_bytes, "is being created"),
+                           r.name(), config.memory_bytes, /*incoming=*/false));
   }
   auto release = [&] {
     absl::MutexLock lock(&mu_);
@@ -265,17 +280,21 @@ absl::Status Agent::DeleteVm(const std::string& name) {
   {
     absl::MutexLock lock(&mu_);
     absl::StatusOr<std::shared_ptr<HostedVm>> found = vms_.Find(name);
-    if (!found.ok() && vms_.IsReserved(name))
-      return absl::FailedPreconditionError(absl::StrCat(
-          "VM '", name, "' is arriving by a migration: it can be deleted once it arrived"));
+    if (!found.ok() && vms_.IsReserved(name)) return found.status();
     if (!found.ok())
       return absl::NotFoundError(absl::StrCat("no VM named '", name, "' on this agent"));
     if (!(*found)->migration_id.empty())
       return absl::FailedPreconditionError(absl::StrCat("VM '", name, "' is being migrated (",
                                                         (*found)->migration_id,
                                                         "): cancel the migration first"));
+    if (!(*found)->snapshot_to.empty())
+      return absl::FailedPreconditionError(
+          absl::StrCat("VM '", name, "' is being snapshotted (to ", (*found)->snapshot_to,
+                       "): delete it once the snapshot is written"));
     e = vms_.Remove(name);
   }
+  // A lazy restore still filling ends with it, unreported.
+  e->EndRestoreWatch();
   e->vm->Stop();
   Log(LogLine(LogLevel::kInfo, "vm.deleted").Kv("vm", name));
   events_.Publish(MakeEvent(ferry::v1::EVENT_KIND_VM_DELETED, name, "", "", "deleted"));
@@ -311,9 +330,24 @@ absl::StatusOr<ferry::v1::VerifyVmResponse> Agent::VerifyVm(
     if (!e->migration_id.empty())
       return absl::FailedPreconditionError(
           absl::StrCat("VM '", request.name(), "' is being migrated: verify it where it arrives"));
+    if (!e->snapshot_to.empty())
+      return absl::FailedPreconditionError(
+          absl::StrCat("VM '", request.name(), "' is being snapshotted (to ", e->snapshot_to,
+                       "): verify it once the snapshot is written"));
+    if (e->Filling())
+      return absl::FailedPreconditionError(
+          absl::StrCat("VM '", request.name(), "' is still being restored from ", e->restored_from,
+                       ": verify it once every page is read (`ferry vm get ", request.name(),
+                       "` shows the pages missing)"));
+    ++e->verifying;
   }
-  ASSIGN_OR_RETURN(ferry::v1::VerifyVmResponse r,
-                   VerifyGuestMemory(*e->vm, request.name(), request.timeout_ms()));
+  absl::StatusOr<ferry::v1::VerifyVmResponse> verified =
+      VerifyGuestMemory(*e->vm, request.name(), request.timeout_ms());
+  {
+    absl::MutexLock lock(&mu_);
+    --e->verifying;
+  }
+  ASSIGN_OR_RETURN(ferry::v1::VerifyVmResponse r, std::move(verified));
   Log(LogLine(r.match() ? LogLevel::kInfo : LogLevel::kError, "vm.verified")
           .Kv("vm", request.name())
           .Kv("result", r.match() ? "match" : "mismatch")
@@ -615,6 +649,14 @@ absl::StatusOr<ferry::v1::Vm> Agent::ResumeVm(const ferry::v1::ResumeVmRequest& 
           "): the destination may have run it, and resuming this copy would run the guest "
           "twice. Make sure the destination does not run it (`ferry --agent DEST vm list`), "
           "then give --force to resume this copy as of the switchover"));
+    if (!e->snapshot_to.empty())
+      return absl::FailedPreconditionError(absl::StrCat(
+          "VM '", r.name(), "' is being snapshotted (to ", e->snapshot_to,
+          "): it resumes by itself when the snapshot is written, unless it was asked to stay "
+          "stopped"));
+    if (absl::Status h = e->vm->Health(); !h.ok())
+      return absl::FailedPreconditionError(absl::StrCat("VM '", r.name(), "' failed (", h.message(),
+                                                        "): it cannot run again; delete it"));
     if (!e->vm->paused())
       return absl::FailedPreconditionError(absl::StrCat("VM '", r.name(), "' is not paused"));
     RETURN_IF_ERROR(e->vm->Resume());

@@ -1,14 +1,15 @@
 // Agent: what one ferryd hosts. It owns the VMs of this host, the migrations
 // it drives as the source, and the page server; it adopts VMs that migrate
-// in. The gRPC services (control_service.h, migration_service.h) are thin
-// layers over it.
+// in, and restores VMs from snapshots. The gRPC services
+// (control_service.h, migration_service.h) are thin layers over it.
 //
 // Lifecycle events are logged, one line each, through AgentOptions::log,
 // and published on the agent's event log (events(); WatchEvents), which
 // logs each event too.
 //
 // Threads: every method is thread-safe. Each outgoing migration runs on a
-// thread of its own. Blocking calls (VerifyVm, WatchMigration) hold no lock
+// thread of its own, and so does the watch of each lazy restore. Blocking
+// calls (VerifyVm, WatchMigration, SnapshotVm, RestoreVm) hold no lock
 // while they wait.
 #ifndef FERRY_MIGRATION_AGENT_AGENT_H_
 #define FERRY_MIGRATION_AGENT_AGENT_H_
@@ -104,6 +105,13 @@ class Agent final : public ControlBackend {
   absl::StatusOr<ferry::v1::MigrationResource> StartPostcopy(const std::string& id) override;
   // Resumes a paused VM (force: one a failed migration kept paused).
   absl::StatusOr<ferry::v1::Vm> ResumeVm(const ferry::v1::ResumeVmRequest& request) override;
+  // Writes a snapshot of a VM: a running one is paused for the write and
+  // resumed after unless asked not to (agent_snapshot.cc).
+  absl::StatusOr<ferry::v1::SnapshotVmResponse> SnapshotVm(
+      const ferry::v1::SnapshotVmRequest& request) override;
+  // A new VM from a snapshot, admitted like CreateVm, eager or lazy
+  // (agent_snapshot.cc).
+  absl::StatusOr<ferry::v1::Vm> RestoreVm(const ferry::v1::RestoreVmRequest& request) override;
   // Calls `write` with a snapshot every `interval` and on the end; returns
   // when the migration ended (after writing its final state) or `write`
   // returned false.
@@ -155,6 +163,10 @@ class Agent final : public ControlBackend {
   // while the migration service keeps them.
   std::vector<ferry::v1::MigrationResource> IncomingMigrations() const;
   void Adopt(const std::string& migration_id, const std::string& name, std::unique_ptr<vmm::Vm> vm);
+  // A lazy restore of VM `name` ended: logged and published (filled, or
+  // failed with the reason).
+  void RestoreEnded(const std::string& name, const std::string& dir, const absl::Status& result,
+                    double fill_ms);
 
   const AgentOptions options_;
   // Before the services that publish on it, so it outlives them.

@@ -11,7 +11,8 @@
 //   destinations = 10.0.0.2:7070, 10.0.0.3:7070
 //
 // Permissions: `read` (Get, List, Watch, WatchEvents, VmStats), `vm` (create, delete,
-// verify, resume VMs), `migrate` (start, cancel, recover, set parameters
+// verify, resume, snapshot and restore VMs: snapshot and restore name
+// directories on the agent's host), `migrate` (start, cancel, recover, set parameters
 // of, force postcopy of migrations), `all`. `destinations` (optional) lists the only agents
 // migrations may go to (as StartMigration and recover name them); absent,
 // anywhere. An identity not listed, with no `*` line, may do nothing.

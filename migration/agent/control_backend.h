@@ -34,6 +34,12 @@ class ControlBackend {
   virtual absl::StatusOr<ferry::v1::VerifyVmResponse> VerifyVm(
       const ferry::v1::VerifyVmRequest& request) = 0;
   virtual absl::StatusOr<ferry::v1::Vm> ResumeVm(const ferry::v1::ResumeVmRequest& request) = 0;
+  // Snapshots and restores (docs/snapshots.md). Both block until the
+  // snapshot is written, or the restored VM runs (an eager restore reads
+  // every page first).
+  virtual absl::StatusOr<ferry::v1::SnapshotVmResponse> SnapshotVm(
+      const ferry::v1::SnapshotVmRequest& request) = 0;
+  virtual absl::StatusOr<ferry::v1::Vm> RestoreVm(const ferry::v1::RestoreVmRequest& request) = 0;
 
   virtual absl::StatusOr<ferry::v1::MigrationResource> StartMigration(
       const ferry::v1::StartMigrationRequest& request) = 0;

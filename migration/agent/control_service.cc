@@ -2,9 +2,11 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/grpc_status.h"
 #include "base/log_line.h"
+#include "base/status_macros.h"
 #include "migration/api/names.h"
 
 namespace ferry::agent {
@@ -15,6 +17,7 @@ namespace {
 // with its length only.
 constexpr size_t kMaxIdBytes = 64;        // migration and request ids
 constexpr size_t kMaxAddressBytes = 255;  // HOST:PORT
+constexpr size_t kMaxPathBytes = 1024;    // a snapshot directory
 
 absl::Status Bound(const std::string& value, size_t max, const char* what) {
   if (value.size() <= max) return absl::OkStatus();
@@ -25,6 +28,23 @@ absl::Status BoundName(const std::string& name) {
   return Bound(name, api::kMaxVmNameSize, "a VM name");
 }
 absl::Status BoundId(const std::string& id) { return Bound(id, kMaxIdBytes, "a migration id"); }
+// A VM the call names must be named (the agent would only say "not found").
+absl::Status NameGiven(const std::string& name) {
+  if (!name.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError("no VM name given");
+}
+// A snapshot directory: an absolute path on the agent's host, bounded, with
+// no NUL byte (a C string would end there: another path than the one asked).
+absl::Status SnapshotDir(const std::string& dir) {
+  RETURN_IF_ERROR(Bound(dir, kMaxPathBytes, "a snapshot directory"));
+  if (dir.empty()) return absl::InvalidArgumentError("no snapshot directory given");
+  if (dir.find('\0') != std::string::npos)
+    return absl::InvalidArgumentError("a snapshot directory holds a NUL byte");
+  if (dir[0] != '/')
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the snapshot directory must be an absolute path on the agent's host, not '", dir, "'"));
+  return absl::OkStatus();
+}
 
 // The first failing check, or OK.
 absl::Status First(std::initializer_list<absl::Status> checks) {
@@ -221,6 +241,22 @@ grpc::Status ControlService::ResumeVm(grpc::ServerContext* ctx, const ferry::v1:
   FERRY_BOUNDED(BoundName(r->name()));
   FERRY_AUTHORIZED(Permission::kVm, "resume VMs");
   FERRY_REPLY(agent_->ResumeVm(*r));
+}
+
+grpc::Status ControlService::SnapshotVm(grpc::ServerContext* ctx,
+                                        const ferry::v1::SnapshotVmRequest* r,
+                                        ferry::v1::SnapshotVmResponse* out) {
+  FERRY_BOUNDED(BoundName(r->name()), NameGiven(r->name()), SnapshotDir(r->dir()));
+  // Writes a new directory on the host as the VM's process: a VM right.
+  FERRY_AUTHORIZED(Permission::kVm, "snapshot VMs");
+  FERRY_REPLY(agent_->SnapshotVm(*r));
+}
+
+grpc::Status ControlService::RestoreVm(grpc::ServerContext* ctx,
+                                       const ferry::v1::RestoreVmRequest* r, ferry::v1::Vm* out) {
+  FERRY_BOUNDED(BoundName(r->name()), NameGiven(r->name()), SnapshotDir(r->dir()));
+  FERRY_AUTHORIZED(Permission::kVm, "restore VMs");
+  FERRY_REPLY(agent_->RestoreVm(*r));
 }
 
 grpc::Status ControlService::CancelMigration(grpc::ServerContext* ctx,

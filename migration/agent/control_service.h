@@ -59,6 +59,10 @@ class ControlService final : public ferry::v1::Control::Service {
                                 ferry::v1::MigrationResource* out) override;
   grpc::Status ResumeVm(grpc::ServerContext*, const ferry::v1::ResumeVmRequest* r,
                         ferry::v1::Vm* out) override;
+  grpc::Status SnapshotVm(grpc::ServerContext*, const ferry::v1::SnapshotVmRequest* r,
+                          ferry::v1::SnapshotVmResponse* out) override;
+  grpc::Status RestoreVm(grpc::ServerContext*, const ferry::v1::RestoreVmRequest* r,
+                         ferry::v1::Vm* out) override;
   grpc::Status CancelMigration(grpc::ServerContext*, const ferry::v1::CancelMigrationRequest* r,
                                ferry::v1::MigrationResource* out) override;
   // Streams the agent's events until the client cancels or the agent

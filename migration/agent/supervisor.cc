@@ -30,6 +30,7 @@
 #include "migration/fetch/page_server.h"
 #include "migration/hello.h"
 #include "migration/phases.h"
+#include "migration/snapshot/snapshot.h"
 #include "migration/stream_auth.h"
 
 namespace ferry::agent {
@@ -237,6 +238,7 @@ absl::Status Supervisor::Adopt() {
       vm.set_state(v1::VM_STATE_FAILED);
       vm.set_held_reason(absl::StrFormat(
           "its VMM process (pid %d) had exited when ferryd started: the VM is lost", r->pid));
+      vm.set_error(vm.held_reason());
       Log(LogLine(LogLevel::kError, "vmm.lost").Kv("vm", r->name).Kv("reason", vm.held_reason()));
       absl::MutexLock lock(&mu_);
       lost_[r->name] = vm;
@@ -372,6 +374,7 @@ absl::StatusOr<std::shared_ptr<Supervisor::Vmm>> Supervisor::Launch(
             .Kv("reason", s.message())
             .Kv("detail", "its page server runs at the push's priority"));
   std::shared_ptr<Vmm> vmm = Track(*record, /*child=*/true);
+  vmm->creating = role == "created" || role == "restored";
   vmms_[record->key] = vmm;
   Log(LogLine(LogLevel::kInfo, "vmm.started")
           .Kv("vm", name)
@@ -442,8 +445,48 @@ absl::StatusOr<v1::Vm> Supervisor::CreateVm(const v1::CreateVmRequest& request) 
   ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm,
                    Launch(request.name(), request.memory_bytes(), "created", ""));
   absl::StatusOr<v1::Vm> vm = vmm->client->CreateVm(request);
-  if (!vm.ok()) Stop(vmm);
+  Created(vmm, vm.status());
   return vm;
+}
+
+void Supervisor::Created(const std::shared_ptr<Vmm>& vmm, const absl::Status& result) {
+  {
+    absl::MutexLock lock(&mu_);
+    vmm->creating = false;
+  }
+  if (!result.ok()) Stop(vmm);
+}
+
+absl::StatusOr<v1::Vm> Supervisor::RestoreVm(const v1::RestoreVmRequest& request) {
+  RETURN_IF_ERROR(api::ValidateVmName(request.name()));
+  if (!absl::StartsWith(request.dir(), "/"))
+    return absl::InvalidArgumentError(
+        absl::StrCat("the snapshot directory must be an absolute path on the agent's host, not '",
+                     request.dir(), "'"));
+  // The memory the process is admitted with, from the snapshot itself,
+  // checked whole here before any process starts; the process opens and
+  // checks it again (it trusts nothing ferryd read for it).
+  ASSIGN_OR_RETURN(std::unique_ptr<snapshot::Snapshot> snap,
+                   snapshot::Snapshot::Open(request.dir()));
+  const uint64_t memory_bytes = snap->config().memory_bytes;
+  snap.reset();
+  ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm, Launch(request.name(), memory_bytes, "restored", ""));
+  absl::StatusOr<v1::Vm> vm = vmm->client->RestoreVm(request);
+  Created(vmm, vm.status());
+  return vm;
+}
+
+absl::StatusOr<v1::SnapshotVmResponse> Supervisor::SnapshotVm(
+    const v1::SnapshotVmRequest& request) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = lost_.find(request.name()); it != lost_.end())
+      return absl::FailedPreconditionError(absl::StrCat("VM '", request.name(), "' failed (",
+                                                        it->second.held_reason(),
+                                                        "): nothing to snapshot"));
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm, ByName(request.name()));
+  return vmm->client->SnapshotVm(request);
 }
 
 absl::StatusOr<v1::Vm> Supervisor::GetVm(const std::string& name) {
@@ -665,6 +708,7 @@ void Supervisor::Lost(const std::shared_ptr<Vmm>& vmm) {
   vm.set_name(vmm->record.name);
   vm.set_state(v1::VM_STATE_FAILED);
   vm.set_held_reason(reason + ": the VM is lost");
+  vm.set_error(vm.held_reason());  // as a VM whose vCPUs failed says why
   Log(LogLine(LogLevel::kError, "vmm.lost").Kv("vm", vm.name()).Kv("reason", vm.held_reason()));
   v1::Event e;
   e.set_kind(v1::EVENT_KIND_VM_FAILED);
@@ -693,6 +737,10 @@ void Supervisor::ReapOnce() {
       if (!vmm->stopping) all.push_back(vmm);
   }
   for (const std::shared_ptr<Vmm>& vmm : all) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (vmm->creating) continue;  // its VM is not listed until the call ends
+    }
     bool exited;
     if (vmm->child) {
       siginfo_t info{};
@@ -708,8 +756,11 @@ void Supervisor::ReapOnce() {
     }
     // A process with nothing left: no VM, every migration ended.
     const absl::Duration age = absl::Now() - absl::FromUnixMillis(vmm->record.started_unix_ms);
-    // A VM being created is not listed yet.
-    if (vmm->record.role == "created" && age < absl::Seconds(30)) continue;
+    // A VM being created or restored is not listed yet (a ferryd restarted
+    // meanwhile does not know the call).
+    if ((vmm->record.role == "created" || vmm->record.role == "restored") &&
+        age < absl::Seconds(30))
+      continue;
     // Migrations first, then VMs: a VM that arrives (its migration ending)
     // between the two reads is then seen in the second.
     absl::StatusOr<std::vector<v1::MigrationResource>> ms = vmm->client->TryListMigrations();

@@ -75,6 +75,14 @@ class Supervisor final : public ControlBackend {
   absl::StatusOr<ferry::v1::VerifyVmResponse> VerifyVm(
       const ferry::v1::VerifyVmRequest& request) override;
   absl::StatusOr<ferry::v1::Vm> ResumeVm(const ferry::v1::ResumeVmRequest& request) override;
+  // Routed to the VM's process, which writes the snapshot.
+  absl::StatusOr<ferry::v1::SnapshotVmResponse> SnapshotVm(
+      const ferry::v1::SnapshotVmRequest& request) override;
+  // Opens the snapshot here (its memory size is what the new process is
+  // admitted with; a snapshot that does not open starts no process),
+  // starts a process for the VM as CreateVm does, and has it restore the
+  // VM; a process whose restore fails is stopped.
+  absl::StatusOr<ferry::v1::Vm> RestoreVm(const ferry::v1::RestoreVmRequest& request) override;
   absl::StatusOr<ferry::v1::MigrationResource> StartMigration(
       const ferry::v1::StartMigrationRequest& request) override;
   ferry::v1::CheckMigrationResponse CheckMigration(
@@ -118,6 +126,9 @@ class Supervisor final : public ControlBackend {
     bool child = false;  // started by this ferryd (waitpid gives its status)
     int pidfd = -1;      // adopted ones: readable once the process exited
     bool stopping = false;
+    // Under mu_: CreateVm or RestoreVm is under way in it (no VM listed
+    // yet): the reaper leaves it be.
+    bool creating = false;
     std::unique_ptr<VmmClient> client;
     // Republishes the process's events on the supervisor's log.
     std::thread forwarder;
@@ -144,6 +155,9 @@ class Supervisor final : public ControlBackend {
   absl::StatusOr<std::shared_ptr<Vmm>> Launch(const std::string& name, uint64_t memory_bytes,
                                               const std::string& role,
                                               const std::string& migration_id);
+  // CreateVm or RestoreVm in `vmm` returned `result`: the reaper may look
+  // at it again; a process whose VM did not start is stopped.
+  void Created(const std::shared_ptr<Vmm>& vmm, const absl::Status& result);
   absl::StatusOr<std::pair<int, int>> PickPorts() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether VM `name` of `memory_bytes` may start here now (the name free,
   // --max-vms, --max-memory).

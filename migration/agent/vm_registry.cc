@@ -19,6 +19,58 @@ double HostedVm::OpsPerSec(uint64_t total_ops) {
   return last_rate;
 }
 
+HostedVm::~HostedVm() { EndRestoreWatch(); }
+
+void HostedVm::EndRestoreWatch() {
+  std::thread watcher;
+  {
+    absl::MutexLock lock(&watch_mu_);
+    stop_watch_ = true;
+    watcher = std::move(restore_watcher_);
+  }
+  if (watcher.joinable()) watcher.join();
+}
+
+void HostedVm::WatchRestore(std::function<void(const absl::Status&)> on_end) {
+  absl::MutexLock lock(&watch_mu_);
+  if (stop_watch_) return;  // ended before it began
+  restore_watcher_ = std::thread([this, on_end = std::move(on_end)] {
+    {
+      // LazyRestore::Wait cannot be interrupted: look every 50 ms, so that
+      // a VM deleted while it fills ends its watch at once.
+      absl::MutexLock lock(&watch_mu_);
+      while (!stop_watch_ && !lazy_restore->done())
+        watch_mu_.AwaitWithTimeout(absl::Condition(&stop_watch_), absl::Milliseconds(50));
+      if (stop_watch_) return;
+    }
+    on_end(lazy_restore->Wait());  // done: returns at once
+  });
+}
+
+absl::Status CanSnapshot(const HostedVm& vm) {
+  const std::string& name = vm.name;
+  if (!vm.migration_id.empty())
+    return absl::FailedPreconditionError(
+        absl::StrCat("VM '", name, "' is being migrated (", vm.migration_id,
+                     "): snapshot it where it arrives, or cancel the migration first"));
+  if (!vm.snapshot_to.empty())
+    return absl::FailedPreconditionError(
+        absl::StrCat("VM '", name, "' is already being snapshotted (to ", vm.snapshot_to, ")"));
+  if (vm.verifying > 0)
+    return absl::FailedPreconditionError(
+        absl::StrCat("VM '", name, "' is being verified: snapshot it once the check is done"));
+  if (vm.Filling())
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "VM '%s' is still being restored from %s (%d pages not read yet): snapshot it once "
+        "its memory is whole (`ferry vm get %s` shows the pages missing)",
+        name, vm.restored_from, vm.vm->pager() ? vm.vm->pager()->missing_pages() : 0, name));
+  if (vm.vm != nullptr)
+    if (absl::Status h = vm.vm->Health(); !h.ok())
+      return absl::FailedPreconditionError(absl::StrCat(
+          "VM '", name, "' failed (", h.message(), "): its memory cannot be trusted to snapshot"));
+  return absl::OkStatus();
+}
+
 absl::Status CanMigrate(const HostedVm& vm) {
   const std::string& name = vm.name;
   if (!vm.migration_id.empty())
@@ -30,6 +82,19 @@ absl::Status CanMigrate(const HostedVm& vm) {
                      ", which failed after switchover (", vm.held_reason,
                      "): the destination may run it. Check the destination; `ferry vm resume ",
                      name, " --force` resumes this copy"));
+  if (!vm.snapshot_to.empty())
+    return absl::FailedPreconditionError(
+        absl::StrCat("VM '", name, "' is being snapshotted (to ", vm.snapshot_to,
+                     "): migrate it once the snapshot is written"));
+  if (vm.Filling())
+    return absl::FailedPreconditionError(
+        absl::StrCat("VM '", name, "' is still being restored from ", vm.restored_from,
+                     ": migrate it once every page is read (`ferry vm get ", name,
+                     "` shows the pages missing)"));
+  if (vm.vm != nullptr)
+    if (absl::Status h = vm.vm->Health(); !h.ok())
+      return absl::FailedPreconditionError(
+          absl::StrCat("VM '", name, "' failed (", h.message(), "): it cannot run; delete it"));
   if (vm.vm != nullptr && vm.vm->paused())
     return absl::FailedPreconditionError(
         absl::StrCat("VM '", name, "' is paused: resume it first (`ferry vm resume ", name, "`)"));
@@ -43,9 +108,10 @@ VmRegistry::Refusal VmRegistry::WouldRefuse(const std::string& name, uint64_t me
   return Refusal::kNone;
 }
 
-VmRegistry::Refusal VmRegistry::Reserve(const std::string& name, uint64_t memory_bytes) {
+VmRegistry::Refusal VmRegistry::Reserve(const std::string& name, uint64_t memory_bytes,
+                                        std::string doing) {
   const Refusal r = WouldRefuse(name, memory_bytes);
-  if (r == Refusal::kNone) reserved_[name] = memory_bytes;
+  if (r == Refusal::kNone) reserved_[name] = Reservation{memory_bytes, std::move(doing)};
   return r;
 }
 
@@ -84,9 +150,12 @@ absl::StatusOr<std::shared_ptr<HostedVm>> VmRegistry::Find(const std::string& na
   auto it = vms_.find(name);
   if (it != vms_.end()) return it->second.vm;
   // An arriving VM is listed (state incoming) but not yet this agent's.
-  if (reserved_.count(name))
-    return absl::FailedPreconditionError(absl::StrCat(
-        "VM '", name, "' is arriving by a migration: it is this agent's once it arrived"));
+  if (auto r = reserved_.find(name); r != reserved_.end())
+    return absl::FailedPreconditionError(
+        r->second.doing.empty()
+            ? absl::StrCat("VM '", name,
+                           "' is arriving by a migration: it is this agent's once it arrived")
+            : absl::StrCat("VM '", name, "' ", r->second.doing, ": try again once it runs"));
   return absl::NotFoundError(
       absl::StrCat("no VM named '", name, "' on this agent (see `ferry vm list`)"));
 }
@@ -116,7 +185,7 @@ std::vector<std::shared_ptr<HostedVm>> VmRegistry::All() const {
 uint64_t VmRegistry::MemoryInUse() const {
   uint64_t total = 0;
   for (const auto& [name, slot] : vms_) total += slot.memory_bytes;
-  for (const auto& [name, bytes] : reserved_) total += bytes;
+  for (const auto& [name, r] : reserved_) total += r.memory_bytes;
   return total;
 }
 

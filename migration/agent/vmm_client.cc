@@ -98,6 +98,22 @@ absl::StatusOr<v1::Vm> VmmClient::ResumeVm(const v1::ResumeVmRequest& request) {
   FERRY_VMM_CALL(v1::Vm, ResumeVm, request);
 }
 
+absl::StatusOr<v1::SnapshotVmResponse> VmmClient::SnapshotVm(const v1::SnapshotVmRequest& request) {
+  grpc::ClientContext ctx;
+  v1::SnapshotVmResponse out;
+  grpc::Status s = stub_->SnapshotVm(&ctx, request, &out);
+  if (!s.ok()) return Convert(s);
+  return out;
+}
+
+absl::StatusOr<v1::Vm> VmmClient::RestoreVm(const v1::RestoreVmRequest& request) {
+  grpc::ClientContext ctx;
+  v1::Vm out;
+  grpc::Status s = stub_->RestoreVm(&ctx, request, &out);
+  if (!s.ok()) return Convert(s);
+  return out;
+}
+
 absl::StatusOr<v1::MigrationResource> VmmClient::StartMigration(
     const v1::StartMigrationRequest& request) {
   FERRY_VMM_CALL(v1::MigrationResource, StartMigration, request);

@@ -32,6 +32,11 @@ class VmmClient final : public ControlBackend {
   absl::StatusOr<ferry::v1::VerifyVmResponse> VerifyVm(
       const ferry::v1::VerifyVmRequest& request) override;
   absl::StatusOr<ferry::v1::Vm> ResumeVm(const ferry::v1::ResumeVmRequest& request) override;
+  // Snapshot and restore take as long as the memory takes to write or read:
+  // no deadline of ours (like VerifyVm).
+  absl::StatusOr<ferry::v1::SnapshotVmResponse> SnapshotVm(
+      const ferry::v1::SnapshotVmRequest& request) override;
+  absl::StatusOr<ferry::v1::Vm> RestoreVm(const ferry::v1::RestoreVmRequest& request) override;
   absl::StatusOr<ferry::v1::MigrationResource> StartMigration(
       const ferry::v1::StartMigrationRequest& request) override;
   ferry::v1::CheckMigrationResponse CheckMigration(

@@ -26,7 +26,7 @@ namespace ferry::agent {
 struct VmmRecord {
   std::string key;
   std::string name;          // its VM's
-  std::string role;          // "created" or "incoming"
+  std::string role;          // "created", "restored" or "incoming"
   std::string migration_id;  // incoming: the migration that brings the VM
   pid_t pid = 0;
   int migration_port = 0;  // ferry.v1.Migration (TCP, ferryd's listen host)

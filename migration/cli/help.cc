@@ -95,6 +95,44 @@ destination: resuming this copy would run the guest twice, so it needs
   --force            resume a VM held by a failed migration, as of its switchover
 
 example: ferry --agent 10.0.0.1:7070 vm resume web --force)"},
+    {"vm snapshot", R"(usage: ferry vm snapshot NAME --to DIR [--stop] [--json] [--agent HOST:PORT]
+
+Writes a snapshot of the VM, its memory and vCPU state, to the directory
+DIR on the agent's host (docs/snapshots.md). A running VM is paused for the
+write and resumed after; a paused or halted one stays as it is. DIR must
+not exist and its parent must; it is created 0700, its files 0600 (zero
+pages are holes, not written). A write that fails leaves nothing at DIR
+and resumes the VM. Refused (exit 6) while the VM migrates, is being
+verified or snapshotted, is still filling from a lazy restore, or failed;
+and when DIR exists.
+
+  --to DIR           the snapshot directory to create; a relative path is taken from
+                     this shell's working directory (the agent's host must have it)
+  --stop             leave the VM paused after the snapshot (to move it, or stop it as
+                     of the snapshot); it resumes with vm resume
+
+example: ferry vm snapshot web --to /srv/snapshots/web-1 --stop)"},
+    {"vm restore", R"(usage: ferry vm restore NAME --from DIR [--lazy [--fault-mode exit|blocking]]
+                        [--json] [--agent HOST:PORT]
+
+Starts a new VM named NAME from the snapshot in DIR on the agent's host.
+The snapshot is checked (format, version, checksums, sizes) before
+anything is created, and NAME and the memory are admitted as for vm
+create. Eager (the default): every page is read and checked, then the VM
+runs on from where the snapshot left it. --lazy: the VM runs at once; a
+page it touches first is read on demand and the rest is read in the
+background (vm get shows the pages not read yet). A page that fails its
+checksum is never installed: an eager restore fails and creates nothing,
+a lazy one stops the VM for good (state failed, with the reason).
+
+  --from DIR         the snapshot directory; a relative path is taken from this
+                     shell's working directory (the agent's host must have it)
+  --lazy             run at once and read memory on demand and in the background
+  --fault-mode MODE  with --lazy: exit, a vCPU reads its own missing page; blocking,
+                     handler threads do (KVM vCPUs on kernels without exit-on-missing
+                     memslots always block) (default {fault})
+
+example: ferry vm restore web-copy --from /srv/snapshots/web-1 --lazy)"},
     {"vm delete", R"(usage: ferry vm delete NAME [--agent HOST:PORT]
 
 Stops the VM and frees its memory. Refused while it is migrating.
@@ -297,6 +335,10 @@ VMs, on the agent --agent (default 127.0.0.1:7070):
   vm stats NAME        per-vCPU ops, faults and pages still missing
   vm verify NAME       compare its memory with a replay of its workload
   vm resume NAME       resume a paused VM (--force: one a failed migration held)
+  vm snapshot NAME --to DIR
+                       write its memory and vCPU state to a new directory (--stop)
+  vm restore NAME --from DIR
+                       a new VM from a snapshot, eager or --lazy
   vm delete NAME       stop it and free its memory
 
 migrations:
@@ -405,7 +447,7 @@ _ferry() {
   # The command words, skipping flags and their values.
   for ((i = 1; i < COMP_CWORD; i++)); do
     case "${COMP_WORDS[i]}" in
-      --json|--help|-h|--detach|--force|--man|--check|--auto-converge) ;;
+      --json|--help|-h|--detach|--force|--man|--check|--auto-converge|--stop|--lazy) ;;
       --*) [[ "${COMP_WORDS[i]}" == *=* ]] || ((i++)) ;;
       *) if [[ -z "$cmd" ]]; then cmd="${COMP_WORDS[i]}"; elif [[ -z "$sub" ]]; then sub="${COMP_WORDS[i]}"; fi ;;
     esac

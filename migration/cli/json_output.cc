@@ -94,7 +94,26 @@ JsonObject VmJson(const ferry::v1::Vm& v) {
       .Add("source", v.source())
       .Add("pages_missing", v.pages_missing())
       .Add("held_by", v.held_by())
-      .Add("held_reason", v.held_reason());
+      .Add("held_reason", v.held_reason())
+      .Add("restored_from", v.restored_from())
+      .Add("restore_mode", v.restore_mode())
+      .Add("restore_fault_mode", v.restore_fault_mode())
+      .Add("restore_ms", v.restore_ms())
+      .Add("error", v.error());
+  return o;
+}
+
+JsonObject SnapshotJson(const ferry::v1::SnapshotVmResponse& s) {
+  JsonObject o;
+  o.Add("vm", VmJson(s.vm()))
+      .Add("dir", s.dir())
+      .Add("memory_bytes", s.memory_bytes())
+      .Add("data_pages", s.data_pages())
+      .Add("zero_pages", s.zero_pages())
+      .Add("guest_ops", s.guest_ops())
+      .Add("write_ms", s.write_ms())
+      .Add("paused_ms", s.paused_ms())
+      .Add("memory_digest", s.memory_digest());
   return o;
 }
 

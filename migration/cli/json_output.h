@@ -17,12 +17,14 @@ namespace ferry::cli {
 // it ended, the report.
 JsonObject MigrationJson(const ferry::v1::MigrationResource& m);
 
-// A VM (vm create, get, list's elements, resume).
+// A VM (vm create, get, list's elements, resume, restore).
 JsonObject VmJson(const ferry::v1::Vm& v);
 // vm stats: {"vm": {...}, "guest_ops_per_sec": ..., "vcpus": [...], ...}.
 JsonObject VmStatsJson(const ferry::v1::VmStatsResponse& s);
 // vm verify.
 JsonObject VerifyJson(const std::string& name, const ferry::v1::VerifyVmResponse& v);
+// vm snapshot: {"vm": {...}, "dir", "memory_bytes", "data_pages", ...}.
+JsonObject SnapshotJson(const ferry::v1::SnapshotVmResponse& s);
 
 // A failed command under --json, written to stderr:
 // {"error":{"code":"not_found","exit_code":4,"message":"..."}}.

@@ -1,12 +1,15 @@
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
+#include <system_error>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
-#include "migration/cli/commands.h"
-#include "migration/cli/json_output.h"
 #include "migration/api/defaults.h"
 #include "migration/api/names.h"
+#include "migration/cli/commands.h"
+#include "migration/cli/json_output.h"
 
 namespace ferry::cli {
 namespace {
@@ -19,7 +22,84 @@ std::string MigrationColumn(const ferry::v1::Vm& v) {
   if (!v.held_by().empty())
     return "held by " + v.held_by() + " (failed after switchover; see vm resume --force)";
   if (!v.arrived_by().empty()) return "arrived by " + v.arrived_by();
+  if (v.restore_mode() == "lazy" && v.pages_missing() > 0)
+    return absl::StrFormat("restoring from %s, %d pages not read yet", v.restored_from(),
+                           v.pages_missing());
   return "";
+}
+
+// `path` (a flag's value) as an absolute path: a relative one is taken from
+// this process's working directory, since the agent has its own; `.`, `..`
+// and trailing slashes resolved lexically (symbolic links are the agent's
+// to follow).
+absl::StatusOr<std::string> AbsolutePath(const std::string& path, const char* flag) {
+  if (path.empty()) return absl::InvalidArgumentError(absl::StrCat(flag, " needs a directory"));
+  std::filesystem::path p(path);
+  if (p.is_relative()) {
+    std::error_code ec;
+    const std::filesystem::path cwd = std::filesystem::current_path(ec);
+    if (ec)
+      return absl::FailedPreconditionError(absl::StrCat("cannot make ", flag, " ", path,
+                                                        " absolute: ", ec.message(),
+                                                        " (give an absolute path)"));
+    p = cwd / p;
+  }
+  std::string out = p.lexically_normal().string();
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  return out;
+}
+
+std::string Mib(uint64_t bytes) {
+  return absl::StrFormat("%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+}
+
+// The line or two `vm snapshot` prints.
+void PrintSnapshot(const std::string& name, const ferry::v1::SnapshotVmResponse& s) {
+  const uint64_t page = s.vm().layout().page_size() ? s.vm().layout().page_size() : 4096;
+  std::printf(
+      "snapshot of %s written to %s: %s of memory, %s of it data (%llu pages; %llu zero "
+      "pages not stored), in %.0f ms\n",
+      name.c_str(), s.dir().c_str(), Mib(s.memory_bytes()).c_str(),
+      Mib(s.data_pages() * page).c_str(), static_cast<unsigned long long>(s.data_pages()),
+      static_cast<unsigned long long>(s.zero_pages()), s.write_ms());
+  if (s.vm().state() == ferry::v1::VM_STATE_PAUSED)
+    std::printf("guest ops %llu, digest %s; %s stays paused (ferry vm resume %s)\n",
+                static_cast<unsigned long long>(s.guest_ops()), s.memory_digest().c_str(),
+                name.c_str(), name.c_str());
+  else if (s.paused_ms() > 0)
+    std::printf("guest ops %llu, digest %s; %s was paused %.0f ms and runs on\n",
+                static_cast<unsigned long long>(s.guest_ops()), s.memory_digest().c_str(),
+                name.c_str(), s.paused_ms());
+  else
+    std::printf("guest ops %llu, digest %s; %s is %s\n",
+                static_cast<unsigned long long>(s.guest_ops()), s.memory_digest().c_str(),
+                name.c_str(), api::Spelling(s.vm().state()).c_str());
+}
+
+// What `vm get` and `vm restore` add about a restored VM; nothing for
+// another.
+void PrintRestore(const ferry::v1::Vm& vm) {
+  if (vm.restored_from().empty()) return;
+  if (vm.restore_mode() != "lazy") {
+    std::printf(
+        "restored from %s (eager): every page read and checked in %.0f ms, before it "
+        "ran\n",
+        vm.restored_from().c_str(), vm.restore_ms());
+    return;
+  }
+  std::printf("restored from %s (lazy, fault mode %s)", vm.restored_from().c_str(),
+              vm.restore_fault_mode().c_str());
+  if (vm.restore_ms() > 0)
+    std::printf(": every page read, %.0f ms after the start\n", vm.restore_ms());
+  else if (vm.state() == ferry::v1::VM_STATE_FAILED)
+    std::printf(": the fill failed\n");
+  else
+    std::printf(": running, %llu pages not read yet\n",
+                static_cast<unsigned long long>(vm.pages_missing()));
+}
+
+void PrintError(const ferry::v1::Vm& vm) {
+  if (!vm.error().empty()) std::printf("failed: %s\n", vm.error().c_str());
 }
 
 void PrintVmTable(const std::vector<ferry::v1::Vm>& vms) {
@@ -56,7 +136,8 @@ absl::Status VmCommand(Args& args) {
   const bool json = args.Bool("json");
   if (args.positional().size() < 2)
     return absl::InvalidArgumentError(
-        "usage: ferry vm create|list|get|stats|verify|resume|delete ... (see ferry help vm)");
+        "usage: ferry vm create|list|get|stats|verify|resume|snapshot|restore|delete ... (see "
+        "ferry help vm)");
   const std::string verb = args.positional()[1];
   grpc::ClientContext ctx;
 
@@ -141,6 +222,57 @@ absl::Status VmCommand(Args& args) {
     else PrintVmTable({vm});
     return absl::OkStatus();
   }
+  if (verb == "snapshot") {
+    ASSIGN_OR_RETURN(std::string name, Name(args, "snapshot"));
+    if (!args.Has("to"))
+      return absl::InvalidArgumentError(
+          "ferry vm snapshot needs --to DIR, the directory to create on the agent's host "
+          "(usage: ferry vm snapshot NAME --to DIR [--stop])");
+    ferry::v1::SnapshotVmRequest r;
+    r.set_name(name);
+    ASSIGN_OR_RETURN(*r.mutable_dir(), AbsolutePath(args.String("to"), "--to"));
+    r.set_leave_stopped(args.Bool("stop"));
+    RETURN_IF_ERROR(args.Finish());
+    ASSIGN_OR_RETURN(auto stub, Connect(address, co));
+    ferry::v1::SnapshotVmResponse out;
+    grpc::Status s = stub->SnapshotVm(&ctx, r, &out);
+    if (!s.ok()) return CallError(s, "snapshot VM " + name, address);
+    if (json)
+      std::printf("%s\n", SnapshotJson(out).ToString().c_str());
+    else
+      PrintSnapshot(name, out);
+    return absl::OkStatus();
+  }
+  if (verb == "restore") {
+    ASSIGN_OR_RETURN(std::string name, Name(args, "restore"));
+    if (!args.Has("from"))
+      return absl::InvalidArgumentError(
+          "ferry vm restore needs --from DIR, a snapshot directory on the agent's host "
+          "(usage: ferry vm restore NAME --from DIR [--lazy [--fault-mode exit|blocking]])");
+    ferry::v1::RestoreVmRequest r;
+    r.set_name(name);
+    ASSIGN_OR_RETURN(*r.mutable_dir(), AbsolutePath(args.String("from"), "--from"));
+    r.set_lazy(args.Bool("lazy"));
+    if (args.Has("fault-mode")) {
+      if (!r.lazy())
+        return absl::InvalidArgumentError(
+            "--fault-mode is for --lazy: an eager restore reads every page before the VM runs");
+      ASSIGN_OR_RETURN(ferry::v1::FaultMode mode, api::ParseFaultMode(args.String("fault-mode")));
+      r.set_fault_mode(mode);
+    }
+    RETURN_IF_ERROR(args.Finish());
+    ASSIGN_OR_RETURN(auto stub, Connect(address, co));
+    ferry::v1::Vm vm;
+    grpc::Status s = stub->RestoreVm(&ctx, r, &vm);
+    if (!s.ok()) return CallError(s, "restore VM " + name, address);
+    if (json) {
+      std::printf("%s\n", VmJson(vm).ToString().c_str());
+      return absl::OkStatus();
+    }
+    PrintVmTable({vm});
+    PrintRestore(vm);
+    return absl::OkStatus();
+  }
   if (verb == "get" || verb == "delete") {
     ASSIGN_OR_RETURN(std::string name, Name(args, verb.c_str()));
     RETURN_IF_ERROR(args.Finish());
@@ -168,6 +300,8 @@ absl::Status VmCommand(Args& args) {
     std::printf("backend %s (%s)%s%s\n", api::Spelling(vm.layout().backend()).c_str(),
                 vm.backend_reason().c_str(), vm.backend_capabilities().empty() ? "" : ": ",
                 vm.backend_capabilities().c_str());
+    PrintRestore(vm);
+    PrintError(vm);
     return absl::OkStatus();
   }
   if (verb == "stats") {
@@ -221,8 +355,8 @@ absl::Status VmCommand(Args& args) {
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(
-      absl::StrFormat("unknown vm command '%s' (create, list, get, stats, verify, resume, delete; "
-                      "see ferry help vm)",
+      absl::StrFormat("unknown vm command '%s' (create, list, get, stats, verify, resume, "
+                      "snapshot, restore, delete; see ferry help vm)",
                       verb));
 }
 

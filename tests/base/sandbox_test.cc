@@ -3,23 +3,25 @@
 // children never return into gtest: they _exit.
 #include "base/sandbox.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <linux/userfaultfd.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
-#include <sys/ioctl.h>
 #include <sys/ptrace.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
-#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -491,6 +493,72 @@ TEST(Sandbox, AVmmsWorkStillWorks) {
     CHILD_EXPECT_ERRNO(::syscall(SYS_tgkill, ::getppid(), ::getppid(), 0), EPERM);
     return absl::OkStatus();
   }));
+}
+
+// What a VMM does to write and read a snapshot (migration/snapshot/): a
+// directory made 0700 beside the target, files created 0600, sparse writes
+// with holes punched, everything synced, the directory renamed into place
+// (and removed again after a failure), then reopened and read, and holes
+// found with SEEK_DATA/SEEK_HOLE. Paths are the operator's, given through
+// ferryd: the filter allows the calls, the file system's permissions
+// decide where.
+TEST(Sandbox, SnapshotFileCallsWorkInsideTheSandbox) {
+  char base[] = "/tmp/ferry-sandbox-snap-XXXXXX";
+  ASSERT_NE(::mkdtemp(base), nullptr);
+  const std::string parent = base;
+  ASSERT_OK(InChild([&]() -> absl::Status {
+    RETURN_IF_ERROR(ApplySandbox(FullSandbox()));
+    const std::string tmp = parent + "/snap.tmp-1", dir = parent + "/snap";
+    struct stat st;
+    CHILD_EXPECT_ERRNO(::lstat(dir.c_str(), &st), ENOENT);
+    CHILD_CHECK(::stat(parent.c_str(), &st) == 0 && S_ISDIR(st.st_mode));
+    CHILD_CHECK(::mkdir(tmp.c_str(), 0700) == 0);
+    const std::string memory = tmp + "/memory";
+    UniqueFd fd(::open(memory.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    CHILD_CHECK(fd.valid());
+    CHILD_CHECK(::fchmod(fd.get(), 0600) == 0);
+    CHILD_CHECK(::ftruncate(fd.get(), 64 * kPage) == 0);
+    std::string page(kPage, 'x');
+    CHILD_CHECK(::pwrite(fd.get(), page.data(), kPage, 8 * kPage) == static_cast<ssize_t>(kPage));
+    CHILD_CHECK(::pwrite(fd.get(), page.data(), kPage, 9 * kPage) == static_cast<ssize_t>(kPage));
+    // A page zeroed since an earlier round: punched back to a hole.
+    CHILD_CHECK(
+        ::fallocate(fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 9 * kPage, kPage) == 0);
+    CHILD_CHECK(::fsync(fd.get()) == 0 && ::fdatasync(fd.get()) == 0);
+    {
+      UniqueFd d(::open(tmp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      CHILD_CHECK(d.valid() && ::fsync(d.get()) == 0);
+    }
+    CHILD_CHECK(::rename(tmp.c_str(), dir.c_str()) == 0);
+    CHILD_CHECK(::syscall(SYS_renameat2, AT_FDCWD, dir.c_str(), AT_FDCWD, dir.c_str(),
+                          RENAME_NOREPLACE) == -1 &&
+                errno == EEXIST);
+    // Read back as a restore does.
+    UniqueFd in(::open((dir + "/memory").c_str(), O_RDONLY | O_CLOEXEC));
+    CHILD_CHECK(in.valid() && ::fstat(in.get(), &st) == 0 && st.st_size == 64 * kPage);
+    CHILD_CHECK((st.st_mode & 0777) == 0600);
+    struct statx sx;
+    CHILD_CHECK(::statx(AT_FDCWD, dir.c_str(), 0, STATX_MODE, &sx) == 0 &&
+                (sx.stx_mode & 0777) == 0700);
+    char got[8] = {};
+    CHILD_CHECK(::pread(in.get(), got, sizeof(got), 8 * kPage) == sizeof(got) && got[0] == 'x');
+    const off_t data = ::lseek(in.get(), 0, SEEK_DATA);
+    CHILD_CHECK(data >= 0 && data <= static_cast<off_t>(8 * kPage));
+    CHILD_CHECK(::lseek(in.get(), 8 * kPage, SEEK_HOLE) >= static_cast<off_t>(9 * kPage));
+    // Cleanup of a directory: listed, its files unlinked, removed.
+    int files = 0;
+    {
+      DIR* d = ::opendir(dir.c_str());
+      CHILD_CHECK(d != nullptr);
+      while (dirent* e = ::readdir(d)) files += e->d_name[0] != '.';
+      ::closedir(d);
+    }
+    CHILD_CHECK(files == 1);
+    CHILD_CHECK(::unlink((dir + "/memory").c_str()) == 0);
+    CHILD_CHECK(::rmdir(dir.c_str()) == 0);
+    return absl::OkStatus();
+  }));
+  ::rmdir(base);
 }
 
 // One unary call of grpc.health.v1.Health/Check on `target`; the response's

@@ -31,12 +31,25 @@ using ::testing::Not;
 std::string Bench() { return Runfile("bench/ferry-bench"); }
 
 TEST(CliHelp, EveryCommandHasItsOwnHelpWithAnExample) {
-  const std::vector<std::vector<std::string>> commands = {
-      {"vm", "create"}, {"vm", "list"},      {"vm", "get"},           {"vm", "stats"},
-      {"vm", "verify"}, {"vm", "resume"},    {"vm", "delete"},        {"migrate"},
-      {"migration", "list"}, {"migration", "get"}, {"migration", "watch"},
-      {"migration", "cancel"}, {"migration", "recover"}, {"migration", "set"},
-      {"migration", "postcopy"}, {"demo"}, {"completion"}};
+  const std::vector<std::vector<std::string>> commands = {{"vm", "create"},
+                                                          {"vm", "list"},
+                                                          {"vm", "get"},
+                                                          {"vm", "stats"},
+                                                          {"vm", "verify"},
+                                                          {"vm", "resume"},
+                                                          {"vm", "snapshot"},
+                                                          {"vm", "restore"},
+                                                          {"vm", "delete"},
+                                                          {"migrate"},
+                                                          {"migration", "list"},
+                                                          {"migration", "get"},
+                                                          {"migration", "watch"},
+                                                          {"migration", "cancel"},
+                                                          {"migration", "recover"},
+                                                          {"migration", "set"},
+                                                          {"migration", "postcopy"},
+                                                          {"demo"},
+                                                          {"completion"}};
   for (const auto& words : commands) {
     std::vector<std::string> help = {"help"};
     help.insert(help.end(), words.begin(), words.end());

@@ -414,6 +414,7 @@ TEST_F(VmmProcessTest, KilledVmmLeavesItsVmFailedAndOthersUntouched) {
            vm.state() == ferry::v1::VM_STATE_FAILED;
   }));
   EXPECT_THAT(vm.held_reason(), HasSubstr("killed by signal 9"));
+  EXPECT_THAT(vm.error(), HasSubstr("killed by signal 9"));
   const uint64_t ops = Ops(*sa_, "bystander");
   EXPECT_TRUE(Eventually([&] { return Ops(*sa_, "bystander") > ops; }));
   EXPECT_TRUE(VerifyVm(*sa_, "bystander"));

@@ -1,9 +1,13 @@
 // VmRegistry: admission limits (VM count, memory), reservations for VMs
-// arriving or being created, and the reasons a reservation is refused.
+// arriving or being created, and the reasons a reservation is refused;
+// what a snapshot excludes, and a lazily restored VM's watch and teardown.
 #include "migration/agent/vm_registry.h"
 
+#include <cstdlib>
 #include <memory>
 
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "base/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -40,6 +44,15 @@ TEST(VmRegistryTest, ReservesUntilTheVmIsAdded) {
 }
 
 // A preflight check asks what Reserve would say, and reserves nothing.
+TEST(VmRegistryTest, AReservationSaysWhatItIsFor) {
+  VmRegistry r({.max_vms = 4, .max_memory = 4 * kGiB});
+  EXPECT_EQ(r.Reserve("copy", kGiB, "is being restored from /srv/snap"), Refusal::kNone);
+  EXPECT_THAT(r.Find("copy"), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                       HasSubstr("'copy' is being restored from /srv/snap")));
+  EXPECT_EQ(r.MemoryInUse(), kGiB);
+  EXPECT_EQ(r.Reserve("copy", kGiB), Refusal::kNameTaken);
+}
+
 TEST(VmRegistryTest, WouldRefuseAnswersAsReserveWithoutReserving) {
   VmRegistry r({.max_vms = 2, .max_memory = 2 * kGiB});
   EXPECT_EQ(r.WouldRefuse("web", kGiB), Refusal::kNone);
@@ -123,6 +136,121 @@ TEST(VmRegistryTest, CanMigrateSaysWhyNot) {
   vm.held_reason = "stream broke";
   EXPECT_THAT(CanMigrate(vm),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("--force")));
+}
+
+TEST(VmRegistryTest, ASnapshotExcludesMigratingAndAnotherSnapshot) {
+  HostedVm vm;
+  vm.name = "web";
+  EXPECT_OK(CanSnapshot(vm));
+  vm.snapshot_to = "/srv/snap/web-1";
+  EXPECT_THAT(CanMigrate(vm), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                       HasSubstr("being snapshotted (to /srv/snap/web-1)")));
+  EXPECT_THAT(CanSnapshot(vm), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                        HasSubstr("already being snapshotted")));
+  vm.snapshot_to.clear();
+  vm.verifying = 1;
+  EXPECT_THAT(CanSnapshot(vm),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("being verified")));
+  vm.verifying = 0;
+  vm.migration_id = "mig-1";
+  EXPECT_THAT(CanSnapshot(vm),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("being migrated (mig-1)")));
+}
+
+TEST(VmRegistryTest, AFailedVmIsNeitherMigratedNorSnapshotted) {
+  HostedVm vm;
+  vm.name = "web";
+  vmm::VmConfig c;
+  c.memory_bytes = 4ull << 20;
+  c.vcpus = 1;
+  c.workload.kind = vmm::WorkloadKind::kIdle;
+  ASSERT_OK_AND_ASSIGN(vm.vm, vmm::Vm::Create(c));
+  ASSERT_OK(vm.vm->LoadInitialMemory());
+  ASSERT_OK(vm.vm->Start());
+  EXPECT_OK(CanMigrate(vm));
+  EXPECT_OK(CanSnapshot(vm));
+  vm.vm->Fail(absl::DataLossError("page 7 does not match its checksum"));
+  EXPECT_THAT(CanMigrate(vm), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                       HasSubstr("failed (page 7 does not match")));
+  EXPECT_THAT(CanSnapshot(vm), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                        HasSubstr("failed (page 7 does not match")));
+  vm.vm->Stop();
+}
+
+// A lazily restored VM: not whole while it fills (no migration, no
+// snapshot), its watch reports the fill's end once, and a HostedVm
+// destroyed mid-fill stops the reader before the VM goes.
+class RestoredVmTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* tmp = getenv("TEST_TMPDIR");
+    dir_ = absl::StrCat(tmp ? tmp : "/tmp", "/snap-",
+                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    vmm::VmConfig c;
+    c.memory_bytes = 32ull << 20;
+    c.vcpus = 2;
+    c.workload.kind = vmm::WorkloadKind::kUniform;
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<vmm::Vm> vm, vmm::Vm::Create(c));
+    ASSERT_OK(vm->LoadInitialMemory());
+    ASSERT_OK(vm->Start());
+    ASSERT_OK(vm->Pause());
+    ASSERT_OK(snapshot::WriteSnapshot(*vm, "web", dir_).status());
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<snapshot::Snapshot> snap, snapshot::Snapshot::Open(dir_));
+    snapshot_ = std::move(snap);
+  }
+
+  // A HostedVm lazily restored from the snapshot, running.
+  std::shared_ptr<HostedVm> Restore() {
+    auto e = Vm("web-copy");
+    e->restored_from = dir_;
+    e->restore_mode = "lazy";
+    auto lazy = snapshot::LazyRestore::Start(snapshot_, vmm::FaultMode::kExit, &e->vm);
+    EXPECT_OK(lazy.status());
+    if (lazy.ok()) e->lazy_restore = *std::move(lazy);
+    return e;
+  }
+
+  std::string dir_;
+  std::shared_ptr<const snapshot::Snapshot> snapshot_;
+};
+
+TEST_F(RestoredVmTest, TheWatchReportsTheFillOnceAndTheVmIsWholeAfter) {
+  std::shared_ptr<HostedVm> e = Restore();
+  ASSERT_NE(e->lazy_restore, nullptr);
+  absl::Mutex mu;
+  int calls = 0;
+  absl::Status got = absl::UnknownError("not called");
+  e->WatchRestore([&](const absl::Status& s) {
+    absl::MutexLock lock(&mu);
+    ++calls;
+    got = s;
+  });
+  {
+    absl::MutexLock lock(&mu);
+    auto called = [&] { return calls > 0; };
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&called), absl::Seconds(120)));
+  }
+  EXPECT_OK(got);
+  EXPECT_FALSE(e->Filling());
+  EXPECT_OK(CanMigrate(*e));
+  EXPECT_OK(CanSnapshot(*e));
+  e->EndRestoreWatch();
+  e->EndRestoreWatch();  // idempotent
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(calls, 1);
+}
+
+TEST_F(RestoredVmTest, AVmDestroyedWhileItFillsStopsItsReaderFirst) {
+  for (int i = 0; i < 3; ++i) {
+    std::shared_ptr<HostedVm> e = Restore();
+    ASSERT_NE(e->lazy_restore, nullptr);
+    if (e->Filling()) {
+      EXPECT_THAT(CanSnapshot(*e), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                            HasSubstr("still being restored")));
+    }
+    e->WatchRestore([](const absl::Status&) {});
+    e.reset();  // the watch, the reader, then the VM: no crash, no hang
+  }
 }
 
 }  // namespace
