@@ -41,6 +41,14 @@ absl::StatusOr<std::string> SnapshotDir(const std::string& dir) {
 
 double MillisSince(int64_t start_ns) { return (MonotonicNowNanos() - start_ns) / 1e6; }
 
+// Started, not paused, and some vCPU still running its workload.
+bool IsRunning(const vmm::Vm& vm) {
+  if (vm.paused()) return false;
+  for (vmm::VcpuRunState s : vm.States())
+    if (s == vmm::VcpuRunState::kRunning) return true;
+  return false;
+}
+
 }  // namespace
 
 absl::StatusOr<ferry::v1::SnapshotVmResponse> Agent::SnapshotVm(
@@ -54,16 +62,29 @@ absl::StatusOr<ferry::v1::SnapshotVmResponse> Agent::SnapshotVm(
       return absl::UnavailableError("this agent is shutting down: it writes no snapshots");
     ASSIGN_OR_RETURN(e, vms_.Find(r.name()));
     RETURN_IF_ERROR(CanSnapshot(*e));
+    if (r.live() && !IsRunning(*e->vm))
+      return absl::FailedPreconditionError(
+          absl::StrCat("a live snapshot is of a running VM: '", r.name(),
+                       "' is not running (take a plain snapshot: it is written as it is)"));
     e->snapshot_to = r.dir();
   }
   // A running VM is paused for the write (WriteSnapshot wants it still);
-  // one paused or halted before stays as it is.
+  // one paused or halted before stays as it is. A live snapshot pauses it
+  // only for its last round (WriteLiveSnapshot returns it paused, or
+  // running again on an error).
   const bool was_running = !e->vm->paused();
-  const int64_t pause_start = MonotonicNowNanos();
-  const absl::Status paused = was_running ? e->vm->Pause() : absl::OkStatus();
-  absl::StatusOr<snapshot::SnapshotSummary> written =
-      paused.ok() ? snapshot::WriteSnapshot(*e->vm, r.name(), r.dir())
-                  : absl::StatusOr<snapshot::SnapshotSummary>(paused);
+  int64_t pause_start = MonotonicNowNanos();
+  absl::Status paused;
+  absl::StatusOr<snapshot::SnapshotSummary> written;
+  if (r.live()) {
+    written = snapshot::WriteLiveSnapshot(*e->vm, r.name(), r.dir());
+    paused = written.status();
+    if (written.ok()) pause_start = MonotonicNowNanos() - written->paused_ns;
+  } else {
+    paused = was_running ? e->vm->Pause() : absl::OkStatus();
+    written = paused.ok() ? snapshot::WriteSnapshot(*e->vm, r.name(), r.dir())
+                          : absl::StatusOr<snapshot::SnapshotSummary>(paused);
+  }
   double paused_ms = 0;
   absl::Status resumed;
   // A failed write resumes what it paused, leave_stopped or not: the
@@ -95,6 +116,10 @@ absl::StatusOr<ferry::v1::SnapshotVmResponse> Agent::SnapshotVm(
   out.set_write_ms(w.write_ns / 1e6);
   out.set_memory_digest(absl::StrFormat("%016x", w.memory_digest));
   out.set_paused_ms(paused_ms);
+  if (r.live()) {
+    out.set_rounds(static_cast<uint32_t>(w.rounds));
+    out.set_pages_written(w.pages_written);
+  }
   *out.mutable_vm() = Describe(*e);
   const bool stays_stopped = was_running && r.leave_stopped();
   Log(LogLine(LogLevel::kInfo, "vm.snapshot")
@@ -106,6 +131,8 @@ absl::StatusOr<ferry::v1::SnapshotVmResponse> Agent::SnapshotVm(
           .Kv("guest_ops", w.guest_ops)
           .Kv("write_ms", out.write_ms())
           .Kv("paused_ms", paused_ms)
+          .Kv("live", r.live() ? "true" : "false")
+          .Kv("rounds", w.rounds)
           .Kv("left_stopped", stays_stopped ? "true" : "false"));
   events_.Publish(MakeEvent(
       ferry::v1::EVENT_KIND_VM_SNAPSHOT, r.name(), "", "",

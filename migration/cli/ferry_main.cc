@@ -73,9 +73,9 @@ absl::Status PrintHelp(std::vector<std::string> words) {
 }
 
 absl::Status Main(int argc, char** argv) {
-  ASSIGN_OR_RETURN(
-      Args args, Args::Parse(argc - 1, argv + 1,
-                             {"detach", "force", "man", "check", "auto-converge", "stop", "lazy"}));
+  ASSIGN_OR_RETURN(Args args, Args::Parse(argc - 1, argv + 1,
+                                          {"detach", "force", "man", "check", "auto-converge",
+                                           "stop", "lazy", "live"}));
   if (args.Bool("version")) {
     std::cout << VersionLine("ferry") << "\n";
     return absl::OkStatus();

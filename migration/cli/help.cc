@@ -95,7 +95,8 @@ destination: resuming this copy would run the guest twice, so it needs
   --force            resume a VM held by a failed migration, as of its switchover
 
 example: ferry --agent 10.0.0.1:7070 vm resume web --force)"},
-    {"vm snapshot", R"(usage: ferry vm snapshot NAME --to DIR [--stop] [--json] [--agent HOST:PORT]
+    {"vm snapshot", R"(usage: ferry vm snapshot NAME --to DIR [--live] [--stop] [--json]
+                         [--agent HOST:PORT]
 
 Writes a snapshot of the VM, its memory and vCPU state, to the directory
 DIR on the agent's host (docs/snapshots.md). A running VM is paused for the
@@ -108,6 +109,10 @@ and when DIR exists.
 
   --to DIR           the snapshot directory to create; a relative path is taken from
                      this shell's working directory (the agent's host must have it)
+  --live             write memory while the guest runs, then pause it only for the
+                     pages written since and its vCPU state (a precopy to the file;
+                     a guest that writes faster than the disk takes is paused
+                     for what is left after 8 passes)
   --stop             leave the VM paused after the snapshot (to move it, or stop it as
                      of the snapshot); it resumes with vm resume
 
@@ -336,7 +341,7 @@ VMs, on the agent --agent (default 127.0.0.1:7070):
   vm verify NAME       compare its memory with a replay of its workload
   vm resume NAME       resume a paused VM (--force: one a failed migration held)
   vm snapshot NAME --to DIR
-                       write its memory and vCPU state to a new directory (--stop)
+                       write its memory and vCPU state to a new directory (--live, --stop)
   vm restore NAME --from DIR
                        a new VM from a snapshot, eager or --lazy
   vm delete NAME       stop it and free its memory

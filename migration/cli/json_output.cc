@@ -113,6 +113,9 @@ JsonObject SnapshotJson(const ferry::v1::SnapshotVmResponse& s) {
       .Add("guest_ops", s.guest_ops())
       .Add("write_ms", s.write_ms())
       .Add("paused_ms", s.paused_ms())
+      .Add("live", s.rounds() > 0)
+      .Add("rounds", static_cast<uint64_t>(s.rounds()))
+      .Add("pages_written", s.pages_written())
       .Add("memory_digest", s.memory_digest());
   return o;
 }

@@ -62,6 +62,9 @@ void PrintSnapshot(const std::string& name, const ferry::v1::SnapshotVmResponse&
       name.c_str(), s.dir().c_str(), Mib(s.memory_bytes()).c_str(),
       Mib(s.data_pages() * page).c_str(), static_cast<unsigned long long>(s.data_pages()),
       static_cast<unsigned long long>(s.zero_pages()), s.write_ms());
+  if (s.rounds() > 0)
+    std::printf("live: %u passes over memory while the guest ran, %llu pages written\n", s.rounds(),
+                static_cast<unsigned long long>(s.pages_written()));
   if (s.vm().state() == ferry::v1::VM_STATE_PAUSED)
     std::printf("guest ops %llu, digest %s; %s stays paused (ferry vm resume %s)\n",
                 static_cast<unsigned long long>(s.guest_ops()), s.memory_digest().c_str(),
@@ -227,11 +230,12 @@ absl::Status VmCommand(Args& args) {
     if (!args.Has("to"))
       return absl::InvalidArgumentError(
           "ferry vm snapshot needs --to DIR, the directory to create on the agent's host "
-          "(usage: ferry vm snapshot NAME --to DIR [--stop])");
+          "(usage: ferry vm snapshot NAME --to DIR [--live] [--stop])");
     ferry::v1::SnapshotVmRequest r;
     r.set_name(name);
     ASSIGN_OR_RETURN(*r.mutable_dir(), AbsolutePath(args.String("to"), "--to"));
     r.set_leave_stopped(args.Bool("stop"));
+    r.set_live(args.Bool("live"));
     RETURN_IF_ERROR(args.Finish());
     ASSIGN_OR_RETURN(auto stub, Connect(address, co));
     ferry::v1::SnapshotVmResponse out;

@@ -124,6 +124,7 @@ absl::StatusOr<std::unique_ptr<LazyRestore>> LazyRestore::Start(
     std::shared_ptr<const Snapshot> snapshot, vmm::FaultMode mode,
     std::unique_ptr<vmm::Vm>* vm_out) {
   const int64_t t0 = MonotonicNowNanos();
+  snapshot->Prefetch();
   ASSIGN_OR_RETURN(std::unique_ptr<vmm::Vm> vm, vmm::Vm::Create(snapshot->config()));
   std::unique_ptr<LazyRestore> r(new LazyRestore(snapshot, vm.get()));
   r->stats_.started_ns = t0;

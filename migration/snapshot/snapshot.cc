@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <iterator>
 
@@ -257,8 +258,14 @@ class PendingSnapshot {
       if (fsync(fd.get()) != 0) return ErrnoStatus(absl::StrCat("fsync ", path), errno);
     }
     RETURN_IF_ERROR(SyncDir(tmp_));
-    if (rename(tmp_.c_str(), dir_.c_str()) != 0)
+    // RENAME_NOREPLACE: a directory that appeared at dir_ since the check
+    // is never replaced (rename(2) would replace an empty one).
+    if (renameat2(AT_FDCWD, tmp_.c_str(), AT_FDCWD, dir_.c_str(), RENAME_NOREPLACE) != 0) {
+      if (errno == EEXIST)
+        return absl::AlreadyExistsError(absl::StrCat(
+            "snapshot directory ", dir_, " appeared while it was written: give a new one"));
       return ErrnoStatus(absl::StrCat("rename ", tmp_, " to ", dir_), errno);
+    }
     created_ = false;
     RETURN_IF_ERROR(SyncDir(ParentOf(dir_)));
     SnapshotSummary out;
@@ -395,6 +402,11 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::Open(const std::string& dir)
         absl::StrFormat("%s is %d bytes, the manifest says %d: truncated or not this snapshot's",
                         memory_path, st.st_size, config->memory_bytes));
   return s;
+}
+
+void Snapshot::Prefetch() const {
+  // Advice: a kernel that ignores it costs only the reads it saves.
+  (void)posix_fadvise(memory_.get(), 0, 0, POSIX_FADV_WILLNEED);
 }
 
 std::vector<std::string> Snapshot::vcpu_states() const {

@@ -114,6 +114,11 @@ class Snapshot {
 
   static constexpr unsigned kRingDepth = 16;
 
+  // Asks the kernel to read the memory file into the page cache in the
+  // background (POSIX_FADV_WILLNEED): a lazy restore's faults and reader
+  // then find it there sooner than their own reads would bring it.
+  void Prefetch() const;
+
  private:
   struct DataRun {
     uint8_t* dst;

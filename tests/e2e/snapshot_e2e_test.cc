@@ -364,6 +364,34 @@ TEST_P(SnapshotE2eTest, ACorruptPageFailsTheRestoreWithTheReason) {
   EXPECT_EQ(VmNames(), vms);
 }
 
+// A live snapshot: the guest runs while its memory is written and only
+// pauses for the last pass; it runs on after. The snapshot restores to a VM
+// that goes on from it by replay; a paused VM is refused a live snapshot.
+TEST_P(SnapshotE2eTest, ALiveSnapshotKeepsTheGuestRunning) {
+  CreateVm(*stub_, VmRequest("web", "uniform"));
+  AwaitOps("web", 200'000);
+  const std::string dir = snaps_ + "/live";
+  CliResult snap = Cli({"vm", "snapshot", "web", "--to", dir, "--live", "--json"});
+  ASSERT_EQ(snap.exit_code, 0) << snap.out;
+  EXPECT_THAT(snap.out, HasSubstr("\"live\":true")) << snap.out;
+  EXPECT_GE(JsonNumber(snap.out, "rounds"), 2.0) << snap.out;
+  EXPECT_GE(JsonNumber(snap.out, "pages_written"), JsonNumber(snap.out, "data_pages")) << snap.out;
+  const double at_snapshot = JsonNumber(snap.out, "guest_ops");
+  // It runs on.
+  EXPECT_EQ(Get("web").state(), ferry::v1::VM_STATE_RUNNING);
+  AwaitOps("web", static_cast<uint64_t>(at_snapshot));
+  CliResult restore = Cli({"vm", "restore", "web-live", "--from", dir, "--lazy"});
+  ASSERT_EQ(restore.exit_code, 0) << restore.out;
+  AwaitOps("web-live", static_cast<uint64_t>(at_snapshot));
+  EXPECT_TRUE(Eventually([&] { return Get("web-live").pages_missing() == 0; }, kHangGuard));
+  CliResult stop = Cli({"vm", "snapshot", "web-live", "--to", snaps_ + "/stop", "--stop"});
+  EXPECT_EQ(stop.exit_code, 0) << stop.out;
+  EXPECT_TRUE(VerifyVm(*stub_, "web-live"));
+  CliResult paused = Cli({"vm", "snapshot", "web-live", "--to", snaps_ + "/again", "--live"});
+  EXPECT_EQ(paused.exit_code, 6) << paused.out;
+  EXPECT_THAT(paused.out, HasSubstr("a live snapshot is of a running VM"));
+}
+
 INSTANTIATE_TEST_SUITE_P(Layouts, SnapshotE2eTest, ::testing::Values("in-process", "vm-process"),
                          [](const ::testing::TestParamInfo<std::string>& p) {
                            return p.param == "in-process" ? "InProcess" : "VmProcess";
