@@ -395,11 +395,13 @@ SeccompPolicy VmmPolicy() {
            "ppoll", "select", "pselect6", "eventfd2", "pipe2"});
   // Files: the state directory and what glibc, gRPC and Ferry read.
   p.Allow({"openat", "close", "close_range", "read", "write", "readv", "writev", "pread64",
-           "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2", "lseek", "fstat",
-           "newfstatat", "statx", "fstatfs", "statfs", "getdents64", "readlink", "readlinkat",
-           "access", "faccessat", "faccessat2", "unlink", "unlinkat", "mkdir", "mkdirat",
-           "rmdir", "rename", "renameat", "renameat2", "fsync", "fdatasync", "flock", "fcntl",
-           "dup", "dup2", "dup3", "getcwd", "umask", "fchmod", "sendfile", "copy_file_range"});
+           "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2", "lseek", "fstat", "newfstatat",
+           "statx", "fstatfs", "statfs", "getdents64", "readlink", "readlinkat", "access",
+           "faccessat", "faccessat2", "unlink", "unlinkat", "mkdir", "mkdirat", "rmdir", "rename",
+           "renameat", "renameat2", "fsync", "fdatasync", "flock", "fcntl", "dup", "dup2", "dup3",
+           "getcwd", "umask", "fchmod", "sendfile", "copy_file_range",
+           // a lazy restore's read-ahead of the snapshot (POSIX_FADV_WILLNEED)
+           "fadvise64"});
   // Sockets: Unix, IPv4 and IPv6 only (no netlink, packet, vsock, alg...).
   for (int domain : {AF_UNIX, AF_INET, AF_INET6})
     p.rules.push_back(Rule("socket", {Arg32Is(0, domain)}));

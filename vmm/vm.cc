@@ -254,6 +254,7 @@ absl::Status Vm::Pause() {
 
 void Vm::Fail(const absl::Status& why) {
   absl::MutexLock lock(&mu_);
+  if (failure_.ok()) failure_ = why.ok() ? absl::InternalError("failed") : why;
   if (!started_ || stopping_) return;
   paused_ = true;
   // Marked failed first, then kicked: a vCPU in guest code leaves it at its
@@ -276,6 +277,9 @@ bool Vm::paused() const {
 
 absl::Status Vm::Resume() {
   absl::MutexLock lock(&mu_);
+  if (!failure_.ok())
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot resume a VM that failed: ", failure_.message()));
   if (!started_ || stopping_ || !paused_)
     return absl::FailedPreconditionError(
         absl::StrFormat("cannot resume a VM that is %s", LifecycleLocked()));
@@ -356,7 +360,9 @@ void Vm::VcpuThread(int index) {
       }
     }
     absl::MutexLock lock(&mu_);
-    if (!error.ok()) {
+    if (states_[index] == VcpuRunState::kFailed) {
+      // Failed by Fail() while it ran: it stays failed, whatever it did.
+    } else if (!error.ok()) {
       states_[index] = VcpuRunState::kFailed;
       errors_[index] = error;
     } else if (exit->reason == VcpuExitReason::kHalted) {
@@ -384,6 +390,7 @@ absl::Status Vm::WaitUntilHalted(absl::Duration timeout) {
       return absl::DeadlineExceededError(
           absl::StrFormat("the workload did not halt within %s", absl::FormatDuration(timeout)));
   }
+  if (!failure_.ok()) return failure_;
   for (const absl::Status& e : errors_)
     if (!e.ok()) return e;
   return absl::OkStatus();
@@ -391,6 +398,7 @@ absl::Status Vm::WaitUntilHalted(absl::Duration timeout) {
 
 absl::Status Vm::Health() const {
   absl::MutexLock lock(&mu_);
+  if (!failure_.ok()) return failure_;
   for (size_t i = 0; i < states_.size(); ++i)
     if (states_[i] == VcpuRunState::kFailed)
       return errors_[i].ok() ? absl::InternalError(absl::StrFormat("vcpu %d failed", i))

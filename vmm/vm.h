@@ -149,10 +149,12 @@ class Vm {
   absl::Status Resume();
   // Started, not stopping, and paused.
   bool paused() const;
-  // Marks every vCPU that had not finished failed with `why` (Health()
-  // returns it) and kicks it out of guest code: none re-enters. For a VM
-  // whose memory cannot be completed (a lazy restore's read failed). Does
-  // not wait: a vCPU asleep on a page that will never come stays asleep.
+  // Fails the VM for good with `why`: Health() returns it from now on and
+  // Resume() refuses, every vCPU that had not finished is marked failed and
+  // kicked out of guest code, and none re-enters (one halting meanwhile
+  // stays failed). For a VM whose memory cannot be completed (a lazy
+  // restore's read failed). Does not wait: a vCPU asleep on a page that
+  // will never come stays asleep until Stop().
   void Fail(const absl::Status& why);
   // Stops every vCPU and joins the threads; idempotent. The VM cannot be
   // started again.
@@ -176,7 +178,8 @@ class Vm {
   // Start() to Stop() (the last kOpsSamples samples are kept).
   const OpsMeter& ops_meter() const { return meter_; }
   std::vector<VcpuRunState> States() const;
-  // OK unless a vCPU failed; then the first failed vCPU's error, naming it.
+  // OK unless the VM failed (Fail(): its reason) or a vCPU failed (the
+  // first failed vCPU's error, naming it).
   // A VM that is not healthy cannot run its guest: a migration that
   // delivered it must not be reported as completed.
   absl::Status Health() const;
@@ -223,6 +226,7 @@ class Vm {
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool paused_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status failure_ ABSL_GUARDED_BY(mu_);  // Fail()'s reason
 };
 
 // The digest of a run of `config`'s workload without faults or migration:

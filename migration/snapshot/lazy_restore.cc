@@ -101,10 +101,7 @@ class SnapshotPageSource final : public vmm::PageSource {
 
  private:
   absl::Status Read(uint64_t first, uint64_t count, uint8_t* out) {
-    absl::Status s = snapshot_->ReadPages(first, count, out, ring_.get());
-    // A ring that failed itself (not a read) is not used again.
-    if (!s.ok() && s.code() == absl::StatusCode::kInternal) ring_.reset();
-    return s;
+    return snapshot_->ReadPages(first, count, out, ring_.get());
   }
 
   // Each faulting thread's ring (vCPU threads, userfaultfd handlers).
@@ -227,6 +224,13 @@ void LazyRestore::Fill() {
   while (pager.missing_pages() != 0) {
     if (stop_.load()) return;
     absl::SleepFor(absl::Microseconds(200));
+  }
+  // Every page is here, but a vCPU whose own read failed (exit mode) is
+  // failed for good: the restore did not deliver a VM that runs.
+  if (absl::Status health = vm_->Health(); !health.ok()) {
+    Finish(absl::Status(health.code(), absl::StrCat("lazy restore from ", snapshot_->dir(),
+                                                    ": the VM cannot run: ", health.message())));
+    return;
   }
   Finish(vm_->FinishDemandPaging());
 }

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iterator>
 
@@ -31,6 +32,8 @@ using vmm::GuestMemory;
 
 // Pages written or read per call: 1 MiB of 4 KiB pages.
 constexpr uint64_t kChunkPages = 256;
+// The only page size a snapshot holds (guest memory is a memfd of 4 KiB pages).
+constexpr uint32_t kPageSize = 4096;
 
 bool AllZero(const uint8_t* p, uint32_t n) {
   // n is a page size (a multiple of 8).
@@ -267,7 +270,9 @@ class PendingSnapshot {
       return ErrnoStatus(absl::StrCat("rename ", tmp_, " to ", dir_), errno);
     }
     created_ = false;
-    RETURN_IF_ERROR(SyncDir(ParentOf(dir_)));
+    // The snapshot is whole at dir_ now: the parent's sync only makes the
+    // rename durable sooner, and its failure is no reason to report none.
+    (void)SyncDir(ParentOf(dir_));
     SnapshotSummary out;
     out.dir = dir_;
     out.memory_bytes = vm.memory().size();
@@ -326,6 +331,9 @@ absl::StatusOr<SnapshotSummary> WriteLiveSnapshot(vmm::Vm& vm, const std::string
     RETURN_IF_ERROR(pending->writer().Write(dirty));
     ++rounds;
   }
+  // What the rounds wrote goes to disk while the guest still runs, so the
+  // pause's own sync carries only the last round.
+  RETURN_IF_ERROR(pending->writer().Sync());
   // The short final pause: what the last round found, and what was
   // written since.
   const int64_t paused_at = MonotonicNowNanos();
@@ -354,8 +362,26 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::Open(const std::string& dir)
   std::unique_ptr<Snapshot> s(new Snapshot());
   s->dir_ = dir;
   const std::string manifest_path = absl::StrCat(dir, "/", kManifestFile);
-  ASSIGN_OR_RETURN(s->manifest_, ReadManifestFile(manifest_path));
+  const std::string memory_path = absl::StrCat(dir, "/", kMemoryFile);
+  // The memory file first: its size bounds the manifest read.
+  s->memory_ = UniqueFd(open(memory_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!s->memory_.valid()) {
+    if (errno == ENOENT && access(manifest_path.c_str(), F_OK) != 0)
+      return absl::NotFoundError(
+          absl::StrCat(manifest_path, " does not exist: not a Ferry snapshot"));
+    return ErrnoStatus(absl::StrCat("open ", memory_path), errno);
+  }
+  struct stat st;
+  if (fstat(s->memory_.get(), &st) != 0)
+    return ErrnoStatus(absl::StrCat("stat ", memory_path), errno);
+  ASSIGN_OR_RETURN(
+      s->manifest_,
+      ReadManifestFile(manifest_path, ManifestBoundFor(static_cast<uint64_t>(st.st_size))));
   const ferry::v1::SnapshotManifest& m = s->manifest_;
+  // The page size first: everything below is sized by it.
+  if (m.layout().page_size() != kPageSize)
+    return absl::DataLossError(absl::StrFormat("%s: a page size of %d bytes; Ferry's is %d",
+                                               manifest_path, m.layout().page_size(), kPageSize));
   absl::StatusOr<vmm::VmConfig> config = migration::FromLayout(m.layout());
   if (!config.ok())
     return absl::DataLossError(absl::StrCat(
@@ -391,12 +417,6 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::Open(const std::string& dir)
   if (data_pages != m.data_pages())
     return absl::DataLossError(absl::StrFormat("%s: %d data pages in the bitmap, %d counted",
                                                manifest_path, data_pages, m.data_pages()));
-  const std::string memory_path = absl::StrCat(dir, "/", kMemoryFile);
-  s->memory_ = UniqueFd(open(memory_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!s->memory_.valid()) return ErrnoStatus(absl::StrCat("open ", memory_path), errno);
-  struct stat st;
-  if (fstat(s->memory_.get(), &st) != 0)
-    return ErrnoStatus(absl::StrCat("stat ", memory_path), errno);
   if (static_cast<uint64_t>(st.st_size) != config->memory_bytes)
     return absl::DataLossError(
         absl::StrFormat("%s is %d bytes, the manifest says %d: truncated or not this snapshot's",
@@ -445,19 +465,33 @@ absl::Status Snapshot::ReadRuns(const std::vector<DataRun>& runs, sys::IoUring* 
     return absl::OkStatus();
   }
   // Every run of a batch in flight at once; a short read's rest by pread.
+  // Nothing returns while a read is in flight into the caller's buffers.
   for (size_t b = 0; b < runs.size(); b += kRingDepth) {
     const size_t n = std::min(runs.size() - b, static_cast<size_t>(kRingDepth));
-    for (size_t i = 0; i < n; ++i) {
-      const DataRun& r = runs[b + i];
-      RETURN_IF_ERROR(ring->PrepareRead(memory_.get(), r.dst, r.len, b + i, r.offset));
+    absl::Status first_error;
+    size_t prepared = 0;
+    for (; prepared < n; ++prepared) {
+      const DataRun& r = runs[b + prepared];
+      first_error = ring->PrepareRead(memory_.get(), r.dst, r.len, b + prepared, r.offset);
+      if (!first_error.ok()) break;
     }
     size_t done = 0;
-    absl::Status first_error;
-    while (done < n) {
-      if (absl::Status s = ring->SubmitAndWait(static_cast<unsigned>(n - done)); !s.ok())
-        return absl::InternalError(absl::StrCat("the snapshot's read ring failed: ", s.message()));
+    int ring_failures = 0;
+    while (done < prepared) {
+      if (absl::Status s = ring->SubmitAndWait(static_cast<unsigned>(prepared - done)); !s.ok()) {
+        // The kernel may still write into the buffers: wait it out, or
+        // stop the process rather than hand them back.
+        if (++ring_failures > 1000) {
+          std::fprintf(stderr, "snapshot reads: the io_uring fails with reads in flight: %s\n",
+                       std::string(s.message()).c_str());
+          std::abort();
+        }
+        absl::SleepFor(absl::Milliseconds(1));
+        continue;
+      }
       sys::IoCompletion c;
       while (ring->PopCompletion(&c)) {
+        if (c.tag < b || c.tag >= b + prepared) continue;  // not this batch's (none expected)
         ++done;
         const DataRun& r = runs[c.tag];
         if (c.result < 0) {

@@ -44,7 +44,14 @@ std::string EncodeManifestFile(const std::string& manifest) {
   return out;
 }
 
-absl::StatusOr<ferry::v1::SnapshotManifest> ReadManifestFile(const std::string& path) {
+uint64_t ManifestBoundFor(uint64_t memory_file_bytes) {
+  const uint64_t pages = memory_file_bytes / 4096;
+  if (pages > kMaxManifestBytes / 10) return kMaxManifestBytes;
+  return std::min<uint64_t>(kMaxManifestBytes, (uint64_t{4} << 20) + 10 * pages);
+}
+
+absl::StatusOr<ferry::v1::SnapshotManifest> ReadManifestFile(const std::string& path,
+                                                             uint64_t max_bytes) {
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) {
     if (errno == ENOENT)
@@ -84,9 +91,10 @@ absl::StatusOr<ferry::v1::SnapshotManifest> ReadManifestFile(const std::string& 
         absl::StrFormat("%s is snapshot format version %d; this ferry reads version %d", path,
                         version, kSnapshotFormatVersion));
   const uint64_t len = GetLe(header + 16, 8);
-  if (len > kMaxManifestBytes)
-    return absl::DataLossError(absl::StrFormat("%s: a manifest of %d bytes, over the %d-byte bound",
-                                               path, len, kMaxManifestBytes));
+  if (len > max_bytes)
+    return absl::DataLossError(
+        absl::StrFormat("%s: a manifest of %d bytes, over the %d-byte bound (for its memory file)",
+                        path, len, max_bytes));
   if (size != kManifestHeaderBytes + len)
     return absl::DataLossError(absl::StrFormat(
         "%s is %d bytes where its header says %d: %s", path, size, kManifestHeaderBytes + len,

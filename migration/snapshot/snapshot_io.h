@@ -20,10 +20,15 @@
 namespace ferry::snapshot {
 
 inline constexpr size_t kManifestHeaderBytes = 56;
-// The largest manifest read: a page checksum is 8 bytes and a bitmap bit,
-// so 512 MiB covers 256 GiB of 4 KiB pages (ValidateVmConfig's bound is
-// lower).
+// The largest manifest read at all: a page checksum is 8 bytes and a bitmap
+// bit, so 512 MiB covers about 256 GiB of 4 KiB pages. Snapshot::Open
+// bounds it further by the memory file's size (ManifestBoundFor).
 inline constexpr uint64_t kMaxManifestBytes = 512ull << 20;
+
+// The largest manifest a memory file of `memory_file_bytes` can have: 10
+// bytes per 4 KiB page (checksum, bitmap, encoding) and 4 MiB for the rest
+// (vCPU states: a KVM vCPU's is a few KiB), at most kMaxManifestBytes.
+uint64_t ManifestBoundFor(uint64_t memory_file_bytes);
 
 // Header + `manifest` (serialized bytes).
 std::string EncodeManifestFile(const std::string& manifest);
@@ -33,7 +38,10 @@ std::string EncodeManifestFile(const std::string& manifest);
 // DataLoss for a truncated file, a length over kMaxManifestBytes, trailing
 // bytes, a checksum that fails or a manifest that does not parse; NotFound
 // when the file is missing.
-absl::StatusOr<ferry::v1::SnapshotManifest> ReadManifestFile(const std::string& path);
+// `max_bytes` bounds the manifest's length (DataLoss over it), before any
+// of it is read.
+absl::StatusOr<ferry::v1::SnapshotManifest> ReadManifestFile(
+    const std::string& path, uint64_t max_bytes = kMaxManifestBytes);
 
 }  // namespace ferry::snapshot
 

@@ -525,6 +525,8 @@ TEST(Sandbox, SnapshotFileCallsWorkInsideTheSandbox) {
     CHILD_CHECK(
         ::fallocate(fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 9 * kPage, kPage) == 0);
     CHILD_CHECK(::fsync(fd.get()) == 0 && ::fdatasync(fd.get()) == 0);
+    // A lazy restore's read-ahead of the memory file.
+    CHILD_CHECK(::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_WILLNEED) == 0);
     {
       UniqueFd d(::open(tmp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
       CHILD_CHECK(d.valid() && ::fsync(d.get()) == 0);

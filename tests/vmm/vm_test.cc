@@ -129,6 +129,42 @@ TEST(Vm, AGuestPausedMidRunEqualsItsReplayPerVcpu) {
   EXPECT_NE(got.digest, other.digest);
 }
 
+// Fail(): the VM is failed for good: every vCPU leaves guest code and
+// stays out, Health() and WaitUntilHalted() give the reason, Resume()
+// refuses.
+TEST(Vm, FailStopsEveryVcpuForGood) {
+  VmConfig config = Config(WorkloadKind::kUniform, 0);
+  auto vm = SourceImage(config);
+  ASSERT_OK(vm->Start());
+  ASSERT_TRUE(Eventually([&] { return vm->Stats().total_ops > 1000; }));
+  vm->Fail(absl::DataLossError("page 7 does not match its checksum"));
+  EXPECT_THAT(vm->Health(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("page 7")));
+  for (VcpuRunState s : vm->States()) EXPECT_EQ(s, VcpuRunState::kFailed);
+  // No vCPU runs on: the count settles.
+  uint64_t before = vm->Stats().total_ops;
+  ASSERT_TRUE(Eventually([&] {
+    absl::SleepFor(absl::Milliseconds(20));
+    const uint64_t now = vm->Stats().total_ops;
+    const bool settled = now == before;
+    before = now;
+    return settled;
+  })) << "a failed vCPU still runs";
+  EXPECT_THAT(vm->Resume(), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("failed")));
+}
+
+// A VM whose vCPUs had all halted before Fail() is failed too: its Health()
+// says so, though no vCPU was running to mark.
+TEST(Vm, FailAfterTheGuestHaltedStillFailsTheVm) {
+  VmConfig config = Config(WorkloadKind::kUniform, 2000);
+  auto vm = SourceImage(config);
+  ASSERT_OK(vm->Start());
+  ASSERT_OK(vm->WaitUntilHalted(absl::Seconds(60)));
+  vm->Fail(absl::DataLossError("page 9 could not be read"));
+  EXPECT_THAT(vm->Health(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("page 9")));
+  EXPECT_THAT(vm->WaitUntilHalted(absl::Seconds(1)),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("page 9")));
+}
+
 // The ops meter samples every vCPU's count from Start() on: evenly spaced,
 // never going backwards, the last sample the VM's final count.
 TEST(Vm, TheOpsMeterSamplesEveryVcpuWhileTheVmRuns) {

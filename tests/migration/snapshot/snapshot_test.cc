@@ -147,6 +147,9 @@ TEST_P(LazyRestoreTest, RunsAtOnceAndEndsWithTheNeverSnapshottedDigest) {
   ASSERT_OK_AND_ASSIGN(auto restore, LazyRestore::Start(snap, GetParam(), &vm));
   ASSERT_NE(vm, nullptr);
   RunFor(*vm, ops_, 2000);
+  // Paused first (the reader fills a paused VM): the replay below is as
+  // long as the guest ran, however long the fill takes on a loaded machine.
+  ASSERT_OK(vm->Pause());
   ASSERT_OK(restore->Wait());
   const LazyRestoreStats st = restore->Stats();
   std::cout << vmm::FaultModeName(GetParam()) << ": " << st.pager.faults << " faults, "
@@ -157,7 +160,6 @@ TEST_P(LazyRestoreTest, RunsAtOnceAndEndsWithTheNeverSnapshottedDigest) {
   EXPECT_EQ(st.zero_pages, summary_.zero_pages);
   EXPECT_EQ(st.pager.faults > 0 || st.pages_background > 0, true);
   EXPECT_EQ(vm->pager()->missing_pages(), 0u);
-  ASSERT_OK(vm->Pause());
   ExpectReplayDigest(*vm);
   restore.reset();  // before the VM (its contract)
 }
@@ -193,8 +195,8 @@ TEST_F(SnapshotTest, EightClonesEachDivergeByTheirOwnWrites) {
   std::vector<uint64_t> totals;
   for (int i = 0; i < kClones; ++i) {
     RunFor(*vms[i], ops_, 500 * (i + 1));
-    ASSERT_OK(restores[i]->Wait());
     ASSERT_OK(vms[i]->Pause());
+    ASSERT_OK(restores[i]->Wait());
     totals.push_back(vms[i]->Stats().total_ops);
   }
   // The replays once every clone is paused (a replay is as long as its run).
@@ -234,8 +236,8 @@ TEST(LiveSnapshot, WrittenWhileTheGuestWritesRestoresByDigest) {
   std::unique_ptr<Vm> restored;
   ASSERT_OK_AND_ASSIGN(auto restore, LazyRestore::Start(snap, FaultMode::kExit, &restored));
   RunFor(*restored, snap->vcpu_ops(), 1000);
-  ASSERT_OK(restore->Wait());
   ASSERT_OK(restored->Pause());
+  ASSERT_OK(restore->Wait());
   ExpectReplayDigest(*restored);
   restore.reset();
   EXPECT_THAT(WriteLiveSnapshot(*restored, "web", base + "/paused"),

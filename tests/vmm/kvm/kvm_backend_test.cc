@@ -424,6 +424,10 @@ TEST(KvmBackend, SnapshotRestoresEagerAndLazyByDigest) {
               (unsigned long)st.pages_background, (unsigned long)lazy->PreFaultedPages());
   run_on_and_check(*lazy);
   restore.reset();  // before the VM
+  unlink((dir + "/snapshot.ferry").c_str());
+  unlink((dir + "/memory").c_str());
+  rmdir(dir.c_str());
+  rmdir(tmpl);
 }
 
 }  // namespace
