@@ -71,15 +71,22 @@ absl::StatusOr<vmm::VmConfig> FromLayout(const ferry::v1::VmLayout& l) {
           "layout: backend %d is not soft or kvm (auto is for requests only)", l.backend()));
   }
   RETURN_IF_ERROR(vmm::ValidateVmConfig(c));
-  std::vector<vmm::MemorySlot> slots;
-  for (const auto& s : l.slots()) slots.push_back({s.gpa(), s.size(), s.offset()});
-  ASSIGN_OR_RETURN(vmm::MemoryMap given, vmm::MemoryMap::Create(slots, c.page_size));
   ASSIGN_OR_RETURN(vmm::MemoryMap built, vmm::MemoryMap::ForSize(c.memory_bytes, c.page_size));
-  if (given.DebugString() != built.DebugString() ||
-      given.memory_bytes() != c.memory_bytes)
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "layout: slots %s do not match this VMM's layout %s for %d bytes",
-        given.DebugString(), built.DebugString(), c.memory_bytes));
+  std::string given = "{";
+  bool same = static_cast<size_t>(l.slots_size()) == built.slots().size();
+  for (int i = 0; i < l.slots_size(); ++i) {
+    const ferry::v1::MemorySlot& s = l.slots(i);
+    absl::StrAppendFormat(&given, "%s[%#x, %#x)", i ? ", " : "", s.gpa(), s.gpa() + s.size());
+    if (same) {
+      const vmm::MemorySlot& b = built.slots()[i];
+      same = s.gpa() == b.gpa && s.size() == b.size && s.offset() == b.offset;
+    }
+  }
+  given += "}";
+  if (!same)
+    return absl::InvalidArgumentError(
+        absl::StrFormat("layout: slots %s do not match this VMM's layout %s for %d bytes", given,
+                        built.DebugString(), c.memory_bytes));
   return c;
 }
 

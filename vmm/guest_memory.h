@@ -1,12 +1,23 @@
-// GuestMemory: a VM's RAM. One memfd holds all of it (RAM offset space) and
-// is mapped once, shared; the MemoryMap places it in guest-physical space.
-// vCPUs access RAM through this mapping, and the destination registers the
-// same mapping with userfaultfd, so every path sees one copy of each page.
+// GuestMemory: a VM's RAM. Each memory region (vmm/memory_map.h) is backed by
+// its own memfd; the slots are mapped shared, in RAM offset order, into one
+// reserved range of host address space, so RAM offset space is contiguous at
+// host() and every path (vCPUs, userfaultfd, KVM memslots, the migration
+// engine) sees one copy of each page. The reservation is as large as the
+// VM's maximum memory, so host() never moves.
 //
-// Ownership: owns the memfd and the mapping. Threads: the memory itself may
-// be read and written from any thread; the object is immutable otherwise.
+// The map can change (ApplyMap): regions are added, removed, grown and
+// shrunk, and the ones that move in RAM offset space are remapped, never
+// copied. map() returns the map in force; every map this memory ever had
+// stays alive with it, so a reference taken from map() is always valid.
 //
-// A page is "missing" while the memory file has a hole there (never written,
+// Ownership: owns the files, the reservation and the maps. Threads: the
+// memory itself may be read and written from any thread, and every method
+// may be called from any thread, except that ApplyMap must not run while
+// anything accesses guest memory or uses host addresses from before it
+// (the Vm holds its vCPUs off and refuses changes while memory is tracked,
+// demand paged or being copied).
+//
+// A page is "missing" while its memory file has a hole there (never written,
 // or discarded). Without userfaultfd a missing page reads as zeros; with
 // MISSING registration an access to it faults.
 //
@@ -15,40 +26,44 @@
 #ifndef FERRY_VMM_GUEST_MEMORY_H_
 #define FERRY_VMM_GUEST_MEMORY_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "sys/memfd_file.h"
 #include "vmm/memory_map.h"
-#include "sys/memfd.h"
 
 namespace ferry::vmm {
 
 class GuestMemory {
  public:
-  static absl::StatusOr<std::unique_ptr<GuestMemory>> Create(const MemoryMap& map);
+  // `max_bytes` (0: the map's size) reserves room for the map to grow into.
+  static absl::StatusOr<std::unique_ptr<GuestMemory>> Create(const MemoryMap& map,
+                                                             uint64_t max_bytes = 0);
 
-  const MemoryMap& map() const { return map_; }
-  uint64_t size() const { return map_.memory_bytes(); }
-  uint32_t page_size() const { return map_.page_size(); }
-  uint64_t num_pages() const { return map_.num_pages(); }
+  // The map in force (see the class comment for lifetime).
+  const MemoryMap& map() const { return state()->map; }
+  uint64_t size() const { return map().memory_bytes(); }
+  uint32_t page_size() const { return map().page_size(); }
+  uint64_t num_pages() const { return map().num_pages(); }
+  // The most the map may grow to.
+  uint64_t max_bytes() const { return reservation_.size(); }
 
   // RAM offset space: [host(), host() + size()).
-  uint8_t* host() const { return file_.data(); }
-  // Writes RAM offset range [offset, offset + len) through the file, which
+  uint8_t* host() const { return reservation_.base(); }
+  // Writes RAM offset range [offset, offset + len) through the files, which
   // userfaultfd does not watch: pages fill without a fault. Only while no
   // vCPU runs (the write is not atomic).
-  absl::Status Load(uint64_t offset, const uint8_t* data, uint64_t len) {
-    return file_.WriteAt(offset, data, len);
-  }
-  // Reads RAM offset range [offset, offset + len) through the file (the
+  absl::Status Load(uint64_t offset, const uint8_t* data, uint64_t len);
+  // Reads RAM offset range [offset, offset + len) through the files (the
   // page cache), not through host(): no page of the mapping is touched.
-  absl::Status Read(uint64_t offset, uint8_t* out, uint64_t len) const {
-    return file_.ReadAt(offset, out, len);
-  }
+  absl::Status Read(uint64_t offset, uint8_t* out, uint64_t len) const;
   // Bytes of guest memory actually allocated (touched pages).
-  absl::StatusOr<uint64_t> AllocatedBytes() const { return file_.AllocatedBytes(); }
+  absl::StatusOr<uint64_t> AllocatedBytes() const;
   // The host address of [gpa, gpa + len); OutOfRange outside RAM.
   absl::StatusOr<uint8_t*> HostAddress(uint64_t gpa, uint64_t len) const;
   // True when `addr` lies inside this memory.
@@ -58,16 +73,45 @@ class GuestMemory {
   absl::Status DiscardOffsets(uint64_t offset, uint64_t len);
 
   // A bitmap (one bit per page, RAM offset order) of pages that hold data.
-  // Reads only the file's extent map: it never touches, allocates or faults
-  // a page.
+  // Reads only the files' extent maps: it never touches, allocates or
+  // faults a page.
   absl::StatusOr<std::vector<bool>> PresentPages() const;
 
- private:
-  GuestMemory(MemoryMap map, sys::MemfdMapping file)
-      : map_(std::move(map)), file_(std::move(file)) {}
+  // Makes `next` the map: creates and grows files, maps every slot at its
+  // RAM offset (moving the regions that moved), unmaps what is no longer
+  // RAM, then shrinks and closes files, freeing the pages that left. Pages
+  // of regions that stay keep their contents; new pages read as zeros.
+  // FailedPrecondition when `next` is larger than max_bytes() or has
+  // another page size. On a failure of the kernel's, the old map is put
+  // back (best effort) and the error returned. See the class comment for
+  // when it may be called.
+  absl::Status ApplyMap(const MemoryMap& next);
 
-  MemoryMap map_;
-  sys::MemfdMapping file_;
+ private:
+  struct Region {
+    std::string name;
+    sys::MemfdFile file;
+  };
+  struct State {
+    MemoryMap map;
+    std::vector<Region*> slot_files;  // one per slot of map; cleared once not in force
+  };
+
+  GuestMemory(sys::AddressReservation reservation) : reservation_(std::move(reservation)) {}
+
+  const State* state() const { return state_.load(std::memory_order_acquire); }
+  // Calls fn(file, file_offset, ram_offset, len) for each slot piece of
+  // [offset, offset + len); OutOfRange when the range leaves RAM.
+  template <typename Fn>
+  absl::Status ForEachPiece(uint64_t offset, uint64_t len, Fn fn) const;
+  absl::Status MapSlots(const MemoryMap& map, const std::vector<Region*>& files);
+  Region* FindRegion(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  sys::AddressReservation reservation_;
+  absl::Mutex mu_;  // serialises ApplyMap
+  std::vector<std::unique_ptr<Region>> regions_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<State>> states_ ABSL_GUARDED_BY(mu_);  // every map, the last in force
+  std::atomic<const State*> state_{nullptr};
 };
 
 }  // namespace ferry::vmm

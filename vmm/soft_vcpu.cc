@@ -54,6 +54,7 @@ const char* VcpuExitReasonName(VcpuExitReason reason) {
 SoftVcpu::SoftVcpu(int index, int vcpus, GuestMemory* memory, const WorkloadSpec& spec,
                    const Clock* clock, SoftVcpuOptions options, const Throttle* throttle)
     : index_(index),
+      vcpus_(vcpus),
       memory_(memory),
       spec_(spec),
       program_(spec, memory->host(), memory->num_pages(), memory->page_size(), index, vcpus),
@@ -63,6 +64,13 @@ SoftVcpu::SoftVcpu(int index, int vcpus, GuestMemory* memory, const WorkloadSpec
       duty_(throttle, clock) {
   trap_.lo = reinterpret_cast<uintptr_t>(memory->host());
   trap_.hi = trap_.lo + memory->size();
+}
+
+absl::Status SoftVcpu::OnMemoryMapChanged() {
+  program_ = GuestProgram(spec_, memory_->host(), memory_->num_pages(), memory_->page_size(),
+                          index_, vcpus_);
+  trap_.hi = trap_.lo + memory_->size();
+  return absl::OkStatus();
 }
 
 void SoftVcpu::RequestExit() { exit_requested_.store(true); }

@@ -56,6 +56,7 @@ class SoftVcpu final : public Vcpu {
   void ClearExitRequest() override;
   absl::StatusOr<std::string> SaveState() const override;
   absl::Status RestoreState(absl::string_view bytes) override;
+  absl::Status OnMemoryMapChanged() override;
   VcpuCounters Counters() const override;
   uint64_t ops() const override { return ops_done_.load(std::memory_order_relaxed); }
 
@@ -63,9 +64,10 @@ class SoftVcpu final : public Vcpu {
 
  private:
   const int index_;
+  const int vcpus_;
   GuestMemory* const memory_;
   const WorkloadSpec spec_;
-  const GuestProgram program_;
+  GuestProgram program_;  // rebuilt by OnMemoryMapChanged, between runs
   const Clock* const clock_;
   const SoftVcpuOptions options_;
 

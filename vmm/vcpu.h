@@ -83,6 +83,11 @@ class Vcpu {
   virtual absl::StatusOr<std::string> SaveState() const = 0;
   virtual absl::Status RestoreState(absl::string_view bytes) = 0;
 
+  // The VM's memory map changed (Vm::ChangeMemory): the guest's workload
+  // now runs over the new map from its next op. Called only while this
+  // vCPU is out of Run() and will not enter it before the call returns.
+  virtual absl::Status OnMemoryMapChanged() = 0;
+
   virtual VcpuCounters Counters() const = 0;
   // Guest operations completed so far (Counters().ops, without the rest):
   // cheap enough to read every millisecond from any thread.

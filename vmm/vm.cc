@@ -57,6 +57,10 @@ const char* VcpuRunStateName(VcpuRunState state) {
   return "unknown";
 }
 
+uint64_t MaxMemoryBytes(const VmConfig& config) {
+  return config.max_memory_bytes != 0 ? config.max_memory_bytes : 4 * config.memory_bytes;
+}
+
 absl::Status ValidateVmConfig(const VmConfig& config) {
   if (config.vcpus < 1 || config.vcpus > kMaxVcpus)
     return absl::InvalidArgumentError(
@@ -73,13 +77,23 @@ absl::Status ValidateVmConfig(const VmConfig& config) {
     return absl::InvalidArgumentError(
         absl::StrFormat("memory of %d bytes is too small for %d vCPUs (each needs a page)",
                         config.memory_bytes, config.vcpus));
+  if (config.max_memory_bytes != 0 && (config.max_memory_bytes < config.memory_bytes ||
+                                       config.max_memory_bytes % config.page_size != 0))
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "maximum memory %d is below the memory size %d or not a multiple of the page",
+        config.max_memory_bytes, config.memory_bytes));
+  if (MaxMemoryBytes(config) > kMaxGuestPhysical / 2)
+    return absl::InvalidArgumentError(absl::StrFormat("maximum memory %s is more than %s",
+                                                      BytesString(MaxMemoryBytes(config)),
+                                                      BytesString(kMaxGuestPhysical / 2)));
   return ValidateWorkload(config.workload);
 }
 
 absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config, const Clock* clock) {
   RETURN_IF_ERROR(ValidateVmConfig(config));
   ASSIGN_OR_RETURN(MemoryMap map, MemoryMap::ForSize(config.memory_bytes, config.page_size));
-  ASSIGN_OR_RETURN(std::unique_ptr<GuestMemory> memory, GuestMemory::Create(map));
+  ASSIGN_OR_RETURN(std::unique_ptr<GuestMemory> memory,
+                   GuestMemory::Create(map, MaxMemoryBytes(config)));
   std::unique_ptr<kvm::KvmMachine> machine;
   std::vector<std::unique_ptr<Vcpu>> vcpus;
   auto throttle = std::make_unique<Throttle>();
@@ -183,6 +197,12 @@ absl::Status Vm::LoadInitialMemory() {
           absl::StrFormat("cannot load initial memory into a VM that is %s%s", LifecycleLocked(),
                           pager_ ? " and demand paged" : ""));
   }
+  {
+    absl::MutexLock lock(&mu_);
+    if (!history_.empty())
+      return absl::FailedPreconditionError(
+          "cannot load initial memory after the memory map changed");
+  }
   FillInitialPages(config_.workload, memory_->host(), memory_->page_size(), 0,
                    memory_->num_pages());
   return absl::OkStatus();
@@ -220,7 +240,10 @@ absl::Status Vm::FinishDemandPaging() {
   // KVM first: with the flag off, KVM stops reading the bitmap, and a
   // known-zero hole a vCPU touches now is still resolved by the backstop.
   if (machine_) RETURN_IF_ERROR(machine_->DisableExitOnMissing());
-  return pager_->Finish();
+  RETURN_IF_ERROR(pager_->Finish());
+  absl::MutexLock lock(&mu_);
+  demand_paging_done_ = true;
+  return absl::OkStatus();
 }
 
 absl::Status Vm::Start() {
@@ -424,14 +447,135 @@ VmStats Vm::Stats() const {
   return stats;
 }
 
+namespace {
+
+// A dirty log that holds the memory map still while it lives: it counts
+// pages by RAM offset.
+class PinnedDirtyLog final : public DirtyLog {
+ public:
+  PinnedDirtyLog(std::unique_ptr<DirtyLog> log, MemoryMapPin pin)
+      : log_(std::move(log)), pin_(std::move(pin)) {}
+  absl::Status Collect(std::vector<uint64_t>* pages) override { return log_->Collect(pages); }
+  absl::Status CollectFinal(std::vector<uint64_t>* pages) override {
+    return log_->CollectFinal(pages);
+  }
+  const char* Name() const override { return log_->Name(); }
+
+ private:
+  std::unique_ptr<DirtyLog> log_;
+  MemoryMapPin pin_;
+};
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<DirtyLog>> Vm::StartDirtyLog() {
-  // KVM writes guest memory through its own stage-2 mappings, which
-  // userfaultfd write-protect does not see: KVM's own dirty log.
-  if (machine_) return machine_->StartDirtyLog();
-  // Software vCPUs write guest memory through the host mapping, so
-  // userfaultfd write-protect sees every write.
-  ASSIGN_OR_RETURN(std::unique_ptr<UffdDirtyLog> log, UffdDirtyLog::Start(memory_.get()));
-  return std::unique_ptr<DirtyLog>(std::move(log));
+  MemoryMapPin pin = PinMemoryMap("its dirty pages are tracked (a migration or a live snapshot)");
+  std::unique_ptr<DirtyLog> log;
+  if (machine_) {
+    // KVM writes guest memory through its own stage-2 mappings, which
+    // userfaultfd write-protect does not see: KVM's own dirty log.
+    ASSIGN_OR_RETURN(log, machine_->StartDirtyLog());
+  } else {
+    // Software vCPUs write guest memory through the host mapping, so
+    // userfaultfd write-protect sees every write.
+    ASSIGN_OR_RETURN(std::unique_ptr<UffdDirtyLog> uffd, UffdDirtyLog::Start(memory_.get()));
+    log = std::move(uffd);
+  }
+  return std::unique_ptr<DirtyLog>(new PinnedDirtyLog(std::move(log), std::move(pin)));
+}
+
+MemoryMapPin& MemoryMapPin::operator=(MemoryMapPin&& other) noexcept {
+  if (this != &other) {
+    Release();
+    holders_ = std::move(other.holders_);
+    id_ = other.id_;
+  }
+  return *this;
+}
+
+void MemoryMapPin::Release() {
+  if (holders_ == nullptr) return;
+  absl::MutexLock lock(&holders_->mu);
+  auto& why = holders_->why;
+  for (auto it = why.begin(); it != why.end(); ++it)
+    if (it->first == id_) {
+      why.erase(it);
+      break;
+    }
+  holders_.reset();
+}
+
+MemoryMapPin Vm::PinMemoryMap(std::string why) {
+  absl::MutexLock lock(&pins_->mu);  // waits out a change in progress
+  const uint64_t id = pins_->next_id++;
+  pins_->why.emplace_back(id, std::move(why));
+  return MemoryMapPin(pins_, id);
+}
+
+MemoryLimits Vm::memory_limits() const {
+  MemoryLimits l;
+  l.max_bytes = memory_->max_bytes();
+  l.min_bytes = static_cast<uint64_t>(config_.vcpus) * config_.page_size;
+  l.alignment = machine_ ? (2ull << 20) : config_.page_size;
+  return l;
+}
+
+std::vector<MemoryEpoch> Vm::MemoryHistory() const {
+  absl::MutexLock lock(&mu_);
+  return history_;
+}
+
+absl::StatusOr<MemoryChangeResult> Vm::ChangeMemory(const MemoryTransaction& t) {
+  if (machine_)
+    return absl::UnimplementedError(
+        "memory map changes are supported on software vCPUs only so far, not on KVM");
+  // Held for the whole change, so that no pin is taken meanwhile.
+  absl::MutexLock pins(&pins_->mu);
+  if (!pins_->why.empty())
+    return absl::FailedPreconditionError(
+        absl::StrCat("the memory map cannot change while ", pins_->why.front().second));
+  absl::MutexLock lock(&mu_);
+  if (stopping_ || !failure_.ok())
+    return absl::FailedPreconditionError(
+        absl::StrFormat("cannot change the memory of a VM that is %s", LifecycleLocked()));
+  if (pager_ != nullptr && !demand_paging_done_)
+    return absl::FailedPreconditionError(
+        "the memory map cannot change while pages are demand paged (a migration or a lazy "
+        "restore is still filling memory)");
+  ASSIGN_OR_RETURN(MemoryMap next, PlanMemoryTransaction(memory_->map(), t, memory_limits()));
+  const int64_t start_ns = clock_->NowNanos();
+  // Hold every running vCPU off guest code, at an op boundary.
+  const bool hold = started_ && !paused_ && AnyRunningLocked();
+  if (hold) {
+    for (auto& v : vcpus_) v->RequestExit();
+    while (AnyRunningLocked()) cv_.Wait(&mu_);
+  }
+  std::vector<uint64_t> ops(vcpus_.size());
+  for (size_t i = 0; i < vcpus_.size(); ++i) ops[i] = vcpus_[i]->ops();
+  absl::Status applied = memory_->ApplyMap(next);
+  const bool changed = memory_->map().SameLayout(next);
+  absl::Status vcpus_ok;
+  if (changed) {
+    for (auto& v : vcpus_) vcpus_ok.Update(v->OnMemoryMapChanged());
+    history_.push_back({t, next.regions(), ops});
+  }
+  // Let them go on, unless a Pause() came in while they were held.
+  if (hold && !paused_ && !stopping_) {
+    for (size_t i = 0; i < vcpus_.size(); ++i) {
+      vcpus_[i]->ClearExitRequest();
+      if (states_[i] == VcpuRunState::kPaused) states_[i] = VcpuRunState::kRunning;
+    }
+    cv_.SignalAll();
+  }
+  if (!applied.ok())
+    return absl::Status(applied.code(), absl::StrCat(changed ? "the memory map changed, but " : "",
+                                                     "applying it: ", applied.message()));
+  RETURN_IF_ERROR(vcpus_ok);
+  MemoryChangeResult r;
+  r.regions = next.regions();
+  r.memory_bytes = next.memory_bytes();
+  r.held_off_ns = hold ? clock_->NowNanos() - start_ns : 0;
+  return r;
 }
 
 absl::StatusOr<std::vector<std::string>> Vm::SaveVcpuStates() const {
@@ -473,14 +617,40 @@ absl::StatusOr<MemoryDigest> ReferenceDigest(const VmConfig& config) {
 absl::StatusOr<MemoryDigest> ReferenceDigest(const VmConfig& config,
                                              const std::vector<uint64_t>& ops,
                                              int64_t deadline_ns) {
+  return ReferenceDigest(config, ops, {}, deadline_ns);
+}
+
+absl::StatusOr<MemoryDigest> ReferenceDigest(const VmConfig& config,
+                                             const std::vector<uint64_t>& ops,
+                                             const std::vector<MemoryEpoch>& history,
+                                             int64_t deadline_ns) {
   RETURN_IF_ERROR(ValidateVmConfig(config));
   if (ops.size() != static_cast<size_t>(config.vcpus))
     return absl::InvalidArgumentError("one op count per vCPU is needed");
   ASSIGN_OR_RETURN(MemoryMap map, MemoryMap::ForSize(config.memory_bytes, config.page_size));
-  ASSIGN_OR_RETURN(std::unique_ptr<GuestMemory> memory, GuestMemory::Create(map));
+  ASSIGN_OR_RETURN(std::unique_ptr<GuestMemory> memory,
+                   GuestMemory::Create(map, MaxMemoryBytes(config)));
   FillInitialPages(config.workload, memory->host(), memory->page_size(), 0, memory->num_pages());
-  RETURN_IF_ERROR(RunReference(config.workload, memory->host(), memory->num_pages(),
-                               memory->page_size(), ops, deadline_ns));
+  std::vector<uint64_t> done(ops.size(), 0), acc(ops.size(), 0);
+  for (size_t e = 0; e < history.size(); ++e) {
+    const MemoryEpoch& epoch = history[e];
+    if (epoch.ops_before.size() != ops.size())
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "memory epoch %d has %d op counts for %d vCPUs", e, epoch.ops_before.size(), ops.size()));
+    for (size_t v = 0; v < ops.size(); ++v)
+      if (epoch.ops_before[v] < done[v] || epoch.ops_before[v] > ops[v])
+        return absl::InvalidArgumentError(
+            absl::StrFormat("memory epoch %d: vCPU %d's op count %d is not in [%d, %d]", e, v,
+                            epoch.ops_before[v], done[v], ops[v]));
+    RETURN_IF_ERROR(RunReferenceSpan(config.workload, memory->host(), memory->num_pages(),
+                                     memory->page_size(), done, epoch.ops_before, &acc,
+                                     deadline_ns));
+    done = epoch.ops_before;
+    ASSIGN_OR_RETURN(MemoryMap next, MemoryMap::FromRegions(epoch.regions, config.page_size));
+    RETURN_IF_ERROR(memory->ApplyMap(next));
+  }
+  RETURN_IF_ERROR(RunReferenceSpan(config.workload, memory->host(), memory->num_pages(),
+                                   memory->page_size(), done, ops, &acc, deadline_ns));
   return DigestMemory(*memory);
 }
 

@@ -45,6 +45,7 @@
 #include "vmm/dirty_log.h"
 #include "vmm/guest_memory.h"
 #include "vmm/kvm/kvm_machine.h"
+#include "vmm/memory_transaction.h"
 #include "vmm/ops_meter.h"
 #include "vmm/soft_vcpu.h"
 #include "vmm/throttle.h"
@@ -67,7 +68,10 @@ struct VmConfig {
   VmBackend backend = VmBackend::kSoft;
   // KVM only: dirty rings instead of the dirty bitmap (docs/kvm.md).
   bool kvm_dirty_ring = false;
-  uint64_t memory_bytes = 1ull << 30;
+  uint64_t memory_bytes = 1ull << 30;  // at creation: the main region's size
+  // The most memory ChangeMemory may grow the VM to (the room reserved for
+  // it); 0: four times memory_bytes.
+  uint64_t max_memory_bytes = 0;
   uint32_t page_size = 4096;
   int vcpus = 2;
   WorkloadSpec workload;
@@ -76,6 +80,8 @@ struct VmConfig {
 
 // Checks sizes and counts; names the offending field.
 absl::Status ValidateVmConfig(const VmConfig& config);
+// config.max_memory_bytes, or its default.
+uint64_t MaxMemoryBytes(const VmConfig& config);
 
 enum class VcpuRunState { kPaused, kRunning, kFinished, kFailed };
 const char* VcpuRunStateName(VcpuRunState state);
@@ -93,6 +99,46 @@ struct FaultModeChoice {
 // The fault mode a VM of `backend` gets when `requested`, and why:
 // `exit_on_missing` is what the host's KVM offers (KvmCapabilities).
 FaultModeChoice ChooseFaultMode(VmBackend backend, bool exit_on_missing, FaultMode requested);
+
+// One applied memory transaction, as a replay needs it: each vCPU ran
+// ops_before[v] ops on the map before it, and goes on over `regions`.
+struct MemoryEpoch {
+  MemoryTransaction transaction;
+  std::vector<MemoryRegion> regions;  // the map after it
+  std::vector<uint64_t> ops_before;
+};
+
+struct MemoryChangeResult {
+  std::vector<MemoryRegion> regions;  // the map now
+  uint64_t memory_bytes = 0;
+  int64_t held_off_ns = 0;  // vCPUs kept out of guest code (0: none was running)
+};
+
+// Holds a VM's memory map still: Vm::ChangeMemory refuses while one lives,
+// saying why. Taken by whatever copies or tracks guest memory by RAM offset
+// (a dirty log, a snapshot, a migration). May outlive the VM.
+class MemoryMapPin {
+ public:
+  struct Holders {
+    absl::Mutex mu;
+    std::vector<std::pair<uint64_t, std::string>> why ABSL_GUARDED_BY(mu);
+    uint64_t next_id ABSL_GUARDED_BY(mu) = 0;
+  };
+  MemoryMapPin() = default;
+  MemoryMapPin(MemoryMapPin&& other) noexcept
+      : holders_(std::move(other.holders_)), id_(other.id_) {}
+  MemoryMapPin& operator=(MemoryMapPin&& other) noexcept;
+  ~MemoryMapPin() { Release(); }
+
+ private:
+  friend class Vm;
+  MemoryMapPin(std::shared_ptr<Holders> holders, uint64_t id)
+      : holders_(std::move(holders)), id_(id) {}
+  void Release();
+
+  std::shared_ptr<Holders> holders_;
+  uint64_t id_ = 0;
+};
 
 struct VmStats {
   std::vector<VcpuStats> vcpus;
@@ -193,6 +239,24 @@ class Vm {
   absl::StatusOr<std::vector<std::string>> SaveVcpuStates() const;
   absl::Status RestoreVcpuStates(const std::vector<std::string>& states);
 
+  // Applies a memory map transaction (vmm/memory_transaction.h) all at
+  // once: plans it against the map in force and this VM's limits, holds
+  // every running vCPU off guest code at an op boundary, remaps the memory,
+  // points each vCPU's workload at the new map, records the epoch for the
+  // replay and lets the vCPUs go on. A transaction that cannot apply is
+  // refused whole (nothing changes): InvalidArgument or ResourceExhausted
+  // from the planner, FailedPrecondition while the map is pinned (a
+  // migration, a dirty log, a snapshot), while pages are demand paged, or
+  // for a VM that failed or is stopping; Unimplemented on KVM for now.
+  absl::StatusOr<MemoryChangeResult> ChangeMemory(const MemoryTransaction& t);
+  // Every transaction applied so far, in order.
+  std::vector<MemoryEpoch> MemoryHistory() const;
+  // What the map may become (the planner's limits for this VM).
+  MemoryLimits memory_limits() const;
+  // Holds the map still until the pin is dropped; `why` completes "the
+  // memory map cannot change while ...".
+  MemoryMapPin PinMemoryMap(std::string why);
+
   // The memory digest. Call while paused or halted; FailedPrecondition while
   // the pager still has missing pages.
   absl::StatusOr<MemoryDigest> Digest() const;
@@ -227,6 +291,9 @@ class Vm {
   bool paused_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status failure_ ABSL_GUARDED_BY(mu_);  // Fail()'s reason
+  bool demand_paging_done_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<MemoryEpoch> history_ ABSL_GUARDED_BY(mu_);
+  const std::shared_ptr<MemoryMapPin::Holders> pins_ = std::make_shared<MemoryMapPin::Holders>();
 };
 
 // The digest of a run of `config`'s workload without faults or migration:
@@ -237,6 +304,14 @@ absl::StatusOr<MemoryDigest> ReferenceDigest(const VmConfig& config);
 // DeadlineExceeded past it.
 absl::StatusOr<MemoryDigest> ReferenceDigest(const VmConfig& config,
                                              const std::vector<uint64_t>& ops,
+                                             int64_t deadline_ns = 0);
+// The same for a VM whose memory map changed: the ops of each epoch run on
+// the map they ran on, and each transaction is applied in between
+// (Vm::MemoryHistory). InvalidArgument for a history that does not fit
+// `ops` (op counts that go backwards or past ops).
+absl::StatusOr<MemoryDigest> ReferenceDigest(const VmConfig& config,
+                                             const std::vector<uint64_t>& ops,
+                                             const std::vector<MemoryEpoch>& history,
                                              int64_t deadline_ns = 0);
 
 }  // namespace ferry::vmm

@@ -135,10 +135,26 @@ uint64_t FillInitialPages(const WorkloadSpec& spec, uint8_t* ram, uint32_t page_
 absl::Status RunReference(const WorkloadSpec& spec, uint8_t* ram, uint64_t ram_pages,
                           uint32_t page_size, const std::vector<uint64_t>& ops,
                           int64_t deadline_ns) {
+  std::vector<uint64_t> acc(ops.size(), 0);
+  return RunReferenceSpan(spec, ram, ram_pages, page_size, std::vector<uint64_t>(ops.size(), 0),
+                          ops, &acc, deadline_ns);
+}
+
+absl::Status RunReferenceSpan(const WorkloadSpec& spec, uint8_t* ram, uint64_t ram_pages,
+                              uint32_t page_size, const std::vector<uint64_t>& first,
+                              const std::vector<uint64_t>& last, std::vector<uint64_t>* acc,
+                              int64_t deadline_ns) {
   constexpr uint64_t kOpsBetweenChecks = 1 << 16;
-  const int vcpus = static_cast<int>(ops.size());
+  const int vcpus = static_cast<int>(last.size());
+  if (first.size() != last.size() || acc->size() != last.size())
+    return absl::InvalidArgumentError("one first op, last op and accumulator per vCPU");
   uint64_t total = 0;
-  for (uint64_t o : ops) total += o;
+  for (int v = 0; v < vcpus; ++v) {
+    if (first[v] > last[v])
+      return absl::InvalidArgumentError(
+          absl::StrFormat("vCPU %d: ops [%d, %d) run backwards", v, first[v], last[v]));
+    total += last[v] - first[v];
+  }
   const int64_t start = MonotonicNowNanos();
   if (deadline_ns > 0 && start > deadline_ns)
     return absl::DeadlineExceededError(absl::StrFormat(
@@ -146,9 +162,9 @@ absl::Status RunReference(const WorkloadSpec& spec, uint8_t* ram, uint64_t ram_p
   uint64_t done = 0;
   for (int v = 0; v < vcpus; ++v) {
     GuestProgram program(spec, ram, ram_pages, page_size, v, vcpus);
-    uint64_t acc = 0;
-    for (uint64_t i = 0; i < ops[v]; ++i) {
-      acc = program.Step(i, acc);
+    uint64_t a = (*acc)[v];
+    for (uint64_t i = first[v]; i < last[v]; ++i) {
+      a = program.Step(i, a);
       if (deadline_ns <= 0 || ++done % kOpsBetweenChecks != 0) continue;
       // Refused as soon as the pace says the rest cannot fit, not only once
       // the time is up. The pace is believed only after a tenth of the time
@@ -163,6 +179,7 @@ absl::Status RunReference(const WorkloadSpec& spec, uint8_t* ram, uint64_t ram_p
             "replaying the %d ops the guest has run would take about %.0f ms", total,
             (now - start + left_ns) / 1e6));
     }
+    (*acc)[v] = a;
   }
   return absl::OkStatus();
 }

@@ -114,6 +114,12 @@ uint64_t FillInitialPages(const WorkloadSpec& spec, uint8_t* ram, uint32_t page_
 absl::Status RunReference(const WorkloadSpec& spec, uint8_t* ram, uint64_t ram_pages,
                           uint32_t page_size, const std::vector<uint64_t>& ops,
                           int64_t deadline_ns = 0);
+// Runs ops [first[v], last[v]) of every vCPU v, each from accumulator acc[v]
+// (updated): one epoch of a replay whose memory map changed in between.
+absl::Status RunReferenceSpan(const WorkloadSpec& spec, uint8_t* ram, uint64_t ram_pages,
+                              uint32_t page_size, const std::vector<uint64_t>& first,
+                              const std::vector<uint64_t>& last, std::vector<uint64_t>* acc,
+                              int64_t deadline_ns = 0);
 
 }  // namespace ferry::vmm
 

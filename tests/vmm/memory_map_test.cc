@@ -35,17 +35,5 @@ TEST(MemoryMap, OutOfRangeAddressesAreRejected) {
   EXPECT_THAT(map.GpaToOffset(~0ull - 10, 100), StatusIs(absl::StatusCode::kOutOfRange));
 }
 
-TEST(MemoryMap, CreateValidatesSlots) {
-  EXPECT_THAT(MemoryMap::Create({{0, 4096, 0}, {0, 4096, 4096}}, 4096),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("overlaps")));
-  EXPECT_THAT(MemoryMap::Create({{0, 100, 0}}, 4096),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("aligned")));
-  EXPECT_THAT(MemoryMap::Create({{0, 4096, 0}, {8192, 4096, 8192}}, 4096),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("contiguous")));
-  EXPECT_THAT(MemoryMap::Create({}, 4096), StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_THAT(MemoryMap::Create({{0, 4096, 0}}, 3000),
-              StatusIs(absl::StatusCode::kInvalidArgument));
-}
-
 }  // namespace
 }  // namespace ferry::vmm

@@ -58,6 +58,8 @@ class KvmVcpu final : public Vcpu {
   void ClearExitRequest() override;
   absl::StatusOr<std::string> SaveState() const override;
   absl::Status RestoreState(absl::string_view bytes) override;
+  // Not yet on KVM (Vm::ChangeMemory refuses KVM VMs first).
+  absl::Status OnMemoryMapChanged() override;
   VcpuCounters Counters() const override;
   uint64_t ops() const override;
 
