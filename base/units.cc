@@ -1,5 +1,6 @@
 #include "base/units.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 
@@ -103,6 +104,34 @@ absl::StatusOr<uint64_t> ParseSize(absl::string_view text, absl::string_view wha
 
 absl::StatusOr<uint64_t> ParseRate(absl::string_view text, absl::string_view what) {
   return Parse(text, what, Kind::kRate);
+}
+
+absl::StatusOr<uint64_t> ParseAddress(absl::string_view text, absl::string_view what) {
+  absl::string_view t = absl::StripAsciiWhitespace(text);
+  if (absl::ConsumePrefix(&t, "0x") || absl::ConsumePrefix(&t, "0X")) {
+    uint64_t value = 0;
+    // SimpleHexAtoi takes a sign and its own "0x": neither belongs here.
+    const bool hex_digits =
+        !t.empty() && t.size() <= 16 && std::all_of(t.begin(), t.end(), [](char c) {
+          return std::isxdigit(static_cast<unsigned char>(c)) != 0;
+        });
+    if (!hex_digits || !absl::SimpleHexAtoi(t, &value))
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": '", text, "' is not an address (e.g. 0x100000000, or a size: 4G)"));
+    return value;
+  }
+  return ParseSize(text, what);
+}
+
+std::string FormatSize(uint64_t bytes) {
+  static constexpr struct {
+    uint64_t unit;
+    const char* name;
+  } kSizeUnits[] = {
+      {1ull << 40, "TiB"}, {1ull << 30, "GiB"}, {1ull << 20, "MiB"}, {1ull << 10, "KiB"}};
+  for (const auto& u : kSizeUnits)
+    if (bytes >= u.unit && bytes % u.unit == 0) return absl::StrCat(bytes / u.unit, " ", u.name);
+  return absl::StrCat(bytes, " bytes");
 }
 
 std::string FormatRate(double bytes_per_sec) {

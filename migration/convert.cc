@@ -41,7 +41,9 @@ absl::StatusOr<vmm::WorkloadSpec> FromWorkload(const ferry::v1::WorkloadSpec& p)
 
 ferry::v1::VmLayout ToLayout(const vmm::VmConfig& config, const vmm::MemoryMap& map) {
   ferry::v1::VmLayout l;
-  l.set_memory_bytes(config.memory_bytes);
+  // The map's: a VM whose map changed holds more or less than it was
+  // created with (config.memory_bytes stays the creation size).
+  l.set_memory_bytes(map.memory_bytes());
   l.set_page_size(config.page_size);
   l.set_vcpus(config.vcpus);
   for (const vmm::MemorySlot& s : map.slots()) {

@@ -12,6 +12,9 @@
 
 namespace ferry::migration {
 
+// The layout of a VM of `config` whose memory map is `map`: memory_bytes
+// and the slots are the map's (all its regions together), the rest the
+// config's.
 ferry::v1::VmLayout ToLayout(const vmm::VmConfig& config, const vmm::MemoryMap& map);
 // The VmConfig of a layout; also checks that its slots are the default map
 // for its size (the only layout this VMM builds).

@@ -14,6 +14,7 @@
 #include "migration/agent/agent_metrics.h"
 #include "migration/agent/control_translate.h"
 #include "migration/agent/live_control.h"
+#include "migration/agent/memory_change.h"
 #include "migration/agent/vm_verify.h"
 #include "migration/api/names.h"
 #include "migration/convert.h"
@@ -160,7 +161,11 @@ ferry::v1::Vm Agent::Describe(const HostedVm& e) const {
   v.set_arrived_by(e.arrived_by);
   v.set_held_by(held_by);
   v.set_held_reason(held_reason);
-  *v.mutable_layout() = migration::ToLayout(e.vm->config(), e.vm->memory().map());
+  const vmm::MemoryMap& map = e.vm->memory().map();
+  *v.mutable_layout() = migration::ToLayout(e.vm->config(), map);
+  RegionsToProto(map.regions(), v.mutable_regions());
+  v.set_max_memory_bytes(e.vm->memory_limits().max_bytes);
+  v.set_memory_changes(static_cast<uint32_t>(e.vm->MemoryHistory().size()));
   v.set_backend_capabilities(e.vm->BackendCapabilities());
   v.set_backend_reason(e.backend_reason);
   vmm::VmStats s = e.vm->Stats();
@@ -186,6 +191,10 @@ absl::StatusOr<ferry::v1::Vm> Agent::CreateVm(const ferry::v1::CreateVmRequest& 
   RETURN_IF_ERROR(api::ValidateVmName(r.name()));
   std::string backend_reason;
   ASSIGN_OR_RETURN(vmm::VmConfig config, VmConfigFromRequest(r, &backend_reason));
+  // Room to grow, within this agent's memory limit.
+  ASSIGN_OR_RETURN(
+      config.max_memory_bytes,
+      ResolveMaxMemory(config.memory_bytes, config.max_memory_bytes, options_.max_memory));
   auto entry = std::make_shared<HostedVm>();
   entry->name = r.name();
   entry->backend_reason = backend_reason;
@@ -217,6 +226,7 @@ absl::StatusOr<ferry::v1::Vm> Agent::CreateVm(const ferry::v1::CreateVmRequest& 
   Log(LogLine(LogLevel::kInfo, "vm.created")
           .Kv("vm", r.name())
           .Kv("memory_mib", config.memory_bytes >> 20)
+          .Kv("max_memory_mib", config.max_memory_bytes >> 20)
           .Kv("vcpus", config.vcpus)
           .Kv("workload", vmm::WorkloadKindName(config.workload.kind))
           .Kv("backend", vmm::VmBackendName(config.backend))
@@ -291,6 +301,9 @@ absl::Status Agent::DeleteVm(const std::string& name) {
       return absl::FailedPreconditionError(
           absl::StrCat("VM '", name, "' is being snapshotted (to ", (*found)->snapshot_to,
                        "): delete it once the snapshot is written"));
+    if ((*found)->changing_memory)
+      return absl::FailedPreconditionError(absl::StrCat(
+          "VM '", name, "' is changing its memory: delete it once the change is applied"));
     e = vms_.Remove(name);
   }
   // A lazy restore still filling ends with it, unreported.
@@ -339,6 +352,10 @@ absl::StatusOr<ferry::v1::VerifyVmResponse> Agent::VerifyVm(
           absl::StrCat("VM '", request.name(), "' is still being restored from ", e->restored_from,
                        ": verify it once every page is read (`ferry vm get ", request.name(),
                        "` shows the pages missing)"));
+    if (e->changing_memory)
+      return absl::FailedPreconditionError(
+          absl::StrCat("VM '", request.name(),
+                       "' is changing its memory: verify it once the change is applied"));
     ++e->verifying;
   }
   absl::StatusOr<ferry::v1::VerifyVmResponse> verified =

@@ -9,7 +9,7 @@
 //
 // Threads: every method is thread-safe. Each outgoing migration runs on a
 // thread of its own, and so does the watch of each lazy restore. Blocking
-// calls (VerifyVm, WatchMigration, SnapshotVm, RestoreVm) hold no lock
+// calls (VerifyVm, WatchMigration, SnapshotVm, RestoreVm, ChangeVmMemory) hold no lock
 // while they wait.
 #ifndef FERRY_MIGRATION_AGENT_AGENT_H_
 #define FERRY_MIGRATION_AGENT_AGENT_H_
@@ -112,6 +112,11 @@ class Agent final : public ControlBackend {
   // A new VM from a snapshot, admitted like CreateVm, eager or lazy
   // (agent_snapshot.cc).
   absl::StatusOr<ferry::v1::Vm> RestoreVm(const ferry::v1::RestoreVmRequest& request) override;
+  // Applies a memory map transaction to a VM of this agent: a grow is
+  // admitted against --max-memory first, and the VM is marked
+  // (HostedVm::changing_memory) while the change applies (agent_memory.cc).
+  absl::StatusOr<ferry::v1::ChangeVmMemoryResponse> ChangeVmMemory(
+      const ferry::v1::ChangeVmMemoryRequest& request) override;
   // Calls `write` with a snapshot every `interval` and on the end; returns
   // when the migration ended (after writing its final state) or `write`
   // returned false.

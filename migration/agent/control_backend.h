@@ -40,6 +40,12 @@ class ControlBackend {
   virtual absl::StatusOr<ferry::v1::SnapshotVmResponse> SnapshotVm(
       const ferry::v1::SnapshotVmRequest& request) = 0;
   virtual absl::StatusOr<ferry::v1::Vm> RestoreVm(const ferry::v1::RestoreVmRequest& request) = 0;
+  // A memory map transaction (docs/operations.md, "Changing a VM's
+  // memory"): a grow is admitted against the host's memory limit first,
+  // a shrink gives memory back. Blocks until the map changed or was
+  // refused (the vCPUs are held off for an op, not for long).
+  virtual absl::StatusOr<ferry::v1::ChangeVmMemoryResponse> ChangeVmMemory(
+      const ferry::v1::ChangeVmMemoryRequest& request) = 0;
 
   virtual absl::StatusOr<ferry::v1::MigrationResource> StartMigration(
       const ferry::v1::StartMigrationRequest& request) = 0;

@@ -7,6 +7,7 @@
 #include "base/grpc_status.h"
 #include "base/log_line.h"
 #include "base/status_macros.h"
+#include "migration/agent/memory_change.h"
 #include "migration/api/names.h"
 
 namespace ferry::agent {
@@ -257,6 +258,15 @@ grpc::Status ControlService::RestoreVm(grpc::ServerContext* ctx,
   FERRY_BOUNDED(BoundName(r->name()), NameGiven(r->name()), SnapshotDir(r->dir()));
   FERRY_AUTHORIZED(Permission::kVm, "restore VMs");
   FERRY_REPLY(agent_->RestoreVm(*r));
+}
+
+grpc::Status ControlService::ChangeVmMemory(grpc::ServerContext* ctx,
+                                            const ferry::v1::ChangeVmMemoryRequest* r,
+                                            ferry::v1::ChangeVmMemoryResponse* out) {
+  FERRY_BOUNDED(BoundName(r->name()), NameGiven(r->name()), BoundMemoryChanges(*r));
+  // Changes what the guest runs on, and the host's memory: a VM right.
+  FERRY_AUTHORIZED(Permission::kVm, "change VM memory");
+  FERRY_REPLY(agent_->ChangeVmMemory(*r));
 }
 
 grpc::Status ControlService::CancelMigration(grpc::ServerContext* ctx,

@@ -63,6 +63,8 @@ class ControlService final : public ferry::v1::Control::Service {
                           ferry::v1::SnapshotVmResponse* out) override;
   grpc::Status RestoreVm(grpc::ServerContext*, const ferry::v1::RestoreVmRequest* r,
                          ferry::v1::Vm* out) override;
+  grpc::Status ChangeVmMemory(grpc::ServerContext*, const ferry::v1::ChangeVmMemoryRequest* r,
+                              ferry::v1::ChangeVmMemoryResponse* out) override;
   grpc::Status CancelMigration(grpc::ServerContext*, const ferry::v1::CancelMigrationRequest* r,
                                ferry::v1::MigrationResource* out) override;
   // Streams the agent's events until the client cancels or the agent

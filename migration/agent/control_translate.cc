@@ -73,6 +73,8 @@ absl::StatusOr<vmm::VmConfig> VmConfigFromRequest(const ferry::v1::CreateVmReque
                                                   std::string* backend_reason) {
   vmm::VmConfig config;
   config.memory_bytes = r.memory_bytes();
+  // 0: the default (ResolveMaxMemory, against the agent's limit).
+  config.max_memory_bytes = r.max_memory_bytes();
   config.vcpus = static_cast<int>(r.vcpus());
   ASSIGN_OR_RETURN(config.workload, migration::FromWorkload(r.workload()));
   // UNSPECIFIED is the default, soft (migration/api/defaults.h).

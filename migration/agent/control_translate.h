@@ -44,7 +44,9 @@ ferry::v1::StartMigrationRequest RequestFromMigrationOptions(
     const std::string& destination);
 
 // The VmConfig a CreateVmRequest asks for, validated, and why its backend
-// was chosen ("as asked", or what `auto` found) in `backend_reason`.
+// was chosen ("as asked", or what `auto` found) in `backend_reason`. Its
+// max_memory_bytes is the request's (0: the default): the agent resolves
+// it against its own limit (ResolveMaxMemory, memory_change.h).
 absl::StatusOr<vmm::VmConfig> VmConfigFromRequest(const ferry::v1::CreateVmRequest& request,
                                                   std::string* backend_reason);
 

@@ -25,6 +25,7 @@
 #include "base/net.h"
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
+#include "migration/agent/memory_change.h"
 #include "migration/agent/prometheus.h"
 #include "migration/api/names.h"
 #include "migration/fetch/page_server.h"
@@ -275,19 +276,17 @@ absl::StatusOr<std::pair<int, int>> Supervisor::PickPorts() {
 
 absl::Status Supervisor::Admissible(const std::string& name, uint64_t memory_bytes) {
   if (stopping_) return absl::UnavailableError("the agent is shutting down");
-  uint64_t memory = memory_bytes;
+  const uint64_t memory = MemoryInUse() + memory_bytes;
   int count = static_cast<int>(launching_.size());
   for (const auto& [key, vmm] : vmms_) {
     if (vmm->record.name == name && !vmm->stopping)
       return absl::AlreadyExistsError(absl::StrFormat("VM %s exists on this host", name));
-    memory += vmm->record.memory_bytes;
     ++count;
   }
   if (launching_.count(name) || lost_.count(name))
     return absl::AlreadyExistsError(
         absl::StrFormat("VM %s exists on this host%s", name,
                         lost_.count(name) ? " (failed: delete it first)" : ""));
-  for (const auto& [n, bytes] : launching_) memory += bytes;
   if (count + 1 > options_.agent.max_vms)
     return absl::ResourceExhaustedError(
         absl::StrFormat("this agent hosts at most %d VMs (--max-vms)", options_.agent.max_vms));
@@ -331,8 +330,8 @@ std::vector<migration::CheckItem> Supervisor::AdmitCheck(const std::string& name
 }
 
 absl::StatusOr<std::shared_ptr<Supervisor::Vmm>> Supervisor::Launch(
-    const std::string& name, uint64_t memory_bytes, const std::string& role,
-    const std::string& migration_id) {
+    const std::string& name, uint64_t memory_bytes, uint64_t max_memory_bytes,
+    const std::string& role, const std::string& migration_id) {
   RETURN_IF_ERROR(api::ValidateVmName(name));
   VmmLaunch launch;
   {
@@ -350,6 +349,7 @@ absl::StatusOr<std::shared_ptr<Supervisor::Vmm>> Supervisor::Launch(
   launch.record.role = role;
   launch.record.migration_id = migration_id;
   launch.record.memory_bytes = memory_bytes;
+  launch.record.max_memory_bytes = std::max(memory_bytes, max_memory_bytes);
   launch.listen_host = options_.listen_host;
   launch.fetch_advertise_host = options_.fetch_advertise_host;
   launch.migration_token = options_.agent.migration_token;
@@ -442,9 +442,16 @@ absl::StatusOr<std::shared_ptr<Supervisor::Vmm>> Supervisor::ByMigration(const s
 }
 
 absl::StatusOr<v1::Vm> Supervisor::CreateVm(const v1::CreateVmRequest& request) {
+  // Its maximum resolved here, against the host's limit, and asked of the
+  // process as given: the process's own limit is that maximum.
+  v1::CreateVmRequest r = request;
+  ASSIGN_OR_RETURN(uint64_t max_memory,
+                   ResolveMaxMemory(request.memory_bytes(), request.max_memory_bytes(),
+                                    options_.agent.max_memory));
+  r.set_max_memory_bytes(max_memory);
   ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm,
-                   Launch(request.name(), request.memory_bytes(), "created", ""));
-  absl::StatusOr<v1::Vm> vm = vmm->client->CreateVm(request);
+                   Launch(r.name(), r.memory_bytes(), max_memory, "created", ""));
+  absl::StatusOr<v1::Vm> vm = vmm->client->CreateVm(r);
   Created(vmm, vm.status());
   return vm;
 }
@@ -469,8 +476,10 @@ absl::StatusOr<v1::Vm> Supervisor::RestoreVm(const v1::RestoreVmRequest& request
   ASSIGN_OR_RETURN(std::unique_ptr<snapshot::Snapshot> snap,
                    snapshot::Snapshot::Open(request.dir()));
   const uint64_t memory_bytes = snap->config().memory_bytes;
+  const uint64_t max_memory_bytes = vmm::MaxMemoryBytes(snap->config());
   snap.reset();
-  ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm, Launch(request.name(), memory_bytes, "restored", ""));
+  ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm,
+                   Launch(request.name(), memory_bytes, max_memory_bytes, "restored", ""));
   absl::StatusOr<v1::Vm> vm = vmm->client->RestoreVm(request);
   Created(vmm, vm.status());
   return vm;
@@ -638,8 +647,10 @@ absl::StatusOr<int> Supervisor::AdmitIncoming(const v1::Hello& hello) {
       if (vmm->record.migration_id == hello.migration_id())
         return vmm->record.migration_port;  // a Hello sent again
   }
+  const uint64_t max_memory_bytes = vmm::MaxMemoryBytes(valid.config);
   ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm,
-                   Launch(valid.name, valid.config.memory_bytes, "incoming", hello.migration_id()));
+                   Launch(valid.name, valid.config.memory_bytes, max_memory_bytes, "incoming",
+                          hello.migration_id()));
   return vmm->record.migration_port;
 }
 

@@ -83,6 +83,12 @@ class Supervisor final : public ControlBackend {
   // starts a process for the VM as CreateVm does, and has it restore the
   // VM; a process whose restore fails is stopped.
   absl::StatusOr<ferry::v1::Vm> RestoreVm(const ferry::v1::RestoreVmRequest& request) override;
+  // Plans the change against the VM as its process describes it; a grow is
+  // admitted against the host's limits (the record counts the larger size
+  // from then on), then the change is routed to the VM's process, and the
+  // record rewritten with what the map holds after it (supervisor_memory.cc).
+  absl::StatusOr<ferry::v1::ChangeVmMemoryResponse> ChangeVmMemory(
+      const ferry::v1::ChangeVmMemoryRequest& request) override;
   absl::StatusOr<ferry::v1::MigrationResource> StartMigration(
       const ferry::v1::StartMigrationRequest& request) override;
   ferry::v1::CheckMigrationResponse CheckMigration(
@@ -129,6 +135,8 @@ class Supervisor final : public ControlBackend {
     // Under mu_: CreateVm or RestoreVm is under way in it (no VM listed
     // yet): the reaper leaves it be.
     bool creating = false;
+    // Under mu_: a ChangeVmMemory is routed to it (one at a time).
+    bool changing_memory = false;
     std::unique_ptr<VmmClient> client;
     // Republishes the process's events on the supervisor's log.
     std::thread forwarder;
@@ -151,9 +159,11 @@ class Supervisor final : public ControlBackend {
   void Log(const LogLine& line) const;
   absl::Status Adopt();
   std::shared_ptr<Vmm> Track(const VmmRecord& record, bool child);
-  // Starts a process for VM `name`, with the admission checks under the lock.
+  // Starts a process for VM `name`, with the admission checks under the
+  // lock: `memory_bytes` is admitted, and the process may hold up to
+  // `max_memory_bytes` (its --max-memory; the VM's own maximum).
   absl::StatusOr<std::shared_ptr<Vmm>> Launch(const std::string& name, uint64_t memory_bytes,
-                                              const std::string& role,
+                                              uint64_t max_memory_bytes, const std::string& role,
                                               const std::string& migration_id);
   // CreateVm or RestoreVm in `vmm` returned `result`: the reaper may look
   // at it again; a process whose VM did not start is stopped.
@@ -163,6 +173,12 @@ class Supervisor final : public ControlBackend {
   // --max-vms, --max-memory).
   absl::Status Admissible(const std::string& name, uint64_t memory_bytes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Guest memory admitted on this host: every process's and every launch's.
+  uint64_t MemoryInUse() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records `memory_bytes` as `vmm`'s admitted memory, in memory and in its
+  // record on disk (what a restarted ferryd counts). A write that fails is
+  // logged: the count here is right, a restart's may be stale.
+  void SetAdmittedMemory(Vmm& vmm, uint64_t memory_bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The migration a process was started to receive, as the process tells
   // it, if it came and ended without completing (then no VM will arrive
   // in it); nullopt otherwise.

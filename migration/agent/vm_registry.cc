@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "migration/agent/memory_change.h"
 
 namespace ferry::agent {
 
@@ -47,8 +48,52 @@ void HostedVm::WatchRestore(std::function<void(const absl::Status&)> on_end) {
   });
 }
 
+namespace {
+
+// Memory map transactions applied to `vm` so far.
+size_t MemoryChanges(const HostedVm& vm) {
+  return vm.vm != nullptr ? vm.vm->MemoryHistory().size() : 0;
+}
+
+}  // namespace
+
+absl::Status CanChangeMemory(const HostedVm& vm) {
+  const std::string& name = vm.name;
+  if (!vm.migration_id.empty())
+    return absl::FailedPreconditionError(
+        absl::StrCat("VM '", name, "' is being migrated (", vm.migration_id,
+                     "): its memory map cannot change until the migration ended"));
+  if (!vm.snapshot_to.empty())
+    return absl::FailedPreconditionError(
+        absl::StrCat("VM '", name, "' is being snapshotted (to ", vm.snapshot_to,
+                     "): change its memory once the snapshot is written"));
+  if (vm.verifying > 0)
+    return absl::FailedPreconditionError(absl::StrCat(
+        "VM '", name, "' is being verified: change its memory once the check is done"));
+  if (vm.changing_memory)
+    return absl::FailedPreconditionError(absl::StrCat(
+        "another memory change of VM '", name, "' is under way: try again once it is applied"));
+  if (!vm.held_by.empty())
+    return absl::FailedPreconditionError(
+        absl::StrCat("VM '", name, "' is held paused by migration ", vm.held_by,
+                     ", which failed after switchover: the destination may run it. Resolve "
+                     "that first (`ferry vm resume ",
+                     name, " --force` resumes this copy)"));
+  if (vm.Filling())
+    return absl::FailedPreconditionError(
+        absl::StrCat("VM '", name, "' is still being restored from ", vm.restored_from,
+                     ": change its memory once every page is read (`ferry vm get ", name,
+                     "` shows the pages missing)"));
+  return absl::OkStatus();
+}
+
 absl::Status CanSnapshot(const HostedVm& vm) {
   const std::string& name = vm.name;
+  if (vm.changing_memory)
+    return absl::FailedPreconditionError(absl::StrCat(
+        "VM '", name, "' is changing its memory: snapshot it once the change is applied"));
+  if (const size_t changes = MemoryChanges(vm); changes > 0)
+    return ChangedMapRefusal(name, changes, "snapshotting");
   if (!vm.migration_id.empty())
     return absl::FailedPreconditionError(
         absl::StrCat("VM '", name, "' is being migrated (", vm.migration_id,
@@ -76,6 +121,11 @@ absl::Status CanMigrate(const HostedVm& vm) {
   if (!vm.migration_id.empty())
     return absl::FailedPreconditionError(
         absl::StrCat("VM '", name, "' is already being migrated (", vm.migration_id, ")"));
+  if (vm.changing_memory)
+    return absl::FailedPreconditionError(absl::StrCat(
+        "VM '", name, "' is changing its memory: migrate it once the change is applied"));
+  if (const size_t changes = MemoryChanges(vm); changes > 0)
+    return ChangedMapRefusal(name, changes, "migrating");
   if (!vm.held_by.empty())
     return absl::FailedPreconditionError(
         absl::StrCat("VM '", name, "' is held paused by migration ", vm.held_by,
@@ -144,6 +194,28 @@ void VmRegistry::Unreserve(const std::string& name) { reserved_.erase(name); }
 void VmRegistry::Add(const std::string& name, uint64_t memory_bytes, std::shared_ptr<HostedVm> vm) {
   reserved_.erase(name);
   vms_[name] = Slot{std::move(vm), memory_bytes};
+}
+
+absl::Status VmRegistry::Resize(const std::string& name, uint64_t memory_bytes) {
+  auto it = vms_.find(name);
+  if (it == vms_.end())
+    return absl::NotFoundError(absl::StrCat("no VM named '", name, "' is hosted here"));
+  const uint64_t old_bytes = it->second.memory_bytes;
+  if (memory_bytes > old_bytes) {
+    const uint64_t in_use = MemoryInUse() - old_bytes + memory_bytes;
+    if (in_use > limits_.max_memory)
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "VM '%s' growing from %d MiB to %d MiB would take this agent's guest memory to %d MiB, "
+          "over its limit of %d MiB (--max-memory)",
+          name, old_bytes >> 20, memory_bytes >> 20, in_use >> 20, limits_.max_memory >> 20));
+  }
+  it->second.memory_bytes = memory_bytes;
+  return absl::OkStatus();
+}
+
+uint64_t VmRegistry::MemoryOf(const std::string& name) const {
+  auto it = vms_.find(name);
+  return it == vms_.end() ? 0 : it->second.memory_bytes;
 }
 
 absl::StatusOr<std::shared_ptr<HostedVm>> VmRegistry::Find(const std::string& name) const {

@@ -67,6 +67,10 @@ struct HostedVm {
   // migrating it, and another snapshot, until it is written.
   std::string snapshot_to;
   int verifying = 0;
+  // Under the owner's lock: a ChangeVmMemory is applying a memory map
+  // transaction to it. Excludes migrating, snapshotting, verifying and
+  // deleting it, and another change, until it is applied or refused.
+  bool changing_memory = false;
   // Under stats_mu (set before the VM is shared): guest ops/s between two
   // VmStats calls; the first call's is over the VM's life here (since it
   // was created or arrived).
@@ -104,13 +108,21 @@ struct HostedVm {
 
 // OK if `vm` may start an outgoing migration; else FailedPrecondition
 // saying why: one is under way, a failed one holds it paused, it failed,
-// it is paused, being snapshotted, or still filling from its snapshot. Call
+// it is paused, being snapshotted, still filling from its snapshot, its
+// memory is changing, or its memory map changed (not supported yet). Call
 // under the owner's lock.
 absl::Status CanMigrate(const HostedVm& vm);
 // OK if a snapshot of `vm` may be written now; else FailedPrecondition
 // saying why: it is being migrated or snapshotted or verified, it failed,
-// or it is still filling from a snapshot. Call under the owner's lock.
+// it is still filling from a snapshot, its memory is changing, or its
+// memory map changed (not supported yet). Call under the owner's lock.
 absl::Status CanSnapshot(const HostedVm& vm);
+// OK if a memory map transaction may be applied to `vm` now; else
+// FailedPrecondition saying why: it is being migrated, snapshotted or
+// verified, another change is under way, a failed migration holds it, or
+// it is still filling from a snapshot. (The Vm refuses the rest itself: a
+// failed VM, a pinned map.) Call under the owner's lock.
+absl::Status CanChangeMemory(const HostedVm& vm);
 
 class VmRegistry {
  public:
@@ -144,6 +156,14 @@ class VmRegistry {
   // Hosts `vm` under `name` (replacing its reservation), counting
   // `memory_bytes` against the limit.
   void Add(const std::string& name, uint64_t memory_bytes, std::shared_ptr<HostedVm> vm);
+  // Counts `memory_bytes` for the hosted VM `name` from now on (its memory
+  // map grew or shrank). A grow must fit the memory limit with everything
+  // else hosted and reserved: ResourceExhausted naming the limit if not,
+  // and nothing changes. A shrink always fits. NotFound for a VM not
+  // hosted (reserved only, or unknown).
+  absl::Status Resize(const std::string& name, uint64_t memory_bytes);
+  // The memory counted for the hosted VM `name` (0 if there is none).
+  uint64_t MemoryOf(const std::string& name) const;
   // The VM named `name`: NotFound, or FailedPrecondition while it is only
   // reserved (arriving, or being created or restored), saying which.
   absl::StatusOr<std::shared_ptr<HostedVm>> Find(const std::string& name) const;

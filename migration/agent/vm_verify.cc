@@ -25,10 +25,14 @@ absl::StatusOr<ferry::v1::VerifyVmResponse> VerifyGuestMemory(vmm::Vm& vm, const
   }
   std::vector<uint64_t> ops;
   for (const auto& v : vm.Stats().vcpus) ops.push_back(v.counters.ops);
+  // Read while no vCPU runs, as the ops are: each memory map transaction
+  // and the op counts it came at, for the replay to apply in between.
+  const std::vector<vmm::MemoryEpoch> history = vm.MemoryHistory();
   absl::StatusOr<vmm::MemoryDigest> got = vm.Digest();
   if (paused_here) (void)vm.Resume();
   if (!got.ok()) return got.status();
-  absl::StatusOr<vmm::MemoryDigest> want = vmm::ReferenceDigest(vm.config(), ops, deadline);
+  absl::StatusOr<vmm::MemoryDigest> want =
+      vmm::ReferenceDigest(vm.config(), ops, history, deadline);
   if (absl::IsDeadlineExceeded(want.status()))
     return absl::DeadlineExceededError(absl::StrFormat(
         "cannot verify VM '%s' within %d ms: %s (a guest that runs until stopped is verified "

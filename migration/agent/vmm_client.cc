@@ -114,6 +114,12 @@ absl::StatusOr<v1::Vm> VmmClient::RestoreVm(const v1::RestoreVmRequest& request)
   return out;
 }
 
+absl::StatusOr<v1::ChangeVmMemoryResponse> VmmClient::ChangeVmMemory(
+    const v1::ChangeVmMemoryRequest& request) {
+  // Holds the vCPUs off for an op at most: the usual deadline.
+  FERRY_VMM_CALL(v1::ChangeVmMemoryResponse, ChangeVmMemory, request);
+}
+
 absl::StatusOr<v1::MigrationResource> VmmClient::StartMigration(
     const v1::StartMigrationRequest& request) {
   FERRY_VMM_CALL(v1::MigrationResource, StartMigration, request);

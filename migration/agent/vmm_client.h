@@ -37,6 +37,8 @@ class VmmClient final : public ControlBackend {
   absl::StatusOr<ferry::v1::SnapshotVmResponse> SnapshotVm(
       const ferry::v1::SnapshotVmRequest& request) override;
   absl::StatusOr<ferry::v1::Vm> RestoreVm(const ferry::v1::RestoreVmRequest& request) override;
+  absl::StatusOr<ferry::v1::ChangeVmMemoryResponse> ChangeVmMemory(
+      const ferry::v1::ChangeVmMemoryRequest& request) override;
   absl::StatusOr<ferry::v1::MigrationResource> StartMigration(
       const ferry::v1::StartMigrationRequest& request) override;
   ferry::v1::CheckMigrationResponse CheckMigration(

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <filesystem>
@@ -48,9 +49,9 @@ std::string NewVmmKey(const std::string& name) {
 absl::Status WriteRecord(const std::string& vmm_dir, const VmmRecord& r) {
   const std::string text = absl::StrFormat(
       "key=%s\nname=%s\nrole=%s\nmigration_id=%s\npid=%d\nmigration_port=%d\nfetch_port=%d\n"
-      "memory_bytes=%d\nstarted_unix_ms=%d\n",
+      "memory_bytes=%d\nmax_memory_bytes=%d\nstarted_unix_ms=%d\n",
       r.key, r.name, r.role, r.migration_id, r.pid, r.migration_port, r.fetch_port, r.memory_bytes,
-      r.started_unix_ms);
+      r.max_memory_bytes, r.started_unix_ms);
   const std::string tmp = vmm_dir + "/record.tmp";
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoStatus(absl::StrCat("open ", tmp), errno);
@@ -91,6 +92,8 @@ absl::StatusOr<VmmRecord> ReadRecord(const std::string& vmm_dir) {
       ok = absl::SimpleAtoi(v, &r.fetch_port);
     else if (k == "memory_bytes")
       ok = absl::SimpleAtoi(v, &r.memory_bytes);
+    else if (k == "max_memory_bytes")
+      ok = absl::SimpleAtoi(v, &r.max_memory_bytes);
     else if (k == "started_unix_ms")
       ok = absl::SimpleAtoi(v, &r.started_unix_ms);
     if (!ok) return absl::DataLossError(absl::StrCat(vmm_dir, "/record: bad line '", line, "'"));
@@ -207,20 +210,21 @@ absl::StatusOr<VmmRecord> LaunchVmm(const VmmLaunch& launch, int timeout_ms) {
         "107): choose a shorter --state-dir",
         socket, socket.size()));
   }
-  std::vector<std::string> argv = {launch.binary,
-                                   "--dir",
-                                   dir,
-                                   "--name",
-                                   record.name,
-                                   "--listen-host",
-                                   launch.listen_host,
-                                   "--migration-port",
-                                   absl::StrCat(record.migration_port),
-                                   "--fetch-port",
-                                   absl::StrCat(record.fetch_port),
-                                   "--max-memory",
-                                   absl::StrCat(record.memory_bytes, "B"),
-                                   "--token-stdin"};
+  std::vector<std::string> argv = {
+      launch.binary,
+      "--dir",
+      dir,
+      "--name",
+      record.name,
+      "--listen-host",
+      launch.listen_host,
+      "--migration-port",
+      absl::StrCat(record.migration_port),
+      "--fetch-port",
+      absl::StrCat(record.fetch_port),
+      "--max-memory",
+      absl::StrCat(std::max(record.memory_bytes, record.max_memory_bytes), "B"),
+      "--token-stdin"};
   if (!launch.fetch_advertise_host.empty()) {
     argv.push_back("--fetch-advertise");
     argv.push_back(launch.fetch_advertise_host);

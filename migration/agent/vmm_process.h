@@ -31,7 +31,12 @@ struct VmmRecord {
   pid_t pid = 0;
   int migration_port = 0;  // ferry.v1.Migration (TCP, ferryd's listen host)
   int fetch_port = 0;      // its page server
+  // The guest memory admitted for it now (its memory map's size: a memory
+  // change rewrites the record), and the most it may grow to, which is
+  // the process's own --max-memory (0, in a record from before: as
+  // memory_bytes).
   uint64_t memory_bytes = 0;
+  uint64_t max_memory_bytes = 0;
   int64_t started_unix_ms = 0;
 };
 

@@ -16,8 +16,15 @@
 
 namespace ferry::cli {
 
-// ferry vm create|list|get|stats|verify|resume|snapshot|restore|delete ...
+// ferry vm create|list|get|stats|verify|resume|snapshot|restore|resize|
+// memory|delete ...
 absl::Status VmCommand(Args& args);
+// ferry vm resize NAME --memory SIZE, ferry vm memory add|remove NAME ...
+// (vm_memory_commands.cc), for VmCommand: the agent at `address`.
+absl::Status VmMemoryCommand(Args& args, const std::string& address, const ConnectOptions& co,
+                             bool json);
+// "ram 64 MiB at 0x0, dimm0 64 MiB at 0x40000000".
+std::string RegionsText(const google::protobuf::RepeatedPtrField<ferry::v1::MemoryRegion>& regions);
 // ferry migrate NAME --from A --to B ...
 absl::Status MigrateCommand(Args& args);
 // ferry migration list|get|watch|cancel ...

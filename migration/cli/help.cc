@@ -24,16 +24,19 @@ struct Entry {
 // {placeholders} are filled from migration/api/defaults.h, so the help
 // states the defaults the code uses.
 constexpr Entry kCommands[] = {
-    {"vm create", R"(usage: ferry vm create NAME [--memory SIZE] [--vcpus N] [--workload KIND]
-                       [--ops N] [--seed N] [--zero-fraction F] [--dirty-rate RATE]
-                       [--write-fraction F] [--hot-fraction F] [--hot-access F]
-                       [--backend soft|kvm|auto] [--agent HOST:PORT]
+    {"vm create", R"(usage: ferry vm create NAME [--memory SIZE] [--max-memory SIZE] [--vcpus N]
+                       [--workload KIND] [--ops N] [--seed N] [--zero-fraction F]
+                       [--dirty-rate RATE] [--write-fraction F] [--hot-fraction F]
+                       [--hot-access F] [--backend soft|kvm|auto] [--agent HOST:PORT]
 
 Creates a VM on the agent and starts its guest workload.
 
   NAME               {name_rule}
   --memory SIZE      guest memory, a multiple of 2 MiB: 64M, 512M, 1G (binary: 1G = 1024M;
                      a bare number or 1GB is refused) (default {memory})
+  --max-memory SIZE  the most memory vm resize and vm memory add may grow it to, a
+                     multiple of 2 MiB, at most the agent's --max-memory (default: four
+                     times --memory, within the agent's limit)
   --vcpus N          vCPUs, 1 to 256 (default {vcpus})
   --workload KIND    what the guest does (default {workload}):
                        idle        reads one word every millisecond, writes nothing
@@ -138,6 +141,37 @@ a lazy one stops the VM for good (state failed, with the reason).
                      memslots always block) (default {fault})
 
 example: ferry vm restore web-copy --from /srv/snapshots/web-1 --lazy)"},
+    {"vm resize", R"(usage: ferry vm resize NAME --memory SIZE [--json] [--agent HOST:PORT]
+
+Grows or shrinks the VM's main region ("ram", at gpa 0) to SIZE while the
+guest runs: its vCPUs are held off guest code for an op while the memory
+map changes, and never see it half changed. A grow reads zeros; a shrink
+drops the pages past the new end. Prints the regions after the change and
+how long the vCPUs were held off. Refused, with the agent's reason and
+nothing changed: past the VM's maximum memory (vm get shows it) or the
+agent's --max-memory (exit 6); a size that does not fit the map (the PC
+hole at 3 GiB, another region; exit 2); while the VM migrates, is
+snapshotted or verified, or still fills from a lazy restore (exit 6). A
+VM whose memory map changed cannot be migrated or snapshotted yet.
+
+  --memory SIZE      the main region's new size, a multiple of the page: 128M, 2G
+
+example: ferry vm resize web --memory 2G)"},
+    {"vm memory", R"(usage: ferry vm memory add NAME --region R --gpa ADDR --size SIZE [--json]
+       ferry vm memory remove NAME --region R [--json] [--agent HOST:PORT]
+
+Adds a memory region to a running VM, or removes one, as vm resize does
+for the main region (the same hold-off, output and refusals). An added
+region reads zeros; a removed one's pages are gone. A region may not
+overlap another or the PC hole [3 GiB, 4 GiB), nor the main region's part
+above 4 GiB; the main region cannot be removed.
+
+  --region R         the region's name: 1 to 32 of a-z, 0-9, '_' and '-'
+  --gpa ADDR         add: where it starts in guest-physical memory, in hex (0x100000000)
+                     or as a size (4G); a multiple of the page
+  --size SIZE        add: its size, a multiple of the page: 64M, 1G
+
+example: ferry vm memory add web --region dimm0 --gpa 0x100000000 --size 1G)"},
     {"vm delete", R"(usage: ferry vm delete NAME [--agent HOST:PORT]
 
 Stops the VM and frees its memory. Refused while it is migrating.
@@ -344,6 +378,10 @@ VMs, on the agent --agent (default 127.0.0.1:7070):
                        write its memory and vCPU state to a new directory (--live, --stop)
   vm restore NAME --from DIR
                        a new VM from a snapshot, eager or --lazy
+  vm resize NAME --memory SIZE
+                       grow or shrink its main memory region while it runs
+  vm memory add|remove NAME --region R ...
+                       add or remove a memory region while it runs
   vm delete NAME       stop it and free its memory
 
 migrations:

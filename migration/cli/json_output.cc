@@ -78,6 +78,22 @@ JsonObject MigrationJson(const ferry::v1::MigrationResource& m) {
   return o;
 }
 
+namespace {
+
+// A memory map's regions: [{"name", "gpa", "size_bytes"}, ...].
+std::vector<JsonObject> RegionsJson(
+    const google::protobuf::RepeatedPtrField<ferry::v1::MemoryRegion>& regions) {
+  std::vector<JsonObject> out;
+  for (const ferry::v1::MemoryRegion& r : regions) {
+    JsonObject o;
+    o.Add("name", r.name()).Add("gpa", r.gpa()).Add("size_bytes", r.size());
+    out.push_back(o);
+  }
+  return out;
+}
+
+}  // namespace
+
 JsonObject VmJson(const ferry::v1::Vm& v) {
   JsonObject o;
   o.Add("name", v.name())
@@ -99,7 +115,19 @@ JsonObject VmJson(const ferry::v1::Vm& v) {
       .Add("restore_mode", v.restore_mode())
       .Add("restore_fault_mode", v.restore_fault_mode())
       .Add("restore_ms", v.restore_ms())
-      .Add("error", v.error());
+      .Add("error", v.error())
+      .Add("regions", RegionsJson(v.regions()))
+      .Add("max_memory_bytes", v.max_memory_bytes())
+      .Add("memory_changes", static_cast<uint64_t>(v.memory_changes()));
+  return o;
+}
+
+JsonObject MemoryChangeJson(const std::string& name, const ferry::v1::ChangeVmMemoryResponse& r) {
+  JsonObject o;
+  o.Add("name", name)
+      .Add("regions", RegionsJson(r.regions()))
+      .Add("memory_bytes", r.memory_bytes())
+      .Add("held_off_us", r.held_off_us());
   return o;
 }
 

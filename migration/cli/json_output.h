@@ -25,6 +25,9 @@ JsonObject VmStatsJson(const ferry::v1::VmStatsResponse& s);
 JsonObject VerifyJson(const std::string& name, const ferry::v1::VerifyVmResponse& v);
 // vm snapshot: {"vm": {...}, "dir", "memory_bytes", "data_pages", ...}.
 JsonObject SnapshotJson(const ferry::v1::SnapshotVmResponse& s);
+// vm resize, vm memory add|remove: {"name", "regions": [{"name", "gpa",
+// "size_bytes"}, ...], "memory_bytes", "held_off_us"}.
+JsonObject MemoryChangeJson(const std::string& name, const ferry::v1::ChangeVmMemoryResponse& r);
 
 // A failed command under --json, written to stderr:
 // {"error":{"code":"not_found","exit_code":4,"message":"..."}}.

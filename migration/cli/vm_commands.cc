@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
+#include "base/units.h"
 #include "migration/api/defaults.h"
 #include "migration/api/names.h"
 #include "migration/cli/commands.h"
@@ -101,6 +102,19 @@ void PrintRestore(const ferry::v1::Vm& vm) {
                 static_cast<unsigned long long>(vm.pages_missing()));
 }
 
+// What `vm get` says about the VM's memory map: its regions, its maximum,
+// and how often it changed; nothing for a VM whose map is not known here
+// (arriving, or lost with its process).
+void PrintMemory(const ferry::v1::Vm& vm) {
+  if (vm.regions_size() == 0) return;
+  std::printf("memory %s of at most %s: %s", FormatSize(vm.layout().memory_bytes()).c_str(),
+              FormatSize(vm.max_memory_bytes()).c_str(), RegionsText(vm.regions()).c_str());
+  if (vm.memory_changes() > 0)
+    std::printf(" (%u change%s; not migrated or snapshotted yet)", vm.memory_changes(),
+                vm.memory_changes() == 1 ? "" : "s");
+  std::printf("\n");
+}
+
 void PrintError(const ferry::v1::Vm& vm) {
   if (!vm.error().empty()) std::printf("failed: %s\n", vm.error().c_str());
 }
@@ -139,9 +153,10 @@ absl::Status VmCommand(Args& args) {
   const bool json = args.Bool("json");
   if (args.positional().size() < 2)
     return absl::InvalidArgumentError(
-        "usage: ferry vm create|list|get|stats|verify|resume|snapshot|restore|delete ... (see "
-        "ferry help vm)");
+        "usage: ferry vm create|list|get|stats|verify|resume|snapshot|restore|resize|memory|"
+        "delete ... (see ferry help vm)");
   const std::string verb = args.positional()[1];
+  if (verb == "resize" || verb == "memory") return VmMemoryCommand(args, address, co, json);
   grpc::ClientContext ctx;
 
   if (verb == "create") {
@@ -152,6 +167,9 @@ absl::Status VmCommand(Args& args) {
     // does not fit the request's fields is refused.
     ASSIGN_OR_RETURN(uint64_t memory, args.Bytes("memory", api::kDefaultMemoryBytes));
     r.set_memory_bytes(memory);
+    // 0: the agent's default (four times --memory, within its limit).
+    ASSIGN_OR_RETURN(uint64_t max_memory, args.Bytes("max-memory", 0));
+    r.set_max_memory_bytes(max_memory);
     ASSIGN_OR_RETURN(int64_t vcpus, args.Int("vcpus", api::kDefaultVcpus));
     if (vcpus < 0 || vcpus > UINT32_MAX)
       return absl::InvalidArgumentError("--vcpus is not a number of vCPUs");
@@ -304,6 +322,7 @@ absl::Status VmCommand(Args& args) {
     std::printf("backend %s (%s)%s%s\n", api::Spelling(vm.layout().backend()).c_str(),
                 vm.backend_reason().c_str(), vm.backend_capabilities().empty() ? "" : ": ",
                 vm.backend_capabilities().c_str());
+    PrintMemory(vm);
     PrintRestore(vm);
     PrintError(vm);
     return absl::OkStatus();
@@ -360,7 +379,7 @@ absl::Status VmCommand(Args& args) {
   }
   return absl::InvalidArgumentError(
       absl::StrFormat("unknown vm command '%s' (create, list, get, stats, verify, resume, "
-                      "snapshot, restore, delete; see ferry help vm)",
+                      "snapshot, restore, resize, memory, delete; see ferry help vm)",
                       verb));
 }
 

@@ -74,5 +74,32 @@ TEST(FormatRate, PrintsAUnitTheInputTakes) {
   EXPECT_THAT(ParseRate("1.00Gbit/s", "x"), IsOkAndHolds(125000000u));
 }
 
+TEST(ParseAddress, HexOrASize) {
+  EXPECT_THAT(ParseAddress("0x100000000", "--gpa"), IsOkAndHolds(4ull << 30));
+  EXPECT_THAT(ParseAddress("0X40000000", "--gpa"), IsOkAndHolds(1ull << 30));
+  EXPECT_THAT(ParseAddress("0xffffffffffffffff", "--gpa"), IsOkAndHolds(~0ull));
+  EXPECT_THAT(ParseAddress("4G", "--gpa"), IsOkAndHolds(4ull << 30));
+  EXPECT_THAT(ParseAddress("0", "--gpa"), IsOkAndHolds(0u));
+}
+
+TEST(ParseAddress, MalformedAddressesAreRefusedNamingTheFlag) {
+  for (const char* bad : {"0x", "0x-1", "0xg", "0x10000000000000000", "0x 1"})
+    EXPECT_THAT(ParseAddress(bad, "--gpa"),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--gpa: '")))
+        << bad;
+  // A bare number other than 0 is a size without its unit: refused as one.
+  EXPECT_THAT(ParseAddress("4096", "--gpa"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("has no unit")));
+}
+
+TEST(FormatSize, PrintsTheLargestUnitThatDividesExactly) {
+  EXPECT_EQ(FormatSize(1ull << 30), "1 GiB");
+  EXPECT_EQ(FormatSize(192ull << 20), "192 MiB");
+  EXPECT_EQ(FormatSize(1536ull << 20), "1536 MiB");
+  EXPECT_EQ(FormatSize(12 << 10), "12 KiB");
+  EXPECT_EQ(FormatSize(4097), "4097 bytes");
+  EXPECT_EQ(FormatSize(0), "0 bytes");
+}
+
 }  // namespace
 }  // namespace ferry

@@ -177,6 +177,95 @@ TEST(VmRegistryTest, AFailedVmIsNeitherMigratedNorSnapshotted) {
   vm.vm->Stop();
 }
 
+// A VM's memory grows only within the limit, counting everything else
+// hosted and reserved; a shrink always fits; what is counted follows.
+TEST(VmRegistryTest, AGrowIsAdmittedAgainstTheMemoryLimit) {
+  VmRegistry r({.max_vms = 8, .max_memory = 4 * kGiB});
+  r.Add("web", kGiB, Vm("web"));
+  ASSERT_EQ(r.Reserve("db", kGiB), Refusal::kNone);
+  EXPECT_OK(r.Resize("web", 2 * kGiB));
+  EXPECT_EQ(r.MemoryOf("web"), 2 * kGiB);
+  EXPECT_EQ(r.MemoryInUse(), 3 * kGiB);
+  EXPECT_THAT(r.Resize("web", 3 * kGiB + 1),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("--max-memory")));
+  EXPECT_EQ(r.MemoryOf("web"), 2 * kGiB);  // a refused grow changes nothing
+  EXPECT_OK(r.Resize("web", 3 * kGiB));    // exactly at the limit
+  EXPECT_OK(r.Resize("web", kGiB / 2));    // a shrink gives memory back
+  EXPECT_EQ(r.MemoryInUse(), kGiB + kGiB / 2);
+  // The reservation it freed room for can now be taken by another.
+  EXPECT_EQ(r.Reserve("cache", 2 * kGiB), Refusal::kNone);
+  // Only a hosted VM is resized.
+  EXPECT_THAT(r.Resize("db", kGiB), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(r.Resize("nope", kGiB), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_EQ(r.MemoryOf("nope"), 0u);
+}
+
+// A memory change excludes migrating, snapshotting and another change; a
+// VM being migrated, snapshotted, verified or held is not changed.
+TEST(VmRegistryTest, AMemoryChangeExcludesTheOthers) {
+  HostedVm vm;
+  vm.name = "web";
+  EXPECT_OK(CanChangeMemory(vm));
+  vm.changing_memory = true;
+  EXPECT_THAT(CanChangeMemory(vm),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("another memory change")));
+  EXPECT_THAT(CanMigrate(vm),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("changing its memory")));
+  EXPECT_THAT(CanSnapshot(vm),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("changing its memory")));
+  vm.changing_memory = false;
+  vm.migration_id = "mig-1";
+  EXPECT_THAT(CanChangeMemory(vm),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("being migrated (mig-1)")));
+  vm.migration_id.clear();
+  vm.snapshot_to = "/srv/snap/web-1";
+  EXPECT_THAT(CanChangeMemory(vm), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                            HasSubstr("being snapshotted (to /srv/snap/web-1)")));
+  vm.snapshot_to.clear();
+  vm.verifying = 1;
+  EXPECT_THAT(CanChangeMemory(vm),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("being verified")));
+  vm.verifying = 0;
+  vm.held_by = "mig-0";
+  EXPECT_THAT(CanChangeMemory(vm), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                            HasSubstr("held paused by migration mig-0")));
+}
+
+// A VM whose memory map changed is neither migrated nor snapshotted yet,
+// saying so with the number of transactions.
+TEST(VmRegistryTest, AVmWhoseMapChangedIsNeitherMigratedNorSnapshotted) {
+  HostedVm vm;
+  vm.name = "web";
+  vmm::VmConfig c;
+  c.memory_bytes = 8ull << 20;
+  c.max_memory_bytes = 32ull << 20;
+  c.vcpus = 1;
+  c.workload.kind = vmm::WorkloadKind::kIdle;
+  ASSERT_OK_AND_ASSIGN(vm.vm, vmm::Vm::Create(c));
+  ASSERT_OK(vm.vm->LoadInitialMemory());
+  ASSERT_OK(vm.vm->Start());
+  EXPECT_OK(CanMigrate(vm));
+  EXPECT_OK(CanSnapshot(vm));
+  vmm::MemoryTransaction t;
+  t.changes.push_back(vmm::MemoryChange::Resize("ram", 16ull << 20));
+  ASSERT_OK(vm.vm->ChangeMemory(t).status());
+  EXPECT_THAT(CanMigrate(vm),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("VM web's memory map was changed (1 transaction): migrating a "
+                                 "VM whose memory map changed is not supported yet")));
+  EXPECT_THAT(CanSnapshot(vm),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("(1 transaction): snapshotting a VM whose memory map changed")));
+  t.changes[0] = vmm::MemoryChange::Resize("ram", 8ull << 20);
+  ASSERT_OK(vm.vm->ChangeMemory(t).status());
+  // Back to its first size is still a changed map (its history replays).
+  EXPECT_THAT(CanMigrate(vm),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("(2 transactions)")));
+  // A change is never a reason to refuse another.
+  EXPECT_OK(CanChangeMemory(vm));
+  vm.vm->Stop();
+}
+
 // A lazily restored VM: not whole while it fills (no migration, no
 // snapshot), its watch reports the fill's end once, and a HostedVm
 // destroyed mid-fill stops the reader before the VM goes.
@@ -247,6 +336,8 @@ TEST_F(RestoredVmTest, AVmDestroyedWhileItFillsStopsItsReaderFirst) {
     if (e->Filling()) {
       EXPECT_THAT(CanSnapshot(*e), StatusIs(absl::StatusCode::kFailedPrecondition,
                                             HasSubstr("still being restored")));
+      EXPECT_THAT(CanChangeMemory(*e), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                                HasSubstr("still being restored")));
     }
     e->WatchRestore([](const absl::Status&) {});
     e.reset();  // the watch, the reader, then the VM: no crash, no hang

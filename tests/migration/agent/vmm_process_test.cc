@@ -45,6 +45,7 @@ TEST_F(VmmRecordTest, ARecordRoundTripsAndIsOwnerOnly) {
   r.migration_port = 7100;
   r.fetch_port = 7101;
   r.memory_bytes = 1ull << 30;
+  r.max_memory_bytes = 4ull << 30;
   r.started_unix_ms = 1765000000000;
   ASSERT_OK(WriteRecord(dir_, r));
   ASSERT_OK_AND_ASSIGN(VmmRecord back, ReadRecord(dir_));
@@ -56,6 +57,7 @@ TEST_F(VmmRecordTest, ARecordRoundTripsAndIsOwnerOnly) {
   EXPECT_EQ(back.migration_port, r.migration_port);
   EXPECT_EQ(back.fetch_port, r.fetch_port);
   EXPECT_EQ(back.memory_bytes, r.memory_bytes);
+  EXPECT_EQ(back.max_memory_bytes, r.max_memory_bytes);
   EXPECT_EQ(back.started_unix_ms, r.started_unix_ms);
   struct stat st;
   ASSERT_EQ(stat((dir_ + "/record").c_str(), &st), 0);
