@@ -144,7 +144,7 @@ std::string MemoryMap::DebugString() const {
 std::string MemoryMap::RegionsString() const {
   std::string out;
   for (size_t i = 0; i < regions_.size(); ++i)
-    absl::StrAppendFormat(&out, "%s%s %s at %#x", i ? ", " : "", regions_[i].name,
+    absl::StrAppendFormat(&out, "%s%s %s at 0x%x", i ? ", " : "", regions_[i].name,
                           BytesString(regions_[i].size), regions_[i].gpa);
   return out;
 }

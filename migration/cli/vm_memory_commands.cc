@@ -23,7 +23,7 @@ constexpr char kMainRegion[] = "ram";
 std::string ChangeText(const ferry::v1::MemoryChange& c) {
   switch (c.kind()) {
     case ferry::v1::MemoryChange::KIND_ADD:
-      return absl::StrFormat("add %s (%s at %#x)", c.region(), FormatSize(c.size()), c.gpa());
+      return absl::StrFormat("add %s (%s at 0x%x)", c.region(), FormatSize(c.size()), c.gpa());
     case ferry::v1::MemoryChange::KIND_REMOVE:
       return absl::StrCat("remove ", c.region());
     default:
@@ -102,7 +102,7 @@ absl::Status ParseChange(Args& args, const std::string& verb, ferry::v1::ChangeV
 std::string RegionsText(
     const google::protobuf::RepeatedPtrField<ferry::v1::MemoryRegion>& regions) {
   return absl::StrJoin(regions, ", ", [](std::string* out, const ferry::v1::MemoryRegion& r) {
-    absl::StrAppendFormat(out, "%s %s at %#x", r.name(), FormatSize(r.size()), r.gpa());
+    absl::StrAppendFormat(out, "%s %s at 0x%x", r.name(), FormatSize(r.size()), r.gpa());
   });
 }
 

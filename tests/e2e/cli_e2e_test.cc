@@ -39,6 +39,8 @@ TEST(CliHelp, EveryCommandHasItsOwnHelpWithAnExample) {
                                                           {"vm", "resume"},
                                                           {"vm", "snapshot"},
                                                           {"vm", "restore"},
+                                                          {"vm", "resize"},
+                                                          {"vm", "memory"},
                                                           {"vm", "delete"},
                                                           {"migrate"},
                                                           {"migration", "list"},

@@ -95,6 +95,51 @@ TEST_F(CliOutputTest, VmsPrintTheSameJsonShapeAsMigrations) {
   EXPECT_THAT(first.out, Not(HasSubstr("guest ops/s 0 "))) << first.out;
 }
 
+// A memory change prints the regions after it; vm get and list carry the
+// regions, the maximum and the number of changes; a refusal is the agent's
+// reason, in JSON on stderr under --json.
+TEST_F(CliOutputTest, MemoryChangesPrintTheRegionsAfterThem) {
+  const std::string a = a_->address();
+  ASSERT_EQ(RunCli({"vm", "create", "m", "--agent", a, "--memory", "16M", "--max-memory", "64M",
+                    "--workload", "uniform"})
+                .exit_code,
+            0);
+  CliResult resize = RunCli({"vm", "resize", "m", "--agent", a, "--memory", "32MiB", "--json"});
+  ASSERT_EQ(resize.exit_code, 0) << resize.out;
+  EXPECT_EQ(Lines(resize.out).size(), 1u) << resize.out;
+  EXPECT_THAT(resize.out, ContainsRegex(R"(^\{"name":"m","regions":\[\{"name":"ram","gpa":0,)"
+                                        R"("size_bytes":33554432\}\],"memory_bytes":33554432,)"
+                                        R"("held_off_us":[0-9]+\})"))
+      << resize.out;
+  CliResult add = RunCli({"vm", "memory", "add", "m", "--agent", a, "--region", "hot-1", "--gpa",
+                          "1G", "--size", "16M"});
+  ASSERT_EQ(add.exit_code, 0) << add.out;
+  const std::vector<std::string> lines = Lines(add.out);
+  ASSERT_EQ(lines.size(), 2u) << add.out;
+  EXPECT_THAT(lines[0], ContainsRegex(R"(^m: add hot-1 \(16 MiB at 0x40000000\): done; its )"
+                                      R"(vCPUs were held off [0-9]+\.[0-9][0-9][0-9] ms$)"));
+  EXPECT_EQ(lines[1], "regions: hot-1 16 MiB at 0x40000000, ram 32 MiB at 0x0 (48 MiB in all)");
+  CliResult get = RunCli({"vm", "get", "m", "--agent", a, "--json"});
+  EXPECT_THAT(get.out, HasSubstr(R"("regions":[{"name":"hot-1","gpa":1073741824,)"
+                                 R"("size_bytes":16777216},{"name":"ram","gpa":0,)"
+                                 R"("size_bytes":33554432}],"max_memory_bytes":67108864,)"
+                                 R"("memory_changes":2)"))
+      << get.out;
+  EXPECT_THAT(get.out, HasSubstr(R"("memory_bytes":50331648)")) << get.out;
+  CliResult list = RunCli({"vm", "list", "--agent", a});
+  EXPECT_THAT(list.out, ContainsRegex("\nm +running +48M ")) << list.out;
+  std::string err;
+  CliResult over =
+      RunFerry({}, {"vm", "resize", "m", "--agent", a, "--memory", "64M", "--json"}, &err);
+  EXPECT_EQ(over.exit_code, 6);
+  EXPECT_EQ(over.out, "");
+  EXPECT_THAT(err, ContainsRegex(R"(^\{"error":\{"code":"resource_exhausted","exit_code":6,)"
+                                 R"("message":"resize ram to 64 MiB of VM m \(agent [^)]+\): )"
+                                 R"(the transaction leaves 80 MiB of memory; this VM's maximum )"
+                                 R"(is 64 MiB"\}\})"))
+      << err;
+}
+
 TEST_F(CliOutputTest, ErrorsUnderJsonAreJsonOnStderrWithTheSameExitCodes) {
   std::string err;
   CliResult r = RunFerry({}, {"vm", "get", "nope", "--agent", a_->address(), "--json"}, &err);
@@ -396,7 +441,8 @@ TEST(CliOutput, SmallThings) {
   // The vm usage line names every subcommand.
   CliResult vm = RunCli({"vm"});
   EXPECT_EQ(vm.exit_code, 2);
-  for (const char* verb : {"create", "list", "get", "stats", "verify", "resume", "delete"})
+  for (const char* verb :
+       {"create", "list", "get", "stats", "verify", "resume", "resize", "memory", "delete"})
     EXPECT_THAT(vm.out, HasSubstr(verb));
 }
 

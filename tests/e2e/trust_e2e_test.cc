@@ -493,6 +493,15 @@ TEST(TrustTls, EachCallIsAuthorizedForItsCertificate) {
   EXPECT_THAT(r.out, HasSubstr("lacks the 'vm' permission"));
   r = as("operator", {"vm", "create", "m", "--agent", a->address(), "--memory", "16M"});
   ASSERT_EQ(r.exit_code, 0) << r.out;
+  // Changing a VM's memory is a VM right; the map stays as it was (and
+  // the VM may still be migrated below).
+  r = as("monitor", {"vm", "resize", "m", "--agent", a->address(), "--memory", "32M"});
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("lacks the 'vm' permission"));
+  r = as("monitor", {"vm", "get", "m", "--agent", a->address(), "--json"});
+  EXPECT_THAT(r.out, HasSubstr("\"memory_changes\":0")) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("\"memory_bytes\":16777216")) << r.out;
+
   r = as("monitor", {"migrate", "m", "--from", a->address(), "--to", b->address()});
   EXPECT_NE(r.exit_code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("lacks the 'migrate' permission"));

@@ -1,0 +1,339 @@
+// Changing a running VM's memory map end to end with real processes, in
+// both agent layouts: ferryd --in-process (VMs inside ferryd) and ferryd
+// --state-dir (one sandboxed ferry-vmm process per VM, the default).
+//
+// A guest that runs until stopped has its main region grown, a region
+// added, the main region shrunk and the region removed, through the CLI;
+// it keeps running through each change, GetVm shows the regions after
+// each, the events tell each change, and VerifyVm (the digest against a
+// replay that applies each change where the guest met it) matches at the
+// end. Every refusal (an unknown region, an overlap, the PC hole, past the
+// VM's maximum or the agent's memory limit, removing the main region, an
+// unspecified kind, too many changes, migrating or snapshotting a VM whose
+// map changed) is clear and leaves the map as it was. No pass condition is
+// a time: every deadline only bounds a hang.
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/eventually.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "migration/agent/vmm_process.h"
+#include "tests/e2e/agent_harness.h"
+
+namespace ferry::e2e {
+namespace {
+
+using ferry::v1::MemoryChange;
+using ferry::v1::Vm;
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kHangGuard = absl::Seconds(120);
+constexpr uint64_t kMiB = 1ull << 20;
+constexpr uint64_t kGiB = 1ull << 30;
+
+// "name gpa size; ..." of a VM's regions, for comparisons that print well.
+std::string Regions(const Vm& vm) {
+  std::string out;
+  for (const ferry::v1::MemoryRegion& r : vm.regions())
+    absl::StrAppend(&out, r.name(), " ", r.gpa(), " ", r.size(), "; ");
+  return out;
+}
+
+class MemoryE2eTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  bool vm_processes() const { return GetParam() == "vm-process"; }
+
+  void SetUp() override {
+    // Room for the VMs these tests grow, and a limit one of them meets.
+    std::vector<std::string> args = {"--max-memory", "320M"};
+    if (vm_processes()) {
+      setenv("FERRY_VMM", Runfile("migration/agent/ferry-vmm").c_str(), 1);
+      // Unix socket paths are short: the state directory lives under /tmp.
+      char state[] = "/tmp/ferry-mem-state-XXXXXX";
+      ASSERT_NE(mkdtemp(state), nullptr);
+      state_dir_ = state;
+      args.insert(args.end(), {"--state-dir", state_dir_});
+    }
+    std::string snaps = TempDir() + "/mem-snapshots-XXXXXX";
+    ASSERT_NE(mkdtemp(snaps.data()), nullptr);
+    snaps_ = snaps;
+    std::string log = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::replace(log.begin(), log.end(), '/', '-');
+    auto a = agent::AgentProcess::Start(Ferryd(), args, TempDir() + "/ferryd-mem-" + log + ".log");
+    ASSERT_TRUE(a.ok()) << a.status();
+    agent_ = std::make_unique<agent::AgentProcess>(std::move(*a));
+    stub_ = Stub(agent_->address());
+  }
+
+  void TearDown() override {
+    agent_.reset();
+    // VM processes outlive ferryd by design: end them here.
+    if (!state_dir_.empty()) agent::EndStateDir(state_dir_, absl::ZeroDuration());
+    RunCommand({"rm", "-rf", snaps_});
+  }
+
+  CliResult Cli(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--agent", agent_->address()});
+    return RunCli(args);
+  }
+
+  Vm Get(const std::string& name) {
+    Vm vm;
+    EXPECT_EQ(GetVmCode(*stub_, name, &vm), grpc::StatusCode::OK) << name;
+    return vm;
+  }
+
+  // Waits until VM `name` has run more than `ops` guest ops in all.
+  void AwaitOps(const std::string& name, uint64_t ops) {
+    EXPECT_TRUE(Eventually([&] { return Get(name).guest_ops() > ops; }, kHangGuard))
+        << name << " did not run past " << ops << " ops";
+  }
+
+  // Creates VM `name` through the CLI: a uniform guest that runs until
+  // stopped, `memory` of RAM and at most `max_memory`; waits until it runs.
+  void Create(const std::string& name, const std::string& memory, const std::string& max_memory) {
+    CliResult c = Cli({"vm", "create", name, "--memory", memory, "--max-memory", max_memory,
+                       "--workload", "uniform", "--json"});
+    ASSERT_EQ(c.exit_code, 0) << c.out;
+    AwaitOps(name, 50'000);
+  }
+
+  grpc::Status Change(const std::string& name, const std::vector<MemoryChange>& changes,
+                      ferry::v1::ChangeVmMemoryResponse* out = nullptr) {
+    grpc::ClientContext ctx;
+    ferry::v1::ChangeVmMemoryRequest r;
+    r.set_name(name);
+    for (const MemoryChange& c : changes) *r.add_changes() = c;
+    ferry::v1::ChangeVmMemoryResponse ignored;
+    return stub_->ChangeVmMemory(&ctx, r, out != nullptr ? out : &ignored);
+  }
+
+  std::string state_dir_;
+  std::string snaps_;
+  std::unique_ptr<agent::AgentProcess> agent_;
+  std::unique_ptr<ferry::v1::Control::Stub> stub_;
+};
+
+MemoryChange Resize(const std::string& region, uint64_t size) {
+  MemoryChange c;
+  c.set_kind(MemoryChange::KIND_RESIZE);
+  c.set_region(region);
+  c.set_size(size);
+  return c;
+}
+
+MemoryChange Add(const std::string& region, uint64_t gpa, uint64_t size) {
+  MemoryChange c;
+  c.set_kind(MemoryChange::KIND_ADD);
+  c.set_region(region);
+  c.set_gpa(gpa);
+  c.set_size(size);
+  return c;
+}
+
+TEST_P(MemoryE2eTest, TheMapChangesWhileTheGuestRunsAndVerifies) {
+  Create("web", "64M", "256M");
+  Vm vm = Get("web");
+  EXPECT_EQ(Regions(vm), absl::StrCat("ram 0 ", 64 * kMiB, "; "));
+  EXPECT_EQ(vm.max_memory_bytes(), 256 * kMiB);
+  EXPECT_EQ(vm.memory_changes(), 0u);
+
+  // Grow the main region: the vCPUs were held off, and run on.
+  uint64_t ops = vm.guest_ops();
+  CliResult grow = Cli({"vm", "resize", "web", "--memory", "128M"});
+  ASSERT_EQ(grow.exit_code, 0) << grow.out;
+  EXPECT_THAT(grow.out, HasSubstr("web: resize ram to 128 MiB: done; its vCPUs were held off"));
+  EXPECT_THAT(grow.out, HasSubstr("regions: ram 128 MiB at 0x0 (128 MiB in all)"));
+  AwaitOps("web", ops);
+
+  // Add a region at 1 GiB, above the main region, below the hole.
+  ops = Get("web").guest_ops();
+  CliResult add = Cli({"vm", "memory", "add", "web", "--region", "dimm0", "--gpa", "0x40000000",
+                       "--size", "64M", "--json"});
+  ASSERT_EQ(add.exit_code, 0) << add.out;
+  EXPECT_THAT(add.out, HasSubstr("\"regions\":[{\"name\":\"dimm0\",\"gpa\":1073741824,"
+                                 "\"size_bytes\":67108864},{\"name\":\"ram\",\"gpa\":0,"
+                                 "\"size_bytes\":134217728}]"));
+  EXPECT_THAT(add.out, HasSubstr("\"memory_bytes\":201326592"));
+  EXPECT_THAT(add.out, HasSubstr("\"held_off_us\":"));
+  AwaitOps("web", ops);
+  vm = Get("web");
+  EXPECT_EQ(Regions(vm),
+            absl::StrCat("dimm0 ", kGiB, " ", 64 * kMiB, "; ram 0 ", 128 * kMiB, "; "));
+  EXPECT_EQ(vm.layout().memory_bytes(), 192 * kMiB);
+  EXPECT_EQ(vm.memory_changes(), 2u);
+  EXPECT_EQ(vm.state(), ferry::v1::VM_STATE_RUNNING);
+
+  // Shrink the main region below its first size, then remove the region.
+  ops = vm.guest_ops();
+  CliResult shrink = Cli({"vm", "resize", "web", "--memory", "32M"});
+  ASSERT_EQ(shrink.exit_code, 0) << shrink.out;
+  AwaitOps("web", ops);
+  ops = Get("web").guest_ops();
+  CliResult remove = Cli({"vm", "memory", "remove", "web", "--region", "dimm0"});
+  ASSERT_EQ(remove.exit_code, 0) << remove.out;
+  EXPECT_THAT(remove.out, HasSubstr("web: remove dimm0: done"));
+  EXPECT_THAT(remove.out, HasSubstr("regions: ram 32 MiB at 0x0 (32 MiB in all)"));
+  AwaitOps("web", ops);
+
+  vm = Get("web");
+  EXPECT_EQ(Regions(vm), absl::StrCat("ram 0 ", 32 * kMiB, "; "));
+  EXPECT_EQ(vm.layout().memory_bytes(), 32 * kMiB);
+  EXPECT_EQ(vm.memory_changes(), 4u);
+  CliResult get = Cli({"vm", "get", "web"});
+  EXPECT_THAT(get.out, HasSubstr("memory 32 MiB of at most 256 MiB: ram 32 MiB at 0x0 (4 changes"))
+      << get.out;
+  CliResult list = Cli({"vm", "list", "--json"});
+  EXPECT_THAT(list.out, HasSubstr("\"memory_changes\":4")) << list.out;
+  EXPECT_THAT(list.out, HasSubstr("\"max_memory_bytes\":268435456")) << list.out;
+
+  // The replay applies each change where the guest met it: the same memory.
+  EXPECT_TRUE(VerifyVm(*stub_, "web"));
+  // Verified, it runs on (it was paused for the digest), and changes again.
+  AwaitOps("web", Get("web").guest_ops());
+  ASSERT_TRUE(Change("web", {Resize("ram", 48 * kMiB)}).ok());
+  AwaitOps("web", Get("web").guest_ops());
+  EXPECT_TRUE(VerifyVm(*stub_, "web"));
+
+  // The agent's events tell each change, with the time the vCPUs waited.
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  ferry::v1::WatchEventsRequest w;
+  w.set_since_sequence(1);
+  w.set_vm_name("web");
+  auto reader = stub_->WatchEvents(&ctx, w);
+  std::vector<std::string> changes;
+  ferry::v1::Event e;
+  while (changes.size() < 5 && reader->Read(&e))
+    if (e.kind() == ferry::v1::EVENT_KIND_VM_MEMORY_CHANGED) changes.push_back(e.message());
+  ctx.TryCancel();
+  ASSERT_EQ(changes.size(), 5u);
+  EXPECT_THAT(changes[0], HasSubstr("resize ram to 128 MiB: now ram 128 MiB at 0x0"));
+  EXPECT_THAT(changes[1], HasSubstr("add dimm0 (64 MiB at 0x40000000)"));
+  EXPECT_THAT(changes[3], HasSubstr("remove dimm0"));
+  for (const std::string& m : changes) EXPECT_THAT(m, HasSubstr("vCPUs held off"));
+}
+
+TEST_P(MemoryE2eTest, RefusalsAreClearAndLeaveTheMapAsItWas) {
+  Create("web", "64M", "256M");
+  ASSERT_TRUE(Change("web", {Resize("ram", 128 * kMiB), Add("dimm0", kGiB, 64 * kMiB)}).ok());
+  // Another VM (idle: the machine's cores are web's) takes 96 MiB of the
+  // agent's 320: web can grow by 32 MiB more.
+  CreateVm(*stub_, VmRequest("other", "idle", 96 * kMiB));
+  const Vm before = Get("web");
+  ASSERT_EQ(before.memory_changes(), 1u);
+  ASSERT_EQ(before.layout().memory_bytes(), 192 * kMiB);
+
+  struct Case {
+    std::vector<std::string> argv;
+    int exit_code;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {{"vm", "memory", "remove", "web", "--region", "nope"}, 2, "there is no region nope"},
+      {{"vm", "memory", "add", "web", "--region", "dimm1", "--gpa", "0x40000000", "--size", "64M"},
+       2,
+       "overlaps region \"dimm0\""},
+      {{"vm", "memory", "add", "web", "--region", "dimm1", "--gpa", "3G", "--size", "64M"},
+       2,
+       "overlaps the hole"},
+      {{"vm", "memory", "add", "web", "--region", "Bad Name", "--gpa", "2G", "--size", "64M"},
+       2,
+       "Bad Name"},
+      {{"vm", "resize", "web", "--memory", "512M"}, 6, "this VM's maximum is 256 MiB"},
+      {{"vm", "resize", "web", "--memory", "176M"}, 6, "--max-memory"},
+      {{"vm", "memory", "remove", "web", "--region", "ram"}, 2, "cannot be removed"},
+      {{"vm", "resize", "web", "--memory", "128M"}, 2, "has that size"},
+      {{"vm", "resize", "nope", "--memory", "128M"}, 4, "nope"},
+      {{"vm", "resize", "web"}, 2, "--memory is needed"},
+      {{"vm", "memory", "add", "web", "--region", "dimm1", "--gpa", "0xzz", "--size", "64M"},
+       2,
+       "--gpa: '0xzz'"},
+      {{"vm", "snapshot", "web", "--to", snaps_ + "/web-1"},
+       6,
+       "snapshotting a VM whose memory map changed is not supported yet"},
+  };
+  for (const Case& c : cases) {
+    CliResult r = Cli(c.argv);
+    EXPECT_EQ(r.exit_code, c.exit_code) << c.argv[1] << ": " << r.out;
+    EXPECT_THAT(r.out, HasSubstr(c.says)) << r.out;
+  }
+  struct stat st;
+  EXPECT_NE(stat((snaps_ + "/web-1").c_str(), &st), 0) << "a refused snapshot wrote its directory";
+  // Migrating it is refused before anything is started (nothing listens at
+  // the destination: the refusal comes first).
+  CliResult migrate = RunCli({"migrate", "web", "--from", agent_->address(), "--to",
+                              absl::StrCat("127.0.0.1:", FreePort())});
+  EXPECT_EQ(migrate.exit_code, 6) << migrate.out;
+  EXPECT_THAT(migrate.out,
+              HasSubstr("VM web's memory map was changed (1 transaction): migrating a VM whose "
+                        "memory map changed is not supported yet"));
+  CliResult check = RunCli({"migrate", "web", "--from", agent_->address(), "--to",
+                            absl::StrCat("127.0.0.1:", FreePort()), "--check"});
+  EXPECT_NE(check.exit_code, 0) << check.out;
+  EXPECT_THAT(check.out, HasSubstr("memory map was changed")) << check.out;
+
+  // The Control API: an UNSPECIFIED kind, too many changes, none at all.
+  {
+    MemoryChange unspecified = Resize("ram", 64 * kMiB);
+    unspecified.set_kind(MemoryChange::KIND_UNSPECIFIED);
+    grpc::Status s = Change("web", {Resize("dimm0", 32 * kMiB), unspecified});
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("change 2 (region ram): the kind is unspecified"));
+  }
+  {
+    grpc::Status s = Change("web", std::vector<MemoryChange>(65, Resize("ram", 64 * kMiB)));
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("65 memory changes in one request; at most 64"));
+  }
+  EXPECT_EQ(Change("web", {}).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // A transaction is whole or nothing: its first change fits, its second
+  // does not.
+  {
+    grpc::Status s = Change("web", {Resize("ram", 96 * kMiB), Resize("dimm9", 2 * kMiB)});
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("change 2"));
+  }
+  // A VM can never be made to grow past the agent's limit.
+  CliResult big = Cli({"vm", "create", "big", "--memory", "64M", "--max-memory", "1G"});
+  EXPECT_EQ(big.exit_code, 6) << big.out;
+  EXPECT_THAT(big.out, HasSubstr("--max-memory")) << big.out;
+
+  const Vm after = Get("web");
+  EXPECT_EQ(Regions(after), Regions(before));
+  EXPECT_EQ(after.memory_changes(), before.memory_changes());
+  EXPECT_EQ(after.layout().memory_bytes(), before.layout().memory_bytes());
+  EXPECT_EQ(after.state(), ferry::v1::VM_STATE_RUNNING);
+  grpc::ClientContext ctx;
+  ferry::v1::ListMigrationsResponse migrations;
+  ASSERT_TRUE(stub_->ListMigrations(&ctx, {}, &migrations).ok());
+  EXPECT_EQ(migrations.migrations_size(), 0);
+
+  // The grow the limit refused fits once the other VM shrinks: what a
+  // shrink gives back is admitted again.
+  ASSERT_TRUE(Change("other", {Resize("ram", 64 * kMiB)}).ok());
+  ferry::v1::ChangeVmMemoryResponse grown;
+  grpc::Status s = Change("web", {Resize("ram", 176 * kMiB)}, &grown);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(grown.memory_bytes(), 240 * kMiB);
+  AwaitOps("web", after.guest_ops());
+  EXPECT_TRUE(VerifyVm(*stub_, "web"));
+  EXPECT_TRUE(VerifyVm(*stub_, "other"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, MemoryE2eTest, ::testing::Values("in-process", "vm-process"),
+                         [](const ::testing::TestParamInfo<std::string>& p) {
+                           return p.param == "in-process" ? "InProcess" : "VmProcess";
+                         });
+
+}  // namespace
+}  // namespace ferry::e2e
