@@ -121,9 +121,11 @@ absl::StatusOr<uint64_t> ResolveMaxMemory(uint64_t memory_bytes, uint64_t reques
           vmm::BytesString(requested), vmm::BytesString(agent_limit)));
     return requested;
   }
-  const uint64_t by_default = 4 * memory_bytes;
-  if (by_default <= agent_limit) return by_default;
-  return std::max<uint64_t>(memory_bytes, agent_limit / kMaxMemoryAlignment * kMaxMemoryAlignment);
+  const uint64_t cap =
+      std::max<uint64_t>(memory_bytes, agent_limit / kMaxMemoryAlignment * kMaxMemoryAlignment);
+  // Four times would pass the cap (compared so that it cannot overflow).
+  if (memory_bytes > cap / 4) return cap;
+  return 4 * memory_bytes;
 }
 
 absl::Status ChangedMapRefusal(const std::string& name, size_t transactions, const char* doing) {

@@ -141,6 +141,9 @@ TEST(MemoryChangeTest, TheMaximumMemoryIsBoundedByTheAgentsLimit) {
   EXPECT_THAT(ResolveMaxMemory(kGiB, 0, 2 * kGiB), IsOkAndHolds(2 * kGiB));
   EXPECT_THAT(ResolveMaxMemory(kGiB, 0, 2 * kGiB + 4096), IsOkAndHolds(2 * kGiB));
   EXPECT_THAT(ResolveMaxMemory(4 * kGiB, 0, 2 * kGiB), IsOkAndHolds(4 * kGiB));
+  EXPECT_THAT(ResolveMaxMemory(512 * kMiB, 0, 2 * kGiB), IsOkAndHolds(2 * kGiB));
+  // A size four times of which does not fit 64 bits is never multiplied.
+  EXPECT_THAT(ResolveMaxMemory(1ull << 63, 0, 64 * kGiB), IsOkAndHolds(1ull << 63));
 }
 
 TEST(MemoryChangeTest, AChangedMapIsNotMigratedYet) {
