@@ -82,6 +82,10 @@ absl::Status ValidateVmConfig(const VmConfig& config) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "maximum memory %d is below the memory size %d or not a multiple of the page",
         config.max_memory_bytes, config.memory_bytes));
+  if (config.backend == VmBackend::kKvm && MaxMemoryBytes(config) % (2ull << 20) != 0)
+    return absl::InvalidArgumentError(
+        absl::StrFormat("a KVM VM's maximum memory must be a multiple of 2 MiB; %d bytes is not",
+                        config.max_memory_bytes));
   if (MaxMemoryBytes(config) > kMaxGuestPhysical / 2)
     return absl::InvalidArgumentError(absl::StrFormat("maximum memory %s is more than %s",
                                                       BytesString(MaxMemoryBytes(config)),
@@ -526,9 +530,6 @@ std::vector<MemoryEpoch> Vm::MemoryHistory() const {
 }
 
 absl::StatusOr<MemoryChangeResult> Vm::ChangeMemory(const MemoryTransaction& t) {
-  if (machine_)
-    return absl::UnimplementedError(
-        "memory map changes are supported on software vCPUs only so far, not on KVM");
   // Held for the whole change, so that no pin is taken meanwhile.
   absl::MutexLock pins(&pins_->mu);
   if (!pins_->why.empty())
@@ -552,12 +553,40 @@ absl::StatusOr<MemoryChangeResult> Vm::ChangeMemory(const MemoryTransaction& t) 
   }
   std::vector<uint64_t> ops(vcpus_.size());
   for (size_t i = 0; i < vcpus_.size(); ++i) ops[i] = vcpus_[i]->ops();
+  const MemoryMap& before = memory_->map();  // stays alive (GuestMemory keeps every map)
+  const int64_t apply_start_ns = clock_->NowNanos();
   absl::Status applied = memory_->ApplyMap(next);
   const bool changed = memory_->map().SameLayout(next);
   absl::Status vcpus_ok;
+  MemoryChangeResult r;
   if (changed) {
+    if (machine_) {
+      absl::StatusOr<kvm::KvmMachine::SlotChange> slots = machine_->ApplyMemoryMap(before);
+      if (slots.ok()) {
+        r.slots_kept = slots->kept;
+        r.slots_recreated = slots->recreated;
+        r.slots_created = slots->created;
+        r.slots_deleted = slots->deleted;
+        r.stage2_bytes_dropped = slots->bytes_dropped;
+      }
+      vcpus_ok.Update(slots.status());
+    }
     for (auto& v : vcpus_) vcpus_ok.Update(v->OnMemoryMapChanged());
     history_.push_back({t, next.regions(), ops});
+  }
+  r.apply_ns = clock_->NowNanos() - apply_start_ns;
+  if (!vcpus_ok.ok()) {
+    // The memory moved but the vCPUs cannot follow: the VM cannot run on.
+    const absl::Status why = absl::InternalError(absl::StrCat(
+        "the memory map changed but the vCPUs could not follow: ", vcpus_ok.message()));
+    if (failure_.ok()) failure_ = why;
+    for (size_t i = 0; i < states_.size(); ++i) {
+      if (states_[i] == VcpuRunState::kFinished) continue;
+      states_[i] = VcpuRunState::kFailed;
+      errors_[i] = why;
+    }
+    cv_.SignalAll();
+    return why;
   }
   // Let them go on, unless a Pause() came in while they were held.
   if (hold && !paused_ && !stopping_) {
@@ -570,8 +599,6 @@ absl::StatusOr<MemoryChangeResult> Vm::ChangeMemory(const MemoryTransaction& t) 
   if (!applied.ok())
     return absl::Status(applied.code(), absl::StrCat(changed ? "the memory map changed, but " : "",
                                                      "applying it: ", applied.message()));
-  RETURN_IF_ERROR(vcpus_ok);
-  MemoryChangeResult r;
   r.regions = next.regions();
   r.memory_bytes = next.memory_bytes();
   r.held_off_ns = hold ? clock_->NowNanos() - start_ns : 0;

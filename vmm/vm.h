@@ -112,6 +112,15 @@ struct MemoryChangeResult {
   std::vector<MemoryRegion> regions;  // the map now
   uint64_t memory_bytes = 0;
   int64_t held_off_ns = 0;  // vCPUs kept out of guest code (0: none was running)
+  int64_t apply_ns = 0;     // of which remapping memory, slots and page tables
+  // KVM: what happened to the memslots (software vCPUs: all 0). A kept
+  // slot keeps its stage-2 mappings; a recreated or deleted one loses them,
+  // and the guest faults them back in.
+  int slots_kept = 0;
+  int slots_recreated = 0;
+  int slots_created = 0;
+  int slots_deleted = 0;
+  uint64_t stage2_bytes_dropped = 0;
 };
 
 // Holds a VM's memory map still: Vm::ChangeMemory refuses while one lives,
@@ -247,7 +256,9 @@ class Vm {
   // refused whole (nothing changes): InvalidArgument or ResourceExhausted
   // from the planner, FailedPrecondition while the map is pinned (a
   // migration, a dirty log, a snapshot), while pages are demand paged, or
-  // for a VM that failed or is stopping; Unimplemented on KVM for now.
+  // for a VM that failed or is stopping. On KVM the memslots and the
+  // guest's page tables follow (KvmMachine::ApplyMemoryMap); if they cannot,
+  // the VM fails (Internal) — its memory moved and its vCPUs cannot follow.
   absl::StatusOr<MemoryChangeResult> ChangeMemory(const MemoryTransaction& t);
   // Every transaction applied so far, in order.
   std::vector<MemoryEpoch> MemoryHistory() const;
