@@ -6,9 +6,10 @@
 // VM's maximum memory, so host() never moves.
 //
 // The map can change (ApplyMap): regions are added, removed, grown and
-// shrunk, and the ones that move in RAM offset space are remapped, never
-// copied. map() returns the map in force; every map this memory ever had
-// stays alive with it, so a reference taken from map() is always valid.
+// shrunk, and the ones that move in RAM offset space are moved with their
+// page tables (mremap), never copied and never faulted in again. map() returns the map in force;
+// every map this memory ever had stays alive with it, so a reference taken from map() is always
+// valid.
 //
 // Ownership: owns the files, the reservation and the maps. Threads: the
 // memory itself may be read and written from any thread, and every method
@@ -105,6 +106,8 @@ class GuestMemory {
   template <typename Fn>
   absl::Status ForEachPiece(uint64_t offset, uint64_t len, Fn fn) const;
   absl::Status MapSlots(const MemoryMap& map, const std::vector<Region*>& files);
+  absl::Status RemapSlots(const MemoryMap& before, const MemoryMap& next,
+                          const std::vector<Region*>& files);
   Region* FindRegion(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   sys::AddressReservation reservation_;

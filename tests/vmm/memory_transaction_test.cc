@@ -2,6 +2,9 @@
 // change does to the map, every refusal, and that remapping keeps the data.
 #include "vmm/memory_transaction.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstring>
 
 #include "base/status_macros.h"
@@ -191,6 +194,29 @@ TEST_F(ApplyMapTest, GrowMovesTheRegionAboveWithItsData) {
   uint8_t buf[kPage];
   ASSERT_OK(memory_->Read(16 * kMiB, buf, kPage));
   EXPECT_EQ(buf[0], 0x22);
+}
+
+// Whether the page at `addr` is mapped in this process's page tables
+// (/proc/self/pagemap bit 63), i.e. an access would not fault.
+bool InPageTables(const void* addr) {
+  int fd = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  uint64_t entry = 0;
+  const off_t at = static_cast<off_t>(reinterpret_cast<uintptr_t>(addr) / kPage * 8);
+  const bool ok = ::pread(fd, &entry, 8, at) == 8;
+  ::close(fd);
+  return ok && (entry >> 63) != 0;
+}
+
+TEST_F(ApplyMapTest, AMovedRegionKeepsItsPageTables) {
+  for (uint64_t off = 0; off < 4 * kMiB; off += kPage) At("dimm0", off)[1] = 7;  // all mapped
+  ASSERT_TRUE(InPageTables(At("dimm0", kMiB)));
+  ASSERT_OK(Apply({MemoryChange::Resize("ram", 16 * kMiB)}));  // dimm0 moves up 8 MiB
+  int mapped = 0;
+  for (uint64_t off = 0; off < 4 * kMiB; off += kPage) mapped += InPageTables(At("dimm0", off));
+  EXPECT_EQ(mapped, 4 * kMiB / kPage) << "pages of the moved region must not fault again";
+  EXPECT_EQ(At("dimm0", 0)[0], 0x22);
+  EXPECT_EQ(At("dimm0", 2 * kMiB)[1], 7);
 }
 
 TEST_F(ApplyMapTest, ShrinkDropsThePagesAndAGrowBringsZeros) {
