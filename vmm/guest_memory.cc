@@ -105,6 +105,7 @@ absl::Status GuestMemory::RemapSlots(const MemoryMap& before, const MemoryMap& n
 
 template <typename Fn>
 absl::Status GuestMemory::ForEachPiece(uint64_t offset, uint64_t len, Fn fn) const {
+  absl::ReaderMutexLock lock(&mu_);
   const State* st = state();
   const MemoryMap& map = st->map;
   if (offset > map.memory_bytes() || len > map.memory_bytes() - offset)
@@ -145,6 +146,7 @@ absl::Status GuestMemory::DiscardOffsets(uint64_t offset, uint64_t len) {
 }
 
 absl::StatusOr<uint64_t> GuestMemory::AllocatedBytes() const {
+  absl::ReaderMutexLock lock(&mu_);
   const State* st = state();
   uint64_t total = 0;
   for (size_t i = 0; i < st->slot_files.size(); ++i) {
@@ -170,6 +172,7 @@ bool GuestMemory::Contains(const void* addr) const {
 }
 
 absl::StatusOr<std::vector<bool>> GuestMemory::PresentPages() const {
+  absl::ReaderMutexLock lock(&mu_);
   const State* st = state();
   const uint64_t ps = st->map.page_size();
   std::vector<bool> present(st->map.num_pages(), false);

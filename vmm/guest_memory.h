@@ -13,8 +13,9 @@
 //
 // Ownership: owns the files, the reservation and the maps. Threads: the
 // memory itself may be read and written from any thread, and every method
-// may be called from any thread, except that ApplyMap must not run while
-// anything accesses guest memory or uses host addresses from before it
+// may be called from any thread (the file calls wait out a change), except
+// that ApplyMap must not run while anything accesses guest memory through
+// host() or uses host addresses from before it
 // (the Vm holds its vCPUs off and refuses changes while memory is tracked,
 // demand paged or being copied).
 //
@@ -111,7 +112,10 @@ class GuestMemory {
   Region* FindRegion(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   sys::AddressReservation reservation_;
-  absl::Mutex mu_;  // serialises ApplyMap
+  // Writer: ApplyMap. Readers: every call that reaches the files (Load,
+  // Read, DiscardOffsets, AllocatedBytes, PresentPages), so none uses a
+  // file a change is closing.
+  mutable absl::Mutex mu_;
   std::vector<std::unique_ptr<Region>> regions_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<State>> states_ ABSL_GUARDED_BY(mu_);  // every map, the last in force
   std::atomic<const State*> state_{nullptr};

@@ -509,7 +509,7 @@ void MemoryMapPin::Release() {
   holders_.reset();
 }
 
-MemoryMapPin Vm::PinMemoryMap(std::string why) {
+MemoryMapPin Vm::PinMemoryMap(std::string why) const {
   absl::MutexLock lock(&pins_->mu);  // waits out a change in progress
   const uint64_t id = pins_->next_id++;
   pins_->why.emplace_back(id, std::move(why));
@@ -631,6 +631,7 @@ absl::Status Vm::RestoreVcpuStates(const std::vector<std::string>& states) {
 }
 
 absl::StatusOr<MemoryDigest> Vm::Digest() const {
+  MemoryMapPin pin = PinMemoryMap("its memory is digested");
   if (pager_ != nullptr && pager_->missing_pages() > 0)
     return absl::FailedPreconditionError(absl::StrFormat(
         "cannot digest memory while %d pages are missing", pager_->missing_pages()));

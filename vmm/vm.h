@@ -266,10 +266,10 @@ class Vm {
   MemoryLimits memory_limits() const;
   // Holds the map still until the pin is dropped; `why` completes "the
   // memory map cannot change while ...".
-  MemoryMapPin PinMemoryMap(std::string why);
+  MemoryMapPin PinMemoryMap(std::string why) const;
 
-  // The memory digest. Call while paused or halted; FailedPrecondition while
-  // the pager still has missing pages.
+  // The memory digest (the map held still while it reads). Call while paused or halted;
+  // FailedPrecondition while the pager still has missing pages.
   absl::StatusOr<MemoryDigest> Digest() const;
 
  private:
