@@ -61,6 +61,11 @@ uint64_t MaxMemoryBytes(const VmConfig& config) {
   return config.max_memory_bytes != 0 ? config.max_memory_bytes : 4 * config.memory_bytes;
 }
 
+absl::StatusOr<MemoryMap> InitialMemoryMap(const VmConfig& config) {
+  if (config.regions.empty()) return MemoryMap::ForSize(config.memory_bytes, config.page_size);
+  return MemoryMap::FromRegions(config.regions, config.page_size);
+}
+
 absl::Status ValidateVmConfig(const VmConfig& config) {
   if (config.vcpus < 1 || config.vcpus > kMaxVcpus)
     return absl::InvalidArgumentError(
@@ -86,6 +91,36 @@ absl::Status ValidateVmConfig(const VmConfig& config) {
     return absl::InvalidArgumentError(
         absl::StrFormat("a KVM VM's maximum memory must be a multiple of 2 MiB; %d bytes is not",
                         config.max_memory_bytes));
+  if (!config.regions.empty()) {
+    absl::StatusOr<MemoryMap> map = InitialMemoryMap(config);
+    if (!map.ok()) return map.status();
+    if (map->memory_bytes() > MaxMemoryBytes(config))
+      return absl::InvalidArgumentError(
+          absl::StrFormat("the regions hold %s, more than the maximum memory of %s",
+                          BytesString(map->memory_bytes()), BytesString(MaxMemoryBytes(config))));
+    if (map->num_pages() < static_cast<uint64_t>(config.vcpus))
+      return absl::InvalidArgumentError("the regions are too small for one page per vCPU");
+    for (const MemoryRegion& r : map->regions())
+      if (config.backend == VmBackend::kKvm && (r.gpa % (2ull << 20) || r.size % (2ull << 20)))
+        return absl::InvalidArgumentError(
+            absl::StrFormat("a KVM VM's regions must be 2 MiB aligned; %s is not", r.name));
+    // A replay starts from memory_bytes and applies the history: it must
+    // end at these regions.
+    absl::StatusOr<MemoryMap> end =
+        config.history.empty()
+            ? MemoryMap::ForSize(config.memory_bytes, config.page_size)
+            : MemoryMap::FromRegions(config.history.back().regions, config.page_size);
+    if (!end.ok() || !end->SameLayout(*map))
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "the regions (%s) are not the map the memory history leads to", map->RegionsString()));
+  } else if (!config.history.empty()) {
+    return absl::InvalidArgumentError("a memory history needs the regions it led to");
+  }
+  for (size_t e = 0; e < config.history.size(); ++e)
+    if (config.history[e].ops_before.size() != static_cast<size_t>(config.vcpus))
+      return absl::InvalidArgumentError(
+          absl::StrFormat("memory epoch %d has %d op counts for %d vCPUs", e,
+                          config.history[e].ops_before.size(), config.vcpus));
   if (MaxMemoryBytes(config) > kMaxGuestPhysical / 2)
     return absl::InvalidArgumentError(absl::StrFormat("maximum memory %s is more than %s",
                                                       BytesString(MaxMemoryBytes(config)),
@@ -95,7 +130,7 @@ absl::Status ValidateVmConfig(const VmConfig& config) {
 
 absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config, const Clock* clock) {
   RETURN_IF_ERROR(ValidateVmConfig(config));
-  ASSIGN_OR_RETURN(MemoryMap map, MemoryMap::ForSize(config.memory_bytes, config.page_size));
+  ASSIGN_OR_RETURN(MemoryMap map, InitialMemoryMap(config));
   ASSIGN_OR_RETURN(std::unique_ptr<GuestMemory> memory,
                    GuestMemory::Create(map, MaxMemoryBytes(config)));
   std::unique_ptr<kvm::KvmMachine> machine;
@@ -136,6 +171,7 @@ Vm::Vm(const VmConfig& config, std::unique_ptr<GuestMemory> memory,
   absl::MutexLock lock(&mu_);
   states_.assign(config.vcpus, VcpuRunState::kPaused);
   errors_.assign(config.vcpus, absl::OkStatus());
+  history_ = config.history;
 }
 
 FaultModeChoice ChooseFaultMode(VmBackend backend, bool exit_on_missing, FaultMode requested) {

@@ -64,6 +64,14 @@ const char* VmBackendName(VmBackend backend);
 // The string says why when auto chose soft.
 absl::StatusOr<std::pair<VmBackend, std::string>> ResolveVmBackend(absl::string_view name);
 
+// One applied memory transaction, as a replay needs it: each vCPU ran
+// ops_before[v] ops on the map before it, and goes on over `regions`.
+struct MemoryEpoch {
+  MemoryTransaction transaction;
+  std::vector<MemoryRegion> regions;  // the map after it
+  std::vector<uint64_t> ops_before;
+};
+
 struct VmConfig {
   VmBackend backend = VmBackend::kSoft;
   // KVM only: dirty rings instead of the dirty bitmap (docs/kvm.md).
@@ -72,6 +80,12 @@ struct VmConfig {
   // The most memory ChangeMemory may grow the VM to (the room reserved for
   // it); 0: four times memory_bytes.
   uint64_t max_memory_bytes = 0;
+  // A VM whose map changed before it came here (a migration's destination):
+  // its regions now (empty: the main region of memory_bytes alone) and the
+  // transactions that made them, which MemoryHistory() starts from, so a
+  // replay from memory_bytes still reaches this map.
+  std::vector<MemoryRegion> regions;
+  std::vector<MemoryEpoch> history;
   uint32_t page_size = 4096;
   int vcpus = 2;
   WorkloadSpec workload;
@@ -82,6 +96,9 @@ struct VmConfig {
 absl::Status ValidateVmConfig(const VmConfig& config);
 // config.max_memory_bytes, or its default.
 uint64_t MaxMemoryBytes(const VmConfig& config);
+// The map a VM of `config` starts with: config.regions, or the main region
+// of config.memory_bytes.
+absl::StatusOr<MemoryMap> InitialMemoryMap(const VmConfig& config);
 
 enum class VcpuRunState { kPaused, kRunning, kFinished, kFailed };
 const char* VcpuRunStateName(VcpuRunState state);
@@ -99,14 +116,6 @@ struct FaultModeChoice {
 // The fault mode a VM of `backend` gets when `requested`, and why:
 // `exit_on_missing` is what the host's KVM offers (KvmCapabilities).
 FaultModeChoice ChooseFaultMode(VmBackend backend, bool exit_on_missing, FaultMode requested);
-
-// One applied memory transaction, as a replay needs it: each vCPU ran
-// ops_before[v] ops on the map before it, and goes on over `regions`.
-struct MemoryEpoch {
-  MemoryTransaction transaction;
-  std::vector<MemoryRegion> regions;  // the map after it
-  std::vector<uint64_t> ops_before;
-};
 
 struct MemoryChangeResult {
   std::vector<MemoryRegion> regions;  // the map now

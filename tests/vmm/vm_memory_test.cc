@@ -145,6 +145,48 @@ TEST(VmMemory, APausedVmChangesWithoutRunningAndResumesOnTheNewMap) {
   vm->Stop();
 }
 
+// What a migration does with a VM whose map changed: a second VM built with
+// the first's regions and history, its memory and vCPU state copied over,
+// runs on and still matches the replay from the creation size.
+TEST(VmMemory, AVmBuiltFromRegionsAndHistoryGoesOnAndReplays) {
+  VmConfig config = Config(WorkloadKind::kUniform);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Vm> a, Vm::Create(config));
+  ASSERT_OK(a->LoadInitialMemory());
+  ASSERT_OK(a->Start());
+  WaitForOps(*a, 5000);
+  ASSERT_OK(a->ChangeMemory({{MemoryChange::Resize("ram", 24 * kMiB),
+                              MemoryChange::Add("dimm0", kGiB, 8 * kMiB)}})
+                .status());
+  WaitForOps(*a, 5000);
+  ASSERT_OK(a->Pause());
+  VmConfig moved = config;
+  moved.regions = a->memory().map().regions();
+  moved.history = a->MemoryHistory();
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Vm> b, Vm::Create(moved));
+  EXPECT_EQ(b->MemoryHistory().size(), 1u);
+  EXPECT_THAT(b->LoadInitialMemory(), StatusIs(absl::StatusCode::kFailedPrecondition));
+  std::vector<uint8_t> all(a->memory().size());
+  ASSERT_OK(a->memory().Read(0, all.data(), all.size()));
+  ASSERT_OK(b->memory().Load(0, all.data(), all.size()));
+  ASSERT_OK_AND_ASSIGN(std::vector<std::string> states, a->SaveVcpuStates());
+  ASSERT_OK(b->RestoreVcpuStates(states));
+  a->Stop();
+  ASSERT_OK(b->Start());
+  WaitForOps(*b, 5000);
+  ASSERT_OK(b->ChangeMemory({{MemoryChange::Remove("dimm0")}}).status());
+  WaitForOps(*b, 5000);
+  ExpectDigestEqualsReplay(*b);
+  b->Stop();
+  // Regions the history does not lead to are refused.
+  VmConfig wrong = moved;
+  wrong.regions = {{kMainRegion, 0, 24 * kMiB}};
+  EXPECT_THAT(Vm::Create(wrong), StatusIs(absl::StatusCode::kInvalidArgument,
+                                          HasSubstr("not the map the memory history leads to")));
+  wrong.regions.clear();
+  EXPECT_THAT(Vm::Create(wrong),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("needs the regions")));
+}
+
 TEST(VmMemory, AReplayRefusesAHistoryThatDoesNotFit) {
   VmConfig c = Config(WorkloadKind::kUniform);
   MemoryEpoch e{{}, {{kMainRegion, 0, 32 * kMiB}}, {10, 10}};
