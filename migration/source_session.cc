@@ -115,6 +115,7 @@ HelloParams HelloParamsFor(const SourceConfig& config, const std::string& migrat
 
 SourceSession::SourceSession(vmm::Vm* vm, SourceConfig config)
     : vm_(vm),
+      map_pin_(vm->PinMemoryMap("it is the source of a migration")),
       config_(std::move(config)),
       clock_(config_.clock),
       id_(config_.options.migration_id.empty() ? RandomId() : config_.options.migration_id),
@@ -662,6 +663,9 @@ absl::Status SourceSession::Run() {
   // the backstop that makes sure the guest is never left throttled.
   if (config_.options.auto_converge) vm_->SetThrottle(0);
   CloseStreams();
+  // The map may change again, unless the VM stays held for a destination
+  // that may have run it (invariant 3): then it is not this host's to change.
+  if (!kept_paused_) map_pin_ = vmm::MemoryMapPin();
   return s;
 }
 

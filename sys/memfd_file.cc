@@ -170,4 +170,17 @@ absl::Status AddressReservation::Unmap(size_t at, size_t len) {
   return absl::OkStatus();
 }
 
+absl::Status AddressReservation::MoveFrom(const AddressReservation& from, size_t from_at, size_t at,
+                                          size_t len) {
+  if (at > size_ || len > size_ - at || from_at > from.size_ || len > from.size_ - from_at ||
+      at % 4096 || from_at % 4096 || len % 4096)
+    return absl::OutOfRangeError(absl::StrFormat(
+        "move [%#x, +%#x) to %#x: outside a reservation or not page aligned", from_at, len, at));
+  if (len == 0) return absl::OkStatus();
+  void* p = ::mremap(from.base_ + from_at, len, len,
+                     MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, base_ + at);
+  if (p == MAP_FAILED) return ErrnoStatus("mremap(MREMAP_FIXED | MREMAP_DONTUNMAP)", errno);
+  return absl::OkStatus();
+}
+
 }  // namespace ferry::sys

@@ -81,6 +81,13 @@ class AddressReservation {
   absl::Status Map(size_t at, const MemfdFile& file, size_t file_offset, size_t len);
   // Makes [at, at + len) inaccessible and unbacked again.
   absl::Status Unmap(size_t at, size_t len);
+  // Moves the mapping at `from` + [from_at, from_at + len) to base() + at,
+  // page tables and all (mremap with MREMAP_DONTUNMAP): the pages stay
+  // mapped where they go, so nothing faults again, and the source range
+  // stays mapped (empty: it faults its pages back in from the file if
+  // touched) until the caller maps over it or unmaps it. Both ranges inside
+  // their reservations, not overlapping, and [from_at, +len) one mapping.
+  absl::Status MoveFrom(const AddressReservation& from, size_t from_at, size_t at, size_t len);
 
  private:
   AddressReservation(uint8_t* base, size_t size) : base_(base), size_(size) {}

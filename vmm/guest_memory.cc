@@ -44,8 +44,68 @@ absl::Status GuestMemory::MapSlots(const MemoryMap& map, const std::vector<Regio
   return absl::OkStatus();
 }
 
+absl::Status GuestMemory::RemapSlots(const MemoryMap& before, const MemoryMap& next,
+                                     const std::vector<Region*>& files) {
+  // Each new slot's part that was already mapped (the same region from the
+  // same file offset) keeps its pages: left alone where it stays, moved with
+  // its page tables where it moves, so the guest takes no fault for it. The
+  // moves go through a scratch reservation, so no move lands on a range
+  // another one still has to leave. Only what is new is mapped fresh.
+  struct Kept {
+    size_t slot;        // in next
+    uint64_t from = 0;  // RAM offset in before
+    uint64_t len = 0;   // the part both maps have
+  };
+  std::vector<Kept> kept;
+  uint64_t moving = 0;
+  for (size_t i = 0; i < next.slots().size(); ++i) {
+    const MemorySlot& s = next.slots()[i];
+    const std::string& name = next.regions()[s.region].name;
+    for (const MemorySlot& o : before.slots()) {
+      if (before.regions()[o.region].name != name || o.region_offset != s.region_offset) continue;
+      kept.push_back({i, o.offset, std::min(o.size, s.size)});
+      if (o.offset != s.offset) moving += kept.back().len;
+    }
+  }
+  if (moving > 0) {
+    ASSIGN_OR_RETURN(sys::AddressReservation scratch, sys::AddressReservation::Create(moving));
+    // A move the kernel refuses (a range the kernel split into several
+    // mappings) falls back to mapping that slot afresh from its file: its
+    // data is safe there, only its page tables are lost.
+    std::vector<uint64_t> parked(kept.size(), ~0ull);
+    uint64_t at = 0;
+    for (size_t j = 0; j < kept.size(); ++j) {
+      Kept& k = kept[j];
+      if (k.from == next.slots()[k.slot].offset) continue;
+      if (scratch.MoveFrom(reservation_, k.from, at, k.len).ok()) {
+        parked[j] = at;
+      } else {
+        k.len = 0;
+      }
+      at += k.len;
+    }
+    for (size_t j = 0; j < kept.size(); ++j) {
+      Kept& k = kept[j];
+      if (parked[j] == ~0ull) continue;
+      if (!reservation_.MoveFrom(scratch, parked[j], next.slots()[k.slot].offset, k.len).ok())
+        k.len = 0;
+    }
+  }
+  for (size_t i = 0; i < next.slots().size(); ++i) {
+    const MemorySlot& s = next.slots()[i];
+    uint64_t have = 0;
+    for (const Kept& k : kept)
+      if (k.slot == i) have = k.len;
+    if (have < s.size)
+      RETURN_IF_ERROR(
+          reservation_.Map(s.offset + have, files[i]->file, s.region_offset + have, s.size - have));
+  }
+  return absl::OkStatus();
+}
+
 template <typename Fn>
 absl::Status GuestMemory::ForEachPiece(uint64_t offset, uint64_t len, Fn fn) const {
+  absl::ReaderMutexLock lock(&mu_);
   const State* st = state();
   const MemoryMap& map = st->map;
   if (offset > map.memory_bytes() || len > map.memory_bytes() - offset)
@@ -86,6 +146,7 @@ absl::Status GuestMemory::DiscardOffsets(uint64_t offset, uint64_t len) {
 }
 
 absl::StatusOr<uint64_t> GuestMemory::AllocatedBytes() const {
+  absl::ReaderMutexLock lock(&mu_);
   const State* st = state();
   uint64_t total = 0;
   for (size_t i = 0; i < st->slot_files.size(); ++i) {
@@ -111,6 +172,7 @@ bool GuestMemory::Contains(const void* addr) const {
 }
 
 absl::StatusOr<std::vector<bool>> GuestMemory::PresentPages() const {
+  absl::ReaderMutexLock lock(&mu_);
   const State* st = state();
   const uint64_t ps = st->map.page_size();
   std::vector<bool> present(st->map.num_pages(), false);
@@ -170,8 +232,8 @@ absl::Status GuestMemory::ApplyMap(const MemoryMap& next) {
       if (c->name == name) r = c.get();
     state->slot_files.push_back(r);
   }
-  if (absl::Status s = MapSlots(next, state->slot_files); !s.ok()) {
-    (void)MapSlots(cur->map, cur->slot_files);  // put the old map back
+  if (absl::Status s = RemapSlots(cur->map, next, state->slot_files); !s.ok()) {
+    (void)MapSlots(cur->map, cur->slot_files);  // put the old map back, from the files
     if (next.memory_bytes() > cur->map.memory_bytes())
       (void)reservation_.Unmap(cur->map.memory_bytes(),
                                next.memory_bytes() - cur->map.memory_bytes());

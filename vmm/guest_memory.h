@@ -6,14 +6,16 @@
 // VM's maximum memory, so host() never moves.
 //
 // The map can change (ApplyMap): regions are added, removed, grown and
-// shrunk, and the ones that move in RAM offset space are remapped, never
-// copied. map() returns the map in force; every map this memory ever had
-// stays alive with it, so a reference taken from map() is always valid.
+// shrunk, and the ones that move in RAM offset space are moved with their
+// page tables (mremap), never copied and never faulted in again. map() returns the map in force;
+// every map this memory ever had stays alive with it, so a reference taken from map() is always
+// valid.
 //
 // Ownership: owns the files, the reservation and the maps. Threads: the
 // memory itself may be read and written from any thread, and every method
-// may be called from any thread, except that ApplyMap must not run while
-// anything accesses guest memory or uses host addresses from before it
+// may be called from any thread (the file calls wait out a change), except
+// that ApplyMap must not run while anything accesses guest memory through
+// host() or uses host addresses from before it
 // (the Vm holds its vCPUs off and refuses changes while memory is tracked,
 // demand paged or being copied).
 //
@@ -105,10 +107,15 @@ class GuestMemory {
   template <typename Fn>
   absl::Status ForEachPiece(uint64_t offset, uint64_t len, Fn fn) const;
   absl::Status MapSlots(const MemoryMap& map, const std::vector<Region*>& files);
+  absl::Status RemapSlots(const MemoryMap& before, const MemoryMap& next,
+                          const std::vector<Region*>& files);
   Region* FindRegion(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   sys::AddressReservation reservation_;
-  absl::Mutex mu_;  // serialises ApplyMap
+  // Writer: ApplyMap. Readers: every call that reaches the files (Load,
+  // Read, DiscardOffsets, AllocatedBytes, PresentPages), so none uses a
+  // file a change is closing.
+  mutable absl::Mutex mu_;
   std::vector<std::unique_ptr<Region>> regions_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<State>> states_ ABSL_GUARDED_BY(mu_);  // every map, the last in force
   std::atomic<const State*> state_{nullptr};

@@ -61,6 +61,11 @@ uint64_t MaxMemoryBytes(const VmConfig& config) {
   return config.max_memory_bytes != 0 ? config.max_memory_bytes : 4 * config.memory_bytes;
 }
 
+absl::StatusOr<MemoryMap> InitialMemoryMap(const VmConfig& config) {
+  if (config.regions.empty()) return MemoryMap::ForSize(config.memory_bytes, config.page_size);
+  return MemoryMap::FromRegions(config.regions, config.page_size);
+}
+
 absl::Status ValidateVmConfig(const VmConfig& config) {
   if (config.vcpus < 1 || config.vcpus > kMaxVcpus)
     return absl::InvalidArgumentError(
@@ -82,6 +87,40 @@ absl::Status ValidateVmConfig(const VmConfig& config) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "maximum memory %d is below the memory size %d or not a multiple of the page",
         config.max_memory_bytes, config.memory_bytes));
+  if (config.backend == VmBackend::kKvm && MaxMemoryBytes(config) % (2ull << 20) != 0)
+    return absl::InvalidArgumentError(
+        absl::StrFormat("a KVM VM's maximum memory must be a multiple of 2 MiB; %d bytes is not",
+                        config.max_memory_bytes));
+  if (!config.regions.empty()) {
+    absl::StatusOr<MemoryMap> map = InitialMemoryMap(config);
+    if (!map.ok()) return map.status();
+    if (map->memory_bytes() > MaxMemoryBytes(config))
+      return absl::InvalidArgumentError(
+          absl::StrFormat("the regions hold %s, more than the maximum memory of %s",
+                          BytesString(map->memory_bytes()), BytesString(MaxMemoryBytes(config))));
+    if (map->num_pages() < static_cast<uint64_t>(config.vcpus))
+      return absl::InvalidArgumentError("the regions are too small for one page per vCPU");
+    for (const MemoryRegion& r : map->regions())
+      if (config.backend == VmBackend::kKvm && (r.gpa % (2ull << 20) || r.size % (2ull << 20)))
+        return absl::InvalidArgumentError(
+            absl::StrFormat("a KVM VM's regions must be 2 MiB aligned; %s is not", r.name));
+    // A replay starts from memory_bytes and applies the history: it must
+    // end at these regions.
+    absl::StatusOr<MemoryMap> end =
+        config.history.empty()
+            ? MemoryMap::ForSize(config.memory_bytes, config.page_size)
+            : MemoryMap::FromRegions(config.history.back().regions, config.page_size);
+    if (!end.ok() || !end->SameLayout(*map))
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "the regions (%s) are not the map the memory history leads to", map->RegionsString()));
+  } else if (!config.history.empty()) {
+    return absl::InvalidArgumentError("a memory history needs the regions it led to");
+  }
+  for (size_t e = 0; e < config.history.size(); ++e)
+    if (config.history[e].ops_before.size() != static_cast<size_t>(config.vcpus))
+      return absl::InvalidArgumentError(
+          absl::StrFormat("memory epoch %d has %d op counts for %d vCPUs", e,
+                          config.history[e].ops_before.size(), config.vcpus));
   if (MaxMemoryBytes(config) > kMaxGuestPhysical / 2)
     return absl::InvalidArgumentError(absl::StrFormat("maximum memory %s is more than %s",
                                                       BytesString(MaxMemoryBytes(config)),
@@ -91,7 +130,7 @@ absl::Status ValidateVmConfig(const VmConfig& config) {
 
 absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config, const Clock* clock) {
   RETURN_IF_ERROR(ValidateVmConfig(config));
-  ASSIGN_OR_RETURN(MemoryMap map, MemoryMap::ForSize(config.memory_bytes, config.page_size));
+  ASSIGN_OR_RETURN(MemoryMap map, InitialMemoryMap(config));
   ASSIGN_OR_RETURN(std::unique_ptr<GuestMemory> memory,
                    GuestMemory::Create(map, MaxMemoryBytes(config)));
   std::unique_ptr<kvm::KvmMachine> machine;
@@ -132,6 +171,7 @@ Vm::Vm(const VmConfig& config, std::unique_ptr<GuestMemory> memory,
   absl::MutexLock lock(&mu_);
   states_.assign(config.vcpus, VcpuRunState::kPaused);
   errors_.assign(config.vcpus, absl::OkStatus());
+  history_ = config.history;
 }
 
 FaultModeChoice ChooseFaultMode(VmBackend backend, bool exit_on_missing, FaultMode requested) {
@@ -505,7 +545,7 @@ void MemoryMapPin::Release() {
   holders_.reset();
 }
 
-MemoryMapPin Vm::PinMemoryMap(std::string why) {
+MemoryMapPin Vm::PinMemoryMap(std::string why) const {
   absl::MutexLock lock(&pins_->mu);  // waits out a change in progress
   const uint64_t id = pins_->next_id++;
   pins_->why.emplace_back(id, std::move(why));
@@ -526,9 +566,6 @@ std::vector<MemoryEpoch> Vm::MemoryHistory() const {
 }
 
 absl::StatusOr<MemoryChangeResult> Vm::ChangeMemory(const MemoryTransaction& t) {
-  if (machine_)
-    return absl::UnimplementedError(
-        "memory map changes are supported on software vCPUs only so far, not on KVM");
   // Held for the whole change, so that no pin is taken meanwhile.
   absl::MutexLock pins(&pins_->mu);
   if (!pins_->why.empty())
@@ -552,12 +589,40 @@ absl::StatusOr<MemoryChangeResult> Vm::ChangeMemory(const MemoryTransaction& t) 
   }
   std::vector<uint64_t> ops(vcpus_.size());
   for (size_t i = 0; i < vcpus_.size(); ++i) ops[i] = vcpus_[i]->ops();
+  const MemoryMap& before = memory_->map();  // stays alive (GuestMemory keeps every map)
+  const int64_t apply_start_ns = clock_->NowNanos();
   absl::Status applied = memory_->ApplyMap(next);
   const bool changed = memory_->map().SameLayout(next);
   absl::Status vcpus_ok;
+  MemoryChangeResult r;
   if (changed) {
+    if (machine_) {
+      absl::StatusOr<kvm::KvmMachine::SlotChange> slots = machine_->ApplyMemoryMap(before);
+      if (slots.ok()) {
+        r.slots_kept = slots->kept;
+        r.slots_recreated = slots->recreated;
+        r.slots_created = slots->created;
+        r.slots_deleted = slots->deleted;
+        r.stage2_bytes_dropped = slots->bytes_dropped;
+      }
+      vcpus_ok.Update(slots.status());
+    }
     for (auto& v : vcpus_) vcpus_ok.Update(v->OnMemoryMapChanged());
     history_.push_back({t, next.regions(), ops});
+  }
+  r.apply_ns = clock_->NowNanos() - apply_start_ns;
+  if (!vcpus_ok.ok()) {
+    // The memory moved but the vCPUs cannot follow: the VM cannot run on.
+    const absl::Status why = absl::InternalError(absl::StrCat(
+        "the memory map changed but the vCPUs could not follow: ", vcpus_ok.message()));
+    if (failure_.ok()) failure_ = why;
+    for (size_t i = 0; i < states_.size(); ++i) {
+      if (states_[i] == VcpuRunState::kFinished) continue;
+      states_[i] = VcpuRunState::kFailed;
+      errors_[i] = why;
+    }
+    cv_.SignalAll();
+    return why;
   }
   // Let them go on, unless a Pause() came in while they were held.
   if (hold && !paused_ && !stopping_) {
@@ -570,8 +635,6 @@ absl::StatusOr<MemoryChangeResult> Vm::ChangeMemory(const MemoryTransaction& t) 
   if (!applied.ok())
     return absl::Status(applied.code(), absl::StrCat(changed ? "the memory map changed, but " : "",
                                                      "applying it: ", applied.message()));
-  RETURN_IF_ERROR(vcpus_ok);
-  MemoryChangeResult r;
   r.regions = next.regions();
   r.memory_bytes = next.memory_bytes();
   r.held_off_ns = hold ? clock_->NowNanos() - start_ns : 0;
@@ -604,6 +667,7 @@ absl::Status Vm::RestoreVcpuStates(const std::vector<std::string>& states) {
 }
 
 absl::StatusOr<MemoryDigest> Vm::Digest() const {
+  MemoryMapPin pin = PinMemoryMap("its memory is digested");
   if (pager_ != nullptr && pager_->missing_pages() > 0)
     return absl::FailedPreconditionError(absl::StrFormat(
         "cannot digest memory while %d pages are missing", pager_->missing_pages()));

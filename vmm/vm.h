@@ -64,6 +64,14 @@ const char* VmBackendName(VmBackend backend);
 // The string says why when auto chose soft.
 absl::StatusOr<std::pair<VmBackend, std::string>> ResolveVmBackend(absl::string_view name);
 
+// One applied memory transaction, as a replay needs it: each vCPU ran
+// ops_before[v] ops on the map before it, and goes on over `regions`.
+struct MemoryEpoch {
+  MemoryTransaction transaction;
+  std::vector<MemoryRegion> regions;  // the map after it
+  std::vector<uint64_t> ops_before;
+};
+
 struct VmConfig {
   VmBackend backend = VmBackend::kSoft;
   // KVM only: dirty rings instead of the dirty bitmap (docs/kvm.md).
@@ -72,6 +80,12 @@ struct VmConfig {
   // The most memory ChangeMemory may grow the VM to (the room reserved for
   // it); 0: four times memory_bytes.
   uint64_t max_memory_bytes = 0;
+  // A VM whose map changed before it came here (a migration's destination):
+  // its regions now (empty: the main region of memory_bytes alone) and the
+  // transactions that made them, which MemoryHistory() starts from, so a
+  // replay from memory_bytes still reaches this map.
+  std::vector<MemoryRegion> regions;
+  std::vector<MemoryEpoch> history;
   uint32_t page_size = 4096;
   int vcpus = 2;
   WorkloadSpec workload;
@@ -82,6 +96,9 @@ struct VmConfig {
 absl::Status ValidateVmConfig(const VmConfig& config);
 // config.max_memory_bytes, or its default.
 uint64_t MaxMemoryBytes(const VmConfig& config);
+// The map a VM of `config` starts with: config.regions, or the main region
+// of config.memory_bytes.
+absl::StatusOr<MemoryMap> InitialMemoryMap(const VmConfig& config);
 
 enum class VcpuRunState { kPaused, kRunning, kFinished, kFailed };
 const char* VcpuRunStateName(VcpuRunState state);
@@ -100,18 +117,19 @@ struct FaultModeChoice {
 // `exit_on_missing` is what the host's KVM offers (KvmCapabilities).
 FaultModeChoice ChooseFaultMode(VmBackend backend, bool exit_on_missing, FaultMode requested);
 
-// One applied memory transaction, as a replay needs it: each vCPU ran
-// ops_before[v] ops on the map before it, and goes on over `regions`.
-struct MemoryEpoch {
-  MemoryTransaction transaction;
-  std::vector<MemoryRegion> regions;  // the map after it
-  std::vector<uint64_t> ops_before;
-};
-
 struct MemoryChangeResult {
   std::vector<MemoryRegion> regions;  // the map now
   uint64_t memory_bytes = 0;
   int64_t held_off_ns = 0;  // vCPUs kept out of guest code (0: none was running)
+  int64_t apply_ns = 0;     // of which remapping memory, slots and page tables
+  // KVM: what happened to the memslots (software vCPUs: all 0). A kept
+  // slot keeps its stage-2 mappings; a recreated or deleted one loses them,
+  // and the guest faults them back in.
+  int slots_kept = 0;
+  int slots_recreated = 0;
+  int slots_created = 0;
+  int slots_deleted = 0;
+  uint64_t stage2_bytes_dropped = 0;
 };
 
 // Holds a VM's memory map still: Vm::ChangeMemory refuses while one lives,
@@ -247,7 +265,9 @@ class Vm {
   // refused whole (nothing changes): InvalidArgument or ResourceExhausted
   // from the planner, FailedPrecondition while the map is pinned (a
   // migration, a dirty log, a snapshot), while pages are demand paged, or
-  // for a VM that failed or is stopping; Unimplemented on KVM for now.
+  // for a VM that failed or is stopping. On KVM the memslots and the
+  // guest's page tables follow (KvmMachine::ApplyMemoryMap); if they cannot,
+  // the VM fails (Internal) — its memory moved and its vCPUs cannot follow.
   absl::StatusOr<MemoryChangeResult> ChangeMemory(const MemoryTransaction& t);
   // Every transaction applied so far, in order.
   std::vector<MemoryEpoch> MemoryHistory() const;
@@ -255,10 +275,10 @@ class Vm {
   MemoryLimits memory_limits() const;
   // Holds the map still until the pin is dropped; `why` completes "the
   // memory map cannot change while ...".
-  MemoryMapPin PinMemoryMap(std::string why);
+  MemoryMapPin PinMemoryMap(std::string why) const;
 
-  // The memory digest. Call while paused or halted; FailedPrecondition while
-  // the pager still has missing pages.
+  // The memory digest (the map held still while it reads). Call while paused or halted;
+  // FailedPrecondition while the pager still has missing pages.
   absl::StatusOr<MemoryDigest> Digest() const;
 
  private:

@@ -605,6 +605,49 @@ TEST_F(SourceSessionTest, AReconnectionRefusedKeepsTheSourcePaused) {
   EXPECT_TRUE(VmPaused());
 }
 
+// A migration holds the source's memory map still from its start; a VM
+// that keeps running after a failed migration may change its map again,
+// one kept paused for a destination that may have run it may not.
+TEST_F(SourceSessionTest, TheMemoryMapIsPinnedWhileTheVmIsTheSource) {
+  const vmm::MemoryTransaction grow{{vmm::MemoryChange::Resize("ram", 2 * kPages * kPage)}};
+  auto s = Session(
+      [&](const Sent& m, ScriptedDestination* d) {
+        if (m.control.has_hello())
+          EXPECT_THAT(vm_->ChangeMemory(grow),
+                      StatusIs(absl::StatusCode::kFailedPrecondition,
+                               HasSubstr("while it is the source of a migration")));
+        ScriptedDestination::Behave(m, d);
+      },
+      MigrationMode::kPrecopy);
+  EXPECT_THAT(vm_->ChangeMemory(grow), StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_OK(s->Run());
+  EXPECT_EQ(s->state(), S::kCompleted);
+}
+
+TEST_F(SourceSessionTest, AFailedMigrationThatResumesTheSourceUnpinsItsMap) {
+  auto s = Session(BreakAtSwitchover([this]() -> std::optional<DestinationMessage> {
+                     DestinationMessage e = ReconnectError(
+                         absl::StatusCode::kAborted, "the switchover never completed here", true);
+                     e.mutable_error()->set_never_ran_proof(
+                         NeverRanProof(secret_, session_->migration_id(), reconnect_nonce_));
+                     return e;
+                   }),
+                   MigrationMode::kPostcopy);
+  EXPECT_FALSE(s->Run().ok());
+  ASSERT_FALSE(s->kept_paused());
+  EXPECT_OK(vm_->ChangeMemory({{vmm::MemoryChange::Resize("ram", 2 * kPages * kPage)}}).status());
+}
+
+TEST_F(SourceSessionTest, ASourceKeptPausedStaysPinned) {
+  auto s =
+      Session(BreakAtSwitchover(ReconnectError(absl::StatusCode::kNotFound, "no migration here")),
+              MigrationMode::kPostcopy);
+  EXPECT_FALSE(s->Run().ok());
+  ASSERT_TRUE(s->kept_paused());
+  EXPECT_THAT(vm_->ChangeMemory({{vmm::MemoryChange::Resize("ram", 2 * kPages * kPage)}}),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
 // The destination says it never ran the VM (Switchover never reached it):
 // the source resumes its own, and the migration fails cleanly.
 TEST_F(SourceSessionTest, ADestinationThatNeverRanTheVmLetsTheSourceResume) {

@@ -64,6 +64,11 @@ struct BootParams {
   uint64_t region_va;  // the vCPU's region (RAM offset of its first page)
   uint64_t paced;      // 1: OUT kPortPace before each op
   OpParams ops;
+  // Bumped by the VMM when the memory map changed (vmm::Vm::ChangeMemory),
+  // while the vCPU is out at an op boundary: the RAM page tables, ops and
+  // region_va are new. The guest reloads CR3 (flushing its TLB) and its
+  // region before its next op.
+  uint64_t map_generation;
 };
 
 // A vCPU's status page: written by the guest, read by the VMM at any time.

@@ -21,13 +21,24 @@ inline void Out32(uint16_t port, uint32_t value) {
 extern "C" [[noreturn]] void GuestMain(const ferry::vmm::guest::BootParams* boot,
                                        ferry::vmm::guest::VcpuStatus* status) {
   using namespace ferry::vmm::guest;
-  volatile uint64_t* region = reinterpret_cast<volatile uint64_t*>(boot->region_va);
+  const volatile BootParams* live = boot;  // what the VMM may rewrite between ops
+  uint64_t generation = live->map_generation;
+  volatile uint64_t* region = reinterpret_cast<volatile uint64_t*>(live->region_va);
   uint64_t i = status->ops_done;
   uint64_t acc = status->acc;
   const uint64_t limit = boot->ops_limit;
   while (limit == 0 || i < limit) {
     if (status->pause_requested) Out32(kPortPaused, static_cast<uint32_t>(i));
     if (boot->paced) Out32(kPortPace, static_cast<uint32_t>(i));
+    if (live->map_generation != generation) {
+      // The memory map changed while this vCPU was out: new page tables
+      // (flush every translation) and a new region.
+      generation = live->map_generation;
+      uint64_t cr3;
+      asm volatile("mov %%cr3, %0" : "=r"(cr3));
+      asm volatile("mov %0, %%cr3" : : "r"(cr3) : "memory");
+      region = reinterpret_cast<volatile uint64_t*>(live->region_va);
+    }
     status->in_op = 1;
     asm volatile("" ::: "memory");
     acc = Step(boot->ops, region, i, acc);

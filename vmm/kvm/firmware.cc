@@ -1,8 +1,10 @@
 #include "vmm/kvm/firmware.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "base/status_macros.h"
 #include "sys/kvm_abi.h"
 #include "vmm/guest/guest_image.h"
 
@@ -35,12 +37,61 @@ uint64_t* Entry(absl::Span<uint8_t> fw, uint64_t table_offset, uint64_t index) {
 
 }  // namespace
 
-absl::StatusOr<FirmwareLayout> BuildFirmware(const MemoryMap& map, const WorkloadSpec& spec,
-                                             int vcpus, absl::Span<uint8_t> fw) {
+namespace {
+
+// Table offsets inside the firmware area: GDT, PML4, low PDPT (RAM), high
+// PDPT (firmware), firmware PD, then one PD per GiB of RAM up to the vCPU
+// areas.
+constexpr uint64_t kGdtOffset = guest::kTablesOffset;
+constexpr uint64_t kPml4Offset = kGdtOffset + kPage;
+constexpr uint64_t kPdptLoOffset = kPml4Offset + kPage;
+constexpr uint64_t kPdptHiOffset = kPdptLoOffset + kPage;
+constexpr uint64_t kPdFwOffset = kPdptHiOffset + kPage;
+constexpr uint64_t kPdRamOffset = kPdFwOffset + kPage;
+constexpr uint64_t kMaxRamGib =
+    std::min<uint64_t>(512, (guest::kVcpuAreaOffset - kPdRamOffset) / kPage);
+
+absl::Status CheckRam(const MemoryMap& map) {
   const uint64_t ram = map.memory_bytes();
   if (ram % k2M != 0)
     return absl::InvalidArgumentError(absl::StrFormat(
         "a KVM VM's memory must be a multiple of 2 MiB; %d bytes is not", ram));
+  if ((ram + k1G - 1) / k1G > kMaxRamGib)
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%d GiB of RAM needs more page tables than the firmware area holds",
+                        (ram + k1G - 1) / k1G));
+  for (const MemorySlot& s : map.slots())
+    if (s.gpa % k2M != 0 || s.size % k2M != 0)
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "a KVM VM's memory slots must be 2 MiB aligned; [%#x, +%#x) is not", s.gpa, s.size));
+  return absl::OkStatus();
+}
+
+// The RAM half of the page tables: VA = RAM offset, each 2 MiB to wherever
+// the map puts it; entries past RAM cleared.
+void WriteRamTables(const MemoryMap& map, const FirmwareLayout& l, absl::Span<uint8_t> fw) {
+  const uint64_t ram = map.memory_bytes();
+  const uint64_t ram_gib = (ram + k1G - 1) / k1G;
+  std::memset(fw.data() + kPdptLoOffset, 0, kPage);
+  std::memset(fw.data() + kPdRamOffset, 0, kMaxRamGib * kPage);
+  for (uint64_t g = 0; g < ram_gib; ++g)
+    *Entry(fw, kPdptLoOffset, g) = (l.gpa + kPdRamOffset + g * kPage) | kTable;
+  for (uint64_t off = 0; off < ram; off += k2M)
+    *Entry(fw, kPdRamOffset + (off / k1G) * kPage, (off / k2M) % 512) =
+        map.OffsetToGpa(off) | kLeaf2M;
+}
+
+void WriteOps(const MemoryMap& map, const WorkloadSpec& spec, int v, int vcpus,
+              guest::BootParams* b) {
+  b->ops = MakeOpParams(spec, map.num_pages(), map.page_size(), v, vcpus);
+  b->region_va = b->ops.pages * static_cast<uint64_t>(v) * map.page_size();
+}
+
+}  // namespace
+
+absl::StatusOr<FirmwareLayout> BuildFirmware(const MemoryMap& map, const WorkloadSpec& spec,
+                                             int vcpus, absl::Span<uint8_t> fw) {
+  RETURN_IF_ERROR(CheckRam(map));
   if (fw.size() != guest::FirmwareBytes(vcpus))
     return absl::InvalidArgumentError("firmware buffer has the wrong size");
   if (guest::kImage_size > guest::kImageMaxBytes)
@@ -50,37 +101,20 @@ absl::StatusOr<FirmwareLayout> BuildFirmware(const MemoryMap& map, const Workloa
 
   std::memcpy(fw.data(), guest::kImage, guest::kImage_size);
 
-  // Tables: GDT, PML4, low PDPT (RAM), high PDPT (firmware), firmware PD,
-  // then one PD per GiB of RAM.
-  const uint64_t gdt = guest::kTablesOffset;
-  const uint64_t pml4 = gdt + kPage;
-  const uint64_t pdpt_lo = pml4 + kPage;
-  const uint64_t pdpt_hi = pdpt_lo + kPage;
-  const uint64_t pd_fw = pdpt_hi + kPage;
-  const uint64_t pd_ram = pd_fw + kPage;
-  const uint64_t ram_gib = (ram + k1G - 1) / k1G;
-  const uint64_t end = pd_ram + ram_gib * kPage;
-  if (ram_gib > 512 || end > guest::kVcpuAreaOffset)
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%d GiB of RAM needs more page tables than the firmware area holds", ram_gib));
-  l.gdt_gpa = l.gpa + gdt;
-  l.pml4_gpa = l.gpa + pml4;
-  l.tables_end_gpa = l.gpa + end;
-  std::memcpy(fw.data() + gdt, kGdt, sizeof(kGdt));
+  l.gdt_gpa = l.gpa + kGdtOffset;
+  l.pml4_gpa = l.gpa + kPml4Offset;
+  l.tables_end_gpa = l.gpa + kPdRamOffset + kMaxRamGib * kPage;
+  std::memcpy(fw.data() + kGdtOffset, kGdt, sizeof(kGdt));
 
-  *Entry(fw, pml4, 0) = (l.gpa + pdpt_lo) | kTable;
-  *Entry(fw, pml4, (kFirmwareVa >> 39) & 511) = (l.gpa + pdpt_hi) | kTable;
-  // RAM: VA = RAM offset, each 2 MiB to wherever the map puts it.
-  for (uint64_t g = 0; g < ram_gib; ++g) *Entry(fw, pdpt_lo, g) = (l.gpa + pd_ram + g * kPage) | kTable;
-  for (uint64_t off = 0; off < ram; off += k2M)
-    *Entry(fw, pd_ram + (off / k1G) * kPage, (off / k2M) % 512) = map.OffsetToGpa(off) | kLeaf2M;
+  *Entry(fw, kPml4Offset, 0) = (l.gpa + kPdptLoOffset) | kTable;
+  *Entry(fw, kPml4Offset, (kFirmwareVa >> 39) & 511) = (l.gpa + kPdptHiOffset) | kTable;
+  WriteRamTables(map, l, fw);
   // The firmware area at kFirmwareVa.
-  *Entry(fw, pdpt_hi, (kFirmwareVa >> 30) & 511) = (l.gpa + pd_fw) | kTable;
+  *Entry(fw, kPdptHiOffset, (kFirmwareVa >> 30) & 511) = (l.gpa + kPdFwOffset) | kTable;
   for (uint64_t off = 0; off < l.size; off += k2M)
-    *Entry(fw, pd_fw, ((kFirmwareVa >> 21) & 511) + off / k2M) = (l.gpa + off) | kLeaf2M;
+    *Entry(fw, kPdFwOffset, ((kFirmwareVa >> 21) & 511) + off / k2M) = (l.gpa + off) | kLeaf2M;
 
   // Boot pages.
-  const uint64_t ram_pages = map.num_pages();
   const bool paced = OpIntervalNanos(spec, map.page_size()) > 0;
   for (int v = 0; v < vcpus; ++v) {
     absl::Span<uint8_t> area = VcpuArea(fw, v);
@@ -88,12 +122,28 @@ absl::StatusOr<FirmwareLayout> BuildFirmware(const MemoryMap& map, const Workloa
     b.magic = guest::kBootMagic;
     b.vcpu = static_cast<uint64_t>(v);
     b.ops_limit = spec.ops_per_vcpu;
-    b.ops = MakeOpParams(spec, ram_pages, map.page_size(), v, vcpus);
-    b.region_va = b.ops.pages * static_cast<uint64_t>(v) * map.page_size();
+    WriteOps(map, spec, v, vcpus, &b);
     b.paced = paced ? 1 : 0;
     std::memcpy(area.data() + guest::kBootPageOffset, &b, sizeof(b));
   }
   return l;
+}
+
+absl::Status UpdateFirmwareForMap(const MemoryMap& map, const WorkloadSpec& spec, int vcpus,
+                                  const FirmwareLayout& l, absl::Span<uint8_t> fw) {
+  RETURN_IF_ERROR(CheckRam(map));
+  if (fw.size() != guest::FirmwareBytes(vcpus))
+    return absl::InvalidArgumentError("firmware buffer has the wrong size");
+  WriteRamTables(map, l, fw);
+  for (int v = 0; v < vcpus; ++v) {
+    absl::Span<uint8_t> area = VcpuArea(fw, v);
+    guest::BootParams b;
+    std::memcpy(&b, area.data() + guest::kBootPageOffset, sizeof(b));
+    WriteOps(map, spec, v, vcpus, &b);
+    ++b.map_generation;
+    std::memcpy(area.data() + guest::kBootPageOffset, &b, sizeof(b));
+  }
+  return absl::OkStatus();
 }
 
 absl::Span<uint8_t> VcpuArea(absl::Span<uint8_t> fw, int index) {

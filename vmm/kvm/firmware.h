@@ -34,6 +34,15 @@ struct FirmwareLayout {
 absl::StatusOr<FirmwareLayout> BuildFirmware(const MemoryMap& map, const WorkloadSpec& spec,
                                              int vcpus, absl::Span<uint8_t> firmware);
 
+// Rewrites what depends on the memory map, for a map that changed while
+// every vCPU was out at an op boundary: the RAM page tables (VA = RAM offset
+// to wherever `map` puts it) and each vCPU's op parameters and region in its
+// boot page, then bumps each boot page's map generation so the guest
+// flushes its TLB and reloads its region. Everything else in the boot page
+// and the status page is left alone. InvalidArgument as BuildFirmware.
+absl::Status UpdateFirmwareForMap(const MemoryMap& map, const WorkloadSpec& spec, int vcpus,
+                                  const FirmwareLayout& layout, absl::Span<uint8_t> firmware);
+
 // vCPU `index`'s initial registers: 64-bit mode at the image's entry, its
 // own stack, boot page and status page.
 kvm_regs InitialRegs(int index);

@@ -16,8 +16,9 @@ namespace {
 // Dirty ring size per vCPU: 4096 entries.
 constexpr size_t kDirtyRingBytes = 64 << 10;
 
-// Slot numbers: RAM slots 0..n-1 in map order, then the firmware.
-uint32_t FirmwareSlot(const MemoryMap& map) { return static_cast<uint32_t>(map.slots().size()); }
+// Slot numbers: RAM slots 0..n-1 in map order (at most twice the regions:
+// the main region has two), the firmware past them all.
+constexpr uint32_t kFirmwareSlot = 2 * kMaxMemoryRegions;
 
 }  // namespace
 
@@ -161,8 +162,7 @@ absl::Status KvmMachine::Init() {
   firmware_ = static_cast<uint8_t*>(fw);
   ASSIGN_OR_RETURN(layout_, BuildFirmware(memory_->map(), spec_, vcpus_, firmware()));
   RETURN_IF_ERROR(SetRamSlotFlags(0));
-  RETURN_IF_ERROR(
-      vm_.SetMemoryRegion(FirmwareSlot(memory_->map()), 0, layout_.gpa, firmware_size_, firmware_));
+  RETURN_IF_ERROR(vm_.SetMemoryRegion(kFirmwareSlot, 0, layout_.gpa, firmware_size_, firmware_));
   absl::MutexLock lock(&prefault_mu_);
   ASSIGN_OR_RETURN(prefault_vcpu_, vm_.CreateVcpu(vcpus_, kvm_.vcpu_mmap_size()));
   return PrepareVcpu(prefault_vcpu_, 0);
@@ -196,6 +196,44 @@ absl::Status KvmMachine::ApplyRamSlotsLocked() {
                                          userfault_bitmap_ + s.offset / ps / 64));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<KvmMachine::SlotChange> KvmMachine::ApplyMemoryMap(const MemoryMap& before) {
+  absl::MutexLock lock(&slots_mu_);
+  if (userfault_bitmap_ != nullptr || ram_flags_ != 0)
+    return absl::FailedPreconditionError(
+        "KVM memslots cannot change while exit mode or a dirty log is on");
+  const MemoryMap& map = memory_->map();
+  auto same = [&](size_t i) {
+    if (i >= before.slots().size() || i >= map.slots().size()) return false;
+    const MemorySlot& a = before.slots()[i];
+    const MemorySlot& b = map.slots()[i];
+    return a.gpa == b.gpa && a.size == b.size && a.offset == b.offset;
+  };
+  SlotChange c;
+  for (size_t i = 0; i < before.slots().size(); ++i) {
+    if (same(i)) continue;
+    RETURN_IF_ERROR(vm_.SetMemoryRegion(static_cast<uint32_t>(i), 0, before.slots()[i].gpa, 0,
+                                        memory_->host() + before.slots()[i].offset));
+    c.bytes_dropped += before.slots()[i].size;
+    if (i < map.slots().size()) {
+      ++c.recreated;
+    } else {
+      ++c.deleted;
+    }
+  }
+  for (size_t i = 0; i < map.slots().size(); ++i) {
+    if (same(i)) {
+      ++c.kept;
+      continue;
+    }
+    const MemorySlot& s = map.slots()[i];
+    RETURN_IF_ERROR(vm_.SetMemoryRegion(static_cast<uint32_t>(i), 0, s.gpa, s.size,
+                                        memory_->host() + s.offset));
+    if (i >= before.slots().size()) ++c.created;
+  }
+  RETURN_IF_ERROR(UpdateFirmwareForMap(map, spec_, vcpus_, layout_, firmware()));
+  return c;
 }
 
 absl::Status KvmMachine::EnableExitOnMissing(const std::atomic<uint64_t>* bitmap) {

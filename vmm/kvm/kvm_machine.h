@@ -88,6 +88,24 @@ class KvmMachine {
   absl::Status PreFault(uint64_t gpa, uint64_t size);
   PreFaultStats pre_fault_stats() const;
 
+  // What a map change cost on KVM (MemoryMapChangeCost in Vm reports).
+  struct SlotChange {
+    int kept = 0;                // slots left as they were (stage-2 mappings kept)
+    int recreated = 0;           // slots deleted and created again (moved or resized)
+    int created = 0;             // slots that are new
+    int deleted = 0;             // slots that are gone
+    uint64_t bytes_dropped = 0;  // stage-2 coverage lost: deleted and recreated slots' bytes
+  };
+  // Brings the memslots and the firmware to the memory's map in force, after
+  // GuestMemory::ApplyMap from `before`. Only while every vCPU is out of
+  // KVM_RUN at an op boundary (the guest flushes its TLB and reloads its
+  // region before its next op), and not while a dirty log or exit mode is
+  // on (the Vm refuses changes then). A RAM slot whose gpa, size and host
+  // address stay is kept; every other old slot is deleted first, then the
+  // new ones are created, so no two slots ever overlap. A failure leaves
+  // the machine unusable: the Vm fails the VM.
+  absl::StatusOr<SlotChange> ApplyMemoryMap(const MemoryMap& before);
+
   absl::Span<uint8_t> firmware() { return absl::MakeSpan(firmware_, firmware_size_); }
   const FirmwareLayout& layout() const { return layout_; }
   const WorkloadSpec& spec() const { return spec_; }

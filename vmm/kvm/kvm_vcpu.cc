@@ -329,8 +329,4 @@ uint64_t KvmVcpu::ops() const {
   return __atomic_load_n(&status()->ops_done, __ATOMIC_RELAXED);
 }
 
-absl::Status KvmVcpu::OnMemoryMapChanged() {
-  return absl::UnimplementedError("memory map changes are not supported on KVM vCPUs yet");
-}
-
 }  // namespace ferry::vmm::kvm

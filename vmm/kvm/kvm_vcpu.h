@@ -58,8 +58,9 @@ class KvmVcpu final : public Vcpu {
   void ClearExitRequest() override;
   absl::StatusOr<std::string> SaveState() const override;
   absl::Status RestoreState(absl::string_view bytes) override;
-  // Not yet on KVM (Vm::ChangeMemory refuses KVM VMs first).
-  absl::Status OnMemoryMapChanged() override;
+  // Nothing to do here: KvmMachine::ApplyMemoryMap rewrote this vCPU's boot
+  // page and the page tables, and the guest reloads them at its next op.
+  absl::Status OnMemoryMapChanged() override { return absl::OkStatus(); }
   VcpuCounters Counters() const override;
   uint64_t ops() const override;
 

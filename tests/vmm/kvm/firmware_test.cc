@@ -109,5 +109,43 @@ TEST(Firmware, LongModeSregs) {
   EXPECT_EQ(s.cs.selector, 8);
 }
 
+// A memory map change rewrites the RAM tables, each vCPU's ops and region
+// and bumps its map generation; the status page and the rest stay.
+TEST(Firmware, AMapChangeRewritesTheRamTablesAndBootPages) {
+  WorkloadSpec spec;
+  spec.kind = WorkloadKind::kUniform;
+  spec.ops_per_vcpu = 77;
+  Built b = Build(64 << 20, 2, spec);
+  guest::BootParams before;
+  std::memcpy(&before, VcpuArea(absl::MakeSpan(b.fw), 1).data() + guest::kBootPageOffset,
+              sizeof(before));
+  std::memset(VcpuArea(absl::MakeSpan(b.fw), 1).data() + guest::kStatusPageOffset, 0x5a, 8);
+  // ram shrinks to 32 MiB and a region at 1 GiB follows it in RAM offset space.
+  ASSERT_OK_AND_ASSIGN(
+      MemoryMap next,
+      MemoryMap::FromRegions({{"ram", 0, 32 << 20}, {"dimm0", 1 << 30, 64 << 20}}, 4096));
+  ASSERT_OK(UpdateFirmwareForMap(next, spec, 2, b.layout, absl::MakeSpan(b.fw)));
+  auto va = [&](uint64_t v) { return TranslateVa(b.fw, b.layout, v); };
+  EXPECT_THAT(va(0x1000), ::ferry::testing::IsOkAndHolds(0x1000u));
+  EXPECT_THAT(va((32 << 20) + 8), ::ferry::testing::IsOkAndHolds((1u << 30) + 8));
+  EXPECT_THAT(va((96 << 20) - 8), ::ferry::testing::IsOkAndHolds((1u << 30) + (64 << 20) - 8));
+  EXPECT_THAT(va(96 << 20), StatusIs(absl::StatusCode::kNotFound));
+  guest::BootParams after;
+  std::memcpy(&after, VcpuArea(absl::MakeSpan(b.fw), 1).data() + guest::kBootPageOffset,
+              sizeof(after));
+  EXPECT_EQ(after.map_generation, before.map_generation + 1);
+  EXPECT_EQ(after.ops_limit, 77u);
+  EXPECT_EQ(after.magic, guest::kBootMagic);
+  EXPECT_EQ(after.ops.pages, (96u << 20) / 4096 / 2);
+  EXPECT_EQ(after.region_va, after.ops.pages * 4096);
+  EXPECT_EQ(VcpuArea(absl::MakeSpan(b.fw), 1)[guest::kStatusPageOffset], 0x5a);
+  // A map KVM cannot take (not 2 MiB aligned) is refused before anything is written.
+  ASSERT_OK_AND_ASSIGN(MemoryMap odd,
+                       MemoryMap::FromRegions({{"ram", 0, (32 << 20) + 4096}}, 4096));
+  EXPECT_THAT(UpdateFirmwareForMap(odd, spec, 2, b.layout, absl::MakeSpan(b.fw)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("2 MiB")));
+  EXPECT_THAT(va((32 << 20) + 8), ::ferry::testing::IsOkAndHolds((1u << 30) + 8));
+}
+
 }  // namespace
 }  // namespace ferry::vmm::kvm
