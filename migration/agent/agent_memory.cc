@@ -39,8 +39,8 @@ absl::StatusOr<ferry::v1::ChangeVmMemoryResponse> Agent::ChangeVmMemory(
     absl::StatusOr<vmm::MemoryMap> next =
         vmm::PlanMemoryTransaction(e->vm->memory().map(), t, e->vm->memory_limits());
     before = vms_.MemoryOf(name);
-    // A plan the VM would refuse (or a KVM VM, which refuses any change)
-    // goes on to the VM for its own reason; it admits nothing.
+    // A plan the VM would refuse goes on to the VM for its own reason
+    // (in the order the VM checks); it admits nothing.
     if (next.ok() && next->memory_bytes() > before)
       RETURN_IF_ERROR(vms_.Resize(name, next->memory_bytes()));
     e->changing_memory = true;

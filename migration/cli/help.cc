@@ -154,7 +154,8 @@ hole at 3 GiB, another region; exit 2); while the VM migrates, is
 snapshotted or verified, or still fills from a lazy restore (exit 6). A
 VM whose memory map changed cannot be migrated or snapshotted yet.
 
-  --memory SIZE      the main region's new size, a multiple of the page: 128M, 2G
+  --memory SIZE      the main region's new size, a multiple of the page (KVM: of 2 MiB):
+                     128M, 2G
 
 example: ferry vm resize web --memory 2G)"},
     {"vm memory", R"(usage: ferry vm memory add NAME --region R --gpa ADDR --size SIZE [--json]
@@ -168,8 +169,8 @@ above 4 GiB; the main region cannot be removed.
 
   --region R         the region's name: 1 to 32 of a-z, 0-9, '_' and '-'
   --gpa ADDR         add: where it starts in guest-physical memory, in hex (0x100000000)
-                     or as a size (4G); a multiple of the page
-  --size SIZE        add: its size, a multiple of the page: 64M, 1G
+                     or as a size (4G); a multiple of the page (KVM: of 2 MiB)
+  --size SIZE        add: its size, a multiple of the page (KVM: of 2 MiB): 64M, 1G
 
 example: ferry vm memory add web --region dimm0 --gpa 0x100000000 --size 1G)"},
     {"vm delete", R"(usage: ferry vm delete NAME [--agent HOST:PORT]
