@@ -663,9 +663,10 @@ absl::Status SourceSession::Run() {
   // the backstop that makes sure the guest is never left throttled.
   if (config_.options.auto_converge) vm_->SetThrottle(0);
   CloseStreams();
-  // The map may change again, unless the VM stays held for a destination
-  // that may have run it (invariant 3): then it is not this host's to change.
-  if (!kept_paused_) map_pin_ = vmm::MemoryMapPin();
+  // The map may change again. A VM kept paused for a destination that may
+  // have run it (invariant 3) is held by the agent, which refuses changes to
+  // it until an operator resumes it (the session may outlive that).
+  map_pin_ = vmm::MemoryMapPin();
   return s;
 }
 

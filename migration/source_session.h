@@ -268,7 +268,7 @@ class SourceSession {
   void SetThrottleLocked(int percent, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   vmm::Vm* const vm_;
-  // Held for the session's life: pages are counted, sent and served by RAM
+  // Held until Run() ends: pages are counted, sent and served by RAM
   // offset, so the map must not change under them (Vm::ChangeMemory refuses).
   vmm::MemoryMapPin map_pin_;
   const SourceConfig config_;

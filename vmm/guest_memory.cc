@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
 
@@ -233,10 +234,15 @@ absl::Status GuestMemory::ApplyMap(const MemoryMap& next) {
     state->slot_files.push_back(r);
   }
   if (absl::Status s = RemapSlots(cur->map, next, state->slot_files); !s.ok()) {
-    (void)MapSlots(cur->map, cur->slot_files);  // put the old map back, from the files
+    // Put the old map back, from the files (its data is all there).
+    absl::Status back = MapSlots(cur->map, cur->slot_files);
     if (next.memory_bytes() > cur->map.memory_bytes())
-      (void)reservation_.Unmap(cur->map.memory_bytes(),
-                               next.memory_bytes() - cur->map.memory_bytes());
+      back.Update(reservation_.Unmap(cur->map.memory_bytes(),
+                                     next.memory_bytes() - cur->map.memory_bytes()));
+    if (!back.ok())
+      return absl::DataLossError(
+          absl::StrCat("applying the memory map: ", s.message(),
+                       "; putting the old map back failed too: ", back.message()));
     undo_files();
     return s;
   }

@@ -85,7 +85,8 @@ class GuestMemory {
   // of regions that stay keep their contents; new pages read as zeros.
   // FailedPrecondition when `next` is larger than max_bytes() or has
   // another page size. On a failure of the kernel's, the old map is put
-  // back (best effort) and the error returned. See the class comment for
+  // back and the error returned; DataLoss when even that failed (neither map
+  // is in force: the VM cannot run on). See the class comment for
   // when it may be called.
   absl::Status ApplyMap(const MemoryMap& next);
 

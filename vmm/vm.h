@@ -312,6 +312,8 @@ class Vm {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status failure_ ABSL_GUARDED_BY(mu_);  // Fail()'s reason
   bool demand_paging_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool changing_ ABSL_GUARDED_BY(mu_) = false;       // ChangeMemory holds the vCPUs
+  std::vector<bool> in_guest_ ABSL_GUARDED_BY(mu_);  // a vCPU thread is inside Run()
   std::vector<MemoryEpoch> history_ ABSL_GUARDED_BY(mu_);
   const std::shared_ptr<MemoryMapPin::Holders> pins_ = std::make_shared<MemoryMapPin::Holders>();
 };

@@ -219,6 +219,42 @@ TEST_F(ApplyMapTest, AMovedRegionKeepsItsPageTables) {
   EXPECT_EQ(At("dimm0", 2 * kMiB)[1], 7);
 }
 
+// The main region across the PC hole: its high slot (from 4 GiB, its file
+// from 3 GiB on) appears on a grow past 3 GiB and goes on a shrink below;
+// a region above it moves up and down with its data. The files are sparse,
+// so this costs only what is touched.
+TEST(ApplyMap, TheMainRegionGrowsAndShrinksAcrossTheHole) {
+  MemoryMap map = Map({{kMainRegion, 0, 2 * kGiB}, {"top", 64 * kGiB, 8 * kMiB}});
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<GuestMemory> memory, GuestMemory::Create(map, 8 * kGiB));
+  auto at = [&](uint64_t gpa) { return *memory->HostAddress(gpa, kPage); };
+  std::memset(at(kGiB), 0x11, kPage);
+  std::memset(at(64 * kGiB), 0x22, kPage);
+  ASSERT_OK_AND_ASSIGN(MemoryMap grown, Plan(memory->map(), {MemoryChange::Resize("ram", 5 * kGiB)},
+                                             Limits(8 * kGiB)));
+  ASSERT_OK(memory->ApplyMap(grown));
+  ASSERT_EQ(memory->map().slots().size(), 3u);
+  EXPECT_EQ(at(kGiB)[0], 0x11);
+  EXPECT_EQ(at(64 * kGiB)[0], 0x22);            // moved from 2 GiB to 5 GiB in RAM offsets
+  EXPECT_EQ(at(kHighMemoryBase + kGiB)[5], 0);  // the high slot: new, zero
+  std::memset(at(kHighMemoryBase + kGiB), 0x33, kPage);
+  ASSERT_OK_AND_ASSIGN(std::vector<bool> present, memory->PresentPages());
+  EXPECT_TRUE(present[(3 * kGiB + kGiB) / kPage]);  // RAM offset of gpa 5 GiB
+  EXPECT_TRUE(present[5 * kGiB / kPage]);           // top's first page
+  ASSERT_OK_AND_ASSIGN(
+      MemoryMap shrunk,
+      Plan(memory->map(), {MemoryChange::Resize("ram", 2 * kGiB)}, Limits(8 * kGiB)));
+  ASSERT_OK(memory->ApplyMap(shrunk));
+  EXPECT_EQ(memory->map().slots().size(), 2u);
+  EXPECT_EQ(at(64 * kGiB)[0], 0x22);
+  EXPECT_EQ(at(kGiB)[0], 0x11);
+  EXPECT_THAT(memory->HostAddress(kHighMemoryBase + kGiB, kPage),
+              StatusIs(absl::StatusCode::kOutOfRange));
+  // Grown again: what was above 3 GiB was freed, it reads zero now.
+  ASSERT_OK(memory->ApplyMap(grown));
+  EXPECT_EQ(at(kHighMemoryBase + kGiB)[0], 0);
+  EXPECT_EQ(at(64 * kGiB)[0], 0x22);
+}
+
 TEST_F(ApplyMapTest, ShrinkDropsThePagesAndAGrowBringsZeros) {
   Fill("ram", 6 * kMiB, 0x33);
   ASSERT_OK(Apply({MemoryChange::Resize("ram", 4 * kMiB)}));

@@ -30,6 +30,11 @@ extern "C" [[noreturn]] void GuestMain(const ferry::vmm::guest::BootParams* boot
   while (limit == 0 || i < limit) {
     if (status->pause_requested) Out32(kPortPaused, static_cast<uint32_t>(i));
     if (boot->paced) Out32(kPortPace, static_cast<uint32_t>(i));
+    status->in_op = 1;
+    asm volatile("" ::: "memory");
+    // After in_op is set: a VMM that stops this vCPU from here on lets it
+    // finish the op first, so the map cannot change between this check and
+    // the op; one that stopped it before gets this check on the way back.
     if (live->map_generation != generation) {
       // The memory map changed while this vCPU was out: new page tables
       // (flush every translation) and a new region.
@@ -39,8 +44,6 @@ extern "C" [[noreturn]] void GuestMain(const ferry::vmm::guest::BootParams* boot
       asm volatile("mov %0, %%cr3" : : "r"(cr3) : "memory");
       region = reinterpret_cast<volatile uint64_t*>(live->region_va);
     }
-    status->in_op = 1;
-    asm volatile("" ::: "memory");
     acc = Step(boot->ops, region, i, acc);
     asm volatile("" ::: "memory");
     ++i;

@@ -48,8 +48,7 @@ constexpr uint64_t kPdptLoOffset = kPml4Offset + kPage;
 constexpr uint64_t kPdptHiOffset = kPdptLoOffset + kPage;
 constexpr uint64_t kPdFwOffset = kPdptHiOffset + kPage;
 constexpr uint64_t kPdRamOffset = kPdFwOffset + kPage;
-constexpr uint64_t kMaxRamGib =
-    std::min<uint64_t>(512, (guest::kVcpuAreaOffset - kPdRamOffset) / kPage);
+static_assert(kPdRamOffset + kMaxRamGib * kPage <= guest::kVcpuAreaOffset);
 
 absl::Status CheckRam(const MemoryMap& map) {
   const uint64_t ram = map.memory_bytes();
@@ -88,6 +87,8 @@ void WriteOps(const MemoryMap& map, const WorkloadSpec& spec, int v, int vcpus,
 }
 
 }  // namespace
+
+absl::Status CheckFirmwareMap(const MemoryMap& map) { return CheckRam(map); }
 
 absl::StatusOr<FirmwareLayout> BuildFirmware(const MemoryMap& map, const WorkloadSpec& spec,
                                              int vcpus, absl::Span<uint8_t> fw) {

@@ -18,6 +18,14 @@
 
 namespace ferry::vmm::kvm {
 
+// The most RAM the firmware's page tables can map (the PD pages between the
+// tables' start and the vCPU areas: 251 GiB).
+inline constexpr uint64_t kMaxRamGib =
+    ((guest::kVcpuAreaOffset - guest::kTablesOffset) / 4096 - 5) < 512
+        ? (guest::kVcpuAreaOffset - guest::kTablesOffset) / 4096 - 5
+        : 512;
+inline constexpr uint64_t kMaxRamBytes = kMaxRamGib << 30;
+
 // Where the VMM put things (guest-physical addresses).
 struct FirmwareLayout {
   uint64_t gpa = guest::kFirmwareGpa;
@@ -33,6 +41,10 @@ struct FirmwareLayout {
 // tables would not fit.
 absl::StatusOr<FirmwareLayout> BuildFirmware(const MemoryMap& map, const WorkloadSpec& spec,
                                              int vcpus, absl::Span<uint8_t> firmware);
+
+// OK when the firmware can map `map`'s RAM: every slot 2 MiB aligned, at
+// most kMaxRamBytes; InvalidArgument naming the problem otherwise.
+absl::Status CheckFirmwareMap(const MemoryMap& map);
 
 // Rewrites what depends on the memory map, for a map that changed while
 // every vCPU was out at an op boundary: the RAM page tables (VA = RAM offset

@@ -198,6 +198,16 @@ absl::Status KvmMachine::ApplyRamSlotsLocked() {
   return absl::OkStatus();
 }
 
+absl::Status KvmMachine::CheckMemoryMap(const MemoryMap& next) {
+  {
+    absl::MutexLock lock(&slots_mu_);
+    if (userfault_bitmap_ != nullptr || ram_flags_ != 0)
+      return absl::FailedPreconditionError(
+          "KVM memslots cannot change while exit mode or a dirty log is on");
+  }
+  return CheckFirmwareMap(next);
+}
+
 absl::StatusOr<KvmMachine::SlotChange> KvmMachine::ApplyMemoryMap(const MemoryMap& before) {
   absl::MutexLock lock(&slots_mu_);
   if (userfault_bitmap_ != nullptr || ram_flags_ != 0)
@@ -208,7 +218,10 @@ absl::StatusOr<KvmMachine::SlotChange> KvmMachine::ApplyMemoryMap(const MemoryMa
     if (i >= before.slots().size() || i >= map.slots().size()) return false;
     const MemorySlot& a = before.slots()[i];
     const MemorySlot& b = map.slots()[i];
-    return a.gpa == b.gpa && a.size == b.size && a.offset == b.offset;
+    // The same region too: another one in its place was mapped afresh, and
+    // the remap zapped the slot's stage-2 mappings (MMU notifier) anyway.
+    return a.gpa == b.gpa && a.size == b.size && a.offset == b.offset &&
+           before.regions()[a.region].name == map.regions()[b.region].name;
   };
   SlotChange c;
   for (size_t i = 0; i < before.slots().size(); ++i) {

@@ -105,6 +105,10 @@ class KvmMachine {
   // new ones are created, so no two slots ever overlap. A failure leaves
   // the machine unusable: the Vm fails the VM.
   absl::StatusOr<SlotChange> ApplyMemoryMap(const MemoryMap& before);
+  // What ApplyMemoryMap would refuse, checked before anything moves:
+  // FailedPrecondition while exit mode or a dirty log is on, InvalidArgument
+  // for a map the firmware cannot map.
+  absl::Status CheckMemoryMap(const MemoryMap& next);
 
   absl::Span<uint8_t> firmware() { return absl::MakeSpan(firmware_, firmware_size_); }
   const FirmwareLayout& layout() const { return layout_; }
