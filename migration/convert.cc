@@ -58,6 +58,49 @@ ferry::v1::VmLayout ToLayout(const vmm::VmConfig& config, const vmm::MemoryMap& 
   return l;
 }
 
+namespace {
+
+void AddRegions(const std::vector<vmm::MemoryRegion>& regions,
+                google::protobuf::RepeatedPtrField<ferry::v1::MemoryRegion>* out) {
+  for (const vmm::MemoryRegion& r : regions) {
+    ferry::v1::MemoryRegion* p = out->Add();
+    p->set_name(r.name);
+    p->set_gpa(r.gpa);
+    p->set_size(r.size);
+  }
+}
+
+absl::StatusOr<std::vector<vmm::MemoryRegion>> FromRegions(
+    const google::protobuf::RepeatedPtrField<ferry::v1::MemoryRegion>& in) {
+  if (static_cast<size_t>(in.size()) > vmm::kMaxMemoryRegions)
+    return absl::InvalidArgumentError(absl::StrFormat("layout: %d memory regions, at most %d",
+                                                      in.size(), vmm::kMaxMemoryRegions));
+  std::vector<vmm::MemoryRegion> out;
+  for (const ferry::v1::MemoryRegion& r : in) {
+    if (r.name().size() > 32)
+      return absl::InvalidArgumentError("layout: a memory region name is over 32 bytes");
+    out.push_back({r.name(), r.gpa(), r.size()});
+  }
+  return out;
+}
+
+}  // namespace
+
+ferry::v1::VmLayout ToLayout(const vmm::VmConfig& config, const vmm::MemoryMap& map,
+                             const std::vector<vmm::MemoryEpoch>& history) {
+  ferry::v1::VmLayout l = ToLayout(config, map);
+  if (history.empty() && config.regions.empty()) return l;
+  AddRegions(map.regions(), l.mutable_regions());
+  l.set_created_memory_bytes(config.memory_bytes);
+  l.set_max_memory_bytes(vmm::MaxMemoryBytes(config));
+  for (const vmm::MemoryEpoch& e : history) {
+    ferry::v1::MemoryEpoch* p = l.add_memory_history();
+    AddRegions(e.regions, p->mutable_regions());
+    for (uint64_t o : e.ops_before) p->add_ops_before(o);
+  }
+  return l;
+}
+
 absl::StatusOr<vmm::VmConfig> FromLayout(const ferry::v1::VmLayout& l) {
   vmm::VmConfig c;
   c.memory_bytes = l.memory_bytes();
@@ -73,7 +116,26 @@ absl::StatusOr<vmm::VmConfig> FromLayout(const ferry::v1::VmLayout& l) {
           "layout: backend %d is not soft or kvm (auto is for requests only)", l.backend()));
   }
   RETURN_IF_ERROR(vmm::ValidateVmConfig(c));
-  ASSIGN_OR_RETURN(vmm::MemoryMap built, vmm::MemoryMap::ForSize(c.memory_bytes, c.page_size));
+  if (l.regions_size() > 0 || l.memory_history_size() > 0) {
+    // A VM whose map changed: its regions, where a replay starts, and how
+    // it got here (ValidateVmConfig checks the history leads to the regions).
+    if (static_cast<size_t>(l.memory_history_size()) > kMaxLayoutMemoryEpochs)
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "layout: %d memory epochs, at most %d", l.memory_history_size(), kMaxLayoutMemoryEpochs));
+    ASSIGN_OR_RETURN(c.regions, FromRegions(l.regions()));
+    c.memory_bytes = l.created_memory_bytes();
+    c.max_memory_bytes = l.max_memory_bytes();
+    for (const ferry::v1::MemoryEpoch& e : l.memory_history()) {
+      vmm::MemoryEpoch epoch;
+      ASSIGN_OR_RETURN(epoch.regions, FromRegions(e.regions()));
+      if (e.ops_before_size() != l.vcpus())
+        return absl::InvalidArgumentError("layout: a memory epoch needs one op count per vCPU");
+      epoch.ops_before.assign(e.ops_before().begin(), e.ops_before().end());
+      c.history.push_back(std::move(epoch));
+    }
+    RETURN_IF_ERROR(vmm::ValidateVmConfig(c));
+  }
+  ASSIGN_OR_RETURN(vmm::MemoryMap built, vmm::InitialMemoryMap(c));
   std::string given = "{";
   bool same = static_cast<size_t>(l.slots_size()) == built.slots().size();
   for (int i = 0; i < l.slots_size(); ++i) {
@@ -85,10 +147,10 @@ absl::StatusOr<vmm::VmConfig> FromLayout(const ferry::v1::VmLayout& l) {
     }
   }
   given += "}";
-  if (!same)
+  if (!same || built.memory_bytes() != l.memory_bytes())
     return absl::InvalidArgumentError(
         absl::StrFormat("layout: slots %s do not match this VMM's layout %s for %d bytes", given,
-                        built.DebugString(), c.memory_bytes));
+                        built.DebugString(), l.memory_bytes()));
   return c;
 }
 

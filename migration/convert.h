@@ -16,8 +16,17 @@ namespace ferry::migration {
 // and the slots are the map's (all its regions together), the rest the
 // config's.
 ferry::v1::VmLayout ToLayout(const vmm::VmConfig& config, const vmm::MemoryMap& map);
+// The same with what a destination needs to rebuild a VM whose map changed
+// (the regions, the creation size, the maximum and `history`), for the
+// migration Hello.
+ferry::v1::VmLayout ToLayout(const vmm::VmConfig& config, const vmm::MemoryMap& map,
+                             const std::vector<vmm::MemoryEpoch>& history);
+// At most this many memory epochs travel in a layout: a VM whose map
+// changed more often cannot be migrated (its replay would be refused).
+inline constexpr size_t kMaxLayoutMemoryEpochs = 256;
 // The VmConfig of a layout; also checks that its slots are the default map
-// for its size (the only layout this VMM builds).
+// for its size, or, with regions, the map of its regions, which its memory
+// history (bounded by kMaxLayoutMemoryEpochs) must lead to.
 absl::StatusOr<vmm::VmConfig> FromLayout(const ferry::v1::VmLayout& layout);
 
 ferry::v1::WorkloadSpec ToWorkload(const vmm::WorkloadSpec& spec);

@@ -17,7 +17,7 @@ ferry::v1::Hello MakeHello(const vmm::Vm& vm, const HelloParams& params,
   hello.set_protocol_version(kProtocolVersion);
   hello.set_migration_id(params.migration_id);
   hello.set_auth_token(params.auth_token);
-  *hello.mutable_layout() = ToLayout(vm.config(), vm.memory().map());
+  *hello.mutable_layout() = ToLayout(vm.config(), vm.memory().map(), vm.MemoryHistory());
   hello.set_mode(ToProto(params.mode));
   hello.set_fault_mode(ToProto(params.fault_mode));
   hello.set_fetch_address(params.fetch_address);

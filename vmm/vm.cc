@@ -61,6 +61,13 @@ uint64_t MaxMemoryBytes(const VmConfig& config) {
   return config.max_memory_bytes != 0 ? config.max_memory_bytes : 4 * config.memory_bytes;
 }
 
+uint64_t CreatedMemoryBytes(const VmConfig& config) {
+  if (config.regions.empty()) return config.memory_bytes;
+  uint64_t total = 0;
+  for (const MemoryRegion& r : config.regions) total += r.size;
+  return total;
+}
+
 absl::StatusOr<MemoryMap> InitialMemoryMap(const VmConfig& config) {
   if (config.regions.empty()) return MemoryMap::ForSize(config.memory_bytes, config.page_size);
   return MemoryMap::FromRegions(config.regions, config.page_size);

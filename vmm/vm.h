@@ -96,6 +96,9 @@ struct VmConfig {
 absl::Status ValidateVmConfig(const VmConfig& config);
 // config.max_memory_bytes, or its default.
 uint64_t MaxMemoryBytes(const VmConfig& config);
+// The memory a VM of `config` holds at creation: its regions together, or
+// memory_bytes (what an agent admits for it).
+uint64_t CreatedMemoryBytes(const VmConfig& config);
 // The map a VM of `config` starts with: config.regions, or the main region
 // of config.memory_bytes.
 absl::StatusOr<MemoryMap> InitialMemoryMap(const VmConfig& config);

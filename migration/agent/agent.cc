@@ -378,8 +378,8 @@ absl::Status Agent::Admit(const std::string& migration_id, const std::string& so
     RETURN_IF_ERROR(api::ValidateVmName(name));
     absl::MutexLock lock(&mu_);
     if (shutting_down_) return absl::UnavailableError("the destination agent is shutting down");
-    return vms_.RefusalStatus(vms_.Reserve(name, config.memory_bytes), name, config.memory_bytes,
-                              /*incoming=*/true);
+    const uint64_t bytes = vmm::CreatedMemoryBytes(config);  // a resized VM's regions
+    return vms_.RefusalStatus(vms_.Reserve(name, bytes), name, bytes, /*incoming=*/true);
   }();
   if (s.ok())
     events_.Publish(MakeEvent(ferry::v1::EVENT_KIND_MIGRATION_ADMITTED, name, migration_id,

@@ -22,10 +22,10 @@ std::vector<CheckItem> Agent::AdmitCheck(const std::string& name, const vmm::VmC
     items.push_back({"destination agent", false, "the destination agent is shutting down"});
     return items;
   }
-  const VmRegistry::Refusal r = vms_.WouldRefuse(name, config.memory_bytes);
+  const VmRegistry::Refusal r = vms_.WouldRefuse(name, vmm::CreatedMemoryBytes(config));
   if (r == VmRegistry::Refusal::kNameTaken) {
     items.push_back({"vm name", false,
-                     std::string(vms_.RefusalStatus(r, name, config.memory_bytes,
+                     std::string(vms_.RefusalStatus(r, name, vmm::CreatedMemoryBytes(config),
                                                     /*incoming=*/true)
                                      .message())});
     return items;
@@ -34,13 +34,14 @@ std::vector<CheckItem> Agent::AdmitCheck(const std::string& name, const vmm::VmC
   const VmRegistry::Limits& l = vms_.limits();
   const std::string usage = absl::StrFormat(
       "%d of %d VMs, %d of %d MiB in use, the VM needs %d MiB", vms_.count(), l.max_vms,
-      vms_.MemoryInUse() >> 20, l.max_memory >> 20, config.memory_bytes >> 20);
+      vms_.MemoryInUse() >> 20, l.max_memory >> 20, vmm::CreatedMemoryBytes(config) >> 20);
   if (r == VmRegistry::Refusal::kNone)
     items.push_back({"destination limits", true, usage});
   else
-    items.push_back({"destination limits", false,
-                     absl::StrCat(vms_.RefusalStatus(r, name, config.memory_bytes, true).message(),
-                                  " (", usage, ")")});
+    items.push_back(
+        {"destination limits", false,
+         absl::StrCat(vms_.RefusalStatus(r, name, vmm::CreatedMemoryBytes(config), true).message(),
+                      " (", usage, ")")});
   return items;
 }
 

@@ -649,8 +649,8 @@ absl::StatusOr<int> Supervisor::AdmitIncoming(const v1::Hello& hello) {
   }
   const uint64_t max_memory_bytes = vmm::MaxMemoryBytes(valid.config);
   ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm,
-                   Launch(valid.name, valid.config.memory_bytes, max_memory_bytes, "incoming",
-                          hello.migration_id()));
+                   Launch(valid.name, vmm::CreatedMemoryBytes(valid.config), max_memory_bytes,
+                          "incoming", hello.migration_id()));
   return vmm->record.migration_port;
 }
 

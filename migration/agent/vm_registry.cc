@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "migration/agent/memory_change.h"
+#include "migration/convert.h"
 
 namespace ferry::agent {
 
@@ -124,8 +125,11 @@ absl::Status CanMigrate(const HostedVm& vm) {
   if (vm.changing_memory)
     return absl::FailedPreconditionError(absl::StrCat(
         "VM '", name, "' is changing its memory: migrate it once the change is applied"));
-  if (const size_t changes = MemoryChanges(vm); changes > 0)
-    return ChangedMapRefusal(name, changes, "migrating");
+  if (const size_t changes = MemoryChanges(vm); changes > migration::kMaxLayoutMemoryEpochs)
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "VM %s's memory map was changed %d times: a migration carries at most %d changes (the "
+        "destination replays them to verify the VM)",
+        name, changes, migration::kMaxLayoutMemoryEpochs));
   if (!vm.held_by.empty())
     return absl::FailedPreconditionError(
         absl::StrCat("VM '", name, "' is held paused by migration ", vm.held_by,
