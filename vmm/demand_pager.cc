@@ -239,10 +239,10 @@ absl::Status DemandPager::ResolveFault(const MemoryFault& fault) {
     absl::StatusOr<FetchedPage> fetched = source_->Fetch(gpa, absl::MakeSpan(buf, ps));
     const int64_t t_fetched = MonotonicNowNanos();  // the install starts
     if (!fetched.ok()) {
-      // Another path installed the page while this fetch was under way (and
+      // Another path resolved the page while this fetch was under way (and
       // the source may have stopped serving since): nothing is lost, and the
       // vCPU waited until now like any other fault.
-      if (!IsPresent(page)) return fetched.status();
+      RETURN_IF_ERROR(ResolvedMeanwhile(page, fault, fetched.status()));
       RecordWait(fault, MonotonicNowNanos());
       return absl::OkStatus();
     }
@@ -339,16 +339,33 @@ absl::Status DemandPager::ResolveFaults(absl::Span<const MemoryFault> faults) {
         return uffd_.Wake(memory_->host() + page * ps, ps);
       });
   if (!s.ok()) {
-    // Pages another path installed meanwhile are not lost; any other
-    // missing page is the source's failure to report. The faults whose
-    // fetch failed but whose page is present waited until now.
-    for (const auto& [page, f] : waiting)
-      if (!IsPresent(page)) return s;
+    // Pages another path resolved meanwhile are not lost; any other missing
+    // page is the source's failure to report. The faults whose fetch failed
+    // but whose page is resolved waited until now.
+    for (const auto& [page, f] : waiting) {
+      if (f == nullptr) continue;  // fetched
+      RETURN_IF_ERROR(ResolvedMeanwhile(page, *f, s));
+      RETURN_IF_ERROR(uffd_.Wake(memory_->host() + page * ps, ps));
+    }
     const int64_t now = MonotonicNowNanos();
     for (const auto& [page, f] : waiting)
       if (f != nullptr) RecordWait(*f, now);
   }
   return absl::OkStatus();
+}
+
+absl::Status DemandPager::ResolvedMeanwhile(uint64_t page, const MemoryFault& fault,
+                                            const absl::Status& fetch_error) {
+  if (IsPresent(page)) return absl::OkStatus();
+  // Pushed as a zero page while the fetch was under way: nothing was missing
+  // any more, so the destination may have completed, the memory left
+  // userfault mode (the hole reads as zeros) and the source closed the fetch
+  // channel. Installed here as any known-zero fault is (an install that finds
+  // the memory out of userfault mode succeeds).
+  if (IsKnownZero(page))
+    return InstallFetched(page, FetchedPage{PageContent::kZero, nullptr},
+                          !(fault.flags & kFaultWrite), /*wake=*/false);
+  return fetch_error;
 }
 
 absl::Status DemandPager::InstallPages(uint64_t gpa, const uint8_t* data,

@@ -186,6 +186,11 @@ class DemandPager {
   // `wake`: wake threads asleep on the page (false: UFFDIO_*_MODE_DONTWAKE).
   absl::Status InstallFetched(uint64_t page, const FetchedPage& fetched, bool read_fault,
                               bool wake = true);
+  // After a fetch of RAM page `page` for `fault` failed: OK if another path
+  // resolved the page meanwhile (installed it, or learnt it is zero, which
+  // is installed here); otherwise fetch_error.
+  absl::Status ResolvedMeanwhile(uint64_t page, const MemoryFault& fault,
+                                 const absl::Status& fetch_error);
   // Marks [first, first + count) present (and no longer known zero).
   void MarkPresent(uint64_t first, uint64_t count);
   // Marks [first, first + count) known zero, except pages already present.

@@ -582,6 +582,10 @@ absl::StatusOr<MemoryChangeResult> Vm::ChangeMemory(const MemoryTransaction& t) 
   if (stopping_ || !failure_.ok())
     return absl::FailedPreconditionError(
         absl::StrFormat("cannot change the memory of a VM that is %s", LifecycleLocked()));
+  for (size_t i = 0; i < states_.size(); ++i)
+    if (states_[i] == VcpuRunState::kFailed)
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "cannot change the memory of a VM whose vcpu %d failed: %s", i, errors_[i].message()));
   if (pager_ != nullptr && !demand_paging_done_)
     return absl::FailedPreconditionError(
         "the memory map cannot change while pages are demand paged (a migration or a lazy "

@@ -1,7 +1,8 @@
 #include "vmm/demand_pager.h"
 
-#include <cstring>
 #include <atomic>
+#include <cstring>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -147,6 +148,75 @@ TEST_P(DemandPagerTest, ABatchOfFaultsFetchesEachMissingPageOnceInRuns) {
   EXPECT_EQ(st.pages_installed, 5u);  // page 0 before, then four
   EXPECT_EQ(st.fault_latency.total, 7u) << "one latency per fault, duplicates too";
   EXPECT_EQ(pager->missing_pages(), kPages - 5);
+}
+
+// A source whose every fetch first runs `meanwhile` (another path resolving
+// the page while the fetch is under way), then fails as a source that has
+// stopped serving does.
+class ClosingSource final : public PageSource {
+ public:
+  absl::StatusOr<FetchedPage> Fetch(uint64_t gpa, absl::Span<uint8_t>) override {
+    ++fetches;
+    if (meanwhile) meanwhile(gpa);
+    return absl::UnavailableError("the source closed the fetch channel");
+  }
+  std::function<void(uint64_t gpa)> meanwhile;
+  int fetches = 0;
+};
+
+// The push sends a faulting page as a zero page while its fetch is under
+// way; nothing is missing any more, the memory leaves userfault mode and the
+// source stops serving (the end of a postcopy migration). The fault is
+// resolved: the page reads as zeros, and the VM does not fail.
+TEST_P(DemandPagerTest, AFetchFailingAfterThePushSentThePageAsZeroResolves) {
+  auto image = Image();
+  for (bool finish : {false, true}) {
+    SCOPED_TRACE(finish ? "the memory left userfault mode" : "still in userfault mode");
+    ClosingSource source;
+    auto mem = Memory();
+    ASSERT_OK_AND_ASSIGN(auto pager, DemandPager::Create(mem.get(), &source, {GetParam(), 1}));
+    for (uint64_t p = 0; p < kPages; ++p)
+      if (p != 7) ASSERT_OK(pager->InstallPages(p * kPage, image->host() + p * kPage, 1));
+    source.meanwhile = [&](uint64_t gpa) {
+      ASSERT_OK(pager->MarkZeroPages(gpa, 1));
+      if (finish) ASSERT_OK(pager->Finish());
+    };
+    ASSERT_OK(pager->ResolveFault({7 * kPage, kPage, kFaultWrite, 0}));
+    EXPECT_EQ(source.fetches, 1);
+    EXPECT_EQ(pager->missing_pages(), 0u);
+    EXPECT_EQ(mem->host()[7 * kPage + 5], 0);
+    EXPECT_EQ(mem->host()[8 * kPage + 5], 9);
+  }
+  // A page nobody resolved stays the source's failure.
+  ClosingSource source;
+  auto mem = Memory();
+  ASSERT_OK_AND_ASSIGN(auto pager, DemandPager::Create(mem.get(), &source, {GetParam(), 1}));
+  EXPECT_THAT(pager->ResolveFault({7 * kPage, kPage, kFaultRead, 0}),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("closed")));
+  EXPECT_FALSE(pager->IsPresent(7));
+  EXPECT_FALSE(pager->IsKnownZero(7));
+}
+
+// The same race for a batch (blocking mode's handler): pages sent as zero
+// pages meanwhile resolve; one nobody sent fails the batch.
+TEST_P(DemandPagerTest, ABatchWhoseFetchFailsResolvesThePagesSentAsZeroMeanwhile) {
+  ClosingSource source;
+  auto mem = Memory();
+  ASSERT_OK_AND_ASSIGN(auto pager, DemandPager::Create(mem.get(), &source, {GetParam(), 1}));
+  source.meanwhile = [&](uint64_t) {
+    ASSERT_OK(pager->MarkZeroPages(3 * kPage, 2));
+    ASSERT_OK(pager->MarkZeroPages(9 * kPage, 1));
+  };
+  const int64_t t = MonotonicNowNanos();
+  std::vector<MemoryFault> faults;
+  for (uint64_t p : {3, 4, 9, 4}) faults.push_back({p * kPage, kPage, kFaultRead, t});
+  ASSERT_OK(pager->ResolveFaults(faults));
+  for (uint64_t p : {3, 4, 9}) EXPECT_TRUE(pager->IsPresent(p)) << p;
+  EXPECT_EQ(pager->Stats().fault_latency.total, 4u) << "each fault's wait is counted";
+  faults.push_back({12 * kPage, kPage, kFaultRead, t});  // never sent
+  EXPECT_THAT(pager->ResolveFaults(faults),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("closed")));
+  EXPECT_FALSE(pager->IsPresent(12));
 }
 
 TEST_P(DemandPagerTest, InstallDiscardAndFinish) {

@@ -8,12 +8,14 @@
 #include "base/eventually.h"
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
+#include "vmm/fault_injecting_page_source.h"
 #include "vmm/vm.h"
 
 namespace ferry::vmm {
 namespace {
 
 using ::ferry::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 constexpr uint64_t kMiB = 1ull << 20;
@@ -125,6 +127,33 @@ TEST(VmMemory, APinOrADirtyLogHoldsTheMapStill) {
   vm->Stop();
   EXPECT_THAT(vm->ChangeMemory({{MemoryChange::Resize("ram", 16 * kMiB)}}),
               StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+// A vCPU that failed (here on a fetch error, before the rest of memory
+// arrived) leaves the VM unable to run: its map does not change either.
+TEST(VmMemory, AVmWithAFailedVcpuRefusesAChange) {
+  VmConfig config = Config(WorkloadKind::kUniform);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Vm> image, Vm::Create(config));
+  ASSERT_OK(image->LoadInitialMemory());
+  InMemoryPageSource image_source(&image->memory());
+  auto source = std::make_shared<FaultInjectingPageSource>(&image_source);
+  source->FailAll(absl::UnavailableError("the source closed the fetch channel"));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Vm> vm, Vm::Create(config));
+  ASSERT_OK(vm->EnableDemandPaging(source, {FaultMode::kExit, 1}));
+  ASSERT_OK(vm->Start());
+  ASSERT_TRUE(Eventually([&] { return !vm->Health().ok(); }, absl::Seconds(60)));
+  source->Heal();
+  const uint32_t ps = vm->memory().page_size();
+  for (uint64_t p = 0; p < vm->memory().num_pages(); ++p)
+    if (!vm->pager()->IsPresent(p))
+      ASSERT_OK(vm->pager()->ResolveFault({p * ps, ps, kFaultRead, 0}));
+  ASSERT_OK(vm->FinishDemandPaging());
+  EXPECT_THAT(vm->ChangeMemory({{MemoryChange::Resize("ram", 32 * kMiB)}}),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr("failed: vcpu "), HasSubstr("resolving the fault"))));
+  EXPECT_EQ(vm->memory().size(), 16 * kMiB);
+  EXPECT_TRUE(vm->MemoryHistory().empty());
+  vm->Stop();
 }
 
 TEST(VmMemory, APausedVmChangesWithoutRunningAndResumesOnTheNewMap) {
