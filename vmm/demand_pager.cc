@@ -71,10 +71,10 @@ absl::StatusOr<std::unique_ptr<DemandPager>> DemandPager::Create(
   return pager;
 }
 
-DemandPager::DemandPager(GuestMemory* memory, PageSource* source,
-                         DemandPagerOptions options, sys::Userfaultfd uffd,
-                         UniqueFd stop_fd)
+DemandPager::DemandPager(GuestMemory* memory, PageSource* source, DemandPagerOptions options,
+                         sys::Userfaultfd uffd, UniqueFd stop_fd)
     : memory_(memory),
+      num_pages_(memory->num_pages()),
       source_(source),
       options_(options),
       uffd_(std::move(uffd)),
@@ -138,11 +138,14 @@ DemandPager::Shard& DemandPager::MyShard() {
 uint64_t DemandPager::missing_pages() const {
   // Counted from the bitmaps (a page is missing unless present or known to
   // be zero): exact whatever the order of concurrent updates.
-  const uint64_t n = memory_->num_pages();
+  // The zero word first: MarkPresent sets a page's present bit before it
+  // clears its zero bit, so a page held when the scan starts is seen in one
+  // of the two words whatever lands between the loads.
+  const uint64_t n = num_pages_;
   uint64_t held = 0;
   for (uint64_t w = 0; w < (n + 63) / 64; ++w) {
-    uint64_t bits = present_[w].load(std::memory_order_acquire) |
-                    zero_[w].load(std::memory_order_acquire);
+    const uint64_t zero = zero_[w].load(std::memory_order_acquire);
+    uint64_t bits = present_[w].load(std::memory_order_acquire) | zero;
     if (w == n / 64 && n % 64 != 0) bits &= (1ull << (n % 64)) - 1;
     held += __builtin_popcountll(bits);
   }
@@ -150,7 +153,7 @@ uint64_t DemandPager::missing_pages() const {
 }
 
 uint64_t DemandPager::known_zero_pages() const {
-  const uint64_t n = memory_->num_pages();
+  const uint64_t n = num_pages_;
   uint64_t zero = 0;
   for (uint64_t w = 0; w < (n + 63) / 64; ++w)
     zero += __builtin_popcountll(zero_[w].load(std::memory_order_acquire) &
@@ -175,6 +178,10 @@ absl::StatusOr<uint64_t> DemandPager::PageIndexOf(uint64_t gpa, uint64_t count) 
     return absl::InvalidArgumentError(
         absl::StrFormat("gpa %#x is not aligned to the %d-byte page", gpa, ps));
   ASSIGN_OR_RETURN(uint64_t offset, memory_->map().GpaToOffset(gpa, count * ps));
+  if (offset / ps + count > num_pages_)
+    return absl::OutOfRangeError(absl::StrFormat(
+        "gpa %#x: %d pages past the %d the demand pager tracks (the map grew after it finished)",
+        gpa, count, num_pages_));
   return offset / ps;
 }
 
@@ -271,7 +278,10 @@ absl::Status DemandPager::InstallFetched(uint64_t page, const FetchedPage& fetch
     // then fails with ENOENT): the page is there, which is all we wanted.
     // Likewise for a known-zero page: once nothing is missing the memory
     // leaves userfault mode with it a hole, which reads as zeros.
-    if (!IsPresent(page) && !IsKnownZero(page)) return r.status();
+    // Only that: any other error (ENOMEM) leaves the page uninstalled.
+    // Known zero read first (as in missing_pages()).
+    const bool zero_page = IsKnownZero(page);
+    if (!absl::IsNotFound(r.status()) || (!IsPresent(page) && !zero_page)) return r.status();
     r = sys::InstallResult{0, ps};
   }
   CountInstall(*r, zero);
@@ -342,27 +352,36 @@ absl::Status DemandPager::ResolveFaults(absl::Span<const MemoryFault> faults) {
     // Pages another path resolved meanwhile are not lost; any other missing
     // page is the source's failure to report. The faults whose fetch failed
     // but whose page is resolved waited until now.
-    for (const auto& [page, f] : waiting) {
+    absl::Status unresolved;
+    for (auto& [page, f] : waiting) {
       if (f == nullptr) continue;  // fetched
-      RETURN_IF_ERROR(ResolvedMeanwhile(page, *f, s));
-      RETURN_IF_ERROR(uffd_.Wake(memory_->host() + page * ps, ps));
+      if (absl::Status r = ResolvedMeanwhile(page, *f, s); !r.ok()) {
+        unresolved.Update(r);
+        continue;
+      }
+      RecordWait(*f, MonotonicNowNanos());
+      f = nullptr;
+      // Woken after its wait is counted, as above; every resolved page is
+      // woken even when another one fails the batch.
+      unresolved.Update(uffd_.Wake(memory_->host() + page * ps, ps));
     }
-    const int64_t now = MonotonicNowNanos();
-    for (const auto& [page, f] : waiting)
-      if (f != nullptr) RecordWait(*f, now);
+    return unresolved;
   }
   return absl::OkStatus();
 }
 
 absl::Status DemandPager::ResolvedMeanwhile(uint64_t page, const MemoryFault& fault,
                                             const absl::Status& fetch_error) {
+  // Known zero read first: MarkPresent sets the present bit before it
+  // clears the zero bit, so a page resolved all along is never missed.
+  const bool zero = IsKnownZero(page);
   if (IsPresent(page)) return absl::OkStatus();
   // Pushed as a zero page while the fetch was under way: nothing was missing
   // any more, so the destination may have completed, the memory left
   // userfault mode (the hole reads as zeros) and the source closed the fetch
   // channel. Installed here as any known-zero fault is (an install that finds
   // the memory out of userfault mode succeeds).
-  if (IsKnownZero(page))
+  if (zero)
     return InstallFetched(page, FetchedPage{PageContent::kZero, nullptr},
                           !(fault.flags & kFaultWrite), /*wake=*/false);
   return fetch_error;
@@ -506,7 +525,7 @@ void DemandPager::Stop() {
   for (std::thread& t : handlers_) t.join();
   handlers_.clear();
   // Unregistering wakes any sleeper; the memory stays mapped and usable.
-  (void)uffd_.Unregister(memory_->host(), memory_->size());
+  (void)uffd_.Unregister(memory_->host(), num_pages_ * memory_->page_size());
   registered_ = false;
 }
 

@@ -209,6 +209,10 @@ class DemandPager {
   absl::StatusOr<uint64_t> PageIndexOf(uint64_t gpa, uint64_t count) const;
 
   GuestMemory* const memory_;
+  // The memory's pages when the pager was created: the bitmaps' size. The
+  // map changes only after demand paging finished (Vm::ChangeMemory), so
+  // pages past this were never missing.
+  const uint64_t num_pages_;
   PageSource* const source_;
   const DemandPagerOptions options_;
   sys::Userfaultfd uffd_;

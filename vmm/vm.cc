@@ -572,6 +572,14 @@ std::vector<MemoryEpoch> Vm::MemoryHistory() const {
   return history_;
 }
 
+absl::Status Vm::NoFailedVcpuLocked() const {
+  for (size_t i = 0; i < states_.size(); ++i)
+    if (states_[i] == VcpuRunState::kFailed)
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "cannot change the memory of a VM whose vcpu %d failed: %s", i, errors_[i].message()));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<MemoryChangeResult> Vm::ChangeMemory(const MemoryTransaction& t) {
   // Held for the whole change, so that no pin is taken meanwhile.
   absl::MutexLock pins(&pins_->mu);
@@ -582,10 +590,7 @@ absl::StatusOr<MemoryChangeResult> Vm::ChangeMemory(const MemoryTransaction& t) 
   if (stopping_ || !failure_.ok())
     return absl::FailedPreconditionError(
         absl::StrFormat("cannot change the memory of a VM that is %s", LifecycleLocked()));
-  for (size_t i = 0; i < states_.size(); ++i)
-    if (states_[i] == VcpuRunState::kFailed)
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "cannot change the memory of a VM whose vcpu %d failed: %s", i, errors_[i].message()));
+  RETURN_IF_ERROR(NoFailedVcpuLocked());
   if (pager_ != nullptr && !demand_paging_done_)
     return absl::FailedPreconditionError(
         "the memory map cannot change while pages are demand paged (a migration or a lazy "
@@ -597,6 +602,22 @@ absl::StatusOr<MemoryChangeResult> Vm::ChangeMemory(const MemoryTransaction& t) 
   if (hold) {
     for (auto& v : vcpus_) v->RequestExit();
     while (AnyRunningLocked()) cv_.Wait(&mu_);
+  }
+  // Let them go on, unless a Pause() came in while they were held.
+  auto release = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!hold || paused_ || stopping_) return;
+    for (size_t i = 0; i < vcpus_.size(); ++i) {
+      vcpus_[i]->ClearExitRequest();
+      if (states_[i] == VcpuRunState::kPaused) states_[i] = VcpuRunState::kRunning;
+    }
+    cv_.SignalAll();
+  };
+  // A vCPU that failed (or a Fail()) while they were being held: unchanged.
+  if (absl::Status ok = NoFailedVcpuLocked(); !ok.ok() || stopping_ || !failure_.ok()) {
+    release();
+    return ok.ok() ? absl::FailedPreconditionError(absl::StrFormat(
+                         "cannot change the memory of a VM that is %s", LifecycleLocked()))
+                   : ok;
   }
   std::vector<uint64_t> ops(vcpus_.size());
   for (size_t i = 0; i < vcpus_.size(); ++i) ops[i] = vcpus_[i]->ops();
@@ -635,14 +656,7 @@ absl::StatusOr<MemoryChangeResult> Vm::ChangeMemory(const MemoryTransaction& t) 
     cv_.SignalAll();
     return why;
   }
-  // Let them go on, unless a Pause() came in while they were held.
-  if (hold && !paused_ && !stopping_) {
-    for (size_t i = 0; i < vcpus_.size(); ++i) {
-      vcpus_[i]->ClearExitRequest();
-      if (states_[i] == VcpuRunState::kPaused) states_[i] = VcpuRunState::kRunning;
-    }
-    cv_.SignalAll();
-  }
+  release();
   if (!applied.ok())
     return absl::Status(applied.code(), absl::StrCat(changed ? "the memory map changed, but " : "",
                                                      "applying it: ", applied.message()));

@@ -291,6 +291,8 @@ class Vm {
 
   void VcpuThread(int index);
   bool AnyRunningLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // FailedPrecondition naming the first vCPU that failed, if one did.
+  absl::Status NoFailedVcpuLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string LifecycleLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const VmConfig config_;

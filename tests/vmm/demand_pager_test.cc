@@ -219,6 +219,42 @@ TEST_P(DemandPagerTest, ABatchWhoseFetchFailsResolvesThePagesSentAsZeroMeanwhile
   EXPECT_FALSE(pager->IsPresent(12));
 }
 
+// Pages known zero become present while missing_pages() is read: a page
+// held all along (known zero, then present) is never counted missing.
+TEST(DemandPager, MissingPagesNeverCountsAHeldPageWhileItBecomesPresent) {
+  auto image = Image();
+  InMemoryPageSource source(image.get());
+  auto mem = Memory();
+  ASSERT_OK_AND_ASSIGN(auto pager, DemandPager::Create(mem.get(), &source, {FaultMode::kExit, 1}));
+  // Odd phase: every page is held (known zero or present) for the whole
+  // phase; a scan that starts and ends in one odd phase must find none
+  // missing.
+  std::atomic<uint64_t> phase{0};
+  std::atomic<bool> done{false};
+  std::atomic<uint64_t> scans{0}, wrong{0};
+  std::thread reader([&] {
+    while (!done.load()) {
+      const uint64_t before = phase.load();
+      const uint64_t missing = pager->missing_pages();
+      if (before % 2 == 1 && phase.load() == before) {
+        ++scans;
+        if (missing != 0) ++wrong;
+      }
+    }
+  });
+  for (uint64_t round = 0; round < 200; ++round) {
+    phase.store(2 * round);
+    ASSERT_OK(pager->Discard(0, kPages));  // no vCPU runs here
+    ASSERT_OK(pager->MarkZeroPages(0, kPages));
+    phase.store(2 * round + 1);
+    for (uint64_t p = 0; p < kPages; ++p)
+      ASSERT_OK(pager->InstallPages(p * kPage, image->host() + p * kPage, 1));
+  }
+  done.store(true);
+  reader.join();
+  EXPECT_EQ(wrong.load(), 0u) << "of " << scans.load() << " scans";
+}
+
 TEST_P(DemandPagerTest, InstallDiscardAndFinish) {
   auto image = Image();
   InMemoryPageSource source(image.get());

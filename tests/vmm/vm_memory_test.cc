@@ -156,6 +156,34 @@ TEST(VmMemory, AVmWithAFailedVcpuRefusesAChange) {
   vm->Stop();
 }
 
+// A VM that arrived by demand paging grows once every page is in: the
+// pager, finished, counts nothing missing past what it tracked, and the
+// digest follows the replay.
+TEST(VmMemory, AVmThatWasDemandPagedGrowsAfterItFinished) {
+  VmConfig config = Config(WorkloadKind::kUniform);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Vm> image, Vm::Create(config));
+  ASSERT_OK(image->LoadInitialMemory());
+  auto source = std::make_shared<InMemoryPageSource>(&image->memory());
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Vm> vm, Vm::Create(config));
+  ASSERT_OK(vm->EnableDemandPaging(source, {FaultMode::kExit, 1}));
+  ASSERT_OK(vm->Start());
+  const uint32_t ps = vm->memory().page_size();
+  for (uint64_t p = 0; p < vm->memory().num_pages(); ++p)
+    if (!vm->pager()->IsPresent(p))
+      ASSERT_OK(vm->pager()->ResolveFault({p * ps, ps, kFaultRead, 0}));
+  ASSERT_OK(vm->FinishDemandPaging());
+  ASSERT_OK(vm->ChangeMemory({{MemoryChange::Resize("ram", 48 * kMiB),
+                               MemoryChange::Add("dimm0", kGiB, 8 * kMiB)}})
+                .status());
+  EXPECT_EQ(vm->pager()->missing_pages(), 0u);
+  EXPECT_EQ(vm->pager()->known_zero_pages(), 0u);
+  EXPECT_THAT(vm->pager()->ResolveFault({kGiB, ps, kFaultRead, 0}),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("tracks")));
+  WaitForOps(*vm, 1000);
+  ExpectDigestEqualsReplay(*vm);
+  vm->Stop();
+}
+
 TEST(VmMemory, APausedVmChangesWithoutRunningAndResumesOnTheNewMap) {
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Vm> vm, Vm::Create(Config(WorkloadKind::kSequential)));
   ASSERT_OK(vm->LoadInitialMemory());
