@@ -741,6 +741,9 @@ void DestinationSession::CompleteWhenNothingMissing(uint64_t gen) {
   }
   // Nothing more to fetch: the fetch connections close now, and their
   // sockets, rings and buffers go (the VM keeps nothing of the migration).
+  // Only after FinishDemandPaging: a vCPU whose fetch was still under way
+  // then finds its page present or known zero (installs of it find the
+  // memory out of userfault mode), never a released lane's buffer to copy.
   fetcher_->ReleaseLanes();
   StopProgress();
   DrainOpsTrace();
