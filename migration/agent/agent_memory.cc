@@ -10,6 +10,7 @@
 // itself runs without the lock; after it, the registry counts what the map
 // holds then (a shrink gives memory back; a refused grow returns what it
 // took).
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -20,6 +21,19 @@
 #include "migration/agent/memory_change.h"
 
 namespace ferry::agent {
+namespace {
+
+// KVM's part of a change for its event ("" for software vCPUs, which have
+// no memslots).
+std::string StageTwoText(const vmm::MemoryChangeResult& r) {
+  if (r.slots_kept + r.slots_recreated + r.slots_created + r.slots_deleted == 0) return "";
+  return absl::StrFormat(
+      "; memslots: %d kept, %d recreated, %d created, %d deleted; stage-2 mappings of %s dropped",
+      r.slots_kept, r.slots_recreated, r.slots_created, r.slots_deleted,
+      vmm::BytesString(r.stage2_bytes_dropped));
+}
+
+}  // namespace
 
 absl::StatusOr<ferry::v1::ChangeVmMemoryResponse> Agent::ChangeVmMemory(
     const ferry::v1::ChangeVmMemoryRequest& request) {
@@ -67,15 +81,25 @@ absl::StatusOr<ferry::v1::ChangeVmMemoryResponse> Agent::ChangeVmMemory(
           .Kv("memory_mib_before", before >> 20)
           .Kv("memory_mib", changed->memory_bytes >> 20)
           .Kv("regions", now.RegionsString())
-          .Kv("held_off_ms", held_off_ms));
+          .Kv("held_off_ms", held_off_ms)
+          .Kv("slots_kept", static_cast<int64_t>(changed->slots_kept))
+          .Kv("slots_recreated", static_cast<int64_t>(changed->slots_recreated))
+          .Kv("stage2_mib_dropped", static_cast<int64_t>(changed->stage2_bytes_dropped >> 20)));
   events_.Publish(MakeEvent(
       ferry::v1::EVENT_KIND_VM_MEMORY_CHANGED, name, "", "",
-      absl::StrFormat("%s: now %s (%s in all); vCPUs held off %.3f ms", TransactionString(t),
-                      now.RegionsString(), vmm::BytesString(changed->memory_bytes), held_off_ms)));
+      absl::StrFormat("%s: now %s (%s in all); vCPUs held off %.3f ms%s", TransactionString(t),
+                      now.RegionsString(), vmm::BytesString(changed->memory_bytes), held_off_ms,
+                      StageTwoText(*changed))));
   ferry::v1::ChangeVmMemoryResponse out;
   RegionsToProto(changed->regions, out.mutable_regions());
   out.set_memory_bytes(changed->memory_bytes);
   out.set_held_off_us(static_cast<uint64_t>(changed->held_off_ns / 1000));
+  out.set_apply_us(static_cast<uint64_t>(changed->apply_ns / 1000));
+  out.set_slots_kept(changed->slots_kept);
+  out.set_slots_recreated(changed->slots_recreated);
+  out.set_slots_created(changed->slots_created);
+  out.set_slots_deleted(changed->slots_deleted);
+  out.set_stage2_bytes_dropped(changed->stage2_bytes_dropped);
   return out;
 }
 

@@ -180,6 +180,10 @@ void Supervisor::Forward(Vmm* vmm) {
     (void)vmm->client->WatchEvents(next, &ctx, [&](const v1::Event& e) {
       next = e.sequence() + 1;
       if (e.kind() == v1::EVENT_KIND_EVENTS_LOST) return true;
+      if (e.kind() == v1::EVENT_KIND_VM_DELETED) {
+        absl::MutexLock lock(&mu_);
+        vmm->vm_gone = true;
+      }
       if (!e.migration_id().empty()) {
         const bool ended = e.kind() == v1::EVENT_KIND_MIGRATION_ENDED ||
                            e.kind() == v1::EVENT_KIND_REQUEST_REFUSED;
@@ -279,7 +283,8 @@ absl::Status Supervisor::Admissible(const std::string& name, uint64_t memory_byt
   const uint64_t memory = MemoryInUse() + memory_bytes;
   int count = static_cast<int>(launching_.size());
   for (const auto& [key, vmm] : vmms_) {
-    if (vmm->record.name == name && !vmm->stopping)
+    if (vmm->stopping || vmm->vm_gone) continue;  // no VM (its memory counts until it exits)
+    if (vmm->record.name == name)
       return absl::AlreadyExistsError(absl::StrFormat("VM %s exists on this host", name));
     ++count;
   }
@@ -420,7 +425,7 @@ absl::StatusOr<std::shared_ptr<Supervisor::Vmm>> Supervisor::ByName(const std::s
   absl::MutexLock lock(&mu_);
   std::shared_ptr<Vmm> best;
   for (const auto& [key, vmm] : vmms_)
-    if (vmm->record.name == name && !vmm->stopping &&
+    if (vmm->record.name == name && !vmm->stopping && !vmm->vm_gone &&
         (best == nullptr || vmm->record.started_unix_ms > best->record.started_unix_ms))
       best = vmm;
   if (best == nullptr) return absl::NotFoundError(absl::StrCat("no VM named ", name));
@@ -748,9 +753,11 @@ void Supervisor::ReapOnce() {
       if (!vmm->stopping) all.push_back(vmm);
   }
   for (const std::shared_ptr<Vmm>& vmm : all) {
+    bool vm_gone;
     {
       absl::MutexLock lock(&mu_);
       if (vmm->creating) continue;  // its VM is not listed until the call ends
+      vm_gone = vmm->vm_gone;
     }
     bool exited;
     if (vmm->child) {
@@ -769,7 +776,8 @@ void Supervisor::ReapOnce() {
     const absl::Duration age = absl::Now() - absl::FromUnixMillis(vmm->record.started_unix_ms);
     // A VM being created or restored is not listed yet (a ferryd restarted
     // meanwhile does not know the call).
-    if ((vmm->record.role == "created" || vmm->record.role == "restored") &&
+    // One whose VM left (migrated away) is not waited for.
+    if ((vmm->record.role == "created" || vmm->record.role == "restored") && !vm_gone &&
         age < absl::Seconds(30))
       continue;
     // Migrations first, then VMs: a VM that arrives (its migration ending)
@@ -780,7 +788,10 @@ void Supervisor::ReapOnce() {
     if (!vms.ok() || !vms->empty()) continue;
     bool busy = false, completed = false;
     for (const v1::MigrationResource& m : *ms) {
-      busy |= !Ended(m);
+      // An outgoing migration has ended for good once its report is final
+      // (its outcome set, a moment after its phase and its VM_DELETED): the
+      // record kept below is that one.
+      busy |= !Ended(m) || (m.direction() == "outgoing" && m.report().outcome().empty());
       completed |= m.phase() == v1::MIGRATION_PHASE_COMPLETED;
     }
     if (busy) continue;
@@ -791,8 +802,8 @@ void Supervisor::ReapOnce() {
     std::optional<v1::MigrationResource> failed_incoming;
     if (vmm->record.role == "incoming" && ms->empty())
       failed_incoming = IncomingEndedUncompleted(*vmm);
-    if (vmm->record.role == "incoming" && age < kIncomingGrace && (ms->empty() || completed) &&
-        !failed_incoming.has_value())
+    if (vmm->record.role == "incoming" && !vm_gone && age < kIncomingGrace &&
+        (ms->empty() || completed) && !failed_incoming.has_value())
       continue;
     // Kept like every ended migration once its process is gone.
     if (failed_incoming.has_value()) ms->push_back(*std::move(failed_incoming));

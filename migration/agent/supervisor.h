@@ -137,6 +137,10 @@ class Supervisor final : public ControlBackend {
     bool creating = false;
     // Under mu_: a ChangeVmMemory is routed to it (one at a time).
     bool changing_memory = false;
+    // Under mu_: its VM left it (its VM_DELETED event: migrated away or
+    // deleted). It holds no VM whatever its age: its name is free here and
+    // the reaper stops it as soon as its migrations ended.
+    bool vm_gone = false;
     std::unique_ptr<VmmClient> client;
     // Republishes the process's events on the supervisor's log.
     std::thread forwarder;

@@ -127,7 +127,13 @@ JsonObject MemoryChangeJson(const std::string& name, const ferry::v1::ChangeVmMe
   o.Add("name", name)
       .Add("regions", RegionsJson(r.regions()))
       .Add("memory_bytes", r.memory_bytes())
-      .Add("held_off_us", r.held_off_us());
+      .Add("held_off_us", r.held_off_us())
+      .Add("apply_us", r.apply_us())
+      .Add("slots_kept", static_cast<uint64_t>(r.slots_kept()))
+      .Add("slots_recreated", static_cast<uint64_t>(r.slots_recreated()))
+      .Add("slots_created", static_cast<uint64_t>(r.slots_created()))
+      .Add("slots_deleted", static_cast<uint64_t>(r.slots_deleted()))
+      .Add("stage2_bytes_dropped", r.stage2_bytes_dropped());
   return o;
 }
 

@@ -384,18 +384,25 @@ TEST_P(MemoryE2eTest, AVmWhoseMapChangedMigratesThereAndBackAndVerifies) {
   }
   // Postcopy again: a uniform guest can out-dirty this link, so precopy
   // might never converge on a loaded machine.
-  // With VM processes, the source's supervisor counts the VM as here until
-  // it has reaped the released process (a moment after the migration ended):
-  // a migration back that meets that is refused before anything starts, and
-  // is tried again.
-  CliResult back;
-  EXPECT_TRUE(Eventually(
-      [&] {
-        back = RunCli({"migrate", "mover", "--from", b->address(), "--to", agent_->address(),
-                       "--mode", "postcopy", "--json"});
-        return back.out.find("exists on this host") == std::string::npos;
-      },
-      absl::Seconds(300)));
+  // The first source told that the VM left (VM_DELETED): from that event on
+  // its name is free there, with VM processes too (where the released
+  // process may still be winding down), and the migration back is admitted
+  // at once.
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    ferry::v1::WatchEventsRequest w;
+    w.set_since_sequence(1);
+    w.set_vm_name("mover");
+    auto reader = stub_->WatchEvents(&ctx, w);
+    ferry::v1::Event e;
+    bool deleted = false;
+    while (!deleted && reader->Read(&e)) deleted = e.kind() == ferry::v1::EVENT_KIND_VM_DELETED;
+    ctx.TryCancel();
+    ASSERT_TRUE(deleted) << "no VM_DELETED event for mover on the first source";
+  }
+  const CliResult back = RunCli({"migrate", "mover", "--from", b->address(), "--to",
+                                 agent_->address(), "--mode", "postcopy", "--json"});
   ASSERT_EQ(back.exit_code, 0) << back.out;
   const Vm home = Get("mover");
   EXPECT_EQ(Regions(home), "ram 0 100663296; ");

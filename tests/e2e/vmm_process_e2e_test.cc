@@ -361,6 +361,8 @@ TEST_P(FerrydKillTest, MigrationCompletesThroughKill9AndRestart) {
   EXPECT_EQ(last.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << last.error();
   MigrationResource done = AwaitPhase(*sa_, m.id(), ferry::v1::MIGRATION_PHASE_UNSPECIFIED, 120000);
   EXPECT_EQ(done.phase(), ferry::v1::MIGRATION_PHASE_COMPLETED) << done.error();
+  // The record the source keeps once its process is gone is the final one.
+  EXPECT_EQ(done.report().outcome(), "completed");
   if (switchover) {
     // The kill landed inside the switchover: the source's switchover ended
     // after it (a stop-and-copy of 64 MiB at 16 MB/s lasts some four
