@@ -157,14 +157,16 @@ absl::StatusOr<ferry::v1::Vm> Agent::RestoreVm(const ferry::v1::RestoreVmRequest
   ASSIGN_OR_RETURN(std::unique_ptr<snapshot::Snapshot> opened, snapshot::Snapshot::Open(r.dir()));
   std::shared_ptr<const snapshot::Snapshot> snap = std::move(opened);
   const vmm::VmConfig& config = snap->config();
+  // What the VM holds: its regions, if its map changed before the snapshot.
+  const uint64_t memory_bytes = vmm::CreatedMemoryBytes(config);
   {
     absl::MutexLock lock(&mu_);
     if (shutting_down_)
       return absl::UnavailableError("this agent is shutting down: restore the VM elsewhere");
     RETURN_IF_ERROR(vms_.RefusalStatus(
-        vms_.Reserve(r.name(), config.memory_bytes,
+        vms_.Reserve(r.name(), memory_bytes,
                      absl::StrCat("is being restored from ", r.dir(), r.lazy() ? "" : " (eager)")),
-        r.name(), config.memory_bytes, /*incoming=*/false));
+        r.name(), memory_bytes, /*incoming=*/false));
   }
   auto release = [&] {
     absl::MutexLock lock(&mu_);
@@ -202,14 +204,14 @@ absl::StatusOr<ferry::v1::Vm> Agent::RestoreVm(const ferry::v1::RestoreVmRequest
   entry->last_ops = entry->vm->Stats().total_ops;
   {
     absl::MutexLock lock(&mu_);
-    vms_.Add(r.name(), config.memory_bytes, entry);
+    vms_.Add(r.name(), memory_bytes, entry);
   }
   Log(LogLine(LogLevel::kInfo, "vm.created")
           .Kv("vm", r.name())
           .Kv("restored_from", r.dir())
           .Kv("restore", entry->restore_mode)
           .Kv("fault_mode", r.lazy() ? vmm::FaultModeName(entry->vm->fault_mode_choice().mode) : "")
-          .Kv("memory_mib", config.memory_bytes >> 20)
+          .Kv("memory_mib", memory_bytes >> 20)
           .Kv("vcpus", config.vcpus)
           .Kv("workload", vmm::WorkloadKindName(config.workload.kind))
           .Kv("backend", vmm::VmBackendName(config.backend))
@@ -217,8 +219,8 @@ absl::StatusOr<ferry::v1::Vm> Agent::RestoreVm(const ferry::v1::RestoreVmRequest
   events_.Publish(
       MakeEvent(ferry::v1::EVENT_KIND_VM_CREATED, r.name(), "", "",
                 absl::StrFormat("restored from %s (%s): %d MiB, %d vCPUs, workload %s, backend %s",
-                                r.dir(), entry->restore_mode, config.memory_bytes >> 20,
-                                config.vcpus, vmm::WorkloadKindName(config.workload.kind),
+                                r.dir(), entry->restore_mode, memory_bytes >> 20, config.vcpus,
+                                vmm::WorkloadKindName(config.workload.kind),
                                 vmm::VmBackendName(config.backend))));
   if (r.lazy()) {
     // Not a shared_ptr: the watch must not keep its own VM alive. The

@@ -128,11 +128,4 @@ absl::StatusOr<uint64_t> ResolveMaxMemory(uint64_t memory_bytes, uint64_t reques
   return 4 * memory_bytes;
 }
 
-absl::Status ChangedMapRefusal(const std::string& name, size_t transactions, const char* doing) {
-  return absl::FailedPreconditionError(absl::StrFormat(
-      "VM %s's memory map was changed (%d transaction%s): %s a VM whose memory map changed is "
-      "not supported yet",
-      name, transactions, transactions == 1 ? "" : "s", doing));
-}
-
 }  // namespace ferry::agent

@@ -67,10 +67,6 @@ absl::StatusOr<uint64_t> PlannedMemoryBytes(const ferry::v1::Vm& vm,
 absl::StatusOr<uint64_t> ResolveMaxMemory(uint64_t memory_bytes, uint64_t requested,
                                           uint64_t agent_limit);
 
-// FailedPrecondition for `doing` ("migrating", "snapshotting") VM `name`,
-// whose memory map changed `transactions` times (> 0): not supported yet.
-absl::Status ChangedMapRefusal(const std::string& name, size_t transactions, const char* doing);
-
 }  // namespace ferry::agent
 
 #endif  // FERRY_MIGRATION_AGENT_MEMORY_CHANGE_H_

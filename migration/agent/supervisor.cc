@@ -480,7 +480,7 @@ absl::StatusOr<v1::Vm> Supervisor::RestoreVm(const v1::RestoreVmRequest& request
   // checks it again (it trusts nothing ferryd read for it).
   ASSIGN_OR_RETURN(std::unique_ptr<snapshot::Snapshot> snap,
                    snapshot::Snapshot::Open(request.dir()));
-  const uint64_t memory_bytes = snap->config().memory_bytes;
+  const uint64_t memory_bytes = vmm::CreatedMemoryBytes(snap->config());
   const uint64_t max_memory_bytes = vmm::MaxMemoryBytes(snap->config());
   snap.reset();
   ASSIGN_OR_RETURN(std::shared_ptr<Vmm> vmm,

@@ -93,8 +93,11 @@ absl::Status CanSnapshot(const HostedVm& vm) {
   if (vm.changing_memory)
     return absl::FailedPreconditionError(absl::StrCat(
         "VM '", name, "' is changing its memory: snapshot it once the change is applied"));
-  if (const size_t changes = MemoryChanges(vm); changes > 0)
-    return ChangedMapRefusal(name, changes, "snapshotting");
+  if (const size_t changes = MemoryChanges(vm); changes > migration::kMaxLayoutMemoryEpochs)
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "VM %s's memory map was changed %d times: a snapshot holds at most %d changes (the "
+        "restore replays each)",
+        name, changes, migration::kMaxLayoutMemoryEpochs));
   if (!vm.migration_id.empty())
     return absl::FailedPreconditionError(
         absl::StrCat("VM '", name, "' is being migrated (", vm.migration_id,

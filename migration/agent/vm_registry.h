@@ -115,7 +115,8 @@ absl::Status CanMigrate(const HostedVm& vm);
 // OK if a snapshot of `vm` may be written now; else FailedPrecondition
 // saying why: it is being migrated or snapshotted or verified, it failed,
 // it is still filling from a snapshot, its memory is changing, or its
-// memory map changed (not supported yet). Call under the owner's lock.
+// memory map changed more than a snapshot holds (kMaxLayoutMemoryEpochs).
+// Call under the owner's lock.
 absl::Status CanSnapshot(const HostedVm& vm);
 // OK if a memory map transaction may be applied to `vm` now; else
 // FailedPrecondition saying why: it is being migrated, snapshotted or

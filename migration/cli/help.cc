@@ -152,8 +152,8 @@ nothing changed: past the VM's maximum memory (vm get shows it) or the
 agent's --max-memory (exit 6); a size that does not fit the map (the PC
 hole at 3 GiB, another region; exit 2); while the VM migrates, is
 snapshotted or verified, or still fills from a lazy restore (exit 6). A
-VM whose memory map changed migrates with its changes (at most 256) but
-cannot be snapshotted yet.
+VM whose memory map changed migrates and is snapshotted with its changes
+(at most 256), and its copies replay them when verified.
 
   --memory SIZE      the main region's new size, a multiple of the page (KVM: of 2 MiB):
                      128M, 2G

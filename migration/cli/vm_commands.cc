@@ -110,8 +110,7 @@ void PrintMemory(const ferry::v1::Vm& vm) {
   std::printf("memory %s of at most %s: %s", FormatSize(vm.layout().memory_bytes()).c_str(),
               FormatSize(vm.max_memory_bytes()).c_str(), RegionsText(vm.regions()).c_str());
   if (vm.memory_changes() > 0)
-    std::printf(" (%u change%s; not snapshotted yet)", vm.memory_changes(),
-                vm.memory_changes() == 1 ? "" : "s");
+    std::printf(" (%u change%s)", vm.memory_changes(), vm.memory_changes() == 1 ? "" : "s");
   std::printf("\n");
 }
 

@@ -231,7 +231,16 @@ class PendingSnapshot {
   absl::StatusOr<SnapshotSummary> Commit(vmm::Vm& vm, const std::string& vm_name, bool live) {
     RETURN_IF_ERROR(writer_->Sync());
     ferry::v1::SnapshotManifest manifest;
-    *manifest.mutable_layout() = migration::ToLayout(vm.config(), vm.memory().map());
+    // A VM whose map changed: its regions, creation size and history too,
+    // so that a restore builds the same map and replays through the changes.
+    const std::vector<vmm::MemoryEpoch> history = vm.MemoryHistory();
+    if (history.size() > migration::kMaxLayoutMemoryEpochs)
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "the VM's memory map changed %d times; a snapshot holds at most %d changes",
+          history.size(), migration::kMaxLayoutMemoryEpochs));
+    *manifest.mutable_layout() = history.empty()
+                                     ? migration::ToLayout(vm.config(), vm.memory().map())
+                                     : migration::ToLayout(vm.config(), vm.memory().map(), history);
     ASSIGN_OR_RETURN(std::vector<std::string> states, vm.SaveVcpuStates());
     for (std::string& s : states) manifest.add_vcpu_states(std::move(s));
     ASSIGN_OR_RETURN(vmm::MemoryDigest digest, vm.Digest());
@@ -252,7 +261,8 @@ class PendingSnapshot {
     std::string bytes;
     if (!manifest.SerializeToString(&bytes))
       return absl::InternalError("the snapshot manifest does not serialize");
-    const std::string file = EncodeManifestFile(bytes);
+    const std::string file = EncodeManifestFile(
+        bytes, history.empty() ? kSnapshotFormatVersion : kSnapshotFormatVersionChangedMap);
     {
       UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
       if (!fd.valid()) return ErrnoStatus(absl::StrCat("create ", path), errno);
@@ -292,24 +302,12 @@ class PendingSnapshot {
   std::unique_ptr<MemoryFileWriter> writer_;
 };
 
-// Snapshot format v1 records the creation layout and replays without
-// memory epochs: a VM whose map changed cannot be described by it yet.
-absl::Status CheckMapUnchanged(const vmm::Vm& vm) {
-  const size_t changes = vm.MemoryHistory().size();
-  if (changes == 0) return absl::OkStatus();
-  return absl::FailedPreconditionError(absl::StrFormat(
-      "the VM's memory map was changed (%d transactions): snapshots of a VM whose memory map "
-      "changed are not supported yet",
-      changes));
-}
-
 }  // namespace
 
 absl::StatusOr<SnapshotSummary> WriteSnapshot(vmm::Vm& vm, const std::string& vm_name,
                                               const std::string& dir) {
   const int64_t t0 = MonotonicNowNanos();
   vmm::MemoryMapPin pin = vm.PinMemoryMap("a snapshot of it is written");
-  RETURN_IF_ERROR(CheckMapUnchanged(vm));
   RETURN_IF_ERROR(CheckTarget(dir));
   for (vmm::VcpuRunState s : vm.States())
     if (s == vmm::VcpuRunState::kRunning)
@@ -328,7 +326,6 @@ absl::StatusOr<SnapshotSummary> WriteLiveSnapshot(vmm::Vm& vm, const std::string
                                                   const LiveSnapshotOptions& options) {
   const int64_t t0 = MonotonicNowNanos();
   vmm::MemoryMapPin pin = vm.PinMemoryMap("a snapshot of it is written");
-  RETURN_IF_ERROR(CheckMapUnchanged(vm));
   RETURN_IF_ERROR(CheckTarget(dir));
   if (vm.paused())
     return absl::FailedPreconditionError(
@@ -405,7 +402,9 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::Open(const std::string& dir)
     return absl::DataLossError(
         absl::StrCat(manifest_path, ": the VM layout is not one a VM can have: ", v.message()));
   s->config_ = *config;
-  s->num_pages_ = config->memory_bytes / config->page_size;
+  // What the VM held when it was written: its regions, if its map changed.
+  const uint64_t memory_bytes = vmm::CreatedMemoryBytes(*config);
+  s->num_pages_ = memory_bytes / config->page_size;
   const uint64_t pages = s->num_pages_;
   if (m.vcpu_states_size() != config->vcpus)
     return absl::DataLossError(absl::StrFormat("%s: %d vCPU states for %d vCPUs", manifest_path,
@@ -432,10 +431,10 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::Open(const std::string& dir)
   if (data_pages != m.data_pages())
     return absl::DataLossError(absl::StrFormat("%s: %d data pages in the bitmap, %d counted",
                                                manifest_path, data_pages, m.data_pages()));
-  if (static_cast<uint64_t>(st.st_size) != config->memory_bytes)
+  if (static_cast<uint64_t>(st.st_size) != memory_bytes)
     return absl::DataLossError(
         absl::StrFormat("%s is %d bytes, the manifest says %d: truncated or not this snapshot's",
-                        memory_path, st.st_size, config->memory_bytes));
+                        memory_path, st.st_size, memory_bytes));
   return s;
 }
 

@@ -33,13 +33,13 @@
 #include "absl/types/span.h"
 #include "base/unique_fd.h"
 #include "ferry/v1/snapshot.pb.h"
+#include "migration/snapshot/snapshot_io.h"
 #include "sys/io_uring.h"
 #include "vmm/page_source.h"
 #include "vmm/vm.h"
 
 namespace ferry::snapshot {
 
-inline constexpr uint32_t kSnapshotFormatVersion = 1;
 inline constexpr char kManifestFile[] = "snapshot.ferry";
 inline constexpr char kMemoryFile[] = "memory";
 

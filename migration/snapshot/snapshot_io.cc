@@ -32,9 +32,9 @@ uint64_t GetLe(const uint8_t* p, int bytes) {
 
 }  // namespace
 
-std::string EncodeManifestFile(const std::string& manifest) {
+std::string EncodeManifestFile(const std::string& manifest, uint32_t version) {
   std::string out(kMagic, sizeof(kMagic));
-  PutLe(kSnapshotFormatVersion, 4, &out);
+  PutLe(version, 4, &out);
   PutLe(0, 4, &out);
   PutLe(manifest.size(), 8, &out);
   uint8_t sha[SHA256_DIGEST_LENGTH];
@@ -86,10 +86,10 @@ absl::StatusOr<ferry::v1::SnapshotManifest> ReadManifestFile(const std::string& 
         absl::StrFormat("%s is truncated: %d bytes, shorter than its %d-byte header", path, size,
                         kManifestHeaderBytes));
   const uint64_t version = GetLe(header + 8, 4);
-  if (version != kSnapshotFormatVersion)
+  if (version != kSnapshotFormatVersion && version != kSnapshotFormatVersionChangedMap)
     return absl::FailedPreconditionError(
-        absl::StrFormat("%s is snapshot format version %d; this ferry reads version %d", path,
-                        version, kSnapshotFormatVersion));
+        absl::StrFormat("%s is snapshot format version %d; this ferry reads versions %d and %d",
+                        path, version, kSnapshotFormatVersion, kSnapshotFormatVersionChangedMap));
   const uint64_t len = GetLe(header + 16, 8);
   if (len > max_bytes)
     return absl::DataLossError(

@@ -19,6 +19,13 @@
 
 namespace ferry::snapshot {
 
+// Version 1: a VM whose memory map never changed (its layout is the
+// default map for its size). Version 2: the layout also holds the regions,
+// the creation size and the memory history (a VM resized or with regions
+// added); written only for such a VM, so that a Ferry that reads version 1
+// only refuses it by version instead of misreading it. Both are read.
+inline constexpr uint32_t kSnapshotFormatVersion = 1;
+inline constexpr uint32_t kSnapshotFormatVersionChangedMap = 2;
 inline constexpr size_t kManifestHeaderBytes = 56;
 // The largest manifest read at all: a page checksum is 8 bytes and a bitmap
 // bit, so 512 MiB covers about 256 GiB of 4 KiB pages. Snapshot::Open
@@ -30,8 +37,9 @@ inline constexpr uint64_t kMaxManifestBytes = 512ull << 20;
 // (vCPU states: a KVM vCPU's is a few KiB), at most kMaxManifestBytes.
 uint64_t ManifestBoundFor(uint64_t memory_file_bytes);
 
-// Header + `manifest` (serialized bytes).
-std::string EncodeManifestFile(const std::string& manifest);
+// Header (format `version`) + `manifest` (serialized bytes).
+std::string EncodeManifestFile(const std::string& manifest,
+                               uint32_t version = kSnapshotFormatVersion);
 
 // Reads and checks `path`: InvalidArgument for a file that is not a Ferry
 // snapshot (magic), FailedPrecondition for another format version,

@@ -146,12 +146,5 @@ TEST(MemoryChangeTest, TheMaximumMemoryIsBoundedByTheAgentsLimit) {
   EXPECT_THAT(ResolveMaxMemory(1ull << 63, 0, 64 * kGiB), IsOkAndHolds(1ull << 63));
 }
 
-TEST(MemoryChangeTest, AChangedMapIsNotMigratedYet) {
-  EXPECT_THAT(ChangedMapRefusal("web", 3, "migrating"),
-              StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr("VM web's memory map was changed (3 transactions): migrating a VM "
-                                 "whose memory map changed is not supported yet")));
-}
-
 }  // namespace
 }  // namespace ferry::agent

@@ -168,6 +168,64 @@ INSTANTIATE_TEST_SUITE_P(BothFaultModes, LazyRestoreTest,
                          ::testing::Values(FaultMode::kExit, FaultMode::kBlocking),
                          [](const auto& info) { return vmm::FaultModeName(info.param); });
 
+// A VM whose memory map changed (grown, a region added, then shrunk) is
+// written as format version 2 with its regions and history; restored
+// eagerly and lazily it has the same map, its memory whole, and runs on to
+// the digest of a replay through every change.
+TEST(ChangedMapSnapshot, RestoresTheSameMapAndReplaysItsChanges) {
+  const std::string dir = TempDir() + "/snap";
+  VmConfig c = Config();
+  c.max_memory_bytes = 64ull << 20;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Vm> vm, Vm::Create(c));
+  ASSERT_OK(vm->LoadInitialMemory());
+  ASSERT_OK(vm->Start());
+  RunFor(*vm, {0, 0}, 1000);
+  ASSERT_OK(vm->ChangeMemory({{vmm::MemoryChange::Resize("ram", 24ull << 20),
+                               vmm::MemoryChange::Add("dimm0", 1ull << 30, 8ull << 20)}})
+                .status());
+  RunFor(*vm, OpsOf(*vm), 1000);
+  ASSERT_OK(vm->ChangeMemory({{vmm::MemoryChange::Resize("dimm0", 4ull << 20)}}).status());
+  RunFor(*vm, OpsOf(*vm), 1000);
+  ASSERT_OK(vm->Pause());
+  ASSERT_OK_AND_ASSIGN(SnapshotSummary summary, WriteSnapshot(*vm, "web", dir));
+  const std::vector<uint64_t> ops = OpsOf(*vm);
+  EXPECT_EQ(summary.memory_bytes, 28ull << 20);
+  EXPECT_EQ(ReadAll(dir + "/" + kManifestFile)[8], kSnapshotFormatVersionChangedMap);
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<const Snapshot> snap, Snapshot::Open(dir));
+  EXPECT_EQ(snap->num_pages(), (28ull << 20) / 4096);
+  EXPECT_EQ(snap->config().history.size(), 2u);
+
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Vm> eager, RestoreEager(*snap));
+  EXPECT_EQ(eager->memory().map().RegionsString(), vm->memory().map().RegionsString());
+  ASSERT_OK_AND_ASSIGN(MemoryDigest at_start, eager->Digest());
+  EXPECT_EQ(at_start.digest, summary.memory_digest);
+  ASSERT_OK(eager->Start());
+  RunFor(*eager, ops, 1000);
+  ASSERT_OK(eager->Pause());
+  ASSERT_OK_AND_ASSIGN(MemoryDigest got, eager->Digest());
+  ASSERT_OK_AND_ASSIGN(MemoryDigest want, vmm::ReferenceDigest(eager->config(), OpsOf(*eager),
+                                                               eager->MemoryHistory()));
+  EXPECT_EQ(got.digest, want.digest) << vmm::DifferingPages(got, want).size() << " pages differ";
+
+  std::unique_ptr<Vm> lazy;
+  ASSERT_OK_AND_ASSIGN(auto restore, LazyRestore::Start(snap, FaultMode::kExit, &lazy));
+  RunFor(*lazy, ops, 1000);
+  ASSERT_OK(lazy->Pause());
+  ASSERT_OK(restore->Wait());
+  EXPECT_EQ(lazy->memory().map().RegionsString(), vm->memory().map().RegionsString());
+  ASSERT_OK_AND_ASSIGN(got, lazy->Digest());
+  ASSERT_OK_AND_ASSIGN(want,
+                       vmm::ReferenceDigest(lazy->config(), OpsOf(*lazy), lazy->MemoryHistory()));
+  EXPECT_EQ(got.digest, want.digest) << vmm::DifferingPages(got, want).size() << " pages differ";
+  restore.reset();  // before the VM (its contract)
+}
+
+// An unchanged VM's snapshot stays format version 1 (readable by a Ferry
+// that knows no other).
+TEST_F(SnapshotTest, AnUnchangedVmIsWrittenAsVersionOne) {
+  EXPECT_EQ(ReadAll(dir_ + "/" + kManifestFile)[8], kSnapshotFormatVersion);
+}
+
 TEST_F(SnapshotTest, ARunningVmOrAnExistingDirectoryIsRefused) {
   EXPECT_THAT(WriteSnapshot(*vm_, "web", dir_), StatusIs(absl::StatusCode::kAlreadyExists));
   EXPECT_THAT(WriteSnapshot(*vm_, "web", base_ + "/no/such/parent/snap"),
@@ -258,8 +316,8 @@ TEST_F(SnapshotTest, EveryCorruptionOfTheManifestIsRefusedByName) {
   };
   std::string bad_magic = good;
   bad_magic[0] = 'X';
-  std::string version2 = good;
-  version2[8] = 2;
+  std::string version3 = good;  // 1 and 2 are read
+  version3[8] = 3;
   std::string flipped = good;
   flipped[good.size() - 10] ^= 0x40;
   ferry::v1::SnapshotManifest m;
@@ -282,7 +340,8 @@ TEST_F(SnapshotTest, EveryCorruptionOfTheManifestIsRefusedByName) {
       {"truncated manifest", good.substr(0, good.size() - 1), absl::StatusCode::kDataLoss,
        "truncated"},
       {"trailing bytes", good + "x", absl::StatusCode::kDataLoss, "trailing"},
-      {"another version", version2, absl::StatusCode::kFailedPrecondition, "version 2"},
+      {"another version", version3, absl::StatusCode::kFailedPrecondition,
+       "version 3; this ferry reads versions 1 and 2"},
       {"flipped bit", flipped, absl::StatusCode::kDataLoss, "checksum"},
       {"fewer vCPU states", EncodeManifestFile(fewer_states.SerializeAsString()),
        absl::StatusCode::kDataLoss, "vCPU states"},
