@@ -18,6 +18,7 @@
 #include "base/status_macros.h"
 #include "migration/agent/agent.h"
 #include "migration/agent/memory_change.h"
+#include "migration/convert.h"
 
 namespace ferry::agent {
 
@@ -73,7 +74,7 @@ absl::StatusOr<ferry::v1::ChangeVmMemoryResponse> Agent::ChangeVmMemory(
       absl::StrFormat("%s: now %s (%s in all); vCPUs held off %.3f ms", TransactionString(t),
                       now.RegionsString(), vmm::BytesString(changed->memory_bytes), held_off_ms)));
   ferry::v1::ChangeVmMemoryResponse out;
-  RegionsToProto(changed->regions, out.mutable_regions());
+  migration::RegionsToProto(changed->regions, out.mutable_regions());
   out.set_memory_bytes(changed->memory_bytes);
   out.set_held_off_us(static_cast<uint64_t>(changed->held_off_ns / 1000));
   return out;
