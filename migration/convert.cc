@@ -58,10 +58,8 @@ ferry::v1::VmLayout ToLayout(const vmm::VmConfig& config, const vmm::MemoryMap& 
   return l;
 }
 
-namespace {
-
-void AddRegions(const std::vector<vmm::MemoryRegion>& regions,
-                google::protobuf::RepeatedPtrField<ferry::v1::MemoryRegion>* out) {
+void RegionsToProto(const std::vector<vmm::MemoryRegion>& regions,
+                    google::protobuf::RepeatedPtrField<ferry::v1::MemoryRegion>* out) {
   for (const vmm::MemoryRegion& r : regions) {
     ferry::v1::MemoryRegion* p = out->Add();
     p->set_name(r.name);
@@ -69,6 +67,8 @@ void AddRegions(const std::vector<vmm::MemoryRegion>& regions,
     p->set_size(r.size);
   }
 }
+
+namespace {
 
 absl::StatusOr<std::vector<vmm::MemoryRegion>> FromRegions(
     const google::protobuf::RepeatedPtrField<ferry::v1::MemoryRegion>& in) {
@@ -90,12 +90,12 @@ ferry::v1::VmLayout ToLayout(const vmm::VmConfig& config, const vmm::MemoryMap& 
                              const std::vector<vmm::MemoryEpoch>& history) {
   ferry::v1::VmLayout l = ToLayout(config, map);
   if (history.empty() && config.regions.empty()) return l;
-  AddRegions(map.regions(), l.mutable_regions());
+  RegionsToProto(map.regions(), l.mutable_regions());
   l.set_created_memory_bytes(config.memory_bytes);
   l.set_max_memory_bytes(vmm::MaxMemoryBytes(config));
   for (const vmm::MemoryEpoch& e : history) {
     ferry::v1::MemoryEpoch* p = l.add_memory_history();
-    AddRegions(e.regions, p->mutable_regions());
+    RegionsToProto(e.regions, p->mutable_regions());
     for (uint64_t o : e.ops_before) p->add_ops_before(o);
   }
   return l;

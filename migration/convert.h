@@ -4,9 +4,12 @@
 #ifndef FERRY_MIGRATION_CONVERT_H_
 #define FERRY_MIGRATION_CONVERT_H_
 
+#include <vector>
+
 #include "absl/status/statusor.h"
 #include "ferry/v1/migration.pb.h"
 #include "ferry/v1/vm.pb.h"
+#include "google/protobuf/repeated_field.h"
 #include "migration/options.h"
 #include "vmm/vm.h"
 
@@ -28,6 +31,11 @@ inline constexpr size_t kMaxLayoutMemoryEpochs = 256;
 // for its size, or, with regions, the map of its regions, which its memory
 // history (bounded by kMaxLayoutMemoryEpochs) must lead to.
 absl::StatusOr<vmm::VmConfig> FromLayout(const ferry::v1::VmLayout& layout);
+
+// `regions` as protos, appended to `out` in their order (a layout's, a
+// memory epoch's, GetVm's and ChangeVmMemory's regions alike).
+void RegionsToProto(const std::vector<vmm::MemoryRegion>& regions,
+                    google::protobuf::RepeatedPtrField<ferry::v1::MemoryRegion>* out);
 
 ferry::v1::WorkloadSpec ToWorkload(const vmm::WorkloadSpec& spec);
 absl::StatusOr<vmm::WorkloadSpec> FromWorkload(const ferry::v1::WorkloadSpec& spec);

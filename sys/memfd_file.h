@@ -35,6 +35,7 @@ class MemfdFile {
 
   int fd() const { return fd_.get(); }
   size_t size() const { return size_; }
+  size_t page_size() const { return page_size_; }
 
   // Grows (the new tail is a hole: zeros) or shrinks (the pages past the
   // new end are freed) the file. No mapping may cover what a shrink frees.

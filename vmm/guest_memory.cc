@@ -1,9 +1,12 @@
 #include "vmm/guest_memory.h"
 
 #include <algorithm>
+#include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
 #include "base/status_macros.h"
 
 namespace ferry::vmm {
@@ -31,12 +34,6 @@ absl::StatusOr<std::unique_ptr<GuestMemory>> GuestMemory::Create(const MemoryMap
   return memory;
 }
 
-GuestMemory::Region* GuestMemory::FindRegion(const std::string& name) {
-  for (auto& r : regions_)
-    if (r->name == name) return r.get();
-  return nullptr;
-}
-
 absl::Status GuestMemory::MapSlots(const MemoryMap& map, const std::vector<Region*>& files) {
   for (size_t i = 0; i < map.slots().size(); ++i) {
     const MemorySlot& s = map.slots()[i];
@@ -57,16 +54,22 @@ absl::Status GuestMemory::RemapSlots(const MemoryMap& before, const MemoryMap& n
     uint64_t from = 0;  // RAM offset in before
     uint64_t len = 0;   // the part both maps have
   };
+  // before's slots by region name and file offset (a region's slots cover
+  // distinct parts of its file, so the pair names at most one).
+  absl::flat_hash_map<std::pair<absl::string_view, uint64_t>, const MemorySlot*> mapped;
+  for (const MemorySlot& o : before.slots())
+    mapped.emplace(
+        std::make_pair(absl::string_view(before.regions()[o.region].name), o.region_offset), &o);
   std::vector<Kept> kept;
   uint64_t moving = 0;
   for (size_t i = 0; i < next.slots().size(); ++i) {
     const MemorySlot& s = next.slots()[i];
-    const std::string& name = next.regions()[s.region].name;
-    for (const MemorySlot& o : before.slots()) {
-      if (before.regions()[o.region].name != name || o.region_offset != s.region_offset) continue;
-      kept.push_back({i, o.offset, std::min(o.size, s.size)});
-      if (o.offset != s.offset) moving += kept.back().len;
-    }
+    auto it = mapped.find(
+        std::make_pair(absl::string_view(next.regions()[s.region].name), s.region_offset));
+    if (it == mapped.end()) continue;
+    const MemorySlot& o = *it->second;
+    kept.push_back({i, o.offset, std::min(o.size, s.size)});
+    if (o.offset != s.offset) moving += kept.back().len;
   }
   if (moving > 0) {
     ASSIGN_OR_RETURN(sys::AddressReservation scratch, sys::AddressReservation::Create(moving));
@@ -92,14 +95,13 @@ absl::Status GuestMemory::RemapSlots(const MemoryMap& before, const MemoryMap& n
         k.len = 0;
     }
   }
+  std::vector<uint64_t> have(next.slots().size(), 0);  // per slot of next, what it kept
+  for (const Kept& k : kept) have[k.slot] = k.len;
   for (size_t i = 0; i < next.slots().size(); ++i) {
     const MemorySlot& s = next.slots()[i];
-    uint64_t have = 0;
-    for (const Kept& k : kept)
-      if (k.slot == i) have = k.len;
-    if (have < s.size)
-      RETURN_IF_ERROR(
-          reservation_.Map(s.offset + have, files[i]->file, s.region_offset + have, s.size - have));
+    if (have[i] < s.size)
+      RETURN_IF_ERROR(reservation_.Map(s.offset + have[i], files[i]->file,
+                                       s.region_offset + have[i], s.size - have[i]));
   }
   return absl::OkStatus();
 }
@@ -198,6 +200,9 @@ absl::Status GuestMemory::ApplyMap(const MemoryMap& next) {
     return absl::FailedPreconditionError(
         absl::StrFormat("the new map's %s is more than this VM's maximum memory of %s",
                         BytesString(next.memory_bytes()), BytesString(max_bytes())));
+  // Every region by name, the ones created below too (a Region never moves).
+  absl::flat_hash_map<absl::string_view, Region*> by_name;
+  for (auto& r : regions_) by_name.emplace(r->name, r.get());
   // 1. Files: create new regions, grow growing ones (fallible, undoable).
   std::vector<std::unique_ptr<Region>> created;
   std::vector<std::pair<Region*, uint64_t>> grown;  // and their old sizes
@@ -205,7 +210,8 @@ absl::Status GuestMemory::ApplyMap(const MemoryMap& next) {
     for (auto& [r, old] : grown) (void)r->file.Resize(old);
   };
   for (const MemoryRegion& r : next.regions()) {
-    if (Region* have = FindRegion(r.name)) {
+    if (auto it = by_name.find(r.name); it != by_name.end()) {
+      Region* have = it->second;
       if (r.size > have->file.size()) {
         grown.emplace_back(have, have->file.size());
         if (absl::Status s = have->file.Resize(r.size); !s.ok()) {
@@ -223,16 +229,12 @@ absl::Status GuestMemory::ApplyMap(const MemoryMap& next) {
       return file.status();
     }
     created.push_back(std::make_unique<Region>(Region{r.name, std::move(*file)}));
+    by_name.emplace(created.back()->name, created.back().get());
   }
   // 2. Mappings: every slot of the new map at its RAM offset.
   auto state = std::make_unique<State>(State{next, {}});
-  for (const MemorySlot& s : next.slots()) {
-    const std::string& name = next.regions()[s.region].name;
-    Region* r = FindRegion(name);
-    for (auto& c : created)
-      if (c->name == name) r = c.get();
-    state->slot_files.push_back(r);
-  }
+  for (const MemorySlot& s : next.slots())
+    state->slot_files.push_back(by_name.at(next.regions()[s.region].name));
   if (absl::Status s = RemapSlots(cur->map, next, state->slot_files); !s.ok()) {
     // Put the old map back, from the files (its data is all there).
     absl::Status back = MapSlots(cur->map, cur->slot_files);
@@ -252,14 +254,15 @@ absl::Status GuestMemory::ApplyMap(const MemoryMap& next) {
   if (next.memory_bytes() < cur->map.memory_bytes())
     result.Update(
         reservation_.Unmap(next.memory_bytes(), cur->map.memory_bytes() - next.memory_bytes()));
+  absl::flat_hash_map<absl::string_view, uint64_t> next_size;  // next's regions by name
+  for (const MemoryRegion& r : next.regions()) next_size.emplace(r.name, r.size);
   for (auto it = regions_.begin(); it != regions_.end();) {
-    const int j = next.FindRegion((*it)->name);
-    if (j < 0) {
+    auto j = next_size.find((*it)->name);
+    if (j == next_size.end()) {
       it = regions_.erase(it);  // closes the file: its pages are freed
       continue;
     }
-    if (next.regions()[j].size < (*it)->file.size())
-      result.Update((*it)->file.Resize(next.regions()[j].size));
+    if (j->second < (*it)->file.size()) result.Update((*it)->file.Resize(j->second));
     ++it;
   }
   for (auto& c : created) regions_.push_back(std::move(c));

@@ -110,7 +110,6 @@ class GuestMemory {
   absl::Status MapSlots(const MemoryMap& map, const std::vector<Region*>& files);
   absl::Status RemapSlots(const MemoryMap& before, const MemoryMap& next,
                           const std::vector<Region*>& files);
-  Region* FindRegion(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   sys::AddressReservation reservation_;
   // Writer: ApplyMap. Readers: every call that reaches the files (Load,

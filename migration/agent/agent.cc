@@ -163,7 +163,7 @@ ferry::v1::Vm Agent::Describe(const HostedVm& e) const {
   v.set_held_reason(held_reason);
   const vmm::MemoryMap& map = e.vm->memory().map();
   *v.mutable_layout() = migration::ToLayout(e.vm->config(), map);
-  RegionsToProto(map.regions(), v.mutable_regions());
+  migration::RegionsToProto(map.regions(), v.mutable_regions());
   v.set_max_memory_bytes(e.vm->memory_limits().max_bytes);
   v.set_memory_changes(static_cast<uint32_t>(e.vm->MemoryHistory().size()));
   v.set_backend_capabilities(e.vm->BackendCapabilities());

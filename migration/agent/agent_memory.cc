@@ -19,6 +19,7 @@
 #include "base/status_macros.h"
 #include "migration/agent/agent.h"
 #include "migration/agent/memory_change.h"
+#include "migration/convert.h"
 
 namespace ferry::agent {
 namespace {
@@ -91,7 +92,7 @@ absl::StatusOr<ferry::v1::ChangeVmMemoryResponse> Agent::ChangeVmMemory(
                       now.RegionsString(), vmm::BytesString(changed->memory_bytes), held_off_ms,
                       StageTwoText(*changed))));
   ferry::v1::ChangeVmMemoryResponse out;
-  RegionsToProto(changed->regions, out.mutable_regions());
+  migration::RegionsToProto(changed->regions, out.mutable_regions());
   out.set_memory_bytes(changed->memory_bytes);
   out.set_held_off_us(static_cast<uint64_t>(changed->held_off_ns / 1000));
   out.set_apply_us(static_cast<uint64_t>(changed->apply_ns / 1000));

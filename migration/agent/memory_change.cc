@@ -1,6 +1,7 @@
 #include "migration/agent/memory_change.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -76,16 +77,6 @@ std::string TransactionString(const vmm::MemoryTransaction& t) {
   return absl::StrJoin(t.changes, ", ", [](std::string* out, const vmm::MemoryChange& c) {
     absl::StrAppend(out, vmm::ChangeString(c));
   });
-}
-
-void RegionsToProto(const std::vector<vmm::MemoryRegion>& regions,
-                    google::protobuf::RepeatedPtrField<ferry::v1::MemoryRegion>* out) {
-  for (const vmm::MemoryRegion& r : regions) {
-    ferry::v1::MemoryRegion* p = out->Add();
-    p->set_name(r.name);
-    p->set_gpa(r.gpa);
-    p->set_size(r.size);
-  }
 }
 
 absl::StatusOr<uint64_t> PlannedMemoryBytes(const ferry::v1::Vm& vm,

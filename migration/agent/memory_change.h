@@ -1,8 +1,8 @@
 // Memory map changes through the Control API (ChangeVmMemory): a request's
-// changes as a vmm::MemoryTransaction, a map's regions as protos, and the
-// rules both agent layouts share (how big a VM may grow, what a change
-// asks of the host's memory, why a changed VM is not migrated or
-// snapshotted yet).
+// changes as a vmm::MemoryTransaction, and the rules both agent layouts
+// share (how big a VM may grow, what a change asks of the host's memory,
+// why a changed VM is not migrated or snapshotted yet). Regions become
+// protos in migration/convert.h (RegionsToProto).
 //
 // Pure functions of their arguments: no state, safe from any thread. A
 // request a client got wrong is InvalidArgument naming the change (by its
@@ -16,11 +16,9 @@
 
 #include <cstdint>
 #include <string>
-#include <vector>
 
 #include "absl/status/statusor.h"
 #include "ferry/v1/control.pb.h"
-#include "google/protobuf/repeated_field.h"
 #include "vmm/memory_transaction.h"
 
 namespace ferry::agent {
@@ -45,10 +43,6 @@ absl::StatusOr<vmm::MemoryTransaction> TransactionFromRequest(
 
 // "resize ram to 128 MiB, add dimm0 (64 MiB at 0x40000000)".
 std::string TransactionString(const vmm::MemoryTransaction& t);
-
-// `regions` as protos, appended to `out`.
-void RegionsToProto(const std::vector<vmm::MemoryRegion>& regions,
-                    google::protobuf::RepeatedPtrField<ferry::v1::MemoryRegion>* out);
 
 // The map's size after `t` applies to the VM `vm` as GetVm describes it
 // (its regions, page size, vCPUs, backend and max_memory_bytes), planned

@@ -1,7 +1,7 @@
 // memory_change: ChangeVmMemoryRequest -> vmm::MemoryTransaction (bounds,
-// the UNSPECIFIED kind, fields that do not belong to a kind), regions as
-// protos, a supervisor's plan from GetVm's answer, the maximum memory a VM
-// gets, and the refusal for a VM whose map changed.
+// the UNSPECIFIED kind, fields that do not belong to a kind), a
+// supervisor's plan from GetVm's answer, the maximum memory a VM gets, and
+// the refusal for a VM whose map changed.
 #include "migration/agent/memory_change.h"
 
 #include "base/status_matchers.h"
@@ -97,16 +97,6 @@ TEST(MemoryChangeTest, PeerSuppliedSizesAreBoundedBeforeTheyAreEchoed) {
   EXPECT_THAT(std::string(s.message()), ::testing::Not(HasSubstr(name)));
 }
 
-TEST(MemoryChangeTest, RegionsBecomeProtos) {
-  google::protobuf::RepeatedPtrField<ferry::v1::MemoryRegion> out;
-  RegionsToProto({{"dimm0", kGiB, 64 * kMiB}, {"ram", 0, 128 * kMiB}}, &out);
-  ASSERT_EQ(out.size(), 2);
-  EXPECT_EQ(out[0].name(), "dimm0");
-  EXPECT_EQ(out[0].gpa(), kGiB);
-  EXPECT_EQ(out[0].size(), 64 * kMiB);
-  EXPECT_EQ(out[1].name(), "ram");
-}
-
 // A supervisor plans from what GetVm says, as the VM will.
 TEST(MemoryChangeTest, APlanFromTheVmsDescription) {
   ferry::v1::Vm vm;
@@ -114,7 +104,9 @@ TEST(MemoryChangeTest, APlanFromTheVmsDescription) {
   vm.mutable_layout()->set_vcpus(2);
   vm.mutable_layout()->set_backend(ferry::v1::VM_BACKEND_SOFT);
   vm.set_max_memory_bytes(256 * kMiB);
-  RegionsToProto({{"ram", 0, 64 * kMiB}}, vm.mutable_regions());
+  ferry::v1::MemoryRegion* ram = vm.add_regions();
+  ram->set_name("ram");
+  ram->set_size(64 * kMiB);
   vmm::MemoryTransaction t;
   t.changes.push_back(vmm::MemoryChange::Resize("ram", 128 * kMiB));
   t.changes.push_back(vmm::MemoryChange::Add("dimm0", kGiB, 64 * kMiB));
