@@ -42,6 +42,25 @@ constexpr uint64_t kMiB = 1ull << 20;
 constexpr uint64_t kGiB = 1ull << 30;
 
 // "name gpa size; ..." of a VM's regions, for comparisons that print well.
+// The messages of the first `n` events of `kind` about VM `vm` on the
+// agent behind `stub`, from its first event on (fewer if none come within
+// two minutes).
+std::vector<std::string> EventMessages(ferry::v1::Control::Stub& stub, const std::string& vm,
+                                       ferry::v1::EventKind kind, size_t n) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  ferry::v1::WatchEventsRequest w;
+  w.set_since_sequence(1);
+  w.set_vm_name(vm);
+  auto reader = stub.WatchEvents(&ctx, w);
+  std::vector<std::string> out;
+  ferry::v1::Event e;
+  while (out.size() < n && reader->Read(&e))
+    if (e.kind() == kind) out.push_back(e.message());
+  ctx.TryCancel();
+  return out;
+}
+
 std::string Regions(const Vm& vm) {
   std::string out;
   for (const ferry::v1::MemoryRegion& r : vm.regions())
@@ -213,17 +232,8 @@ TEST_P(MemoryE2eTest, TheMapChangesWhileTheGuestRunsAndVerifies) {
   EXPECT_TRUE(VerifyVm(*stub_, "web"));
 
   // The agent's events tell each change, with the time the vCPUs waited.
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-  ferry::v1::WatchEventsRequest w;
-  w.set_since_sequence(1);
-  w.set_vm_name("web");
-  auto reader = stub_->WatchEvents(&ctx, w);
-  std::vector<std::string> changes;
-  ferry::v1::Event e;
-  while (changes.size() < 5 && reader->Read(&e))
-    if (e.kind() == ferry::v1::EVENT_KIND_VM_MEMORY_CHANGED) changes.push_back(e.message());
-  ctx.TryCancel();
+  const std::vector<std::string> changes =
+      EventMessages(*stub_, "web", ferry::v1::EVENT_KIND_VM_MEMORY_CHANGED, 5);
   ASSERT_EQ(changes.size(), 5u);
   EXPECT_THAT(changes[0], HasSubstr("resize ram to 128 MiB: now ram 128 MiB at 0x0"));
   EXPECT_THAT(changes[1], HasSubstr("add dimm0 (64 MiB at 0x40000000)"));
@@ -426,19 +436,8 @@ TEST_P(MemoryE2eTest, AVmWhoseMapChangedMigratesThereAndBackAndVerifies) {
   // its name is free there, with VM processes too (where the released
   // process may still be winding down), and the migration back is admitted
   // at once.
-  {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
-    ferry::v1::WatchEventsRequest w;
-    w.set_since_sequence(1);
-    w.set_vm_name("mover");
-    auto reader = stub_->WatchEvents(&ctx, w);
-    ferry::v1::Event e;
-    bool deleted = false;
-    while (!deleted && reader->Read(&e)) deleted = e.kind() == ferry::v1::EVENT_KIND_VM_DELETED;
-    ctx.TryCancel();
-    ASSERT_TRUE(deleted) << "no VM_DELETED event for mover on the first source";
-  }
+  ASSERT_EQ(EventMessages(*stub_, "mover", ferry::v1::EVENT_KIND_VM_DELETED, 1).size(), 1u)
+      << "no VM_DELETED event for mover on the first source";
   const CliResult back = RunCli({"migrate", "mover", "--from", b->address(), "--to",
                                  agent_->address(), "--mode", "postcopy", "--json"});
   ASSERT_EQ(back.exit_code, 0) << back.out;
