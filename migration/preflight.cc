@@ -94,14 +94,15 @@ std::vector<CheckItem> FromProto(const ferry::v1::CheckResult& result) {
 std::vector<CheckItem> CheckHost(const vmm::VmConfig& config, vmm::FaultMode requested) {
   std::vector<CheckItem> items;
   const uint64_t available = MemAvailableBytes();
-  if (available >= config.memory_bytes)
-    items.push_back(Pass("free memory", absl::StrCat(Mib(available), " available, the VM needs ",
-                                                     Mib(config.memory_bytes))));
+  const uint64_t needs = vmm::CreatedMemoryBytes(config);  // what its regions hold
+  if (available >= needs)
+    items.push_back(
+        Pass("free memory", absl::StrCat(Mib(available), " available, the VM needs ", Mib(needs))));
   else
     items.push_back(
         Fail("free memory",
              absl::StrCat("only ", Mib(available), " available (MemAvailable), the VM needs ",
-                          Mib(config.memory_bytes), ": it would run this host out of memory")));
+                          Mib(needs), ": it would run this host out of memory")));
   bool exit_on_missing = false;
   if (config.backend == vmm::VmBackend::kKvm) {
     absl::StatusOr<sys::Kvm> kvm = sys::Kvm::Open();

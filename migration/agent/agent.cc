@@ -420,7 +420,8 @@ void Agent::Adopt(const std::string& migration_id, const std::string& name,
   auto e = std::make_shared<HostedVm>();
   e->name = name;
   e->vm = std::move(vm);
-  const uint64_t memory_bytes = e->vm->config().memory_bytes;
+  // What its map holds (a VM resized before it left is admitted so).
+  const uint64_t memory_bytes = e->vm->memory().size();
   e->last_ops = e->vm->Stats().total_ops;  // what it ran at the source is not its rate here
   e->arrived_by = migration_id;
   e->backend_reason = "as the source had it";

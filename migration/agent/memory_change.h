@@ -1,7 +1,7 @@
 // Memory map changes through the Control API (ChangeVmMemory): a request's
 // changes as a vmm::MemoryTransaction, and the rules both agent layouts
-// share (how big a VM may grow, what a change asks of the host's memory,
-// why a changed VM is not migrated or snapshotted yet). Regions become
+// share (how big a VM may grow, what a change asks of the host's memory).
+// Regions become
 // protos in migration/convert.h (RegionsToProto).
 //
 // Pure functions of their arguments: no state, safe from any thread. A

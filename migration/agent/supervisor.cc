@@ -310,7 +310,9 @@ std::vector<migration::CheckItem> Supervisor::AdmitCheck(const std::string& name
     return items;
   }
   absl::MutexLock lock(&mu_);
-  const absl::Status s = Admissible(name, config.memory_bytes);
+  // Admitted as AdmitIncoming admits it: by what its regions hold.
+  const uint64_t memory_bytes = vmm::CreatedMemoryBytes(config);
+  const absl::Status s = Admissible(name, memory_bytes);
   if (absl::IsAlreadyExists(s)) {
     items.push_back({"vm name", false, std::string(s.message())});
     return items;
@@ -322,7 +324,7 @@ std::vector<migration::CheckItem> Supervisor::AdmitCheck(const std::string& name
   }
   items.push_back({"destination limits", true,
                    absl::StrFormat("%d of %d VMs, the VM needs %d MiB", vmms_.size(),
-                                   options_.agent.max_vms, config.memory_bytes >> 20)});
+                                   options_.agent.max_vms, memory_bytes >> 20)});
   absl::StatusOr<std::pair<int, int>> ports = PickPorts();
   if (!ports.ok())
     items.push_back({"migration ports", false, std::string(ports.status().message())});
@@ -392,7 +394,15 @@ absl::StatusOr<std::shared_ptr<Supervisor::Vmm>> Supervisor::Launch(
 void Supervisor::Stop(const std::shared_ptr<Vmm>& vmm) {
   {
     absl::MutexLock lock(&mu_);
-    if (vmm->stopping) return;
+    if (vmm->stopping) {
+      // Another thread stops it (the reaper, a delete): returns once it is
+      // gone, so that a caller's next admission no longer counts it.
+      const std::string key = vmm->record.key;
+      auto gone = [this, &key]()
+                      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return vmms_.find(key) == vmms_.end(); };
+      mu_.Await(absl::Condition(&gone));
+      return;
+    }
     vmm->stopping = true;
   }
   kill(vmm->record.pid, SIGTERM);
@@ -720,6 +730,15 @@ void Supervisor::Lost(const std::shared_ptr<Vmm>& vmm) {
             .Kv("detail", "it was receiving the VM before switchover: the source keeps it"));
     return;
   }
+  // Its VM had left (migrated away or deleted): nothing is lost, and the
+  // name may be a VM on another process by now.
+  if (vmm->vm_gone) {
+    Log(LogLine(LogLevel::kInfo, "vmm.exited")
+            .Kv("vm", vmm->record.name)
+            .Kv("reason", reason)
+            .Kv("detail", "its VM had left it"));
+    return;
+  }
   v1::Vm vm;
   vm.set_name(vmm->record.name);
   vm.set_state(v1::VM_STATE_FAILED);
@@ -757,6 +776,7 @@ void Supervisor::ReapOnce() {
     {
       absl::MutexLock lock(&mu_);
       if (vmm->creating) continue;  // its VM is not listed until the call ends
+      if (vmm->stopping) continue;  // Stop() is under way: it waits for the exit
       vm_gone = vmm->vm_gone;
     }
     bool exited;

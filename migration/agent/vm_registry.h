@@ -109,8 +109,8 @@ struct HostedVm {
 // OK if `vm` may start an outgoing migration; else FailedPrecondition
 // saying why: one is under way, a failed one holds it paused, it failed,
 // it is paused, being snapshotted, still filling from its snapshot, its
-// memory is changing, or its memory map changed (not supported yet). Call
-// under the owner's lock.
+// memory is changing, or its memory map changed more often than a
+// migration carries (kMaxLayoutMemoryEpochs). Call under the owner's lock.
 absl::Status CanMigrate(const HostedVm& vm);
 // OK if a snapshot of `vm` may be written now; else FailedPrecondition
 // saying why: it is being migrated or snapshotted or verified, it failed,

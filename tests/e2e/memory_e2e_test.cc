@@ -41,7 +41,6 @@ constexpr absl::Duration kHangGuard = absl::Seconds(120);
 constexpr uint64_t kMiB = 1ull << 20;
 constexpr uint64_t kGiB = 1ull << 30;
 
-// "name gpa size; ..." of a VM's regions, for comparisons that print well.
 // The messages of the first `n` events of `kind` about VM `vm` on the
 // agent behind `stub`, from its first event on (fewer if none come within
 // two minutes).
@@ -61,6 +60,7 @@ std::vector<std::string> EventMessages(ferry::v1::Control::Stub& stub, const std
   return out;
 }
 
+// "name gpa size; ..." of a VM's regions, for comparisons that print well.
 std::string Regions(const Vm& vm) {
   std::string out;
   for (const ferry::v1::MemoryRegion& r : vm.regions())

@@ -1,7 +1,6 @@
 // memory_change: ChangeVmMemoryRequest -> vmm::MemoryTransaction (bounds,
 // the UNSPECIFIED kind, fields that do not belong to a kind), a
-// supervisor's plan from GetVm's answer, the maximum memory a VM gets, and
-// the refusal for a VM whose map changed.
+// supervisor's plan from GetVm's answer, and the maximum memory a VM gets.
 #include "migration/agent/memory_change.h"
 
 #include "base/status_matchers.h"
