@@ -85,8 +85,8 @@ scenarios:
       --downtime-target-ms N   downtime target (default 50; --downtime-ms is the old spelling)
       --max-bandwidth RATE     cap: 1Gbit/s, 125MB/s, 1G (GiB/s) (default none)
       --max-rounds N           precopy rounds (default 30)
-      --streams N              streams carrying precopy pages (default: one per
-                               four cores, 1 to 4)
+      --streams N              streams carrying precopy pages and the postcopy
+                               push (default: one per four cores, 1 to 4)
       --json                   the report as one JSON object
   suite           every scenario's matrix, repeated: JSON lines and CSV with the
                   median and spread of each point, PNG plots (each captioned

@@ -407,11 +407,18 @@ absl::Status DestinationSession::Attach(const ferry::v1::Join& join) {
 absl::Status DestinationSession::OnDataFrame(FrameBytes bytes, std::vector<uint8_t>* bounce) {
   absl::Status s = [&]() -> absl::Status {
     absl::ReaderMutexLock vm_lock(&vm_mu_);
-    if (vm_ == nullptr || state() != DestinationState::kReceivingPrecopy)
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "protocol: a page frame on a data stream while the destination is %s",
-          DestinationStateName(state())));
-    return InstallFrame(bytes, /*postcopy=*/false, bounce);
+    // Precopy frames, and the postcopy push once the VM runs here
+    // (InstallFrame checks each frame's phase against the state). A push
+    // frame still in flight on a data stream when the main stream broke
+    // is installed like any other: the source's memory is final.
+    const DestinationState state = this->state();
+    const bool postcopy =
+        state == DestinationState::kPostcopy || state == DestinationState::kPostcopyPaused;
+    if (vm_ == nullptr || (state != DestinationState::kReceivingPrecopy && !postcopy))
+      return absl::FailedPreconditionError(
+          absl::StrFormat("protocol: a page frame on a data stream while the destination is %s",
+                          DestinationStateName(state)));
+    return InstallFrame(bytes, postcopy, bounce);
   }();
   if (!s.ok()) {
     // A bad frame on any stream ends the migration.

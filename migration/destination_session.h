@@ -174,10 +174,12 @@ class DestinationSession {
   // receiving precopy, the token right, the index one Hello announced and
   // not taken. Thread-safe.
   absl::Status Attach(const ferry::v1::Join& join);
-  // A page frame on a data stream (precopy only), installed like one on the
-  // main stream; `bounce` is the stream's own page. Thread-safe: streams
-  // install concurrently (each page always comes on the same stream). An
-  // error ends the whole migration and is returned.
+  // A page frame on a data stream (precopy, or the postcopy push while the
+  // VM runs here, paused included), installed like one on the main stream;
+  // `bounce` is the stream's own page. Thread-safe: streams install
+  // concurrently (in precopy each page always comes on the same stream; a
+  // pushed page is final, and a second copy of it is never installed over
+  // the first). An error ends the whole migration and is returned.
   absl::Status OnDataFrame(FrameBytes bytes, std::vector<uint8_t>* bounce);
   // Blocks until the session has finished the sink. Its status: OK when
   // completed, else the error sent to the source.

@@ -135,6 +135,10 @@ absl::Status SourceSession::Recover(absl::Status cause) {
     recover_now_ = false;
   }
   if (config_.on_recovery) config_.on_recovery("paused", std::string(cause.message()));
+  // The push goes on over the reconnected main stream alone: what the
+  // data streams carried but the destination did not install is owed
+  // again by its present bitmap below.
+  DropDataStreams();
   const absl::Time deadline =
       absl::Now() + absl::Milliseconds(config_.options.recovery_timeout_ms);
   absl::Duration backoff = kFirstBackoff;

@@ -930,21 +930,31 @@ absl::Status SourceSession::FlushDataStreams() {
 
 absl::Status SourceSession::SendPages(const std::vector<uint64_t>& pages, FramePhase phase,
                                       uint64_t round) {
-  // Precopy is striped over every stream, each page on the stream of its
-  // chunk (kStreamChunkPages) so a resent page follows its older copy; the
-  // rest goes on the main stream. One frame per stream in turn.
-  // Precopy stripes over the streams in use (a change applies between
-  // rounds: ApplyStreamChange).
-  const size_t n =
-      phase == FramePhase::kPrecopy ? static_cast<size_t>(active_streams_.load()) : 1;
-  const size_t frame_pages = phase == FramePhase::kPostcopy ? kPushFramePages : kBulkFramePages;
+  // Precopy is striped over the streams in use (a change applies between
+  // rounds: ApplyStreamChange), each page on the stream of its chunk
+  // (kStreamChunkPages) so that a resent page follows its older copy, and
+  // flushed at the end. The postcopy push is striped over every stream it
+  // still has (PushStreams), frame by frame in turn: its pages are final
+  // and each is pushed once, so no order between streams matters and
+  // nothing is flushed (the destination completes when nothing is
+  // missing). Stop-and-copy goes on the main stream, ordered before
+  // Switchover.
+  const bool postcopy = phase == FramePhase::kPostcopy;
+  const size_t n = phase == FramePhase::kPrecopy ? static_cast<size_t>(active_streams_.load())
+                   : postcopy                    ? PushStreams()
+                                                 : 1;
+  const size_t frame_pages = postcopy ? kPushFramePages : kBulkFramePages;
   std::vector<std::vector<uint64_t>> striped;
   std::vector<absl::Span<const uint64_t>> left;  // what each stream has still to send
   if (n == 1) {
     left.push_back(pages);
   } else {
+    // Precopy: by chunk. Postcopy: by frame, in turn, so each frame keeps
+    // the push order's runs.
     striped.resize(n);
-    for (uint64_t p : pages) striped[(p / kStreamChunkPages) % n].push_back(p);
+    for (size_t i = 0; i < pages.size(); ++i)
+      striped[postcopy ? (i / frame_pages) % n : (pages[i] / kStreamChunkPages) % n].push_back(
+          pages[i]);
     left.assign(striped.begin(), striped.end());
   }
   for (bool more = true; more;) {
@@ -961,7 +971,24 @@ absl::Status SourceSession::SendPages(const std::vector<uint64_t>& pages, FrameP
       CountFrame(tally, phase, k);
     }
   }
-  return n > 1 ? FlushDataStreams() : absl::OkStatus();
+  return n > 1 && !postcopy ? FlushDataStreams() : absl::OkStatus();
+}
+
+size_t SourceSession::PushStreams() const {
+  return std::min<size_t>(active_streams_.load(), data_streams_.size() + 1);
+}
+
+void SourceSession::DropDataStreams() {
+  std::vector<std::unique_ptr<SourceStream>> gone;
+  {
+    absl::MutexLock lock(&mu_);
+    gone.swap(data_streams_);
+  }
+  active_streams_ = 1;
+  for (auto& ds : gone) {
+    ds->Cancel();
+    (void)ds->Finish();
+  }
 }
 
 absl::Status SourceSession::WriteDataFrame(size_t index, EncodedFrame frame) {
@@ -1272,10 +1299,12 @@ absl::Status SourceSession::Postcopy() {
   // guest, and faults were no faster in the same runs (the page server
   // runs at nice -10 where allowed): docs/benchmarks.md, "The postcopy
   // push".
+  // A frame for each stream in turn (SendPages); a recovery leaves the
+  // main stream only.
   std::vector<uint64_t> batch;
-  batch.reserve(kPushFramePages);
+  if (push_streams_ == 0 && push_order_.left() > 0) push_streams_ = PushStreams();
   while (push_order_.left() > 0) {
-    push_order_.NextBatch(kPushFramePages, &batch);
+    push_order_.NextBatch(kPushFramePages * PushStreams(), &batch);
     if (batch.empty()) continue;  // the page server took the last ones
     RETURN_IF_ERROR(SendPages(batch, FramePhase::kPostcopy, 0));
     counters_.PagesPushed(batch.size());
@@ -1414,6 +1443,7 @@ void SourceSession::FillReport() {
   *r.mutable_timeline_t_ms() = timeline_.timeline_t_ms();
   *r.mutable_timeline_ops_per_sec() = timeline_.timeline_ops_per_sec();
   *r.mutable_timeline_phase() = timeline_.timeline_phase();
+  r.set_push_streams(push_streams_);
   r.set_reconnects(reconnects_);
   r.set_auto_converge(config_.options.auto_converge);
   r.set_max_throttle_percent(max_throttle_percent_);

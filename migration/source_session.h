@@ -292,7 +292,8 @@ class SourceSession {
   // Replaces the main stream (the old one cancelled, its reader joined).
   void DropStream();
 
-  // Data streams 1..streams_-1 (precopy page frames), opened after Accepted.
+  // Data streams 1..streams_-1 (precopy page frames and the postcopy
+  // push), opened after Accepted.
   // The vector is filled by the session thread under mu_ (Cancel() reads it).
   std::vector<std::unique_ptr<SourceStream>> data_streams_;
   int streams_ = 1;  // at the start (--streams)
@@ -305,6 +306,14 @@ class SourceSession {
   // the data streams it needs (a stream that cannot join leaves the count
   // at what joined, recorded as a change). Session thread.
   absl::Status ApplyStreamChange();
+  // The streams the postcopy push stripes over: those in use that are
+  // still open. Session thread.
+  size_t PushStreams() const;
+  uint32_t push_streams_ = 0;  // at the push's start (the report's push_streams)
+  // Postcopy recovery: the data streams are cancelled and closed (the
+  // destination takes data streams in precopy only), so the push goes on
+  // over the main stream. Session thread.
+  void DropDataStreams();
   uint64_t flush_seq_ = 0;
   std::thread reader_;
   std::thread sampler_;

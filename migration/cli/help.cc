@@ -204,8 +204,9 @@ the command's own progress stream reconnects too.
   --fault-mode MODE        exit: a vCPU fetches its own missing page; blocking: handler
                            threads do (KVM vCPUs always block) (default {fault})
   --max-rounds N           precopy rounds before giving up or switching (default {rounds})
-  --streams N              connections for precopy pages, 1 to 8 (default: one per
-                           four cores of the source host, 1 to 4)
+  --streams N              connections for precopy pages and the postcopy push,
+                           1 to 8 (default: one per four cores of the source
+                           host, 1 to 4)
   --recovery-timeout-ms MS after switchover, how long a broken migration keeps
                            reconnecting before it fails, keeping the source's
                            memory (default {recovery})

@@ -64,8 +64,8 @@ class RecoveryTest : public ::testing::Test {
     sb_ = Stub(b_->address());
   }
 
-  MigrationResource Start(const std::string& vm, ferry::v1::MigrationMode mode,
-                          uint64_t bandwidth, int64_t recovery_timeout_ms = 0) {
+  MigrationResource Start(const std::string& vm, ferry::v1::MigrationMode mode, uint64_t bandwidth,
+                          int64_t recovery_timeout_ms = 0, uint32_t streams = 0) {
     grpc::ClientContext ctx;
     ferry::v1::StartMigrationRequest r;
     r.set_vm_name(vm);
@@ -73,6 +73,7 @@ class RecoveryTest : public ::testing::Test {
     r.set_mode(mode);
     r.set_max_bandwidth(bandwidth);
     r.set_recovery_timeout_ms(recovery_timeout_ms);
+    r.set_streams(streams);
     MigrationResource out;
     grpc::Status s = sa_->StartMigration(&ctx, r, &out);
     EXPECT_TRUE(s.ok()) << s.error_message();
@@ -119,9 +120,11 @@ TEST_F(RecoveryTest, CutConnectionsAtRandomPoints) {
     const std::string name = absl::StrCat("cut-", t);
     // 48 MiB at 16 MiB/s: about 2 s of postcopy push.
     CreateVm(*sa_, VmRequest(name, t % 2 ? "uniform" : "zipf", 48ull << 20));
-    const MigrationResource m =
-        Start(name, t % 3 == 2 ? ferry::v1::MIGRATION_MODE_HYBRID : ferry::v1::MIGRATION_MODE_POSTCOPY,
-              16ull << 20);
+    // Every other trial pushes over three streams: the cut breaks the
+    // data streams too, and the push goes on over the main one.
+    const MigrationResource m = Start(
+        name, t % 3 == 2 ? ferry::v1::MIGRATION_MODE_HYBRID : ferry::v1::MIGRATION_MODE_POSTCOPY,
+        16ull << 20, 0, t % 2 == 0 ? 3 : 0);
     const MigrationResource at =
         AwaitPhase(m.id(), ferry::v1::MIGRATION_PHASE_POSTCOPY, 60000);
     ASSERT_EQ(at.phase(), ferry::v1::MIGRATION_PHASE_POSTCOPY) << at.error();

@@ -505,11 +505,20 @@ class DestinationRecovery : public ::testing::Test {
   }
   void TearDown() override { page_server_->Unregister("m1"); }
 
-  // Hello and Switchover (postcopy) on `sink`.
-  void SwitchOver(DestinationSession& session) {
+  // Hello and Switchover (postcopy) on `sink`; with `data_streams`, data
+  // stream 1 joins before the switchover.
+  void SwitchOver(DestinationSession& session, int data_streams = 0) {
     SourceMessage hello = HelloMessage();
     hello.mutable_hello()->set_fetch_address(absl::StrCat("127.0.0.1:", page_server_->port()));
+    hello.mutable_hello()->set_data_streams(data_streams);
     ASSERT_TRUE(session.OnReceive(Split(Control(hello), 1 << 20)));
+    if (data_streams > 0) {
+      ferry::v1::Join join;
+      join.set_migration_id(hello.hello().migration_id());
+      join.set_auth_token("token");
+      join.set_index(1);
+      ASSERT_OK(session.Attach(join));
+    }
     ASSERT_OK_AND_ASSIGN(std::vector<std::string> states, source_->SaveVcpuStates());
     SourceMessage sw;
     for (std::string& st : states) sw.mutable_switchover()->add_vcpu_states(st);
@@ -597,6 +606,78 @@ TEST_F(DestinationRecovery, ALostStreamPausesAndAReconnectResumes) {
   EXPECT_FALSE(session.Reconnect(&late, ReconnectMessage("token")));
   ASSERT_EQ(late.written().size(), 1u);
   EXPECT_TRUE(late.written()[0].has_completed()) << "a late reconnection hears it completed";
+}
+
+// The postcopy push on a data stream: installed while the VM runs here,
+// paused included (frames still in flight when the main stream broke),
+// counted in the present bitmap a reconnection gets; a frame after the
+// migration completed is refused and changes nothing.
+TEST_F(DestinationRecovery, PushFramesOnADataStreamInstallUntilTheMigrationCompleted) {
+  DestinationOptions options;
+  options.expected_token = "token";
+  std::unique_ptr<vmm::Vm> adopted;
+  options.adopt = [&](const std::string&, const std::string&, std::unique_ptr<vmm::Vm> vm) {
+    adopted = std::move(vm);
+  };
+  RecordingSink first, second;
+  DestinationSession session(options, &first);
+  SwitchOver(session, /*data_streams=*/1);
+  ASSERT_EQ(session.state(), DestinationState::kPostcopy);
+  auto frame = [&](uint64_t first_page, uint64_t count, FramePhase phase) {
+    std::vector<uint64_t> pages(count);
+    for (uint64_t i = 0; i < count; ++i) pages[i] = first_page + i;
+    return EncodePageFrame(source_->memory(), pages, phase, 0, [](uint64_t, bool) {}).Flatten();
+  };
+  std::vector<uint8_t> bounce;
+  EXPECT_OK(session.OnDataFrame(Split(frame(0, 64, FramePhase::kPostcopy), 4096), &bounce));
+  EXPECT_TRUE(session.vm()->pager()->IsPresent(63));
+
+  EXPECT_FALSE(session.OnStreamLost(&first));
+  ASSERT_EQ(session.state(), DestinationState::kPostcopyPaused);
+  EXPECT_OK(session.OnDataFrame(Split(frame(64, 64, FramePhase::kPostcopy), 4096), &bounce));
+  EXPECT_TRUE(session.vm()->pager()->IsPresent(127));
+
+  ASSERT_TRUE(session.Reconnect(&second, ReconnectMessage("token")));
+  ASSERT_FALSE(second.written().empty());
+  const std::string present = second.written()[0].recovered().present();
+  ASSERT_EQ(present.size(), 256u / 8);
+  for (uint64_t p = 0; p < 256; ++p) {
+    // Pages 0..127 came on the data stream; the rest are owed (a page the
+    // guest faulted in meanwhile may be present too).
+    if (p < 128) EXPECT_TRUE(present[p / 8] & (1 << (p % 8))) << "page " << p;
+  }
+  ASSERT_TRUE(session.OnReceive(Split(frame(128, 128, FramePhase::kPostcopy), 4096), &second));
+  SourceMessage complete;
+  complete.mutable_complete()->set_pages_pushed(256);
+  EXPECT_FALSE(session.OnReceive(Split(Control(complete), 100), &second));
+  ASSERT_OK(session.Wait());
+  ASSERT_NE(adopted, nullptr);
+  EXPECT_EQ(session.state(), DestinationState::kCompleted);
+  EXPECT_THAT(session.OnDataFrame(Split(frame(0, 1, FramePhase::kPostcopy), 4096), &bounce),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("completed")));
+  EXPECT_EQ(session.state(), DestinationState::kCompleted);
+  ASSERT_OK(adopted->Pause());
+  ASSERT_OK_AND_ASSIGN(vmm::MemoryDigest got, adopted->Digest());
+  EXPECT_EQ(got.page_hashes.size(), 256u) << "nothing missing";
+}
+
+// A precopy frame on a data stream after the switchover is a protocol
+// error: it ends the migration, and the pages stay as they were.
+TEST_F(DestinationRecovery, APrecopyFrameOnADataStreamAfterTheSwitchoverIsRefused) {
+  DestinationOptions options;
+  options.expected_token = "token";
+  RecordingSink sink;
+  DestinationSession session(options, &sink);
+  SwitchOver(session, /*data_streams=*/1);
+  ASSERT_EQ(session.state(), DestinationState::kPostcopy);
+  std::vector<uint64_t> pages = {7};
+  const std::string wire =
+      EncodePageFrame(source_->memory(), pages, FramePhase::kPrecopy, 0, [](uint64_t, bool) {
+      }).Flatten();
+  std::vector<uint8_t> bounce;
+  EXPECT_THAT(session.OnDataFrame(Split(wire, 4096), &bounce),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("precopy page frame")));
+  EXPECT_THAT(session.Wait(), StatusIs(absl::StatusCode::kFailedPrecondition));
 }
 
 TEST_F(DestinationRecovery, NoReconnectWithinTheTimeoutFailsAndKeepsNothing) {

@@ -149,6 +149,27 @@ TEST(MigrationE2e, SeveralStreamsCarryPrecopyAndTheDigestMatches) {
   }
 }
 
+TEST(MigrationE2e, SeveralStreamsCarryThePostcopyPushAndTheDigestMatches) {
+  // The push stripes its frames over every stream, without a barrier: each
+  // page is final and pushed once, and the destination completes when
+  // nothing is missing, whichever stream brought it.
+  ASSERT_OK_AND_ASSIGN(auto lb, Loopback::Start());
+  vmm::VmConfig config = Config(vmm::WorkloadKind::kZipf);
+  auto source = RunningSource(config);
+  MigrationOptions options;
+  options.mode = MigrationMode::kPostcopy;
+  options.streams = 3;
+  SourceSession session(source.get(), lb->MakeSourceConfig(options));
+  ASSERT_OK(session.Run()) << session.report().outcome();
+  const MigrationReport& r = session.report();
+  EXPECT_EQ(r.push_streams(), 3u);
+  EXPECT_GT(r.pages_pushed(), 0u);
+  EXPECT_EQ(r.reconnects(), 0u);
+  std::unique_ptr<vmm::Vm> moved = lb->TakeMigrated(session.migration_id());
+  ASSERT_NE(moved, nullptr);
+  ExpectReferenceDigest(*moved, config);
+}
+
 TEST(MigrationE2e, ZeroPagesTravelAsBitmapBitsNotData) {
   ASSERT_OK_AND_ASSIGN(auto lb, Loopback::Start());
   vmm::VmConfig config = Config(vmm::WorkloadKind::kIdle);  // writes nothing
