@@ -412,6 +412,11 @@ absl::Status DestinationSession::OnDataFrame(FrameBytes bytes, std::vector<uint8
     // frame still in flight on a data stream when the main stream broke
     // is installed like any other: the source's memory is final.
     const DestinationState state = this->state();
+    // A push frame the source sent before it learnt that nothing was
+    // missing any more: every page it carries is here already, so it is
+    // dropped unread (the VM may have been handed over) and the stream
+    // lives on to answer the source's Flush.
+    if (state == DestinationState::kCompleted) return absl::OkStatus();
     const bool postcopy =
         state == DestinationState::kPostcopy || state == DestinationState::kPostcopyPaused;
     if (vm_ == nullptr || (state != DestinationState::kReceivingPrecopy && !postcopy))
@@ -596,6 +601,7 @@ absl::Status DestinationSession::OnHello(const ferry::v1::Hello& hello) {
   }
   DestinationMessage accepted;
   accepted.mutable_accepted()->set_protocol_version(kProtocolVersion);
+  accepted.mutable_accepted()->set_push_on_data_streams(true);
   RETURN_IF_ERROR(Send(accepted));
   waiters_.emplace_back(&DestinationSession::AwaitFirstMessage, this);
   return absl::OkStatus();

@@ -179,7 +179,9 @@ class DestinationSession {
   // `bounce` is the stream's own page. Thread-safe: streams install
   // concurrently (in precopy each page always comes on the same stream; a
   // pushed page is final, and a second copy of it is never installed over
-  // the first). An error ends the whole migration and is returned.
+  // the first). After the migration completed a frame is dropped (OK: it
+  // can only repeat pages already here). An error ends the whole migration
+  // while it receives (precopy, postcopy before Complete) and is returned.
   absl::Status OnDataFrame(FrameBytes bytes, std::vector<uint8_t>* bounce);
   // Blocks until the session has finished the sink. Its status: OK when
   // completed, else the error sent to the source.

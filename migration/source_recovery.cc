@@ -53,6 +53,7 @@ absl::Status SourceSession::Recover(const std::string& destination) {
     // Asked while the stream looks alive: the operator knows better.
     stream_error_ = absl::UnavailableError("recovery was asked for");
     stream_->Cancel();
+    CancelDataStreamsLocked();
   }
   return absl::OkStatus();
 }

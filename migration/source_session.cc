@@ -247,8 +247,8 @@ absl::Status SourceSession::SetParameters(const ParameterUpdate& update) {
   RETURN_IF_ERROR(CheckParameterUpdate(id_, state_, update));
   if (update.streams && config_.options.mode == MigrationMode::kPostcopy)
     return absl::FailedPreconditionError(absl::StrFormat(
-        "migration %s runs in postcopy mode: it sends no precopy pages, so streams do not "
-        "apply",
+        "migration %s runs in postcopy mode: it sends no precopy rounds, and its push uses "
+        "the streams opened at its start (--streams)",
         id_));
   const double time_ms = t_start_ == 0 ? 0 : (clock_->NowNanos() - t_start_) / 1e6;
   if (update.max_bandwidth) {
@@ -393,6 +393,10 @@ void SourceSession::ReaderLoop() {
   absl::MutexLock lock(&mu_);
   reader_done_ = true;
   limiter_.Interrupt();  // the stream ended: a push waiting for bandwidth finds out now
+  // After switchover the migration pauses for recovery, which closes the
+  // data streams: a push blocked on one of them returns now.
+  if (state_ == S::kSwitchingOver || state_ == S::kPostcopy || state_ == S::kCompleting)
+    CancelDataStreamsLocked();
 }
 
 void SourceSession::HandleMessage(const DestinationMessage& m) {
@@ -406,6 +410,7 @@ void SourceSession::HandleMessage(const DestinationMessage& m) {
   }
   switch (m.msg_case()) {
     case DestinationMessage::kAccepted:
+      push_on_data_streams_ = m.accepted().push_on_data_streams();
       stream_error_ = TransitionLocked(S::kAccepted);
       break;
     case DestinationMessage::kRedirect:
@@ -492,6 +497,7 @@ void SourceSession::SamplerLoop() {
           absl::StrFormat("the destination agent at %s sent nothing for %d s", destination_,
                           kSilenceTimeoutNs / 1'000'000'000));
       stream_->Cancel();
+      CancelDataStreamsLocked();  // a push blocked on one returns too
     }
     // Before the destination runs the guest, its ops are counted here.
     const bool use_dest = t_resumed_ > 0;
@@ -975,7 +981,12 @@ absl::Status SourceSession::SendPages(const std::vector<uint64_t>& pages, FrameP
 }
 
 size_t SourceSession::PushStreams() const {
+  if (!push_on_data_streams_.load()) return 1;  // an older destination
   return std::min<size_t>(active_streams_.load(), data_streams_.size() + 1);
+}
+
+void SourceSession::CancelDataStreamsLocked() {
+  for (auto& ds : data_streams_) ds->Cancel();
 }
 
 void SourceSession::DropDataStreams() {
@@ -1018,6 +1029,7 @@ void SourceSession::CountFrame(const FrameTally& tally, FramePhase phase, uint64
     absl::MutexLock lock(&mu_);
     round_pages_left_ -= std::min<uint64_t>(round_pages_left_, pages);
   }
+  if (phase == FramePhase::kPostcopy) counters_.PagesPushed(pages);  // frame by frame
   counters_.BytesSent(PathOf(phase), tally.wire_bytes);
   counters_.DataPagesSent(tally.data_pages);
   counters_.ZeroPagesSent(tally.zero_pages);
@@ -1307,8 +1319,11 @@ absl::Status SourceSession::Postcopy() {
     push_order_.NextBatch(kPushFramePages * PushStreams(), &batch);
     if (batch.empty()) continue;  // the page server took the last ones
     RETURN_IF_ERROR(SendPages(batch, FramePhase::kPostcopy, 0));
-    counters_.PagesPushed(batch.size());
   }
+  // Every data stream's frames are installed before Complete: a data stream
+  // that broke after its last write is found here (and recovered from),
+  // not by a destination waiting for pages nobody sends.
+  if (PushStreams() > 1) RETURN_IF_ERROR(FlushDataStreams());
   SourceMessage complete;
   complete.mutable_complete()->set_pages_pushed(counters_.pages_pushed());
   RETURN_IF_ERROR(Transition(S::kCompleting));

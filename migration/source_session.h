@@ -314,6 +314,11 @@ class SourceSession {
   // destination takes data streams in precopy only), so the push goes on
   // over the main stream. Session thread.
   void DropDataStreams();
+  // Makes a write blocked on a data stream return (recovery is coming).
+  void CancelDataStreamsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The destination said it installs push frames on data streams
+  // (Accepted.push_on_data_streams).
+  std::atomic<bool> push_on_data_streams_{false};
   uint64_t flush_seq_ = 0;
   std::thread reader_;
   std::thread sampler_;
