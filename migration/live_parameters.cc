@@ -29,8 +29,8 @@ absl::Status CheckParameterUpdate(const std::string& id, SourceState state,
   if (update.streams && state != SourceState::kConnecting && state != SourceState::kAccepted &&
       state != SourceState::kPrecopy)
     return absl::FailedPreconditionError(absl::StrFormat(
-        "migration %s is %s: streams carry precopy pages, and precopy has stopped, so they "
-        "cannot be changed now",
+        "migration %s is %s: the stream count changes between precopy rounds, and precopy "
+        "has stopped, so it cannot be changed now",
         id, SourceStateName(state)));
   return absl::OkStatus();
 }

@@ -906,6 +906,14 @@ absl::Status SourceSession::DataStreamError(size_t index, absl::string_view when
     if (state_ == S::kCancelling) return absl::CancelledError("the migration was cancelled");
     if (!stream_error_.ok()) return stream_error_;  // the main stream knows why
   }
+  bool main_ended;
+  {
+    absl::MutexLock lock(&mu_);
+    main_ended = reader_done_;
+  }
+  // The main stream ended first (its end cancels the data streams after
+  // switchover): that is the cause to report.
+  if (main_ended) return StreamBroke(when);
   SourceStream* ds = data_streams_[index - 1].get();
   ds->Cancel();
   const absl::Status finish = ds->Finish();
@@ -941,10 +949,9 @@ absl::Status SourceSession::SendPages(const std::vector<uint64_t>& pages, FrameP
   // (kStreamChunkPages) so that a resent page follows its older copy, and
   // flushed at the end. The postcopy push is striped over every stream it
   // still has (PushStreams), frame by frame in turn: its pages are final
-  // and each is pushed once, so no order between streams matters and
-  // nothing is flushed (the destination completes when nothing is
-  // missing). Stop-and-copy goes on the main stream, ordered before
-  // Switchover.
+  // and each is pushed once, so no order between streams matters and no
+  // frame waits for another (Postcopy flushes once, after the last).
+  // Stop-and-copy goes on the main stream, ordered before Switchover.
   const bool postcopy = phase == FramePhase::kPostcopy;
   const size_t n = phase == FramePhase::kPrecopy ? static_cast<size_t>(active_streams_.load())
                    : postcopy                    ? PushStreams()
@@ -1323,7 +1330,7 @@ absl::Status SourceSession::Postcopy() {
   // Every data stream's frames are installed before Complete: a data stream
   // that broke after its last write is found here (and recovered from),
   // not by a destination waiting for pages nobody sends.
-  if (PushStreams() > 1) RETURN_IF_ERROR(FlushDataStreams());
+  if (push_streams_ > 1 && PushStreams() > 1) RETURN_IF_ERROR(FlushDataStreams());
   SourceMessage complete;
   complete.mutable_complete()->set_pages_pushed(counters_.pages_pushed());
   RETURN_IF_ERROR(Transition(S::kCompleting));

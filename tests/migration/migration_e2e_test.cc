@@ -150,9 +150,9 @@ TEST(MigrationE2e, SeveralStreamsCarryPrecopyAndTheDigestMatches) {
 }
 
 TEST(MigrationE2e, SeveralStreamsCarryThePostcopyPushAndTheDigestMatches) {
-  // The push stripes its frames over every stream, without a barrier: each
-  // page is final and pushed once, and the destination completes when
-  // nothing is missing, whichever stream brought it.
+  // The push stripes its frames over every stream, with no barrier between
+  // frames (each page is final and pushed once) and one Flush before
+  // Complete; the digest matches whichever stream brought each page.
   ASSERT_OK_AND_ASSIGN(auto lb, Loopback::Start());
   vmm::VmConfig config = Config(vmm::WorkloadKind::kZipf);
   auto source = RunningSource(config);
