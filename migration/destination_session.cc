@@ -410,12 +410,10 @@ absl::Status DestinationSession::OnDataFrame(FrameBytes bytes, std::vector<uint8
     // Precopy frames, and the postcopy push once the VM runs here
     // (InstallFrame checks each frame's phase against the state). A push
     // frame still in flight on a data stream when the main stream broke
-    // is installed like any other: the source's memory is final.
+    // is installed like any other: the source's memory is final. After
+    // completion every page is here already: a frame is dropped unread
+    // (the VM may have been handed over) and the stream lives on.
     const DestinationState state = this->state();
-    // A push frame the source sent before it learnt that nothing was
-    // missing any more: every page it carries is here already, so it is
-    // dropped unread (the VM may have been handed over) and the stream
-    // lives on to answer the source's Flush.
     if (state == DestinationState::kCompleted) return absl::OkStatus();
     const bool postcopy =
         state == DestinationState::kPostcopy || state == DestinationState::kPostcopyPaused;

@@ -901,14 +901,11 @@ absl::Status SourceSession::OpenDataStreams(int total) {
 }
 
 absl::Status SourceSession::DataStreamError(size_t index, absl::string_view when) {
+  bool main_ended;
   {
     absl::MutexLock lock(&mu_);
     if (state_ == S::kCancelling) return absl::CancelledError("the migration was cancelled");
     if (!stream_error_.ok()) return stream_error_;  // the main stream knows why
-  }
-  bool main_ended;
-  {
-    absl::MutexLock lock(&mu_);
     main_ended = reader_done_;
   }
   // The main stream ended first (its end cancels the data streams after
