@@ -7,9 +7,11 @@
 #include <tuple>
 
 #include "base/eventually.h"
+#include "base/status_macros.h"
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
 #include "migration/loopback.h"
+#include "vmm/dirty_log.h"
 
 namespace ferry::migration {
 namespace {
@@ -217,13 +219,42 @@ TEST(MigrationE2e, PostcopyInBlockingFaultMode) {
   ExpectReferenceDigest(*moved, config);
 }
 
+// The VM's own dirty log, except that each scan while the guest runs first
+// waits until the guest has run `ops` more operations. A loaded machine can
+// leave the vCPU threads unscheduled for a whole round; this makes sure the
+// guest wrote between two scans however the threads were scheduled.
+class DirtyLogAfterGuestOps final : public vmm::DirtyLog {
+ public:
+  DirtyLogAfterGuestOps(vmm::Vm* vm, std::unique_ptr<vmm::DirtyLog> log, uint64_t ops)
+      : vm_(vm), log_(std::move(log)), ops_(ops), last_(vm->Stats().total_ops) {}
+
+  absl::Status Collect(std::vector<uint64_t>* pages) override {
+    if (!Eventually([&] { return vm_->Stats().total_ops >= last_ + ops_; }, absl::Seconds(120)))
+      return absl::DeadlineExceededError("the test guest ran no operations for 120 s");
+    last_ = vm_->Stats().total_ops;
+    return log_->Collect(pages);
+  }
+  // With the VM paused: nothing more to wait for.
+  absl::Status CollectFinal(std::vector<uint64_t>* pages) override {
+    return log_->CollectFinal(pages);
+  }
+  const char* Name() const override { return log_->Name(); }
+
+ private:
+  vmm::Vm* vm_;
+  std::unique_ptr<vmm::DirtyLog> log_;
+  uint64_t ops_;
+  uint64_t last_;
+};
+
 TEST(MigrationE2e, PagesWrittenAfterTheyWereSentAreNeverStale) {
-  // Every op writes, until the guest is stopped: each precopy round leaves
-  // many pages stale at the destination, and hybrid switches to postcopy
-  // after two rounds with a large discard set, however fast the machine
-  // (a guest with a fixed op count could halt before the rounds end on a
-  // loaded one, leaving nothing stale). The digest, against a replay of
-  // the ops each vCPU ran, proves no stale page survived.
+  // Every op writes, until the guest is stopped, and the dirty log's scans
+  // wait for 4,096 more writes each (about 3,200 of the 8,192 pages, far
+  // more than the 1 ms downtime target holds at any link speed): each
+  // precopy round leaves many pages stale at the destination, and hybrid
+  // switches to postcopy with a large discard set however the machine
+  // schedules the vCPUs. The digest, against a replay of the ops each vCPU
+  // ran, proves no stale page survived.
   ASSERT_OK_AND_ASSIGN(auto lb, Loopback::Start());
   vmm::VmConfig config = Config(vmm::WorkloadKind::kUniform);
   config.workload.write_fraction = 1.0;
@@ -234,7 +265,13 @@ TEST(MigrationE2e, PagesWrittenAfterTheyWereSentAreNeverStale) {
   options.mode = MigrationMode::kHybrid;
   options.downtime_target_ms = 1;
   options.max_rounds = 2;
-  SourceSession session(source.get(), lb->MakeSourceConfig(options));
+  SourceConfig source_config = lb->MakeSourceConfig(options);
+  source_config.start_dirty_log =
+      [](vmm::Vm* vm) -> absl::StatusOr<std::unique_ptr<vmm::DirtyLog>> {
+    ASSIGN_OR_RETURN(std::unique_ptr<vmm::DirtyLog> log, vm->StartDirtyLog());
+    return std::unique_ptr<vmm::DirtyLog>(new DirtyLogAfterGuestOps(vm, std::move(log), 4096));
+  };
+  SourceSession session(source.get(), source_config);
   ASSERT_OK(session.Run()) << session.report().outcome();
   EXPECT_GT(session.report().pages_discarded(), 0u);
   EXPECT_GT(session.report().pages_resent(), 0u);
