@@ -82,6 +82,30 @@ bool ProbeUserfault(int kvm_fd) {
   return accepted;
 }
 
+// Whether this kernel carries Ferry's in-place memslot resize: a scratch
+// VM's two-page slot is shrunk to one page with KVM_MEM_RESIZE_IN_PLACE.
+// A stock kernel refuses the unknown flag with EINVAL.
+bool ProbeMemslotResize(int kvm_fd) {
+  UniqueFd vm(ioctl(kvm_fd, KVM_CREATE_VM, 0));
+  if (!vm.valid() || CheckExtension(vm.get(), abi::kKvmCapMemslotResize) <= 0) return false;
+  void* pages = mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (pages == MAP_FAILED) return false;
+  abi::KvmUserspaceMemoryRegion2 r{};
+  r.slot = 0;
+  r.guest_phys_addr = 0;
+  r.memory_size = 8192;
+  r.userspace_addr = reinterpret_cast<uint64_t>(pages);
+  bool accepted = ioctl(vm.get(), abi::kKvmSetUserMemoryRegion2, &r) == 0;
+  if (accepted) {
+    r.flags = abi::kKvmMemResizeInPlace;
+    r.memory_size = 4096;
+    accepted = ioctl(vm.get(), abi::kKvmSetUserMemoryRegion2, &r) == 0;
+  }
+  vm.Reset();
+  munmap(pages, 8192);
+  return accepted;
+}
+
 }  // namespace
 
 size_t KvmXsaveBytes(int xsave2_size) {
@@ -101,6 +125,7 @@ std::string KvmCapabilities::ToString() const {
   if (immediate_exit) on.push_back("immediate-exit");
   on.push_back(exit_on_missing ? "exit-on-missing memslots (KVM userfault)"
                                : "no exit-on-missing memslots");
+  on.push_back(memslot_resize ? "in-place memslot resize" : "no in-place memslot resize");
   return absl::StrJoin(on, ", ");
 }
 
@@ -141,6 +166,7 @@ absl::StatusOr<Kvm> Kvm::Open(const char* path) {
   caps.xsave2 = xsave2 > 0;
   caps.immediate_exit = CheckExtension(fd.get(), KVM_CAP_IMMEDIATE_EXIT) > 0;
   caps.exit_on_missing = caps.user_memory2 && caps.memory_fault_info && ProbeUserfault(fd.get());
+  caps.memslot_resize = caps.user_memory2 && ProbeMemslotResize(fd.get());
   if (!caps.immediate_exit)
     return absl::FailedPreconditionError(
         "KVM lacks KVM_CAP_IMMEDIATE_EXIT (Linux 4.11): vCPUs could not be paused");
@@ -196,6 +222,19 @@ absl::Status KvmVmFd::SetMemoryRegion2(uint32_t slot, uint32_t flags, uint64_t g
   r.userfault_bitmap = reinterpret_cast<uint64_t>(userfault_bitmap);
   if (Ioctl(fd_.get(), abi::kKvmSetUserMemoryRegion2, &r) != 0)
     return ErrnoStatus(absl::StrCat("KVM_SET_USER_MEMORY_REGION2 slot ", slot), errno);
+  return absl::OkStatus();
+}
+
+absl::Status KvmVmFd::ResizeMemoryRegion(uint32_t slot, uint64_t gpa, uint64_t size, void* host) {
+  abi::KvmUserspaceMemoryRegion2 r{};
+  r.slot = slot;
+  r.flags = abi::kKvmMemResizeInPlace;
+  r.guest_phys_addr = gpa;
+  r.memory_size = size;
+  r.userspace_addr = reinterpret_cast<uint64_t>(host);
+  if (Ioctl(fd_.get(), abi::kKvmSetUserMemoryRegion2, &r) != 0)
+    return ErrnoStatus(absl::StrCat("KVM_SET_USER_MEMORY_REGION2 (resize in place) slot ", slot),
+                       errno);
   return absl::OkStatus();
 }
 

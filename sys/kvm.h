@@ -45,6 +45,11 @@ struct KvmCapabilities {
   // fd reports the capability AND a memslot with KVM_MEM_USERFAULT and a
   // bitmap is accepted (stock kernels refuse the flag with EINVAL).
   bool exit_on_missing = false;
+  // Whether an existing memslot can be resized in place
+  // (KVM_MEM_RESIZE_IN_PLACE, Ferry's second KVM patch; none upstream):
+  // true only when a scratch VM's two-page slot accepts a shrink to one
+  // page with the flag (stock kernels refuse the unknown flag: EINVAL).
+  bool memslot_resize = false;
 
   // "api 12, memory-fault-info, pre-fault, manual-dirty-log-protect, ..."
   std::string ToString() const;
@@ -72,6 +77,12 @@ class KvmVmFd {
   // bit is set exits (KVM_EXIT_MEMORY_FAULT, flag USERFAULT). Null: no flag.
   absl::Status SetMemoryRegion2(uint32_t slot, uint32_t flags, uint64_t gpa, uint64_t size,
                                 void* host, const void* userfault_bitmap);
+  // KVM_MEM_RESIZE_IN_PLACE: gives existing slot `slot` (at `gpa`, backed
+  // by `host`, no flags) the size `size`, keeping the stage-2 mappings of
+  // the pages that stay; a shrink drops only the tail's. The kernel refuses
+  // (Unimplemented: EOPNOTSUPP where its per-slot arrays would lose state,
+  // e.g. under a shadow MMU) and the caller deletes and creates instead.
+  absl::Status ResizeMemoryRegion(uint32_t slot, uint64_t gpa, uint64_t size, void* host);
   // KVM_CHECK_EXTENSION on the VM fd: the value, 0 when absent.
   int CheckExtension(int cap) const;
   absl::Status EnableCap(uint32_t cap, uint64_t arg0);

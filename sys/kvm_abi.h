@@ -59,6 +59,11 @@ static_assert(kKvmSetUserMemoryRegion2 == 0x40a0ae49);
 // moved: 239, 243, 245): this is the one place it is written.
 inline constexpr int kKvmCapUserfault = 245;
 inline constexpr uint32_t kKvmMemUserfault = 1u << 3;
+// Ferry's second KVM patch (kernel/kvm-userfault/0002-*): KVM_SET_USER_MEMORY_REGION2 with this
+// request flag (never stored in the slot) on an existing slot sets its size, keeping its base
+// gfn, host address, flags and the stage-2 mappings of the pages that stay.
+inline constexpr int kKvmCapMemslotResize = 246;
+inline constexpr uint32_t kKvmMemResizeInPlace = 1u << 4;
 inline constexpr uint64_t kKvmMemoryExitFlagUserfault = 1ull << 4;
 struct KvmMemoryFault {
   uint64_t flags;

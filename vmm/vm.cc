@@ -146,6 +146,7 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config, const Clo
   if (config.backend == VmBackend::kKvm) {
     ASSIGN_OR_RETURN(machine, kvm::KvmMachine::Create(memory.get(), config.workload, config.vcpus,
                                                       config.kvm_dirty_ring));
+    machine->set_resize_in_place(config.kvm_resize_in_place);
     for (int i = 0; i < config.vcpus; ++i) {
       ASSIGN_OR_RETURN(std::unique_ptr<kvm::KvmVcpu> v,
                        machine->CreateVcpu(i, clock, throttle.get()));
@@ -632,6 +633,7 @@ absl::StatusOr<MemoryChangeResult> Vm::ChangeMemory(const MemoryTransaction& t) 
       absl::StatusOr<kvm::KvmMachine::SlotChange> slots = machine_->ApplyMemoryMap(before);
       if (slots.ok()) {
         r.slots_kept = slots->kept;
+        r.slots_resized = slots->resized;
         r.slots_recreated = slots->recreated;
         r.slots_created = slots->created;
         r.slots_deleted = slots->deleted;

@@ -76,6 +76,10 @@ struct VmConfig {
   VmBackend backend = VmBackend::kSoft;
   // KVM only: dirty rings instead of the dirty bitmap (docs/kvm.md).
   bool kvm_dirty_ring = false;
+  // KVM only: memory map changes resize a slot in place where the kernel
+  // can (Ferry's KVM patch, docs/kvm.md); false: delete and create it, as
+  // on a stock kernel (a comparison for benches). Not migrated.
+  bool kvm_resize_in_place = true;
   uint64_t memory_bytes = 1ull << 30;  // at creation: the main region's size
   // The most memory ChangeMemory may grow the VM to (the room reserved for
   // it); 0: four times memory_bytes.
@@ -127,8 +131,10 @@ struct MemoryChangeResult {
   int64_t apply_ns = 0;     // of which remapping memory, slots and page tables
   // KVM: what happened to the memslots (software vCPUs: all 0). A kept
   // slot keeps its stage-2 mappings; a recreated or deleted one loses them,
-  // and the guest faults them back in.
+  // and the guest faults them back in. A slot resized in place keeps the
+  // mappings of the pages that stay in it.
   int slots_kept = 0;
+  int slots_resized = 0;
   int slots_recreated = 0;
   int slots_created = 0;
   int slots_deleted = 0;

@@ -1,6 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
-# Builds Debian's 6.12 kvm.ko, kvm-amd.ko and kvm-intel.ko with Ferry's KVM Userfault patch, cached.
+# Builds Debian's 6.12 kvm.ko, kvm-amd.ko and kvm-intel.ko with Ferry's KVM patches (0*.patch, in
+# name order: KVM Userfault, then in-place memslot resize), cached.
 #
 #   kernel/kvm-userfault/build.sh [--rebuild]
 #
@@ -20,7 +21,7 @@ KVER=6.12.118   # the ONE pinned kernel version: image, headers (+common), kbuil
 
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PATCH="$HERE/0001-KVM-userfault-exit-on-missing-memslot-pages.patch"
+PATCHES=("$HERE"/0*.patch)  # applied in name order
 CACHE="${FERRY_KVM_CACHE:-/var/cache/ferry/kvm-guest}"
 JOBS="${FERRY_KVM_JOBS:-2}"
 SUITE="deb http://deb.debian.org/debian-security bookworm-security main"
@@ -30,8 +31,8 @@ REBUILD=0
 log() { echo "kvm-userfault: $*" >&2; }
 die() { echo "kvm-userfault: ERROR: $*" >&2; exit 1; }
 
-key_for() {  # key = sha256(patch + build.sh + kernel version), truncated
-  { cat "$PATCH" "$HERE/build.sh"; echo "kernel=$1"; } | sha256sum | cut -c1-16
+key_for() {  # key = sha256(patches + build.sh + kernel version), truncated
+  { cat "${PATCHES[@]}" "$HERE/build.sh"; echo "kernel=$1"; } | sha256sum | cut -c1-16
 }
 complete() { [ -f "$1/complete" ]; }
 
@@ -64,7 +65,7 @@ done
 [ -f /usr/include/libelf.h ] || missing+=("libelf.h")
 [ -f /usr/include/openssl/ssl.h ] || missing+=("openssl/ssl.h")
 [ ${#missing[@]} = 0 ] || die "missing tools: ${missing[*]} (apt-get install $NEEDS)"
-[ -f "$PATCH" ] || die "no patch at $PATCH"
+[ -f "${PATCHES[0]}" ] || die "no patch in $HERE"
 
 # ---- packages (private apt state; .debs cached) --------------------------------------------------
 APT="$CACHE/userfault-apt"; DEBS="$CACHE/userfault-debs"
@@ -152,8 +153,10 @@ IMG="$WORK/pkg/lib/modules/$KREL"
 T_EX=$(secs_since "$T0")
 
 # ---- patch and configure ----------------------------------------------------------------------------
-log "step: patch -p1 < $(basename "$PATCH")"
-(cd "$SRC" && patch -p1 --forward --quiet < "$PATCH") >&2 || die "the patch does not apply to $K"
+for P in "${PATCHES[@]}"; do
+  log "step: patch -p1 < $(basename "$P")"
+  (cd "$SRC" && patch -p1 --forward --quiet < "$P") >&2 || die "$(basename "$P") does not apply to $K"
+done
 cp "$HDR/.config" "$HDR/Module.symvers" "$SRC/"
 cp "$HDR/vmlinux" "$SRC/vmlinux"   # BTF base for the modules' .BTF (CONFIG_DEBUG_INFO_BTF_MODULES)
 # Debian signs modules at install time with its own key (CONFIG_MODULE_SIG_ALL); we have no key and

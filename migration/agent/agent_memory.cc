@@ -27,10 +27,12 @@ namespace {
 // KVM's part of a change for its event ("" for software vCPUs, which have
 // no memslots).
 std::string StageTwoText(const vmm::MemoryChangeResult& r) {
-  if (r.slots_kept + r.slots_recreated + r.slots_created + r.slots_deleted == 0) return "";
+  if (r.slots_kept + r.slots_resized + r.slots_recreated + r.slots_created + r.slots_deleted == 0)
+    return "";
   return absl::StrFormat(
-      "; memslots: %d kept, %d recreated, %d created, %d deleted; stage-2 mappings of %s dropped",
-      r.slots_kept, r.slots_recreated, r.slots_created, r.slots_deleted,
+      "; memslots: %d kept, %d resized in place, %d recreated, %d created, %d deleted; stage-2 "
+      "mappings of %s dropped",
+      r.slots_kept, r.slots_resized, r.slots_recreated, r.slots_created, r.slots_deleted,
       vmm::BytesString(r.stage2_bytes_dropped));
 }
 
@@ -84,6 +86,7 @@ absl::StatusOr<ferry::v1::ChangeVmMemoryResponse> Agent::ChangeVmMemory(
           .Kv("regions", now.RegionsString())
           .Kv("held_off_ms", held_off_ms)
           .Kv("slots_kept", static_cast<int64_t>(changed->slots_kept))
+          .Kv("slots_resized", static_cast<int64_t>(changed->slots_resized))
           .Kv("slots_recreated", static_cast<int64_t>(changed->slots_recreated))
           .Kv("stage2_mib_dropped", static_cast<int64_t>(changed->stage2_bytes_dropped >> 20)));
   events_.Publish(MakeEvent(
@@ -97,6 +100,7 @@ absl::StatusOr<ferry::v1::ChangeVmMemoryResponse> Agent::ChangeVmMemory(
   out.set_held_off_us(static_cast<uint64_t>(changed->held_off_ns / 1000));
   out.set_apply_us(static_cast<uint64_t>(changed->apply_ns / 1000));
   out.set_slots_kept(changed->slots_kept);
+  out.set_slots_resized(changed->slots_resized);
   out.set_slots_recreated(changed->slots_recreated);
   out.set_slots_created(changed->slots_created);
   out.set_slots_deleted(changed->slots_deleted);

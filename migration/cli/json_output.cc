@@ -133,7 +133,8 @@ JsonObject MemoryChangeJson(const std::string& name, const ferry::v1::ChangeVmMe
       .Add("slots_recreated", static_cast<uint64_t>(r.slots_recreated()))
       .Add("slots_created", static_cast<uint64_t>(r.slots_created()))
       .Add("slots_deleted", static_cast<uint64_t>(r.slots_deleted()))
-      .Add("stage2_bytes_dropped", r.stage2_bytes_dropped());
+      .Add("stage2_bytes_dropped", r.stage2_bytes_dropped())
+      .Add("slots_resized", static_cast<uint64_t>(r.slots_resized()));
   return o;
 }
 

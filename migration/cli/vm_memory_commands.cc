@@ -127,12 +127,14 @@ absl::Status VmMemoryCommand(Args& args, const std::string& address, const Conne
   std::printf("regions: %s (%s in all)\n", RegionsText(out.regions()).c_str(),
               FormatSize(out.memory_bytes()).c_str());
   // KVM only: what the memslots went through (software vCPUs have none).
-  if (out.slots_kept() + out.slots_recreated() + out.slots_created() + out.slots_deleted() > 0)
+  if (out.slots_kept() + out.slots_resized() + out.slots_recreated() + out.slots_created() +
+          out.slots_deleted() >
+      0)
     std::printf(
-        "memslots: %u kept, %u recreated, %u created, %u deleted; stage-2 mappings of %s "
-        "dropped (the guest faults them back in)\n",
-        out.slots_kept(), out.slots_recreated(), out.slots_created(), out.slots_deleted(),
-        FormatSize(out.stage2_bytes_dropped()).c_str());
+        "memslots: %u kept, %u resized in place, %u recreated, %u created, %u deleted; stage-2 "
+        "mappings of %s dropped (the guest faults them back in)\n",
+        out.slots_kept(), out.slots_resized(), out.slots_recreated(), out.slots_created(),
+        out.slots_deleted(), FormatSize(out.stage2_bytes_dropped()).c_str());
   return absl::OkStatus();
 }
 

@@ -112,7 +112,8 @@ TEST_F(CliOutputTest, MemoryChangesPrintTheRegionsAfterThem) {
                                         R"("held_off_us":[0-9]+,"apply_us":[0-9]+,)"
                                         // Software vCPUs: no memslots.
                                         R"("slots_kept":0,"slots_recreated":0,"slots_created":0,)"
-                                        R"("slots_deleted":0,"stage2_bytes_dropped":0\})"))
+                                        R"("slots_deleted":0,"stage2_bytes_dropped":0,)"
+                                        R"("slots_resized":0\})"))
       << resize.out;
   CliResult add = RunCli({"vm", "memory", "add", "m", "--agent", a, "--region", "hot-1", "--gpa",
                           "1G", "--size", "16M"});

@@ -141,6 +141,35 @@ TEST_F(KvmAgentsTest, ACutInPostcopyRecovers) {
 // (the seccomp filter on, no capability), and a postcopy migration between
 // two such processes completes with the replay's digest: the filter lets
 // every KVM, userfaultfd and dirty-log call the VMM makes through.
+// Memory map changes through the agent on a KVM VM: the CLI shows what the
+// memslots went through. Growing `ram` keeps its slot where it is (resized
+// in place on a kernel with Ferry's second KVM patch, recreated on a stock
+// one) and moves `top` above it in RAM offset space (recreated).
+TEST_F(KvmAgentsTest, AResizeThroughTheAgentShowsWhatTheMemslotsWentThrough) {
+  CliResult create = RunCli({"vm", "create", "kvm-mem", "--agent", a_->address(), "--backend",
+                             "kvm", "--memory", "16M", "--vcpus", "2", "--workload", "uniform"});
+  ASSERT_EQ(create.exit_code, 0) << create.out;
+  CliResult add = RunCli({"vm", "memory", "add", "kvm-mem", "--agent", a_->address(), "--region",
+                          "top", "--gpa", "1G", "--size", "4M"});
+  ASSERT_EQ(add.exit_code, 0) << add.out;
+  EXPECT_THAT(add.out, HasSubstr("memslots: 1 kept, 0 resized in place, 0 recreated, 1 created"));
+  CliResult grow =
+      RunCli({"vm", "resize", "kvm-mem", "--agent", a_->address(), "--memory", "32M", "--json"});
+  ASSERT_EQ(grow.exit_code, 0) << grow.out;
+  if (sys::Kvm::Open()->caps().memslot_resize) {
+    EXPECT_THAT(grow.out, HasSubstr("\"slots_recreated\":1,"));
+    EXPECT_THAT(grow.out, HasSubstr("\"stage2_bytes_dropped\":4194304,"));  // top's
+    EXPECT_THAT(grow.out, HasSubstr("\"slots_resized\":1}"));
+  } else {
+    EXPECT_THAT(grow.out, HasSubstr("\"slots_recreated\":2,"));
+    EXPECT_THAT(grow.out, HasSubstr("\"stage2_bytes_dropped\":20971520,"));  // ram's and top's
+    EXPECT_THAT(grow.out, HasSubstr("\"slots_resized\":0}"));
+  }
+  CliResult verify = RunCli({"vm", "verify", "kvm-mem", "--agent", a_->address()});
+  EXPECT_EQ(verify.exit_code, 0) << verify.out;
+  EXPECT_THAT(verify.out, HasSubstr("MATCH"));
+}
+
 TEST(KvmVmmProcessTest, ASandboxedVmmMovesAKvmVm) {
   absl::StatusOr<sys::Kvm> kvm = sys::Kvm::Open();
   if (!kvm.ok())

@@ -223,9 +223,38 @@ absl::StatusOr<KvmMachine::SlotChange> KvmMachine::ApplyMemoryMap(const MemoryMa
     return a.gpa == b.gpa && a.size == b.size && a.offset == b.offset &&
            before.regions()[a.region].name == map.regions()[b.region].name;
   };
+  // Only the size changed (the same region at the same gpa and host
+  // address): the kernel may resize the slot in place.
+  const bool in_place = resize_in_place_ && kvm_.caps().memslot_resize;
+  auto resizable = [&](size_t i) {
+    if (!in_place || i >= before.slots().size() || i >= map.slots().size()) return false;
+    const MemorySlot& a = before.slots()[i];
+    const MemorySlot& b = map.slots()[i];
+    return a.gpa == b.gpa && a.offset == b.offset && a.size != b.size &&
+           before.regions()[a.region].name == map.regions()[b.region].name;
+  };
+  // Tries the in-place resize of slot i to its new size; false when the
+  // kernel refused (the slot is then as it was).
+  auto resize = [&](size_t i) {
+    const MemorySlot& s = map.slots()[i];
+    return vm_
+        .ResizeMemoryRegion(static_cast<uint32_t>(i), s.gpa, s.size, memory_->host() + s.offset)
+        .ok();
+  };
   SlotChange c;
+  std::vector<bool> done(map.slots().size(), false);  // resized in place
   for (size_t i = 0; i < before.slots().size(); ++i) {
     if (same(i)) continue;
+    // A shrink goes first, with the deletions: its tail may be where a
+    // new slot comes.
+    if (resizable(i) && map.slots()[i].size < before.slots()[i].size && resize(i)) {
+      done[i] = true;
+      ++c.resized;
+      c.bytes_dropped += before.slots()[i].size - map.slots()[i].size;
+      continue;
+    }
+    // A grow waits until the deletions made room for it.
+    if (resizable(i) && map.slots()[i].size > before.slots()[i].size) continue;
     RETURN_IF_ERROR(vm_.SetMemoryRegion(static_cast<uint32_t>(i), 0, before.slots()[i].gpa, 0,
                                         memory_->host() + before.slots()[i].offset));
     c.bytes_dropped += before.slots()[i].size;
@@ -239,6 +268,18 @@ absl::StatusOr<KvmMachine::SlotChange> KvmMachine::ApplyMemoryMap(const MemoryMa
     if (same(i)) {
       ++c.kept;
       continue;
+    }
+    if (done[i]) continue;
+    if (resizable(i) && map.slots()[i].size > before.slots()[i].size) {
+      if (resize(i)) {
+        ++c.resized;
+        continue;
+      }
+      // Refused: delete and create after all.
+      RETURN_IF_ERROR(vm_.SetMemoryRegion(static_cast<uint32_t>(i), 0, before.slots()[i].gpa, 0,
+                                          memory_->host() + before.slots()[i].offset));
+      c.bytes_dropped += before.slots()[i].size;
+      ++c.recreated;
     }
     const MemorySlot& s = map.slots()[i];
     RETURN_IF_ERROR(vm_.SetMemoryRegion(static_cast<uint32_t>(i), 0, s.gpa, s.size,

@@ -67,6 +67,12 @@ class KvmMachine {
   // (harvest every vCPU's ring, then KVM_RESET_DIRTY_RINGS).
   absl::StatusOr<std::unique_ptr<DirtyLog>> StartDirtyLog();
   bool dirty_ring() const { return dirty_ring_; }
+  // Whether ApplyMemoryMap resizes slots in place where the kernel can (the
+  // default); off, it deletes and creates them (a comparison for benches).
+  void set_resize_in_place(bool on) {
+    absl::MutexLock lock(&slots_mu_);
+    resize_in_place_ = on;
+  }
 
   // vCPU `index`'s ring is full (KVM_EXIT_DIRTY_RING_FULL): harvests it
   // into the pages the next Collect() reports and resets it. vCPU thread.
@@ -91,19 +97,26 @@ class KvmMachine {
   // What a map change cost on KVM (MemoryMapChangeCost in Vm reports).
   struct SlotChange {
     int kept = 0;                // slots left as they were (stage-2 mappings kept)
-    int recreated = 0;           // slots deleted and created again (moved or resized)
+    int resized = 0;             // resized in place: their remaining pages' mappings kept
+    int recreated = 0;           // slots deleted and created again (moved, or resized without
+                                 // the kernel's in-place resize)
     int created = 0;             // slots that are new
     int deleted = 0;             // slots that are gone
-    uint64_t bytes_dropped = 0;  // stage-2 coverage lost: deleted and recreated slots' bytes
+    uint64_t bytes_dropped = 0;  // stage-2 coverage lost: deleted and recreated slots' bytes,
+                                 // and the tails that shrinks in place cut off
   };
   // Brings the memslots and the firmware to the memory's map in force, after
   // GuestMemory::ApplyMap from `before`. Only while every vCPU is out of
   // KVM_RUN at an op boundary (the guest flushes its TLB and reloads its
   // region before its next op), and not while a dirty log or exit mode is
   // on (the Vm refuses changes then). A RAM slot whose gpa, size and host
-  // address stay is kept; every other old slot is deleted first, then the
-  // new ones are created, so no two slots ever overlap. A failure leaves
-  // the machine unusable: the Vm fails the VM.
+  // address stay is kept; one whose gpa, host address and region stay but
+  // whose size changed is resized in place where the kernel can
+  // (KvmCapabilities::memslot_resize and resize_in_place()): shrinks with
+  // the deletions, grows with the creations. Every other old slot is
+  // deleted first, then the new ones are created, so no two slots ever
+  // overlap; a resize the kernel refuses falls back to delete and create.
+  // A failure leaves the machine unusable: the Vm fails the VM.
   absl::StatusOr<SlotChange> ApplyMemoryMap(const MemoryMap& before);
   // What ApplyMemoryMap would refuse, checked before anything moves:
   // FailedPrecondition while exit mode or a dirty log is on, InvalidArgument
@@ -157,6 +170,7 @@ class KvmMachine {
   absl::Mutex slots_mu_;
   const std::atomic<uint64_t>* userfault_bitmap_ ABSL_GUARDED_BY(slots_mu_) = nullptr;
   uint32_t ram_flags_ ABSL_GUARDED_BY(slots_mu_) = 0;
+  bool resize_in_place_ ABSL_GUARDED_BY(slots_mu_) = true;
 
   mutable absl::Mutex prefault_mu_;
   sys::KvmVcpuFd prefault_vcpu_ ABSL_GUARDED_BY(prefault_mu_);

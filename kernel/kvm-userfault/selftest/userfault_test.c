@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
-// userfault_test: checks Ferry's "KVM Userfault" patch (KVM_MEM_USERFAULT) against /dev/kvm.
+// userfault_test: checks Ferry's KVM patches against /dev/kvm: "KVM Userfault" (KVM_MEM_USERFAULT)
+// and the in-place memslot resize (KVM_MEM_RESIZE_IN_PLACE).
 //
-//   userfault_test patched   expect the patch: capability 1, flag accepted, exits as specified
-//   userfault_test stock     expect a stock kernel: capability 0, flag refused with EINVAL
+//   userfault_test patched   expect the patches: capabilities 1, flags accepted, exits as specified
+//   userfault_test stock     expect a stock kernel: capabilities 0, flags refused with EINVAL
 //
 // Built static (gcc -O2 -static -Wall) and run inside the nested test guest (see run-nested.sh).
 // Prints one "PASS name" / "FAIL name" line per check, "INFO ..." lines, and a final
@@ -30,6 +31,8 @@
 #define UF_EXIT_FLAG_USERFAULT (1ull << 4)        // KVM_MEMORY_EXIT_FLAG_USERFAULT
 #define UF_EXIT_MEMORY_FAULT 39                   // KVM_EXIT_MEMORY_FAULT
 #define UF_CAP_USER_MEMORY2 231
+#define UF_CAP_MEMSLOT_RESIZE 246         // KVM_CAP_MEMSLOT_RESIZE (Ferry's second patch)
+#define UF_MEM_RESIZE_IN_PLACE (1u << 4)  // KVM_MEM_RESIZE_IN_PLACE: a request, not stored
 #define UF_CAP_PRE_FAULT_MEMORY 236
 
 struct uf_region2 {                               // struct kvm_userspace_memory_region2 + patch
@@ -238,6 +241,59 @@ static void fill_page(uint8_t *mem, uint64_t gpa, uint32_t tag) {
   memcpy(mem + gpa, buf, PAGE);   // "install" the page (a real VMM would receive it from the source)
 }
 
+// ---- stage-2 mappings, from the VM's binary stats (pages_4k + 512 * pages_2m)
+// --------------------
+#ifndef KVM_GET_STATS_FD
+#define KVM_GET_STATS_FD _IO(KVMIO, 0xce)
+#endif
+static long mapped_pages(int vmfd) {
+  int fd = ioctl(vmfd, KVM_GET_STATS_FD, NULL);
+  if (fd < 0) return -1;
+  struct {
+    uint32_t flags, name_size, num_desc, id_offset, desc_offset, data_offset;
+  } h;
+  long total = -1;
+  if (pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h) goto out;
+  size_t dsz =
+      16 +
+      h.name_size;  // struct kvm_stats_desc: flags, exponent, size, offset, bucket_size, name[]
+  char *desc = malloc(dsz * h.num_desc);
+  if (!desc || pread(fd, desc, dsz * h.num_desc, h.desc_offset) != (ssize_t)(dsz * h.num_desc)) {
+    free(desc);
+    goto out;
+  }
+  total = 0;
+  for (uint32_t i = 0; i < h.num_desc; i++) {
+    const char *d = desc + i * dsz;
+    uint32_t off;
+    memcpy(&off, d + 8, 4);
+    long mult = !strcmp(d + 16, "pages_4k") ? 1 : !strcmp(d + 16, "pages_2m") ? 512 : 0;
+    if (!mult) continue;
+    uint64_t v;
+    if (pread(fd, &v, 8, h.data_offset + off) != 8) {
+      total = -1;
+      break;
+    }
+    total += mult * (long)v;
+  }
+  free(desc);
+out:
+  close(fd);
+  return total;
+}
+
+static int set_region2_at(int vmfd, uint32_t slot, uint32_t flags, uint64_t gpa, uint64_t size,
+                          uint8_t *hva) {
+  struct uf_region2 r;
+  memset(&r, 0, sizeof r);
+  r.slot = slot;
+  r.flags = flags;
+  r.guest_phys_addr = gpa;
+  r.memory_size = size;
+  r.userspace_addr = (uint64_t)(uintptr_t)hva;
+  return ioctl(vmfd, UF_SET_USER_MEMORY_REGION2, &r);
+}
+
 // ---- checks ---------------------------------------------------------------------------------
 static void check_validation(int expect_patch) {
   struct vm v;
@@ -378,6 +434,116 @@ out:
   munmap(mem, SLOT_SIZE);
 }
 
+// Runs read1 on `gpa`. An MMIO exit (no slot there) is completed (the read
+// returns zeros) and the guest run to its hlt, so the vCPU can be reused.
+static struct ev read_at(struct vm *v, uint64_t gpa) {
+  struct kvm_regs r;
+  vm_set_entry(v, uf_guest_read1);
+  ioctl(v->vcpu, KVM_GET_REGS, &r);
+  r.rsi = gpa;
+  ioctl(v->vcpu, KVM_SET_REGS, &r);
+  struct ev e = run_once(v);
+  if (e.type == EV_OTHER && e.exit_reason == KVM_EXIT_MMIO) {
+    memset(v->run->mmio.data, 0, sizeof v->run->mmio.data);
+    struct ev rest = run_once(v);  // completes the read, then out 0x11
+    if (rest.type == EV_OUT11) rest = run_once(v);
+    if (rest.type != EV_HLT)
+      FAIL("resize: after an MMIO read the guest did not reach hlt (got %s)", ev_name(&rest));
+  } else if (e.type == EV_OUT11) {
+    struct ev rest = run_once(v);
+    if (rest.type != EV_HLT) FAIL("resize: the guest did not reach hlt (got %s)", ev_name(&rest));
+  }
+  return e;
+}
+
+// KVM_MEM_RESIZE_IN_PLACE: a slot of the lower 2 MiB grows to 4 MiB and shrinks back, keeping the
+// stage-2 mapping of a page that stays; the shrunk tail is unreachable again (MMIO), never read
+// through a stale mapping; the refusals.  Stock: the capability is 0 and the flag is EINVAL.
+static void check_resize(int expect_patch) {
+  struct vm v;
+  struct ev e;
+  const uint64_t half = SLOT_SIZE / 2, low_gpa = 0x100000;
+  phase = "resize";
+  int cap = ioctl(kvm_fd, KVM_CHECK_EXTENSION, UF_CAP_MEMSLOT_RESIZE);
+  uint8_t *mem = new_memory();
+  uint8_t *other = new_memory();
+  fill_page(mem, low_gpa, 0x10000000);
+  fill_page(mem, A_GPA, 0xa0000000);
+  if (vm_create(&v) || set_region2_at(v.fd, 0, 0, 0, half, mem) || vm_add_vcpu(&v)) {
+    FAIL("resize: VM setup (%s)", strerror(errno));
+    goto out;
+  }
+  if (!expect_patch) {
+    CHECK(cap == 0, "stock_cap_memslot_resize_absent (%d)", cap);
+    int rc = set_region2_at(v.fd, 0, UF_MEM_RESIZE_IN_PLACE, 0, SLOT_SIZE, mem);
+    CHECK(rc < 0 && errno == EINVAL, "stock_resize_refused (rc=%d errno=%s)", rc,
+          rc < 0 ? strerror(errno) : "-");
+    goto out;
+  }
+  CHECK(cap == 1, "cap_memslot_resize_present (%d)", cap);
+  e = read_at(&v, low_gpa);
+  if (e.type != EV_OUT11 || e.val != 0x10000000) {
+    FAIL("resize: read inside the slot (got %s)", ev_name(&e));
+    goto out;
+  }
+  e = read_at(&v, A_GPA);
+  CHECK(e.type == EV_OTHER && e.exit_reason == KVM_EXIT_MMIO,
+        "outside_the_slot_is_mmio (gpa=A: got %s)", ev_name(&e));
+  long before = mapped_pages(v.fd);
+  int rc = set_region2_at(v.fd, 0, UF_MEM_RESIZE_IN_PLACE, 0, SLOT_SIZE, mem);
+  CHECK(rc == 0, "grow_in_place (rc=%d errno=%s)", rc, rc < 0 ? strerror(errno) : "-");
+  long after = mapped_pages(v.fd);
+  CHECK(before > 0 && after == before, "grow_keeps_the_stage2_mappings (mapped pages %ld -> %ld)",
+        before, after);
+  e = read_at(&v, A_GPA);
+  CHECK(e.type == EV_OUT11 && e.val == 0xa0000000, "grown_pages_are_guest_memory (gpa=A: got %s)",
+        ev_name(&e));
+  before = mapped_pages(v.fd);
+  rc = set_region2_at(v.fd, 0, UF_MEM_RESIZE_IN_PLACE, 0, half, mem);
+  CHECK(rc == 0, "shrink_in_place (rc=%d errno=%s)", rc, rc < 0 ? strerror(errno) : "-");
+  after = mapped_pages(v.fd);
+  CHECK(after < before && after > 0, "shrink_zaps_only_the_tail (mapped pages %ld -> %ld)", before,
+        after);
+  e = read_at(&v, A_GPA);
+  CHECK(e.type == EV_OTHER && e.exit_reason == KVM_EXIT_MMIO,
+        "shrunk_tail_is_not_reachable (gpa=A: got %s)", ev_name(&e));
+  before = mapped_pages(v.fd);
+  e = read_at(&v, low_gpa);
+  after = mapped_pages(v.fd);
+  CHECK(e.type == EV_OUT11 && e.val == 0x10000000 && after == before,
+        "kept_page_needs_no_fault_after_shrink (got %s; mapped pages %ld -> %ld)", ev_name(&e),
+        before, after);
+  // Refusals: another gpa or host address, a grow into another slot, a slot under dirty logging.
+  rc = set_region2_at(v.fd, 0, UF_MEM_RESIZE_IN_PLACE, 0x1000000, SLOT_SIZE, mem);
+  CHECK(rc < 0 && errno == EINVAL, "refuse_another_gpa (rc=%d errno=%s)", rc,
+        rc < 0 ? strerror(errno) : "-");
+  rc = set_region2_at(v.fd, 0, UF_MEM_RESIZE_IN_PLACE, 0, SLOT_SIZE, other);
+  CHECK(rc < 0 && errno == EINVAL, "refuse_another_host_address (rc=%d errno=%s)", rc,
+        rc < 0 ? strerror(errno) : "-");
+  rc = set_region2_at(v.fd, 1, UF_MEM_RESIZE_IN_PLACE, half, half, other);
+  CHECK(rc < 0 && errno == EINVAL, "refuse_a_slot_that_does_not_exist (rc=%d errno=%s)", rc,
+        rc < 0 ? strerror(errno) : "-");
+  if (set_region2_at(v.fd, 1, 0, half + 0x100000, 0x100000, other) == 0) {
+    rc = set_region2_at(v.fd, 0, UF_MEM_RESIZE_IN_PLACE, 0, SLOT_SIZE, mem);
+    CHECK(rc < 0 && errno == EEXIST, "refuse_a_grow_into_another_slot (rc=%d errno=%s)", rc,
+          rc < 0 ? strerror(errno) : "-");
+  } else {
+    FAIL("resize: second slot (%s)", strerror(errno));
+  }
+  if (set_region2_at(v.fd, 0, KVM_MEM_LOG_DIRTY_PAGES, 0, half, mem) == 0) {
+    rc =
+        set_region2_at(v.fd, 0, KVM_MEM_LOG_DIRTY_PAGES | UF_MEM_RESIZE_IN_PLACE, 0, 0x100000, mem);
+    CHECK(rc < 0 && errno == EINVAL, "refuse_a_dirty_logged_slot (rc=%d errno=%s)", rc,
+          rc < 0 ? strerror(errno) : "-");
+  } else {
+    FAIL("resize: dirty logging on (%s)", strerror(errno));
+  }
+out:
+  vm_destroy(&v);
+  munmap(mem, SLOT_SIZE);
+  munmap(other, SLOT_SIZE);
+}
+
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "patched";
   int expect_patch = strcmp(mode, "stock") != 0;
@@ -404,6 +570,7 @@ int main(int argc, char **argv) {
     CHECK(cap_sys == 0 && cap_vm == 0, "stock_cap_userfault_absent (system=%d vm=%d)", cap_sys, cap_vm);
 
   check_validation(expect_patch);
+  check_resize(expect_patch);
   if (expect_patch) {
     check_faults();
     check_prefault();
