@@ -130,11 +130,15 @@ scenarios:
   memory-change   what memory map transactions cost a running guest: vCPU
                   time held off (p50, p99) and the remapping part, per kind
                   of change (a region added above everything and removed,
-                  ram grown and shrunk, a region added below another and
-                  removed), against a plain pause+resume of the same VM;
-                  on KVM the memslots kept and recreated and the stage-2
-                  coverage dropped; the guest's ops/s with and without
-                  changes; the digest against the epoch replay
+                  ram grown and shrunk, the top region grown and shrunk, a
+                  region added below another and removed), against a plain
+                  pause+resume of the same VM; on KVM the memslots kept,
+                  resized in place and recreated, the stage-2 coverage
+                  dropped and the stage-2 faults taken after each change
+                  (debugfs), with slots resized in place and deleted and
+                  created side by side where the kernel has Ferry's patch;
+                  the guest's ops/s with and without changes; the digest
+                  against the epoch replay
       --backend B              soft or kvm (default soft)
       --memory SIZE            guest memory (default 256M)
       --repeat N               changes of each kind (default 50)

@@ -62,7 +62,12 @@ inline constexpr uint32_t kKvmMemUserfault = 1u << 3;
 // Ferry's second KVM patch (kernel/kvm-userfault/0002-*): KVM_SET_USER_MEMORY_REGION2 with this
 // request flag (never stored in the slot) on an existing slot sets its size, keeping its base
 // gfn, host address, flags and the stage-2 mappings of the pages that stay.
-inline constexpr int kKvmCapMemslotResize = 246;
+inline constexpr int kKvmCapMemslotResize = 1000;
+// KVM_X86_QUIRK_SLOT_ZAP_ALL (6.12; not in Debian 12's headers): while on
+// (the default), deleting or moving any memslot zaps every stage-2 mapping
+// of the VM. Turned off with KVM_CAP_DISABLE_QUIRKS2; before 6.12 every
+// slot deletion zaps all, with no way to turn it off.
+inline constexpr uint64_t kKvmX86QuirkSlotZapAll = 1ull << 7;
 inline constexpr uint32_t kKvmMemResizeInPlace = 1u << 4;
 inline constexpr uint64_t kKvmMemoryExitFlagUserfault = 1ull << 4;
 struct KvmMemoryFault {

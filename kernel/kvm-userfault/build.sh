@@ -171,6 +171,7 @@ BLOG="$WORK/build.log"
 { "${MK[@]}" olddefconfig && "${MK[@]}" -j"$JOBS" modules_prepare; } >"$BLOG" 2>&1 || { tail -30 "$BLOG" >&2; die "modules_prepare failed (log $BLOG)"; }
 [ "$(cat "$SRC/include/config/kernel.release")" = "$KREL" ] || die "kernel.release is $(cat "$SRC/include/config/kernel.release"), expected $KREL"
 grep -q '^CONFIG_HAVE_KVM_USERFAULT=y' "$SRC/.config" || die "CONFIG_HAVE_KVM_USERFAULT not set after olddefconfig"
+grep -q '^CONFIG_HAVE_KVM_MEMSLOT_RESIZE=y' "$SRC/.config" || die "CONFIG_HAVE_KVM_MEMSLOT_RESIZE not set after olddefconfig"
 T_PREP=$(secs_since "$T0")
 
 # ---- build ---------------------------------------------------------------------------------------------

@@ -137,10 +137,6 @@ TEST_F(KvmAgentsTest, ACutInPostcopyRecovers) {
   EXPECT_THAT(verify.out, HasSubstr("MATCH"));
 }
 
-// ferryd --state-dir with KVM: the VM runs in a sandboxed ferry-vmm process
-// (the seccomp filter on, no capability), and a postcopy migration between
-// two such processes completes with the replay's digest: the filter lets
-// every KVM, userfaultfd and dirty-log call the VMM makes through.
 // Memory map changes through the agent on a KVM VM: the CLI shows what the
 // memslots went through. Growing `ram` keeps its slot where it is (resized
 // in place on a kernel with Ferry's second KVM patch, recreated on a stock
@@ -170,6 +166,10 @@ TEST_F(KvmAgentsTest, AResizeThroughTheAgentShowsWhatTheMemslotsWentThrough) {
   EXPECT_THAT(verify.out, HasSubstr("MATCH"));
 }
 
+// ferryd --state-dir with KVM: the VM runs in a sandboxed ferry-vmm process
+// (the seccomp filter on, no capability), and a postcopy migration between
+// two such processes completes with the replay's digest: the filter lets
+// every KVM, userfaultfd and dirty-log call the VMM makes through.
 TEST(KvmVmmProcessTest, ASandboxedVmmMovesAKvmVm) {
   absl::StatusOr<sys::Kvm> kvm = sys::Kvm::Open();
   if (!kvm.ok())

@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "base/errno_status.h"
 #include "base/status_macros.h"
+#include "sys/kvm_abi.h"
 #include "vmm/kvm/kvm_vcpu.h"
 
 namespace ferry::vmm::kvm {
@@ -147,6 +148,14 @@ absl::StatusOr<std::unique_ptr<KvmMachine>> KvmMachine::Create(GuestMemory* memo
 absl::Status KvmMachine::Init() {
   ASSIGN_OR_RETURN(vm_, kvm_.CreateVm());
   ASSIGN_OR_RETURN(cpuid_, kvm_.SupportedCpuid());
+  // A deleted or moved slot drops its own stage-2 mappings only, not the
+  // whole VM's: the zap-all quirk exists for assigned devices, which Ferry
+  // VMs have none of. Kernels that cannot turn it off zap all.
+  const int quirks = vm_.CheckExtension(KVM_CAP_DISABLE_QUIRKS2);
+  if (quirks > 0 && (static_cast<uint64_t>(quirks) & sys::abi::kKvmX86QuirkSlotZapAll) != 0) {
+    RETURN_IF_ERROR(vm_.EnableCap(KVM_CAP_DISABLE_QUIRKS2, sys::abi::kKvmX86QuirkSlotZapAll));
+    slot_zap_all_ = false;
+  }
   if (dirty_ring_) {
     // Before any vCPU exists; the rings then replace the bitmap.
     RETURN_IF_ERROR(vm_.EnableCap(KVM_CAP_DIRTY_LOG_RING, kDirtyRingBytes));
@@ -285,6 +294,12 @@ absl::StatusOr<KvmMachine::SlotChange> KvmMachine::ApplyMemoryMap(const MemoryMa
     RETURN_IF_ERROR(vm_.SetMemoryRegion(static_cast<uint32_t>(i), 0, s.gpa, s.size,
                                         memory_->host() + s.offset));
     if (i >= before.slots().size()) ++c.created;
+  }
+  // Where deleting a slot zaps the whole VM's mappings, any delete or
+  // recreate dropped them all (a resize in place alone does not).
+  if (slot_zap_all_ && c.recreated + c.deleted > 0) {
+    c.bytes_dropped = 0;
+    for (const MemorySlot& s : before.slots()) c.bytes_dropped += s.size;
   }
   RETURN_IF_ERROR(UpdateFirmwareForMap(map, spec_, vcpus_, layout_, firmware()));
   return c;

@@ -103,7 +103,9 @@ class KvmMachine {
     int created = 0;             // slots that are new
     int deleted = 0;             // slots that are gone
     uint64_t bytes_dropped = 0;  // stage-2 coverage lost: deleted and recreated slots' bytes,
-                                 // and the tails that shrinks in place cut off
+                                 // and the tails that shrinks in place cut off; on a kernel
+                                 // where a deletion zaps the whole VM, all RAM once any
+                                 // slot was deleted or recreated
   };
   // Brings the memslots and the firmware to the memory's map in force, after
   // GuestMemory::ApplyMap from `before`. Only while every vCPU is out of
@@ -171,6 +173,9 @@ class KvmMachine {
   const std::atomic<uint64_t>* userfault_bitmap_ ABSL_GUARDED_BY(slots_mu_) = nullptr;
   uint32_t ram_flags_ ABSL_GUARDED_BY(slots_mu_) = 0;
   bool resize_in_place_ ABSL_GUARDED_BY(slots_mu_) = true;
+  // Deleting or moving a slot zaps every stage-2 mapping of the VM: a
+  // kernel without a way to turn KVM_X86_QUIRK_SLOT_ZAP_ALL off (Init).
+  bool slot_zap_all_ = true;
 
   mutable absl::Mutex prefault_mu_;
   sys::KvmVcpuFd prefault_vcpu_ ABSL_GUARDED_BY(prefault_mu_);

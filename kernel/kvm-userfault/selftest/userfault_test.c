@@ -31,7 +31,7 @@
 #define UF_EXIT_FLAG_USERFAULT (1ull << 4)        // KVM_MEMORY_EXIT_FLAG_USERFAULT
 #define UF_EXIT_MEMORY_FAULT 39                   // KVM_EXIT_MEMORY_FAULT
 #define UF_CAP_USER_MEMORY2 231
-#define UF_CAP_MEMSLOT_RESIZE 246         // KVM_CAP_MEMSLOT_RESIZE (Ferry's second patch)
+#define UF_CAP_MEMSLOT_RESIZE 1000        // KVM_CAP_MEMSLOT_RESIZE (Ferry's second patch)
 #define UF_MEM_RESIZE_IN_PLACE (1u << 4)  // KVM_MEM_RESIZE_IN_PLACE: a request, not stored
 #define UF_CAP_PRE_FAULT_MEMORY 236
 
