@@ -1,5 +1,6 @@
 #include "bench/memory_change.h"
 
+#include <algorithm>
 #include <fstream>
 #include <thread>
 
@@ -73,13 +74,19 @@ absl::Status Apply(vmm::Vm& vm, const MemoryTransaction& t, Samples* s) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
     return absl::OkStatus();
   }
-  // KVM: the stage-2 faults the guest takes until it ran as many ops as
-  // the VM has pages (a uniform guest has then touched most of its pages),
-  // bounded in time.
-  const uint64_t ops0 = vm.Stats().total_ops;
-  const uint64_t want = vm.memory().num_pages();
-  const int64_t deadline = MonotonicNowNanos() + 10'000'000'000;
-  while (vm.Stats().total_ops - ops0 < want && MonotonicNowNanos() < deadline)
+  // KVM: the stage-2 faults the guest takes until every vCPU ran one op
+  // per page of its share of memory (a uniform guest has then touched most
+  // of its pages; vCPUs need not run at one speed), bounded in time.
+  const std::vector<uint64_t> ops0 = OpsOf(vm);
+  const uint64_t want = vm.memory().num_pages() / std::max<size_t>(1, ops0.size());
+  auto ran = [&] {
+    const std::vector<uint64_t> now = OpsOf(vm);
+    for (size_t v = 0; v < now.size(); ++v)
+      if (now[v] < ops0[v] + want) return false;
+    return true;
+  };
+  const int64_t deadline = MonotonicNowNanos() + 30'000'000'000;
+  while (!ran() && MonotonicNowNanos() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   const int64_t faults_after = StageTwoFaults();
   if (faults_after >= faults_before) s->faults.push_back(faults_after - faults_before);

@@ -9,10 +9,11 @@
 // well). Each change is timed from the request to the vCPUs running again
 // (held off) and in its remapping part (apply); on KVM the slots kept,
 // resized and recreated, the stage-2 coverage dropped, and the stage-2
-// faults the guest took (KVM's debugfs pf_fixed) from the change until it
-// ran as many ops as the VM has pages are counted. Reference in the same run: a plain Pause() and
-// Resume() of the same VM, the floor of any change that holds vCPUs off. The guest's ops per second
-// with and without changes say what it felt. The run ends with the digest against the epoch replay.
+// faults the guest took (KVM's debugfs pf_fixed) from the change until
+// every vCPU ran one op per page of its share of memory are counted. Reference in the same run: a
+// plain Pause() and Resume() of the same VM, the floor of any change that holds vCPUs off. The
+// guest's ops per second with and without changes say what it felt. The run ends with the digest
+// against the epoch replay.
 #ifndef FERRY_BENCH_MEMORY_CHANGE_H_
 #define FERRY_BENCH_MEMORY_CHANGE_H_
 

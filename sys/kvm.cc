@@ -9,6 +9,8 @@
 #include <atomic>
 #include <cstring>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -236,6 +238,46 @@ absl::Status KvmVmFd::ResizeMemoryRegion(uint32_t slot, uint64_t gpa, uint64_t s
     return ErrnoStatus(absl::StrCat("KVM_SET_USER_MEMORY_REGION2 (resize in place) slot ", slot),
                        errno);
   return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> KvmVmFd::StageTwoMappedPages() const {
+  UniqueFd stats(ioctl(fd_.get(), KVM_GET_STATS_FD, nullptr));
+  if (!stats.valid()) return ErrnoStatus("KVM_GET_STATS_FD", errno);
+  kvm_stats_header h{};
+  if (pread(stats.get(), &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h))
+    return absl::UnavailableError("KVM stats: no header");
+  // Bounded before use: a descriptor is the struct plus its name.
+  if (h.name_size == 0 || h.name_size > 256 || h.num_desc > 4096)
+    return absl::UnavailableError("KVM stats: implausible header");
+  // A descriptor (struct kvm_stats_desc) is 16 bytes (flags, exponent,
+  // size, offset at byte 8, bucket_size), then the name. Read by offset:
+  // in C++ the header's flexible-array wrapper moves `name` (17, not 16).
+  constexpr size_t kDescFixedBytes = 16, kDescOffsetAt = 8;
+  const size_t desc_bytes = kDescFixedBytes + h.name_size;
+  std::vector<char> descs(desc_bytes * h.num_desc);
+  if (pread(stats.get(), descs.data(), descs.size(), h.desc_offset) !=
+      static_cast<ssize_t>(descs.size()))
+    return absl::UnavailableError("KVM stats: short descriptors");
+  uint64_t pages = 0;
+  bool found = false;
+  for (uint32_t i = 0; i < h.num_desc; ++i) {
+    const char* d = descs.data() + i * desc_bytes;
+    const std::string name(d + kDescFixedBytes, strnlen(d + kDescFixedBytes, h.name_size));
+    uint32_t offset;
+    std::memcpy(&offset, d + kDescOffsetAt, sizeof offset);
+    const uint64_t scale = name == "pages_4k"   ? 1
+                           : name == "pages_2m" ? 512
+                           : name == "pages_1g" ? 262144
+                                                : 0;
+    if (scale == 0) continue;
+    uint64_t v = 0;
+    if (pread(stats.get(), &v, sizeof v, h.data_offset + offset) != sizeof v)
+      return absl::UnavailableError("KVM stats: short data");
+    pages += scale * v;
+    found = true;
+  }
+  if (!found) return absl::UnavailableError("KVM stats: no pages_4k (not x86?)");
+  return pages;
 }
 
 int KvmVmFd::CheckExtension(int cap) const { return sys::CheckExtension(fd_.get(), cap); }

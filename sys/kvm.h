@@ -83,6 +83,10 @@ class KvmVmFd {
   // (Unimplemented: EOPNOTSUPP where its per-slot arrays would lose state,
   // e.g. under a shadow MMU) and the caller deletes and creates instead.
   absl::Status ResizeMemoryRegion(uint32_t slot, uint64_t gpa, uint64_t size, void* host);
+  // The VM's stage-2 mappings now, in 4 KiB pages: its binary stats
+  // (KVM_GET_STATS_FD, 5.14) pages_4k + 512 x pages_2m + 262144 x
+  // pages_1g (x86). Unavailable where the kernel has no such stats.
+  absl::StatusOr<uint64_t> StageTwoMappedPages() const;
   // KVM_CHECK_EXTENSION on the VM fd: the value, 0 when absent.
   int CheckExtension(int cap) const;
   absl::Status EnableCap(uint32_t cap, uint64_t arg0);

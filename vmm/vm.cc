@@ -223,6 +223,11 @@ std::string Vm::DemandPagingPaths() const {
   return out;
 }
 
+absl::StatusOr<uint64_t> Vm::StageTwoMappedPages() const {
+  if (!machine_) return absl::UnimplementedError("software vCPUs have no stage-2 tables");
+  return machine_->StageTwoMappedPages();
+}
+
 uint64_t Vm::PreFaultedPages() const { return machine_ ? machine_->pre_fault_stats().pages : 0; }
 
 Vm::~Vm() {

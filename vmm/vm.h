@@ -213,6 +213,10 @@ class Vm {
   absl::Status PreFault(uint64_t gpa, uint64_t size);
   // Stage-2 faults pre-faulting saved so far (pages mapped ahead).
   uint64_t PreFaultedPages() const;
+  // KVM only: the guest memory mapped in the stage-2 tables now, in 4 KiB
+  // pages (Unimplemented for software vCPUs, Unavailable without KVM's
+  // binary stats).
+  absl::StatusOr<uint64_t> StageTwoMappedPages() const;
   // The paths this VM's demand paging uses, for reports: the fault mode and
   // why, and on KVM whether pre-fault is available.
   std::string DemandPagingPaths() const;

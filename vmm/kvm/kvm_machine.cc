@@ -152,10 +152,10 @@ absl::Status KvmMachine::Init() {
   // whole VM's: the zap-all quirk exists for assigned devices, which Ferry
   // VMs have none of. Kernels that cannot turn it off zap all.
   const int quirks = vm_.CheckExtension(KVM_CAP_DISABLE_QUIRKS2);
-  if (quirks > 0 && (static_cast<uint64_t>(quirks) & sys::abi::kKvmX86QuirkSlotZapAll) != 0) {
-    RETURN_IF_ERROR(vm_.EnableCap(KVM_CAP_DISABLE_QUIRKS2, sys::abi::kKvmX86QuirkSlotZapAll));
-    slot_zap_all_ = false;
-  }
+  // Should the kernel refuse, the VM runs on with the quirk (a cost, not
+  // an error) and ApplyMemoryMap counts every deletion as dropping all.
+  if (quirks > 0 && (static_cast<uint64_t>(quirks) & sys::abi::kKvmX86QuirkSlotZapAll) != 0)
+    slot_zap_all_ = !vm_.EnableCap(KVM_CAP_DISABLE_QUIRKS2, sys::abi::kKvmX86QuirkSlotZapAll).ok();
   if (dirty_ring_) {
     // Before any vCPU exists; the rings then replace the bitmap.
     RETURN_IF_ERROR(vm_.EnableCap(KVM_CAP_DIRTY_LOG_RING, kDirtyRingBytes));

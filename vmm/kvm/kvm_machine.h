@@ -93,6 +93,8 @@ class KvmMachine {
   // Unsupported MMUs (no two-dimensional paging) are counted, not errors.
   absl::Status PreFault(uint64_t gpa, uint64_t size);
   PreFaultStats pre_fault_stats() const;
+  // The VM's stage-2 mappings, in 4 KiB pages (KvmVmFd::StageTwoMappedPages).
+  absl::StatusOr<uint64_t> StageTwoMappedPages() const { return vm_.StageTwoMappedPages(); }
 
   // What a map change cost on KVM (MemoryMapChangeCost in Vm reports).
   struct SlotChange {
